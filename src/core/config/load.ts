@@ -1,0 +1,164 @@
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { MakewavesError } from '../errors.ts';
+import { mainSchema, tenantSchema, type MainConfig, type TenantConfig } from './schema.ts';
+
+export const MAIN_FILE = 'makewaves.yaml';
+export const TENANT_DIR = 'tenants';
+
+export interface TenantEntry {
+  /** The tenant id: the file name without `.yaml`. */
+  readonly id: string;
+  /** The file it came from (absolute). */
+  readonly file: string;
+  readonly config: TenantConfig;
+}
+
+export interface LoadedConfig {
+  /** The config folder (absolute). */
+  readonly dir: string;
+  readonly main: MainConfig & { readonly dataDir: string; readonly sitesDir: string };
+  readonly tenants: readonly TenantEntry[];
+}
+
+/** Thrown by {@link loadConfig}; `problems` holds one line per problem, each naming file and key. */
+export class ConfigError extends MakewavesError {
+  readonly problems: readonly string[];
+  constructor(problems: string[]) {
+    super('CONFIG_INVALID', `configuration is invalid:\n  ${problems.join('\n  ')}`);
+    this.problems = problems;
+  }
+}
+
+const TENANT_ID = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/;
+
+function show(file: string): string {
+  const rel = path.relative(process.cwd(), file);
+  return rel && !rel.startsWith('..') ? rel : file;
+}
+
+function keyPath(p: readonly PropertyKey[]): string {
+  let out = '';
+  for (const k of p) {
+    if (typeof k === 'number') out += `[${k}]`;
+    else out += out ? `.${String(k)}` : String(k);
+  }
+  return out;
+}
+
+function parseYaml(file: string, problems: string[]): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    problems.push(`${show(file)}: cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    return undefined;
+  }
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    for (const e of doc.errors) {
+      const where = e.linePos?.[0] ? `line ${e.linePos[0].line}` : 'YAML';
+      problems.push(`${show(file)}: ${where}: ${e.message.split('\n')[0]}`);
+    }
+    return undefined;
+  }
+  return doc.toJS() ?? {};
+}
+
+function validate<S extends z.ZodType>(schema: S, value: unknown, file: string, problems: string[]): z.output<S> | undefined {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  for (const issue of result.error.issues) {
+    const key = keyPath(issue.path);
+    problems.push(`${show(file)}: ${key ? `${key}: ` : ''}${issue.message}`);
+  }
+  return undefined;
+}
+
+/**
+ * Reads, parses, validates and cross-checks `<dir>/makewaves.yaml` and
+ * `<dir>/tenants/*.yaml`. Has no side effects. Returns a deeply frozen
+ * config, or throws {@link ConfigError} listing every problem found.
+ */
+export function loadConfig(dir: string): LoadedConfig {
+  const root = path.resolve(dir);
+  const problems: string[] = [];
+  const mainFile = path.join(root, MAIN_FILE);
+  const rawMain = parseYaml(mainFile, problems);
+  const main = rawMain === undefined ? undefined : validate(mainSchema, rawMain, mainFile, problems);
+
+  const tenants: TenantEntry[] = [];
+  const tenantDir = path.join(root, TENANT_DIR);
+  let names: string[] = [];
+  try {
+    names = readdirSync(tenantDir).filter((n) => n.endsWith('.yaml') || n.endsWith('.yml'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      problems.push(`${show(tenantDir)}: cannot be read (${(err as NodeJS.ErrnoException).code})`);
+    }
+  }
+  names.sort();
+  const domainOwner = new Map<string, string>();
+  for (const name of names) {
+    const file = path.join(tenantDir, name);
+    const id = name.replace(/\.ya?ml$/, '');
+    if (!TENANT_ID.test(id)) {
+      problems.push(`${show(file)}: the file name must be a tenant id: lower-case letters, digits, "-" and "." between labels`);
+      continue;
+    }
+    if (tenants.some((t) => t.id === id)) {
+      problems.push(`${show(file)}: tenant "${id}" is defined twice (.yaml and .yml)`);
+      continue;
+    }
+    const raw = parseYaml(file, problems);
+    if (raw === undefined) continue;
+    const config = validate(tenantSchema, raw, file, problems);
+    if (!config) continue;
+    config.domains.forEach((d, i) => {
+      const owner = domainOwner.get(d);
+      if (owner !== undefined && owner !== id) {
+        problems.push(`${show(file)}: domains[${i}]: "${d}" is already claimed by tenant "${owner}"`);
+      } else if (owner === id) {
+        problems.push(`${show(file)}: domains[${i}]: "${d}" is listed twice`);
+      } else {
+        domainOwner.set(d, id);
+      }
+    });
+    const users = new Set<string>();
+    config.ftp.forEach((u, i) => {
+      if (users.has(u.user)) problems.push(`${show(file)}: ftp[${i}].user: "${u.user}" is listed twice`);
+      users.add(u.user);
+    });
+    if (main?.http.userdir && domainOwner.get(main.http.userdir) === id) {
+      problems.push(`${show(file)}: domains: "${main.http.userdir}" is the userdir host (http.userdir in ${MAIN_FILE})`);
+    }
+    tenants.push({ id, file, config });
+  }
+
+  if (problems.length > 0 || !main) throw new ConfigError(problems);
+  const loaded: LoadedConfig = {
+    dir: root,
+    main: { ...main, dataDir: path.resolve(root, main.data), sitesDir: path.resolve(root, main.sites) },
+    tenants,
+  };
+  return deepFreeze(loaded);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/** True when `dir` looks like a config folder (has makewaves.yaml). */
+export function isConfigDir(dir: string): boolean {
+  try {
+    return statSync(path.join(dir, MAIN_FILE)).isFile();
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,117 @@
+import { z } from 'zod';
+import { isValidHostname } from '../../lib/hostname.ts';
+import { parseListen } from '../../lib/listen.ts';
+import { parseSize } from '../../lib/sizes.ts';
+
+/**
+ * The config format is the suite's contract with operators (see README).
+ * Every object is strict: an unknown key is a typo and is reported as one.
+ * Types are inferred from these schemas; there are no parallel interfaces.
+ */
+
+const hostname = z
+  .string()
+  .transform((s) => s.toLowerCase())
+  .refine(isValidHostname, { error: (i) => `"${String(i.input)}" is not a valid host name` });
+
+const listen = z.string().refine((s) => parseListen(s) !== undefined, {
+  error: (i) => `"${String(i.input)}" is not a listen address (host:port, [v6]:port)`,
+});
+
+const listenList = z.union([listen.transform((s) => [s]), z.array(listen).min(1)]);
+
+/** A byte size: a number of bytes or a string like `512KiB`, `10MB`. */
+export const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = parseSize(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (examples: 1048576, 512KiB, 10MB)` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const emailAddress = z
+  .string()
+  .regex(/^[^\s@<>()",;:\\]+@[^\s@<>()",;:\\]+\.[^\s@<>()",;:\\]+$/, { error: (i) => `"${String(i.input)}" is not an e-mail address` })
+  .transform((s) => s.toLowerCase());
+
+const portRange = z.string().regex(/^\d{1,5}-\d{1,5}$/, 'must be a port range like "30000-30049"');
+
+export const mainSchema = z.strictObject({
+  hostname,
+  data: z.string().default('../data'),
+  sites: z.string().default('../sites'),
+  http: z.strictObject({
+    listen: listenList,
+    userdir: hostname.optional(),
+    accessLog: z
+      .strictObject({
+        /** Rotated daily; this many days of old logs are kept. */
+        keepDays: z.number().int().min(1).max(3650).default(14),
+      })
+      .default({ keepDays: 14 }),
+    /** Files up to this size are held in memory (revalidated on every hit). */
+    cacheFileMax: size.default(256 * 1024),
+    /** Total memory for the static-file cache. */
+    cacheTotal: size.default(64 * 1024 * 1024),
+    /** Seconds an upstream may stay silent before the proxy answers 504. */
+    proxyTimeout: z.number().positive().max(3600).default(30),
+  }),
+  smtp: z
+    .strictObject({
+      listen: listenList,
+      maxMessageBytes: size.default(10 * 1024 * 1024),
+      relay: z.string().url().optional(),
+    })
+    .optional(),
+  ftp: z
+    .strictObject({
+      listen,
+      passive: z.strictObject({ address: z.string(), ports: portRange }).optional(),
+    })
+    .optional(),
+});
+
+const tenantName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be lower-case letters, digits, ".", "_" or "-"');
+
+const proxyEntry = z.strictObject({
+  path: z.string().regex(/^\/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]+\/)*$/, 'must be a URL path that starts and ends with "/"'),
+  to: z
+    .string()
+    .url()
+    .refine((u) => /^https?:$/.test(new URL(u).protocol), 'must be an http:// or https:// URL'),
+});
+
+export const tenantSchema = z.strictObject({
+  domains: z.array(hostname).min(1, 'a tenant needs at least one domain'),
+  quota: size.optional(),
+  ftp: z
+    .array(
+      z.strictObject({
+        user: tenantName,
+        password: z.string().regex(/^\$scrypt\$/, 'must be a hash written by `makewaves passwd` ($scrypt$...)'),
+      }),
+    )
+    .default([]),
+  mail: z
+    .strictObject({
+      forward: z.record(z.string(), z.union([emailAddress.transform((a) => [a]), z.array(emailAddress).min(1)])).default({}),
+      catchAll: emailAddress.optional(),
+      lists: z
+        .record(
+          tenantName,
+          z.strictObject({
+            owner: emailAddress,
+            posting: z.enum(['open', 'members', 'moderated']).default('members'),
+          }),
+        )
+        .default({}),
+    })
+    .optional(),
+  forms: z.strictObject({ recipients: z.array(emailAddress).default([]) }).optional(),
+  cgi: z.boolean().default(false),
+  proxy: z.array(proxyEntry).default([]),
+});
+
+export type MainConfig = z.infer<typeof mainSchema>;
+export type TenantConfig = z.infer<typeof tenantSchema>;

@@ -1,0 +1,49 @@
+import type { Logger } from './log.ts';
+import type { Registry } from './registry.ts';
+
+/** A scheduled task a service asks the job runner to run (node-cron syntax). */
+export interface Job {
+  readonly name: string;
+  readonly schedule: string;
+  run(): Promise<void> | void;
+}
+
+/** The one lifecycle every service shares. */
+export interface Service {
+  readonly name: string;
+  /** Binds sockets; resolves once listening with one URL per listener. Rejects naming host:port on failure. */
+  start(): Promise<string[]>;
+  /** Stops accepting, lets sessions finish for graceMs, then closes them. Never rejects. */
+  stop(graceMs: number): Promise<void>;
+  /** Takes a new registry snapshot; sessions already open keep theirs. */
+  reload(next: Registry): void;
+  /** Periodic tasks this service needs (log rotation, rescans). */
+  jobs?(): Job[];
+}
+
+/**
+ * Starts services in order. If one fails, stops the ones already started
+ * (in reverse order) and rethrows its error, so the process never runs
+ * half a suite.
+ */
+export async function startAll(services: readonly Service[], log: Logger): Promise<void> {
+  const started: Service[] = [];
+  for (const svc of services) {
+    try {
+      const urls = await svc.start();
+      for (const url of urls) log.info({ svc: svc.name, url }, `${svc.name} listening on ${url}`);
+      started.push(svc);
+    } catch (err) {
+      log.error({ svc: svc.name, err: (err as Error).message }, `${svc.name} failed to start; stopping the others`);
+      await stopAll(started, 1000);
+      throw err;
+    }
+  }
+}
+
+/** Stops services in reverse order, each within graceMs. Never rejects. */
+export async function stopAll(services: readonly Service[], graceMs: number): Promise<void> {
+  for (const svc of [...services].reverse()) {
+    await svc.stop(graceMs).catch(() => undefined);
+  }
+}

@@ -1,0 +1,245 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import path from 'node:path';
+import { errorRef } from '../core/errors.ts';
+import type { Job, Service } from '../core/lifecycle.ts';
+import type { Logger } from '../core/log.ts';
+import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
+import { parseUrlPath, type JailRefusal } from '../lib/jail.ts';
+import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+import type { State } from '../state/index.ts';
+import { AccessLogs, combinedLine, DEFAULT_SITE } from './accesslog.ts';
+import { FileCache } from './cache.ts';
+import { errorPage } from './pages.ts';
+import { TenantProxy } from './proxy.ts';
+import { StaticFiles, type Outcome } from './static.ts';
+
+export interface HttpDeps {
+  registry: Registry;
+  state: State;
+  log: Logger;
+}
+
+const STATIC_METHODS = 'GET, HEAD, OPTIONS';
+const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-char': 400, escape: 403, hidden: 404 };
+
+/** Where a request goes, decided from Host and path before anything is read from disk. */
+type Route =
+  | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string }
+  | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
+  | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string };
+
+function encodeSegments(segments: readonly string[]): string {
+  return segments.map((s) => encodeURIComponent(s)).join('/');
+}
+
+/**
+ * Decides the route for a request target and Host. Pure apart from the
+ * registry lookup, so it is shared by normal requests and WebSocket upgrades.
+ */
+export function routeRequest(reg: Registry, target: string, hostHeader: string | undefined): Route {
+  let host = hostHeader;
+  let rest = target;
+  if (target.charCodeAt(0) !== 47 /* / */) {
+    // RFC 9112 §3.2.2: an absolute-form target's authority replaces Host.
+    const m = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(target);
+    if (!m) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target' };
+    host = m[1];
+    rest = m[2] || '/';
+  }
+  const q = rest.indexOf('?');
+  let rawPath = q === -1 ? rest : rest.slice(0, q);
+  const query = q === -1 ? '' : rest.slice(q + 1);
+
+  let tenant = reg.tenantForHost(host);
+  let base = '';
+  if (!tenant) {
+    if (!reg.isUserdirHost(host)) return { kind: 'error', status: 404, tenant: undefined, why: 'unknown host' };
+    const m = /^\/~([a-z0-9.-]+)(\/.*)?$/i.exec(rawPath);
+    tenant = m ? reg.tenants.get(m[1]!.toLowerCase()) : undefined;
+    if (!m || !tenant) return { kind: 'error', status: 404, tenant: undefined, why: 'no such user page' };
+    base = `/~${tenant.id}`;
+    if (m[2] === undefined) return { kind: 'error', status: 301, tenant, location: `${base}/${query ? `?${query}` : ''}` };
+    rawPath = m[2];
+  }
+
+  const parsed = parseUrlPath(rawPath);
+  if (!parsed.ok) return { kind: 'error', status: REFUSAL_STATUS[parsed.refusal], tenant, why: parsed.refusal };
+
+  if (base === '' && tenant.proxy.length > 0) {
+    const normal = `/${encodeSegments(parsed.segments)}${parsed.trailingSlash && parsed.segments.length > 0 ? '/' : ''}`;
+    for (const route of tenant.proxy) {
+      if (normal.startsWith(route.prefix)) {
+        const upstreamPath = parsed.clean ? rawPath : normal;
+        const tail = upstreamPath.slice(route.prefix.length);
+        const p = route.replace === undefined ? upstreamPath : route.replace + tail;
+        return { kind: 'proxy', tenant, route, path: query ? `${p}?${query}` : p };
+      }
+      if (`${normal}/` === route.prefix) {
+        return { kind: 'error', status: 301, tenant, location: `${route.prefix}${query ? `?${query}` : ''}` };
+      }
+    }
+  }
+  if (parsed.segments[0] === 'cgi-bin') {
+    // Handler sources are never served as files.
+    return { kind: 'error', status: 404, tenant, why: 'cgi-bin is not static' };
+  }
+  return { kind: 'static', tenant, segments: parsed.segments, trailingSlash: parsed.trailingSlash, query, base };
+}
+
+/** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
+export function createHttpService({ registry, state, log: rootLog }: HttpDeps): Service {
+  const log = rootLog.child({ svc: 'http' });
+  let current = registry;
+  const main = registry.config.main;
+  const accessLogs = new AccessLogs(path.join(main.dataDir, 'logs'), log);
+  const files = new StaticFiles(new FileCache(main.http.cacheFileMax, main.http.cacheTotal), log);
+  const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
+  const servers: http.Server[] = [];
+  let flushTimer: NodeJS.Timeout | undefined;
+
+  function record(tenant: Tenant | undefined, req: IncomingMessage, o: Outcome): void {
+    const site = tenant?.id ?? DEFAULT_SITE;
+    accessLogs.write(
+      site,
+      combinedLine({
+        remote: req.socket.remoteAddress ?? '-',
+        method: req.method ?? '-',
+        url: req.url ?? '-',
+        httpVersion: req.httpVersion,
+        status: o.status,
+        bytes: o.bytes,
+        referer: req.headers.referer,
+        userAgent: req.headers['user-agent'],
+      }),
+    );
+    if (tenant) state.traffic.add(tenant.id, o.bytes);
+  }
+
+  function sendPage(req: IncomingMessage, res: ServerResponse, status: number, headers: http.OutgoingHttpHeaders = {}, ref?: string): Outcome {
+    const page = errorPage(status, ref);
+    res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'X-Content-Type-Options': 'nosniff', ...headers });
+    const head = req.method === 'HEAD';
+    res.end(head ? undefined : page);
+    return { status, bytes: head ? 0 : page.length };
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const remote = req.socket.remoteAddress ?? '-';
+    const route = routeRequest(current, req.url ?? '/', req.headers.host);
+    let outcome: Outcome;
+    try {
+      switch (route.kind) {
+        case 'error':
+          if (route.why && route.status !== 404) log.info({ remote, url: req.url, host: req.headers.host, why: route.why }, 'request refused');
+          if (route.status === 404 && route.tenant) {
+            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
+          } else {
+            outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : {});
+          }
+          break;
+        case 'proxy':
+          outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: 'http' });
+          break;
+        case 'static':
+          if (req.method !== 'GET' && req.method !== 'HEAD') {
+            if (req.method === 'OPTIONS') {
+              res.writeHead(204, { Allow: STATIC_METHODS });
+              res.end();
+              outcome = { status: 204, bytes: 0 };
+            } else {
+              outcome = sendPage(req, res, 405, { Allow: STATIC_METHODS });
+            }
+            break;
+          }
+          outcome = await files.serve({ req, res, remote, ...route });
+          break;
+      }
+    } catch (err) {
+      const ref = errorRef();
+      log.error({ remote, url: req.url, ref, err: (err as Error).stack }, 'request failed');
+      if (!res.headersSent) outcome = sendPage(req, res, 500, {}, ref);
+      else {
+        res.destroy();
+        outcome = { status: res.statusCode, bytes: 0 };
+      }
+    }
+    record(route.tenant, req, outcome);
+  }
+
+  function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const route = routeRequest(current, req.url ?? '/', req.headers.host);
+    if (route.kind !== 'proxy') {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    const remote = req.socket.remoteAddress ?? '-';
+    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: 'http' });
+    record(route.tenant, req, { status: 101, bytes: 0 });
+  }
+
+  return {
+    name: 'http',
+    async start() {
+      const urls: string[] = [];
+      try {
+        for (const spec of main.http.listen) {
+          const server = http.createServer({
+            maxHeaderSize: 16 * 1024,
+            headersTimeout: 10_000,
+            requestTimeout: 30_000,
+            keepAliveTimeout: 5_000,
+            connectionsCheckingInterval: 1_000,
+          });
+          server.on('request', (req, res) => void handle(req, res));
+          server.on('upgrade', onUpgrade);
+          server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+            if (!socket.writable) return socket.destroy();
+            const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+            socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+          });
+          const bound = await listenOn(server, parseListen(spec)!, 'http');
+          servers.push(server);
+          urls.push(`http://${formatAddress(bound)}`);
+        }
+      } catch (err) {
+        for (const s of servers.splice(0)) s.close();
+        throw err;
+      }
+      flushTimer = setInterval(() => state.traffic.flush(), 5_000);
+      flushTimer.unref();
+      return urls;
+    },
+    async stop(graceMs) {
+      if (flushTimer) clearInterval(flushTimer);
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              const hard = setTimeout(() => s.closeAllConnections(), graceMs);
+              hard.unref();
+              s.close(() => {
+                clearTimeout(hard);
+                resolve();
+              });
+              s.closeIdleConnections();
+            }),
+        ),
+      );
+      servers.length = 0;
+      proxy.close();
+      await accessLogs.close();
+      state.traffic.flush();
+    },
+    reload(next) {
+      current = next;
+      files.reset();
+    },
+    jobs(): Job[] {
+      return [
+        { name: 'rotate access logs', schedule: '0 0 * * *', run: () => accessLogs.rotate(current.config.main.http.accessLog.keepDays) },
+      ];
+    },
+  };
+}

@@ -1,0 +1,34 @@
+import { STATUS_CODES } from 'node:http';
+
+const EXPLAIN: Record<number, string> = {
+  400: 'The request could not be understood.',
+  403: 'You do not have permission to see this.',
+  404: 'Nothing is published at this address.',
+  405: 'This address does not accept that method.',
+  412: 'A precondition of the request did not hold.',
+  416: 'The requested range is outside the file.',
+  421: 'This server does not host the site you asked for.',
+  500: 'Something went wrong on our side.',
+  502: "The site's application is not answering right now.",
+  503: 'This site is not available right now.',
+  504: "The site's application took too long to answer.",
+};
+
+const cache = new Map<string, Buffer>();
+
+/** The suite's own small HTML page for an error status. `ref` ties the page to a log line. */
+export function errorPage(status: number, ref?: string): Buffer {
+  const key = ref ? '' : String(status);
+  const hit = key ? cache.get(key) : undefined;
+  if (hit) return hit;
+  const title = `${status} ${STATUS_CODES[status] ?? 'Error'}`;
+  const body = Buffer.from(
+    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>${title}</title>` +
+      `<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#333}h1{font-size:1.4em}small{color:#888}</style></head>` +
+      `<body><h1>${title}</h1><p>${EXPLAIN[status] ?? ''}</p>` +
+      (ref ? `<p><small>Reference: ${ref}</small></p>` : '') +
+      `<hr><small>makewaves</small></body></html>\n`,
+  );
+  if (key) cache.set(key, body);
+  return body;
+}

@@ -1,0 +1,136 @@
+import { ConfigError, loadConfig } from './core/config/load.ts';
+import { watchConfig } from './core/config/watch.ts';
+import { startAll, stopAll, type Service } from './core/lifecycle.ts';
+import { createLogger, type Logger } from './core/log.ts';
+import { Registry } from './core/registry.ts';
+import { createHttpService } from './http/index.ts';
+import { createJobsService } from './jobs/index.ts';
+import { openState, type State } from './state/index.ts';
+
+export interface SuiteOptions {
+  configDir: string;
+  log?: Logger;
+  /** Reload when config files change (default true). */
+  watch?: boolean;
+}
+
+export interface Suite {
+  /** One URL per listener, by service name. */
+  readonly urls: Readonly<Record<string, string[]>>;
+  readonly state: State;
+  registry(): Registry;
+  /** Loads the config again; true if the new snapshot was taken, false if it was refused (old one keeps serving). */
+  reload(): boolean;
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * The composition root: config → registry → state → services. Throws
+ * ConfigError for a bad config and a LISTEN_FAILED error (naming host:port)
+ * when a service cannot start; in both cases nothing is left running.
+ */
+export async function startSuite(options: SuiteOptions): Promise<Suite> {
+  const log = options.log ?? createLogger();
+  const config = loadConfig(options.configDir);
+  let registry = new Registry(config);
+  const state = openState(config.main.dataDir);
+
+  const services: Service[] = [];
+  services.push(createHttpService({ registry, state, log }));
+  for (const missing of ['smtp', 'ftp'] as const) {
+    if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
+  }
+  services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
+
+  const urls: Record<string, string[]> = {};
+  const wrapped = services.map((s) => ({
+    ...s,
+    start: async () => {
+      const u = await s.start();
+      urls[s.name] = u;
+      return u;
+    },
+  }));
+  try {
+    await startAll(wrapped, log);
+  } catch (err) {
+    state.close();
+    throw err;
+  }
+  log.info({ tenants: registry.tenants.size, config: config.dir }, `serving ${registry.tenants.size} tenants`);
+
+  const reload = (): boolean => {
+    try {
+      const next = new Registry(loadConfig(options.configDir));
+      const before = JSON.stringify([registry.config.main.http.listen, registry.config.main.dataDir, registry.config.main.sitesDir]);
+      const after = JSON.stringify([next.config.main.http.listen, next.config.main.dataDir, next.config.main.sitesDir]);
+      if (before !== after) log.warn('listen addresses, data or sites changed: those take effect on restart');
+      registry = next;
+      for (const s of services) s.reload(next);
+      log.info({ tenants: next.tenants.size }, 'configuration reloaded');
+      return true;
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+      log.error({ problems }, 'configuration change refused; the previous configuration keeps serving');
+      return false;
+    }
+  };
+  const unwatch = options.watch === false ? undefined : watchConfig(config.dir, () => void reload());
+
+  let stopping: Promise<void> | undefined;
+  return {
+    urls,
+    state,
+    registry: () => registry,
+    reload,
+    stop(graceMs = 5_000) {
+      stopping ??= (async () => {
+        await unwatch?.();
+        await stopAll(services, graceMs);
+        state.close();
+      })();
+      return stopping;
+    },
+  };
+}
+
+/**
+ * `makewaves serve`: starts the suite and owns the process signals.
+ * SIGTERM/SIGINT drain within `graceMs` and exit 0; SIGHUP reloads config.
+ * Resolves with the process exit code.
+ */
+export async function runServer(configDir: string, graceMs = 5_000): Promise<number> {
+  const log = createLogger();
+  let suite: Suite;
+  try {
+    suite = await startSuite({ configDir, log });
+  } catch (err) {
+    const msg = err instanceof ConfigError ? err.message : (err as Error).message;
+    log.fatal(msg);
+    log.flush();
+    process.stderr.write(`makewaves: ${msg}\n`);
+    return 1;
+  }
+  return new Promise<number>((resolve) => {
+    const shutdown = (signal: string) => {
+      log.info({ signal }, `${signal}: stopping (grace ${graceMs} ms)`);
+      const hard = setTimeout(() => {
+        log.error('graceful stop overran its deadline; exiting');
+        resolve(1);
+      }, graceMs + 5_000);
+      hard.unref();
+      void suite.stop(graceMs).then(() => {
+        clearTimeout(hard);
+        log.info('stopped');
+        log.flush();
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGHUP', () => {
+      log.info('SIGHUP: reloading configuration');
+      suite.reload();
+    });
+  });
+}

@@ -1,0 +1,36 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+export type Db = Database.Database;
+
+/**
+ * One schema change. Each state module owns its migrations; ids are unique
+ * across the suite (`<module>-<n>`), applied once, in the order given, and
+ * recorded in `schema_migrations`. Append only: never edit one that shipped.
+ */
+export interface Migration {
+  readonly id: string;
+  readonly sql: string;
+}
+
+/** Opens (creating if needed) `<dataDir>/makewaves.db` in WAL mode and applies pending migrations. */
+export function openDb(dataDir: string, migrations: readonly Migration[]): Db {
+  mkdirSync(dataDir, { recursive: true });
+  const db = new Database(path.join(dataDir, 'makewaves.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('foreign_keys = ON');
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`);
+  const done = new Set((db.prepare('SELECT id FROM schema_migrations').all() as { id: string }[]).map((r) => r.id));
+  const record = db.prepare(`INSERT INTO schema_migrations (id, applied_at) VALUES (?, datetime('now'))`);
+  for (const m of migrations) {
+    if (done.has(m.id)) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      record.run(m.id);
+    })();
+  }
+  return db;
+}
