@@ -2,6 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import { errorRef } from '../core/errors.ts';
+import type { HandlerGateway } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
@@ -18,6 +19,8 @@ export interface HttpDeps {
   registry: Registry;
   state: State;
   log: Logger;
+  /** Runs /cgi-bin/<name> handlers; without it those paths are 404. */
+  gateway?: HandlerGateway;
 }
 
 const STATIC_METHODS = 'GET, HEAD, OPTIONS';
@@ -27,7 +30,8 @@ const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-
 type Route =
   | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string }
   | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
-  | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string };
+  | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
+  | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string };
 
 function encodeSegments(segments: readonly string[]): string {
   return segments.map((s) => encodeURIComponent(s)).join('/');
@@ -81,14 +85,17 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
     }
   }
   if (parsed.segments[0] === 'cgi-bin') {
-    // Handler sources are never served as files.
-    return { kind: 'error', status: 404, tenant, why: 'cgi-bin is not static' };
+    // Handlers run; their sources are never served as files.
+    const name = parsed.segments[1];
+    if (name === undefined || base !== '') return { kind: 'error', status: 404, tenant, why: 'cgi-bin is not static' };
+    const pathInfo = parsed.segments.length > 2 || parsed.trailingSlash ? `/${parsed.segments.slice(2).join('/')}${parsed.trailingSlash && parsed.segments.length > 2 ? '/' : ''}` : '';
+    return { kind: 'cgi', tenant, name, pathInfo, query };
   }
   return { kind: 'static', tenant, segments: parsed.segments, trailingSlash: parsed.trailingSlash, query, base };
 }
 
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
-export function createHttpService({ registry, state, log: rootLog }: HttpDeps): Service {
+export function createHttpService({ registry, state, log: rootLog, gateway }: HttpDeps): Service {
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
@@ -140,6 +147,13 @@ export function createHttpService({ registry, state, log: rootLog }: HttpDeps): 
           break;
         case 'proxy':
           outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: 'http' });
+          break;
+        case 'cgi':
+          if (!gateway) {
+            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
+            break;
+          }
+          outcome = await gateway.handle({ req, res, remote, serverPort: req.socket.localPort ?? 0, ...route });
           break;
         case 'static':
           if (req.method !== 'GET' && req.method !== 'HEAD') {

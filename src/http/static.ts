@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import mimeDb from 'mime-db';
 import mime from 'mime-types';
+import type { HttpOutcome } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import type { Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
@@ -27,10 +28,7 @@ export interface StaticRequest {
 }
 
 /** What was sent, for the access log and the traffic counters. */
-export interface Outcome {
-  status: number;
-  bytes: number;
-}
+export type Outcome = HttpOutcome;
 
 const MIN_COMPRESS = 256;
 

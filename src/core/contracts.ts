@@ -1,0 +1,52 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Tenant } from './registry.ts';
+
+/**
+ * Interfaces through which services use each other without importing each
+ * other: main.ts wires an implementation from one service into another.
+ */
+
+/** What a handled HTTP request sent, for the access log and traffic counters. */
+export interface HttpOutcome {
+  status: number;
+  bytes: number;
+}
+
+/** A request for `/cgi-bin/<name><pathInfo>` on a tenant's site. */
+export interface GatewayRequest {
+  req: IncomingMessage;
+  res: ServerResponse;
+  tenant: Tenant;
+  /** Handler name: the first path segment after /cgi-bin/ (decoded, no "/"). */
+  name: string;
+  /** The rest of the decoded path after the name ("" or "/..."). */
+  pathInfo: string;
+  /** Raw query string without "?". */
+  query: string;
+  remote: string;
+  /** Port the request arrived on. */
+  serverPort: number;
+}
+
+/** Runs form handlers (implemented by cgi/, used by http/). Must always answer the request. */
+export interface HandlerGateway {
+  handle(r: GatewayRequest): Promise<HttpOutcome>;
+}
+
+/** One message for the durable outbound queue. */
+export interface OutboundMessage {
+  /** Envelope sender ("" for a null sender). */
+  from: string;
+  /** Envelope recipients. */
+  to: string[];
+  /** The whole message, headers and body, CRLF line ends. */
+  raw: Buffer;
+  /** The tenant on whose behalf it is sent, for logs and limits. */
+  tenant?: string;
+}
+
+/** The durable outbound mail queue (implemented by mail/, used by cgi/ and lists). */
+export interface MailSubmitter {
+  /** Resolves with the queue id once the message is durably queued (on disk and in state). */
+  submit(msg: OutboundMessage): Promise<string>;
+}
