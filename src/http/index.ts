@@ -201,8 +201,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
         for (const spec of main.http.listen) {
           const server = http.createServer({
             maxHeaderSize: 16 * 1024,
-            headersTimeout: 10_000,
-            requestTimeout: 30_000,
+            headersTimeout: main.http.headersTimeout * 1000,
+            requestTimeout: Math.max(main.http.requestTimeout, main.http.headersTimeout) * 1000,
             keepAliveTimeout: 5_000,
             connectionsCheckingInterval: 1_000,
           });

@@ -56,11 +56,12 @@ function parseYaml(file: string, problems: string[]): unknown {
     problems.push(`${show(file)}: cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     return undefined;
   }
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
-      const where = e.linePos?.[0] ? `line ${e.linePos[0].line}` : 'YAML';
-      problems.push(`${show(file)}: ${where}: ${e.message.split('\n')[0]}`);
+      const first = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+      const where = e.linePos?.[0] ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : 'YAML';
+      problems.push(`${show(file)}: ${where}: ${first}`);
     }
     return undefined;
   }
@@ -72,6 +73,10 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, file: string, 
   if (result.success) return result.data;
   for (const issue of result.error.issues) {
     const key = keyPath(issue.path);
+    if (issue.code === 'unrecognized_keys') {
+      for (const k of issue.keys) problems.push(`${show(file)}: ${key ? `${key}.` : ''}${k}: unknown key (a typo?)`);
+      continue;
+    }
     problems.push(`${show(file)}: ${key ? `${key}: ` : ''}${issue.message}`);
   }
   return undefined;

@@ -11,8 +11,8 @@ import { parseSize } from '../../lib/sizes.ts';
 
 const hostname = z
   .string()
-  .transform((s) => s.toLowerCase())
-  .refine(isValidHostname, { error: (i) => `"${String(i.input)}" is not a valid host name` });
+  .refine((s) => isValidHostname(s.toLowerCase()), { error: (i) => `"${String(i.input)}" is not a valid host name` })
+  .transform((s) => s.toLowerCase());
 
 const listen = z.string().refine((s) => parseListen(s) !== undefined, {
   error: (i) => `"${String(i.input)}" is not a listen address (host:port, [v6]:port)`,
@@ -54,6 +54,10 @@ export const mainSchema = z.strictObject({
     cacheFileMax: size.default(256 * 1024),
     /** Total memory for the static-file cache. */
     cacheTotal: size.default(64 * 1024 * 1024),
+    /** Seconds a client may take to send its request headers (slow-loris guard). */
+    headersTimeout: z.number().positive().max(600).default(10),
+    /** Seconds a client may take to send a whole request, body included. */
+    requestTimeout: z.number().positive().max(3600).default(30),
     /** Seconds an upstream may stay silent before the proxy answers 504. */
     proxyTimeout: z.number().positive().max(3600).default(30),
   }),

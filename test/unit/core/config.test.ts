@@ -1,0 +1,164 @@
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../../src/core/config/load.ts';
+import { Registry } from '../../../src/core/registry.ts';
+import { tenantSchema } from '../../../src/core/config/schema.ts';
+import { parseSize } from '../../../src/lib/sizes.ts';
+import { parseListen } from '../../../src/lib/listen.ts';
+import { normalizeHost } from '../../../src/lib/hostname.ts';
+
+const MAIN = `hostname: mx.test\ndata: ../data\nsites: ../sites\nhttp:\n  listen: ["127.0.0.1:0"]\n  userdir: members.test\n`;
+
+let dir: string;
+function write(files: Record<string, string>): string {
+  for (const [rel, text] of Object.entries(files)) {
+    const f = path.join(dir, 'config', rel);
+    mkdirSync(path.dirname(f), { recursive: true });
+    writeFileSync(f, text);
+  }
+  return path.join(dir, 'config');
+}
+function problems(files: Record<string, string>): string[] {
+  try {
+    loadConfig(write(files));
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.problems];
+    throw err;
+  }
+  return [];
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'cfg-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('loadConfig', () => {
+  it('loads the bundled example config', () => {
+    const c = loadConfig(path.resolve('config'));
+    expect(c.tenants.map((t) => t.id)).toEqual(['club.test', 'example.test', 'shop.test']);
+    expect(c.tenants.find((t) => t.id === 'example.test')!.config.quota).toBe(512 * 1024);
+    expect(Object.isFrozen(c.main.http)).toBe(true);
+  });
+
+  it('resolves data and sites relative to the config folder', () => {
+    const c = loadConfig(write({ 'makewaves.yaml': MAIN, 'tenants/a.test.yaml': 'domains: [a.test]\n' }));
+    expect(c.main.dataDir).toBe(path.join(dir, 'data'));
+    expect(c.main.sitesDir).toBe(path.join(dir, 'sites'));
+  });
+
+  it('reports every problem with its file and key', () => {
+    const p = problems({
+      'makewaves.yaml': MAIN.replace('hostname: mx.test', 'hostname: mx..test') + 'htpp: {}\n',
+      'tenants/shop.test.yaml': 'domains: [shop.test, "shop..test", Bad_Host.test]\nquota: 12 parsecs\nftp: [{ user: bob, password: plain }]\n',
+      'tenants/b.test.yaml': 'domains: [b.test, SHOP.test]\n',
+    });
+    expect(p).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/makewaves\.yaml: hostname: "mx\.\.test" is not a valid host name/),
+        expect.stringMatching(/makewaves\.yaml: htpp: unknown key/),
+        expect.stringMatching(/tenants\/shop\.test\.yaml: domains\[1\]: "shop\.\.test" is not a valid host name/),
+        expect.stringMatching(/tenants\/shop\.test\.yaml: domains\[2\]: "Bad_Host\.test" is not a valid host name/),
+        expect.stringMatching(/tenants\/shop\.test\.yaml: quota: "12 parsecs" is not a size/),
+        expect.stringMatching(/tenants\/shop\.test\.yaml: ftp\[0\]\.password: must be a hash/),
+      ]),
+    );
+  });
+
+  it('refuses a domain claimed by two tenants, case-insensitively', () => {
+    const p = problems({
+      'makewaves.yaml': MAIN,
+      'tenants/a.test.yaml': 'domains: [a.test, shared.test]\n',
+      'tenants/b.test.yaml': 'domains: [b.test, SHARED.test]\n',
+    });
+    expect(p).toEqual([expect.stringMatching(/tenants\/b\.test\.yaml: domains\[1\]: "shared\.test" is already claimed by tenant "a\.test"/)]);
+  });
+
+  it('refuses YAML syntax errors with a line number, duplicate keys, bad tenant ids and unknown keys', () => {
+    const p = problems({
+      'makewaves.yaml': MAIN,
+      'tenants/a.test.yaml': 'domains: [a.test\n',
+      'tenants/c.test.yaml': 'domains: [c.test]\ndomains: [d.test]\n',
+      'tenants/Bad_Id.yaml': 'domains: [x.test]\n',
+      'tenants/e.test.yaml': 'domains: [e.test]\nqouta: 1MiB\n',
+    });
+    expect(p).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/a\.test\.yaml: line \d+, column \d+: /),
+        expect.stringMatching(/c\.test\.yaml: line 2, column 1: Map keys must be unique/),
+        expect.stringMatching(/Bad_Id\.yaml: the file name must be a tenant id/),
+        expect.stringMatching(/e\.test\.yaml: qouta: unknown key/),
+      ]),
+    );
+  });
+
+  it('refuses a tenant that claims the userdir host and a missing main file', () => {
+    expect(problems({ 'makewaves.yaml': MAIN, 'tenants/a.test.yaml': 'domains: [members.test]\n' })).toEqual([
+      expect.stringMatching(/a\.test\.yaml: domains: "members\.test" is the userdir host/),
+    ]);
+    rmSync(path.join(dir, 'config', 'makewaves.yaml'));
+    expect(problems({})).toEqual([expect.stringMatching(/makewaves\.yaml: cannot be read \(ENOENT\)/)]);
+  });
+});
+
+describe('Registry', () => {
+  it('finds tenants by Host: case, port and trailing dot ignored; IPv6 literals match nothing', () => {
+    const reg = new Registry(loadConfig(write({ 'makewaves.yaml': MAIN, 'tenants/a.test.yaml': 'domains: [a.test, www.a.test]\n' })));
+    for (const h of ['a.test', 'A.TEST', 'a.test:8080', 'a.test.', 'WWW.a.test.:80']) expect(reg.tenantForHost(h)?.id).toBe('a.test');
+    for (const h of [undefined, '', 'b.test', 'a.test.evil', '[::1]:8080', 'a.test..']) expect(reg.tenantForHost(h)).toBeUndefined();
+    expect(reg.isUserdirHost('Members.Test:8080')).toBe(true);
+  });
+
+  it('orders proxy routes longest prefix first and applies the nginx path rule', () => {
+    const reg = new Registry(
+      loadConfig(
+        write({
+          'makewaves.yaml': MAIN,
+          'tenants/a.test.yaml': 'domains: [a.test]\nproxy:\n  - { path: /app/, to: "http://127.0.0.1:9000" }\n  - { path: /app/api/, to: "http://127.0.0.1:9001/v2/" }\n',
+        }),
+      ),
+    );
+    expect(reg.tenants.get('a.test')!.proxy).toEqual([
+      { prefix: '/app/api/', origin: 'http://127.0.0.1:9001', replace: '/v2/' },
+      { prefix: '/app/', origin: 'http://127.0.0.1:9000', replace: undefined },
+    ]);
+  });
+
+  it('looks up 10,000 tenants', () => {
+    const tenants = Array.from({ length: 10_000 }, (_, i) => ({ id: `t${i}.test`, file: '', config: tenantSchema.parse({ domains: [`t${i}.test`] }) }));
+    const base = loadConfig(write({ 'makewaves.yaml': MAIN }));
+    const reg = new Registry({ ...base, tenants } as never);
+    expect(reg.tenantForHost('T9999.test:80')?.id).toBe('t9999.test');
+    expect(reg.tenants.size).toBe(10_000);
+  });
+});
+
+describe('small parsers', () => {
+  it.each([
+    ['512KiB', 524288],
+    ['10MB', 10_000_000],
+    ['1.5GiB', 1610612736],
+    ['2 mib', 2097152],
+    [1234, 1234],
+    ['77', 77],
+    ['-1', undefined],
+    ['1 furlong', undefined],
+    ['KiB', undefined],
+    [1.5, undefined],
+  ])('parseSize(%j) = %j', (input, expected) => expect(parseSize(input)).toBe(expected));
+
+  it.each([
+    ['127.0.0.1:8080', { host: '127.0.0.1', port: 8080 }],
+    ['[::1]:25', { host: '::1', port: 25 }],
+    [':21', { host: '0.0.0.0', port: 21 }],
+    ['127.0.0.1', undefined],
+    ['127.0.0.1:99999', undefined],
+  ])('parseListen(%j)', (input, expected) => expect(parseListen(input)).toEqual(expected));
+
+  it('normalizeHost', () => {
+    expect(normalizeHost('Example.TEST.:8080')).toBe('example.test');
+    expect(normalizeHost('[::1]:80')).toBe('[::1]');
+  });
+});
