@@ -36,7 +36,8 @@ function typeFor(name: string): { type: string; compressible: boolean } {
   const type = mime.contentType(name) || 'application/octet-stream';
   const essence = type.split(';')[0]!;
   const entry = (mimeDb as Record<string, { compressible?: boolean }>)[essence];
-  const compressible = entry?.compressible ?? (essence.startsWith('text/') || /\+(json|xml)$/.test(essence));
+  // mime-db calls application/octet-stream compressible; unknown bytes are usually already packed.
+  const compressible = essence !== 'application/octet-stream' && (entry?.compressible ?? (essence.startsWith('text/') || /\+(json|xml)$/.test(essence)));
   return { type, compressible };
 }
 
