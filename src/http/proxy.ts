@@ -59,8 +59,12 @@ export class TenantProxy {
     this.proxy.on('proxyReq', (proxyReq, req) => {
       proxyReq.on('timeout', () => this.timedOut.add(req as IncomingMessage));
     });
-    this.proxy.on('proxyRes', (proxyRes, req) => {
+    this.proxy.on('proxyRes', (proxyRes, req, res) => {
       stripHopByHop(proxyRes.headers);
+      // An upstream that resets mid-body must not leave our client waiting for the rest.
+      proxyRes.on('close', () => {
+        if (!proxyRes.complete) (res as ServerResponse).destroy();
+      });
       const counter = this.counters.get(req as IncomingMessage);
       if (counter) proxyRes.on('data', (chunk: Buffer) => (counter.bytes += chunk.length));
     });

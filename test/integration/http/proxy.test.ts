@@ -1,0 +1,154 @@
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawRequest } from '../../helpers/http.ts';
+import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+
+let t: TestSuite;
+let upstream: http.Server;
+let upstreamUrl: string;
+let deadPort: number;
+
+const get = (p: string, headers: Record<string, string> = {}, method = 'GET', body?: string) => rawRequest(t.http, p, { host: 'app.test', ...headers }, method, body);
+
+beforeAll(async () => {
+  upstream = http.createServer((req, res) => {
+    if (req.url?.startsWith('/app/stall')) return; // never answers
+    if (req.url?.startsWith('/app/reset-early')) return req.socket.destroy();
+    if (req.url?.startsWith('/app/reset')) {
+      res.writeHead(200, { 'content-length': '100' });
+      res.write('partial');
+      setImmediate(() => req.socket.destroy());
+      return;
+    }
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json', 'keep-alive': 'timeout=99', 'x-secret-hop': 'h', connection: 'x-secret-hop' });
+      res.end(JSON.stringify({ url: req.url, method: req.method, headers: req.headers, body }));
+    });
+  });
+  upstream.on('upgrade', (req, socket) => {
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    socket.write(`hello ${req.url} xff=${req.headers['x-forwarded-for']}\n`);
+    socket.pipe(socket);
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  deadPort = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+
+  t = await startTestSuite({
+    main: { http: { proxyTimeout: 0.5 } },
+    tenants: {
+      'app.test': {
+        domains: ['app.test'],
+        proxy: [
+          { path: '/app/', to: upstreamUrl },
+          { path: '/api/', to: `${upstreamUrl}/v2/` },
+          { path: '/down/', to: `http://127.0.0.1:${deadPort}` },
+        ],
+      },
+    },
+    files: { 'app.test/index.html': 'static home' },
+  });
+});
+afterAll(async () => {
+  await t?.stop();
+  upstream?.closeAllConnections();
+  await new Promise((r) => upstream?.close(r));
+});
+
+describe('reverse proxy', () => {
+  it('passes the path unchanged for a URL without a path, and replaces the prefix for one with a path', async () => {
+    const a = JSON.parse((await get('/app/x/y?q=1')).body.toString());
+    expect(a.url).toBe('/app/x/y?q=1');
+    const b = JSON.parse((await get('/api/items?id=2')).body.toString());
+    expect(b.url).toBe('/v2/items?id=2');
+    expect((await get('/')).body.toString()).toBe('static home');
+    const r = await get('/app');
+    expect(r.status).toBe(301);
+    expect(r.headers.location).toBe('/app/');
+  });
+
+  it('sets X-Forwarded-For/-Proto/-Host itself, replacing what the client sent', async () => {
+    const { headers } = JSON.parse(
+      (await get('/app/h', { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.test', 'x-forwarded-proto': 'https', forwarded: 'for=6.6.6.6' })).body.toString(),
+    );
+    expect(headers['x-forwarded-for']).toBe('127.0.0.1');
+    expect(headers['x-forwarded-host']).toBe('app.test');
+    expect(headers['x-forwarded-proto']).toBe('http');
+    expect(headers.forwarded).toBeUndefined();
+    expect(headers.host).toBe('app.test');
+  });
+
+  it('strips hop-by-hop headers both ways, including ones named by Connection', async () => {
+    const r = await get('/app/hop', { connection: 'keep-alive, x-private', 'x-private': 'p', te: 'trailers', 'proxy-authorization': 'Basic eA==' });
+    const { headers } = JSON.parse(r.body.toString());
+    expect(headers['x-private']).toBeUndefined();
+    expect(headers.te).toBeUndefined();
+    expect(headers['proxy-authorization']).toBeUndefined();
+    expect(r.headers['x-secret-hop']).toBeUndefined();
+    expect(r.headers['keep-alive']).not.toBe('timeout=99');
+  });
+
+  it('forwards request bodies', async () => {
+    const r = JSON.parse((await get('/app/post', { 'content-type': 'text/plain' }, 'POST', 'hello body')).body.toString());
+    expect(r).toMatchObject({ method: 'POST', body: 'hello body' });
+  });
+
+  it('refuses dot-segment tricks before they reach the upstream', async () => {
+    expect((await get('/app/../../etc/passwd')).status).toBe(403);
+    const r = JSON.parse((await get('/app/a/./b')).body.toString());
+    expect(r.url).toBe('/app/a/b');
+  });
+
+  it('answers 502 with a page when the upstream is down, 504 when it stalls, and survives resets', async () => {
+    const down = await get('/down/x');
+    expect(down.status).toBe(502);
+    expect(down.body.toString()).toMatch(/502 Bad Gateway.*Reference: \w+/s);
+    const stall = await get('/app/stall');
+    expect(stall.status).toBe(504);
+    const early = await get('/app/reset-early');
+    expect(early.status).toBe(502);
+    const mid = await get('/app/reset').catch((e: Error) => e);
+    expect(mid instanceof Error || mid.status === 200).toBe(true);
+    // The process is still serving.
+    expect((await get('/')).body.toString()).toBe('static home');
+    expect(t.logs().some((l) => l.msg === 'upstream failed' && l.upstream === `http://127.0.0.1:${deadPort}`)).toBe(true);
+  });
+
+  it('proxies WebSocket upgrades with X-Forwarded-For set', async () => {
+    const u = new URL(t.http);
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = http.request({ host: u.hostname, port: u.port, path: '/app/ws', headers: { host: 'app.test', connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'x-forwarded-for': '6.6.6.6' } });
+      req.on('upgrade', (res, socket, head) => {
+        expect(res.statusCode).toBe(101);
+        let data = head.toString();
+        socket.on('data', (c) => {
+          data += c;
+          if (data.includes('ping')) {
+            socket.destroy();
+            resolve(data);
+          }
+        });
+        socket.write('ping\n');
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(text).toContain('hello /app/ws xff=127.0.0.1');
+    expect(text).toContain('ping');
+  });
+
+  it('logs proxied requests in the tenant access log', async () => {
+    await get('/app/logged');
+    await t.suite.stop(200).catch(() => undefined);
+    const { readFileSync } = await import('node:fs');
+    const log = readFileSync(`${t.dataDir}/logs/app.test/access.log`, 'utf8');
+    expect(log).toMatch(/"GET \/app\/logged HTTP\/1\.1" 200 \d+/);
+    expect(log).toMatch(/"GET \/down\/x HTTP\/1\.1" 502 \d+/);
+  });
+});
