@@ -75,7 +75,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       return false;
     }
   };
-  const unwatch = options.watch === false ? undefined : watchConfig(config.dir, () => void reload());
+  const unwatch = options.watch === false ? undefined : await watchConfig(config.dir, () => void reload());
 
   let stopping: Promise<void> | undefined;
   return {

@@ -88,11 +88,11 @@ export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite>
 }
 
 /** Polls `check` until it returns a truthy value or `ms` pass (no fixed sleeps). */
-export async function waitFor<T>(check: () => T | Promise<T>, ms = 5_000, what = 'condition'): Promise<T> {
+export async function waitFor<T>(check: () => T | Promise<T>, ms = 5_000, what = 'condition'): Promise<NonNullable<T>> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check();
-    if (v) return v;
+    if (v) return v as NonNullable<T>;
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }

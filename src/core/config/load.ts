@@ -120,8 +120,10 @@ export function loadConfig(dir: string): LoadedConfig {
     const raw = parseYaml(file, problems);
     if (raw === undefined) continue;
     const config = validate(tenantSchema, raw, file, problems);
-    if (!config) continue;
-    config.domains.forEach((d, i) => {
+    // Even when other keys are wrong, valid domains still take part in the
+    // cross-check, so one run of `check` reports every clash.
+    const domains = config?.domains ?? tenantSchema.shape.domains.safeParse((raw as { domains?: unknown })?.domains).data ?? [];
+    domains.forEach((d, i) => {
       const owner = domainOwner.get(d);
       if (owner !== undefined && owner !== id) {
         problems.push(`${show(file)}: domains[${i}]: "${d}" is already claimed by tenant "${owner}"`);
@@ -131,6 +133,7 @@ export function loadConfig(dir: string): LoadedConfig {
         domainOwner.set(d, id);
       }
     });
+    if (!config) continue;
     const users = new Set<string>();
     config.ftp.forEach((u, i) => {
       if (users.has(u.user)) problems.push(`${show(file)}: ftp[${i}].user: "${u.user}" is listed twice`);

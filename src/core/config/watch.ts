@@ -5,9 +5,10 @@ import { MAIN_FILE, TENANT_DIR } from './load.ts';
 /**
  * Calls `onChange` once after config files stop changing for `debounceMs`
  * (an editor's save is several events; `tenant add` writes then renames).
- * Returns a function that stops watching.
+ * Resolves, once the watcher is ready (changes from then on are seen), with
+ * a function that stops watching.
  */
-export function watchConfig(dir: string, onChange: () => void, debounceMs = 250): () => Promise<void> {
+export async function watchConfig(dir: string, onChange: () => void, debounceMs = 250): Promise<() => Promise<void>> {
   let timer: NodeJS.Timeout | undefined;
   const watcher = watch([path.join(dir, MAIN_FILE), path.join(dir, TENANT_DIR)], {
     ignoreInitial: true,
@@ -19,6 +20,7 @@ export function watchConfig(dir: string, onChange: () => void, debounceMs = 250)
     timer = setTimeout(onChange, debounceMs);
   });
   watcher.on('error', () => undefined);
+  await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
   return async () => {
     if (timer) clearTimeout(timer);
     await watcher.close();

@@ -1,0 +1,80 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawRequest } from '../../helpers/http.ts';
+import { waitFor, writeConfig } from '../../helpers/suite.ts';
+
+const BIN = path.resolve('bin/makewaves.js');
+let dir: string;
+let configDir: string;
+
+function serve(config: string): { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [BIN, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c) => (out += c));
+  child.stderr!.on('data', (c) => (err += c));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, out: () => out, err: () => err, exited };
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-cli-'));
+  ({ configDir } = writeConfig(dir, { tenants: { 'a.test': { domains: ['a.test'] } }, files: { 'a.test/index.html': 'cli site' } }));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('makewaves serve', () => {
+  it('prints a line per listener, reloads on SIGHUP, and exits 0 on SIGTERM after draining', async () => {
+    const p = serve(configDir);
+    const url = await waitFor(() => /http listening on (http:\/\/[\d.:]+)/.exec(p.out())?.[1], 15_000, 'the listening line');
+    expect((await rawRequest(url, '/', { host: 'a.test' })).body.toString()).toBe('cli site');
+    writeFileSync(path.join(configDir, 'tenants', 'a.test.yaml'), 'domains: [a.test, b.test]\n');
+    p.child.kill('SIGHUP');
+    await waitFor(async () => (await rawRequest(url, '/', { host: 'b.test' })).status === 200, 5_000, 'SIGHUP reload');
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+    expect(p.out()).toContain('"msg":"stopped"');
+  });
+
+  it('exits non-zero naming the address when the port is in use, leaving nothing running', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    const port = (blocker.address() as AddressInfo).port;
+    const busyDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-busy-'));
+    const { configDir: busy } = writeConfig(busyDir, { main: { http: { listen: [`127.0.0.1:${port}`] } }, tenants: {} });
+    const p = serve(busy);
+    expect(await p.exited).toBe(1);
+    expect(p.err()).toContain(`http cannot listen: 127.0.0.1:${port} is already in use`);
+    blocker.close();
+    rmSync(busyDir, { recursive: true, force: true });
+  });
+
+  it('refuses to start on an invalid config, listing the problems', async () => {
+    const badDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bad-'));
+    const { configDir: bad } = writeConfig(badDir, { tenants: { 'a.test': { domains: ['a..test'] } } });
+    const p = serve(bad);
+    expect(await p.exited).toBe(1);
+    expect(p.err()).toMatch(/a\.test\.yaml: domains\[0\]: "a\.\.test" is not a valid host name/);
+    rmSync(badDir, { recursive: true, force: true });
+  });
+});
+
+describe('makewaves check', () => {
+  it('exits 0 for a good config and 1 with every problem for a bad one', () => {
+    const ok = spawnSync(process.execPath, [BIN, 'check', '--config', 'config'], { encoding: 'utf8' });
+    expect(ok.status).toBe(0);
+    expect(ok.stdout).toMatch(/OK \(3 tenants/);
+    const badDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-check-'));
+    const { configDir: bad } = writeConfig(badDir, { tenants: { 'a.test': { domains: ['a.test'], quota: 'huge' }, 'b.test': { domains: ['A.test'] } } });
+    const r = spawnSync(process.execPath, [BIN, 'check', '--config', bad], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/a\.test\.yaml: quota: "huge" is not a size/);
+    expect(r.stderr).toMatch(/b\.test\.yaml: domains\[0\]: "a\.test" is already claimed by tenant "a\.test"/);
+    expect(r.stderr).toMatch(/2 problems found/);
+    rmSync(badDir, { recursive: true, force: true });
+  });
+});
