@@ -1,9 +1,8 @@
 import { statSync } from 'node:fs';
-import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-
-const gzip = promisify(zlib.gzip);
-const brotli = promisify(zlib.brotliCompress);
+import mimeDb from 'mime-db';
+import mime from 'mime-types';
+import type { Coding, Validators } from './conditional.ts';
 
 /** A file's identity at the time it was read: any change to it makes the entry stale. */
 export interface FileStamp {
@@ -12,28 +11,109 @@ export interface FileStamp {
   mtimeMs: number;
 }
 
-/** A small file held in memory with its ready-made compressed variants. */
+/** Bodies smaller than this are not worth compressing. */
+export const MIN_COMPRESS = 256;
+
+/** Content type (with charset for text) and whether compressing it pays, from a file name. */
+export function typeFor(name: string): { type: string; compressible: boolean } {
+  const type = mime.contentType(name) || 'application/octet-stream';
+  const essence = type.split(';')[0]!;
+  const entry = (mimeDb as Record<string, { compressible?: boolean }>)[essence];
+  // mime-db calls application/octet-stream compressible; unknown bytes are usually already packed.
+  const compressible = essence !== 'application/octet-stream' && (entry?.compressible ?? (essence.startsWith('text/') || /\+(json|xml)$/.test(essence)));
+  return { type, compressible };
+}
+
+/** ETag and Last-Modified for a stamp and a content coding. */
+export function validatorsOf(stamp: FileStamp, coding: Coding): Validators {
+  // Inode, size and mtime (in µs): an atomic replace changes the inode even
+  // within one mtime tick, so the tag changes whenever the content can have.
+  const base = `${stamp.ino.toString(36)}-${stamp.size.toString(36)}-${Math.round(stamp.mtimeMs * 1000).toString(36)}`;
+  return {
+    etag: coding === 'identity' ? `"${base}"` : `"${base}-${coding}"`,
+    mtimeMs: stamp.mtimeMs,
+    lastModified: new Date(stamp.mtimeMs).toUTCString(),
+  };
+}
+
+interface Variant {
+  body: Buffer;
+  validators: Validators;
+  /** Ready-made response headers for a plain 200 (flat name/value list, as writeHead takes it). */
+  headers: string[];
+}
+
+/**
+ * A small file held in memory: its body, its compressed forms (made once,
+ * off the event loop) and the response headers of each, so a hit costs no
+ * formatting work.
+ */
 export class CachedFile {
-  private gz: Promise<Buffer> | undefined;
-  private br: Promise<Buffer> | undefined;
+  readonly type: string;
+  readonly compressible: boolean;
+  private readonly variants: Partial<Record<Coding, Variant>> = {};
+  private readonly pending: Partial<Record<Coding, Promise<void>>> = {};
 
   constructor(
     readonly real: string,
     readonly stamp: FileStamp,
     readonly body: Buffer,
-  ) {}
+    name: string,
+  ) {
+    ({ type: this.type, compressible: this.compressible } = typeFor(name));
+    this.variants.identity = this.makeVariant('identity', body);
+  }
 
-  /** The body in `coding`, compressed once and kept. */
-  variant(coding: 'gzip' | 'br'): Promise<Buffer> {
-    if (coding === 'gzip') return (this.gz ??= gzip(this.body, { level: 6 }));
-    return (this.br ??= brotli(this.body, {
-      params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 6, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: this.body.length },
+  /** The coding to answer with, given Accept-Encoding (identity for ranges). */
+  codingFor(acceptEncoding: string | undefined, chooser: (ae: string | undefined) => Coding): Coding {
+    return this.compressible && this.body.length >= MIN_COMPRESS ? chooser(acceptEncoding) : 'identity';
+  }
+
+  /** The variant if it is ready; otherwise starts making it and returns undefined. */
+  variant(coding: Coding): Variant | undefined {
+    const v = this.variants[coding];
+    if (v || coding === 'identity') return v;
+    void this.prepare(coding);
+    return undefined;
+  }
+
+  /** Resolves once `coding`'s variant exists. */
+  prepare(coding: Coding): Promise<void> {
+    if (this.variants[coding]) return Promise.resolve();
+    return (this.pending[coding] ??= new Promise<void>((resolve, reject) => {
+      const done = (err: Error | null, out: Buffer) => {
+        if (err) return reject(err);
+        this.variants[coding] = this.makeVariant(coding, out);
+        resolve();
+      };
+      if (coding === 'gzip') zlib.gzip(this.body, { level: 6 }, done);
+      else
+        zlib.brotliCompress(
+          this.body,
+          { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 6, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: this.body.length } },
+          done,
+        );
     }));
   }
 
-  /** Bytes this entry holds (body and finished variants). */
+  private makeVariant(coding: Coding, body: Buffer): Variant {
+    const validators = validatorsOf(this.stamp, coding);
+    const headers = [
+      'Content-Type', this.type,
+      'Last-Modified', validators.lastModified,
+      'ETag', validators.etag,
+      'Accept-Ranges', 'bytes',
+      'X-Content-Type-Options', 'nosniff',
+      'Content-Length', String(body.length),
+    ];
+    if (this.compressible) headers.push('Vary', 'Accept-Encoding');
+    if (coding !== 'identity') headers.push('Content-Encoding', coding);
+    return { body, validators, headers };
+  }
+
+  /** Bytes this entry may hold (body and compressed forms). */
   get weight(): number {
-    return this.body.length * 2 + 256;
+    return this.body.length * 2 + 512;
   }
 }
 

@@ -1,15 +1,13 @@
 import { constants as fsc } from 'node:fs';
 import { open, realpath, type FileHandle } from 'node:fs/promises';
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
-import mimeDb from 'mime-db';
-import mime from 'mime-types';
 import type { HttpOutcome } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import type { Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
-import { CachedFile, FileCache, type FileStamp } from './cache.ts';
+import { CachedFile, FileCache, typeFor, validatorsOf, type FileStamp } from './cache.ts';
 import { chooseEncoding, evaluatePreconditions, evaluateRange, type Coding, type Validators } from './conditional.ts';
 import { errorPage } from './pages.ts';
 
@@ -30,26 +28,37 @@ export interface StaticRequest {
 /** What was sent, for the access log and the traffic counters. */
 export type Outcome = HttpOutcome;
 
-const MIN_COMPRESS = 256;
+type Decision = { kind: 'send'; status: 200 | 206; start: number; end: number } | { kind: 'status'; status: 304 | 412 | 416 };
 
-function typeFor(name: string): { type: string; compressible: boolean } {
-  const type = mime.contentType(name) || 'application/octet-stream';
-  const essence = type.split(';')[0]!;
-  const entry = (mimeDb as Record<string, { compressible?: boolean }>)[essence];
-  // mime-db calls application/octet-stream compressible; unknown bytes are usually already packed.
-  const compressible = essence !== 'application/octet-stream' && (entry?.compressible ?? (essence.startsWith('text/') || /\+(json|xml)$/.test(essence)));
-  return { type, compressible };
+/** Preconditions, then range, for a representation of `size` bytes (RFC 9110 §13.2.2, §14). */
+function decide(h: IncomingHttpHeaders, v: Validators, size: number): Decision {
+  if (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h['if-match'] !== undefined || h['if-unmodified-since'] !== undefined) {
+    const pre = evaluatePreconditions(h, v);
+    if (pre === 'failed') return { kind: 'status', status: 412 };
+    if (pre === 'not-modified') return { kind: 'status', status: 304 };
+  }
+  if (h.range !== undefined) {
+    const range = evaluateRange(h, size, v);
+    if (range.kind === 'unsatisfiable') return { kind: 'status', status: 416 };
+    if (range.kind === 'partial') return { kind: 'send', status: 206, start: range.start, end: range.end };
+  }
+  return { kind: 'send', status: 200, start: 0, end: size - 1 };
 }
 
-function validatorsOf(stamp: FileStamp, coding: Coding): Validators {
-  // Inode, size and mtime (in µs): an atomic replace changes the inode even
-  // within one mtime tick, so the tag changes whenever the content can have.
-  const base = `${stamp.ino.toString(36)}-${stamp.size.toString(36)}-${Math.round(stamp.mtimeMs * 1000).toString(36)}`;
-  return {
-    etag: coding === 'identity' ? `"${base}"` : `"${base}-${coding}"`,
-    mtimeMs: stamp.mtimeMs,
-    lastModified: new Date(stamp.mtimeMs).toUTCString(),
-  };
+const codingCache = new Map<string, Coding>();
+/** chooseEncoding, remembered per distinct Accept-Encoding value (browsers send a handful). */
+function chooseEncodingCached(ae: string | undefined): Coding {
+  if (ae === undefined) return 'identity';
+  let c = codingCache.get(ae);
+  if (c === undefined) {
+    c = chooseEncoding(ae);
+    if (codingCache.size < 256) codingCache.set(ae, c);
+  }
+  return c;
+}
+
+function keyOf(r: StaticRequest): string {
+  return `${r.tenant.id}\0/${r.segments.join('/')}${r.trailingSlash ? '/' : ''}`;
 }
 
 function encodePath(segments: readonly string[]): string {
@@ -85,10 +94,10 @@ export class StaticFiles {
   }
 
   async serve(r: StaticRequest): Promise<Outcome> {
-    const key = `${r.tenant.id}\0/${r.segments.join('/')}${r.trailingSlash ? '/' : ''}`;
+    const key = keyOf(r);
     const name = r.segments.length === 0 || r.trailingSlash ? 'index.html' : r.segments[r.segments.length - 1]!;
     const hit = this.cache.get(key);
-    if (hit) return this.sendFile(r, name, hit.stamp, hit, undefined);
+    if (hit) return this.sendCachedAsync(r, hit);
 
     const root = await this.realRoot(r.tenant);
     if (root === undefined) return this.notFound(r);
@@ -130,39 +139,88 @@ export class StaticFiles {
     return st.isDirectory() ? 'dir' : undefined;
   }
 
-  private async serveHandle(r: StaticRequest, key: string | undefined, name: string, real: string, fh: FileHandle): Promise<Outcome> {
-    let closed = false;
-    const close = () => {
-      if (!closed) {
-        closed = true;
-        void fh.close().catch(() => undefined);
-      }
-    };
+  private async serveHandle(r: StaticRequest, key: string, name: string, real: string, fh: FileHandle): Promise<Outcome> {
+    let streaming = false;
     try {
       const st = await fh.stat();
       const stamp: FileStamp = { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
       if (st.size <= this.cache.maxFile) {
         const body = await fh.readFile();
-        close();
-        if (body.length !== st.size) return this.sendFile(r, name, { ...stamp, size: body.length }, undefined, undefined);
-        const cached = new CachedFile(real, stamp, body);
-        if (key !== undefined) this.cache.set(key, cached);
-        return this.sendFile(r, name, stamp, cached, undefined);
+        const file = new CachedFile(real, { ...stamp, size: body.length }, body, name);
+        // A file that changed while it was read is served as read, but not kept.
+        if (body.length === st.size) this.cache.set(key, file);
+        return await this.sendCachedAsync(r, file);
       }
-      closed = true; // the stream owns the handle now
-      return await this.sendFile(r, name, stamp, undefined, fh);
+      streaming = true; // the stream owns the handle now
+      return await this.sendStream(r, name, stamp, fh);
     } finally {
-      close();
+      if (!streaming) await fh.close().catch(() => undefined);
     }
   }
 
-  /** Sends one file: preconditions, range, compression, HEAD. */
-  private async sendFile(r: StaticRequest, name: string, stamp: FileStamp, cached: CachedFile | undefined, fh: FileHandle | undefined, status = 200): Promise<Outcome> {
+  /**
+   * Answers from the memory cache without waiting for anything, when it can:
+   * the hot path. Undefined when the caller must take the async path (not
+   * cached, or a compressed form not made yet).
+   */
+  trySync(r: StaticRequest): Outcome | undefined {
+    const hit = this.cache.get(keyOf(r));
+    return hit ? this.sendCached(r, hit) : undefined;
+  }
+
+  private async sendCachedAsync(r: StaticRequest, file: CachedFile): Promise<Outcome> {
+    const sent = this.sendCached(r, file);
+    if (sent) return sent;
+    await file.prepare(file.codingFor(r.req.headers['accept-encoding'], chooseEncodingCached));
+    return this.sendCached(r, file)!;
+  }
+
+  private sendCached(r: StaticRequest, file: CachedFile): Outcome | undefined {
+    const { req, res } = r;
+    const h = req.headers;
+    const coding = h.range !== undefined ? 'identity' : file.codingFor(h['accept-encoding'], chooseEncodingCached);
+    const v = file.variant(coding);
+    if (!v) return undefined;
+    const head = req.method === 'HEAD';
+    const d = decide(h, v.validators, v.body.length);
+    if (d.kind === 'status') return this.statusOnly(r, d.status, v.validators, file.compressible, v.body.length);
+    if (d.status === 200) {
+      res.writeHead(200, v.headers);
+      res.end(head ? undefined : v.body);
+      return { status: 200, bytes: head ? 0 : v.body.length };
+    }
+    const part = v.body.subarray(d.start, d.end + 1);
+    const headers: string[] = [];
+    for (let i = 0; i < v.headers.length; i += 2) {
+      if (v.headers[i] !== 'Content-Length') headers.push(v.headers[i]!, v.headers[i + 1]!);
+    }
+    headers.push('Content-Length', String(part.length), 'Content-Range', `bytes ${d.start}-${d.end}/${v.body.length}`);
+    res.writeHead(206, headers);
+    res.end(head ? undefined : part);
+    return { status: 206, bytes: head ? 0 : part.length };
+  }
+
+  /** 304, 412 or 416: no body of the file. */
+  private statusOnly(r: StaticRequest, status: 304 | 412 | 416, v: Validators, compressible: boolean, size: number): Outcome {
+    if (status === 304) {
+      r.res.writeHead(304, { ETag: v.etag, 'Last-Modified': v.lastModified, ...(compressible ? { Vary: 'Accept-Encoding' } : {}) });
+      r.res.end();
+      return { status: 304, bytes: 0 };
+    }
+    return this.plain(r.res, status, r.req.method === 'HEAD', status === 416 ? { 'Content-Range': `bytes */${size}` } : {});
+  }
+
+  /** A large file: streamed from the open handle, compressed on the fly when asked. */
+  private async sendStream(r: StaticRequest, name: string, stamp: FileStamp, fh: FileHandle): Promise<Outcome> {
     const { req, res } = r;
     const { type, compressible } = typeFor(name);
-    const wantsRange = status === 200 && req.headers.range !== undefined;
-    const coding: Coding = compressible && stamp.size >= MIN_COMPRESS && !wantsRange ? chooseEncoding(req.headers['accept-encoding']) : 'identity';
+    const coding: Coding = compressible && req.headers.range === undefined ? chooseEncodingCached(req.headers['accept-encoding']) : 'identity';
     const v = validatorsOf(stamp, coding);
+    const d = decide(req.headers, v, stamp.size);
+    if (d.kind === 'status') {
+      await fh.close().catch(() => undefined);
+      return this.statusOnly(r, d.status, v, compressible, stamp.size);
+    }
     const headers: OutgoingHttpHeaders = {
       'Content-Type': type,
       'Last-Modified': v.lastModified,
@@ -171,63 +229,16 @@ export class StaticFiles {
       'X-Content-Type-Options': 'nosniff',
     };
     if (compressible) headers.Vary = 'Accept-Encoding';
-
-    const closeFh = () => void fh?.close().catch(() => undefined);
-    if (status === 200) {
-      const pre = evaluatePreconditions(req.headers, v);
-      if (pre !== 'proceed') {
-        closeFh();
-        if (pre === 'failed') return this.plain(res, 412, req.method === 'HEAD');
-        res.writeHead(304, { ETag: v.etag, 'Last-Modified': v.lastModified, ...(compressible ? { Vary: 'Accept-Encoding' } : {}) });
-        res.end();
-        return { status: 304, bytes: 0 };
-      }
-    }
-
-    let start = 0;
-    let end = stamp.size - 1;
-    if (wantsRange) {
-      const range = evaluateRange(req.headers, stamp.size, v);
-      if (range.kind === 'unsatisfiable') {
-        closeFh();
-        res.writeHead(416, { 'Content-Range': `bytes */${stamp.size}`, 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': errorPage(416).length });
-        res.end(req.method === 'HEAD' ? undefined : errorPage(416));
-        return { status: 416, bytes: req.method === 'HEAD' ? 0 : errorPage(416).length };
-      }
-      if (range.kind === 'partial') {
-        status = 206;
-        start = range.start;
-        end = range.end;
-        headers['Content-Range'] = `bytes ${start}-${end}/${stamp.size}`;
-      }
-    }
-    const head = req.method === 'HEAD';
-
-    if (cached) {
-      let body = cached.body;
-      if (coding !== 'identity') {
-        body = await cached.variant(coding);
-        headers['Content-Encoding'] = coding;
-      } else if (status === 206) {
-        body = body.subarray(start, end + 1);
-      }
-      headers['Content-Length'] = body.length;
-      res.writeHead(status, headers);
-      res.end(head ? undefined : body);
-      return { status, bytes: head ? 0 : body.length };
-    }
-
-    // A large file: streamed from the open handle, compressed on the fly when asked.
-    if (!fh) throw new Error('sendFile needs a cached body or an open file');
-    if (coding === 'identity') headers['Content-Length'] = end - start + 1;
-    else headers['Content-Encoding'] = coding;
-    res.writeHead(status, headers);
-    if (head || stamp.size === 0) {
-      closeFh();
+    if (coding !== 'identity') headers['Content-Encoding'] = coding;
+    else headers['Content-Length'] = d.end - d.start + 1;
+    if (d.status === 206) headers['Content-Range'] = `bytes ${d.start}-${d.end}/${stamp.size}`;
+    res.writeHead(d.status, headers);
+    if (req.method === 'HEAD') {
+      await fh.close().catch(() => undefined);
       res.end();
-      return { status, bytes: 0 };
+      return { status: d.status, bytes: 0 };
     }
-    const source = fh.createReadStream({ start, end, autoClose: true });
+    const source = fh.createReadStream({ start: d.start, end: d.end, autoClose: true });
     let bytes = 0;
     const counter = (chunk: Buffer | string) => {
       bytes += chunk.length;
@@ -245,12 +256,12 @@ export class StaticFiles {
       // The client went away mid-transfer; the access log records what was sent.
       res.destroy();
     }
-    return { status, bytes };
+    return { status: d.status, bytes };
   }
 
-  private plain(res: ServerResponse, status: number, head: boolean): Outcome {
+  private plain(res: ServerResponse, status: number, head: boolean, extra: OutgoingHttpHeaders = {}): Outcome {
     const page = errorPage(status);
-    res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'X-Content-Type-Options': 'nosniff' });
+    res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'X-Content-Type-Options': 'nosniff', ...extra });
     res.end(head ? undefined : page);
     return { status, bytes: head ? 0 : page.length };
   }
