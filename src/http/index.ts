@@ -105,12 +105,12 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
   const servers: http.Server[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
 
-  function record(tenant: Tenant | undefined, req: IncomingMessage, o: Outcome): void {
+  function record(tenant: Tenant | undefined, req: IncomingMessage, remote: string, o: Outcome): void {
     const site = tenant?.id ?? DEFAULT_SITE;
     accessLogs.write(
       site,
       combinedLine({
-        remote: req.socket.remoteAddress ?? '-',
+        remote,
         method: req.method ?? '-',
         url: req.url ?? '-',
         httpVersion: req.httpVersion,
@@ -133,21 +133,21 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const route = routeRequest(current, req.url ?? '/', req.headers.host);
+    const remote = req.socket.remoteAddress ?? '-';
     if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
       // The hot path: a cached file answered without a single await.
       let sent: Outcome | undefined;
       try {
-        sent = files.trySync({ req, res, remote: req.socket.remoteAddress ?? '-', ...route });
+        sent = files.trySync({ req, res, remote, ...route });
       } catch {
         sent = undefined; // the async path below answers, and logs the fault
       }
-      if (sent) return record(route.tenant, req, sent);
+      if (sent) return record(route.tenant, req, remote, sent);
     }
-    void handle(req, res, route);
+    void handle(req, res, route, remote);
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse, route: Route): Promise<void> {
-    const remote = req.socket.remoteAddress ?? '-';
+  async function handle(req: IncomingMessage, res: ServerResponse, route: Route, remote: string): Promise<void> {
     let outcome: Outcome;
     try {
       switch (route.kind) {
@@ -192,7 +192,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
         outcome = { status: res.statusCode, bytes: 0 };
       }
     }
-    record(route.tenant, req, outcome);
+    record(route.tenant, req, remote, outcome);
   }
 
   function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
@@ -204,7 +204,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
     }
     const remote = req.socket.remoteAddress ?? '-';
     proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: 'http' });
-    record(route.tenant, req, { status: 101, bytes: 0 });
+    record(route.tenant, req, remote, { status: 101, bytes: 0 });
   }
 
   return {
@@ -256,7 +256,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
         ),
       );
       servers.length = 0;
-      proxy.close();
+      await proxy.close();
       await accessLogs.close();
       state.traffic.flush();
     },

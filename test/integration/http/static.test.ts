@@ -293,7 +293,7 @@ describe('logs and counters', () => {
     const text = await waitFor(() => {
       try {
         const s = readFileSync(file, 'utf8');
-        return s.includes('"GET / HTTP/1.1" 200') ? s : undefined;
+        return s.includes('"GET / HTTP/1.1" 200 15 "-" "tester/1.0"') ? s : undefined;
       } catch {
         return undefined;
       }
