@@ -8,7 +8,7 @@ import { type ChildProcess } from 'node:child_process';
 import { linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, has, load, printTable, ROOT, startProcess, stopProcess, treeRssMiB, waitHttp, type Row } from './lib.ts';
+import { freePort, has, load, printTable, ROOT, run, startProcess, stopProcess, treeRssMiB, waitHttp, type Row } from './lib.ts';
 
 const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1]) || 5;
 const work = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-'));
@@ -33,8 +33,9 @@ function suiteConfig(name: string, tenants: number, port: number, proxyTo?: stri
   return path.join(dir, 'config');
 }
 
+/** The suite as `npm start` runs it: the bundle built by scripts/build.mjs. */
 function startSuite(config: string): ChildProcess {
-  return startProcess(process.execPath, [path.join(ROOT, 'bin/makewaves.js'), 'serve', '--config', config], { MAKEWAVES_LOG_LEVEL: 'warn' });
+  return startProcess(process.execPath, [path.join(ROOT, 'dist/makewaves.mjs'), 'serve', '--config', config], { MAKEWAVES_LOG_LEVEL: 'warn' });
 }
 
 function nginxConf(port: number, body: string): string {
@@ -65,6 +66,7 @@ const ratio = (a: Row | undefined, b: Row | undefined) => (a && b ? `${(a.rps / 
 async function main(): Promise<void> {
   const nginx = has('nginx');
   process.stderr.write(`HTTP bench: ${seconds} s per case, load by ${has('wrk') ? 'wrk -t2 -c64' : 'autocannon -c64'}${nginx ? ', nginx present' : ', no nginx (apt-get install nginx-light)'}\n`);
+  await run(process.execPath, [path.join(ROOT, 'scripts/build.mjs')]);
   const rows: Row[] = [];
   const children: ChildProcess[] = [];
   try {

@@ -1,11 +1,19 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { isConfigDir } from '../core/config/load.ts';
 import { check } from './commands/check.ts';
 
+/** The package root: the nearest folder above this module with a package.json (src/cli/ or dist/). */
+function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+}
+
 /** The bundled example config, used when the current folder has none. */
-const BUNDLED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../config');
+const BUNDLED = path.join(packageRoot(), 'config');
 
 function configDirOf(opt: string | undefined): string {
   if (opt) return path.resolve(opt);

@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { parseDocument } from 'yaml';
+import { parse, type YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { MakewavesError } from '../errors.ts';
 import { mainSchema, tenantSchema, type MainConfig, type TenantConfig } from './schema.ts';
@@ -56,16 +56,16 @@ function parseYaml(file: string, problems: string[]): unknown {
     problems.push(`${show(file)}: cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     return undefined;
   }
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    for (const e of doc.errors) {
-      const first = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
-      const where = e.linePos?.[0] ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : 'YAML';
-      problems.push(`${show(file)}: ${where}: ${first}`);
-    }
+  try {
+    // parse() stops at the first error; one precise problem per broken file is enough.
+    return parse(text, { prettyErrors: true, uniqueKeys: true, logLevel: 'error' }) ?? {};
+  } catch (err) {
+    const e = err as YAMLParseError;
+    const first = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+    const where = e.linePos?.[0] ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : 'YAML';
+    problems.push(`${show(file)}: ${where}: ${first}`);
     return undefined;
   }
-  return doc.toJS() ?? {};
 }
 
 function validate<S extends z.ZodType>(schema: S, value: unknown, file: string, problems: string[]): z.output<S> | undefined {

@@ -1,0 +1,22 @@
+// Bundles src/ into dist/makewaves.mjs (dependencies stay in node_modules).
+// `npm start` runs this first (~0.2 s), so what starts is always the current
+// source: precompiled, the server starts faster and uses about 25 MB less
+// memory than through the tsx loader that tests and `npx makewaves` use.
+import { build } from 'esbuild';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+await build({
+  absWorkingDir: root,
+  entryPoints: ['src/cli/index.ts'],
+  outfile: 'dist/makewaves.mjs',
+  bundle: true,
+  packages: 'external',
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  sourcemap: 'linked',
+  logLevel: 'warning',
+  banner: { js: '// Built by scripts/build.mjs from src/; do not edit.' },
+  footer: { js: 'if (import.meta.url === `file://${process.argv[1]}`) process.exitCode = await main(process.argv.slice(2));' },
+});
