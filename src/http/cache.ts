@@ -51,6 +51,8 @@ interface Variant {
 export class CachedFile {
   readonly type: string;
   readonly compressible: boolean;
+  /** When the file was last checked against the disk (ms since the epoch). */
+  checkedAt = Date.now();
   private readonly variants: Partial<Record<Coding, Variant>> = {};
   private readonly pending: Partial<Record<Coding, Promise<void>>> = {};
 
@@ -119,9 +121,11 @@ export class CachedFile {
 
 /**
  * The static-file memory cache. Keys are `<tenant>\0<normalised path>`.
- * Every hit is revalidated with one stat of the real path (inode, size,
- * mtime), so an upload over FTP, which replaces the file by rename, shows
- * on the very next request. Eviction is oldest-first within a byte budget.
+ * A hit is revalidated with one stat of the real path (inode, size, mtime)
+ * when it was last checked more than `revalidateMs` ago (nginx's
+ * open_file_cache_valid; 0 checks on every hit). Changes made through the
+ * suite (FTP) call {@link dropTenant}, so they show on the very next
+ * request. Eviction is oldest-first within a byte budget.
  */
 export class FileCache {
   private readonly entries = new Map<string, CachedFile>();
@@ -130,17 +134,26 @@ export class FileCache {
   constructor(
     readonly maxFile: number,
     private readonly budget: number,
+    private readonly revalidateMs: number,
   ) {}
 
-  get(key: string): CachedFile | undefined {
+  get(key: string, now = Date.now()): CachedFile | undefined {
     const hit = this.entries.get(key);
     if (!hit) return undefined;
+    if (now - hit.checkedAt < this.revalidateMs) return hit;
     const st = statSync(hit.real, { throwIfNoEntry: false });
     if (st && st.ino === hit.stamp.ino && st.size === hit.stamp.size && st.mtimeMs === hit.stamp.mtimeMs && st.isFile()) {
+      hit.checkedAt = now;
       return hit;
     }
     this.delete(key);
     return undefined;
+  }
+
+  /** Forgets every entry of one tenant. */
+  dropTenant(tenantId: string): void {
+    const prefix = `${tenantId}\0`;
+    for (const key of [...this.entries.keys()]) if (key.startsWith(prefix)) this.delete(key);
   }
 
   set(key: string, file: CachedFile): void {

@@ -2,7 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import { errorRef } from '../core/errors.ts';
-import type { HandlerGateway } from '../core/contracts.ts';
+import type { HandlerGateway, SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
@@ -95,12 +95,13 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
 }
 
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
-export function createHttpService({ registry, state, log: rootLog, gateway }: HttpDeps): Service {
+export function createHttpService({ registry, state, log: rootLog, gateway }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
   const accessLogs = new AccessLogs(path.join(main.dataDir, 'logs'), log);
-  const files = new StaticFiles(new FileCache(main.http.cacheFileMax, main.http.cacheTotal), log);
+  const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
+  const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
   const servers: http.Server[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
@@ -209,6 +210,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
 
   return {
     name: 'http',
+    siteChanges: { changed: (tenantId) => cache.dropTenant(tenantId) },
     async start() {
       const urls: string[] = [];
       try {

@@ -14,7 +14,8 @@ const get = (p: string, host = 'a.test', headers: Record<string, string> = {}, m
 
 beforeAll(async () => {
   t = await startTestSuite({
-    main: { http: { userdir: 'members.test' } },
+    // Every hit checked against the disk, so direct edits below show at once.
+    main: { http: { userdir: 'members.test', cacheRevalidate: 0 } },
     tenants: {
       'a.test': { domains: ['a.test', 'www.a.test'] },
       'a.test2': { domains: ['a2.test'] },
