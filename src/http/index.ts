@@ -153,7 +153,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
     try {
       switch (route.kind) {
         case 'error':
-          if (route.why && route.status !== 404) log.info({ remote, url: req.url, host: req.headers.host, why: route.why }, 'request refused');
+          if (route.why && route.why !== 'unknown host') log.info({ remote, url: req.url, host: req.headers.host, why: route.why }, 'request refused');
           if (route.status === 404 && route.tenant) {
             outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
           } else {
