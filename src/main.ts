@@ -3,6 +3,8 @@ import { watchConfig } from './core/config/watch.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
+import { createAdminService } from './admin/index.ts';
+import { Metrics } from './core/metrics.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import { openState, type State } from './state/index.ts';
@@ -18,6 +20,7 @@ export interface Suite {
   /** One URL per listener, by service name. */
   readonly urls: Readonly<Record<string, string[]>>;
   readonly state: State;
+  readonly metrics: Metrics;
   registry(): Registry;
   /** Loads the config again; true if the new snapshot was taken, false if it was refused (old one keeps serving). */
   reload(): boolean;
@@ -35,12 +38,14 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   let registry = new Registry(config);
   const state = openState(config.main.dataDir);
 
+  const metrics = new Metrics();
   const services: Service[] = [];
-  services.push(createHttpService({ registry, state, log }));
+  services.push(createHttpService({ registry, state, log, metrics }));
   for (const missing of ['smtp', 'ftp'] as const) {
     if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
   }
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
+  services.push(createAdminService({ registry, metrics, log, services: () => services.map((s) => s.name) }));
 
   const urls: Record<string, string[]> = {};
   const wrapped = services.map((s) => ({
@@ -68,10 +73,12 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       registry = next;
       for (const s of services) s.reload(next);
       log.info({ tenants: next.tenants.size }, 'configuration reloaded');
+      metrics.configReloads.inc({ result: 'ok' });
       return true;
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
       log.error({ problems }, 'configuration change refused; the previous configuration keeps serving');
+      metrics.configReloads.inc({ result: 'refused' });
       return false;
     }
   };
@@ -81,6 +88,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   return {
     urls,
     state,
+    metrics,
     registry: () => registry,
     reload,
     stop(graceMs = 5_000) {

@@ -47,6 +47,15 @@ export async function main(argv: string[]): Promise<number> {
       code = check(configDirOf(opts.config));
     });
 
+  program
+    .command('status')
+    .description("summary of the running server, from its admin listener (admin.listen)")
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (opts: { config?: string }) => {
+      const { status } = await import('./commands/status.ts');
+      code = await status(configDirOf(opts.config));
+    });
+
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {

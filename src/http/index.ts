@@ -5,6 +5,7 @@ import { errorRef } from '../core/errors.ts';
 import type { HandlerGateway, SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
+import type { Metrics } from '../core/metrics.ts';
 import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
 import { parseUrlPath, type JailRefusal } from '../lib/jail.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
@@ -19,6 +20,7 @@ export interface HttpDeps {
   registry: Registry;
   state: State;
   log: Logger;
+  metrics?: Metrics;
   /** Runs /cgi-bin/<name> handlers; without it those paths are 404. */
   gateway?: HandlerGateway;
 }
@@ -95,7 +97,7 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
 }
 
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
-export function createHttpService({ registry, state, log: rootLog, gateway }: HttpDeps): Service & { siteChanges: SiteChanges } {
+export function createHttpService({ registry, state, log: rootLog, gateway, metrics }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
@@ -122,6 +124,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway }: Ht
       }),
     );
     if (tenant) state.traffic.add(tenant.id, o.bytes);
+    metrics?.httpTally.add(site, o.status, o.bytes);
   }
 
   function sendPage(req: IncomingMessage, res: ServerResponse, status: number, headers: http.OutgoingHttpHeaders = {}, ref?: string): Outcome {

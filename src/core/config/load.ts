@@ -162,6 +162,19 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/**
+ * Reads only `<dir>/makewaves.yaml` (for commands that talk to a running
+ * server and need its addresses, even while a tenant file is broken).
+ */
+export function loadMainConfig(dir: string): MainConfig {
+  const problems: string[] = [];
+  const file = path.join(path.resolve(dir), MAIN_FILE);
+  const raw = parseYaml(file, problems);
+  const main = raw === undefined ? undefined : validate(mainSchema, raw, file, problems);
+  if (!main) throw new ConfigError(problems);
+  return main;
+}
+
 /** True when `dir` looks like a config folder (has makewaves.yaml). */
 export function isConfigDir(dir: string): boolean {
   try {

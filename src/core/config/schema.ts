@@ -70,6 +70,12 @@ export const mainSchema = z.strictObject({
       relay: z.string().url().optional(),
     })
     .optional(),
+  admin: z
+    .strictObject({
+      /** Loopback only: /metrics and /healthz are for the operator, not the world. */
+      listen: listen.refine((s) => /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost):/.test(s), 'must be a loopback address (127.0.0.1:PORT or [::1]:PORT)'),
+    })
+    .optional(),
   ftp: z
     .strictObject({
       listen,

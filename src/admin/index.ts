@@ -1,0 +1,89 @@
+import http from 'node:http';
+import type { Service } from '../core/lifecycle.ts';
+import type { Logger } from '../core/log.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { Registry } from '../core/registry.ts';
+import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+
+export interface AdminDeps {
+  registry: Registry;
+  metrics: Metrics;
+  log: Logger;
+  /** Names of the services running beside this one, for /healthz. */
+  services: () => string[];
+}
+
+/**
+ * The operator's loopback listener: `/metrics` in Prometheus text format and
+ * `/healthz` (200 with a short JSON summary while the suite serves).
+ */
+export function createAdminService({ registry, metrics, log: rootLog, services }: AdminDeps): Service {
+  const log = rootLog.child({ svc: 'admin' });
+  let current = registry;
+  let server: http.Server | undefined;
+  const started = Date.now();
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' });
+      res.end('method not allowed\n');
+      return;
+    }
+    if (url === '/metrics') {
+      const body = await metrics.text();
+      res.writeHead(200, { 'Content-Type': metrics.contentType });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
+    if (url === '/healthz') {
+      const body = JSON.stringify({
+        status: 'ok',
+        services: services(),
+        tenants: current.tenants.size,
+        uptimeSeconds: Math.round((Date.now() - started) / 1000),
+        pid: process.pid,
+      });
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(req.method === 'HEAD' ? undefined : `${body}\n`);
+      return;
+    }
+    res.writeHead(404, { 'Content-Type': 'text/plain' });
+    res.end('not found: try /metrics or /healthz\n');
+  }
+
+  return {
+    name: 'admin',
+    async start() {
+      const spec = current.config.main.admin?.listen;
+      if (!spec) return [];
+      const s = http.createServer((req, res) => {
+        handle(req, res).catch((err: Error) => {
+          log.error({ err: err.message }, 'admin request failed');
+          if (!res.headersSent) res.writeHead(500);
+          res.end();
+        });
+      });
+      const bound = await listenOn(s, parseListen(spec)!, 'admin');
+      server = s;
+      return [`http://${formatAddress(bound)}`];
+    },
+    async stop(graceMs) {
+      const s = server;
+      if (!s) return;
+      server = undefined;
+      await new Promise<void>((resolve) => {
+        const hard = setTimeout(() => s.closeAllConnections(), graceMs);
+        hard.unref();
+        s.close(() => {
+          clearTimeout(hard);
+          resolve();
+        });
+        s.closeIdleConnections();
+      });
+    },
+    reload(next) {
+      current = next;
+    },
+  };
+}
