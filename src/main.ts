@@ -1,3 +1,4 @@
+import { createCgi } from './cgi/index.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
@@ -36,7 +37,10 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const state = openState(config.main.dataDir);
 
   const services: Service[] = [];
-  services.push(createHttpService({ registry, state, log }));
+  // Handlers' mail is refused as unavailable until the outbound queue is wired in as `mail`.
+  const cgi = createCgi({ registry, log });
+  services.push(cgi.service);
+  services.push(createHttpService({ registry, state, log, gateway: cgi.gateway }));
   for (const missing of ['smtp', 'ftp'] as const) {
     if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
   }

@@ -1,0 +1,210 @@
+import type { Logger } from '../core/log.ts';
+import type { SpawnSpec } from './sandbox.ts';
+import { Worker, type WorkerLimits } from './worker.ts';
+
+export interface PoolLimits extends WorkerLimits {
+  perTenant: number;
+  total: number;
+  queue: number;
+  requestsPerProcess: number;
+  idleMs: number;
+}
+
+interface Pool {
+  key: string;
+  spec: SpawnSpec;
+  idle: Worker[];
+  live: number;
+  waiters: Array<{ resolve: (w: Worker | undefined) => void; timer: NodeJS.Timeout }>;
+  /** Set by a reload: its processes end after their current run. */
+  retired: boolean;
+}
+
+/**
+ * Warm handler processes, one pool per tenant and kind (suite handlers and
+ * a tenant's own handlers never share a process; nor do two tenants). A
+ * process serves one run at a time. Per pool at most `perTenant` processes,
+ * then up to `queue` requests wait; across pools at most `total`
+ * processes. Whatever does not fit is refused (the caller answers 503).
+ */
+export class Pools {
+  private readonly pools = new Map<string, Pool>();
+  private live = 0;
+  private readonly rssTimer: NodeJS.Timeout;
+  private readonly all = new Set<Worker>();
+  private readonly owner = new Map<Worker, Pool>();
+
+  constructor(
+    private limits: PoolLimits,
+    private readonly log: Logger,
+  ) {
+    // RSS watch: --max-old-space-size bounds the JS heap only; Buffers and
+    // native memory are caught here.
+    this.rssTimer = setInterval(() => {
+      for (const w of this.all) {
+        const rss = w.rss();
+        if (rss !== undefined && rss > this.limits.memory) {
+          this.log.info({ pool: w.pool, rss, limit: this.limits.memory }, 'handler process over its memory limit; killed');
+          w.kill('memory');
+        }
+      }
+    }, 100);
+    this.rssTimer.unref();
+  }
+
+  /** Limits for processes started from now on. */
+  setLimits(limits: PoolLimits): void {
+    this.limits = limits;
+  }
+
+  /** Processes alive now (for tests and metrics). */
+  get size(): number {
+    return this.live;
+  }
+
+  /**
+   * A process for `key`, started from `spec` when none is idle. Resolves
+   * undefined when the limits leave no room within the run timeout.
+   */
+  acquire(key: string, spec: SpawnSpec): Promise<Worker | undefined> {
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = { key, spec, idle: [], live: 0, waiters: [], retired: false };
+      this.pools.set(key, pool);
+    }
+    const idle = pool.idle.pop();
+    if (idle) {
+      clearTimeout(idle.idleTimer);
+      return Promise.resolve(idle);
+    }
+    if (pool.live < this.limits.perTenant && this.makeRoom()) return Promise.resolve(this.start(pool));
+    if (pool.waiters.length >= this.limits.queue) return Promise.resolve(undefined);
+    const p = pool;
+    return new Promise((resolve) => {
+      const waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          p.waiters.splice(p.waiters.indexOf(waiter), 1);
+          resolve(undefined);
+          // A slot frees within one run timeout (runs are killed then); the second is slack for the start.
+        }, this.limits.timeoutMs + 1000),
+      };
+      p.waiters.push(waiter);
+    });
+  }
+
+  /** Gives a process back after a run; `reusable` false (or too many runs) retires it. */
+  release(w: Worker, reusable: boolean): void {
+    const pool = this.owner.get(w);
+    if (!pool || pool.retired || !reusable || !w.alive || w.runs >= this.limits.requestsPerProcess) {
+      this.forget(w);
+      if (w.alive) w.close();
+      if (reusable && w.alive) {
+        // Retired after its quota of runs: a clean close, then SIGKILL if it lingers.
+        setTimeout(() => w.kill(), 1000).unref();
+      } else {
+        w.kill();
+      }
+      if (pool && !pool.retired) this.serveWaiter(pool);
+      return;
+    }
+    const waiter = pool.waiters.shift();
+    if (waiter) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(w);
+      return;
+    }
+    pool.idle.push(w);
+    w.idleTimer = setTimeout(() => {
+      this.forget(w);
+      w.close();
+    }, this.limits.idleMs);
+    w.idleTimer.unref();
+  }
+
+  /** Retires every pool (after a reload): idle processes end now, busy ones after their run. */
+  retireAll(): void {
+    for (const pool of this.pools.values()) {
+      pool.retired = true;
+      for (const w of [...pool.idle]) {
+        this.forget(w);
+        w.close();
+      }
+      for (const waiter of pool.waiters.splice(0)) {
+        clearTimeout(waiter.timer);
+        waiter.resolve(undefined);
+      }
+    }
+    this.pools.clear();
+  }
+
+  /** Ends every process: closes stdin, then SIGKILL after graceMs. Never rejects. */
+  async stop(graceMs: number): Promise<void> {
+    clearInterval(this.rssTimer);
+    for (const pool of this.pools.values()) {
+      for (const w of pool.waiters.splice(0)) {
+        clearTimeout(w.timer);
+        w.resolve(undefined);
+      }
+      for (const w of pool.idle) clearTimeout(w.idleTimer);
+    }
+    const alive = [...this.all];
+    for (const w of alive) w.close();
+    const deadline = Date.now() + graceMs;
+    while (alive.some((w) => w.alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const w of alive) w.kill();
+    while (alive.some((w) => w.alive) && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  private start(pool: Pool): Worker {
+    pool.live++;
+    this.live++;
+    const w = new Worker(pool.spec, pool.key, this.limits, this.log, (dead) => {
+      this.all.delete(dead);
+      const stderr = dead.takeStderr();
+      if (stderr) this.log.info({ pool: dead.pool, stderr }, 'handler process wrote to stderr');
+      const p = this.owner.get(dead);
+      this.forget(dead);
+      this.owner.delete(dead);
+      if (p && !p.retired) this.serveWaiter(p);
+    });
+    this.all.add(w);
+    this.owner.set(w, pool);
+    return w;
+  }
+
+  private forget(w: Worker): void {
+    if (!w.counted) return;
+    w.counted = false;
+    clearTimeout(w.idleTimer);
+    this.live--;
+    const pool = this.owner.get(w);
+    if (!pool) return;
+    pool.live--;
+    const i = pool.idle.indexOf(w);
+    if (i !== -1) pool.idle.splice(i, 1);
+  }
+
+  /** After a process left `pool`, starts one for its first waiter if the limits allow. */
+  private serveWaiter(pool: Pool): void {
+    if (pool.waiters.length === 0 || pool.live >= this.limits.perTenant || !this.makeRoom()) return;
+    const waiter = pool.waiters.shift()!;
+    clearTimeout(waiter.timer);
+    waiter.resolve(this.start(pool));
+  }
+
+  /** True when one more process fits under `total`, evicting an idle one of another pool if need be. */
+  private makeRoom(): boolean {
+    if (this.live < this.limits.total) return true;
+    for (const pool of this.pools.values()) {
+      const w = pool.idle.shift();
+      if (w) {
+        this.forget(w);
+        w.close();
+        w.kill();
+        return true;
+      }
+    }
+    return false;
+  }
+}

@@ -1,0 +1,115 @@
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The program every handler process runs. */
+export const RUNNER = fileURLToPath(new URL('./runner.mjs', import.meta.url));
+
+/** What this machine and this process allow the sandbox to do, found once at start. */
+export interface SandboxCapabilities {
+  /** `--permission` (Node 22+) or `--experimental-permission` (Node 20). */
+  permissionFlag: string;
+  /** Command prefix that gives the child a network namespace of its own, or undefined when none can be made. */
+  netns: string[] | undefined;
+  /** uid/gid handlers run as, when the suite runs as root; undefined otherwise (no change of user possible). */
+  drop: { user: string; uid: number; gid: number; setpriv: string } | undefined;
+}
+
+function which(cmd: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
+    if (!dir) continue;
+    const file = path.join(dir, cmd);
+    try {
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // not in this folder
+    }
+  }
+  return undefined;
+}
+
+/** Looks a user up in /etc/passwd (the suite has no libc binding for getpwnam). */
+export function lookupUser(name: string): { uid: number; gid: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync('/etc/passwd', 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(':');
+    if (f[0] === name && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]) };
+  }
+  return undefined;
+}
+
+/**
+ * Finds what the sandbox can use here. Throws with an operator-facing
+ * message when the suite runs as root and cannot drop privileges for
+ * handlers (running them as root is never an option).
+ */
+export function detectSandbox(user: string): SandboxCapabilities {
+  const flags = process.allowedNodeEnvironmentFlags;
+  const permissionFlag = flags.has('--permission') ? '--permission' : '--experimental-permission';
+  const isRoot = process.getuid?.() === 0;
+
+  let netns: string[] | undefined;
+  const unshare = which('unshare');
+  if (unshare) {
+    // As root a plain network namespace; otherwise one inside a user
+    // namespace, where the kernel allows unprivileged ones.
+    const prefix = isRoot ? [unshare, '-n', '--'] : [unshare, '-r', '-n', '--'];
+    const probe = spawnSync(prefix[0]!, [...prefix.slice(1), process.execPath, '-e', '0'], { env: {}, stdio: 'ignore', timeout: 10_000 });
+    if (probe.status === 0) netns = prefix;
+  }
+
+  let drop: SandboxCapabilities['drop'];
+  if (isRoot) {
+    const found = lookupUser(user);
+    if (!found || found.uid === 0) {
+      throw new Error(
+        `cgi.user "${user}" ${found ? 'is root' : 'does not exist'}: handlers must run as an unprivileged user ` +
+          `(create one with: useradd --system --no-create-home --shell /usr/sbin/nologin ${user})`,
+      );
+    }
+    const setpriv = which('setpriv');
+    if (!setpriv) throw new Error('running as root, but setpriv (util-linux) is not installed: handlers cannot drop privileges');
+    drop = { user, ...found, setpriv };
+  }
+  return { permissionFlag, netns, drop };
+}
+
+export interface SpawnSpec {
+  command: string;
+  args: string[];
+  cwd: string;
+}
+
+/**
+ * The command line of one handler process: an optional network namespace,
+ * then an optional change to the unprivileged user, then Node with the
+ * permission model reading only `reads` and writing only `scratch`; no
+ * child processes, workers, native addons or WASI (none is granted).
+ */
+export function spawnSpec(caps: SandboxCapabilities, opts: { reads: string[]; scratch: string; heapMiB: number }): SpawnSpec {
+  const node = [
+    process.execPath,
+    caps.permissionFlag,
+    ...[RUNNER, ...opts.reads, opts.scratch].map((p) => `--allow-fs-read=${p}`),
+    `--allow-fs-write=${opts.scratch}`,
+    '--no-addons',
+    `--max-old-space-size=${opts.heapMiB}`,
+    '--disable-warning=ExperimentalWarning',
+    RUNNER,
+  ];
+  const prefix: string[] = [];
+  if (caps.netns) prefix.push(...caps.netns);
+  if (caps.drop) {
+    // setpriv after unshare: creating the namespace needs root, the handler must not have it.
+    prefix.push(caps.drop.setpriv, `--reuid=${caps.drop.uid}`, `--regid=${caps.drop.gid}`, '--clear-groups', '--no-new-privs', '--');
+  }
+  const all = [...prefix, ...node];
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch };
+}

@@ -1,0 +1,200 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import type { Logger } from '../core/log.ts';
+import { encodeFrame, encodeRequest, FrameReader, T, type Frame } from './protocol.ts';
+import type { SpawnSpec } from './sandbox.ts';
+
+/** What a handler learns about the site it runs for (besides its meta-variables). */
+export interface SiteInfo {
+  id: string;
+  domains: readonly string[];
+  /** Name of the form field that only robots fill in. */
+  honeypot: string;
+}
+
+export interface RunInput {
+  handler: string;
+  env: Record<string, string>;
+  site: SiteInfo;
+  body: Buffer;
+}
+
+/** How a run ended. Only `done` carries output; the others map to 502/504. */
+export type RunResult =
+  | { kind: 'done'; output: Buffer; error?: string }
+  | { kind: 'timeout' }
+  | { kind: 'memory' }
+  | { kind: 'output' }
+  | { kind: 'crashed'; detail: string };
+
+/** Answers a handler's request to send mail (the suite checks everything). */
+export type MailHook = (message: unknown) => Promise<unknown>;
+
+export interface WorkerLimits {
+  timeoutMs: number;
+  memory: number;
+  maxOutput: number;
+}
+
+const STDERR_KEEP = 4096;
+const PAGE = 4096;
+
+/**
+ * One sandboxed handler process. It serves one run at a time; its output
+ * is buffered up to the limit (so an over-long answer becomes a clean 502
+ * instead of half a page). Any broken limit kills it with SIGKILL.
+ */
+export class Worker {
+  readonly proc: ChildProcess;
+  runs = 0;
+  alive = true;
+  /** Still counted in its pool's and the global number of processes. */
+  counted = true;
+  idleTimer: NodeJS.Timeout | undefined;
+  private readonly reader: FrameReader;
+  private killReason: 'timeout' | 'memory' | 'output' | 'protocol' | undefined;
+  private stderr = '';
+  private runSeq = 0;
+  private current:
+    | { id: number; chunks: Buffer[]; size: number; timer: NodeJS.Timeout; mail: MailHook; resolve: (r: RunResult) => void }
+    | undefined;
+
+  constructor(
+    spec: SpawnSpec,
+    readonly pool: string,
+    private readonly limits: WorkerLimits,
+    private readonly log: Logger,
+    onExit: (w: Worker) => void,
+  ) {
+    this.reader = new FrameReader(limits.maxOutput + 64 * 1024);
+    // A minimal environment: nothing of the suite's reaches the handler
+    // (and NODE_EXTRA_CA_CERTS and the like would slow every start).
+    this.proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
+    if (this.proc.pid !== undefined) {
+      try {
+        // Handlers yield the CPU to the suite: a spinning one never slows static pages much.
+        os.setPriority(this.proc.pid, 10);
+      } catch {
+        // the process may already be gone; its exit is handled below
+      }
+    }
+    this.proc.stdin!.on('error', () => undefined);
+    this.proc.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.proc.stderr!.on('data', (chunk: Buffer) => {
+      if (this.stderr.length < STDERR_KEEP) this.stderr += chunk.toString('utf8').slice(0, STDERR_KEEP - this.stderr.length);
+    });
+    let exited = false;
+    const exit = (code: number | null, signal: NodeJS.Signals | null, err?: Error) => {
+      if (exited) return;
+      exited = true;
+      this.alive = false;
+      const cur = this.current;
+      this.current = undefined;
+      if (cur) {
+        clearTimeout(cur.timer);
+        const oom = /heap out of memory|Allocation failed/i.test(this.stderr);
+        const reason = this.killReason === 'protocol' ? undefined : (this.killReason ?? (oom ? 'memory' : undefined));
+        cur.resolve(reason ? { kind: reason } : { kind: 'crashed', detail: err ? err.message : `exit ${code ?? signal}${this.killReason ? ` (${this.killReason})` : ''}` });
+      }
+      onExit(this);
+    };
+    this.proc.on('exit', (code, signal) => exit(code, signal));
+    this.proc.on('error', (err) => exit(null, null, err));
+  }
+
+  /** Resident memory in bytes, from /proc (undefined when unknown). */
+  rss(): number | undefined {
+    if (!this.alive || this.proc.pid === undefined) return undefined;
+    try {
+      const statm = readFileSync(`/proc/${this.proc.pid}/statm`, 'latin1');
+      return Number(statm.split(' ')[1]) * PAGE;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Takes and clears what the process printed on stderr so far. */
+  takeStderr(): string {
+    const s = this.stderr;
+    this.stderr = '';
+    return s;
+  }
+
+  get busy(): boolean {
+    return this.current !== undefined;
+  }
+
+  run(input: RunInput, mail: MailHook): Promise<RunResult> {
+    if (!this.alive) return Promise.resolve({ kind: 'crashed', detail: 'process gone' });
+    this.runs++;
+    const id = ++this.runSeq;
+    return new Promise<RunResult>((resolve) => {
+      const timer = setTimeout(() => this.kill('timeout'), this.limits.timeoutMs);
+      this.current = { id, chunks: [], size: 0, timer, mail, resolve };
+      this.proc.stdin!.write(encodeRequest(id, { handler: input.handler, env: input.env, site: input.site }, input.body));
+    });
+  }
+
+  /** Kills the process now; a run in progress ends with `reason`. */
+  kill(reason?: 'timeout' | 'memory' | 'output' | 'protocol'): void {
+    if (reason && !this.killReason) this.killReason = reason;
+    if (this.alive) this.proc.kill('SIGKILL');
+  }
+
+  /** Asks the process to end: it exits when its stdin closes. */
+  close(): void {
+    this.proc.stdin!.end();
+  }
+
+  private onData(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.reader.push(chunk);
+    } catch (err) {
+      this.log.info({ pool: this.pool, why: (err as Error).message }, 'handler broke the frame protocol; killed');
+      this.kill('protocol');
+      return;
+    }
+    for (const f of frames) {
+      const cur = this.current;
+      // Output of a run that already ended (a late timer) belongs to nobody.
+      if (!cur || f.run !== cur.id) continue;
+      if (f.type === T.output) {
+        cur.size += f.payload.length;
+        if (cur.size > this.limits.maxOutput) {
+          this.kill('output');
+          return;
+        }
+        cur.chunks.push(Buffer.from(f.payload));
+      } else if (f.type === T.mail) {
+        let parsed: { id?: unknown; message?: unknown };
+        try {
+          parsed = JSON.parse(f.payload.toString('utf8')) as typeof parsed;
+        } catch {
+          this.kill('protocol');
+          return;
+        }
+        void cur.mail(parsed.message).then((result) => {
+          if (this.current === cur && this.alive) {
+            this.proc.stdin!.write(encodeFrame(T.answer, cur.id, Buffer.from(JSON.stringify({ id: parsed.id, result }))));
+          }
+        });
+      } else if (f.type === T.end) {
+        let end: { error?: unknown } = {};
+        try {
+          end = JSON.parse(f.payload.toString('utf8')) as typeof end;
+        } catch {
+          end = { error: 'unreadable end of run' };
+        }
+        clearTimeout(cur.timer);
+        this.current = undefined;
+        const output = Buffer.concat(cur.chunks);
+        cur.resolve(typeof end.error === 'string' ? { kind: 'done', output, error: end.error } : { kind: 'done', output });
+      } else {
+        this.kill('protocol');
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,197 @@
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
+
+const fixture = (name: string) => readFileSync(path.join(import.meta.dirname, '../../fixtures/cgi', name));
+const isRoot = process.getuid?.() === 0;
+
+let s: CgiTestSuite;
+
+beforeAll(async () => {
+  process.env.MAKEWAVES_TEST_SECRET = 'hunter2-in-the-suite-environment';
+  s = await startCgiSuite({
+    main: { cgi: { timeout: 2, memory: '96MiB', maxOutput: '1MiB', maxBody: '64KiB', perTenant: 2, queue: 1 } },
+    tenants: {
+      'evil.test': { domains: ['evil.test'], cgi: true },
+      'victim.test': { domains: ['victim.test'], cgi: true },
+      'plain.test': { domains: ['plain.test'] },
+    },
+    files: {
+      'evil.test/cgi-bin/hostile.js': fixture('hostile.js'),
+      'evil.test/cgi-bin/echo.js': fixture('echo.js'),
+      'victim.test/index.html': '<p>victim</p>',
+      'victim.test/cgi-bin/echo.js': fixture('echo.js'),
+      'plain.test/index.html': '<p>plain</p>',
+      'plain.test/cgi-bin/echo.js': fixture('echo.js'),
+    },
+  });
+});
+afterAll(async () => {
+  delete process.env.MAKEWAVES_TEST_SECRET;
+  await s?.stop();
+});
+
+function get(host: string, p: string, init: { method?: string; body?: string; headers?: Record<string, string> } = {}) {
+  return call(s.http, host, p, init);
+}
+
+async function attack(name: string, extra = ''): Promise<{ ok: boolean; code?: string; value?: unknown }> {
+  const res = await get('evil.test', `/cgi-bin/hostile?attack=${name}${extra}`);
+  expect(res.status).toBe(200);
+  return (await res.json()) as { ok: boolean; code?: string; value?: unknown };
+}
+
+function logged(msg: string, match: (l: Record<string, unknown>) => boolean = () => true) {
+  return s.logs().filter((l) => l.msg === msg && match(l));
+}
+
+describe('CGI gateway: meta-variables, body and response', () => {
+  it('passes RFC 3875 meta-variables and the body, and nothing of the suite environment', async () => {
+    const res = await get('evil.test', '/cgi-bin/echo/some/path?a=1&b=%20', {
+      method: 'POST',
+      body: 'hello=world',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        proxy: 'http://attacker.example:3128',
+        authorization: 'Basic c2VjcmV0',
+        'x-with_underscore': 'smuggled',
+        'x-custom': 'one',
+        cookie: 'a=1',
+      },
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers['x-handler']).toBe('echo');
+    const out = (await res.json()) as { env: Record<string, string>; body: string; processEnv: Record<string, string>; uid: number };
+    expect(out.body).toBe('hello=world');
+    expect(out.env).toMatchObject({
+      GATEWAY_INTERFACE: 'CGI/1.1',
+      SERVER_NAME: 'evil.test',
+      SERVER_PORT: String(s.port),
+      SERVER_PROTOCOL: 'HTTP/1.1',
+      REQUEST_METHOD: 'POST',
+      QUERY_STRING: 'a=1&b=%20',
+      CONTENT_TYPE: 'application/x-www-form-urlencoded',
+      CONTENT_LENGTH: '11',
+      REMOTE_ADDR: '127.0.0.1',
+      SCRIPT_NAME: '/cgi-bin/echo',
+      PATH_INFO: '/some/path',
+      HTTP_X_CUSTOM: 'one',
+      HTTP_COOKIE: 'a=1',
+      HTTP_HOST: 'evil.test',
+    });
+    // httpoxy, credentials, and a header name with "_" never arrive.
+    expect(out.env.HTTP_PROXY).toBeUndefined();
+    expect(out.env.HTTP_AUTHORIZATION).toBeUndefined();
+    expect(Object.keys(out.env).filter((k) => k.includes('UNDERSCORE'))).toEqual([]);
+    expect(JSON.stringify(out)).not.toContain('hunter2');
+    expect(out.processEnv).toEqual({});
+    if (isRoot) expect(out.uid).not.toBe(0);
+  });
+
+  it('answers 404 for tenants without cgi: true and for unknown names; never serves handler source', async () => {
+    expect((await get('plain.test', '/cgi-bin/echo')).status).toBe(404);
+    expect((await get('evil.test', '/cgi-bin/nothing-here')).status).toBe(404);
+    const src = await get('evil.test', '/cgi-bin/echo.js');
+    expect(src.status).toBe(404);
+    expect(await src.text()).not.toContain('module.exports');
+  });
+
+  it('refuses a body over cgi.maxBody with 413', async () => {
+    const res = await get('evil.test', '/cgi-bin/echo', { method: 'POST', body: 'x'.repeat(65 * 1024) });
+    expect(res.status).toBe(413);
+    expect(logged('handler request refused', (l) => String(l.why).includes('maxBody')).length).toBeGreaterThan(0);
+  });
+
+  it('answers 500 with a reference when a handler throws, 502 for an unusable answer', async () => {
+    const thrown = await get('evil.test', '/cgi-bin/hostile?attack=throw');
+    expect(thrown.status).toBe(500);
+    const ref = /Reference: (\w+)/.exec(await thrown.text())?.[1];
+    expect(logged('handler threw', (l) => l.ref === ref && String(l.error).includes('handler bug'))).toHaveLength(1);
+    expect((await get('evil.test', '/cgi-bin/hostile?attack=garbage')).status).toBe(502);
+    expect((await get('evil.test', '/cgi-bin/hostile?attack=timer-throw')).status).toBe(500);
+  });
+});
+
+describe('CGI sandbox: hostile handlers are contained', () => {
+  it('cannot read /etc/passwd', async () => {
+    expect(await attack('passwd')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+  });
+
+  it("cannot read or write another tenant's files, nor its scratch folder", async () => {
+    expect(await attack('read-neighbour')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+    expect(await attack('write-neighbour')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+    expect(await readFile(path.join(s.sitesDir, 'victim.test/index.html'), 'utf8')).toBe('<p>victim</p>');
+    // The neighbour's scratch exists once it ran a handler.
+    expect((await get('victim.test', '/cgi-bin/echo')).status).toBe(200);
+    expect(await attack('neighbour-scratch')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+  });
+
+  it('writes only its own scratch folder, not even its own web root; reads no suite state', async () => {
+    expect(await attack('own-scratch')).toEqual({ ok: true, value: 'kept' });
+    expect(await readFile(path.join(s.dataDir, 'cgi/evil.test/note.txt'), 'utf8')).toBe('kept');
+    expect(await attack('write-own-root')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+    expect(await attack('suite-db')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+    expect(await attack('symlink')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+  });
+
+  it('cannot start processes, workers or native addons', async () => {
+    expect(await attack('spawn')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+    expect(await attack('worker')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+    expect(await attack('addon')).toEqual({ ok: false, code: 'ERR_DLOPEN_DISABLED' });
+  });
+
+  it('cannot open sockets, not even to the suite itself', async () => {
+    const r = await attack('socket', `&port=${s.port}`);
+    expect(r.ok).toBe(false);
+    expect(['ENETUNREACH', 'ECONNREFUSED']).toContain(r.code);
+  });
+
+  it('is killed after cgi.timeout (504) while static pages of other tenants keep answering', async () => {
+    const spinning = get('evil.test', '/cgi-bin/hostile?attack=loop').then(async (r) => ({ status: r.status, at: Date.now() }));
+    const statics: number[] = [];
+    let spinDone = false;
+    void spinning.then(() => (spinDone = true));
+    // Static requests while the handler spins; bounded count.
+    for (let i = 0; i < 20 && !spinDone; i++) {
+      const r = await get('victim.test', '/index.html');
+      expect(r.status).toBe(200);
+      await r.text();
+      statics.push(Date.now());
+    }
+    const spin = await spinning;
+    expect(spin.status).toBe(504);
+    // The static pages were answered while the handler was still spinning.
+    expect(statics.length).toBe(20);
+    expect(statics[19]!).toBeLessThan(spin.at);
+    expect(logged('handler failed', (l) => String(l.why).includes('cgi.timeout')).length).toBeGreaterThan(0);
+  });
+
+  it('is killed when it allocates without bound (502), in the heap or in buffers', async () => {
+    expect((await get('evil.test', '/cgi-bin/hostile?attack=alloc')).status).toBe(502);
+    expect((await get('evil.test', '/cgi-bin/hostile?attack=buffers')).status).toBe(502);
+    expect(logged('handler failed', (l) => String(l.why).includes('cgi.memory')).length).toBe(2);
+  });
+
+  it('is killed when it prints without end (502)', async () => {
+    expect((await get('evil.test', '/cgi-bin/hostile?attack=print')).status).toBe(502);
+    expect(logged('handler failed', (l) => String(l.why).includes('maxOutput')).length).toBe(1);
+  });
+
+  it('gets 503 beyond its concurrency limits while other tenants still run', async () => {
+    // perTenant 2 and queue 1: the fourth concurrent request of one tenant is refused.
+    const spins = [1, 2, 3, 4].map(() => get('evil.test', '/cgi-bin/hostile?attack=loop').then((r) => r.status));
+    const other = await get('victim.test', '/cgi-bin/echo');
+    expect(other.status).toBe(200);
+    const statuses = await Promise.all(spins);
+    expect(statuses.filter((x) => x === 503)).toHaveLength(1);
+    expect(statuses.filter((x) => x === 504)).toHaveLength(3);
+    expect(logged('handler request refused', (l) => String(l.why).includes('concurrency')).length).toBeGreaterThan(0);
+  });
+
+  it('the suite still serves everyone after all of this', async () => {
+    expect((await get('victim.test', '/cgi-bin/echo')).status).toBe(200);
+    expect((await get('plain.test', '/')).status).toBe(200);
+  });
+});
