@@ -38,7 +38,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
 
   const services: Service[] = [];
   // Handlers' mail is refused as unavailable until the outbound queue is wired in as `mail`.
-  const cgi = createCgi({ registry, log });
+  const cgi = createCgi({ registry, log, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
   services.push(cgi.service);
   services.push(createHttpService({ registry, state, log, gateway: cgi.gateway }));
   for (const missing of ['smtp', 'ftp'] as const) {

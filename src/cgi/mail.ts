@@ -27,6 +27,7 @@ export interface SentForm {
   handler: string;
   to: string[];
   subject: string;
+  text: string;
   queueId: string;
 }
 
@@ -213,7 +214,12 @@ export class HandlerMail {
       return { ok: false, code: 'failed', message: 'the message could not be queued; try again later' };
     }
     this.log.info({ tenant: tenant.id, remote: ctx.remote, handler: ctx.handler, to, queueId }, 'form mail queued');
-    this.onSent?.({ tenant: tenant.id, remote: ctx.remote, handler: ctx.handler, to, subject, queueId });
+    try {
+      this.onSent?.({ tenant: tenant.id, remote: ctx.remote, handler: ctx.handler, to, subject, text: m.text, queueId });
+    } catch (err) {
+      // The mail is queued; only the form log missed it.
+      this.log.error({ tenant: tenant.id, queueId, err: (err as Error).message }, 'form submission not recorded in the form log');
+    }
     return { ok: true, id: queueId, to };
   }
 }

@@ -175,7 +175,13 @@ export class Worker {
           this.kill('protocol');
           return;
         }
-        void cur.mail(parsed.message).then((result) => {
+        void cur
+          .mail(parsed.message)
+          .catch((err: Error) => {
+            this.log.error({ pool: this.pool, err: err.message }, 'handler mail request failed');
+            return { ok: false, code: 'failed', message: 'the message could not be sent' };
+          })
+          .then((result) => {
           if (this.current === cur && this.alive) {
             this.proc.stdin!.write(encodeFrame(T.answer, cur.id, Buffer.from(JSON.stringify({ id: parsed.id, result }))));
           }

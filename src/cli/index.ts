@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { isConfigDir } from '../core/config/load.ts';
 import { check } from './commands/check.ts';
+import { forms } from './commands/forms.ts';
 
 /** The bundled example config, used when the current folder has none. */
 const BUNDLED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../config');
@@ -37,6 +38,19 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action((opts: { config?: string }) => {
       code = check(configDirOf(opts.config));
+    });
+
+  program
+    .command('forms')
+    .description("list the form submissions a tenant's handlers mailed (oldest first)")
+    .argument('<tenant>', 'tenant id')
+    .option('-c, --config <dir>', 'config folder')
+    .option('-n, --limit <n>', 'how many of the latest to show', '50')
+    .option('--full', 'print each message text too')
+    .action((tenant: string, opts: { config?: string; limit: string; full?: boolean }) => {
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive whole number, not "${opts.limit}"`);
+      code = forms(configDirOf(opts.config), tenant, { limit, full: opts.full === true });
     });
 
   try {

@@ -10,7 +10,7 @@ import { startAll, stopAll } from '../../src/core/lifecycle.ts';
 import { createLogger } from '../../src/core/log.ts';
 import { Registry } from '../../src/core/registry.ts';
 import { createHttpService } from '../../src/http/index.ts';
-import { openState } from '../../src/state/index.ts';
+import { openState, type State } from '../../src/state/index.ts';
 import { writeConfig, type TestSuiteOptions } from './suite.ts';
 
 /**
@@ -34,6 +34,7 @@ export interface CgiTestSuite {
   sitesDir: string;
   dataDir: string;
   cgi: Cgi;
+  state: State;
   logs(): Array<Record<string, unknown>>;
   stop(): Promise<void>;
 }
@@ -59,7 +60,7 @@ export async function startCgiSuite(opts: TestSuiteOptions & { mail?: MailSubmit
   });
   const registry = new Registry(loadConfig(configDir));
   const state = openState(registry.config.main.dataDir);
-  const cgi = createCgi({ registry, log, mail: opts.mail });
+  const cgi = createCgi({ registry, log, mail: opts.mail, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
   const http = createHttpService({ registry, state, log, gateway: cgi.gateway });
   let url = '';
   const services = [
@@ -81,6 +82,7 @@ export async function startCgiSuite(opts: TestSuiteOptions & { mail?: MailSubmit
     sitesDir,
     dataDir,
     cgi,
+    state,
     logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
     async stop() {
       await stopAll(services, 500);

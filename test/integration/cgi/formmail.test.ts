@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
@@ -169,6 +170,22 @@ describe('FormMail', () => {
     const res = await post(form([['m', 'x']]), FORM, 'bare.test');
     expect(res.status).toBe(400);
     expect(await res.text()).toContain('no form recipients');
+  });
+
+  it('stores each submission in state; `makewaves forms <tenant>` lists them', async () => {
+    const res = await post(form([['subject', 'For the log'], ['m', 'logged text']]));
+    expect(res.status).toBe(200);
+    const last = s.state.forms.list('example.test').at(-1)!;
+    expect(last).toMatchObject({ tenant: 'example.test', handler: 'formmail', recipients: ['alice@example.net'], subject: 'For the log', remote: '127.0.0.1' });
+    expect(last.text).toContain('m: logged text');
+    const bin = path.join(import.meta.dirname, '../../../bin/makewaves.js');
+    const cli = spawnSync(process.execPath, [bin, 'forms', 'example.test', '-c', path.join(s.dir, 'config'), '--full'], { encoding: 'utf8' });
+    expect(cli.status).toBe(0);
+    expect(cli.stdout).toContain('"For the log"');
+    expect(cli.stdout).toContain('    m: logged text');
+    const unknown = spawnSync(process.execPath, [bin, 'forms', 'nobody.test', '-c', path.join(s.dir, 'config')], { encoding: 'utf8' });
+    expect(unknown.status).toBe(1);
+    expect(unknown.stderr).toContain('no tenant "nobody.test"');
   });
 
   it('answers 503 when the queue fails', async () => {
