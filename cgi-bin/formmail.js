@@ -164,7 +164,7 @@ export default async function formmail(cgi) {
         : answer.code === 'unavailable' || answer.code === 'failed'
           ? ['503 Service Unavailable', 'Not sent']
           : ['400 Bad Request', 'Form refused'];
-    page(stdout, status, title, `${answer.message}; nothing was sent.`, status.startsWith('429') ? 'Retry-After: 3600\r\n' : '');
+    page(stdout, status, title, `${answer.message.charAt(0).toUpperCase()}${answer.message.slice(1)}; nothing was sent.`, status.startsWith('429') ? 'Retry-After: 3600\r\n' : '');
     return;
   }
 

@@ -1,4 +1,4 @@
-import { chownSync, mkdirSync, readdirSync, realpathSync } from 'node:fs';
+import { chownSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
@@ -259,6 +259,19 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     return send(req, res, parsed.status, parsed.headers, parsed.body);
   }
 
+  /** Folders on the way to `dir` that the handlers' user cannot pass through (no o+x). */
+  function closedOnTheWay(dir: string): string[] {
+    const closed: string[] = [];
+    for (let d = dir; ; d = path.dirname(d)) {
+      try {
+        if ((statSync(d).mode & 0o001) === 0) closed.push(d);
+      } catch {
+        // a folder that does not exist yet is created by the suite
+      }
+      if (path.dirname(d) === d) return closed;
+    }
+  }
+
   return {
     gateway: {
       async handle(r) {
@@ -291,6 +304,12 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
           'form handler sandbox ready',
         );
         if (!c.netns) log.warn('no network namespace can be made here: handlers are not cut off from the network');
+        if (c.drop) {
+          const main = current.config.main;
+          for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {
+            log.warn({ dir: d, user: c.drop.user }, `handlers run as ${c.drop.user} and cannot pass through ${d} (chmod o+x it)`);
+          }
+        }
         return [];
       },
       async stop(graceMs) {

@@ -237,7 +237,7 @@ describe('FormMail limits and missing queue', () => {
     try {
       const res = await call(s.http, 'example.test', '/cgi-bin/formmail', { method: 'POST', body: 'm=x', headers: FORM });
       expect(res.status).toBe(503);
-      expect(await res.text()).toContain('sending mail is not available on this server');
+      expect(await res.text()).toContain('Sending mail is not available on this server; nothing was sent.');
     } finally {
       await s.stop();
     }

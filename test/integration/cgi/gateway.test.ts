@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -193,5 +193,50 @@ describe('CGI sandbox: hostile handlers are contained', () => {
   it('the suite still serves everyone after all of this', async () => {
     expect((await get('victim.test', '/cgi-bin/echo')).status).toBe(200);
     expect((await get('plain.test', '/')).status).toBe(200);
+  });
+});
+
+describe('CGI gateway: methods, redirects, reload, wiring', () => {
+  it('answers HEAD without a body and turns a local Location into a redirect on the same site', async () => {
+    const t = await startCgiSuite({
+      tenants: { 'own.test': { domains: ['own.test'], cgi: true } },
+      files: {
+        'own.test/cgi-bin/go.js': "module.exports = (c) => c.stdout.write('Location: /elsewhere.html\\r\\n\\r\\n');\n",
+        'own.test/cgi-bin/hi.js': "module.exports = (c) => c.stdout.write('Content-Type: text/plain\\r\\n\\r\\nhello ' + c.env.REQUEST_METHOD);\n",
+      },
+    });
+    try {
+      const head = await call(t.http, 'own.test', '/cgi-bin/hi', { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(head.headers['content-length']).toBe('10');
+      expect(await head.text()).toBe('');
+      const go = await call(t.http, 'own.test', '/cgi-bin/go');
+      expect(go.status).toBe(302);
+      expect(go.headers.location).toBe('/elsewhere.html');
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('takes a reload: a tenant whose cgi is switched off gets 404', async () => {
+    const { startTestSuite, waitFor } = await import('../../helpers/suite.ts');
+    const t = await startTestSuite({
+      tenants: { 'own.test': { domains: ['own.test'], cgi: true, forms: { recipients: ['a@example.net'] } } },
+      files: { 'own.test/cgi-bin/hi.js': "module.exports = (c) => c.stdout.write('Content-Type: text/plain\\r\\n\\r\\nhi');\n" },
+    });
+    try {
+      // The suite warned that the 0700 temp folder keeps the handlers' user out; open it as an operator would.
+      if (isRoot) expect(t.logs().some((l) => l.dir === t.dir && String(l.msg).includes('cannot pass through'))).toBe(true);
+      chmodSync(t.dir, 0o755);
+      // The real composition root wires the gateway (and no queue yet: FormMail says so).
+      const fm = await call(t.http, 'own.test', '/cgi-bin/formmail', { method: 'POST', body: 'm=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      expect(fm.status).toBe(503);
+      expect((await call(t.http, 'own.test', '/cgi-bin/hi')).status).toBe(200);
+      t.writeTenant('own.test', { domains: ['own.test'], cgi: false });
+      await waitFor(() => t.logs().some((l) => l.msg === 'configuration reloaded'), 10_000, 'reload');
+      expect((await call(t.http, 'own.test', '/cgi-bin/hi')).status).toBe(404);
+    } finally {
+      await t.stop();
+    }
   });
 });
