@@ -206,8 +206,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     const spec = spawnSpec(caps, {
       reads: kind === 'suite' ? [suiteReal, root] : [root],
       scratch: scratch(tenant),
-      // The heap limit leaves room under the RSS cap for Node itself.
-      heapMiB: Math.max(16, Math.floor((cfg.memory * 0.75) / (1024 * 1024))),
+      memory: cfg.memory,
+      fileMax: cfg.scratchFileMax,
     });
     const worker = await pools.acquire(`${tenant.id}\0${kind}`, spec);
     if (!worker) {
@@ -243,6 +243,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         return page(req, res, 502);
       case 'done':
         break;
+    }
+    if (result.error !== undefined && /Array buffer allocation failed/.test(result.error)) {
+      // RLIMIT_DATA refused a Buffer: the handler ran out of its memory.
+      log.info({ ...who, ms, why: 'over cgi.memory (allocation refused)' }, 'handler failed');
+      return page(req, res, 502);
     }
     if (result.error !== undefined) {
       const ref = errorRef();

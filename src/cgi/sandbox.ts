@@ -14,6 +14,8 @@ export interface SandboxCapabilities {
   netns: string[] | undefined;
   /** uid/gid handlers run as, when the suite runs as root; undefined otherwise (no change of user possible). */
   drop: { user: string; uid: number; gid: number; setpriv: string } | undefined;
+  /** prlimit (util-linux), for hard resource limits; undefined when not installed. */
+  prlimit: string | undefined;
 }
 
 function which(cmd: string): string | undefined {
@@ -78,7 +80,7 @@ export function detectSandbox(user: string): SandboxCapabilities {
     if (!setpriv) throw new Error('running as root, but setpriv (util-linux) is not installed: handlers cannot drop privileges');
     drop = { user, ...found, setpriv };
   }
-  return { permissionFlag, netns, drop };
+  return { permissionFlag, netns, drop, prlimit: which('prlimit') };
 }
 
 export interface SpawnSpec {
@@ -93,14 +95,16 @@ export interface SpawnSpec {
  * permission model reading only `reads` and writing only `scratch`; no
  * child processes, workers, native addons or WASI (none is granted).
  */
-export function spawnSpec(caps: SandboxCapabilities, opts: { reads: string[]; scratch: string; heapMiB: number }): SpawnSpec {
+export function spawnSpec(caps: SandboxCapabilities, opts: { reads: string[]; scratch: string; memory: number; fileMax: number }): SpawnSpec {
+  // The heap limit leaves room under the memory cap for Node itself.
+  const heapMiB = Math.max(16, Math.floor((opts.memory * 0.75) / (1024 * 1024)));
   const node = [
     process.execPath,
     caps.permissionFlag,
     ...[RUNNER, ...opts.reads, opts.scratch].map((p) => `--allow-fs-read=${p}`),
     `--allow-fs-write=${opts.scratch}`,
     '--no-addons',
-    `--max-old-space-size=${opts.heapMiB}`,
+    `--max-old-space-size=${heapMiB}`,
     '--disable-warning=ExperimentalWarning',
     RUNNER,
   ];
@@ -109,6 +113,13 @@ export function spawnSpec(caps: SandboxCapabilities, opts: { reads: string[]; sc
   if (caps.drop) {
     // setpriv after unshare: creating the namespace needs root, the handler must not have it.
     prefix.push(caps.drop.setpriv, `--reuid=${caps.drop.uid}`, `--regid=${caps.drop.gid}`, '--clear-groups', '--no-new-privs', '--');
+  }
+  if (caps.prlimit) {
+    // Hard kernel limits behind the suite's RSS watch: writable private
+    // memory (RLIMIT_DATA: a burst of Buffers fails at the cap instead of
+    // growing until the next watch tick), no core dumps, the size of one
+    // file in the scratch folder, open files.
+    prefix.push(caps.prlimit, `--data=${opts.memory}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
   }
   const all = [...prefix, ...node];
   return { command: all[0]!, args: all.slice(1), cwd: opts.scratch };

@@ -79,6 +79,8 @@ export const mainSchema = z.strictObject({
       memory: size.refine((n) => n >= 32 * 1024 * 1024, 'must be at least 32MiB').default(128 * 1024 * 1024),
       /** Largest request body passed on stdin; larger: 413. */
       maxBody: size.default(1024 * 1024),
+      /** Largest single file a handler may write in its scratch folder. */
+      scratchFileMax: size.default(16 * 1024 * 1024),
       /** Largest response a handler may print; larger: killed, 502. */
       maxOutput: size.default(4 * 1024 * 1024),
       /** Handler processes running at once for one tenant (further requests wait in its queue). */

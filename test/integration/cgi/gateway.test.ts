@@ -12,7 +12,7 @@ let s: CgiTestSuite;
 beforeAll(async () => {
   process.env.MAKEWAVES_TEST_SECRET = 'hunter2-in-the-suite-environment';
   s = await startCgiSuite({
-    main: { cgi: { timeout: 2, memory: '96MiB', maxOutput: '1MiB', maxBody: '64KiB', perTenant: 2, queue: 1 } },
+    main: { cgi: { timeout: 2, memory: '96MiB', maxOutput: '1MiB', maxBody: '64KiB', perTenant: 2, queue: 1, scratchFileMax: '1MiB' } },
     tenants: {
       'evil.test': { domains: ['evil.test'], cgi: true },
       'victim.test': { domains: ['victim.test'], cgi: true },
@@ -134,6 +134,8 @@ describe('CGI sandbox: hostile handlers are contained', () => {
     expect(await attack('write-own-root')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
     expect(await attack('suite-db')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
     expect(await attack('symlink')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+    // cgi.scratchFileMax, through RLIMIT_FSIZE
+    expect(await attack('bigfile')).toEqual({ ok: false, code: 'EFBIG' });
   });
 
   it('cannot start processes, workers or native addons', async () => {
