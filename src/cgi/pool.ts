@@ -150,10 +150,18 @@ export class Pools {
     }
     const alive = [...this.all];
     for (const w of alive) w.close();
-    const deadline = Date.now() + graceMs;
-    while (alive.some((w) => w.alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const all = Promise.all(alive.map((w) => w.exited));
+    const within = (ms: number) =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, ms);
+        void all.then(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    await within(graceMs);
     for (const w of alive) w.kill();
-    while (alive.some((w) => w.alive) && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 20));
+    await within(2000);
   }
 
   private start(pool: Pool): Worker {

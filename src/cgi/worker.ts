@@ -52,6 +52,8 @@ export class Worker {
   /** Still counted in its pool's and the global number of processes. */
   counted = true;
   idleTimer: NodeJS.Timeout | undefined;
+  /** Settles when the process has exited. */
+  readonly exited: Promise<void>;
   private readonly reader: FrameReader;
   private killReason: 'timeout' | 'memory' | 'output' | 'protocol' | undefined;
   private stderr = '';
@@ -85,9 +87,12 @@ export class Worker {
       if (this.stderr.length < STDERR_KEEP) this.stderr += chunk.toString('utf8').slice(0, STDERR_KEEP - this.stderr.length);
     });
     let exited = false;
+    let markExited: () => void = () => undefined;
+    this.exited = new Promise((resolve) => (markExited = resolve));
     const exit = (code: number | null, signal: NodeJS.Signals | null, err?: Error) => {
       if (exited) return;
       exited = true;
+      markExited();
       this.alive = false;
       const cur = this.current;
       this.current = undefined;
