@@ -87,10 +87,13 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
       if (!done) resolve({ ok: true, body: Buffer.concat(chunks) });
       done = true;
     });
-    req.on('error', () => {
+    // A client that goes away mid-body: nothing runs (the answer goes nowhere).
+    const gone = () => {
       if (!done) resolve({ ok: false, status: 400 });
       done = true;
-    });
+    };
+    req.on('error', gone);
+    req.on('close', gone);
   });
 }
 

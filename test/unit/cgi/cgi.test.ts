@@ -68,3 +68,48 @@ describe('FrameReader', () => {
     expect(() => new FrameReader(1024).push(runt)).toThrow(RangeError);
   });
 });
+
+describe('sandbox command line', () => {
+  it('enters the network namespace, then drops the user, then sets kernel limits, then starts Node with the permission model', async () => {
+    const { spawnSpec, RUNNER } = await import('../../../src/cgi/sandbox.ts');
+    const spec = spawnSpec(
+      {
+        permissionFlag: '--experimental-permission',
+        netns: ['/usr/bin/unshare', '-n', '--'],
+        drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: '/usr/bin/setpriv' },
+        prlimit: '/usr/bin/prlimit',
+      },
+      { reads: ['/srv/sites/a.test'], scratch: '/srv/data/cgi/a.test', memory: 128 * 1024 * 1024, fileMax: 1024 },
+    );
+    const argv = [spec.command, ...spec.args];
+    const at = (x: string) => argv.indexOf(x);
+    expect(argv[0]).toBe('/usr/bin/unshare');
+    expect(at('/usr/bin/unshare')).toBeLessThan(at('/usr/bin/setpriv'));
+    expect(at('/usr/bin/setpriv')).toBeLessThan(at('/usr/bin/prlimit'));
+    expect(at('/usr/bin/prlimit')).toBeLessThan(at(process.execPath));
+    expect(argv).toContain('--reuid=65534');
+    expect(argv).toContain(`--data=${128 * 1024 * 1024}`);
+    const node = argv.slice(at(process.execPath));
+    expect(node).toEqual([
+      process.execPath,
+      '--experimental-permission',
+      `--allow-fs-read=${RUNNER}`,
+      '--allow-fs-read=/srv/sites/a.test',
+      '--allow-fs-read=/srv/data/cgi/a.test',
+      '--allow-fs-write=/srv/data/cgi/a.test',
+      '--no-addons',
+      '--max-old-space-size=96',
+      '--disable-warning=ExperimentalWarning',
+      RUNNER,
+    ]);
+    // Never granted: child processes, workers, addons, WASI.
+    expect(node.some((a) => /--allow-(child-process|worker|addons|wasi)/.test(a))).toBe(false);
+    expect(spec.cwd).toBe('/srv/data/cgi/a.test');
+  });
+
+  it.runIf(process.getuid?.() === 0)('refuses to start as root without an unprivileged user to run handlers as', async () => {
+    const { detectSandbox } = await import('../../../src/cgi/sandbox.ts');
+    expect(() => detectSandbox('no-such-user-here')).toThrow(/does not exist.*useradd/);
+    expect(() => detectSandbox('root')).toThrow(/is root/);
+  });
+});
