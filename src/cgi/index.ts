@@ -38,8 +38,10 @@ export interface Cgi {
   gateway: HandlerGateway;
   /** Lifecycle: start finds the sandbox's means, stop ends every handler process. */
   service: Service;
-  /** Processes alive now (for tests). */
+  /** Processes alive now (for tests and metrics). */
   processes(): number;
+  /** Runs of one tenant in progress now. */
+  running(tenant: string): number;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
@@ -212,7 +214,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       memory: cfg.memory,
       fileMax: cfg.scratchFileMax,
     });
-    const worker = await pools.acquire(`${tenant.id}\0${kind}`, spec);
+    const worker = await pools.acquire(`${tenant.id}\0${kind}`, tenant.id, spec);
     if (!worker) {
       log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
       return page(req, res, 503, undefined, [['Retry-After', '1']]);
@@ -333,5 +335,6 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       },
     },
     processes: () => pools.size,
+    running: (tenant) => pools.running(tenant),
   };
 }

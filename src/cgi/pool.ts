@@ -12,6 +12,8 @@ export interface PoolLimits extends WorkerLimits {
 
 interface Pool {
   key: string;
+  /** The tenant: `perTenant` counts the processes of all its pools together. */
+  group: string;
   spec: SpawnSpec;
   idle: Worker[];
   live: number;
@@ -23,13 +25,15 @@ interface Pool {
 /**
  * Warm handler processes, one pool per tenant and kind (suite handlers and
  * a tenant's own handlers never share a process; nor do two tenants). A
- * process serves one run at a time. Per pool at most `perTenant` processes,
- * then up to `queue` requests wait; across pools at most `total`
+ * process serves one run at a time. Per tenant (its pools together) at most
+ * `perTenant` processes, then up to `queue` requests per pool wait; across
+ * tenants at most `total`
  * processes. Whatever does not fit is refused (the caller answers 503).
  */
 export class Pools {
   private readonly pools = new Map<string, Pool>();
   private live = 0;
+  private readonly groupLive = new Map<string, number>();
   private readonly rssTimer: NodeJS.Timeout;
   private readonly all = new Set<Worker>();
   private readonly owner = new Map<Worker, Pool>();
@@ -62,14 +66,21 @@ export class Pools {
     return this.live;
   }
 
+  /** Processes of `group` in the middle of a run now. */
+  running(group: string): number {
+    let n = 0;
+    for (const w of this.all) if (w.busy && this.owner.get(w)?.group === group) n++;
+    return n;
+  }
+
   /**
    * A process for `key`, started from `spec` when none is idle. Resolves
    * undefined when the limits leave no room within the run timeout.
    */
-  acquire(key: string, spec: SpawnSpec): Promise<Worker | undefined> {
+  acquire(key: string, group: string, spec: SpawnSpec): Promise<Worker | undefined> {
     let pool = this.pools.get(key);
     if (!pool) {
-      pool = { key, spec, idle: [], live: 0, waiters: [], retired: false };
+      pool = { key, group, spec, idle: [], live: 0, waiters: [], retired: false };
       this.pools.set(key, pool);
     }
     const idle = pool.idle.pop();
@@ -77,7 +88,7 @@ export class Pools {
       clearTimeout(idle.idleTimer);
       return Promise.resolve(idle);
     }
-    if (pool.live < this.limits.perTenant && this.makeRoom()) return Promise.resolve(this.start(pool));
+    if (this.groupRoom(pool.group) && this.makeRoom()) return Promise.resolve(this.start(pool));
     if (pool.waiters.length >= this.limits.queue) return Promise.resolve(undefined);
     const p = pool;
     return new Promise((resolve) => {
@@ -105,13 +116,20 @@ export class Pools {
       } else {
         w.kill();
       }
-      if (pool && !pool.retired) this.serveWaiter(pool);
+      if (pool) this.serveWaiter(pool.group);
       return;
     }
     const waiter = pool.waiters.shift();
     if (waiter) {
       clearTimeout(waiter.timer);
       waiter.resolve(w);
+      return;
+    }
+    if (this.someoneWaits(pool.group)) {
+      // The tenant's other pool is waiting for room: this process makes way.
+      this.forget(w);
+      w.close();
+      this.serveWaiter(pool.group);
       return;
     }
     pool.idle.push(w);
@@ -167,6 +185,7 @@ export class Pools {
   private start(pool: Pool): Worker {
     pool.live++;
     this.live++;
+    this.groupLive.set(pool.group, (this.groupLive.get(pool.group) ?? 0) + 1);
     const w = new Worker(pool.spec, pool.key, this.limits, this.log, (dead) => {
       this.all.delete(dead);
       const stderr = dead.takeStderr();
@@ -174,7 +193,7 @@ export class Pools {
       const p = this.owner.get(dead);
       this.forget(dead);
       this.owner.delete(dead);
-      if (p && !p.retired) this.serveWaiter(p);
+      if (p) this.serveWaiter(p.group);
     });
     this.all.add(w);
     this.owner.set(w, pool);
@@ -189,16 +208,44 @@ export class Pools {
     const pool = this.owner.get(w);
     if (!pool) return;
     pool.live--;
+    const n = (this.groupLive.get(pool.group) ?? 1) - 1;
+    if (n === 0) this.groupLive.delete(pool.group);
+    else this.groupLive.set(pool.group, n);
     const i = pool.idle.indexOf(w);
     if (i !== -1) pool.idle.splice(i, 1);
   }
 
-  /** After a process left `pool`, starts one for its first waiter if the limits allow. */
-  private serveWaiter(pool: Pool): void {
-    if (pool.waiters.length === 0 || pool.live >= this.limits.perTenant || !this.makeRoom()) return;
-    const waiter = pool.waiters.shift()!;
-    clearTimeout(waiter.timer);
-    waiter.resolve(this.start(pool));
+  /** After a process of `group` left, starts one for a waiter of that group if the limits allow. */
+  private serveWaiter(group: string): void {
+    for (const pool of this.pools.values()) {
+      if (pool.group !== group || pool.waiters.length === 0) continue;
+      if (!this.groupRoom(group) || !this.makeRoom()) return;
+      const waiter = pool.waiters.shift()!;
+      clearTimeout(waiter.timer);
+      waiter.resolve(this.start(pool));
+      return;
+    }
+  }
+
+  private someoneWaits(group: string): boolean {
+    for (const pool of this.pools.values()) if (pool.group === group && pool.waiters.length > 0) return true;
+    return false;
+  }
+
+  /** True when `group` may have one more process, retiring an idle one of its own if need be. */
+  private groupRoom(group: string): boolean {
+    if ((this.groupLive.get(group) ?? 0) < this.limits.perTenant) return true;
+    for (const pool of this.pools.values()) {
+      if (pool.group !== group) continue;
+      const w = pool.idle.shift();
+      if (w) {
+        this.forget(w);
+        w.close();
+        w.kill();
+        return true;
+      }
+    }
+    return false;
   }
 
   /** True when one more process fits under `total`, evicting an idle one of another pool if need be. */

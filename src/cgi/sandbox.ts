@@ -116,10 +116,12 @@ export function spawnSpec(caps: SandboxCapabilities, opts: { reads: string[]; sc
   }
   if (caps.prlimit) {
     // Hard kernel limits behind the suite's RSS watch: writable private
-    // memory (RLIMIT_DATA: a burst of Buffers fails at the cap instead of
-    // growing until the next watch tick), no core dumps, the size of one
-    // file in the scratch folder, open files.
-    prefix.push(caps.prlimit, `--data=${opts.memory}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
+    // memory at twice the cap (RLIMIT_DATA: a burst of Buffers between two
+    // watch ticks fails there instead of growing without bound; at the cap
+    // itself V8 would meet failed mappings before its own heap limit and
+    // sometimes die of SIGSEGV instead of reporting), no core dumps, the
+    // size of one file in the scratch folder, open files.
+    prefix.push(caps.prlimit, `--data=${opts.memory * 2}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
   }
   const all = [...prefix, ...node];
   return { command: all[0]!, args: all.slice(1), cwd: opts.scratch };

@@ -57,6 +57,7 @@ export class Worker {
   private readonly reader: FrameReader;
   private killReason: 'timeout' | 'memory' | 'output' | 'protocol' | undefined;
   private stderr = '';
+  private outOfMemory = false;
   private runSeq = 0;
   private current:
     | { id: number; chunks: Buffer[]; size: number; timer: NodeJS.Timeout; mail: MailHook; resolve: (r: RunResult) => void }
@@ -83,8 +84,14 @@ export class Worker {
     }
     this.proc.stdin!.on('error', () => undefined);
     this.proc.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
+    let tail = '';
     this.proc.stderr!.on('data', (chunk: Buffer) => {
-      if (this.stderr.length < STDERR_KEEP) this.stderr += chunk.toString('utf8').slice(0, STDERR_KEEP - this.stderr.length);
+      const text = chunk.toString('utf8');
+      if (this.stderr.length < STDERR_KEEP) this.stderr += text.slice(0, STDERR_KEEP - this.stderr.length);
+      // Out-of-memory reports are looked for in the whole stream, not only the part kept for the log:
+      // V8's own, or the C++ runtime's when RLIMIT_DATA refuses an allocation.
+      tail = (tail + text).slice(-1024);
+      if (/heap out of memory|Allocation failed|std::bad_alloc/i.test(tail)) this.outOfMemory = true;
     });
     let exited = false;
     let markExited: () => void = () => undefined;
@@ -98,13 +105,13 @@ export class Worker {
       this.current = undefined;
       if (cur) {
         clearTimeout(cur.timer);
-        const oom = /heap out of memory|Allocation failed/i.test(this.stderr);
-        const reason = this.killReason === 'protocol' ? undefined : (this.killReason ?? (oom ? 'memory' : undefined));
+        const reason = this.killReason === 'protocol' ? undefined : (this.killReason ?? (this.outOfMemory ? 'memory' : undefined));
         cur.resolve(reason ? { kind: reason } : { kind: 'crashed', detail: err ? err.message : `exit ${code ?? signal}${this.killReason ? ` (${this.killReason})` : ''}` });
       }
       onExit(this);
     };
-    this.proc.on('exit', (code, signal) => exit(code, signal));
+    // 'close', not 'exit': stderr is read to its end by then (a V8 out-of-memory message arrives last).
+    this.proc.on('close', (code, signal) => exit(code, signal));
     this.proc.on('error', (err) => exit(null, null, err));
   }
 

@@ -88,7 +88,7 @@ describe('sandbox command line', () => {
     expect(at('/usr/bin/setpriv')).toBeLessThan(at('/usr/bin/prlimit'));
     expect(at('/usr/bin/prlimit')).toBeLessThan(at(process.execPath));
     expect(argv).toContain('--reuid=65534');
-    expect(argv).toContain(`--data=${128 * 1024 * 1024}`);
+    expect(argv).toContain(`--data=${256 * 1024 * 1024}`);
     const node = argv.slice(at(process.execPath));
     expect(node).toEqual([
       process.execPath,
