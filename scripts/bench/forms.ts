@@ -2,7 +2,8 @@
  * Form handler benchmark: FormMail-like POSTs against makewaves' sandboxed
  * gateway (warm permission-flagged processes, own network namespace and
  * unprivileged user when root) and, in the same run, a bare node:http
- * server that spawns `node handler.js` per request (classic CGI).
+ * server that spawns `node handler.js` per request (classic CGI), and
+ * Apache httpd's mod_cgid running Perl scripts when Apache is installed.
  * Prints p50/p99 at 1 client and req/s at 16 clients for each.
  *
  *   node --import tsx scripts/bench/forms.ts [--seconds 3]
@@ -12,7 +13,7 @@
  * another service); the sandbox is fully on.
  */
 import { fork, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -135,6 +136,92 @@ async function sequential(v: { url: string; host: string; method: string; body: 
   return { p50: at(0.5), p99: at(0.99), bad };
 }
 
+const PERL_FORMMAIL = `#!/usr/bin/perl
+use strict;
+my $body = '';
+read(STDIN, $body, $ENV{CONTENT_LENGTH} || 0);
+my @fields;
+for my $pair (split /&/, $body) {
+  my ($k, $v) = map { my $s = $_; $s =~ tr/+/ /; $s =~ s/%([0-9A-Fa-f]{2})/chr(hex($1))/ge; $s } split /=/, $pair, 2;
+  push @fields, "$k: $v";
+}
+my $mail = "From: forms\\@bench.test\r\nTo: owner\\@bench.test\r\nSubject: form\r\n\r\n" . join("\n", @fields);
+print "Status: 200 OK\r\nContent-Type: text/html\r\n\r\n<p>Thank you (" . length($mail) . ")</p>";
+`;
+const PERL_TRIVIAL = `#!/usr/bin/perl\nprint "Content-Type: text/plain\\n\\nhello\\n";\n`;
+
+/** Apache httpd (event MPM + mod_cgid) with Perl CGI scripts, when installed. */
+async function startApache(): Promise<{ base: string; stop: () => Promise<void> } | undefined> {
+  const bin = spawnSync('sh', ['-c', 'command -v apache2 || command -v httpd'], { encoding: 'utf8' }).stdout.trim();
+  const modules = ['/usr/lib/apache2/modules', '/usr/lib64/httpd/modules', '/usr/lib/httpd/modules'].find((d) => existsSync(path.join(d, 'mod_cgid.so')));
+  if (!bin || !modules) return undefined;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-apache-'));
+  chmodSync(dir, 0o755);
+  mkdirSync(path.join(dir, 'cgi-bin'));
+  writeFileSync(path.join(dir, 'cgi-bin/formmail.pl'), PERL_FORMMAIL, { mode: 0o755 });
+  writeFileSync(path.join(dir, 'cgi-bin/hello.pl'), PERL_TRIVIAL, { mode: 0o755 });
+  const port = await new Promise<number>((resolve) => {
+    const probe = http.createServer().listen(0, '127.0.0.1', () => {
+      const p = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const isRoot = process.getuid?.() === 0;
+  writeFileSync(
+    path.join(dir, 'httpd.conf'),
+    [
+      `ServerRoot "${dir}"`,
+      `Listen 127.0.0.1:${port}`,
+      'ServerName bench.test',
+      `LoadModule mpm_event_module ${modules}/mod_mpm_event.so`,
+      `LoadModule authz_core_module ${modules}/mod_authz_core.so`,
+      `LoadModule alias_module ${modules}/mod_alias.so`,
+      `LoadModule cgid_module ${modules}/mod_cgid.so`,
+      ...(isRoot ? ['User nobody', 'Group nogroup'] : []),
+      `PidFile "${dir}/httpd.pid"`,
+      `Mutex file:${dir}`,
+      `ScriptSock "${dir}/cgid.sock"`,
+      `ErrorLog "${dir}/error.log"`,
+      `DocumentRoot "${dir}"`,
+      `ScriptAlias /cgi-bin/ "${dir}/cgi-bin/"`,
+      `<Directory "${dir}/cgi-bin">`,
+      '  Require all granted',
+      '</Directory>',
+      'KeepAlive On',
+      'MaxKeepAliveRequests 0',
+      '',
+    ].join('\n'),
+  );
+  const proc = spawn(bin, ['-f', path.join(dir, 'httpd.conf'), '-DFOREGROUND'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      http.get(`${base}/cgi-bin/hello.pl`, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      }).on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline || proc.exitCode !== null) {
+      proc.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+      console.error('Apache httpd did not start; skipping its rows');
+      return undefined;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    base,
+    stop: async () => {
+      // SIGTERM: httpd stops its children and its cgid daemon.
+      proc.kill('SIGTERM');
+      await new Promise((r) => (proc.exitCode !== null ? r(null) : proc.once('exit', r)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1]) || 3;
   const autocannon = require('autocannon') as Autocannon;
@@ -146,7 +233,13 @@ async function main(): Promise<void> {
     { name: 'makewaves trivial tenant handler', url: `${urls.suite}/cgi-bin/hello`, host: 'bench.test', method: 'GET', body: undefined },
     { name: 'node:http + spawn node per request', url: `${urls.baseline}/`, host: 'bench.test', method: 'POST', body: BODY },
   ];
-  const apache = spawnSync('sh', ['-c', 'command -v apache2 || command -v httpd'], { encoding: 'utf8' }).stdout.trim();
+  const apache = await startApache();
+  if (apache) {
+    variants.push(
+      { name: 'Apache event + mod_cgid, Perl FormMail-like', url: `${apache.base}/cgi-bin/formmail.pl`, host: 'bench.test', method: 'POST', body: BODY },
+      { name: 'Apache event + mod_cgid, trivial Perl', url: `${apache.base}/cgi-bin/hello.pl`, host: 'bench.test', method: 'GET', body: undefined },
+    );
+  }
 
   const rows: string[][] = [];
   for (const v of variants) {
@@ -165,6 +258,7 @@ async function main(): Promise<void> {
   }
   child.send('stop');
   await new Promise((r) => child.once('exit', r));
+  await apache?.stop();
 
   const head = ['variant', 'p50 ms (1 client)', 'p99 ms (1 client)', 'req/s (16 clients)', 'p50 ms (16 clients)', 'non-2xx/errors'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
@@ -173,7 +267,7 @@ async function main(): Promise<void> {
   console.log(line(head));
   console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
   for (const r of rows) console.log(line(r));
-  console.log(apache ? `\nApache found at ${apache}; its mod_cgid comparison is not automated here.` : '\nApache httpd is not installed: no mod_cgid row (ANCHORS.md: 7.5–17.5 ms p50, 253 req/s FormMail-like).');
+  if (!apache) console.log('\nApache httpd is not installed (apt-get install apache2): no mod_cgid rows.');
 }
 
 if (process.argv.includes('--serve')) await serve();
