@@ -26,9 +26,9 @@ interface Pool {
  * Warm handler processes, one pool per tenant and kind (suite handlers and
  * a tenant's own handlers never share a process; nor do two tenants). A
  * process serves one run at a time. Per tenant (its pools together) at most
- * `perTenant` processes, then up to `queue` requests per pool wait; across
- * tenants at most `total`
- * processes. Whatever does not fit is refused (the caller answers 503).
+ * `perTenant` processes, across tenants at most `total`; beyond either, up
+ * to `queue` requests per pool wait (at most one run timeout) for a
+ * process. Whatever does not fit is refused (the caller answers 503).
  */
 export class Pools {
   private readonly pools = new Map<string, Pool>();
@@ -116,7 +116,7 @@ export class Pools {
       } else {
         w.kill();
       }
-      if (pool) this.serveWaiter(pool.group);
+      this.serveWaiters();
       return;
     }
     const waiter = pool.waiters.shift();
@@ -125,11 +125,11 @@ export class Pools {
       waiter.resolve(w);
       return;
     }
-    if (this.someoneWaits(pool.group)) {
-      // The tenant's other pool is waiting for room: this process makes way.
+    if (this.someoneWaits()) {
+      // Another pool waits for room (the tenant's other kind, or another tenant under `total`): this process makes way.
       this.forget(w);
       w.close();
-      this.serveWaiter(pool.group);
+      this.serveWaiters();
       return;
     }
     pool.idle.push(w);
@@ -190,10 +190,9 @@ export class Pools {
       this.all.delete(dead);
       const stderr = dead.takeStderr();
       if (stderr) this.log.info({ pool: dead.pool, stderr }, 'handler process wrote to stderr');
-      const p = this.owner.get(dead);
       this.forget(dead);
       this.owner.delete(dead);
-      if (p) this.serveWaiter(p.group);
+      this.serveWaiters();
     });
     this.all.add(w);
     this.owner.set(w, pool);
@@ -215,20 +214,19 @@ export class Pools {
     if (i !== -1) pool.idle.splice(i, 1);
   }
 
-  /** After a process of `group` left, starts one for a waiter of that group if the limits allow. */
-  private serveWaiter(group: string): void {
+  /** After a process left, starts processes for waiters as far as the limits allow. */
+  private serveWaiters(): void {
     for (const pool of this.pools.values()) {
-      if (pool.group !== group || pool.waiters.length === 0) continue;
-      if (!this.groupRoom(group) || !this.makeRoom()) return;
-      const waiter = pool.waiters.shift()!;
-      clearTimeout(waiter.timer);
-      waiter.resolve(this.start(pool));
-      return;
+      while (pool.waiters.length > 0 && this.groupRoom(pool.group) && this.makeRoom()) {
+        const waiter = pool.waiters.shift()!;
+        clearTimeout(waiter.timer);
+        waiter.resolve(this.start(pool));
+      }
     }
   }
 
-  private someoneWaits(group: string): boolean {
-    for (const pool of this.pools.values()) if (pool.group === group && pool.waiters.length > 0) return true;
+  private someoneWaits(): boolean {
+    for (const pool of this.pools.values()) if (pool.waiters.length > 0) return true;
     return false;
   }
 

@@ -212,6 +212,31 @@ describe('CGI sandbox: hostile handlers are contained', () => {
   });
 });
 
+describe('CGI gateway: the overall limit', () => {
+  it('refuses with 503 when cgi.total processes are busy across tenants, and serves again after', async () => {
+    const t = await startCgiSuite({
+      main: { cgi: { timeout: 1, total: 2, queue: 0 } },
+      tenants: { 'a.test': { domains: ['a.test'], cgi: true }, 'b.test': { domains: ['b.test'], cgi: true } },
+      files: {
+        'a.test/cgi-bin/spin.js': 'module.exports = () => { for (;;); };\n',
+        'b.test/cgi-bin/hi.js': "module.exports = (c) => c.stdout.write('Content-Type: text/plain\\r\\n\\r\\nhi');\n",
+      },
+    });
+    try {
+      const spins = [1, 2].map(() => call(t.http, 'a.test', '/cgi-bin/spin').then((r) => r.status));
+      await waitFor(() => t.cgi.running('a.test') === 2, 5_000, 'two spinning processes');
+      const refused = await call(t.http, 'b.test', '/cgi-bin/hi');
+      expect(refused.status).toBe(503);
+      expect(refused.headers['retry-after']).toBe('1');
+      expect(await Promise.all(spins)).toEqual([504, 504]);
+      expect((await call(t.http, 'b.test', '/cgi-bin/hi')).status).toBe(200);
+      expect(t.logs().some((l) => l.msg === 'handler request refused' && l.tenant === 'b.test')).toBe(true);
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
 describe('CGI gateway: methods, redirects, reload, wiring', () => {
   it('answers HEAD without a body and turns a local Location into a redirect on the same site', async () => {
     const t = await startCgiSuite({
