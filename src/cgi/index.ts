@@ -131,10 +131,15 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     }
   }
 
-  function realRoot(t: Tenant): string {
+  /** The tenant's web root as a real path; undefined while it does not exist. */
+  function realRoot(t: Tenant): string | undefined {
     let r = realRoots.get(t.id);
     if (r === undefined) {
-      r = realpathSync(t.root);
+      try {
+        r = realpathSync(t.root);
+      } catch {
+        return undefined;
+      }
       realRoots.set(t.id, r);
     }
     return r;
@@ -174,12 +179,13 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     if (!caps) return page(req, res, 503);
     let file: string;
     let kind: 'suite' | 'own';
+    const root = realRoot(tenant);
     if (NAME.test(name) && suiteNames.has(name)) {
       kind = 'suite';
       file = path.join(suiteReal, `${name}.js`);
-    } else if (NAME.test(name) && tenant.config.cgi) {
+    } else if (NAME.test(name) && tenant.config.cgi && root !== undefined) {
       kind = 'own';
-      const found = await resolveInJail(realRoot(tenant), ['cgi-bin', `${name}.js`]);
+      const found = await resolveInJail(root, ['cgi-bin', `${name}.js`]);
       if (!found.ok || !(await stat(found.real).then((s) => s.isFile(), () => false))) return page(req, res, 404);
       if (!caps.netns && current.config.main.cgi.requireNetworkIsolation) {
         log.warn(who, "tenant handler refused: no network namespace can be made here (cgi.requireNetworkIsolation)");
@@ -207,9 +213,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       remote,
       bodyLength: read.body.length,
     });
-    const root = realRoot(tenant);
     const spec = spawnSpec(caps, {
-      reads: kind === 'suite' ? [suiteReal, root] : [root],
+      reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
       scratch: scratch(tenant),
       memory: cfg.memory,
       fileMax: cfg.scratchFileMax,
