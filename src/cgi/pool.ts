@@ -50,6 +50,11 @@ export class Pools {
         if (rss !== undefined && rss > this.limits.memory) {
           this.log.info({ pool: w.pool, rss, limit: this.limits.memory }, 'handler process over its memory limit; killed');
           w.kill('memory');
+        } else if (w.idleTooBusy()) {
+          // Work left running after its answer (a timer loop): nobody waits for it, nobody should pay for it.
+          this.log.info({ pool: w.pool }, 'idle handler process kept using the CPU; killed');
+          this.forget(w);
+          w.kill();
         }
       }
     }, 100);
@@ -109,13 +114,9 @@ export class Pools {
     const pool = this.owner.get(w);
     if (!pool || pool.retired || !reusable || !w.alive || w.runs >= this.limits.requestsPerProcess) {
       this.forget(w);
-      if (w.alive) w.close();
-      if (reusable && w.alive) {
-        // Retired after its quota of runs: a clean close, then SIGKILL if it lingers.
-        setTimeout(() => w.kill(), 1000).unref();
-      } else {
-        w.kill();
-      }
+      // Retired after its quota of runs: a clean close (SIGKILL if it lingers); after a failure: SIGKILL now.
+      if (reusable) w.close();
+      else w.kill();
       this.serveWaiters();
       return;
     }
@@ -133,6 +134,7 @@ export class Pools {
       return;
     }
     pool.idle.push(w);
+    w.markIdle();
     w.idleTimer = setTimeout(() => {
       this.forget(w);
       w.close();

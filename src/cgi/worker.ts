@@ -38,6 +38,9 @@ export interface WorkerLimits {
 }
 
 const STDERR_KEEP = 4096;
+const MAX_MAIL_ASKS = 20;
+/** CPU an idle process may burn (background timers) before it is ended: 1 s at the usual 100 ticks/s. */
+const IDLE_CPU_TICKS = 100;
 const PAGE = 4096;
 
 /**
@@ -57,10 +60,13 @@ export class Worker {
   private readonly reader: FrameReader;
   private killReason: 'timeout' | 'memory' | 'output' | 'protocol' | undefined;
   private stderr = '';
+  private strayBytes = 0;
+  /** CPU time (clock ticks) when the process last went idle. */
+  private idleCpu: number | undefined;
   private outOfMemory = false;
   private runSeq = 0;
   private current:
-    | { id: number; chunks: Buffer[]; size: number; timer: NodeJS.Timeout; mail: MailHook; resolve: (r: RunResult) => void }
+    | { id: number; chunks: Buffer[]; size: number; mails: number; timer: NodeJS.Timeout; mail: MailHook; resolve: (r: RunResult) => void }
     | undefined;
 
   constructor(
@@ -85,7 +91,11 @@ export class Worker {
     this.proc.stdin!.on('error', () => undefined);
     this.proc.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
     let tail = '';
+    let stderrBytes = 0;
     this.proc.stderr!.on('data', (chunk: Buffer) => {
+      // Reading costs the suite CPU: a process that floods stderr is ended like one that floods stdout.
+      stderrBytes += chunk.length;
+      if (stderrBytes > limits.maxOutput) this.kill('output');
       const text = chunk.toString('utf8');
       if (this.stderr.length < STDERR_KEEP) this.stderr += text.slice(0, STDERR_KEEP - this.stderr.length);
       // Out-of-memory reports are looked for in the whole stream, not only the part kept for the log:
@@ -143,7 +153,7 @@ export class Worker {
     const id = ++this.runSeq;
     return new Promise<RunResult>((resolve) => {
       const timer = setTimeout(() => this.kill('timeout'), this.limits.timeoutMs);
-      this.current = { id, chunks: [], size: 0, timer, mail, resolve };
+      this.current = { id, chunks: [], size: 0, mails: 0, timer, mail, resolve };
       this.proc.stdin!.write(encodeRequest(id, { handler: input.handler, env: input.env, site: input.site }, input.body));
     });
   }
@@ -154,9 +164,35 @@ export class Worker {
     if (this.alive) this.proc.kill('SIGKILL');
   }
 
-  /** Asks the process to end: it exits when its stdin closes. */
+  /** Asks the process to end: it exits when its stdin closes, or is killed a second later (a busy loop never reads). */
   close(): void {
     this.proc.stdin!.end();
+    if (this.alive) setTimeout(() => this.kill(), 1000).unref();
+  }
+
+  /** Marks the start of an idle period (for {@link idleTooBusy}). */
+  markIdle(): void {
+    this.idleCpu = this.cpuTicks();
+  }
+
+  /** True when the process has burnt more than a second of CPU since it went idle. */
+  idleTooBusy(): boolean {
+    if (this.current || this.idleCpu === undefined) return false;
+    const now = this.cpuTicks();
+    return now !== undefined && now - this.idleCpu > IDLE_CPU_TICKS;
+  }
+
+  /** utime + stime from /proc/<pid>/stat, in clock ticks. */
+  private cpuTicks(): number | undefined {
+    if (!this.alive || this.proc.pid === undefined) return undefined;
+    try {
+      const stat = readFileSync(`/proc/${this.proc.pid}/stat`, 'latin1');
+      // Fields after the ")" that closes the command name; utime and stime are fields 14 and 15 (proc(5)).
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return Number(f[11]) + Number(f[12]);
+    } catch {
+      return undefined;
+    }
   }
 
   private onData(chunk: Buffer): void {
@@ -170,8 +206,16 @@ export class Worker {
     }
     for (const f of frames) {
       const cur = this.current;
-      // Output of a run that already ended (a late timer) belongs to nobody.
-      if (!cur || f.run !== cur.id) continue;
+      // Output of a run that already ended (a late timer) belongs to nobody;
+      // without end it would only cost the suite CPU.
+      if (!cur || f.run !== cur.id) {
+        this.strayBytes += f.payload.length;
+        if (this.strayBytes > this.limits.maxOutput) {
+          this.kill('output');
+          return;
+        }
+        continue;
+      }
       if (f.type === T.output) {
         cur.size += f.payload.length;
         if (cur.size > this.limits.maxOutput) {
@@ -180,6 +224,11 @@ export class Worker {
         }
         cur.chunks.push(Buffer.from(f.payload));
       } else if (f.type === T.mail) {
+        // The suite refuses past a few messages per run; a flood of asks is a broken or hostile handler.
+        if (++cur.mails > MAX_MAIL_ASKS) {
+          this.kill('protocol');
+          return;
+        }
         let parsed: { id?: unknown; message?: unknown };
         try {
           parsed = JSON.parse(f.payload.toString('utf8')) as typeof parsed;

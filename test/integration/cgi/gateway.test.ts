@@ -184,6 +184,16 @@ describe('CGI sandbox: hostile handlers are contained', () => {
     expect(logged('handler failed', (l) => String(l.why).includes('maxOutput')).length).toBe(1);
   });
 
+  it('is killed when it floods stderr or asks for mail without end (502)', async () => {
+    expect((await get('evil.test', '/cgi-bin/hostile?attack=stderr-flood')).status).toBe(502);
+    expect((await get('evil.test', '/cgi-bin/hostile?attack=mail-flood')).status).toBe(502);
+  });
+
+  it('is killed when it keeps the CPU busy after answering', async () => {
+    expect(await attack('background-spin')).toEqual({ ok: true, value: 'answered' });
+    await waitFor(() => logged('idle handler process kept using the CPU; killed').length > 0, 10_000, 'the idle spinner to be killed');
+  });
+
   it('gets 503 beyond its concurrency limits while other tenants still run', async () => {
     // perTenant 2 and queue 1: the fourth concurrent request of one tenant is refused.
     const spins = [1, 2, 3, 4].map(() => get('evil.test', '/cgi-bin/hostile?attack=loop').then((r) => r.status));
