@@ -234,28 +234,21 @@ export class Pools {
 
   /** True when `group` may have one more process, retiring an idle one of its own if need be. */
   private groupRoom(group: string): boolean {
-    if ((this.groupLive.get(group) ?? 0) < this.limits.perTenant) return true;
-    for (const pool of this.pools.values()) {
-      if (pool.group !== group) continue;
-      const w = pool.idle.shift();
-      if (w) {
-        this.forget(w);
-        w.close();
-        w.kill();
-        return true;
-      }
-    }
-    return false;
+    return (this.groupLive.get(group) ?? 0) < this.limits.perTenant || this.evictIdle(group);
   }
 
-  /** True when one more process fits under `total`, evicting an idle one of another pool if need be. */
+  /** True when one more process fits under `total`, evicting an idle one of any pool if need be. */
   private makeRoom(): boolean {
-    if (this.live < this.limits.total) return true;
+    return this.live < this.limits.total || this.evictIdle(undefined);
+  }
+
+  /** Ends one idle process (of `group`, or of any pool); false when there is none. */
+  private evictIdle(group: string | undefined): boolean {
     for (const pool of this.pools.values()) {
+      if (group !== undefined && pool.group !== group) continue;
       const w = pool.idle.shift();
       if (w) {
         this.forget(w);
-        w.close();
         w.kill();
         return true;
       }
