@@ -31,6 +31,8 @@ export interface CgiDeps {
   onSent?: (sent: SentForm) => void;
   /** Folder of the suite's handlers (tests point it elsewhere). */
   suiteDir?: string;
+  /** What the sandbox may use; found by detectSandbox at start when not given (tests give a machine without namespaces). */
+  sandbox?: (user: string) => SandboxCapabilities;
 }
 
 export interface Cgi {
@@ -106,7 +108,7 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
  * CGI answer into the HTTP response. Every request is answered: a handler
  * that breaks a limit gets 502/503/504, never the suite's stack.
  */
-export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS }: CgiDeps): Cgi {
+export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox }: CgiDeps): Cgi {
   const log = rootLog.child({ svc: 'cgi' });
   let current = registry;
   let caps: SandboxCapabilities | undefined;
@@ -306,7 +308,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     service: {
       name: 'cgi',
       async start() {
-        caps = detectSandbox(current.config.main.cgi.user);
+        caps = sandbox(current.config.main.cgi.user);
         scanSuite();
         const c = caps;
         log.info(

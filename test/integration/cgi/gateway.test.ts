@@ -247,6 +247,36 @@ describe('CGI gateway: the overall limit', () => {
   });
 });
 
+describe('CGI gateway: a machine where no network namespace can be made', () => {
+  const files = { 'own.test/cgi-bin/hi.js': "module.exports = (c) => c.stdout.write('Content-Type: text/plain\\r\\n\\r\\nhi');\n" };
+  const tenants = { 'own.test': { domains: ['own.test'], cgi: true } };
+  const withoutNetns = async () => {
+    const { detectSandbox: detect } = await import('../../../src/cgi/sandbox.ts');
+    return (user: string) => ({ ...detect(user), netns: undefined });
+  };
+
+  it("refuses tenants' own handlers (503) but still runs the suite's", async () => {
+    const t = await startCgiSuite({ tenants, files, sandbox: await withoutNetns() });
+    try {
+      expect((await call(t.http, 'own.test', '/cgi-bin/hi')).status).toBe(503);
+      expect(t.logs().some((l) => String(l.msg).includes('no network namespace') && l.tenant === 'own.test')).toBe(true);
+      expect((await call(t.http, 'own.test', '/cgi-bin/formmail')).status).toBe(405);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('runs them when cgi.requireNetworkIsolation is false, and says so at start', async () => {
+    const t = await startCgiSuite({ tenants, files, sandbox: await withoutNetns(), main: { cgi: { requireNetworkIsolation: false } } });
+    try {
+      expect(t.logs().some((l) => String(l.msg).includes('not cut off from the network'))).toBe(true);
+      expect((await call(t.http, 'own.test', '/cgi-bin/hi')).status).toBe(200);
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
 describe('CGI gateway: methods, redirects, reload, wiring', () => {
   it('answers HEAD without a body and turns a local Location into a redirect on the same site', async () => {
     const t = await startCgiSuite({
