@@ -189,8 +189,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       kind = 'own';
       const found = await resolveInJail(root, ['cgi-bin', `${name}.js`]);
       if (!found.ok || !(await stat(found.real).then((s) => s.isFile(), () => false))) return page(req, res, 404);
-      if (!caps.netns && current.config.main.cgi.requireNetworkIsolation) {
-        log.warn(who, "tenant handler refused: no network namespace can be made here (cgi.requireNetworkIsolation)");
+      if (!caps.namespaces && current.config.main.cgi.requireNetworkIsolation) {
+        log.warn(who, 'tenant handler refused: no network namespace can be made here (cgi.requireNetworkIsolation)');
         return page(req, res, 503);
       }
       file = found.real;
@@ -314,13 +314,13 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         log.info(
           {
             permission: c.permissionFlag,
-            network: c.netns ? 'own namespace' : 'NOT isolated',
+            namespaces: c.namespaces ? 'network and PID' : 'NONE: not isolated from the network or other processes',
             user: c.drop ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid})` : 'unchanged (not root)',
             handlers: [...suiteNames],
           },
           'form handler sandbox ready',
         );
-        if (!c.netns) log.warn('no network namespace can be made here: handlers are not cut off from the network');
+        if (!c.namespaces) log.warn('no network namespace can be made here: handlers are not cut off from the network');
         if (c.drop) {
           const main = current.config.main;
           for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {

@@ -10,8 +10,14 @@ export const RUNNER = fileURLToPath(new URL('./runner.mjs', import.meta.url));
 export interface SandboxCapabilities {
   /** `--permission` (Node 22+) or `--experimental-permission` (Node 20). */
   permissionFlag: string;
-  /** Command prefix that gives the child a network namespace of its own, or undefined when none can be made. */
-  netns: string[] | undefined;
+  /**
+   * Command prefix that gives the child network and PID namespaces of its
+   * own (no sockets out; no other process to signal, not the suite, not
+   * another tenant's handlers), or undefined when none can be made.
+   */
+  namespaces: string[] | undefined;
+  /** `nice` (coreutils), so handlers start below the suite's CPU priority; undefined when not installed. */
+  nice: string | undefined;
   /** uid/gid handlers run as, when the suite runs as root; undefined otherwise (no change of user possible). */
   drop: { user: string; uid: number; gid: number; setpriv: string } | undefined;
   /** prlimit (util-linux), for hard resource limits; undefined when not installed. */
@@ -57,14 +63,15 @@ export function detectSandbox(user: string): SandboxCapabilities {
   const permissionFlag = flags.has('--permission') ? '--permission' : '--experimental-permission';
   const isRoot = process.getuid?.() === 0;
 
-  let netns: string[] | undefined;
+  let namespaces: string[] | undefined;
   const unshare = which('unshare');
   if (unshare) {
-    // As root a plain network namespace; otherwise one inside a user
-    // namespace, where the kernel allows unprivileged ones.
-    const prefix = isRoot ? [unshare, '-n', '--'] : [unshare, '-r', '-n', '--'];
+    // As root plain namespaces; otherwise inside a user namespace, where the
+    // kernel allows unprivileged ones. A PID namespace needs a fork: unshare
+    // stays as the parent, Node is pid 1 inside, killed with its parent.
+    const prefix = [unshare, ...(isRoot ? [] : ['-r']), '-n', '-p', '-f', '--kill-child', '--'];
     const probe = spawnSync(prefix[0]!, [...prefix.slice(1), process.execPath, '-e', '0'], { env: {}, stdio: 'ignore', timeout: 10_000 });
-    if (probe.status === 0) netns = prefix;
+    if (probe.status === 0) namespaces = prefix;
   }
 
   let drop: SandboxCapabilities['drop'];
@@ -80,18 +87,21 @@ export function detectSandbox(user: string): SandboxCapabilities {
     if (!setpriv) throw new Error('running as root, but setpriv (util-linux) is not installed: handlers cannot drop privileges');
     drop = { user, ...found, setpriv };
   }
-  return { permissionFlag, netns, drop, prlimit: which('prlimit') };
+  return { permissionFlag, namespaces, drop, prlimit: which('prlimit'), nice: which('nice') };
 }
 
 export interface SpawnSpec {
   command: string;
   args: string[];
   cwd: string;
+  /** True when the spawned process (unshare) forks: Node is its child, the pid to watch and to kill. */
+  forks: boolean;
 }
 
 /**
- * The command line of one handler process: an optional network namespace,
- * then an optional change to the unprivileged user, then Node with the
+ * The command line of one handler process: a lower CPU priority, kernel
+ * limits, network and PID namespaces, the change to the unprivileged
+ * user (each where available), then Node with the
  * permission model reading only `reads` and writing only `scratch`; no
  * child processes, workers, native addons or WASI (none is granted).
  */
@@ -109,20 +119,22 @@ export function spawnSpec(caps: SandboxCapabilities, opts: { reads: string[]; sc
     RUNNER,
   ];
   const prefix: string[] = [];
-  if (caps.netns) prefix.push(...caps.netns);
-  if (caps.drop) {
-    // setpriv after unshare: creating the namespace needs root, the handler must not have it.
-    prefix.push(caps.drop.setpriv, `--reuid=${caps.drop.uid}`, `--regid=${caps.drop.gid}`, '--clear-groups', '--no-new-privs', '--');
-  }
+  if (caps.nice) prefix.push(caps.nice, '-n', '10');
   if (caps.prlimit) {
     // Hard kernel limits behind the suite's RSS watch: writable private
     // memory at twice the cap (RLIMIT_DATA: a burst of Buffers between two
     // watch ticks fails there instead of growing without bound; at the cap
     // itself V8 would meet failed mappings before its own heap limit and
-    // sometimes die of SIGSEGV instead of reporting), no core dumps, the
-    // size of one file in the scratch folder, open files.
+    // sometimes die of SIGSEGV instead of reporting), no core dumps (before
+    // unshare, which re-raises its child's fatal signal), the size of one
+    // file in the scratch folder, open files.
     prefix.push(caps.prlimit, `--data=${opts.memory * 2}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
   }
+  if (caps.namespaces) prefix.push(...caps.namespaces);
+  if (caps.drop) {
+    // setpriv after unshare: creating namespaces needs root, the handler must not have it.
+    prefix.push(caps.drop.setpriv, `--reuid=${caps.drop.uid}`, `--regid=${caps.drop.gid}`, '--clear-groups', '--no-new-privs', '--');
+  }
   const all = [...prefix, ...node];
-  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch };
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: caps.namespaces !== undefined };
 }

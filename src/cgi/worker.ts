@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import type { Logger } from '../core/log.ts';
 import { encodeFrame, encodeRequest, FrameReader, T, type Frame } from './protocol.ts';
 import type { SpawnSpec } from './sandbox.ts';
@@ -61,6 +60,8 @@ export class Worker {
   private killReason: 'timeout' | 'memory' | 'output' | 'protocol' | undefined;
   private stderr = '';
   private strayBytes = 0;
+  private readonly forks: boolean;
+  private child: number | undefined;
   /** CPU time (clock ticks) when the process last went idle. */
   private idleCpu: number | undefined;
   private outOfMemory = false;
@@ -80,14 +81,7 @@ export class Worker {
     // A minimal environment: nothing of the suite's reaches the handler
     // (and NODE_EXTRA_CA_CERTS and the like would slow every start).
     this.proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
-    if (this.proc.pid !== undefined) {
-      try {
-        // Handlers yield the CPU to the suite: a spinning one never slows static pages much.
-        os.setPriority(this.proc.pid, 10);
-      } catch {
-        // the process may already be gone; its exit is handled below
-      }
-    }
+    this.forks = spec.forks;
     this.proc.stdin!.on('error', () => undefined);
     this.proc.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
     let tail = '';
@@ -125,11 +119,31 @@ export class Worker {
     this.proc.on('error', (err) => exit(null, null, err));
   }
 
+  /**
+   * The pid of Node itself: the spawned process, or its child when the
+   * spawned unshare forks into a PID namespace (from /proc, once known).
+   */
+  private nodePid(): number | undefined {
+    const pid = this.proc.pid;
+    if (!this.alive || pid === undefined) return undefined;
+    if (!this.forks) return pid;
+    if (this.child === undefined) {
+      try {
+        const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').trim().split(' ')[0];
+        if (first) this.child = Number(first);
+      } catch {
+        // not forked yet, or gone
+      }
+    }
+    return this.child;
+  }
+
   /** Resident memory in bytes, from /proc (undefined when unknown). */
   rss(): number | undefined {
-    if (!this.alive || this.proc.pid === undefined) return undefined;
+    const pid = this.nodePid();
+    if (pid === undefined) return undefined;
     try {
-      const statm = readFileSync(`/proc/${this.proc.pid}/statm`, 'latin1');
+      const statm = readFileSync(`/proc/${pid}/statm`, 'latin1');
       return Number(statm.split(' ')[1]) * PAGE;
     } catch {
       return undefined;
@@ -161,7 +175,19 @@ export class Worker {
   /** Kills the process now; a run in progress ends with `reason`. */
   kill(reason?: 'timeout' | 'memory' | 'output' | 'protocol'): void {
     if (reason && !this.killReason) this.killReason = reason;
-    if (this.alive) this.proc.kill('SIGKILL');
+    if (!this.alive) return;
+    const child = this.forks ? this.nodePid() : undefined;
+    if (child !== undefined) {
+      // Node first: unshare reaps it and exits the same way (killing unshare
+      // first would leave Node to --kill-child and a zombie for init).
+      try {
+        process.kill(child, 'SIGKILL');
+        return;
+      } catch {
+        // already gone: end unshare below
+      }
+    }
+    this.proc.kill('SIGKILL');
   }
 
   /** Asks the process to end: it exits when its stdin closes, or is killed a second later (a busy loop never reads). */
@@ -184,9 +210,10 @@ export class Worker {
 
   /** utime + stime from /proc/<pid>/stat, in clock ticks. */
   private cpuTicks(): number | undefined {
-    if (!this.alive || this.proc.pid === undefined) return undefined;
+    const pid = this.nodePid();
+    if (pid === undefined) return undefined;
     try {
-      const stat = readFileSync(`/proc/${this.proc.pid}/stat`, 'latin1');
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
       // Fields after the ")" that closes the command name; utime and stime are fields 14 and 15 (proc(5)).
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       return Number(f[11]) + Number(f[12]);

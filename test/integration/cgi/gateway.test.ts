@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { chmodSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -145,6 +146,22 @@ describe('CGI sandbox: hostile handlers are contained', () => {
     expect(await attack('addon')).toEqual({ ok: false, code: 'ERR_DLOPEN_DISABLED' });
   });
 
+  it('cannot signal processes outside its own: not the suite, not other handlers', async () => {
+    // A process of the handlers' own user (nobody when root, else the suite's user), which a plain kill could reach.
+    const victim = isRoot
+      ? spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'sleep', '60'], { stdio: 'ignore' })
+      : spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      expect((await get('victim.test', '/cgi-bin/echo')).status).toBe(200);
+      expect(await attack('kill', `&pid=${victim.pid}`)).toEqual({ ok: false, code: 'ESRCH ESRCH' });
+      expect(victim.exitCode).toBeNull();
+      expect(victim.signalCode).toBeNull();
+      expect((await get('victim.test', '/cgi-bin/echo')).status).toBe(200);
+    } finally {
+      victim.kill('SIGKILL');
+    }
+  });
+
   it('cannot open sockets, not even to the suite itself', async () => {
     const r = await attack('socket', `&port=${s.port}`);
     expect(r.ok).toBe(false);
@@ -252,7 +269,7 @@ describe('CGI gateway: a machine where no network namespace can be made', () => 
   const tenants = { 'own.test': { domains: ['own.test'], cgi: true } };
   const withoutNetns = async () => {
     const { detectSandbox: detect } = await import('../../../src/cgi/sandbox.ts');
-    return (user: string) => ({ ...detect(user), netns: undefined });
+    return (user: string) => ({ ...detect(user), namespaces: undefined });
   };
 
   it("refuses tenants' own handlers (503) but still runs the suite's", async () => {

@@ -70,23 +70,26 @@ describe('FrameReader', () => {
 });
 
 describe('sandbox command line', () => {
-  it('enters the network namespace, then drops the user, then sets kernel limits, then starts Node with the permission model', async () => {
+  it('lowers the priority, sets kernel limits, enters namespaces, drops the user, then starts Node with the permission model', async () => {
     const { spawnSpec, RUNNER } = await import('../../../src/cgi/sandbox.ts');
     const spec = spawnSpec(
       {
         permissionFlag: '--experimental-permission',
-        netns: ['/usr/bin/unshare', '-n', '--'],
+        namespaces: ['/usr/bin/unshare', '-n', '-p', '-f', '--kill-child', '--'],
         drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: '/usr/bin/setpriv' },
         prlimit: '/usr/bin/prlimit',
+        nice: '/usr/bin/nice',
       },
       { reads: ['/srv/sites/a.test'], scratch: '/srv/data/cgi/a.test', memory: 128 * 1024 * 1024, fileMax: 1024 },
     );
     const argv = [spec.command, ...spec.args];
     const at = (x: string) => argv.indexOf(x);
-    expect(argv[0]).toBe('/usr/bin/unshare');
+    expect(argv.slice(0, 3)).toEqual(['/usr/bin/nice', '-n', '10']);
+    expect(at('/usr/bin/nice')).toBeLessThan(at('/usr/bin/prlimit'));
+    expect(at('/usr/bin/prlimit')).toBeLessThan(at('/usr/bin/unshare'));
     expect(at('/usr/bin/unshare')).toBeLessThan(at('/usr/bin/setpriv'));
-    expect(at('/usr/bin/setpriv')).toBeLessThan(at('/usr/bin/prlimit'));
-    expect(at('/usr/bin/prlimit')).toBeLessThan(at(process.execPath));
+    expect(at('/usr/bin/setpriv')).toBeLessThan(at(process.execPath));
+    expect(spec.forks).toBe(true);
     expect(argv).toContain('--reuid=65534');
     expect(argv).toContain(`--data=${256 * 1024 * 1024}`);
     const node = argv.slice(at(process.execPath));
