@@ -117,6 +117,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   const pools = new Pools(limitsOf(registry), log);
   const handlerMail = new HandlerMail(mail, mailLimitsOf(registry), log, onSent);
   const realRoots = new Map<string, string>();
+  /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
+  const versions = new Map<string, string>();
   const scratchReady = new Set<string>();
 
   function scanSuite(): void {
@@ -188,7 +190,14 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     } else if (NAME.test(name) && tenant.config.cgi && root !== undefined) {
       kind = 'own';
       const found = await resolveInJail(root, ['cgi-bin', `${name}.js`]);
-      if (!found.ok || !(await stat(found.real).then((s) => s.isFile(), () => false))) return page(req, res, 404);
+      const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
+      if (!found.ok || !st?.isFile()) return page(req, res, 404);
+      // Warm processes keep the modules they loaded: a handler the tenant
+      // replaced (an FTP upload) retires its pool, so the next run loads the new one.
+      const version = `${st.mtimeMs}:${st.size}:${st.ino}`;
+      const seen = versions.get(found.real);
+      if (seen !== undefined && seen !== version) pools.retire(`${tenant.id}\0own`);
+      versions.set(found.real, version);
       if (!caps.namespaces && current.config.main.cgi.requireNetworkIsolation) {
         log.warn(who, 'tenant handler refused: no network namespace can be made here (cgi.requireNetworkIsolation)');
         return page(req, res, 503);

@@ -144,18 +144,28 @@ export class Pools {
 
   /** Retires every pool (after a reload): idle processes end now, busy ones after their run. */
   retireAll(): void {
-    for (const pool of this.pools.values()) {
-      pool.retired = true;
-      for (const w of [...pool.idle]) {
-        this.forget(w);
-        w.close();
-      }
-      for (const waiter of pool.waiters.splice(0)) {
-        clearTimeout(waiter.timer);
-        waiter.resolve(undefined);
-      }
+    for (const key of [...this.pools.keys()]) this.retire(key);
+  }
+
+  /**
+   * Retires one pool (its handler files changed): idle processes end now,
+   * busy ones after their run; requests already waiting stay queued for
+   * the fresh pool that takes its place.
+   */
+  retire(key: string): void {
+    const pool = this.pools.get(key);
+    if (!pool) return;
+    pool.retired = true;
+    for (const w of [...pool.idle]) {
+      this.forget(w);
+      w.close();
     }
-    this.pools.clear();
+    this.pools.delete(key);
+    if (pool.waiters.length > 0) {
+      const fresh: Pool = { ...pool, idle: [], live: 0, waiters: pool.waiters, retired: false };
+      this.pools.set(key, fresh);
+      this.serveWaiters();
+    }
   }
 
   /** Ends every process: closes stdin, then SIGKILL after graceMs. Never rejects. */

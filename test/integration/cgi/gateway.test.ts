@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, readFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -311,6 +311,20 @@ describe('CGI gateway: methods, redirects, reload, wiring', () => {
       const go = await call(t.http, 'own.test', '/cgi-bin/go');
       expect(go.status).toBe(302);
       expect(go.headers.location).toBe('/elsewhere.html');
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it("runs a tenant's replaced handler file at once, not the module its warm process loaded", async () => {
+    const t = await startCgiSuite({
+      tenants: { 'own.test': { domains: ['own.test'], cgi: true } },
+      files: { 'own.test/cgi-bin/v.js': "module.exports = (c) => c.stdout.write('Content-Type: text/plain\\r\\n\\r\\none');\n" },
+    });
+    try {
+      expect(await (await call(t.http, 'own.test', '/cgi-bin/v')).text()).toBe('one');
+      writeFileSync(path.join(t.sitesDir, 'own.test/cgi-bin/v.js'), "module.exports = (c) => c.stdout.write('Content-Type: text/plain\\r\\n\\r\\ntwo, longer');\n");
+      expect(await (await call(t.http, 'own.test', '/cgi-bin/v')).text()).toBe('two, longer');
     } finally {
       await t.stop();
     }
