@@ -135,7 +135,7 @@ export default async function formmail(cgi) {
     return;
   }
 
-  const subject = get('subject') ?? `Form submission on ${env.SERVER_NAME}`;
+  const subject = get('subject') || `Form submission on ${env.SERVER_NAME}`;
   const email = get('email');
   const recipient = get('recipient');
   for (const [label, value] of [['subject', subject], ['email', email], ['recipient', recipient]]) {
