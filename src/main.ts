@@ -1,3 +1,4 @@
+import { createCgi } from './cgi/index.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
@@ -40,7 +41,10 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
 
   const metrics = new Metrics();
   const services: Service[] = [];
-  services.push(createHttpService({ registry, state, log, metrics }));
+  // Handlers' mail is refused as unavailable until the outbound queue is wired in as `mail`.
+  const cgi = createCgi({ registry, log, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
+  services.push(cgi.service);
+  services.push(createHttpService({ registry, state, log, metrics, gateway: cgi.gateway }));
   for (const missing of ['smtp', 'ftp'] as const) {
     if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
   }

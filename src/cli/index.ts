@@ -1,16 +1,9 @@
-import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { isConfigDir } from '../core/config/load.ts';
+import { packageRoot } from '../lib/paths.ts';
 import { check } from './commands/check.ts';
-
-/** The package root: the nearest folder above this module with a package.json (src/cli/ or dist/). */
-function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
-  return dir;
-}
+import { forms } from './commands/forms.ts';
 
 /** The bundled example config, used when the current folder has none. */
 const BUNDLED = path.join(packageRoot(), 'config');
@@ -54,6 +47,19 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (opts: { config?: string }) => {
       const { status } = await import('./commands/status.ts');
       code = await status(configDirOf(opts.config));
+    });
+
+  program
+    .command('forms')
+    .description("list the form submissions a tenant's handlers mailed (oldest first)")
+    .argument('<tenant>', 'tenant id')
+    .option('-c, --config <dir>', 'config folder')
+    .option('-n, --limit <n>', 'how many of the latest to show', '50')
+    .option('--full', 'print each message text too')
+    .action((tenant: string, opts: { config?: string; limit: string; full?: boolean }) => {
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive whole number, not "${opts.limit}"`);
+      code = forms(configDirOf(opts.config), tenant, { limit, full: opts.full === true });
     });
 
   try {

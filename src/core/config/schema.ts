@@ -82,6 +82,39 @@ export const mainSchema = z.strictObject({
       passive: z.strictObject({ address: z.string(), ports: portRange }).optional(),
     })
     .optional(),
+  /** Form handlers (/cgi-bin/<name>): sandbox limits and the mail they may send. */
+  cgi: z
+    .strictObject({
+      /** Seconds a handler may run (wall time) before it is killed and the visitor gets 504. */
+      timeout: z.number().positive().max(300).default(5),
+      /** Memory of one handler process (V8 heap limit and resident-size cap); over it: killed, 502. */
+      memory: size.refine((n) => n >= 32 * 1024 * 1024, 'must be at least 32MiB').default(128 * 1024 * 1024),
+      /** Largest request body passed on stdin; larger: 413. */
+      maxBody: size.default(1024 * 1024),
+      /** Largest single file a handler may write in its scratch folder. */
+      scratchFileMax: size.default(16 * 1024 * 1024),
+      /** Largest response a handler may print; larger: killed, 502. */
+      maxOutput: size.default(4 * 1024 * 1024),
+      /** Handler processes running at once for one tenant (further requests wait in its queue). */
+      perTenant: z.number().int().min(1).max(64).default(4),
+      /** Handler processes alive at once across all tenants; beyond it: 503. */
+      total: z.number().int().min(1).max(1024).default(16),
+      /** Requests of one tenant that may wait for a free process; beyond it: 503. */
+      queue: z.number().int().min(0).max(10_000).default(32),
+      /** Requests one warm process serves before it is replaced by a fresh one. */
+      requestsPerProcess: z.number().int().min(1).default(1000),
+      /** Seconds an idle warm process is kept. */
+      idleTimeout: z.number().positive().max(86_400).default(60),
+      /** Unprivileged user handlers run as when the suite runs as root. */
+      user: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/i, 'must be a user name').default('nobody'),
+      /** Refuse tenants' own handlers when no network namespace can be made (suite handlers still run). */
+      requireNetworkIsolation: z.boolean().default(true),
+      /** Mails one tenant's handlers may send per hour. */
+      mailPerHour: z.number().int().min(0).default(60),
+      /** Mails handlers may send per hour on behalf of one visitor IP address. */
+      mailPerIpPerHour: z.number().int().min(0).default(5),
+    })
+    .prefault({}),
 });
 
 const tenantName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be lower-case letters, digits, ".", "_" or "-"');
@@ -120,7 +153,13 @@ export const tenantSchema = z.strictObject({
         .default({}),
     })
     .optional(),
-  forms: z.strictObject({ recipients: z.array(emailAddress).default([]) }).optional(),
+  forms: z
+    .strictObject({
+      recipients: z.array(emailAddress).default([]),
+      /** A form field real visitors leave empty (hidden by CSS); a submission that fills it is dropped quietly. */
+      honeypot: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be a form field name').default('homepage'),
+    })
+    .optional(),
   cgi: z.boolean().default(false),
   proxy: z.array(proxyEntry).default([]),
 });

@@ -1,0 +1,356 @@
+import { chownSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import path from 'node:path';
+import { packageRoot } from '../lib/paths.ts';
+import type { GatewayRequest, HandlerGateway, HttpOutcome, MailSubmitter } from '../core/contracts.ts';
+import { errorRef } from '../core/errors.ts';
+import type { Service } from '../core/lifecycle.ts';
+import type { Logger } from '../core/log.ts';
+import type { Registry, Tenant } from '../core/registry.ts';
+import { normalizeHost } from '../lib/hostname.ts';
+import { resolveInJail } from '../lib/jail.ts';
+import { metaVariables, parseCgiOutput } from './cgi.ts';
+import { HandlerMail, type SentForm } from './mail.ts';
+import { handlerErrorPage } from './pages.ts';
+import { Pools, type PoolLimits } from './pool.ts';
+import { detectSandbox, spawnSpec, type SandboxCapabilities } from './sandbox.ts';
+import type { RunResult } from './worker.ts';
+
+export type { MailAnswer } from './mail.ts';
+
+/** The suite's own handlers: `<repo>/cgi-bin/<name>.js`. */
+export const SUITE_HANDLERS = path.join(packageRoot(), 'cgi-bin') + path.sep;
+
+export interface CgiDeps {
+  registry: Registry;
+  log: Logger;
+  /** The durable outbound queue; without it handlers' mail is refused as unavailable. */
+  mail?: MailSubmitter;
+  /** Called after each message a handler got queued (the form log). */
+  onSent?: (sent: SentForm) => void;
+  /** Folder of the suite's handlers (tests point it elsewhere). */
+  suiteDir?: string;
+  /** What the sandbox may use; found by detectSandbox at start when not given (tests give a machine without namespaces). */
+  sandbox?: (user: string) => SandboxCapabilities;
+}
+
+export interface Cgi {
+  /** What http/ calls for /cgi-bin/<name>. */
+  gateway: HandlerGateway;
+  /** Lifecycle: start finds the sandbox's means, stop ends every handler process. */
+  service: Service;
+  /** Processes alive now (for tests and metrics). */
+  processes(): number;
+  /** Runs of one tenant in progress now. */
+  running(tenant: string): number;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+const HONEYPOT_DEFAULT = 'homepage';
+
+function limitsOf(reg: Registry): PoolLimits {
+  const c = reg.config.main.cgi;
+  return {
+    timeoutMs: c.timeout * 1000,
+    memory: c.memory,
+    maxOutput: c.maxOutput,
+    perTenant: c.perTenant,
+    total: c.total,
+    queue: c.queue,
+    requestsPerProcess: c.requestsPerProcess,
+    idleMs: c.idleTimeout * 1000,
+  };
+}
+
+function mailLimitsOf(reg: Registry) {
+  const c = reg.config.main.cgi;
+  return { perTenantPerHour: c.mailPerHour, perIpPerHour: c.mailPerIpPerHour };
+}
+
+type BodyRead = { ok: true; body: Buffer } | { ok: false; status: 413 | 400 };
+
+function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > max) return Promise.resolve({ ok: false, status: 413 });
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (c: Buffer) => {
+      if (done) return;
+      size += c.length;
+      if (size > max) {
+        done = true;
+        resolve({ ok: false, status: 413 });
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (!done) resolve({ ok: true, body: Buffer.concat(chunks) });
+      done = true;
+    });
+    // A client that goes away mid-body: nothing runs (the answer goes nowhere).
+    const gone = () => {
+      if (!done) resolve({ ok: false, status: 400 });
+      done = true;
+    };
+    req.on('error', gone);
+    req.on('close', gone);
+  });
+}
+
+/**
+ * The handler gateway: `/cgi-bin/<name>` runs the suite's `cgi-bin/<name>.js`
+ * or, for tenants with `cgi: true`, their own `<root>/cgi-bin/<name>.js`,
+ * in a sandboxed warm process (see sandbox.ts and pool.ts), and turns its
+ * CGI answer into the HTTP response. Every request is answered: a handler
+ * that breaks a limit gets 502/503/504, never the suite's stack.
+ */
+export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox }: CgiDeps): Cgi {
+  const log = rootLog.child({ svc: 'cgi' });
+  let current = registry;
+  let caps: SandboxCapabilities | undefined;
+  let suiteReal = suiteDir;
+  let suiteNames = new Set<string>();
+  const pools = new Pools(limitsOf(registry), log);
+  const handlerMail = new HandlerMail(mail, mailLimitsOf(registry), log, onSent);
+  const realRoots = new Map<string, string>();
+  /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
+  const versions = new Map<string, string>();
+  const scratchReady = new Set<string>();
+
+  function scanSuite(): void {
+    try {
+      suiteReal = realpathSync(suiteDir);
+      suiteNames = new Set(
+        readdirSync(suiteReal)
+          .filter((f) => f.endsWith('.js'))
+          .map((f) => f.slice(0, -3))
+          .filter((n) => NAME.test(n)),
+      );
+    } catch {
+      suiteNames = new Set();
+    }
+  }
+
+  /** The tenant's web root as a real path; undefined while it does not exist. */
+  function realRoot(t: Tenant): string | undefined {
+    let r = realRoots.get(t.id);
+    if (r === undefined) {
+      try {
+        r = realpathSync(t.root);
+      } catch {
+        return undefined;
+      }
+      realRoots.set(t.id, r);
+    }
+    return r;
+  }
+
+  function scratch(t: Tenant): string {
+    const parent = path.join(current.config.main.dataDir, 'cgi');
+    const dir = path.join(parent, t.id);
+    if (!scratchReady.has(dir)) {
+      // The handlers' user may pass through <data>/cgi but not list it; each tenant's folder is its own.
+      mkdirSync(parent, { recursive: true, mode: 0o711 });
+      mkdirSync(dir, { mode: 0o700, recursive: true });
+      // Only the handlers' user may use it; each tenant its own folder.
+      if (caps?.drop) chownSync(dir, caps.drop.uid, caps.drop.gid);
+      scratchReady.add(dir);
+    }
+    return dir;
+  }
+
+  function send(req: IncomingMessage, res: ServerResponse, status: number, headers: Array<[string, string]>, body: Buffer): HttpOutcome {
+    const head = req.method === 'HEAD';
+    res.statusCode = status;
+    for (const [k, v] of headers) res.appendHeader(k, v);
+    res.setHeader('Content-Length', body.length);
+    res.end(head ? undefined : body);
+    return { status, bytes: head ? 0 : body.length };
+  }
+
+  function page(req: IncomingMessage, res: ServerResponse, status: number, ref?: string, extra: Array<[string, string]> = []): HttpOutcome {
+    if (!req.complete) extra.push(['Connection', 'close']);
+    return send(req, res, status, [['Content-Type', 'text/html; charset=utf-8'], ...extra], handlerErrorPage(status, ref));
+  }
+
+  async function handle(r: GatewayRequest): Promise<HttpOutcome> {
+    const { req, res, tenant, name, remote } = r;
+    const who = { tenant: tenant.id, remote, handler: name };
+    if (!caps) return page(req, res, 503);
+    let file: string;
+    let kind: 'suite' | 'own';
+    const root = realRoot(tenant);
+    if (NAME.test(name) && suiteNames.has(name)) {
+      kind = 'suite';
+      file = path.join(suiteReal, `${name}.js`);
+    } else if (NAME.test(name) && tenant.config.cgi && root !== undefined) {
+      kind = 'own';
+      const found = await resolveInJail(root, ['cgi-bin', `${name}.js`]);
+      const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
+      if (!found.ok || !st?.isFile()) return page(req, res, 404);
+      // Warm processes keep the modules they loaded: a handler the tenant
+      // replaced (an FTP upload) retires its pool, so the next run loads the new one.
+      const version = `${st.mtimeMs}:${st.size}:${st.ino}`;
+      const seen = versions.get(found.real);
+      if (seen !== undefined && seen !== version) pools.retire(`${tenant.id}\0own`);
+      versions.set(found.real, version);
+      if (!caps.namespaces && current.config.main.cgi.requireNetworkIsolation) {
+        log.warn(who, 'tenant handler refused: no network namespace can be made here (cgi.requireNetworkIsolation)');
+        return page(req, res, 503);
+      }
+      file = found.real;
+    } else {
+      return page(req, res, 404);
+    }
+
+    const cfg = current.config.main.cgi;
+    const read = await readBody(req, cfg.maxBody);
+    if (!read.ok) {
+      log.info({ ...who, why: read.status === 413 ? 'body over cgi.maxBody' : 'body unreadable' }, 'handler request refused');
+      return page(req, res, read.status);
+    }
+    const host = req.headers.host ? normalizeHost(req.headers.host) : '';
+    const env = metaVariables({
+      req,
+      serverName: tenant.domains.includes(host) ? host : tenant.domains[0]!,
+      serverPort: r.serverPort,
+      scriptName: `/cgi-bin/${name}`,
+      pathInfo: r.pathInfo,
+      query: r.query,
+      remote,
+      bodyLength: read.body.length,
+    });
+    const spec = spawnSpec(caps, {
+      reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
+      scratch: scratch(tenant),
+      memory: cfg.memory,
+      fileMax: cfg.scratchFileMax,
+    });
+    const worker = await pools.acquire(`${tenant.id}\0${kind}`, tenant.id, spec);
+    if (!worker) {
+      log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
+      return page(req, res, 503, undefined, [['Retry-After', '1']]);
+    }
+    const t0 = Date.now();
+    let result: RunResult;
+    try {
+      result = await worker.run(
+        { handler: file, env, site: { id: tenant.id, domains: tenant.domains, honeypot: tenant.config.forms?.honeypot ?? HONEYPOT_DEFAULT }, body: read.body },
+        handlerMail.forRun({ tenant, remote, handler: name }),
+      );
+    } finally {
+      const stderr = worker.takeStderr();
+      if (stderr) log.info({ ...who, stderr }, 'handler wrote to stderr');
+    }
+    const ms = Date.now() - t0;
+    // A process whose handler threw may be half-broken (or already exiting): a fresh one serves the next run.
+    pools.release(worker, result.kind === 'done' && result.error === undefined);
+    switch (result.kind) {
+      case 'timeout':
+        log.info({ ...who, ms, why: `ran longer than cgi.timeout (${cfg.timeout} s); killed` }, 'handler failed');
+        return page(req, res, 504);
+      case 'memory':
+        log.info({ ...who, ms, why: 'over cgi.memory; killed' }, 'handler failed');
+        return page(req, res, 502);
+      case 'output':
+        log.info({ ...who, ms, why: 'printed more than cgi.maxOutput; killed' }, 'handler failed');
+        return page(req, res, 502);
+      case 'crashed':
+        log.info({ ...who, ms, why: `process ended: ${result.detail}` }, 'handler failed');
+        return page(req, res, 502);
+      case 'done':
+        break;
+    }
+    if (result.error !== undefined && /Array buffer allocation failed/.test(result.error)) {
+      // RLIMIT_DATA refused a Buffer: the handler ran out of its memory.
+      log.info({ ...who, ms, why: 'over cgi.memory (allocation refused)' }, 'handler failed');
+      return page(req, res, 502);
+    }
+    if (result.error !== undefined) {
+      const ref = errorRef();
+      log.info({ ...who, ms, ref, error: result.error }, 'handler threw');
+      return page(req, res, 500, ref);
+    }
+    const parsed = parseCgiOutput(result.output);
+    if (!parsed.ok) {
+      const ref = errorRef();
+      log.info({ ...who, ms, ref, why: parsed.why }, 'handler answer refused');
+      return page(req, res, 502, ref);
+    }
+    log.debug({ ...who, ms, status: parsed.status }, 'handler ran');
+    return send(req, res, parsed.status, parsed.headers, parsed.body);
+  }
+
+  /** Folders on the way to `dir` that the handlers' user cannot pass through (no o+x). */
+  function closedOnTheWay(dir: string): string[] {
+    const closed: string[] = [];
+    for (let d = dir; ; d = path.dirname(d)) {
+      try {
+        if ((statSync(d).mode & 0o001) === 0) closed.push(d);
+      } catch {
+        // a folder that does not exist yet is created by the suite
+      }
+      if (path.dirname(d) === d) return closed;
+    }
+  }
+
+  return {
+    gateway: {
+      async handle(r) {
+        try {
+          return await handle(r);
+        } catch (err) {
+          const ref = errorRef();
+          log.error({ tenant: r.tenant.id, remote: r.remote, handler: r.name, ref, err: (err as Error).stack }, 'handler gateway failed');
+          if (r.res.headersSent) {
+            r.res.destroy();
+            return { status: r.res.statusCode, bytes: 0 };
+          }
+          return page(r.req, r.res, 500, ref);
+        }
+      },
+    },
+    service: {
+      name: 'cgi',
+      async start() {
+        caps = sandbox(current.config.main.cgi.user);
+        scanSuite();
+        const c = caps;
+        log.info(
+          {
+            permission: c.permissionFlag,
+            namespaces: c.namespaces ? 'network and PID' : 'NONE: not isolated from the network or other processes',
+            user: c.drop ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid})` : 'unchanged (not root)',
+            handlers: [...suiteNames],
+          },
+          'form handler sandbox ready',
+        );
+        if (!c.namespaces) log.warn('no network namespace can be made here: handlers are not cut off from the network');
+        if (c.drop) {
+          const main = current.config.main;
+          for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {
+            log.warn({ dir: d, user: c.drop.user }, `handlers run as ${c.drop.user} and cannot pass through ${d} (chmod o+x it)`);
+          }
+        }
+        return [];
+      },
+      async stop(graceMs) {
+        await pools.stop(graceMs);
+      },
+      reload(next) {
+        current = next;
+        realRoots.clear();
+        pools.setLimits(limitsOf(next));
+        handlerMail.setLimits(mailLimitsOf(next));
+        pools.retireAll();
+        scanSuite();
+      },
+    },
+    processes: () => pools.size,
+    running: (tenant) => pools.running(tenant),
+  };
+}

@@ -1,0 +1,115 @@
+// The program inside every handler process (plain JavaScript: it runs in
+// the sandbox without the TypeScript loader, reading nothing but itself,
+// the handler files and the tenant's root).
+//
+// It speaks length-prefixed frames with the suite over stdin/stdout (see
+// src/cgi/protocol.ts for the layout). It is trusted code sharing a process
+// with untrusted code: the suite believes nothing it says beyond what the
+// suite itself re-checks, so a handler that tampers with it only breaks
+// its own answer.
+import { Readable, Writable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+
+const T_REQUEST = 0x52; // R
+const T_ANSWER = 0x41; // A (answer to a mail request)
+const T_OUTPUT = 0x4f; // O
+const T_MAIL = 0x4d; // M
+const T_END = 0x45; // E
+
+const out = process.stdout;
+const write = out.write.bind(out);
+
+/** @param {number} type @param {number} run @param {Buffer} payload */
+function send(type, run, payload) {
+  const head = Buffer.allocUnsafe(9);
+  head.writeUInt32BE(payload.length + 4, 0);
+  head[4] = type;
+  head.writeUInt32BE(run, 5);
+  write(Buffer.concat([head, payload]));
+}
+
+const handlers = new Map();
+async function load(file) {
+  let fn = handlers.get(file);
+  if (fn) return fn;
+  const mod = await import(pathToFileURL(file).href);
+  fn = typeof mod.default === 'function' ? mod.default : typeof mod.default?.default === 'function' ? mod.default.default : undefined;
+  if (!fn) throw new Error('the handler file does not export a function (export default async function (cgi) {...})');
+  handlers.set(file, fn);
+  return fn;
+}
+
+let current = 0;
+let mailSeq = 0;
+const pendingMail = new Map();
+
+async function run(runId, meta, body) {
+  current = runId;
+  let ended = false;
+  const stdout = new Writable({
+    write(chunk, _enc, cb) {
+      if (current === runId && !ended) send(T_OUTPUT, runId, Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+      cb();
+    },
+  });
+  const cgi = Object.freeze({
+    env: Object.freeze({ ...meta.env }),
+    body,
+    stdin: Readable.from(body.length > 0 ? [body] : []),
+    stdout,
+    site: Object.freeze({ ...meta.site, domains: Object.freeze([...meta.site.domains]) }),
+    mail(message) {
+      return new Promise((resolve) => {
+        const id = ++mailSeq;
+        pendingMail.set(id, resolve);
+        send(T_MAIL, runId, Buffer.from(JSON.stringify({ id, message })));
+      });
+    },
+  });
+  let error;
+  try {
+    const fn = await load(meta.handler);
+    await fn(cgi);
+    if (!stdout.writableEnded) stdout.end();
+    await new Promise((resolve) => (stdout.writableFinished ? resolve() : stdout.once('finish', resolve)));
+  } catch (err) {
+    error = err instanceof Error ? (err.stack ?? err.message) : String(err);
+  }
+  ended = true;
+  send(T_END, runId, Buffer.from(JSON.stringify(error === undefined ? {} : { error: error.slice(0, 2000) })));
+}
+
+let buf = Buffer.alloc(0);
+process.stdin.on('data', (chunk) => {
+  buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+  while (buf.length >= 9) {
+    const len = buf.readUInt32BE(0);
+    if (buf.length < 5 + len) break;
+    const type = buf[4];
+    const runId = buf.readUInt32BE(5);
+    const payload = buf.subarray(9, 5 + len);
+    buf = buf.subarray(5 + len);
+    if (type === T_REQUEST) {
+      const jsonLen = payload.readUInt32BE(0);
+      const meta = JSON.parse(payload.subarray(4, 4 + jsonLen).toString('utf8'));
+      void run(runId, meta, Buffer.from(payload.subarray(4 + jsonLen)));
+    } else if (type === T_ANSWER) {
+      const answer = JSON.parse(payload.toString('utf8'));
+      const resolve = pendingMail.get(answer.id);
+      pendingMail.delete(answer.id);
+      resolve?.(answer.result);
+    }
+  }
+});
+process.stdin.on('end', () => process.exit(0));
+
+// A failure outside the handler's own promise (a throw in a timer) ends the
+// run with an error and the process with it: the suite starts a fresh one.
+function fatal(err) {
+  const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
+  if (current !== 0) send(T_END, current, Buffer.from(JSON.stringify({ error: text.slice(0, 2000), fatal: true })));
+  out.once('drain', () => process.exit(70));
+  setImmediate(() => process.exit(70));
+}
+process.on('uncaughtException', fatal);
+process.on('unhandledRejection', fatal);

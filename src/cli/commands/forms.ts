@@ -1,0 +1,38 @@
+import { ConfigError, loadConfig } from '../../core/config/load.ts';
+import { openState } from '../../state/index.ts';
+
+/** `makewaves forms <tenant>`: lists the form submissions handlers mailed for a tenant, oldest first. */
+export function forms(configDir: string, tenant: string, opts: { limit: number; full: boolean }): number {
+  let dataDir: string;
+  let known: boolean;
+  try {
+    const config = loadConfig(configDir);
+    dataDir = config.main.dataDir;
+    known = config.tenants.some((t) => t.id === tenant);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  if (!known) {
+    process.stderr.write(`makewaves: no tenant "${tenant}" in ${configDir}\n`);
+    return 1;
+  }
+  const state = openState(dataDir);
+  try {
+    const rows = state.forms.list(tenant, opts.limit);
+    if (rows.length === 0) {
+      process.stdout.write(`${tenant}: no form submissions\n`);
+      return 0;
+    }
+    for (const r of rows) {
+      process.stdout.write(`${r.at}  ${r.remote}  /cgi-bin/${r.handler}  → ${r.recipients.join(', ')}  "${r.subject}"  queue ${r.queueId}\n`);
+      if (opts.full) process.stdout.write(`${r.text.replace(/^/gm, '    ')}\n`);
+    }
+    return 0;
+  } finally {
+    state.close();
+  }
+}

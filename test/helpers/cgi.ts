@@ -1,0 +1,122 @@
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { request } from 'undici';
+import { createCgi, type Cgi, type CgiDeps } from '../../src/cgi/index.ts';
+import { loadConfig } from '../../src/core/config/load.ts';
+import type { MailSubmitter, OutboundMessage } from '../../src/core/contracts.ts';
+import { startAll, stopAll } from '../../src/core/lifecycle.ts';
+import { createLogger } from '../../src/core/log.ts';
+import { Registry } from '../../src/core/registry.ts';
+import { createHttpService } from '../../src/http/index.ts';
+import { openState, type State } from '../../src/state/index.ts';
+import { writeConfig, type TestSuiteOptions } from './suite.ts';
+
+/**
+ * Records what reaches the MailSubmitter boundary. The durable queue is
+ * another service; until it is wired in, tests stop at this interface.
+ */
+export class RecordingSubmitter implements MailSubmitter {
+  readonly messages: OutboundMessage[] = [];
+  fail = false;
+  async submit(msg: OutboundMessage): Promise<string> {
+    if (this.fail) throw new Error('queue disk full');
+    this.messages.push(msg);
+    return `q${this.messages.length}`;
+  }
+}
+
+export interface CgiTestSuite {
+  http: string;
+  port: number;
+  dir: string;
+  sitesDir: string;
+  dataDir: string;
+  cgi: Cgi;
+  state: State;
+  logs(): Array<Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The real HTTP service and the real handler gateway, composed as main.ts
+ * does, with `mail` (a recording submitter, or none) at the mail boundary.
+ */
+export async function startCgiSuite(opts: TestSuiteOptions & { mail?: MailSubmitter; sandbox?: CgiDeps['sandbox'] }): Promise<CgiTestSuite> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-cgi-'));
+  // mkdtemp makes a 0700 folder; handlers run as an unprivileged user and must reach the sites below it.
+  chmodSync(dir, 0o755);
+  const { configDir, sitesDir, dataDir } = writeConfig(dir, opts);
+  const lines: string[] = [];
+  const log = createLogger({
+    level: 'debug',
+    destination: new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(...chunk.toString().split('\n').filter(Boolean));
+        cb();
+      },
+    }),
+  });
+  const registry = new Registry(loadConfig(configDir));
+  const state = openState(registry.config.main.dataDir);
+  const cgi = createCgi({ registry, log, mail: opts.mail, sandbox: opts.sandbox, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
+  const http = createHttpService({ registry, state, log, gateway: cgi.gateway });
+  let url = '';
+  const services = [
+    cgi.service,
+    {
+      ...http,
+      start: async () => {
+        const u = await http.start();
+        url = u[0]!;
+        return u;
+      },
+    },
+  ];
+  await startAll(services, log);
+  return {
+    http: url,
+    port: Number(new URL(url).port),
+    dir,
+    sitesDir,
+    dataDir,
+    cgi,
+    state,
+    logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
+    async stop() {
+      await stopAll(services, 500);
+      state.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A response read whole: undici's request lets tests set Host (fetch may not). */
+export interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text(): Promise<string>;
+  json(): Promise<unknown>;
+}
+
+/** One HTTP request to `base` for virtual host `host`, redirects not followed. */
+export async function call(
+  base: string,
+  host: string,
+  p: string,
+  init: { method?: string; body?: string | Buffer; headers?: Record<string, string> } = {},
+): Promise<Reply> {
+  const res = await request(`${base}${p}`, {
+    method: (init.method ?? 'GET') as 'GET',
+    headers: { host, ...init.headers },
+    body: init.body,
+  });
+  const body = await res.body.text();
+  return {
+    status: res.statusCode,
+    headers: res.headers,
+    text: async () => body,
+    json: async () => JSON.parse(body) as unknown,
+  };
+}

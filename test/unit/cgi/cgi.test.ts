@@ -1,0 +1,118 @@
+import { describe, expect, it } from 'vitest';
+import { parseCgiOutput } from '../../../src/cgi/cgi.ts';
+import { encodeFrame, FrameReader, T } from '../../../src/cgi/protocol.ts';
+
+const out = (s: string) => parseCgiOutput(Buffer.from(s, 'latin1'));
+
+describe('parseCgiOutput (RFC 3875 §6)', () => {
+  it.each([
+    ['document, CRLF', 'Content-Type: text/plain\r\n\r\nhi', 200, [['Content-Type', 'text/plain']], 'hi'],
+    ['document, LF only', 'Content-Type: text/html\n\n<p>', 200, [['Content-Type', 'text/html']], '<p>'],
+    ['Status sets the code', 'Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno', 404, [['Content-Type', 'text/plain']], 'no'],
+    ['other headers pass', 'Content-Type: text/plain\r\nSet-Cookie: a=1\r\nX-A: b\r\n\r\n', 200, [['Set-Cookie', 'a=1'], ['X-A', 'b'], ['Content-Type', 'text/plain']], ''],
+    ['server-owned headers are dropped', 'Content-Type: text/plain\r\nContent-Length: 99\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\nx', 200, [['Content-Type', 'text/plain']], 'x'],
+    ['client redirect is 302', 'Location: https://other.test/x\r\n\r\n', 302, [['Location', 'https://other.test/x']], ''],
+    ['client redirect keeps a 3xx Status', 'Status: 303 See Other\r\nLocation: http://a.test/\r\n\r\n', 303, [['Location', 'http://a.test/']], ''],
+    ['local redirect', 'Location: /thanks.html\r\n\r\n', 302, [['Location', '/thanks.html']], ''],
+    ['Location with a 200 Status still redirects', 'Status: 200 OK\r\nLocation: /x\r\n\r\n', 302, [['Location', '/x']], ''],
+    ['no body, no type: empty 204-like 200', 'Status: 204 No Content\r\n\r\n', 204, [], ''],
+  ])('%s', (_name, text, status, headers, body) => {
+    const r = out(text);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.status).toBe(status);
+    expect(r.headers).toEqual(headers);
+    expect(r.body.toString('latin1')).toBe(body);
+  });
+
+  it.each([
+    ['empty output', ''],
+    ['no blank line', 'Content-Type: text/plain\r\nhello'],
+    ['body first', '\r\nhello'],
+    ['line without colon', 'Content-Type: text/plain\r\nnonsense\r\n\r\n'],
+    ['bad header name', 'Bad Name: x\r\n\r\n'],
+    ['control character in a value', 'X-A: a\x00b\r\nContent-Type: text/plain\r\n\r\n'],
+    ['bad Status', 'Status: two hundred\r\nContent-Type: text/plain\r\n\r\n'],
+    ['1xx Status', 'Status: 101 Switching\r\nContent-Type: text/plain\r\n\r\n'],
+    ['body without Content-Type', 'X-A: 1\r\n\r\nbody'],
+    ['javascript: Location', 'Location: javascript:alert(1)\r\n\r\n'],
+    ['relative Location', 'Location: thanks.html\r\n\r\n'],
+  ])('refuses %s', (_name, text) => {
+    expect(out(text).ok).toBe(false);
+  });
+
+  it('a "//host" Location is an absolute URL, not a local path', () => {
+    expect(out('Location: //evil.test/\r\n\r\n').ok).toBe(false);
+  });
+});
+
+describe('FrameReader', () => {
+  it('reassembles frames split anywhere', () => {
+    const bytes = Buffer.concat([encodeFrame(T.output, 7, Buffer.from('hello')), encodeFrame(T.end, 7, Buffer.from('{}'))]);
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const r = new FrameReader(1024);
+      const frames = [...r.push(bytes.subarray(0, cut)), ...r.push(bytes.subarray(cut))];
+      expect(frames.map((f) => [f.type, f.run, f.payload.toString()])).toEqual([
+        [T.output, 7, 'hello'],
+        [T.end, 7, '{}'],
+      ]);
+    }
+  });
+
+  it('throws on a frame over the limit before buffering it, and on a runt', () => {
+    const big = Buffer.alloc(5);
+    big.writeUInt32BE(10_000, 0);
+    expect(() => new FrameReader(1024).push(big)).toThrow(RangeError);
+    const runt = Buffer.alloc(9);
+    runt.writeUInt32BE(2, 0);
+    expect(() => new FrameReader(1024).push(runt)).toThrow(RangeError);
+  });
+});
+
+describe('sandbox command line', () => {
+  it('lowers the priority, sets kernel limits, enters namespaces, drops the user, then starts Node with the permission model', async () => {
+    const { spawnSpec, RUNNER } = await import('../../../src/cgi/sandbox.ts');
+    const spec = spawnSpec(
+      {
+        permissionFlag: '--experimental-permission',
+        namespaces: ['/usr/bin/unshare', '-n', '-p', '-f', '--kill-child', '--'],
+        drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: '/usr/bin/setpriv' },
+        prlimit: '/usr/bin/prlimit',
+        nice: '/usr/bin/nice',
+      },
+      { reads: ['/srv/sites/a.test'], scratch: '/srv/data/cgi/a.test', memory: 128 * 1024 * 1024, fileMax: 1024 },
+    );
+    const argv = [spec.command, ...spec.args];
+    const at = (x: string) => argv.indexOf(x);
+    expect(argv.slice(0, 3)).toEqual(['/usr/bin/nice', '-n', '10']);
+    expect(at('/usr/bin/nice')).toBeLessThan(at('/usr/bin/prlimit'));
+    expect(at('/usr/bin/prlimit')).toBeLessThan(at('/usr/bin/unshare'));
+    expect(at('/usr/bin/unshare')).toBeLessThan(at('/usr/bin/setpriv'));
+    expect(at('/usr/bin/setpriv')).toBeLessThan(at(process.execPath));
+    expect(spec.forks).toBe(true);
+    expect(argv).toContain('--reuid=65534');
+    expect(argv).toContain(`--data=${256 * 1024 * 1024}`);
+    const node = argv.slice(at(process.execPath));
+    expect(node).toEqual([
+      process.execPath,
+      '--experimental-permission',
+      `--allow-fs-read=${RUNNER}`,
+      '--allow-fs-read=/srv/sites/a.test',
+      '--allow-fs-read=/srv/data/cgi/a.test',
+      '--allow-fs-write=/srv/data/cgi/a.test',
+      '--no-addons',
+      '--max-old-space-size=96',
+      '--disable-warning=ExperimentalWarning',
+      RUNNER,
+    ]);
+    // Never granted: child processes, workers, addons, WASI.
+    expect(node.some((a) => /--allow-(child-process|worker|addons|wasi)/.test(a))).toBe(false);
+    expect(spec.cwd).toBe('/srv/data/cgi/a.test');
+  });
+
+  it.runIf(process.getuid?.() === 0)('refuses to start as root without an unprivileged user to run handlers as', async () => {
+    const { detectSandbox } = await import('../../../src/cgi/sandbox.ts');
+    expect(() => detectSandbox('no-such-user-here')).toThrow(/does not exist.*useradd/);
+    expect(() => detectSandbox('root')).toThrow(/is root/);
+  });
+});
