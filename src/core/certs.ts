@@ -1,0 +1,162 @@
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { mkdirSync, readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import path from 'node:path';
+import tls from 'node:tls';
+import { generate } from 'selfsigned';
+import type { Logger } from './log.ts';
+import type { Registry } from './registry.ts';
+
+/** Name of the certificate used when no other fits (for the suite's own host name, say). */
+export const DEFAULT_CERT = 'default';
+
+interface Entry {
+  context: tls.SecureContext;
+  mtimeMs: number;
+  checkedAt: number;
+}
+
+/** The files a certificate name stands for: `<dir>/<name>.crt` and `<dir>/<name>.key`. */
+export function certFiles(dir: string, name: string): { cert: string; key: string } {
+  return { cert: path.join(dir, `${name}.crt`), key: path.join(dir, `${name}.key`) };
+}
+
+/**
+ * One certificate store for every protocol (HTTPS by SNI, SMTP STARTTLS,
+ * FTPS): a folder of `<domain>.crt` / `<domain>.key` PEM files. For a server
+ * name it tries the name itself, then the domains of the tenant that owns it
+ * (one certificate can cover `www.` and the bare name), then `default`.
+ * Files are checked for changes at most every `recheckMs`, so a renewed
+ * certificate is used without a restart.
+ */
+export class CertStore {
+  private readonly cache = new Map<string, Entry | null>();
+
+  constructor(
+    readonly dir: string,
+    private readonly log: Logger,
+    private readonly recheckMs = 5_000,
+  ) {}
+
+  /** A TLS context for `servername` (SNI), or undefined when the store has nothing that fits. */
+  contextFor(servername: string | undefined, registry: Registry): tls.SecureContext | undefined {
+    const names: string[] = [];
+    if (servername) {
+      const host = servername.toLowerCase().replace(/\.$/, '');
+      names.push(host);
+      const tenant = registry.tenantForHost(host);
+      if (tenant) names.push(...tenant.domains.filter((d) => d !== host));
+    }
+    names.push(DEFAULT_CERT);
+    for (const name of names) {
+      const ctx = this.load(name);
+      if (ctx) return ctx;
+    }
+    return undefined;
+  }
+
+  private load(name: string, now = Date.now()): tls.SecureContext | undefined {
+    const cached = this.cache.get(name);
+    if (cached !== undefined && cached !== null && now - cached.checkedAt < this.recheckMs) return cached.context;
+    if (cached === null && this.cache.has(`${name}\0miss`) && now - (this.missAt.get(name) ?? 0) < this.recheckMs) return undefined;
+    const files = certFiles(this.dir, name);
+    let mtimeMs: number;
+    try {
+      mtimeMs = statSync(files.cert).mtimeMs;
+    } catch {
+      this.cache.set(name, null);
+      this.cache.set(`${name}\0miss`, null);
+      this.missAt.set(name, now);
+      return undefined;
+    }
+    if (cached && cached.mtimeMs === mtimeMs) {
+      cached.checkedAt = now;
+      return cached.context;
+    }
+    try {
+      const context = tls.createSecureContext({ cert: readFileSync(files.cert), key: readFileSync(files.key) });
+      this.cache.set(name, { context, mtimeMs, checkedAt: now });
+      if (cached) this.log.info({ cert: name }, 'certificate reloaded');
+      return context;
+    } catch (err) {
+      this.log.error({ cert: name, err: (err as Error).message }, 'certificate cannot be used');
+      this.cache.set(name, null);
+      this.missAt.set(name, now);
+      return undefined;
+    }
+  }
+
+  private readonly missAt = new Map<string, number>();
+
+  /** Forgets everything loaded (after a config reload). */
+  reset(): void {
+    this.cache.clear();
+    this.missAt.clear();
+  }
+
+  /**
+   * Writes a self-signed certificate (EC P-256, sha256, one year) for every
+   * tenant that has none, covering all its domains, and a `default` one for
+   * `hostname`. For the bundled examples and first tries, not for production.
+   */
+  async ensureSelfSigned(registry: Registry, hostname: string): Promise<string[]> {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const made: string[] = [];
+    const wanted: Array<[string, string[]]> = [[DEFAULT_CERT, [hostname, ...(registry.userdir ? [registry.userdir] : [])]]];
+    for (const t of registry.tenants.values()) wanted.push([t.domains[0]!, [...t.domains]]);
+    for (const [name, domains] of wanted) {
+      if (domains.some((d) => this.has(d)) || (name === DEFAULT_CERT && this.has(DEFAULT_CERT))) continue;
+      const pems = await generate([{ name: 'commonName', value: domains[0]! }], {
+        keyType: 'ec',
+        curve: 'P-256',
+        algorithm: 'sha256',
+        notAfterDate: new Date(Date.now() + 365 * 86_400_000),
+        extensions: [
+          { name: 'basicConstraints', cA: false },
+          { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
+          { name: 'extKeyUsage', serverAuth: true },
+          { name: 'subjectAltName', altNames: domains.map((value) => ({ type: 2 as const, value })) },
+        ],
+      });
+      const files = certFiles(this.dir, name);
+      // Key first, then the certificate by rename: a reader never pairs a new cert with an old key.
+      writeFileSync(files.key, pems.private, { mode: 0o600 });
+      writeFileSync(`${files.cert}.tmp`, pems.cert);
+      renameSync(`${files.cert}.tmp`, files.cert);
+      made.push(name);
+    }
+    if (made.length > 0) this.reset();
+    return made;
+  }
+
+  private has(name: string): boolean {
+    try {
+      return statSync(certFiles(this.dir, name).cert).isFile();
+    } catch {
+      return false;
+    }
+  }
+}
+
+/**
+ * What is wrong with a certificate for `names`: unreadable, expired or not
+ * yet valid, a key that does not match, a name it does not cover. Empty
+ * when it is fine. Used by `makewaves check`.
+ */
+export function certificateProblems(certFile: string, keyFile: string, names: readonly string[], now = new Date()): string[] {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(readFileSync(certFile));
+  } catch (err) {
+    return [`${certFile}: not a readable PEM certificate (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`];
+  }
+  const problems: string[] = [];
+  if (new Date(cert.validTo) < now) problems.push(`${certFile}: expired on ${new Date(cert.validTo).toISOString().slice(0, 10)}`);
+  if (new Date(cert.validFrom) > now) problems.push(`${certFile}: not valid before ${new Date(cert.validFrom).toISOString().slice(0, 10)}`);
+  try {
+    if (!cert.checkPrivateKey(createPrivateKey(readFileSync(keyFile)))) problems.push(`${keyFile}: does not match ${path.basename(certFile)}`);
+  } catch (err) {
+    problems.push(`${keyFile}: not a readable private key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  for (const n of names) if (!cert.checkHost(n)) problems.push(`${certFile}: does not cover ${n}`);
+  return problems;
+}
