@@ -5,6 +5,8 @@ import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
+import type { MailSubmitter } from './core/contracts.ts';
+import { createMailService } from './mail/index.ts';
 import { openState, type State } from './state/index.ts';
 
 export interface SuiteOptions {
@@ -18,6 +20,8 @@ export interface Suite {
   /** One URL per listener, by service name. */
   readonly urls: Readonly<Record<string, string[]>>;
   readonly state: State;
+  /** The durable outbound mail queue, when `smtp` is configured (for form handlers and lists). */
+  readonly mail: MailSubmitter | undefined;
   registry(): Registry;
   /** Loads the config again; true if the new snapshot was taken, false if it was refused (old one keeps serving). */
   reload(): boolean;
@@ -37,7 +41,13 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
 
   const services: Service[] = [];
   services.push(createHttpService({ registry, state, log }));
-  for (const missing of ['smtp', 'ftp'] as const) {
+  let mail: MailSubmitter | undefined;
+  if (config.main.smtp) {
+    const m = createMailService({ registry, state, log });
+    services.push(m.service);
+    mail = m.submitter;
+  }
+  for (const missing of ['ftp'] as const) {
     if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
   }
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
@@ -62,9 +72,10 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const reload = (): boolean => {
     try {
       const next = new Registry(loadConfig(options.configDir));
-      const before = JSON.stringify([registry.config.main.http.listen, registry.config.main.dataDir, registry.config.main.sitesDir]);
-      const after = JSON.stringify([next.config.main.http.listen, next.config.main.dataDir, next.config.main.sitesDir]);
-      if (before !== after) log.warn('listen addresses, data or sites changed: those take effect on restart');
+      const fixed = (r: Registry) => JSON.stringify([r.config.main.http.listen, r.config.main.smtp, r.config.main.dataDir, r.config.main.sitesDir]);
+      const before = fixed(registry);
+      const after = fixed(next);
+      if (before !== after) log.warn('listen addresses, smtp settings, data or sites changed: those take effect on restart');
       registry = next;
       for (const s of services) s.reload(next);
       log.info({ tenants: next.tenants.size }, 'configuration reloaded');
@@ -81,6 +92,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   return {
     urls,
     state,
+    mail,
     registry: () => registry,
     reload,
     stop(graceMs = 5_000) {

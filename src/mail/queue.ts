@@ -1,0 +1,297 @@
+import { randomBytes } from 'node:crypto';
+import type { MailSubmitter, OutboundMessage } from '../core/contracts.ts';
+import type { Logger } from '../core/log.ts';
+import type { MailQueueStore } from '../state/index.ts';
+import { CrlfNormalizer } from './crlf.ts';
+import type { Deliverer, RecipientOutcome } from './deliver.ts';
+import { buildDsn, statusOf, type FailedRecipient } from './dsn.ts';
+import type { Spool, SpoolEnvelope } from './spool.ts';
+
+/** A new, unique queue id: milliseconds in base 36 then 40 random bits, letters and digits only. */
+export function newQueueId(now = Date.now()): string {
+  return `${now.toString(36)}${randomBytes(5).toString('hex')}`.toUpperCase();
+}
+
+export interface QueueSettings {
+  /** Seconds before the first retry; doubles per attempt up to maxBackoff (Postfix: 300 → 4000). */
+  minBackoff: number;
+  maxBackoff: number;
+  /** Seconds after which a message still not delivered is bounced. */
+  lifetime: number;
+  /** Messages in delivery at once. */
+  concurrency: number;
+}
+
+export interface QueueDeps {
+  store: MailQueueStore;
+  spool: Spool;
+  deliverer: Deliverer;
+  log: Logger;
+  /** Our host name: DSN sender and Reporting-MTA. */
+  hostname: string;
+  settings: QueueSettings;
+  /** The clock; tests move it to make retries and expiry due without waiting. */
+  now?: () => number;
+}
+
+/** A message to queue. `body` is streamed to disk; `abort` may stop that (see {@link Spool.write}). */
+export interface Incoming {
+  id?: string;
+  sender: string;
+  returnPath: string;
+  tenant?: string | undefined;
+  recipients: Array<{ rcpt: string; origRcpt: string }>;
+  /** Written before the body (our Received: header). */
+  prefix?: Buffer;
+  body: AsyncIterable<Buffer> | Buffer;
+  abort?: () => boolean;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * The durable outbound queue: messages are on disk (spool) and in state
+ * before {@link enqueue} resolves; a worker hands them to the deliverer,
+ * retries temporary failures with backoff, and bounces permanent ones
+ * (RFC 3464 DSN) to the return path, never to a null one. A message leaves
+ * the queue only when each recipient was delivered or bounced.
+ */
+export class MailQueue implements MailSubmitter {
+  private readonly active = new Map<string, Promise<void>>();
+  private readonly deleting = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = true;
+  private abandoned = false;
+  private readonly now: () => number;
+  private readonly log: Logger;
+
+  constructor(private readonly d: QueueDeps) {
+    this.now = d.now ?? Date.now;
+    this.log = d.log;
+  }
+
+  /**
+   * Writes the message to the spool (fsync'd file and folder) and records
+   * it in state. Resolves with the queue id and size once both are done;
+   * rejects if either fails, leaving nothing behind.
+   */
+  async enqueue(m: Incoming): Promise<{ id: string; size: number }> {
+    const createdAt = this.now();
+    const id = m.id ?? newQueueId(createdAt);
+    const env: SpoolEnvelope = { v: 1, id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, recipients: m.recipients };
+    const { size, offset } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
+    try {
+      this.d.store.add({ id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients });
+    } catch (err) {
+      await this.d.spool.remove(id).catch(() => undefined);
+      throw err;
+    }
+    this.pump();
+    return { id, size };
+  }
+
+  /** {@link MailSubmitter}: queues a message from inside the suite (form handlers, lists, DSNs). */
+  async submit(msg: OutboundMessage): Promise<string> {
+    const n = new CrlfNormalizer();
+    const body = Buffer.concat([n.push(msg.raw), n.end()]);
+    const { id } = await this.enqueue({
+      sender: msg.from,
+      returnPath: msg.from,
+      tenant: msg.tenant,
+      recipients: msg.to.map((t) => ({ rcpt: t, origRcpt: t })),
+      body,
+    });
+    this.log.info({ qid: id, tenant: msg.tenant, from: msg.from, to: msg.to, size: body.length }, 'message submitted');
+    return id;
+  }
+
+  /** Reconciles state with the spool (a file without a row is re-recorded; a row without a file is dropped) and starts the worker. */
+  async start(): Promise<void> {
+    const cleared = this.d.spool.init();
+    if (cleared > 0) this.log.info({ files: cleared }, 'removed unfinished spool files (never acknowledged)');
+    const rows = this.d.store.ids();
+    const files = new Set(this.d.spool.list());
+    for (const id of files) {
+      if (rows.has(id)) continue;
+      const found = await this.d.spool.envelope(id);
+      if (!found) {
+        this.log.error({ qid: id, file: this.d.spool.file(id) }, 'spool file without a readable envelope; left in place');
+        continue;
+      }
+      const { env, offset, size } = found;
+      this.d.store.add({ ...env, size, offset });
+      this.log.warn({ qid: id }, 'queue entry rebuilt from its spool file');
+    }
+    for (const id of rows) {
+      if (files.has(id)) continue;
+      this.log.error({ qid: id }, 'queue entry whose spool file is missing; dropped');
+      this.d.store.remove(id);
+    }
+    this.stopped = false;
+    const queued = this.d.store.count();
+    if (queued > 0) this.log.info({ queued }, 'resuming the mail queue');
+    this.pump();
+    this.arm();
+  }
+
+  /** Makes every queued message due now (`postqueue -f`); returns how many are queued. */
+  flush(): number {
+    const n = this.d.store.flushAll();
+    this.pump();
+    return n;
+  }
+
+  /** Removes a message from the queue (after its current attempt, if one runs). False if there is no such message. */
+  async delete(id: string): Promise<boolean> {
+    if (!this.d.store.get(id)) return false;
+    if (this.active.has(id)) {
+      this.deleting.add(id);
+      await this.active.get(id);
+      return true;
+    }
+    this.d.store.remove(id);
+    await this.d.spool.remove(id);
+    this.log.info({ qid: id }, 'message deleted from the queue by the operator');
+    return true;
+  }
+
+  /** Stops taking work; lets attempts under way finish for up to graceMs. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.active.size > 0) {
+      let t: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => (t = setTimeout(resolve, graceMs)));
+      await Promise.race([Promise.all(this.active.values()), deadline]);
+      clearTimeout(t);
+      // State closes after this; attempts still running must not write to it.
+      if (this.active.size > 0) this.abandoned = true;
+    }
+    this.d.deliverer.close();
+  }
+
+  /** Starts attempts for due messages while there are free slots. */
+  private pump(): void {
+    if (this.stopped) return;
+    const free = this.d.settings.concurrency - this.active.size;
+    if (free <= 0) return;
+    const ids = this.d.store.due(this.now(), free + this.active.size).filter((id) => !this.active.has(id));
+    for (const id of ids.slice(0, free)) {
+      const run = this.attempt(id)
+        .catch((err: Error) => this.log.error({ qid: id, err: err.message }, 'delivery attempt failed inside the queue'))
+        .finally(() => {
+          this.active.delete(id);
+          this.pump();
+        });
+      this.active.set(id, run);
+    }
+  }
+
+  /** Sets the timer for the next message that is not due yet. */
+  private arm(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    const now = this.now();
+    const next = this.d.store.nextDue();
+    if (next === undefined) return;
+    const wait = Math.min(Math.max(next - now, 0), MAX_TIMER_MS);
+    this.timer = setTimeout(() => {
+      this.pump();
+      this.arm();
+    }, wait);
+    this.timer.unref();
+  }
+
+  private backoffMs(attempts: number): number {
+    const { minBackoff, maxBackoff } = this.d.settings;
+    return Math.min(maxBackoff, minBackoff * 2 ** Math.min(attempts, 30)) * 1000;
+  }
+
+  private async attempt(id: string): Promise<void> {
+    const msg = this.d.store.get(id);
+    if (!msg) return;
+    const pending = this.d.store.recipients(id).filter((r) => r.status === 'pending');
+    const orig = new Map(pending.map((r) => [r.rcpt, r.origRcpt]));
+    let results: RecipientOutcome[] = [];
+    if (pending.length > 0) {
+      results = await this.d.deliverer.deliver({
+        id,
+        sender: msg.sender,
+        recipients: pending.map((r) => r.rcpt),
+        open: () => this.d.spool.read(id, msg.offset),
+      });
+    }
+    if (this.abandoned) {
+      this.log.warn({ qid: id }, 'attempt finished after the queue stopped; its result is not recorded and it will be tried again');
+      return;
+    }
+    const now = this.now();
+    const expired = now - msg.createdAt >= this.d.settings.lifetime * 1000;
+    const failed: FailedRecipient[] = [];
+    const settle: Array<{ rcpt: string; status: 'sent' | 'failed' | 'pending'; reply: string }> = [];
+    let lastTemp = '';
+    for (const r of results) {
+      this.log.info({ qid: id, tenant: msg.tenant, rcpt: r.rcpt, via: r.via, status: r.status, reply: r.reply, attempt: msg.attempts + 1 }, 'delivery attempt');
+      if (r.status === 'sent') {
+        settle.push({ rcpt: r.rcpt, status: 'sent', reply: r.reply });
+      } else if (r.status === 'perm' || expired) {
+        const reply =
+          r.status === 'perm' ? r.reply : `4.4.7 gave up after ${Math.round(this.d.settings.lifetime / 3600)} h in the queue; last reply: ${r.reply}`;
+        settle.push({ rcpt: r.rcpt, status: 'failed', reply });
+        // RFC 3463 X.4.7: delivery time expired.
+        const status = r.status === 'perm' ? statusOf(reply, true) : '4.4.7';
+        failed.push({ rcpt: r.rcpt, origRcpt: orig.get(r.rcpt) ?? r.rcpt, status, diagnostic: reply, remoteMta: r.via });
+      } else {
+        settle.push({ rcpt: r.rcpt, status: 'pending', reply: r.reply });
+        lastTemp = r.reply;
+      }
+    }
+    this.d.store.settle(id, settle);
+    if (failed.length > 0) await this.bounce(msg.id, msg.returnPath, msg.createdAt, msg.offset, failed);
+    const deleting = this.deleting.delete(id);
+    if (lastTemp && !deleting) {
+      this.d.store.defer(id, now + this.backoffMs(msg.attempts), lastTemp);
+      this.arm();
+      return;
+    }
+    this.d.store.remove(id);
+    await this.d.spool.remove(id);
+    this.log.info({ qid: id, deleted: deleting || undefined }, deleting ? 'message deleted from the queue by the operator' : 'message left the queue');
+  }
+
+  /** Queues a DSN for `failed` to `returnPath`; a null return path gets none (RFC 5321 §4.5.5). */
+  private async bounce(qid: string, returnPath: string, createdAt: number, offset: number, failed: FailedRecipient[]): Promise<void> {
+    if (returnPath === '') {
+      this.log.info({ qid, rcpts: failed.map((f) => f.rcpt) }, 'undeliverable message with a null sender: no bounce');
+      return;
+    }
+    const headers = await this.readHeaders(qid, offset);
+    const dsn = buildDsn({
+      hostname: this.d.hostname,
+      queueId: qid,
+      to: returnPath,
+      arrival: new Date(createdAt),
+      now: new Date(this.now()),
+      failed,
+      originalHeaders: headers,
+    });
+    const { id } = await this.enqueue({ sender: '', returnPath: '', recipients: [{ rcpt: returnPath, origRcpt: returnPath }], body: dsn });
+    this.log.info({ qid, dsn: id, to: returnPath, rcpts: failed.map((f) => f.rcpt) }, 'bounce queued');
+  }
+
+  /** The header section of a spooled message (at most 64 KiB). */
+  private async readHeaders(id: string, offset: number): Promise<Buffer> {
+    const limit = 64 * 1024;
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of this.d.spool.read(id, offset) as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      total += chunk.length;
+      const all = Buffer.concat(chunks);
+      const end = all.indexOf('\r\n\r\n');
+      if (end !== -1) return all.subarray(0, end + 2);
+      if (total >= limit) return all.subarray(0, limit);
+    }
+    return Buffer.concat(chunks);
+  }
+}
