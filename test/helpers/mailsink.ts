@@ -80,6 +80,8 @@ export async function freePort(): Promise<number> {
 export class RawSmtp {
   private buf = '';
   private waiters: Array<() => void> = [];
+  /** The server's first reply (220 greeting, or a 421 refusal). */
+  greeting = '';
   private constructor(private readonly sock: net.Socket) {
     sock.setEncoding('latin1');
     sock.on('data', (d: string) => {
@@ -98,7 +100,20 @@ export class RawSmtp {
       sock.once('error', reject);
     });
     const c = new RawSmtp(sock);
-    await c.reply();
+    c.greeting = await c.reply();
+    return c;
+  }
+
+  /** Connects and sends `early` at once, without waiting for the greeting. */
+  static async connectEarly(port: number, early: string): Promise<RawSmtp> {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', resolve);
+      sock.once('error', reject);
+    });
+    const c = new RawSmtp(sock);
+    sock.write(early);
+    c.greeting = await c.reply();
     return c;
   }
 
