@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { isConfigDir } from '../core/config/load.ts';
 import { check } from './commands/check.ts';
+import { queueControl, queueList } from './commands/queue.ts';
 
 /** The bundled example config, used when the current folder has none. */
 const BUNDLED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../config');
@@ -37,6 +38,28 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action((opts: { config?: string }) => {
       code = check(configDirOf(opts.config));
+    });
+
+  const queue = program
+    .command('queue')
+    .description('list the outbound mail queue (id, age, sender, recipients, attempts, last reply)')
+    .option('-c, --config <dir>', 'config folder')
+    .action((opts: { config?: string }) => {
+      code = queueList(configDirOf(opts.config));
+    });
+  queue
+    .command('flush')
+    .description('make the running server try every queued message now')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (opts: { config?: string }) => {
+      code = await queueControl(configDirOf(opts.config ?? queue.opts<{ config?: string }>().config), 'flush');
+    });
+  queue
+    .command('delete <id>')
+    .description('remove a message from the running server\'s queue')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (id: string, opts: { config?: string }) => {
+      code = await queueControl(configDirOf(opts.config ?? queue.opts<{ config?: string }>().config), 'delete', id);
     });
 
   try {

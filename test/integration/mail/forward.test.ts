@@ -44,7 +44,7 @@ describe('forwarding', () => {
       raw: 'From: sender@elsewhere.test\r\nTo: info@a.test\r\nSubject: hello\r\nDKIM-Signature: v=1; a=rsa-sha256; b=abc\r\n\r\nbody line 1\r\n.dot line\r\n',
     });
     expect(info.response).toMatch(/^250 2\.6\.0 Ok: queued as [A-Z0-9]+$/);
-    const m = await waitFor(() => sink.messages[before], 5_000, 'forwarded message');
+    const m = (await waitFor(() => sink.messages[before], 5_000, 'forwarded message'))!;
     expect(m.to).toEqual(['alice@remote.test']);
     // SRS: the envelope sender is rewritten to our domain.
     expect(m.from).toMatch(/^SRS0=[^=]+=[A-Z2-7]{2}=elsewhere\.test=sender@mx\.test$/);
@@ -61,7 +61,7 @@ describe('forwarding', () => {
   it('expands forwards through hosted domains and catch-alls, one copy per mailbox', async () => {
     const before = sink.messages.length;
     await client().sendMail({ envelope: { from: 'x@elsewhere.test', to: ['team@a.test', 'both@a.test'] }, raw: 'Subject: t\r\n\r\nhi\r\n' });
-    const m = await waitFor(() => sink.messages[before], 5_000, 'expanded message');
+    const m = (await waitFor(() => sink.messages[before], 5_000, 'expanded message'))!;
     expect([...m.to].sort()).toEqual(['alice@remote.test', 'bob@remote.test', 'carol@remote.test']);
   });
 
@@ -74,7 +74,7 @@ describe('forwarding', () => {
     expect(await c.cmd('DATA')).toMatch(/^354/);
     expect(await c.cmd('Subject: bounce\r\n\r\nx\r\n.')).toMatch(/^250 2\.6\.0/);
     c.close();
-    const m = await waitFor(() => sink.messages[before], 5_000, 'message');
+    const m = (await waitFor(() => sink.messages[before], 5_000, 'message'))!;
     expect(m.from).toBe('');
   });
 
