@@ -128,7 +128,9 @@ export class MailQueue implements MailSubmitter {
       this.d.store.remove(id);
     }
     this.stopped = false;
-    const queued = this.d.store.count();
+    // A start is a flush: whatever stopped the last run (a crash, a relay
+    // that was down) may be fixed now, so every message gets one attempt.
+    const queued = this.d.store.flushAll();
     if (queued > 0) this.log.info({ queued }, 'resuming the mail queue');
     this.pump();
     this.arm();
