@@ -5,6 +5,8 @@ export interface SunkMessage {
   from: string;
   to: string[];
   raw: Buffer;
+  /** True when the session had switched to TLS (STARTTLS). */
+  secure: boolean;
 }
 
 export interface MailSink {
@@ -19,7 +21,7 @@ export interface MailSink {
 }
 
 /** A real smtp-server on 127.0.0.1 (port 0 unless given) that keeps what it receives: the outbound sink of the tests. */
-export async function startSink(port = 0): Promise<MailSink> {
+export async function startSink(port = 0, opts: { starttls?: boolean } = {}): Promise<MailSink> {
   const messages: SunkMessage[] = [];
   const rcptReply = new Map<string, [number, string]>();
   const sink: MailSink = {
@@ -32,7 +34,8 @@ export async function startSink(port = 0): Promise<MailSink> {
   };
   const server = new SMTPServer({
     authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
+    // STARTTLS (when asked for) uses smtp-server's built-in test certificate: fine for a loopback sink.
+    disabledCommands: opts.starttls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
     // Replies set by a test carry their own enhanced code.
     hideENHANCEDSTATUSCODES: true,
     logger: false,
@@ -51,6 +54,7 @@ export async function startSink(port = 0): Promise<MailSink> {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           to: session.envelope.rcptTo.map((r) => r.address),
           raw: Buffer.concat(chunks),
+          secure: session.secure,
         });
         done();
       });
