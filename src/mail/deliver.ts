@@ -1,5 +1,5 @@
 import { promises as dnsPromises } from 'node:dns';
-import { isIP } from 'node:net';
+import net, { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 
@@ -67,6 +67,32 @@ function isConnectionLevel(err: SmtpError): boolean {
   return err.responseCode === 421 || (err.code === 'EPROTOCOL' && err.responseCode < 500);
 }
 
+/**
+ * nodemailer's getSocket hook: our own TCP connection with TCP_NODELAY.
+ * nodemailer writes the message and the final "." in separate writes; with
+ * Nagle's algorithm the second waits for the ACK of the first, which the
+ * receiver delays by ~40 ms, so every message would cost 40 ms per
+ * connection (measured: 110 msg/s over 5 pooled connections to a bare
+ * smtp-server before, see scripts/bench/smtp.ts).
+ */
+function noDelaySocket(timeoutMs: number) {
+  return (options: { host?: string; port?: number }, callback: (err: Error | null, socketOptions?: { connection: net.Socket }) => void): void => {
+    const sock = net.connect({ host: options.host, port: options.port ?? 25 });
+    const fail = (err: Error) => {
+      sock.destroy();
+      callback(err);
+    };
+    sock.setTimeout(timeoutMs, () => fail(Object.assign(new Error('Connection timeout'), { code: 'ETIMEDOUT' })));
+    sock.once('error', fail);
+    sock.once('connect', () => {
+      sock.removeListener('error', fail);
+      sock.setTimeout(0);
+      sock.setNoDelay(true);
+      callback(null, { connection: sock });
+    });
+  };
+}
+
 export interface RelayOptions {
   /** `smtp://host:port` or `smtps://user:pass@host:port`. */
   url: string;
@@ -103,6 +129,7 @@ export class RelayDeliverer implements Deliverer {
       connectionTimeout: 30_000,
       greetingTimeout: 30_000,
       socketTimeout: 120_000,
+      getSocket: noDelaySocket(30_000),
     });
   }
 
@@ -207,6 +234,7 @@ export class MxDeliverer implements Deliverer {
           connectionTimeout: this.o.connectTimeout ?? 30_000,
           greetingTimeout: this.o.connectTimeout ?? 30_000,
           socketTimeout: 120_000,
+          getSocket: noDelaySocket(this.o.connectTimeout ?? 30_000),
         });
         try {
           const info = (await transport.sendMail({ envelope: { from: req.sender, to: rcpts }, raw: req.open() })) as SentInfo;

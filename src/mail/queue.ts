@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
 import type { MailSubmitter, OutboundMessage } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import type { MailQueueStore } from '../state/index.ts';
@@ -48,6 +49,8 @@ export interface Incoming {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Memory for messages kept from accept to delivery (each at most 64 KiB, see Spool). */
+const CACHE_BYTES = 32 * 1024 * 1024;
 
 /**
  * The durable outbound queue: messages are on disk (spool) and in state
@@ -58,6 +61,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export class MailQueue implements MailSubmitter {
   private readonly active = new Map<string, Promise<void>>();
+  /** Small messages as accepted: their first delivery need not read the spool back. */
+  private readonly cache = new Map<string, Buffer>();
+  private cachedBytes = 0;
   private readonly deleting = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = true;
@@ -79,12 +85,16 @@ export class MailQueue implements MailSubmitter {
     const createdAt = this.now();
     const id = m.id ?? newQueueId(createdAt);
     const env: SpoolEnvelope = { v: 1, id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, recipients: m.recipients };
-    const { size, offset } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
+    const { size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
     try {
       this.d.store.add({ id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients });
     } catch (err) {
       await this.d.spool.remove(id).catch(() => undefined);
       throw err;
+    }
+    if (data && this.cachedBytes + data.length <= CACHE_BYTES) {
+      this.cache.set(id, data);
+      this.cachedBytes += data.length;
     }
     this.pump();
     return { id, size };
@@ -152,6 +162,7 @@ export class MailQueue implements MailSubmitter {
       return true;
     }
     this.d.store.remove(id);
+    this.uncache(id);
     await this.d.spool.remove(id);
     this.log.info({ qid: id }, 'message deleted from the queue by the operator');
     return true;
@@ -204,6 +215,13 @@ export class MailQueue implements MailSubmitter {
     this.timer.unref();
   }
 
+  private uncache(id: string): void {
+    const held = this.cache.get(id);
+    if (!held) return;
+    this.cache.delete(id);
+    this.cachedBytes -= held.length;
+  }
+
   private backoffMs(attempts: number): number {
     const { minBackoff, maxBackoff } = this.d.settings;
     return Math.min(maxBackoff, minBackoff * 2 ** Math.min(attempts, 30)) * 1000;
@@ -220,9 +238,13 @@ export class MailQueue implements MailSubmitter {
         id,
         sender: msg.sender,
         recipients: pending.map((r) => r.rcpt),
-        open: () => this.d.spool.read(id, msg.offset),
+        open: () => {
+          const held = this.cache.get(id);
+          return held ? Readable.from([held]) : this.d.spool.read(id, msg.offset);
+        },
       });
     }
+    this.uncache(id);
     if (this.abandoned) {
       this.log.warn({ qid: id }, 'attempt finished after the queue stopped; its result is not recorded and it will be tried again');
       return;

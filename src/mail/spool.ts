@@ -26,7 +26,12 @@ export interface SpoolWrite {
   size: number;
   /** Offset of the message in the file (after the envelope line). */
   offset: number;
+  /** The message itself when it is small (≤ 64 KiB), so delivery need not read it back. */
+  data: Buffer | undefined;
 }
+
+/** Messages up to this size are written in one call and kept in memory for delivery. */
+const SMALL = 64 * 1024;
 
 /** Thrown by {@link Spool.write} when `abort()` said so while the body streamed in. */
 export class SpoolAborted extends Error {}
@@ -81,14 +86,26 @@ export class Spool {
     let aborted = false;
     let renamed = false;
     let size = prefix.length;
+    // Small messages (the usual case) are gathered and written in one call;
+    // a large one is written as it comes, at most SMALL bytes held at once.
+    let held: Buffer[] = [prefix];
+    let heldBytes = prefix.length;
+    const spill = async (): Promise<void> => {
+      const data = Buffer.concat(held);
+      held = [];
+      heldBytes = 0;
+      await fh!.write(data);
+    };
     try {
       fh = await open(tmp, 'wx', 0o600);
-      await fh.write(Buffer.concat([head, prefix]));
+      held.unshift(head);
+      heldBytes += head.length;
     } catch (err) {
       failure = err;
     }
     if (Buffer.isBuffer(body)) {
-      if (!failure) await fh!.write(body).catch((err: unknown) => (failure = err));
+      held.push(body);
+      heldBytes += body.length;
       size += body.length;
     } else {
       // The body is read to its end whatever happens: the SMTP client is
@@ -99,31 +116,57 @@ export class Spool {
           aborted = true;
           continue;
         }
-        try {
-          await fh!.write(chunk);
-          size += chunk.length;
-        } catch (err) {
-          failure = err;
-        }
+        held.push(chunk);
+        heldBytes += chunk.length;
+        size += chunk.length;
+        if (heldBytes >= SMALL) await spill().catch((err: unknown) => (failure = err));
       }
       if (abort?.()) aborted = true;
     }
+    const small = size <= SMALL && !failure && !aborted ? Buffer.concat(held.slice(1)) : undefined;
     try {
       if (failure) throw failure;
       if (aborted) throw new SpoolAborted('message refused while being received');
-      await fh!.sync();
+      if (heldBytes > 0) await spill();
+      await fh!.datasync();
       await fh!.close();
       fh = undefined;
       await rename(tmp, this.file(env.id));
       renamed = true;
-      await syncDir(this.qDir);
-      return { size, offset: head.length };
+      await this.syncQueueDir();
+      return { size, offset: head.length, data: small };
     } catch (err) {
       await fh?.close().catch(() => undefined);
       // Not acknowledged, so not kept: a file left in q/ would be delivered on the next start.
       await unlink(renamed ? this.file(env.id) : tmp).catch(() => undefined);
       throw err;
     }
+  }
+
+  private dirSync: Promise<void> | undefined;
+  private dirSyncNext: Promise<void> | undefined;
+
+  /**
+   * fsync of q/, shared by everyone waiting (group commit): a caller whose
+   * rename happened before the running sync started is covered by it only
+   * if it was queued before; so callers join the next sync, one at a time.
+   */
+  private syncQueueDir(): Promise<void> {
+    if (!this.dirSync) {
+      this.dirSync = syncDir(this.qDir).finally(() => (this.dirSync = undefined));
+      return this.dirSync;
+    }
+    this.dirSyncNext ??= this.dirSync.then(
+      () => {
+        this.dirSyncNext = undefined;
+        return this.syncQueueDir();
+      },
+      () => {
+        this.dirSyncNext = undefined;
+        return this.syncQueueDir();
+      },
+    );
+    return this.dirSyncNext;
   }
 
   /** The message (without the envelope line) as a stream. */
