@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { MailSubmitter, OutboundMessage } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
-import type { MailQueueStore } from '../state/index.ts';
+import type { MailQueueStore, QueuedMessage } from '../state/index.ts';
 import { CrlfNormalizer } from './crlf.ts';
 import type { Deliverer, RecipientOutcome } from './deliver.ts';
 import { buildDsn, statusOf, type FailedRecipient } from './dsn.ts';
@@ -64,6 +64,8 @@ export class MailQueue implements MailSubmitter {
   /** Small messages as accepted: their first delivery need not read the spool back. */
   private readonly cache = new Map<string, Buffer>();
   private cachedBytes = 0;
+  /** Spool file → ids of the queued messages in it; the file goes when the set is empty. */
+  private readonly fileRefs = new Map<string, Set<string>>();
   private readonly deleting = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = true;
@@ -74,6 +76,14 @@ export class MailQueue implements MailSubmitter {
   constructor(private readonly d: QueueDeps) {
     this.now = d.now ?? Date.now;
     this.log = d.log;
+    d.spool.onStored = (file, id) => this.ref(file, id);
+    d.spool.onSealed = async (file) => {
+      if (this.fileRefs.has(file)) return;
+      await this.d.spool
+        .remove(file)
+        .then(() => this.d.store.forgetFile(file))
+        .catch((err: Error) => this.log.error({ file, err: err.message }, 'could not remove a spool segment'));
+    };
   }
 
   /**
@@ -85,11 +95,13 @@ export class MailQueue implements MailSubmitter {
     const createdAt = this.now();
     const id = m.id ?? newQueueId(createdAt);
     const env: SpoolEnvelope = { v: 1, id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, recipients: m.recipients };
-    const { size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
+    // The spool claims the file for this id (onStored) before it resolves.
+    const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
     try {
-      this.d.store.add({ id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients });
+      this.d.store.add({ id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients });
     } catch (err) {
-      await this.d.spool.remove(id).catch(() => undefined);
+      // Not acknowledged: the message must not come back from the spool on the next start.
+      await this.release(id, file).catch(() => undefined);
       throw err;
     }
     if (data && this.cachedBytes + data.length <= CACHE_BYTES) {
@@ -98,6 +110,27 @@ export class MailQueue implements MailSubmitter {
     }
     this.pump();
     return { id, size };
+  }
+
+  private ref(file: string, id: string): void {
+    const set = this.fileRefs.get(file);
+    if (set) set.add(id);
+    else this.fileRefs.set(file, new Set([id]));
+  }
+
+  /** Takes a message out of state, and its spool file off the disk once no other message needs it. */
+  private async release(id: string, file: string): Promise<void> {
+    this.uncache(id);
+    const set = this.fileRefs.get(file);
+    set?.delete(id);
+    const last = !set || set.size === 0;
+    if (last) this.fileRefs.delete(file);
+    // The segment still taking messages stays; it is removed when sealed (see constructor).
+    const keep = !last || this.d.spool.isOpen(file);
+    this.d.store.remove(id, file, keep);
+    if (keep) return;
+    await this.d.spool.remove(file);
+    this.d.store.forgetFile(file);
   }
 
   /** {@link MailSubmitter}: queues a message from inside the suite (form handlers, lists, DSNs). */
@@ -119,22 +152,36 @@ export class MailQueue implements MailSubmitter {
   async start(): Promise<void> {
     const cleared = this.d.spool.init();
     if (cleared > 0) this.log.info({ files: cleared }, 'removed unfinished spool files (never acknowledged)');
-    const rows = this.d.store.ids();
-    const files = new Set(this.d.spool.list());
-    for (const id of files) {
-      if (rows.has(id)) continue;
-      const found = await this.d.spool.envelope(id);
-      if (!found) {
-        this.log.error({ qid: id, file: this.d.spool.file(id) }, 'spool file without a readable envelope; left in place');
+    const rows = this.d.store.files();
+    const done = this.d.store.doneIds();
+    for (const [id, file] of rows) this.ref(file, id);
+    for (const file of this.d.spool.files()) {
+      // A file a row points at is known; a large message's file (M…) holds
+      // only that message. Group files (G…) are small and read whole, as a
+      // row of theirs may have been lost with the last commits.
+      if (this.fileRefs.has(file) && !file.startsWith('G')) continue;
+      const records = await this.d.spool.records(file);
+      if (records.length === 0 && !this.fileRefs.has(file)) {
+        this.log.error({ file: this.d.spool.path(file) }, 'spool file without a readable message; left in place');
         continue;
       }
-      const { env, offset, size } = found;
-      this.d.store.add({ ...env, size, offset });
-      this.log.warn({ qid: id }, 'queue entry rebuilt from its spool file');
+      for (const r of records) {
+        if (rows.has(r.env.id) || done.has(r.env.id)) continue;
+        const { len: _len, v: _v, ...env } = r.env;
+        this.d.store.add({ ...env, file, size: r.size, offset: r.offset });
+        this.ref(file, env.id);
+        this.log.warn({ qid: env.id }, 'queue entry rebuilt from its spool file');
+      }
+      if (!this.fileRefs.has(file)) {
+        await this.d.spool.remove(file);
+        this.d.store.forgetFile(file);
+      }
     }
-    for (const id of rows) {
-      if (files.has(id)) continue;
-      this.log.error({ qid: id }, 'queue entry whose spool file is missing; dropped');
+    const present = new Set(this.d.spool.files());
+    for (const [id, file] of this.d.store.files()) {
+      if (present.has(file)) continue;
+      this.log.error({ qid: id, file }, 'queue entry whose spool file is missing; dropped');
+      this.fileRefs.delete(file);
       this.d.store.remove(id);
     }
     this.stopped = false;
@@ -161,9 +208,7 @@ export class MailQueue implements MailSubmitter {
       await this.active.get(id);
       return true;
     }
-    this.d.store.remove(id);
-    this.uncache(id);
-    await this.d.spool.remove(id);
+    await this.release(id, this.d.store.get(id)!.file);
     this.log.info({ qid: id }, 'message deleted from the queue by the operator');
     return true;
   }
@@ -180,6 +225,7 @@ export class MailQueue implements MailSubmitter {
       // State closes after this; attempts still running must not write to it.
       if (this.active.size > 0) this.abandoned = true;
     }
+    await this.d.spool.seal();
     this.d.deliverer.close();
   }
 
@@ -240,7 +286,7 @@ export class MailQueue implements MailSubmitter {
         recipients: pending.map((r) => r.rcpt),
         open: () => {
           const held = this.cache.get(id);
-          return held ? Readable.from([held]) : this.d.spool.read(id, msg.offset);
+          return held ? Readable.from([held]) : this.d.spool.read(msg.file, msg.offset, msg.size);
         },
       });
     }
@@ -271,25 +317,25 @@ export class MailQueue implements MailSubmitter {
       }
     }
     this.d.store.settle(id, settle);
-    if (failed.length > 0) await this.bounce(msg.id, msg.returnPath, msg.createdAt, msg.offset, failed);
+    if (failed.length > 0) await this.bounce(msg, failed);
     const deleting = this.deleting.delete(id);
     if (lastTemp && !deleting) {
       this.d.store.defer(id, now + this.backoffMs(msg.attempts), lastTemp);
       this.arm();
       return;
     }
-    this.d.store.remove(id);
-    await this.d.spool.remove(id);
+    await this.release(id, msg.file);
     this.log.info({ qid: id, deleted: deleting || undefined }, deleting ? 'message deleted from the queue by the operator' : 'message left the queue');
   }
 
   /** Queues a DSN for `failed` to `returnPath`; a null return path gets none (RFC 5321 §4.5.5). */
-  private async bounce(qid: string, returnPath: string, createdAt: number, offset: number, failed: FailedRecipient[]): Promise<void> {
+  private async bounce(msg: QueuedMessage, failed: FailedRecipient[]): Promise<void> {
+    const { id: qid, returnPath, createdAt } = msg;
     if (returnPath === '') {
       this.log.info({ qid, rcpts: failed.map((f) => f.rcpt) }, 'undeliverable message with a null sender: no bounce');
       return;
     }
-    const headers = await this.readHeaders(qid, offset);
+    const headers = await this.readHeaders(msg);
     const dsn = buildDsn({
       hostname: this.d.hostname,
       queueId: qid,
@@ -304,11 +350,11 @@ export class MailQueue implements MailSubmitter {
   }
 
   /** The header section of a spooled message (at most 64 KiB). */
-  private async readHeaders(id: string, offset: number): Promise<Buffer> {
+  private async readHeaders(msg: QueuedMessage): Promise<Buffer> {
     const limit = 64 * 1024;
     const chunks: Buffer[] = [];
     let total = 0;
-    for await (const chunk of this.d.spool.read(id, offset) as AsyncIterable<Buffer>) {
+    for await (const chunk of this.d.spool.read(msg.file, msg.offset, msg.size) as AsyncIterable<Buffer>) {
       chunks.push(chunk);
       total += chunk.length;
       const all = Buffer.concat(chunks);

@@ -1,13 +1,14 @@
+import { randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 
 /**
- * The envelope, written as the first line of every spool file (JSON). With
- * it a spool file is self-describing: the state row can be rebuilt from the
- * file alone, so a message whose 250 was sent is never lost even if the
- * last database commit was.
+ * The envelope, written before each message in a spool file (one JSON
+ * line). With it a spool file is self-describing: the state rows can be
+ * rebuilt from the files alone, so a message whose 250 was sent is never
+ * lost even if the last database commit was.
  */
 export interface SpoolEnvelope {
   v: 1;
@@ -19,33 +20,71 @@ export interface SpoolEnvelope {
   returnPath: string;
   tenant?: string | undefined;
   recipients: Array<{ rcpt: string; origRcpt: string }>;
+  /** Bytes of the message after this line; absent when the message runs to the end of the file. */
+  len?: number;
 }
 
 export interface SpoolWrite {
+  /** The spool file holding the message (a name inside q/). */
+  file: string;
+  /** Offset of the message in the file (after its envelope line). */
+  offset: number;
   /** Bytes of the message (headers and body) as stored. */
   size: number;
-  /** Offset of the message in the file (after the envelope line). */
-  offset: number;
-  /** The message itself when it is small (≤ 64 KiB), so delivery need not read it back. */
+  /** The message itself when it is small, so delivery need not read it back. */
   data: Buffer | undefined;
 }
 
-/** Messages up to this size are written in one call and kept in memory for delivery. */
-const SMALL = 64 * 1024;
+/** One message found in a spool file. */
+export interface SpoolRecord {
+  env: SpoolEnvelope;
+  file: string;
+  offset: number;
+  size: number;
+}
 
 /** Thrown by {@link Spool.write} when `abort()` said so while the body streamed in. */
 export class SpoolAborted extends Error {}
 
+/** Messages up to this size are gathered in memory and written in a group (see {@link Spool.write}). */
+export const SMALL = 64 * 1024;
+/** A segment takes no more messages past this size. */
+const SEGMENT_MAX = 4 * 1024 * 1024;
+
+interface Waiting {
+  env: SpoolEnvelope;
+  data: Buffer;
+  resolve(w: SpoolWrite): void;
+  reject(err: unknown): void;
+}
+
 /**
  * Message files under `<data>/spool`: `tmp/` while being written, `q/` once
- * complete. A file in `q/` has been fsync'd, and so has the directory entry
- * that names it (rename is only durable once its directory is synced).
- * Files left in `tmp/` by a crash were never acknowledged and are removed
- * on start.
+ * complete. A file reaches `q/` only after an fsync of its data, and its
+ * name is durable only after an fsync of `q/` (POSIX leaves renames to the
+ * directory); {@link write} resolves after both. Files left in `tmp/` by a
+ * crash were never acknowledged and are removed on start.
+ *
+ * Group commit: small messages that arrive while a spool write is under way
+ * wait for it to finish and then go to disk together with one fdatasync (as
+ * a database groups commits into one log flush), appended to a segment
+ * file (G…) whose name was made durable when it was created. A large
+ * message gets a file of its own (M…), written to tmp/ and renamed. Each
+ * record is an envelope line then the message; a record cut short by a
+ * crash was never acknowledged, and reading a segment stops before it.
  */
 export class Spool {
   readonly qDir: string;
   readonly tmpDir: string;
+  private waiting: Waiting[] = [];
+  private writing = false;
+  private dirSync: Promise<void> | undefined;
+  private dirSyncNext: Promise<void> | undefined;
+  private current: { name: string; fh: FileHandle; size: number } | undefined;
+  /** Told when a segment is sealed: its owner may remove it once no message in it is queued. */
+  onSealed: ((file: string) => Promise<void> | void) | undefined;
+  /** Told, before the write resolves, which file now holds a message (so a seal never finds it unclaimed). */
+  onStored: ((file: string, id: string) => void) | undefined;
 
   constructor(readonly dir: string) {
     this.qDir = path.join(dir, 'q');
@@ -61,146 +100,245 @@ export class Spool {
     return stale.length;
   }
 
-  file(id: string): string {
-    return path.join(this.qDir, id);
+  path(file: string): string {
+    return path.join(this.qDir, file);
   }
 
-  /** Ids of the complete messages in the spool. */
-  list(): string[] {
-    return readdirSync(this.qDir).filter((f) => /^[A-Za-z0-9]+$/.test(f));
+  /** Names of the complete spool files. */
+  files(): string[] {
+    return readdirSync(this.qDir).filter((f) => /^[A-Za-z0-9_]+$/.test(f));
   }
 
   /**
-   * Writes envelope line, `prefix` and the chunks of `body`, fsyncs the
-   * file, moves it into `q/` and fsyncs that folder. Resolves only then.
-   * `abort` is asked after each chunk; once it returns true the rest of the
-   * body is read and dropped (the client must still be answered) and the
-   * promise rejects with {@link SpoolAborted}. On any failure the partial
-   * file is removed.
+   * Stores one message and resolves once it is durable. The body is read to
+   * its end whatever happens (an SMTP client is still sending it and must
+   * get its reply after the final dot). `abort` is asked after each chunk;
+   * once it says true the rest is dropped and the promise rejects with
+   * {@link SpoolAborted}. On any failure nothing is left behind.
    */
   async write(env: SpoolEnvelope, prefix: Buffer, body: AsyncIterable<Buffer> | Buffer, abort?: () => boolean): Promise<SpoolWrite> {
-    const tmp = path.join(this.tmpDir, env.id);
-    const head = Buffer.from(`${JSON.stringify(env)}\n`);
-    let fh: FileHandle | undefined;
-    let failure: unknown;
-    let aborted = false;
-    let renamed = false;
-    let size = prefix.length;
-    // Small messages (the usual case) are gathered and written in one call;
-    // a large one is written as it comes, at most SMALL bytes held at once.
-    let held: Buffer[] = [prefix];
+    if (Buffer.isBuffer(body)) {
+      const data = Buffer.concat([prefix, body]);
+      return data.length <= SMALL ? this.grouped(env, data) : this.alone(env, [data], undefined);
+    }
+    const held: Buffer[] = [prefix];
     let heldBytes = prefix.length;
-    const spill = async (): Promise<void> => {
-      const data = Buffer.concat(held);
-      held = [];
-      heldBytes = 0;
-      await fh!.write(data);
-    };
+    const it = body[Symbol.asyncIterator]();
+    let aborted = false;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) break;
+      if (abort?.()) {
+        aborted = true;
+        break;
+      }
+      held.push(r.value);
+      heldBytes += r.value.length;
+      if (heldBytes > SMALL) return this.alone(env, held, { it, abort });
+    }
+    if (aborted || abort?.()) {
+      await drain(it);
+      throw new SpoolAborted('message refused while being received');
+    }
+    return this.grouped(env, Buffer.concat(held));
+  }
+
+  /** Queues a small message for the next group write. */
+  private grouped(env: SpoolEnvelope, data: Buffer): Promise<SpoolWrite> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ env, data, resolve, reject });
+      if (!this.writing) void this.writeGroup();
+    });
+  }
+
+  private async writeGroup(): Promise<void> {
+    this.writing = true;
+    while (this.waiting.length > 0) {
+      const group = this.waiting;
+      this.waiting = [];
+      try {
+        const seg = await this.segment();
+        const parts: Buffer[] = [];
+        const results: SpoolWrite[] = [];
+        let pos = seg.size;
+        for (const w of group) {
+          const line = Buffer.from(`${JSON.stringify({ ...w.env, len: w.data.length })}\n`);
+          parts.push(line, w.data);
+          results.push({ file: seg.name, offset: pos + line.length, size: w.data.length, data: w.data });
+          pos += line.length + w.data.length;
+        }
+        try {
+          await seg.fh.write(Buffer.concat(parts), 0, undefined, seg.size);
+          await seg.fh.datasync();
+        } catch (err) {
+          // The tail of this segment is now unknown: no record may follow it.
+          await this.seal();
+          throw err;
+        }
+        seg.size = pos;
+        group.forEach((w, i) => {
+          this.onStored?.(seg.name, w.env.id);
+          w.resolve(results[i]!);
+        });
+      } catch (err) {
+        for (const w of group) w.reject(err);
+      }
+    }
+    this.writing = false;
+  }
+
+  /** The segment small messages are appended to; a new one (created, its name made durable) when there is none or it is full. */
+  private async segment(): Promise<{ name: string; fh: FileHandle; size: number }> {
+    if (this.current && this.current.size < SEGMENT_MAX) return this.current;
+    await this.seal();
+    const name = `G${Date.now().toString(36)}${randomBytes(4).toString('hex')}`.toUpperCase();
+    const fh = await open(this.path(name), 'wx', 0o600);
+    try {
+      await this.syncQueueDir();
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await unlink(this.path(name)).catch(() => undefined);
+      throw err;
+    }
+    this.current = { name, fh, size: 0 };
+    return this.current;
+  }
+
+  /** Closes the current segment; no message is added to it after this. */
+  async seal(): Promise<void> {
+    const seg = this.current;
+    if (!seg) return;
+    this.current = undefined;
+    await seg.fh.close().catch(() => undefined);
+    await this.onSealed?.(seg.name);
+  }
+
+  /** True while `file` is the segment new messages go to (it must not be removed then). */
+  isOpen(file: string): boolean {
+    return this.current?.name === file;
+  }
+
+  /** A large message: its own file, written as it streams in. */
+  private async alone(
+    env: SpoolEnvelope,
+    first: Buffer[],
+    rest: { it: AsyncIterator<Buffer>; abort: (() => boolean) | undefined } | undefined,
+  ): Promise<SpoolWrite> {
+    const file = `M${env.id}`;
+    const line = Buffer.from(`${JSON.stringify(env)}\n`);
+    let size = first.reduce((n, b) => n + b.length, 0);
+    let aborted = false;
+    try {
+      await this.commit(file, async (fh) => {
+        await fh.write(Buffer.concat([line, ...first]));
+        if (!rest) return;
+        for (;;) {
+          const r = await rest.it.next();
+          if (r.done) break;
+          if (rest.abort?.()) {
+            aborted = true;
+            throw new SpoolAborted('message refused while being received');
+          }
+          await fh.write(r.value);
+          size += r.value.length;
+        }
+      });
+    } catch (err) {
+      if (rest) await drain(rest.it);
+      throw aborted ? new SpoolAborted('message refused while being received') : err;
+    }
+    this.onStored?.(file, env.id);
+    return { file, offset: line.length, size, data: undefined };
+  }
+
+  /** Writes tmp/<file> with `fill`, fdatasyncs it, renames it into q/ and fsyncs q/. Removes it on failure. */
+  private async commit(file: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+    const tmp = path.join(this.tmpDir, file);
+    let fh: FileHandle | undefined;
+    let renamed = false;
     try {
       fh = await open(tmp, 'wx', 0o600);
-      held.unshift(head);
-      heldBytes += head.length;
-    } catch (err) {
-      failure = err;
-    }
-    if (Buffer.isBuffer(body)) {
-      held.push(body);
-      heldBytes += body.length;
-      size += body.length;
-    } else {
-      // The body is read to its end whatever happens: the SMTP client is
-      // still sending it and must get its reply after the final dot.
-      for await (const chunk of body) {
-        if (failure || aborted) continue;
-        if (abort?.()) {
-          aborted = true;
-          continue;
-        }
-        held.push(chunk);
-        heldBytes += chunk.length;
-        size += chunk.length;
-        if (heldBytes >= SMALL) await spill().catch((err: unknown) => (failure = err));
-      }
-      if (abort?.()) aborted = true;
-    }
-    const small = size <= SMALL && !failure && !aborted ? Buffer.concat(held.slice(1)) : undefined;
-    try {
-      if (failure) throw failure;
-      if (aborted) throw new SpoolAborted('message refused while being received');
-      if (heldBytes > 0) await spill();
-      await fh!.datasync();
-      await fh!.close();
+      await fill(fh);
+      await fh.datasync();
+      await fh.close();
       fh = undefined;
-      await rename(tmp, this.file(env.id));
+      await rename(tmp, this.path(file));
       renamed = true;
       await this.syncQueueDir();
-      return { size, offset: head.length, data: small };
     } catch (err) {
       await fh?.close().catch(() => undefined);
       // Not acknowledged, so not kept: a file left in q/ would be delivered on the next start.
-      await unlink(renamed ? this.file(env.id) : tmp).catch(() => undefined);
+      await unlink(renamed ? this.path(file) : tmp).catch(() => undefined);
       throw err;
     }
   }
 
-  private dirSync: Promise<void> | undefined;
-  private dirSyncNext: Promise<void> | undefined;
-
   /**
-   * fsync of q/, shared by everyone waiting (group commit): a caller whose
-   * rename happened before the running sync started is covered by it only
-   * if it was queued before; so callers join the next sync, one at a time.
+   * fsync of q/, shared (group commit): a caller joins the sync that starts
+   * after its rename, never one already running, which might not cover it.
    */
   private syncQueueDir(): Promise<void> {
     if (!this.dirSync) {
       this.dirSync = syncDir(this.qDir).finally(() => (this.dirSync = undefined));
       return this.dirSync;
     }
-    this.dirSyncNext ??= this.dirSync.then(
-      () => {
-        this.dirSyncNext = undefined;
-        return this.syncQueueDir();
-      },
-      () => {
-        this.dirSyncNext = undefined;
-        return this.syncQueueDir();
-      },
-    );
+    const again = () => {
+      this.dirSyncNext = undefined;
+      return this.syncQueueDir();
+    };
+    this.dirSyncNext ??= this.dirSync.then(again, again);
     return this.dirSyncNext;
   }
 
-  /** The message (without the envelope line) as a stream. */
-  read(id: string, offset: number): Readable {
-    return createReadStream(this.file(id), { start: offset });
+  /** A message as a stream. */
+  read(file: string, offset: number, size: number): Readable {
+    return createReadStream(this.path(file), { start: offset, end: offset + size - 1 });
   }
 
-  /** Reads the envelope line of a spool file, with the offset and size of the message after it; undefined if it is not a spool file. */
-  async envelope(id: string): Promise<{ env: SpoolEnvelope; offset: number; size: number } | undefined> {
-    let fh: FileHandle | undefined;
+  /** Every message record in a spool file; an unreadable file gives none. */
+  async records(file: string): Promise<SpoolRecord[]> {
+    let buf: Buffer;
     try {
-      fh = await open(this.file(id), 'r');
-      const buf = Buffer.alloc(256 * 1024);
-      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-      const nl = buf.subarray(0, bytesRead).indexOf(10);
-      if (nl === -1) return undefined;
-      const env = JSON.parse(buf.subarray(0, nl).toString('utf8')) as SpoolEnvelope;
-      const { size } = await fh.stat();
-      return env.v === 1 && env.id === id ? { env, offset: nl + 1, size: size - nl - 1 } : undefined;
+      buf = await readFile(this.path(file));
     } catch {
-      return undefined;
-    } finally {
-      await fh?.close().catch(() => undefined);
+      return [];
     }
+    const out: SpoolRecord[] = [];
+    let pos = 0;
+    while (pos < buf.length) {
+      const nl = buf.indexOf(10, pos);
+      if (nl === -1) break;
+      let env: SpoolEnvelope;
+      try {
+        env = JSON.parse(buf.subarray(pos, nl).toString('utf8')) as SpoolEnvelope;
+      } catch {
+        break;
+      }
+      if (env.v !== 1 || typeof env.id !== 'string') break;
+      const offset = nl + 1;
+      const size = env.len ?? buf.length - offset;
+      if (offset + size > buf.length) break;
+      out.push({ env, file, offset, size });
+      pos = offset + size;
+    }
+    return out;
   }
 
-  async remove(id: string): Promise<void> {
-    await unlink(this.file(id)).catch((err: NodeJS.ErrnoException) => {
+  async remove(file: string): Promise<void> {
+    await unlink(this.path(file)).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
   }
 }
 
-/** fsync of a directory: makes the entries created or renamed in it durable (POSIX leaves that to the directory). */
+async function drain(it: AsyncIterator<Buffer>): Promise<void> {
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return;
+  }
+}
+
+/** fsync of a directory: makes the entries created or renamed in it durable. */
 async function syncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {

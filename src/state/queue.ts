@@ -4,10 +4,13 @@ export const queueMigrations: Migration[] = [
   {
     id: 'mail-1',
     // The outbound mail queue. The message itself lives in a spool file
-    // (<data>/spool/q/<id>) whose first line repeats the envelope, so a row
-    // lost with the last WAL frames on power failure is rebuilt from it.
+    // (<data>/spool/q/<file>, possibly shared with other messages) where an
+    // envelope line precedes it, so a row lost with the last WAL frames on
+    // power failure is rebuilt from the file. mail_spool_done remembers
+    // messages that left the queue while their file still holds others.
     sql: `CREATE TABLE mail_queue (
             id           TEXT PRIMARY KEY,
+            file         TEXT NOT NULL,           -- spool file name
             created_at   INTEGER NOT NULL,        -- ms since epoch
             sender       TEXT NOT NULL,           -- envelope sender used outbound ('' = null sender)
             return_path  TEXT NOT NULL,           -- who gets a bounce ('' = nobody)
@@ -19,6 +22,11 @@ export const queueMigrations: Migration[] = [
             last_reply   TEXT
           );
           CREATE INDEX mail_queue_next ON mail_queue (next_attempt);
+          CREATE TABLE mail_spool_done (
+            id   TEXT PRIMARY KEY,
+            file TEXT NOT NULL
+          ) WITHOUT ROWID;
+          CREATE INDEX mail_spool_done_file ON mail_spool_done (file);
           CREATE TABLE mail_rcpt (
             queue_id   TEXT NOT NULL REFERENCES mail_queue (id) ON DELETE CASCADE,
             rcpt       TEXT NOT NULL,             -- the mailbox we deliver to
@@ -39,6 +47,7 @@ export interface QueuedRecipient {
 
 export interface QueuedMessage {
   id: string;
+  file: string;
   createdAt: number;
   sender: string;
   returnPath: string;
@@ -52,6 +61,7 @@ export interface QueuedMessage {
 
 export interface NewQueuedMessage {
   id: string;
+  file: string;
   createdAt: number;
   sender: string;
   returnPath: string;
@@ -63,6 +73,7 @@ export interface NewQueuedMessage {
 
 interface Row {
   id: string;
+  file: string;
   created_at: number;
   sender: string;
   return_path: string;
@@ -77,6 +88,7 @@ interface Row {
 function toMessage(r: Row): QueuedMessage {
   return {
     id: r.id,
+    file: r.file,
     createdAt: r.created_at,
     sender: r.sender,
     returnPath: r.return_path,
@@ -96,8 +108,8 @@ export class MailQueueStore {
   constructor(private readonly db: Db) {
     this.stmts = {
       insert: db.prepare(
-        `INSERT INTO mail_queue (id, created_at, sender, return_path, tenant, size, offset, next_attempt)
-         VALUES (@id, @createdAt, @sender, @returnPath, @tenant, @size, @offset, @createdAt)`,
+        `INSERT INTO mail_queue (id, file, created_at, sender, return_path, tenant, size, offset, next_attempt)
+         VALUES (@id, @file, @createdAt, @sender, @returnPath, @tenant, @size, @offset, @createdAt)`,
       ),
       insertRcpt: db.prepare(`INSERT OR IGNORE INTO mail_rcpt (queue_id, rcpt, orig_rcpt) VALUES (?, ?, ?)`),
       get: db.prepare(`SELECT * FROM mail_queue WHERE id = ?`),
@@ -105,7 +117,10 @@ export class MailQueueStore {
       due: db.prepare(`SELECT id FROM mail_queue WHERE next_attempt <= ? ORDER BY next_attempt LIMIT ?`),
       nextDue: db.prepare(`SELECT MIN(next_attempt) AS t FROM mail_queue`),
       all: db.prepare(`SELECT * FROM mail_queue ORDER BY created_at`),
-      ids: db.prepare(`SELECT id FROM mail_queue`),
+      files: db.prepare(`SELECT id, file FROM mail_queue`),
+      done: db.prepare(`INSERT OR IGNORE INTO mail_spool_done (id, file) VALUES (?, ?)`),
+      doneIds: db.prepare(`SELECT id FROM mail_spool_done`),
+      forgetFile: db.prepare(`DELETE FROM mail_spool_done WHERE file = ?`),
       setRcpt: db.prepare(`UPDATE mail_rcpt SET status = ?, last_reply = ? WHERE queue_id = ? AND rcpt = ?`),
       defer: db.prepare(`UPDATE mail_queue SET attempts = attempts + 1, next_attempt = ?, last_reply = ? WHERE id = ?`),
       flushAll: db.prepare(`UPDATE mail_queue SET next_attempt = 0`),
@@ -145,8 +160,14 @@ export class MailQueueStore {
     return (this.stmts.all.all() as Row[]).map(toMessage);
   }
 
-  ids(): Set<string> {
-    return new Set((this.stmts.ids.all() as { id: string }[]).map((r) => r.id));
+  /** Queued message id → its spool file. */
+  files(): Map<string, string> {
+    return new Map((this.stmts.files.all() as { id: string; file: string }[]).map((r) => [r.id, r.file]));
+  }
+
+  /** Ids of messages that left the queue while their spool file still holds others. */
+  doneIds(): Set<string> {
+    return new Set((this.stmts.doneIds.all() as { id: string }[]).map((r) => r.id));
   }
 
   count(): number {
@@ -170,7 +191,21 @@ export class MailQueueStore {
     return this.stmts.flushAll.run().changes;
   }
 
-  remove(id: string): boolean {
-    return this.stmts.remove.run(id).changes > 0;
+  /**
+   * Takes a message out of the queue. `fileKept`: its spool file still
+   * holds other messages, so the id is remembered as done (a restart must
+   * not take it for a message whose row was lost).
+   */
+  remove(id: string, file?: string, fileKept = false): boolean {
+    return this.db.transaction(() => {
+      const n = this.stmts.remove.run(id).changes;
+      if (fileKept && file) this.stmts.done.run(id, file);
+      return n > 0;
+    })();
+  }
+
+  /** Forgets the done ids of a spool file once the file is gone. */
+  forgetFile(file: string): void {
+    this.stmts.forgetFile.run(file);
   }
 }

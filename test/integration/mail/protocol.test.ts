@@ -12,7 +12,7 @@ beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
     main: {
-      smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxMessageBytes: 20_000, maxRecipients: 3, maxConnectionsPerIp: 3 },
+      smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxMessageBytes: 20_000, maxRecipients: 3 },
     },
     tenants: {
       'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test', loop: 'loop@a.test' } } },
@@ -136,43 +136,55 @@ describe('SMTP smuggling (CVE-2023-51764): only <CR><LF>.<CR><LF> ends DATA', ()
 
 describe('faults and limits', () => {
   it('answers 452 4.3.1 when the spool cannot be written, and 250 again once it can', async () => {
-    const tmp = path.join(t.dataDir, 'spool', 'tmp');
-    rmSync(tmp, { recursive: true });
-    writeFileSync(tmp, 'not a folder');
+    // A suite of its own: the spool has no open segment yet, and q/ is made a plain file.
+    const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url } }, tenants: { 'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test' } } } } });
     try {
-      const c = await session();
-      await c.cmd('MAIL FROM:<s@elsewhere.test>');
-      await c.cmd('RCPT TO:<info@a.test>');
-      await c.cmd('DATA');
-      expect(await c.cmd('Subject: x\r\n\r\ny\r\n.')).toMatch(/^452 4\.3\.1 Cannot queue the message now, try again later \(ref \w+\)$/);
-      c.close();
+      const ownPort = Number(new URL(own.suite.urls.smtp![0]!).port);
+      const q = path.join(own.dataDir, 'spool', 'q');
+      rmSync(q, { recursive: true });
+      writeFileSync(q, 'not a folder');
+      const attempt = async () => {
+        const c = await RawSmtp.connect(ownPort);
+        await c.cmd('EHLO client.test');
+        await c.cmd('MAIL FROM:<s@elsewhere.test>');
+        await c.cmd('RCPT TO:<info@a.test>');
+        await c.cmd('DATA');
+        const r = await c.cmd('Subject: x\r\n\r\ny\r\n.');
+        c.close();
+        return r;
+      };
+      expect(await attempt()).toMatch(/^452 4\.3\.1 Cannot queue the message now, try again later \(ref \w+\)$/);
+      expect(own.logs().some((l) => l.msg === 'could not queue a message' && l.level === 50)).toBe(true);
+      expect(own.suite.state.mailQueue.count()).toBe(0);
+      rmSync(q);
+      mkdirSync(q);
+      expect(await attempt()).toMatch(/^250 /);
+      await waitFor(() => own.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
     } finally {
-      rmSync(tmp);
-      mkdirSync(tmp);
+      await own.stop();
     }
-    expect(t.logs().some((l) => l.msg === 'could not queue a message' && l.level === 50)).toBe(true);
-    const c = await session();
-    await c.cmd('MAIL FROM:<s@elsewhere.test>');
-    await c.cmd('RCPT TO:<info@a.test>');
-    await c.cmd('DATA');
-    expect(await c.cmd('Subject: x\r\n\r\ny\r\n.')).toMatch(/^250 /);
-    c.close();
-    await queueEmpty();
   });
 
   it('refuses a connection over maxConnectionsPerIp with 421 4.7.0', async () => {
-    const open = [await RawSmtp.connect(port), await RawSmtp.connect(port), await RawSmtp.connect(port)];
-    for (const c of open) expect(c.greeting).toMatch(/^220 /);
-    const extra = await RawSmtp.connect(port);
-    expect(extra.greeting).toMatch(/^421 4\.7\.0 Too many connections from your address/);
-    extra.close();
-    open[0]!.close();
-    await waitFor(async () => {
-      const c = await RawSmtp.connect(port);
-      c.close();
-      return c.greeting.startsWith('220');
-    }, 5_000, 'a free slot');
-    for (const c of open) c.close();
+    const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxConnectionsPerIp: 3 } }, tenants: { 'a.test': { domains: ['a.test'] } } });
+    try {
+      const ownPort = Number(new URL(own.suite.urls.smtp![0]!).port);
+      const open = [await RawSmtp.connect(ownPort), await RawSmtp.connect(ownPort), await RawSmtp.connect(ownPort)];
+      for (const c of open) expect(c.greeting).toMatch(/^220 /);
+      const extra = await RawSmtp.connect(ownPort);
+      expect(extra.greeting).toMatch(/^421 4\.7\.0 Too many connections from your address/);
+      extra.close();
+      open[0]!.close();
+      await waitFor(async () => {
+        const c = await RawSmtp.connect(ownPort);
+        c.close();
+        return c.greeting.startsWith('220');
+      }, 5_000, 'a free slot');
+      for (const c of open) c.close();
+      expect(own.logs().some((l) => l.msg === 'refused: too many connections from this address' && l.remote === '127.0.0.1')).toBe(true);
+    } finally {
+      await own.stop();
+    }
   });
 
   it('answers a client that talks before the greeting with 421 (the 100 ms greeting pause is kept)', async () => {

@@ -126,6 +126,38 @@ describe('queue: retry, flush, bounce', () => {
   });
 });
 
+describe('large messages (streamed to a file of their own)', () => {
+  it('forwards a 1 MB message byte for byte', async () => {
+    const relay = await sink();
+    const { t, port } = await suiteWith(relay.url);
+    const body = Array.from({ length: 14_000 }, (_, i) => `line ${i} ${'z'.repeat(64)}`).join('\r\n');
+    const c = nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true, name: 'client.test' });
+    await c.sendMail({ envelope: { from: 's@elsewhere.test', to: ['info@a.test'] }, raw: `Subject: big\r\n\r\n${body}\r\n` });
+    await waitFor(() => relay.messages.length === 1, 10_000, 'big message');
+    const text = relay.messages[0]!.raw.toString();
+    expect(text.slice(text.indexOf('Subject: big'))).toBe(`Subject: big\r\n\r\n${body}\r\n`);
+    await waitFor(() => t.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
+    const { readdirSync } = await import('node:fs');
+    expect(readdirSync(path.join(t.dataDir, 'spool', 'q')).filter((f) => f.startsWith('M'))).toEqual([]);
+  });
+
+  it('refuses DATA past maxMessageBytes on the streaming path too, leaving no file', async () => {
+    const relay = await sink();
+    const t = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], relay: relay.url, maxMessageBytes: 200_000 } }, tenants });
+    cleanup.push(() => t.stop());
+    const port = Number(new URL(t.suite.urls.smtp![0]!).port);
+    const c = nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true, name: 'client.test' });
+    const err = await c
+      .sendMail({ envelope: { from: 's@elsewhere.test', to: ['info@a.test'] }, raw: `Subject: huge\r\n\r\n${'y'.repeat(76)}\r\n`.repeat(4000) })
+      .then(() => undefined, (e: Error & { responseCode?: number; response?: string }) => e);
+    expect(err?.response).toMatch(/^552 5\.3\.4 /);
+    const { readdirSync } = await import('node:fs');
+    expect(readdirSync(path.join(t.dataDir, 'spool', 'tmp'))).toEqual([]);
+    expect(readdirSync(path.join(t.dataDir, 'spool', 'q'))).toEqual([]);
+    expect(t.suite.state.mailQueue.count()).toBe(0);
+  });
+});
+
 describe('SRS', () => {
   it('a bounce to the SRS address goes back to the original sender', async () => {
     const relay = await sink();
