@@ -8,9 +8,18 @@ import type { Deliverer, RecipientOutcome } from './deliver.ts';
 import { buildDsn, statusOf, type FailedRecipient } from './dsn.ts';
 import type { Spool, SpoolEnvelope } from './spool.ts';
 
-/** A new, unique queue id: milliseconds in base 36 then 40 random bits, letters and digits only. */
+const PROCESS_TAG = randomBytes(3).toString('hex');
+let idCounter = 0;
+
+/**
+ * A new, unique queue id, letters and digits only: milliseconds in base 36,
+ * a counter, and a tag random per process (two processes on the same data
+ * folder, one after the other, cannot collide within the same millisecond
+ * and counter value unless their tags match too).
+ */
 export function newQueueId(now = Date.now()): string {
-  return `${now.toString(36)}${randomBytes(5).toString('hex')}`.toUpperCase();
+  idCounter = (idCounter + 1) % 1296;
+  return `${now.toString(36)}${idCounter.toString(36).padStart(2, '0')}${PROCESS_TAG}`.toUpperCase();
 }
 
 export interface QueueSettings {
@@ -66,6 +75,10 @@ export class MailQueue implements MailSubmitter {
   private cachedBytes = 0;
   /** Spool file → ids of the queued messages in it; the file goes when the set is empty. */
   private readonly fileRefs = new Map<string, Set<string>>();
+  /** Accepted since the last pump could start them: due now. */
+  private readonly fresh = new Set<string>();
+  /** State may hold due messages not in `fresh` (after start, a flush, or a timer). */
+  private scan = false;
   private readonly deleting = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = true;
@@ -108,6 +121,7 @@ export class MailQueue implements MailSubmitter {
       this.cache.set(id, data);
       this.cachedBytes += data.length;
     }
+    this.fresh.add(id);
     this.pump();
     return { id, size };
   }
@@ -188,6 +202,7 @@ export class MailQueue implements MailSubmitter {
     // A start is a flush: whatever stopped the last run (a crash, a relay
     // that was down) may be fixed now, so every message gets one attempt.
     const queued = this.d.store.flushAll();
+    this.scan = true;
     if (queued > 0) this.log.info({ queued }, 'resuming the mail queue');
     this.pump();
     this.arm();
@@ -196,6 +211,7 @@ export class MailQueue implements MailSubmitter {
   /** Makes every queued message due now (`postqueue -f`); returns how many are queued. */
   flush(): number {
     const n = this.d.store.flushAll();
+    this.scan = true;
     this.pump();
     return n;
   }
@@ -229,21 +245,38 @@ export class MailQueue implements MailSubmitter {
     this.d.deliverer.close();
   }
 
-  /** Starts attempts for due messages while there are free slots. */
+  /**
+   * Starts attempts while there are free slots: first messages accepted
+   * since (due at once, known without a query), then, when the clock or a
+   * flush says some may be due, those found in state.
+   */
   private pump(): void {
     if (this.stopped) return;
+    for (const id of this.fresh) {
+      if (this.active.size >= this.d.settings.concurrency) return;
+      this.launch(id);
+    }
+    if (!this.scan) return;
     const free = this.d.settings.concurrency - this.active.size;
     if (free <= 0) return;
-    const ids = this.d.store.due(this.now(), free + this.active.size).filter((id) => !this.active.has(id));
-    for (const id of ids.slice(0, free)) {
-      const run = this.attempt(id)
-        .catch((err: Error) => this.log.error({ qid: id, err: err.message }, 'delivery attempt failed inside the queue'))
-        .finally(() => {
-          this.active.delete(id);
-          this.pump();
-        });
-      this.active.set(id, run);
+    const limit = free + this.active.size;
+    const due = this.d.store.due(this.now(), limit);
+    if (due.length < limit) this.scan = false;
+    for (const id of due) {
+      if (this.active.size >= this.d.settings.concurrency) break;
+      if (!this.active.has(id)) this.launch(id);
     }
+  }
+
+  private launch(id: string): void {
+    this.fresh.delete(id);
+    const run = this.attempt(id)
+      .catch((err: Error) => this.log.error({ qid: id, err: err.message }, 'delivery attempt failed inside the queue'))
+      .finally(() => {
+        this.active.delete(id);
+        this.pump();
+      });
+    this.active.set(id, run);
   }
 
   /** Sets the timer for the next message that is not due yet. */
@@ -255,6 +288,7 @@ export class MailQueue implements MailSubmitter {
     if (next === undefined) return;
     const wait = Math.min(Math.max(next - now, 0), MAX_TIMER_MS);
     this.timer = setTimeout(() => {
+      this.scan = true;
       this.pump();
       this.arm();
     }, wait);
@@ -316,7 +350,10 @@ export class MailQueue implements MailSubmitter {
         lastTemp = r.reply;
       }
     }
-    this.d.store.settle(id, settle);
+    // All delivered: one transaction takes the message out. Otherwise the
+    // outcomes are recorded first, so a bounce is never followed by a
+    // second delivery of what was already sent.
+    if (failed.length > 0 || lastTemp) this.d.store.settle(id, settle);
     if (failed.length > 0) await this.bounce(msg, failed);
     const deleting = this.deleting.delete(id);
     if (lastTemp && !deleting) {
