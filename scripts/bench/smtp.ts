@@ -21,7 +21,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SELF = fileURLToPath(import.meta.url);
-const BODY = `From: <bench@client.test>\r\nTo: <info@bench.test>\r\nSubject: bench\r\n\r\n${'x'.repeat(76)}\r\n`.repeat(1).padEnd(1024 - 2, 'y') + '\r\n';
+/** A 1 KiB message: three header lines, then lines of 78 characters. */
+const BODY = (() => {
+  let m = 'From: <bench@client.test>\r\nTo: <info@bench.test>\r\nSubject: bench\r\n\r\n';
+  while (m.length + 80 <= 1024) m += `${'x'.repeat(78)}\r\n`;
+  return m + `${'y'.repeat(1024 - m.length - 2)}\r\n`;
+})();
 
 // ---------------------------------------------------------------- servers
 
