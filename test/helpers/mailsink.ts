@@ -1,5 +1,7 @@
 import net, { type AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
+import type { Suite } from '../../src/main.ts';
+import { waitFor } from './suite.ts';
 
 export interface SunkMessage {
   from: string;
@@ -157,4 +159,14 @@ export class RawSmtp {
   close(): void {
     this.sock.destroy();
   }
+}
+
+/** The port of the suite's first SMTP listener. */
+export function smtpPort(suite: Suite): number {
+  return Number(new URL(suite.urls.smtp![0]!).port);
+}
+
+/** Waits until the suite's outbound queue is empty (every message delivered or bounced). */
+export async function queueDrained(suite: Suite, ms = 5_000): Promise<void> {
+  await waitFor(() => suite.state.mailQueue.count() === 0, ms, 'an empty mail queue');
 }

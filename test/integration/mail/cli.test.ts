@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, RawSmtp } from '../../helpers/mailsink.ts';
+import { freePort, RawSmtp, smtpPort } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -23,7 +23,7 @@ beforeAll(async () => {
     main: { smtp: { listen: ['127.0.0.1:0'], relay: `smtp://127.0.0.1:${await freePort()}`, idleTimeout: 0.5, queue: { minBackoff: 3600 } } },
     tenants: { 'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test' } } } },
   });
-  port = Number(new URL(t.suite.urls.smtp![0]!).port);
+  port = smtpPort(t.suite);
 });
 afterAll(async () => {
   await t?.stop();

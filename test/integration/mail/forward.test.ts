@@ -1,6 +1,6 @@
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startSink, RawSmtp, type MailSink } from '../../helpers/mailsink.ts';
+import { type MailSink, RawSmtp, smtpPort, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 let sink: MailSink;
@@ -25,7 +25,7 @@ beforeAll(async () => {
       'b.test': { domains: ['b.test'], mail: { forward: {}, catchAll: 'carol@remote.test' } },
     },
   });
-  port = Number(new URL(t.suite.urls.smtp![0]!).port);
+  port = smtpPort(t.suite);
 });
 afterAll(async () => {
   await t?.stop();

@@ -1,7 +1,7 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawSmtp, startSink, type MailSink } from '../../helpers/mailsink.ts';
+import { type MailSink, queueDrained, RawSmtp, smtpPort, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 let sink: MailSink;
@@ -19,7 +19,7 @@ beforeAll(async () => {
       'b.test': { domains: ['b.test'], mail: { catchAll: 'carol@remote.test' } },
     },
   });
-  port = Number(new URL(t.suite.urls.smtp![0]!).port);
+  port = smtpPort(t.suite);
 });
 afterAll(async () => {
   await t?.stop();
@@ -31,10 +31,6 @@ async function session(): Promise<RawSmtp> {
   expect(c.greeting).toMatch(/^220 mx\.test ESMTP/);
   expect(await c.cmd('EHLO client.test')).toMatch(/^250 /m);
   return c;
-}
-
-async function queueEmpty(): Promise<void> {
-  await waitFor(() => t.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
 }
 
 describe('RCPT refusals over the wire', () => {
@@ -123,7 +119,7 @@ describe('SMTP smuggling (CVE-2023-51764): only <CR><LF>.<CR><LF> ends DATA', ()
     // Nothing else was taken as a command: the next reply is QUIT's.
     expect(await c.cmd('QUIT')).toMatch(/^221/);
     c.close();
-    await queueEmpty();
+    await queueDrained(t.suite);
     expect(sink.messages.length).toBe(before + 1);
     const m = sink.messages[before]!;
     expect(m.to).toEqual(['alice@remote.test']);
@@ -139,7 +135,7 @@ describe('faults and limits', () => {
     // A suite of its own: the spool has no open segment yet, and q/ is made a plain file.
     const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url } }, tenants: { 'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test' } } } } });
     try {
-      const ownPort = Number(new URL(own.suite.urls.smtp![0]!).port);
+      const ownPort = smtpPort(own.suite);
       const q = path.join(own.dataDir, 'spool', 'q');
       rmSync(q, { recursive: true });
       writeFileSync(q, 'not a folder');
@@ -159,7 +155,7 @@ describe('faults and limits', () => {
       rmSync(q);
       mkdirSync(q);
       expect(await attempt()).toMatch(/^250 /);
-      await waitFor(() => own.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
+      await queueDrained(own.suite);
     } finally {
       await own.stop();
     }
@@ -168,7 +164,7 @@ describe('faults and limits', () => {
   it('refuses a connection over maxConnectionsPerIp with 421 4.7.0', async () => {
     const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxConnectionsPerIp: 3 } }, tenants: { 'a.test': { domains: ['a.test'] } } });
     try {
-      const ownPort = Number(new URL(own.suite.urls.smtp![0]!).port);
+      const ownPort = smtpPort(own.suite);
       const open = [await RawSmtp.connect(ownPort), await RawSmtp.connect(ownPort), await RawSmtp.connect(ownPort)];
       for (const c of open) expect(c.greeting).toMatch(/^220 /);
       const extra = await RawSmtp.connect(ownPort);

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../../src/core/log.ts';
 import { startSuite } from '../../../src/main.ts';
 import { controlRequest } from '../../../src/mail/control.ts';
-import { freePort, startSink, type MailSink } from '../../helpers/mailsink.ts';
+import { freePort, type MailSink, queueDrained, smtpPort, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, writeConfig, type TestSuite, type TestSuiteOptions } from '../../helpers/suite.ts';
 
 const cleanup: Array<() => Promise<void>> = [];
@@ -22,7 +22,7 @@ async function suiteWith(relay: string, queue: Record<string, number> = {}): Pro
     tenants,
   });
   cleanup.push(() => t.stop());
-  return { t, port: Number(new URL(t.suite.urls.smtp![0]!).port) };
+  return { t, port: smtpPort(t.suite) };
 }
 
 async function sink(port?: number): Promise<MailSink> {
@@ -51,7 +51,7 @@ describe('queue: retry, flush, bounce', () => {
     expect(res).toEqual({ ok: true, queued: 1 });
     await waitFor(() => relay.messages.length === 1, 5_000, 'delivery after flush');
     expect(relay.messages[0]!.raw.toString()).toContain('Subject: waiting');
-    await waitFor(() => t.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
+    await queueDrained(t.suite);
   });
 
   it('retries a 4xx with backoff until it is accepted, without a flush', async () => {
@@ -63,7 +63,7 @@ describe('queue: retry, flush, bounce', () => {
     expect(t.suite.state.mailQueue.list()[0]!.lastReply).toMatch(/^451 4\.2\.0 try later/);
     relay.rcptReply.clear();
     await waitFor(() => relay.messages.length === 1, 5_000, 'delivery on retry');
-    await waitFor(() => t.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
+    await queueDrained(t.suite);
   });
 
   it('bounces a 5xx to the original sender: RFC 3464 DSN from MAILER-DAEMON with a null envelope sender', async () => {
@@ -88,7 +88,7 @@ describe('queue: retry, flush, bounce', () => {
     expect(text).toMatch(/^Content-Type: text\/rfc822-headers$/m);
     expect(text).toContain('Message-ID: <partly@client.test>');
     expect(text).not.toContain('\r\nbody\r\n');
-    await waitFor(() => t.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
+    await queueDrained(t.suite);
   });
 
   it('never bounces a message whose sender is null', async () => {
@@ -97,7 +97,7 @@ describe('queue: retry, flush, bounce', () => {
     const { t, port } = await suiteWith(relay.url);
     await send(port, '', ['info@a.test'], 'nullsender');
     await waitFor(() => t.logs().some((l) => l.msg === 'undeliverable message with a null sender: no bounce'), 5_000, 'no-bounce log');
-    await waitFor(() => t.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
+    await queueDrained(t.suite);
     expect(relay.messages).toEqual([]);
   });
 
@@ -111,7 +111,7 @@ describe('queue: retry, flush, bounce', () => {
     expect(relay.messages[0]!.to).toEqual(['sender@elsewhere.test']);
     expect(text).toMatch(/^Status: 4\.4\.7$/m);
     expect(text).toMatch(/^Diagnostic-Code: smtp; 4\.4\.7 gave up after .* last reply: 451 4\.3\.0 still not$/m);
-    await waitFor(() => t.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
+    await queueDrained(t.suite);
   });
 
   it('refuses `queue delete` of an unknown id and deletes a queued message', async () => {
@@ -136,7 +136,7 @@ describe('large messages (streamed to a file of their own)', () => {
     await waitFor(() => relay.messages.length === 1, 10_000, 'big message');
     const text = relay.messages[0]!.raw.toString();
     expect(text.slice(text.indexOf('Subject: big'))).toBe(`Subject: big\r\n\r\n${body}\r\n`);
-    await waitFor(() => t.suite.state.mailQueue.count() === 0, 5_000, 'empty queue');
+    await queueDrained(t.suite);
     const { readdirSync } = await import('node:fs');
     expect(readdirSync(path.join(t.dataDir, 'spool', 'q')).filter((f) => f.startsWith('M'))).toEqual([]);
   });
@@ -145,7 +145,7 @@ describe('large messages (streamed to a file of their own)', () => {
     const relay = await sink();
     const t = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], relay: relay.url, maxMessageBytes: 200_000 } }, tenants });
     cleanup.push(() => t.stop());
-    const port = Number(new URL(t.suite.urls.smtp![0]!).port);
+    const port = smtpPort(t.suite);
     const c = nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true, name: 'client.test' });
     const err = await c
       .sendMail({ envelope: { from: 's@elsewhere.test', to: ['info@a.test'] }, raw: `Subject: huge\r\n\r\n${'y'.repeat(76)}\r\n`.repeat(4000) })
@@ -188,7 +188,7 @@ describe('durability', () => {
     cleanup.push(async () => {
       if (!t1Stopped) await t1.stop();
     });
-    await send(Number(new URL(t1.suite.urls.smtp![0]!).port), 's@elsewhere.test', ['info@a.test'], 'survivor');
+    await send(smtpPort(t1.suite), 's@elsewhere.test', ['info@a.test'], 'survivor');
     expect(t1.suite.state.mailQueue.count()).toBe(1);
     await t1.suite.stop(0);
     t1Stopped = true;
@@ -202,7 +202,7 @@ describe('durability', () => {
     });
     await waitFor(() => relay.messages.length === 1, 5_000, 'delivery after restart');
     expect(relay.messages[0]!.raw.toString()).toContain('Subject: survivor');
-    await waitFor(() => suite2.state.mailQueue.count() === 0, 5_000, 'empty queue');
+    await queueDrained(suite2);
   });
 
   it('MailSubmitter.submit() resolves once queued, and the message is delivered', async () => {
