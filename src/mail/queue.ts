@@ -75,6 +75,8 @@ export class MailQueue implements MailSubmitter {
   private cachedBytes = 0;
   /** Spool file → ids of the queued messages in it; the file goes when the set is empty. */
   private readonly fileRefs = new Map<string, Set<string>>();
+  private batch: Array<() => void> = [];
+  private batchCommit: Promise<void> | undefined;
   /** Accepted since the last pump could start them: due now. */
   private readonly fresh = new Set<string>();
   /** State may hold due messages not in `fresh` (after start, a flush, or a timer). */
@@ -111,7 +113,8 @@ export class MailQueue implements MailSubmitter {
     // The spool claims the file for this id (onStored) before it resolves.
     const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
     try {
-      this.d.store.add({ id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients });
+      const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients };
+      await this.batched(() => this.d.store.add(row));
     } catch (err) {
       // Not acknowledged: the message must not come back from the spool on the next start.
       await this.release(id, file).catch(() => undefined);
@@ -124,6 +127,31 @@ export class MailQueue implements MailSubmitter {
     this.fresh.add(id);
     this.pump();
     return { id, size };
+  }
+
+  /**
+   * Runs `write` in a transaction shared with the other writes of this turn
+   * of the event loop (a spool group resolves many messages at once): one
+   * commit instead of one each. Resolves once committed.
+   */
+  private batched(write: () => void): Promise<void> {
+    this.batch.push(write);
+    this.batchCommit ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        const writes = this.batch;
+        this.batch = [];
+        this.batchCommit = undefined;
+        try {
+          this.d.store.transaction(() => {
+            for (const w of writes) w();
+          });
+          resolve();
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+    });
+    return this.batchCommit;
   }
 
   private ref(file: string, id: string): void {
@@ -141,7 +169,7 @@ export class MailQueue implements MailSubmitter {
     if (last) this.fileRefs.delete(file);
     // The segment still taking messages stays; it is removed when sealed (see constructor).
     const keep = !last || this.d.spool.isOpen(file);
-    this.d.store.remove(id, file, keep);
+    await this.batched(() => this.d.store.remove(id, file, keep));
     if (keep) return;
     await this.d.spool.remove(file);
     this.d.store.forgetFile(file);

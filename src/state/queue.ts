@@ -129,6 +129,11 @@ export class MailQueueStore {
     };
   }
 
+  /** Runs `fn` in one transaction (nested calls become savepoints). */
+  transaction(fn: () => void): void {
+    this.db.transaction(fn)();
+  }
+
   /** Records a message and its recipients in one transaction. */
   add(m: NewQueuedMessage): void {
     this.db.transaction(() => {
