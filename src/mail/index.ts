@@ -207,6 +207,11 @@ export function createMailService(deps: MailDeps): MailService {
         s.log.info({ from, bytes: stream.byteLength, limit: smtp!.maxMessageBytes }, 'message refused: larger than smtp.maxMessageBytes');
         throw reply(552, `5.3.4 Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
       }
+      if (stream.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNECTION') {
+        // Nobody is left to answer; nothing was kept.
+        s.log.info({ from, bytes: stream.byteLength }, 'client went away during DATA; message dropped before acceptance');
+        throw reply(451, '4.4.2 Connection closed during DATA');
+      }
       const ref = errorRef();
       s.log.error({ ref, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'could not queue a message');
       throw reply(452, `4.3.1 Cannot queue the message now, try again later (ref ${ref})`);

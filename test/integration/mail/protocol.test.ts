@@ -97,6 +97,20 @@ describe('size', () => {
   });
 });
 
+describe('a client that goes away during DATA', () => {
+  it('leaves nothing queued and logs it as the client\'s doing', async () => {
+    const c = await session();
+    await c.cmd('MAIL FROM:<s@elsewhere.test>');
+    await c.cmd('RCPT TO:<info@a.test>');
+    expect(await c.cmd('DATA')).toMatch(/^354/);
+    c.send('Subject: cut\r\n\r\nhalf a mess');
+    c.close();
+    await waitFor(() => t.logs().some((l) => l.msg === 'client went away during DATA; message dropped before acceptance'), 5_000, 'the log line');
+    expect(t.suite.state.mailQueue.count()).toBe(0);
+    expect(readdirSync(path.join(t.dataDir, 'spool', 'tmp'))).toEqual([]);
+  });
+});
+
 describe('SMTP smuggling (CVE-2023-51764): only <CR><LF>.<CR><LF> ends DATA', () => {
   const sequences: Array<[string, string]> = [
     ['\\n.\\n', '\n.\n'],
