@@ -13,7 +13,7 @@
  *
  *   node --import tsx scripts/bench/smtp.ts [--messages 2000] [--sessions 20]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -86,6 +86,7 @@ interface Server {
 
 function startServer(args: string[]): Promise<Server> {
   return new Promise((resolve, reject) => {
+    // BENCH_PROF=suite (or bare) writes a V8 CPU profile of that server to /tmp/bench-prof.
     const prof = process.env.BENCH_PROF && args[1] === process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', '/tmp/bench-prof'] : [];
     const proc = spawn(process.execPath, [...prof, '--import', 'tsx', SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let count = 0;
@@ -240,6 +241,10 @@ async function latency(port: number, n: number): Promise<{ greeting: number; ses
 
 // ---------------------------------------------------------------- main
 
+function hasCommand(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i === -1 ? def : Number(process.argv[i + 1]);
@@ -284,6 +289,7 @@ async function main(): Promise<void> {
     process.stdout.write(`  bare smtp-server: connect → 220 ${lb.greeting.toFixed(1)} ms, whole one-message session ${lb.session.toFixed(1)} ms\n`);
     process.stdout.write(`  makewaves:        connect → 220 ${ls.greeting.toFixed(1)} ms, whole one-message session ${ls.session.toFixed(1)} ms\n`);
     process.stdout.write(`  (both keep smtp-server's 100 ms greeting pause)\n`);
+    if (!hasCommand('smtp-source')) process.stdout.write(`Postfix smtp-source/smtp-sink not installed: not compared in this run.\n`);
   } finally {
     await suite.stop();
     await relay.stop();
