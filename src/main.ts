@@ -1,11 +1,11 @@
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
+import type { MailSubmitter } from './core/contracts.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
-import type { MailSubmitter } from './core/contracts.ts';
 import { createMailService } from './mail/index.ts';
 import { openState, type State } from './state/index.ts';
 
