@@ -197,6 +197,21 @@ describe('faults and limits', () => {
     }
   });
 
+  it('refuses a connection over maxConnections in all with 421', async () => {
+    const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], maxConnections: 2 } }, tenants: { 'a.test': { domains: ['a.test'] } } });
+    try {
+      const ownPort = smtpPort(own.suite);
+      const open = [await RawSmtp.connect(ownPort), await RawSmtp.connect(ownPort)];
+      for (const c of open) expect(c.greeting).toMatch(/^220 /);
+      const extra = await RawSmtp.connect(ownPort);
+      expect(extra.greeting).toMatch(/^421 .*Too many connected clients/);
+      extra.close();
+      for (const c of open) c.close();
+    } finally {
+      await own.stop();
+    }
+  });
+
   it('answers a client that talks before the greeting with 421 (the 100 ms greeting pause is kept)', async () => {
     const c = await RawSmtp.connectEarly(port, 'EHLO early.test\r\n');
     expect(c.greeting).toMatch(/^421 .*talk too soon/i);
