@@ -1,7 +1,7 @@
 import { promises as dnsPromises } from 'node:dns';
-import net, { isIP } from 'node:net';
+import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import nodemailer from 'nodemailer';
+import { SmtpPool, SmtpSession, type SentInfo, type SmtpError } from './smtp-client.ts';
 
 /** One delivery attempt of one queued message to some of its recipients. */
 export interface DeliveryRequest {
@@ -31,21 +31,7 @@ export interface Deliverer {
   close(): void;
 }
 
-interface SmtpError extends Error {
-  code?: string;
-  responseCode?: number;
-  response?: string;
-  rejectedErrors?: SmtpError[];
-  recipient?: string;
-}
-
 /** Maps nodemailer's result or error to one outcome per recipient. */
-/** The parts of nodemailer's SentMessageInfo we read (its typings omit rejectedErrors). */
-interface SentInfo {
-  response: string;
-  rejectedErrors?: SmtpError[];
-}
-
 function outcomes(recipients: readonly string[], via: string, result: { info?: SentInfo; err?: SmtpError }): RecipientOutcome[] {
   const rejected = new Map<string, SmtpError>();
   for (const e of result.info?.rejectedErrors ?? result.err?.rejectedErrors ?? []) {
@@ -67,32 +53,6 @@ function isConnectionLevel(err: SmtpError): boolean {
   return err.responseCode === 421 || (err.code === 'EPROTOCOL' && err.responseCode < 500);
 }
 
-/**
- * nodemailer's getSocket hook: our own TCP connection with TCP_NODELAY.
- * nodemailer writes the message and the final "." in separate writes; with
- * Nagle's algorithm the second waits for the ACK of the first, which the
- * receiver delays by ~40 ms, so every message would cost 40 ms per
- * connection (measured: 110 msg/s over 5 pooled connections to a bare
- * smtp-server before, see scripts/bench/smtp.ts).
- */
-function noDelaySocket(timeoutMs: number) {
-  return (options: { host?: string; port?: number }, callback: (err: Error | null, socketOptions?: { connection: net.Socket }) => void): void => {
-    const sock = net.connect({ host: options.host, port: options.port ?? 25 });
-    const fail = (err: Error) => {
-      sock.destroy();
-      callback(err);
-    };
-    sock.setTimeout(timeoutMs, () => fail(Object.assign(new Error('Connection timeout'), { code: 'ETIMEDOUT' })));
-    sock.once('error', fail);
-    sock.once('connect', () => {
-      sock.removeListener('error', fail);
-      sock.setTimeout(0);
-      sock.setNoDelay(true);
-      callback(null, { connection: sock });
-    });
-  };
-}
-
 export interface RelayOptions {
   /** `smtp://host:port` or `smtps://user:pass@host:port`. */
   url: string;
@@ -103,39 +63,37 @@ export interface RelayOptions {
 
 /**
  * Delivers everything through one smarthost over a pool of reused
- * connections (nodemailer's pooled SMTP transport). STARTTLS is used when
+ * connections (nodemailer's SMTP client, see smtp-client.ts). STARTTLS is used when
  * the relay offers it (opportunistic: an unverified certificate is still
  * better than plain text, as with Postfix's `smtp_tls_security_level = may`);
  * `smtps://` is TLS from the start and verifies the certificate.
  */
 export class RelayDeliverer implements Deliverer {
-  private readonly transport;
+  private readonly pool: SmtpPool;
   private readonly via: string;
 
   constructor(o: RelayOptions) {
     const url = new URL(o.url);
     const secure = url.protocol === 'smtps:';
     this.via = url.host;
-    this.transport = nodemailer.createTransport({
-      pool: true,
-      host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: Number(url.port) || (secure ? 465 : 25),
-      secure,
-      name: o.hostname,
-      maxConnections: o.maxConnections,
-      maxMessages: 1000,
-      tls: secure ? {} : { rejectUnauthorized: false },
-      ...(url.username ? { auth: { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } } : {}),
-      connectionTimeout: 30_000,
-      greetingTimeout: 30_000,
-      socketTimeout: 120_000,
-      getSocket: noDelaySocket(30_000),
-    });
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    this.pool = new SmtpPool(
+      {
+        host,
+        port: Number(url.port) || (secure ? 465 : 25),
+        secure,
+        name: o.hostname,
+        tls: secure ? { servername: isIP(host) ? undefined : host } : { rejectUnauthorized: false },
+        auth: url.username ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } : undefined,
+        connectTimeout: 30_000,
+      },
+      o.maxConnections,
+    );
   }
 
   async deliver(req: DeliveryRequest): Promise<RecipientOutcome[]> {
     try {
-      const info = (await this.transport.sendMail({ envelope: { from: req.sender, to: [...req.recipients] }, raw: req.open() })) as SentInfo;
+      const info = await this.pool.send(req.sender, req.recipients, () => req.open());
       return outcomes(req.recipients, this.via, { info });
     } catch (err) {
       return outcomes(req.recipients, this.via, { err: err as SmtpError });
@@ -143,7 +101,7 @@ export class RelayDeliverer implements Deliverer {
   }
 
   close(): void {
-    this.transport.close();
+    this.pool.close();
   }
 }
 
@@ -226,24 +184,23 @@ export class MxDeliverer implements Deliverer {
     for (const host of mx.hosts) {
       for (const ip of await this.addresses(host)) {
         const via = `${host}[${ip}]`;
-        const transport = nodemailer.createTransport({
-          host: ip,
-          port: this.o.port,
-          name: this.o.hostname,
-          tls: { servername: isIP(host) ? undefined : host, rejectUnauthorized: false },
-          connectionTimeout: this.o.connectTimeout ?? 30_000,
-          greetingTimeout: this.o.connectTimeout ?? 30_000,
-          socketTimeout: 120_000,
-          getSocket: noDelaySocket(this.o.connectTimeout ?? 30_000),
-        });
+        let session: SmtpSession | undefined;
         try {
-          const info = (await transport.sendMail({ envelope: { from: req.sender, to: rcpts }, raw: req.open() })) as SentInfo;
+          session = await SmtpSession.open({
+            host: ip,
+            port: this.o.port,
+            secure: false,
+            name: this.o.hostname,
+            tls: { servername: isIP(host) ? undefined : host, rejectUnauthorized: false },
+            connectTimeout: this.o.connectTimeout ?? 30_000,
+          });
+          const info = await session.send(req.sender, rcpts, req.open());
           return outcomes(rcpts, via, { info });
         } catch (err) {
           last = outcomes(rcpts, via, { err: err as SmtpError });
           if (!isConnectionLevel(err as SmtpError)) return last;
         } finally {
-          transport.close();
+          session?.close();
         }
       }
     }
