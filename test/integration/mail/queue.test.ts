@@ -54,6 +54,18 @@ describe('queue: retry, flush, bounce', () => {
     await queueDrained(t.suite);
   });
 
+  it('reconnects to a relay that was restarted without a retry delay', async () => {
+    const first = await startSink();
+    const { t, port } = await suiteWith(first.url, { minBackoff: 3600, maxBackoff: 3600 });
+    await send(port, 's@elsewhere.test', ['info@a.test'], 'before');
+    await waitFor(() => first.messages.length === 1, 5_000, 'first delivery');
+    await first.close();
+    const second = await sink(first.port);
+    await send(port, 's@elsewhere.test', ['info@a.test'], 'after');
+    await waitFor(() => second.messages.length === 1, 5_000, 'delivery over a new connection');
+    expect(t.logs().filter((l) => l.msg === 'delivery attempt' && l.status === 'temp')).toEqual([]);
+  });
+
   it('retries a 4xx with backoff until it is accepted, without a flush', async () => {
     const relay = await sink();
     relay.rcptReply.set('alice@remote.test', [451, '4.2.0 try later']);
