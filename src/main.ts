@@ -1,6 +1,7 @@
 import { createCgi } from './cgi/index.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
+import type { MailSubmitter } from './core/contracts.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
@@ -8,6 +9,7 @@ import { createAdminService } from './admin/index.ts';
 import { Metrics } from './core/metrics.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
+import { createMailService } from './mail/index.ts';
 import { openState, type State } from './state/index.ts';
 
 export interface SuiteOptions {
@@ -22,6 +24,8 @@ export interface Suite {
   readonly urls: Readonly<Record<string, string[]>>;
   readonly state: State;
   readonly metrics: Metrics;
+  /** The durable outbound mail queue, when `smtp` is configured (for form handlers and lists). */
+  readonly mail: MailSubmitter | undefined;
   registry(): Registry;
   /** Loads the config again; true if the new snapshot was taken, false if it was refused (old one keeps serving). */
   reload(): boolean;
@@ -41,11 +45,16 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
 
   const metrics = new Metrics();
   const services: Service[] = [];
-  // Handlers' mail is refused as unavailable until the outbound queue is wired in as `mail`.
-  const cgi = createCgi({ registry, log, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
+  let mail: MailSubmitter | undefined;
+  if (config.main.smtp) {
+    const m = createMailService({ registry, state, log });
+    services.push(m.service);
+    mail = m.submitter;
+  }
+  const cgi = createCgi({ registry, log, mail, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
   services.push(cgi.service);
   services.push(createHttpService({ registry, state, log, metrics, gateway: cgi.gateway }));
-  for (const missing of ['smtp', 'ftp'] as const) {
+  for (const missing of ['ftp'] as const) {
     if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
   }
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
@@ -71,9 +80,10 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const reload = (): boolean => {
     try {
       const next = new Registry(loadConfig(options.configDir));
-      const before = JSON.stringify([registry.config.main.http.listen, registry.config.main.dataDir, registry.config.main.sitesDir]);
-      const after = JSON.stringify([next.config.main.http.listen, next.config.main.dataDir, next.config.main.sitesDir]);
-      if (before !== after) log.warn('listen addresses, data or sites changed: those take effect on restart');
+      const fixed = (r: Registry) => JSON.stringify([r.config.main.http.listen, r.config.main.smtp, r.config.main.dataDir, r.config.main.sitesDir]);
+      const before = fixed(registry);
+      const after = fixed(next);
+      if (before !== after) log.warn('listen addresses, smtp settings, data or sites changed: those take effect on restart');
       registry = next;
       for (const s of services) s.reload(next);
       log.info({ tenants: next.tenants.size }, 'configuration reloaded');
@@ -93,6 +103,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     urls,
     state,
     metrics,
+    mail,
     registry: () => registry,
     reload,
     stop(graceMs = 5_000) {

@@ -4,6 +4,7 @@ import { isConfigDir } from '../core/config/load.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { check } from './commands/check.ts';
 import { forms } from './commands/forms.ts';
+import { queueControl, queueList } from './commands/queue.ts';
 
 /** The bundled example config, used when the current folder has none. */
 const BUNDLED = path.join(packageRoot(), 'config');
@@ -60,6 +61,28 @@ export async function main(argv: string[]): Promise<number> {
       const limit = Number(opts.limit);
       if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive whole number, not "${opts.limit}"`);
       code = forms(configDirOf(opts.config), tenant, { limit, full: opts.full === true });
+    });
+
+  const queue = program
+    .command('queue')
+    .description('list the outbound mail queue (id, age, sender, recipients, attempts, last reply)')
+    .option('-c, --config <dir>', 'config folder')
+    .action((opts: { config?: string }) => {
+      code = queueList(configDirOf(opts.config));
+    });
+  queue
+    .command('flush')
+    .description('make the running server try every queued message now')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (opts: { config?: string }) => {
+      code = await queueControl(configDirOf(opts.config ?? queue.opts<{ config?: string }>().config), 'flush');
+    });
+  queue
+    .command('delete <id>')
+    .description('remove a message from the running server\'s queue')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (id: string, opts: { config?: string }) => {
+      code = await queueControl(configDirOf(opts.config ?? queue.opts<{ config?: string }>().config), 'delete', id);
     });
 
   try {

@@ -2,6 +2,45 @@ import path from 'node:path';
 import { normalizeHost } from '../lib/hostname.ts';
 import type { LoadedConfig } from './config/load.ts';
 import type { TenantConfig } from './config/schema.ts';
+import { parseRecipient } from './recipient.ts';
+
+/** How deep forward targets on hosted domains are followed (Postfix's alias expansion stops at a similar depth). */
+export const MAX_FORWARD_DEPTH = 10;
+
+/**
+ * Where mail for one envelope recipient goes, decided at RCPT time.
+ * `kind` grows with the mailing-list issue (`'list'`: a list address with
+ * its members taken from state at delivery time).
+ */
+export type RcptRoute =
+  | {
+      ok: true;
+      kind: 'forward';
+      tenant: Tenant;
+      /** The recipient as parsed: lower-case `local@domain`. */
+      address: string;
+      /** External mailboxes after expanding forwards on hosted domains; never empty. */
+      targets: readonly string[];
+      /** Dead ends met while expanding (a loop, an unknown hosted address): worth a log line, not a refusal. */
+      problems: readonly string[];
+    }
+  | {
+      ok: false;
+      /**
+       * `syntax`: not an address; `relay-denied`: a domain we do not host, or a local part that routes elsewhere
+       * (percent hack, bang path, quoted `@`); `unknown-user`: hosted domain, no such address and no catch-all;
+       * `loop`: the forwards of this address lead only back to themselves or too deep.
+       */
+      reason: 'syntax' | 'relay-denied' | 'unknown-user' | 'loop';
+      tenant?: Tenant;
+      detail: string;
+    };
+
+interface Expansion {
+  targets: string[];
+  problems: string[];
+  looped: boolean;
+}
 
 export interface ProxyRoute {
   /** URL path prefix, starting and ending with "/". */
@@ -37,6 +76,10 @@ export class Registry {
   readonly config: LoadedConfig;
   readonly tenants: ReadonlyMap<string, Tenant>;
   private readonly hosts: Map<string, Tenant>;
+  /** `local@domain` → its forward, expanded once here. */
+  private readonly forwards = new Map<string, Expansion>();
+  /** domain → its catch-all, expanded once here. */
+  private readonly catchAlls = new Map<string, Expansion>();
   /** Host name of the personal-pages site (`http://<userdir>/~<id>/`), if configured. */
   readonly userdir: string | undefined;
 
@@ -67,6 +110,83 @@ export class Registry {
     this.tenants = tenants;
     this.hosts = hosts;
     this.userdir = config.main.http.userdir;
+    this.precomputeMailRoutes();
+  }
+
+  private precomputeMailRoutes(): void {
+    const rawForward = new Map<string, readonly string[]>();
+    const rawCatchAll = new Map<string, string>();
+    for (const t of this.tenants.values()) {
+      const mail = t.config.mail;
+      if (!mail) continue;
+      for (const d of t.domains) {
+        for (const [local, targets] of Object.entries(mail.forward)) rawForward.set(`${local.toLowerCase()}@${d}`, targets);
+        if (mail.catchAll) rawCatchAll.set(d, mail.catchAll);
+      }
+    }
+    // Depth-first over hosted targets. `path` holds the addresses on the way
+    // down (a repeat there is a loop); `seen` drops duplicates reached by two
+    // branches, so each external mailbox gets one copy.
+    const expand = (start: readonly string[], startPath: readonly string[]): Expansion => {
+      const out: Expansion = { targets: [], problems: [], looped: false };
+      const seen = new Set<string>();
+      const walk = (addr: string, path: string[]): void => {
+        if (path.includes(addr)) {
+          out.looped = true;
+          out.problems.push(`forwarding loop: ${[...path, addr].join(' → ')}`);
+          return;
+        }
+        if (path.length > MAX_FORWARD_DEPTH) {
+          out.looped = true;
+          out.problems.push(`forwarding deeper than ${MAX_FORWARD_DEPTH}: ${[...path, addr].join(' → ')}`);
+          return;
+        }
+        if (seen.has(addr)) return;
+        seen.add(addr);
+        const at = addr.lastIndexOf('@');
+        const domain = addr.slice(at + 1);
+        if (!this.hosts.has(domain)) {
+          out.targets.push(addr);
+          return;
+        }
+        const next = rawForward.get(addr) ?? (rawCatchAll.has(domain) ? [rawCatchAll.get(domain)!] : undefined);
+        if (!next) {
+          out.problems.push(`${[...path, addr].join(' → ')}: no such address here`);
+          return;
+        }
+        for (const n of next) walk(n, [...path, addr]);
+      };
+      for (const a of start) walk(a, [...startPath]);
+      return out;
+    };
+    for (const [addr, targets] of rawForward) this.forwards.set(addr, expand(targets, [addr]));
+    for (const [domain, target] of rawCatchAll) this.catchAlls.set(domain, expand([target], [`*@${domain}`]));
+  }
+
+  /**
+   * Routes one envelope recipient (RCPT TO): a forward of a hosted domain,
+   * else its catch-all, else a refusal with the reason. O(1) after parsing:
+   * every forward and catch-all was expanded in the constructor.
+   */
+  route(address: string): RcptRoute {
+    const p = parseRecipient(address);
+    if (!p.ok) return { ok: false, reason: p.why === 'syntax' ? 'syntax' : 'relay-denied', detail: p.detail };
+    const tenant = this.hosts.get(p.domain);
+    if (!tenant) return { ok: false, reason: 'relay-denied', detail: `${p.domain} is not hosted here` };
+    const addr = `${p.local}@${p.domain}`;
+    // The mailing-list issue adds `mail.lists` here, between forwards and the
+    // catch-all: `<list>@domain` and its `-request`/`-owner` addresses.
+    const exp = this.forwards.get(addr) ?? this.catchAlls.get(p.domain);
+    if (!exp) return { ok: false, reason: 'unknown-user', tenant, detail: `no forward for ${addr} and no catch-all` };
+    if (exp.targets.length === 0) {
+      return { ok: false, reason: exp.looped ? 'loop' : 'unknown-user', tenant, detail: exp.problems.join('; ') };
+    }
+    return { ok: true, kind: 'forward', tenant, address: addr, targets: exp.targets, problems: exp.problems };
+  }
+
+  /** True when mail for `domain` (lower case) is ours to accept. */
+  hostsDomain(domain: string): boolean {
+    return this.hosts.has(domain);
   }
 
   /**

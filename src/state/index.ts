@@ -1,26 +1,31 @@
 import { openDb, type Db } from './db.ts';
 import { FormLog, formMigrations } from './forms.ts';
+import { MailQueueStore, queueMigrations } from './queue.ts';
 import { TrafficCounters, trafficMigrations } from './traffic.ts';
 
 export type { FormSubmission } from './forms.ts';
 export type { TrafficTotals } from './traffic.ts';
-export { FormLog, TrafficCounters };
+export type { QueuedMessage, QueuedRecipient, NewQueuedMessage } from './queue.ts';
+export { FormLog, TrafficCounters, MailQueueStore };
 
 /** Durable runtime data shared by the services (SQLite in `<data>/makewaves.db`). */
 export interface State {
   readonly db: Db;
   readonly traffic: TrafficCounters;
   readonly forms: FormLog;
+  readonly mailQueue: MailQueueStore;
   close(): void;
 }
 
 export function openState(dataDir: string): State {
-  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations]);
+  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations]);
   const traffic = new TrafficCounters(db);
+  const mailQueue = new MailQueueStore(db);
   return {
     db,
     traffic,
     forms: new FormLog(db),
+    mailQueue,
     close() {
       traffic.flush();
       db.close();

@@ -67,7 +67,36 @@ export const mainSchema = z.strictObject({
     .strictObject({
       listen: listenList,
       maxMessageBytes: size.default(10 * 1024 * 1024),
-      relay: z.string().url().optional(),
+      /** Smarthost for all outbound mail (`smtp://host:port`, `smtps://user:pass@host:465`); absent: deliver to each domain's MX. */
+      relay: z
+        .string()
+        .url()
+        .refine((u) => /^smtps?:$/.test(new URL(u).protocol), 'must be an smtp:// or smtps:// URL')
+        .optional(),
+      /** Simultaneous SMTP sessions in all (the next one gets 421). */
+      maxConnections: z.number().int().min(1).max(100_000).default(200),
+      /** Simultaneous SMTP sessions from one client address. */
+      maxConnectionsPerIp: z.number().int().min(1).max(100_000).default(20),
+      /** Recipients per message; the next RCPT gets 452 4.5.3 (RFC 5321 §4.5.3.1.8 asks for at least 100). */
+      maxRecipients: z.number().int().min(1).max(10_000).default(100),
+      /** Seconds a session may stay silent before it is closed (RFC 5321 §4.5.3.2.7 suggests 5 minutes). */
+      idleTimeout: z.number().positive().max(3600).default(300),
+      /** Look up the client's host name (PTR) for each connection; off by default (it costs a DNS query per session). */
+      reverseLookup: z.boolean().default(false),
+      /** Domain of the SRS addresses written into forwarded mail's envelope sender; defaults to `hostname`. */
+      srsDomain: hostname.optional(),
+      /** Outbound queue: Postfix-like backoff that doubles from minBackoff to maxBackoff (seconds), bounce after lifetime. */
+      queue: z
+        .strictObject({
+          minBackoff: z.number().positive().default(300),
+          maxBackoff: z.number().positive().default(4000),
+          lifetime: z.number().positive().default(5 * 24 * 3600),
+          /** Messages delivered at the same time. */
+          concurrency: z.number().int().min(1).max(1000).default(20),
+          /** TCP port of remote MX hosts (25; other values only make sense in tests). */
+          mxPort: z.number().int().min(1).max(65535).default(25),
+        })
+        .default({ minBackoff: 300, maxBackoff: 4000, lifetime: 5 * 24 * 3600, concurrency: 20, mxPort: 25 }),
     })
     .optional(),
   admin: z

@@ -1,0 +1,306 @@
+/**
+ * SMTP benchmark: 1 KB messages from 20 concurrent sessions, against
+ *  - a bare smtp-server that accepts and discards (the reference sink),
+ *  - makewaves (250 only after fsync of spool file and folder + state row),
+ *    measuring the accept rate and the end-to-end forwarding rate to a
+ *    bare sink used as `smtp.relay`,
+ * each with a new connection per message and with reused connections,
+ * plus per-connection latency (connect → greeting, and a whole
+ * one-message session) measured one at a time.
+ *
+ * Servers run in child processes, the client in this one, so the client
+ * does not share an event loop with the server it measures.
+ *
+ *   node --import tsx scripts/bench/smtp.ts [--messages 2000] [--sessions 20]
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SELF = fileURLToPath(import.meta.url);
+/** A 1 KiB message: three header lines, then lines of 78 characters. */
+const BODY = (() => {
+  let m = 'From: <bench@client.test>\r\nTo: <info@bench.test>\r\nSubject: bench\r\n\r\n';
+  while (m.length + 80 <= 1024) m += `${'x'.repeat(78)}\r\n`;
+  return m + `${'y'.repeat(1024 - m.length - 2)}\r\n`;
+})();
+
+// ---------------------------------------------------------------- servers
+
+async function serveBare(): Promise<void> {
+  const { SMTPServer } = await import('smtp-server');
+  let count = 0;
+  let reported = -1;
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    disableReverseLookup: true,
+    logger: false,
+    size: 10 * 1024 * 1024,
+    maxClients: 10_000,
+    onData(stream, _s, done) {
+      stream.on('data', () => undefined);
+      stream.on('end', () => {
+        count++;
+        done();
+      });
+    },
+  });
+  server.on('error', () => undefined);
+  server.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`port ${(server.server.address() as net.AddressInfo).port}\n`);
+  });
+  setInterval(() => {
+    if (count !== reported) process.stdout.write(`count ${(reported = count)}\n`);
+  }, 20);
+}
+
+async function serveSuite(relay: string): Promise<void> {
+  const { writeConfig } = await import('../../test/helpers/suite.ts');
+  const { startSuite } = await import('../../src/main.ts');
+  const { createLogger } = await import('../../src/core/log.ts');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-'));
+  const { configDir } = writeConfig(dir, {
+    main: { smtp: { listen: ['127.0.0.1:0'], relay, maxConnections: 10_000, maxConnectionsPerIp: 10_000 } },
+    tenants: { 'bench.test': { domains: ['bench.test'], mail: { forward: { info: 'target@remote.test' } } } },
+  });
+  const suite = await startSuite({ configDir, watch: false, log: createLogger({ level: 'warn' }) });
+  process.stdout.write(`port ${new URL(suite.urls.smtp![0]!).port}\n`);
+  const stop = () => void suite.stop(1000).then(() => {
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(0);
+  });
+  process.on('SIGTERM', stop);
+}
+
+interface Server {
+  proc: ChildProcess;
+  port: number;
+  count(): number;
+  waitCount(n: number, ms: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+function startServer(args: string[]): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    // BENCH_PROF=suite (or bare) writes a V8 CPU profile of that server to /tmp/bench-prof.
+    const prof = process.env.BENCH_PROF && args[1] === process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', '/tmp/bench-prof'] : [];
+    const proc = spawn(process.execPath, [...prof, '--import', 'tsx', SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let count = 0;
+    let buf = '';
+    const waiters: Array<() => void> = [];
+    proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const m = /^(port|count) (\d+)$/.exec(line);
+        if (m?.[1] === 'port') resolve(server(Number(m[2])));
+        if (m?.[1] === 'count') {
+          count = Number(m[2]);
+          for (const w of waiters.splice(0)) w();
+        }
+      }
+    });
+    proc.once('exit', (code) => reject(new Error(`server ${args.join(' ')} exited with ${code}`)));
+    const server = (port: number): Server => ({
+      proc,
+      port,
+      count: () => count,
+      async waitCount(n, ms) {
+        const deadline = Date.now() + ms;
+        while (count < n && Date.now() < deadline) {
+          await new Promise<void>((r) => {
+            const t = setTimeout(r, 100);
+            waiters.push(() => {
+              clearTimeout(t);
+              r();
+            });
+          });
+        }
+        return count;
+      },
+      stop: () =>
+        new Promise((r) => {
+          proc.removeAllListeners('exit');
+          proc.once('exit', () => r());
+          proc.kill('SIGTERM');
+        }),
+    });
+  });
+}
+
+// ---------------------------------------------------------------- client
+
+class Conn {
+  private buf = '';
+  private wait: (() => void) | undefined;
+  constructor(private readonly sock: net.Socket) {
+    sock.setNoDelay(true);
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      this.wait?.();
+    });
+    sock.on('error', () => this.wait?.());
+    sock.on('close', () => this.wait?.());
+  }
+  static open(port: number): Promise<Conn> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => resolve(new Conn(s)));
+      s.once('error', reject);
+    });
+  }
+  /** Reads `n` complete replies; throws on a non-2xx/3xx one. */
+  async replies(n: number): Promise<void> {
+    let got = 0;
+    for (;;) {
+      const m = /^(?:\d{3}-[^\r\n]*\r\n)*(\d{3})[^\r\n]*\r\n/.exec(this.buf);
+      if (m) {
+        this.buf = this.buf.slice(m[0].length);
+        if (Number(m[1]) >= 400) throw new Error(`server said ${m[0].trim()}`);
+        if (++got === n) return;
+        continue;
+      }
+      if (this.sock.destroyed) throw new Error('connection closed');
+      await new Promise<void>((r) => (this.wait = r));
+      this.wait = undefined;
+    }
+  }
+  write(s: string): void {
+    this.sock.write(s);
+  }
+  async message(): Promise<void> {
+    // PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write; the body after 354.
+    this.write('MAIL FROM:<bench@client.test>\r\nRCPT TO:<info@bench.test>\r\nDATA\r\n');
+    await this.replies(3);
+    this.write(`${BODY}.\r\n`);
+    await this.replies(1);
+  }
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+async function session(port: number, messages: number): Promise<void> {
+  const c = await Conn.open(port);
+  await c.replies(1);
+  c.write('EHLO client.test\r\n');
+  await c.replies(1);
+  for (let i = 0; i < messages; i++) await c.message();
+  c.write('QUIT\r\n');
+  await c.replies(1);
+  c.close();
+}
+
+/** Sends `total` messages from `sessions` concurrent sessions; returns messages/s. */
+async function load(port: number, total: number, sessions: number, reuse: boolean): Promise<{ rate: number; ms: number }> {
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: sessions }, async () => {
+      if (reuse) {
+        const mine = Math.floor(total / sessions) + (next++ < total % sessions ? 1 : 0);
+        await session(port, mine);
+      } else {
+        while (next < total) {
+          next++;
+          await session(port, 1);
+        }
+      }
+    }),
+  );
+  const ms = performance.now() - t0;
+  return { rate: (total / ms) * 1000, ms };
+}
+
+async function latency(port: number, n: number): Promise<{ greeting: number; session: number }> {
+  const g: number[] = [];
+  const s: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const c = await Conn.open(port);
+    await c.replies(1);
+    g.push(performance.now() - t0);
+    c.write('EHLO client.test\r\n');
+    await c.replies(1);
+    await c.message();
+    c.write('QUIT\r\n');
+    await c.replies(1);
+    s.push(performance.now() - t0);
+    c.close();
+  }
+  const median = (a: number[]) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+  return { greeting: median(g), session: median(s) };
+}
+
+// ---------------------------------------------------------------- main
+
+function hasCommand(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i === -1 ? def : Number(process.argv[i + 1]);
+}
+
+async function main(): Promise<void> {
+  const total = arg('messages', 2000);
+  const fresh = arg('fresh', 400);
+  const sessions = arg('sessions', 20);
+  const rows: string[][] = [];
+  const fmt = (n: number) => n.toFixed(0);
+
+  const bare = await startServer(['--serve', 'bare']);
+  const relay = await startServer(['--serve', 'bare']);
+  const suite = await startServer(['--serve', 'suite', `smtp://127.0.0.1:${relay.port}`]);
+  try {
+    // Warm-up: JIT and the suite's first writes.
+    await load(bare.port, 200, sessions, true);
+    await load(suite.port, 200, sessions, true);
+    await relay.waitCount(200, 30_000);
+
+    for (const reuse of [true, false]) {
+      const n = reuse ? total : fresh;
+      const mode = reuse ? 'reused connections' : 'new connection per message';
+      const b = await load(bare.port, n, sessions, reuse);
+      const before = relay.count();
+      const t0 = performance.now();
+      const s = await load(suite.port, n, sessions, reuse);
+      const got = await relay.waitCount(before + n, 120_000);
+      const e2e = ((got - before) / (performance.now() - t0)) * 1000;
+      rows.push([mode, `${sessions}`, fmt(b.rate), fmt(s.rate), fmt(e2e), (e2e / b.rate).toFixed(2)]);
+    }
+    const lb = await latency(bare.port, 15);
+    const ls = await latency(suite.port, 15);
+
+    const head = ['mode (1 KB messages)', 'sessions', 'bare smtp-server accept msg/s', 'makewaves durable accept msg/s', 'makewaves forwarded end to end msg/s', 'e2e / bare'];
+    const table = [head, ...rows];
+    const widths = head.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+    const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+    process.stdout.write(`${line(head)}\n|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|\n${rows.map(line).join('\n')}\n\n`);
+    process.stdout.write(`per-connection latency, one at a time (median of 15):\n`);
+    process.stdout.write(`  bare smtp-server: connect → 220 ${lb.greeting.toFixed(1)} ms, whole one-message session ${lb.session.toFixed(1)} ms\n`);
+    process.stdout.write(`  makewaves:        connect → 220 ${ls.greeting.toFixed(1)} ms, whole one-message session ${ls.session.toFixed(1)} ms\n`);
+    process.stdout.write(`  (both keep smtp-server's 100 ms greeting pause)\n`);
+    if (!hasCommand('smtp-source')) process.stdout.write(`Postfix smtp-source/smtp-sink not installed: not compared in this run.\n`);
+  } finally {
+    await suite.stop();
+    await relay.stop();
+    await bare.stop();
+  }
+}
+
+const serveAt = process.argv.indexOf('--serve');
+if (serveAt !== -1) {
+  const kind = process.argv[serveAt + 1];
+  await (kind === 'bare' ? serveBare() : serveSuite(process.argv[serveAt + 2]!));
+} else {
+  await main();
+}

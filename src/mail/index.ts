@@ -1,0 +1,308 @@
+import type { Socket } from 'node:net';
+import path from 'node:path';
+import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { MailSubmitter } from '../core/contracts.ts';
+import { errorRef } from '../core/errors.ts';
+import type { Service } from '../core/lifecycle.ts';
+import type { Logger } from '../core/log.ts';
+import type { RcptRoute, Registry } from '../core/registry.ts';
+import { parseRecipient } from '../core/recipient.ts';
+import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+import type { State } from '../state/index.ts';
+import { ControlServer } from './control.ts';
+import { normalizeCrlf } from './crlf.ts';
+import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
+import { MailQueue, newQueueId } from './queue.ts';
+import { Spool, SpoolAborted } from './spool.ts';
+import { Srs } from './srs.ts';
+
+export interface MailDeps {
+  registry: Registry;
+  state: State;
+  log: Logger;
+  /** DNS for direct MX delivery (tests point it at loopback). */
+  resolver?: MxResolver;
+  /** The clock of the queue (retries, expiry, SRS day stamps). */
+  now?: () => number;
+}
+
+export interface MailService {
+  service: Service;
+  /** The durable queue, for form handlers and lists (wired by main.ts). */
+  submitter: MailSubmitter;
+  queue: MailQueue;
+}
+
+/** An error smtp-server turns into a reply: `responseCode` plus a text that starts with the enhanced status code. */
+function reply(code: number, text: string): Error & { responseCode: number } {
+  return Object.assign(new Error(text), { responseCode: code });
+}
+
+/** What one session remembers beyond smtp-server's own session object. */
+interface SessionState {
+  log: Logger;
+  registry: Registry;
+  routes: Map<string, { tenant?: string; targets: readonly string[] }>;
+  ip: string;
+}
+
+type SendFn = (code: number, data?: string | string[], context?: string | false) => void;
+
+/**
+ * smtp-server derives the enhanced status code of a handler's error from
+ * the reply code alone (550 → 5.1.1), which would make a relay refusal read
+ * `550 5.1.1`. Our handler texts start with their own RFC 3463 code; for
+ * those, the connection's send() is told to add none.
+ */
+class MailSmtpServer extends SMTPServer {
+  override connect(socket: Socket, socketOptions?: Parameters<SMTPServer['connect']>[1]): void {
+    super.connect(socket, socketOptions);
+    let conn: unknown;
+    for (const c of this.connections) conn = c;
+    const target = conn as { send: SendFn };
+    const send = target.send.bind(target);
+    target.send = (code, data, context) => {
+      if (typeof data === 'string' && context === undefined && /^[245]\.\d{1,3}\.\d{1,3} /.test(data)) return send(code, data, false);
+      return send(code, data, context);
+    };
+  }
+}
+
+/**
+ * Accepts mail for tenant domains and forwards it; never relays for
+ * strangers. Recipients are routed at RCPT time (unknown → 550 5.1.1,
+ * foreign in any spelling → 550 5.7.1); a message is answered 250 only once
+ * it is in the spool (fsync'd) and in state; the queue then delivers it
+ * through `smtp.relay` or the recipients' MX, retries, and bounces.
+ */
+export function createMailService(deps: MailDeps): MailService {
+  const main = deps.registry.config.main;
+  const smtp = main.smtp;
+  if (!smtp) throw new Error('createMailService needs an smtp section in the config');
+  const log = deps.log.child({ svc: 'smtp' });
+  let registry = deps.registry;
+  const hostname = main.hostname;
+  const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now);
+  const deliverer: Deliverer = smtp.relay
+    ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
+    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver });
+  const queue = new MailQueue({
+    store: deps.state.mailQueue,
+    spool: new Spool(path.join(main.dataDir, 'spool')),
+    deliverer,
+    log,
+    hostname,
+    settings: smtp.queue,
+    now: deps.now,
+  });
+  const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
+
+  const sessions = new Map<string, SessionState>();
+  const perIp = new Map<string, number>();
+
+  const server = new MailSmtpServer({
+    name: hostname,
+    banner: 'ESMTP makewaves',
+    size: smtp.maxMessageBytes,
+    rejectOversized: true,
+    maxClients: smtp.maxConnections,
+    maxRecipients: smtp.maxRecipients,
+    socketTimeout: smtp.idleTimeout * 1000,
+    closeTimeout: 5_000,
+    disableReverseLookup: !smtp.reverseLookup,
+    hideENHANCEDSTATUSCODES: false,
+    hideDSN: true,
+    hideSTARTTLS: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    authOptional: true,
+    logger: false,
+
+    onConnect(session, done) {
+      const ip = session.remoteAddress;
+      const n = (perIp.get(ip) ?? 0) + 1;
+      const clog = log.child({ conn: session.id, remote: ip });
+      if (n > smtp.maxConnectionsPerIp) {
+        clog.info({ limit: smtp.maxConnectionsPerIp }, 'refused: too many connections from this address');
+        return done(reply(421, '4.7.0 Too many connections from your address, try again later'));
+      }
+      perIp.set(ip, n);
+      sessions.set(session.id, { log: clog, registry, routes: new Map(), ip });
+      clog.debug('connected');
+      done();
+    },
+
+    onClose(session) {
+      const s = sessions.get(session.id);
+      if (!s) return;
+      sessions.delete(session.id);
+      const n = (perIp.get(s.ip) ?? 1) - 1;
+      if (n <= 0) perIp.delete(s.ip);
+      else perIp.set(s.ip, n);
+    },
+
+    onMailFrom(address, session, done) {
+      const s = sessions.get(session.id)!;
+      s.routes.clear();
+      s.log.debug({ from: address.address }, 'MAIL FROM');
+      done();
+    },
+
+    onRcptTo(address, session, done) {
+      const s = sessions.get(session.id)!;
+      const decided = routeRecipient(s.registry, srs, address.address);
+      if (!decided.ok) {
+        s.log.info({ rcpt: address.address, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
+        return done(reply(decided.code, decided.text));
+      }
+      s.routes.set(address.address.toLowerCase(), { tenant: decided.tenant, targets: decided.targets });
+      s.log.info({ rcpt: address.address, tenant: decided.tenant, targets: decided.targets, problems: decided.problems }, 'RCPT accepted');
+      done();
+    },
+
+    onData(stream: SMTPServerDataStream, session, done) {
+      const s = sessions.get(session.id)!;
+      void acceptMessage(s, stream, session).then(
+        (msg) => done(null, msg),
+        (err: Error & { responseCode?: number }) => done(err),
+      );
+    },
+  });
+  server.on('error', (err: Error) => log.error({ err: err.message }, 'SMTP server error'));
+
+  async function acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
+    const id = newQueueId();
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const recipients: Array<{ rcpt: string; origRcpt: string }> = [];
+    const seen = new Set<string>();
+    const tenants = new Set<string>();
+    for (const r of session.envelope.rcptTo) {
+      const route = s.routes.get(r.address.toLowerCase());
+      if (!route) continue;
+      if (route.tenant) tenants.add(route.tenant);
+      for (const t of route.targets) {
+        if (seen.has(t)) continue;
+        seen.add(t);
+        recipients.push({ rcpt: t, origRcpt: r.address });
+      }
+    }
+    const tenant = tenants.size > 0 ? [...tenants].join(',') : undefined;
+    const only = session.envelope.rcptTo.length === 1 ? session.envelope.rcptTo[0]!.address : undefined;
+    const prefix = receivedHeader(session, hostname, id, only);
+    try {
+      const { size } = await queue.enqueue({
+        id,
+        // SRS: forwarded mail leaves with our domain in its envelope sender, so SPF passes at the target.
+        sender: srs.forward(from),
+        returnPath: from,
+        tenant,
+        recipients,
+        prefix,
+        body: normalizeCrlf(stream as AsyncIterable<Buffer>),
+        abort: () => stream.sizeExceeded,
+      });
+      s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), rcpts: session.envelope.rcptTo.map((r) => r.address), size }, 'message accepted');
+      return `Ok: queued as ${id}`;
+    } catch (err) {
+      if (err instanceof SpoolAborted) {
+        s.log.info({ from, bytes: stream.byteLength, limit: smtp!.maxMessageBytes }, 'message refused: larger than smtp.maxMessageBytes');
+        throw reply(552, `5.3.4 Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
+      }
+      if (stream.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNECTION') {
+        // Nobody is left to answer; nothing was kept.
+        s.log.info({ from, bytes: stream.byteLength }, 'client went away during DATA; message dropped before acceptance');
+        throw reply(451, '4.4.2 Connection closed during DATA');
+      }
+      const ref = errorRef();
+      s.log.error({ ref, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'could not queue a message');
+      throw reply(452, `4.3.1 Cannot queue the message now, try again later (ref ${ref})`);
+    }
+  }
+
+  const urls: string[] = [];
+  return {
+    queue,
+    submitter: queue,
+    service: {
+      name: 'smtp',
+      async start() {
+        await queue.start();
+        await control.start();
+        for (const spec of smtp.listen) {
+          const addr = parseListen(spec)!;
+          try {
+            const bound = await listenOn(server.server, addr, 'smtp');
+            urls.push(`smtp://${formatAddress(bound)}`);
+          } catch (err) {
+            await control.stop();
+            await queue.stop(0);
+            server.server.close();
+            throw err;
+          }
+        }
+        return urls;
+      },
+      async stop(graceMs) {
+        await new Promise<void>((resolve) => {
+          let t: NodeJS.Timeout | undefined;
+          const finish = () => {
+            clearTimeout(t);
+            resolve();
+          };
+          t = setTimeout(finish, graceMs + 6_000);
+          server.close(finish);
+        });
+        await control.stop();
+        await queue.stop(graceMs);
+      },
+      reload(next) {
+        registry = next;
+      },
+    },
+  };
+}
+
+/** Characters a header field may carry from a client-chosen value (no CR, LF or other controls). */
+function headerSafe(v: string): string {
+  return v.replace(/[^\x21-\x7e]/g, '?');
+}
+
+/**
+ * Our trace field, RFC 5321 §4.4: `from` the EHLO name and the client's
+ * address, `by` us, `with` ESMTP/ESMTPS (RFC 3848), our queue id, `for` the
+ * recipient when there is exactly one (more would disclose the others).
+ */
+export function receivedHeader(session: SMTPServerSession, hostname: string, id: string, only: string | undefined): Buffer {
+  const helo = headerSafe(session.hostNameAppearsAs || 'unknown');
+  const ip = session.remoteAddress;
+  const host = session.clientHostname && !session.clientHostname.startsWith('[') ? `${headerSafe(session.clientHostname)} ` : '';
+  const proto = headerSafe(session.transmissionType || 'SMTP');
+  const date = new Date().toUTCString().replace('GMT', '+0000');
+  const forPart = only ? `\r\n\tfor <${headerSafe(only)}>` : '';
+  return Buffer.from(`Received: from ${helo} (${host}[${ip}])\r\n\tby ${hostname} (makewaves) with ${proto} id ${id}${forPart};\r\n\t${date}\r\n`);
+}
+
+type RcptDecision =
+  | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[] }
+  | { ok: false; code: number; text: string; reason: string; detail: string };
+
+const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: number; text: (a: string) => string }> = {
+  syntax: { code: 501, text: (a) => `5.1.3 <${a}>: bad recipient address syntax` },
+  'relay-denied': { code: 550, text: (a) => `5.7.1 <${a}>: relay access denied` },
+  'unknown-user': { code: 550, text: (a) => `5.1.1 <${a}>: no such recipient here` },
+  loop: { code: 550, text: (a) => `5.4.6 <${a}>: forwarding loop, the owner of this address needs to fix its forwards` },
+};
+
+/** Decides the fate of one RCPT TO: an SRS bounce address coming back, or a tenant route. */
+export function routeRecipient(registry: Registry, srs: Srs, address: string): RcptDecision {
+  const safe = address.replace(/[^\x21-\x7e]/g, '?');
+  const p = parseRecipient(address);
+  if (p.ok && srs.handles(p.domain) && !registry.hostsDomain(p.domain)) {
+    const back = srs.reverse(p.local);
+    if (!back.ok) return { ok: false, code: 550, text: `5.7.1 <${safe}>: ${back.why}`, reason: 'srs-invalid', detail: back.why };
+    return { ok: true, targets: [back.address] };
+  }
+  const route = registry.route(address);
+  if (route.ok) return { ok: true, tenant: route.tenant.id, targets: route.targets, problems: route.problems.length ? route.problems : undefined };
+  const r = REFUSALS[route.reason];
+  return { ok: false, code: r.code, text: r.text(safe), reason: route.reason, detail: route.detail };
+}

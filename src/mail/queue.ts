@@ -1,0 +1,432 @@
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import type { MailSubmitter, OutboundMessage } from '../core/contracts.ts';
+import type { Logger } from '../core/log.ts';
+import type { MailQueueStore, QueuedMessage } from '../state/index.ts';
+import { CrlfNormalizer } from './crlf.ts';
+import type { Deliverer, RecipientOutcome } from './deliver.ts';
+import { buildDsn, statusOf, type FailedRecipient } from './dsn.ts';
+import type { Spool, SpoolEnvelope } from './spool.ts';
+
+const PROCESS_TAG = randomBytes(3).toString('hex');
+let idCounter = 0;
+
+/**
+ * A new, unique queue id, letters and digits only: milliseconds in base 36,
+ * a counter, and a tag random per process (two processes on the same data
+ * folder, one after the other, cannot collide within the same millisecond
+ * and counter value unless their tags match too).
+ */
+export function newQueueId(now = Date.now()): string {
+  idCounter = (idCounter + 1) % 1296;
+  return `${now.toString(36)}${idCounter.toString(36).padStart(2, '0')}${PROCESS_TAG}`.toUpperCase();
+}
+
+export interface QueueSettings {
+  /** Seconds before the first retry; doubles per attempt up to maxBackoff (Postfix: 300 → 4000). */
+  minBackoff: number;
+  maxBackoff: number;
+  /** Seconds after which a message still not delivered is bounced. */
+  lifetime: number;
+  /** Messages in delivery at once. */
+  concurrency: number;
+}
+
+export interface QueueDeps {
+  store: MailQueueStore;
+  spool: Spool;
+  deliverer: Deliverer;
+  log: Logger;
+  /** Our host name: DSN sender and Reporting-MTA. */
+  hostname: string;
+  settings: QueueSettings;
+  /** The clock; tests move it to make retries and expiry due without waiting. */
+  now?: () => number;
+}
+
+/** A message to queue. `body` is streamed to disk; `abort` may stop that (see {@link Spool.write}). */
+export interface Incoming {
+  id?: string;
+  sender: string;
+  returnPath: string;
+  tenant?: string | undefined;
+  recipients: Array<{ rcpt: string; origRcpt: string }>;
+  /** Written before the body (our Received: header). */
+  prefix?: Buffer;
+  body: AsyncIterable<Buffer> | Buffer;
+  abort?: () => boolean;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Memory for messages kept from accept to delivery (each at most 64 KiB, see Spool). */
+const CACHE_BYTES = 32 * 1024 * 1024;
+
+/**
+ * The durable outbound queue: messages are on disk (spool) and in state
+ * before {@link enqueue} resolves; a worker hands them to the deliverer,
+ * retries temporary failures with backoff, and bounces permanent ones
+ * (RFC 3464 DSN) to the return path, never to a null one. A message leaves
+ * the queue only when each recipient was delivered or bounced.
+ */
+export class MailQueue implements MailSubmitter {
+  private readonly active = new Map<string, Promise<void>>();
+  /** Small messages as accepted: their first delivery need not read the spool back. */
+  private readonly cache = new Map<string, Buffer>();
+  private cachedBytes = 0;
+  /** Spool file → ids of the queued messages in it; the file goes when the set is empty. */
+  private readonly fileRefs = new Map<string, Set<string>>();
+  private batch: Array<() => void> = [];
+  private batchCommit: Promise<void> | undefined;
+  /** Accepted since the last pump could start them: due now. */
+  private readonly fresh = new Set<string>();
+  /** State may hold due messages not in `fresh` (after start, a flush, or a timer). */
+  private scan = false;
+  private readonly deleting = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = true;
+  private abandoned = false;
+  private readonly now: () => number;
+  private readonly log: Logger;
+
+  constructor(private readonly d: QueueDeps) {
+    this.now = d.now ?? Date.now;
+    this.log = d.log;
+    d.spool.onStored = (file, id) => this.ref(file, id);
+    d.spool.onSealed = async (file) => {
+      if (this.fileRefs.has(file)) return;
+      await this.d.spool
+        .remove(file)
+        .then(() => this.d.store.forgetFile(file))
+        .catch((err: Error) => this.log.error({ file, err: err.message }, 'could not remove a spool segment'));
+    };
+  }
+
+  /**
+   * Writes the message to the spool (fsync'd file and folder) and records
+   * it in state. Resolves with the queue id and size once both are done;
+   * rejects if either fails, leaving nothing behind.
+   */
+  async enqueue(m: Incoming): Promise<{ id: string; size: number }> {
+    const createdAt = this.now();
+    const id = m.id ?? newQueueId(createdAt);
+    const env: SpoolEnvelope = { v: 1, id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, recipients: m.recipients };
+    // The spool claims the file for this id (onStored) before it resolves.
+    const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
+    try {
+      const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients };
+      await this.batched(() => this.d.store.add(row));
+    } catch (err) {
+      // Not acknowledged: the message must not come back from the spool on the next start.
+      await this.release(id, file).catch(() => undefined);
+      throw err;
+    }
+    if (data && this.cachedBytes + data.length <= CACHE_BYTES) {
+      this.cache.set(id, data);
+      this.cachedBytes += data.length;
+    }
+    this.fresh.add(id);
+    this.pump();
+    return { id, size };
+  }
+
+  /**
+   * Runs `write` in a transaction shared with the other writes of this turn
+   * of the event loop (a spool group resolves many messages at once): one
+   * commit instead of one each. Resolves once committed.
+   */
+  private batched(write: () => void): Promise<void> {
+    this.batch.push(write);
+    this.batchCommit ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        const writes = this.batch;
+        this.batch = [];
+        this.batchCommit = undefined;
+        try {
+          this.d.store.transaction(() => {
+            for (const w of writes) w();
+          });
+          resolve();
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+    });
+    return this.batchCommit;
+  }
+
+  private ref(file: string, id: string): void {
+    const set = this.fileRefs.get(file);
+    if (set) set.add(id);
+    else this.fileRefs.set(file, new Set([id]));
+  }
+
+  /** Takes a message out of state, and its spool file off the disk once no other message needs it. */
+  private async release(id: string, file: string): Promise<void> {
+    this.uncache(id);
+    const set = this.fileRefs.get(file);
+    set?.delete(id);
+    const last = !set || set.size === 0;
+    if (last) this.fileRefs.delete(file);
+    // The segment still taking messages stays; it is removed when sealed (see constructor).
+    const keep = !last || this.d.spool.isOpen(file);
+    await this.batched(() => this.d.store.remove(id, file, keep));
+    if (keep) return;
+    await this.d.spool.remove(file);
+    this.d.store.forgetFile(file);
+  }
+
+  /** {@link MailSubmitter}: queues a message from inside the suite (form handlers, lists, DSNs). */
+  async submit(msg: OutboundMessage): Promise<string> {
+    const n = new CrlfNormalizer();
+    const body = Buffer.concat([n.push(msg.raw), n.end()]);
+    const { id } = await this.enqueue({
+      sender: msg.from,
+      returnPath: msg.from,
+      tenant: msg.tenant,
+      recipients: msg.to.map((t) => ({ rcpt: t, origRcpt: t })),
+      body,
+    });
+    this.log.info({ qid: id, tenant: msg.tenant, from: msg.from, to: msg.to, size: body.length }, 'message submitted');
+    return id;
+  }
+
+  /** Reconciles state with the spool (a file without a row is re-recorded; a row without a file is dropped) and starts the worker. */
+  async start(): Promise<void> {
+    const cleared = this.d.spool.init();
+    if (cleared > 0) this.log.info({ files: cleared }, 'removed unfinished spool files (never acknowledged)');
+    const rows = this.d.store.files();
+    const done = this.d.store.doneIds();
+    for (const [id, file] of rows) this.ref(file, id);
+    for (const file of this.d.spool.files()) {
+      // A file a row points at is known; a large message's file (M…) holds
+      // only that message. Group files (G…) are small and read whole, as a
+      // row of theirs may have been lost with the last commits.
+      if (this.fileRefs.has(file) && !file.startsWith('G')) continue;
+      const records = await this.d.spool.records(file);
+      if (records.length === 0 && !this.fileRefs.has(file)) {
+        this.log.error({ file: this.d.spool.path(file) }, 'spool file without a readable message; left in place');
+        continue;
+      }
+      for (const r of records) {
+        if (rows.has(r.env.id) || done.has(r.env.id)) continue;
+        const { len: _len, v: _v, ...env } = r.env;
+        this.d.store.add({ ...env, file, size: r.size, offset: r.offset });
+        this.ref(file, env.id);
+        this.log.warn({ qid: env.id }, 'queue entry rebuilt from its spool file');
+      }
+      if (!this.fileRefs.has(file)) {
+        await this.d.spool.remove(file);
+        this.d.store.forgetFile(file);
+      }
+    }
+    const present = new Set(this.d.spool.files());
+    for (const [id, file] of this.d.store.files()) {
+      if (present.has(file)) continue;
+      this.log.error({ qid: id, file }, 'queue entry whose spool file is missing; dropped');
+      this.fileRefs.delete(file);
+      this.d.store.remove(id);
+    }
+    this.stopped = false;
+    // A start is a flush: whatever stopped the last run (a crash, a relay
+    // that was down) may be fixed now, so every message gets one attempt.
+    const queued = this.d.store.flushAll();
+    this.scan = true;
+    if (queued > 0) this.log.info({ queued }, 'resuming the mail queue');
+    this.pump();
+    this.arm();
+  }
+
+  /** Makes every queued message due now (`postqueue -f`); returns how many are queued. */
+  flush(): number {
+    const n = this.d.store.flushAll();
+    this.scan = true;
+    this.pump();
+    return n;
+  }
+
+  /** Removes a message from the queue (after its current attempt, if one runs). False if there is no such message. */
+  async delete(id: string): Promise<boolean> {
+    if (!this.d.store.get(id)) return false;
+    if (this.active.has(id)) {
+      this.deleting.add(id);
+      await this.active.get(id);
+      return true;
+    }
+    await this.release(id, this.d.store.get(id)!.file);
+    this.log.info({ qid: id }, 'message deleted from the queue by the operator');
+    return true;
+  }
+
+  /** Stops taking work; lets attempts under way finish for up to graceMs. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.active.size > 0) {
+      let t: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => (t = setTimeout(resolve, graceMs)));
+      await Promise.race([Promise.all(this.active.values()), deadline]);
+      clearTimeout(t);
+      // State closes after this; attempts still running must not write to it.
+      if (this.active.size > 0) this.abandoned = true;
+    }
+    await this.d.spool.seal();
+    this.d.deliverer.close();
+  }
+
+  /**
+   * Starts attempts while there are free slots: first messages accepted
+   * since (due at once, known without a query), then, when the clock or a
+   * flush says some may be due, those found in state.
+   */
+  private pump(): void {
+    if (this.stopped) return;
+    for (const id of this.fresh) {
+      if (this.active.size >= this.d.settings.concurrency) return;
+      this.launch(id);
+    }
+    if (!this.scan) return;
+    const free = this.d.settings.concurrency - this.active.size;
+    if (free <= 0) return;
+    const limit = free + this.active.size;
+    const due = this.d.store.due(this.now(), limit);
+    if (due.length < limit) this.scan = false;
+    for (const id of due) {
+      if (this.active.size >= this.d.settings.concurrency) break;
+      if (!this.active.has(id)) this.launch(id);
+    }
+  }
+
+  private launch(id: string): void {
+    this.fresh.delete(id);
+    const run = this.attempt(id)
+      .catch((err: Error) => this.log.error({ qid: id, err: err.message }, 'delivery attempt failed inside the queue'))
+      .finally(() => {
+        this.active.delete(id);
+        this.pump();
+      });
+    this.active.set(id, run);
+  }
+
+  /** Sets the timer for the next message that is not due yet. */
+  private arm(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    const now = this.now();
+    const next = this.d.store.nextDue();
+    if (next === undefined) return;
+    const wait = Math.min(Math.max(next - now, 0), MAX_TIMER_MS);
+    this.timer = setTimeout(() => {
+      this.scan = true;
+      this.pump();
+      this.arm();
+    }, wait);
+    this.timer.unref();
+  }
+
+  private uncache(id: string): void {
+    const held = this.cache.get(id);
+    if (!held) return;
+    this.cache.delete(id);
+    this.cachedBytes -= held.length;
+  }
+
+  private backoffMs(attempts: number): number {
+    const { minBackoff, maxBackoff } = this.d.settings;
+    return Math.min(maxBackoff, minBackoff * 2 ** Math.min(attempts, 30)) * 1000;
+  }
+
+  private async attempt(id: string): Promise<void> {
+    const msg = this.d.store.get(id);
+    if (!msg) return;
+    const pending = this.d.store.recipients(id).filter((r) => r.status === 'pending');
+    const orig = new Map(pending.map((r) => [r.rcpt, r.origRcpt]));
+    let results: RecipientOutcome[] = [];
+    if (pending.length > 0) {
+      results = await this.d.deliverer.deliver({
+        id,
+        sender: msg.sender,
+        recipients: pending.map((r) => r.rcpt),
+        open: () => {
+          const held = this.cache.get(id);
+          return held ? Readable.from([held]) : this.d.spool.read(msg.file, msg.offset, msg.size);
+        },
+      });
+    }
+    this.uncache(id);
+    if (this.abandoned) {
+      this.log.warn({ qid: id }, 'attempt finished after the queue stopped; its result is not recorded and it will be tried again');
+      return;
+    }
+    const now = this.now();
+    const expired = now - msg.createdAt >= this.d.settings.lifetime * 1000;
+    const failed: FailedRecipient[] = [];
+    const settle: Array<{ rcpt: string; status: 'sent' | 'failed' | 'pending'; reply: string }> = [];
+    let lastTemp = '';
+    for (const r of results) {
+      this.log.info({ qid: id, tenant: msg.tenant, rcpt: r.rcpt, via: r.via, status: r.status, reply: r.reply, attempt: msg.attempts + 1 }, 'delivery attempt');
+      if (r.status === 'sent') {
+        settle.push({ rcpt: r.rcpt, status: 'sent', reply: r.reply });
+      } else if (r.status === 'perm' || expired) {
+        const reply =
+          r.status === 'perm' ? r.reply : `4.4.7 gave up after ${Math.round(this.d.settings.lifetime / 3600)} h in the queue; last reply: ${r.reply}`;
+        settle.push({ rcpt: r.rcpt, status: 'failed', reply });
+        // RFC 3463 X.4.7: delivery time expired.
+        const status = r.status === 'perm' ? statusOf(reply, true) : '4.4.7';
+        failed.push({ rcpt: r.rcpt, origRcpt: orig.get(r.rcpt) ?? r.rcpt, status, diagnostic: reply, remoteMta: r.via });
+      } else {
+        settle.push({ rcpt: r.rcpt, status: 'pending', reply: r.reply });
+        lastTemp = r.reply;
+      }
+    }
+    // All delivered: one transaction takes the message out. Otherwise the
+    // outcomes are recorded first, so a bounce is never followed by a
+    // second delivery of what was already sent.
+    if (failed.length > 0 || lastTemp) this.d.store.settle(id, settle);
+    if (failed.length > 0) await this.bounce(msg, failed);
+    const deleting = this.deleting.delete(id);
+    if (lastTemp && !deleting) {
+      this.d.store.defer(id, now + this.backoffMs(msg.attempts), lastTemp);
+      this.arm();
+      return;
+    }
+    await this.release(id, msg.file);
+    this.log.info({ qid: id, deleted: deleting || undefined }, deleting ? 'message deleted from the queue by the operator' : 'message left the queue');
+  }
+
+  /** Queues a DSN for `failed` to `returnPath`; a null return path gets none (RFC 5321 §4.5.5). */
+  private async bounce(msg: QueuedMessage, failed: FailedRecipient[]): Promise<void> {
+    const { id: qid, returnPath, createdAt } = msg;
+    if (returnPath === '') {
+      this.log.info({ qid, rcpts: failed.map((f) => f.rcpt) }, 'undeliverable message with a null sender: no bounce');
+      return;
+    }
+    const headers = await this.readHeaders(msg);
+    const dsn = buildDsn({
+      hostname: this.d.hostname,
+      queueId: qid,
+      to: returnPath,
+      arrival: new Date(createdAt),
+      now: new Date(this.now()),
+      failed,
+      originalHeaders: headers,
+    });
+    const { id } = await this.enqueue({ sender: '', returnPath: '', recipients: [{ rcpt: returnPath, origRcpt: returnPath }], body: dsn });
+    this.log.info({ qid, dsn: id, to: returnPath, rcpts: failed.map((f) => f.rcpt) }, 'bounce queued');
+  }
+
+  /** The header section of a spooled message (at most 64 KiB). */
+  private async readHeaders(msg: QueuedMessage): Promise<Buffer> {
+    const limit = 64 * 1024;
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of this.d.spool.read(msg.file, msg.offset, msg.size) as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      total += chunk.length;
+      const all = Buffer.concat(chunks);
+      const end = all.indexOf('\r\n\r\n');
+      if (end !== -1) return all.subarray(0, end + 2);
+      if (total >= limit) return all.subarray(0, limit);
+    }
+    return Buffer.concat(chunks);
+  }
+}
