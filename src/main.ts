@@ -3,6 +3,7 @@ import { watchConfig } from './core/config/watch.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
+import { createFtpService } from './ftp/index.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import { openState, type State } from './state/index.ts';
@@ -37,7 +38,8 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
 
   const services: Service[] = [];
   services.push(createHttpService({ registry, state, log }));
-  for (const missing of ['smtp', 'ftp'] as const) {
+  if (config.main.ftp) services.push(createFtpService({ registry, log }));
+  for (const missing of ['smtp'] as const) {
     if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
   }
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));

@@ -16,6 +16,13 @@ export interface ProxyRoute {
   readonly replace: string | undefined;
 }
 
+/** One FTP login: `user@<tenant id>`, its tenant and its password hash. */
+export interface FtpAccount {
+  readonly login: string;
+  readonly tenant: Tenant;
+  readonly hash: string;
+}
+
 export interface Tenant {
   readonly id: string;
   readonly domains: readonly string[];
@@ -37,6 +44,7 @@ export class Registry {
   readonly config: LoadedConfig;
   readonly tenants: ReadonlyMap<string, Tenant>;
   private readonly hosts: Map<string, Tenant>;
+  private readonly ftpAccounts: Map<string, FtpAccount>;
   /** Host name of the personal-pages site (`http://<userdir>/~<id>/`), if configured. */
   readonly userdir: string | undefined;
 
@@ -44,6 +52,7 @@ export class Registry {
     this.config = config;
     const tenants = new Map<string, Tenant>();
     const hosts = new Map<string, Tenant>();
+    const ftpAccounts = new Map<string, FtpAccount>();
     for (const entry of config.tenants) {
       const tenant: Tenant = Object.freeze({
         id: entry.id,
@@ -63,9 +72,14 @@ export class Registry {
       });
       tenants.set(tenant.id, tenant);
       for (const d of tenant.domains) hosts.set(d, tenant);
+      for (const u of entry.config.ftp) {
+        const login = `${u.user}@${tenant.id}`;
+        ftpAccounts.set(login, Object.freeze({ login, tenant, hash: u.password }));
+      }
     }
     this.tenants = tenants;
     this.hosts = hosts;
+    this.ftpAccounts = ftpAccounts;
     this.userdir = config.main.http.userdir;
   }
 
@@ -76,6 +90,11 @@ export class Registry {
   tenantForHost(host: string | undefined): Tenant | undefined {
     if (!host) return undefined;
     return this.hosts.get(host) ?? this.hosts.get(normalizeHost(host));
+  }
+
+  /** The FTP account for a login name `user@<tenant id>` (case-insensitive). O(1). */
+  ftpAccount(login: string): FtpAccount | undefined {
+    return this.ftpAccounts.get(login) ?? this.ftpAccounts.get(login.toLowerCase());
   }
 
   /** True when `host` names the personal-pages site. */

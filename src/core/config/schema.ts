@@ -67,7 +67,25 @@ export const mainSchema = z.strictObject({
   ftp: z
     .strictObject({
       listen,
+      /** Absent: passive data ports are ephemeral and the control connection's own address is advertised. */
       passive: z.strictObject({ address: z.string(), ports: portRange }).optional(),
+      /** Seconds without a command (or, during a transfer, without data) before a session is closed. */
+      idleTimeout: z.number().positive().max(86_400).default(300),
+      /** Sessions open at once, in total and from one IP address. */
+      maxConnections: z.number().int().min(1).max(100_000).default(200),
+      maxConnectionsPerIp: z.number().int().min(1).max(10_000).default(10),
+      /** Login throttling: `failures` failed logins for one user or one IP within `windowSeconds` lock it for `lockSeconds`. */
+      lockout: z
+        .strictObject({
+          failures: z.number().int().min(1).max(1000).default(5),
+          windowSeconds: z.number().positive().default(600),
+          lockSeconds: z.number().positive().default(300),
+        })
+        .default({ failures: 5, windowSeconds: 600, lockSeconds: 300 }),
+      /** Explicit FTPS (AUTH TLS, RFC 4217) with one certificate; `required` refuses logins before AUTH TLS. */
+      tls: z.strictObject({ cert: z.string(), key: z.string(), required: z.boolean().default(false) }).optional(),
+      /** node-cron schedule of the quota rescan that corrects drift (UTC). */
+      quotaRescan: z.string().default('17 * * * *'),
     })
     .optional(),
 });
