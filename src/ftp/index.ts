@@ -13,7 +13,7 @@ import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import { bunyanAdapter } from './bunyan.ts';
-import { factLine, lsLine, MLST_FACTS, type Fact } from './facts.ts';
+import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { LoginGuard } from './guard.ts';
 import { FtpError, JailFileSystem } from './jailfs.ts';
 import { DUMMY_HASH, verifyPassword } from './password.ts';
@@ -62,11 +62,16 @@ interface Session {
   lastBytes: number;
   mlstFacts: Set<Fact>;
   queue: Promise<void>;
+  /** Jail-relative source of a pending RNFR. */
+  renameFrom?: string;
 }
 
 const require = createRequire(import.meta.url);
 type PassiveCtor = new (conn: Conn) => Conn['connector'];
 const PassiveConnector = require('ftp-srv/src/connector/passive.js') as PassiveCtor;
+
+/** After a quota cut, at most this much of the rest of an upload is read (and dropped) before the connection is reset. */
+const DISCARD_MAX = 64 * 1024 * 1024;
 
 /** Longest command line accepted (RFC 959 sets none; 4 KiB is ample for a 1 KiB path). */
 const MAX_LINE = 4096;
@@ -253,11 +258,16 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     let written = 0;
     let quotaHit = false;
     const usage = fs.usage;
+    let discarded = 0;
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
-        if (!usage.fits(chunk.length, up.oldSize)) {
+        if (quotaHit || !usage.fits(chunk.length, up.oldSize)) {
+          // Over quota: nothing more is written; the rest is read and dropped so the client
+          // finishes sending and reads a clean 552 (a reset data connection makes clients
+          // report a network error instead). Past DISCARD_MAX the connection is cut.
           quotaHit = true;
-          cb(new FtpError(552, 'quota'));
+          discarded += chunk.length;
+          cb(discarded > DISCARD_MAX ? new FtpError(552, 'quota') : null);
           return;
         }
         usage.used += chunk.length;
@@ -272,6 +282,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     await conn.reply(150, `Ready to receive ${up.clientPath}`);
     try {
       await pipeline(socket, counter, file);
+      if (quotaHit) throw new FtpError(552, 'quota');
       await fs.commitUpload(up);
       transferLog(s, cmd.directive, up.clientPath, written, t0, 'ok');
       s.log.debug({ path: up.clientPath, bytes: written }, 'ftp upload');
@@ -293,6 +304,67 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
       }
     } finally {
       conn.connector.end();
+    }
+  }
+
+  /** Path commands without a data connection, answered with the jail's own reply codes (ftp-srv's use fixed ones). */
+  async function fileCommand(s: Session, cmd: Command): Promise<void> {
+    const conn = s.conn;
+    const fs = s.fs!;
+    const quoted = (p: string) => `"${p.replace(/"/g, '""')}"`; // RFC 959 §7: a quote in a 257 path is doubled
+    try {
+      switch (cmd.directive) {
+        case 'CWD':
+        case 'XCWD':
+          await conn.reply(250, `Folder is now ${quoted(await fs.chdir(cmd.arg ?? '/'))}`);
+          break;
+        case 'CDUP':
+        case 'XCUP':
+          await conn.reply(250, `Folder is now ${quoted(await fs.chdir('..'))}`);
+          break;
+        case 'MKD':
+        case 'XMKD':
+          await conn.reply(257, `${quoted(await fs.mkdir(cmd.arg))} created`);
+          break;
+        case 'RMD':
+        case 'XRMD':
+        case 'DELE': {
+          const st = await fs.get(cmd.arg ?? '');
+          if (cmd.directive === 'DELE' && st.isDirectory()) throw new FtpError(550, `${fs.parse(cmd.arg).clientPath}: is a folder; use RMD`);
+          if (cmd.directive !== 'DELE' && !st.isDirectory()) throw new FtpError(550, `${fs.parse(cmd.arg).clientPath}: not a folder; use DELE`);
+          await fs.delete(cmd.arg);
+          await conn.reply(250, `${fs.parse(cmd.arg).clientPath} removed`);
+          break;
+        }
+        case 'RNFR': {
+          await fs.get(cmd.arg ?? '');
+          s.renameFrom = fs.parse(cmd.arg).clientPath;
+          await conn.reply(350, 'Ready for RNTO');
+          break;
+        }
+        case 'RNTO': {
+          const from = s.renameFrom;
+          s.renameFrom = undefined;
+          if (!from) throw new FtpError(503, 'RNFR first');
+          await fs.rename(from, cmd.arg ?? '');
+          await conn.reply(250, `Renamed to ${fs.parse(cmd.arg).clientPath}`);
+          break;
+        }
+        case 'SIZE': {
+          const st = await fs.get(cmd.arg ?? '');
+          if (!st.isFile()) throw new FtpError(550, `${fs.parse(cmd.arg).clientPath}: not a plain file`);
+          await conn.reply(213, String(st.size));
+          break;
+        }
+        case 'MDTM': {
+          const st = await fs.get(cmd.arg ?? '');
+          await conn.reply(213, timeVal(st.mtime));
+          break;
+        }
+      }
+    } catch (err) {
+      if (cmd.directive === 'RNFR') s.renameFrom = undefined;
+      await replyError(s, err, cmd.directive);
     }
   }
 
@@ -455,6 +527,37 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
         if (needAuth()) return;
         await mlst(s, cmd);
         return;
+      case 'CWD':
+      case 'XCWD':
+      case 'CDUP':
+      case 'XCUP':
+      case 'MKD':
+      case 'XMKD':
+      case 'RMD':
+      case 'XRMD':
+      case 'DELE':
+      case 'RNFR':
+      case 'RNTO':
+      case 'SIZE':
+      case 'MDTM':
+        if (needAuth()) return;
+        await fileCommand(s, cmd);
+        return;
+      case 'LIST':
+      case 'NLST':
+      case 'RETR':
+        if (needAuth()) return;
+        // Checked before ftp-srv waits for the data connection, so a refused path gets 550
+        // (ftp-srv would answer 451 or 551) and no data connection is left waiting.
+        try {
+          await s.fs!.get(cmd.directive === 'RETR' ? (cmd.arg ?? '') : cmd.arg);
+        } catch (err) {
+          conn.connector.end();
+          await replyError(s, err, cmd.directive);
+          return;
+        }
+        await conn.commands.handle(cmd);
+        return;
       default:
         // ftp-srv itself answers 530 to commands that need a login.
         await conn.commands.handle(cmd);
@@ -491,7 +594,11 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
         if (nl === -1) break;
         const line = buf.slice(0, nl).replace(/\r$/, '');
         buf = buf.slice(nl + 1);
-        if (discarding) {
+        if (discarding || line.length > MAX_LINE) {
+          if (!discarding) {
+            s.log.info({ why: 'line too long' }, 'ftp command refused');
+            s.queue = s.queue.then(() => conn.reply(500, 'Command line too long')).then(() => undefined);
+          }
           discarding = false;
           continue;
         }
