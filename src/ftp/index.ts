@@ -126,6 +126,8 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
   const sessions = new Set<Session>();
   const byConn = new WeakMap<Conn, Session>();
   const perIp = new Map<string, number>();
+  /** Every accepted control socket, so stop() can end the ones that never became sessions. */
+  const sockets = new Set<Socket>();
   const idleMs = cfg.idleTimeout * 1000;
   let sweeper: NodeJS.Timeout | undefined;
   let ftp: FtpSrv | undefined;
@@ -278,7 +280,10 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     // 'wx' (O_EXCL): never opens through a link planted at the temporary's name.
     const file = createWriteStream(up.temp, { flags: up.prefix > 0 ? 'a' : 'wx', mode: 0o644 });
     let diskError: Error | undefined;
-    file.once('error', (err) => (diskError = err));
+    // Only a failing system call is the disk's fault; the stream is also destroyed when the socket fails.
+    file.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.syscall) diskError = err;
+    });
     await conn.reply(150, `Ready to receive ${up.clientPath}`);
     try {
       await pipeline(socket, counter, file);
@@ -685,6 +690,8 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
       const [accept] = srv.listeners('connection') as Array<(sock: Socket) => void>;
       srv.removeAllListeners('connection');
       srv.on('connection', (sock: Socket) => {
+        sockets.add(sock);
+        sock.once('close', () => sockets.delete(sock));
         // Without TCP_NODELAY each completion reply waits for the client's delayed ACK (~40 ms per transfer).
         sock.setNoDelay(true);
         const ip = plainIp(sock.remoteAddress);
@@ -737,6 +744,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
         s.conn.commandSocket.destroy();
       }
       sessions.clear();
+      for (const sock of sockets) sock.destroy();
       await closed;
       ftp.removeAllListeners();
       ftp = undefined;

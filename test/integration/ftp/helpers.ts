@@ -53,7 +53,7 @@ export async function httpGet(base: string, host: string, path: string): Promise
 }
 
 /** A bare control connection for what real clients refuse to send (NUL bytes, raw bytes). */
-export async function rawSession(url: string): Promise<{ send(line: string | Buffer): Promise<string>; close(): void; closed: Promise<void> }> {
+export async function rawSession(url: string): Promise<{ greeting: string; send(line: string | Buffer): Promise<string>; read(): Promise<string>; close(): void; closed: Promise<void> }> {
   const u = new URL(url);
   const { connect } = await import('node:net');
   const sock = connect(Number(u.port), u.hostname);
@@ -82,13 +82,15 @@ export async function rawSession(url: string): Promise<{ send(line: string | Buf
       waiter = resolve;
       take();
     });
-  await next(); // greeting
+  const greeting = await next();
   return {
+    greeting,
     send(line) {
       const p = next();
       sock.write(typeof line === 'string' ? `${line}\r\n` : Buffer.concat([line, Buffer.from('\r\n')]));
       return p;
     },
+    read: next,
     close: () => sock.destroy(),
     closed,
   };
