@@ -3,6 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { isConfigDir } from '../core/config/load.ts';
 import { check } from './commands/check.ts';
+import { hashPasswordCommand } from './commands/hash-password.ts';
+import { passwd } from './commands/passwd.ts';
 
 /** The bundled example config, used when the current folder has none. */
 const BUNDLED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../config');
@@ -37,6 +39,22 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action((opts: { config?: string }) => {
       code = check(configDirOf(opts.config));
+    });
+
+  program
+    .command('hash-password')
+    .description('read a password on stdin and print its scrypt hash (for a tenant file\'s ftp[].password)')
+    .action(async () => {
+      code = await hashPasswordCommand();
+    });
+
+  program
+    .command('passwd')
+    .description('set the FTP password of user@tenant (read on stdin) in the tenant\'s file, keeping its comments')
+    .argument('<login>', 'user@<tenant id>; the user is added if the tenant has none of that name')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (login: string, opts: { config?: string }) => {
+      code = await passwd(login, configDirOf(opts.config));
     });
 
   try {

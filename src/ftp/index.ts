@@ -16,7 +16,7 @@ import { bunyanAdapter } from './bunyan.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { LoginGuard } from './guard.ts';
 import { FtpError, JailFileSystem } from './jailfs.ts';
-import { DUMMY_HASH, verifyPassword } from './password.ts';
+import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { scanUsage, TenantUsage } from './usage.ts';
 import { TransferLogs } from './xferlog.ts';
 

@@ -2,7 +2,7 @@ import type { Client } from 'basic-ftp';
 import { existsSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../../../src/ftp/password.ts';
+import { hashPassword } from '../../../src/lib/password.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { download, ftpConnect, ftpLogin, httpGet, rawSession, replyCode, upload } from './helpers.ts';
 

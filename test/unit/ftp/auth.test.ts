@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { activeTarget } from '../../../src/ftp/index.ts';
 import { LoginGuard } from '../../../src/ftp/guard.ts';
-import { DUMMY_HASH, hashPassword, isPasswordHash, verifyPassword } from '../../../src/ftp/password.ts';
+import { DUMMY_HASH, hashPassword, isPasswordHash, verifyPassword } from '../../../src/lib/password.ts';
 
 describe('scrypt password hashes', () => {
   it('verifies the bundled example (alice@example.test / wonderland)', async () => {
