@@ -15,7 +15,7 @@ import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import { bunyanAdapter } from './bunyan.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { LoginGuard } from './guard.ts';
-import { FtpError, JailFileSystem } from './jailfs.ts';
+import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { scanUsage, TenantUsage } from './usage.ts';
 import { TransferLogs } from './xferlog.ts';
@@ -138,13 +138,18 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     : undefined;
   const [pasvMin, pasvMax] = cfg.passive ? cfg.passive.ports.split('-').map(Number) : [0, 0];
 
+  /**
+   * The usage of a tenant, scanned on first use (at start, or when a reload
+   * adds the tenant: no upload of its can be running then, so upload
+   * temporaries found are leftovers of a crash and are removed).
+   */
   async function usageOf(tenantId: string): Promise<TenantUsage> {
     let u = usages.get(tenantId);
     if (u) return u;
     const tenant = current.tenants.get(tenantId)!;
     u = new TenantUsage(tenant.quota);
     usages.set(tenantId, u);
-    u.used = await scanUsage(tenant.root);
+    u.used = await scanUsage(tenant.root, { removeTemps: TEMP_PREFIX });
     return u;
   }
 
@@ -278,7 +283,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
       },
     });
     // 'wx' (O_EXCL): never opens through a link planted at the temporary's name.
-    const file = createWriteStream(up.temp, { flags: up.prefix > 0 ? 'a' : 'wx', mode: 0o644 });
+    const file = createWriteStream(up.temp, { flags: up.prefix > 0 ? 'a' : 'wx', mode: 0o644, highWaterMark: 256 * 1024 });
     let diskError: Error | undefined;
     // Only a failing system call is the disk's fault; the stream is also destroyed when the socket fails.
     file.once('error', (err: NodeJS.ErrnoException) => {

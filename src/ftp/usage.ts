@@ -1,4 +1,4 @@
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 /**
@@ -25,9 +25,11 @@ export class TenantUsage {
 /**
  * Sums the sizes of regular files below `root` without following symlinks
  * (a link to a big file elsewhere costs its tenant nothing, and a loop
- * cannot trap the scan). A missing root counts as empty.
+ * cannot trap the scan). A missing root counts as empty. With `removeTemps`
+ * (a name prefix), files so named are deleted instead of counted: upload
+ * temporaries left by a crash, removed at start when no upload can be running.
  */
-export async function scanUsage(root: string): Promise<number> {
+export async function scanUsage(root: string, { removeTemps }: { removeTemps?: string } = {}): Promise<number> {
   let total = 0;
   const pending: string[] = [root];
   while (pending.length > 0) {
@@ -44,6 +46,10 @@ export async function scanUsage(root: string): Promise<number> {
       const full = path.join(dir, e.name);
       if (e.isDirectory()) pending.push(full);
       else if (e.isFile()) {
+        if (removeTemps && e.name.startsWith(removeTemps)) {
+          await unlink(full).catch(() => undefined);
+          continue;
+        }
         try {
           total += (await lstat(full)).size;
         } catch {

@@ -190,3 +190,22 @@ describe('JailFileSystem: normal use', () => {
     expect(() => fsFor().chmod()).toThrow(FtpError);
   });
 });
+
+describe('scanUsage', () => {
+  it('sums regular files without following links, and removes leftover upload temporaries when asked', async () => {
+    const base = mkdtempSync(path.join(os.tmpdir(), 'mw-scan-'));
+    try {
+      mkdirSync(path.join(base, 'd'));
+      writeFileSync(path.join(base, 'a'), '12345');
+      writeFileSync(path.join(base, 'd', 'b'), '123');
+      writeFileSync(path.join(base, 'd', `${TEMP_PREFIX}dead`), '1234567');
+      symlinkSync('/etc/passwd', path.join(base, 'link'));
+      expect(await scanUsage(base)).toBe(15);
+      expect(await scanUsage(base, { removeTemps: TEMP_PREFIX })).toBe(8);
+      expect(readdirSync(path.join(base, 'd'))).toEqual(['b']);
+      expect(await scanUsage(path.join(base, 'missing'))).toBe(0);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+});
