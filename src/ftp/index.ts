@@ -64,6 +64,8 @@ interface Session {
   queue: Promise<void>;
   /** Jail-relative source of a pending RNFR. */
   renameFrom?: string;
+  /** When the running RETR started, for the transfer log. */
+  retrStart: number;
 }
 
 const require = createRequire(import.meta.url);
@@ -566,6 +568,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
           await replyError(s, err, cmd.directive);
           return;
         }
+        s.retrStart = Date.now();
         await conn.commands.handle(cmd);
         return;
       default:
@@ -587,6 +590,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
       lastBytes: -1,
       mlstFacts: new Set(MLST_FACTS),
       queue: Promise.resolve(),
+      retrStart: 0,
     };
     sessions.add(s);
     byConn.set(conn, s);
@@ -635,7 +639,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     conn.on('RETR', (err: Error | null, serverPath: string) => {
       if (!s.fs) return;
       const rel = `/${path.relative(s.fs.root, serverPath ?? '')}`;
-      transferLog(s, 'RETR', rel, conn.connector.socket?.bytesWritten ?? 0, s.lastActivity, err ? 'aborted' : 'ok');
+      transferLog(s, 'RETR', rel, conn.connector.socket?.bytesWritten ?? 0, s.retrStart, err ? 'aborted' : 'ok');
     });
     socket.once('close', () => {
       sessions.delete(s);

@@ -83,6 +83,19 @@ describe('FTP: logins', () => {
   });
 });
 
+describe('FTP: reload', () => {
+  it('a new user and a new password take effect on reload; open sessions go on', async () => {
+    const open = await asA();
+    const newPass = 'after-reload-4';
+    t.writeTenant('a.test2', { domains: ['a.test2'], quota: '64KiB', ftp: [{ user: 'ben', password: await hashPassword(PASS_B) }, { user: 'cy', password: await hashPassword(newPass) }] });
+    await waitFor(() => t.suite.registry().ftpAccount('cy@a.test2'), 5_000, 'the reload');
+    const c = await ftpLogin(ftpUrl, 'cy@a.test2', newPass);
+    clients.push(c);
+    expect((await c.list()).map((f) => f.name)).toContain('secret.html');
+    expect(await open.pwd()).toBe('/');
+  });
+});
+
 describe('FTP: uploads', () => {
   it('an upload is served over HTTP at once, and so is its replacement', async () => {
     const c = await asA();
