@@ -463,6 +463,55 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     }
   }
 
+  /** PORT/EPRT: only toward the client's own address and an unprivileged port (FTP bounce, CVE-2020-15152 class). */
+  async function active(s: Session, cmd: Command): Promise<void> {
+    const conn = s.conn;
+    const t = activeTarget(cmd.directive as 'PORT' | 'EPRT', cmd.arg);
+    if (!t) {
+      await conn.reply(501, `Syntax error in ${cmd.directive} argument`);
+      return;
+    }
+    if (!sameIp(t.host, conn.commandSocket.remoteAddress) || t.port < 1024) {
+      s.log.warn({ target: formatAddress(t), why: t.port < 1024 ? 'privileged port' : 'not the client address' }, 'ftp active connection refused (bounce)');
+      await conn.reply(500, `Illegal ${cmd.directive} command: data connections go only to your own address, port 1024 or above`);
+      return;
+    }
+    await conn.commands.handle(cmd);
+  }
+
+  /**
+   * LIST, NLST, RETR: the path is checked before ftp-srv waits for the data
+   * connection, so a refused path gets 550 (ftp-srv would answer 451 or 551)
+   * and no data connection is left waiting.
+   */
+  async function checkedTransfer(s: Session, cmd: Command): Promise<void> {
+    try {
+      await s.fs!.get(cmd.directive === 'RETR' ? (cmd.arg ?? '') : cmd.arg);
+    } catch (err) {
+      s.conn.connector.end();
+      await replyError(s, err, cmd.directive);
+      return;
+    }
+    s.retrStart = Date.now();
+    await s.conn.commands.handle(cmd);
+  }
+
+  /** Commands this service answers itself once a session is logged in. */
+  const OWN: Record<string, (s: Session, cmd: Command) => Promise<void>> = {
+    PORT: active,
+    EPRT: active,
+    PASV: (s) => pasv(s),
+    STOR: store,
+    APPE: store,
+    STOU: store,
+    MLSD: mlsd,
+    MLST: mlst,
+    LIST: checkedTransfer,
+    NLST: checkedTransfer,
+    RETR: checkedTransfer,
+    ...Object.fromEntries(['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM'].map((d) => [d, fileCommand])),
+  };
+
   async function handleLine(s: Session, line: string): Promise<void> {
     const conn = s.conn;
     // Telnet IP/Synch bytes some clients send before ABOR (RFC 959 §4.1.3) are not part of the command.
@@ -505,75 +554,16 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
         }
         await conn.commands.handle(cmd);
         return;
-      case 'PORT':
-      case 'EPRT': {
-        if (needAuth()) return;
-        const t = activeTarget(cmd.directive, cmd.arg);
-        if (!t) {
-          await conn.reply(501, `Syntax error in ${cmd.directive} argument`);
+      default: {
+        const own = OWN[cmd.directive];
+        if (own) {
+          if (needAuth()) return;
+          await own(s, cmd);
           return;
         }
-        if (!sameIp(t.host, conn.commandSocket.remoteAddress) || t.port < 1024) {
-          s.log.warn({ target: formatAddress(t), why: t.port < 1024 ? 'privileged port' : 'not the client address' }, 'ftp active connection refused (bounce)');
-          await conn.reply(500, `Illegal ${cmd.directive} command: data connections go only to your own address, port 1024 or above`);
-          return;
-        }
-        await conn.commands.handle(cmd);
-        return;
-      }
-      case 'PASV':
-        if (needAuth()) return;
-        await pasv(s);
-        return;
-      case 'STOR':
-      case 'APPE':
-      case 'STOU':
-        if (needAuth()) return;
-        await store(s, cmd);
-        return;
-      case 'MLSD':
-        if (needAuth()) return;
-        await mlsd(s, cmd);
-        return;
-      case 'MLST':
-        if (needAuth()) return;
-        await mlst(s, cmd);
-        return;
-      case 'CWD':
-      case 'XCWD':
-      case 'CDUP':
-      case 'XCUP':
-      case 'MKD':
-      case 'XMKD':
-      case 'RMD':
-      case 'XRMD':
-      case 'DELE':
-      case 'RNFR':
-      case 'RNTO':
-      case 'SIZE':
-      case 'MDTM':
-        if (needAuth()) return;
-        await fileCommand(s, cmd);
-        return;
-      case 'LIST':
-      case 'NLST':
-      case 'RETR':
-        if (needAuth()) return;
-        // Checked before ftp-srv waits for the data connection, so a refused path gets 550
-        // (ftp-srv would answer 451 or 551) and no data connection is left waiting.
-        try {
-          await s.fs!.get(cmd.directive === 'RETR' ? (cmd.arg ?? '') : cmd.arg);
-        } catch (err) {
-          conn.connector.end();
-          await replyError(s, err, cmd.directive);
-          return;
-        }
-        s.retrStart = Date.now();
-        await conn.commands.handle(cmd);
-        return;
-      default:
         // ftp-srv itself answers 530 to commands that need a login.
         await conn.commands.handle(cmd);
+      }
     }
   }
 
