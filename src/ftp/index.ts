@@ -497,20 +497,20 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
   }
 
   /** Commands this service answers itself once a session is logged in. */
-  const OWN: Record<string, (s: Session, cmd: Command) => Promise<void>> = {
-    PORT: active,
-    EPRT: active,
-    PASV: (s) => pasv(s),
-    STOR: store,
-    APPE: store,
-    STOU: store,
-    MLSD: mlsd,
-    MLST: mlst,
-    LIST: checkedTransfer,
-    NLST: checkedTransfer,
-    RETR: checkedTransfer,
-    ...Object.fromEntries(['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM'].map((d) => [d, fileCommand])),
-  };
+  const OWN = new Map<string, (s: Session, cmd: Command) => Promise<void>>([
+    ['PORT', active],
+    ['EPRT', active],
+    ['PASV', (s) => pasv(s)],
+    ['STOR', store],
+    ['APPE', store],
+    ['STOU', store],
+    ['MLSD', mlsd],
+    ['MLST', mlst],
+    ['LIST', checkedTransfer],
+    ['NLST', checkedTransfer],
+    ['RETR', checkedTransfer],
+    ...['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM'].map((d) => [d, fileCommand] as const),
+  ]);
 
   async function handleLine(s: Session, line: string): Promise<void> {
     const conn = s.conn;
@@ -518,11 +518,6 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     const clean = line.replace(/^[\u0000-\u001f\u007f-\u00ff\ufffd]+/, '');
     if (clean === '') return;
     const cmd = conn.commands.parse(clean);
-    const needAuth = () => {
-      if (conn.authenticated && s.fs) return false;
-      void conn.reply(530, 'Please log in with USER and PASS first');
-      return true;
-    };
     switch (cmd.directive) {
       case 'USER':
         if (cfg.tls?.required && !conn.secure) {
@@ -555,10 +550,10 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
         await conn.commands.handle(cmd);
         return;
       default: {
-        const own = OWN[cmd.directive];
+        const own = OWN.get(cmd.directive);
         if (own) {
-          if (needAuth()) return;
-          await own(s, cmd);
+          if (conn.authenticated && s.fs) await own(s, cmd);
+          else await conn.reply(530, 'Please log in with USER and PASS first');
           return;
         }
         // ftp-srv itself answers 530 to commands that need a login.
@@ -604,6 +599,14 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
             s.queue = s.queue.then(() => conn.reply(500, 'Command line too long')).then(() => undefined);
           }
           discarding = false;
+          continue;
+        }
+        if (s.busy && /^[^A-Za-z]*ABOR\s*$/i.test(line)) {
+          // RFC 959 §4.1.3: ABOR during a transfer ends it (the transfer answers 426), then ABOR gets 226.
+          // Commands otherwise wait their turn, so this one is acted on as it arrives.
+          s.log.info('ftp transfer aborted by the client (ABOR)');
+          conn.connector.socket?.destroy();
+          s.queue = s.queue.then(() => conn.reply(226, 'Abort successful')).then(() => undefined);
           continue;
         }
         s.queue = s.queue.then(async () => {

@@ -98,6 +98,24 @@ describe('FTP limits', () => {
     expect(t.logs().some((l) => l.msg === 'ftp transfer aborted: no data moved')).toBe(true);
   });
 
+  it('ABOR during an upload ends it with 426 then 226, storing nothing', async () => {
+    const raw = await rawSession(t.ftp!);
+    await raw.send('USER lee@l.test');
+    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+    const epsv = await raw.send('EPSV');
+    const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('connect', r));
+    expect(await raw.send('STOR aborted.bin')).toMatch(/^150 /);
+    data.write(Buffer.alloc(5_000, 7));
+    expect(await raw.send('ABOR')).toMatch(/^426 /);
+    expect(await raw.read()).toMatch(/^226 Abort successful/);
+    expect(await raw.send('NOOP')).toMatch(/^200 /);
+    data.destroy();
+    raw.close();
+    expect(readdirSync(path.join(t.sitesDir, 'l.test')).filter((n) => n.startsWith('.') || n === 'aborted.bin')).toEqual([]);
+  });
+
   it('refuses connections over the per-IP cap with 421, and frees the slots when they close', async () => {
     const open = [];
     let refused: string | undefined;
