@@ -3,8 +3,6 @@ import { mkdir, realpath } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { FtpSrv } from 'ftp-srv';
 import { errorRef } from '../core/errors.ts';
@@ -17,6 +15,7 @@ import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { LoginGuard } from './guard.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
+import { receive } from './receive.ts';
 import { scanUsage, TenantUsage } from './usage.ts';
 import { TransferLogs } from './xferlog.ts';
 
@@ -268,22 +267,24 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     let quotaHit = false;
     const usage = fs.usage;
     let discarded = 0;
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        if (quotaHit || !usage.fits(chunk.length, up.oldSize)) {
-          // Over quota: nothing more is written; the rest is read and dropped so the client
-          // finishes sending and reads a clean 552 (a reset data connection makes clients
-          // report a network error instead). Past DISCARD_MAX the connection is cut.
-          quotaHit = true;
-          discarded += chunk.length;
-          cb(discarded > DISCARD_MAX ? new FtpError(552, 'quota') : null);
-          return;
+    let cut: FtpError | undefined;
+    const accept = (chunk: Buffer): boolean => {
+      if (quotaHit || !usage.fits(chunk.length, up.oldSize)) {
+        // Over quota: nothing more is written; the rest is read and dropped so the client
+        // finishes sending and reads a clean 552 (a reset data connection makes clients
+        // report a network error instead). Past DISCARD_MAX the connection is cut.
+        quotaHit = true;
+        discarded += chunk.length;
+        if (discarded > DISCARD_MAX && !cut) {
+          cut = new FtpError(552, 'quota');
+          socket.destroy(cut);
         }
-        usage.used += chunk.length;
-        written += chunk.length;
-        cb(null, chunk);
-      },
-    });
+        return false;
+      }
+      usage.used += chunk.length;
+      written += chunk.length;
+      return true;
+    };
     // 'wx' (O_EXCL): never opens through a link planted at the temporary's name.
     const file = createWriteStream(up.temp, { flags: up.prefix > 0 ? 'a' : 'wx', mode: 0o644, highWaterMark: 256 * 1024 });
     let diskError: Error | undefined;
@@ -293,7 +294,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     });
     await conn.reply(150, `Ready to receive ${up.clientPath}`);
     try {
-      await pipeline(socket, counter, file);
+      await receive(socket, file, accept);
       if (quotaHit) throw new FtpError(552, 'quota');
       await fs.commitUpload(up);
       transferLog(s, cmd.directive, up.clientPath, written, t0, 'ok');
@@ -453,6 +454,8 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
       return;
     }
     try {
+      // ftp-srv leaves the previous data listener open (up to 30 s): a client repeating PASV would use up the range.
+      conn.connector.end();
       conn.connector = new PassiveConnector(conn);
       const server = await conn.connector.setupServer();
       const port = (server.address() as { port: number }).port;
@@ -476,6 +479,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
       await conn.reply(500, `Illegal ${cmd.directive} command: data connections go only to your own address, port 1024 or above`);
       return;
     }
+    conn.connector.end();
     await conn.commands.handle(cmd);
   }
 
@@ -501,6 +505,13 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     ['PORT', active],
     ['EPRT', active],
     ['PASV', (s) => pasv(s)],
+    [
+      'EPSV',
+      async (s, cmd) => {
+        s.conn.connector.end(); // as for PASV: one data listener per session at a time
+        await s.conn.commands.handle(cmd);
+      },
+    ],
     ['STOR', store],
     ['APPE', store],
     ['STOU', store],
@@ -579,6 +590,19 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     };
     sessions.add(s);
     byConn.set(conn, s);
+    // ftp-srv's Connector.end() installs `new Connector(this)` on the connection, and runs again
+    // when the old data listener's 'close' event comes in later; by then a new PASV may have
+    // installed a live connector, which that late call would drop (leaking its listener and
+    // failing the next transfer with 425). Only the current connector may replace itself.
+    let connector = conn.connector;
+    Object.defineProperty(conn, 'connector', {
+      configurable: true,
+      get: () => connector,
+      set: (next: Conn['connector'] & { connection?: unknown }) => {
+        if (next.connection !== conn && next.connection !== connector) return;
+        connector = next;
+      },
+    });
     s.log.debug('ftp connection');
     socket.removeAllListeners('data');
     socket.removeAllListeners('timeout');

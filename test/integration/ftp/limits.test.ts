@@ -33,6 +33,31 @@ beforeAll(async () => {
   });
 });
 
+/**
+ * A logged-in bare session. The per-IP cap is small here, and the server
+ * frees a slot when it sees the previous test's close: wait for a 220.
+ */
+async function rawFresh(): Promise<Awaited<ReturnType<typeof rawSession>>> {
+  const fresh = await waitFor(
+    async () => {
+      const r = await rawSession(t.ftp!);
+      if (r.greeting.startsWith('220')) return r;
+      r.close();
+      return undefined;
+    },
+    3_000,
+    'a free connection slot',
+  );
+  return fresh!;
+}
+
+async function rawLogin(): Promise<Awaited<ReturnType<typeof rawSession>>> {
+  const raw = await rawFresh();
+  await raw.send('USER lee@l.test');
+  expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+  return raw;
+}
+
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
 });
@@ -57,6 +82,8 @@ describe('FTP limits', () => {
       expect(ep).toBeGreaterThanOrEqual(PASV_BASE);
       expect(ep).toBeLessThanOrEqual(PASV_BASE + 9);
     }
+    // Each PASV/EPSV closes the session's previous data listener: many in a row never exhaust the range.
+    for (let i = 0; i < 30; i++) expect(await replyCode(c.send(i % 2 ? 'PASV' : 'EPSV'))).toBeLessThan(300);
     // And a transfer through it works.
     await c.uploadFrom(Readable.from([Buffer.from('via range')]), 'range.html');
     expect(readFileSync(path.join(t.sitesDir, 'l.test', 'range.html'), 'utf8')).toBe('via range');
@@ -73,17 +100,13 @@ describe('FTP limits', () => {
   });
 
   it('a session idle for longer than idleTimeout is closed with 421', async () => {
-    const raw = await rawSession(t.ftp!);
-    await raw.send('USER lee@l.test');
-    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+    const raw = await rawLogin();
     await raw.closed;
     expect(t.logs().some((l) => l.msg === 'ftp session closed: idle timeout')).toBe(true);
   });
 
   it('a stalled upload is aborted after idleTimeout with 426, leaving nothing behind', async () => {
-    const raw = await rawSession(t.ftp!);
-    await raw.send('USER lee@l.test');
-    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+    const raw = await rawLogin();
     const epsv = await raw.send('EPSV');
     const port = Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]);
     const data = connect(port, '127.0.0.1');
@@ -99,9 +122,7 @@ describe('FTP limits', () => {
   });
 
   it('ABOR during an upload ends it with 426 then 226, storing nothing', async () => {
-    const raw = await rawSession(t.ftp!);
-    await raw.send('USER lee@l.test');
-    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+    const raw = await rawLogin();
     const epsv = await raw.send('EPSV');
     const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
     data.on('error', () => undefined);
@@ -142,12 +163,12 @@ describe('FTP limits', () => {
   it('after 5 failed logins a user is locked for 5 minutes, even with the right password; others are not', async () => {
     // The per-IP count (also 5) is shared by every test here, so this one runs last.
     for (let i = 0; i < 5; i++) {
-      const raw = await rawSession(t.ftp!);
+      const raw = await rawFresh();
       await raw.send('USER max@l.test');
       expect(await raw.send('PASS guess-' + i)).toMatch(/^530 Login incorrect/);
       raw.close();
     }
-    const raw = await rawSession(t.ftp!);
+    const raw = await rawFresh();
     await raw.send('USER max@l.test');
     expect(await raw.send(`PASS ${PASS}`)).toMatch(/^530 Too many failed logins; try again in 5 minutes/);
     // The same IP made the failures, so it is locked too.
