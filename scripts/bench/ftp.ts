@@ -1,7 +1,7 @@
 /**
  * FTP upload benchmark: 200 files of 4 KiB, then one large file, through
- * basic-ftp (one session per server), against bare ftp-srv 4.6.3 and
- * against makewaves' FTP service, in the same run. Prints a table of
+ * basic-ftp (one session per server), against bare ftp-srv 4.6.3, the
+ * same with TCP_NODELAY, and makewaves' FTP service, in the same run. Prints a table of
  * medians and ratios (bare ftp-srv = 1.00).
  *
  *   node --import tsx scripts/bench/ftp.ts [--runs 3] [--files 200] [--large-mb 100]
@@ -78,18 +78,23 @@ async function measure(target: Target, files: number, fileBytes: number, largeBy
   }
 }
 
-/** Bare ftp-srv with its own file system, as a project would use it out of the box. */
-async function bareFtpSrv(root: string): Promise<Target> {
+/**
+ * Bare ftp-srv with its own file system, as a project would use it out of
+ * the box; with `noDelay`, TCP_NODELAY set on its control sockets (the one
+ * change that matters for small files), to show what our own layers cost.
+ */
+async function bareFtpSrv(root: string, noDelay = false): Promise<Target> {
   const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
   const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
   const srv = new FtpSrv({ url: 'ftp://127.0.0.1:0', pasv_url: '127.0.0.1', pasv_min: 0, pasv_max: 0, log: bunyanAdapter(createLogger({ level: 'silent' })) });
   for (const s of signals) for (const fn of process.listeners(s)) if (!before.get(s)!.has(fn)) process.removeListener(s, fn);
   (srv as unknown as NodeJS.EventEmitter).on('login', (_d: unknown, resolve: (r: object) => void) => resolve({ root }));
   const server = (srv as unknown as { server: import('node:net').Server }).server;
+  if (noDelay) server.prependListener('connection', (sock: import('node:net').Socket) => sock.setNoDelay(true));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as { port: number }).port;
   return {
-    name: 'bare ftp-srv 4.6.3',
+    name: noDelay ? 'bare ftp-srv + TCP_NODELAY' : 'bare ftp-srv 4.6.3',
     url: `ftp://127.0.0.1:${port}`,
     user: 'bench',
     password: 'bench',
@@ -118,8 +123,10 @@ export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[
   const largeBytes = opts.largeBytes ?? 100 * 1024 * 1024;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mw-bench-ftp-'));
   const bareRoot = path.join(dir, 'bare');
+  const fastRoot = path.join(dir, 'bare-nodelay');
   mkdirSync(bareRoot);
-  const targets = [await bareFtpSrv(bareRoot), await makewaves(dir)];
+  mkdirSync(fastRoot);
+  const targets = [await bareFtpSrv(bareRoot), await bareFtpSrv(fastRoot, true), await makewaves(dir)];
   const rows: FtpBenchRow[] = [];
   try {
     const results = new Map(targets.map((t) => [t.name, { small: [] as number[], large: [] as number[] }]));
