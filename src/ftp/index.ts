@@ -226,8 +226,9 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
       }
       throw new FtpError(530, 'Login incorrect');
     }
+    // The user's failures are forgiven; the address's are not, or one valid account would
+    // let its holder reset the count between guesses at other users' passwords.
     guard.succeed(`u:${name}`);
-    guard.succeed(`ip:${s.remote}`);
     const tenant = account.tenant;
     await mkdir(tenant.root, { recursive: true });
     const root = await realpath(tenant.root);
