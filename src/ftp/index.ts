@@ -10,11 +10,11 @@ import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { bunyanAdapter } from './bunyan.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { LoginGuard } from './guard.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
-import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { receive } from './receive.ts';
 import { scanUsage, TenantUsage } from './usage.ts';
 import { TransferLogs } from './xferlog.ts';
@@ -67,6 +67,8 @@ interface Session {
   retrStart: number;
 }
 
+// ftp-srv does not export its passive connector; PASV is answered here (to advertise the
+// configured address), so it is loaded from the package's own file.
 const require = createRequire(import.meta.url);
 type PassiveCtor = new (conn: Conn) => Conn['connector'];
 const PassiveConnector = require('ftp-srv/src/connector/passive.js') as PassiveCtor;
@@ -134,9 +136,8 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
   let ftp: FtpSrv | undefined;
   let connId = 0;
 
-  const tlsOptions = cfg.tls
-    ? { cert: readFileSync(path.resolve(registry.config.dir, cfg.tls.cert)), key: readFileSync(path.resolve(registry.config.dir, cfg.tls.key)) }
-    : undefined;
+  /** Read in start(), so a missing file is a start failure naming it (and startAll rolls back). */
+  let tlsOptions: { cert: Buffer; key: Buffer } | undefined;
   const [pasvMin, pasvMax] = cfg.passive ? cfg.passive.ports.split('-').map(Number) : [0, 0];
 
   /**
@@ -696,6 +697,17 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     name: 'ftp',
     async start() {
       const listen = parseListen(cfg.listen)!;
+      if (cfg.tls) {
+        const read = (what: string, file: string) => {
+          const full = path.resolve(registry.config.dir, file);
+          try {
+            return readFileSync(full);
+          } catch (err) {
+            throw new Error(`ftp cannot start: tls.${what} ${full} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
+          }
+        };
+        tlsOptions = { cert: read('cert', cfg.tls.cert), key: read('key', cfg.tls.key) };
+      }
       const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
       const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
       ftp = new FtpSrv({

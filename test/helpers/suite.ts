@@ -71,7 +71,13 @@ export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite>
     },
   });
   const log = createLogger({ level: 'debug', destination });
-  const suite = await startSuite({ configDir, log, watch: true });
+  let suite: Suite;
+  try {
+    suite = await startSuite({ configDir, log, watch: true });
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     suite,
     dir,

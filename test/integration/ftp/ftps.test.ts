@@ -47,3 +47,11 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
     expect((await c.list()).map((f) => f.name)).toEqual(['secure.html']);
   });
 });
+
+describe('FTPS configuration errors', () => {
+  it('a certificate that cannot be read stops the start, naming the file', async () => {
+    await expect(startTestSuite({ tenants: {}, main: { ftp: { tls: { cert: '/nonexistent/cert.pem', key: '/nonexistent/key.pem' } } } })).rejects.toThrow(
+      /ftp cannot start: tls\.cert \/nonexistent\/cert\.pem cannot be read \(ENOENT\)/,
+    );
+  });
+});
