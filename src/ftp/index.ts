@@ -296,14 +296,24 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
     });
     await conn.reply(150, `Ready to receive ${up.clientPath}`);
     try {
-      await receive(socket, file, accept);
-      if (quotaHit) throw new FtpError(552, 'quota');
-      await fs.commitUpload(up);
-      transferLog(s, cmd.directive, up.clientPath, written, t0, 'ok');
-      s.log.debug({ path: up.clientPath, bytes: written }, 'ftp upload');
-      await conn.reply(226, `Transfer complete: ${up.clientPath}`);
-    } catch (err) {
-      socket.destroy();
+      let transferError: unknown;
+      try {
+        await receive(socket, file, accept);
+      } catch (err) {
+        transferError = err;
+        socket.destroy();
+      }
+      if (transferError === undefined && !quotaHit) {
+        try {
+          await fs.commitUpload(up);
+          transferLog(s, cmd.directive, up.clientPath, written, t0, 'ok');
+          s.log.debug({ path: up.clientPath, bytes: written }, 'ftp upload');
+          await conn.reply(226, `Transfer complete: ${up.clientPath}`);
+          return;
+        } catch (err) {
+          diskError = err as Error;
+        }
+      }
       await fs.abortUpload(up, written);
       if (quotaHit) {
         transferLog(s, cmd.directive, up.clientPath, written, t0, 'quota');
@@ -314,7 +324,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
         await replyError(s, diskError, cmd.directive);
       } else {
         transferLog(s, cmd.directive, up.clientPath, written, t0, 'aborted');
-        s.log.info({ path: up.clientPath, bytes: written, err: (err as Error).message }, 'ftp upload aborted by the client or the network; nothing stored');
+        s.log.info({ path: up.clientPath, bytes: written, err: (transferError as Error).message }, 'ftp upload aborted by the client or the network; nothing stored');
         await conn.reply(426, `Connection closed; transfer aborted, ${up.clientPath} not stored`);
       }
     } finally {

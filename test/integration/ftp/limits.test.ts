@@ -1,7 +1,7 @@
 import type { Client } from 'basic-ftp';
 import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -135,6 +135,25 @@ describe('FTP limits', () => {
     data.destroy();
     raw.close();
     expect(readdirSync(path.join(t.sitesDir, 'l.test')).filter((n) => n.startsWith('.') || n === 'aborted.bin')).toEqual([]);
+  });
+
+  it('an upload that cannot be put in place answers 451 with a reference, logged, and leaves no temporary', async () => {
+    const raw = await rawLogin();
+    const epsv = await raw.send('EPSV');
+    const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('connect', r));
+    expect(await raw.send('STOR blocked.html')).toMatch(/^150 /);
+    // Meanwhile something on the host makes a non-empty folder of that name: the final rename must fail.
+    mkdirSync(path.join(t.sitesDir, 'l.test', 'blocked.html', 'inner'), { recursive: true });
+    data.end('content');
+    const reply = await raw.read();
+    expect(reply).toMatch(/^451 Local error, ref (\w+)/);
+    expect(reply).not.toContain(t.sitesDir);
+    const ref = /ref (\w+)/.exec(reply)![1];
+    expect(t.logs().some((l) => l.ref === ref && l.level === 50)).toBe(true);
+    raw.close();
+    expect(readdirSync(path.join(t.sitesDir, 'l.test')).filter((n) => n.startsWith('.'))).toEqual([]);
   });
 
   it('refuses connections over the per-IP cap with 421, and frees the slots when they close', async () => {
