@@ -1,6 +1,6 @@
 import type { Client } from 'basic-ftp';
 import { execFile } from 'node:child_process';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -58,6 +58,17 @@ async function rawLogin(): Promise<Awaited<ReturnType<typeof rawSession>>> {
   return raw;
 }
 
+/** A logged-in bare session with an upload of `name` started (150 received) on an open data connection. */
+async function rawUpload(name: string): Promise<{ raw: Awaited<ReturnType<typeof rawSession>>; data: Socket }> {
+  const raw = await rawLogin();
+  const epsv = await raw.send('EPSV');
+  const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
+  data.on('error', () => undefined);
+  await new Promise((r) => data.once('connect', r));
+  expect(await raw.send(`STOR ${name}`)).toMatch(/^150 /);
+  return { raw, data };
+}
+
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
 });
@@ -106,13 +117,7 @@ describe('FTP limits', () => {
   });
 
   it('a stalled upload is aborted after idleTimeout with 426, leaving nothing behind', async () => {
-    const raw = await rawLogin();
-    const epsv = await raw.send('EPSV');
-    const port = Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]);
-    const data = connect(port, '127.0.0.1');
-    data.on('error', () => undefined);
-    await new Promise((r) => data.once('connect', r));
-    expect(await raw.send('STOR stalled.bin')).toMatch(/^150 /);
+    const { raw, data } = await rawUpload('stalled.bin');
     data.write(Buffer.alloc(10_000, 7)); // then nothing, ever: the client stalls mid-transfer
     expect(await raw.read()).toMatch(/^426 Connection closed; transfer aborted, \/stalled\.bin not stored/);
     data.destroy();
@@ -122,12 +127,7 @@ describe('FTP limits', () => {
   });
 
   it('ABOR during an upload ends it with 426 then 226, storing nothing', async () => {
-    const raw = await rawLogin();
-    const epsv = await raw.send('EPSV');
-    const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
-    data.on('error', () => undefined);
-    await new Promise((r) => data.once('connect', r));
-    expect(await raw.send('STOR aborted.bin')).toMatch(/^150 /);
+    const { raw, data } = await rawUpload('aborted.bin');
     data.write(Buffer.alloc(5_000, 7));
     expect(await raw.send('ABOR')).toMatch(/^426 /);
     expect(await raw.read()).toMatch(/^226 Abort successful/);
@@ -138,12 +138,7 @@ describe('FTP limits', () => {
   });
 
   it('an upload that cannot be put in place answers 451 with a reference, logged, and leaves no temporary', async () => {
-    const raw = await rawLogin();
-    const epsv = await raw.send('EPSV');
-    const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
-    data.on('error', () => undefined);
-    await new Promise((r) => data.once('connect', r));
-    expect(await raw.send('STOR blocked.html')).toMatch(/^150 /);
+    const { raw, data } = await rawUpload('blocked.html');
     // Meanwhile something on the host makes a non-empty folder of that name: the final rename must fail.
     mkdirSync(path.join(t.sitesDir, 'l.test', 'blocked.html', 'inner'), { recursive: true });
     data.end('content');
