@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
+import type { SiteChanges } from './core/contracts.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
@@ -37,8 +38,10 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const state = openState(config.main.dataDir);
 
   const services: Service[] = [];
-  services.push(createHttpService({ registry, state, log }));
-  if (config.main.ftp) services.push(createFtpService({ registry, log }));
+  const http: Service & { siteChanges?: SiteChanges } = createHttpService({ registry, state, log });
+  services.push(http);
+  // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
+  if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges }));
   for (const missing of ['smtp'] as const) {
     if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
   }

@@ -50,3 +50,12 @@ export interface MailSubmitter {
   /** Resolves with the queue id once the message is durably queued (on disk and in state). */
   submit(msg: OutboundMessage): Promise<string>;
 }
+
+/**
+ * Tells the HTTP service that a tenant's files changed through the suite
+ * itself (an FTP upload, delete or rename), so the next request sees the
+ * change at once, without waiting for the cache's revalidation interval.
+ */
+export interface SiteChanges {
+  changed(tenantId: string): void;
+}

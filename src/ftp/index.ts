@@ -5,6 +5,7 @@ import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { FtpSrv } from 'ftp-srv';
+import type { SiteChanges } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -22,6 +23,8 @@ import { TransferLogs } from './xferlog.ts';
 export interface FtpDeps {
   registry: Registry;
   log: Logger;
+  /** Told after every upload, delete, rename and folder change, so HTTP serves the new state at once. */
+  siteChanges?: SiteChanges;
 }
 
 /** ftp-srv's connection internals this service drives (not in its typings). */
@@ -118,7 +121,7 @@ export function activeTarget(directive: 'PORT' | 'EPRT', arg: string | null): { 
  * connection caps, idle timeouts, MLSD/MLST, and refuses SITE and PORT/EPRT
  * toward any address but the client's own (FTP bounce).
  */
-export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
+export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDeps): Service {
   const log = rootLog.child({ svc: 'ftp' });
   let current = registry;
   const main = registry.config.main;
@@ -306,6 +309,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
       if (transferError === undefined && !quotaHit) {
         try {
           await fs.commitUpload(up);
+          siteChanges?.changed(s.tenant!);
           transferLog(s, cmd.directive, up.clientPath, written, t0, 'ok');
           s.log.debug({ path: up.clientPath, bytes: written }, 'ftp upload');
           await conn.reply(226, `Transfer complete: ${up.clientPath}`);
@@ -348,9 +352,12 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
           await conn.reply(250, `Folder is now ${quoted(await fs.chdir('..'))}`);
           break;
         case 'MKD':
-        case 'XMKD':
-          await conn.reply(257, `${quoted(await fs.mkdir(cmd.arg))} created`);
+        case 'XMKD': {
+          const made = await fs.mkdir(cmd.arg);
+          siteChanges?.changed(s.tenant!); // a folder can turn a 404 into a listing or a redirect
+          await conn.reply(257, `${quoted(made)} created`);
           break;
+        }
         case 'RMD':
         case 'XRMD':
         case 'DELE': {
@@ -358,6 +365,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
           if (cmd.directive === 'DELE' && st.isDirectory()) throw new FtpError(550, `${fs.parse(cmd.arg).clientPath}: is a folder; use RMD`);
           if (cmd.directive !== 'DELE' && !st.isDirectory()) throw new FtpError(550, `${fs.parse(cmd.arg).clientPath}: not a folder; use DELE`);
           await fs.delete(cmd.arg);
+          siteChanges?.changed(s.tenant!);
           await conn.reply(250, `${fs.parse(cmd.arg).clientPath} removed`);
           break;
         }
@@ -372,6 +380,7 @@ export function createFtpService({ registry, log: rootLog }: FtpDeps): Service {
           s.renameFrom = undefined;
           if (!from) throw new FtpError(503, 'RNFR first');
           await fs.rename(from, cmd.arg ?? '');
+          siteChanges?.changed(s.tenant!);
           await conn.reply(250, `Renamed to ${fs.parse(cmd.arg).clientPath}`);
           break;
         }
