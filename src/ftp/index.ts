@@ -79,6 +79,9 @@ const PassiveConnector = require('ftp-srv/src/connector/passive.js') as PassiveC
 /** After a quota cut, at most this much of the rest of an upload is read (and dropped) before the connection is reset. */
 const DISCARD_MAX = 64 * 1024 * 1024;
 
+/** Commands read but not yet answered, per session, before reading pauses. */
+const MAX_PENDING = 64;
+
 /** Longest command line accepted (RFC 959 sets none; 4 KiB is ample for a 1 KiB path). */
 const MAX_LINE = 4096;
 
@@ -630,6 +633,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDep
     const decoder = new StringDecoder('utf8');
     let buf = '';
     let discarding = false;
+    let pending = 0;
     socket.on('data', (chunk: Buffer | string) => {
       s.lastActivity = Date.now();
       buf += typeof chunk === 'string' ? chunk : decoder.write(chunk);
@@ -654,6 +658,9 @@ export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDep
           s.queue = s.queue.then(() => conn.reply(226, 'Abort successful')).then(() => undefined);
           continue;
         }
+        // A client that pipelines faster than commands complete is read no further
+        // until the backlog shrinks, so the queue (and memory) stays bounded.
+        if (++pending >= MAX_PENDING) socket.pause();
         s.queue = s.queue.then(async () => {
           s.busy = true;
           s.lastBytes = -1;
@@ -664,6 +671,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDep
           } finally {
             s.busy = false;
             s.lastActivity = Date.now();
+            if (--pending === MAX_PENDING / 4) socket.resume();
           }
         });
       }

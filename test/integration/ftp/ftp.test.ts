@@ -284,3 +284,17 @@ describe('FTP: protocol', () => {
     expect(log).not.toContain(t.sitesDir);
   });
 });
+
+describe('FTP: pipelining', () => {
+  it('a burst of pipelined commands is answered in order, one reply each', async () => {
+    const raw = await rawSession(ftpUrl);
+    await raw.send('USER ann@a.test');
+    expect(await raw.send(`PASS ${PASS_A}`)).toMatch(/^230 /);
+    const replies: string[] = [];
+    const first = raw.send(Buffer.from(Array.from({ length: 500 }, (_, i) => (i % 2 ? 'PWD' : 'NOOP')).join('\r\n')));
+    replies.push(await first);
+    for (let i = 1; i < 500; i++) replies.push(await raw.read());
+    expect(replies.map((r) => r.slice(0, 3))).toEqual(Array.from({ length: 500 }, (_, i) => (i % 2 ? '257' : '200')));
+    raw.close();
+  });
+});
