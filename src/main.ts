@@ -7,6 +7,7 @@ import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
 import { createAdminService } from './admin/index.ts';
 import { Metrics } from './core/metrics.ts';
+import { createFtpService } from './ftp/index.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import { createMailService } from './mail/index.ts';
@@ -53,10 +54,10 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   }
   const cgi = createCgi({ registry, log, mail, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
   services.push(cgi.service);
-  services.push(createHttpService({ registry, state, log, metrics, gateway: cgi.gateway }));
-  for (const missing of ['ftp'] as const) {
-    if (config.main[missing]) log.warn({ svc: missing }, `${missing} is configured, but this version of makewaves does not serve it yet`);
-  }
+  const http = createHttpService({ registry, state, log, metrics, gateway: cgi.gateway });
+  services.push(http);
+  // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
+  if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges }));
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
   services.push(createAdminService({ registry, metrics, log, services: () => services.map((s) => s.name) }));
 

@@ -5,6 +5,8 @@ import { packageRoot } from '../lib/paths.ts';
 import { check } from './commands/check.ts';
 import { forms } from './commands/forms.ts';
 import { queueControl, queueList } from './commands/queue.ts';
+import { hashPasswordCommand } from './commands/hash-password.ts';
+import { passwd } from './commands/passwd.ts';
 
 /** The bundled example config, used when the current folder has none. */
 const BUNDLED = path.join(packageRoot(), 'config');
@@ -83,6 +85,22 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action(async (id: string, opts: { config?: string }) => {
       code = await queueControl(configDirOf(opts.config ?? queue.opts<{ config?: string }>().config), 'delete', id);
+    });
+
+  program
+    .command('hash-password')
+    .description('read a password on stdin and print its scrypt hash (for a tenant file\'s ftp[].password)')
+    .action(async () => {
+      code = await hashPasswordCommand();
+    });
+
+  program
+    .command('passwd')
+    .description('set the FTP password of user@tenant (read on stdin) in the tenant\'s file, keeping its comments')
+    .argument('<login>', 'user@<tenant id>; the user is added if the tenant has none of that name')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (login: string, opts: { config?: string }) => {
+      code = await passwd(login, configDirOf(opts.config));
     });
 
   try {

@@ -55,6 +55,13 @@ export interface ProxyRoute {
   readonly replace: string | undefined;
 }
 
+/** One FTP login: `user@<tenant id>`, its tenant and its password hash. */
+export interface FtpAccount {
+  readonly login: string;
+  readonly tenant: Tenant;
+  readonly hash: string;
+}
+
 export interface Tenant {
   readonly id: string;
   readonly domains: readonly string[];
@@ -80,6 +87,7 @@ export class Registry {
   private readonly forwards = new Map<string, Expansion>();
   /** domain → its catch-all, expanded once here. */
   private readonly catchAlls = new Map<string, Expansion>();
+  private readonly ftpAccounts: Map<string, FtpAccount>;
   /** Host name of the personal-pages site (`http://<userdir>/~<id>/`), if configured. */
   readonly userdir: string | undefined;
 
@@ -87,6 +95,7 @@ export class Registry {
     this.config = config;
     const tenants = new Map<string, Tenant>();
     const hosts = new Map<string, Tenant>();
+    const ftpAccounts = new Map<string, FtpAccount>();
     for (const entry of config.tenants) {
       const tenant: Tenant = Object.freeze({
         id: entry.id,
@@ -106,9 +115,14 @@ export class Registry {
       });
       tenants.set(tenant.id, tenant);
       for (const d of tenant.domains) hosts.set(d, tenant);
+      for (const u of entry.config.ftp) {
+        const login = `${u.user}@${tenant.id}`;
+        ftpAccounts.set(login, Object.freeze({ login, tenant, hash: u.password }));
+      }
     }
     this.tenants = tenants;
     this.hosts = hosts;
+    this.ftpAccounts = ftpAccounts;
     this.userdir = config.main.http.userdir;
     this.precomputeMailRoutes();
   }
@@ -196,6 +210,11 @@ export class Registry {
   tenantForHost(host: string | undefined): Tenant | undefined {
     if (!host) return undefined;
     return this.hosts.get(host) ?? this.hosts.get(normalizeHost(host));
+  }
+
+  /** The FTP account for a login name `user@<tenant id>` (case-insensitive). O(1). */
+  ftpAccount(login: string): FtpAccount | undefined {
+    return this.ftpAccounts.get(login) ?? this.ftpAccounts.get(login.toLowerCase());
   }
 
   /** True when `host` names the personal-pages site. */

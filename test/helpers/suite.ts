@@ -24,6 +24,8 @@ export interface TestSuite {
   dataDir: string;
   /** Base URL of the first HTTP listener. */
   http: string;
+  /** URL of the FTP listener (`ftp://127.0.0.1:port`), when `main.ftp` is configured. */
+  ftp: string | undefined;
   /** Parsed log lines so far. */
   logs(): Array<Record<string, unknown>>;
   writeTenant(id: string, config: Record<string, unknown> | string): void;
@@ -42,6 +44,7 @@ export function writeConfig(dir: string, opts: TestSuiteOptions): { configDir: s
     sites: '../sites',
     ...opts.main,
     http: { listen: ['127.0.0.1:0'], ...(opts.main?.http as object | undefined) },
+    ...(opts.main?.ftp ? { ftp: { listen: '127.0.0.1:0', ...(opts.main.ftp as object) } } : {}),
   };
   writeFileSync(path.join(configDir, 'makewaves.yaml'), stringify(main));
   for (const [id, t] of Object.entries(opts.tenants)) {
@@ -68,7 +71,13 @@ export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite>
     },
   });
   const log = createLogger({ level: 'debug', destination });
-  const suite = await startSuite({ configDir, log, watch: true });
+  let suite: Suite;
+  try {
+    suite = await startSuite({ configDir, log, watch: true });
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     suite,
     dir,
@@ -76,6 +85,7 @@ export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite>
     sitesDir,
     dataDir,
     http: suite.urls.http![0]!,
+    ftp: suite.urls.ftp?.[0],
     logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
     writeTenant(id, config) {
       writeFileSync(path.join(configDir, 'tenants', `${id}.yaml`), typeof config === 'string' ? config : stringify(config));

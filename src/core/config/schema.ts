@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { isValidHostname } from '../../lib/hostname.ts';
 import { parseListen } from '../../lib/listen.ts';
@@ -35,7 +36,19 @@ const emailAddress = z
   .regex(/^[^\s@<>()",;:\\]+@[^\s@<>()",;:\\]+\.[^\s@<>()",;:\\]+$/, { error: (i) => `"${String(i.input)}" is not an e-mail address` })
   .transform((s) => s.toLowerCase());
 
-const portRange = z.string().regex(/^\d{1,5}-\d{1,5}$/, 'must be a port range like "30000-30049"');
+const portRange = z
+  .string()
+  .regex(/^\d{1,5}-\d{1,5}$/, 'must be a port range like "30000-30049"')
+  .refine(
+    (r) => {
+      const [lo, hi] = r.split('-').map(Number) as [number, number];
+      return lo >= 1024 && lo <= hi && hi <= 65535;
+    },
+    { error: (i) => `"${String(i.input)}" must go from a low port (1024 or above) to a higher one (65535 at most)` },
+  );
+
+/** PASV replies (RFC 959 §4.1.2) can only carry an IPv4 address. */
+const ipv4 = z.string().refine((s) => isIP(s) === 4, { error: (i) => `"${String(i.input)}" is not an IPv4 address (PASV can only advertise one)` });
 
 export const mainSchema = z.strictObject({
   hostname,
@@ -108,7 +121,25 @@ export const mainSchema = z.strictObject({
   ftp: z
     .strictObject({
       listen,
-      passive: z.strictObject({ address: z.string(), ports: portRange }).optional(),
+      /** Absent: passive data ports are ephemeral and the control connection's own address is advertised. */
+      passive: z.strictObject({ address: ipv4, ports: portRange }).optional(),
+      /** Seconds without a command (or, during a transfer, without data) before a session is closed. */
+      idleTimeout: z.number().positive().max(86_400).default(300),
+      /** Sessions open at once, in total and from one IP address. */
+      maxConnections: z.number().int().min(1).max(100_000).default(200),
+      maxConnectionsPerIp: z.number().int().min(1).max(10_000).default(10),
+      /** Login throttling: `failures` failed logins for one user or one IP within `windowSeconds` lock it for `lockSeconds`. */
+      lockout: z
+        .strictObject({
+          failures: z.number().int().min(1).max(1000).default(5),
+          windowSeconds: z.number().positive().default(600),
+          lockSeconds: z.number().positive().default(300),
+        })
+        .default({ failures: 5, windowSeconds: 600, lockSeconds: 300 }),
+      /** Explicit FTPS (AUTH TLS, RFC 4217) with one certificate; `required` refuses logins before AUTH TLS. */
+      tls: z.strictObject({ cert: z.string(), key: z.string(), required: z.boolean().default(false) }).optional(),
+      /** node-cron schedule of the quota rescan that corrects drift (UTC). */
+      quotaRescan: z.string().default('17 * * * *'),
     })
     .optional(),
   /** Form handlers (/cgi-bin/<name>): sandbox limits and the mail they may send. */

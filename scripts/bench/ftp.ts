@@ -1,0 +1,169 @@
+/**
+ * FTP upload benchmark: 200 files of 4 KiB, then one large file, through
+ * basic-ftp (one session per server), against bare ftp-srv 4.6.3, the
+ * same with TCP_NODELAY, and makewaves' FTP service, in the same run. Prints a table of
+ * medians and ratios (bare ftp-srv = 1.00).
+ *
+ *   node --import tsx scripts/bench/ftp.ts [--runs 3] [--files 200] [--large-mb 100]
+ *
+ * `npm run bench` calls {@link benchFtp}. Loopback only; everything it
+ * starts is stopped before it returns, and its temp folders are removed.
+ */
+import { Client } from 'basic-ftp';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { FtpSrv } from 'ftp-srv';
+import { stringify } from 'yaml';
+import { createLogger } from '../../src/core/log.ts';
+import { bunyanAdapter } from '../../src/ftp/bunyan.ts';
+import { hashPassword } from '../../src/lib/password.ts';
+import { startSuite } from '../../src/main.ts';
+
+export interface FtpBenchOptions {
+  runs?: number;
+  files?: number;
+  fileBytes?: number;
+  largeBytes?: number;
+}
+
+export interface FtpBenchRow {
+  server: string;
+  smallSeconds: number;
+  largeMiBs: number;
+}
+
+interface Target {
+  name: string;
+  url: string;
+  user: string;
+  password: string;
+  stop(): Promise<void>;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+function largeStream(total: number): Readable {
+  const chunk = Buffer.alloc(1024 * 1024, 0x61);
+  let sent = 0;
+  return new Readable({
+    read() {
+      if (sent >= total) return this.push(null);
+      const n = Math.min(chunk.length, total - sent);
+      sent += n;
+      this.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+    },
+  });
+}
+
+async function measure(target: Target, files: number, fileBytes: number, largeBytes: number): Promise<{ small: number; large: number }> {
+  const u = new URL(target.url);
+  const c = new Client(30_000);
+  try {
+    await c.access({ host: u.hostname, port: Number(u.port), user: target.user, password: target.password });
+    await c.ensureDir('/bench');
+    const body = Buffer.alloc(fileBytes, 0x62);
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < files; i++) await c.uploadFrom(Readable.from([body]), `f${i}.html`);
+    const small = Number(process.hrtime.bigint() - t0) / 1e9;
+    const t1 = process.hrtime.bigint();
+    await c.uploadFrom(largeStream(largeBytes), 'large.bin');
+    const large = Number(process.hrtime.bigint() - t1) / 1e9;
+    return { small, large: largeBytes / 1024 / 1024 / large };
+  } finally {
+    c.close();
+  }
+}
+
+/**
+ * Bare ftp-srv with its own file system, as a project would use it out of
+ * the box; with `noDelay`, TCP_NODELAY set on its control sockets (the one
+ * change that matters for small files), to show what our own layers cost.
+ */
+async function bareFtpSrv(root: string, noDelay = false): Promise<Target> {
+  const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
+  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
+  const srv = new FtpSrv({ url: 'ftp://127.0.0.1:0', pasv_url: '127.0.0.1', pasv_min: 0, pasv_max: 0, log: bunyanAdapter(createLogger({ level: 'silent' })) });
+  for (const s of signals) for (const fn of process.listeners(s)) if (!before.get(s)!.has(fn)) process.removeListener(s, fn);
+  (srv as unknown as NodeJS.EventEmitter).on('login', (_d: unknown, resolve: (r: object) => void) => resolve({ root }));
+  const server = (srv as unknown as { server: import('node:net').Server }).server;
+  if (noDelay) server.prependListener('connection', (sock: import('node:net').Socket) => sock.setNoDelay(true));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    name: noDelay ? 'bare ftp-srv + TCP_NODELAY' : 'bare ftp-srv 4.6.3',
+    url: `ftp://127.0.0.1:${port}`,
+    user: 'bench',
+    password: 'bench',
+    stop: async () => {
+      await srv.close();
+    },
+  };
+}
+
+/** The real suite from a temp config with one tenant and no quota. */
+async function makewaves(dir: string): Promise<Target> {
+  const configDir = path.join(dir, 'config');
+  mkdirSync(path.join(configDir, 'tenants'), { recursive: true });
+  mkdirSync(path.join(dir, 'sites', 'bench.test'), { recursive: true });
+  writeFileSync(path.join(configDir, 'makewaves.yaml'), stringify({ hostname: 'mx.bench.test', data: '../data', sites: '../sites', http: { listen: ['127.0.0.1:0'] }, ftp: { listen: '127.0.0.1:0' } }));
+  writeFileSync(path.join(configDir, 'tenants', 'bench.test.yaml'), stringify({ domains: ['bench.test'], ftp: [{ user: 'bench', password: await hashPassword('bench') }] }));
+  const suite = await startSuite({ configDir, watch: false, log: createLogger({ level: 'silent' }) });
+  return { name: 'makewaves (jail, quota, atomic)', url: suite.urls.ftp![0]!, user: 'bench@bench.test', password: 'bench', stop: () => suite.stop(1_000) };
+}
+
+/** Runs the benchmark; resolves with one row per server (medians over `runs`). */
+export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[]> {
+  const runs = opts.runs ?? 3;
+  const files = opts.files ?? 200;
+  const fileBytes = opts.fileBytes ?? 4096;
+  const largeBytes = opts.largeBytes ?? 100 * 1024 * 1024;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mw-bench-ftp-'));
+  const bareRoot = path.join(dir, 'bare');
+  const fastRoot = path.join(dir, 'bare-nodelay');
+  mkdirSync(bareRoot);
+  mkdirSync(fastRoot);
+  const targets = [await bareFtpSrv(bareRoot), await bareFtpSrv(fastRoot, true), await makewaves(dir)];
+  const rows: FtpBenchRow[] = [];
+  try {
+    const results = new Map(targets.map((t) => [t.name, { small: [] as number[], large: [] as number[] }]));
+    // Interleaved, so both servers see the same machine noise.
+    for (let r = 0; r < runs; r++) {
+      for (const t of targets) {
+        const m = await measure(t, files, fileBytes, largeBytes);
+        results.get(t.name)!.small.push(m.small);
+        results.get(t.name)!.large.push(m.large);
+      }
+    }
+    for (const t of targets) {
+      const res = results.get(t.name)!;
+      rows.push({ server: t.name, smallSeconds: median(res.small), largeMiBs: median(res.large) });
+    }
+  } finally {
+    for (const t of targets) await t.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+/** A Markdown table: time for the small files and MiB/s for the large one, with ratios to the first row. */
+export function formatFtpTable(rows: FtpBenchRow[], files = 200, largeMb = 100): string {
+  const base = rows[0]!;
+  const lines = [
+    `| server | ${files} × 4 KiB (s) | ratio | ${largeMb} MiB upload (MiB/s) | ratio |`,
+    '|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.server} | ${r.smallSeconds.toFixed(3)} | ${(r.smallSeconds / base.smallSeconds).toFixed(2)} | ${r.largeMiBs.toFixed(0)} | ${(r.largeMiBs / base.largeMiBs).toFixed(2)} |`),
+  ];
+  return lines.join('\n');
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const { values } = parseArgs({ options: { runs: { type: 'string' }, files: { type: 'string' }, 'large-mb': { type: 'string' } } });
+  const files = Number(values.files ?? 200);
+  const largeMb = Number(values['large-mb'] ?? 100);
+  const rows = await benchFtp({ runs: Number(values.runs ?? 3), files, largeBytes: largeMb * 1024 * 1024 });
+  process.stdout.write(`FTP upload via basic-ftp, one session, loopback, Node ${process.version}; medians of ${values.runs ?? 3} runs\n\n${formatFtpTable(rows, files, largeMb)}\n`);
+}

@@ -1,0 +1,835 @@
+import { createWriteStream, readFileSync } from 'node:fs';
+import { mkdir, realpath } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { isIP, type Server as NetServer, type Socket } from 'node:net';
+import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import { FtpSrv } from 'ftp-srv';
+import type { SiteChanges } from '../core/contracts.ts';
+import { errorRef } from '../core/errors.ts';
+import type { Job, Service } from '../core/lifecycle.ts';
+import type { Logger } from '../core/log.ts';
+import type { Registry } from '../core/registry.ts';
+import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
+import { bunyanAdapter } from './bunyan.ts';
+import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
+import { LoginGuard } from './guard.ts';
+import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
+import { receive } from './receive.ts';
+import { scanUsage, TenantUsage } from './usage.ts';
+import { TransferLogs } from './xferlog.ts';
+
+export interface FtpDeps {
+  registry: Registry;
+  log: Logger;
+  /** Told after every upload, delete, rename and folder change, so HTTP serves the new state at once. */
+  siteChanges?: SiteChanges;
+}
+
+/** ftp-srv's connection internals this service drives (not in its typings). */
+interface Conn {
+  id: string;
+  commandSocket: Socket;
+  connector: { socket: Socket | null; waitForConnection(): Promise<Socket>; end(): void; setupServer(): Promise<NetServer> };
+  commands: { parse(line: string): Command; handle(cmd: Command): Promise<unknown> };
+  authenticated?: boolean;
+  username?: string;
+  restByteCount: number | undefined;
+  secure: boolean;
+  encoding: string;
+  reply(options: number | object, ...letters: unknown[]): Promise<unknown>;
+  close(code?: number, message?: string): Promise<unknown>;
+  on(event: string, fn: (...args: never[]) => void): void;
+}
+interface Command {
+  directive: string;
+  arg: string | null;
+  flags: string[];
+  raw: string;
+}
+
+/** One control connection. */
+interface Session {
+  conn: Conn;
+  remote: string;
+  log: Logger;
+  login?: string;
+  tenant?: string;
+  fs?: JailFileSystem;
+  /** A command (usually a transfer) is running. */
+  busy: boolean;
+  lastActivity: number;
+  /** Data-socket byte count at the last idle check, to tell a slow transfer from a stalled one. */
+  lastBytes: number;
+  mlstFacts: Set<Fact>;
+  queue: Promise<void>;
+  /** Jail-relative source of a pending RNFR. */
+  renameFrom?: string;
+  /** When the running RETR started, for the transfer log. */
+  retrStart: number;
+}
+
+// ftp-srv does not export its passive connector; PASV is answered here (to advertise the
+// configured address), so it is loaded from the package's own file.
+const require = createRequire(import.meta.url);
+type PassiveCtor = new (conn: Conn) => Conn['connector'];
+const PassiveConnector = require('ftp-srv/src/connector/passive.js') as PassiveCtor;
+
+/** After a quota cut, at most this much of the rest of an upload is read (and dropped) before the connection is reset. */
+const DISCARD_MAX = 64 * 1024 * 1024;
+
+/** Commands read but not yet answered, per session, before reading pauses. */
+const MAX_PENDING = 64;
+
+/** Longest command line accepted (RFC 959 sets none; 4 KiB is ample for a 1 KiB path). */
+const MAX_LINE = 4096;
+
+function plainIp(a: string | undefined): string {
+  if (!a) return '';
+  return a.startsWith('::ffff:') && isIP(a.slice(7)) === 4 ? a.slice(7) : a;
+}
+
+function sameIp(a: string, b: string | undefined): boolean {
+  const x = plainIp(a).toLowerCase();
+  const y = plainIp(b).toLowerCase();
+  return x !== '' && x === y;
+}
+
+/** Parses a PORT (RFC 959 §4.1.2) or EPRT (RFC 2428 §2) argument; undefined when malformed. */
+export function activeTarget(directive: 'PORT' | 'EPRT', arg: string | null): { host: string; port: number } | undefined {
+  if (!arg) return undefined;
+  if (directive === 'PORT') {
+    const m = /^\s*(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})\s*$/.exec(arg);
+    if (!m) return undefined;
+    const n = m.slice(1).map(Number);
+    if (n.some((x) => x > 255)) return undefined;
+    return { host: n.slice(0, 4).join('.'), port: n[4]! * 256 + n[5]! };
+  }
+  const d = arg.trim()[0];
+  if (!d) return undefined;
+  const parts = arg.trim().split(d);
+  if (parts.length !== 5 || parts[0] !== '' || parts[4] !== '') return undefined;
+  const [, proto, host, portText] = parts;
+  const port = Number(portText);
+  if (!/^\d{1,5}$/.test(portText!) || port > 65535) return undefined;
+  if ((proto === '1' && isIP(host!) !== 4) || (proto === '2' && isIP(host!) !== 6) || (proto !== '1' && proto !== '2')) return undefined;
+  return { host: host!, port };
+}
+
+/**
+ * FTP upload into each tenant's web root: ftp-srv speaks the protocol; this
+ * service supplies the jail ({@link JailFileSystem}), virtual users
+ * (`user@<tenant id>`, scrypt), quotas, atomic uploads, login throttling,
+ * connection caps, idle timeouts, MLSD/MLST, and refuses SITE and PORT/EPRT
+ * toward any address but the client's own (FTP bounce).
+ */
+export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDeps): Service {
+  const log = rootLog.child({ svc: 'ftp' });
+  let current = registry;
+  const main = registry.config.main;
+  const cfg = main.ftp!;
+  const guard = new LoginGuard(cfg.lockout.failures, cfg.lockout.windowSeconds * 1000, cfg.lockout.lockSeconds * 1000);
+  const usages = new Map<string, TenantUsage>();
+  const xfer = new TransferLogs(path.join(main.dataDir, 'logs'), log);
+  const sessions = new Set<Session>();
+  const byConn = new WeakMap<Conn, Session>();
+  const perIp = new Map<string, number>();
+  /** Every accepted control socket, so stop() can end the ones that never became sessions. */
+  const sockets = new Set<Socket>();
+  const idleMs = cfg.idleTimeout * 1000;
+  let sweeper: NodeJS.Timeout | undefined;
+  let ftp: FtpSrv | undefined;
+  let connId = 0;
+
+  /** Read in start(), so a missing file is a start failure naming it (and startAll rolls back). */
+  let tlsOptions: { cert: Buffer; key: Buffer } | undefined;
+  const [pasvMin, pasvMax] = cfg.passive ? cfg.passive.ports.split('-').map(Number) : [0, 0];
+
+  /**
+   * The usage of a tenant, scanned on first use (at start, or when a reload
+   * adds the tenant: no upload of its can be running then, so upload
+   * temporaries found are leftovers of a crash and are removed).
+   */
+  async function usageOf(tenantId: string): Promise<TenantUsage> {
+    let u = usages.get(tenantId);
+    if (u) return u;
+    const tenant = current.tenants.get(tenantId)!;
+    u = new TenantUsage(tenant.quota);
+    usages.set(tenantId, u);
+    u.used = await scanUsage(tenant.root, { removeTemps: TEMP_PREFIX });
+    return u;
+  }
+
+  async function rescan(): Promise<void> {
+    for (const [id, tenant] of current.tenants) {
+      const u = usages.get(id);
+      if (!u) continue;
+      const used = await scanUsage(tenant.root);
+      if (used !== u.used) log.info({ tenant: id, was: u.used, now: used }, 'quota usage corrected by rescan');
+      u.used = used;
+    }
+  }
+
+  function transferLog(s: Session, command: string, clientPath: string, bytes: number, t0: number, status: string): void {
+    if (!s.tenant) return;
+    xfer.write(s.tenant, { remote: s.remote, user: s.login ?? '-', command, path: clientPath, bytes, ms: Date.now() - t0, status });
+  }
+
+  /** Replies with an FtpError's own code; anything else is our fault: a generic reply and a reference in the log. */
+  function replyError(s: Session, err: unknown, what: string): Promise<unknown> {
+    if (err instanceof FtpError) return s.conn.reply(err.code, err.message);
+    const ref = errorRef();
+    s.log.error({ ref, err: (err as Error).stack ?? String(err), what }, 'ftp command failed');
+    return s.conn.reply(451, `Local error, ref ${ref}`);
+  }
+
+  /** The file system handed to ftp-srv: the jail, with every unexpected error turned into a reply without host paths. */
+  function forFtpSrv(s: Session, fs: JailFileSystem): object {
+    const wrap =
+      <A extends unknown[], R>(name: string, fn: (...a: A) => Promise<R> | R) =>
+      async (...a: A): Promise<R> => {
+        try {
+          return await fn.apply(fs, a);
+        } catch (err) {
+          if (err instanceof FtpError) throw err;
+          const ref = errorRef();
+          s.log.error({ ref, op: name, err: (err as Error).message }, 'ftp file operation failed');
+          throw new FtpError(451, `Local error, ref ${ref}`);
+        }
+      };
+    return {
+      currentDirectory: () => fs.currentDirectory(),
+      get: wrap('get', fs.get),
+      list: wrap('list', fs.list),
+      chdir: wrap('chdir', fs.chdir),
+      read: wrap('read', fs.read),
+      delete: wrap('delete', fs.delete),
+      mkdir: wrap('mkdir', fs.mkdir),
+      rename: wrap('rename', fs.rename),
+      chmod: wrap('chmod', fs.chmod),
+      write: wrap('write', fs.write),
+      getUniqueName: (n: string) => fs.getUniqueName(n),
+    };
+  }
+
+  async function login(s: Session, username: string, password: string): Promise<object> {
+    const name = username.toLowerCase();
+    const locked = Math.max(guard.lockedFor(`u:${name}`), guard.lockedFor(`ip:${s.remote}`));
+    if (locked > 0) {
+      s.log.warn({ user: name, why: 'locked' }, 'ftp login refused: too many failures');
+      throw new FtpError(530, `Too many failed logins; try again in ${Math.ceil(locked / 60_000)} minutes`);
+    }
+    const account = current.ftpAccount(name);
+    // An unknown user costs the same scrypt work as a known one (no user enumeration by timing).
+    const ok = await verifyPassword(password, account?.hash ?? DUMMY_HASH);
+    if (!account || !ok) {
+      const why = !name.includes('@') ? 'not a user@tenant login' : !account ? 'no such user' : 'wrong password';
+      const lockedUser = guard.fail(`u:${name}`);
+      const lockedIp = guard.fail(`ip:${s.remote}`);
+      s.log.info({ user: name, why }, 'ftp login failed');
+      if (lockedUser || lockedIp) {
+        s.log.warn({ user: name, lockedUser, lockedIp, minutes: cfg.lockout.lockSeconds / 60 }, 'ftp login locked after repeated failures');
+      }
+      throw new FtpError(530, 'Login incorrect');
+    }
+    // The user's failures are forgiven; the address's are not, or one valid account would
+    // let its holder reset the count between guesses at other users' passwords.
+    guard.succeed(`u:${name}`);
+    const tenant = account.tenant;
+    await mkdir(tenant.root, { recursive: true });
+    const root = await realpath(tenant.root);
+    s.login = account.login;
+    s.tenant = tenant.id;
+    s.log = s.log.child({ tenant: tenant.id, user: account.login });
+    s.fs = new JailFileSystem(root, await usageOf(tenant.id), s.log);
+    s.log.info('ftp login');
+    return { fs: forFtpSrv(s, s.fs) };
+  }
+
+  /** STOR, APPE, STOU: into a hidden temporary, renamed over the target when complete (atomic for HTTP readers). */
+  async function store(s: Session, cmd: Command): Promise<void> {
+    const conn = s.conn;
+    const fs = s.fs!;
+    const start = conn.restByteCount ?? 0;
+    conn.restByteCount = 0;
+    const t0 = Date.now();
+    let up;
+    try {
+      up = await fs.startUpload(cmd.arg, { append: cmd.directive === 'APPE', start, unique: cmd.directive === 'STOU' });
+    } catch (err) {
+      conn.connector.end();
+      await replyError(s, err, cmd.directive);
+      return;
+    }
+    let socket: Socket;
+    try {
+      socket = await conn.connector.waitForConnection();
+    } catch {
+      await fs.abortUpload(up, 0);
+      conn.connector.end();
+      await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
+      return;
+    }
+    let written = 0;
+    let quotaHit = false;
+    const usage = fs.usage;
+    let discarded = 0;
+    let cut: FtpError | undefined;
+    const accept = (chunk: Buffer): boolean => {
+      if (quotaHit || !usage.fits(chunk.length, up.oldSize)) {
+        // Over quota: nothing more is written; the rest is read and dropped so the client
+        // finishes sending and reads a clean 552 (a reset data connection makes clients
+        // report a network error instead). Past DISCARD_MAX the connection is cut.
+        quotaHit = true;
+        discarded += chunk.length;
+        if (discarded > DISCARD_MAX && !cut) {
+          cut = new FtpError(552, 'quota');
+          socket.destroy(cut);
+        }
+        return false;
+      }
+      usage.used += chunk.length;
+      written += chunk.length;
+      return true;
+    };
+    // 'wx' (O_EXCL): never opens through a link planted at the temporary's name.
+    const file = createWriteStream(up.temp, { flags: up.prefix > 0 ? 'a' : 'wx', mode: 0o644, highWaterMark: 256 * 1024 });
+    let diskError: Error | undefined;
+    // Only a failing system call is the disk's fault; the stream is also destroyed when the socket fails.
+    file.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.syscall) diskError = err;
+    });
+    await conn.reply(150, `Ready to receive ${up.clientPath}`);
+    try {
+      let transferError: unknown;
+      try {
+        await receive(socket, file, accept);
+      } catch (err) {
+        transferError = err;
+        socket.destroy();
+      }
+      if (transferError === undefined && !quotaHit) {
+        try {
+          await fs.commitUpload(up);
+          siteChanges?.changed(s.tenant!);
+          transferLog(s, cmd.directive, up.clientPath, written, t0, 'ok');
+          s.log.debug({ path: up.clientPath, bytes: written }, 'ftp upload');
+          await conn.reply(226, `Transfer complete: ${up.clientPath}`);
+          return;
+        } catch (err) {
+          diskError = err as Error;
+        }
+      }
+      await fs.abortUpload(up, written);
+      if (quotaHit) {
+        transferLog(s, cmd.directive, up.clientPath, written, t0, 'quota');
+        s.log.info({ path: up.clientPath, bytes: written, quota: usage.quota }, 'ftp upload cut off: quota exceeded');
+        await conn.reply(552, `Quota exceeded: ${up.clientPath} not stored (quota ${usage.quota} bytes)`);
+      } else if (diskError) {
+        transferLog(s, cmd.directive, up.clientPath, written, t0, 'failed');
+        await replyError(s, diskError, cmd.directive);
+      } else {
+        transferLog(s, cmd.directive, up.clientPath, written, t0, 'aborted');
+        s.log.info({ path: up.clientPath, bytes: written, err: (transferError as Error).message }, 'ftp upload aborted by the client or the network; nothing stored');
+        await conn.reply(426, `Connection closed; transfer aborted, ${up.clientPath} not stored`);
+      }
+    } finally {
+      conn.connector.end();
+    }
+  }
+
+  /** Path commands without a data connection, answered with the jail's own reply codes (ftp-srv's use fixed ones). */
+  async function fileCommand(s: Session, cmd: Command): Promise<void> {
+    const conn = s.conn;
+    const fs = s.fs!;
+    const quoted = (p: string) => `"${p.replace(/"/g, '""')}"`; // RFC 959 §7: a quote in a 257 path is doubled
+    try {
+      switch (cmd.directive) {
+        case 'CWD':
+        case 'XCWD':
+          await conn.reply(250, `Folder is now ${quoted(await fs.chdir(cmd.arg ?? '/'))}`);
+          break;
+        case 'CDUP':
+        case 'XCUP':
+          await conn.reply(250, `Folder is now ${quoted(await fs.chdir('..'))}`);
+          break;
+        case 'MKD':
+        case 'XMKD': {
+          const made = await fs.mkdir(cmd.arg);
+          siteChanges?.changed(s.tenant!); // a folder can turn a 404 into a listing or a redirect
+          await conn.reply(257, `${quoted(made)} created`);
+          break;
+        }
+        case 'RMD':
+        case 'XRMD':
+        case 'DELE': {
+          const st = await fs.get(cmd.arg ?? '');
+          if (cmd.directive === 'DELE' && st.isDirectory()) throw new FtpError(550, `${fs.parse(cmd.arg).clientPath}: is a folder; use RMD`);
+          if (cmd.directive !== 'DELE' && !st.isDirectory()) throw new FtpError(550, `${fs.parse(cmd.arg).clientPath}: not a folder; use DELE`);
+          await fs.delete(cmd.arg);
+          siteChanges?.changed(s.tenant!);
+          await conn.reply(250, `${fs.parse(cmd.arg).clientPath} removed`);
+          break;
+        }
+        case 'RNFR': {
+          await fs.get(cmd.arg ?? '');
+          s.renameFrom = fs.parse(cmd.arg).clientPath;
+          await conn.reply(350, 'Ready for RNTO');
+          break;
+        }
+        case 'RNTO': {
+          const from = s.renameFrom;
+          s.renameFrom = undefined;
+          if (!from) throw new FtpError(503, 'RNFR first');
+          await fs.rename(from, cmd.arg ?? '');
+          siteChanges?.changed(s.tenant!);
+          await conn.reply(250, `Renamed to ${fs.parse(cmd.arg).clientPath}`);
+          break;
+        }
+        case 'SIZE': {
+          const st = await fs.get(cmd.arg ?? '');
+          if (!st.isFile()) throw new FtpError(550, `${fs.parse(cmd.arg).clientPath}: not a plain file`);
+          await conn.reply(213, String(st.size));
+          break;
+        }
+        case 'MDTM': {
+          const st = await fs.get(cmd.arg ?? '');
+          await conn.reply(213, timeVal(st.mtime));
+          break;
+        }
+      }
+    } catch (err) {
+      if (cmd.directive === 'RNFR') s.renameFrom = undefined;
+      await replyError(s, err, cmd.directive);
+    }
+  }
+
+  async function mlsd(s: Session, cmd: Command): Promise<void> {
+    const conn = s.conn;
+    let lines: string;
+    try {
+      const fs = s.fs!;
+      const dir = await fs.get(cmd.arg ?? '.');
+      if (!dir.isDirectory()) throw new FtpError(501, 'MLSD needs a folder; use MLST for a file');
+      const entries = await fs.list(cmd.arg ?? '.');
+      lines = `${factLine(dir, s.mlstFacts, 'cdir')} .\r\n` + entries.map((e) => `${factLine(e, s.mlstFacts)} ${e.name}\r\n`).join('');
+    } catch (err) {
+      conn.connector.end();
+      await replyError(s, err, 'MLSD');
+      return;
+    }
+    let socket: Socket;
+    try {
+      socket = await conn.connector.waitForConnection();
+    } catch {
+      conn.connector.end();
+      await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
+      return;
+    }
+    await conn.reply(150, 'Listing follows');
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.resume();
+        socket.end(lines, () => resolve());
+      });
+      await conn.reply(226, 'Listing complete');
+    } catch {
+      await conn.reply(426, 'Connection closed; listing aborted');
+    } finally {
+      conn.connector.end();
+    }
+  }
+
+  async function mlst(s: Session, cmd: Command): Promise<void> {
+    try {
+      const fs = s.fs!;
+      const { clientPath } = fs.parse(cmd.arg ?? '.');
+      const st = await fs.get(cmd.arg ?? '.');
+      await s.conn.reply(250, `Listing ${clientPath}`, { raw: true, message: ` ${factLine(st, s.mlstFacts)} ${clientPath}` }, 'End');
+    } catch (err) {
+      await replyError(s, err, 'MLST');
+    }
+  }
+
+  function feat(s: Session): Promise<unknown> {
+    const lines = [
+      ...(tlsOptions ? ['AUTH TLS', 'PBSZ', 'PROT'] : []),
+      'EPRT',
+      'EPSV',
+      'MDTM',
+      `MLST ${MLST_FACTS.map((f) => `${f === 'unix.mode' ? 'UNIX.mode' : f}${s.mlstFacts.has(f) ? '*' : ''};`).join('')}`,
+      'PASV',
+      'REST STREAM',
+      'SIZE',
+      'TVFS',
+      'UTF8',
+    ];
+    return s.conn.reply(211, 'Extensions supported:', ...lines.map((l) => ({ raw: true, message: ` ${l}` })), 'End');
+  }
+
+  async function pasv(s: Session): Promise<void> {
+    const conn = s.conn;
+    let addr = cfg.passive?.address ?? plainIp(conn.commandSocket.localAddress);
+    addr = plainIp(addr);
+    if (isIP(addr) !== 4) {
+      await conn.reply(425, 'PASV needs an IPv4 address; use EPSV');
+      return;
+    }
+    try {
+      // ftp-srv leaves the previous data listener open (up to 30 s): a client repeating PASV would use up the range.
+      conn.connector.end();
+      conn.connector = new PassiveConnector(conn);
+      const server = await conn.connector.setupServer();
+      const port = (server.address() as { port: number }).port;
+      await conn.reply(227, `Entering Passive Mode (${addr.replace(/\./g, ',')},${port >> 8},${port & 255})`);
+    } catch (err) {
+      s.log.warn({ err: (err as Error).message }, 'no passive port available');
+      await conn.reply(425, 'No passive port available; try again');
+    }
+  }
+
+  /** PORT/EPRT: only toward the client's own address and an unprivileged port (FTP bounce, CVE-2020-15152 class). */
+  async function active(s: Session, cmd: Command): Promise<void> {
+    const conn = s.conn;
+    const t = activeTarget(cmd.directive as 'PORT' | 'EPRT', cmd.arg);
+    if (!t) {
+      await conn.reply(501, `Syntax error in ${cmd.directive} argument`);
+      return;
+    }
+    if (!sameIp(t.host, conn.commandSocket.remoteAddress) || t.port < 1024) {
+      s.log.warn({ target: formatAddress(t), why: t.port < 1024 ? 'privileged port' : 'not the client address' }, 'ftp active connection refused (bounce)');
+      await conn.reply(500, `Illegal ${cmd.directive} command: data connections go only to your own address, port 1024 or above`);
+      return;
+    }
+    conn.connector.end();
+    await conn.commands.handle(cmd);
+  }
+
+  /**
+   * LIST, NLST, RETR: the path is checked before ftp-srv waits for the data
+   * connection, so a refused path gets 550 (ftp-srv would answer 451 or 551)
+   * and no data connection is left waiting.
+   */
+  async function checkedTransfer(s: Session, cmd: Command): Promise<void> {
+    try {
+      await s.fs!.get(cmd.directive === 'RETR' ? (cmd.arg ?? '') : cmd.arg);
+    } catch (err) {
+      s.conn.connector.end();
+      await replyError(s, err, cmd.directive);
+      return;
+    }
+    s.retrStart = Date.now();
+    await s.conn.commands.handle(cmd);
+  }
+
+  /** Commands this service answers itself once a session is logged in. */
+  const OWN = new Map<string, (s: Session, cmd: Command) => Promise<void>>([
+    ['PORT', active],
+    ['EPRT', active],
+    ['PASV', (s) => pasv(s)],
+    [
+      'EPSV',
+      async (s, cmd) => {
+        s.conn.connector.end(); // as for PASV: one data listener per session at a time
+        await s.conn.commands.handle(cmd);
+      },
+    ],
+    ['STOR', store],
+    ['APPE', store],
+    ['STOU', store],
+    ['MLSD', mlsd],
+    ['MLST', mlst],
+    ['LIST', checkedTransfer],
+    ['NLST', checkedTransfer],
+    ['RETR', checkedTransfer],
+    ...['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM'].map((d) => [d, fileCommand] as const),
+  ]);
+
+  async function handleLine(s: Session, line: string): Promise<void> {
+    const conn = s.conn;
+    // Telnet IP/Synch bytes some clients send before ABOR (RFC 959 §4.1.3) are not part of the command.
+    const clean = line.replace(/^[\u0000-\u001f\u007f-\u00ff\ufffd]+/, '');
+    if (clean === '') return;
+    const cmd = conn.commands.parse(clean);
+    switch (cmd.directive) {
+      case 'USER':
+        if (cfg.tls?.required && !conn.secure) {
+          s.log.info({ why: 'tls required' }, 'ftp login refused');
+          await conn.reply(530, 'TLS required: send AUTH TLS before logging in');
+          return;
+        }
+        if (!conn.authenticated) conn.username = undefined;
+        await conn.commands.handle(cmd);
+        return;
+      case 'PASS':
+        await conn.commands.handle(cmd);
+        // ftp-srv keeps a failed user name and would refuse a new USER; RFC 959 lets a client try again.
+        if (!conn.authenticated) conn.username = undefined;
+        return;
+      case 'SITE':
+        s.log.info({ why: 'SITE' }, 'ftp command refused');
+        await conn.reply(502, 'SITE commands are not available');
+        return;
+      case 'FEAT':
+        await feat(s);
+        return;
+      case 'OPTS':
+        if (/^MLST\b/i.test(cmd.arg ?? '')) {
+          const wanted = (cmd.arg ?? '').slice(4).trim().toLowerCase().split(';').filter(Boolean);
+          s.mlstFacts = new Set(MLST_FACTS.filter((f) => wanted.includes(f)));
+          await conn.reply(200, `MLST OPTS ${[...s.mlstFacts].map((f) => `${f === 'unix.mode' ? 'UNIX.mode' : f};`).join('')}`);
+          return;
+        }
+        await conn.commands.handle(cmd);
+        return;
+      default: {
+        const own = OWN.get(cmd.directive);
+        if (own) {
+          if (conn.authenticated && s.fs) await own(s, cmd);
+          else await conn.reply(530, 'Please log in with USER and PASS first');
+          return;
+        }
+        // ftp-srv itself answers 530 to commands that need a login.
+        await conn.commands.handle(cmd);
+      }
+    }
+  }
+
+  /** Takes over ftp-srv's command reading: lines across packets, a length limit, one command at a time, idle tracking. */
+  function attach(conn: Conn): void {
+    const socket = conn.commandSocket;
+    const remote = plainIp(socket.remoteAddress);
+    const s: Session = {
+      conn,
+      remote,
+      log: log.child({ conn: ++connId, remote }),
+      busy: false,
+      lastActivity: Date.now(),
+      lastBytes: -1,
+      mlstFacts: new Set(MLST_FACTS),
+      queue: Promise.resolve(),
+      retrStart: 0,
+    };
+    sessions.add(s);
+    byConn.set(conn, s);
+    // ftp-srv's Connector.end() installs `new Connector(this)` on the connection, and runs again
+    // when the old data listener's 'close' event comes in later; by then a new PASV may have
+    // installed a live connector, which that late call would drop (leaking its listener and
+    // failing the next transfer with 425). Only the current connector may replace itself.
+    let connector = conn.connector;
+    Object.defineProperty(conn, 'connector', {
+      configurable: true,
+      get: () => connector,
+      set: (next: Conn['connector'] & { connection?: unknown }) => {
+        if (next.connection !== conn && next.connection !== connector) return;
+        connector = next;
+      },
+    });
+    s.log.debug('ftp connection');
+    socket.removeAllListeners('data');
+    socket.removeAllListeners('timeout');
+    const decoder = new StringDecoder('utf8');
+    let buf = '';
+    let discarding = false;
+    let pending = 0;
+    socket.on('data', (chunk: Buffer | string) => {
+      s.lastActivity = Date.now();
+      buf += typeof chunk === 'string' ? chunk : decoder.write(chunk);
+      for (;;) {
+        const nl = buf.indexOf('\n');
+        if (nl === -1) break;
+        const line = buf.slice(0, nl).replace(/\r$/, '');
+        buf = buf.slice(nl + 1);
+        if (discarding || line.length > MAX_LINE) {
+          if (!discarding) {
+            s.log.info({ why: 'line too long' }, 'ftp command refused');
+            s.queue = s.queue.then(() => conn.reply(500, 'Command line too long')).then(() => undefined);
+          }
+          discarding = false;
+          continue;
+        }
+        if (s.busy && /^[^A-Za-z]*ABOR\s*$/i.test(line)) {
+          // RFC 959 §4.1.3: ABOR during a transfer ends it (the transfer answers 426), then ABOR gets 226.
+          // Commands otherwise wait their turn, so this one is acted on as it arrives.
+          s.log.info('ftp transfer aborted by the client (ABOR)');
+          conn.connector.socket?.destroy();
+          s.queue = s.queue.then(() => conn.reply(226, 'Abort successful')).then(() => undefined);
+          continue;
+        }
+        // A client that pipelines faster than commands complete is read no further
+        // until the backlog shrinks, so the queue (and memory) stays bounded.
+        if (++pending >= MAX_PENDING) socket.pause();
+        s.queue = s.queue.then(async () => {
+          s.busy = true;
+          s.lastBytes = -1;
+          try {
+            await handleLine(s, line);
+          } catch (err) {
+            await replyError(s, err, 'command');
+          } finally {
+            s.busy = false;
+            s.lastActivity = Date.now();
+            if (--pending === MAX_PENDING / 4) socket.resume();
+          }
+        });
+      }
+      if (buf.length > MAX_LINE) {
+        buf = '';
+        discarding = true;
+        s.log.info({ why: 'line too long' }, 'ftp command refused');
+        s.queue = s.queue.then(() => conn.reply(500, 'Command line too long')).then(() => undefined);
+      }
+    });
+    conn.on('RETR', (err: Error | null, serverPath: string) => {
+      if (!s.fs) return;
+      const rel = `/${path.relative(s.fs.root, serverPath ?? '')}`;
+      transferLog(s, 'RETR', rel, conn.connector.socket?.bytesWritten ?? 0, s.retrStart, err ? 'aborted' : 'ok');
+    });
+    socket.once('close', () => {
+      sessions.delete(s);
+      s.log.debug('ftp connection closed');
+    });
+  }
+
+  /** Closes sessions idle for longer than idleTimeout, and transfers whose data stopped moving for as long. */
+  function sweep(): void {
+    const now = Date.now();
+    for (const s of sessions) {
+      if (s.busy) {
+        const ds = s.conn.connector?.socket;
+        const bytes = ds ? ds.bytesRead + ds.bytesWritten : -1;
+        if (bytes !== s.lastBytes) {
+          s.lastBytes = bytes;
+          s.lastActivity = now;
+          continue;
+        }
+        if (now - s.lastActivity > idleMs && ds) {
+          s.log.info({ why: 'stalled transfer' }, 'ftp transfer aborted: no data moved');
+          ds.destroy();
+          s.lastActivity = now;
+        }
+        continue;
+      }
+      if (now - s.lastActivity > idleMs) {
+        s.log.info({ why: 'idle' }, 'ftp session closed: idle timeout');
+        sessions.delete(s);
+        void s.conn.close(421, `Idle for ${cfg.idleTimeout} seconds; closing the connection`);
+      }
+    }
+  }
+
+  return {
+    name: 'ftp',
+    async start() {
+      const listen = parseListen(cfg.listen)!;
+      if (cfg.tls) {
+        const read = (what: string, file: string) => {
+          const full = path.resolve(registry.config.dir, file);
+          try {
+            return readFileSync(full);
+          } catch (err) {
+            throw new Error(`ftp cannot start: tls.${what} ${full} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
+          }
+        };
+        tlsOptions = { cert: read('cert', cfg.tls.cert), key: read('key', cfg.tls.key) };
+      }
+      const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
+      const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
+      ftp = new FtpSrv({
+        url: `ftp://${formatAddress(listen)}`,
+        pasv_url: cfg.passive?.address ?? '127.0.0.1',
+        pasv_min: pasvMin,
+        pasv_max: pasvMax,
+        anonymous: false,
+        greeting: ['makewaves FTP: log in as user@<your domain>'],
+        tls: tlsOptions ?? false,
+        file_format: (st) => lsLine(st as Parameters<typeof lsLine>[0]),
+        log: bunyanAdapter(log),
+      });
+      // ftp-srv installs process signal handlers that exit the process; signals belong to main.ts.
+      for (const sig of signals) {
+        for (const fn of process.listeners(sig)) if (!before.get(sig)!.has(fn)) process.removeListener(sig, fn);
+      }
+      const srv = (ftp as unknown as { server: NetServer }).server;
+      const [accept] = srv.listeners('connection') as Array<(sock: Socket) => void>;
+      srv.removeAllListeners('connection');
+      srv.on('connection', (sock: Socket) => {
+        sockets.add(sock);
+        sock.once('close', () => sockets.delete(sock));
+        // Without TCP_NODELAY each completion reply waits for the client's delayed ACK (~40 ms per transfer).
+        sock.setNoDelay(true);
+        const ip = plainIp(sock.remoteAddress);
+        const n = perIp.get(ip) ?? 0;
+        if (sessions.size >= cfg.maxConnections || n >= cfg.maxConnectionsPerIp) {
+          const why = n >= cfg.maxConnectionsPerIp ? 'per-IP connection limit' : 'connection limit';
+          log.info({ remote: ip, why }, 'ftp connection refused');
+          sock.on('error', () => undefined);
+          sock.end(`421 Too many connections${n >= cfg.maxConnectionsPerIp ? ' from your address' : ''}; try again later\r\n`);
+          return;
+        }
+        perIp.set(ip, n + 1);
+        sock.once('close', () => {
+          const left = (perIp.get(ip) ?? 1) - 1;
+          if (left > 0) perIp.set(ip, left);
+          else perIp.delete(ip);
+        });
+        accept!(sock);
+      });
+      const events = ftp as unknown as NodeJS.EventEmitter;
+      events.on('connect', ({ connection }: { connection: unknown }) => attach(connection as Conn));
+      events.on('login', ({ connection, username, password }: { connection: unknown; username: string; password: string }, resolve: (r: object) => void, reject: (e: Error) => void) => {
+        const s = byConn.get(connection as Conn);
+        if (!s) return reject(new FtpError(421, 'Connection closing'));
+        login(s, username, password).then(resolve, (err: unknown) => {
+          if (err instanceof FtpError) return reject(err);
+          const ref = errorRef();
+          s.log.error({ ref, err: (err as Error).stack }, 'ftp login failed on our side');
+          reject(new FtpError(451, `Local error, ref ${ref}`));
+        });
+      });
+      events.on('client-error', () => undefined);
+      for (const id of current.tenants.keys()) await usageOf(id);
+      const bound = await listenOn(srv, listen, 'ftp');
+      sweeper = setInterval(sweep, Math.max(50, Math.min(idleMs / 4, 5_000)));
+      sweeper.unref();
+      return [`ftp://${formatAddress(bound)}`];
+    },
+    async stop(graceMs) {
+      if (sweeper) clearInterval(sweeper);
+      if (!ftp) return;
+      const srv = (ftp as unknown as { server: NetServer }).server;
+      const closed = new Promise<void>((r) => srv.close(() => r()));
+      const deadline = Date.now() + graceMs;
+      while (sessions.size > 0 && [...sessions].some((s) => s.busy) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      for (const s of [...sessions]) {
+        await Promise.race([s.conn.close(421, 'Service shutting down'), new Promise((r) => setTimeout(r, 200))]);
+        s.conn.commandSocket.destroy();
+      }
+      sessions.clear();
+      for (const sock of sockets) sock.destroy();
+      await closed;
+      ftp.removeAllListeners();
+      ftp = undefined;
+      await xfer.close();
+    },
+    reload(next) {
+      current = next;
+      for (const [id, u] of usages) {
+        const t = next.tenants.get(id);
+        if (t) u.quota = t.quota;
+        else usages.delete(id);
+      }
+      for (const id of next.tenants.keys()) if (!usages.has(id)) void usageOf(id).catch((err: Error) => log.error({ tenant: id, err: err.message }, 'quota scan failed'));
+    },
+    jobs(): Job[] {
+      return [
+        { name: 'ftp quota rescan', schedule: cfg.quotaRescan, run: rescan },
+        { name: 'ftp login throttle prune', schedule: '*/10 * * * *', run: () => guard.prune() },
+      ];
+    },
+  };
+}

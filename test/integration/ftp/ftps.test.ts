@@ -1,0 +1,57 @@
+import type { Client } from 'basic-ftp';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { hashPassword } from '../../../src/lib/password.ts';
+import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import { download, ftpLogin, rawSession, upload } from './helpers.ts';
+
+const PASS = 'tls-pass-3';
+let t: TestSuite;
+let certDir: string;
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  certDir = mkdtempSync(path.join(os.tmpdir(), 'mw-ftps-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=ftp.s.test', '-keyout', path.join(certDir, 'key.pem'), '-out', path.join(certDir, 'cert.pem')], { stdio: 'ignore' });
+  t = await startTestSuite({
+    tenants: { 's.test': { domains: ['s.test'], ftp: [{ user: 'sue', password: await hashPassword(PASS) }] } },
+    main: { ftp: { tls: { cert: path.join(certDir, 'cert.pem'), key: path.join(certDir, 'key.pem'), required: true } } },
+  });
+});
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+});
+afterAll(async () => {
+  await t?.stop();
+  rmSync(certDir, { recursive: true, force: true });
+});
+
+describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
+  it('refuses a login before AUTH TLS when TLS is required, and says so', async () => {
+    const raw = await rawSession(t.ftp!);
+    expect(await raw.send('FEAT')).toContain(' AUTH TLS');
+    expect(await raw.send('USER sue@s.test')).toMatch(/^530 TLS required/);
+    raw.close();
+    expect(t.logs().some((l) => l.msg === 'ftp login refused' && l.why === 'tls required')).toBe(true);
+  });
+
+  it('logs in over TLS and transfers over protected data connections', async () => {
+    const c = await ftpLogin(t.ftp!, 'sue@s.test', PASS, true);
+    clients.push(c);
+    await upload(c, 'secure.html', 'sent over TLS');
+    expect(readFileSync(path.join(t.sitesDir, 's.test', 'secure.html'), 'utf8')).toBe('sent over TLS');
+    expect(await download(c, 'secure.html')).toBe('sent over TLS');
+    expect((await c.list()).map((f) => f.name)).toEqual(['secure.html']);
+  });
+});
+
+describe('FTPS configuration errors', () => {
+  it('a certificate that cannot be read stops the start, naming the file', async () => {
+    await expect(startTestSuite({ tenants: {}, main: { ftp: { tls: { cert: '/nonexistent/cert.pem', key: '/nonexistent/key.pem' } } } })).rejects.toThrow(
+      /ftp cannot start: tls\.cert \/nonexistent\/cert\.pem cannot be read \(ENOENT\)/,
+    );
+  });
+});

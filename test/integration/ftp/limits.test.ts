@@ -1,0 +1,198 @@
+import type { Client } from 'basic-ftp';
+import { execFile } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { hashPassword } from '../../../src/lib/password.ts';
+import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { ftpLogin, rawSession, replyCode } from './helpers.ts';
+
+const run = promisify(execFile);
+const PASS = 'limits-pass-9';
+// A passive range unlikely to collide with other test runs on this machine.
+const PASV_BASE = 40_000 + Math.floor(Math.random() * 2_000) * 10;
+let t: TestSuite;
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  t = await startTestSuite({
+    tenants: {
+      'l.test': { domains: ['l.test'], ftp: [{ user: 'lee', password: await hashPassword(PASS) }, { user: 'max', password: await hashPassword(PASS) }] },
+    },
+    main: {
+      ftp: {
+        idleTimeout: 0.6,
+        maxConnectionsPerIp: 3,
+        passive: { address: '127.0.0.1', ports: `${PASV_BASE}-${PASV_BASE + 9}` },
+      },
+    },
+    files: { 'l.test/index.html': 'limits' },
+  });
+});
+
+/**
+ * A logged-in bare session. The per-IP cap is small here, and the server
+ * frees a slot when it sees the previous test's close: wait for a 220.
+ */
+async function rawFresh(): Promise<Awaited<ReturnType<typeof rawSession>>> {
+  const fresh = await waitFor(
+    async () => {
+      const r = await rawSession(t.ftp!);
+      if (r.greeting.startsWith('220')) return r;
+      r.close();
+      return undefined;
+    },
+    3_000,
+    'a free connection slot',
+  );
+  return fresh!;
+}
+
+async function rawLogin(): Promise<Awaited<ReturnType<typeof rawSession>>> {
+  const raw = await rawFresh();
+  await raw.send('USER lee@l.test');
+  expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+  return raw;
+}
+
+/** A logged-in bare session with an upload of `name` started (150 received) on an open data connection. */
+async function rawUpload(name: string): Promise<{ raw: Awaited<ReturnType<typeof rawSession>>; data: Socket }> {
+  const raw = await rawLogin();
+  const epsv = await raw.send('EPSV');
+  const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
+  data.on('error', () => undefined);
+  await new Promise((r) => data.once('connect', r));
+  expect(await raw.send(`STOR ${name}`)).toMatch(/^150 /);
+  return { raw, data };
+}
+
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+});
+
+afterAll(async () => {
+  await t?.stop();
+});
+
+describe('FTP limits', () => {
+  it('PASV and EPSV use the configured range and address', async () => {
+    const c = await ftpLogin(t.ftp!, `lee@l.test`, PASS);
+    clients.push(c);
+    for (let i = 0; i < 3; i++) {
+      const r = await c.send('PASV');
+      const m = /\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(r.message)!;
+      expect(m.slice(1, 5).join('.')).toBe('127.0.0.1');
+      const port = Number(m[5]) * 256 + Number(m[6]);
+      expect(port).toBeGreaterThanOrEqual(PASV_BASE);
+      expect(port).toBeLessThanOrEqual(PASV_BASE + 9);
+      const e = await c.send('EPSV');
+      const ep = Number(/\(\|\|\|(\d+)\|\)/.exec(e.message)![1]);
+      expect(ep).toBeGreaterThanOrEqual(PASV_BASE);
+      expect(ep).toBeLessThanOrEqual(PASV_BASE + 9);
+    }
+    // Each PASV/EPSV closes the session's previous data listener: many in a row never exhaust the range.
+    for (let i = 0; i < 30; i++) expect(await replyCode(c.send(i % 2 ? 'PASV' : 'EPSV'))).toBeLessThan(300);
+    // And a transfer through it works.
+    await c.uploadFrom(Readable.from([Buffer.from('via range')]), 'range.html');
+    expect(readFileSync(path.join(t.sitesDir, 'l.test', 'range.html'), 'utf8')).toBe('via range');
+  });
+
+  it('curl uploads and downloads (passive and active toward its own address)', async () => {
+    const local = path.join(t.dir, 'curl-up.txt');
+    writeFileSync(local, 'sent by curl');
+    const url = `${t.ftp!}/curl.html`;
+    await run('curl', ['-sS', '--max-time', '10', '-T', local, '--user', `lee@l.test:${PASS}`, url]);
+    expect(readFileSync(path.join(t.sitesDir, 'l.test', 'curl.html'), 'utf8')).toBe('sent by curl');
+    const active = await run('curl', ['-sS', '--max-time', '10', '-P', '127.0.0.1', '--user', `lee@l.test:${PASS}`, url]);
+    expect(active.stdout).toBe('sent by curl');
+  });
+
+  it('a session idle for longer than idleTimeout is closed with 421', async () => {
+    const raw = await rawLogin();
+    await raw.closed;
+    expect(t.logs().some((l) => l.msg === 'ftp session closed: idle timeout')).toBe(true);
+  });
+
+  it('a stalled upload is aborted after idleTimeout with 426, leaving nothing behind', async () => {
+    const { raw, data } = await rawUpload('stalled.bin');
+    data.write(Buffer.alloc(10_000, 7)); // then nothing, ever: the client stalls mid-transfer
+    expect(await raw.read()).toMatch(/^426 Connection closed; transfer aborted, \/stalled\.bin not stored/);
+    data.destroy();
+    raw.close();
+    expect(readdirSync(path.join(t.sitesDir, 'l.test')).filter((n) => n.startsWith('.') || n === 'stalled.bin')).toEqual([]);
+    expect(t.logs().some((l) => l.msg === 'ftp transfer aborted: no data moved')).toBe(true);
+  });
+
+  it('ABOR during an upload ends it with 426 then 226, storing nothing', async () => {
+    const { raw, data } = await rawUpload('aborted.bin');
+    data.write(Buffer.alloc(5_000, 7));
+    expect(await raw.send('ABOR')).toMatch(/^426 /);
+    expect(await raw.read()).toMatch(/^226 Abort successful/);
+    expect(await raw.send('NOOP')).toMatch(/^200 /);
+    data.destroy();
+    raw.close();
+    expect(readdirSync(path.join(t.sitesDir, 'l.test')).filter((n) => n.startsWith('.') || n === 'aborted.bin')).toEqual([]);
+  });
+
+  it('an upload that cannot be put in place answers 451 with a reference, logged, and leaves no temporary', async () => {
+    const { raw, data } = await rawUpload('blocked.html');
+    // Meanwhile something on the host makes a non-empty folder of that name: the final rename must fail.
+    mkdirSync(path.join(t.sitesDir, 'l.test', 'blocked.html', 'inner'), { recursive: true });
+    data.end('content');
+    const reply = await raw.read();
+    expect(reply).toMatch(/^451 Local error, ref (\w+)/);
+    expect(reply).not.toContain(t.sitesDir);
+    const ref = /ref (\w+)/.exec(reply)![1];
+    expect(t.logs().some((l) => l.ref === ref && l.level === 50)).toBe(true);
+    raw.close();
+    expect(readdirSync(path.join(t.sitesDir, 'l.test')).filter((n) => n.startsWith('.'))).toEqual([]);
+  });
+
+  it('refuses connections over the per-IP cap with 421, and frees the slots when they close', async () => {
+    const open = [];
+    let refused: string | undefined;
+    for (let i = 0; i < 10 && !refused; i++) {
+      const s = await rawSession(t.ftp!);
+      open.push(s);
+      if (s.greeting.startsWith('421')) refused = s.greeting;
+    }
+    expect(refused).toMatch(/^421 Too many connections from your address/);
+    expect(open.filter((s) => s.greeting.startsWith('220')).length).toBeLessThanOrEqual(3);
+    for (const s of open) s.close();
+    expect(t.logs().some((l) => l.msg === 'ftp connection refused' && l.why === 'per-IP connection limit')).toBe(true);
+    await waitFor(
+      async () => {
+        const s = await rawSession(t.ftp!);
+        s.close();
+        return s.greeting.startsWith('220');
+      },
+      3_000,
+      'a free connection slot',
+    );
+  });
+
+  it('after 5 failed logins a user is locked for 5 minutes, even with the right password; others are not', async () => {
+    // The per-IP count (also 5) is shared by every test here, so this one runs last.
+    for (let i = 0; i < 5; i++) {
+      const raw = await rawFresh();
+      await raw.send('USER max@l.test');
+      expect(await raw.send('PASS guess-' + i)).toMatch(/^530 Login incorrect/);
+      raw.close();
+    }
+    const raw = await rawFresh();
+    await raw.send('USER max@l.test');
+    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^530 Too many failed logins; try again in 5 minutes/);
+    // The same IP made the failures, so it is locked too.
+    await raw.send('USER lee@l.test');
+    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^530 Too many failed logins/);
+    raw.close();
+    const locks = t.logs().filter((l) => l.msg === 'ftp login locked after repeated failures');
+    expect(locks).toHaveLength(1);
+    expect(locks[0]).toMatchObject({ user: 'max@l.test', lockedUser: true, lockedIp: true });
+    expect(t.logs().filter((l) => l.msg === 'ftp login refused: too many failures')).toHaveLength(2);
+    expect(existsSync(path.join(t.sitesDir, 'l.test', 'index.html'))).toBe(true);
+  });
+});
