@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -62,6 +62,8 @@ export function writeConfig(dir: string, opts: TestSuiteOptions): { configDir: s
 /** Starts the real suite from a temp config folder, every listener on 127.0.0.1:0. */
 export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-test-'));
+  // mkdtemp makes a 0700 folder; form handlers run as an unprivileged user and must reach the sites below it.
+  chmodSync(dir, 0o755);
   const { configDir, sitesDir, dataDir } = writeConfig(dir, opts);
   const lines: string[] = [];
   const destination = new Writable({
