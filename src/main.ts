@@ -1,4 +1,6 @@
 import { createCgi } from './cgi/index.ts';
+import path from 'node:path';
+import { CertStore } from './core/certs.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
 import type { MailSubmitter } from './core/contracts.ts';
@@ -42,6 +44,13 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const log = options.log ?? createLogger();
   const config = loadConfig(options.configDir);
   let registry = new Registry(config);
+  // One certificate store for HTTPS (by SNI) and, later, STARTTLS and FTPS.
+  const tls = config.main.http.tls;
+  const certs = tls ? new CertStore(path.resolve(config.dir, tls.certs), log.child({ svc: 'tls' })) : undefined;
+  if (certs && tls?.selfSigned) {
+    const made = await certs.ensureSelfSigned(registry, config.main.hostname);
+    if (made.length > 0) log.warn({ certs: made }, `wrote self-signed certificates for ${made.join(', ')} (for trying out; put real ones in ${certs.dir})`);
+  }
   const state = openState(config.main.dataDir);
 
   const metrics = new Metrics();
@@ -54,7 +63,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   }
   const cgi = createCgi({ registry, log, mail, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
   services.push(cgi.service);
-  const http = createHttpService({ registry, state, log, metrics, gateway: cgi.gateway });
+  const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway });
   services.push(http);
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
   if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges }));
@@ -87,6 +96,9 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       if (before !== after) log.warn('listen addresses, smtp settings, data or sites changed: those take effect on restart');
       registry = next;
       for (const s of services) s.reload(next);
+      if (certs && next.config.main.http.tls?.selfSigned) {
+        certs.ensureSelfSigned(next, next.config.main.hostname).catch((err: Error) => log.error({ err: err.message }, 'cannot write self-signed certificates'));
+      }
       log.info({ tenants: next.tenants.size }, 'configuration reloaded');
       metrics.configReloads.inc({ result: 'ok' });
       return true;

@@ -42,29 +42,41 @@ export class CertStore {
     const names: string[] = [];
     if (servername) {
       const host = servername.toLowerCase().replace(/\.$/, '');
-      names.push(host);
       const tenant = registry.tenantForHost(host);
+      if (tenant?.tlsFiles) {
+        const own = this.load(`tenant:${tenant.id}`, tenant.tlsFiles);
+        if (own) return own;
+      }
+      names.push(host);
       if (tenant) names.push(...tenant.domains.filter((d) => d !== host));
     }
     names.push(DEFAULT_CERT);
     for (const name of names) {
-      const ctx = this.load(name);
+      const ctx = this.load(name, certFiles(this.dir, name));
       if (ctx) return ctx;
     }
     return undefined;
   }
 
-  private load(name: string, now = Date.now()): tls.SecureContext | undefined {
+  /** The PEM pair of the default certificate, for listeners that need one up front (no SNI). */
+  defaultPair(): { cert: Buffer; key: Buffer } | undefined {
+    const files = certFiles(this.dir, DEFAULT_CERT);
+    try {
+      return { cert: readFileSync(files.cert), key: readFileSync(files.key) };
+    } catch {
+      return undefined;
+    }
+  }
+
+  private load(name: string, files: { cert: string; key: string }, now = Date.now()): tls.SecureContext | undefined {
     const cached = this.cache.get(name);
-    if (cached !== undefined && cached !== null && now - cached.checkedAt < this.recheckMs) return cached.context;
-    if (cached === null && this.cache.has(`${name}\0miss`) && now - (this.missAt.get(name) ?? 0) < this.recheckMs) return undefined;
-    const files = certFiles(this.dir, name);
+    if (cached && now - cached.checkedAt < this.recheckMs) return cached.context;
+    if (cached === null && now - (this.missAt.get(name) ?? 0) < this.recheckMs) return undefined;
     let mtimeMs: number;
     try {
-      mtimeMs = statSync(files.cert).mtimeMs;
+      mtimeMs = Math.max(statSync(files.cert).mtimeMs, statSync(files.key).mtimeMs);
     } catch {
       this.cache.set(name, null);
-      this.cache.set(`${name}\0miss`, null);
       this.missAt.set(name, now);
       return undefined;
     }
@@ -73,7 +85,7 @@ export class CertStore {
       return cached.context;
     }
     try {
-      const context = tls.createSecureContext({ cert: readFileSync(files.cert), key: readFileSync(files.key) });
+      const context = tls.createSecureContext({ cert: readFileSync(files.cert), key: readFileSync(files.key), minVersion: 'TLSv1.2' });
       this.cache.set(name, { context, mtimeMs, checkedAt: now });
       if (cached) this.log.info({ cert: name }, 'certificate reloaded');
       return context;
@@ -99,6 +111,8 @@ export class CertStore {
    * `hostname`. For the bundled examples and first tries, not for production.
    */
   async ensureSelfSigned(registry: Registry, hostname: string): Promise<string[]> {
+    // Parents with the default mode (form handlers must pass through <data>); the key folder itself private.
+    mkdirSync(path.dirname(this.dir), { recursive: true });
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const made: string[] = [];
     const wanted: Array<[string, string[]]> = [[DEFAULT_CERT, [hostname, ...(registry.userdir ? [registry.userdir] : [])]]];

@@ -72,6 +72,8 @@ export interface Tenant {
   /** Proxy routes, longest prefix first. */
   readonly proxy: readonly ProxyRoute[];
   readonly config: TenantConfig;
+  /** The tenant's own certificate files (absolute), when its file names them. */
+  readonly tlsFiles: { cert: string; key: string } | undefined;
 }
 
 /**
@@ -112,6 +114,9 @@ export class Registry {
             .sort((a, b) => b.prefix.length - a.prefix.length),
         ),
         config: entry.config,
+        tlsFiles: entry.config.tls
+          ? { cert: path.resolve(path.dirname(entry.file), entry.config.tls.cert), key: path.resolve(path.dirname(entry.file), entry.config.tls.key) }
+          : undefined,
       });
       tenants.set(tenant.id, tenant);
       for (const d of tenant.domains) hosts.set(d, tenant);

@@ -1,13 +1,17 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import { errorRef } from '../core/errors.ts';
+import type { CertStore } from '../core/certs.ts';
 import type { HandlerGateway, SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
 import { parseUrlPath, type JailRefusal } from '../lib/jail.ts';
+import { normalizeHost } from '../lib/hostname.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { AccessLogs, combinedLine, DEFAULT_SITE } from './accesslog.ts';
@@ -21,6 +25,8 @@ export interface HttpDeps {
   state: State;
   log: Logger;
   metrics?: Metrics;
+  /** Certificates for the HTTPS listeners (`http.tls`), chosen by SNI. */
+  certs?: CertStore;
   /** Runs /cgi-bin/<name> handlers; without it those paths are 404. */
   gateway?: HandlerGateway;
 }
@@ -97,7 +103,7 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
 }
 
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
-export function createHttpService({ registry, state, log: rootLog, gateway, metrics }: HttpDeps): Service & { siteChanges: SiteChanges } {
+export function createHttpService({ registry, state, log: rootLog, gateway, metrics, certs }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
@@ -107,6 +113,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
   const servers: http.Server[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
+  /** Port of the first HTTPS listener, for redirects from plain HTTP. */
+  let httpsPort: number | undefined;
 
   function record(tenant: Tenant | undefined, req: IncomingMessage, remote: string, o: Outcome): void {
     const site = tenant?.id ?? DEFAULT_SITE;
@@ -135,9 +143,27 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     return { status, bytes: head ? 0 : page.length };
   }
 
+  /**
+   * 308 to the same host and path on HTTPS. The host is the one that matched
+   * the tenant (lower-cased, port stripped): never a name the client made up.
+   */
+  function redirectToHttps(req: IncomingMessage, res: ServerResponse, port: number): Outcome {
+    const host = normalizeHost(req.headers.host ?? '');
+    const target = req.url?.startsWith('/') ? req.url : '/';
+    return sendPage(req, res, 308, { Location: `https://${host}${port === 443 ? '' : `:${port}`}${target}` });
+  }
+
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const route = routeRequest(current, req.url ?? '/', req.headers.host);
     const remote = req.socket.remoteAddress ?? '-';
+    const https = route.tenant?.config.https;
+    if (https) {
+      if ((req.socket as TLSSocket).encrypted) {
+        if (https.hsts > 0) res.setHeader('Strict-Transport-Security', `max-age=${https.hsts}`);
+      } else if (https.redirect && httpsPort !== undefined) {
+        return record(route.tenant, req, remote, redirectToHttps(req, res, httpsPort));
+      }
+    }
     if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
       // The hot path: a cached file answered without a single await.
       let sent: Outcome | undefined;
@@ -164,7 +190,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
           }
           break;
         case 'proxy':
-          outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: 'http' });
+          outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });
           break;
         case 'cgi':
           if (!gateway) {
@@ -207,7 +233,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
       return;
     }
     const remote = req.socket.remoteAddress ?? '-';
-    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: 'http' });
+    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });
     record(route.tenant, req, remote, { status: 101, bytes: 0 });
   }
 
@@ -216,25 +242,44 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     siteChanges: { changed: (tenantId) => cache.dropTenant(tenantId) },
     async start() {
       const urls: string[] = [];
+      const options: http.ServerOptions = {
+        maxHeaderSize: 16 * 1024,
+        headersTimeout: main.http.headersTimeout * 1000,
+        requestTimeout: Math.max(main.http.requestTimeout, main.http.headersTimeout) * 1000,
+        keepAliveTimeout: 5_000,
+        connectionsCheckingInterval: 1_000,
+      };
+      const setup = (server: http.Server) => {
+        servers.push(server);
+        server.on('request', onRequest);
+        server.on('upgrade', onUpgrade);
+        server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+          if (!socket.writable) return socket.destroy();
+          const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+          socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+        });
+        return server;
+      };
       try {
         for (const spec of main.http.listen) {
-          const server = http.createServer({
-            maxHeaderSize: 16 * 1024,
-            headersTimeout: main.http.headersTimeout * 1000,
-            requestTimeout: Math.max(main.http.requestTimeout, main.http.headersTimeout) * 1000,
-            keepAliveTimeout: 5_000,
-            connectionsCheckingInterval: 1_000,
-          });
-          server.on('request', onRequest);
-          server.on('upgrade', onUpgrade);
-          server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-            if (!socket.writable) return socket.destroy();
-            const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-            socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-          });
-          const bound = await listenOn(server, parseListen(spec)!, 'http');
-          servers.push(server);
+          const bound = await listenOn(setup(http.createServer(options)), parseListen(spec)!, 'http');
           urls.push(`http://${formatAddress(bound)}`);
+        }
+        if (main.http.tls && certs) {
+          const fallback = certs.defaultPair();
+          for (const spec of main.http.tls.listen) {
+            const server = setup(
+              https.createServer({
+                ...options,
+                ...(fallback ?? {}),
+                minVersion: 'TLSv1.2',
+                SNICallback: (name, cb) => cb(null, certs.contextFor(name, current)),
+              }),
+            );
+            const bound = await listenOn(server, parseListen(spec)!, 'https');
+            httpsPort ??= bound.port;
+            urls.push(`https://${formatAddress(bound)}`);
+          }
         }
       } catch (err) {
         for (const s of servers.splice(0)) s.close();
@@ -268,6 +313,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     reload(next) {
       current = next;
       files.reset();
+      certs?.reset();
     },
     jobs(): Job[] {
       return [

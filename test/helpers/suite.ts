@@ -11,6 +11,8 @@ export interface TestSuiteOptions {
   tenants: Record<string, Record<string, unknown>>;
   /** Extra keys merged into makewaves.yaml (http.listen etc. default to 127.0.0.1:0). */
   main?: Record<string, unknown>;
+  /** Leave the temp folder 0700 (handlers running as another user cannot reach the sites). */
+  privateDir?: boolean;
   /** Files to create, relative to the sites folder: `"a.test/index.html": "..."`. */
   files?: Record<string, string | Buffer>;
 }
@@ -63,7 +65,7 @@ export function writeConfig(dir: string, opts: TestSuiteOptions): { configDir: s
 export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-test-'));
   // mkdtemp makes a 0700 folder; form handlers run as an unprivileged user and must reach the sites below it.
-  chmodSync(dir, 0o755);
+  if (!opts.privateDir) chmodSync(dir, 0o755);
   const { configDir, sitesDir, dataDir } = writeConfig(dir, opts);
   const lines: string[] = [];
   const destination = new Writable({

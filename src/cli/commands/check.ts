@@ -1,9 +1,51 @@
-import { ConfigError, loadConfig } from '../../core/config/load.ts';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { certFiles, certificateProblems, DEFAULT_CERT } from '../../core/certs.ts';
+import { ConfigError, loadConfig, type LoadedConfig } from '../../core/config/load.ts';
+import { Registry } from '../../core/registry.ts';
+
+/**
+ * Certificate problems for every tenant domain served over HTTPS: the file
+ * that would answer its SNI (the same order the server uses) must exist,
+ * match its key, be valid now and cover the name.
+ */
+export function tlsProblems(config: LoadedConfig, now = new Date()): { problems: string[]; notes: string[] } {
+  const tls = config.main.http.tls;
+  const problems = new Set<string>();
+  const notes: string[] = [];
+  if (!tls) return { problems: [], notes };
+  const dir = path.resolve(config.dir, tls.certs);
+  const registry = new Registry(config);
+  for (const tenant of registry.tenants.values()) {
+    for (const domain of tenant.domains) {
+      const candidates = [
+        ...(tenant.tlsFiles ? [tenant.tlsFiles] : []),
+        certFiles(dir, domain),
+        ...tenant.domains.filter((d) => d !== domain).map((d) => certFiles(dir, d)),
+        certFiles(dir, DEFAULT_CERT),
+      ];
+      const found = candidates.find((c) => existsSync(c.cert));
+      if (!found) {
+        notes.push(`${domain}: no certificate in ${dir}${tls.selfSigned ? ' (a self-signed one is written at start)' : ' (HTTPS handshakes for it fail)'}`);
+        continue;
+      }
+      for (const p of certificateProblems(found.cert, found.key, [domain], now)) problems.add(p);
+    }
+  }
+  return { problems: [...problems], notes };
+}
 
 /** `makewaves check`: runs the real loader; prints each problem and exits 1, or a summary and 0. */
 export function check(configDir: string): number {
   try {
     const config = loadConfig(configDir);
+    const { problems, notes } = tlsProblems(config);
+    for (const n of notes) process.stdout.write(`note: ${n}\n`);
+    if (problems.length > 0) {
+      for (const p of problems) process.stderr.write(`${p}\n`);
+      process.stderr.write(`${problems.length} problem${problems.length === 1 ? '' : 's'} found\n`);
+      return 1;
+    }
     const domains = config.tenants.reduce((n, t) => n + t.config.domains.length, 0);
     process.stdout.write(`${config.dir}: OK (${config.tenants.length} tenants, ${domains} domains)\n`);
     return 0;

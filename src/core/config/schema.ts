@@ -75,6 +75,15 @@ export const mainSchema = z.strictObject({
     requestTimeout: z.number().positive().max(3600).default(30),
     /** Seconds an upstream may stay silent before the proxy answers 504. */
     proxyTimeout: z.number().positive().max(3600).default(30),
+    /** HTTPS: certificates chosen by SNI from `certs` (`<domain>.crt` + `<domain>.key`); also used by SMTP STARTTLS and FTPS. */
+    tls: z
+      .strictObject({
+        listen: listenList,
+        certs: z.string().default('../certs'),
+        /** Write a self-signed certificate for each tenant that has none (first tries and the bundled examples only). */
+        selfSigned: z.boolean().default(false),
+      })
+      .optional(),
   }),
   smtp: z
     .strictObject({
@@ -222,6 +231,10 @@ export const tenantSchema = z.strictObject({
     .optional(),
   cgi: z.boolean().default(false),
   proxy: z.array(proxyEntry).default([]),
+  /** HTTPS for this tenant: redirect plain HTTP (308) and send HSTS (max-age in seconds; 0 = none). */
+  https: z.strictObject({ redirect: z.boolean().default(false), hsts: z.number().int().min(0).max(63_072_000).default(0) }).optional(),
+  /** This tenant's own certificate files (relative to this file), instead of the store's `<domain>.crt`. */
+  tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
 });
 
 export type MainConfig = z.infer<typeof mainSchema>;

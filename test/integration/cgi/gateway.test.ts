@@ -333,6 +333,7 @@ describe('CGI gateway: methods, redirects, reload, wiring', () => {
   it('takes a reload: a tenant whose cgi is switched off gets 404', async () => {
     const { startTestSuite } = await import('../../helpers/suite.ts');
     const t = await startTestSuite({
+      privateDir: true,
       tenants: { 'own.test': { domains: ['own.test'], cgi: true, forms: { recipients: ['a@example.net'] } } },
       files: { 'own.test/cgi-bin/hi.js': "module.exports = (c) => c.stdout.write('Content-Type: text/plain\\r\\n\\r\\nhi');\n" },
     });

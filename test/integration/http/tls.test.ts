@@ -1,0 +1,120 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
+import tls from 'node:tls';
+import { generate } from 'selfsigned';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tlsProblems } from '../../../src/cli/commands/check.ts';
+import { loadConfig } from '../../../src/core/config/load.ts';
+import { rawRequest } from '../../helpers/http.ts';
+import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+
+let t: TestSuite;
+let httpsUrl: URL;
+const certsDir = () => path.join(t.dir, 'certs');
+const pem = (name: string) => readFileSync(path.join(certsDir(), `${name}.crt`));
+
+/** One HTTPS GET that verifies the server's certificate against `ca` for `servername`. */
+function get(servername: string, ca: Buffer, p = '/'): Promise<{ status: number; headers: Record<string, unknown>; body: string; subject: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      { host: httpsUrl.hostname, port: httpsUrl.port, path: p, servername, ca, headers: { host: servername }, agent: false },
+      (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body, subject: String((res.socket as tls.TLSSocket).getPeerCertificate().subject?.CN ?? '') }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function makeCert(names: string[], opts: { notBefore?: Date; notAfter?: Date } = {}) {
+  return generate([{ name: 'commonName', value: names[0]! }], {
+    keyType: 'ec',
+    algorithm: 'sha256',
+    ...(opts.notBefore ? { notBeforeDate: opts.notBefore } : {}),
+    ...(opts.notAfter ? { notAfterDate: opts.notAfter } : {}),
+    extensions: [{ name: 'subjectAltName', altNames: names.map((value) => ({ type: 2 as const, value })) }],
+  });
+}
+
+beforeAll(async () => {
+  t = await startTestSuite({
+    main: { http: { tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } } },
+    tenants: {
+      'a.test': { domains: ['a.test', 'www.a.test'], https: { redirect: true, hsts: 31536000 } },
+      'b.test': { domains: ['b.test'] },
+    },
+    files: { 'a.test/index.html': 'site A', 'b.test/index.html': 'site B' },
+  });
+  httpsUrl = new URL(t.suite.urls.http!.find((u) => u.startsWith('https:'))!);
+});
+afterAll(async () => t?.stop());
+
+describe('HTTPS by SNI', () => {
+  it('gives each tenant its own certificate, verified by the client', async () => {
+    const a = await get('a.test', pem('a.test'));
+    expect(a).toMatchObject({ status: 200, body: 'site A', subject: 'a.test' });
+    const www = await get('www.a.test', pem('a.test'));
+    expect(www.body).toBe('site A');
+    const b = await get('b.test', pem('b.test'));
+    expect(b).toMatchObject({ status: 200, body: 'site B', subject: 'b.test' });
+    // a.test's certificate is not b.test's: verification with the wrong CA fails.
+    await expect(get('b.test', pem('a.test'))).rejects.toThrow(/self[- ]signed|unable to verify|Hostname\/IP does not match/i);
+  });
+
+  it('redirects plain HTTP to HTTPS (308) and sends HSTS for a tenant that asks, and not for others', async () => {
+    const r = await rawRequest(t.http, '/page.html?x=1', { host: 'A.test:8080' });
+    expect(r.status).toBe(308);
+    expect(r.headers.location).toBe(`https://a.test:${httpsUrl.port}/page.html?x=1`);
+    expect((await rawRequest(t.http, '/', { host: 'b.test' })).status).toBe(200);
+    expect((await get('a.test', pem('a.test'))).headers['strict-transport-security']).toBe('max-age=31536000');
+    expect((await get('b.test', pem('b.test'))).headers['strict-transport-security']).toBeUndefined();
+  });
+
+  it('refuses TLS older than 1.2', async () => {
+    const err = await new Promise<Error | undefined>((resolve) => {
+      const s = tls.connect({ host: httpsUrl.hostname, port: Number(httpsUrl.port), servername: 'a.test', maxVersion: 'TLSv1.1', minVersion: 'TLSv1', rejectUnauthorized: false });
+      s.on('secureConnect', () => {
+        s.destroy();
+        resolve(undefined);
+      });
+      s.on('error', resolve);
+    });
+    expect(err).toBeInstanceOf(Error);
+  });
+
+  it('takes a renewed certificate without a restart', async () => {
+    const fresh = await makeCert(['b.test']);
+    writeFileSync(path.join(certsDir(), 'b.test.key'), fresh.private);
+    writeFileSync(path.join(certsDir(), 'b.test.crt'), fresh.cert);
+    expect(t.suite.reload()).toBe(true);
+    const b = await get('b.test', Buffer.from(fresh.cert));
+    expect(b.body).toBe('site B');
+  });
+});
+
+describe('makewaves check on certificates', () => {
+  it('reports expired, mismatched and wrong-name certificates', async () => {
+    const expired = await makeCert(['b.test'], { notBefore: new Date(Date.now() - 3 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000) });
+    writeFileSync(path.join(certsDir(), 'b.test.key'), expired.private);
+    writeFileSync(path.join(certsDir(), 'b.test.crt'), expired.cert);
+    const other = await makeCert(['a.test', 'www.a.test']);
+    writeFileSync(path.join(certsDir(), 'a.test.key'), other.private); // key of another certificate
+    const wrongName = await makeCert(['elsewhere.test']);
+    writeFileSync(path.join(certsDir(), 'www.a.test.key'), wrongName.private);
+    writeFileSync(path.join(certsDir(), 'www.a.test.crt'), wrongName.cert);
+    const { problems } = tlsProblems(loadConfig(t.configDir));
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/b\.test\.crt: expired on \d{4}-\d{2}-\d{2}/),
+        expect.stringMatching(/a\.test\.key: does not match a\.test\.crt/),
+        expect.stringMatching(/www\.a\.test\.crt: does not cover www\.a\.test/),
+      ]),
+    );
+  });
+});
