@@ -57,7 +57,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
   if (config.main.smtp) {
-    const m = createMailService({ registry, state, log });
+    const m = createMailService({ registry, state, log, certs });
     services.push(m.service);
     mail = m.submitter;
   }

@@ -1,6 +1,8 @@
 import type { Socket } from 'node:net';
 import path from 'node:path';
+import type { SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { CertStore } from '../core/certs.ts';
 import type { MailSubmitter } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
@@ -24,6 +26,8 @@ export interface MailDeps {
   resolver?: MxResolver;
   /** The clock of the queue (retries, expiry, SRS day stamps). */
   now?: () => number;
+  /** The suite's certificate store: with a default certificate in it, STARTTLS is offered (by SNI). */
+  certs?: CertStore;
 }
 
 export interface MailService {
@@ -100,7 +104,18 @@ export function createMailService(deps: MailDeps): MailService {
   const sessions = new Map<string, SessionState>();
   const perIp = new Map<string, number>();
 
+  // STARTTLS from the suite's one certificate store, chosen by SNI like HTTPS; offered only when a default certificate exists.
+  const fallback = deps.certs?.defaultPair();
+  const tlsOptions = deps.certs && fallback
+    ? {
+        ...fallback,
+        minVersion: 'TLSv1.2' as const,
+        SNICallback: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => cb(null, deps.certs!.contextFor(name, registry)),
+      }
+    : undefined;
+
   const server = new MailSmtpServer({
+    ...(tlsOptions ?? {}),
     name: hostname,
     banner: 'ESMTP makewaves',
     size: smtp.maxMessageBytes,
@@ -112,8 +127,8 @@ export function createMailService(deps: MailDeps): MailService {
     disableReverseLookup: !smtp.reverseLookup,
     hideENHANCEDSTATUSCODES: false,
     hideDSN: true,
-    hideSTARTTLS: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
+    hideSTARTTLS: !tlsOptions,
+    disabledCommands: tlsOptions ? ['AUTH'] : ['AUTH', 'STARTTLS'],
     authOptional: true,
     logger: false,
 

@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tlsProblems } from '../../../src/cli/commands/check.ts';
 import { loadConfig } from '../../../src/core/config/load.ts';
 import { rawRequest } from '../../helpers/http.ts';
-import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import { startSink, smtpPort, type MailSink } from '../../helpers/mailsink.ts';
+import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import nodemailer from 'nodemailer';
 
 let t: TestSuite;
 let httpsUrl: URL;
@@ -42,18 +44,24 @@ async function makeCert(names: string[], opts: { notBefore?: Date; notAfter?: Da
   });
 }
 
+let sink: MailSink;
+
 beforeAll(async () => {
+  sink = await startSink();
   t = await startTestSuite({
-    main: { http: { tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } } },
+    main: { http: { tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
     tenants: {
-      'a.test': { domains: ['a.test', 'www.a.test'], https: { redirect: true, hsts: 31536000 } },
+      'a.test': { domains: ['a.test', 'www.a.test'], https: { redirect: true, hsts: 31536000 }, mail: { forward: { info: ['owner@elsewhere.test'] } } },
       'b.test': { domains: ['b.test'] },
     },
     files: { 'a.test/index.html': 'site A', 'b.test/index.html': 'site B' },
   });
   httpsUrl = new URL(t.suite.urls.http!.find((u) => u.startsWith('https:'))!);
 });
-afterAll(async () => t?.stop());
+afterAll(async () => {
+  await t?.stop();
+  await sink?.close();
+});
 
 describe('HTTPS by SNI', () => {
   it('gives each tenant its own certificate, verified by the client', async () => {
@@ -95,6 +103,24 @@ describe('HTTPS by SNI', () => {
     expect(t.suite.reload()).toBe(true);
     const b = await get('b.test', Buffer.from(fresh.cert));
     expect(b.body).toBe('site B');
+  });
+});
+
+describe('SMTP STARTTLS from the same store', () => {
+  it('offers STARTTLS with the default certificate, verified by the client, and accepts mail over it', async () => {
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: smtpPort(t.suite),
+      secure: false,
+      requireTLS: true,
+      tls: { ca: pem('default'), servername: 'mx.test' },
+    });
+    const info = await transport.sendMail({ from: 'sender@visitor.test', to: 'info@a.test', subject: 'over TLS', text: 'secret words' });
+    expect(info.accepted).toEqual(['info@a.test']);
+    transport.close();
+    const msg = await waitFor(() => sink.messages.find((m) => m.raw.toString().includes('secret words')), 10_000, 'the relayed message');
+    expect(msg.to).toEqual(['owner@elsewhere.test']);
+    expect(msg.raw.toString()).toMatch(/^Received: from [^\n]*\r\n\tby mx\.test \(makewaves\) with ESMTPS id /m);
   });
 });
 
