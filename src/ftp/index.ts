@@ -5,6 +5,7 @@ import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { FtpSrv } from 'ftp-srv';
+import type { CertStore } from '../core/certs.ts';
 import type { SiteChanges } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
@@ -25,6 +26,8 @@ export interface FtpDeps {
   log: Logger;
   /** Told after every upload, delete, rename and folder change, so HTTP serves the new state at once. */
   siteChanges?: SiteChanges;
+  /** The suite's certificate store: FTPS uses its default certificate when `ftp.tls` names no files. */
+  certs?: CertStore;
 }
 
 /** ftp-srv's connection internals this service drives (not in its typings). */
@@ -124,7 +127,7 @@ export function activeTarget(directive: 'PORT' | 'EPRT', arg: string | null): { 
  * connection caps, idle timeouts, MLSD/MLST, and refuses SITE and PORT/EPRT
  * toward any address but the client's own (FTP bounce).
  */
-export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDeps): Service {
+export function createFtpService({ registry, log: rootLog, siteChanges, certs }: FtpDeps): Service {
   const log = rootLog.child({ svc: 'ftp' });
   let current = registry;
   const main = registry.config.main;
@@ -733,7 +736,14 @@ export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDep
             throw new Error(`ftp cannot start: tls.${what} ${full} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
           }
         };
-        tlsOptions = { cert: read('cert', cfg.tls.cert), key: read('key', cfg.tls.key) };
+        if (cfg.tls.cert && cfg.tls.key) {
+          tlsOptions = { cert: read('cert', cfg.tls.cert), key: read('key', cfg.tls.key) };
+        } else {
+          tlsOptions = certs?.defaultPair();
+          if (!tlsOptions) {
+            throw new Error(`ftp cannot start: ftp.tls names no cert/key and the certificate store has no default certificate (http.tls.certs/default.crt)`);
+          }
+        }
       }
       const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
       const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));

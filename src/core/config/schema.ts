@@ -146,7 +146,8 @@ export const mainSchema = z.strictObject({
         })
         .default({ failures: 5, windowSeconds: 600, lockSeconds: 300 }),
       /** Explicit FTPS (AUTH TLS, RFC 4217) with one certificate; `required` refuses logins before AUTH TLS. */
-      tls: z.strictObject({ cert: z.string(), key: z.string(), required: z.boolean().default(false) }).optional(),
+      /** Without cert/key, FTPS uses the default certificate of the suite's store (http.tls.certs). */
+      tls: z.strictObject({ cert: z.string().optional(), key: z.string().optional(), required: z.boolean().default(false) }).optional(),
       /** node-cron schedule of the quota rescan that corrects drift (UTC). */
       quotaRescan: z.string().default('17 * * * *'),
     })

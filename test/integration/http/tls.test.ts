@@ -10,6 +10,9 @@ import { rawRequest } from '../../helpers/http.ts';
 import { startSink, smtpPort, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 import nodemailer from 'nodemailer';
+import { Client } from 'basic-ftp';
+import { Readable } from 'node:stream';
+import { hashPassword } from '../../../src/lib/password.ts';
 
 let t: TestSuite;
 let httpsUrl: URL;
@@ -49,10 +52,14 @@ let sink: MailSink;
 beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
-    main: { http: { tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
+    main: {
+      http: { tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } },
+      smtp: { listen: ['127.0.0.1:0'], relay: sink.url },
+      ftp: { tls: { required: true } },
+    },
     tenants: {
       'a.test': { domains: ['a.test', 'www.a.test'], https: { redirect: true, hsts: 31536000 }, mail: { forward: { info: ['owner@elsewhere.test'] } } },
-      'b.test': { domains: ['b.test'] },
+      'b.test': { domains: ['b.test'], ftp: [{ user: 'bo', password: await hashPassword('tls-only-secret') }] },
     },
     files: { 'a.test/index.html': 'site A', 'b.test/index.html': 'site B' },
   });
@@ -121,6 +128,20 @@ describe('SMTP STARTTLS from the same store', () => {
     const msg = await waitFor(() => sink.messages.find((m) => m.raw.toString().includes('secret words')), 10_000, 'the relayed message');
     expect(msg.to).toEqual(['owner@elsewhere.test']);
     expect(msg.raw.toString()).toMatch(/^Received: from [^\n]*\r\n\tby mx\.test \(makewaves\) with ESMTPS id /m);
+  });
+});
+
+describe('FTPS from the same store', () => {
+  it('requires AUTH TLS before login and verifies with the default certificate', async () => {
+    const u = new URL(t.ftp!);
+    const plain = new Client();
+    await expect(plain.access({ host: u.hostname, port: Number(u.port), user: 'bo@b.test', password: 'tls-only-secret' })).rejects.toThrow(/530|TLS/i);
+    plain.close();
+    const c = new Client();
+    await c.access({ host: u.hostname, port: Number(u.port), user: 'bo@b.test', password: 'tls-only-secret', secure: true, secureOptions: { ca: pem('default'), servername: 'mx.test' } });
+    await c.uploadFrom(Readable.from(['uploaded over FTPS']), 'ftps.txt');
+    c.close();
+    expect((await get('b.test', pem('b.test'), '/ftps.txt')).body).toBe('uploaded over FTPS');
   });
 });
 
