@@ -147,7 +147,10 @@ export const mainSchema = z.strictObject({
         .default({ failures: 5, windowSeconds: 600, lockSeconds: 300 }),
       /** Explicit FTPS (AUTH TLS, RFC 4217) with one certificate; `required` refuses logins before AUTH TLS. */
       /** Without cert/key, FTPS uses the default certificate of the suite's store (http.tls.certs). */
-      tls: z.strictObject({ cert: z.string().optional(), key: z.string().optional(), required: z.boolean().default(false) }).optional(),
+      tls: z
+        .strictObject({ cert: z.string().optional(), key: z.string().optional(), required: z.boolean().default(false) })
+        .refine((t) => (t.cert === undefined) === (t.key === undefined), 'give both cert and key, or neither (then the store\'s default certificate is used)')
+        .optional(),
       /** node-cron schedule of the quota rescan that corrects drift (UTC). */
       quotaRescan: z.string().default('17 * * * *'),
     })
