@@ -3,7 +3,7 @@ import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Registry } from '../core/registry.ts';
-import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 
 export interface AdminDeps {
   registry: Registry;
@@ -72,15 +72,7 @@ export function createAdminService({ registry, metrics, log: rootLog, services }
       const s = server;
       if (!s) return;
       server = undefined;
-      await new Promise<void>((resolve) => {
-        const hard = setTimeout(() => s.closeAllConnections(), graceMs);
-        hard.unref();
-        s.close(() => {
-          clearTimeout(hard);
-          resolve();
-        });
-        s.closeIdleConnections();
-      });
+      await closeHttpServer(s, graceMs);
     },
     reload(next) {
       current = next;

@@ -12,7 +12,7 @@ import type { Metrics } from '../core/metrics.ts';
 import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
 import { parseUrlPath, type JailRefusal } from '../lib/jail.ts';
 import { normalizeHost } from '../lib/hostname.ts';
-import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { AccessLogs, combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { FileCache } from './cache.ts';
@@ -291,20 +291,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     },
     async stop(graceMs) {
       if (flushTimer) clearInterval(flushTimer);
-      await Promise.all(
-        servers.map(
-          (s) =>
-            new Promise<void>((resolve) => {
-              const hard = setTimeout(() => s.closeAllConnections(), graceMs);
-              hard.unref();
-              s.close(() => {
-                clearTimeout(hard);
-                resolve();
-              });
-              s.closeIdleConnections();
-            }),
-        ),
-      );
+      await Promise.all(servers.map((s) => closeHttpServer(s, graceMs)));
       servers.length = 0;
       await proxy.close();
       await accessLogs.close();

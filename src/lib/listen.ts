@@ -51,3 +51,20 @@ export function listenOn(server: NetServer, addr: ListenAddress, what: string): 
     server.listen({ host: addr.host, port: addr.port, exclusive: true });
   });
 }
+
+/**
+ * Stops an HTTP server: no new connections, idle keep-alives closed at
+ * once, requests in flight get `graceMs` to finish before their connections
+ * are closed. Never rejects.
+ */
+export function closeHttpServer(server: import('node:http').Server, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const hard = setTimeout(() => server.closeAllConnections(), graceMs);
+    hard.unref();
+    server.close(() => {
+      clearTimeout(hard);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
