@@ -57,16 +57,16 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
   if (config.main.smtp) {
-    const m = createMailService({ registry, state, log, certs });
+    const m = createMailService({ registry, state, log, certs, metrics });
     services.push(m.service);
     mail = m.submitter;
   }
-  const cgi = createCgi({ registry, log, mail, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
+  const cgi = createCgi({ registry, log, mail, metrics, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
   services.push(cgi.service);
   const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway });
   services.push(http);
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
-  if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs }));
+  if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics }));
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
   services.push(createAdminService({ registry, metrics, log, services: () => services.map((s) => s.name) }));
 

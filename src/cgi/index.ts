@@ -6,6 +6,7 @@ import { packageRoot } from '../lib/paths.ts';
 import type { GatewayRequest, HandlerGateway, HttpOutcome, MailSubmitter } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
+import type { Metrics } from '../core/metrics.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
@@ -33,6 +34,7 @@ export interface CgiDeps {
   suiteDir?: string;
   /** What the sandbox may use; found by detectSandbox at start when not given (tests give a machine without namespaces). */
   sandbox?: (user: string) => SandboxCapabilities;
+  metrics?: Metrics;
 }
 
 export interface Cgi {
@@ -108,7 +110,9 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
  * CGI answer into the HTTP response. Every request is answered: a handler
  * that breaks a limit gets 502/503/504, never the suite's stack.
  */
-export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox }: CgiDeps): Cgi {
+export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics }: CgiDeps): Cgi {
+  const runs = metrics?.counter('makewaves_handler_runs_total', 'Handler runs by tenant and result (ok, error, timeout, memory, output, crashed, busy).', ['tenant', 'result']);
+  const counted = (tenant: string, result: string) => runs?.inc({ tenant, result });
   const log = rootLog.child({ svc: 'cgi' });
   let current = registry;
   let caps: SandboxCapabilities | undefined;
@@ -233,6 +237,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     const worker = await pools.acquire(`${tenant.id}\0${kind}`, tenant.id, spec);
     if (!worker) {
       log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
+      counted(tenant.id, 'busy');
       return page(req, res, 503, undefined, [['Retry-After', '1']]);
     }
     const t0 = Date.now();
@@ -249,6 +254,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     const ms = Date.now() - t0;
     // A process whose handler threw may be half-broken (or already exiting): a fresh one serves the next run.
     pools.release(worker, result.kind === 'done' && result.error === undefined);
+    counted(tenant.id, result.kind === 'done' ? (result.error === undefined ? 'ok' : 'error') : result.kind);
     switch (result.kind) {
       case 'timeout':
         log.info({ ...who, ms, why: `ran longer than cgi.timeout (${cfg.timeout} s); killed` }, 'handler failed');

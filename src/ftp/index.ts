@@ -6,6 +6,7 @@ import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { FtpSrv } from 'ftp-srv';
 import type { CertStore } from '../core/certs.ts';
+import type { Metrics } from '../core/metrics.ts';
 import type { SiteChanges } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
@@ -28,6 +29,7 @@ export interface FtpDeps {
   siteChanges?: SiteChanges;
   /** The suite's certificate store: FTPS uses its default certificate when `ftp.tls` names no files. */
   certs?: CertStore;
+  metrics?: Metrics;
 }
 
 /** ftp-srv's connection internals this service drives (not in its typings). */
@@ -127,7 +129,7 @@ export function activeTarget(directive: 'PORT' | 'EPRT', arg: string | null): { 
  * connection caps, idle timeouts, MLSD/MLST, and refuses SITE and PORT/EPRT
  * toward any address but the client's own (FTP bounce).
  */
-export function createFtpService({ registry, log: rootLog, siteChanges, certs }: FtpDeps): Service {
+export function createFtpService({ registry, log: rootLog, siteChanges, certs, metrics }: FtpDeps): Service {
   const log = rootLog.child({ svc: 'ftp' });
   let current = registry;
   const main = registry.config.main;
@@ -174,8 +176,12 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs }:
     }
   }
 
+  const transferred = metrics?.counter('makewaves_ftp_bytes_total', 'FTP file bytes moved, by direction (in: uploads, out: downloads).', ['direction']);
+  metrics?.gauge('makewaves_ftp_sessions', 'Open FTP sessions.', () => sessions.size);
+
   function transferLog(s: Session, command: string, clientPath: string, bytes: number, t0: number, status: string): void {
     if (!s.tenant) return;
+    if (bytes > 0) transferred?.inc({ direction: command === 'RETR' ? 'out' : 'in' }, bytes);
     xfer.write(s.tenant, { remote: s.remote, user: s.login ?? '-', command, path: clientPath, bytes, ms: Date.now() - t0, status });
   }
 

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
+import type { Metrics } from '../core/metrics.ts';
 import type { MailSubmitter } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
@@ -28,6 +29,7 @@ export interface MailDeps {
   now?: () => number;
   /** The suite's certificate store: with a default certificate in it, STARTTLS is offered (by SNI). */
   certs?: CertStore;
+  metrics?: Metrics;
 }
 
 export interface MailService {
@@ -90,7 +92,15 @@ export function createMailService(deps: MailDeps): MailService {
   const deliverer: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
     : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver });
+  const deliveries = deps.metrics?.counter('makewaves_mail_deliveries_total', 'Delivery attempts to one recipient, by result (sent, temp, perm).', ['result']);
+  const store = deps.state.mailQueue;
+  deps.metrics?.gauge('makewaves_mail_queue_messages', 'Messages in the outbound queue.', () => store.count());
+  deps.metrics?.gauge('makewaves_mail_queue_oldest_seconds', 'Age of the oldest message in the outbound queue (0 when empty).', () => {
+    const t = store.oldest();
+    return t === undefined ? 0 : Math.max(0, ((deps.now ?? Date.now)() - t) / 1000);
+  });
   const queue = new MailQueue({
+    onOutcome: deliveries ? (status) => deliveries.inc({ result: status }) : undefined,
     store: deps.state.mailQueue,
     spool: new Spool(path.join(main.dataDir, 'spool')),
     deliverer,

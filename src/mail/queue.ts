@@ -42,6 +42,8 @@ export interface QueueDeps {
   settings: QueueSettings;
   /** The clock; tests move it to make retries and expiry due without waiting. */
   now?: () => number;
+  /** Told the outcome of every delivery attempt to one recipient (for metrics). */
+  onOutcome?: (status: 'sent' | 'temp' | 'perm') => void;
 }
 
 /** A message to queue. `body` is streamed to disk; `abort` may stop that (see {@link Spool.write}). */
@@ -364,6 +366,7 @@ export class MailQueue implements MailSubmitter {
     let lastTemp = '';
     for (const r of results) {
       this.log.info({ qid: id, tenant: msg.tenant, rcpt: r.rcpt, via: r.via, status: r.status, reply: r.reply, attempt: msg.attempts + 1 }, 'delivery attempt');
+      this.d.onOutcome?.(r.status);
       if (r.status === 'sent') {
         settle.push({ rcpt: r.rcpt, status: 'sent', reply: r.reply });
       } else if (r.status === 'perm' || expired) {

@@ -126,6 +126,7 @@ export class MailQueueStore {
       flushAll: db.prepare(`UPDATE mail_queue SET next_attempt = 0`),
       remove: db.prepare(`DELETE FROM mail_queue WHERE id = ?`),
       count: db.prepare(`SELECT COUNT(*) AS n FROM mail_queue`),
+      oldest: db.prepare(`SELECT MIN(created_at) AS t FROM mail_queue`),
     };
   }
 
@@ -173,6 +174,11 @@ export class MailQueueStore {
   /** Ids of messages that left the queue while their spool file still holds others. */
   doneIds(): Set<string> {
     return new Set((this.stmts.doneIds.all() as { id: string }[]).map((r) => r.id));
+  }
+
+  /** When the oldest queued message arrived (ms since the epoch), if any. */
+  oldest(): number | undefined {
+    return (this.stmts.oldest.get() as { t: number | null }).t ?? undefined;
   }
 
   count(): number {
