@@ -1,8 +1,10 @@
 /**
  * FTP upload benchmark: 200 files of 4 KiB, then one large file, through
  * basic-ftp (one session per server), against bare ftp-srv 4.6.3, the
- * same with TCP_NODELAY, and makewaves' FTP service, in the same run. Prints a table of
- * medians and ratios (bare ftp-srv = 1.00).
+ * same with TCP_NODELAY, and makewaves' FTP service (in this process, like
+ * the bare ones, and in its own process as `npm start` runs it), and vsftpd
+ * when installed (`apt-get install vsftpd`), in the same run. Prints a table
+ * of medians and ratios (bare ftp-srv = 1.00, and to vsftpd).
  *
  *   node --import tsx scripts/bench/ftp.ts [--runs 3] [--files 200] [--large-mb 100]
  *
@@ -17,6 +19,10 @@ import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FtpSrv } from 'ftp-srv';
+import { execFileSync } from 'node:child_process';
+import { chownSync } from 'node:fs';
+import net from 'node:net';
+import { freePort, has, ROOT, run, startProcess, stopProcess } from './lib.ts';
 import { stringify } from 'yaml';
 import { createLogger } from '../../src/core/log.ts';
 import { bunyanAdapter } from '../../src/ftp/bunyan.ts';
@@ -104,6 +110,75 @@ async function bareFtpSrv(root: string, noDelay = false): Promise<Target> {
   };
 }
 
+/**
+ * vsftpd, the reference, in its own process on a loopback port: anonymous
+ * upload into a folder owned by the `ftp` user (no system account to make).
+ * Undefined when vsftpd or the `ftp` user is not installed.
+ */
+async function vsftpd(dir: string): Promise<Target | undefined> {
+  if (!has('vsftpd')) return undefined;
+  let uid: number;
+  let gid: number;
+  try {
+    uid = Number(execFileSync('id', ['-u', 'ftp'], { encoding: 'utf8' }));
+    gid = Number(execFileSync('id', ['-g', 'ftp'], { encoding: 'utf8' }));
+  } catch {
+    return undefined;
+  }
+  const root = path.join(dir, 'vsftpd');
+  mkdirSync(path.join(root, 'bench'), { recursive: true });
+  chownSync(path.join(root, 'bench'), uid, gid);
+  mkdirSync('/var/run/vsftpd/empty', { recursive: true });
+  const port = await freePort();
+  const conf = path.join(dir, 'vsftpd.conf');
+  writeFileSync(
+    conf,
+    [
+      'listen=YES', 'listen_ipv6=NO', 'listen_address=127.0.0.1', `listen_port=${port}`, 'background=NO',
+      'anonymous_enable=YES', 'no_anon_password=YES', `anon_root=${root}`, 'write_enable=YES', 'anon_upload_enable=YES',
+      'anon_mkdir_write_enable=YES', 'anon_other_write_enable=YES', 'local_enable=NO', 'pasv_enable=YES', 'pasv_address=127.0.0.1',
+      'seccomp_sandbox=NO', 'xferlog_enable=NO', 'use_localtime=NO', 'secure_chroot_dir=/var/run/vsftpd/empty', '',
+    ].join('\n'),
+  );
+  const child = startProcess('vsftpd', [conf]);
+  await waitTcp(port);
+  return { name: 'vsftpd (reference, own process)', url: `ftp://127.0.0.1:${port}`, user: 'anonymous', password: '', stop: () => stopProcess(child) };
+}
+
+/** The real suite from a temp config with one tenant and no quota, in its own process as `npm start` runs it. */
+async function makewavesProcess(dir: string): Promise<Target> {
+  const configDir = path.join(dir, 'config-proc');
+  mkdirSync(path.join(configDir, 'tenants'), { recursive: true });
+  mkdirSync(path.join(dir, 'sites-proc', 'bench.test'), { recursive: true });
+  const port = await freePort();
+  writeFileSync(
+    path.join(configDir, 'makewaves.yaml'),
+    stringify({ hostname: 'mx.bench.test', data: '../data-proc', sites: '../sites-proc', http: { listen: ['127.0.0.1:0'] }, ftp: { listen: `127.0.0.1:${port}` } }),
+  );
+  writeFileSync(path.join(configDir, 'tenants', 'bench.test.yaml'), stringify({ domains: ['bench.test'], ftp: [{ user: 'bench', password: await hashPassword('bench') }] }));
+  await run(process.execPath, [path.join(ROOT, 'scripts/build.mjs')]);
+  const child = startProcess(process.execPath, [path.join(ROOT, 'dist/makewaves.mjs'), 'serve', '--config', configDir], { MAKEWAVES_LOG_LEVEL: 'warn' });
+  await waitTcp(port);
+  return { name: 'makewaves (own process)', url: `ftp://127.0.0.1:${port}`, user: 'bench@bench.test', password: 'bench', stop: () => stopProcess(child) };
+}
+
+/** Waits until something accepts TCP connections on 127.0.0.1:port (bounded). */
+async function waitTcp(port: number, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** The real suite from a temp config with one tenant and no quota. */
 async function makewaves(dir: string): Promise<Target> {
   const configDir = path.join(dir, 'config');
@@ -126,7 +201,14 @@ export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[
   const fastRoot = path.join(dir, 'bare-nodelay');
   mkdirSync(bareRoot);
   mkdirSync(fastRoot);
-  const targets = [await bareFtpSrv(bareRoot), await bareFtpSrv(fastRoot, true), await makewaves(dir)];
+  const reference = await vsftpd(dir);
+  const targets = [
+    await bareFtpSrv(bareRoot),
+    await bareFtpSrv(fastRoot, true),
+    await makewaves(dir),
+    await makewavesProcess(dir),
+    ...(reference ? [reference] : []),
+  ];
   const rows: FtpBenchRow[] = [];
   try {
     const results = new Map(targets.map((t) => [t.name, { small: [] as number[], large: [] as number[] }]));
@@ -149,13 +231,24 @@ export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[
   return rows;
 }
 
-/** A Markdown table: time for the small files and MiB/s for the large one, with ratios to the first row. */
+/**
+ * A Markdown table: time for the small files and MiB/s for the large one,
+ * with ratios to the first row and, when it ran, to vsftpd (the issue's
+ * targets: small files ≤ 1.5× vsftpd's time, large ≥ 0.8× its MiB/s).
+ */
 export function formatFtpTable(rows: FtpBenchRow[], files = 200, largeMb = 100): string {
   const base = rows[0]!;
+  const vs = rows.find((r) => r.server.startsWith('vsftpd'));
   const lines = [
-    `| server | ${files} × 4 KiB (s) | ratio | ${largeMb} MiB upload (MiB/s) | ratio |`,
-    '|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.server} | ${r.smallSeconds.toFixed(3)} | ${(r.smallSeconds / base.smallSeconds).toFixed(2)} | ${r.largeMiBs.toFixed(0)} | ${(r.largeMiBs / base.largeMiBs).toFixed(2)} |`),
+    `| server | ${files} × 4 KiB (s) | ratio | ${vs ? 'time / vsftpd | ' : ''}${largeMb} MiB upload (MiB/s) | ratio |${vs ? ' MiB/s / vsftpd |' : ''}`,
+    `|---|---|---|${vs ? '---|' : ''}---|---|${vs ? '---|' : ''}`,
+    ...rows.map(
+      (r) =>
+        `| ${r.server} | ${r.smallSeconds.toFixed(3)} | ${(r.smallSeconds / base.smallSeconds).toFixed(2)} | ` +
+        (vs ? `${(r.smallSeconds / vs.smallSeconds).toFixed(2)} | ` : '') +
+        `${r.largeMiBs.toFixed(0)} | ${(r.largeMiBs / base.largeMiBs).toFixed(2)} |` +
+        (vs ? ` ${(r.largeMiBs / vs.largeMiBs).toFixed(2)} |` : ''),
+    ),
   ];
   return lines.join('\n');
 }
