@@ -237,6 +237,11 @@ export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDep
     // let its holder reset the count between guesses at other users' passwords.
     guard.succeed(`u:${name}`);
     const tenant = account.tenant;
+    // Checked after the password, so the reply tells a suspension only to someone who knows it.
+    if (tenant.suspended) {
+      s.log.info({ user: name, tenant: tenant.id, why: 'tenant suspended' }, 'ftp login refused');
+      throw new FtpError(530, 'This account is suspended; please contact your hosting provider');
+    }
     await mkdir(tenant.root, { recursive: true });
     const root = await realpath(tenant.root);
     s.login = account.login;

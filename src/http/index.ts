@@ -12,7 +12,7 @@ import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { AccessLogs, combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { FileCache } from './cache.ts';
-import { errorPage } from './pages.ts';
+import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { StaticFiles, type Outcome } from './static.ts';
 
@@ -31,6 +31,7 @@ const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-
 /** Where a request goes, decided from Host and path before anything is read from disk. */
 type Route =
   | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string }
+  | { kind: 'suspended'; tenant: Tenant }
   | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
   | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string };
@@ -68,6 +69,8 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
     if (m[2] === undefined) return { kind: 'error', status: 301, tenant, location: `${base}/${query ? `?${query}` : ''}` };
     rawPath = m[2];
   }
+  // Every path of a suspended tenant, static, proxied or handler alike.
+  if (tenant.suspended) return { kind: 'suspended', tenant };
 
   const parsed = parseUrlPath(rawPath);
   if (!parsed.ok) return { kind: 'error', status: REFUSAL_STATUS[parsed.refusal], tenant, why: parsed.refusal };
@@ -135,6 +138,14 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     return { status, bytes: head ? 0 : page.length };
   }
 
+  function sendSuspended(req: IncomingMessage, res: ServerResponse): Outcome {
+    const page = suspendedPage();
+    // RFC 9110 §15.6.4: 503 is temporary; no-store so caches do not keep the page once the site is back.
+    res.writeHead(503, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
+    res.end(req.method === 'HEAD' ? undefined : page);
+    return { status: 503, bytes: req.method === 'HEAD' ? 0 : page.length };
+  }
+
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const route = routeRequest(current, req.url ?? '/', req.headers.host);
     const remote = req.socket.remoteAddress ?? '-';
@@ -162,6 +173,9 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
           } else {
             outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : {});
           }
+          break;
+        case 'suspended':
+          outcome = sendSuspended(req, res);
           break;
         case 'proxy':
           outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: 'http' });
@@ -202,6 +216,11 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
   function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const route = routeRequest(current, req.url ?? '/', req.headers.host);
+    if (route.kind === 'suspended') {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      record(route.tenant, req, req.socket.remoteAddress ?? '-', { status: 503, bytes: 0 });
+      return;
+    }
     if (route.kind !== 'proxy') {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;

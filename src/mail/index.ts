@@ -290,6 +290,8 @@ const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: numbe
   'relay-denied': { code: 550, text: (a) => `5.7.1 <${a}>: relay access denied` },
   'unknown-user': { code: 550, text: (a) => `5.1.1 <${a}>: no such recipient here` },
   loop: { code: 550, text: (a) => `5.4.6 <${a}>: forwarding loop, the owner of this address needs to fix its forwards` },
+  // RFC 3463 §3.3 X.2.1 "mailbox disabled, not accepting messages"; 4xx so the sender keeps it and retries.
+  suspended: { code: 450, text: (a) => `4.2.1 <${a}>: mailbox temporarily disabled, try again later` },
 };
 
 /** Decides the fate of one RCPT TO: an SRS bounce address coming back, or a tenant route. */
