@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../lib/paths.ts';
+import { lookupUser } from '../lib/users.ts';
 
 /** The program every handler process runs. */
 // From the package root, so it resolves the same from src/ and from the dist/ bundle.
@@ -35,21 +36,6 @@ function which(cmd: string): string | undefined {
     } catch {
       // not in this folder
     }
-  }
-  return undefined;
-}
-
-/** Looks a user up in /etc/passwd (the suite has no libc binding for getpwnam). */
-export function lookupUser(name: string): { uid: number; gid: number } | undefined {
-  let text: string;
-  try {
-    text = readFileSync('/etc/passwd', 'utf8');
-  } catch {
-    return undefined;
-  }
-  for (const line of text.split('\n')) {
-    const f = line.split(':');
-    if (f[0] === name && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]) };
   }
   return undefined;
 }
