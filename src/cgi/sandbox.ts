@@ -45,10 +45,12 @@ function which(cmd: string): string | undefined {
  * message when the suite runs as root and cannot drop privileges for
  * handlers (running them as root is never an option).
  */
-export function detectSandbox(user: string): SandboxCapabilities {
+export function detectSandbox(user: string, runAs?: { uid: number; gid: number }): SandboxCapabilities {
   const flags = process.allowedNodeEnvironmentFlags;
   const permissionFlag = flags.has('--permission') ? '--permission' : '--experimental-permission';
-  const isRoot = process.getuid?.() === 0;
+  // `runAs`: the suite runs as root now but drops to this account before serving (`user:` in
+  // makewaves.yaml), so handlers will be spawned without root: probe what that account can do.
+  const isRoot = process.getuid?.() === 0 && runAs === undefined;
 
   let namespaces: string[] | undefined;
   const unshare = which('unshare');
@@ -57,7 +59,7 @@ export function detectSandbox(user: string): SandboxCapabilities {
     // kernel allows unprivileged ones. A PID namespace needs a fork: unshare
     // stays as the parent, Node is pid 1 inside, killed with its parent.
     const prefix = [unshare, ...(isRoot ? [] : ['-r']), '-n', '-p', '-f', '--kill-child', '--'];
-    const probe = spawnSync(prefix[0]!, [...prefix.slice(1), process.execPath, '-e', '0'], { env: {}, stdio: 'ignore', timeout: 10_000 });
+    const probe = spawnSync(prefix[0]!, [...prefix.slice(1), process.execPath, '-e', '0'], { env: {}, stdio: 'ignore', timeout: 10_000, ...runAs });
     if (probe.status === 0) namespaces = prefix;
   }
 

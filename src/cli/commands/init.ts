@@ -1,27 +1,7 @@
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { loadMainConfig, MAIN_FILE, TENANT_DIR } from '../../core/config/load.ts';
-import { resolveServiceUser } from '../../lib/users.ts';
-
-/** chown -R without following symlinks (a link a tenant left must not hand the service user a file elsewhere). */
-function chownTree(dir: string, uid: number, gid: number): number {
-  let n = 0;
-  const pending = [dir];
-  while (pending.length > 0) {
-    const d = pending.pop()!;
-    chownSync(d, uid, gid);
-    n++;
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const full = path.join(d, e.name);
-      if (e.isDirectory()) pending.push(full);
-      else if (e.isFile()) {
-        chownSync(full, uid, gid);
-        n++;
-      }
-    }
-  }
-  return n;
-}
+import { giveTree, resolveServiceUser } from '../../lib/users.ts';
 
 /**
  * `makewaves init`: creates `<data>` (0750) and `<sites>` (0755) and, run
@@ -47,7 +27,7 @@ export function init(configDir: string, out: NodeJS.WritableStream = process.std
     out.write(main.user ? '' : 'no user: in makewaves.yaml: the server keeps the user it is started as\n');
     return 0;
   }
-  const n = chownTree(dataDir, owner.uid, owner.gid) + chownTree(sitesDir, owner.uid, owner.gid);
+  const n = giveTree(dataDir, owner.uid, owner.gid) + giveTree(sitesDir, owner.uid, owner.gid);
   // The config stays root's to edit; the service group may read it (tenant files hold FTP password hashes).
   const tenants = path.join(configDir, TENANT_DIR);
   mkdirSync(tenants, { recursive: true });
@@ -60,6 +40,6 @@ export function init(configDir: string, out: NodeJS.WritableStream = process.std
     chownSync(f, 0, owner.gid);
     chmodSync(f, 0o640);
   }
-  out.write(`gave ${n} files and folders under data and sites to ${main.user}:${main.group ?? owner.gid}; the config folder is readable by its group\n`);
+  out.write(`gave ${n} files and folders under data and sites (those not yet theirs) to ${main.user}:${main.group ?? owner.gid}; the config folder is readable by its group\n`);
   return 0;
 }
