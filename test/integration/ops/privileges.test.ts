@@ -40,7 +40,7 @@ beforeAll(async () => {
   chmodSync(dir, 0o755);
   ({ configDir } = writeConfig(dir, {
     main: { user: 'nobody', group: 'nogroup', smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
-    tenants: { 'a.test': { domains: ['a.test'], forms: { recipients: ['owner@remote.test'] } } },
+    tenants: { 'a.test': { domains: ['a.test'], forms: { recipients: ['owner@remote.test'] }, mail: { forward: { info: ['owner@remote.test'] } } } },
     files: { 'a.test/index.html': 'served after the drop' },
   }));
 });
@@ -78,7 +78,7 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
       // Mail is spooled and delivered by the unprivileged process.
       const { createTransport } = await import('nodemailer');
       await createTransport({ host: '127.0.0.1', port: Number(smtp), ignoreTLS: true }).sendMail({
-        envelope: { from: 's@elsewhere.test', to: ['owner@remote.test'] },
+        envelope: { from: 's@elsewhere.test', to: ['info@a.test'] },
         raw: 'Subject: relay test\r\n\r\nhello\r\n',
       });
       await waitFor(() => sink.messages.some((m) => m.raw.toString().includes('relay test')), 10_000, 'the mail at the relay');
