@@ -146,7 +146,19 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     return { status: 503, bytes: req.method === 'HEAD' ? 0 : page.length };
   }
 
+  /** Responses under way, so stop() can tell their keep-alive connections to close once they are answered. */
+  const inFlight = new Set<ServerResponse>();
+  let draining = false;
+  const forget = function (this: ServerResponse) {
+    inFlight.delete(this);
+  };
+
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (draining) res.setHeader('Connection', 'close');
+    else {
+      inFlight.add(res);
+      res.once('close', forget);
+    }
     const route = routeRequest(current, req.url ?? '/', req.headers.host);
     const remote = req.socket.remoteAddress ?? '-';
     if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -265,6 +277,13 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     },
     async stop(graceMs) {
       if (flushTimer) clearInterval(flushTimer);
+      // Keep-alive connections with a request under way close after its answer (RFC 9112 §9.6), not at keepAliveTimeout.
+      draining = true;
+      for (const res of inFlight) {
+        if (!res.headersSent) res.setHeader('Connection', 'close');
+        else res.once('finish', () => res.socket?.end());
+      }
+      inFlight.clear();
       await Promise.all(
         servers.map(
           (s) =>
