@@ -155,3 +155,29 @@ describe('graceful stop with work in flight', () => {
     busySmtp.close();
   });
 });
+
+describe('graceful stop past its grace', () => {
+  it('cuts a stalled FTP upload cleanly: nothing half-written is published', async () => {
+    const t2 = await startTestSuite({
+      main: { ftp: {} },
+      tenants: { 'b.test': { domains: ['b.test'], ftp: [{ user: 'bob', password: await hashPassword(PASS) }] } },
+    });
+    try {
+      const ftp = await ftpLogin(t2.ftp!, 'bob@b.test', PASS);
+      const upload = new PassThrough();
+      const uploaded = ftp.uploadFrom(upload, 'stalled.txt').then(
+        () => 'completed',
+        (e: Error) => e.message,
+      );
+      upload.write(Buffer.alloc(100_000, 'b'));
+      const root = path.join(t2.sitesDir, 'b.test');
+      await waitFor(() => readdirSync(root).some((n) => n.startsWith('.~mw-upload-') && statSync(path.join(root, n)).size > 0), 5_000, 'the upload to start');
+      await t2.suite.stop(300);
+      expect(await uploaded).not.toBe('completed');
+      expect(readdirSync(root).filter((n) => !n.startsWith('.~mw-upload-'))).toEqual([]);
+      ftp.close();
+    } finally {
+      await t2.stop();
+    }
+  });
+});
