@@ -136,7 +136,7 @@ describe('graceful stop with work in flight', () => {
     await busyHttp.closed;
 
     // SMTP last: the idle session gets 421, the message under way is accepted.
-    expect(await idleSmtp.reply(10_000)).toMatch(/^421 .*shutting down/);
+    expect(await idleSmtp.reply(10_000)).toMatch(/^421 4\.4\.2 mx\.test Service shutting down, try again later$/);
     busySmtp.send('second half\r\n.\r\n');
     const accepted = await busySmtp.reply();
     expect(accepted).toMatch(/^250 /);
