@@ -1,29 +1,23 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRequest } from '../../helpers/http.ts';
 import { type MailSink, startSink } from '../../helpers/mailsink.ts';
+import { BIN, serveChild } from '../../helpers/serve.ts';
 import { waitFor, writeConfig } from '../../helpers/suite.ts';
 
 // The privilege drop can only be tested as root (CI runs as root); elsewhere these tests are skipped.
 const isRoot = process.getuid?.() === 0;
-const BIN = path.resolve('bin/makewaves.js');
 const NOBODY = 65534;
 
 let dir: string;
 let configDir: string;
 let sink: MailSink;
 
-function serve(config: string, spawnAs?: number): { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], ...(spawnAs ? { uid: spawnAs, gid: spawnAs } : {}) });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (c) => (out += c));
-  child.stderr!.on('data', (c) => (err += c));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, out: () => out, err: () => err, exited };
+function serve(config: string, spawnAs?: number) {
+  return serveChild(config, spawnAs ? { uid: spawnAs, gid: spawnAs } : {});
 }
 
 /** The real and effective uid/gid and the supplementary groups of a process, from /proc. */
