@@ -823,6 +823,13 @@ export function createFtpService({ registry, log: rootLog, siteChanges }: FtpDep
     },
     reload(next) {
       current = next;
+      // A suspension ends the tenant's open sessions too; a transfer cut here was never published.
+      for (const s of [...sessions]) {
+        if (s.tenant === undefined || !next.tenants.get(s.tenant)?.suspended) continue;
+        s.log.info({ why: 'tenant suspended' }, 'ftp session closed');
+        sessions.delete(s);
+        void s.conn.close(421, 'This account has been suspended; closing the connection');
+      }
       for (const [id, u] of usages) {
         const t = next.tenants.get(id);
         if (t) u.quota = t.quota;

@@ -63,6 +63,7 @@ describe('tenant suspension', () => {
   });
 
   it('answers 503 on every path, refuses FTP logins with 530 and mail with 450 4.2.1; other tenants unaffected; resume restores all', async () => {
+    const open = await ftpLogin(t.ftp!, 'ann@a.test', PASS);
     t.writeTenant('a.test', { ...tenant, suspended: { reason: 'unpaid invoice' } });
     await waitFor(async () => (await rawRequest(t.http, '/', { host: 'a.test' })).status === 503, 5_000, 'the reload');
     for (const p of ['/', '/index.html', '/no/such/file', '/app/x', '/cgi-bin/formmail', '/../etc/passwd']) {
@@ -84,6 +85,9 @@ describe('tenant suspension', () => {
     const wrong = await ftpLogin(t.ftp!, 'ann@a.test', 'wrong').catch((e: Error) => e);
     expect((wrong as Error).message).toMatch(/530 Login incorrect/);
     expect(t.logs().some((l) => l.msg === 'ftp login refused' && l.why === 'tenant suspended')).toBe(true);
+    // The session that was open before the suspension has been closed.
+    await waitFor(() => open.closed, 5_000, 'the open FTP session to be closed');
+    expect(t.logs().some((l) => l.msg === 'ftp session closed' && l.why === 'tenant suspended')).toBe(true);
 
     // Mail: a temporary refusal for known and unknown addresses alike, so the sender keeps the message.
     expect(await rcpt('info@a.test')).toMatch(/^450 4\.2\.1 <info@a\.test>: mailbox temporarily disabled/);
