@@ -92,6 +92,16 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
       writeFileSync(path.join(configDir, 'tenants', 'a.test.yaml'), 'domains: [a.test, b.test]\nforms: { recipients: [owner@remote.test] }\n');
       p.child.kill('SIGHUP');
       await waitFor(async () => (await rawRequest(url, '/', { host: 'b.test' })).status === 200, 5_000, 'the reload');
+
+      // A tenant added by root with the CLI: its web root belongs to the service user, its file is readable by its group,
+      // and the unprivileged server picks it up.
+      const add = spawnSync(process.execPath, [BIN, 'tenant', 'add', 'c.test', '--domain', 'c.test', '--config', configDir], { encoding: 'utf8' });
+      expect(add.stderr).toBe('');
+      expect(statSync(path.join(dir, 'sites', 'c.test')).uid).toBe(NOBODY);
+      expect(statSync(path.join(dir, 'sites', 'c.test', 'index.html')).uid).toBe(NOBODY);
+      const added = statSync(path.join(configDir, 'tenants', 'c.test.yaml'));
+      expect([added.uid, added.gid, added.mode & 0o777]).toEqual([0, NOBODY, 0o640]);
+      await waitFor(async () => (await rawRequest(url, '/', { host: 'c.test' })).status === 200, 5_000, 'the added tenant');
     } finally {
       p.child.kill('SIGTERM');
     }
