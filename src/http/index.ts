@@ -146,19 +146,15 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     return { status: 503, bytes: req.method === 'HEAD' ? 0 : page.length };
   }
 
-  /** Responses under way, so stop() can tell their keep-alive connections to close once they are answered. */
+  /**
+   * Responses of the async path under way, so stop() can tell their keep-alive connections to
+   * close once they are answered (the cached-file path answers synchronously: nothing to track).
+   */
   const inFlight = new Set<ServerResponse>();
   let draining = false;
-  const forget = function (this: ServerResponse) {
-    inFlight.delete(this);
-  };
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     if (draining) res.setHeader('Connection', 'close');
-    else {
-      inFlight.add(res);
-      res.once('close', forget);
-    }
     const route = routeRequest(current, req.url ?? '/', req.headers.host);
     const remote = req.socket.remoteAddress ?? '-';
     if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -176,6 +172,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
 
   async function handle(req: IncomingMessage, res: ServerResponse, route: Route, remote: string): Promise<void> {
     let outcome: Outcome;
+    inFlight.add(res);
     try {
       switch (route.kind) {
         case 'error':
@@ -222,6 +219,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
         outcome = { status: res.statusCode, bytes: 0 };
       }
     }
+    inFlight.delete(res);
     record(route.tenant, req, remote, outcome);
   }
 
