@@ -1,6 +1,7 @@
 import { createCgi } from './cgi/index.ts';
 import path from 'node:path';
 import { CertStore } from './core/certs.ts';
+import { detectSandbox } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
 import type { MailSubmitter } from './core/contracts.ts';
@@ -13,6 +14,7 @@ import { createFtpService } from './ftp/index.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import { createMailService } from './mail/index.ts';
+import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
 
 export interface SuiteOptions {
@@ -51,6 +53,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const made = await certs.ensureSelfSigned(registry, config.main.hostname);
     if (made.length > 0) log.warn({ certs: made }, `wrote self-signed certificates for ${made.join(', ')} (for trying out; put real ones in ${certs.dir})`);
   }
+  const runAs = serviceAccount(config.main.user, config.main.group);
   const state = openState(config.main.dataDir);
 
   const metrics = new Metrics();
@@ -61,7 +64,15 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     services.push(m.service);
     mail = m.submitter;
   }
-  const cgi = createCgi({ registry, log, mail, metrics, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
+  const cgi = createCgi({
+    registry,
+    log,
+    mail,
+    metrics,
+    onSent: (f) => state.forms.add({ ...f, recipients: f.to }),
+    // Handlers are spawned after the drop: their sandbox is what the service account can build.
+    sandbox: runAs ? (user) => detectSandbox(user, runAs) : undefined,
+  });
   services.push(cgi.service);
   const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway });
   services.push(http);
@@ -79,9 +90,19 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       return u;
     },
   }));
+  let started = false;
   try {
     await startAll(wrapped, log);
+    started = true;
+    if (runAs) {
+      // Every listener is bound (ports below 1024 need root); nothing after this point needs root.
+      // What the start created as root under <data> (database, spool, logs) is handed over first.
+      const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid);
+      dropPrivileges(runAs.uid, runAs.gid);
+      log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
+    }
   } catch (err) {
+    if (started) await stopAll(services, 1000);
     state.close();
     throw err;
   }
@@ -128,6 +149,26 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       return stopping;
     },
   };
+}
+
+/**
+ * The account to drop to after binding, when `user:` is configured and the
+ * process is root; undefined when there is nothing to drop (no `user:`, or
+ * already running as that user). Throws a clear line when the user or
+ * group does not exist or the process is some other unprivileged user.
+ */
+function serviceAccount(user: string | undefined, group: string | undefined): { uid: number; gid: number } | undefined {
+  if (!user) return undefined;
+  const account = resolveServiceUser(user, group);
+  const uid = process.getuid?.();
+  if (uid === 0) {
+    if (account.uid === 0) throw new Error(`user: ${user} is root; name an unprivileged account to run as`);
+    return account;
+  }
+  if (uid === account.uid) return undefined;
+  throw new Error(
+    `user: ${user} is configured, but makewaves runs as uid ${uid}, neither root nor ${user}: start it as root (it binds its ports, then becomes ${user}) or as ${user}`,
+  );
 }
 
 /**

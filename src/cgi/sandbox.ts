@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../lib/paths.ts';
+import { lookupUser } from '../lib/users.ts';
 
 /** The program every handler process runs. */
 // From the package root, so it resolves the same from src/ and from the dist/ bundle.
@@ -39,30 +40,17 @@ function which(cmd: string): string | undefined {
   return undefined;
 }
 
-/** Looks a user up in /etc/passwd (the suite has no libc binding for getpwnam). */
-export function lookupUser(name: string): { uid: number; gid: number } | undefined {
-  let text: string;
-  try {
-    text = readFileSync('/etc/passwd', 'utf8');
-  } catch {
-    return undefined;
-  }
-  for (const line of text.split('\n')) {
-    const f = line.split(':');
-    if (f[0] === name && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]) };
-  }
-  return undefined;
-}
-
 /**
  * Finds what the sandbox can use here. Throws with an operator-facing
  * message when the suite runs as root and cannot drop privileges for
  * handlers (running them as root is never an option).
  */
-export function detectSandbox(user: string): SandboxCapabilities {
+export function detectSandbox(user: string, runAs?: { uid: number; gid: number }): SandboxCapabilities {
   const flags = process.allowedNodeEnvironmentFlags;
   const permissionFlag = flags.has('--permission') ? '--permission' : '--experimental-permission';
-  const isRoot = process.getuid?.() === 0;
+  // `runAs`: the suite runs as root now but drops to this account before serving (`user:` in
+  // makewaves.yaml), so handlers will be spawned without root: probe what that account can do.
+  const isRoot = process.getuid?.() === 0 && runAs === undefined;
 
   let namespaces: string[] | undefined;
   const unshare = which('unshare');
@@ -71,7 +59,7 @@ export function detectSandbox(user: string): SandboxCapabilities {
     // kernel allows unprivileged ones. A PID namespace needs a fork: unshare
     // stays as the parent, Node is pid 1 inside, killed with its parent.
     const prefix = [unshare, ...(isRoot ? [] : ['-r']), '-n', '-p', '-f', '--kill-child', '--'];
-    const probe = spawnSync(prefix[0]!, [...prefix.slice(1), process.execPath, '-e', '0'], { env: {}, stdio: 'ignore', timeout: 10_000 });
+    const probe = spawnSync(prefix[0]!, [...prefix.slice(1), process.execPath, '-e', '0'], { env: {}, stdio: 'ignore', timeout: 10_000, ...runAs });
     if (probe.status === 0) namespaces = prefix;
   }
 

@@ -6,7 +6,9 @@ import { check } from './commands/check.ts';
 import { forms } from './commands/forms.ts';
 import { queueControl, queueList } from './commands/queue.ts';
 import { hashPasswordCommand } from './commands/hash-password.ts';
+import { init } from './commands/init.ts';
 import { passwd } from './commands/passwd.ts';
+import { aliasAdd, aliasRemove, tenantAdd, tenantList, tenantRemove, tenantResume, tenantShow, tenantSuspend } from './commands/tenant.ts';
 
 /** The bundled example config, used when the current folder has none. */
 const BUNDLED = path.join(packageRoot(), 'config');
@@ -101,6 +103,73 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action(async (login: string, opts: { config?: string }) => {
       code = await passwd(login, configDirOf(opts.config));
+    });
+
+  const cfg = (cmd: Command) => configDirOf(cmd.optsWithGlobals<{ config?: string }>().config);
+  const tenant = program.command('tenant').description("add, list, show, suspend, resume and remove tenants (each change is picked up by the running server's reload)");
+  tenant.option('-c, --config <dir>', 'config folder');
+  tenant
+    .command('add <id>')
+    .description('add a tenant: writes tenants/<id>.yaml and creates its web root with a welcome page')
+    .requiredOption('-d, --domain <domain>', 'a domain of the tenant (repeat for more)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('-q, --quota <size>', 'disk quota of its web root (512KiB, 10MB, ...)')
+    .action(function (this: Command, id: string, opts: { domain: string[]; quota?: string }) {
+      code = tenantAdd(cfg(this), id, { domains: opts.domain, quota: opts.quota });
+    });
+  tenant
+    .command('list')
+    .description('every tenant: domains, disk used / quota, traffic this month, FTP users, aliases, lists')
+    .action(async function (this: Command) {
+      code = await tenantList(cfg(this));
+    });
+  tenant
+    .command('show <id>')
+    .description('everything about one tenant')
+    .action(async function (this: Command, id: string) {
+      code = await tenantShow(cfg(this), id);
+    });
+  tenant
+    .command('suspend <id>')
+    .description('suspend a tenant: HTTP 503 on every path, FTP logins refused, its mail waits (450)')
+    .option('-r, --reason <text>', 'why (kept in the tenant file for operators; never shown to visitors)')
+    .action(function (this: Command, id: string, opts: { reason?: string }) {
+      code = tenantSuspend(cfg(this), id, opts.reason);
+    });
+  tenant
+    .command('resume <id>')
+    .description('lift a suspension')
+    .action(function (this: Command, id: string) {
+      code = tenantResume(cfg(this), id);
+    });
+  tenant
+    .command('remove <id>')
+    .description('take a tenant off line: its file, web root and state move to <data>/archive/<id>-<time>/')
+    .option('-y, --yes', 'really remove it')
+    .action(function (this: Command, id: string, opts: { yes?: boolean }) {
+      code = tenantRemove(cfg(this), id, { yes: opts.yes === true });
+    });
+
+  const alias = program.command('alias').description("mail forwards of a tenant's domains (mail.forward in its file, comments kept)");
+  alias.option('-c, --config <dir>', 'config folder');
+  alias
+    .command('add <address> <targets...>')
+    .description('forward local@domain to the targets (added to any it has)')
+    .action(function (this: Command, address: string, targets: string[]) {
+      code = aliasAdd(cfg(this), address, targets);
+    });
+  alias
+    .command('remove <address>')
+    .description('remove the forward of local@domain')
+    .action(function (this: Command, address: string) {
+      code = aliasRemove(cfg(this), address);
+    });
+
+  program
+    .command('init')
+    .description('create <data> and <sites> with the ownership and modes the service user needs (run as root)')
+    .option('-c, --config <dir>', 'config folder')
+    .action((opts: { config?: string }) => {
+      code = init(configDirOf(opts.config));
     });
 
   try {

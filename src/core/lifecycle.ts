@@ -41,9 +41,15 @@ export async function startAll(services: readonly Service[], log: Logger): Promi
   }
 }
 
-/** Stops services in reverse order, each within graceMs. Never rejects. */
+/**
+ * Stops services in reverse order within one shared grace: each gets what
+ * is left of `graceMs` (at least a moment to close cleanly), so the whole
+ * stop is bounded by about `graceMs`, not by services × `graceMs`.
+ * Never rejects.
+ */
 export async function stopAll(services: readonly Service[], graceMs: number): Promise<void> {
+  const deadline = Date.now() + graceMs;
   for (const svc of [...services].reverse()) {
-    await svc.stop(graceMs).catch(() => undefined);
+    await svc.stop(Math.max(deadline - Date.now(), 100)).catch(() => undefined);
   }
 }

@@ -29,9 +29,10 @@ export type RcptRoute =
       /**
        * `syntax`: not an address; `relay-denied`: a domain we do not host, or a local part that routes elsewhere
        * (percent hack, bang path, quoted `@`); `unknown-user`: hosted domain, no such address and no catch-all;
-       * `loop`: the forwards of this address lead only back to themselves or too deep.
+       * `loop`: the forwards of this address lead only back to themselves or too deep;
+       * `suspended`: the domain's tenant is suspended (a temporary refusal: the sender retries).
        */
-      reason: 'syntax' | 'relay-denied' | 'unknown-user' | 'loop';
+      reason: 'syntax' | 'relay-denied' | 'unknown-user' | 'loop' | 'suspended';
       tenant?: Tenant;
       detail: string;
     };
@@ -71,6 +72,8 @@ export interface Tenant {
   readonly quota: number | undefined;
   /** Proxy routes, longest prefix first. */
   readonly proxy: readonly ProxyRoute[];
+  /** True while the tenant is suspended (`suspended:` in its file): HTTP 503, no FTP login, mail 450. */
+  readonly suspended: boolean;
   readonly config: TenantConfig;
   /** The tenant's own certificate files (absolute), when its file names them. */
   readonly tlsFiles: { cert: string; key: string } | undefined;
@@ -113,6 +116,7 @@ export class Registry {
             })
             .sort((a, b) => b.prefix.length - a.prefix.length),
         ),
+        suspended: entry.config.suspended !== false,
         config: entry.config,
         tlsFiles: entry.config.tls
           ? { cert: path.resolve(path.dirname(entry.file), entry.config.tls.cert), key: path.resolve(path.dirname(entry.file), entry.config.tls.key) }
@@ -192,6 +196,8 @@ export class Registry {
     if (!p.ok) return { ok: false, reason: p.why === 'syntax' ? 'syntax' : 'relay-denied', detail: p.detail };
     const tenant = this.hosts.get(p.domain);
     if (!tenant) return { ok: false, reason: 'relay-denied', detail: `${p.domain} is not hosted here` };
+    // Before the address lookup: every address of a suspended tenant's domains waits alike.
+    if (tenant.suspended) return { ok: false, reason: 'suspended', tenant, detail: `tenant ${tenant.id} is suspended` };
     const addr = `${p.local}@${p.domain}`;
     // The mailing-list issue adds `mail.lists` here, between forwards and the
     // catch-all: `<list>@domain` and its `-request`/`-owner` addresses.

@@ -246,6 +246,11 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     // let its holder reset the count between guesses at other users' passwords.
     guard.succeed(`u:${name}`);
     const tenant = account.tenant;
+    // Checked after the password, so the reply tells a suspension only to someone who knows it.
+    if (tenant.suspended) {
+      s.log.info({ user: name, tenant: tenant.id, why: 'tenant suspended' }, 'ftp login refused');
+      throw new FtpError(530, 'This account is suspended; please contact your hosting provider');
+    }
     await mkdir(tenant.root, { recursive: true });
     const root = await realpath(tenant.root);
     s.login = account.login;
@@ -834,6 +839,13 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     },
     reload(next) {
       current = next;
+      // A suspension ends the tenant's open sessions too; a transfer cut here was never published.
+      for (const s of [...sessions]) {
+        if (s.tenant === undefined || !next.tenants.get(s.tenant)?.suspended) continue;
+        s.log.info({ why: 'tenant suspended' }, 'ftp session closed');
+        sessions.delete(s);
+        void s.conn.close(421, 'This account has been suspended; closing the connection');
+      }
       for (const [id, u] of usages) {
         const t = next.tenants.get(id);
         if (t) u.quota = t.quota;

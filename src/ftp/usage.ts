@@ -1,6 +1,3 @@
-import { lstat, readdir, unlink } from 'node:fs/promises';
-import path from 'node:path';
-
 /**
  * Disk usage of one tenant's web root against its quota, in bytes of file
  * content (st_size of regular files; folders and symlinks count nothing).
@@ -22,41 +19,5 @@ export class TenantUsage {
   }
 }
 
-/**
- * Sums the sizes of regular files below `root` without following symlinks
- * (a link to a big file elsewhere costs its tenant nothing, and a loop
- * cannot trap the scan). A missing root counts as empty. With `removeTemps`
- * (a name prefix), files so named are deleted instead of counted: upload
- * temporaries left by a crash, removed at start when no upload can be running.
- */
-export async function scanUsage(root: string, { removeTemps }: { removeTemps?: string } = {}): Promise<number> {
-  let total = 0;
-  const pending: string[] = [root];
-  while (pending.length > 0) {
-    const dir = pending.pop()!;
-    let entries;
-    try {
-      entries = await readdir(dir, { withFileTypes: true });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
-      throw err;
-    }
-    for (const e of entries) {
-      const full = path.join(dir, e.name);
-      if (e.isDirectory()) pending.push(full);
-      else if (e.isFile()) {
-        if (removeTemps && e.name.startsWith(removeTemps)) {
-          await unlink(full).catch(() => undefined);
-          continue;
-        }
-        try {
-          total += (await lstat(full)).size;
-        } catch {
-          // Removed between readdir and lstat: it no longer uses space.
-        }
-      }
-    }
-  }
-  return total;
-}
+// Moved to lib so the operator CLI (tenant list) counts usage the same way, without importing a service.
+export { scanUsage } from '../lib/du.ts';

@@ -16,7 +16,7 @@ import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/li
 import type { State } from '../state/index.ts';
 import { AccessLogs, combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { FileCache } from './cache.ts';
-import { errorPage } from './pages.ts';
+import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { StaticFiles, type Outcome } from './static.ts';
 
@@ -37,6 +37,7 @@ const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-
 /** Where a request goes, decided from Host and path before anything is read from disk. */
 type Route =
   | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string }
+  | { kind: 'suspended'; tenant: Tenant }
   | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
   | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string };
@@ -74,6 +75,8 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
     if (m[2] === undefined) return { kind: 'error', status: 301, tenant, location: `${base}/${query ? `?${query}` : ''}` };
     rawPath = m[2];
   }
+  // Every path of a suspended tenant, static, proxied or handler alike.
+  if (tenant.suspended) return { kind: 'suspended', tenant };
 
   const parsed = parseUrlPath(rawPath);
   if (!parsed.ok) return { kind: 'error', status: REFUSAL_STATUS[parsed.refusal], tenant, why: parsed.refusal };
@@ -153,7 +156,23 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     return sendPage(req, res, 308, { Location: `https://${host}${port === 443 ? '' : `:${port}`}${target}` });
   }
 
+  function sendSuspended(req: IncomingMessage, res: ServerResponse): Outcome {
+    const page = suspendedPage();
+    // RFC 9110 §15.6.4: 503 is temporary; no-store so caches do not keep the page once the site is back.
+    res.writeHead(503, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
+    res.end(req.method === 'HEAD' ? undefined : page);
+    return { status: 503, bytes: req.method === 'HEAD' ? 0 : page.length };
+  }
+
+  /**
+   * Responses of the async path under way, so stop() can tell their keep-alive connections to
+   * close once they are answered (the cached-file path answers synchronously: nothing to track).
+   */
+  const inFlight = new Set<ServerResponse>();
+  let draining = false;
+
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (draining) res.setHeader('Connection', 'close');
     const route = routeRequest(current, req.url ?? '/', req.headers.host);
     const remote = req.socket.remoteAddress ?? '-';
     const https = route.tenant?.config.https;
@@ -179,6 +198,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
 
   async function handle(req: IncomingMessage, res: ServerResponse, route: Route, remote: string): Promise<void> {
     let outcome: Outcome;
+    inFlight.add(res);
     try {
       switch (route.kind) {
         case 'error':
@@ -188,6 +208,9 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
           } else {
             outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : {});
           }
+          break;
+        case 'suspended':
+          outcome = sendSuspended(req, res);
           break;
         case 'proxy':
           outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });
@@ -222,12 +245,18 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
         outcome = { status: res.statusCode, bytes: 0 };
       }
     }
+    inFlight.delete(res);
     record(route.tenant, req, remote, outcome);
   }
 
   function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const route = routeRequest(current, req.url ?? '/', req.headers.host);
+    if (route.kind === 'suspended') {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      record(route.tenant, req, req.socket.remoteAddress ?? '-', { status: 503, bytes: 0 });
+      return;
+    }
     if (route.kind !== 'proxy') {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
@@ -291,6 +320,13 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
     },
     async stop(graceMs) {
       if (flushTimer) clearInterval(flushTimer);
+      // Keep-alive connections with a request under way close after its answer (RFC 9112 §9.6), not at keepAliveTimeout.
+      draining = true;
+      for (const res of inFlight) {
+        if (!res.headersSent) res.setHeader('Connection', 'close');
+        else res.once('finish', () => res.socket?.end());
+      }
+      inFlight.clear();
       await Promise.all(servers.map((s) => closeHttpServer(s, graceMs)));
       servers.length = 0;
       await proxy.close();

@@ -32,3 +32,19 @@ export function errorPage(status: number, ref?: string): Buffer {
   if (key) cache.set(key, body);
   return body;
 }
+
+let suspended: Buffer | undefined;
+
+/**
+ * The page every path of a suspended tenant answers with (503). It names
+ * no reason: that is between the operator and the tenant.
+ */
+export function suspendedPage(): Buffer {
+  suspended ??= Buffer.from(
+    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Site suspended</title>` +
+      `<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#333}h1{font-size:1.4em}small{color:#888}</style></head>` +
+      `<body><h1>This site is suspended</h1><p>The site at this address has been suspended by its hosting provider and is not available right now.</p>` +
+      `<p>If it is your site, please contact your hosting provider.</p><hr><small>makewaves</small></body></html>\n`,
+  );
+  return suspended;
+}

@@ -189,10 +189,24 @@ export function createMailService(deps: MailDeps): MailService {
       void acceptMessage(s, stream, session).then(
         (msg) => done(null, msg),
         (err: Error & { responseCode?: number }) => done(err),
-      );
+      ).finally(() => {
+        // While stopping, a session whose message was just answered is closed once the reply is out.
+        if (stopping) setImmediate(closeIdleSessions);
+      });
     },
   });
   server.on('error', (err: Error) => log.error({ err: err.message }, 'SMTP server error'));
+
+  let stopping = false;
+  /** Sessions with no transaction under way have nothing to lose: 421 now (RFC 5321 §3.8), not after the grace. */
+  function closeIdleSessions(): void {
+    for (const c of (server as unknown as { connections: Set<IdleCheck> }).connections) {
+      if (!c.session?.envelope?.mailFrom && !c._dataStream) {
+        c.send(421, `${hostname} Service shutting down, try again later`);
+        c.close();
+      }
+    }
+  }
 
   async function acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const id = newQueueId();
@@ -267,14 +281,18 @@ export function createMailService(deps: MailDeps): MailService {
         return urls;
       },
       async stop(graceMs) {
+        // smtp-server answers 421 to the sessions still open after closeTimeout: make that the grace we were given.
+        (server as unknown as { options: { closeTimeout: number } }).options.closeTimeout = Math.max(graceMs, 1);
         await new Promise<void>((resolve) => {
           let t: NodeJS.Timeout | undefined;
           const finish = () => {
             clearTimeout(t);
             resolve();
           };
-          t = setTimeout(finish, graceMs + 6_000);
+          t = setTimeout(finish, graceMs + 1_000);
           server.close(finish);
+          stopping = true;
+          closeIdleSessions();
         });
         await control.stop();
         await queue.stop(graceMs);
@@ -284,6 +302,14 @@ export function createMailService(deps: MailDeps): MailService {
       },
     },
   };
+}
+
+/** What stop() reads of smtp-server's connections to tell an idle session from one in a transaction. */
+interface IdleCheck {
+  session?: { envelope?: { mailFrom?: unknown } };
+  _dataStream?: unknown;
+  send(code: number, text: string): void;
+  close(): void;
 }
 
 /** Characters a header field may carry from a client-chosen value (no CR, LF or other controls). */
@@ -315,6 +341,8 @@ const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: numbe
   'relay-denied': { code: 550, text: (a) => `5.7.1 <${a}>: relay access denied` },
   'unknown-user': { code: 550, text: (a) => `5.1.1 <${a}>: no such recipient here` },
   loop: { code: 550, text: (a) => `5.4.6 <${a}>: forwarding loop, the owner of this address needs to fix its forwards` },
+  // RFC 3463 §3.3 X.2.1 "mailbox disabled, not accepting messages"; 4xx so the sender keeps it and retries.
+  suspended: { code: 450, text: (a) => `4.2.1 <${a}>: mailbox temporarily disabled, try again later` },
 };
 
 /** Decides the fate of one RCPT TO: an SRS bounce address coming back, or a tenant route. */

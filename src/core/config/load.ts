@@ -32,7 +32,8 @@ export class ConfigError extends MakewavesError {
   }
 }
 
-const TENANT_ID = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/;
+/** What a tenant id (its file name without `.yaml`) must look like. */
+export const TENANT_ID = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/;
 
 function show(file: string): string {
   const rel = path.relative(process.cwd(), file);
@@ -48,10 +49,10 @@ function keyPath(p: readonly PropertyKey[]): string {
   return out;
 }
 
-function parseYaml(file: string, problems: string[]): unknown {
+function parseYaml(file: string, problems: string[], override?: string): unknown {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = override ?? readFileSync(file, 'utf8');
   } catch (err) {
     problems.push(`${show(file)}: cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     return undefined;
@@ -86,8 +87,12 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, file: string, 
  * Reads, parses, validates and cross-checks `<dir>/makewaves.yaml` and
  * `<dir>/tenants/*.yaml`. Has no side effects. Returns a deeply frozen
  * config, or throws {@link ConfigError} listing every problem found.
+ *
+ * `tenantOverrides` (tenant id → YAML text, or null for a removed tenant)
+ * stands in for files on disk: the CLI validates an edit with this same
+ * loader before it renames the new file in.
  */
-export function loadConfig(dir: string): LoadedConfig {
+export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, string | null> = new Map()): LoadedConfig {
   const root = path.resolve(dir);
   const problems: string[] = [];
   const mainFile = path.join(root, MAIN_FILE);
@@ -104,6 +109,11 @@ export function loadConfig(dir: string): LoadedConfig {
       problems.push(`${show(tenantDir)}: cannot be read (${(err as NodeJS.ErrnoException).code})`);
     }
   }
+  for (const [id, text] of tenantOverrides) {
+    const name = `${id}.yaml`;
+    if (text === null) names = names.filter((n) => n !== name);
+    else if (!names.includes(name)) names.push(name);
+  }
   names.sort();
   const domainOwner = new Map<string, string>();
   for (const name of names) {
@@ -117,7 +127,7 @@ export function loadConfig(dir: string): LoadedConfig {
       problems.push(`${show(file)}: tenant "${id}" is defined twice (.yaml and .yml)`);
       continue;
     }
-    const raw = parseYaml(file, problems);
+    const raw = parseYaml(file, problems, name.endsWith('.yaml') ? (tenantOverrides.get(id) ?? undefined) : undefined);
     if (raw === undefined) continue;
     const config = validate(tenantSchema, raw, file, problems);
     // Even when other keys are wrong, valid domains still take part in the

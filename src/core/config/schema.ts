@@ -188,6 +188,10 @@ export const mainSchema = z.strictObject({
       mailPerIpPerHour: z.number().int().min(0).default(5),
     })
     .prefault({}),
+  /** Unix account the suite runs as after binding its listeners, when started as root (`makewaves init` prepares <data> and <sites> for it). */
+  user: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/i, 'must be a user name').optional(),
+  /** Its group; defaults to the user's primary group. */
+  group: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/i, 'must be a group name').optional(),
 });
 
 const tenantName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be lower-case letters, digits, ".", "_" or "-"');
@@ -239,6 +243,20 @@ export const tenantSchema = z.strictObject({
   https: z.strictObject({ redirect: z.boolean().default(false), hsts: z.number().int().min(0).max(63_072_000).default(0) }).optional(),
   /** This tenant's own certificate files (relative to this file), instead of the store's `<domain>.crt`. */
   tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
+  /**
+   * A suspended tenant keeps its files, mail routes and accounts, but HTTP answers 503 on every path,
+   * FTP refuses its logins and mail for its domains gets 450 4.2.1 at RCPT (senders retry; nothing is lost).
+   * `true`, or `{ reason, since }` as `makewaves tenant suspend` writes it; the reason is for operators only.
+   */
+  suspended: z
+    .union([
+      z.boolean(),
+      z.strictObject({
+        reason: z.string().max(500).default(''),
+        since: z.string().optional(),
+      }),
+    ])
+    .default(false),
 });
 
 export type MainConfig = z.infer<typeof mainSchema>;

@@ -1,25 +1,15 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawRequest } from '../../helpers/http.ts';
+import { BIN, serveChild as serve } from '../../helpers/serve.ts';
 import { waitFor, writeConfig } from '../../helpers/suite.ts';
 
-const BIN = path.resolve('bin/makewaves.js');
 let dir: string;
 let configDir: string;
-
-function serve(config: string): { child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [BIN, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (c) => (out += c));
-  child.stderr!.on('data', (c) => (err += c));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, out: () => out, err: () => err, exited };
-}
 
 beforeAll(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-cli-'));

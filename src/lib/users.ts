@@ -1,0 +1,97 @@
+import { lchownSync, lstatSync, readdirSync, readFileSync, type Dirent } from 'node:fs';
+import path from 'node:path';
+
+function entries(file: string): string[][] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  return text.split('\n').map((line) => line.split(':'));
+}
+
+/** Looks a user up in /etc/passwd (the suite has no libc binding for getpwnam). */
+export function lookupUser(name: string): { uid: number; gid: number } | undefined {
+  const f = entries('/etc/passwd').find((e) => e[0] === name && e.length >= 4);
+  return f ? { uid: Number(f[2]), gid: Number(f[3]) } : undefined;
+}
+
+/** Looks a group up in /etc/group; returns its gid. */
+export function lookupGroup(name: string): number | undefined {
+  const f = entries('/etc/group').find((e) => e[0] === name && e.length >= 3);
+  return f ? Number(f[2]) : undefined;
+}
+
+/** The uid/gid of the configured service account (`user:`/`group:` in makewaves.yaml); throws naming the one that is missing. */
+export function resolveServiceUser(user: string, group?: string): { uid: number; gid: number } {
+  const u = lookupUser(user);
+  if (!u) throw new Error(`user "${user}" (user: in makewaves.yaml) does not exist (create it: useradd --system --no-create-home --shell /usr/sbin/nologin ${user})`);
+  const gid = group === undefined ? u.gid : lookupGroup(group);
+  if (gid === undefined) throw new Error(`group "${group}" (group: in makewaves.yaml) does not exist`);
+  return { uid: u.uid, gid };
+}
+
+/** The process's identity after {@link dropPrivileges}. */
+export interface DroppedTo {
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Becomes `uid`/`gid` for good: supplementary groups replaced by `gid`
+ * alone, then the group, then the user (in that order: once the uid is
+ * not 0 the others can no longer be changed). Checks that root cannot be
+ * regained; throws if any step fails (the caller must not serve then).
+ */
+export function dropPrivileges(uid: number, gid: number): DroppedTo {
+  if (uid === 0) throw new Error('refusing to "drop" privileges to root');
+  process.setgroups!([gid]);
+  process.setgid!(gid);
+  process.setuid!(uid);
+  let regained = false;
+  try {
+    process.setuid!(0);
+    regained = true;
+  } catch {
+    // EPERM: as it must be.
+  }
+  if (regained || process.getuid!() !== uid || process.geteuid!() !== uid || process.getgid!() !== gid || process.getegid!() !== gid) {
+    throw new Error(`privilege drop to ${uid}:${gid} did not take`);
+  }
+  return { uid, gid };
+}
+
+/**
+ * Gives every file and folder below `dir` (not following symlinks) that is
+ * not yet owned by `uid` to `uid:gid`: what the server created as root
+ * during its start (the state database, spool, logs) stays writable after
+ * the drop. Returns how many entries changed.
+ */
+export function giveTree(dir: string, uid: number, gid: number): number {
+  let n = 0;
+  const pending = [dir];
+  while (pending.length > 0) {
+    const d = pending.pop()!;
+    let names: Dirent[];
+    try {
+      names = readdirSync(d, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    const fix = (p: string) => {
+      const st = lstatSync(p, { throwIfNoEntry: false });
+      if (st && (st.uid !== uid || st.gid !== gid)) {
+        lchownSync(p, uid, gid);
+        n++;
+      }
+    };
+    fix(d);
+    for (const e of names) {
+      const full = path.join(d, e.name);
+      if (e.isDirectory()) pending.push(full);
+      else fix(full);
+    }
+  }
+  return n;
+}
