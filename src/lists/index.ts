@@ -41,7 +41,13 @@ export const TOKEN_TTL_MS = 7 * 24 * 3600_000;
 /** A second confirmation for the same address and action is not sent within this time (no mail bombs through the form). */
 const RESEND_AFTER_MS = 24 * 3600_000;
 /** Copies queued per step of a distribution; the inbox cursor moves after each step. */
-const BATCH = 500;
+const BATCH = 200;
+/**
+ * A distribution waits while the outbound queue holds more messages than
+ * this: a 10,000-member list then never has all its copies in memory and
+ * in the queue at once, and other mail is not stuck behind a whole list.
+ */
+const QUEUE_BACKLOG = 1_000;
 /** Mailman's bounce_info_stale_after: a score older than this starts again from zero. */
 const BOUNCE_STALE_MS = 7 * 24 * 3600_000;
 const MAX_COMMAND_LINES = 10;
@@ -456,6 +462,8 @@ export function createListsService(d: ListsDeps): Lists {
     let sent = 0;
     const t0 = now();
     for (;;) {
+      // Bounded wait for the queue to drain below the backlog (polled: the queue offers no event, and a count is one indexed query).
+      for (let i = 0; i < 6000 && !stopped && d.state.mailQueue.count() > QUEUE_BACKLOG; i++) await new Promise((r) => setTimeout(r, 10));
       const batch = store.deliveryBatch(c.tenant.id, c.name, cursor, BATCH);
       if (batch.length === 0) break;
       await Promise.all(
