@@ -38,3 +38,11 @@ export function verpDecode(param: string): string | undefined {
   if (!/^[a-z0-9.-]+\.[a-z0-9-]+$/.test(domain)) return undefined;
   return `${param.slice(0, eq)}@${domain}`;
 }
+
+const MAILBOX = /^[^\s@<>()",;:\\[\]]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)+$/;
+
+/** True for a plain, lower-case `local@domain` a list may mail. */
+export function isMailbox(s: string): boolean {
+  return s.length <= 254 && MAILBOX.test(s);
+}
+

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { isMailbox } from '../core/listaddr.ts';
+
+export { isMailbox };
 
 /**
  * Just enough RFC 5322 / MIME handling for a list manager: split a message
@@ -55,13 +58,6 @@ export function fieldValue(f: Field): string {
 export function header(fields: readonly Field[], name: string): string | undefined {
   const f = fields.find((x) => x.name === name);
   return f && fieldValue(f);
-}
-
-const ADDRESS = /^[^\s@<>()",;:\\[\]]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)+$/;
-
-/** True for a plain, lower-case `local@domain` a list may mail. */
-export function isMailbox(s: string): boolean {
-  return s.length <= 254 && ADDRESS.test(s);
 }
 
 /** The first mailbox of an address field (`"Name" <a@b>` or `a@b`), lower-cased; undefined if there is none. */
