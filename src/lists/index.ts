@@ -6,7 +6,7 @@ import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import { verpDecode, verpEncode } from '../core/listaddr.ts';
 import type { ListConfig, Registry, Tenant } from '../core/registry.ts';
-import type { InboxMail, ListToken, MemberMode, State } from '../state/index.ts';
+import type { ArchivedPost, InboxMail, ListToken, MemberMode, State } from '../state/index.ts';
 import {
   composeNotice,
   decodeWords,
@@ -78,6 +78,9 @@ export interface ListActions {
   confirm(c: ListContext, token: string, via: string, reject?: boolean): Promise<string | undefined>;
   unsubscribeSigned(c: ListContext, addressB64: string, sig: string, via: string): boolean | undefined;
   held(id: number): { poster: string; subject: string; text: string } | undefined;
+  archiveMonths(c: ListContext): Array<{ month: string; n: number }>;
+  archiveMonth(c: ListContext, month: string): ArchivedPost[];
+  archived(c: ListContext, id: number): ArchivedPost | undefined;
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -444,6 +447,7 @@ export function createListsService(d: ListsDeps): Lists {
       `List-Help: <mailto:${c.addr('-request')}?subject=help>\r\n`,
       `List-Subscribe: <mailto:${c.addr('-request')}?subject=subscribe>, <${c.web}>\r\n`,
       `List-Owner: <mailto:${c.addr('-owner')}>\r\n`,
+      ...(c.cfg.archive ? [`List-Archive: <${c.web}archive/>\r\n`] : []),
       'Precedence: list\r\n',
       'List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n',
     );
@@ -483,6 +487,7 @@ export function createListsService(d: ListsDeps): Lists {
       if (stopped) return;
     }
     if (m.cursor === 0 && store.digestMembers(c.tenant.id, c.name).length > 0) store.addDigest(c.tenant.id, c.name, Buffer.concat([head, sep, body]), now());
+    if (m.cursor === 0 && c.cfg.archive) archive(c, m, fields, poster);
     log.info({ tenant: c.tenant.id, list: c.name, inbox: m.id, poster, copies: sent, resumedAfter: m.cursor || undefined, ms: now() - t0 }, 'post distributed');
   }
 
@@ -541,6 +546,17 @@ export function createListsService(d: ListsDeps): Lists {
     });
   }
 
+  /** Keeps a distributed post for the archive pages: decoded text only (no HTML part is ever kept). */
+  function archive(c: ListContext, m: InboxMail, fields: Field[], poster: string): void {
+    const subject = decodeWords(header(fields, 'subject') ?? '').slice(0, 300) || '(no subject)';
+    const thread = subject
+      .replace(/^\s*((re|aw|fwd?|sv)\s*:\s*|\[[^\]]*\]\s*)+/i, '')
+      .trim()
+      .toLowerCase();
+    const at = now();
+    store.archive(c.tenant.id, c.name, { month: new Date(at).toISOString().slice(0, 7), at, poster, subject, thread, text: plainText(splitMessage(m.raw)).slice(0, 100_000) });
+  }
+
   // ---- digests ----
 
   async function sendDigests(): Promise<void> {
@@ -573,7 +589,18 @@ export function createListsService(d: ListsDeps): Lists {
     }
   }
 
-  const actions: ListActions = { context, requestSubscribe, requestUnsubscribe, peek, confirm, unsubscribeSigned, held };
+  const actions: ListActions = {
+    context,
+    requestSubscribe,
+    requestUnsubscribe,
+    peek,
+    confirm,
+    unsubscribeSigned,
+    held,
+    archiveMonths: (c) => store.archiveMonths(c.tenant.id, c.name),
+    archiveMonth: (c, month) => store.archiveMonth(c.tenant.id, c.name, month),
+    archived: (c, id) => store.archived(c.tenant.id, c.name, id),
+  };
 
   return {
     actions,

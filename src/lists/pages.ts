@@ -51,6 +51,14 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams | undefin
   return new URLSearchParams(body);
 }
 
+/**
+ * Hides e-mail addresses from harvesters: `ann@remote.test` becomes
+ * `ann (at) r…` (the domain is cut, so nothing can be turned back into an address).
+ */
+export function obfuscate(text: string): string {
+  return text.replace(/([A-Za-z0-9._%+=-]+)@([A-Za-z0-9])[A-Za-z0-9.-]*/g, '$1 (at) $2…');
+}
+
 /** The list pages on the tenant's site: subscribe form, confirm page, one-click unsubscribe, moderation. */
 export function createListPages(lists: ListActions, rootLog: Logger): ListPages {
   const log = rootLog.child({ svc: 'lists' });
@@ -153,6 +161,42 @@ export function createListPages(lists: ListActions, rootLog: Logger): ListPages 
     );
   }
 
+  /** The archive: months, then threads of a month, then one post; escaped text only, addresses obfuscated. */
+  function archivePage(r: ListPageRequest, c: ListContext, month: string | undefined, id: string | undefined, head: boolean): HttpOutcome {
+    const notFound = () => page(r.res, 404, 'Not found', '<p>Nothing is published at this address.</p>', head);
+    if (!c.cfg.archive) return notFound();
+    if (r.req.method === 'POST') {
+      r.res.setHeader('Allow', 'GET, HEAD');
+      return page(r.res, 405, 'Method not allowed', '', false);
+    }
+    const base = `/lists/${encodeURIComponent(c.name)}/archive/`;
+    if (month === undefined) {
+      const months = lists.archiveMonths(c);
+      const items = months.map((m) => `<li><a href="${base}${esc(m.month)}/">${esc(m.month)}</a> (${m.n})</li>`).join('');
+      return page(r.res, 200, `Archive of ${c.addr()}`, months.length ? `<ul>${items}</ul>` : '<p>No posts yet.</p>', head);
+    }
+    if (!/^\d{4}-\d{2}$/.test(month)) return notFound();
+    if (id === undefined) {
+      const posts = lists.archiveMonth(c, month);
+      if (posts.length === 0) return notFound();
+      const threads = new Map<string, typeof posts>();
+      for (const p of posts) threads.set(p.thread, [...(threads.get(p.thread) ?? []), p]);
+      const html = [...threads.values()]
+        .map((t) => `<li>${t.map((p) => `<a href="${base}${month}/${p.id}">${esc(obfuscate(p.subject))}</a> <small>${esc(obfuscate(p.poster))}, ${new Date(p.at).toISOString().slice(0, 10)}</small>`).join('<br>')}</li>`)
+        .join('');
+      return page(r.res, 200, `${c.addr()}, ${month}`, `<p><a href="${base}">All months</a></p><ul>${html}</ul>`, head);
+    }
+    const p = /^\d{1,15}$/.test(id) ? lists.archived(c, Number(id)) : undefined;
+    if (!p || p.month !== month) return notFound();
+    return page(
+      r.res,
+      200,
+      obfuscate(p.subject),
+      `<p><a href="${base}${month}/">${esc(month)}</a></p><p>From: ${esc(obfuscate(p.poster))}<br>Date: ${new Date(p.at).toUTCString()}</p><pre>${esc(obfuscate(p.text))}</pre>`,
+      head,
+    );
+  }
+
   return {
     async handle(r: ListPageRequest): Promise<HttpOutcome> {
       const head = r.req.method === 'HEAD';
@@ -167,6 +211,7 @@ export function createListPages(lists: ListActions, rootLog: Logger): ListPages 
       if (a === 'confirm' && b && x === undefined) return confirmPage(r, c, b, head);
       if (a === 'moderate' && b && x === undefined) return moderatePage(r, c, b, head);
       if (a === 'unsubscribe' && b && x && extra === undefined) return unsubscribePage(r, c, b, x, head);
+      if (a === 'archive' && extra === undefined) return archivePage(r, c, b, x, head);
       return page(r.res, 404, 'Not found', '<p>Nothing is published at this address.</p>', head);
     },
   };

@@ -7,7 +7,7 @@ import { TrafficCounters, trafficMigrations } from './traffic.ts';
 export type { FormSubmission } from './forms.ts';
 export type { TrafficTotals } from './traffic.ts';
 export type { QueuedMessage, QueuedRecipient, NewQueuedMessage } from './queue.ts';
-export type { ListMember, ListToken, HeldPost, InboxMail, MemberMode } from './lists.ts';
+export type { ListMember, ListToken, HeldPost, InboxMail, MemberMode, ArchivedPost } from './lists.ts';
 export { FormLog, TrafficCounters, MailQueueStore, ListStore };
 
 /** Durable runtime data shared by the services (SQLite in `<data>/makewaves.db`). */

@@ -61,7 +61,19 @@ export const listMigrations: Migration[] = [
             raw      BLOB NOT NULL,
             added_at INTEGER NOT NULL
           );
-          CREATE INDEX list_digest_list ON list_digest (tenant, list, id);`,
+          CREATE INDEX list_digest_list ON list_digest (tenant, list, id);
+          CREATE TABLE list_archive (
+            id      INTEGER PRIMARY KEY,            -- distributed posts, for lists with archive: true
+            tenant  TEXT NOT NULL,
+            list    TEXT NOT NULL,
+            month   TEXT NOT NULL,                  -- YYYY-MM (UTC)
+            at      INTEGER NOT NULL,               -- ms since epoch
+            poster  TEXT NOT NULL,
+            subject TEXT NOT NULL,                  -- decoded
+            thread  TEXT NOT NULL,                  -- subject without Re:/Fwd: and prefix, lower case
+            text    TEXT NOT NULL                   -- the plain text, decoded (no HTML is kept)
+          );
+          CREATE INDEX list_archive_month ON list_archive (tenant, list, month, id);`,
   },
 ];
 
@@ -98,6 +110,16 @@ export interface HeldPost {
   raw: Buffer;
   createdAt: number;
   expiresAt: number;
+}
+
+export interface ArchivedPost {
+  id: number;
+  month: string;
+  at: number;
+  poster: string;
+  subject: string;
+  thread: string;
+  text: string;
 }
 
 export interface InboxMail {
@@ -183,6 +205,10 @@ export class ListStore {
       digestLists: db.prepare(`SELECT DISTINCT tenant, list FROM list_digest`),
       digestPosts: db.prepare(`SELECT id, raw FROM list_digest WHERE tenant = ? AND list = ? ORDER BY id`),
       digestDrop: db.prepare(`DELETE FROM list_digest WHERE tenant = ? AND list = ? AND id <= ?`),
+      archive: db.prepare(`INSERT INTO list_archive (tenant, list, month, at, poster, subject, thread, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+      months: db.prepare(`SELECT month, COUNT(*) AS n FROM list_archive WHERE tenant = ? AND list = ? GROUP BY month ORDER BY month DESC`),
+      monthPosts: db.prepare(`SELECT id, month, at, poster, subject, thread, '' AS text FROM list_archive WHERE tenant = ? AND list = ? AND month = ? ORDER BY id`),
+      archived: db.prepare(`SELECT id, month, at, poster, subject, thread, text FROM list_archive WHERE tenant = ? AND list = ? AND id = ?`),
     };
   }
 
@@ -303,6 +329,24 @@ export class ListStore {
 
   dropDigest(tenant: string, list: string, upTo: number): void {
     this.s.digestDrop.run(tenant, list, upTo);
+  }
+
+  archive(tenant: string, list: string, p: Omit<ArchivedPost, 'id'>): void {
+    this.s.archive.run(tenant, list, p.month, p.at, p.poster, p.subject, p.thread, p.text);
+  }
+
+  /** Months with archived posts, newest first, with their counts. */
+  archiveMonths(tenant: string, list: string): Array<{ month: string; n: number }> {
+    return this.s.months.all(tenant, list) as Array<{ month: string; n: number }>;
+  }
+
+  /** The posts of a month, oldest first, without their text. */
+  archiveMonth(tenant: string, list: string, month: string): ArchivedPost[] {
+    return this.s.monthPosts.all(tenant, list, month) as ArchivedPost[];
+  }
+
+  archived(tenant: string, list: string, id: number): ArchivedPost | undefined {
+    return this.s.archived.get(tenant, list, id) as ArchivedPost | undefined;
   }
 
   /** Runs `fn` in one transaction. */

@@ -224,6 +224,8 @@ export const tenantSchema = z.strictObject({
               .url()
               .refine((u) => /^https?:$/.test(new URL(u).protocol) && new URL(u).pathname === '/', 'must be an http:// or https:// origin without a path')
               .optional(),
+            /** `true`: posts are kept and shown on /lists/<name>/archive/ (as escaped text, addresses obfuscated) to anyone. */
+            archive: z.boolean().default(false),
             /** Bounce score (hard +1, soft +0.5, at most once a day) at which a member's delivery is disabled. */
             bounceThreshold: z.number().positive().max(100).default(5),
           }),
