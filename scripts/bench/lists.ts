@@ -12,7 +12,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,31 +25,6 @@ function arg(name: string, fallback: number): number {
   const v = i === -1 ? fallback : Number(process.argv[i + 1]);
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive whole number`);
   return v;
-}
-
-async function serveSink(): Promise<void> {
-  const { SMTPServer } = await import('smtp-server');
-  let count = 0;
-  let reported = -1;
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    disableReverseLookup: true,
-    logger: false,
-    maxClients: 10_000,
-    onData(stream, session, done) {
-      stream.on('data', () => undefined);
-      stream.on('end', () => {
-        count += session.envelope.rcptTo.length;
-        done();
-      });
-    },
-  });
-  server.on('error', () => undefined);
-  server.listen(0, '127.0.0.1', () => process.stdout.write(`port ${(server.server.address() as net.AddressInfo).port}\n`));
-  setInterval(() => {
-    if (count !== reported) process.stdout.write(`count ${(reported = count)}\n`);
-  }, 20);
 }
 
 async function serveSuite(relay: string, members: number): Promise<void> {
@@ -86,9 +60,10 @@ interface Child {
   stop(): Promise<void>;
 }
 
-function start(args: string[]): Promise<Child> {
+/** Starts `script` in a child process; it prints `port N` once listening and, for the sink, `count N` as messages arrive. */
+function start(script: string, args: string[]): Promise<Child> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const proc = spawn(process.execPath, ['--import', 'tsx', script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let count = 0;
     let buf = '';
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -123,10 +98,11 @@ function start(args: string[]): Promise<Child> {
 
 async function main(): Promise<void> {
   const members = arg('members', 10_000);
-  const sink = await start(['--role', 'sink']);
+  // The relay sink is the SMTP benchmark's bare smtp-server (it counts what it receives).
+  const sink = await start(path.join(path.dirname(SELF), 'smtp.ts'), ['--serve', 'bare']);
   let suite: Child | undefined;
   try {
-    suite = await start(["--role", "suite", `smtp://127.0.0.1:${sink.port}`, String(members)]);
+    suite = await start(SELF, ['--role', 'suite', `smtp://127.0.0.1:${sink.port}`, String(members)]);
     const before = rssMiB(suite.proc.pid);
     let peak = before;
     const sampler = setInterval(() => (peak = Math.max(peak, rssMiB(suite!.proc.pid))), 50);
@@ -156,5 +132,4 @@ async function main(): Promise<void> {
 
 const role = process.argv.indexOf('--role');
 if (role === -1) await main();
-else if (process.argv[role + 1] === 'sink') await serveSink();
 else await serveSuite(process.argv[role + 2]!, Number(process.argv[role + 3]));

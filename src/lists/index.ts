@@ -41,13 +41,13 @@ export const TOKEN_TTL_MS = 7 * 24 * 3600_000;
 /** A second confirmation for the same address and action is not sent within this time (no mail bombs through the form). */
 const RESEND_AFTER_MS = 24 * 3600_000;
 /** Copies queued per step of a distribution; the inbox cursor moves after each step. */
-const BATCH = 200;
+const BATCH = 100;
 /**
  * A distribution waits while the outbound queue holds more messages than
  * this: a 10,000-member list then never has all its copies in memory and
  * in the queue at once, and other mail is not stuck behind a whole list.
  */
-const QUEUE_BACKLOG = 1_000;
+const QUEUE_BACKLOG = 400;
 /** Mailman's bounce_info_stale_after: a score older than this starts again from zero. */
 const BOUNCE_STALE_MS = 7 * 24 * 3600_000;
 const MAX_COMMAND_LINES = 10;
