@@ -289,6 +289,14 @@ describe('bad input', () => {
     expect(members('strict')).toContain('ivy@remote.test');
   });
 
+  it('answers help with the commands', async () => {
+    const before = sink.messages.length;
+    await sendMail(port, 'q@remote.test', 'news-request@a.test', msg('q@remote.test', 'news-request@a.test', 'help'));
+    const h = await mailTo(sink, 'q@remote.test', /^Help for news@a\.test$/, before);
+    expect(h.raw.toString()).toContain('subscribe digest');
+    expect(headersOf(h).get('auto-submitted')).toEqual(['auto-replied']);
+  });
+
   it('command mail with junk, and auto-replies to -request, are ignored with a log line', async () => {
     const n = t.logs().length;
     await sendMail(port, 'x@elsewhere.test', 'news-request@a.test', msg('x@elsewhere.test', 'news-request@a.test', 'buy now', 'cheap stuff\r\n'));
@@ -338,6 +346,21 @@ describe('bounces', () => {
     await sendMail(port, 'ann@remote.test', 'news@a.test', msg('ann@remote.test', 'news@a.test', 'after disable'));
     await mailTo(sink, 'ann@remote.test', /after disable/, b2);
     expect(sink.messages.slice(b2).some((m) => m.to.includes('joe@remote.test'))).toBe(false);
+  });
+
+  it('a copy refused by the member\'s server comes back as a DSN to its VERP address and is scored hard', async () => {
+    await subscribe('gone@remote.test');
+    sink.rcptReply.set('gone@remote.test', [550, '5.1.1 no such user']);
+    const before = sink.messages.length;
+    await sendMail(port, 'ann@remote.test', 'news@a.test', msg('ann@remote.test', 'news@a.test', 'to a dead mailbox'));
+    // Our queue bounces the copy to its envelope sender: the sink (our relay) gets the DSN for news-bounces+gone=remote.test@a.test.
+    const dsn = await waitFor(() => sink.messages.slice(before).find((m) => m.to.includes('news-bounces+gone=remote.test@a.test')), 10_000, 'the DSN');
+    expect(dsn.from).toBe('');
+    // The relay would route it back to us; here the test plays that hop.
+    await sendMail(port, '', dsn.to[0]!, dsn.raw.toString());
+    await logged(t, 'bounce scored', { address: 'gone@remote.test', kind: 'hard' });
+    expect(t.suite.state.lists.member('a.test', 'news', 'gone@remote.test')!.bounceScore).toBe(1);
+    sink.rcptReply.delete('gone@remote.test');
   });
 
   it('ignores a bounce for a non-member', async () => {
