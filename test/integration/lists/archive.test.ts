@@ -10,7 +10,7 @@ let port: number;
 beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
-    main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
+    main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxMessageBytes: 20_000 } },
     tenants: {
       'a.test': {
         domains: ['a.test'],
@@ -71,5 +71,20 @@ describe('archive pages', () => {
     expect((await web(t, 'a.test', '/lists/pub/archive/x/1/2')).status).toBe(404);
     expect((await web(t, 'a.test', '/lists/pub/archive/2000-01/')).status).toBe(404);
     expect((await web(t, 'a.test', '/lists/pub/archive/', 'POST', 'x')).status).toBe(405);
+  });
+});
+
+describe('limits and reload', () => {
+  it('refuses a post over smtp.maxMessageBytes with 552 and keeps nothing', async () => {
+    await expect(sendMail(port, 'ann@remote.test', 'pub@a.test', msg('ann@remote.test', 'pub@a.test', 'big', `${'x'.repeat(78)}\r\n`.repeat(400)))).rejects.toThrow(/552 5\.3\.4/);
+    expect(t.suite.state.lists.inboxIds()).toEqual([]);
+  });
+
+  it('a list removed from the config loses its addresses and pages at the next reload', async () => {
+    t.writeTenant('a.test', { domains: ['a.test'], mail: { lists: { priv: { owner: 'o@remote.test', posting: 'open' } } } });
+    await waitFor(() => !t.suite.registry().route('pub@a.test').ok, 5_000, 'the reload');
+    await expect(sendMail(port, 'ann@remote.test', 'pub@a.test', msg('ann@remote.test', 'pub@a.test', 'gone'))).rejects.toThrow(/550 5\.1\.1/);
+    expect((await web(t, 'a.test', '/lists/pub/')).status).toBe(404);
+    expect((await web(t, 'a.test', '/lists/priv/')).status).toBe(200);
   });
 });
