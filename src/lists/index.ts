@@ -511,7 +511,7 @@ export function createListsService(d: ListsDeps): Lists {
     return handleRequest(c, m, fields, who);
   }
 
-  /** Works through the inbox in order; a message leaves it once handled (or after a failure is logged, to be retried on the next start). */
+  /** Works through the inbox in order; a message leaves it once handled. One that fails is logged and kept, and tried again when the next list mail arrives or at the next start. */
   function kick(): void {
     if (stopped) return;
     if (running) {
@@ -537,7 +537,7 @@ export function createListsService(d: ListsDeps): Lists {
             store.inboxDone(id);
           } catch (err) {
             failed.add(id);
-            log.error({ inbox: id, tenant: m.tenant, list: m.list, err: (err as Error).message }, 'list mail could not be handled; kept for the next start');
+            log.error({ inbox: id, tenant: m.tenant, list: m.list, err: (err as Error).message }, 'list mail could not be handled; kept and tried again with the next list mail or start');
           }
         }
       } while (again);

@@ -2,24 +2,15 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, type LoadedConfig } from '../../../src/core/config/load.ts';
-import { mainSchema, tenantSchema } from '../../../src/core/config/schema.ts';
+import { ConfigError, loadConfig } from '../../../src/core/config/load.ts';
+import { tenantSchema } from '../../../src/core/config/schema.ts';
 import { verpDecode, verpEncode } from '../../../src/core/listaddr.ts';
-import { Registry, type RcptRoute } from '../../../src/core/registry.ts';
+import type { RcptRoute } from '../../../src/core/registry.ts';
+import { registryOf } from '../../helpers/registry.ts';
 import { composeNotice, decodeWords, displayName, firstAddress, headerText, isAutomatic, phrase, plainText, splitMessage } from '../../../src/lists/message.ts';
 import { esc } from '../../../src/lists/pages.ts';
 
-function registry(tenants: Record<string, unknown>): Registry {
-  const main = mainSchema.parse({ hostname: 'mx.test', http: { listen: '127.0.0.1:0' } });
-  const config: LoadedConfig = {
-    dir: '/nonexistent',
-    main: { ...main, dataDir: '/nonexistent/data', sitesDir: '/nonexistent/sites' },
-    tenants: Object.entries(tenants).map(([id, c]) => ({ id, file: `/nonexistent/${id}.yaml`, config: tenantSchema.parse(c) })),
-  };
-  return new Registry(config);
-}
-
-const reg = registry({
+const reg = registryOf({
   'a.test': {
     domains: ['a.test', 'www.a.test'],
     mail: { forward: { info: 'x@remote.test' }, catchAll: 'catch@remote.test', lists: { news: { owner: 'owner@remote.test' }, own: { owner: 'info@a.test' } } },
