@@ -611,7 +611,7 @@ export function createListsService(d: ListsDeps): Lists {
         kick();
       },
     },
-    pages: createListPages(actions, log),
+    pages: createListPages(actions, log, now),
     service: {
       name: 'lists',
       async start() {

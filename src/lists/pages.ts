@@ -6,6 +6,13 @@ import { isMailbox } from './message.ts';
 
 /** Largest form body we read (an address and two flags). */
 const MAX_BODY = 8 * 1024;
+/**
+ * Subscribe/unsubscribe form requests one client address may make per hour:
+ * each one makes the list mail an address of the client's choosing, so the
+ * form must not become a way to send confirmations in bulk.
+ */
+export const FORM_PER_IP_PER_HOUR = 10;
+const HOUR_MS = 3600_000;
 
 const ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 /** Escapes text for HTML element content and quoted attribute values. */
@@ -60,8 +67,20 @@ export function obfuscate(text: string): string {
 }
 
 /** The list pages on the tenant's site: subscribe form, confirm page, one-click unsubscribe, moderation. */
-export function createListPages(lists: ListActions, rootLog: Logger): ListPages {
+export function createListPages(lists: ListActions, rootLog: Logger, now: () => number = Date.now): ListPages {
   const log = rootLog.child({ svc: 'lists' });
+  /** Client address → form requests in the current hour (entries older than an hour are dropped as the map is used). */
+  const perIp = new Map<string, { start: number; n: number }>();
+  function allowed(ip: string): boolean {
+    const t = now();
+    let w = perIp.get(ip);
+    if (!w || t - w.start >= HOUR_MS) {
+      if (perIp.size > 10_000) for (const [k, v] of perIp) if (t - v.start >= HOUR_MS) perIp.delete(k);
+      w = { start: t, n: 0 };
+      perIp.set(ip, w);
+    }
+    return ++w.n <= FORM_PER_IP_PER_HOUR;
+  }
 
   async function front(r: ListPageRequest, c: ListContext, head: boolean): Promise<HttpOutcome> {
     if (r.req.method === 'POST') {
@@ -74,6 +93,11 @@ export function createListPages(lists: ListActions, rootLog: Logger): ListPages 
         return page(r.res, 400, 'Please check the form', `<p>That is not an e-mail address.</p><p><a href="./">Back</a></p>`, false);
       }
       const via = `web ${r.remote}`;
+      if (!allowed(r.remote)) {
+        log.info({ tenant: c.tenant.id, list: c.name, remote: r.remote, limit: FORM_PER_IP_PER_HOUR }, 'list form refused: too many requests from this address this hour');
+        r.res.setHeader('Retry-After', '3600');
+        return page(r.res, 429, 'Too many requests', '<p>Too many requests from your address; please try again in an hour.</p>', false);
+      }
       if (action === 'subscribe') await lists.requestSubscribe(c, address, form.get('digest') ? 'digest' : 'single', via);
       else await lists.requestUnsubscribe(c, address, via);
       // The same answer whatever the state of the address: the page tells no one who is a member.

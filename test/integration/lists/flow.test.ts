@@ -305,6 +305,21 @@ describe('bad input', () => {
     await waitFor(() => t.logs().slice(n).some((l) => l.msg === 'command mail ignored' && l.why === 'null envelope sender'), 5_000, 'auto log');
   });
 
+  it('limits form requests per client address and hour (429), so the form cannot mail addresses in bulk', async () => {
+    // Earlier tests made some form requests from 127.0.0.1 already; ten in the hour are allowed in all.
+    let status = 200;
+    for (let i = 0; i < 12 && status !== 429; i++) {
+      status = (await web(t, 'a.test', '/lists/strict/', 'POST', `email=bulk${i}%40remote.test&action=subscribe`)).status;
+    }
+    expect(status).toBe(429);
+    const before = sink.messages.length;
+    const r = await web(t, 'a.test', '/lists/strict/', 'POST', 'email=one-more%40remote.test&action=subscribe');
+    expect(r.status).toBe(429);
+    expect(r.headers['retry-after']).toBe('3600');
+    await logged(t, 'list form refused: too many requests from this address this hour');
+    expect(sink.messages.slice(before).some((m) => m.to.includes('one-more@remote.test'))).toBe(false);
+  });
+
   it('list pages exist only for lists the tenant has', async () => {
     expect((await web(t, 'a.test', '/lists/other/')).body.toString()).toBe('tenant page');
     expect((await web(t, 'b.test', '/lists/news/')).body.toString()).toBe('b page');
