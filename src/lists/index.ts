@@ -375,7 +375,7 @@ export function createListsService(d: ListsDeps): Lists {
 
   async function handlePost(c: ListContext, m: InboxMail, fields: Field[]): Promise<void> {
     const l = log.child({ tenant: c.tenant.id, list: c.name, inbox: m.id });
-    // A post that already went through this list (a member's forward back to it, an auto-reply quoting it): RFC 2919 §... makes List-Id the loop marker.
+    // A post that already went through this list (a member's forward back to it, an auto-reply quoting it). RFC 2919 §3 makes List-Id the list's stable identity; like Mailman and mlmmj we take our own one on an incoming post as a loop.
     if (fields.some((f) => f.name === 'list-id' && fieldValue(f).toLowerCase().includes(c.listId.toLowerCase()))) {
       return l.warn({ sender: m.sender }, 'post dropped: it already carries this list\'s List-Id (a loop)');
     }
