@@ -102,13 +102,7 @@ function openKey(dataDir: string): Buffer {
   return readFileSync(file);
 }
 
-/**
- * Mailing lists: commands and confirmations by mail and on the web, posting
- * policy with held posts, distribution through the durable queue with VERP
- * and the RFC 2369/2919/8058 headers, bounce scoring and daily digests.
- * Mail arrives through {@link ListInbox} (stored before the SMTP 250, acted
- * on in order afterwards); pages through {@link ListPages}.
- */
+/** The lists service and the interfaces main.ts wires into mail and http. */
 export interface Lists {
   service: Service;
   inbox: ListInbox;
@@ -118,6 +112,13 @@ export interface Lists {
   sendDigests(): Promise<void>;
 }
 
+/**
+ * Mailing lists: commands and confirmations by mail and on the web, posting
+ * policy with held posts, distribution through the durable queue with VERP
+ * and the RFC 2369/2919/8058 headers, bounce scoring and daily digests.
+ * Mail arrives through {@link ListInbox} (stored before the SMTP 250, acted
+ * on in order afterwards); pages through {@link ListPages}.
+ */
 export function createListsService(d: ListsDeps): Lists {
   const log = d.log.child({ svc: 'lists' });
   const now = d.now ?? Date.now;
