@@ -4,7 +4,7 @@ import { CertStore } from './core/certs.ts';
 import { detectSandbox } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
-import type { MailSubmitter } from './core/contracts.ts';
+import type { ListInbox, ListPages, MailSubmitter } from './core/contracts.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
@@ -13,6 +13,7 @@ import { Metrics } from './core/metrics.ts';
 import { createFtpService } from './ftp/index.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
+import { createListsService, type Lists } from './lists/index.ts';
 import { createMailService } from './mail/index.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
@@ -31,6 +32,8 @@ export interface Suite {
   readonly metrics: Metrics;
   /** The durable outbound mail queue, when `smtp` is configured (for form handlers and lists). */
   readonly mail: MailSubmitter | undefined;
+  /** Mailing lists, when `smtp` is configured. */
+  readonly lists: Lists | undefined;
   registry(): Registry;
   /** Loads the config again; true if the new snapshot was taken, false if it was refused (old one keeps serving). */
   reload(): boolean;
@@ -59,10 +62,15 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const metrics = new Metrics();
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
+  let lists: Lists | undefined;
   if (config.main.smtp) {
-    const m = createMailService({ registry, state, log, certs, metrics });
+    // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
+    const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
+    const m = createMailService({ registry, state, log, certs, metrics, lists: inbox });
     services.push(m.service);
     mail = m.submitter;
+    lists = createListsService({ registry, state, log, mail });
+    services.push(lists.service);
   }
   const cgi = createCgi({
     registry,
@@ -74,7 +82,8 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     sandbox: runAs ? (user) => detectSandbox(user, runAs) : undefined,
   });
   services.push(cgi.service);
-  const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway });
+  const listPages: ListPages | undefined = lists?.pages;
+  const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages });
   services.push(http);
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
   if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics }));
@@ -138,6 +147,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     state,
     metrics,
     mail,
+    lists,
     registry: () => registry,
     reload,
     stop(graceMs = 5_000) {

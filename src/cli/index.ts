@@ -4,6 +4,7 @@ import { isConfigDir } from '../core/config/load.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { check } from './commands/check.ts';
 import { forms } from './commands/forms.ts';
+import { listAdd, listHeld, listMembers, listRemove } from './commands/list.ts';
 import { queueControl, queueList } from './commands/queue.ts';
 import { hashPasswordCommand } from './commands/hash-password.ts';
 import { init } from './commands/init.ts';
@@ -87,6 +88,40 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action(async (id: string, opts: { config?: string }) => {
       code = await queueControl(configDirOf(opts.config ?? queue.opts<{ config?: string }>().config), 'delete', id);
+    });
+
+  const list = program.command('list').description('mailing lists: members, imports, held posts (LIST is the posting address, e.g. news@example.test)');
+  const listConfig = (opts: { config?: string }) => configDirOf(opts.config ?? list.opts<{ config?: string }>().config);
+  list.option('-c, --config <dir>', 'config folder');
+  list
+    .command('members <list>')
+    .description('print the members: address, single or digest, enabled or disabled by bounces, bounce score')
+    .option('-c, --config <dir>', 'config folder')
+    .action((name: string, opts: { config?: string }) => {
+      code = listMembers(listConfig(opts), name);
+    });
+  list
+    .command('add <address> <list>')
+    .description('subscribe an address: a confirmation request through the running server, or at once with --no-confirm (imports)')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--no-confirm', 'add without asking the address (the operator vouches for it)')
+    .option('--digest', 'one digest a day instead of every post')
+    .action(async (address: string, name: string, opts: { config?: string; confirm: boolean; digest?: boolean }) => {
+      code = await listAdd(listConfig(opts), address, name, { confirm: opts.confirm, digest: opts.digest === true });
+    });
+  list
+    .command('remove <address> <list>')
+    .description('unsubscribe an address at once')
+    .option('-c, --config <dir>', 'config folder')
+    .action((address: string, name: string, opts: { config?: string }) => {
+      code = listRemove(listConfig(opts), address, name);
+    });
+  list
+    .command('held <list>')
+    .description('print the posts waiting for the owner\'s approval')
+    .option('-c, --config <dir>', 'config folder')
+    .action((name: string, opts: { config?: string }) => {
+      code = listHeld(listConfig(opts), name);
     });
 
   program

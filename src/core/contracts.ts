@@ -59,3 +59,47 @@ export interface MailSubmitter {
 export interface SiteChanges {
   changed(tenantId: string): void;
 }
+
+/** One message for a mailing-list address, as accepted by the SMTP service. */
+export interface ListMail {
+  tenant: string;
+  list: string;
+  /** Which of the list's addresses it was sent to. */
+  role: 'post' | 'request' | 'subscribe' | 'unsubscribe' | 'confirm' | 'bounces';
+  /** The token of `news-confirm+TOKEN`, the VERP-encoded member of `news-bounces+…`; "" otherwise. */
+  param: string;
+  /** The envelope recipient as given. */
+  rcpt: string;
+  /** The envelope sender ("" for a null sender: a bounce or an auto-reply). */
+  sender: string;
+  /** The whole message with our Received: header, CRLF line ends. */
+  raw: Buffer;
+}
+
+/** Takes mail for list addresses (implemented by lists/, used by mail/). */
+export interface ListInbox {
+  /**
+   * Resolves once the message is durably stored (the SMTP service answers
+   * 250 only then); it is acted on afterwards. Rejects if it could not be
+   * stored, leaving nothing behind.
+   */
+  receive(m: ListMail): Promise<void>;
+}
+
+/** A request for `/lists/<name>/<rest>` on a tenant's site, for a list that tenant has. */
+export interface ListPageRequest {
+  req: IncomingMessage;
+  res: ServerResponse;
+  tenant: Tenant;
+  list: string;
+  /** Decoded path segments after `/lists/<name>/`. */
+  segments: string[];
+  /** Raw query string without "?". */
+  query: string;
+  remote: string;
+}
+
+/** Serves the web pages of mailing lists (implemented by lists/, used by http/). Must always answer the request. */
+export interface ListPages {
+  handle(r: ListPageRequest): Promise<HttpOutcome>;
+}

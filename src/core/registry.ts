@@ -2,17 +2,35 @@ import path from 'node:path';
 import { normalizeHost } from '../lib/hostname.ts';
 import type { LoadedConfig } from './config/load.ts';
 import type { TenantConfig } from './config/schema.ts';
+import { LIST_SUFFIXES, PARAM_ROLES, type ListRole } from './listaddr.ts';
 import { parseRecipient } from './recipient.ts';
 
 /** How deep forward targets on hosted domains are followed (Postfix's alias expansion stops at a similar depth). */
 export const MAX_FORWARD_DEPTH = 10;
 
+/** The settings of one mailing list (`mail.lists.<name>` in a tenant file). */
+export type ListConfig = NonNullable<TenantConfig['mail']>['lists'][string];
+
 /**
- * Where mail for one envelope recipient goes, decided at RCPT time.
- * `kind` grows with the mailing-list issue (`'list'`: a list address with
- * its members taken from state at delivery time).
+ * Where mail for one envelope recipient goes, decided at RCPT time:
+ * `forward` to external mailboxes (a list's `-owner` address is one), or
+ * `list`, handed to the lists service, which takes members from state.
  */
 export type RcptRoute =
+  | {
+      ok: true;
+      kind: 'list';
+      tenant: Tenant;
+      /** The recipient as parsed: lower-case `local@domain`. */
+      address: string;
+      list: string;
+      role: Exclude<ListRole, 'owner'>;
+      /** What followed "+" for `confirm` (the token) and `bounces` (the VERP-encoded member); "" otherwise. */
+      param: string;
+      /** Always empty: the lists service, not the queue, decides who gets what. */
+      targets: readonly string[];
+      problems: readonly string[];
+    }
   | {
       ok: true;
       kind: 'forward';
@@ -93,6 +111,8 @@ export class Registry {
   /** domain → its catch-all, expanded once here. */
   private readonly catchAlls = new Map<string, Expansion>();
   private readonly ftpAccounts: Map<string, FtpAccount>;
+  /** `local@domain` of every list address (but -owner, a forward) → its list and role. */
+  private readonly listAddrs = new Map<string, { tenant: Tenant; list: string; role: Exclude<ListRole, 'owner'> }>();
   /** Host name of the personal-pages site (`http://<userdir>/~<id>/`), if configured. */
   readonly userdir: string | undefined;
 
@@ -145,6 +165,13 @@ export class Registry {
       for (const d of t.domains) {
         for (const [local, targets] of Object.entries(mail.forward)) rawForward.set(`${local.toLowerCase()}@${d}`, targets);
         if (mail.catchAll) rawCatchAll.set(d, mail.catchAll);
+        for (const [name, list] of Object.entries(mail.lists)) {
+          for (const [suffix, role] of LIST_SUFFIXES) {
+            // `news-owner` reaches the owner: a forward like any other (expanded below if the owner is hosted here).
+            if (role === 'owner') rawForward.set(`${name}${suffix}@${d}`, [list.owner]);
+            else this.listAddrs.set(`${name}${suffix}@${d}`, { tenant: t, list: name, role });
+          }
+        }
       }
     }
     // Depth-first over hosted targets. `path` holds the addresses on the way
@@ -199,14 +226,33 @@ export class Registry {
     // Before the address lookup: every address of a suspended tenant's domains waits alike.
     if (tenant.suspended) return { ok: false, reason: 'suspended', tenant, detail: `tenant ${tenant.id} is suspended` };
     const addr = `${p.local}@${p.domain}`;
-    // The mailing-list issue adds `mail.lists` here, between forwards and the
-    // catch-all: `<list>@domain` and its `-request`/`-owner` addresses.
+    // Lists come between forwards and the catch-all (the config refuses a
+    // forward named like a list address, so the order only matters for -owner).
+    const list = this.listRoute(p.local, p.domain);
+    if (list) return list;
     const exp = this.forwards.get(addr) ?? this.catchAlls.get(p.domain);
     if (!exp) return { ok: false, reason: 'unknown-user', tenant, detail: `no forward for ${addr} and no catch-all` };
     if (exp.targets.length === 0) {
       return { ok: false, reason: exp.looped ? 'loop' : 'unknown-user', tenant, detail: exp.problems.join('; ') };
     }
     return { ok: true, kind: 'forward', tenant, address: addr, targets: exp.targets, problems: exp.problems };
+  }
+
+  /** The list route of `local@domain` (lower case), if it is a list address: exact, or `<base>+<param>` for confirm and bounces. */
+  private listRoute(local: string, domain: string): RcptRoute | undefined {
+    const exact = this.listAddrs.get(`${local}@${domain}`);
+    if (exact) return { ok: true, kind: 'list', address: `${local}@${domain}`, param: '', targets: [], problems: [], ...exact };
+    const plus = local.indexOf('+');
+    if (plus <= 0) return undefined;
+    const base = this.listAddrs.get(`${local.slice(0, plus)}@${domain}`);
+    if (!base || !PARAM_ROLES.has(base.role)) return undefined;
+    return { ok: true, kind: 'list', address: `${local}@${domain}`, param: local.slice(plus + 1), targets: [], problems: [], ...base };
+  }
+
+  /** The settings of list `name` of `tenant`, or undefined when it has no such list. O(1). */
+  listConfig(tenant: Tenant, name: string): ListConfig | undefined {
+    const lists = tenant.config.mail?.lists;
+    return lists && Object.hasOwn(lists, name) ? lists[name] : undefined;
   }
 
   /** True when mail for `domain` (lower case) is ours to accept. */

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { errorRef } from '../core/errors.ts';
 import type { CertStore } from '../core/certs.ts';
-import type { HandlerGateway, SiteChanges } from '../core/contracts.ts';
+import type { HandlerGateway, ListPages, SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -29,6 +29,8 @@ export interface HttpDeps {
   certs?: CertStore;
   /** Runs /cgi-bin/<name> handlers; without it those paths are 404. */
   gateway?: HandlerGateway;
+  /** Serves /lists/<name>/ for the lists a tenant has; without it (or for other names) those paths are the tenant's own files. */
+  lists?: ListPages;
 }
 
 const STATIC_METHODS = 'GET, HEAD, OPTIONS';
@@ -40,7 +42,8 @@ type Route =
   | { kind: 'suspended'; tenant: Tenant }
   | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
-  | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string };
+  | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string }
+  | { kind: 'list'; tenant: Tenant; list: string; segments: string[]; query: string };
 
 function encodeSegments(segments: readonly string[]): string {
   return segments.map((s) => encodeURIComponent(s)).join('/');
@@ -102,11 +105,17 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
     const pathInfo = parsed.segments.length > 2 || parsed.trailingSlash ? `/${parsed.segments.slice(2).join('/')}${parsed.trailingSlash && parsed.segments.length > 2 ? '/' : ''}` : '';
     return { kind: 'cgi', tenant, name, pathInfo, query };
   }
+  const listName = parsed.segments[1];
+  if (parsed.segments[0] === 'lists' && listName !== undefined && base === '' && reg.listConfig(tenant, listName)) {
+    // Only lists that exist take their path: a tenant without lists keeps its whole URL space.
+    if (parsed.segments.length === 2 && !parsed.trailingSlash) return { kind: 'error', status: 301, tenant, location: `/lists/${encodeURIComponent(listName)}/${query ? `?${query}` : ''}` };
+    return { kind: 'list', tenant, list: listName, segments: parsed.segments.slice(2), query };
+  }
   return { kind: 'static', tenant, segments: parsed.segments, trailingSlash: parsed.trailingSlash, query, base };
 }
 
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
-export function createHttpService({ registry, state, log: rootLog, gateway, metrics, certs }: HttpDeps): Service & { siteChanges: SiteChanges } {
+export function createHttpService({ registry, state, log: rootLog, gateway, lists, metrics, certs }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
@@ -221,6 +230,13 @@ export function createHttpService({ registry, state, log: rootLog, gateway, metr
             break;
           }
           outcome = await gateway.handle({ req, res, remote, serverPort: req.socket.localPort ?? 0, ...route });
+          break;
+        case 'list':
+          if (!lists) {
+            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
+            break;
+          }
+          outcome = await lists.handle({ req, res, remote, tenant: route.tenant, list: route.list, segments: route.segments, query: route.query });
           break;
         case 'static':
           if (req.method !== 'GET' && req.method !== 'HEAD') {

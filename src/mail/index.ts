@@ -4,7 +4,7 @@ import type { SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
 import type { Metrics } from '../core/metrics.ts';
-import type { MailSubmitter } from '../core/contracts.ts';
+import type { ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -30,6 +30,8 @@ export interface MailDeps {
   /** The suite's certificate store: with a default certificate in it, STARTTLS is offered (by SNI). */
   certs?: CertStore;
   metrics?: Metrics;
+  /** Takes mail for mailing-list addresses; without it those are refused with 451 at RCPT time. */
+  lists?: ListInbox;
 }
 
 export interface MailService {
@@ -48,7 +50,7 @@ function reply(code: number, text: string): Error & { responseCode: number } {
 interface SessionState {
   log: Logger;
   registry: Registry;
-  routes: Map<string, { tenant?: string; targets: readonly string[] }>;
+  routes: Map<string, { tenant?: string; targets: readonly string[]; list?: ListTarget }>;
   ip: string;
 }
 
@@ -179,8 +181,12 @@ export function createMailService(deps: MailDeps): MailService {
         s.log.info({ rcpt: address.address, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
         return done(reply(decided.code, decided.text));
       }
-      s.routes.set(address.address.toLowerCase(), { tenant: decided.tenant, targets: decided.targets });
-      s.log.info({ rcpt: address.address, tenant: decided.tenant, targets: decided.targets, problems: decided.problems }, 'RCPT accepted');
+      if (decided.list && !deps.lists) {
+        s.log.error({ rcpt: address.address, tenant: decided.tenant }, 'RCPT deferred: mailing lists are not available');
+        return done(reply(451, '4.3.2 Mailing lists are not available right now, try again later'));
+      }
+      s.routes.set(address.address.toLowerCase(), { tenant: decided.tenant, targets: decided.targets, list: decided.list });
+      s.log.info({ rcpt: address.address, tenant: decided.tenant, targets: decided.targets, list: decided.list, problems: decided.problems }, 'RCPT accepted');
       done();
     },
 
@@ -212,12 +218,14 @@ export function createMailService(deps: MailDeps): MailService {
     const id = newQueueId();
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const recipients: Array<{ rcpt: string; origRcpt: string }> = [];
+    const lists: Array<ListTarget & { rcpt: string }> = [];
     const seen = new Set<string>();
     const tenants = new Set<string>();
     for (const r of session.envelope.rcptTo) {
       const route = s.routes.get(r.address.toLowerCase());
       if (!route) continue;
       if (route.tenant) tenants.add(route.tenant);
+      if (route.list) lists.push({ ...route.list, rcpt: r.address });
       for (const t of route.targets) {
         if (seen.has(t)) continue;
         seen.add(t);
@@ -228,6 +236,7 @@ export function createMailService(deps: MailDeps): MailService {
     const only = session.envelope.rcptTo.length === 1 ? session.envelope.rcptTo[0]!.address : undefined;
     const prefix = receivedHeader(session, hostname, id, only);
     try {
+      if (lists.length > 0) return await acceptForLists(s, stream, { id, from, tenant, recipients, prefix, lists });
       const { size } = await queue.enqueue({
         id,
         // SRS: forwarded mail leaves with our domain in its envelope sender, so SPF passes at the target.
@@ -255,6 +264,35 @@ export function createMailService(deps: MailDeps): MailService {
       s.log.error({ ref, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'could not queue a message');
       throw reply(452, `4.3.1 Cannot queue the message now, try again later (ref ${ref})`);
     }
+  }
+
+  /**
+   * A message with list recipients is read into memory (it is at most
+   * smtp.maxMessageBytes), queued for its forward recipients if it has any,
+   * then handed to the lists service once per list address; 250 only when
+   * all of that is durable.
+   */
+  async function acceptForLists(
+    s: SessionState,
+    stream: SMTPServerDataStream,
+    m: { id: string; from: string; tenant: string | undefined; recipients: Array<{ rcpt: string; origRcpt: string }>; prefix: Buffer; lists: Array<ListTarget & { rcpt: string }> },
+  ): Promise<string> {
+    const chunks: Buffer[] = [m.prefix];
+    for await (const chunk of normalizeCrlf(stream as AsyncIterable<Buffer>)) {
+      if (stream.sizeExceeded) continue;
+      chunks.push(chunk);
+    }
+    if (stream.sizeExceeded) throw new SpoolAborted('message refused while being received');
+    const raw = Buffer.concat(chunks);
+    if (m.recipients.length > 0) {
+      await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: raw });
+    }
+    for (const l of m.lists) {
+      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw };
+      await deps.lists!.receive(mail);
+    }
+    s.log.info({ qid: m.id, tenant: m.tenant, from: m.from, to: m.recipients.map((r) => r.rcpt), lists: m.lists.map((l) => l.rcpt), size: raw.length }, 'message accepted');
+    return `Ok: queued as ${m.id}`;
   }
 
   const urls: string[] = [];
@@ -332,8 +370,11 @@ export function receivedHeader(session: SMTPServerSession, hostname: string, id:
   return Buffer.from(`Received: from ${helo} (${host}[${ip}])\r\n\tby ${hostname} (makewaves) with ${proto} id ${id}${forPart};\r\n\t${date}\r\n`);
 }
 
+/** A list address a message was sent to. */
+type ListTarget = Pick<ListMail, 'tenant' | 'list' | 'role' | 'param'>;
+
 type RcptDecision =
-  | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[] }
+  | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[]; list?: ListTarget }
   | { ok: false; code: number; text: string; reason: string; detail: string };
 
 const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: number; text: (a: string) => string }> = {
@@ -355,6 +396,9 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string): R
     return { ok: true, targets: [back.address] };
   }
   const route = registry.route(address);
+  if (route.ok && route.kind === 'list') {
+    return { ok: true, tenant: route.tenant.id, targets: [], list: { tenant: route.tenant.id, list: route.list, role: route.role, param: route.param } };
+  }
   if (route.ok) return { ok: true, tenant: route.tenant.id, targets: route.targets, problems: route.problems.length ? route.problems : undefined };
   const r = REFUSALS[route.reason];
   return { ok: false, code: r.code, text: r.text(safe), reason: route.reason, detail: route.detail };

@@ -1,12 +1,14 @@
 import { openDb, type Db } from './db.ts';
 import { FormLog, formMigrations } from './forms.ts';
+import { ListStore, listMigrations } from './lists.ts';
 import { MailQueueStore, queueMigrations } from './queue.ts';
 import { TrafficCounters, trafficMigrations } from './traffic.ts';
 
 export type { FormSubmission } from './forms.ts';
 export type { TrafficTotals } from './traffic.ts';
 export type { QueuedMessage, QueuedRecipient, NewQueuedMessage } from './queue.ts';
-export { FormLog, TrafficCounters, MailQueueStore };
+export type { ListMember, ListToken, HeldPost, InboxMail, MemberMode, ArchivedPost } from './lists.ts';
+export { FormLog, TrafficCounters, MailQueueStore, ListStore };
 
 /** Durable runtime data shared by the services (SQLite in `<data>/makewaves.db`). */
 export interface State {
@@ -14,11 +16,12 @@ export interface State {
   readonly traffic: TrafficCounters;
   readonly forms: FormLog;
   readonly mailQueue: MailQueueStore;
+  readonly lists: ListStore;
   close(): void;
 }
 
 export function openState(dataDir: string): State {
-  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations]);
+  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations, ...listMigrations]);
   const traffic = new TrafficCounters(db);
   const mailQueue = new MailQueueStore(db);
   return {
@@ -26,6 +29,7 @@ export function openState(dataDir: string): State {
     traffic,
     forms: new FormLog(db),
     mailQueue,
+    lists: new ListStore(db),
     close() {
       traffic.flush();
       db.close();

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parse, type YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { MakewavesError } from '../errors.ts';
+import { LIST_SUFFIXES } from '../listaddr.ts';
 import { mainSchema, tenantSchema, type MainConfig, type TenantConfig } from './schema.ts';
 
 export const MAIN_FILE = 'makewaves.yaml';
@@ -149,6 +150,20 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
       if (users.has(u.user)) problems.push(`${show(file)}: ftp[${i}].user: "${u.user}" is listed twice`);
       users.add(u.user);
     });
+    // A list owns its name and every role address (news-request, news-owner...): a forward or another list with one of those names would shadow it.
+    const taken = new Map<string, string>();
+    for (const name of Object.keys(config.mail?.lists ?? {})) {
+      for (const [suffix] of LIST_SUFFIXES) {
+        const local = `${name}${suffix}`;
+        const other = taken.get(local);
+        if (other !== undefined) problems.push(`${show(file)}: mail.lists.${name}: its address "${local}" is also an address of list "${other}"`);
+        taken.set(local, name);
+      }
+    }
+    for (const local of Object.keys(config.mail?.forward ?? {})) {
+      const list = taken.get(local.toLowerCase());
+      if (list !== undefined) problems.push(`${show(file)}: mail.forward.${local}: "${local}" is an address of the mailing list "${list}"`);
+    }
     if (main?.http.userdir && domainOwner.get(main.http.userdir) === id) {
       problems.push(`${show(file)}: domains: "${main.http.userdir}" is the userdir host (http.userdir in ${MAIN_FILE})`);
     }

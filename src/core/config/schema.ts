@@ -225,6 +225,26 @@ export const tenantSchema = z.strictObject({
           z.strictObject({
             owner: emailAddress,
             posting: z.enum(['open', 'members', 'moderated']).default('members'),
+            /** With `posting: members`: a non-member's post is held for the owner, or refused with a notice to the poster. */
+            nonMembers: z.enum(['hold', 'reject']).default('hold'),
+            /** One line shown on the list's web page and in its help message. */
+            description: z.string().max(200).regex(/^[^\x00-\x1f\x7f]*$/, 'must be one line without control characters').default(''),
+            /** Put in front of each post's Subject (e.g. "[news]"), once. */
+            subjectPrefix: z.string().max(40).regex(/^[\x20-\x7e]*$/, 'must be printable ASCII').optional(),
+            /** Where replies go: to the poster (the post's own Reply-To/From) or to the list. */
+            replyTo: z.enum(['poster', 'list']).default('poster'),
+            /** `always`: From becomes "Poster via <list>" <list@domain> with Reply-To the poster (DMARC mitigation, as Mailman does). */
+            fromMunging: z.enum(['never', 'always']).default('never'),
+            /** Base URL of the tenant's site for the list's web pages and signed unsubscribe links; default https://<first domain>. */
+            webUrl: z
+              .string()
+              .url()
+              .refine((u) => /^https?:$/.test(new URL(u).protocol) && new URL(u).pathname === '/', 'must be an http:// or https:// origin without a path')
+              .optional(),
+            /** `true`: posts are kept and shown on /lists/<name>/archive/ (as escaped text, addresses obfuscated) to anyone. */
+            archive: z.boolean().default(false),
+            /** Bounce score (hard +1, soft +0.5, at most once a day) at which a member's delivery is disabled. */
+            bounceThreshold: z.number().positive().max(100).default(5),
           }),
         )
         .default({}),

@@ -1,22 +1,11 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli } from '../../helpers/cli.ts';
 import { freePort, RawSmtp, smtpPort } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '../../..');
 let t: TestSuite;
 let port: number;
-
-/** Runs the CLI as its own process (asynchronously: the suite under test lives in this one). */
-function cli(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(ROOT, 'bin/makewaves.js'), ...args], { encoding: 'utf8', timeout: 20_000 }, (err, out, errOut) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut });
-    });
-  });
-}
 
 beforeAll(async () => {
   t = await startTestSuite({

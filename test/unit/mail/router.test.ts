@@ -1,20 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { parseRecipient } from '../../../src/core/recipient.ts';
-import { Registry, type RcptRoute } from '../../../src/core/registry.ts';
-import type { LoadedConfig } from '../../../src/core/config/load.ts';
-import { mainSchema, tenantSchema } from '../../../src/core/config/schema.ts';
+import type { RcptRoute } from '../../../src/core/registry.ts';
+import { registryOf } from '../../helpers/registry.ts';
 
-function registry(tenants: Record<string, unknown>): Registry {
-  const main = mainSchema.parse({ hostname: 'mx.test', http: { listen: '127.0.0.1:0' }, smtp: { listen: '127.0.0.1:0' } });
-  const config: LoadedConfig = {
-    dir: '/nonexistent',
-    main: { ...main, dataDir: '/nonexistent/data', sitesDir: '/nonexistent/sites' },
-    tenants: Object.entries(tenants).map(([id, c]) => ({ id, file: `/nonexistent/${id}.yaml`, config: tenantSchema.parse(c) })),
-  };
-  return new Registry(config);
-}
-
-const reg = registry({
+const reg = registryOf({
   'a.test': {
     domains: ['a.test', 'alias.a.test'],
     mail: {
