@@ -254,7 +254,8 @@ export function formatFtpTable(rows: FtpBenchRow[], files = 200, largeMb = 100):
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { values } = parseArgs({ options: { runs: { type: 'string' }, files: { type: 'string' }, 'large-mb': { type: 'string' } } });
+  // Not strict: `npm run bench -- --seconds N` passes options meant for the other benchmarks too.
+  const { values } = parseArgs({ strict: false, options: { runs: { type: 'string' }, files: { type: 'string' }, 'large-mb': { type: 'string' } } });
   const files = Number(values.files ?? 200);
   const largeMb = Number(values['large-mb'] ?? 100);
   const rows = await benchFtp({ runs: Number(values.runs ?? 3), files, largeBytes: largeMb * 1024 * 1024 });
