@@ -121,8 +121,10 @@ async function main(): Promise<void> {
     console.log('| copies | seconds | copies/s | RSS before MiB | RSS peak MiB | growth MiB |');
     console.log('|-------:|--------:|---------:|---------------:|-------------:|-----------:|');
     console.log(`| ${got} | ${secs.toFixed(2)} | ${(got / secs).toFixed(0)} | ${before.toFixed(0)} | ${peak.toFixed(0)} | ${(peak - before).toFixed(0)} |`);
-    const ok = got === members && secs <= 10 && peak - before <= 100;
-    console.log(`\ntargets (all ${members} in ≤ 10 s, growth ≤ 100 MB): ${ok ? 'met' : 'NOT met'}`);
+    // The target is in MB (10^6 bytes); the table is in MiB.
+    const growthMB = ((peak - before) * 1048576) / 1e6;
+    const ok = got === members && secs <= 10 && growthMB <= 100;
+    console.log(`\ntargets (all ${members} in ≤ 10 s, growth ≤ 100 MB; here ${growthMB.toFixed(0)} MB): ${ok ? 'met' : 'NOT met'}`);
     if (got < members) process.exitCode = 1;
   } finally {
     await suite?.stop();
