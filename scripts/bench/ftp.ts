@@ -233,7 +233,7 @@ export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[
 
 /**
  * A Markdown table: time for the small files and MiB/s for the large one,
- * with ratios to the first row and, when it ran, to vsftpd (the issue's
+ * with ratios to the first row and, when it ran, to vsftpd (the project's
  * targets: small files ≤ 1.5× vsftpd's time, large ≥ 0.8× its MiB/s).
  */
 export function formatFtpTable(rows: FtpBenchRow[], files = 200, largeMb = 100): string {

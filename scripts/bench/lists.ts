@@ -3,7 +3,7 @@
  * timed from the SMTP 250 for the post until every copy (one per member,
  * VERP envelope sender, through the durable queue) reached a bare
  * smtp-server used as `smtp.relay`; copies/s and the suite's RSS (before,
- * peak, growth). Targets (issue 4): ≤ 10 s, RSS growth ≤ 100 MB.
+ * peak, growth). Targets: ≤ 10 s, RSS growth ≤ 100 MB.
  *
  * The suite and the sink run in child processes of their own, so the
  * figures are the suite's alone.
