@@ -276,6 +276,10 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await replyError(s, err, cmd.directive);
       return;
     }
+    // Over TLS, the data connection's handshake completes only once the client starts it, and
+    // clients such as lftp start it after the 150 (as vsftpd answers): then the 150 comes first.
+    const early = conn.secure;
+    if (early) await conn.reply(150, `Ready to receive ${up.clientPath}`);
     let socket: Socket;
     try {
       socket = await conn.connector.waitForConnection();
@@ -314,7 +318,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     file.once('error', (err: NodeJS.ErrnoException) => {
       if (err.syscall) diskError = err;
     });
-    await conn.reply(150, `Ready to receive ${up.clientPath}`);
+    if (!early) await conn.reply(150, `Ready to receive ${up.clientPath}`);
     try {
       let transferError: unknown;
       try {
@@ -433,6 +437,9 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await replyError(s, err, 'MLSD');
       return;
     }
+    // As for uploads: over TLS the 150 comes before the data connection's handshake.
+    const early = conn.secure;
+    if (early) await conn.reply(150, 'Listing follows');
     let socket: Socket;
     try {
       socket = await conn.connector.waitForConnection();
@@ -441,7 +448,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
       return;
     }
-    await conn.reply(150, 'Listing follows');
+    if (!early) await conn.reply(150, 'Listing follows');
     try {
       await new Promise<void>((resolve, reject) => {
         socket.once('error', reject);
@@ -765,7 +772,9 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         pasv_max: pasvMax,
         anonymous: false,
         greeting: ['makewaves FTP: log in as user@<your domain>'],
-        tls: tlsOptions ?? false,
+        // TLS 1.2 exactly: lftp (GnuTLS) hangs after AUTH TLS when the control connection that ftp-srv
+        // upgrades in place speaks TLS 1.3 (seen here; openssl s_client and basic-ftp were fine).
+        tls: tlsOptions ? { ...tlsOptions, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' } : false,
         file_format: (st) => lsLine(st as Parameters<typeof lsLine>[0]),
         log: bunyanAdapter(log),
       });

@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -14,6 +16,7 @@ import { Client } from 'basic-ftp';
 import { Readable } from 'node:stream';
 import { hashPassword } from '../../../src/lib/password.ts';
 
+const execFileP = promisify(execFile);
 let t: TestSuite;
 let httpsUrl: URL;
 const certsDir = () => path.join(t.dir, 'certs');
@@ -142,6 +145,25 @@ describe('FTPS from the same store', () => {
     await c.uploadFrom(Readable.from(['uploaded over FTPS']), 'ftps.txt');
     c.close();
     expect((await get('b.test', pem('b.test'), '/ftps.txt')).body).toBe('uploaded over FTPS');
+  });
+});
+
+describe('FTPS with lftp (GnuTLS), which starts the data TLS after the 150', () => {
+  it('uploads over FTPS with lftp and the default certificate', async () => {
+    const u = new URL(t.ftp!);
+    writeFileSync(path.join(t.dir, 'lftp-up.html'), 'uploaded by lftp over FTPS');
+    const script = [
+      'set ftp:ssl-force true',
+      `set ssl:ca-file ${path.join(certsDir(), 'default.crt')}`,
+      'set ssl:check-hostname no',
+      'set net:max-retries 1',
+      'set net:timeout 10',
+      `put ${path.join(t.dir, 'lftp-up.html')} -o lftp-up.html`,
+      'quit',
+    ].join('; ');
+    // Not execFileSync: the suite under test runs in this process and must keep answering.
+    await execFileP('lftp', ['-u', 'bo@b.test,tls-only-secret', '-p', u.port, '-e', script, u.hostname], { timeout: 30_000 });
+    expect((await get('b.test', pem('b.test'), '/lftp-up.html')).body).toBe('uploaded by lftp over FTPS');
   });
 });
 
