@@ -542,7 +542,30 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     s.retrStart = Date.now();
-    await s.conn.commands.handle(cmd);
+    if (!s.conn.secure) {
+      await s.conn.commands.handle(cmd);
+      return;
+    }
+    // Over TLS the 150 comes before the data connection's handshake (see store()). ftp-srv's own
+    // handlers send theirs only after it, so ours goes first and theirs is left out.
+    const sent = s.conn.reply(150, cmd.directive === 'RETR' ? 'Opening data connection' : 'Listing follows');
+    await sent;
+    // ftp-srv chains Bluebird methods (.tap) on what reply() returns: answer with its own promise type.
+    const Library = sent.constructor as PromiseConstructor;
+    const reply = s.conn.reply;
+    let skipped = false;
+    s.conn.reply = function (this: Conn, ...args: Parameters<Conn['reply']>) {
+      if (!skipped && args[0] === 150) {
+        skipped = true;
+        return Library.resolve();
+      }
+      return reply.apply(this, args);
+    } as Conn['reply'];
+    try {
+      await s.conn.commands.handle(cmd);
+    } finally {
+      s.conn.reply = reply;
+    }
   }
 
   /** Commands this service answers itself once a session is logged in. */

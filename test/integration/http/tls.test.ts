@@ -149,7 +149,7 @@ describe('FTPS from the same store', () => {
 });
 
 describe('FTPS with lftp (GnuTLS), which starts the data TLS after the 150', () => {
-  it('uploads over FTPS with lftp and the default certificate', async () => {
+  it('uploads, lists and downloads over FTPS with lftp and the default certificate', async () => {
     const u = new URL(t.ftp!);
     writeFileSync(path.join(t.dir, 'lftp-up.html'), 'uploaded by lftp over FTPS');
     const script = [
@@ -159,10 +159,14 @@ describe('FTPS with lftp (GnuTLS), which starts the data TLS after the 150', () 
       'set net:max-retries 1',
       'set net:timeout 10',
       `put ${path.join(t.dir, 'lftp-up.html')} -o lftp-up.html`,
+      'cls',
+      `get lftp-up.html -o ${path.join(t.dir, 'lftp-back.html')}`,
       'quit',
     ].join('; ');
     // Not execFileSync: the suite under test runs in this process and must keep answering.
-    await execFileP('lftp', ['-u', 'bo@b.test,tls-only-secret', '-p', u.port, '-e', script, u.hostname], { timeout: 30_000 });
+    const { stdout } = await execFileP('lftp', ['-u', 'bo@b.test,tls-only-secret', '-p', u.port, '-e', script, u.hostname], { timeout: 30_000 });
+    expect(stdout.split('\n')).toContain('lftp-up.html');
+    expect(readFileSync(path.join(t.dir, 'lftp-back.html'), 'utf8')).toBe('uploaded by lftp over FTPS');
     expect((await get('b.test', pem('b.test'), '/lftp-up.html')).body).toBe('uploaded by lftp over FTPS');
   });
 });
