@@ -50,19 +50,24 @@ function encodeSegments(segments: readonly string[]): string {
 }
 
 /**
+ * The host a request is for and its path with query. RFC 9112 §3.2.2: an
+ * absolute-form target's authority replaces Host. Undefined for a target
+ * that is neither origin-form nor absolute-form.
+ */
+export function splitTarget(target: string, hostHeader: string | undefined): { host: string | undefined; rest: string } | undefined {
+  if (target.charCodeAt(0) === 47 /* / */) return { host: hostHeader, rest: target };
+  const m = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(target);
+  return m ? { host: m[1], rest: m[2] || '/' } : undefined;
+}
+
+/**
  * Decides the route for a request target and Host. Pure apart from the
  * registry lookup, so it is shared by normal requests and WebSocket upgrades.
  */
 export function routeRequest(reg: Registry, target: string, hostHeader: string | undefined): Route {
-  let host = hostHeader;
-  let rest = target;
-  if (target.charCodeAt(0) !== 47 /* / */) {
-    // RFC 9112 §3.2.2: an absolute-form target's authority replaces Host.
-    const m = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(target);
-    if (!m) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target' };
-    host = m[1];
-    rest = m[2] || '/';
-  }
+  const split = splitTarget(target, hostHeader);
+  if (!split) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target' };
+  const { host, rest } = split;
   const q = rest.indexOf('?');
   let rawPath = q === -1 ? rest : rest.slice(0, q);
   const query = q === -1 ? '' : rest.slice(q + 1);
@@ -160,8 +165,10 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
    * the tenant (lower-cased, port stripped): never a name the client made up.
    */
   function redirectToHttps(req: IncomingMessage, res: ServerResponse, port: number): Outcome {
-    const host = normalizeHost(req.headers.host ?? '');
-    const target = req.url?.startsWith('/') ? req.url : '/';
+    // The same split as routing: with an absolute-form target, its authority (which chose the tenant) wins over Host.
+    const split = splitTarget(req.url ?? '/', req.headers.host);
+    const host = normalizeHost(split?.host ?? '');
+    const target = split?.rest ?? '/';
     return sendPage(req, res, 308, { Location: `https://${host}${port === 443 ? '' : `:${port}`}${target}` });
   }
 

@@ -89,6 +89,10 @@ describe('HTTPS by SNI', () => {
     const r = await rawRequest(t.http, '/page.html?x=1', { host: 'A.test:8080' });
     expect(r.status).toBe(308);
     expect(r.headers.location).toBe(`https://a.test:${httpsUrl.port}/page.html?x=1`);
+    // An absolute-form target chooses the tenant, and so the redirect's host: a different Host header cannot steer it.
+    const forged = await rawRequest(t.http, 'http://a.test/x?y', { host: 'evil.test' });
+    expect(forged.status).toBe(308);
+    expect(forged.headers.location).toBe(`https://a.test:${httpsUrl.port}/x?y`);
     expect((await rawRequest(t.http, '/', { host: 'b.test' })).status).toBe(200);
     expect((await get('a.test', pem('a.test'))).headers['strict-transport-security']).toBe('max-age=31536000');
     expect((await get('b.test', pem('b.test'))).headers['strict-transport-security']).toBeUndefined();
