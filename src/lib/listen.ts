@@ -1,4 +1,4 @@
-import type { Server as NetServer, AddressInfo } from 'node:net';
+import net, { type Server as NetServer, type AddressInfo } from 'node:net';
 import { MakewavesError } from '../core/errors.ts';
 
 export interface ListenAddress {
@@ -67,4 +67,16 @@ export function closeHttpServer(server: import('node:http').Server, graceMs: num
     });
     server.closeIdleConnections();
   });
+}
+
+/**
+ * A loopback port with nothing listening on it (bound once, then released),
+ * for tests and benchmarks that must give a child process a fixed port.
+ */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
 }

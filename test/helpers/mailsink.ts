@@ -73,14 +73,7 @@ export async function startSink(port = 0, opts: { starttls?: boolean } = {}): Pr
   return sink;
 }
 
-/** A loopback port with nothing listening on it (bound once, then released). */
-export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
+export { freePort } from '../../src/lib/listen.ts';
 
 /**
  * A raw SMTP client over a socket: send bytes, read replies. For what

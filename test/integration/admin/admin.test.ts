@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sumMetric } from '../../../src/cli/commands/status.ts';
-import { freePort } from '../../../scripts/bench/lib.ts';
+import { freePort } from '../../../src/lib/listen.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
 

@@ -4,7 +4,7 @@ import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sumMetric } from '../../../src/cli/commands/status.ts';
 import { hashPassword } from '../../../src/lib/password.ts';
-import { freePort } from '../../../scripts/bench/lib.ts';
+import { freePort } from '../../../src/lib/listen.ts';
 import { call } from '../../helpers/cgi.ts';
 import { queueDrained, smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
