@@ -282,24 +282,32 @@ export class StaticFiles {
 
   /** 404 with the tenant's own /404.html when it has one (the status stays 404), else the suite's page. */
   async notFound(r: StaticRequest): Promise<Outcome> {
-    const root = await this.realRoot(r.tenant);
-    if (root !== undefined) {
-      const page = await resolveInJail(root, ['404.html']);
-      if (page.ok) {
-        const fh = await this.openRegularOrDir(page.real);
-        if (fh && fh !== 'dir') {
-          try {
-            const body = await fh.readFile();
-            const head = r.req.method === 'HEAD';
-            r.res.writeHead(404, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': body.length, 'X-Content-Type-Options': 'nosniff' });
-            r.res.end(head ? undefined : body);
-            return { status: 404, bytes: head ? 0 : body.length };
-          } finally {
-            await fh.close();
-          }
-        }
-      }
+    const page = await this.notFoundPage(r.tenant);
+    if (!page) return this.plain(r.res, 404, r.req.method === 'HEAD');
+    const head = r.req.method === 'HEAD';
+    r.res.writeHead(404, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'X-Content-Type-Options': 'nosniff' });
+    r.res.end(head ? undefined : page);
+    return { status: 404, bytes: head ? 0 : page.length };
+  }
+
+  /** The tenant's /404.html through the jail, held in the memory cache like any small file (a scanner's 404s cost no I/O). */
+  private async notFoundPage(tenant: Tenant): Promise<Buffer | undefined> {
+    const key = `${tenant.id}\0:404`; // normal keys have a "/" after the NUL: no clash
+    const hit = this.cache.get(key);
+    if (hit) return hit.body;
+    const root = await this.realRoot(tenant);
+    if (root === undefined) return undefined;
+    const found = await resolveInJail(root, ['404.html']);
+    if (!found.ok) return undefined;
+    const fh = await this.openRegularOrDir(found.real);
+    if (!fh || fh === 'dir') return undefined;
+    try {
+      const st = await fh.stat();
+      const body = await fh.readFile();
+      if (body.length === st.size) this.cache.set(key, new CachedFile(found.real, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs }, body, '404.html'));
+      return body;
+    } finally {
+      await fh.close();
     }
-    return this.plain(r.res, 404, r.req.method === 'HEAD');
   }
 }

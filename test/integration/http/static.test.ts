@@ -158,6 +158,9 @@ describe('static files', () => {
     const b = await get('/nope', 'b.test');
     expect(b.status).toBe(404);
     expect(b.body.toString()).toBe('<h1>B has no such page</h1>');
+    // Kept in memory, but a changed page is served at once (this suite checks the disk on every hit).
+    writeFileSync(path.join(t.sitesDir, 'b.test', '404.html'), '<h1>B, new 404</h1>');
+    expect((await get('/other', 'b.test')).body.toString()).toBe('<h1>B, new 404</h1>');
     const a = await get('/nope', 'a.test');
     expect(a.status).toBe(404);
     expect(a.body.toString()).toContain('404 Not Found');
