@@ -795,9 +795,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         pasv_max: pasvMax,
         anonymous: false,
         greeting: ['makewaves FTP: log in as user@<your domain>'],
-        // TLS 1.2 exactly: lftp (GnuTLS) hangs after AUTH TLS when the control connection that ftp-srv
-        // upgrades in place speaks TLS 1.3 (seen here; openssl s_client and basic-ftp were fine).
-        tls: tlsOptions ? { ...tlsOptions, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' } : false,
+        tls: tlsOptions ? { ...tlsOptions, minVersion: 'TLSv1.2' } : false,
         file_format: (st) => lsLine(st as Parameters<typeof lsLine>[0]),
         log: bunyanAdapter(log),
       });

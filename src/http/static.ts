@@ -154,7 +154,8 @@ export class StaticFiles {
       streaming = true; // the stream owns the handle now
       return await this.sendStream(r, name, stamp, fh);
     } finally {
-      if (!streaming) await fh.close().catch(() => undefined);
+      // Not awaited: the answer is sent, and its access-log line and traffic count should not wait for a close.
+      if (!streaming) void fh.close().catch(() => undefined);
     }
   }
 
