@@ -6,7 +6,7 @@
  * when installed (`apt-get install vsftpd`), in the same run. Prints a table
  * of medians and ratios (bare ftp-srv = 1.00, and to vsftpd).
  *
- *   node --import tsx scripts/bench/ftp.ts [--runs 3] [--files 200] [--large-mb 100]
+ *   node --import tsx scripts/bench/ftp.ts [--runs 3] [--files 200] [--large-mb 100] [--only own,vsftpd]
  *
  * `npm run bench` calls {@link benchFtp}. Loopback only; everything it
  * starts is stopped before it returns, and its temp folders are removed.
@@ -34,6 +34,8 @@ export interface FtpBenchOptions {
   files?: number;
   fileBytes?: number;
   largeBytes?: number;
+  /** Only the servers whose names contain one of these (all when empty). */
+  only?: string[];
 }
 
 export interface FtpBenchRow {
@@ -201,12 +203,13 @@ export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[
   const fastRoot = path.join(dir, 'bare-nodelay');
   mkdirSync(bareRoot);
   mkdirSync(fastRoot);
-  const reference = await vsftpd(dir);
+  const wanted = (name: string) => !opts.only?.length || opts.only.some((o) => name.includes(o));
+  const reference = wanted('vsftpd') ? await vsftpd(dir) : undefined;
   const targets = [
-    await bareFtpSrv(bareRoot),
-    await bareFtpSrv(fastRoot, true),
-    await makewaves(dir),
-    await makewavesProcess(dir),
+    ...(wanted('bare ftp-srv 4.6.3') ? [await bareFtpSrv(bareRoot)] : []),
+    ...(wanted('bare ftp-srv + TCP_NODELAY') ? [await bareFtpSrv(fastRoot, true)] : []),
+    ...(wanted('makewaves (jail, quota, atomic)') ? [await makewaves(dir)] : []),
+    ...(wanted('makewaves (own process)') ? [await makewavesProcess(dir)] : []),
     ...(reference ? [reference] : []),
   ];
   const rows: FtpBenchRow[] = [];
@@ -255,9 +258,10 @@ export function formatFtpTable(rows: FtpBenchRow[], files = 200, largeMb = 100):
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   // Not strict: `npm run bench -- --seconds N` passes options meant for the other benchmarks too.
-  const { values } = parseArgs({ strict: false, options: { runs: { type: 'string' }, files: { type: 'string' }, 'large-mb': { type: 'string' } } });
+  const { values } = parseArgs({ strict: false, options: { runs: { type: 'string' }, files: { type: 'string' }, 'large-mb': { type: 'string' }, only: { type: 'string' } } });
   const files = Number(values.files ?? 200);
   const largeMb = Number(values['large-mb'] ?? 100);
-  const rows = await benchFtp({ runs: Number(values.runs ?? 3), files, largeBytes: largeMb * 1024 * 1024 });
+  const only = typeof values.only === 'string' ? values.only.split(',') : [];
+  const rows = await benchFtp({ runs: Number(values.runs ?? 3), files, largeBytes: largeMb * 1024 * 1024, only });
   process.stdout.write(`FTP upload via basic-ftp, one session, loopback, Node ${process.version}; medians of ${values.runs ?? 3} runs\n\n${formatFtpTable(rows, files, largeMb)}\n`);
 }

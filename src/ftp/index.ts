@@ -1,9 +1,9 @@
-import { createWriteStream, readFileSync } from 'node:fs';
-import { mkdir, realpath } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { mkdir, open, realpath, type FileHandle } from 'node:fs/promises';
 import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { FtpSrv } from 'ftp-srv';
 import type { CertStore } from '../core/certs.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -15,10 +15,11 @@ import type { Registry } from '../core/registry.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { bunyanAdapter } from './bunyan.ts';
+import { ActiveConnector, PassiveConnector, plainIp, sameIp, type DataConnector } from './connectors.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { LoginGuard } from './guard.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
-import { receive } from './receive.ts';
+import { DiskError, receive } from './receive.ts';
 import { scanUsage, TenantUsage } from './usage.ts';
 import { TransferLogs } from './xferlog.ts';
 
@@ -36,7 +37,7 @@ export interface FtpDeps {
 interface Conn {
   id: string;
   commandSocket: Socket;
-  connector: { socket: Socket | null; waitForConnection(): Promise<Socket>; end(): void; setupServer(): Promise<NetServer> };
+  connector: DataConnector;
   commands: { parse(line: string): Command; handle(cmd: Command): Promise<unknown> };
   authenticated?: boolean;
   username?: string;
@@ -75,12 +76,6 @@ interface Session {
   retrStart: number;
 }
 
-// ftp-srv does not export its passive connector; PASV is answered here (to advertise the
-// configured address), so it is loaded from the package's own file.
-const require = createRequire(import.meta.url);
-type PassiveCtor = new (conn: Conn) => Conn['connector'];
-const PassiveConnector = require('ftp-srv/src/connector/passive.js') as PassiveCtor;
-
 /** After a quota cut, at most this much of the rest of an upload is read (and dropped) before the connection is reset. */
 const DISCARD_MAX = 64 * 1024 * 1024;
 
@@ -89,17 +84,6 @@ const MAX_PENDING = 64;
 
 /** Longest command line accepted (RFC 959 sets none; 4 KiB is ample for a 1 KiB path). */
 const MAX_LINE = 4096;
-
-function plainIp(a: string | undefined): string {
-  if (!a) return '';
-  return a.startsWith('::ffff:') && isIP(a.slice(7)) === 4 ? a.slice(7) : a;
-}
-
-function sameIp(a: string, b: string | undefined): boolean {
-  const x = plainIp(a).toLowerCase();
-  const y = plainIp(b).toLowerCase();
-  return x !== '' && x === y;
-}
 
 /** Parses a PORT (RFC 959 §4.1.2) or EPRT (RFC 2428 §2) argument; undefined when malformed. */
 export function activeTarget(directive: 'PORT' | 'EPRT', arg: string | null): { host: string; port: number } | undefined {
@@ -149,7 +133,11 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
 
   /** Read in start(), so a missing file is a start failure naming it (and startAll rolls back). */
   let tlsOptions: { cert: Buffer; key: Buffer } | undefined;
-  const [pasvMin, pasvMax] = cfg.passive ? cfg.passive.ports.split('-').map(Number) : [0, 0];
+  /** For FTPS data connections: made once, not per transfer (parsing the key costs milliseconds). */
+  let secureContext: SecureContext | undefined;
+  const [pasvMin = 0, pasvMax = 0] = cfg.passive ? cfg.passive.ports.split('-').map(Number) : [];
+  /** Passive listeners bind where the control listener does. */
+  const listenHost = parseListen(cfg.listen)!.host;
 
   /**
    * The usage of a tenant, scanned on first use (at start, or when a reload
@@ -311,23 +299,34 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       written += chunk.length;
       return true;
     };
-    // 'wx' (O_EXCL): never opens through a link planted at the temporary's name.
-    const file = createWriteStream(up.temp, { flags: up.prefix > 0 ? 'a' : 'wx', mode: 0o644, highWaterMark: 256 * 1024 });
+    let file: FileHandle;
+    try {
+      // 'wx' (O_EXCL): never opens through a link planted at the temporary's name.
+      file = await open(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
+    } catch (err) {
+      socket.destroy();
+      conn.connector.end();
+      await fs.abortUpload(up, 0);
+      await replyError(s, err, cmd.directive);
+      return;
+    }
     let diskError: Error | undefined;
-    // Only a failing system call is the disk's fault; the stream is also destroyed when the socket fails.
-    file.once('error', (err: NodeJS.ErrnoException) => {
-      if (err.syscall) diskError = err;
-    });
     if (!early) await conn.reply(150, `Ready to receive ${up.clientPath}`);
     try {
       let transferError: unknown;
       try {
         await receive(socket, file, accept);
       } catch (err) {
-        transferError = err;
+        if (err instanceof DiskError) diskError = err.cause;
+        else transferError = err;
         socket.destroy();
       }
-      if (transferError === undefined && !quotaHit) {
+      try {
+        await file.close();
+      } catch (err) {
+        diskError ??= err as Error; // a late write error (NFS, quota of the file system) shows at close
+      }
+      if (transferError === undefined && !diskError && !quotaHit) {
         try {
           await fs.commitUpload(up);
           siteChanges?.changed(s.tenant!);
@@ -490,25 +489,27 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     return s.conn.reply(211, 'Extensions supported:', ...lines.map((l) => ({ raw: true, message: ` ${l}` })), 'End');
   }
 
-  async function pasv(s: Session): Promise<void> {
+  /** PASV (RFC 959) and EPSV (RFC 2428): one data listener per session at a time. */
+  async function passive(s: Session, cmd: Command): Promise<void> {
     const conn = s.conn;
-    let addr = cfg.passive?.address ?? plainIp(conn.commandSocket.localAddress);
-    addr = plainIp(addr);
-    if (isIP(addr) !== 4) {
+    const addr = plainIp(cfg.passive?.address ?? conn.commandSocket.localAddress);
+    if (cmd.directive === 'PASV' && isIP(addr) !== 4) {
       await conn.reply(425, 'PASV needs an IPv4 address; use EPSV');
       return;
     }
+    conn.connector.end();
+    const connector = new PassiveConnector(conn, { host: listenHost, range: [pasvMin, pasvMax], secureContext, log: s.log });
+    conn.connector = connector;
+    let port: number;
     try {
-      // ftp-srv leaves the previous data listener open (up to 30 s): a client repeating PASV would use up the range.
-      conn.connector.end();
-      conn.connector = new PassiveConnector(conn);
-      const server = await conn.connector.setupServer();
-      const port = (server.address() as { port: number }).port;
-      await conn.reply(227, `Entering Passive Mode (${addr.replace(/\./g, ',')},${port >> 8},${port & 255})`);
+      port = await connector.listen();
     } catch (err) {
       s.log.warn({ err: (err as Error).message }, 'no passive port available');
       await conn.reply(425, 'No passive port available; try again');
+      return;
     }
+    if (cmd.directive === 'PASV') await conn.reply(227, `Entering Passive Mode (${addr.replace(/\./g, ',')},${port >> 8},${port & 255})`);
+    else await conn.reply(229, `Entering Extended Passive Mode (|||${port}|)`);
   }
 
   /** PORT/EPRT: only toward the client's own address and an unprivileged port (FTP bounce, CVE-2020-15152 class). */
@@ -525,7 +526,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     conn.connector.end();
-    await conn.commands.handle(cmd);
+    conn.connector = new ActiveConnector(conn, t.host, t.port, secureContext);
+    await conn.reply(200, `${cmd.directive} command successful`);
   }
 
   /**
@@ -572,14 +574,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   const OWN = new Map<string, (s: Session, cmd: Command) => Promise<void>>([
     ['PORT', active],
     ['EPRT', active],
-    ['PASV', (s) => pasv(s)],
-    [
-      'EPSV',
-      async (s, cmd) => {
-        s.conn.connector.end(); // as for PASV: one data listener per session at a time
-        await s.conn.commands.handle(cmd);
-      },
-    ],
+    ['PASV', passive],
+    ['EPSV', passive],
     ['STOR', store],
     ['APPE', store],
     ['STOU', store],
@@ -786,6 +782,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           }
         }
       }
+      if (tlsOptions) secureContext = createSecureContext({ ...tlsOptions, minVersion: 'TLSv1.2' });
       const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
       const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
       ftp = new FtpSrv({

@@ -1,0 +1,244 @@
+import { createRequire } from 'node:module';
+import net, { isIP, type Server, type Socket } from 'node:net';
+import tls, { type SecureContext, type TLSSocket } from 'node:tls';
+import type { Logger } from '../core/log.ts';
+
+/**
+ * The data-connection half of ftp-srv's connection object, as its own
+ * command handlers (LIST, NLST, RETR, ABOR) use it: `waitForConnection()`
+ * must answer with a Bluebird promise (they chain `.tap` on it, and catch
+ * Bluebird's TimeoutError to answer 425).
+ */
+export interface DataConnector {
+  readonly connection: unknown;
+  readonly socket: Socket | null;
+  waitForConnection(): Promise<Socket>;
+  end(): void;
+}
+
+/** What a connector needs of the control connection. */
+export interface ControlSide {
+  commandSocket: Socket;
+  secure: boolean;
+  connector: DataConnector;
+}
+
+interface BluebirdPromise<T> extends Promise<T> {
+  timeout(ms: number, message?: string): Promise<T>;
+}
+interface Bluebird {
+  resolve<T>(v: T | PromiseLike<T>): BluebirdPromise<T>;
+  reject(err: Error): Promise<never>;
+}
+// The promise library of ftp-srv itself, from its own dependency tree.
+const ftpRequire = createRequire(createRequire(import.meta.url).resolve('ftp-srv'));
+const Bluebird = ftpRequire('bluebird') as Bluebird;
+
+/** How long a transfer command waits for its data connection (vsftpd's accept/connect timeouts are 60 s). */
+const CONNECT_WAIT_MS = 30_000;
+
+/** An address without the IPv4-mapped IPv6 prefix. */
+export function plainIp(a: string | undefined): string {
+  if (!a) return '';
+  return a.startsWith('::ffff:') && isIP(a.slice(7)) === 4 ? a.slice(7) : a;
+}
+
+/** Both addresses name the same host (IPv4-mapped IPv6 folded). */
+export function sameIp(a: string | undefined, b: string | undefined): boolean {
+  const x = plainIp(a).toLowerCase();
+  const y = plainIp(b).toLowerCase();
+  return x !== '' && x === y;
+}
+
+/** Ends a data socket: flushed when still writable, released at once otherwise. */
+function release(socket: Socket | null): void {
+  if (!socket || socket.destroyed) return;
+  if (socket.writableEnded || !socket.writable) socket.destroy();
+  else socket.end(() => socket.destroy());
+}
+
+/**
+ * No data connection set up (ftp-srv's base connector answers the same
+ * way): transfer commands wait for nothing and get 425.
+ */
+export class NoConnector implements DataConnector {
+  readonly socket = null;
+  constructor(readonly connection: unknown) {}
+  waitForConnection(): Promise<Socket> {
+    return Bluebird.reject(new Error('No data connection: send PASV, EPSV, PORT or EPRT first'));
+  }
+  end(): void {}
+}
+
+/** Shared by every session: which passive ports to use and how TLS data connections are set up. */
+export interface PassiveOptions {
+  host: string;
+  /** Inclusive port range; [0, 0] lets the kernel choose. */
+  range: [number, number];
+  /** For FTPS sessions (the control connection's certificate). */
+  secureContext?: SecureContext;
+  log: Logger;
+}
+
+/**
+ * Passive mode (PASV, EPSV), written for this service instead of ftp-srv's:
+ * that one probes each port with a throw-away listener before listening on
+ * it, compares addresses through a library that calls the deprecated
+ * `Buffer()` (a stack capture per connection), and polls for the data
+ * connection every 50 ms. Here the port is taken by one listen, the data
+ * connection is awaited as an event, and one from any address but the
+ * control connection's is closed and logged (the client itself may still
+ * connect: a stranger cannot steal or block the transfer).
+ */
+export class PassiveConnector implements DataConnector {
+  private static cursor = 0;
+  private server: Server | undefined;
+  private dataSocket: Socket | null = null;
+  /** The connection accepted from the client (its TLS handshake may still be running). */
+  private accepted: Socket | undefined;
+  private waiting: Array<(s: Socket) => void> = [];
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly connection: ControlSide,
+    private readonly opts: PassiveOptions,
+  ) {}
+
+  get socket(): Socket | null {
+    return this.dataSocket;
+  }
+
+  /** Listens on a free port of the range; resolves with that port. */
+  async listen(): Promise<number> {
+    const [min, max] = this.opts.range;
+    const span = max - min + 1;
+    const tries = min === 0 ? 1 : Math.min(span, 100);
+    let lastErr: Error | undefined;
+    for (let i = 0; i < tries; i++) {
+      const port = min === 0 ? 0 : min + (PassiveConnector.cursor++ % span);
+      const server = this.createServer();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ port, host: this.opts.host, exclusive: true }, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+      } catch (err) {
+        lastErr = err as Error;
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') break;
+        continue;
+      }
+      server.on('error', (err) => this.opts.log.warn({ err: err.message }, 'ftp passive listener failed'));
+      this.server = server;
+      // Nobody connected: the listener (and its port) is not held longer than a transfer would wait.
+      this.idleTimer = setTimeout(() => this.closeServer(), CONNECT_WAIT_MS);
+      this.idleTimer.unref();
+      return (server.address() as net.AddressInfo).port;
+    }
+    throw lastErr ?? new Error('no passive port');
+  }
+
+  private createServer(): Server {
+    const secureContext = this.connection.secure ? this.opts.secureContext : undefined;
+    const deliver = (socket: Socket) => {
+      clearTimeout(this.idleTimer);
+      this.dataSocket = socket;
+      for (const w of this.waiting.splice(0)) w(socket);
+    };
+    return net.createServer({ pauseOnConnect: true }, (raw: Socket) => {
+      // Checked on the raw TCP connection, so a stranger gets no TLS handshake either.
+      if (this.accepted || !this.fromClient(raw)) {
+        raw.destroy();
+        return;
+      }
+      this.accepted = raw;
+      this.closeServer(); // one data connection per listener
+      raw.on('error', () => undefined); // the transfer in progress reports it
+      if (!secureContext) return deliver(raw);
+      // The server side of TLS on the accepted socket, with the context made once at start.
+      const secure = new tls.TLSSocket(raw, { isServer: true, secureContext });
+      secure.on('error', () => undefined);
+      secure.once('secure', () => deliver(secure));
+    });
+  }
+
+  private fromClient(socket: Socket): boolean {
+    if (sameIp(socket.remoteAddress, this.connection.commandSocket.remoteAddress)) return true;
+    this.opts.log.warn(
+      { dataFrom: plainIp(socket.remoteAddress), control: plainIp(this.connection.commandSocket.remoteAddress) },
+      'ftp passive data connection from another address refused',
+    );
+    return false;
+  }
+
+  waitForConnection(): Promise<Socket> {
+    if (this.dataSocket) return Bluebird.resolve(this.dataSocket);
+    if (!this.server) return Bluebird.reject(new Error('Passive listener not set up'));
+    return Bluebird.resolve(new Promise<Socket>((resolve) => this.waiting.push(resolve))).timeout(CONNECT_WAIT_MS, 'no data connection');
+  }
+
+  private closeServer(): void {
+    clearTimeout(this.idleTimer);
+    this.server?.close();
+    this.server = undefined;
+  }
+
+  end(): void {
+    this.closeServer();
+    if (!this.dataSocket) this.accepted?.destroy(); // accepted, but still in its TLS handshake
+    release(this.dataSocket);
+    this.dataSocket = null;
+    this.waiting = [];
+    if (this.connection.connector === this) this.connection.connector = new NoConnector(this);
+  }
+}
+
+/**
+ * Active mode (PORT, EPRT; the target already checked to be the client's
+ * own address): one connection out, awaited as an event (ftp-srv's polls
+ * every 250 ms); over FTPS the server side of TLS on it.
+ */
+export class ActiveConnector implements DataConnector {
+  private dataSocket: Socket | null = null;
+  private ready: Promise<Socket>;
+
+  constructor(
+    readonly connection: ControlSide,
+    host: string,
+    port: number,
+    secureContext: SecureContext | undefined,
+  ) {
+    this.ready = new Promise<Socket>((resolve, reject) => {
+      const raw = net.connect({ host, port, family: isIP(host) || undefined });
+      this.dataSocket = raw;
+      raw.once('error', reject);
+      raw.once('connect', () => {
+        raw.off('error', reject);
+        raw.on('error', () => undefined); // the transfer in progress reports it
+        raw.pause();
+        if (!connection.secure || !secureContext) return resolve(raw);
+        const secureSocket = new tls.TLSSocket(raw, { isServer: true, secureContext });
+        secureSocket.on('error', () => undefined);
+        this.dataSocket = secureSocket;
+        secureSocket.once('secure', () => resolve(secureSocket));
+      });
+    });
+    this.ready.catch(() => undefined);
+  }
+
+  get socket(): Socket | null {
+    return this.dataSocket;
+  }
+
+  waitForConnection(): Promise<Socket> {
+    return Bluebird.resolve(this.ready).timeout(CONNECT_WAIT_MS, 'no data connection');
+  }
+
+  end(): void {
+    release(this.dataSocket);
+    this.dataSocket = null;
+    if (this.connection.connector === this) this.connection.connector = new NoConnector(this);
+  }
+}
