@@ -217,8 +217,10 @@ export class ActiveConnector implements DataConnector {
       raw.once('connect', () => {
         raw.off('error', reject);
         raw.on('error', () => undefined); // the transfer in progress reports it
-        raw.pause();
-        if (!connection.secure || !secureContext) return resolve(raw);
+        if (!connection.secure || !secureContext) {
+          raw.pause();
+          return resolve(raw);
+        }
         const secureSocket = new tls.TLSSocket(raw, { isServer: true, secureContext });
         secureSocket.on('error', () => undefined);
         this.dataSocket = secureSocket;

@@ -1,6 +1,8 @@
 import type { Client } from 'basic-ftp';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -45,6 +47,29 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
     expect(readFileSync(path.join(t.sitesDir, 's.test', 'secure.html'), 'utf8')).toBe('sent over TLS');
     expect(await download(c, 'secure.html')).toBe('sent over TLS');
     expect((await c.list()).map((f) => f.name)).toEqual(['secure.html']);
+  });
+
+  it('transfers over a protected active data connection (EPRT toward the client itself; the client is the TLS client)', async () => {
+    // curl 7.88's active FTPS is broken on its own side (it fails against vsftpd too), so the client is written out here.
+    const raw = await rawSession(t.ftp!);
+    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
+    await raw.startTls();
+    await raw.send('USER sue@s.test');
+    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+    await raw.send('PBSZ 0');
+    expect(await raw.send('PROT P')).toMatch(/^200 /);
+    const listener = createServer();
+    await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
+    const accepted = new Promise<Socket>((r) => listener.once('connection', r));
+    expect(await raw.send(`EPRT |1|127.0.0.1|${(listener.address() as AddressInfo).port}|`)).toMatch(/^200 /);
+    expect(await raw.send('STOR active.html')).toMatch(/^150 /);
+    const data = connectTls({ socket: await accepted, rejectUnauthorized: false });
+    await new Promise((r) => data.once('secureConnect', r));
+    data.end('active over TLS');
+    expect(await raw.read()).toMatch(/^226 /);
+    raw.close();
+    listener.close();
+    expect(readFileSync(path.join(t.sitesDir, 's.test', 'active.html'), 'utf8')).toBe('active over TLS');
   });
 });
 

@@ -52,11 +52,19 @@ export async function httpGet(base: string, host: string, path: string): Promise
   return { status: res.statusCode, body: await res.body.text() };
 }
 
-/** A bare control connection for what real clients refuse to send (NUL bytes, raw bytes). */
-export async function rawSession(url: string): Promise<{ greeting: string; send(line: string | Buffer): Promise<string>; read(): Promise<string>; close(): void; closed: Promise<void> }> {
+/** A bare control connection for what real clients refuse to send (NUL bytes, raw bytes); `startTls` after a 234 to AUTH TLS. */
+export async function rawSession(url: string): Promise<{
+  greeting: string;
+  send(line: string | Buffer): Promise<string>;
+  read(): Promise<string>;
+  startTls(): Promise<void>;
+  close(): void;
+  closed: Promise<void>;
+}> {
   const u = new URL(url);
   const { connect } = await import('node:net');
-  const sock = connect(Number(u.port), u.hostname);
+  const tls = await import('node:tls');
+  let sock: import('node:net').Socket = connect(Number(u.port), u.hostname);
   let buf = '';
   let waiter: ((reply: string) => void) | undefined;
   const closed = new Promise<void>((r) => sock.once('close', () => r()));
@@ -72,10 +80,11 @@ export async function rawSession(url: string): Promise<{ greeting: string; send(
       w(reply);
     }
   };
-  sock.on('data', (d: Buffer) => {
+  const onData = (d: Buffer) => {
     buf += d.toString('utf8');
     take();
-  });
+  };
+  sock.on('data', onData);
   sock.on('error', () => undefined);
   const next = () =>
     new Promise<string>((resolve) => {
@@ -91,6 +100,14 @@ export async function rawSession(url: string): Promise<{ greeting: string; send(
       return p;
     },
     read: next,
+    async startTls() {
+      sock.off('data', onData);
+      const secure = tls.connect({ socket: sock, rejectUnauthorized: false });
+      secure.on('error', () => undefined);
+      await new Promise((r) => secure.once('secureConnect', r));
+      secure.on('data', onData);
+      sock = secure;
+    },
     close: () => sock.destroy(),
     closed,
   };

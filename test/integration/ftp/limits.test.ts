@@ -108,6 +108,26 @@ describe('FTP limits', () => {
     expect(readFileSync(path.join(t.sitesDir, 'l.test', 'curl.html'), 'utf8')).toBe('sent by curl');
     const active = await run('curl', ['-sS', '--max-time', '10', '-P', '127.0.0.1', '--user', `lee@l.test:${PASS}`, url]);
     expect(active.stdout).toBe('sent by curl');
+    writeFileSync(local, 'sent actively');
+    await run('curl', ['-sS', '--max-time', '10', '-P', '127.0.0.1', '-T', local, '--user', `lee@l.test:${PASS}`, `${t.ftp!}/curl-active.html`]);
+    expect(readFileSync(path.join(t.sitesDir, 'l.test', 'curl-active.html'), 'utf8')).toBe('sent actively');
+  });
+
+  it("a passive data connection from another address than the client's is closed and logged; the client's own still works", async () => {
+    const raw = await rawLogin();
+    const port = Number(/\(\|\|\|(\d+)\|\)/.exec(await raw.send('EPSV'))![1]);
+    const stranger = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+    stranger.on('error', () => undefined);
+    await new Promise((r) => stranger.once('close', r));
+    expect(t.logs().some((l) => l.msg === 'ftp passive data connection from another address refused' && l.dataFrom === '127.0.0.2')).toBe(true);
+    const data = connect(port, '127.0.0.1');
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('connect', r));
+    expect(await raw.send('STOR own.html')).toMatch(/^150 /);
+    data.end('from the client itself');
+    expect(await raw.read()).toMatch(/^226 /);
+    raw.close();
+    expect(readFileSync(path.join(t.sitesDir, 'l.test', 'own.html'), 'utf8')).toBe('from the client itself');
   });
 
   it('a session idle for longer than idleTimeout is closed with 421', async () => {
