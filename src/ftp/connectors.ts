@@ -96,7 +96,8 @@ export class PassiveConnector implements DataConnector {
   private dataSocket: Socket | null = null;
   /** The connection accepted from the client (its TLS handshake may still be running). */
   private accepted: Socket | undefined;
-  private waiting: Array<(s: Socket) => void> = [];
+  private handshakeFailed = false;
+  private waiting: Array<{ resolve: (s: Socket) => void; reject: (err: Error) => void }> = [];
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -145,7 +146,7 @@ export class PassiveConnector implements DataConnector {
     const deliver = (socket: Socket) => {
       clearTimeout(this.idleTimer);
       this.dataSocket = socket;
-      for (const w of this.waiting.splice(0)) w(socket);
+      for (const w of this.waiting.splice(0)) w.resolve(socket);
     };
     return net.createServer({ pauseOnConnect: true }, (raw: Socket) => {
       // Checked on the raw TCP connection, so a stranger gets no TLS handshake either.
@@ -161,6 +162,11 @@ export class PassiveConnector implements DataConnector {
       const secure = new tls.TLSSocket(raw, { isServer: true, secureContext });
       secure.on('error', () => undefined);
       secure.once('secure', () => deliver(secure));
+      secure.once('close', () => {
+        if (this.dataSocket) return;
+        this.handshakeFailed = true;
+        for (const w of this.waiting.splice(0)) w.reject(new Error('the TLS handshake on the data connection failed'));
+      });
     });
   }
 
@@ -175,8 +181,9 @@ export class PassiveConnector implements DataConnector {
 
   waitForConnection(): Promise<Socket> {
     if (this.dataSocket) return Bluebird.resolve(this.dataSocket);
-    if (!this.server) return Bluebird.reject(new Error('Passive listener not set up'));
-    return Bluebird.resolve(new Promise<Socket>((resolve) => this.waiting.push(resolve))).timeout(CONNECT_WAIT_MS, 'no data connection');
+    if (this.handshakeFailed) return Bluebird.reject(new Error('the TLS handshake on the data connection failed'));
+    if (!this.server && !this.accepted) return Bluebird.reject(new Error('Passive listener not set up'));
+    return Bluebird.resolve(new Promise<Socket>((resolve, reject) => this.waiting.push({ resolve, reject }))).timeout(CONNECT_WAIT_MS, 'no data connection');
   }
 
   private closeServer(): void {

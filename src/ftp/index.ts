@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { mkdir, open, realpath, type FileHandle } from 'node:fs/promises';
+import { closeSync, open, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { mkdir, realpath } from 'node:fs/promises';
 import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -75,6 +76,8 @@ interface Session {
   /** When the running RETR started, for the transfer log. */
   retrStart: number;
 }
+
+const openFd = promisify(open);
 
 /** After a quota cut, at most this much of the rest of an upload is read (and dropped) before the connection is reset. */
 const DISCARD_MAX = 64 * 1024 * 1024;
@@ -299,10 +302,10 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       written += chunk.length;
       return true;
     };
-    let file: FileHandle;
+    let fd: number;
     try {
       // 'wx' (O_EXCL): never opens through a link planted at the temporary's name.
-      file = await open(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
+      fd = await openFd(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
     } catch (err) {
       socket.destroy();
       conn.connector.end();
@@ -315,14 +318,14 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     try {
       let transferError: unknown;
       try {
-        await receive(socket, file, accept);
+        await receive(socket, fd, accept);
       } catch (err) {
         if (err instanceof DiskError) diskError = err.cause;
         else transferError = err;
         socket.destroy();
       }
       try {
-        await file.close();
+        closeSync(fd); // a file just written: no flush is due at its close, so in place (see resolveInJailSync)
       } catch (err) {
         diskError ??= err as Error; // a late write error (NFS, quota of the file system) shows at close
       }
@@ -330,9 +333,10 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         try {
           await fs.commitUpload(up);
           siteChanges?.changed(s.tenant!);
+          const replied = conn.reply(226, `Transfer complete: ${up.clientPath}`); // the logs need not delay it
           transferLog(s, cmd.directive, up.clientPath, written, t0, 'ok');
           s.log.debug({ path: up.clientPath, bytes: written }, 'ftp upload');
-          await conn.reply(226, `Transfer complete: ${up.clientPath}`);
+          await replied;
           return;
         } catch (err) {
           diskError = err as Error;

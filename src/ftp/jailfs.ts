@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { constants, createReadStream, type ReadStream, type Stats } from 'node:fs';
+import { constants, createReadStream, lstatSync, statSync, type ReadStream, type Stats } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rmdir, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../core/log.ts';
-import { isInside, resolveInJail, splitSegments } from '../lib/jail.ts';
+import { isInside, resolveInJailSync, splitSegments } from '../lib/jail.ts';
 import type { TenantUsage } from './usage.ts';
 
 /** Old files from this size on are freed after the reply (see commitUpload). */
@@ -97,7 +97,7 @@ export class JailFileSystem {
   /** Resolves an existing path (following symlinks) to its real host path. */
   private async existing(arg: string | null | undefined): Promise<{ real: string; clientPath: string; segments: string[] }> {
     const { segments, clientPath } = this.parse(arg);
-    const r = await resolveInJail(this.root, segments);
+    const r = resolveInJailSync(this.root, segments);
     if (!r.ok) {
       if (r.reason === 'escape') throw this.refuse(550, `${clientPath}: permission denied`, clientPath, 'symlink escape');
       throw new FtpError(550, `${clientPath}: no such file or folder`);
@@ -113,7 +113,7 @@ export class JailFileSystem {
   private async place(arg: string | null | undefined): Promise<Place> {
     const { segments, clientPath } = this.parse(arg);
     if (segments.length === 0) throw new FtpError(550, '/: permission denied');
-    const parentR = await resolveInJail(this.root, segments.slice(0, -1));
+    const parentR = resolveInJailSync(this.root, segments.slice(0, -1));
     if (!parentR.ok) {
       if (parentR.reason === 'escape') throw this.refuse(550, `${clientPath}: permission denied`, clientPath, 'symlink escape');
       throw new FtpError(550, `${clientPath}: no such folder`);
@@ -122,7 +122,8 @@ export class JailFileSystem {
     const full = path.join(parentR.real, name);
     let st: Stats | undefined;
     try {
-      st = await lstat(full);
+      // In place, like the resolution above (see resolveInJailSync).
+      st = lstatSync(full, { throwIfNoEntry: false });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') throw new FtpError(550, `${clientPath}: no such folder`);
       st = undefined;
@@ -152,7 +153,7 @@ export class JailFileSystem {
 
   async get(fileName: string | null | undefined): Promise<Entry> {
     const { real, clientPath, segments } = await this.existing(listArg(fileName));
-    return JailFileSystem.entry(await stat(real), segments.length ? segments[segments.length - 1]! : clientPath);
+    return JailFileSystem.entry(statSync(real), segments.length ? segments[segments.length - 1]! : clientPath);
   }
 
   /** Lists a folder: hidden names and symlinks that leave the root are left out. */

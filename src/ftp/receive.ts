@@ -1,4 +1,4 @@
-import type { FileHandle } from 'node:fs/promises';
+import { writev } from 'node:fs';
 import type { Socket } from 'node:net';
 
 /** A write to the upload's file failed: the disk's fault, not the client's. */
@@ -16,8 +16,8 @@ export class DiskError extends Error {
 const QUEUE_LIMIT = 1024 * 1024;
 
 /**
- * Copies an upload's data connection into `file` (written at its current
- * position), and calls `accept(chunk)` first for every chunk: false drops
+ * Copies an upload's data connection into the open file `fd` (written at
+ * its current position), and calls `accept(chunk)` first for every chunk: false drops
  * the chunk (the quota cut keeps reading so the client can finish and read
  * the reply). Resolves when the client has closed its side and every byte
  * is written; rejects with a {@link DiskError} when a write fails (the
@@ -29,7 +29,7 @@ const QUEUE_LIMIT = 1024 * 1024;
  * same budget pauses the socket for the whole of its second write (it
  * drains only when empty), which halved large-upload throughput here.
  */
-export function receive(socket: Socket, file: FileHandle, accept: (chunk: Buffer) => boolean): Promise<void> {
+export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     let queued: Buffer[] = [];
     let queuedBytes = 0;
@@ -56,7 +56,7 @@ export function receive(socket: Socket, file: FileHandle, accept: (chunk: Buffer
       queuedBytes = 0;
       writing = true;
       if (!ended && socket.isPaused()) socket.resume();
-      writeAll(file, batch).then(
+      writeAll(fd, batch).then(
         () => {
           writing = false;
           pump();
@@ -84,13 +84,13 @@ export function receive(socket: Socket, file: FileHandle, accept: (chunk: Buffer
 }
 
 /** One writev, repeated for the rest when the kernel took only part (it may, near a full disk). */
-async function writeAll(file: FileHandle, buffers: Buffer[]): Promise<void> {
+async function writeAll(fd: number, buffers: Buffer[]): Promise<void> {
   let rest = buffers;
   for (;;) {
     const total = rest.reduce((n, b) => n + b.length, 0);
-    const { bytesWritten } = await file.writev(rest);
-    if (bytesWritten >= total) return;
-    let skip = bytesWritten;
+    const written = await new Promise<number>((resolve, reject) => writev(fd, rest, (err, n) => (err ? reject(err) : resolve(n))));
+    if (written >= total) return;
+    let skip = written;
     const left: Buffer[] = [];
     for (const b of rest) {
       if (skip >= b.length) skip -= b.length;

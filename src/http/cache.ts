@@ -127,8 +127,15 @@ export class CachedFile {
  * suite (FTP) call {@link dropTenant}, so they show on the very next
  * request. Eviction is oldest-first within a byte budget.
  */
+function tenantOf(key: string): string {
+  const i = key.indexOf('\0');
+  return i === -1 ? '' : key.slice(0, i);
+}
+
 export class FileCache {
   private readonly entries = new Map<string, CachedFile>();
+  /** Keys per tenant, so an upload forgets its tenant's entries without a walk over every tenant's. */
+  private readonly byTenant = new Map<string, Set<string>>();
   private used = 0;
 
   constructor(
@@ -152,8 +159,8 @@ export class FileCache {
 
   /** Forgets every entry of one tenant. */
   dropTenant(tenantId: string): void {
-    const prefix = `${tenantId}\0`;
-    for (const key of [...this.entries.keys()]) if (key.startsWith(prefix)) this.delete(key);
+    const keys = this.byTenant.get(tenantId);
+    if (keys) for (const key of [...keys]) this.delete(key);
   }
 
   set(key: string, file: CachedFile): void {
@@ -166,6 +173,10 @@ export class FileCache {
     if (file.weight > this.budget) return;
     this.entries.set(key, file);
     this.used += file.weight;
+    const tenant = tenantOf(key);
+    let keys = this.byTenant.get(tenant);
+    if (!keys) this.byTenant.set(tenant, (keys = new Set()));
+    keys.add(key);
   }
 
   delete(key: string): void {
@@ -173,11 +184,16 @@ export class FileCache {
     if (e) {
       this.entries.delete(key);
       this.used -= e.weight;
+      const tenant = tenantOf(key);
+      const keys = this.byTenant.get(tenant);
+      keys?.delete(key);
+      if (keys?.size === 0) this.byTenant.delete(tenant);
     }
   }
 
   clear(): void {
     this.entries.clear();
+    this.byTenant.clear();
     this.used = 0;
   }
 

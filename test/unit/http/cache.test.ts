@@ -42,6 +42,26 @@ describe('FileCache', () => {
     expect(cache.get('u\0/b.html')).toBeDefined();
   });
 
+  it('dropTenant forgets only that tenant (not one whose id it prefixes), also after evictions and replacements', () => {
+    const file = path.join(dir, 'c.html');
+    writeFileSync(file, 'c');
+    const weight = load(file).weight;
+    const cache = new FileCache(1024, weight * 3, 0);
+    cache.set('t\0/1', load(file));
+    cache.set('t\0/2', load(file));
+    cache.set('t2\0/1', load(file));
+    cache.set('t\0/2', load(file)); // replaced
+    cache.set('t2\0/2', load(file)); // evicts t/1, the oldest
+    expect(cache.get('t\0/1')).toBeUndefined();
+    cache.dropTenant('t');
+    expect(cache.get('t\0/2')).toBeUndefined();
+    expect(cache.size).toBe(2);
+    cache.dropTenant('t2');
+    expect(cache.size).toBe(0);
+    cache.set('t\0/1', load(file));
+    expect(cache.get('t\0/1')).toBeDefined();
+  });
+
   it('evicts the oldest entries to stay within its budget and refuses files over the limit', () => {
     const files = ['1', '2', '3'].map((n) => {
       const f = path.join(dir, n);
