@@ -1,7 +1,7 @@
-import { createRequire } from 'node:module';
 import net, { isIP, type Server, type Socket } from 'node:net';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from '../core/log.ts';
+import { Bluebird } from './promise.ts';
 
 /**
  * The data-connection half of ftp-srv's connection object, as its own
@@ -22,17 +22,6 @@ export interface ControlSide {
   secure: boolean;
   connector: DataConnector;
 }
-
-interface BluebirdPromise<T> extends Promise<T> {
-  timeout(ms: number, message?: string): Promise<T>;
-}
-interface Bluebird {
-  resolve<T>(v: T | PromiseLike<T>): BluebirdPromise<T>;
-  reject(err: Error): Promise<never>;
-}
-// The promise library of ftp-srv itself, from its own dependency tree.
-const ftpRequire = createRequire(createRequire(import.meta.url).resolve('ftp-srv'));
-const Bluebird = ftpRequire('bluebird') as Bluebird;
 
 /** How long a transfer command waits for its data connection (vsftpd's accept/connect timeouts are 60 s). */
 const CONNECT_WAIT_MS = 30_000;

@@ -4,7 +4,7 @@ import { mkdir, realpath } from 'node:fs/promises';
 import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import { FtpSrv } from 'ftp-srv';
 import type { CertStore } from '../core/certs.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -16,6 +16,7 @@ import type { Registry } from '../core/registry.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { bunyanAdapter } from './bunyan.ts';
+import { Bluebird } from './promise.ts';
 import { ActiveConnector, PassiveConnector, plainIp, sameIp, type DataConnector } from './connectors.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { LoginGuard } from './guard.ts';
@@ -672,13 +673,27 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       },
     });
     s.log.debug('ftp connection');
+    // One-line replies are written here: ftp-srv's reply() runs each through several Bluebird
+    // steps and a getsockname() call (for a trace log line that is off), ~50 µs a reply.
+    // Multi-line and option-object replies still go to it.
+    const fullReply = conn.reply;
+    conn.reply = function (this: Conn, options: number | object, ...letters: unknown[]) {
+      const text = letters[0];
+      if (typeof options !== 'number' || letters.length !== 1 || typeof text !== 'string' || text === '') return fullReply.call(this, options, ...letters);
+      const out = this.commandSocket;
+      if (!out?.writable) return Bluebird.reject(new Error('Socket not writable'));
+      out.write(`${options} ${text}\r\n`, this.encoding as BufferEncoding);
+      return Bluebird.resolve();
+    } as Conn['reply'];
     socket.removeAllListeners('data');
     socket.removeAllListeners('timeout');
     const decoder = new StringDecoder('utf8');
     let buf = '';
     let discarding = false;
     let pending = 0;
-    socket.on('data', (chunk: Buffer | string) => {
+    /** Where commands are read from: the TCP socket, then the TLS socket over it after AUTH TLS. */
+    let reader: Socket = socket;
+    const onData = (chunk: Buffer | string) => {
       s.lastActivity = Date.now();
       buf += typeof chunk === 'string' ? chunk : decoder.write(chunk);
       for (;;) {
@@ -686,6 +701,20 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         if (nl === -1) break;
         const line = buf.slice(0, nl).replace(/\r$/, '');
         buf = buf.slice(nl + 1);
+        if (/^\s*AUTH\s+TLS\s*$/i.test(line) && tlsOptions && !conn.secure) {
+          // RFC 4217 §4: the client starts its TLS handshake as soon as it reads the 234. From
+          // here on no byte may reach this reader: the socket is paused so that the ClientHello
+          // stays in its buffer for the TLS layer (read as a command, it would be lost and the
+          // session would hang). A client may not send more before the 234; whatever did come is dropped.
+          reader.pause();
+          reader.off('data', onData);
+          if (buf !== '') s.log.info({ bytes: buf.length }, 'ftp: data sent after AUTH TLS before the reply dropped');
+          buf = '';
+          s.queue = s.queue.then(startTls).catch(async (err) => {
+            await replyError(s, err, 'AUTH');
+          });
+          return;
+        }
         if (discarding || line.length > MAX_LINE) {
           if (!discarding) {
             s.log.info({ why: 'line too long' }, 'ftp command refused');
@@ -704,7 +733,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         }
         // A client that pipelines faster than commands complete is read no further
         // until the backlog shrinks, so the queue (and memory) stays bounded.
-        if (++pending >= MAX_PENDING) socket.pause();
+        if (++pending >= MAX_PENDING) reader.pause();
         s.queue = s.queue.then(async () => {
           s.busy = true;
           s.lastBytes = -1;
@@ -715,7 +744,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           } finally {
             s.busy = false;
             s.lastActivity = Date.now();
-            if (--pending === MAX_PENDING / 4) socket.resume();
+            if (--pending === MAX_PENDING / 4) reader.resume();
           }
         });
       }
@@ -725,7 +754,24 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         s.log.info({ why: 'line too long' }, 'ftp command refused');
         s.queue = s.queue.then(() => conn.reply(500, 'Command line too long')).then(() => undefined);
       }
-    });
+    };
+    socket.on('data', onData);
+
+    /**
+     * AUTH TLS (RFC 4217 §4), here rather than in ftp-srv, whose handler wraps the socket only
+     * some ticks after writing the 234 while this reader would go on consuming what arrives.
+     */
+    async function startTls(): Promise<void> {
+      await new Promise<void>((resolve, reject) => socket.write('234 Ready for TLS\r\n', (err) => (err ? reject(err) : resolve())));
+      const secure = new TLSSocket(socket, { isServer: true, secureContext });
+      // ftp-srv's connection listens on the TCP socket: what happens to the TLS one is told there.
+      for (const event of ['timeout', 'end', 'close', 'drain', 'error']) secure.on(event, (...args: unknown[]) => socket.emit(event, ...args));
+      secure.on('data', onData);
+      reader = secure;
+      conn.commandSocket = secure;
+      conn.secure = true;
+      s.log.debug('ftp control connection: TLS started');
+    }
     conn.on('RETR', (err: Error | null, serverPath: string) => {
       if (!s.fs) return;
       const rel = `/${path.relative(s.fs.root, serverPath ?? '')}`;

@@ -49,6 +49,16 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
     expect((await c.list()).map((f) => f.name)).toEqual(['secure.html']);
   });
 
+  it('upgrades 20 sessions in a row to TLS (this service answers AUTH TLS itself) and goes on reading commands over it', async () => {
+    for (let i = 0; i < 20; i++) {
+      const raw = await rawSession(t.ftp!);
+      expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
+      await raw.startTls();
+      expect(await raw.send('USER sue@s.test')).toMatch(/^331 /);
+      raw.close();
+    }
+  });
+
   it('transfers over a protected active data connection (EPRT toward the client itself; the client is the TLS client)', async () => {
     // curl 7.88's active FTPS is broken on its own side (it fails against vsftpd too), so the client is written out here.
     const raw = await rawSession(t.ftp!);
