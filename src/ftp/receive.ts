@@ -1,4 +1,4 @@
-import { writev } from 'node:fs';
+import { writev, writevSync } from 'node:fs';
 import type { Socket } from 'node:net';
 
 /** A write to the upload's file failed: the disk's fault, not the client's. */
@@ -14,6 +14,9 @@ export class DiskError extends Error {
  * holds at most twice this (the batch being written and the next one).
  */
 const QUEUE_LIMIT = 1024 * 1024;
+
+/** An upload smaller than this is written in one piece once it has all arrived. */
+const SMALL_UPLOAD = 64 * 1024;
 
 /**
  * Copies an upload's data connection into the open file `fd` (written at
@@ -42,6 +45,7 @@ export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => b
       socket.destroy();
       reject(err);
     };
+    let wroteAny = false;
     const pump = () => {
       if (writing || settled) return;
       if (queuedBytes === 0) {
@@ -49,6 +53,22 @@ export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => b
           settled = true;
           resolve();
         }
+        return;
+      }
+      // Nothing is written until a first batch fills or the upload ends: a small file (a web
+      // page) then goes to disk in one write done in place, which costs the event loop less
+      // than handing it to the thread pool (~10 µs against ~20 µs, and ~80 µs less latency).
+      if (!wroteAny && !ended && queuedBytes < SMALL_UPLOAD) return;
+      wroteAny = true;
+      if (ended && queuedBytes < SMALL_UPLOAD) {
+        try {
+          writeAllSync(fd, queued);
+        } catch (err) {
+          fail(new DiskError(err as NodeJS.ErrnoException));
+          return;
+        }
+        settled = true;
+        resolve();
         return;
       }
       const batch = queued;
@@ -86,19 +106,28 @@ export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => b
 /** One writev, repeated for the rest when the kernel took only part (it may, near a full disk). */
 async function writeAll(fd: number, buffers: Buffer[]): Promise<void> {
   let rest = buffers;
-  for (;;) {
-    const total = rest.reduce((n, b) => n + b.length, 0);
+  while (rest.length > 0) {
     const written = await new Promise<number>((resolve, reject) => writev(fd, rest, (err, n) => (err ? reject(err) : resolve(n))));
-    if (written >= total) return;
-    let skip = written;
-    const left: Buffer[] = [];
-    for (const b of rest) {
-      if (skip >= b.length) skip -= b.length;
-      else {
-        left.push(skip > 0 ? b.subarray(skip) : b);
-        skip = 0;
-      }
-    }
-    rest = left;
+    rest = after(rest, written);
   }
+}
+
+function writeAllSync(fd: number, buffers: Buffer[]): void {
+  let rest = buffers;
+  while (rest.length > 0) rest = after(rest, writevSync(fd, rest));
+}
+
+/** What is left of `buffers` once their first `written` bytes are out. */
+function after(buffers: Buffer[], written: number): Buffer[] {
+  let skip = written;
+  const left: Buffer[] = [];
+  for (const b of buffers) {
+    if (b.length === 0) continue;
+    if (skip >= b.length) skip -= b.length;
+    else {
+      left.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
+    }
+  }
+  return left;
 }

@@ -1,0 +1,115 @@
+import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DiskError, receive } from '../../../src/ftp/receive.ts';
+
+let dir: string;
+let server: Server;
+let port: number;
+const accepted: Array<(s: Socket) => void> = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'mw-receive-'));
+  server = createServer({ pauseOnConnect: true }, (s) => accepted.shift()!(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as { port: number }).port;
+});
+afterAll(() => {
+  server.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A data connection as the FTP service gets it (paused on accept), and the client's end of it. */
+async function pair(): Promise<{ server: Socket; client: Socket }> {
+  const got = new Promise<Socket>((r) => accepted.push(r));
+  const client = connect(port, '127.0.0.1');
+  client.on('error', () => undefined);
+  return { server: await got, client };
+}
+
+/** Writes `data` in chunks of uneven sizes, with backpressure, then ends. */
+async function send(client: Socket, data: Buffer): Promise<void> {
+  const sizes = [1, 7_000, 65_536, 300_001, 13];
+  for (let at = 0, i = 0; at < data.length; i++) {
+    const chunk = data.subarray(at, at + sizes[i % sizes.length]!);
+    at += chunk.length;
+    if (!client.write(chunk)) await new Promise((r) => client.once('drain', r));
+  }
+  client.end();
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('receive (an upload from its data connection into a file)', () => {
+  it('stores a small upload whole (written in one piece at the end)', async () => {
+    const { server: s, client } = await pair();
+    const file = path.join(dir, 'small');
+    const fd = openSync(file, 'wx');
+    const done = receive(s, fd, () => true);
+    client.end('<html>small page</html>');
+    await done;
+    closeSync(fd);
+    expect(readFileSync(file, 'utf8')).toBe('<html>small page</html>');
+  });
+
+  it('stores a large upload byte for byte while reading on during writes', async () => {
+    const data = Buffer.alloc(6 * 1024 * 1024 + 12_344);
+    for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i);
+    const { server: s, client } = await pair();
+    const file = path.join(dir, 'large');
+    const fd = openSync(file, 'wx');
+    const done = receive(s, fd, () => true);
+    await send(client, data);
+    await done;
+    closeSync(fd);
+    expect(sha(readFileSync(file))).toBe(sha(data));
+  });
+
+  it('appends at the file position (a kept prefix stays) and drops the chunks accept() refuses', async () => {
+    const file = path.join(dir, 'append');
+    writeFileSync(file, 'prefix:');
+    const { server: s, client } = await pair();
+    const fd = openSync(file, 'a');
+    let allowed = 100_000;
+    const done = receive(s, fd, (chunk) => (allowed -= chunk.length) >= 0);
+    const data = Buffer.alloc(400_000, 0x41);
+    await send(client, data);
+    await done;
+    closeSync(fd);
+    const stored = readFileSync(file);
+    expect(stored.subarray(0, 7).toString()).toBe('prefix:');
+    expect(stored.length).toBeLessThanOrEqual(7 + 100_000);
+    expect(stored.subarray(7).every((b) => b === 0x41)).toBe(true);
+  });
+
+  it('rejects (not as a disk error) when the connection closes before the end of the upload (ABOR, idle sweep)', async () => {
+    const { server: s, client } = await pair();
+    const fd = openSync(path.join(dir, 'cut'), 'wx');
+    const done = receive(s, fd, () => true);
+    client.write(Buffer.alloc(10_000));
+    s.once('data', () => s.destroy());
+    const err = await done.then(() => undefined, (e: Error) => e);
+    closeSync(fd);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(DiskError);
+  });
+
+  it('rejects with a DiskError naming the failed system call when the file cannot be written, small or large', async () => {
+    for (const size of [100, 3 * 1024 * 1024]) {
+      const file = path.join(dir, `ro-${size}`);
+      writeFileSync(file, '');
+      const { server: s, client } = await pair();
+      const fd = openSync(file, 'r'); // writes fail with EBADF
+      const done = receive(s, fd, () => true);
+      void send(client, Buffer.alloc(size, 1)).catch(() => undefined);
+      const err = await done.then(() => undefined, (e: Error) => e);
+      closeSync(fd);
+      client.destroy();
+      expect(err).toBeInstanceOf(DiskError);
+      expect((err as DiskError).cause.code).toBe('EBADF');
+    }
+  });
+});
