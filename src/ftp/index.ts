@@ -681,7 +681,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       const text = letters[0];
       if (typeof options !== 'number' || letters.length !== 1 || typeof text !== 'string' || text === '') return fullReply.call(this, options, ...letters);
       const out = this.commandSocket;
-      if (!out?.writable) return Bluebird.reject(new Error('Socket not writable'));
+      // Like ftp-srv's, a reply to a client that has gone resolves: nobody is left to answer.
+      if (!out?.writable) return Bluebird.resolve();
       out.write(`${options} ${text}\r\n`, this.encoding as BufferEncoding);
       return Bluebird.resolve();
     } as Conn['reply'];
