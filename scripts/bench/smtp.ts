@@ -4,6 +4,8 @@
  *  - makewaves (250 only after fsync of spool file and folder + state row),
  *    measuring the accept rate and the end-to-end forwarding rate to a
  *    bare sink used as `smtp.relay`,
+ *  - a bare forwarder (smtp-server answering at once, handing each message
+ *    to the same client pool; nothing stored): the ceiling of the libraries,
  * each with a new connection per message and with reused connections,
  * plus per-connection latency (connect → greeting, and a whole
  * one-message session) measured one at a time.
@@ -56,6 +58,47 @@ async function serveBare(): Promise<void> {
   setInterval(() => {
     if (count !== reported) process.stdout.write(`count ${(reported = count)}\n`);
   }, 20);
+}
+
+/**
+ * The least a forwarder built from the same libraries can do: a bare
+ * smtp-server that answers 250 at once (nothing stored, no routing, no
+ * state) and hands each message to a pool of reused client sessions to
+ * the relay, as many as the suite uses. Not safe; it shows the ceiling of
+ * the libraries on this machine, against which the suite's durability
+ * costs are read.
+ */
+async function serveForwarder(relay: string): Promise<void> {
+  const { SMTPServer } = await import('smtp-server');
+  const { RelayDeliverer } = await import('../../src/mail/deliver.ts');
+  const { Readable } = await import('node:stream');
+  const deliverer = new RelayDeliverer({ url: relay, hostname: 'forwarder.bench.test', maxConnections: 20 });
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    disableReverseLookup: true,
+    logger: false,
+    size: 10 * 1024 * 1024,
+    maxClients: 10_000,
+    onData(stream, session, done) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        done();
+        const body = Buffer.concat(chunks);
+        void deliverer.deliver({
+          id: 'x',
+          sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          recipients: ['target@remote.test'],
+          open: () => Readable.from([body]),
+        });
+      });
+    },
+  });
+  server.on('error', () => undefined);
+  server.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`port ${(server.server.address() as net.AddressInfo).port}\n`);
+  });
 }
 
 async function serveSuite(relay: string): Promise<void> {
@@ -260,27 +303,46 @@ async function main(): Promise<void> {
   const bare = await startServer(['--serve', 'bare']);
   const relay = await startServer(['--serve', 'bare']);
   const suite = await startServer(['--serve', 'suite', `smtp://127.0.0.1:${relay.port}`]);
+  const forwarder = await startServer(['--serve', 'forwarder', `smtp://127.0.0.1:${relay.port}`]);
+  const servers = [suite, forwarder];
   try {
     // Warm-up: JIT and the suite's first writes.
     await load(bare.port, 200, sessions, true);
-    await load(suite.port, 200, sessions, true);
-    await relay.waitCount(200, 30_000);
+    for (const srv of servers) {
+      const before = relay.count();
+      await load(srv.port, 200, sessions, true);
+      await relay.waitCount(before + 200, 30_000);
+    }
 
+    /** Sends n messages to srv; its accept rate, and the rate at which they reached the relay. */
+    const forwarded = async (srv: Server, n: number, reuse: boolean) => {
+      const before = relay.count();
+      const t0 = performance.now();
+      const s = await load(srv.port, n, sessions, reuse);
+      const got = await relay.waitCount(before + n, 120_000);
+      return { accept: s.rate, e2e: ((got - before) / (performance.now() - t0)) * 1000 };
+    };
     for (const reuse of [true, false]) {
       const n = reuse ? total : fresh;
       const mode = reuse ? 'reused connections' : 'new connection per message';
       const b = await load(bare.port, n, sessions, reuse);
-      const before = relay.count();
-      const t0 = performance.now();
-      const s = await load(suite.port, n, sessions, reuse);
-      const got = await relay.waitCount(before + n, 120_000);
-      const e2e = ((got - before) / (performance.now() - t0)) * 1000;
-      rows.push([mode, `${sessions}`, fmt(b.rate), fmt(s.rate), fmt(e2e), (e2e / b.rate).toFixed(2)]);
+      const s = await forwarded(suite, n, reuse);
+      const f = await forwarded(forwarder, n, reuse);
+      rows.push([mode, `${sessions}`, fmt(b.rate), fmt(s.accept), fmt(s.e2e), (s.e2e / b.rate).toFixed(2), fmt(f.e2e), (f.e2e / b.rate).toFixed(2)]);
     }
     const lb = await latency(bare.port, 15);
     const ls = await latency(suite.port, 15);
 
-    const head = ['mode (1 KB messages)', 'sessions', 'bare smtp-server accept msg/s', 'makewaves durable accept msg/s', 'makewaves forwarded end to end msg/s', 'e2e / bare'];
+    const head = [
+      'mode (1 KB messages)',
+      'sessions',
+      'bare smtp-server accept msg/s',
+      'makewaves durable accept msg/s',
+      'makewaves forwarded end to end msg/s',
+      'e2e / bare',
+      'bare forwarder (nothing stored) msg/s',
+      'bare forwarder / bare',
+    ];
     const table = [head, ...rows];
     const widths = head.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
     const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
@@ -291,6 +353,7 @@ async function main(): Promise<void> {
     process.stdout.write(`  (both keep smtp-server's 100 ms greeting pause)\n`);
     if (!hasCommand('smtp-source')) process.stdout.write(`Postfix smtp-source/smtp-sink not installed: not compared in this run.\n`);
   } finally {
+    await forwarder.stop();
     await suite.stop();
     await relay.stop();
     await bare.stop();
@@ -300,7 +363,7 @@ async function main(): Promise<void> {
 const serveAt = process.argv.indexOf('--serve');
 if (serveAt !== -1) {
   const kind = process.argv[serveAt + 1];
-  await (kind === 'bare' ? serveBare() : serveSuite(process.argv[serveAt + 2]!));
+  await (kind === 'bare' ? serveBare() : kind === 'forwarder' ? serveForwarder(process.argv[serveAt + 2]!) : serveSuite(process.argv[serveAt + 2]!));
 } else {
   await main();
 }
