@@ -32,17 +32,22 @@ const BODY = (() => {
 
 // ---------------------------------------------------------------- servers
 
+/** A bare smtp-server's settings: no AUTH, no TLS, no reverse DNS, no logs. */
+const BARE_OPTIONS = {
+  authOptional: true,
+  disabledCommands: ['AUTH', 'STARTTLS'] as string[],
+  disableReverseLookup: true,
+  logger: false,
+  size: 10 * 1024 * 1024,
+  maxClients: 10_000,
+};
+
 async function serveBare(): Promise<void> {
   const { SMTPServer } = await import('smtp-server');
   let count = 0;
   let reported = -1;
   const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    disableReverseLookup: true,
-    logger: false,
-    size: 10 * 1024 * 1024,
-    maxClients: 10_000,
+    ...BARE_OPTIONS,
     onData(stream, _s, done) {
       stream.on('data', () => undefined);
       stream.on('end', () => {
@@ -74,12 +79,7 @@ async function serveForwarder(relay: string): Promise<void> {
   const { Readable } = await import('node:stream');
   const deliverer = new RelayDeliverer({ url: relay, hostname: 'forwarder.bench.test', maxConnections: 20 });
   const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    disableReverseLookup: true,
-    logger: false,
-    size: 10 * 1024 * 1024,
-    maxClients: 10_000,
+    ...BARE_OPTIONS,
     onData(stream, session, done) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));

@@ -1,4 +1,5 @@
 import { writev, writevSync } from 'node:fs';
+import { afterWritten } from '../lib/buffers.ts';
 import type { Socket } from 'node:net';
 
 /** A write to the upload's file failed: the disk's fault, not the client's. */
@@ -108,26 +109,11 @@ async function writeAll(fd: number, buffers: Buffer[]): Promise<void> {
   let rest = buffers;
   while (rest.length > 0) {
     const written = await new Promise<number>((resolve, reject) => writev(fd, rest, (err, n) => (err ? reject(err) : resolve(n))));
-    rest = after(rest, written);
+    rest = afterWritten(rest, written);
   }
 }
 
 function writeAllSync(fd: number, buffers: Buffer[]): void {
   let rest = buffers;
-  while (rest.length > 0) rest = after(rest, writevSync(fd, rest));
-}
-
-/** What is left of `buffers` once their first `written` bytes are out. */
-function after(buffers: Buffer[], written: number): Buffer[] {
-  let skip = written;
-  const left: Buffer[] = [];
-  for (const b of buffers) {
-    if (b.length === 0) continue;
-    if (skip >= b.length) skip -= b.length;
-    else {
-      left.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-  }
-  return left;
+  while (rest.length > 0) rest = afterWritten(rest, writevSync(fd, rest));
 }

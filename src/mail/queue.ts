@@ -180,7 +180,10 @@ export class MailQueue implements MailSubmitter {
   /** {@link MailSubmitter}: queues a message from inside the suite (form handlers, lists, DSNs). */
   async submit(msg: OutboundMessage): Promise<string> {
     const n = new CrlfNormalizer();
-    const body = Buffer.concat([n.push(msg.raw), n.end()]);
+    const pushed = n.push(msg.raw);
+    const tail = n.end();
+    // A clean message (a list copy is) comes back as it is: no copy of it is made.
+    const body = tail.length === 0 ? pushed : Buffer.concat([pushed, tail]);
     const { id } = await this.enqueue({
       sender: msg.from,
       returnPath: msg.from,

@@ -3,6 +3,7 @@ import { createReadStream, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { afterWritten } from '../lib/buffers.ts';
 
 /**
  * The envelope, written before each message in a spool file (one JSON
@@ -118,7 +119,7 @@ export class Spool {
    */
   async write(env: SpoolEnvelope, prefix: Buffer, body: AsyncIterable<Buffer> | Buffer, abort?: () => boolean): Promise<SpoolWrite> {
     if (Buffer.isBuffer(body)) {
-      const data = Buffer.concat([prefix, body]);
+      const data = prefix.length === 0 ? body : Buffer.concat([prefix, body]);
       return data.length <= SMALL ? this.grouped(env, data) : this.alone(env, [data], undefined);
     }
     const held: Buffer[] = [prefix];
@@ -168,7 +169,7 @@ export class Spool {
           pos += line.length + w.data.length;
         }
         try {
-          await seg.fh.write(Buffer.concat(parts), 0, undefined, seg.size);
+          await writeAllAt(seg.fh, parts, seg.size);
           await seg.fh.datasync();
         } catch (err) {
           // The tail of this segment is now unknown: no record may follow it.
@@ -335,6 +336,20 @@ async function drain(it: AsyncIterator<Buffer>): Promise<void> {
   for (;;) {
     const r = await it.next();
     if (r.done) return;
+  }
+}
+
+/**
+ * Writes `parts` at `position`, as one writev (no copy of them into one
+ * buffer), repeated for the rest when the kernel takes only part.
+ */
+async function writeAllAt(fh: FileHandle, parts: Buffer[], position: number): Promise<void> {
+  let rest = parts;
+  let at = position;
+  while (rest.length > 0) {
+    const { bytesWritten } = await fh.writev(rest, at);
+    at += bytesWritten;
+    rest = afterWritten(rest, bytesWritten);
   }
 }
 
