@@ -303,10 +303,15 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       written += chunk.length;
       return true;
     };
+    // 'wx' (O_EXCL): never opens through a link planted at the temporary's name. The open runs
+    // while the 150 goes out (the data waits, paused, in the socket); should it fail, the final
+    // reply after the 150 says so (RFC 959 §5.4: 150 is a preliminary reply).
+    const opening = openFd(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
+    opening.catch(() => undefined);
+    if (!early) await conn.reply(150, `Ready to receive ${up.clientPath}`);
     let fd: number;
     try {
-      // 'wx' (O_EXCL): never opens through a link planted at the temporary's name.
-      fd = await openFd(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
+      fd = await opening;
     } catch (err) {
       socket.destroy();
       conn.connector.end();
@@ -315,7 +320,6 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     let diskError: Error | undefined;
-    if (!early) await conn.reply(150, `Ready to receive ${up.clientPath}`);
     try {
       let transferError: unknown;
       try {
