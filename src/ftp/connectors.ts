@@ -2,6 +2,7 @@ import net, { isIP, type Server, type Socket } from 'node:net';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from '../core/log.ts';
 import { Bluebird } from './promise.ts';
+import { adoptForDirectReads, directReadOptions } from './receive.ts';
 
 /**
  * The data-connection half of ftp-srv's connection object, as its own
@@ -143,10 +144,15 @@ export class PassiveConnector implements DataConnector {
         raw.destroy();
         return;
       }
-      this.accepted = raw;
       this.closeServer(); // one data connection per listener
-      raw.on('error', () => undefined); // the transfer in progress reports it
-      if (!secureContext) return deliver(raw);
+      if (!secureContext) {
+        const plain = adoptForDirectReads(raw);
+        this.accepted = plain;
+        plain.on('error', () => undefined); // the transfer in progress reports it
+        return deliver(plain);
+      }
+      this.accepted = raw;
+      raw.on('error', () => undefined);
       // The server side of TLS on the accepted socket, with the context made once at start.
       const secure = new tls.TLSSocket(raw, { isServer: true, secureContext });
       secure.on('error', () => undefined);
@@ -207,7 +213,10 @@ export class ActiveConnector implements DataConnector {
     secureContext: SecureContext | undefined,
   ) {
     this.ready = new Promise<Socket>((resolve, reject) => {
-      const raw = net.connect({ host, port, family: isIP(host) || undefined });
+      // Plain: read directly (see adoptForDirectReads); over TLS the TLS layer reads.
+      const reads = connection.secure && secureContext ? undefined : directReadOptions();
+      const raw = net.connect({ host, port, family: isIP(host) || undefined, ...(reads ? { onread: reads.onread } : {}) });
+      reads?.register(raw);
       this.dataSocket = raw;
       raw.once('error', reject);
       raw.once('connect', () => {

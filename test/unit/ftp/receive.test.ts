@@ -4,7 +4,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DiskError, receive } from '../../../src/ftp/receive.ts';
+import { adoptForDirectReads, DiskError, receive } from '../../../src/ftp/receive.ts';
 
 let dir: string;
 let server: Server;
@@ -22,12 +22,16 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A data connection as the FTP service gets it (paused on accept), and the client's end of it. */
-async function pair(): Promise<{ server: Socket; client: Socket }> {
+/**
+ * A data connection as the FTP service gets it (paused on accept; plain ones
+ * then moved to direct reads, TLS ones read as a stream), and the client's end.
+ */
+async function pair(mode: 'direct' | 'stream'): Promise<{ server: Socket; client: Socket }> {
   const got = new Promise<Socket>((r) => accepted.push(r));
   const client = connect(port, '127.0.0.1');
   client.on('error', () => undefined);
-  return { server: await got, client };
+  const raw = await got;
+  return { server: mode === 'direct' ? adoptForDirectReads(raw) : raw, client };
 }
 
 /** Writes `data` in chunks of uneven sizes, with backpressure, then ends. */
@@ -43,10 +47,10 @@ async function send(client: Socket, data: Buffer): Promise<void> {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-describe('receive (an upload from its data connection into a file)', () => {
+describe.each(['direct', 'stream'] as const)('receive (an upload from its data connection into a file), %s reads', (mode) => {
   it('stores a small upload whole (written in one piece at the end)', async () => {
-    const { server: s, client } = await pair();
-    const file = path.join(dir, 'small');
+    const { server: s, client } = await pair(mode);
+    const file = path.join(dir, `small-${mode}`);
     const fd = openSync(file, 'wx');
     const done = receive(s, fd, () => true);
     client.end('<html>small page</html>');
@@ -58,8 +62,8 @@ describe('receive (an upload from its data connection into a file)', () => {
   it('stores a large upload byte for byte while reading on during writes', async () => {
     const data = Buffer.alloc(6 * 1024 * 1024 + 12_344);
     for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i);
-    const { server: s, client } = await pair();
-    const file = path.join(dir, 'large');
+    const { server: s, client } = await pair(mode);
+    const file = path.join(dir, `large-${mode}`);
     const fd = openSync(file, 'wx');
     const done = receive(s, fd, () => true);
     await send(client, data);
@@ -69,9 +73,9 @@ describe('receive (an upload from its data connection into a file)', () => {
   });
 
   it('appends at the file position (a kept prefix stays) and drops the chunks accept() refuses', async () => {
-    const file = path.join(dir, 'append');
+    const file = path.join(dir, `append-${mode}`);
     writeFileSync(file, 'prefix:');
-    const { server: s, client } = await pair();
+    const { server: s, client } = await pair(mode);
     const fd = openSync(file, 'a');
     let allowed = 100_000;
     const done = receive(s, fd, (chunk) => (allowed -= chunk.length) >= 0);
@@ -86,11 +90,14 @@ describe('receive (an upload from its data connection into a file)', () => {
   });
 
   it('rejects (not as a disk error) when the connection closes before the end of the upload (ABOR, idle sweep)', async () => {
-    const { server: s, client } = await pair();
-    const fd = openSync(path.join(dir, 'cut'), 'wx');
-    const done = receive(s, fd, () => true);
+    const { server: s, client } = await pair(mode);
+    const fd = openSync(path.join(dir, `cut-${mode}`), 'wx');
+    // Cut from our side (as ABOR and the idle sweep do) once the first data has come in.
+    const done = receive(s, fd, () => {
+      setImmediate(() => s.destroy());
+      return true;
+    });
     client.write(Buffer.alloc(10_000));
-    s.once('data', () => s.destroy());
     const err = await done.then(() => undefined, (e: Error) => e);
     closeSync(fd);
     expect(err).toBeInstanceOf(Error);
@@ -99,9 +106,9 @@ describe('receive (an upload from its data connection into a file)', () => {
 
   it('rejects with a DiskError naming the failed system call when the file cannot be written, small or large', async () => {
     for (const size of [100, 3 * 1024 * 1024]) {
-      const file = path.join(dir, `ro-${size}`);
+      const file = path.join(dir, `ro-${mode}-${size}`);
       writeFileSync(file, '');
-      const { server: s, client } = await pair();
+      const { server: s, client } = await pair(mode);
       const fd = openSync(file, 'r'); // writes fail with EBADF
       const done = receive(s, fd, () => true);
       void send(client, Buffer.alloc(size, 1)).catch(() => undefined);
