@@ -34,6 +34,8 @@ const SMALL_UPLOAD = 64 * 1024;
  * drains only when empty), which halved large-upload throughput here.
  */
 export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => boolean): Promise<void> {
+  // Cut before we got here (ABOR while the file was being opened): its 'close' has been and gone.
+  if (socket.destroyed) return Promise.reject(new Error('data connection closed before the end of the upload'));
   if (direct.has(socket)) return receiveDirect(socket, fd, accept);
   return new Promise((resolve, reject) => {
     let queued: Buffer[] = [];

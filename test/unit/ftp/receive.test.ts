@@ -104,6 +104,18 @@ describe.each(['direct', 'stream'] as const)('receive (an upload from its data c
     expect(err).not.toBeInstanceOf(DiskError);
   });
 
+  it('rejects at once when the connection was already cut before the upload was taken in (ABOR during the open)', async () => {
+    const { server: s, client } = await pair(mode);
+    const fd = openSync(path.join(dir, `precut-${mode}`), 'wx');
+    s.destroy();
+    await new Promise((r) => s.once('close', r)); // gone and done with before receive() is called
+    const err = await receive(s, fd, () => true).then(() => undefined, (e: Error) => e);
+    closeSync(fd);
+    client.destroy();
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(DiskError);
+  });
+
   it('rejects with a DiskError naming the failed system call when the file cannot be written, small or large', async () => {
     for (const size of [100, 3 * 1024 * 1024]) {
       const file = path.join(dir, `ro-${mode}-${size}`);
