@@ -1,4 +1,5 @@
 import { closeSync, open, readFileSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { mkdir, realpath } from 'node:fs/promises';
 import { isIP, type Server as NetServer, type Socket } from 'node:net';
@@ -74,8 +75,6 @@ interface Session {
   queue: Promise<void>;
   /** Jail-relative source of a pending RNFR. */
   renameFrom?: string;
-  /** When the running RETR started, for the transfer log. */
-  retrStart: number;
 }
 
 const openFd = promisify(open);
@@ -540,26 +539,25 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   }
 
   /**
-   * LIST, NLST, RETR: the path is checked before ftp-srv waits for the data
+   * LIST, NLST: the path is checked before ftp-srv waits for the data
    * connection, so a refused path gets 550 (ftp-srv would answer 451 or 551)
    * and no data connection is left waiting.
    */
   async function checkedTransfer(s: Session, cmd: Command): Promise<void> {
     try {
-      await s.fs!.get(cmd.directive === 'RETR' ? (cmd.arg ?? '') : cmd.arg);
+      await s.fs!.get(cmd.arg);
     } catch (err) {
       s.conn.connector.end();
       await replyError(s, err, cmd.directive);
       return;
     }
-    s.retrStart = Date.now();
     if (!s.conn.secure) {
       await s.conn.commands.handle(cmd);
       return;
     }
     // Over TLS the 150 comes before the data connection's handshake (see store()). ftp-srv's own
     // handlers send theirs only after it, so ours goes first and theirs is left out.
-    const sent = s.conn.reply(150, cmd.directive === 'RETR' ? 'Opening data connection' : 'Listing follows');
+    const sent = s.conn.reply(150, 'Listing follows');
     await sent;
     // ftp-srv chains Bluebird methods (.tap) on what reply() returns: answer with its own promise type.
     const Library = sent.constructor as PromiseConstructor;
@@ -579,6 +577,64 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     }
   }
 
+  /**
+   * RETR, here rather than in ftp-srv, whose handler pauses the file after
+   * every chunk until the socket has taken it (one 64 KiB chunk in flight:
+   * 300–600 MiB/s against vsftpd's 1.5–2.4 GiB/s here). The file is piped
+   * to the data connection in 1 MiB reads with the usual backpressure; REST
+   * sets where it starts.
+   */
+  async function retrieve(s: Session, cmd: Command): Promise<void> {
+    const conn = s.conn;
+    const start = conn.restByteCount ?? 0;
+    conn.restByteCount = 0;
+    const t0 = Date.now();
+    let opened;
+    try {
+      opened = await s.fs!.read(cmd.arg, { start });
+    } catch (err) {
+      conn.connector.end();
+      await replyError(s, err, 'RETR');
+      return;
+    }
+    const { stream, clientPath } = opened;
+    const early = conn.secure; // see store()
+    if (early) await conn.reply(150, `Sending ${clientPath}`);
+    let socket: Socket;
+    try {
+      socket = await conn.connector.waitForConnection();
+    } catch {
+      stream.destroy();
+      conn.connector.end();
+      await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
+      return;
+    }
+    if (!early) await conn.reply(150, `Sending ${clientPath}`);
+    const before = socket.bytesWritten;
+    // Which side failed first: pipeline() passes the other side's error on to the file stream too.
+    let socketGone = false;
+    let fileFailed = false;
+    socket.once('close', () => (socketGone = true));
+    socket.once('error', () => (socketGone = true));
+    stream.once('error', () => (fileFailed = !socketGone));
+    try {
+      await pipeline(stream, socket);
+      transferLog(s, 'RETR', clientPath, socket.bytesWritten - before, t0, 'ok');
+      await conn.reply(226, `Transfer complete: ${clientPath}`);
+    } catch (err) {
+      stream.destroy();
+      transferLog(s, 'RETR', clientPath, socket.bytesWritten - before, t0, 'aborted');
+      if (fileFailed) {
+        await replyError(s, err, 'RETR');
+      } else {
+        s.log.info({ path: clientPath, err: (err as Error).message }, 'ftp download aborted by the client or the network');
+        await conn.reply(426, `Connection closed; transfer aborted: ${clientPath}`);
+      }
+    } finally {
+      conn.connector.end();
+    }
+  }
+
   /** Commands this service answers itself once a session is logged in. */
   const OWN = new Map<string, (s: Session, cmd: Command) => Promise<void>>([
     ['PORT', active],
@@ -592,7 +648,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     ['MLST', mlst],
     ['LIST', checkedTransfer],
     ['NLST', checkedTransfer],
-    ['RETR', checkedTransfer],
+    ['RETR', retrieve],
     ...['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM'].map((d) => [d, fileCommand] as const),
   ]);
 
@@ -659,7 +715,6 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       lastBytes: -1,
       mlstFacts: new Set(MLST_FACTS),
       queue: Promise.resolve(),
-      retrStart: 0,
     };
     sessions.add(s);
     byConn.set(conn, s);
@@ -777,11 +832,6 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       conn.secure = true;
       s.log.debug('ftp control connection: TLS started');
     }
-    conn.on('RETR', (err: Error | null, serverPath: string) => {
-      if (!s.fs) return;
-      const rel = `/${path.relative(s.fs.root, serverPath ?? '')}`;
-      transferLog(s, 'RETR', rel, conn.connector.socket?.bytesWritten ?? 0, s.retrStart, err ? 'aborted' : 'ok');
-    });
     socket.once('close', () => {
       sessions.delete(s);
       s.log.debug('ftp connection closed');

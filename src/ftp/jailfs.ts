@@ -195,7 +195,7 @@ export class JailFileSystem {
     if (!st.isFile()) throw new FtpError(550, `${clientPath}: not a plain file`);
     if (start !== undefined && start > st.size) throw new FtpError(554, `REST ${start} is beyond the end of ${clientPath}`);
     // `real` has no symlinks left in it (realpath), so this opens what was checked.
-    const stream = createReadStream(real, { start });
+    const stream = createReadStream(real, { start, highWaterMark: 1024 * 1024 });
     return { stream, clientPath };
   }
 

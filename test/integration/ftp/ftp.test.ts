@@ -1,5 +1,6 @@
 import type { Client } from 'basic-ftp';
-import { existsSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
@@ -283,6 +284,33 @@ describe('FTP: protocol', () => {
     const log = readFileSync(path.join(t.dataDir, 'logs', 'a.test', 'ftp.log'), 'utf8');
     expect(log).toMatch(/ RETR \d+ \d+ ok \/sub\/new\.html\n/);
     expect(log).not.toContain(t.sitesDir);
+  });
+});
+
+describe('FTP: downloads', () => {
+  it('RETR sends a 1.5 MiB file byte for byte, and from a REST offset only the rest; each is in the transfer log', async () => {
+    const data = Buffer.alloc(1_500_000);
+    for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i);
+    writeFileSync(path.join(t.sitesDir, 'a.test', 'big.bin'), data);
+    const c = await asA();
+    const whole: Buffer[] = [];
+    await c.downloadTo(new Writable({ write: (chunk: Buffer, _e, cb) => (whole.push(chunk), cb()) }), 'big.bin');
+    expect(Buffer.concat(whole).equals(data)).toBe(true);
+    const rest: Buffer[] = [];
+    await c.downloadTo(new Writable({ write: (chunk: Buffer, _e, cb) => (rest.push(chunk), cb()) }), 'big.bin', 1_000_000);
+    expect(Buffer.concat(rest).equals(data.subarray(1_000_000))).toBe(true);
+    const log = () => readFileSync(path.join(t.dataDir, 'logs', 'a.test', 'ftp.log'), 'utf8');
+    await waitFor(() => / RETR 500000 \d+ ok \/big\.bin\n/.test(log()), 2_000, 'the REST download in the transfer log');
+    expect(log()).toMatch(/ RETR 1500000 \d+ ok \/big\.bin\n/);
+    rmSync(path.join(t.sitesDir, 'a.test', 'big.bin'));
+  });
+
+  it('RETR of a folder, a missing file or a REST past the end is refused before any data connection is used', async () => {
+    const c = await asA();
+    await expect(c.downloadTo(new Writable({ write: (_c, _e, cb) => cb() }), 'sub')).rejects.toThrow(/550 .*not a plain file/);
+    await expect(c.downloadTo(new Writable({ write: (_c, _e, cb) => cb() }), 'nothing.html')).rejects.toThrow(/550 /);
+    await expect(c.downloadTo(new Writable({ write: (_c, _e, cb) => cb() }), 'index.html', 10_000)).rejects.toThrow(/554 /);
+    expect(await c.pwd()).toBe('/');
   });
 });
 

@@ -157,6 +157,23 @@ describe('FTP limits', () => {
     expect(readdirSync(path.join(t.sitesDir, 'l.test')).filter((n) => n.startsWith('.') || n === 'aborted.bin')).toEqual([]);
   });
 
+  it('ABOR during a download ends it with 426 then 226; the session goes on', async () => {
+    writeFileSync(path.join(t.sitesDir, 'l.test', 'huge.bin'), Buffer.alloc(32 * 1024 * 1024, 1));
+    const raw = await rawLogin();
+    const epsv = await raw.send('EPSV');
+    const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('connect', r));
+    data.pause(); // a client that reads nothing: the file cannot all be sent
+    expect(await raw.send('RETR huge.bin')).toMatch(/^150 /);
+    expect(await raw.send('ABOR')).toMatch(/^426 /);
+    expect(await raw.read()).toMatch(/^226 Abort successful/);
+    expect(await raw.send('NOOP')).toMatch(/^200 /);
+    data.destroy();
+    raw.close();
+    await waitFor(() => / RETR \d+ \d+ aborted \/huge\.bin\n/.test(readFileSync(path.join(t.dataDir, 'logs', 'l.test', 'ftp.log'), 'utf8')), 2_000, 'the aborted download in the transfer log');
+  });
+
   it('an upload that cannot be put in place answers 451 with a reference, logged, and leaves no temporary', async () => {
     const { raw, data } = await rawUpload('blocked.html');
     // Meanwhile something on the host makes a non-empty folder of that name: the final rename must fail.
