@@ -43,11 +43,16 @@ export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => b
     let writing = false;
     let ended = false;
     let settled = false;
+    /** Set when the upload failed while a write was in flight: told once that write is done. */
+    let failure: Error | undefined;
     const fail = (err: Error) => {
       if (settled) return;
       settled = true;
       socket.destroy();
-      reject(err);
+      // The caller closes fd once this settles: never while a write to it may still run (the
+      // number could be reused by another open and the write land in someone else's file).
+      if (writing) failure = err;
+      else reject(err);
     };
     let wroteAny = false;
     const pump = () => {
@@ -83,9 +88,14 @@ export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => b
       writeAll(fd, batch).then(
         () => {
           writing = false;
+          if (failure) return reject(failure);
           pump();
         },
-        (err: NodeJS.ErrnoException) => fail(new DiskError(err)),
+        (err: NodeJS.ErrnoException) => {
+          writing = false;
+          if (failure) return reject(failure);
+          fail(new DiskError(err));
+        },
       );
     };
     socket.on('data', (chunk: Buffer) => {
@@ -135,12 +145,19 @@ function writeAllSync(fd: number, buffers: Buffer[]): void {
  */
 const SHARED_READ = Buffer.allocUnsafeSlow(256 * 1024);
 const CHUNK = 1024 * 1024;
-/** Spare chunks kept for the next upload; more are made when many uploads run at once. */
-const SPARE_MAX = 8;
-const spare: Buffer[] = [];
-const take = (): Buffer => spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+/**
+ * Spare buffers kept for the next uploads (more are made when many run at
+ * once): an upload's first SMALL_UPLOAD bytes go into a small one, so a
+ * connection that trickles a few bytes holds 64 KiB, not 1 MiB.
+ */
+const spares = new Map<number, { max: number; list: Buffer[] }>([
+  [SMALL_UPLOAD, { max: 64, list: [] }],
+  [CHUNK, { max: 8, list: [] }],
+]);
+const take = (size: number): Buffer => spares.get(size)!.list.pop() ?? Buffer.allocUnsafeSlow(size);
 const give = (b: Buffer): void => {
-  if (spare.length < SPARE_MAX) spare.push(b);
+  const pool = spares.get(b.length)!;
+  if (pool.list.length < pool.max) pool.list.push(b);
 };
 
 /** Sockets read into SHARED_READ, and what consumes their reads (a copy must be taken before it returns). */
@@ -188,6 +205,8 @@ function receiveDirect(socket: Socket, fd: number, accept: (chunk: Buffer) => bo
     let ended = false;
     let settled = false;
     let wroteAny = false;
+    /** Set when the upload failed while a write was in flight: told once that write is done (see receive()). */
+    let failure: Error | undefined;
     const releaseIdle = () => {
       if (fill) give(fill);
       fill = undefined;
@@ -197,10 +216,16 @@ function receiveDirect(socket: Socket, fd: number, accept: (chunk: Buffer) => bo
       if (settled) return;
       settled = true;
       sinks.delete(socket);
-      if (!inFlight) releaseIdle();
-      if (!err) return resolve();
+      if (!err) {
+        releaseIdle();
+        return resolve();
+      }
       socket.destroy();
-      reject(err);
+      if (inFlight) failure = err;
+      else {
+        releaseIdle();
+        reject(err);
+      }
     };
     const seal = () => {
       if (!fill || fillLen === 0) return;
@@ -240,7 +265,11 @@ function receiveDirect(socket: Socket, fd: number, accept: (chunk: Buffer) => bo
       const done = (err?: NodeJS.ErrnoException) => {
         for (const b of inFlight!) give(b);
         inFlight = undefined;
-        if (settled) return releaseIdle();
+        if (settled) {
+          releaseIdle();
+          if (failure) reject(failure);
+          return;
+        }
         if (err) return finish(new DiskError(err));
         pump();
       };
@@ -251,7 +280,7 @@ function receiveDirect(socket: Socket, fd: number, accept: (chunk: Buffer) => bo
       total += chunk.length;
       for (let at = 0; at < chunk.length; ) {
         if (!fill) {
-          fill = take();
+          fill = take(total - (chunk.length - at) < SMALL_UPLOAD ? SMALL_UPLOAD : CHUNK);
           fillLen = 0;
         }
         const n = chunk.copy(fill, fillLen, at);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, pbkdf2 } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import os from 'node:os';
@@ -114,6 +114,30 @@ describe.each(['direct', 'stream'] as const)('receive (an upload from its data c
     client.destroy();
     expect(err).toBeInstanceOf(Error);
     expect(err).not.toBeInstanceOf(DiskError);
+  });
+
+  it('settles only after the write in flight is done, so the caller never closes a file still being written', async () => {
+    // Every thread-pool thread busy: the upload's write waits in the queue when the cut comes.
+    const busy = Array.from({ length: 8 }, () => new Promise((r) => pbkdf2('x', 'y', 150_000, 32, 'sha256', r)));
+    const fileA = path.join(dir, `inflight-a-${mode}`);
+    const fileB = path.join(dir, `inflight-b-${mode}`);
+    const { server: s, client } = await pair(mode);
+    const fdA = openSync(fileA, 'wx');
+    let got = 0;
+    const done = receive(s, fdA, (chunk) => {
+      got += chunk.length;
+      if (got >= 128 * 1024) setImmediate(() => s.destroy()); // ABOR
+      return true;
+    });
+    client.write(Buffer.alloc(256 * 1024, 0x41));
+    await done.then(() => undefined, () => undefined);
+    closeSync(fdA); // what the FTP service does next
+    const fdB = openSync(fileB, 'wx'); // another upload, likely given the same number
+    await Promise.all(busy);
+    closeSync(fdB);
+    client.destroy();
+    expect(readFileSync(fileB).length).toBe(0);
+    expect(readFileSync(fileA).length).toBeGreaterThan(0);
   });
 
   it('rejects with a DiskError naming the failed system call when the file cannot be written, small or large', async () => {
