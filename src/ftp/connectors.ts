@@ -15,6 +15,8 @@ export interface DataConnector {
   readonly socket: Socket | null;
   waitForConnection(): Promise<Socket>;
   end(): void;
+  /** ABOR: cuts the data connection, and fails a wait for one at once (not after CONNECT_WAIT_MS). */
+  abort?(): void;
 }
 
 /** What a connector needs of the control connection. */
@@ -58,6 +60,7 @@ export class NoConnector implements DataConnector {
     return Bluebird.reject(new Error('No data connection: send PASV, EPSV, PORT or EPRT first'));
   }
   end(): void {}
+  abort(): void {}
 }
 
 /** Shared by every session: which passive ports to use and how TLS data connections are set up. */
@@ -87,6 +90,8 @@ export class PassiveConnector implements DataConnector {
   /** The connection accepted from the client (its TLS handshake may still be running). */
   private accepted: Socket | undefined;
   private handshakeFailed = false;
+  /** end() or abort() has run: a listener still being opened is closed, a late connection refused. */
+  private ended = false;
   private waiting: Array<{ resolve: (s: Socket) => void; reject: (err: Error) => void }> = [];
   private idleTimer: NodeJS.Timeout | undefined;
 
@@ -121,6 +126,10 @@ export class PassiveConnector implements DataConnector {
         if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') break;
         continue;
       }
+      if (this.ended) {
+        server.close(); // the session moved on (or closed) while the port was being opened
+        throw new Error('passive mode ended');
+      }
       server.on('error', (err) => this.opts.log.warn({ err: err.message }, 'ftp passive listener failed'));
       this.server = server;
       // Nobody connected: the listener (and its port) is not held longer than a transfer would wait.
@@ -140,7 +149,7 @@ export class PassiveConnector implements DataConnector {
     };
     return net.createServer({ pauseOnConnect: true }, (raw: Socket) => {
       // Checked on the raw TCP connection, so a stranger gets no TLS handshake either.
-      if (this.accepted || !this.fromClient(raw)) {
+      if (this.ended || this.accepted || !this.fromClient(raw)) {
         raw.destroy();
         return;
       }
@@ -188,12 +197,21 @@ export class PassiveConnector implements DataConnector {
   }
 
   end(): void {
+    this.ended = true;
     this.closeServer();
     if (!this.dataSocket) this.accepted?.destroy(); // accepted, but still in its TLS handshake
     release(this.dataSocket);
     this.dataSocket = null;
-    this.waiting = [];
+    for (const w of this.waiting.splice(0)) w.reject(new Error('passive mode ended'));
     if (this.connection.connector === this) this.connection.connector = new NoConnector(this);
+  }
+
+  abort(): void {
+    this.ended = true;
+    this.closeServer();
+    this.accepted?.destroy();
+    this.dataSocket?.destroy();
+    for (const w of this.waiting.splice(0)) w.reject(new Error('aborted'));
   }
 }
 
@@ -205,6 +223,9 @@ export class PassiveConnector implements DataConnector {
 export class ActiveConnector implements DataConnector {
   private dataSocket: Socket | null = null;
   private ready: Promise<Socket>;
+  private fail: (err: Error) => void = () => undefined;
+  /** end() or abort() has run: a connection that completes later is closed at once. */
+  private ended = false;
 
   constructor(
     readonly connection: ControlSide,
@@ -213,6 +234,7 @@ export class ActiveConnector implements DataConnector {
     secureContext: SecureContext | undefined,
   ) {
     this.ready = new Promise<Socket>((resolve, reject) => {
+      this.fail = reject;
       // Plain: read directly (see adoptForDirectReads); over TLS the TLS layer reads.
       const reads = connection.secure && secureContext ? undefined : directReadOptions();
       const raw = net.connect({ host, port, family: isIP(host) || undefined, ...(reads ? { onread: reads.onread } : {}) });
@@ -222,6 +244,10 @@ export class ActiveConnector implements DataConnector {
       raw.once('connect', () => {
         raw.off('error', reject);
         raw.on('error', () => undefined); // the transfer in progress reports it
+        if (this.ended) {
+          raw.destroy();
+          return reject(new Error('active mode ended'));
+        }
         if (!connection.secure || !secureContext) {
           raw.pause();
           return resolve(raw);
@@ -230,6 +256,8 @@ export class ActiveConnector implements DataConnector {
         secureSocket.on('error', () => undefined);
         this.dataSocket = secureSocket;
         secureSocket.once('secure', () => resolve(secureSocket));
+        // Before 'secure': the handshake failed (a no-op once resolved).
+        secureSocket.once('close', () => reject(new Error('the TLS handshake on the data connection failed')));
       });
     });
     this.ready.catch(() => undefined);
@@ -244,8 +272,16 @@ export class ActiveConnector implements DataConnector {
   }
 
   end(): void {
+    this.ended = true;
     release(this.dataSocket);
     this.dataSocket = null;
+    this.fail(new Error('active mode ended'));
     if (this.connection.connector === this) this.connection.connector = new NoConnector(this);
+  }
+
+  abort(): void {
+    this.ended = true;
+    this.dataSocket?.destroy();
+    this.fail(new Error('aborted'));
   }
 }

@@ -673,6 +673,12 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         // ftp-srv keeps a failed user name and would refuse a new USER; RFC 959 lets a client try again.
         if (!conn.authenticated) conn.username = undefined;
         return;
+      case 'ABOR':
+        // No transfer running (one running is aborted as the line arrives, see attach()). ftp-srv's
+        // handler would wait for a data connection that may never come.
+        conn.connector.end();
+        await conn.reply(225, 'No transfer to abort');
+        return;
       case 'SITE':
         s.log.info({ why: 'SITE' }, 'ftp command refused');
         await conn.reply(502, 'SITE commands are not available');
@@ -742,8 +748,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       const out = this.commandSocket;
       // Like ftp-srv's, a reply to a client that has gone resolves: nobody is left to answer.
       if (!out?.writable) return Bluebird.resolve();
-      out.write(`${options} ${text}\r\n`, this.encoding as BufferEncoding);
-      return Bluebird.resolve();
+      // Resolved once written, as ftp-srv's is: close() destroys the socket right after a reply.
+      return Bluebird.resolve(new Promise<void>((resolve) => out.write(`${options} ${text}\r\n`, this.encoding as BufferEncoding, () => resolve())));
     } as Conn['reply'];
     socket.removeAllListeners('data');
     socket.removeAllListeners('timeout');
@@ -753,6 +759,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     let pending = 0;
     /** Where commands are read from: the TCP socket, then the TLS socket over it after AUTH TLS. */
     let reader: Socket = socket;
+    /** Between the AUTH TLS line and the TLS wrap, nothing may resume the TCP socket (see below). */
+    let tlsPending = false;
     const onData = (chunk: Buffer | string) => {
       s.lastActivity = Date.now();
       buf += typeof chunk === 'string' ? chunk : decoder.write(chunk);
@@ -766,6 +774,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           // here on no byte may reach this reader: the socket is paused so that the ClientHello
           // stays in its buffer for the TLS layer (read as a command, it would be lost and the
           // session would hang). A client may not send more before the 234; whatever did come is dropped.
+          tlsPending = true;
           reader.pause();
           reader.off('data', onData);
           if (buf !== '') s.log.info({ bytes: buf.length }, 'ftp: data sent after AUTH TLS before the reply dropped');
@@ -783,11 +792,13 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           discarding = false;
           continue;
         }
-        if (s.busy && /^[^A-Za-z]*ABOR\s*$/i.test(line)) {
+        if (pending > 0 && /^[^A-Za-z]*ABOR\s*$/i.test(line)) {
           // RFC 959 §4.1.3: ABOR during a transfer ends it (the transfer answers 426), then ABOR gets 226.
-          // Commands otherwise wait their turn, so this one is acted on as it arrives.
+          // Commands otherwise wait their turn, so this one is acted on as it arrives, also when the
+          // transfer it aborts came in the same packet and has not started yet.
           s.log.info('ftp transfer aborted by the client (ABOR)');
-          conn.connector.socket?.destroy();
+          if (conn.connector.abort) conn.connector.abort();
+          else conn.connector.socket?.destroy();
           s.queue = s.queue.then(() => conn.reply(226, 'Abort successful')).then(() => undefined);
           continue;
         }
@@ -804,7 +815,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           } finally {
             s.busy = false;
             s.lastActivity = Date.now();
-            if (--pending === MAX_PENDING / 4) reader.resume();
+            if (--pending === MAX_PENDING / 4 && !tlsPending) reader.resume();
           }
         });
       }
@@ -822,12 +833,16 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
      * some ticks after writing the 234 while this reader would go on consuming what arrives.
      */
     async function startTls(): Promise<void> {
+      // Paused again: a command queued before AUTH TLS (ftp-srv's LIST ends with a resume) may
+      // have set it flowing, and with no 'data' listener left the ClientHello would be lost.
+      socket.pause();
       await new Promise<void>((resolve, reject) => socket.write('234 Ready for TLS\r\n', (err) => (err ? reject(err) : resolve())));
       const secure = new TLSSocket(socket, { isServer: true, secureContext });
       // ftp-srv's connection listens on the TCP socket: what happens to the TLS one is told there.
       for (const event of ['timeout', 'end', 'close', 'drain', 'error']) secure.on(event, (...args: unknown[]) => socket.emit(event, ...args));
       secure.on('data', onData);
       reader = secure;
+      tlsPending = false;
       conn.commandSocket = secure;
       conn.secure = true;
       s.log.debug('ftp control connection: TLS started');

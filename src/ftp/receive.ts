@@ -183,6 +183,8 @@ export function directReadOptions(): { onread: OnReadOpts; register(s: Socket): 
  * Socket made with it. Reading starts at the first resume(), as before.
  */
 export function adoptForDirectReads(raw: Socket): Socket {
+  // The old Socket object is left without a handle and forgotten; its listener still counts it
+  // as a connection (nothing here waits for that listener's 'close', which is why this is safe).
   const holder = raw as unknown as { _handle: unknown };
   const handle = holder._handle;
   holder._handle = null;

@@ -314,6 +314,36 @@ describe('FTP: downloads', () => {
   });
 });
 
+describe('FTP: ABOR', () => {
+  async function loggedIn() {
+    const raw = await rawSession(ftpUrl);
+    await raw.send('USER ann@a.test');
+    expect(await raw.send(`PASS ${PASS_A}`)).toMatch(/^230 /);
+    return raw;
+  }
+
+  it('ABOR while a STOR still waits for its data connection ends the wait at once (not after the 30 s data timeout)', async () => {
+    const raw = await loggedIn();
+    expect(await raw.send('EPSV')).toMatch(/^229 /);
+    // The client never connects; a plain STOR says 150 only once it has (see store()), so ABOR follows at once.
+    const t0 = Date.now();
+    expect(await raw.send('STOR never.html\r\nABOR')).toMatch(/^425 /);
+    expect(await raw.read()).toMatch(/^226 /);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(await raw.send('NOOP')).toMatch(/^200 /);
+    raw.close();
+    expect(existsSync(path.join(t.sitesDir, 'a.test', 'never.html'))).toBe(false);
+  });
+
+  it('ABOR with no transfer running answers 225 and drops the waiting data listener', async () => {
+    const raw = await loggedIn();
+    expect(await raw.send('EPSV')).toMatch(/^229 /);
+    expect(await raw.send('ABOR')).toMatch(/^225 /);
+    expect(await raw.send('NOOP')).toMatch(/^200 /);
+    raw.close();
+  });
+});
+
 describe('FTP: pipelining', () => {
   it('a burst of pipelined commands is answered in order, one reply each', async () => {
     const raw = await rawSession(ftpUrl);
