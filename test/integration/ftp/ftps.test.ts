@@ -59,6 +59,15 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
     }
   });
 
+  it('drops (and logs) a command pipelined behind AUTH TLS before the 234, then speaks TLS', async () => {
+    const raw = await rawSession(t.ftp!);
+    expect(await raw.send('AUTH TLS\r\nNOOP')).toMatch(/^234 /);
+    await raw.startTls();
+    expect(await raw.send('USER sue@s.test')).toMatch(/^331 /);
+    raw.close();
+    expect(t.logs().some((l) => l.msg === 'ftp: data sent after AUTH TLS before the reply dropped')).toBe(true);
+  });
+
   it('transfers over a protected active data connection (EPRT toward the client itself; the client is the TLS client)', async () => {
     // curl 7.88's active FTPS is broken on its own side (it fails against vsftpd too), so the client is written out here.
     const raw = await rawSession(t.ftp!);
