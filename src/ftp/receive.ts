@@ -36,85 +36,17 @@ const SMALL_UPLOAD = 64 * 1024;
 export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => boolean): Promise<void> {
   // Cut before we got here (ABOR while the file was being opened): its 'close' has been and gone.
   if (socket.destroyed) return Promise.reject(new Error('data connection closed before the end of the upload'));
-  if (direct.has(socket)) return receiveDirect(socket, fd, accept);
-  return new Promise((resolve, reject) => {
-    let queued: Buffer[] = [];
-    let queuedBytes = 0;
-    let writing = false;
-    let ended = false;
-    let settled = false;
-    /** Set when the upload failed while a write was in flight: told once that write is done. */
-    let failure: Error | undefined;
-    const fail = (err: Error) => {
-      if (settled) return;
-      settled = true;
-      socket.destroy();
-      // The caller closes fd once this settles: never while a write to it may still run (the
-      // number could be reused by another open and the write land in someone else's file).
-      if (writing) failure = err;
-      else reject(err);
-    };
-    let wroteAny = false;
-    const pump = () => {
-      if (writing || settled) return;
-      if (queuedBytes === 0) {
-        if (ended) {
-          settled = true;
-          resolve();
-        }
-        return;
-      }
-      // Nothing is written until a first batch fills or the upload ends: a small file (a web
-      // page) then goes to disk in one write done in place, which costs the event loop less
-      // than handing it to the thread pool (~10 µs against ~20 µs, and ~80 µs less latency).
-      if (!wroteAny && !ended && queuedBytes < SMALL_UPLOAD) return;
-      wroteAny = true;
-      if (ended && queuedBytes < SMALL_UPLOAD) {
-        try {
-          writeAllSync(fd, queued);
-        } catch (err) {
-          fail(new DiskError(err as NodeJS.ErrnoException));
-          return;
-        }
-        settled = true;
-        resolve();
-        return;
-      }
-      const batch = queued;
-      queued = [];
-      queuedBytes = 0;
-      writing = true;
-      if (!ended && socket.isPaused()) socket.resume();
-      writeAll(fd, batch).then(
-        () => {
-          writing = false;
-          if (failure) return reject(failure);
-          pump();
-        },
-        (err: NodeJS.ErrnoException) => {
-          writing = false;
-          if (failure) return reject(failure);
-          fail(new DiskError(err));
-        },
-      );
-    };
+  const done = collect(socket, fd, accept);
+  // A socket read the usual way (TLS) hands its chunks to the same sink, and is paused by hand
+  // when the sink says so (direct reads are paused by Node on a false return).
+  if (!direct.has(socket)) {
+    const sink = sinks.get(socket)!;
     socket.on('data', (chunk: Buffer) => {
-      if (!accept(chunk)) return;
-      queued.push(chunk);
-      queuedBytes += chunk.length;
-      if (!writing) pump();
-      else if (queuedBytes >= QUEUE_LIMIT) socket.pause();
+      if (!sink(chunk)) socket.pause();
     });
-    socket.once('end', () => {
-      ended = true;
-      pump();
-    });
-    socket.once('error', fail);
-    socket.once('close', () => {
-      if (!ended) fail(new Error('data connection closed before the end of the upload'));
-    });
-    socket.resume();
-  });
+  }
+  socket.resume();
+  return done;
 }
 
 /** One writev, repeated for the rest when the kernel took only part (it may, near a full disk). */
@@ -141,7 +73,7 @@ function writeAllSync(fd: number, buffers: Buffer[]): void {
  * garbage collections on four helper threads (seen with --trace-gc:
  * "external memory pressure"), which on two cores took the CPU the upload
  * needed, and the more so after an idle spell. TLS data connections are
- * read by their TLS layer and take the stream path.
+ * read by their TLS layer, and their chunks copied the same way.
  */
 const SHARED_READ = Buffer.allocUnsafeSlow(256 * 1024);
 const CHUNK = 1024 * 1024;
@@ -194,7 +126,11 @@ export function adoptForDirectReads(raw: Socket): Socket {
   return s;
 }
 
-function receiveDirect(socket: Socket, fd: number, accept: (chunk: Buffer) => boolean): Promise<void> {
+/**
+ * What receive() runs: registers the socket's sink (which copies each
+ * chunk into pooled buffers) and writes them out, one writev in flight.
+ */
+function collect(socket: Socket, fd: number, accept: (chunk: Buffer) => boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     let fill: Buffer | undefined;
     let fillLen = 0;
@@ -291,7 +227,7 @@ function receiveDirect(socket: Socket, fd: number, accept: (chunk: Buffer) => bo
         if (fillLen === fill.length) seal();
       }
       if (!inFlight) pump();
-      // false: Node pauses the socket until the write in flight is done (pump resumes it).
+      // false: the socket is paused until the write in flight is done (pump resumes it).
       return !(inFlight && waitingBytes + fillLen >= QUEUE_LIMIT);
     });
     socket.once('end', () => {
@@ -302,6 +238,5 @@ function receiveDirect(socket: Socket, fd: number, accept: (chunk: Buffer) => bo
     socket.once('close', () => {
       if (!ended) finish(new Error('data connection closed before the end of the upload'));
     });
-    socket.resume();
   });
 }
