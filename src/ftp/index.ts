@@ -252,6 +252,30 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     return { fs: forFtpSrv(s, s.fs) };
   }
 
+  /**
+   * The data connection of a transfer command, with its 150. Over TLS the
+   * data connection's handshake completes only once the client starts it,
+   * and clients such as lftp start it after the 150 (as vsftpd answers):
+   * then the 150 comes first. Without a connection: `cleanup`, 425, and
+   * undefined.
+   */
+  async function dataConnection(s: Session, text: string, cleanup?: () => unknown): Promise<Socket | undefined> {
+    const conn = s.conn;
+    const early = conn.secure;
+    if (early) await conn.reply(150, text);
+    let socket: Socket;
+    try {
+      socket = await conn.connector.waitForConnection();
+    } catch {
+      await cleanup?.();
+      conn.connector.end();
+      await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
+      return undefined;
+    }
+    if (!early) await conn.reply(150, text);
+    return socket;
+  }
+
   /** STOR, APPE, STOU: into a hidden temporary, renamed over the target when complete (atomic for HTTP readers). */
   async function store(s: Session, cmd: Command): Promise<void> {
     const conn = s.conn;
@@ -267,19 +291,18 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await replyError(s, err, cmd.directive);
       return;
     }
-    // Over TLS, the data connection's handshake completes only once the client starts it, and
-    // clients such as lftp start it after the 150 (as vsftpd answers): then the 150 comes first.
-    const early = conn.secure;
-    if (early) await conn.reply(150, `Ready to receive ${up.clientPath}`);
-    let socket: Socket;
-    try {
-      socket = await conn.connector.waitForConnection();
-    } catch {
+    // 'wx' (O_EXCL): never opens through a link planted at the temporary's name. The open runs
+    // while the data connection comes and the 150 goes out (the data waits, paused, in the
+    // socket); should it fail, the final reply after the 150 says so (RFC 959 §5.4: 150 is a
+    // preliminary reply).
+    const opening = openFd(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
+    opening.catch(() => undefined);
+    const socket = await dataConnection(s, `Ready to receive ${up.clientPath}`, async () => {
+      const unused = await opening.catch(() => undefined);
+      if (unused !== undefined) closeSync(unused);
       await fs.abortUpload(up, 0);
-      conn.connector.end();
-      await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
-      return;
-    }
+    });
+    if (!socket) return;
     let written = 0;
     let quotaHit = false;
     const usage = fs.usage;
@@ -302,12 +325,6 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       written += chunk.length;
       return true;
     };
-    // 'wx' (O_EXCL): never opens through a link planted at the temporary's name. The open runs
-    // while the 150 goes out (the data waits, paused, in the socket); should it fail, the final
-    // reply after the 150 says so (RFC 959 §5.4: 150 is a preliminary reply).
-    const opening = openFd(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
-    opening.catch(() => undefined);
-    if (!early) await conn.reply(150, `Ready to receive ${up.clientPath}`);
     let fd: number;
     try {
       fd = await opening;
@@ -444,18 +461,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await replyError(s, err, 'MLSD');
       return;
     }
-    // As for uploads: over TLS the 150 comes before the data connection's handshake.
-    const early = conn.secure;
-    if (early) await conn.reply(150, 'Listing follows');
-    let socket: Socket;
-    try {
-      socket = await conn.connector.waitForConnection();
-    } catch {
-      conn.connector.end();
-      await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
-      return;
-    }
-    if (!early) await conn.reply(150, 'Listing follows');
+    const socket = await dataConnection(s, 'Listing follows');
+    if (!socket) return;
     try {
       await new Promise<void>((resolve, reject) => {
         socket.once('error', reject);
@@ -555,7 +562,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await s.conn.commands.handle(cmd);
       return;
     }
-    // Over TLS the 150 comes before the data connection's handshake (see store()). ftp-srv's own
+    // Over TLS the 150 comes before the data connection's handshake (see dataConnection()). ftp-srv's own
     // handlers send theirs only after it, so ours goes first and theirs is left out.
     const sent = s.conn.reply(150, 'Listing follows');
     await sent;
@@ -598,18 +605,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     const { stream, clientPath } = opened;
-    const early = conn.secure; // see store()
-    if (early) await conn.reply(150, `Sending ${clientPath}`);
-    let socket: Socket;
-    try {
-      socket = await conn.connector.waitForConnection();
-    } catch {
-      stream.destroy();
-      conn.connector.end();
-      await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
-      return;
-    }
-    if (!early) await conn.reply(150, `Sending ${clientPath}`);
+    const socket = await dataConnection(s, `Sending ${clientPath}`, () => stream.destroy());
+    if (!socket) return;
     const before = socket.bytesWritten;
     // Which side failed first: pipeline() passes the other side's error on to the file stream too.
     let socketGone = false;

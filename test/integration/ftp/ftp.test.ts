@@ -333,6 +333,8 @@ describe('FTP: ABOR', () => {
     expect(await raw.send('NOOP')).toMatch(/^200 /);
     raw.close();
     expect(existsSync(path.join(t.sitesDir, 'a.test', 'never.html'))).toBe(false);
+    // The temporary opened while the data connection was awaited is gone too.
+    expect(readdirSync(path.join(t.sitesDir, 'a.test')).filter((n) => n.startsWith('.~mw-upload'))).toEqual([]);
   });
 
   it('ABOR with no transfer running answers 225 and drops the waiting data listener', async () => {
