@@ -40,8 +40,14 @@ export interface FtpBenchOptions {
 
 export interface FtpBenchRow {
   server: string;
+  /** 200 small files, new names (median seconds). */
   smallSeconds: number;
+  /** The same 200 names again (median seconds). */
+  smallOverSeconds: number;
+  /** The large file under a free name (median MiB/s). */
   largeMiBs: number;
+  /** The large file over itself (median MiB/s). */
+  largeOverMiBs: number;
 }
 
 interface Target {
@@ -67,20 +73,50 @@ function largeStream(total: number): Readable {
   });
 }
 
-async function measure(target: Target, files: number, fileBytes: number, largeBytes: number): Promise<{ small: number; large: number }> {
+/** One measurement's four figures: new files, then the same names again. */
+interface Measurement {
+  small: number;
+  smallOver: number;
+  large: number;
+  largeOver: number;
+}
+
+/**
+ * One round against one server: 200 small files into a folder of their own
+ * (new files), the same 200 names again (overwrites), then the large file
+ * under a name freed just before (new) and once more over itself. Each timed
+ * part starts with no dirty pages left by the one before (`sync`).
+ *
+ * New and overwrite are measured apart because they cost a server with
+ * atomic replace something different: an overwrite needs the new file's
+ * pages while the old file still holds its own (vsftpd truncates in place
+ * and reuses them), and on this machine, a virtual machine, page-cache pages
+ * never touched before cost ~10× more to fill than recycled ones.
+ */
+async function measure(target: Target, round: number, files: number, fileBytes: number, largeBytes: number): Promise<Measurement> {
   const u = new URL(target.url);
   const c = new Client(30_000);
+  const timed = async (fn: () => Promise<unknown>) => {
+    execFileSync('sync');
+    const t0 = process.hrtime.bigint();
+    await fn();
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  };
   try {
     await c.access({ host: u.hostname, port: Number(u.port), user: target.user, password: target.password });
-    await c.ensureDir('/bench');
+    await c.ensureDir(`/bench/r${round}`);
     const body = Buffer.alloc(fileBytes, 0x62);
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < files; i++) await c.uploadFrom(Readable.from([body]), `f${i}.html`);
-    const small = Number(process.hrtime.bigint() - t0) / 1e9;
-    const t1 = process.hrtime.bigint();
-    await c.uploadFrom(largeStream(largeBytes), 'large.bin');
-    const large = Number(process.hrtime.bigint() - t1) / 1e9;
-    return { small, large: largeBytes / 1024 / 1024 / large };
+    const uploadAll = async () => {
+      for (let i = 0; i < files; i++) await c.uploadFrom(Readable.from([body]), `f${i}.html`);
+    };
+    const small = await timed(uploadAll);
+    const smallOver = await timed(uploadAll);
+    await c.cd('/bench');
+    await c.remove('large.bin', true);
+    const large = await timed(() => c.uploadFrom(largeStream(largeBytes), 'large.bin'));
+    const largeOver = await timed(() => c.uploadFrom(largeStream(largeBytes), 'large.bin'));
+    const mibs = (s: number) => largeBytes / 1024 / 1024 / s;
+    return { small, smallOver, large: mibs(large), largeOver: mibs(largeOver) };
   } finally {
     c.close();
   }
@@ -220,25 +256,32 @@ export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[
   ];
   const rows: FtpBenchRow[] = [];
   try {
-    const results = new Map(targets.map((t) => [t.name, { small: [] as number[], large: [] as number[] }]));
+    const results = new Map(targets.map((t) => [t.name, [] as Measurement[]]));
     // Interleaved, so all servers see the same machine noise, and in an order rotated every
     // round: the disk is slow for a second or so after another server replaced its 100 MiB
     // file (freed blocks are discarded at the next journal commit; the file system is mounted
     // with `discard` here), and a fixed order made one server always pay for the one before.
     for (let r = 0; r < runs; r++) {
       for (const t of [...targets.slice(r % targets.length), ...targets.slice(0, r % targets.length)]) {
-        // Each measurement starts with no dirty pages left by the one before: otherwise the
-        // kernel's write-back of the previous server's 100 MiB lands in the middle of this one.
-        execFileSync('sync');
-        const m = await measure(t, files, fileBytes, largeBytes);
-        results.get(t.name)!.small.push(m.small);
-        results.get(t.name)!.large.push(m.large);
+        results.get(t.name)!.push(await measure(t, r, files, fileBytes, largeBytes));
       }
     }
     for (const t of targets) {
       const res = results.get(t.name)!;
-      rows.push({ server: t.name, smallSeconds: median(res.small), largeMiBs: median(res.large) });
-      if (process.env.BENCH_VERBOSE) process.stderr.write(`${t.name}: small ${res.small.map((x) => x.toFixed(3)).join(' ')} s; large ${res.large.map((x) => x.toFixed(0)).join(' ')} MiB/s\n`);
+      const all = (k: keyof Measurement) => res.map((m) => m[k]);
+      rows.push({
+        server: t.name,
+        smallSeconds: median(all('small')),
+        smallOverSeconds: median(all('smallOver')),
+        largeMiBs: median(all('large')),
+        largeOverMiBs: median(all('largeOver')),
+      });
+      if (process.env.BENCH_VERBOSE) {
+        const fmt = (k: keyof Measurement, d: number) => all(k).map((x) => x.toFixed(d)).join(' ');
+        process.stderr.write(
+          `${t.name}: small ${fmt('small', 3)} s, overwrite ${fmt('smallOver', 3)} s; large ${fmt('large', 0)} MiB/s, overwrite ${fmt('largeOver', 0)} MiB/s\n`,
+        );
+      }
     }
   } finally {
     for (const t of targets) await t.stop();
@@ -249,24 +292,24 @@ export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[
 
 /**
  * A Markdown table: time for the small files and MiB/s for the large one,
- * with ratios to the first row and, when it ran, to vsftpd (the project's
- * targets: small files ≤ 1.5× vsftpd's time, large ≥ 0.8× its MiB/s).
+ * new and overwritten, each with its ratio to vsftpd when it ran (else to
+ * the first row). The project's targets are on new files: small ≤ 1.5×
+ * vsftpd's time, large ≥ 0.8× its MiB/s.
  */
 export function formatFtpTable(rows: FtpBenchRow[], files = 200, largeMb = 100): string {
-  const base = rows[0]!;
-  const vs = rows.find((r) => r.server.startsWith('vsftpd'));
-  const lines = [
-    `| server | ${files} × 4 KiB (s) | ratio | ${vs ? 'time / vsftpd | ' : ''}${largeMb} MiB upload (MiB/s) | ratio |${vs ? ' MiB/s / vsftpd |' : ''}`,
-    `|---|---|---|${vs ? '---|' : ''}---|---|${vs ? '---|' : ''}`,
-    ...rows.map(
-      (r) =>
-        `| ${r.server} | ${r.smallSeconds.toFixed(3)} | ${(r.smallSeconds / base.smallSeconds).toFixed(2)} | ` +
-        (vs ? `${(r.smallSeconds / vs.smallSeconds).toFixed(2)} | ` : '') +
-        `${r.largeMiBs.toFixed(0)} | ${(r.largeMiBs / base.largeMiBs).toFixed(2)} |` +
-        (vs ? ` ${(r.largeMiBs / vs.largeMiBs).toFixed(2)} |` : ''),
-    ),
+  const base = rows.find((r) => r.server.startsWith('vsftpd')) ?? rows[0]!;
+  const to = base.server.startsWith('vsftpd') ? 'vsftpd' : 'first';
+  const cols: { head: string; get: (r: FtpBenchRow) => number; digits: number }[] = [
+    { head: `${files} × 4 KiB new (s)`, get: (r) => r.smallSeconds, digits: 3 },
+    { head: `${files} × 4 KiB overwrite (s)`, get: (r) => r.smallOverSeconds, digits: 3 },
+    { head: `${largeMb} MiB new (MiB/s)`, get: (r) => r.largeMiBs, digits: 0 },
+    { head: `${largeMb} MiB overwrite (MiB/s)`, get: (r) => r.largeOverMiBs, digits: 0 },
   ];
-  return lines.join('\n');
+  return [
+    `| server | ${cols.map((c) => `${c.head} | / ${to}`).join(' | ')} |`,
+    `|---|${cols.map(() => '---|---|').join('')}`,
+    ...rows.map((r) => `| ${r.server} | ${cols.map((c) => `${c.get(r).toFixed(c.digits)} | ${(c.get(r) / c.get(base)).toFixed(2)}`).join(' | ')} |`),
+  ].join('\n');
 }
 
 const bareAt = process.argv.indexOf('--serve-bare');
