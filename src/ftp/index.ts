@@ -22,7 +22,7 @@ import { ActiveConnector, PassiveConnector, plainIp, sameIp, type DataConnector 
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { LoginGuard } from './guard.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
-import { DiskError, receive } from './receive.ts';
+import { DiskError, receive, SMALL_UPLOAD } from './receive.ts';
 import { scanUsage, TenantUsage } from './usage.ts';
 import { TransferLogs } from './xferlog.ts';
 
@@ -352,7 +352,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       }
       if (transferError === undefined && !diskError && !quotaHit) {
         try {
-          await fs.commitUpload(up);
+          await fs.commitUpload(up, up.prefix + written < SMALL_UPLOAD);
           siteChanges?.changed(s.tenant!);
           const replied = conn.reply(226, `Transfer complete: ${up.clientPath}`); // the logs need not delay it
           transferLog(s, cmd.directive, up.clientPath, written, t0, 'ok');

@@ -1,13 +1,24 @@
 import { randomBytes } from 'node:crypto';
-import { constants, createReadStream, lstatSync, statSync, type ReadStream, type Stats } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rmdir, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { close, constants, createReadStream, lstatSync, openSync, renameSync, statSync, type ReadStream, type Stats } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rmdir, stat, truncate, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { isInside, resolveInJailSync, splitSegments } from '../lib/jail.ts';
 import type { TenantUsage } from './usage.ts';
 
-/** Old files from this size on are freed after the reply (see commitUpload). */
-const DEFER_FREE_BYTES = 1024 * 1024;
+/** Opens `file` to hold it, or undefined when it cannot be (gone, a link, no right). */
+function tryOpenSync(file: string, flags: number): number | undefined {
+  try {
+    return openSync(file, flags);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Closes `fd` in the thread pool; a failing close of a file only read loses nothing. */
+function closeLater(fd: number): void {
+  close(fd, () => undefined);
+}
 
 /**
  * A refusal in FTP's words: `code` is the reply code, `message` the text,
@@ -272,23 +283,36 @@ export class JailFileSystem {
   }
 
   /**
-   * Makes a finished upload visible: one rename over the target; the old
-   * file's space is freed. Freeing a large file's cached pages takes the
-   * kernel tens of milliseconds (40 ms for 100 MiB here), paid inside the
-   * rename when it drops the last link; holding the old file open across
-   * the rename moves that cost to the close, which runs after this returns
-   * (so the client's 226 does not wait for it).
+   * Makes a finished upload visible: one rename over the target. An old
+   * file it replaces is held open across the rename and closed after it, in
+   * the thread pool: dropping a file's last link frees its blocks and cached
+   * pages inside that call (~110 µs for a 4 KiB file here, ~40 ms for
+   * 100 MiB), and this way the client's 226 does not wait for it.
+   *
+   * `inPlace` (a small upload: its temporary holds a few pages) does the
+   * open and the rename on this thread, ~50 µs, instead of two round trips
+   * through the thread pool (see resolveInJailSync). A large temporary's
+   * rename also starts the write-back of all its pages (ext4's
+   * auto_da_alloc), so it goes to the pool.
    */
-  async commitUpload(u: PendingUpload): Promise<void> {
-    let old: FileHandle | undefined;
-    if (u.oldSize >= DEFER_FREE_BYTES) {
-      // O_NONBLOCK: never waits on a FIFO; O_NOFOLLOW: a link is not the file being replaced.
-      old = await open(u.target, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
-    }
-    try {
-      await rename(u.temp, u.target);
-    } finally {
-      void old?.close().catch(() => undefined);
+  async commitUpload(u: PendingUpload, inPlace = false): Promise<void> {
+    // O_NONBLOCK: never waits on a FIFO; O_NOFOLLOW: a link is not the file being replaced.
+    const holdFlags = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+    if (inPlace) {
+      let old: number | undefined;
+      if (u.oldSize > 0) old = tryOpenSync(u.target, holdFlags);
+      try {
+        renameSync(u.temp, u.target);
+      } finally {
+        if (old !== undefined) closeLater(old);
+      }
+    } else {
+      const old = u.oldSize > 0 ? await open(u.target, holdFlags).catch(() => undefined) : undefined;
+      try {
+        await rename(u.temp, u.target);
+      } finally {
+        void old?.close().catch(() => undefined);
+      }
     }
     this.usage.used = Math.max(0, this.usage.used - u.oldSize);
   }

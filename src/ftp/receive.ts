@@ -17,7 +17,7 @@ export class DiskError extends Error {
 const QUEUE_LIMIT = 1024 * 1024;
 
 /** An upload smaller than this is written in one piece once it has all arrived. */
-const SMALL_UPLOAD = 64 * 1024;
+export const SMALL_UPLOAD = 64 * 1024;
 
 /**
  * Copies an upload's data connection into the open file `fd` (written at

@@ -151,6 +151,30 @@ describe('JailFileSystem: normal use', () => {
     expect(readdirSync(path.join(root, 'dir'))).toEqual(['file.txt', 'up']);
   });
 
+  it('commits in place (small uploads) and through the pool alike: the old file is replaced, its bytes leave the quota, a link is replaced, not its target', async () => {
+    for (const inPlace of [true, false]) {
+      const usage = new TenantUsage();
+      const fs = new JailFileSystem(root, usage, silent);
+      writeFileSync(path.join(root, 'c.txt'), 'old bytes'); // 9
+      writeFileSync(path.join(root, 'c-target.txt'), 'target');
+      symlinkSync('c-target.txt', path.join(root, 'c-link'));
+      usage.used = 100;
+      const up = await fs.startUpload('c.txt');
+      await writeFile(up.temp, 'new');
+      usage.used += 3;
+      await fs.commitUpload(up, inPlace);
+      expect(readFileSync(path.join(root, 'c.txt'), 'utf8')).toBe('new');
+      expect(usage.used).toBe(100 + 3 - 9);
+      const viaLink = await fs.startUpload('c-link');
+      await writeFile(viaLink.temp, 'file now');
+      await fs.commitUpload(viaLink, inPlace);
+      expect(readFileSync(path.join(root, 'c-link'), 'utf8')).toBe('file now');
+      expect(readFileSync(path.join(root, 'c-target.txt'), 'utf8')).toBe('target');
+      expect(readdirSync(root).filter((n) => n.startsWith(TEMP_PREFIX))).toEqual([]);
+      for (const n of ['c.txt', 'c-target.txt', 'c-link']) rmSync(path.join(root, n));
+    }
+  });
+
   it('APPE and REST keep the old bytes in the temporary; REST past the end is refused', async () => {
     const fs = fsFor();
     writeFileSync(path.join(root, 'r.txt'), '0123456789');
