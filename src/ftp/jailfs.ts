@@ -15,9 +15,13 @@ function tryOpenSync(file: string, flags: number): number | undefined {
   }
 }
 
-/** Closes `fd` in the thread pool; a failing close of a file only read loses nothing. */
+/**
+ * Closes `fd` in the thread pool, handed over once the current work is
+ * done (the reply that follows a commit is written first); a failing close
+ * of a file only read loses nothing.
+ */
 function closeLater(fd: number): void {
-  close(fd, () => undefined);
+  setImmediate(() => close(fd, () => undefined));
 }
 
 /**
