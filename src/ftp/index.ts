@@ -1,6 +1,5 @@
-import { closeSync, open, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { promisify } from 'node:util';
 import { mkdir, realpath } from 'node:fs/promises';
 import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
@@ -76,8 +75,6 @@ interface Session {
   /** Jail-relative source of a pending RNFR. */
   renameFrom?: string;
 }
-
-const openFd = promisify(open);
 
 /** After a quota cut, at most this much of the rest of an upload is read (and dropped) before the connection is reset. */
 const DISCARD_MAX = 64 * 1024 * 1024;
@@ -291,15 +288,20 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await replyError(s, err, cmd.directive);
       return;
     }
-    // 'wx' (O_EXCL): never opens through a link planted at the temporary's name. The open runs
-    // while the data connection comes and the 150 goes out (the data waits, paused, in the
-    // socket); should it fail, the final reply after the 150 says so (RFC 959 §5.4: 150 is a
-    // preliminary reply).
-    const opening = openFd(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
-    opening.catch(() => undefined);
+    // 'wx' (O_EXCL): never opens through a link planted at the temporary's name. Opened in
+    // place, before the 150 (see resolveInJailSync): a thread-pool round trip cost the loop
+    // more than the open itself, and a failure is answered before any data moves.
+    let fd: number;
+    try {
+      fd = openSync(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
+    } catch (err) {
+      conn.connector.end();
+      await fs.abortUpload(up, 0);
+      await replyError(s, err, cmd.directive);
+      return;
+    }
     const socket = await dataConnection(s, `Ready to receive ${up.clientPath}`, async () => {
-      const unused = await opening.catch(() => undefined);
-      if (unused !== undefined) closeSync(unused);
+      closeSync(fd);
       await fs.abortUpload(up, 0);
     });
     if (!socket) return;
@@ -325,16 +327,6 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       written += chunk.length;
       return true;
     };
-    let fd: number;
-    try {
-      fd = await opening;
-    } catch (err) {
-      socket.destroy();
-      conn.connector.end();
-      await fs.abortUpload(up, 0);
-      await replyError(s, err, cmd.directive);
-      return;
-    }
     let diskError: Error | undefined;
     try {
       let transferError: unknown;

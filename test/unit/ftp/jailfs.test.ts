@@ -153,7 +153,7 @@ describe('JailFileSystem: normal use', () => {
 
   it('commits in place (small uploads) and through the pool alike: the old file is replaced, its bytes leave the quota, a link is replaced, not its target', async () => {
     for (const inPlace of [true, false]) {
-      const usage = new TenantUsage();
+      const usage = new TenantUsage(undefined);
       const fs = new JailFileSystem(root, usage, silent);
       writeFileSync(path.join(root, 'c.txt'), 'old bytes'); // 9
       writeFileSync(path.join(root, 'c-target.txt'), 'target');
