@@ -23,7 +23,8 @@ import { LoginGuard } from './guard.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
 import { DiskError, receive, SMALL_UPLOAD } from './receive.ts';
 import { scanUsage, TenantUsage } from './usage.ts';
-import { TransferLogs } from './xferlog.ts';
+import { transferLine } from './xferlog.ts';
+import { TenantLogFiles } from '../lib/tenantlogs.ts';
 
 export interface FtpDeps {
   registry: Registry;
@@ -120,7 +121,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   const cfg = main.ftp!;
   const guard = new LoginGuard(cfg.lockout.failures, cfg.lockout.windowSeconds * 1000, cfg.lockout.lockSeconds * 1000);
   const usages = new Map<string, TenantUsage>();
-  const xfer = new TransferLogs(path.join(main.dataDir, 'logs'), log);
+  const xfer = new TenantLogFiles(path.join(main.dataDir, 'logs'), 'ftp.log', log);
   const sessions = new Set<Session>();
   const byConn = new WeakMap<Conn, Session>();
   const perIp = new Map<string, number>();
@@ -170,7 +171,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   function transferLog(s: Session, command: string, clientPath: string, bytes: number, t0: number, status: string): void {
     if (!s.tenant) return;
     if (bytes > 0) transferred?.inc({ direction: command === 'RETR' ? 'out' : 'in' }, bytes);
-    xfer.write(s.tenant, { remote: s.remote, user: s.login ?? '-', command, path: clientPath, bytes, ms: Date.now() - t0, status });
+    xfer.write(s.tenant, transferLine({ remote: s.remote, user: s.login ?? '-', command, path: clientPath, bytes, ms: Date.now() - t0, status }));
   }
 
   /** Replies with an FtpError's own code; anything else is our fault: a generic reply and a reference in the log. */
@@ -993,6 +994,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return [
         { name: 'ftp quota rescan', schedule: cfg.quotaRescan, run: rescan },
         { name: 'ftp login throttle prune', schedule: '*/10 * * * *', run: () => guard.prune() },
+        { name: 'rotate ftp transfer logs', schedule: '0 0 * * *', run: () => xfer.rotate(cfg.transferLog.keepDays) },
       ];
     },
   };

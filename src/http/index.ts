@@ -14,7 +14,8 @@ import { parseUrlPath, type JailRefusal } from '../lib/jail.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
-import { AccessLogs, combinedLine, DEFAULT_SITE } from './accesslog.ts';
+import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
+import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
@@ -124,7 +125,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
-  const accessLogs = new AccessLogs(path.join(main.dataDir, 'logs'), log);
+  const accessLogs = new TenantLogFiles(path.join(main.dataDir, 'logs'), 'access.log', log);
   const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);

@@ -153,6 +153,12 @@ export const mainSchema = z.strictObject({
         .optional(),
       /** node-cron schedule of the quota rescan that corrects drift (UTC). */
       quotaRescan: z.string().default('17 * * * *'),
+      transferLog: z
+        .strictObject({
+          /** Rotated daily; this many days of old logs are kept. */
+          keepDays: z.number().int().min(1).max(3650).default(14),
+        })
+        .default({ keepDays: 14 }),
     })
     .optional(),
   /** Form handlers (/cgi-bin/<name>): sandbox limits and the mail they may send. */

@@ -1,0 +1,128 @@
+import { appendFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../core/log.ts';
+
+interface Sink {
+  lines: string[];
+  size: number;
+  /** Writes for one file are serialised, and so is rotation. */
+  chain: Promise<void>;
+  dirMade: boolean;
+}
+
+/**
+ * One log file per tenant at `<logsDir>/<tenant>/<name>` (the HTTP access
+ * log, the FTP transfer log). Lines are buffered in memory and appended at
+ * most every `flushMs` (or at 64 KiB), so a request or a transfer costs no
+ * I/O of its own; {@link close} writes what is left. A crash loses at most
+ * the last `flushMs` of lines, as with a buffered nginx access log.
+ */
+export class TenantLogFiles {
+  private readonly sinks = new Map<string, Sink>();
+  private timer: NodeJS.Timeout | undefined;
+  /** Names of rotated logs: `<name>.<YYYY-MM-DD>`. */
+  private readonly rotated: RegExp;
+
+  constructor(
+    private readonly logsDir: string,
+    /** The file name in each tenant's folder: letters, digits, dots (`access.log`). */
+    private readonly name: string,
+    private readonly log: Logger,
+    private readonly flushMs = 250,
+  ) {
+    if (!/^[a-z0-9.]+$/i.test(name)) throw new Error(`bad log file name: ${name}`);
+    this.rotated = new RegExp(`^${name.replaceAll('.', '\\.')}\\.(\\d{4}-\\d{2}-\\d{2})$`);
+  }
+
+  fileFor(tenant: string): string {
+    return path.join(this.logsDir, tenant, this.name);
+  }
+
+  write(tenant: string, line: string): void {
+    let sink = this.sinks.get(tenant);
+    if (!sink) {
+      sink = { lines: [], size: 0, chain: Promise.resolve(), dirMade: false };
+      this.sinks.set(tenant, sink);
+    }
+    sink.lines.push(line);
+    sink.size += line.length;
+    if (sink.size >= 64 * 1024) this.flushOne(tenant, sink);
+    else if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        void this.flush();
+      }, this.flushMs);
+      this.timer.unref();
+    }
+  }
+
+  private flushOne(tenant: string, sink: Sink): Promise<void> {
+    if (sink.lines.length === 0) return sink.chain;
+    const data = sink.lines.join('');
+    sink.lines = [];
+    sink.size = 0;
+    const file = this.fileFor(tenant);
+    sink.chain = sink.chain.then(async () => {
+      try {
+        if (!sink.dirMade) {
+          await mkdir(path.dirname(file), { recursive: true });
+          sink.dirMade = true;
+        }
+        await appendFile(file, data);
+      } catch (err) {
+        this.log.error({ tenant, file: this.name, err: (err as Error).message }, 'cannot write a tenant log');
+      }
+    });
+    return sink.chain;
+  }
+
+  /** Appends every buffered line; resolves when they are on disk. */
+  async flush(): Promise<void> {
+    await Promise.all([...this.sinks].map(([tenant, sink]) => this.flushOne(tenant, sink)));
+  }
+
+  /**
+   * Daily rotation: `<name>` becomes `<name>.<YYYY-MM-DD>` (the day it
+   * covers, UTC) and logs older than `keepDays` are removed.
+   */
+  async rotate(keepDays: number, now = new Date()): Promise<void> {
+    await this.flush();
+    const yesterday = new Date(now.getTime() - 86_400_000).toISOString().slice(0, 10);
+    const oldest = new Date(now.getTime() - keepDays * 86_400_000).toISOString().slice(0, 10);
+    let dirs: string[];
+    try {
+      dirs = await readdir(this.logsDir);
+    } catch {
+      return;
+    }
+    for (const tenant of dirs) {
+      const dir = path.join(this.logsDir, tenant);
+      const sink = this.sinks.get(tenant);
+      const work = async () => {
+        const current = path.join(dir, this.name);
+        try {
+          const st = await stat(current);
+          if (st.size > 0) await rename(current, `${current}.${yesterday}`);
+        } catch {
+          // no current log: nothing to rotate
+        }
+        for (const name of await readdir(dir).catch(() => [] as string[])) {
+          const m = this.rotated.exec(name);
+          if (m && m[1]! < oldest) await rm(path.join(dir, name), { force: true });
+        }
+      };
+      if (sink) {
+        sink.chain = sink.chain.then(work);
+        await sink.chain;
+      } else {
+        await work();
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.flush();
+  }
+}

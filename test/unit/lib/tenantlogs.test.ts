@@ -1,0 +1,60 @@
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { TenantLogFiles } from '../../../src/lib/tenantlogs.ts';
+import { transferLine } from '../../../src/ftp/xferlog.ts';
+
+describe('TenantLogFiles', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'tlog-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const name of ['access.log', 'ftp.log']) {
+    it(`${name}: appends per tenant and rotates daily, keeping keepDays of old logs, and touches no other log`, async () => {
+      const other = name === 'access.log' ? 'ftp.log' : 'access.log';
+      const logs = new TenantLogFiles(dir, name, pino({ level: 'silent' }));
+      logs.write('a.test', 'line 1\n');
+      logs.write('b.test', 'other\n');
+      await logs.flush();
+      expect(readFileSync(path.join(dir, 'a.test', name), 'utf8')).toBe('line 1\n');
+      writeFileSync(path.join(dir, 'a.test', other), 'not mine\n');
+      writeFileSync(path.join(dir, 'a.test', `${other}.2026-01-01`), 'not mine either\n');
+
+      await logs.rotate(2, new Date('2026-03-10T00:00:01Z'));
+      expect(existsSync(path.join(dir, 'a.test', name))).toBe(false);
+      expect(readFileSync(path.join(dir, 'a.test', `${name}.2026-03-09`), 'utf8')).toBe('line 1\n');
+
+      logs.write('a.test', 'line 2\n');
+      await logs.rotate(2, new Date('2026-03-11T00:00:01Z'));
+      logs.write('a.test', 'line 3\n');
+      await logs.rotate(2, new Date('2026-03-12T00:00:01Z'));
+      await logs.close();
+      // 03-09 is older than two days on 03-12 and is gone; 03-10 and 03-11 stay; the other log is untouched.
+      expect(readdirSync(path.join(dir, 'a.test')).sort()).toEqual([other, `${other}.2026-01-01`, `${name}.2026-03-10`, `${name}.2026-03-11`].sort());
+      expect(readFileSync(path.join(dir, 'a.test', `${name}.2026-03-11`), 'utf8')).toBe('line 3\n');
+    });
+  }
+
+  it('buffers lines: nothing is written before the flush interval, everything after', async () => {
+    const logs = new TenantLogFiles(dir, 'ftp.log', pino({ level: 'silent' }), 60_000);
+    logs.write('a.test', 'x\n');
+    expect(existsSync(path.join(dir, 'a.test', 'ftp.log'))).toBe(false);
+    await logs.close();
+    expect(readFileSync(path.join(dir, 'a.test', 'ftp.log'), 'utf8')).toBe('x\n');
+  });
+
+  it('refuses a file name that is not a plain name', () => {
+    expect(() => new TenantLogFiles(dir, '../x.log', pino({ level: 'silent' }))).toThrow(/bad log file name/);
+  });
+});
+
+describe('transferLine', () => {
+  it('writes time, remote, user, command, bytes, ms, status, path; CR and LF in a path cannot start a new line', () => {
+    const line = transferLine({ remote: '127.0.0.1', user: 'ann@a.test', command: 'STOR', path: '/a b\r\nfake line', bytes: 5, ms: 3, status: 'ok' }, new Date('2026-03-10T01:02:03Z'));
+    expect(line).toBe('2026-03-10T01:02:03.000Z 127.0.0.1 ann@a.test STOR 5 3 ok /a b??fake line\n');
+  });
+});
