@@ -963,6 +963,9 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       while (sessions.size > 0 && [...sessions].some((s) => s.busy) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 25));
       }
+      // Commands still running (a transfer cut by the shutdown) finish after their sockets go
+      // and write their transfer-log line then: the logs are closed after them.
+      const running = [...sessions].map((s) => s.queue);
       for (const s of [...sessions]) {
         await Promise.race([s.conn.close(421, 'Service shutting down'), new Promise((r) => setTimeout(r, 200))]);
         s.conn.commandSocket.destroy();
@@ -972,6 +975,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await closed;
       ftp.removeAllListeners();
       ftp = undefined;
+      await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, 1_000).unref())]);
       await xfer.close();
     },
     reload(next) {
@@ -994,7 +998,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return [
         { name: 'ftp quota rescan', schedule: cfg.quotaRescan, run: rescan },
         { name: 'ftp login throttle prune', schedule: '*/10 * * * *', run: () => guard.prune() },
-        { name: 'rotate ftp transfer logs', schedule: '0 0 * * *', run: () => xfer.rotate(cfg.transferLog.keepDays) },
+        { name: 'rotate ftp transfer logs', schedule: '0 0 * * *', run: () => xfer.rotate(current.config.main.ftp?.transferLog.keepDays ?? 14) },
       ];
     },
   };

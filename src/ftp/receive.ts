@@ -34,7 +34,7 @@ export const SMALL_UPLOAD = 64 * 1024;
  * drains only when empty), which halved large-upload throughput here.
  */
 export function receive(socket: Socket, fd: number, accept: (chunk: Buffer) => boolean): Promise<void> {
-  // Cut before we got here (ABOR while the file was being opened): its 'close' has been and gone.
+  // Cut before we got here (reset or ABOR while the 150 was going out): its 'close' has been and gone.
   if (socket.destroyed) return Promise.reject(new Error('data connection closed before the end of the upload'));
   const done = collect(socket, fd, accept);
   // A socket read the usual way (TLS) hands its chunks to the same sink, and is paused by hand

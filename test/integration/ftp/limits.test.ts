@@ -234,3 +234,33 @@ describe('FTP limits', () => {
     expect(existsSync(path.join(t.sitesDir, 'l.test', 'index.html'))).toBe(true);
   });
 });
+
+describe('FTP shutdown', () => {
+  it('an upload cut by the shutdown is not stored, and its line is in the transfer log once stop() has resolved', async () => {
+    const u = await startTestSuite({
+      tenants: { 's.test': { domains: ['s.test'], ftp: [{ user: 'sam', password: await hashPassword(PASS) }] } },
+      main: { ftp: {} },
+    });
+    try {
+      const raw = await rawSession(u.ftp!);
+      await raw.send('USER sam@s.test');
+      expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+      const epsv = await raw.send('EPSV');
+      const data = connect(Number(/\(\|\|\|(\d+)\|\)/.exec(epsv)![1]), '127.0.0.1');
+      data.on('error', () => undefined);
+      await new Promise((r) => data.once('connect', r));
+      expect(await raw.send('STOR cut.bin')).toMatch(/^150 /);
+      data.write(Buffer.alloc(100_000, 1)); // and then nothing: the upload is still running at the shutdown
+      await waitFor(() => u.logs().some((l) => l.msg === 'ftp upload' || readdirSync(path.join(u.sitesDir, 's.test')).some((n) => n.startsWith('.~mw-upload-'))), 2_000, 'the upload under way');
+      await u.suite.stop(500); // the suite alone: the helper's stop() also removes its folder
+      raw.close();
+      data.destroy();
+      const log = path.join(u.dataDir, 'logs', 's.test', 'ftp.log');
+      expect(existsSync(log)).toBe(true);
+      expect(readFileSync(log, 'utf8')).toMatch(/ sam@s\.test STOR \d+ \d+ aborted \/cut\.bin\n/);
+      expect(readdirSync(path.join(u.sitesDir, 's.test'))).not.toContain('cut.bin');
+    } finally {
+      await u.stop(); // again, harmless, and the folder goes
+    }
+  });
+});

@@ -12,6 +12,7 @@ describe('ftp config keys', () => {
       maxConnectionsPerIp: 10,
       lockout: { failures: 5, windowSeconds: 600, lockSeconds: 300 },
       quotaRescan: '17 * * * *',
+      transferLog: { keepDays: 14 },
     });
     expect(c.ftp?.tls).toBeUndefined();
   });

@@ -162,8 +162,13 @@ describe('JailFileSystem: normal use', () => {
       const up = await fs.startUpload('c.txt');
       await writeFile(up.temp, 'new');
       usage.used += 3;
+      const fds = () => readdirSync('/proc/self/fd').length;
+      const before = fds();
       await fs.commitUpload(up, inPlace);
       expect(readFileSync(path.join(root, 'c.txt'), 'utf8')).toBe('new');
+      // The old file, held open across the rename, is closed soon after (in the thread pool).
+      for (let i = 0; i < 200 && fds() > before; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(fds()).toBe(before);
       expect(usage.used).toBe(100 + 3 - 9);
       const viaLink = await fs.startUpload('c-link');
       await writeFile(viaLink.temp, 'file now');

@@ -53,8 +53,8 @@ describe('TenantLogFiles', () => {
 });
 
 describe('transferLine', () => {
-  it('writes time, remote, user, command, bytes, ms, status, path; CR and LF in a path cannot start a new line', () => {
-    const line = transferLine({ remote: '127.0.0.1', user: 'ann@a.test', command: 'STOR', path: '/a b\r\nfake line', bytes: 5, ms: 3, status: 'ok' }, new Date('2026-03-10T01:02:03Z'));
-    expect(line).toBe('2026-03-10T01:02:03.000Z 127.0.0.1 ann@a.test STOR 5 3 ok /a b??fake line\n');
+  it('writes time, remote, user, command, bytes, ms, status, path; control characters in a path are escaped, UTF-8 kept', () => {
+    const line = transferLine({ remote: '127.0.0.1', user: 'ann@a.test', command: 'STOR', path: '/a b\r\nfake\x1b[2J café', bytes: 5, ms: 3, status: 'ok' }, new Date('2026-03-10T01:02:03Z'));
+    expect(line).toBe('2026-03-10T01:02:03.000Z 127.0.0.1 ann@a.test STOR 5 3 ok /a b\\x0d\\x0afake\\x1b[2J café\n');
   });
 });
