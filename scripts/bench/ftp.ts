@@ -211,7 +211,8 @@ async function serveBare(root: string, port: number, noDelay: boolean): Promise<
  * Undefined when vsftpd or the `ftp` user is not installed.
  */
 async function vsftpd(dir: string): Promise<Target | undefined> {
-  if (!has('vsftpd')) return undefined;
+  // vsftpd starts only as root (its chroot and privilege separation), and the upload folder is chowned to `ftp`.
+  if (!has('vsftpd') || process.getuid?.() !== 0) return undefined;
   let uid: number;
   let gid: number;
   try {
@@ -310,13 +311,15 @@ export async function benchFtp(opts: FtpBenchOptions = {}): Promise<FtpBenchRow[
   const rows: FtpBenchRow[] = [];
   try {
     const results = new Map(targets.map((t) => [t.name, [] as Measurement[]]));
-    // Interleaved, so all servers see the same machine noise, and in an order rotated every
-    // round: the disk is slow for a second or so after another server replaced its 100 MiB
-    // file (freed blocks are discarded at the next journal commit; the file system is mounted
-    // with `discard` here), and a fixed order made one server always pay for the one before.
+    // Interleaved, so all servers see the same machine noise, in an order rotated every round
+    // and reversed every other one: what a server leaves behind (the kernel freeing and
+    // discarding a replaced 100 MiB file, the file system is mounted with `discard` here) lands
+    // on the one measured next, and a fixed order, or a rotation alone, which keeps each
+    // server's neighbours, made one server pay for the same other most of the time.
     for (const t of targets) await warmUp(t, fileBytes, largeBytes);
     for (let r = 0; r < runs; r++) {
-      for (const t of [...targets.slice(r % targets.length), ...targets.slice(0, r % targets.length)]) {
+      const rotated = [...targets.slice(r % targets.length), ...targets.slice(0, r % targets.length)];
+      for (const t of r % 2 === 1 ? rotated.reverse() : rotated) {
         results.get(t.name)!.push(await measure(t, r, files, fileBytes, largeBytes));
       }
     }
