@@ -105,6 +105,11 @@ function settle(drop: boolean): void {
   }
 }
 
+async function login(c: Client, target: Target): Promise<void> {
+  const u = new URL(target.url);
+  await c.access({ host: u.hostname, port: Number(u.port), user: target.user, password: target.password });
+}
+
 /**
  * One round against one server: 200 small files into a folder of their own
  * (new files), the same 200 names again (overwrites), then the large file
@@ -119,7 +124,6 @@ function settle(drop: boolean): void {
  * and reuses them).
  */
 async function measure(target: Target, round: number, files: number, fileBytes: number, largeBytes: number): Promise<Measurement> {
-  const u = new URL(target.url);
   const c = new Client(30_000);
   const timed = async (fn: () => Promise<unknown>, drop = false) => {
     settle(drop);
@@ -128,7 +132,7 @@ async function measure(target: Target, round: number, files: number, fileBytes: 
     return Number(process.hrtime.bigint() - t0) / 1e9;
   };
   try {
-    await c.access({ host: u.hostname, port: Number(u.port), user: target.user, password: target.password });
+    await login(c, target);
     await c.ensureDir(`/bench/r${round}`);
     const body = Buffer.alloc(fileBytes, 0x62);
     const uploadAll = async () => {
@@ -160,10 +164,9 @@ const WARM_UP_FILES = 2000;
 const WARM_UP_MS = 4000;
 
 async function warmUp(target: Target, fileBytes: number, largeBytes: number): Promise<void> {
-  const u = new URL(target.url);
   const c = new Client(30_000);
   try {
-    await c.access({ host: u.hostname, port: Number(u.port), user: target.user, password: target.password });
+    await login(c, target);
     await c.ensureDir('/bench/warm-up');
     const body = Buffer.alloc(fileBytes, 0x62);
     const until = Date.now() + WARM_UP_MS;
