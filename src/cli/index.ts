@@ -9,7 +9,8 @@ import { queueControl, queueList } from './commands/queue.ts';
 import { hashPasswordCommand } from './commands/hash-password.ts';
 import { init } from './commands/init.ts';
 import { passwd } from './commands/passwd.ts';
-import { aliasAdd, aliasRemove, tenantAdd, tenantList, tenantRemove, tenantResume, tenantShow, tenantSuspend } from './commands/tenant.ts';
+import { aliasAdd, aliasRemove, tenantAdd, tenantList, tenantResume, tenantShow, tenantSuspend } from './commands/tenant.ts';
+import { tenantRemove, tenantRestore } from './commands/tenant-archive.ts';
 
 /** The bundled example config, used when the current folder has none. */
 const BUNDLED = path.join(packageRoot(), 'config');
@@ -178,10 +179,16 @@ export async function main(argv: string[]): Promise<number> {
     });
   tenant
     .command('remove <id>')
-    .description('take a tenant off line: its file, web root and state move to <data>/archive/<id>-<time>/')
+    .description('take a tenant off line and out of every service: its file, web root, logs, state rows and queued mail move to <data>/archive/<id>-<time>/')
     .option('-y, --yes', 'really remove it')
-    .action(function (this: Command, id: string, opts: { yes?: boolean }) {
-      code = tenantRemove(cfg(this), id, { yes: opts.yes === true });
+    .action(async function (this: Command, id: string, opts: { yes?: boolean }) {
+      code = await tenantRemove(cfg(this), id, { yes: opts.yes === true });
+    });
+  tenant
+    .command('restore <archive>')
+    .description('bring back a removed tenant from its archive (a path, or a folder name under <data>/archive/)')
+    .action(function (this: Command, archive: string) {
+      code = tenantRestore(cfg(this), archive);
     });
 
   const alias = program.command('alias').description("mail forwards of a tenant's domains (mail.forward in its file, comments kept)");

@@ -1,97 +1,15 @@
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { isMap, parseDocument, type Document } from 'yaml';
-import { ConfigError, loadConfig, loadMainConfig, TENANT_DIR, TENANT_ID, type LoadedConfig } from '../../core/config/load.ts';
-import type { MainConfig } from '../../core/config/schema.ts';
+import { isMap } from 'yaml';
+import { TENANT_ID, type LoadedConfig } from '../../core/config/load.ts';
 import { Registry, type Tenant } from '../../core/registry.ts';
 import { scanUsage } from '../../lib/du.ts';
 import { isValidHostname } from '../../lib/hostname.ts';
 import { formatSize, parseSize } from '../../lib/sizes.ts';
-import { resolveServiceUser } from '../../lib/users.ts';
 import { openState } from '../../state/index.ts';
+import { loadCurrent, readTenant, serviceOwner, tenantFile, validateEdit, writeTenant } from '../tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
-
-/** The path of a tenant's file (it need not exist). */
-export function tenantFile(configDir: string, id: string): string {
-  return path.join(configDir, TENANT_DIR, `${id}.yaml`);
-}
-
-/** Loads the config as it is now; a config that is already broken is refused, so an edit is never blamed for it. */
-function loadCurrent(configDir: string): LoadedConfig {
-  try {
-    return loadConfig(configDir);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    throw new Error(`the configuration already has ${err.problems.length} problem(s), first: ${err.problems[0]}; fix them first (makewaves check)`);
-  }
-}
-
-/** Reads a tenant's file as a yaml Document (which keeps comments and layout when written back). */
-function readTenant(configDir: string, id: string): { file: string; doc: Document } {
-  const file = tenantFile(configDir, id);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    throw new Error(`no tenant "${id}" (${file} does not exist)`);
-  }
-  const doc = parseDocument(text);
-  if (doc.errors.length > 0) throw new Error(`${file}: ${doc.errors[0]!.message.split('\n')[0]}; fix it first (makewaves check)`);
-  return { file, doc };
-}
-
-/**
- * Validates `text` as tenant `id`'s new file with the real loader (every
- * other file as it is on disk: domain clashes included), then writes it to a
- * temporary beside the target and renames it in, so a running server's
- * reload sees the old file or the new one, never half of it. Throws one
- * line naming what is wrong; nothing is written then.
- */
-export function writeTenant(configDir: string, id: string, text: string): void {
-  validateEdit(configDir, id, text);
-  const file = tenantFile(configDir, id);
-  const tmp = path.join(path.dirname(file), `.${id}.yaml.${process.pid}.tmp`);
-  try {
-    writeFileSync(tmp, text, { mode: 0o640 });
-    // The new file keeps the old one's owner and mode; a new one, written as root, is readable by the service group.
-    const old = statSync(file, { throwIfNoEntry: false });
-    if (old) {
-      chmodSync(tmp, old.mode & 0o7777);
-      if (process.getuid?.() === 0) chownSync(tmp, old.uid, old.gid);
-    } else {
-      const owner = serviceOwner(loadMainConfig(configDir));
-      if (owner) chownSync(tmp, 0, owner.gid);
-    }
-    renameSync(tmp, file);
-  } finally {
-    rmSync(tmp, { force: true });
-  }
-}
-
-/** Runs the loader with tenant `id`'s file replaced by `text` (null: removed); throws one line if it refuses. */
-function validateEdit(configDir: string, id: string, text: string | null): void {
-  try {
-    loadConfig(configDir, new Map([[id, text]]));
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    throw new Error(explain(id, err.problems));
-  }
-}
-
-/** The loader's problems with the edited file, as one line about that tenant. */
-function explain(id: string, problems: readonly string[]): string {
-  const own = new RegExp(`(?:^|/)${id.replace(/\./g, '\\.')}\\.yaml: (.*)$`);
-  const lines = problems.map((p) => {
-    const mine = own.exec(p);
-    if (mine) return mine[1]!;
-    // A clash is reported on the file that sorts later, which may be the other tenant's.
-    const clash = /(?:^|\/)([^/]+)\.yaml: domains\[\d+\]: "([^"]+)" is already claimed by tenant "([^"]+)"$/.exec(p);
-    if (clash && clash[3] === id) return `"${clash[2]}" is already claimed by tenant "${clash[1]}"`;
-    return p;
-  });
-  return `tenant "${id}": ${lines.join('; ')}; nothing changed`;
-}
 
 function checkId(id: string): void {
   if (!TENANT_ID.test(id) || id.length > 253) {
@@ -111,12 +29,6 @@ function welcomePage(id: string, domain: string): string {
     `<body><h1>Welcome to ${domain}</h1>\n<p>This site is hosted by makewaves and has no content yet. ` +
     `Upload your pages over FTP to replace this one.</p>\n<!-- tenant ${id} -->\n</body></html>\n`
   );
-}
-
-/** The service account's uid/gid when this command runs as root and `user:` is configured (web roots are given to it). */
-function serviceOwner(main: MainConfig): { uid: number; gid: number } | undefined {
-  if (process.getuid?.() !== 0 || !main.user) return undefined;
-  return resolveServiceUser(main.user, main.group);
 }
 
 /** `makewaves tenant add ID --domain D [--domain D2] [--quota SIZE]`. */
@@ -259,54 +171,6 @@ export function tenantResume(configDir: string, id: string, out: Out = process.s
   doc.delete('suspended');
   writeTenant(configDir, id, doc.toString({ lineWidth: 0, flowCollectionPadding: false }));
   out.write(`resumed tenant ${id}\n`);
-  return 0;
-}
-
-/** A move that also works across file systems (copy, then remove the original). */
-function move(from: string, to: string): void {
-  try {
-    renameSync(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    cpSync(from, to, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
-    rmSync(from, { recursive: true });
-  }
-}
-
-/**
- * `makewaves tenant remove ID --yes`: moves the tenant's file and web root
- * to `<data>/archive/<id>-<UTC timestamp>/` and writes its state rows
- * (traffic, form log) there as JSON. Nothing is deleted.
- */
-export function tenantRemove(configDir: string, id: string, opts: { yes: boolean }, out: Out = process.stdout): number {
-  const config = loadCurrent(configDir);
-  const entry = config.tenants.find((t) => t.id === id);
-  if (!entry) throw new Error(`no tenant "${id}" (makewaves tenant list shows them)`);
-  if (!opts.yes) throw new Error(`removing tenant "${id}" takes its sites off line; run again with --yes (its file, web root and state are archived, not deleted)`);
-  // The rest of the config must still load without this tenant (nothing refers to it today, but the loader decides).
-  validateEdit(configDir, id, null);
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  const archive = path.join(config.main.dataDir, 'archive', `${id}-${stamp}`);
-  mkdirSync(archive, { recursive: true, mode: 0o700 });
-
-  const dbFile = path.join(config.main.dataDir, 'makewaves.db');
-  if (existsSync(dbFile)) {
-    const state = openState(config.main.dataDir);
-    try {
-      const rows = {
-        traffic: state.db.prepare('SELECT * FROM traffic WHERE tenant = ? ORDER BY day').all(id),
-        forms: state.db.prepare('SELECT * FROM form_submissions WHERE tenant = ? ORDER BY id').all(id),
-      };
-      writeFileSync(path.join(archive, 'state.json'), `${JSON.stringify(rows, null, 1)}\n`, { mode: 0o600 });
-    } finally {
-      state.close();
-    }
-  }
-  // The file first: the server's reload stops serving the tenant before its files go.
-  move(entry.file, path.join(archive, `${id}.yaml`));
-  const root = path.join(config.main.sitesDir, id);
-  if (existsSync(root)) move(root, path.join(archive, 'site'));
-  out.write(`removed tenant ${id}; its file, web root and state are in ${archive}\n`);
   return 0;
 }
 

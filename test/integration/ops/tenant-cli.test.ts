@@ -179,7 +179,7 @@ describe('makewaves tenant remove', () => {
     t.suite.state.traffic.flush();
     const r = await cli('tenant', 'remove', 'new.test', '--yes');
     expect(r.code).toBe(0);
-    const archive = /in (\S+)\n$/.exec(r.out)![1]!;
+    const archive = /archived in (\S+)\n/.exec(r.out)![1]!;
     expect(path.dirname(archive)).toBe(path.join(t.dataDir, 'archive'));
     expect(path.basename(archive)).toMatch(/^new\.test-\d{8}T\d{6}Z$/);
     expect(readFileSync(path.join(archive, 'new.test.yaml'), 'utf8')).toContain('hello: [h@remote.test]');
