@@ -17,6 +17,7 @@ import type { State } from '../state/index.ts';
 import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
+import { httpsLocation, localLocation } from './location.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { StaticFiles, type Outcome } from './static.ts';
@@ -81,7 +82,7 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
     tenant = m ? reg.tenants.get(m[1]!.toLowerCase()) : undefined;
     if (!m || !tenant) return { kind: 'error', status: 404, tenant: undefined, why: 'no such user page' };
     base = `/~${tenant.id}`;
-    if (m[2] === undefined) return { kind: 'error', status: 301, tenant, location: `${base}/${query ? `?${query}` : ''}` };
+    if (m[2] === undefined) return { kind: 'error', status: 301, tenant, location: localLocation(`${base}/`, query) };
     rawPath = m[2];
   }
   // Every path of a suspended tenant, static, proxied or handler alike.
@@ -100,7 +101,7 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
         return { kind: 'proxy', tenant, route, path: query ? `${p}?${query}` : p };
       }
       if (`${normal}/` === route.prefix) {
-        return { kind: 'error', status: 301, tenant, location: `${route.prefix}${query ? `?${query}` : ''}` };
+        return { kind: 'error', status: 301, tenant, location: localLocation(route.prefix, query) };
       }
     }
   }
@@ -114,7 +115,7 @@ export function routeRequest(reg: Registry, target: string, hostHeader: string |
   const listName = parsed.segments[1];
   if (parsed.segments[0] === 'lists' && listName !== undefined && base === '' && reg.listConfig(tenant, listName)) {
     // Only lists that exist take their path: a tenant without lists keeps its whole URL space.
-    if (parsed.segments.length === 2 && !parsed.trailingSlash) return { kind: 'error', status: 301, tenant, location: `/lists/${encodeURIComponent(listName)}/${query ? `?${query}` : ''}` };
+    if (parsed.segments.length === 2 && !parsed.trailingSlash) return { kind: 'error', status: 301, tenant, location: localLocation(`/lists/${encodeURIComponent(listName)}/`, query) };
     return { kind: 'list', tenant, list: listName, segments: parsed.segments.slice(2), query };
   }
   return { kind: 'static', tenant, segments: parsed.segments, trailingSlash: parsed.trailingSlash, query, base };
@@ -170,7 +171,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     const split = splitTarget(req.url ?? '/', req.headers.host);
     const host = normalizeHost(split?.host ?? '');
     const target = split?.rest ?? '/';
-    return sendPage(req, res, 308, { Location: `https://${host}${port === 443 ? '' : `:${port}`}${target}` });
+    const q = target.indexOf('?');
+    return sendPage(req, res, 308, { Location: q === -1 ? httpsLocation(host, port, target) : httpsLocation(host, port, target.slice(0, q), target.slice(q + 1)) });
   }
 
   function sendSuspended(req: IncomingMessage, res: ServerResponse): Outcome {

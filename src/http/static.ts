@@ -9,6 +9,7 @@ import type { Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
 import { CachedFile, FileCache, typeFor, validatorsOf, type FileStamp } from './cache.ts';
 import { chooseEncoding, evaluatePreconditions, evaluateRange, type Coding, type Validators } from './conditional.ts';
+import { localLocation } from './location.ts';
 import { errorPage } from './pages.ts';
 
 export interface StaticRequest {
@@ -267,9 +268,9 @@ export class StaticFiles {
     return { status, bytes: head ? 0 : page.length };
   }
 
-  /** 301 to the same folder with its slash. The Location is always one "/" followed by a path: never `//host`. */
+  /** 301 to the same folder with its slash; {@link localLocation} keeps it a local path (never `//host`). */
   private redirectToSlash(r: StaticRequest): Outcome {
-    const location = `${r.base}/${encodePath(r.segments)}/${r.query ? `?${r.query}` : ''}`;
+    const location = localLocation(`${r.base}/${encodePath(r.segments)}/`, r.query);
     const body = Buffer.from(`<!doctype html><title>Moved</title><a href="${location.replace(/"/g, '%22')}">Moved here</a>\n`);
     r.res.writeHead(301, { Location: location, 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': body.length });
     r.res.end(r.req.method === 'HEAD' ? undefined : body);

@@ -93,6 +93,9 @@ describe('HTTPS by SNI', () => {
     const forged = await rawRequest(t.http, 'http://a.test/x?y', { host: 'evil.test' });
     expect(forged.status).toBe(308);
     expect(forged.headers.location).toBe(`https://a.test:${httpsUrl.port}/x?y`);
+    // The path follows the same rule as every other Location: one "/" first, no empty segments.
+    const doubled = await rawRequest(t.http, '//evil.test//x?//y', { host: 'a.test' });
+    expect(doubled.headers.location).toBe(`https://a.test:${httpsUrl.port}/evil.test/x?//y`);
     expect((await rawRequest(t.http, '/', { host: 'b.test' })).status).toBe(200);
     expect((await get('a.test', pem('a.test'))).headers['strict-transport-security']).toBe('max-age=31536000');
     expect((await get('b.test', pem('b.test'))).headers['strict-transport-security']).toBeUndefined();
