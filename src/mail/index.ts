@@ -90,7 +90,7 @@ export function createMailService(deps: MailDeps): MailService {
   const log = deps.log.child({ svc: 'smtp' });
   let registry = deps.registry;
   const hostname = main.hostname;
-  const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now);
+  const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now, smtp.srsMaxAgeDays);
   const deliverer: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
     : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver });
@@ -129,7 +129,8 @@ export function createMailService(deps: MailDeps): MailService {
   const server = new MailSmtpServer({
     ...(tlsOptions ?? {}),
     name: hostname,
-    banner: 'ESMTP makewaves',
+    // smtp-server writes `220 <name> ESMTP <banner>`: the banner is only our name.
+    banner: 'makewaves',
     size: smtp.maxMessageBytes,
     rejectOversized: true,
     maxClients: smtp.maxConnections,
@@ -176,9 +177,10 @@ export function createMailService(deps: MailDeps): MailService {
 
     onRcptTo(address, session, done) {
       const s = sessions.get(session.id)!;
-      const decided = routeRecipient(s.registry, srs, address.address);
+      const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      const decided = routeRecipient(s.registry, srs, address.address, from);
       if (!decided.ok) {
-        s.log.info({ rcpt: address.address, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
+        s.log.info({ rcpt: address.address, from, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
         return done(reply(decided.code, decided.text));
       }
       if (decided.list && !deps.lists) {
@@ -386,13 +388,26 @@ const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: numbe
   suspended: { code: 450, text: (a) => `4.2.1 <${a}>: mailbox temporarily disabled, try again later` },
 };
 
-/** Decides the fate of one RCPT TO: an SRS bounce address coming back, or a tenant route. */
-export function routeRecipient(registry: Registry, srs: Srs, address: string): RcptDecision {
+/**
+ * Decides the fate of one RCPT TO from `sender` ("" = the null
+ * reverse-path): an SRS bounce address coming back, or a tenant route.
+ *
+ * An SRS address exists to carry bounces to the original sender. Those
+ * come from the null reverse-path (DSNs, RFC 3464; auto-replies use it too,
+ * RFC 3834 §3.3), so mail from anyone else to an SRS address is refused:
+ * otherwise every SRS address we ever wrote into a forwarded message would
+ * relay anything to its original sender.
+ */
+export function routeRecipient(registry: Registry, srs: Srs, address: string, sender: string): RcptDecision {
   const safe = address.replace(/[^\x21-\x7e]/g, '?');
   const p = parseRecipient(address);
   if (p.ok && srs.handles(p.domain) && !registry.hostsDomain(p.domain)) {
     const back = srs.reverse(p.local);
     if (!back.ok) return { ok: false, code: 550, text: `5.7.1 <${safe}>: ${back.why}`, reason: 'srs-invalid', detail: back.why };
+    if (sender !== '') {
+      const why = 'this SRS address takes only bounces (null sender <>)';
+      return { ok: false, code: 550, text: `5.7.1 <${safe}>: ${why}`, reason: 'srs-not-bounce', detail: why };
+    }
     return { ok: true, targets: [back.address] };
   }
   const route = registry.route(address);

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-/** Days an SRS address stays valid (PostSRSd's default). */
+/** Days an SRS address stays valid by default (PostSRSd's default). */
 export const SRS_MAX_AGE_DAYS = 21;
 const HASH_LENGTH = 6;
 const DAY_MS = 86_400_000;
@@ -24,10 +24,11 @@ export class Srs {
     private readonly secret: Buffer,
     readonly domain: string,
     private readonly now: () => number = Date.now,
+    private readonly maxAgeDays: number = SRS_MAX_AGE_DAYS,
   ) {}
 
   /** Reads `<dataDir>/srs.key`, creating it (32 random bytes, mode 0600) on first start. */
-  static open(dataDir: string, domain: string, now?: () => number): Srs {
+  static open(dataDir: string, domain: string, now?: () => number, maxAgeDays?: number): Srs {
     const file = path.join(dataDir, 'srs.key');
     let hex: string;
     try {
@@ -37,7 +38,7 @@ export class Srs {
       hex = randomBytes(32).toString('hex');
       writeFileSync(file, `${hex}\n`, { mode: 0o600, flag: 'wx' });
     }
-    return new Srs(Buffer.from(hex, 'hex'), domain, now);
+    return new Srs(Buffer.from(hex, 'hex'), domain, now, maxAgeDays);
   }
 
   /** True when `domain` is the SRS domain, i.e. `local` should be reversed. */
@@ -66,7 +67,7 @@ export class Srs {
     const b = Buffer.from(want.toLowerCase());
     if (a.length !== b.length || !timingSafeEqual(a, b)) return { ok: false, why: 'SRS hash does not match' };
     const age = this.ageDays(tt.toUpperCase());
-    if (age === undefined || age > SRS_MAX_AGE_DAYS) return { ok: false, why: 'SRS address has expired' };
+    if (age === undefined || age > this.maxAgeDays) return { ok: false, why: 'SRS address has expired' };
     return { ok: true, address: `${orig}@${domain.toLowerCase()}` };
   }
 

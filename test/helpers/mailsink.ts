@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import type { Suite } from '../../src/main.ts';
@@ -162,4 +164,16 @@ export function smtpPort(suite: Suite): number {
 /** Waits until the suite's outbound queue is empty (every message delivered or bounced). */
 export async function queueDrained(suite: Suite, ms = 5_000): Promise<void> {
   await waitFor(() => suite.state.mailQueue.count() === 0, ms, 'an empty mail queue');
+}
+
+/** True when swaks (Debian package swaks) is installed. */
+export const haveSwaks = existsSync('/usr/bin/swaks');
+
+/** Runs swaks against 127.0.0.1:`port` with `args`; resolves with its exit code and transcript (never rejects). */
+export function swaks(port: number, ...args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile('swaks', ['--server', `127.0.0.1:${port}`, '--helo', 'client.test', '--timeout', '20', ...args], { encoding: 'utf8', timeout: 30_000 }, (err, out, errOut) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: out + errOut });
+    });
+  });
 }

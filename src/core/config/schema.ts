@@ -107,6 +107,8 @@ export const mainSchema = z.strictObject({
       reverseLookup: z.boolean().default(false),
       /** Domain of the SRS addresses written into forwarded mail's envelope sender; defaults to `hostname`. */
       srsDomain: hostname.optional(),
+      /** Days an SRS address stays valid for bounces coming back (the day stamp wraps at 1024). */
+      srsMaxAgeDays: z.number().int().min(1).max(1000).default(21),
       /** Outbound queue: Postfix-like backoff that doubles from minBackoff to maxBackoff (seconds), bounce after lifetime. */
       queue: z
         .strictObject({
