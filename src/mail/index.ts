@@ -14,6 +14,7 @@ import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
 import { normalizeCrlf } from './crlf.ts';
+import { MAX_LINE, MessageScan, scanned } from './scan.ts';
 import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
 import { MailQueue, newQueueId } from './queue.ts';
 import { Spool, SpoolAborted } from './spool.ts';
@@ -237,8 +238,9 @@ export function createMailService(deps: MailDeps): MailService {
     const tenant = tenants.size > 0 ? [...tenants].join(',') : undefined;
     const only = session.envelope.rcptTo.length === 1 ? session.envelope.rcptTo[0]!.address : undefined;
     const prefix = receivedHeader(session, hostname, id, only);
+    const scan = new MessageScan();
     try {
-      if (lists.length > 0) return await acceptForLists(s, stream, { id, from, tenant, recipients, prefix, lists });
+      if (lists.length > 0) return await acceptForLists(s, stream, scan, { id, from, tenant, recipients, prefix, lists });
       const { size } = await queue.enqueue({
         id,
         // SRS: forwarded mail leaves with our domain in its envelope sender, so SPF passes at the target.
@@ -247,12 +249,17 @@ export function createMailService(deps: MailDeps): MailService {
         tenant,
         recipients,
         prefix,
-        body: normalizeCrlf(stream as AsyncIterable<Buffer>),
-        abort: () => stream.sizeExceeded,
+        body: scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan),
+        // Refused, not cut or wrapped: a forwarder must not alter what may be signed (DKIM).
+        abort: () => stream.sizeExceeded || scan.tooLong,
       });
       s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), rcpts: session.envelope.rcptTo.map((r) => r.address), size }, 'message accepted');
       return `Ok: queued as ${id}`;
     } catch (err) {
+      if (err instanceof SpoolAborted && scan.tooLong && !stream.sizeExceeded) {
+        s.log.info({ from, longestLine: scan.longest, limit: MAX_LINE }, `message refused: a line is longer than ${MAX_LINE} octets`);
+        throw reply(554, `5.6.0 Message refused: a line longer than ${MAX_LINE} octets (RFC 5322 section 2.1.1)`);
+      }
       if (err instanceof SpoolAborted) {
         s.log.info({ from, bytes: stream.byteLength, limit: smtp!.maxMessageBytes }, 'message refused: larger than smtp.maxMessageBytes');
         throw reply(552, `5.3.4 Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
@@ -277,14 +284,15 @@ export function createMailService(deps: MailDeps): MailService {
   async function acceptForLists(
     s: SessionState,
     stream: SMTPServerDataStream,
+    scan: MessageScan,
     m: { id: string; from: string; tenant: string | undefined; recipients: Array<{ rcpt: string; origRcpt: string }>; prefix: Buffer; lists: Array<ListTarget & { rcpt: string }> },
   ): Promise<string> {
     const chunks: Buffer[] = [m.prefix];
-    for await (const chunk of normalizeCrlf(stream as AsyncIterable<Buffer>)) {
-      if (stream.sizeExceeded) continue;
+    for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
+      if (stream.sizeExceeded || scan.tooLong) continue;
       chunks.push(chunk);
     }
-    if (stream.sizeExceeded) throw new SpoolAborted('message refused while being received');
+    if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
     const raw = Buffer.concat(chunks);
     if (m.recipients.length > 0) {
       await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: raw });
