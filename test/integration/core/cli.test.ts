@@ -1,11 +1,11 @@
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../../helpers/cli.ts';
 import { rawRequest } from '../../helpers/http.ts';
-import { BIN, serveChild as serve } from '../../helpers/serve.ts';
+import { serveChild as serve } from '../../helpers/serve.ts';
 import { waitFor, writeConfig } from '../../helpers/suite.ts';
 
 let dir: string;
@@ -54,17 +54,20 @@ describe('makewaves serve', () => {
 });
 
 describe('makewaves check', () => {
-  it('exits 0 for a good config and 1 with every problem for a bad one', () => {
-    const ok = spawnSync(process.execPath, [BIN, 'check', '--config', 'config'], { encoding: 'utf8' });
-    expect(ok.status).toBe(0);
-    expect(ok.stdout).toMatch(/OK \(3 tenants/);
+  it('exits 0 for a good config and 1 with every problem for a bad one', async () => {
+    const goodDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-check-'));
+    const { configDir: good } = writeConfig(goodDir, { tenants: { 'a.test': { domains: ['a.test', 'www.a.test'] }, 'b.test': { domains: ['b.test'] } } });
+    const ok = await runCli('check', '--config', good);
+    expect(ok).toMatchObject({ code: 0, err: '' });
+    expect(ok.out).toMatch(/OK \(2 tenants, 3 domains\)/);
+    rmSync(goodDir, { recursive: true, force: true });
     const badDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-check-'));
     const { configDir: bad } = writeConfig(badDir, { tenants: { 'a.test': { domains: ['a.test'], quota: 'huge' }, 'b.test': { domains: ['A.test'] } } });
-    const r = spawnSync(process.execPath, [BIN, 'check', '--config', bad], { encoding: 'utf8' });
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/a\.test\.yaml: quota: "huge" is not a size/);
-    expect(r.stderr).toMatch(/b\.test\.yaml: domains\[0\]: "a\.test" is already claimed by tenant "a\.test"/);
-    expect(r.stderr).toMatch(/2 problems found/);
+    const r = await runCli('check', '--config', bad);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/a\.test\.yaml: quota: "huge" is not a size/);
+    expect(r.err).toMatch(/b\.test\.yaml: domains\[0\]: "a\.test" is already claimed by tenant "a\.test"/);
+    expect(r.err).toMatch(/2 problems found/);
     rmSync(badDir, { recursive: true, force: true });
   });
 });

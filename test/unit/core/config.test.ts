@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { parseSize } from '../../../src/lib/sizes.ts';
 import { parseListen } from '../../../src/lib/listen.ts';
 import { normalizeHost } from '../../../src/lib/hostname.ts';
 
+const FIXTURE = path.join(import.meta.dirname, '../../fixtures/config');
 const MAIN = `hostname: mx.test\ndata: ../data\nsites: ../sites\nhttp:\n  listen: ["127.0.0.1:0"]\n  userdir: members.test\n`;
 
 let dir: string;
@@ -36,8 +37,9 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('loadConfig', () => {
-  it('loads the bundled example config', () => {
-    const c = loadConfig(path.resolve('config'));
+  it('loads a config like the bundled example (a copy in test/fixtures, never the operator\'s config/)', () => {
+    cpSync(FIXTURE, path.join(dir, 'config'), { recursive: true });
+    const c = loadConfig(path.join(dir, 'config'));
     expect(c.tenants.map((t) => t.id)).toEqual(['club.test', 'example.test', 'shop.test']);
     expect(c.tenants.find((t) => t.id === 'example.test')!.config.quota).toBe(512 * 1024);
     expect(Object.isFrozen(c.main.http)).toBe(true);

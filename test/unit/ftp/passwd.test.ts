@@ -9,7 +9,8 @@ import { loadConfig } from '../../../src/core/config/load.ts';
 import { Registry } from '../../../src/core/registry.ts';
 import { verifyPassword } from '../../../src/lib/password.ts';
 
-const BUNDLED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../config');
+// A copy of the bundled example: the operator's own config/ may have changed passwords or tenants.
+const BUNDLED = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/config');
 let dir: string;
 const stdin = (s: string) => Readable.from([Buffer.from(s)]) as unknown as NodeJS.ReadStream;
 
