@@ -3,13 +3,13 @@ import { Command, CommanderError } from 'commander';
 import { isConfigDir } from '../core/config/load.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { check } from './commands/check.ts';
-import { forms } from './commands/forms.ts';
-import { listAdd, listHeld, listMembers, listRemove } from './commands/list.ts';
+import { forms, formsRecipients } from './commands/forms.ts';
+import { listAdd, listCreate, listDelete, listHeld, listMembers, listModerate, listRemove, listSet } from './commands/list.ts';
 import { queueControl, queueList } from './commands/queue.ts';
 import { hashPasswordCommand } from './commands/hash-password.ts';
 import { init } from './commands/init.ts';
 import { passwd } from './commands/passwd.ts';
-import { aliasAdd, aliasRemove, tenantAdd, tenantList, tenantResume, tenantShow, tenantSuspend } from './commands/tenant.ts';
+import { aliasAdd, aliasCatchAll, aliasRemove, tenantAdd, tenantList, tenantResume, tenantShow, tenantSuspend } from './commands/tenant.ts';
 import { tenantRemove, tenantRestore } from './commands/tenant-archive.ts';
 
 /** The bundled example config, used when the current folder has none. */
@@ -56,9 +56,10 @@ export async function main(argv: string[]): Promise<number> {
       code = await status(configDirOf(opts.config));
     });
 
-  program
+  const globalConfig = (cmd: Command) => configDirOf(cmd.optsWithGlobals<{ config?: string }>().config);
+  const formsCmd = program
     .command('forms')
-    .description("list the form submissions a tenant's handlers mailed (oldest first)")
+    .description("list the form submissions a tenant's handlers mailed (oldest first), with each one's delivery")
     .argument('<tenant>', 'tenant id')
     .option('-c, --config <dir>', 'config folder')
     .option('-n, --limit <n>', 'how many of the latest to show', '50')
@@ -68,6 +69,15 @@ export async function main(argv: string[]): Promise<number> {
       if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive whole number, not "${opts.limit}"`);
       code = forms(configDirOf(opts.config), tenant, { limit, full: opts.full === true });
     });
+  const recipients = formsCmd.command('recipients').description("the addresses a tenant's form handlers may mail (forms.recipients in its file, comments kept)");
+  for (const verb of ['set', 'add', 'remove'] as const) {
+    recipients
+      .command(`${verb} <tenant> <addresses...>`)
+      .description({ set: 'replace the recipients with these', add: 'add these recipients', remove: 'remove these recipients' }[verb])
+      .action(function (this: Command, tenant: string, addresses: string[]) {
+        code = formsRecipients(globalConfig(this), verb, tenant, addresses);
+      });
+  }
 
   const queue = program
     .command('queue')
@@ -117,6 +127,38 @@ export async function main(argv: string[]): Promise<number> {
     .action((address: string, name: string, opts: { config?: string }) => {
       code = listRemove(listConfig(opts), address, name);
     });
+  list
+    .command('create <list>')
+    .description('create a list (mail.lists.<name> in the tenant file of its domain, comments kept)')
+    .requiredOption('--owner <address>', 'who gets held posts and notices')
+    .option('--posting <policy>', 'open | members | moderated (default members)')
+    .option('--archive', 'keep posts for the web archive')
+    .action(function (this: Command, name: string, opts: { owner: string; posting?: string; archive?: boolean }) {
+      code = listCreate(globalConfig(this), name, opts);
+    });
+  list
+    .command('set <list>')
+    .description("change a list's owner or posting policy")
+    .option('--owner <address>', 'new owner')
+    .option('--posting <policy>', 'open | members | moderated')
+    .action(function (this: Command, name: string, opts: { owner?: string; posting?: string }) {
+      code = listSet(globalConfig(this), name, opts);
+    });
+  list
+    .command('delete <list>')
+    .description('delete a list: out of the tenant file, its members, held posts and archive archived as JSON under <data>/archive/')
+    .option('-y, --yes', 'really delete it')
+    .action(function (this: Command, name: string, opts: { yes?: boolean }) {
+      code = listDelete(globalConfig(this), name, { yes: opts.yes === true });
+    });
+  for (const verb of ['approve', 'reject'] as const) {
+    list
+      .command(`${verb} <list> <id>`)
+      .description(verb === 'approve' ? 'post a held post (ID from list held) to the list, through the running server' : 'drop a held post; the poster is told')
+      .action(async function (this: Command, name: string, id: string) {
+        code = await listModerate(globalConfig(this), name, id, verb === 'approve');
+      });
+  }
   list
     .command('held <list>')
     .description('print the posts waiting for the owner\'s approval')
@@ -198,6 +240,13 @@ export async function main(argv: string[]): Promise<number> {
     .description('forward local@domain to the targets (added to any it has)')
     .action(function (this: Command, address: string, targets: string[]) {
       code = aliasAdd(cfg(this), address, targets);
+    });
+  alias
+    .command('catchall <domain> [target]')
+    .description("where mail for any other address of the tenant's domains goes (mail.catchAll); --remove to drop it")
+    .option('--remove', 'remove the catch-all')
+    .action(function (this: Command, domain: string, target: string | undefined, opts: { remove?: boolean }) {
+      code = aliasCatchAll(cfg(this), domain, target, { remove: opts.remove === true });
     });
   alias
     .command('remove <address>')

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Db, Migration } from './db.ts';
 
 export const listMigrations: Migration[] = [
@@ -78,6 +79,11 @@ export const listMigrations: Migration[] = [
 ];
 
 export type MemberMode = 'single' | 'digest';
+
+/** What `list_tokens.hash` holds for a token: its SHA-256 in hex (the token itself exists only in the mail that carries it). */
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
 
 export interface ListMember {
   id: number;

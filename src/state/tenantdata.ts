@@ -64,6 +64,25 @@ export function takeTenantRows(db: Db, tenant: string): TenantRows {
 }
 
 /**
+ * Reads and deletes the rows of one list of `tenant` (every table with a
+ * `tenant` and a `list` column), in one transaction: a list created again
+ * under that name starts without the old members, posts or tokens.
+ */
+export function takeListRows(db: Db, tenant: string, list: string): TenantRows {
+  return db.transaction(() => {
+    const out: TenantRows = {};
+    for (const table of tenantTables(db)) {
+      if (!columns(db, table).includes('list')) continue;
+      const rows = db.prepare(`SELECT * FROM "${table}" WHERE tenant = ? AND list = ? ORDER BY ${primaryKey(db, table)}`).all(tenant, list) as Array<Record<string, unknown>>;
+      if (rows.length === 0) continue;
+      out[table] = rows.map(encode);
+      db.prepare(`DELETE FROM "${table}" WHERE tenant = ? AND list = ?`).run(tenant, list);
+    }
+    return out;
+  })();
+}
+
+/**
  * Puts archived rows back, in one transaction (all or nothing). Integer
  * ids keep their value where it is free and get a new one where another
  * row took it meanwhile; the references between list tables (an approval

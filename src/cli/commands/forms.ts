@@ -1,5 +1,7 @@
+import { isMap, isSeq } from 'yaml';
 import { ConfigError, loadConfig } from '../../core/config/load.ts';
 import { openState } from '../../state/index.ts';
+import { editTenant, loadCurrent } from '../tenantfile.ts';
 
 /** `makewaves forms <tenant>`: lists the form submissions handlers mailed for a tenant, oldest first. */
 export function forms(configDir: string, tenant: string, opts: { limit: number; full: boolean }): number {
@@ -35,4 +37,40 @@ export function forms(configDir: string, tenant: string, opts: { limit: number; 
   } finally {
     state.close();
   }
+}
+
+/**
+ * `makewaves forms recipients set|add|remove TENANT ADDRESS…`: the
+ * tenant's `forms.recipients`, the only addresses its form handlers may
+ * mail. Addresses are compared and written in lower case.
+ */
+export function formsRecipients(configDir: string, verb: 'set' | 'add' | 'remove', tenant: string, addresses: string[], out: NodeJS.WritableStream = process.stdout): number {
+  if (addresses.length === 0) throw new Error('give at least one address');
+  const config = loadCurrent(configDir);
+  if (!config.tenants.some((t) => t.id === tenant)) throw new Error(`no tenant "${tenant}" (makewaves tenant list shows them)`);
+  const given = addresses.map((a) => a.trim().toLowerCase());
+  const after = editTenant(configDir, tenant, (doc) => {
+    const node = doc.getIn(['forms', 'recipients'], true);
+    const before: string[] = isSeq(node) ? (node.toJSON() as string[]) : [];
+    let next: string[];
+    if (verb === 'set') next = [...new Set(given)];
+    else if (verb === 'add') {
+      const dup = given.find((a) => before.includes(a));
+      if (dup) throw new Error(`${dup} is already a forms recipient of ${tenant}`);
+      next = [...before, ...new Set(given)];
+    } else {
+      const missing = given.find((a) => !before.includes(a));
+      if (missing) throw new Error(`${missing} is not a forms recipient of ${tenant}`);
+      next = before.filter((a) => !given.includes(a));
+    }
+    const seq = doc.createNode(next);
+    seq.flow = true;
+    if (!isMap(doc.get('forms'))) doc.set('forms', doc.createNode({}));
+    // The sequence's own comment (after it on its line) stays with the key.
+    if (isSeq(node)) seq.comment = node.comment;
+    doc.setIn(['forms', 'recipients'], seq);
+    return next;
+  });
+  out.write(`${tenant}: forms go to ${after.join(', ') || 'nobody (form mail is refused)'}\n`);
+  return 0;
 }

@@ -1,20 +1,48 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import nodemailer from 'nodemailer';
+import { isMap, type Document } from 'yaml';
 import { loadConfig } from '../../core/config/load.ts';
 import { isMailbox } from '../../core/listaddr.ts';
 import { Registry } from '../../core/registry.ts';
 import { parseListen } from '../../lib/listen.ts';
-import { openState } from '../../state/index.ts';
+import { hashToken, openState } from '../../state/index.ts';
+import { takeListRows } from '../../state/tenantdata.ts';
+import { editTenant, loadCurrent } from '../tenantfile.ts';
+
+type Out = NodeJS.WritableStream;
 
 /** A list named by its posting address (`news@example.test`), resolved against the config. */
-function findList(configDir: string, listAddress: string): { tenant: string; list: string; dataDir: string; smtp: string | undefined; domain: string } {
+function findList(configDir: string, listAddress: string): { tenant: string; list: string; dataDir: string; smtp: string | undefined; domain: string; owner: string } {
   const config = loadConfig(configDir);
   const registry = new Registry(config);
   const at = listAddress.lastIndexOf('@');
   const name = listAddress.slice(0, at).toLowerCase();
   const domain = listAddress.slice(at + 1).toLowerCase();
   const tenant = at > 0 ? registry.tenantForHost(domain) : undefined;
-  if (!tenant || !registry.listConfig(tenant, name)) throw new Error(`no mailing list ${listAddress} in ${config.dir}`);
-  return { tenant: tenant.id, list: name, dataDir: config.main.dataDir, smtp: config.main.smtp?.listen[0], domain: tenant.domains[0]! };
+  const cfg = tenant && registry.listConfig(tenant, name);
+  if (!tenant || !cfg) throw new Error(`no mailing list ${listAddress} in ${config.dir}`);
+  return { tenant: tenant.id, list: name, dataDir: config.main.dataDir, smtp: config.main.smtp?.listen[0], domain: tenant.domains[0]!, owner: cfg.owner };
+}
+
+/** The host and port where a CLI command reaches the running server's SMTP listener, if the config has one. */
+function serverSmtp(listenAddr: string | undefined): { host: string; port: number } | undefined {
+  const listen = listenAddr ? parseListen(listenAddr) : undefined;
+  if (!listen) return undefined;
+  return { host: listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host, port: listen.port };
+}
+
+/** Sends one small command message to the running server; rejects with a clear line when nothing answers. */
+async function sendToServer(at: { host: string; port: number }, from: string, to: string, subject: string, text: string): Promise<void> {
+  const transport = nodemailer.createTransport({ host: at.host, port: at.port, secure: false, ignoreTLS: true, name: 'makewaves-cli' });
+  try {
+    await transport.sendMail({ envelope: { from, to: [to] }, raw: `From: <${from}>\r\nTo: <${to}>\r\nSubject: ${subject}\r\n\r\n${text}\r\n` });
+  } catch (err) {
+    throw new Error(`could not reach the running server at ${at.host}:${at.port} (${(err as Error).message}); is it running?`);
+  } finally {
+    transport.close();
+  }
 }
 
 function address(a: string): string {
@@ -59,21 +87,9 @@ export async function listAdd(configDir: string, who: string, listAddress: strin
     process.stdout.write(`${a} is a member of ${l.list}@${l.domain} (no confirmation asked)\n`);
     return 0;
   }
-  const listen = l.smtp ? parseListen(l.smtp) : undefined;
-  if (!listen) throw new Error('the config has no smtp.listen: a confirmation can only be sent by a running server (or use --no-confirm)');
-  const host = listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host;
-  const transport = nodemailer.createTransport({ host, port: listen.port, secure: false, ignoreTLS: true, name: 'makewaves-cli' });
-  const request = `${l.list}-request@${l.domain}`;
-  try {
-    await transport.sendMail({
-      envelope: { from: a, to: [request] },
-      raw: `From: <${a}>\r\nTo: <${request}>\r\nSubject: subscribe${opts.digest ? ' digest' : ''}\r\n\r\nsubscribe request made with makewaves list add\r\n`,
-    });
-  } catch (err) {
-    throw new Error(`could not reach the running server at ${host}:${listen.port} (${(err as Error).message}); is it running?`);
-  } finally {
-    transport.close();
-  }
+  const at = serverSmtp(l.smtp);
+  if (!at) throw new Error('the config has no smtp.listen: a confirmation can only be sent by a running server (or use --no-confirm)');
+  await sendToServer(at, a, `${l.list}-request@${l.domain}`, `subscribe${opts.digest ? ' digest' : ''}`, 'subscribe request made with makewaves list add');
   process.stdout.write(`a confirmation request was sent to ${a}; it becomes a member once it confirms\n`);
   return 0;
 }
@@ -109,4 +125,124 @@ export function listHeld(configDir: string, listAddress: string, out: NodeJS.Wri
   } finally {
     state.close();
   }
+}
+
+/** `name@domain` split and lower-cased, with the tenant hosting the domain; throws a clear line if there is none. */
+function newListAddress(configDir: string, listAddress: string): { tenant: string; name: string; domain: string } {
+  const config = loadCurrent(configDir);
+  const at = listAddress.lastIndexOf('@');
+  if (at <= 0) throw new Error(`"${listAddress}" is not a list address of the form name@domain`);
+  const name = listAddress.slice(0, at).toLowerCase();
+  const domain = listAddress.slice(at + 1).toLowerCase();
+  // The schema's rule for names under mail.lists; its own message for a bad record key ("Invalid key in record") says too little.
+  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) throw new Error(`"${name}" is not a list name: lower-case letters, digits, ".", "_" or "-", starting with a letter or digit`);
+  const tenant = new Registry(config).tenantForHost(domain);
+  if (!tenant) throw new Error(`no tenant has the domain "${domain}"`);
+  return { tenant: tenant.id, name, domain: tenant.domains[0]! };
+}
+
+/** `mail.lists` of a Document, made (with `mail`) when the file has none. */
+function listsMap(doc: Document): void {
+  if (!isMap(doc.get('mail'))) doc.set('mail', doc.createNode({}));
+  if (!isMap(doc.getIn(['mail', 'lists']))) doc.setIn(['mail', 'lists'], doc.createNode({}));
+}
+
+/**
+ * `makewaves list create NAME@DOMAIN --owner ADDRESS [--posting P] [--archive]`:
+ * adds `mail.lists.<name>` to the tenant that has the domain. The list's
+ * addresses use the tenant's first domain, as the server does.
+ */
+export function listCreate(configDir: string, listAddress: string, opts: { owner: string; posting?: string; archive?: boolean }, out: Out = process.stdout): number {
+  const l = newListAddress(configDir, listAddress);
+  editTenant(configDir, l.tenant, (doc) => {
+    if (doc.hasIn(['mail', 'lists', l.name])) throw new Error(`${l.tenant} already has a list ${l.name}@${l.domain}`);
+    listsMap(doc);
+    const node = doc.createNode({ owner: opts.owner.toLowerCase(), ...(opts.posting !== undefined ? { posting: opts.posting } : {}), ...(opts.archive ? { archive: true } : {}) });
+    node.flow = true;
+    doc.setIn(['mail', 'lists', l.name], node);
+  });
+  out.write(`created list ${l.name}@${l.domain} (tenant ${l.tenant}, owner ${opts.owner.toLowerCase()}, posting ${opts.posting ?? 'members'}, archive ${opts.archive ? 'on' : 'off'})\n`);
+  return 0;
+}
+
+/** `makewaves list set LIST [--owner ADDRESS] [--posting P]`. */
+export function listSet(configDir: string, listAddress: string, opts: { owner?: string; posting?: string }, out: Out = process.stdout): number {
+  if (opts.owner === undefined && opts.posting === undefined) throw new Error('give --owner and/or --posting');
+  const l = findList(configDir, listAddress);
+  const after = editTenant(configDir, l.tenant, (doc) => {
+    if (opts.owner !== undefined) doc.setIn(['mail', 'lists', l.list, 'owner'], opts.owner.toLowerCase());
+    if (opts.posting !== undefined) doc.setIn(['mail', 'lists', l.list, 'posting'], opts.posting);
+    return { owner: String(doc.getIn(['mail', 'lists', l.list, 'owner'])), posting: String(doc.getIn(['mail', 'lists', l.list, 'posting']) ?? 'members') };
+  });
+  out.write(`${l.list}@${l.domain}: owner ${after.owner}, posting ${after.posting}\n`);
+  return 0;
+}
+
+/**
+ * `makewaves list delete LIST --yes`: removes `mail.lists.<name>` from the
+ * tenant file (the server's reload stops routing its addresses), then takes
+ * the list's rows out of state (members, tokens, held posts, inbox, digest
+ * and archive) into `<data>/archive/<tenant>-<list>-<time>.json`, so a list
+ * created again under that name starts empty.
+ */
+export function listDelete(configDir: string, listAddress: string, opts: { yes: boolean }, out: Out = process.stdout): number {
+  const l = findList(configDir, listAddress);
+  if (!opts.yes) throw new Error(`deleting ${l.list}@${l.domain} drops its members, held posts and archive; run again with --yes`);
+  editTenant(configDir, l.tenant, (doc) => {
+    doc.deleteIn(['mail', 'lists', l.list]);
+  });
+  const state = openState(l.dataDir);
+  let file: string;
+  let members = 0;
+  try {
+    const rows = takeListRows(state.db, l.tenant, l.list);
+    members = rows.list_members?.length ?? 0;
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const dir = path.join(l.dataDir, 'archive');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    file = path.join(dir, `${l.tenant}-${l.list}-${stamp}.json`);
+    writeFileSync(file, `${JSON.stringify({ v: 1, tenant: l.tenant, list: l.list, rows }, null, 1)}\n`, { mode: 0o600 });
+  } finally {
+    state.close();
+  }
+  out.write(`deleted list ${l.list}@${l.domain} (tenant ${l.tenant}); its ${members} member(s) and other rows are archived in ${file}\n`);
+  return 0;
+}
+
+/** How long the approval token a CLI moderation makes stays good: it is used at once, by the server it is sent to. */
+const CLI_TOKEN_TTL_MS = 3600_000;
+
+/**
+ * `makewaves list approve|reject LIST ID`: decides a held post the way its
+ * owner does by mail. A fresh approval token for the post is stored, and
+ * `confirm TOKEN` (approve) or `reject TOKEN` is sent to the running
+ * server's list addresses, so the server itself distributes the post (or
+ * tells the poster) through its queue, exactly as for the owner's reply.
+ */
+export async function listModerate(configDir: string, listAddress: string, idText: string, approve: boolean, out: Out = process.stdout): Promise<number> {
+  if (!/^#?\d{1,15}$/.test(idText)) throw new Error(`"${idText}" is not a held post number`);
+  const id = Number(idText.replace('#', ''));
+  const l = findList(configDir, listAddress);
+  const at = serverSmtp(l.smtp);
+  if (!at) throw new Error('the config has no smtp.listen: a held post is posted by the running server, which needs one');
+  const state = openState(l.dataDir);
+  const token = randomBytes(16).toString('hex');
+  let held: { poster: string; subject: string };
+  try {
+    const h = state.lists.held(id);
+    if (!h || h.tenant !== l.tenant || h.list !== l.list) throw new Error(`no held post #${id} on ${l.list}@${l.domain} (makewaves list held ${l.list}@${l.domain} shows them)`);
+    held = { poster: h.poster, subject: h.subject };
+    const now = Date.now();
+    state.lists.addToken(hashToken(token), { tenant: l.tenant, list: l.list, action: 'approve', address: l.owner, mode: 'single', heldId: id, createdAt: now, expiresAt: now + CLI_TOKEN_TTL_MS });
+  } finally {
+    state.close();
+  }
+  if (approve) await sendToServer(at, l.owner, `${l.list}-confirm+${token}@${l.domain}`, `confirm ${token}`, 'approved with makewaves list approve');
+  else await sendToServer(at, l.owner, `${l.list}-request@${l.domain}`, `reject ${token}`, 'rejected with makewaves list reject');
+  out.write(
+    approve
+      ? `approved #${id} "${held.subject}" from ${held.poster}: the running server posts it to ${l.list}@${l.domain}\n`
+      : `rejected #${id} "${held.subject}" from ${held.poster}; the poster is told\n`,
+  );
+  return 0;
 }
