@@ -1,5 +1,13 @@
 import net, { type Server as NetServer, type AddressInfo } from 'node:net';
-import { MakewavesError } from '../core/errors.ts';
+
+/** A listener that could not bind; `code` is the suite's LISTEN_FAILED (src/core/errors.ts). */
+export class ListenError extends Error {
+  readonly code = 'LISTEN_FAILED' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ListenError';
+  }
+}
 
 export interface ListenAddress {
   host: string;
@@ -39,7 +47,7 @@ export function listenOn(server: NetServer, addr: ListenAddress, what: string): 
             : err.code === 'EADDRNOTAVAIL'
               ? `${where} is not an address of this machine`
               : `${where}: ${err.message}`;
-      reject(new MakewavesError('LISTEN_FAILED', `${what} cannot listen: ${why}`, { cause: err }));
+      reject(new ListenError(`${what} cannot listen: ${why}`, { cause: err }));
     };
     const onListening = () => {
       server.removeListener('error', onError);

@@ -1,6 +1,9 @@
 import { appendFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Logger } from '../core/log.ts';
+/** The one logger method a tenant log needs (pino's, structurally; lib imports nothing of the suite's). */
+interface Logger {
+  error(obj: object, msg: string): void;
+}
 
 interface Sink {
   lines: string[];
