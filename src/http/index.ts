@@ -9,15 +9,16 @@ import type { HandlerGateway, ListPages, SiteChanges } from '../core/contracts.t
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
-import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
-import { parseUrlPath, type JailRefusal } from '../lib/jail.ts';
+import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
-import { httpsLocation, localLocation } from './location.ts';
+import { hostField } from './host.ts';
+import { httpsLocation } from './location.ts';
+import { routeRequest, splitTarget, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { StaticFiles, type Outcome } from './static.ts';
@@ -36,91 +37,6 @@ export interface HttpDeps {
 }
 
 const STATIC_METHODS = 'GET, HEAD, OPTIONS';
-const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-char': 400, escape: 403, hidden: 404 };
-
-/** Where a request goes, decided from Host and path before anything is read from disk. */
-type Route =
-  | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string }
-  | { kind: 'suspended'; tenant: Tenant }
-  | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
-  | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
-  | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string }
-  | { kind: 'list'; tenant: Tenant; list: string; segments: string[]; query: string };
-
-function encodeSegments(segments: readonly string[]): string {
-  return segments.map((s) => encodeURIComponent(s)).join('/');
-}
-
-/**
- * The host a request is for and its path with query. RFC 9112 §3.2.2: an
- * absolute-form target's authority replaces Host. Undefined for a target
- * that is neither origin-form nor absolute-form.
- */
-export function splitTarget(target: string, hostHeader: string | undefined): { host: string | undefined; rest: string } | undefined {
-  if (target.charCodeAt(0) === 47 /* / */) return { host: hostHeader, rest: target };
-  const m = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(target);
-  return m ? { host: m[1], rest: m[2] || '/' } : undefined;
-}
-
-/**
- * Decides the route for a request target and Host. Pure apart from the
- * registry lookup, so it is shared by normal requests and WebSocket upgrades.
- */
-export function routeRequest(reg: Registry, target: string, hostHeader: string | undefined): Route {
-  const split = splitTarget(target, hostHeader);
-  if (!split) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target' };
-  const { host, rest } = split;
-  const q = rest.indexOf('?');
-  let rawPath = q === -1 ? rest : rest.slice(0, q);
-  const query = q === -1 ? '' : rest.slice(q + 1);
-
-  let tenant = reg.tenantForHost(host);
-  let base = '';
-  if (!tenant) {
-    if (!reg.isUserdirHost(host)) return { kind: 'error', status: 404, tenant: undefined, why: 'unknown host' };
-    const m = /^\/~([a-z0-9.-]+)(\/.*)?$/i.exec(rawPath);
-    tenant = m ? reg.tenants.get(m[1]!.toLowerCase()) : undefined;
-    if (!m || !tenant) return { kind: 'error', status: 404, tenant: undefined, why: 'no such user page' };
-    base = `/~${tenant.id}`;
-    if (m[2] === undefined) return { kind: 'error', status: 301, tenant, location: localLocation(`${base}/`, query) };
-    rawPath = m[2];
-  }
-  // Every path of a suspended tenant, static, proxied or handler alike.
-  if (tenant.suspended) return { kind: 'suspended', tenant };
-
-  const parsed = parseUrlPath(rawPath);
-  if (!parsed.ok) return { kind: 'error', status: REFUSAL_STATUS[parsed.refusal], tenant, why: parsed.refusal };
-
-  if (base === '' && tenant.proxy.length > 0) {
-    const normal = `/${encodeSegments(parsed.segments)}${parsed.trailingSlash && parsed.segments.length > 0 ? '/' : ''}`;
-    for (const route of tenant.proxy) {
-      if (normal.startsWith(route.prefix)) {
-        const upstreamPath = parsed.clean ? rawPath : normal;
-        const tail = upstreamPath.slice(route.prefix.length);
-        const p = route.replace === undefined ? upstreamPath : route.replace + tail;
-        return { kind: 'proxy', tenant, route, path: query ? `${p}?${query}` : p };
-      }
-      if (`${normal}/` === route.prefix) {
-        return { kind: 'error', status: 301, tenant, location: localLocation(route.prefix, query) };
-      }
-    }
-  }
-  if (parsed.segments[0] === 'cgi-bin') {
-    // Handlers run; their sources are never served as files.
-    const name = parsed.segments[1];
-    if (name === undefined || base !== '') return { kind: 'error', status: 404, tenant, why: 'cgi-bin is not static' };
-    const pathInfo = parsed.segments.length > 2 || parsed.trailingSlash ? `/${parsed.segments.slice(2).join('/')}${parsed.trailingSlash && parsed.segments.length > 2 ? '/' : ''}` : '';
-    return { kind: 'cgi', tenant, name, pathInfo, query };
-  }
-  const listName = parsed.segments[1];
-  if (parsed.segments[0] === 'lists' && listName !== undefined && base === '' && reg.listConfig(tenant, listName)) {
-    // Only lists that exist take their path: a tenant without lists keeps its whole URL space.
-    if (parsed.segments.length === 2 && !parsed.trailingSlash) return { kind: 'error', status: 301, tenant, location: localLocation(`/lists/${encodeURIComponent(listName)}/`, query) };
-    return { kind: 'list', tenant, list: listName, segments: parsed.segments.slice(2), query };
-  }
-  return { kind: 'static', tenant, segments: parsed.segments, trailingSlash: parsed.trailingSlash, query, base };
-}
-
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
 export function createHttpService({ registry, state, log: rootLog, gateway, lists, metrics, certs }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
@@ -165,13 +81,12 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   /**
    * 308 to the same host and path on HTTPS. The host is the one that matched
    * the tenant (lower-cased, port stripped): never a name the client made up.
+   * With an absolute-form target that is its authority, not the Host header.
    */
-  function redirectToHttps(req: IncomingMessage, res: ServerResponse, port: number): Outcome {
-    // The same split as routing: with an absolute-form target, its authority (which chose the tenant) wins over Host.
-    const split = splitTarget(req.url ?? '/', req.headers.host);
-    const host = normalizeHost(split?.host ?? '');
-    const target = split?.rest ?? '/';
+  function redirectToHttps(req: IncomingMessage, res: ServerResponse, port: number, route: Route): Outcome {
+    const target = splitTarget(req.url ?? '/', route.authority)?.rest ?? '/';
     const q = target.indexOf('?');
+    const host = normalizeHost(route.authority);
     return sendPage(req, res, 308, { Location: q === -1 ? httpsLocation(host, port, target) : httpsLocation(host, port, target.slice(0, q), target.slice(q + 1)) });
   }
 
@@ -192,14 +107,14 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     if (draining) res.setHeader('Connection', 'close');
-    const route = routeRequest(current, req.url ?? '/', req.headers.host);
+    const route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
     const remote = req.socket.remoteAddress ?? '-';
     const https = route.tenant?.config.https;
     if (https) {
       if ((req.socket as TLSSocket).encrypted) {
         if (https.hsts > 0) res.setHeader('Strict-Transport-Security', `max-age=${https.hsts}`);
       } else if (https.redirect && httpsPort !== undefined) {
-        return record(route.tenant, req, remote, redirectToHttps(req, res, httpsPort));
+        return record(route.tenant, req, remote, redirectToHttps(req, res, httpsPort, route));
       }
     }
     if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -277,7 +192,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
 
   function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    const route = routeRequest(current, req.url ?? '/', req.headers.host);
+    const route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
     if (route.kind === 'suspended') {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       record(route.tenant, req, req.socket.remoteAddress ?? '-', { status: 503, bytes: 0 });

@@ -1,0 +1,131 @@
+import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
+import { parseUrlPath, type JailRefusal } from '../lib/jail.ts';
+import { isValidAuthority, type HostField } from './host.ts';
+import { localLocation } from './location.ts';
+
+const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-char': 400, escape: 403, hidden: 404 };
+
+/** Where a request goes, decided from Host and path before anything is read from disk. */
+export type Route = (
+  | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string }
+  | { kind: 'suspended'; tenant: Tenant }
+  | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
+  | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
+  | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string }
+  | { kind: 'list'; tenant: Tenant; list: string; segments: string[]; query: string }
+) & {
+  /** The authority the request was routed by, as sent (port kept): the Host a backend is given. "" when none. */
+  authority: string;
+};
+
+type Decided = Route extends infer R ? (R extends unknown ? Omit<R, 'authority'> : never) : never;
+
+/**
+ * The host a request is for and its path with query. RFC 9112 §3.2.2: an
+ * absolute-form target's authority replaces Host. Undefined for a target
+ * that is neither origin-form nor absolute-form, or whose authority is not
+ * a valid `host[:port]` (userinfo, a bad port, none at all).
+ */
+export function splitTarget(target: string, hostHeader: string | undefined): { host: string | undefined; rest: string } | undefined {
+  if (target.charCodeAt(0) === 47 /* / */) return { host: hostHeader, rest: target };
+  const m = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(target);
+  if (!m || !isValidAuthority(m[1]!)) return undefined;
+  return { host: m[1], rest: m[2] || '/' };
+}
+
+// RFC 3986 §3.3: sub-delims, ":" and "@" are allowed in a path segment as they are.
+const PCHAR_ESCAPES = /%(?:24|26|2B|2C|3B|3D|3A|40)/g;
+
+/**
+ * One decoded segment in its canonical encoded form: unreserved characters,
+ * sub-delims, ":" and "@" as they are, everything else percent-encoded with
+ * upper-case hex. `v%32`, `%76%32` and `v2` all come out as `v2`.
+ */
+export function canonicalSegment(segment: string): string {
+  const e = encodeURIComponent(segment);
+  return e.includes('%') ? e.replace(PCHAR_ESCAPES, (x) => String.fromCharCode(parseInt(x.slice(1), 16))) : e;
+}
+
+/** The canonical form of a parsed path: "/", segments in canonical encoding, a final "/" when there was one. */
+export function canonicalPath(segments: readonly string[], trailingSlash: boolean): string {
+  if (segments.length === 0) return '/';
+  return `/${segments.map(canonicalSegment).join('/')}${trailingSlash ? '/' : ''}`;
+}
+
+const canonicalPrefixes = new WeakMap<ProxyRoute, string>();
+/** A proxy route's prefix in the same canonical form as request paths (a configured `%xx` matches its decoded form). */
+function canonicalPrefix(route: ProxyRoute): string {
+  let p = canonicalPrefixes.get(route);
+  if (p === undefined) {
+    const parsed = parseUrlPath(route.prefix);
+    p = parsed.ok ? canonicalPath(parsed.segments, true) : route.prefix;
+    canonicalPrefixes.set(route, p);
+  }
+  return p;
+}
+
+/**
+ * Decides the route for a request target and Host. Pure apart from the
+ * registry lookup, so it is shared by normal requests and WebSocket upgrades.
+ */
+export function routeRequest(reg: Registry, target: string, hostField: HostField): Route {
+  if (!hostField.ok) return { kind: 'error', status: 400, tenant: undefined, why: hostField.why, authority: '' };
+  const split = splitTarget(target, hostField.value);
+  if (!split) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target', authority: '' };
+  const authority = split.host ?? '';
+  return { ...decide(reg, split.rest, authority), authority } as Route;
+}
+
+function decide(reg: Registry, rest: string, host: string): Decided {
+  const q = rest.indexOf('?');
+  let rawPath = q === -1 ? rest : rest.slice(0, q);
+  const query = q === -1 ? '' : rest.slice(q + 1);
+
+  let tenant = reg.tenantForHost(host);
+  let base = '';
+  if (!tenant) {
+    if (!reg.isUserdirHost(host)) return { kind: 'error', status: 404, tenant: undefined, why: 'unknown host' };
+    const m = /^\/~([a-z0-9.-]+)(\/.*)?$/i.exec(rawPath);
+    tenant = m ? reg.tenants.get(m[1]!.toLowerCase()) : undefined;
+    if (!m || !tenant) return { kind: 'error', status: 404, tenant: undefined, why: 'no such user page' };
+    base = `/~${tenant.id}`;
+    if (m[2] === undefined) return { kind: 'error', status: 301, tenant, location: localLocation(`${base}/`, query) };
+    rawPath = m[2];
+  }
+  // Every path of a suspended tenant, static, proxied or handler alike.
+  if (tenant.suspended) return { kind: 'suspended', tenant };
+
+  const parsed = parseUrlPath(rawPath);
+  if (!parsed.ok) return { kind: 'error', status: REFUSAL_STATUS[parsed.refusal], tenant, why: parsed.refusal };
+
+  if (base === '' && tenant.proxy.length > 0) {
+    // Matching and rewriting use one path: decoded once, dot-segments and empty segments resolved,
+    // re-encoded canonically. `/v%32/x` is `/v2/x` for both, so the prefix is cut where it matched.
+    const normal = canonicalPath(parsed.segments, parsed.trailingSlash);
+    for (const route of tenant.proxy) {
+      const prefix = canonicalPrefix(route);
+      if (normal.startsWith(prefix)) {
+        const p = route.replace === undefined ? normal : route.replace + normal.slice(prefix.length);
+        return { kind: 'proxy', tenant, route, path: query ? `${p}?${query}` : p };
+      }
+      if (`${normal}/` === prefix) {
+        return { kind: 'error', status: 301, tenant, location: localLocation(prefix, query) };
+      }
+    }
+  }
+  if (parsed.segments[0] === 'cgi-bin') {
+    // Handlers run; their sources are never served as files.
+    const name = parsed.segments[1];
+    if (name === undefined || base !== '') return { kind: 'error', status: 404, tenant, why: 'cgi-bin is not static' };
+    const pathInfo = parsed.segments.length > 2 || parsed.trailingSlash ? `/${parsed.segments.slice(2).join('/')}${parsed.trailingSlash && parsed.segments.length > 2 ? '/' : ''}` : '';
+    return { kind: 'cgi', tenant, name, pathInfo, query };
+  }
+  const listName = parsed.segments[1];
+  if (parsed.segments[0] === 'lists' && listName !== undefined && base === '' && reg.listConfig(tenant, listName)) {
+    // Only lists that exist take their path: a tenant without lists keeps its whole URL space.
+    if (parsed.segments.length === 2 && !parsed.trailingSlash) return { kind: 'error', status: 301, tenant, location: localLocation(`/lists/${encodeURIComponent(listName)}/`, query) };
+    return { kind: 'list', tenant, list: listName, segments: parsed.segments.slice(2), query };
+  }
+  return { kind: 'static', tenant, segments: parsed.segments, trailingSlash: parsed.trailingSlash, query, base };
+}
+
