@@ -1,14 +1,17 @@
 import { openDb, type Db } from './db.ts';
 import { FormLog, formMigrations } from './forms.ts';
+import { FtpLoginLocks, ftpLoginMigrations } from './ftplogins.ts';
 import { ListStore, listMigrations } from './lists.ts';
 import { MailQueueStore, queueMigrations } from './queue.ts';
 import { TrafficCounters, trafficMigrations } from './traffic.ts';
 
 export type { FormSubmission } from './forms.ts';
+export type { LoginRule, LoginLock } from './ftplogins.ts';
 export type { TrafficTotals } from './traffic.ts';
 export type { QueuedMessage, QueuedRecipient, NewQueuedMessage } from './queue.ts';
 export type { ListMember, ListToken, HeldPost, InboxMail, MemberMode, ArchivedPost } from './lists.ts';
-export { FormLog, TrafficCounters, MailQueueStore, ListStore };
+export { FormLog, TrafficCounters, MailQueueStore, ListStore, FtpLoginLocks };
+export { hashToken } from './lists.ts';
 
 /** Durable runtime data shared by the services (SQLite in `<data>/makewaves.db`). */
 export interface State {
@@ -17,11 +20,12 @@ export interface State {
   readonly forms: FormLog;
   readonly mailQueue: MailQueueStore;
   readonly lists: ListStore;
+  readonly ftpLogins: FtpLoginLocks;
   close(): void;
 }
 
 export function openState(dataDir: string): State {
-  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations, ...listMigrations]);
+  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations, ...listMigrations, ...ftpLoginMigrations]);
   const traffic = new TrafficCounters(db);
   const mailQueue = new MailQueueStore(db);
   return {
@@ -30,6 +34,7 @@ export function openState(dataDir: string): State {
     forms: new FormLog(db),
     mailQueue,
     lists: new ListStore(db),
+    ftpLogins: new FtpLoginLocks(db),
     close() {
       traffic.flush();
       db.close();

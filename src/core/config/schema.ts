@@ -142,11 +142,16 @@ export const mainSchema = z.strictObject({
       /** Login throttling: `failures` failed logins for one user or one IP within `windowSeconds` lock it for `lockSeconds`. */
       lockout: z
         .strictObject({
+          /** Failed logins for one account from one address (fail2ban's model: the attacker's address is locked, not the account). */
           failures: z.number().int().min(1).max(1000).default(5),
+          /** Failed logins for one account from all addresses together: a ceiling many addresses must reach. */
+          accountFailures: z.number().int().min(1).max(100_000).default(50),
+          /** Failed logins from one address for all accounts together (one address guessing at many accounts). */
+          addressFailures: z.number().int().min(1).max(100_000).default(50),
           windowSeconds: z.number().positive().default(600),
           lockSeconds: z.number().positive().default(300),
         })
-        .default({ failures: 5, windowSeconds: 600, lockSeconds: 300 }),
+        .default({ failures: 5, accountFailures: 50, addressFailures: 50, windowSeconds: 600, lockSeconds: 300 }),
       /** Explicit FTPS (AUTH TLS, RFC 4217) with one certificate; `required` refuses logins before AUTH TLS. */
       /** Without cert/key, FTPS uses the default certificate of the suite's store (http.tls.certs). */
       tls: z
