@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpOutcome, ListPageRequest, ListPages } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
-import type { ListActions, ListContext } from './index.ts';
+import type { ListActions } from './index.ts';
+import type { ListContext } from './kit.ts';
 import { isMailbox } from './message.ts';
 
 /** Largest form body we read (an address and two flags). */
