@@ -147,7 +147,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
           outcome = sendSuspended(req, res);
           break;
         case 'proxy':
-          outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });
+          outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: route.authority, proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });
           break;
         case 'cgi':
           if (!gateway) {
@@ -203,7 +203,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       return;
     }
     const remote = req.socket.remoteAddress ?? '-';
-    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });
+    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });
     record(route.tenant, req, remote, { status: 101, bytes: 0 });
   }
 
