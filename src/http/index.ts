@@ -22,6 +22,7 @@ import { routeRequest, splitTarget, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { StaticFiles, type Outcome } from './static.ts';
+import { declineUpgrade, offersWebSocket } from './upgrade.ts';
 
 export interface HttpDeps {
   registry: Registry;
@@ -147,7 +148,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
           outcome = sendSuspended(req, res);
           break;
         case 'proxy':
-          outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });
+          outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: route.authority, proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });
           break;
         case 'cgi':
           if (!gateway) {
@@ -190,20 +191,17 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     record(route.tenant, req, remote, outcome);
   }
 
-  function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
+  /**
+   * A WebSocket handshake on a proxied path goes to the backend; every other
+   * Upgrade offer (h2c from `curl --http2`, websocket on a static page) is
+   * declined and the request served as it would be without it.
+   */
+  function onUpgrade(server: http.Server, req: IncomingMessage, socket: Socket, head: Buffer): void {
     const route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
-    if (route.kind === 'suspended') {
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      record(route.tenant, req, req.socket.remoteAddress ?? '-', { status: 503, bytes: 0 });
-      return;
-    }
-    if (route.kind !== 'proxy') {
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      return;
-    }
+    if (route.kind !== 'proxy' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
+    socket.on('error', () => socket.destroy());
     const remote = req.socket.remoteAddress ?? '-';
-    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: req.headers.host ?? '', proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });
+    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });
     record(route.tenant, req, remote, { status: 101, bytes: 0 });
   }
 
@@ -222,7 +220,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       const setup = (server: http.Server) => {
         servers.push(server);
         server.on('request', onRequest);
-        server.on('upgrade', onUpgrade);
+        server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => onUpgrade(server, req, socket, head));
         server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
           if (!socket.writable) return socket.destroy();
           const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;

@@ -29,7 +29,10 @@ export interface ProxyTarget {
   /** Path and query to request upstream. */
   path: string;
   remote: string;
-  /** Host header the client sent (kept for the upstream and copied to X-Forwarded-Host). */
+  /**
+   * The authority the request was routed by (an absolute-form target's, else
+   * the Host line): the Host the upstream gets, also sent as X-Forwarded-Host.
+   */
   host: string;
   proto: 'http' | 'https';
 }
@@ -91,7 +94,14 @@ export class TenantProxy {
     }
     headers['x-forwarded-for'] = t.remote;
     headers['x-forwarded-proto'] = t.proto;
-    headers['x-forwarded-host'] = t.host;
+    // The backend sees the host that picked the tenant, never another name the client sent beside it.
+    if (t.host) {
+      headers.host = t.host;
+      headers['x-forwarded-host'] = t.host;
+    } else {
+      delete headers.host;
+      delete headers['x-forwarded-host'];
+    }
     delete headers.forwarded;
     return headers;
   }

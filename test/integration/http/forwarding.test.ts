@@ -86,7 +86,7 @@ describe('proxy paths: one normalised path for matching and rewriting', () => {
     ['/other/../v2/x', '/inner/x', 200],
     ['/v2/x/', '/inner/x/', 200],
     ['/v2/', '/inner/', 200],
-    ['/v2/..', undefined, 200], // that is "/", the static home
+    ['/v2/..', undefined, 301], // that is "/" without its slash: the static home's redirect, never the backend
     ['/v2/../../etc/passwd', undefined, 403],
     ['/v2%2Fx', undefined, 400], // an encoded "/" is never a separator: refused everywhere
     ['/v2/a%2Fb', undefined, 400],
@@ -109,5 +109,11 @@ describe('proxy paths: one normalised path for matching and rewriting', () => {
   it('redirects a prefix without its slash to the canonical prefix', async () => {
     const { r } = await send('/v%32?x=1');
     expect(r.header('location')).toBe('/v2/?x=1');
+  });
+
+  it('sends a path that resolves above the prefix to the static site, not the backend', async () => {
+    const { r, upstream } = await send('/v2/..');
+    expect(r.header('location')).toBe('/');
+    expect(upstream).toBeUndefined();
   });
 });

@@ -41,6 +41,13 @@ describe('Host header (RFC 9112 §3.2, RFC 3986 §3.2.2)', () => {
     ['a percent escape', ['Host: a%2etest']],
     ['a comma list', ['Host: a.test,b.test']],
     ['only a port', ['Host: :80']],
+    ['userinfo after a port', ['Host: a.test:80@b.test']],
+    ['a fragment', ['Host: a.test#b.test']],
+    ['a query', ['Host: a.test?b.test']],
+    ['a port of spaces', ['Host: a.test: 80']],
+    ['a non-ASCII name', ['Host: a.tést']],
+    ['a bracketed IPv6 literal with an empty port', ['Host: [::1]:']],
+    ['an empty Host beside a real one', ['Host:', 'Host: a.test']],
   ];
   it.each(REFUSED)('400 for %s', async (_what, lines) => {
     const r = await send('/', lines);
