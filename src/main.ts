@@ -1,7 +1,7 @@
 import { createCgi } from './cgi/index.ts';
 import path from 'node:path';
 import { CertStore } from './core/certs.ts';
-import { detectSandbox } from './cgi/sandbox.ts';
+import { detectSandbox, type SandboxCapabilities } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
 import type { ListInbox, ListPages, MailSubmitter } from './core/contracts.ts';
@@ -23,6 +23,8 @@ export interface SuiteOptions {
   log?: Logger;
   /** Reload when config files change (default true). */
   watch?: boolean;
+  /** What the handler sandbox may use (tests: the service-user setup, handlers under the suite's own uid). */
+  sandbox?: (user: string) => SandboxCapabilities;
 }
 
 export interface Suite {
@@ -79,7 +81,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     metrics,
     onSent: (f) => state.forms.add({ ...f, recipients: f.to }),
     // Handlers are spawned after the drop: their sandbox is what the service account can build.
-    sandbox: runAs ? (user) => detectSandbox(user, runAs) : undefined,
+    sandbox: options.sandbox ?? (runAs ? (user) => detectSandbox(user, runAs) : undefined),
   });
   services.push(cgi.service);
   const listPages: ListPages | undefined = lists?.pages;

@@ -1,22 +1,34 @@
-import { chmodSync, existsSync, unlinkSync } from 'node:fs';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../core/log.ts';
 import type { MailQueue } from './queue.ts';
 
-/** A request on the control socket: one JSON object per line. */
+/** A request on the control socket: one JSON object per line (the wire form also carries `token`). */
 export type ControlRequest = { cmd: 'flush' } | { cmd: 'delete'; id: string } | { cmd: 'ping' };
 /** The answer: one JSON line. */
 export type ControlResponse = { ok: true; queued?: number; deleted?: boolean } | { ok: false; error: string };
 
+/** The file beside the socket that holds the current token. */
+export function tokenPath(socketPath: string): string {
+  return `${socketPath}.token`;
+}
+
 /**
  * How `makewaves queue flush|delete` reaches the running server: a Unix
- * socket `<data>/mail.sock`, mode 0600 (the file system decides who may
- * talk to it: whoever may write the data folder). A socket file left by a
- * crash is replaced; one that answers means another server owns this data
- * folder, and starting fails.
+ * socket `<data>/mail.sock`, mode 0600. Tenants' handlers may run under
+ * the server's own uid (the service-user setup), so the socket's mode is
+ * not what keeps them out: every request must carry the token the server
+ * writes at start to `<data>/mail.sock.token` (0600, fresh each start),
+ * a file under data/ that handlers cannot read (the permission model
+ * grants them their site and their scratch folder only). A request
+ * without it is answered `not authorized` and logged. A socket file left
+ * by a crash is replaced; one that answers means another server owns
+ * this data folder, and starting fails.
  */
 export class ControlServer {
   private server: net.Server | undefined;
+  private token: Buffer | undefined;
 
   constructor(
     readonly socketPath: string,
@@ -31,6 +43,14 @@ export class ControlServer {
       }
       unlinkSync(this.socketPath);
     }
+    // Written under another name, then renamed: a reader never sees half a token, nor a file that was ever wider than 0600.
+    const token = randomBytes(32).toString('hex');
+    const file = tokenPath(this.socketPath);
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${token}\n`, { mode: 0o600, flag: 'w' });
+    chmodSync(tmp, 0o600);
+    renameSync(tmp, file);
+    this.token = Buffer.from(token);
     const server = net.createServer((sock) => this.session(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -46,7 +66,14 @@ export class ControlServer {
   async stop(): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+    if (s) {
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+      try {
+        unlinkSync(tokenPath(this.socketPath));
+      } catch {
+        // already gone (removed by hand): nothing to clean up
+      }
+    }
   }
 
   private session(sock: net.Socket): void {
@@ -66,11 +93,15 @@ export class ControlServer {
   }
 
   private async answer(line: string): Promise<ControlResponse> {
-    let req: ControlRequest;
+    let req: ControlRequest & { token?: unknown };
     try {
-      req = JSON.parse(line) as ControlRequest;
+      req = JSON.parse(line) as typeof req;
     } catch {
       return { ok: false, error: 'not JSON' };
+    }
+    if (!this.authorized(req?.token)) {
+      this.log.warn({ cmd: typeof req?.cmd === 'string' ? req.cmd.slice(0, 20) : undefined, why: 'missing or wrong token' }, 'control request refused');
+      return { ok: false, error: 'not authorized' };
     }
     switch (req.cmd) {
       case 'ping':
@@ -89,6 +120,13 @@ export class ControlServer {
         return { ok: false, error: 'unknown command' };
     }
   }
+
+  /** True when `token` is the one written at start (compared in constant time). */
+  private authorized(token: unknown): boolean {
+    if (typeof token !== 'string' || !this.token) return false;
+    const given = Buffer.from(token);
+    return given.length === this.token.length && timingSafeEqual(given, this.token);
+  }
 }
 
 function isAlive(socketPath: string): Promise<boolean> {
@@ -102,8 +140,21 @@ function isAlive(socketPath: string): Promise<boolean> {
   });
 }
 
-/** Sends one request to the running server. Rejects with a clear message when none is running. */
+/**
+ * Sends one request to the running server, with the token it wrote at
+ * start. Rejects with a clear message when none is running, or when this
+ * user may not read the token (not the server's user, not root).
+ */
 export function controlRequest(socketPath: string, req: ControlRequest, timeoutMs = 15_000): Promise<ControlResponse> {
+  let token: string;
+  try {
+    token = readFileSync(tokenPath(socketPath), 'utf8').trim();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return Promise.reject(new Error(`no makewaves server is running with this data folder (nothing answers on ${socketPath})`));
+    if (code === 'EACCES') return Promise.reject(new Error(`cannot read ${tokenPath(socketPath)}: run this as the user the server runs as, or as root`));
+    return Promise.reject(err as Error);
+  }
   return new Promise((resolve, reject) => {
     const c = net.connect(socketPath);
     let buf = '';
@@ -112,7 +163,7 @@ export function controlRequest(socketPath: string, req: ControlRequest, timeoutM
       c.destroy();
       reject(new Error('the running server did not answer in time'));
     });
-    c.once('connect', () => c.write(`${JSON.stringify(req)}\n`));
+    c.once('connect', () => c.write(`${JSON.stringify({ ...req, token })}\n`));
     c.on('data', (d: string) => (buf += d));
     c.once('end', () => {
       try {

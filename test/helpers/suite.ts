@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import { createLogger } from '../../src/core/log.ts';
 import { startSuite, type Suite } from '../../src/main.ts';
+import type { SandboxCapabilities } from '../../src/cgi/sandbox.ts';
 
 export interface TestSuiteOptions {
   /** Tenant id → tenant config (an object, written as YAML). */
@@ -15,6 +16,8 @@ export interface TestSuiteOptions {
   privateDir?: boolean;
   /** Files to create, relative to the sites folder: `"a.test/index.html": "..."`. */
   files?: Record<string, string | Buffer>;
+  /** What the handler sandbox may use (default: what this machine allows). */
+  sandbox?: (user: string) => SandboxCapabilities;
 }
 
 export interface TestSuite {
@@ -77,7 +80,7 @@ export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite>
   const log = createLogger({ level: 'debug', destination });
   let suite: Suite;
   try {
-    suite = await startSuite({ configDir, log, watch: true });
+    suite = await startSuite({ configDir, log, watch: true, sandbox: opts.sandbox });
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
     throw err;
