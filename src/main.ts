@@ -88,7 +88,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages });
   services.push(http);
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
-  if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics }));
+  if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics, logins: state.ftpLogins }));
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
   services.push(createAdminService({ registry, metrics, log, services: () => services.map((s) => s.name) }));
 

@@ -4,6 +4,7 @@ import { isConfigDir } from '../core/config/load.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { check } from './commands/check.ts';
 import { forms, formsRecipients } from './commands/forms.ts';
+import { ftpLocks, ftpUnlock } from './commands/ftp.ts';
 import { listAdd, listCreate, listDelete, listHeld, listMembers, listModerate, listRemove, listSet } from './commands/list.ts';
 import { queueControl, queueList } from './commands/queue.ts';
 import { hashPasswordCommand } from './commands/hash-password.ts';
@@ -253,6 +254,23 @@ export async function main(argv: string[]): Promise<number> {
     .description('remove the forward of local@domain')
     .action(function (this: Command, address: string) {
       code = aliasRemove(cfg(this), address);
+    });
+
+  const ftp = program.command('ftp').description('FTP login locks (counted per login and address, kept in the state database)');
+  ftp.option('-c, --config <dir>', 'config folder');
+  ftp
+    .command('locks')
+    .description('list the login locks in force: login, address, minutes left')
+    .option('-c, --config <dir>', 'config folder')
+    .action(function (this: Command) {
+      code = ftpLocks(globalConfig(this));
+    });
+  ftp
+    .command('unlock <user>')
+    .description('lift every lock of a login (user@tenant) and forget its failures; the running server sees it at once')
+    .option('-c, --config <dir>', 'config folder')
+    .action(function (this: Command, user: string) {
+      code = ftpUnlock(globalConfig(this), user);
     });
 
   program

@@ -13,13 +13,13 @@ import { errorRef } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
+import type { FtpLoginLocks, LoginRule } from '../state/index.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { bunyanAdapter } from './bunyan.ts';
 import { Bluebird } from './promise.ts';
 import { ActiveConnector, PassiveConnector, plainIp, sameIp, type DataConnector } from './connectors.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
-import { LoginGuard } from './guard.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
 import { DiskError, receive, SMALL_UPLOAD } from './receive.ts';
 import { scanUsage, TenantUsage } from './usage.ts';
@@ -34,6 +34,8 @@ export interface FtpDeps {
   /** The suite's certificate store: FTPS uses its default certificate when `ftp.tls` names no files. */
   certs?: CertStore;
   metrics?: Metrics;
+  /** Login failures and locks (state, so the operator's `makewaves ftp unlock` reaches a running server). */
+  logins: FtpLoginLocks;
 }
 
 /** ftp-srv's connection internals this service drives (not in its typings). */
@@ -114,12 +116,11 @@ export function activeTarget(directive: 'PORT' | 'EPRT', arg: string | null): { 
  * connection caps, idle timeouts, MLSD/MLST, and refuses SITE and PORT/EPRT
  * toward any address but the client's own (FTP bounce).
  */
-export function createFtpService({ registry, log: rootLog, siteChanges, certs, metrics }: FtpDeps): Service {
+export function createFtpService({ registry, log: rootLog, siteChanges, certs, metrics, logins }: FtpDeps): Service {
   const log = rootLog.child({ svc: 'ftp' });
   let current = registry;
   const main = registry.config.main;
   const cfg = main.ftp!;
-  const guard = new LoginGuard(cfg.lockout.failures, cfg.lockout.windowSeconds * 1000, cfg.lockout.lockSeconds * 1000);
   const usages = new Map<string, TenantUsage>();
   const xfer = new TenantLogFiles(path.join(main.dataDir, 'logs'), 'ftp.log', log);
   const sessions = new Set<Session>();
@@ -211,29 +212,53 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     };
   }
 
+  /**
+   * What one login attempt counts against: the account from this address
+   * (locks the address out of that account only: anyone can still fail at
+   * someone else's account without locking its owner out), the account from
+   * everywhere (a slower ceiling against guessing from many addresses), and
+   * the address for every account (one address guessing at many).
+   */
+  function loginRules(name: string, remote: string): LoginRule[] {
+    const l = cfg.lockout;
+    return [
+      { key: `pair:${name}|${remote}`, account: name, limit: l.failures },
+      { key: `account:${name}`, account: name, limit: l.accountFailures },
+      { key: `address:${remote}`, account: '', limit: l.addressFailures },
+    ];
+  }
+
   async function login(s: Session, username: string, password: string): Promise<object> {
     const name = username.toLowerCase();
-    const locked = Math.max(guard.lockedFor(`u:${name}`), guard.lockedFor(`ip:${s.remote}`));
-    if (locked > 0) {
-      s.log.warn({ user: name, why: 'locked' }, 'ftp login refused: too many failures');
-      throw new FtpError(530, `Too many failed logins; try again in ${Math.ceil(locked / 60_000)} minutes`);
+    const windowMs = cfg.lockout.windowSeconds * 1000;
+    const rules = loginRules(name, s.remote);
+    // Counted before the (slow) password check: parallel attempts cannot all pass while the count is low.
+    const reserved = logins.reserve(rules, windowMs);
+    if ('lockedMs' in reserved) {
+      s.log.warn({ user: name, why: 'locked', key: reserved.key }, 'ftp login refused: too many failures');
+      throw new FtpError(530, `Too many failed logins; try again in ${Math.ceil(reserved.lockedMs / 60_000)} minutes`);
     }
     const account = current.ftpAccount(name);
-    // An unknown user costs the same scrypt work as a known one (no user enumeration by timing).
-    const ok = await verifyPassword(password, account?.hash ?? DUMMY_HASH);
+    let ok: boolean;
+    try {
+      // An unknown user costs the same scrypt work as a known one (no user enumeration by timing).
+      ok = (await verifyPassword(password, account?.hash ?? DUMMY_HASH)) && account !== undefined;
+    } catch (err) {
+      logins.succeeded(reserved.ticket, []); // our failure, not the client's: the reservation goes, nothing is forgiven
+      throw err;
+    }
     if (!account || !ok) {
       const why = !name.includes('@') ? 'not a user@tenant login' : !account ? 'no such user' : 'wrong password';
-      const lockedUser = guard.fail(`u:${name}`);
-      const lockedIp = guard.fail(`ip:${s.remote}`);
+      const locked = logins.failed(reserved.ticket, rules, windowMs, cfg.lockout.lockSeconds * 1000);
       s.log.info({ user: name, why }, 'ftp login failed');
-      if (lockedUser || lockedIp) {
-        s.log.warn({ user: name, lockedUser, lockedIp, minutes: cfg.lockout.lockSeconds / 60 }, 'ftp login locked after repeated failures');
+      if (locked.length > 0) {
+        s.log.warn({ user: name, locked, minutes: cfg.lockout.lockSeconds / 60 }, 'ftp login locked after repeated failures');
       }
       throw new FtpError(530, 'Login incorrect');
     }
-    // The user's failures are forgiven; the address's are not, or one valid account would
-    // let its holder reset the count between guesses at other users' passwords.
-    guard.succeed(`u:${name}`);
+    // This address's failures at this account are forgiven; the account's and the address's are
+    // not, or one valid login would reset the count between guesses at other passwords.
+    logins.succeeded(reserved.ticket, [rules[0]!.key]);
     const tenant = account.tenant;
     // Checked after the password, so the reply tells a suspension only to someone who knows it.
     if (tenant.suspended) {
@@ -948,6 +973,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         });
       });
       events.on('client-error', () => undefined);
+      logins.dropPending(); // reservations of a process that stopped mid-check
       for (const id of current.tenants.keys()) await usageOf(id);
       const bound = await listenOn(srv, listen, 'ftp');
       sweeper = setInterval(sweep, Math.max(50, Math.min(idleMs / 4, 5_000)));
@@ -997,7 +1023,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     jobs(): Job[] {
       return [
         { name: 'ftp quota rescan', schedule: cfg.quotaRescan, run: rescan },
-        { name: 'ftp login throttle prune', schedule: '*/10 * * * *', run: () => guard.prune() },
+        { name: 'ftp login throttle prune', schedule: '*/10 * * * *', run: () => logins.prune(current.config.main.ftp!.lockout.windowSeconds * 1000) },
         { name: 'rotate ftp transfer logs', schedule: '0 0 * * *', run: () => xfer.rotate(current.config.main.ftp?.transferLog.keepDays ?? 14) },
       ];
     },

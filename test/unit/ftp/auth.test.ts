@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { activeTarget } from '../../../src/ftp/index.ts';
-import { LoginGuard } from '../../../src/ftp/guard.ts';
 import { DUMMY_HASH, hashPassword, isPasswordHash, verifyPassword } from '../../../src/lib/password.ts';
 
 describe('scrypt password hashes', () => {
@@ -34,33 +33,6 @@ describe('scrypt password hashes', () => {
   it('the dummy hash used for unknown users is well-formed and matches nothing typed', async () => {
     expect(isPasswordHash(DUMMY_HASH)).toBe(true);
     expect(await verifyPassword('', DUMMY_HASH)).toBe(false);
-  });
-});
-
-describe('LoginGuard', () => {
-  it('locks a key after 5 failures in the window, for the lock time', () => {
-    const g = new LoginGuard(5, 600_000, 300_000);
-    const t = 1_000_000;
-    for (let i = 0; i < 4; i++) expect(g.fail('u:x', t + i)).toBe(false);
-    expect(g.lockedFor('u:x', t + 4)).toBe(0);
-    expect(g.fail('u:x', t + 5)).toBe(true);
-    expect(g.lockedFor('u:x', t + 6)).toBeGreaterThan(299_000);
-    expect(g.lockedFor('u:x', t + 5 + 300_000)).toBe(0);
-    expect(g.lockedFor('u:other', t + 6)).toBe(0);
-  });
-
-  it('failures older than the window do not count', () => {
-    const g = new LoginGuard(5, 600_000, 300_000);
-    for (let i = 0; i < 4; i++) g.fail('ip:1', i * 1000);
-    expect(g.fail('ip:1', 700_000)).toBe(false);
-  });
-
-  it('stays within its key limit by forgetting the least recent keys', () => {
-    const g = new LoginGuard(2, 600_000, 300_000, 10);
-    g.fail('k-old', 0);
-    for (let i = 0; i < 100; i++) g.fail(`k${i}`, 1);
-    expect(g.fail('k-old', 2)).toBe(false); // its first failure was forgotten
-    expect(g.fail('k99', 2)).toBe(true); // a recent key is remembered
   });
 });
 
