@@ -111,6 +111,7 @@ export function createMailService(deps: MailDeps): MailService {
     hostname,
     settings: smtp.queue,
     now: deps.now,
+    bouncesPerDomainPerHour: smtp.bouncesPerDomainPerHour,
   });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
@@ -241,7 +242,7 @@ export function createMailService(deps: MailDeps): MailService {
     const scan = new MessageScan();
     try {
       if (lists.length > 0) return await acceptForLists(s, stream, scan, { id, from, tenant, recipients, prefix, lists });
-      const { size } = await queue.enqueue({
+      const { size, refused } = await queue.enqueue({
         id,
         // SRS: forwarded mail leaves with our domain in its envelope sender, so SPF passes at the target.
         sender: srs.forward(from),
@@ -252,10 +253,18 @@ export function createMailService(deps: MailDeps): MailService {
         body: scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan),
         // Refused, not cut or wrapped: a forwarder must not alter what may be signed (DKIM).
         abort: () => stream.sizeExceeded || scan.tooLong,
+        // Every recipient here is forwarded: the next hop is asked while the sender waits (see nextHopRefusal).
+        waitMs: smtp!.waitForNextHop * 1000,
       });
+      if (refused !== undefined) {
+        s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), reply: refused }, 'message refused: the next hop refused every recipient');
+        throw nextHopRefusal(refused);
+      }
       s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), rcpts: session.envelope.rcptTo.map((r) => r.address), size }, 'message accepted');
       return `Ok: queued as ${id}`;
     } catch (err) {
+      // Our own reply (the next hop's refusal) goes out as it is.
+      if (typeof (err as { responseCode?: unknown }).responseCode === 'number') throw err;
       if (err instanceof SpoolAborted && scan.tooLong && !stream.sizeExceeded) {
         s.log.info({ from, longestLine: scan.longest, limit: MAX_LINE }, `message refused: a line is longer than ${MAX_LINE} octets`);
         throw reply(554, `5.6.0 Message refused: a line longer than ${MAX_LINE} octets (RFC 5322 section 2.1.1)`);
@@ -350,6 +359,20 @@ export function createMailService(deps: MailDeps): MailService {
       },
     },
   };
+}
+
+/**
+ * The sender's reply when the next hop refused every recipient while it
+ * waited (Postfix's rule: refuse in the session whatever you can, so no
+ * bounce goes to a sender that may be forged): the next hop's 5xx code and
+ * enhanced status, its text made safe for one reply line.
+ */
+export function nextHopRefusal(remote: string): Error & { responseCode: number } {
+  const m = /^(5\d\d)[ -]?(?:(5\.\d{1,3}\.\d{1,3}) )?(.*)$/s.exec(remote.trim());
+  const code = m ? Number(m[1]) : 554;
+  const status = m?.[2] ?? '5.0.0';
+  const text = (m ? m[3]! : remote).replace(/[^\x20-\x7e]+/g, ' ').trim().slice(0, 200);
+  return reply(code, `${status} Delivery refused by the next hop: ${text || 'no reason given'}`);
 }
 
 /** What stop() reads of smtp-server's connections to tell an idle session from one in a transaction. */

@@ -44,6 +44,8 @@ export interface QueueDeps {
   now?: () => number;
   /** Told the outcome of every delivery attempt to one recipient (for metrics). */
   onOutcome?: (status: 'sent' | 'temp' | 'perm') => void;
+  /** Bounces sent to one domain per hour; more are logged and not sent (0: none at all). Default: no limit. */
+  bouncesPerDomainPerHour?: number;
 }
 
 /** A message to queue. `body` is streamed to disk; `abort` may stop that (see {@link Spool.write}). */
@@ -57,9 +59,38 @@ export interface Incoming {
   prefix?: Buffer;
   body: AsyncIterable<Buffer> | Buffer;
   abort?: () => boolean;
+  /**
+   * Milliseconds the caller waits for the first delivery attempt (an SMTP
+   * sender still in its session). When every recipient is refused
+   * permanently within that time, the message leaves the queue without a
+   * bounce and {@link enqueue} resolves with `refused` (the caller refuses
+   * it in the session). Otherwise the attempt counts as the queue's first.
+   */
+  waitMs?: number;
+}
+
+/** What {@link MailQueue.enqueue} resolves with. */
+export interface Enqueued {
+  id: string;
+  size: number;
+  /** Set when the next hop refused every recipient while the caller waited: its reply; the message is no longer queued. */
+  refused?: string;
+  /** True when every recipient was delivered while the caller waited. */
+  delivered?: boolean;
+}
+
+/** A caller waiting for a first attempt; `waiting` turns false at its deadline. */
+interface Waiter {
+  waiting: boolean;
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** How an attempt ended, for a caller waiting on it. */
+interface AttemptEnd {
+  refused?: string;
+  delivered?: boolean;
+}
 /** Memory for messages kept from accept to delivery (each at most 64 KiB, see Spool). */
 const CACHE_BYTES = 32 * 1024 * 1024;
 
@@ -89,6 +120,8 @@ export class MailQueue implements MailSubmitter {
   private abandoned = false;
   private readonly now: () => number;
   private readonly log: Logger;
+  /** Bounces per recipient domain in the current hour. */
+  private bounceWindow = { start: 0, counts: new Map<string, number>() };
 
   constructor(private readonly d: QueueDeps) {
     this.now = d.now ?? Date.now;
@@ -105,10 +138,11 @@ export class MailQueue implements MailSubmitter {
 
   /**
    * Writes the message to the spool (fsync'd file and folder) and records
-   * it in state. Resolves with the queue id and size once both are done;
+   * it in state. Resolves with the queue id and size once both are done
+   * (and, with `waitMs`, once the first attempt ended or that time passed);
    * rejects if either fails, leaving nothing behind.
    */
-  async enqueue(m: Incoming): Promise<{ id: string; size: number }> {
+  async enqueue(m: Incoming): Promise<Enqueued> {
     const createdAt = this.now();
     const id = m.id ?? newQueueId(createdAt);
     const env: SpoolEnvelope = { v: 1, id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, recipients: m.recipients };
@@ -126,9 +160,32 @@ export class MailQueue implements MailSubmitter {
       this.cache.set(id, data);
       this.cachedBytes += data.length;
     }
+    if (m.waitMs && m.waitMs > 0 && !this.stopped) return this.firstAttempt(id, size, m.waitMs);
     this.fresh.add(id);
     this.pump();
     return { id, size };
+  }
+
+  /**
+   * The first attempt of a durably queued message while its sender waits
+   * (outside the concurrency limit: the sender's session is the limit).
+   * At the deadline the caller gets its answer and the attempt goes on as
+   * any queue attempt would.
+   */
+  private async firstAttempt(id: string, size: number, waitMs: number): Promise<Enqueued> {
+    const waiter: Waiter = { waiting: true };
+    const run = this.launch(id, waiter);
+    let t: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => (t = setTimeout(() => resolve('deadline'), waitMs)));
+    const outcome = await Promise.race([run, deadline]);
+    clearTimeout(t);
+    waiter.waiting = false;
+    if (outcome === 'deadline') {
+      this.log.info({ qid: id, waitMs }, 'the next hop did not answer while the sender waited; the message is queued');
+      return { id, size };
+    }
+    if (outcome?.refused !== undefined) return { id, size, refused: outcome.refused };
+    return { id, size, delivered: outcome?.delivered };
   }
 
   /**
@@ -301,15 +358,19 @@ export class MailQueue implements MailSubmitter {
     }
   }
 
-  private launch(id: string): void {
+  private launch(id: string, waiter?: Waiter): Promise<AttemptEnd | undefined> {
     this.fresh.delete(id);
-    const run = this.attempt(id)
-      .catch((err: Error) => this.log.error({ qid: id, err: err.message }, 'delivery attempt failed inside the queue'))
+    const run = this.attempt(id, waiter)
+      .catch((err: Error) => {
+        this.log.error({ qid: id, err: err.message }, 'delivery attempt failed inside the queue');
+        return undefined;
+      })
       .finally(() => {
         this.active.delete(id);
         this.pump();
       });
-    this.active.set(id, run);
+    this.active.set(id, run.then(() => undefined));
+    return run;
   }
 
   /** Sets the timer for the next message that is not due yet. */
@@ -340,9 +401,9 @@ export class MailQueue implements MailSubmitter {
     return Math.min(maxBackoff, minBackoff * 2 ** Math.min(attempts, 30)) * 1000;
   }
 
-  private async attempt(id: string): Promise<void> {
+  private async attempt(id: string, waiter?: Waiter): Promise<AttemptEnd | undefined> {
     const msg = this.d.store.get(id);
-    if (!msg) return;
+    if (!msg) return undefined;
     const pending = this.d.store.recipients(id).filter((r) => r.status === 'pending');
     const orig = new Map(pending.map((r) => [r.rcpt, r.origRcpt]));
     let results: RecipientOutcome[] = [];
@@ -360,7 +421,19 @@ export class MailQueue implements MailSubmitter {
     this.uncache(id);
     if (this.abandoned) {
       this.log.warn({ qid: id }, 'attempt finished after the queue stopped; its result is not recorded and it will be tried again');
-      return;
+      return undefined;
+    }
+    for (const r of results) {
+      this.log.info({ qid: id, tenant: msg.tenant, rcpt: r.rcpt, via: r.via, status: r.status, reply: r.reply, attempt: msg.attempts + 1 }, 'delivery attempt');
+      this.d.onOutcome?.(r.status);
+    }
+    // The sender is still in its session: a refusal of every recipient is
+    // its refusal, told there, so no bounce is ever sent for it (a forged
+    // sender would get it: backscatter).
+    if (waiter?.waiting && results.length > 0 && results.every((r) => r.status === 'perm')) {
+      await this.release(id, msg.file);
+      this.log.info({ qid: id, tenant: msg.tenant, rcpts: results.map((r) => r.rcpt) }, 'refused by the next hop while the sender waited: no bounce');
+      return { refused: results[0]!.reply };
     }
     const now = this.now();
     const expired = now - msg.createdAt >= this.d.settings.lifetime * 1000;
@@ -368,8 +441,6 @@ export class MailQueue implements MailSubmitter {
     const settle: Array<{ rcpt: string; status: 'sent' | 'failed' | 'pending'; reply: string }> = [];
     let lastTemp = '';
     for (const r of results) {
-      this.log.info({ qid: id, tenant: msg.tenant, rcpt: r.rcpt, via: r.via, status: r.status, reply: r.reply, attempt: msg.attempts + 1 }, 'delivery attempt');
-      this.d.onOutcome?.(r.status);
       if (r.status === 'sent') {
         settle.push({ rcpt: r.rcpt, status: 'sent', reply: r.reply });
       } else if (r.status === 'perm' || expired) {
@@ -393,10 +464,23 @@ export class MailQueue implements MailSubmitter {
     if (lastTemp && !deleting) {
       this.d.store.defer(id, now + this.backoffMs(msg.attempts), lastTemp);
       this.arm();
-      return;
+      return {};
     }
     await this.release(id, msg.file);
     this.log.info({ qid: id, deleted: deleting || undefined }, deleting ? 'message deleted from the queue by the operator' : 'message left the queue');
+    return { delivered: failed.length === 0 && !deleting };
+  }
+
+  /** True when one more bounce to `domain` fits this hour's allowance (and counts it). */
+  private bounceAllowed(domain: string): boolean {
+    const limit = this.d.bouncesPerDomainPerHour;
+    if (limit === undefined) return true;
+    const now = this.now();
+    if (now - this.bounceWindow.start >= 3_600_000) this.bounceWindow = { start: now, counts: new Map() };
+    const n = this.bounceWindow.counts.get(domain) ?? 0;
+    if (n >= limit) return false;
+    this.bounceWindow.counts.set(domain, n + 1);
+    return true;
   }
 
   /** Queues a DSN for `failed` to `returnPath`; a null return path gets none (RFC 5321 §4.5.5). */
@@ -404,6 +488,11 @@ export class MailQueue implements MailSubmitter {
     const { id: qid, returnPath, createdAt } = msg;
     if (returnPath === '') {
       this.log.info({ qid, rcpts: failed.map((f) => f.rcpt) }, 'undeliverable message with a null sender: no bounce');
+      return;
+    }
+    const domain = returnPath.slice(returnPath.lastIndexOf('@') + 1).toLowerCase();
+    if (!this.bounceAllowed(domain)) {
+      this.log.warn({ qid, to: returnPath, domain, limit: this.d.bouncesPerDomainPerHour, rcpts: failed.map((f) => f.rcpt) }, 'bounce not sent: too many bounces to this domain in the last hour');
       return;
     }
     const headers = await this.readHeaders(msg);

@@ -109,6 +109,10 @@ export const mainSchema = z.strictObject({
       srsDomain: hostname.optional(),
       /** Days an SRS address stays valid for bounces coming back (the day stamp wraps at 1024). */
       srsMaxAgeDays: z.number().int().min(1).max(1000).default(21),
+      /** Seconds a sender waits while a forwarded message is offered to the next hop (a refusal there becomes its 5xx, no bounce); 0: queue at once. */
+      waitForNextHop: z.number().min(0).max(300).default(15),
+      /** Bounces (DSNs) sent to one domain per hour; more are logged and not sent (forged senders must not make us a spam cannon). */
+      bouncesPerDomainPerHour: z.number().int().min(0).max(100_000).default(20),
       /** Outbound queue: Postfix-like backoff that doubles from minBackoff to maxBackoff (seconds), bounce after lifetime. */
       queue: z
         .strictObject({
