@@ -82,12 +82,13 @@ export function validateEdit(configDir: string, id: string, text: string | null)
 
 /** The loader's problems with the edited file, as one line about that tenant. */
 function explain(id: string, problems: readonly string[]): string {
-  const own = new RegExp(`(?:^|/)${id.replace(/\./g, '\\.')}\\.yaml: (.*)$`);
+  const own = new RegExp(`^(?:\\S*/)?${id.replace(/\./g, '\\.')}\\.yaml: (.*)$`);
   const lines = problems.map((p) => {
     const mine = own.exec(p);
-    if (mine) return mine[1]!;
+    // The edit is the file at fault here: naming the tenant that owns the domain is enough.
+    if (mine) return mine[1]!.replace(/ \([^()]*\); only one of the two files may list it$/, '');
     // A clash is reported on the file that sorts later, which may be the other tenant's.
-    const clash = /(?:^|\/)([^/]+)\.yaml: domains\[\d+\]: "([^"]+)" is already claimed by tenant "([^"]+)"$/.exec(p);
+    const clash = /^(?:\S*\/)?([^/\s]+)\.yaml: domains\[\d+\]: "([^"]+)" is already claimed by tenant "([^"]+)"/.exec(p);
     if (clash && clash[3] === id) return `"${clash[2]}" is already claimed by tenant "${clash[1]}"`;
     return p;
   });

@@ -116,7 +116,9 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
     else if (!names.includes(name)) names.push(name);
   }
   names.sort();
+  // Domain → the tenant that claimed it first, with its file and key, so a clash names both files.
   const domainOwner = new Map<string, string>();
+  const domainWhere = new Map<string, string>();
   for (const name of names) {
     const file = path.join(tenantDir, name);
     const id = name.replace(/\.ya?ml$/, '');
@@ -137,11 +139,13 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
     domains.forEach((d, i) => {
       const owner = domainOwner.get(d);
       if (owner !== undefined && owner !== id) {
-        problems.push(`${show(file)}: domains[${i}]: "${d}" is already claimed by tenant "${owner}"`);
+        // Files load alphabetically: the one blamed here may be the good one, so both are named.
+        problems.push(`${show(file)}: domains[${i}]: "${d}" is already claimed by tenant "${owner}" (${domainWhere.get(d)}); only one of the two files may list it`);
       } else if (owner === id) {
         problems.push(`${show(file)}: domains[${i}]: "${d}" is listed twice`);
       } else {
         domainOwner.set(d, id);
+        domainWhere.set(d, `${show(file)}: domains[${i}]`);
       }
     });
     if (!config) continue;

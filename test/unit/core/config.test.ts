@@ -78,6 +78,17 @@ describe('loadConfig', () => {
     expect(p).toEqual([expect.stringMatching(/tenants\/b\.test\.yaml: domains\[1\]: "shared\.test" is already claimed by tenant "a\.test"/)]);
   });
 
+  it('names both files when a new tenant file claims a domain an existing one has (files load alphabetically)', () => {
+    // a0.test.yaml is the new, wrong file, but sorts first: the message must not blame only the good file.
+    const p = problems({
+      'makewaves.yaml': MAIN,
+      'tenants/shop.test.yaml': 'domains: [shop.test, www.shop.test]\n',
+      'tenants/a0.test.yaml': 'domains: [a0.test, www.shop.test]\n',
+    });
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(/tenants\/shop\.test\.yaml: domains\[1\]: "www\.shop\.test" is already claimed by tenant "a0\.test" \(\S*tenants\/a0\.test\.yaml: domains\[1\]\)/);
+  });
+
   it('refuses YAML syntax errors with a line number, duplicate keys, bad tenant ids and unknown keys', () => {
     const p = problems({
       'makewaves.yaml': MAIN,
