@@ -17,7 +17,7 @@ import { normalizeCrlf } from './crlf.ts';
 import { MAX_LINE, MessageScan, scanned } from './scan.ts';
 import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
 import { MailQueue, newQueueId } from './queue.ts';
-import { Spool, SpoolAborted } from './spool.ts';
+import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
 
 export interface MailDeps {

@@ -6,7 +6,7 @@ import type { MailQueueStore, QueuedMessage } from '../state/index.ts';
 import { CrlfNormalizer } from './crlf.ts';
 import type { Deliverer, RecipientOutcome } from './deliver.ts';
 import { buildDsn, statusOf, type FailedRecipient } from './dsn.ts';
-import type { Spool, SpoolEnvelope } from './spool.ts';
+import type { Spool, SpoolEnvelope } from '../state/spool.ts';
 
 const PROCESS_TAG = randomBytes(3).toString('hex');
 let idCounter = 0;

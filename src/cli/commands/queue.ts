@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { loadConfig } from '../../core/config/load.ts';
-import { controlRequest } from '../../mail/control.ts';
+import { controlRequest } from '../../core/control.ts';
 import { openState } from '../../state/index.ts';
 
 function age(ms: number): string {

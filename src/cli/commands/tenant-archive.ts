@@ -2,8 +2,8 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, r
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { LoadedConfig } from '../../core/config/load.ts';
-import { controlRequest } from '../../mail/control.ts';
-import { Spool } from '../../mail/spool.ts';
+import { controlRequest } from '../../core/control.ts';
+import { Spool } from '../../state/spool.ts';
 import { openState, type State } from '../../state/index.ts';
 import { restoreTenantRows, takeTenantRows, type TenantRows } from '../../state/tenantdata.ts';
 import { loadCurrent, tenantFile, validateEdit, writeTenant } from '../tenantfile.ts';

@@ -3,7 +3,7 @@ import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../../src/core/log.ts';
 import { startSuite } from '../../../src/main.ts';
-import { controlRequest } from '../../../src/mail/control.ts';
+import { controlRequest } from '../../../src/core/control.ts';
 import { freePort, type MailSink, queueDrained, smtpPort, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, writeConfig, type TestSuite, type TestSuiteOptions } from '../../helpers/suite.ts';
 
