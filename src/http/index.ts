@@ -19,7 +19,7 @@ import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { hostField } from './host.ts';
 import { httpsLocation } from './location.ts';
-import { routeRequest, splitTarget, type Route } from './route.ts';
+import { refuseTrace, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { StaticFiles, type Outcome } from './static.ts';
@@ -38,7 +38,6 @@ export interface HttpDeps {
   lists?: ListPages;
 }
 
-const STATIC_METHODS = 'GET, HEAD, OPTIONS';
 /** The status for each error Node's HTTP parser reports; anything else is a 400. */
 const PARSER_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413, ERR_HTTP_REQUEST_TIMEOUT: 408 };
 
@@ -128,7 +127,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     responding.set(req.socket, res);
     if (draining) res.setHeader('Connection', 'close');
-    const route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
+    const route = refuseTrace(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     const remote = req.socket.remoteAddress ?? '-';
     const https = route.tenant?.config.https;
     if (https) {
@@ -161,7 +160,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
           if (route.status === 404 && route.tenant) {
             outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
           } else {
-            outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : {});
+            outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : route.allow ? { Allow: route.allow } : {});
           }
           break;
         case 'suspended':
@@ -218,7 +217,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
    */
   function onUpgrade(server: http.Server, req: IncomingMessage, socket: Socket, head: Buffer): void {
     const route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
-    if (route.kind !== 'proxy' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
+    // RFC 6455 §4.1: the handshake is a GET.
+    if (route.kind !== 'proxy' || req.method !== 'GET' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
     socket.on('error', () => socket.destroy());
     const remote = req.socket.remoteAddress ?? '-';
     proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });

@@ -7,7 +7,7 @@ const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-
 
 /** Where a request goes, decided from Host and path before anything is read from disk. */
 export type Route = (
-  | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string }
+  | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string; allow?: string }
   | { kind: 'suspended'; tenant: Tenant }
   | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
@@ -74,6 +74,23 @@ export function routeRequest(reg: Registry, target: string, hostField: HostField
   if (!split) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target', authority: '' };
   const authority = split.host ?? '';
   return { ...decide(reg, split.rest, authority), authority } as Route;
+}
+
+/** The methods a static path answers. */
+export const STATIC_METHODS = 'GET, HEAD, OPTIONS';
+/** The methods proxied paths, handlers and list pages are given: every method but TRACE (CONNECT is never routed). */
+export const FORWARDED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
+
+/**
+ * RFC 9110 §9.3.8: TRACE echoes the request back, cookies and credentials
+ * included, to any script that can send one. It is answered 405 with Allow
+ * wherever a request would be served, and never reaches a backend or a
+ * handler; other routes (an error, a suspended site) are left as they are.
+ */
+export function refuseTrace(route: Route, method: string | undefined): Route {
+  if (method !== 'TRACE' || route.kind === 'error' || route.kind === 'suspended') return route;
+  const allow = route.kind === 'static' ? STATIC_METHODS : FORWARDED_METHODS;
+  return { kind: 'error', status: 405, tenant: route.tenant, why: 'TRACE is not answered', allow, authority: route.authority };
 }
 
 function decide(reg: Registry, rest: string, host: string): Decided {
