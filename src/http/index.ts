@@ -19,7 +19,7 @@ import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { hostField } from './host.ts';
 import { httpsLocation } from './location.ts';
-import { refuseTrace, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
+import { FORWARDED_METHODS, refuseByMethod, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { StaticFiles, type Outcome } from './static.ts';
@@ -127,10 +127,10 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     responding.set(req.socket, res);
     if (draining) res.setHeader('Connection', 'close');
-    const route = refuseTrace(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
+    const route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     const remote = req.socket.remoteAddress ?? '-';
     const https = route.tenant?.config.https;
-    if (https) {
+    if (https && route.kind !== 'server-options') {
       if ((req.socket as TLSSocket).encrypted) {
         if (https.hsts > 0) res.setHeader('Strict-Transport-Security', `max-age=${https.hsts}`);
       } else if (https.redirect && httpsPort !== undefined) {
@@ -165,6 +165,12 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
           break;
         case 'suspended':
           outcome = sendSuspended(req, res);
+          break;
+        case 'server-options':
+          // RFC 9110 §9.3.7: what the server as a whole may accept somewhere.
+          res.writeHead(200, { Allow: FORWARDED_METHODS, 'Content-Length': 0 });
+          res.end();
+          outcome = { status: 200, bytes: 0 };
           break;
         case 'proxy':
           outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: route.authority, proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });

@@ -13,6 +13,8 @@ export type Route = (
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
   | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string }
   | { kind: 'list'; tenant: Tenant; list: string; segments: string[]; query: string }
+  /** `OPTIONS *`: about the server as a whole (the tenant, when the Host names one, is for the access log). */
+  | { kind: 'server-options'; tenant: Tenant | undefined }
 ) & {
   /** The authority the request was routed by, as sent (port kept): the Host a backend is given. "" when none. */
   authority: string;
@@ -70,6 +72,7 @@ function canonicalPrefix(route: ProxyRoute): string {
  */
 export function routeRequest(reg: Registry, target: string, hostField: HostField): Route {
   if (!hostField.ok) return { kind: 'error', status: 400, tenant: undefined, why: hostField.why, authority: '' };
+  if (target === '*') return { kind: 'server-options', tenant: reg.tenantForHost(hostField.value), authority: hostField.value };
   const split = splitTarget(target, hostField.value);
   if (!split) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target', authority: '' };
   const authority = split.host ?? '';
@@ -86,9 +89,14 @@ export const FORWARDED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
  * included, to any script that can send one. It is answered 405 with Allow
  * wherever a request would be served, and never reaches a backend or a
  * handler; other routes (an error, a suspended site) are left as they are.
+ * A method other than OPTIONS with the `*` target is a 400.
  */
-export function refuseTrace(route: Route, method: string | undefined): Route {
-  if (method !== 'TRACE' || route.kind === 'error' || route.kind === 'suspended') return route;
+export function refuseByMethod(route: Route, method: string | undefined): Route {
+  if (route.kind === 'server-options' && method !== 'OPTIONS') {
+    // RFC 9112 §3.2.4: the asterisk form is only for OPTIONS.
+    return { kind: 'error', status: 400, tenant: route.tenant, why: `${method} *`, authority: route.authority };
+  }
+  if (method !== 'TRACE' || route.kind === 'error' || route.kind === 'suspended' || route.kind === 'server-options') return route;
   const allow = route.kind === 'static' ? STATIC_METHODS : FORWARDED_METHODS;
   return { kind: 'error', status: 405, tenant: route.tenant, why: 'TRACE is not answered', allow, authority: route.authority };
 }
