@@ -19,7 +19,7 @@ import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { hostField } from './host.ts';
 import { httpsLocation } from './location.ts';
-import { FORWARDED_METHODS, refuseByMethod, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
+import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { StaticFiles, type Outcome } from './static.ts';
@@ -127,7 +127,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     responding.set(req.socket, res);
     if (draining) res.setHeader('Connection', 'close');
-    const route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
+    let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
+    if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
     const https = route.tenant?.config.https;
     if (https && route.kind !== 'server-options') {
@@ -222,7 +223,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
    * declined and the request served as it would be without it.
    */
   function onUpgrade(server: http.Server, req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
+    let route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
+    if ((socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (socket as TLSSocket).servername);
     // RFC 6455 §4.1: the handshake is a GET.
     if (route.kind !== 'proxy' || req.method !== 'GET' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
     socket.on('error', () => socket.destroy());

@@ -101,6 +101,22 @@ export function refuseByMethod(route: Route, method: string | undefined): Route 
   return { kind: 'error', status: 405, tenant: route.tenant, why: 'TRACE is not answered', allow, authority: route.authority };
 }
 
+/**
+ * RFC 9110 §15.5.20: a request on a TLS connection whose server name (SNI)
+ * is one tenant's while its Host (or absolute-form authority) is another
+ * tenant's is answered 421, as Caddy and Apache do: the certificate the
+ * client checked was not the site's. A TLS name that is no tenant's (an
+ * address, the default certificate) and a Host that is no tenant's are
+ * left to the usual rules.
+ */
+export function refuseMisdirected(reg: Registry, route: Route, tlsName: string | false | null | undefined): Route {
+  if (!tlsName || route.kind === 'error') return route;
+  const named = reg.tenantForHost(tlsName);
+  const asked = reg.tenantForHost(route.authority);
+  if (!named || !asked || named.id === asked.id) return route;
+  return { kind: 'error', status: 421, tenant: asked, why: `TLS name ${tlsName} is another tenant than the Host`, authority: route.authority };
+}
+
 function decide(reg: Registry, rest: string, host: string): Decided {
   const q = rest.indexOf('?');
   let rawPath = q === -1 ? rest : rest.slice(0, q);
