@@ -3,7 +3,6 @@ import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import { finished } from 'node:stream';
 import { errorRef } from '../core/errors.ts';
 import type { CertStore } from '../core/certs.ts';
 import type { HandlerGateway, ListPages, SiteChanges } from '../core/contracts.ts';
@@ -14,7 +13,7 @@ import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
-import { combinedLine, DEFAULT_SITE, requestLineOf } from './accesslog.ts';
+import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { hostField } from './host.ts';
@@ -22,6 +21,7 @@ import { httpsLocation } from './location.ts';
 import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
+import { createRawAnswers } from './refusals.ts';
 import { StaticFiles, type Outcome } from './static.ts';
 import { declineUpgrade, offersWebSocket } from './upgrade.ts';
 
@@ -38,21 +38,6 @@ export interface HttpDeps {
   lists?: ListPages;
 }
 
-/** The status for each error Node's HTTP parser reports; anything else is a 400. */
-const PARSER_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413, ERR_HTTP_REQUEST_TIMEOUT: 408 };
-
-/** Answers on a bare socket (no ServerResponse exists) with the suite's page, and closes it. Returns the body length. */
-function writeRawPage(socket: Socket, status: number): number {
-  const page = errorPage(status);
-  socket.on('error', () => socket.destroy()); // the peer may be gone already; nothing more to tell it
-  socket.end(
-    Buffer.concat([
-      Buffer.from(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${page.length}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n`),
-      page,
-    ]),
-  );
-  return page.length;
-}
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
 export function createHttpService({ registry, state, log: rootLog, gateway, lists, metrics, certs }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
@@ -62,6 +47,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
+  const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
   const servers: http.Server[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
   /** Port of the first HTTPS listener, for redirects from plain HTTP. */
@@ -121,11 +107,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const inFlight = new Set<ServerResponse>();
   let draining = false;
 
-  /** The last response started on each connection, so a parser error behind it is not answered into its body. */
-  const responding = new WeakMap<Socket, ServerResponse>();
-
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
-    responding.set(req.socket, res);
+    raw.started(res);
     if (draining) res.setHeader('Connection', 'close');
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
@@ -233,41 +216,6 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     record(route.tenant, req, remote, { status: 101, bytes: 0 });
   }
 
-  /**
-   * What Node's HTTP parser refuses (a malformed request, headers over
-   * maxHeaderSize, a request that never finished its headers) gets its
-   * status with a page, a line in the `_default` access log (no tenant is
-   * known: the Host was never parsed) and its count. Behind a pipelined
-   * request still being answered, the refusal waits for that answer to end
-   * (else it would land before it, or inside its body); on a socket already
-   * closed there is no one to answer.
-   */
-  function onClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): void {
-    if (!socket.writable) return void socket.destroy();
-    const busy = responding.get(socket);
-    if (busy && !busy.writableFinished) {
-      finished(busy, (failed) => (failed || !socket.writable ? socket.destroy() : refuseUnparsed(err, socket)));
-      return;
-    }
-    refuseUnparsed(err, socket);
-  }
-
-  function refuseUnparsed(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): void {
-    const status = PARSER_STATUS[err.code ?? ''] ?? 400;
-    const remote = socket.remoteAddress ?? '-';
-    log.info({ remote, status, why: err.code ?? err.message }, 'request refused by the HTTP parser');
-    const bytes = writeRawPage(socket, status);
-    accessLogs.write(DEFAULT_SITE, combinedLine({ remote, method: '-', url: '-', httpVersion: '-', request: requestLineOf(err.rawPacket), status, bytes, referer: undefined, userAgent: undefined }));
-    metrics?.httpTally.add(DEFAULT_SITE, status, bytes);
-  }
-
-  /** CONNECT asks for a tunnel; an origin server does not give one (RFC 9110 §9.3.6): 501, logged like any answer. */
-  function onConnect(req: IncomingMessage, socket: Socket): void {
-    const remote = socket.remoteAddress ?? '-';
-    log.info({ remote, url: req.url }, 'CONNECT refused: not a proxy');
-    record(undefined, req, remote, { status: 501, bytes: writeRawPage(socket, 501) });
-  }
-
   return {
     name: 'http',
     siteChanges: { changed: (tenantId) => cache.dropTenant(tenantId) },
@@ -284,8 +232,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
         servers.push(server);
         server.on('request', onRequest);
         server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => onUpgrade(server, req, socket, head));
-        server.on('clientError', onClientError);
-        server.on('connect', onConnect);
+        server.on('clientError', raw.clientError);
+        server.on('connect', raw.connect);
         return server;
       };
       try {
