@@ -40,12 +40,34 @@ export interface AccessRecord {
   bytes: number;
   referer: string | undefined;
   userAgent: string | undefined;
+  /**
+   * The request line when no request was parsed (the parser refused it):
+   * written instead of method, url and version; "-" when there is none.
+   */
+  request?: string;
+}
+
+// RFC 9112 §3: method SP request-target SP HTTP-version, visible ASCII only.
+const REQUEST_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [\x21-\x7e]+ HTTP\/\d\.\d$/;
+
+/**
+ * The request line at the start of `raw` (bytes the parser was given) when
+ * it is a well-formed one, else "-": what the access log shows for a
+ * request refused before it was parsed.
+ */
+export function requestLineOf(raw: Buffer | undefined): string {
+  if (!raw) return '-';
+  let end = raw.indexOf(0x0a);
+  if (end === -1 || end > 8192) return '-';
+  if (end > 0 && raw[end - 1] === 0x0d) end--;
+  const line = raw.toString('latin1', 0, end);
+  return REQUEST_LINE.test(line) ? line : '-';
 }
 
 /** One line of the Combined Log Format, which GoAccess and AWStats read as is. */
 export function combinedLine(r: AccessRecord, nowMs = Date.now()): string {
   return (
-    `${r.remote} - - ${clfTime(nowMs)} "${escapeField(r.method)} ${escapeField(r.url)} HTTP/${r.httpVersion}" ` +
+    `${r.remote} - - ${clfTime(nowMs)} "${r.request !== undefined ? escapeField(r.request) : `${escapeField(r.method)} ${escapeField(r.url)} HTTP/${r.httpVersion}`}" ` +
     `${r.status} ${r.bytes > 0 ? r.bytes : '-'} "${r.referer === undefined ? '-' : escapeField(r.referer)}" ` +
     `"${r.userAgent === undefined ? '-' : escapeField(r.userAgent)}"\n`
   );

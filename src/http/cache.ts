@@ -26,9 +26,12 @@ export function typeFor(name: string): { type: string; compressible: boolean } {
 
 /** ETag and Last-Modified for a stamp and a content coding. */
 export function validatorsOf(stamp: FileStamp, coding: Coding): Validators {
-  // Inode, size and mtime (in µs): an atomic replace changes the inode even
-  // within one mtime tick, so the tag changes whenever the content can have.
-  const base = `${stamp.ino.toString(36)}-${stamp.size.toString(36)}-${Math.round(stamp.mtimeMs * 1000).toString(36)}`;
+  // Size and mtime (in µs), never the inode: an inode tells the outside about
+  // the filesystem (CVE-2003-1418; Apache 2.4 left it out of FileETag), and
+  // identical bytes with the same mtime (a re-upload, a second node serving
+  // a copy) must give one tag. Every upload through the suite sets a new
+  // mtime, so a changed file gets a changed tag.
+  const base = `${stamp.size.toString(36)}-${Math.round(stamp.mtimeMs * 1000).toString(36)}`;
   return {
     etag: coding === 'identity' ? `"${base}"` : `"${base}-${coding}"`,
     mtimeMs: stamp.mtimeMs,

@@ -18,9 +18,10 @@ import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { hostField } from './host.ts';
 import { httpsLocation } from './location.ts';
-import { routeRequest, splitTarget, type Route } from './route.ts';
+import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
+import { createRawAnswers } from './refusals.ts';
 import { StaticFiles, type Outcome } from './static.ts';
 import { declineUpgrade, offersWebSocket } from './upgrade.ts';
 
@@ -37,7 +38,6 @@ export interface HttpDeps {
   lists?: ListPages;
 }
 
-const STATIC_METHODS = 'GET, HEAD, OPTIONS';
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
 export function createHttpService({ registry, state, log: rootLog, gateway, lists, metrics, certs }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
@@ -47,6 +47,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
+  const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
   const servers: http.Server[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
   /** Port of the first HTTPS listener, for redirects from plain HTTP. */
@@ -107,11 +108,13 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   let draining = false;
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    raw.started(res);
     if (draining) res.setHeader('Connection', 'close');
-    const route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
+    let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
+    if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
     const https = route.tenant?.config.https;
-    if (https) {
+    if (https && route.kind !== 'server-options') {
       if ((req.socket as TLSSocket).encrypted) {
         if (https.hsts > 0) res.setHeader('Strict-Transport-Security', `max-age=${https.hsts}`);
       } else if (https.redirect && httpsPort !== undefined) {
@@ -141,11 +144,17 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
           if (route.status === 404 && route.tenant) {
             outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
           } else {
-            outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : {});
+            outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : route.allow ? { Allow: route.allow } : {});
           }
           break;
         case 'suspended':
           outcome = sendSuspended(req, res);
+          break;
+        case 'server-options':
+          // RFC 9110 §9.3.7: what the server as a whole may accept somewhere.
+          res.writeHead(200, { Allow: FORWARDED_METHODS, 'Content-Length': 0 });
+          res.end();
+          outcome = { status: 200, bytes: 0 };
           break;
         case 'proxy':
           outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: route.authority, proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });
@@ -197,8 +206,10 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
    * declined and the request served as it would be without it.
    */
   function onUpgrade(server: http.Server, req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
-    if (route.kind !== 'proxy' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
+    let route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
+    if ((socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (socket as TLSSocket).servername);
+    // RFC 6455 §4.1: the handshake is a GET.
+    if (route.kind !== 'proxy' || req.method !== 'GET' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
     socket.on('error', () => socket.destroy());
     const remote = req.socket.remoteAddress ?? '-';
     proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });
@@ -221,11 +232,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
         servers.push(server);
         server.on('request', onRequest);
         server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => onUpgrade(server, req, socket, head));
-        server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-          if (!socket.writable) return socket.destroy();
-          const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-          socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-        });
+        server.on('clientError', raw.clientError);
+        server.on('connect', raw.connect);
         return server;
       };
       try {

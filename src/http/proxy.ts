@@ -24,6 +24,14 @@ export function stripHopByHop(headers: IncomingHttpHeaders, keepUpgrade = false)
   }
 }
 
+/**
+ * Fields some backends read the client's address from, and that only a
+ * proxy in front may set: the suite sets X-Forwarded-For, X-Real-IP and
+ * True-Client-IP from the connection and drops the others (and Forwarded,
+ * whose for= a client would write), so a client cannot name its own address.
+ */
+const CLIENT_ADDRESS_FIELDS = ['x-client-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip', 'x-originating-ip', 'client-ip', 'forwarded'];
+
 export interface ProxyTarget {
   route: ProxyRoute;
   /** Path and query to request upstream. */
@@ -47,8 +55,9 @@ export interface ProxyOutcome {
  * (one per upstream origin, keep-alive): on this machine that carried 1.75×
  * the requests per second of http-proxy-3 with a keep-alive agent. WebSocket
  * upgrades go through http-proxy-3, the maintained rewrite of http-proxy.
- * X-Forwarded-For/-Proto/-Host are set by us (client-sent values are
- * replaced, never appended to: the client cannot forge its own address).
+ * X-Forwarded-For/-Proto/-Host, X-Real-IP and True-Client-IP are set by us
+ * (client-sent values are replaced, never appended to: the client cannot
+ * forge its own address).
  * An unreachable upstream gets a 502 page, a silent one a 504; neither can
  * crash the process.
  */
@@ -92,7 +101,10 @@ export class TenantProxy {
       delete headers['transfer-encoding'];
       delete headers.expect;
     }
+    for (const name of CLIENT_ADDRESS_FIELDS) delete headers[name];
     headers['x-forwarded-for'] = t.remote;
+    headers['x-real-ip'] = t.remote;
+    headers['true-client-ip'] = t.remote;
     headers['x-forwarded-proto'] = t.proto;
     // The backend sees the host that picked the tenant, never another name the client sent beside it.
     if (t.host) {
@@ -102,7 +114,6 @@ export class TenantProxy {
       delete headers.host;
       delete headers['x-forwarded-host'];
     }
-    delete headers.forwarded;
     return headers;
   }
 

@@ -7,12 +7,14 @@ const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-
 
 /** Where a request goes, decided from Host and path before anything is read from disk. */
 export type Route = (
-  | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string }
+  | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string; allow?: string }
   | { kind: 'suspended'; tenant: Tenant }
   | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
   | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string }
   | { kind: 'list'; tenant: Tenant; list: string; segments: string[]; query: string }
+  /** `OPTIONS *`: about the server as a whole (the tenant, when the Host names one, is for the access log). */
+  | { kind: 'server-options'; tenant: Tenant | undefined }
 ) & {
   /** The authority the request was routed by, as sent (port kept): the Host a backend is given. "" when none. */
   authority: string;
@@ -70,10 +72,49 @@ function canonicalPrefix(route: ProxyRoute): string {
  */
 export function routeRequest(reg: Registry, target: string, hostField: HostField): Route {
   if (!hostField.ok) return { kind: 'error', status: 400, tenant: undefined, why: hostField.why, authority: '' };
+  if (target === '*') return { kind: 'server-options', tenant: reg.tenantForHost(hostField.value), authority: hostField.value };
   const split = splitTarget(target, hostField.value);
   if (!split) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target', authority: '' };
   const authority = split.host ?? '';
   return { ...decide(reg, split.rest, authority), authority } as Route;
+}
+
+/** The methods a static path answers. */
+export const STATIC_METHODS = 'GET, HEAD, OPTIONS';
+/** The methods proxied paths, handlers and list pages are given: every method but TRACE (CONNECT is never routed). */
+export const FORWARDED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
+
+/**
+ * RFC 9110 §9.3.8: TRACE echoes the request back, cookies and credentials
+ * included, to any script that can send one. It is answered 405 with Allow
+ * wherever a request would be served, and never reaches a backend or a
+ * handler; other routes (an error, a suspended site) are left as they are.
+ * A method other than OPTIONS with the `*` target is a 400.
+ */
+export function refuseByMethod(route: Route, method: string | undefined): Route {
+  if (route.kind === 'server-options' && method !== 'OPTIONS') {
+    // RFC 9112 §3.2.4: the asterisk form is only for OPTIONS.
+    return { kind: 'error', status: 400, tenant: route.tenant, why: `${method} *`, authority: route.authority };
+  }
+  if (method !== 'TRACE' || route.kind === 'error' || route.kind === 'suspended' || route.kind === 'server-options') return route;
+  const allow = route.kind === 'static' ? STATIC_METHODS : FORWARDED_METHODS;
+  return { kind: 'error', status: 405, tenant: route.tenant, why: 'TRACE is not answered', allow, authority: route.authority };
+}
+
+/**
+ * RFC 9110 §15.5.20: a request on a TLS connection whose server name (SNI)
+ * is one tenant's while its Host (or absolute-form authority) is another
+ * tenant's is answered 421, as Caddy and Apache do: the certificate the
+ * client checked was not the site's. A TLS name that is no tenant's (an
+ * address, the default certificate) and a Host that is no tenant's are
+ * left to the usual rules.
+ */
+export function refuseMisdirected(reg: Registry, route: Route, tlsName: string | false | null | undefined): Route {
+  if (!tlsName || route.kind === 'error') return route;
+  const named = reg.tenantForHost(tlsName);
+  const asked = reg.tenantForHost(route.authority);
+  if (!named || !asked || named.id === asked.id) return route;
+  return { kind: 'error', status: 421, tenant: asked, why: `TLS name ${tlsName} is another tenant than the Host`, authority: route.authority };
 }
 
 function decide(reg: Registry, rest: string, host: string): Decided {

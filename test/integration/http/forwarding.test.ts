@@ -116,4 +116,49 @@ describe('proxy paths: one normalised path for matching and rewriting', () => {
     expect(r.header('location')).toBe('/');
     expect(upstream).toBeUndefined();
   });
+
+  it('is refused with a WebSocket handshake too', async () => {
+    const { r, upstream } = await send('/app/ws', ['Host: shop.test', 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='], 'TRACE');
+    expect(r.status).toBe(405);
+    expect(upstream).toBeUndefined();
+  });
+});
+
+describe('client address headers (the backend learns the address from the connection, never from the client)', () => {
+  // Set by the suite from the connection.
+  const SET = ['x-forwarded-for', 'x-real-ip', 'true-client-ip'];
+  // Other names some backends trust for the client address: never passed on.
+  const DROPPED = ['x-client-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip', 'x-originating-ip', 'client-ip', 'forwarded'];
+  it.each([...SET, ...DROPPED])('%s sent by the client does not reach the backend', async (name) => {
+    const value = name === 'forwarded' ? 'for=6.6.6.6;proto=https' : '6.6.6.6';
+    const { r, upstream } = await send('/app/ip', ['Host: shop.test', `${name}: ${value}`, `${name.toUpperCase()}: 6.6.6.7`]);
+    expect(r.status).toBe(200);
+    for (const set of SET) expect(upstream?.headers[set]).toBe('127.0.0.1');
+    for (const dropped of DROPPED) expect(upstream?.headers[dropped]).toBeUndefined();
+    expect(JSON.stringify(upstream?.headers)).not.toMatch(/6\.6\.6\./);
+  });
+});
+
+describe('TRACE (RFC 9110 §9.3.8: it would echo cookies and credentials back to a script)', () => {
+  const TABLE: Array<[string, string]> = [
+    ['/app/x', 'a proxied path'],
+    ['/v2/x', 'a proxied path with a rewritten prefix'],
+    ['/', 'a static page'],
+    ['/missing.html', 'a missing file'],
+    ['/cgi-bin/formmail', 'a handler'],
+  ];
+  it.each(TABLE)('%s (%s): 405 with Allow, never forwarded', async (target) => {
+    const { r, upstream } = await send(target, ['Host: shop.test', 'Cookie: secret=1'], 'TRACE');
+    expect(r.status).toBe(405);
+    expect(r.header('allow')).toMatch(/^GET, HEAD/);
+    expect(r.header('allow')).not.toMatch(/TRACE/);
+    expect(r.raw).not.toContain('secret=1');
+    expect(upstream).toBeUndefined();
+  });
+
+  it('is refused with a WebSocket handshake too', async () => {
+    const { r, upstream } = await send('/app/ws', ['Host: shop.test', 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='], 'TRACE');
+    expect(r.status).toBe(405);
+    expect(upstream).toBeUndefined();
+  });
 });

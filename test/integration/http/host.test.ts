@@ -102,3 +102,23 @@ describe('Host header (RFC 9112 §3.2, RFC 3986 §3.2.2)', () => {
     expect(t.logs().some((l) => l.msg === 'request refused' && l.why === 'invalid Host header')).toBe(true);
   });
 });
+
+describe('OPTIONS * (RFC 9110 §9.3.7: about the server, not a resource)', () => {
+  it.each(['a.test', 'unknown.test', ''])('answers 200 with Allow and no body (Host %j)', async (host) => {
+    const r = await rawExchange(t.http, `OPTIONS * HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(200);
+    expect(r.header('allow')).toMatch(/^GET, HEAD, POST, .*OPTIONS$/);
+    expect(r.header('allow')).not.toMatch(/TRACE|CONNECT/);
+    expect(r.header('content-length')).toBe('0');
+    expect(r.raw.endsWith('\r\n\r\n')).toBe(true);
+  });
+
+  it.each(['GET', 'HEAD', 'POST', 'TRACE'])('refuses %s * with 400', async (method) => {
+    const r = await rawExchange(t.http, `${method} * HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(400);
+  });
+
+  it('still refuses OPTIONS * with two Host lines', async () => {
+    expect((await rawExchange(t.http, 'OPTIONS * HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n')).status).toBe(400);
+  });
+});

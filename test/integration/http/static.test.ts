@@ -220,6 +220,28 @@ describe('the jail', () => {
 });
 
 describe('validators, ranges and compression', () => {
+  it('derives the ETag from size, mtime and coding, not the inode (CVE-2003-1418): identical bytes and mtime give one tag', async () => {
+    const when = new Date('2026-11-01T10:00:00.123Z');
+    const dir = path.join(t.sitesDir, 'b.test');
+    for (const name of ['copy1.txt', 'copy2.txt', 'copy3.txt']) {
+      writeFileSync(path.join(dir, name), CSS);
+      utimesSync(path.join(dir, name), when, when);
+    }
+    const tags = async (p: string, host = 'b.test') => [(await get(p, host)).headers.etag, (await get(p, host, { 'accept-encoding': 'gzip' })).headers.etag];
+    const [plain, gzip] = await tags('/copy1.txt');
+    expect(plain).toMatch(/^"[^"]+"$/);
+    expect(gzip).not.toBe(plain);
+    // Another file (another inode) with the same bytes and mtime, as a second node serving a copy would have.
+    expect(await tags('/copy2.txt')).toEqual([plain, gzip]);
+    // A re-upload of identical bytes with the same mtime (a new inode, renamed over the old one).
+    renameSync(path.join(dir, 'copy3.txt'), path.join(dir, 'copy1.txt'));
+    expect(await tags('/copy1.txt')).toEqual([plain, gzip]);
+    // Other bytes of the same size, or the same bytes at another mtime: another tag.
+    writeFileSync(path.join(dir, 'copy2.txt'), CSS.replace('1', '2'));
+    utimesSync(path.join(dir, 'copy2.txt'), new Date(when.getTime() + 1), new Date(when.getTime() + 1));
+    expect((await get('/copy2.txt', 'b.test')).headers.etag).not.toBe(plain);
+  });
+
   it('answers If-None-Match (which wins over If-Modified-Since) and If-Modified-Since with 304', async () => {
     const first = await get('/notes.txt');
     const etag = first.headers.etag!;

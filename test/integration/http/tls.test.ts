@@ -123,6 +123,50 @@ describe('HTTPS by SNI', () => {
   });
 });
 
+describe('SNI and Host naming different tenants (RFC 9110 §15.5.20)', () => {
+  /** curl over real TLS: the SNI is the URL's host (resolved to the suite), the Host header given apart. */
+  async function curl(sni: string, host: string | undefined, extra: string[] = []) {
+    const url = `https://${sni}:${httpsUrl.port}/`;
+    const args = ['-sk', '--max-time', '10', '--http1.1', '--resolve', `${sni}:${httpsUrl.port}:127.0.0.1`, '-w', '\n%{http_code}', ...(host ? ['-H', `Host: ${host}`] : []), ...extra, url];
+    const { stdout } = await execFileP('curl', args);
+    const nl = stdout.lastIndexOf('\n');
+    return { status: Number(stdout.slice(nl + 1)), body: stdout.slice(0, nl) };
+  }
+
+  const TABLE: Array<[string, string | undefined, number, string]> = [
+    ['b.test', 'a.test', 421, 'This server does not host the site you asked for.'],
+    ['a.test', 'b.test', 421, 'This server does not host the site you asked for.'],
+    ['www.a.test', 'B.TEST.', 421, 'This server does not host the site you asked for.'],
+    ['a.test', 'b.test:443', 421, 'This server does not host the site you asked for.'],
+    ['a.test', 'www.a.test', 200, 'site A'], // one tenant, two of its names
+    ['A.TEST', 'a.test', 200, 'site A'],
+    ['b.test', undefined, 200, 'site B'],
+    ['127.0.0.1', 'a.test', 200, 'site A'], // no SNI for an address
+    ['nobody.test', 'a.test', 200, 'site A'], // the TLS name is no tenant's
+    ['a.test', 'nobody.test', 404, 'Nothing is published at this address.'],
+  ];
+  it.each(TABLE)('SNI %s, Host %s → %i', async (sni, host, status, body) => {
+    const r = await curl(sni, host);
+    expect(r.status).toBe(status);
+    expect(r.body).toContain(body);
+  });
+
+  it('refuses an absolute-form target that names another tenant than the SNI', async () => {
+    const r = await curl('b.test', undefined, ['--request-target', `https://a.test:${httpsUrl.port}/`]);
+    expect(r.status).toBe(421);
+  });
+
+  it('logs the refusal under the tenant of the Host', async () => {
+    await curl('b.test', 'a.test');
+    expect(t.logs().some((l) => l.msg === 'request refused' && l.why === 'TLS name b.test is another tenant than the Host')).toBe(true);
+  });
+
+  it('serves an h2c offer made over TLS as HTTP/1.1 (the offer is ignored)', async () => {
+    const r = await curl('b.test', undefined, ['-H', 'Connection: Upgrade, HTTP2-Settings', '-H', 'Upgrade: h2c', '-H', 'HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA']);
+    expect(r).toEqual({ status: 200, body: 'site B' });
+  });
+});
+
 describe('SMTP STARTTLS from the same store', () => {
   it('offers STARTTLS with the default certificate, verified by the client, and accepts mail over it', async () => {
     const transport = nodemailer.createTransport({

@@ -1,0 +1,83 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { finished } from 'node:stream';
+import type { Logger } from '../core/log.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { TenantLogFiles } from '../lib/tenantlogs.ts';
+import { combinedLine, DEFAULT_SITE, requestLineOf } from './accesslog.ts';
+import { errorPage } from './pages.ts';
+
+/** The status for each error Node's HTTP parser reports; anything else is a 400. */
+const PARSER_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413, ERR_HTTP_REQUEST_TIMEOUT: 408 };
+
+/** Answers on a bare socket (no ServerResponse exists) with the suite's page, and closes it. Returns the body length. */
+function writeRawPage(socket: Socket, status: number): number {
+  const page = errorPage(status);
+  socket.on('error', () => socket.destroy()); // the peer may be gone already; nothing more to tell it
+  socket.end(
+    Buffer.concat([
+      Buffer.from(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${page.length}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n`),
+      page,
+    ]),
+  );
+  return page.length;
+}
+
+export interface RawAnswersDeps {
+  log: Logger;
+  accessLogs: TenantLogFiles;
+  metrics: Metrics | undefined;
+  /** Logs and counts an answer to a parsed request, as every other answer is. */
+  record(req: IncomingMessage, remote: string, o: { status: number; bytes: number }): void;
+}
+
+/**
+ * The answers given on a bare socket, outside the 'request' event: what
+ * Node's HTTP parser refuses and CONNECT. Each gets a page, a log line
+ * saying who and why, a line in the `_default` access log and its count.
+ */
+export function createRawAnswers({ log, accessLogs, metrics, record }: RawAnswersDeps) {
+  /** The last response started on each connection, so a parser error behind it is not answered into its body. */
+  const responding = new WeakMap<Socket, ServerResponse>();
+
+  function refuseUnparsed(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): void {
+    const status = PARSER_STATUS[err.code ?? ''] ?? 400;
+    const remote = socket.remoteAddress ?? '-';
+    log.info({ remote, status, why: err.code ?? err.message }, 'request refused by the HTTP parser');
+    const bytes = writeRawPage(socket, status);
+    // No tenant is known: the Host was never parsed.
+    accessLogs.write(DEFAULT_SITE, combinedLine({ remote, method: '-', url: '-', httpVersion: '-', request: requestLineOf(err.rawPacket), status, bytes, referer: undefined, userAgent: undefined }));
+    metrics?.httpTally.add(DEFAULT_SITE, status, bytes);
+  }
+
+  return {
+    /** Called for every response started (the 'request' event). */
+    started(res: ServerResponse): void {
+      responding.set(res.req.socket, res);
+    },
+
+    /**
+     * 'clientError': a malformed request (400), headers over maxHeaderSize
+     * (431), headers that never finished (408). Behind a pipelined request
+     * still being answered, the refusal waits for that answer to end (else
+     * it would land before it, or inside its body); on a socket already
+     * closed there is no one to answer.
+     */
+    clientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): void {
+      if (!socket.writable) return void socket.destroy();
+      const busy = responding.get(socket);
+      if (busy && !busy.writableFinished) {
+        finished(busy, (failed) => (failed || !socket.writable ? socket.destroy() : refuseUnparsed(err, socket)));
+        return;
+      }
+      refuseUnparsed(err, socket);
+    },
+
+    /** 'connect': CONNECT asks for a tunnel; an origin server does not give one (RFC 9110 §9.3.6): 501. */
+    connect(req: IncomingMessage, socket: Socket): void {
+      const remote = socket.remoteAddress ?? '-';
+      log.info({ remote, url: req.url }, 'CONNECT refused: not a proxy');
+      record(req, remote, { status: 501, bytes: writeRawPage(socket, 501) });
+    },
+  };
+}
