@@ -281,7 +281,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       log.info({ ...who, ms, ref, error: result.error }, 'handler threw');
       return page(req, res, 500, ref);
     }
-    const parsed = parseCgiOutput(result.output);
+    const parsed = parseCgiOutput(result.output, tenant.domains);
     if (!parsed.ok) {
       const ref = errorRef();
       log.info({ ...who, ms, ref, why: parsed.why }, 'handler answer refused');
