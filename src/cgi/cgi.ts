@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 
 /**
  * RFC 3875 meta-variables for one request: exactly these, nothing of the
@@ -26,6 +27,10 @@ export function metaVariables(r: {
     SCRIPT_NAME: r.scriptName,
     PATH_INFO: r.pathInfo, // §4.1.5: decoded
   };
+  // Apache's conventions (not in RFC 3875): how the visitor reached us, so a handler can build a URL that works.
+  const encrypted = (req.socket as TLSSocket).encrypted === true;
+  env.REQUEST_SCHEME = encrypted ? 'https' : 'http';
+  if (encrypted) env.HTTPS = 'on';
   const type = req.headers['content-type'];
   if (type !== undefined) env.CONTENT_TYPE = type;
   // §4.1.2: set only when there is a body; its length as read, not as claimed.
