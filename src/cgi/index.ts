@@ -1,4 +1,4 @@
-import { chownSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
@@ -153,6 +153,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     return r;
   }
 
+  /**
+   * The tenant's scratch folder, 0700 and (as root) owned by the handlers'
+   * user. Checked before every run, not only when made: a handler may
+   * chmod its own folder (it owns it), and the next run finds it 0700 again.
+   */
   function scratch(t: Tenant): string {
     const parent = path.join(current.config.main.dataDir, 'cgi');
     const dir = path.join(parent, t.id);
@@ -160,10 +165,17 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       // The handlers' user may pass through <data>/cgi but not list it; each tenant's folder is its own.
       mkdirSync(parent, { recursive: true, mode: 0o711 });
       mkdirSync(dir, { mode: 0o700, recursive: true });
-      // Only the handlers' user may use it; each tenant its own folder.
-      if (caps?.drop) chownSync(dir, caps.drop.uid, caps.drop.gid);
       scratchReady.add(dir);
     }
+    // One lstat per run (about a microsecond); a repair is logged, for the operator to see who tried.
+    const st = lstatSync(dir);
+    if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
+    if ((st.mode & 0o7777) !== 0o700) {
+      log.info({ tenant: t.id, dir, was: (st.mode & 0o7777).toString(8) }, 'handler scratch folder mode set again');
+      chmodSync(dir, 0o700);
+    }
+    // Only the handlers' user may use it; each tenant its own folder.
+    if (caps?.drop && (st.uid !== caps.drop.uid || st.gid !== caps.drop.gid)) chownSync(dir, caps.drop.uid, caps.drop.gid);
     return dir;
   }
 
