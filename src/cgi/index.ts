@@ -12,6 +12,7 @@ import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { resolveInJail } from '../lib/jail.ts';
 import { metaVariables, parseCgiOutput } from './cgi.ts';
+import { readGrants } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
@@ -50,6 +51,8 @@ export interface Cgi {
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 const HONEYPOT_DEFAULT = 'homepage';
+/** How long a walk of a tenant's root for links (grants.ts) is trusted. */
+const GRANTS_TTL_MS = 1000;
 
 function limitsOf(reg: Registry): PoolLimits {
   const c = reg.config.main.cgi;
@@ -124,6 +127,40 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
   const versions = new Map<string, string>();
   const scratchReady = new Set<string>();
+  /** Per tenant: what its handlers may read of its root (see grants.ts), and when that was read. */
+  const grantCache = new Map<string, { at: number; root: string; paths: string[]; sig: string; refusedSig: string }>();
+  const grantWalks = new Map<string, Promise<string[]>>();
+
+  /**
+   * The read grants of `t`'s handlers, walked again when older than
+   * GRANTS_TTL_MS: a link left in the root is out of their reach within
+   * that time. When the grants change, the tenant's warm processes
+   * (started with the old ones) retire.
+   */
+  function grantsOf(t: Tenant, root: string): Promise<string[]> {
+    const c = grantCache.get(t.id);
+    if (c && c.root === root && Date.now() - c.at < GRANTS_TTL_MS) return Promise.resolve(c.paths);
+    let walk = grantWalks.get(t.id);
+    if (!walk) {
+      walk = (async () => {
+        const g = await readGrants(root);
+        const sig = g.paths.join('\0');
+        const refusedSig = g.refused.join('\0');
+        const prev = grantCache.get(t.id);
+        if (prev && prev.sig !== sig) {
+          pools.retire(`${t.id}\0own`);
+          pools.retire(`${t.id}\0suite`);
+        }
+        if (g.refused.length > 0 && prev?.refusedSig !== refusedSig) {
+          log.warn({ tenant: t.id, links: g.refused.slice(0, 20), count: g.refused.length }, 'links that lead out of the site are not readable by its handlers');
+        }
+        grantCache.set(t.id, { at: Date.now(), root, paths: g.paths, sig, refusedSig });
+        return g.paths;
+      })().finally(() => grantWalks.delete(t.id));
+      grantWalks.set(t.id, walk);
+    }
+    return walk;
+  }
 
   function scanSuite(): void {
     try {
@@ -241,7 +278,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       bodyLength: read.body.length,
     });
     const spec = spawnSpec(caps, {
-      reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
+      reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grantsOf(tenant, root) : [])],
       scratch: scratch(tenant),
       memory: cfg.memory,
       fileMax: cfg.scratchFileMax,
@@ -362,6 +399,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       reload(next) {
         current = next;
         realRoots.clear();
+        grantCache.clear();
         pools.setLimits(limitsOf(next));
         handlerMail.setLimits(mailLimitsOf(next));
         pools.retireAll();
