@@ -83,16 +83,38 @@ function parseMultipart(body, contentType) {
   }
 }
 
+/**
+ * The redirect after a sent form, or undefined when it leaves the site. It
+ * keeps the scheme, host and port the visitor used: a path on the host the
+ * visitor asked for stays a relative "/path"; another of the site's own
+ * domains gets the visitor's scheme and port (the suite serves all of a
+ * site's domains on the same listeners), so a visitor on :8080 or on HTTPS
+ * never lands on a connection error.
+ */
 function sameSite(redirect, env, site) {
+  const scheme = env.REQUEST_SCHEME === 'https' ? 'https' : 'http';
+  // The Host the visitor sent, when it names this site (the gateway set SERVER_NAME from it).
+  let visitor;
+  try {
+    visitor = new URL(`${scheme}://${env.HTTP_HOST ?? ''}/`);
+  } catch {
+    visitor = undefined;
+  }
+  if (!visitor || visitor.hostname.toLowerCase() !== env.SERVER_NAME) visitor = new URL(`${scheme}://${env.SERVER_NAME}/`);
   let url;
   try {
-    url = new URL(redirect, `http://${env.SERVER_NAME}/`);
+    url = new URL(redirect, visitor);
   } catch {
     return undefined;
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
   if (url.username || url.password || !site.domains.includes(url.hostname.toLowerCase())) return undefined;
-  return url.href;
+  const rest = `${url.pathname}${url.search}${url.hash}`;
+  // URL keeps "//x" in a path: sent alone it would name the host x.
+  // The gateway refuses the same (a browser or a proxy may decode %2F and %5C).
+  if (!rest.startsWith('/') || rest.startsWith('//') || /^\/%2f/i.test(rest) || /%5c/i.test(rest)) return undefined;
+  if (url.hostname.toLowerCase() === visitor.hostname.toLowerCase()) return rest;
+  return `${scheme}://${url.hostname.toLowerCase()}${visitor.port ? `:${visitor.port}` : ''}${rest}`;
 }
 
 function indent(value) {

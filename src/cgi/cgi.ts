@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 
 /**
  * RFC 3875 meta-variables for one request: exactly these, nothing of the
@@ -26,6 +27,10 @@ export function metaVariables(r: {
     SCRIPT_NAME: r.scriptName,
     PATH_INFO: r.pathInfo, // §4.1.5: decoded
   };
+  // Apache's conventions (not in RFC 3875): how the visitor reached us, so a handler can build a URL that works.
+  const encrypted = (req.socket as TLSSocket).encrypted === true;
+  env.REQUEST_SCHEME = encrypted ? 'https' : 'http';
+  if (encrypted) env.HTTPS = 'on';
   const type = req.headers['content-type'];
   if (type !== undefined) env.CONTENT_TYPE = type;
   // §4.1.2: set only when there is a body; its length as read, not as claimed.
@@ -73,17 +78,51 @@ const SERVER_OWNED = new Set([
   'server',
 ]);
 
+// A Location is passed byte for byte: visible ASCII only. Browsers drop tabs and
+// line breaks inside URLs (WHATWG URL "remove all ASCII tab or newline") and
+// read "\" as "/", so "/\t/evil" or "/\\evil" would become "//evil".
+const LOCATION_CHARS = /^[\x21-\x7e]+$/;
+// Scheme, "//", a host (with an optional port), then the end or a path, query or fragment.
+const ABSOLUTE = /^https?:\/\/[^/?#@]+(?:[/?#]|$)/i;
+
+/**
+ * Why a handler's Location is refused, or undefined when it may pass: a
+ * path starting with exactly one "/" (not "//", no "\", not even encoded
+ * as %2F or %5C right after it), or an absolute http(s) URL, without
+ * credentials, on one of `domains` (the tenant's own).
+ */
+export function locationRefusal(location: string, domains: readonly string[]): string | undefined {
+  if (!LOCATION_CHARS.test(location)) return 'Location holds a space, a control or a non-ASCII character';
+  if (location.includes('\\') || /%5c/i.test(location)) return 'Location holds a backslash';
+  if (location.startsWith('/')) {
+    if (location.startsWith('//') || /^\/%2f/i.test(location)) return 'Location starts with two slashes (another host)';
+    return undefined;
+  }
+  if (!ABSOLUTE.test(location)) return 'Location is neither a path starting with "/" nor an absolute http(s) URL';
+  let url: URL;
+  try {
+    url = new URL(location);
+  } catch {
+    return 'Location is not a valid URL';
+  }
+  if (url.username || url.password) return 'Location carries credentials';
+  if (!domains.includes(url.hostname.toLowerCase())) return `Location points to ${url.hostname}, not one of the site's own domains`;
+  return undefined;
+}
+
 /**
  * Parses a handler's stdout (RFC 3875 §6): header fields, a blank line,
  * the body. `Status` sets the status; `Location` makes a redirect: an
- * absolute http(s) URL is a client redirect (302 unless Status says
- * another 3xx, §6.2.3/§6.2.4); a local path ("/..." but not "//...") is a
+ * absolute http(s) URL on one of `domains` (the tenant's own) is a client
+ * redirect (302 unless Status says another 3xx, §6.2.3/§6.2.4); a local
+ * path (exactly one leading "/", see {@link locationRefusal}) is a
  * local redirect (§6.2.2). The gateway cannot re-enter the HTTP router,
  * so a local redirect is answered as a 302 to that path on the same site;
  * for the GET a browser then makes, the result is the same page.
- * Anything malformed is refused (the gateway answers 502).
+ * Anything malformed, and any other Location, is refused (the gateway
+ * answers 502).
  */
-export function parseCgiOutput(out: Buffer): CgiResponse {
+export function parseCgiOutput(out: Buffer, domains: readonly string[]): CgiResponse {
   // The header block ends at the first empty line (LF or CRLF line ends, §6.3).
   let end = -1;
   let bodyStart = -1;
@@ -130,16 +169,8 @@ export function parseCgiOutput(out: Buffer): CgiResponse {
   }
   const body = out.subarray(bodyStart);
   if (location !== undefined) {
-    const local = location.startsWith('/') && !location.startsWith('//');
-    if (!local) {
-      let url: URL;
-      try {
-        url = new URL(location);
-      } catch {
-        return { ok: false, why: 'Location is neither a local path nor an absolute URL' };
-      }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, why: `Location scheme ${url.protocol} refused` };
-    }
+    const refused = locationRefusal(location, domains);
+    if (refused) return { ok: false, why: `${refused}: ${JSON.stringify(location.slice(0, 200))}` };
     if (status === undefined || status < 300 || status > 399) status = 302;
     headers.push(['Location', location]);
     if (contentType !== undefined) headers.push(['Content-Type', contentType]);

@@ -1,4 +1,4 @@
-import { chownSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
@@ -12,6 +12,7 @@ import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { resolveInJail } from '../lib/jail.ts';
 import { metaVariables, parseCgiOutput } from './cgi.ts';
+import { readGrants } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
@@ -50,6 +51,8 @@ export interface Cgi {
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 const HONEYPOT_DEFAULT = 'homepage';
+/** How long a walk of a tenant's root for links (grants.ts) is trusted. */
+const GRANTS_TTL_MS = 1000;
 
 function limitsOf(reg: Registry): PoolLimits {
   const c = reg.config.main.cgi;
@@ -124,6 +127,40 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
   const versions = new Map<string, string>();
   const scratchReady = new Set<string>();
+  /** Per tenant: what its handlers may read of its root (see grants.ts), and when that was read. */
+  const grantCache = new Map<string, { at: number; root: string; paths: string[]; sig: string; refusedSig: string }>();
+  const grantWalks = new Map<string, Promise<string[]>>();
+
+  /**
+   * The read grants of `t`'s handlers, walked again when older than
+   * GRANTS_TTL_MS: a link left in the root is out of their reach within
+   * that time. When the grants change, the tenant's warm processes
+   * (started with the old ones) retire.
+   */
+  function grantsOf(t: Tenant, root: string): Promise<string[]> {
+    const c = grantCache.get(t.id);
+    if (c && c.root === root && Date.now() - c.at < GRANTS_TTL_MS) return Promise.resolve(c.paths);
+    let walk = grantWalks.get(t.id);
+    if (!walk) {
+      walk = (async () => {
+        const g = await readGrants(root);
+        const sig = g.paths.join('\0');
+        const refusedSig = g.refused.join('\0');
+        const prev = grantCache.get(t.id);
+        if (prev && prev.sig !== sig) {
+          pools.retire(`${t.id}\0own`);
+          pools.retire(`${t.id}\0suite`);
+        }
+        if (g.refused.length > 0 && prev?.refusedSig !== refusedSig) {
+          log.warn({ tenant: t.id, links: g.refused.slice(0, 20), count: g.refused.length }, 'links that lead out of the site are not readable by its handlers');
+        }
+        grantCache.set(t.id, { at: Date.now(), root, paths: g.paths, sig, refusedSig });
+        return g.paths;
+      })().finally(() => grantWalks.delete(t.id));
+      grantWalks.set(t.id, walk);
+    }
+    return walk;
+  }
 
   function scanSuite(): void {
     try {
@@ -153,6 +190,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     return r;
   }
 
+  /**
+   * The tenant's scratch folder, 0700 and (as root) owned by the handlers'
+   * user. Checked before every run, not only when made: a handler may
+   * chmod its own folder (it owns it), and the next run finds it 0700 again.
+   */
   function scratch(t: Tenant): string {
     const parent = path.join(current.config.main.dataDir, 'cgi');
     const dir = path.join(parent, t.id);
@@ -160,10 +202,17 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       // The handlers' user may pass through <data>/cgi but not list it; each tenant's folder is its own.
       mkdirSync(parent, { recursive: true, mode: 0o711 });
       mkdirSync(dir, { mode: 0o700, recursive: true });
-      // Only the handlers' user may use it; each tenant its own folder.
-      if (caps?.drop) chownSync(dir, caps.drop.uid, caps.drop.gid);
       scratchReady.add(dir);
     }
+    // One lstat per run (about a microsecond); a repair is logged, for the operator to see who tried.
+    const st = lstatSync(dir);
+    if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
+    if ((st.mode & 0o7777) !== 0o700) {
+      log.info({ tenant: t.id, dir, was: (st.mode & 0o7777).toString(8) }, 'handler scratch folder mode set again');
+      chmodSync(dir, 0o700);
+    }
+    // Only the handlers' user may use it; each tenant its own folder.
+    if (caps?.drop && (st.uid !== caps.drop.uid || st.gid !== caps.drop.gid)) chownSync(dir, caps.drop.uid, caps.drop.gid);
     return dir;
   }
 
@@ -229,7 +278,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       bodyLength: read.body.length,
     });
     const spec = spawnSpec(caps, {
-      reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
+      reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grantsOf(tenant, root) : [])],
       scratch: scratch(tenant),
       memory: cfg.memory,
       fileMax: cfg.scratchFileMax,
@@ -281,7 +330,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       log.info({ ...who, ms, ref, error: result.error }, 'handler threw');
       return page(req, res, 500, ref);
     }
-    const parsed = parseCgiOutput(result.output);
+    const parsed = parseCgiOutput(result.output, tenant.domains);
     if (!parsed.ok) {
       const ref = errorRef();
       log.info({ ...who, ms, ref, why: parsed.why }, 'handler answer refused');
@@ -350,6 +399,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       reload(next) {
         current = next;
         realRoots.clear();
+        grantCache.clear();
         pools.setLimits(limitsOf(next));
         handlerMail.setLimits(mailLimitsOf(next));
         pools.retireAll();

@@ -88,6 +88,8 @@ export class Pools {
       pool = { key, group, spec, idle: [], live: 0, waiters: [], retired: false };
       this.pools.set(key, pool);
     }
+    // Processes started from now on get the latest command line (the grants may have changed).
+    pool.spec = spec;
     const idle = pool.idle.pop();
     if (idle) {
       clearTimeout(idle.idleTimer);

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -128,6 +128,14 @@ describe('CGI sandbox: hostile handlers are contained', () => {
     // The neighbour's scratch exists once it ran a handler.
     expect((await get('victim.test', '/cgi-bin/echo')).status).toBe(200);
     expect(await attack('neighbour-scratch')).toEqual({ ok: false, code: 'ERR_ACCESS_DENIED' });
+  });
+
+  it('cannot keep its scratch folder open to others: the suite sets 0700 again before the next run', async () => {
+    const dir = path.join(s.dataDir, 'cgi', 'evil.test');
+    expect(await attack('chmod-scratch')).toEqual({ ok: true, value: '777' });
+    expect(await attack('own-scratch')).toEqual({ ok: true, value: 'kept' });
+    expect((statSync(dir).mode & 0o7777).toString(8)).toBe('700');
+    expect(logged('handler scratch folder mode set again', (l) => l.tenant === 'evil.test' && l.was === '777')).toHaveLength(1);
   });
 
   it('writes only its own scratch folder, not even its own web root; reads no suite state', async () => {

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { parseCgiOutput } from '../../../src/cgi/cgi.ts';
 import { encodeFrame, FrameReader, T } from '../../../src/cgi/protocol.ts';
 
-const out = (s: string) => parseCgiOutput(Buffer.from(s, 'latin1'));
+const DOMAINS = ['a.test', 'www.a.test'];
+const out = (s: string) => parseCgiOutput(Buffer.from(s, 'latin1'), DOMAINS);
 
 describe('parseCgiOutput (RFC 3875 §6)', () => {
   it.each([
@@ -11,7 +12,7 @@ describe('parseCgiOutput (RFC 3875 §6)', () => {
     ['Status sets the code', 'Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno', 404, [['Content-Type', 'text/plain']], 'no'],
     ['other headers pass', 'Content-Type: text/plain\r\nSet-Cookie: a=1\r\nX-A: b\r\n\r\n', 200, [['Set-Cookie', 'a=1'], ['X-A', 'b'], ['Content-Type', 'text/plain']], ''],
     ['server-owned headers are dropped', 'Content-Type: text/plain\r\nContent-Length: 99\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\nx', 200, [['Content-Type', 'text/plain']], 'x'],
-    ['client redirect is 302', 'Location: https://other.test/x\r\n\r\n', 302, [['Location', 'https://other.test/x']], ''],
+    ['client redirect is 302', 'Location: https://www.a.test/x\r\n\r\n', 302, [['Location', 'https://www.a.test/x']], ''],
     ['client redirect keeps a 3xx Status', 'Status: 303 See Other\r\nLocation: http://a.test/\r\n\r\n', 303, [['Location', 'http://a.test/']], ''],
     ['local redirect', 'Location: /thanks.html\r\n\r\n', 302, [['Location', '/thanks.html']], ''],
     ['Location with a 200 Status still redirects', 'Status: 200 OK\r\nLocation: /x\r\n\r\n', 302, [['Location', '/x']], ''],
@@ -43,6 +44,63 @@ describe('parseCgiOutput (RFC 3875 §6)', () => {
 
   it('a "//host" Location is an absolute URL, not a local path', () => {
     expect(out('Location: //evil.test/\r\n\r\n').ok).toBe(false);
+  });
+});
+
+describe('a handler\'s Location: a URL on one of the tenant\'s own domains, or a path starting with exactly one "/"', () => {
+  it.each([
+    '/',
+    '/thanks.html',
+    '/a/b?x=1&y=%2F#frag',
+    '/~user/page',
+    'http://a.test/',
+    'https://a.test/thanks.html',
+    'http://www.a.test:8080/x?q',
+    'HTTPS://WWW.A.TEST/x',
+    'https://a.test',
+  ])('passes %j', (loc) => {
+    const r = out(`Location: ${loc}\r\n\r\n`);
+    expect(r.ok).toBe(true);
+    if (r.ok) expect(r.headers).toEqual([['Location', loc]]);
+  });
+
+  it.each([
+    ['backslash after the slash', '/\\evil.test'],
+    ['two slashes', '//evil.test'],
+    ['three slashes', '///evil.test'],
+    ['two backslashes', '\\\\evil.test'],
+    ['backslash then slash', '\\/evil.test'],
+    ['slash, backslash, backslash', '/\\\\evil.test'],
+    ['backslash later in the path', '/a\\b'],
+    ['another host', 'http://evil.test/'],
+    ['another host over https', 'https://evil.test/x'],
+    ['a look-alike suffix', 'http://a.test.evil.test/'],
+    ['a look-alike prefix', 'http://evila.test/'],
+    ['credentials naming the own host', 'http://a.test@evil.test/'],
+    ['credentials on the own host', 'http://user:pw@a.test/'],
+    ['backslash host trick', 'http://evil.test\\@a.test/'],
+    ['scheme without slashes', 'http:evil.test'],
+    ['scheme with one slash', 'http:/evil.test'],
+    ['scheme with backslashes', 'http:\\\\evil.test'],
+    ['encoded slashes, no leading slash', '%2F%2Fevil.test'],
+    ['encoded slash after the slash', '/%2F/evil.test'],
+    ['encoded backslash after the slash', '/%5Cevil.test'],
+    ['encoded slashes, lower case', '/%2f%2fevil.test'],
+    ['tab between the slashes', '/\t/evil.test'],
+    ['tab in a URL', 'http://a.test\t.evil.test/'],
+    ['leading tab', '\t//evil.test'],
+    ['space in the path', '/a b'],
+    ['non-ASCII', '/caf\xe9'],
+    ['javascript:', 'javascript:alert(1)'],
+    ['data:', 'data:text/html,<script>alert(1)</script>'],
+    ['ftp:', 'ftp://a.test/'],
+    ['relative', 'thanks.html'],
+    ['dot relative', './/evil.test'],
+    ['empty', ''],
+  ])('refuses %s', (_name, loc) => {
+    const r = out(`Location: ${loc}\r\n\r\n`);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.why).toMatch(/Location/);
   });
 });
 
