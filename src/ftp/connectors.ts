@@ -1,8 +1,8 @@
 import net, { isIP, type Server, type Socket } from 'node:net';
-import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from '../core/log.ts';
 import { Bluebird } from './promise.ts';
 import { adoptForDirectReads, directReadOptions } from './receive.ts';
+import type { TlsAcceptor } from './tls.ts';
 
 /**
  * The data-connection half of ftp-srv's connection object, as its own
@@ -68,8 +68,8 @@ export interface PassiveOptions {
   host: string;
   /** Inclusive port range; [0, 0] lets the kernel choose. */
   range: [number, number];
-  /** For FTPS sessions (the control connection's certificate). */
-  secureContext?: SecureContext;
+  /** For FTPS sessions: the server side of TLS on each data connection. */
+  tls?: TlsAcceptor;
   log: Logger;
 }
 
@@ -141,7 +141,7 @@ export class PassiveConnector implements DataConnector {
   }
 
   private createServer(): Server {
-    const secureContext = this.connection.secure ? this.opts.secureContext : undefined;
+    const acceptor = this.connection.secure ? this.opts.tls : undefined;
     const deliver = (socket: Socket) => {
       clearTimeout(this.idleTimer);
       this.dataSocket = socket;
@@ -154,7 +154,7 @@ export class PassiveConnector implements DataConnector {
         return;
       }
       this.closeServer(); // one data connection per listener
-      if (!secureContext) {
+      if (!acceptor) {
         const plain = adoptForDirectReads(raw);
         this.accepted = plain;
         plain.on('error', () => undefined); // the transfer in progress reports it
@@ -162,15 +162,19 @@ export class PassiveConnector implements DataConnector {
       }
       this.accepted = raw;
       raw.on('error', () => undefined);
-      // The server side of TLS on the accepted socket, with the context made once at start.
-      const secure = new tls.TLSSocket(raw, { isServer: true, secureContext });
-      secure.on('error', () => undefined);
-      secure.once('secure', () => deliver(secure));
-      secure.once('close', () => {
-        if (this.dataSocket) return;
-        this.handshakeFailed = true;
-        for (const w of this.waiting.splice(0)) w.reject(new Error('the TLS handshake on the data connection failed'));
-      });
+      acceptor.accept(raw, this.opts.log, 'data').then(
+        (secure) => {
+          secure.on('error', () => undefined); // the transfer in progress reports it
+          if (this.ended) secure.destroy();
+          else deliver(secure);
+        },
+        () => {
+          raw.destroy();
+          if (this.dataSocket) return;
+          this.handshakeFailed = true;
+          for (const w of this.waiting.splice(0)) w.reject(new Error('the TLS handshake on the data connection failed'));
+        },
+      );
     });
   }
 
@@ -231,12 +235,13 @@ export class ActiveConnector implements DataConnector {
     readonly connection: ControlSide,
     host: string,
     port: number,
-    secureContext: SecureContext | undefined,
+    acceptor: TlsAcceptor | undefined,
+    log: Logger,
   ) {
     this.ready = new Promise<Socket>((resolve, reject) => {
       this.fail = reject;
       // Plain: read directly (see adoptForDirectReads); over TLS the TLS layer reads.
-      const reads = connection.secure && secureContext ? undefined : directReadOptions();
+      const reads = connection.secure && acceptor ? undefined : directReadOptions();
       const raw = net.connect({ host, port, family: isIP(host) || undefined, ...(reads ? { onread: reads.onread } : {}) });
       reads?.register(raw);
       this.dataSocket = raw;
@@ -248,16 +253,25 @@ export class ActiveConnector implements DataConnector {
           raw.destroy();
           return reject(new Error('active mode ended'));
         }
-        if (!connection.secure || !secureContext) {
+        if (!connection.secure || !acceptor) {
           raw.pause();
           return resolve(raw);
         }
-        const secureSocket = new tls.TLSSocket(raw, { isServer: true, secureContext });
-        secureSocket.on('error', () => undefined);
-        this.dataSocket = secureSocket;
-        secureSocket.once('secure', () => resolve(secureSocket));
-        // Before 'secure': the handshake failed (a no-op once resolved).
-        secureSocket.once('close', () => reject(new Error('the TLS handshake on the data connection failed')));
+        acceptor.accept(raw, log, 'data').then(
+          (secure) => {
+            secure.on('error', () => undefined); // the transfer in progress reports it
+            if (this.ended) {
+              secure.destroy();
+              return reject(new Error('active mode ended'));
+            }
+            this.dataSocket = secure;
+            resolve(secure);
+          },
+          () => {
+            raw.destroy();
+            reject(new Error('the TLS handshake on the data connection failed'));
+          },
+        );
       });
     });
     this.ready.catch(() => undefined);

@@ -4,7 +4,7 @@ import { mkdir, realpath } from 'node:fs/promises';
 import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { FtpSrv } from 'ftp-srv';
 import type { CertStore } from '../core/certs.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -19,6 +19,7 @@ import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { bunyanAdapter } from './bunyan.ts';
 import { Bluebird } from './promise.ts';
 import { ActiveConnector, PassiveConnector, plainIp, sameIp, type DataConnector } from './connectors.ts';
+import { TlsAcceptor } from './tls.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
 import { DiskError, receive, SMALL_UPLOAD } from './receive.ts';
@@ -135,8 +136,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
 
   /** Read in start(), so a missing file is a start failure naming it (and startAll rolls back). */
   let tlsOptions: { cert: Buffer; key: Buffer } | undefined;
-  /** For FTPS data connections: made once, not per transfer (parsing the key costs milliseconds). */
-  let secureContext: SecureContext | undefined;
+  /** The server side of every FTPS handshake (control and data): made once, not per transfer (parsing the key costs milliseconds). */
+  let acceptor: TlsAcceptor | undefined;
   const [pasvMin = 0, pasvMax = 0] = cfg.passive ? cfg.passive.ports.split('-').map(Number) : [];
   /** Passive listeners bind where the control listener does. */
   const listenHost = parseListen(cfg.listen)!.host;
@@ -531,7 +532,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     conn.connector.end();
-    const connector = new PassiveConnector(conn, { host: listenHost, range: [pasvMin, pasvMax], secureContext, log: s.log });
+    const connector = new PassiveConnector(conn, { host: listenHost, range: [pasvMin, pasvMax], tls: acceptor, log: s.log });
     conn.connector = connector;
     let port: number;
     try {
@@ -559,7 +560,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     conn.connector.end();
-    conn.connector = new ActiveConnector(conn, t.host, t.port, secureContext);
+    conn.connector = new ActiveConnector(conn, t.host, t.port, acceptor, s.log);
     await conn.reply(200, `${cmd.directive} command successful`);
   }
 
@@ -852,9 +853,27 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       // have set it flowing, and with no 'data' listener left the ClientHello would be lost.
       socket.pause();
       await new Promise<void>((resolve, reject) => socket.write('234 Ready for TLS\r\n', (err) => (err ? reject(err) : resolve())));
-      const secure = new TLSSocket(socket, { isServer: true, secureContext });
+      let secure: TLSSocket;
+      try {
+        secure = await acceptor!.accept(socket, s.log, 'control');
+      } catch (err) {
+        s.log.info({ err: (err as Error).message }, 'ftp TLS handshake failed; connection closed');
+        socket.destroy();
+        return;
+      }
       // ftp-srv's connection listens on the TCP socket: what happens to the TLS one is told there.
-      for (const event of ['timeout', 'end', 'close', 'drain', 'error']) secure.on(event, (...args: unknown[]) => socket.emit(event, ...args));
+      for (const event of ['timeout', 'end', 'close', 'drain']) secure.on(event, (...args: unknown[]) => socket.emit(event, ...args));
+      // Node passes the TCP socket's errors on to the TLS socket: passed back once, not in a loop.
+      let passing = false;
+      secure.on('error', (err: Error) => {
+        if (passing) return;
+        passing = true;
+        try {
+          socket.emit('error', err);
+        } finally {
+          passing = false;
+        }
+      });
       secure.on('data', onData);
       reader = secure;
       tlsPending = false;
@@ -917,7 +936,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           }
         }
       }
-      if (tlsOptions) secureContext = createSecureContext({ ...tlsOptions, minVersion: 'TLSv1.2' });
+      if (tlsOptions) acceptor = new TlsAcceptor(tlsOptions);
       const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
       const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
       ftp = new FtpSrv({

@@ -1,8 +1,8 @@
 import type { Client } from 'basic-ftp';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { connect as connectTls } from 'node:tls';
+import { connect as connectTls, type TLSSocket } from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -89,6 +89,49 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
     raw.close();
     listener.close();
     expect(readFileSync(path.join(t.sitesDir, 's.test', 'active.html'), 'utf8')).toBe('active over TLS');
+  });
+});
+
+describe('FTPS refuses TLS renegotiation (TLS 1.2; TLS 1.3 has none)', () => {
+  /** Renegotiates `socket`; resolves with what came first: the renegotiation's end, or the connection's close. */
+  function renegotiate(socket: TLSSocket): Promise<'renegotiated' | 'refused' | 'closed'> {
+    return new Promise((resolve) => {
+      socket.once('close', () => resolve('closed'));
+      const started = socket.renegotiate({ rejectUnauthorized: false }, (err) => resolve(err ? 'refused' : 'renegotiated'));
+      if (!started) resolve('refused');
+    });
+  }
+
+  it('on the control connection: the session is closed and the refusal logged', async () => {
+    const raw = await rawSession(t.ftp!);
+    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
+    const secure = await raw.startTls({ maxVersion: 'TLSv1.2' });
+    expect(await raw.send('USER sue@s.test')).toMatch(/^331 /);
+    expect(await renegotiate(secure)).not.toBe('renegotiated');
+    await raw.closed;
+    expect(t.logs().some((l) => l.msg === 'ftp TLS renegotiation refused; connection closed' && l.on === 'control')).toBe(true);
+  });
+
+  it('on a data connection: the transfer is cut (426), nothing stored, and the session goes on', async () => {
+    const raw = await rawSession(t.ftp!);
+    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
+    await raw.startTls({ maxVersion: 'TLSv1.2' });
+    await raw.send('USER sue@s.test');
+    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+    await raw.send('PBSZ 0');
+    expect(await raw.send('PROT P')).toMatch(/^200 /);
+    const port = Number(/\(\|\|\|(\d+)\|\)/.exec(await raw.send('EPSV'))![1]);
+    expect(await raw.send('STOR reneg.html')).toMatch(/^150 /);
+    const data = connectTls({ host: '127.0.0.1', port, rejectUnauthorized: false, maxVersion: 'TLSv1.2' });
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('secureConnect', r));
+    data.write('part one');
+    expect(await renegotiate(data)).not.toBe('renegotiated');
+    expect(await raw.read()).toMatch(/^426 /);
+    expect(await raw.send('NOOP')).toMatch(/^200 /);
+    raw.close();
+    expect(existsSync(path.join(t.sitesDir, 's.test', 'reneg.html'))).toBe(false);
+    expect(t.logs().some((l) => l.msg === 'ftp TLS renegotiation refused; connection closed' && l.on === 'data')).toBe(true);
   });
 });
 
