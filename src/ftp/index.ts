@@ -936,7 +936,19 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           }
         }
       }
-      if (tlsOptions) acceptor = new TlsAcceptor(tlsOptions);
+      if (tlsOptions) {
+        // RFC 4217 clients send SNI: the certificate is chosen by name from the store HTTPS uses. A name the
+        // store only answers with its default gets the certificate of ftp.tls when one is named there.
+        const ownFiles = Boolean(cfg.tls?.cert && cfg.tls.key);
+        const store = certs;
+        const sni = store
+          ? (name: string) => {
+              const ctx = store.contextFor(name, current);
+              return ownFiles && ctx === store.contextFor(undefined, current) ? undefined : ctx;
+            }
+          : undefined;
+        acceptor = new TlsAcceptor(tlsOptions, sni);
+      }
       const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
       const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
       ftp = new FtpSrv({
