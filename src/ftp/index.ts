@@ -78,6 +78,8 @@ interface Session {
   queue: Promise<void>;
   /** Jail-relative source of a pending RNFR. */
   renameFrom?: string;
+  /** EPSV ALL was sent (RFC 2428 §4): PORT, PASV and EPRT are refused from then on. */
+  epsvAll?: boolean;
 }
 
 /** After a quota cut, at most this much of the rest of an upload is read (and dropped) before the connection is reset. */
@@ -307,9 +309,12 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     const start = conn.restByteCount ?? 0;
     conn.restByteCount = 0;
     const t0 = Date.now();
+    const unique = cmd.directive === 'STOU';
+    // A bare STOU names no file: one is made up in the working folder (RFC 1123 §4.1.2.9).
+    const arg = unique && !cmd.arg?.trim() ? fs.getUniqueName('upload') : cmd.arg;
     let up;
     try {
-      up = await fs.startUpload(cmd.arg, { append: cmd.directive === 'APPE', start, unique: cmd.directive === 'STOU' });
+      up = await fs.startUpload(arg, { append: cmd.directive === 'APPE', start, unique });
     } catch (err) {
       conn.connector.end();
       await replyError(s, err, cmd.directive);
@@ -327,7 +332,10 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await replyError(s, err, cmd.directive);
       return;
     }
-    const socket = await dataConnection(s, `Ready to receive ${up.clientPath}`, async () => {
+    // RFC 1123 §4.1.2.9: the reply to STOU names the file ("150 FILE: name"), relative to the working folder when in it.
+    const inCwd = path.posix.dirname(up.clientPath) === fs.currentDirectory();
+    const text = unique ? `FILE: ${inCwd ? path.posix.basename(up.clientPath) : up.clientPath}` : `Ready to receive ${up.clientPath}`;
+    const socket = await dataConnection(s, text, async () => {
       closeSync(fd);
       await fs.abortUpload(up, 0);
     });
@@ -459,6 +467,19 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           await conn.reply(213, timeVal(st.mtime));
           break;
         }
+        case 'MFMT': {
+          // draft-somers-ftp-mfxx §3: MFMT YYYYMMDDHHMMSS[.sss] path, in UTC; answered with the time set.
+          const m = /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:\.\d{1,3})?\s+(\S.*)$/.exec(cmd.arg ?? '');
+          const [y, mo, d, h, mi, sec] = (m?.slice(1, 7) ?? []).map(Number) as number[];
+          const when = m ? new Date(Date.UTC(y!, mo! - 1, d, h, mi, sec)) : undefined;
+          if (!m || !when || when.getUTCMonth() !== mo! - 1 || when.getUTCDate() !== d || when.getUTCHours() !== h || when.getUTCMinutes() !== mi || when.getUTCSeconds() !== sec) {
+            throw new FtpError(501, 'Syntax: MFMT YYYYMMDDHHMMSS path (UTC)');
+          }
+          const clientPath = await fs.setModified(m[7], when);
+          siteChanges?.changed(s.tenant!); // Last-Modified and the ETag follow the file time
+          await conn.reply(213, `Modify=${timeVal(when)}; ${clientPath}`);
+          break;
+        }
       }
     } catch (err) {
       if (cmd.directive === 'RNFR') s.renameFrom = undefined;
@@ -513,6 +534,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       'EPRT',
       'EPSV',
       'MDTM',
+      'MFMT',
       `MLST ${MLST_FACTS.map((f) => `${f === 'unix.mode' ? 'UNIX.mode' : f}${s.mlstFacts.has(f) ? '*' : ''};`).join('')}`,
       'PASV',
       'REST STREAM',
@@ -526,6 +548,21 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   /** PASV (RFC 959) and EPSV (RFC 2428): one data listener per session at a time. */
   async function passive(s: Session, cmd: Command): Promise<void> {
     const conn = s.conn;
+    if (cmd.directive === 'EPSV' && cmd.arg?.trim()) {
+      // RFC 2428 §3: EPSV <net-prt> asks for a protocol; only the control connection's own is offered.
+      const arg = cmd.arg.trim().toUpperCase();
+      const own = isIP(plainIp(conn.commandSocket.localAddress)) === 6 ? '2' : '1';
+      if (arg === 'ALL') {
+        s.epsvAll = true;
+        await conn.reply(200, 'EPSV ALL ok: PORT, PASV and EPRT are refused from now on');
+        return;
+      }
+      if (arg !== own) {
+        await conn.reply(522, `Network protocol not supported, use (${own})`);
+        return;
+      }
+    }
+    if (cmd.directive === 'PASV' && (await refusedAfterEpsvAll(s, cmd))) return;
     const addr = plainIp(cfg.passive?.address ?? conn.commandSocket.localAddress);
     if (cmd.directive === 'PASV' && isIP(addr) !== 4) {
       await conn.reply(425, 'PASV needs an IPv4 address; use EPSV');
@@ -546,10 +583,23 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     else await conn.reply(229, `Entering Extended Passive Mode (|||${port}|)`);
   }
 
+  /** After EPSV ALL (RFC 2428 §4) every other way of setting up a data connection is refused. */
+  async function refusedAfterEpsvAll(s: Session, cmd: Command): Promise<boolean> {
+    if (!s.epsvAll) return false;
+    s.log.info({ why: 'EPSV ALL', command: cmd.directive }, 'ftp command refused');
+    await s.conn.reply(503, `EPSV ALL is in effect: ${cmd.directive} refused; use EPSV`);
+    return true;
+  }
+
   /** PORT/EPRT: only toward the client's own address and an unprivileged port (FTP bounce, CVE-2020-15152 class). */
   async function active(s: Session, cmd: Command): Promise<void> {
     const conn = s.conn;
+    if (await refusedAfterEpsvAll(s, cmd)) return;
     const t = activeTarget(cmd.directive as 'PORT' | 'EPRT', cmd.arg);
+    if (!t && cmd.directive === 'EPRT' && /^(.)(\d+)\1/.test(cmd.arg?.trim() ?? '') && !/^.[12]\D/.test(cmd.arg!.trim())) {
+      await conn.reply(522, 'Network protocol not supported, use (1,2)'); // RFC 2428 §2
+      return;
+    }
     if (!t) {
       await conn.reply(501, `Syntax error in ${cmd.directive} argument`);
       return;
@@ -665,7 +715,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     ['LIST', checkedTransfer],
     ['NLST', checkedTransfer],
     ['RETR', retrieve],
-    ...['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM'].map((d) => [d, fileCommand] as const),
+    ...['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM', 'MFMT'].map((d) => [d, fileCommand] as const),
   ]);
 
   async function handleLine(s: Session, line: string): Promise<void> {
@@ -695,14 +745,38 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         conn.connector.end();
         await conn.reply(225, 'No transfer to abort');
         return;
-      case 'SITE':
+      case 'SITE': {
+        const chmod = /^CHMOD\s+[0-7]{3,4}\s+(\S.*)$/i.exec(cmd.arg ?? '');
+        if (chmod) {
+          // Upload tools (lftp mirror -R, FileZilla) send it after each file and fail the run on an
+          // error. Modes are the suite's to set: the file must exist in the jail, and nothing changes.
+          if (!conn.authenticated || !s.fs) {
+            await conn.reply(530, 'Please log in with USER and PASS first');
+            return;
+          }
+          try {
+            const st = await s.fs.get(chmod[1]);
+            await conn.reply(200, `SITE CHMOD: ${st.name} keeps the modes the host sets; nothing changed`);
+          } catch (err) {
+            await replyError(s, err, 'SITE CHMOD');
+          }
+          return;
+        }
         s.log.info({ why: 'SITE' }, 'ftp command refused');
         await conn.reply(502, 'SITE commands are not available');
         return;
+      }
       case 'FEAT':
         await feat(s);
         return;
-      case 'OPTS':
+      case 'OPTS': {
+        // RFC 2640 §3.1 (and what clients send before USER): UTF-8 is the only encoding spoken.
+        const utf8 = /^UTF-?8(?:\s+(ON|OFF))?\s*$/i.exec(cmd.arg ?? '');
+        if (utf8) {
+          if ((utf8[1] ?? 'ON').toUpperCase() === 'ON') await conn.reply(200, 'UTF-8 is always on');
+          else await conn.reply(504, 'UTF-8 cannot be turned off');
+          return;
+        }
         if (/^MLST\b/i.test(cmd.arg ?? '')) {
           const wanted = (cmd.arg ?? '').slice(4).trim().toLowerCase().split(';').filter(Boolean);
           s.mlstFacts = new Set(MLST_FACTS.filter((f) => wanted.includes(f)));
@@ -711,6 +785,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         }
         await conn.commands.handle(cmd);
         return;
+      }
       default: {
         const own = OWN.get(cmd.directive);
         if (own) {
