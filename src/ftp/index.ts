@@ -78,6 +78,8 @@ interface Session {
   queue: Promise<void>;
   /** Jail-relative source of a pending RNFR. */
   renameFrom?: string;
+  /** The session's TLS acceptor, after AUTH TLS: its data connections must resume its TLS session. */
+  tls?: TlsAcceptor;
   /** EPSV ALL was sent (RFC 2428 §4): PORT, PASV and EPRT are refused from then on. */
   epsvAll?: boolean;
 }
@@ -138,8 +140,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
 
   /** Read in start(), so a missing file is a start failure naming it (and startAll rolls back). */
   let tlsOptions: { cert: Buffer; key: Buffer } | undefined;
-  /** The server side of every FTPS handshake (control and data): made once, not per transfer (parsing the key costs milliseconds). */
-  let acceptor: TlsAcceptor | undefined;
+  /** Makes the server side of TLS for one FTPS session (its control and data connections); set in start(). */
+  let newAcceptor: (() => TlsAcceptor) | undefined;
   const [pasvMin = 0, pasvMax = 0] = cfg.passive ? cfg.passive.ports.split('-').map(Number) : [];
   /** Passive listeners bind where the control listener does. */
   const listenHost = parseListen(cfg.listen)!.host;
@@ -569,7 +571,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     conn.connector.end();
-    const connector = new PassiveConnector(conn, { host: listenHost, range: [pasvMin, pasvMax], tls: acceptor, log: s.log });
+    const connector = new PassiveConnector(conn, { host: listenHost, range: [pasvMin, pasvMax], tls: s.tls, log: s.log });
     conn.connector = connector;
     let port: number;
     try {
@@ -610,7 +612,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     conn.connector.end();
-    conn.connector = new ActiveConnector(conn, t.host, t.port, acceptor, s.log);
+    conn.connector = new ActiveConnector(conn, t.host, t.port, s.tls, s.log);
     await conn.reply(200, `${cmd.directive} command successful`);
   }
 
@@ -930,7 +932,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await new Promise<void>((resolve, reject) => socket.write('234 Ready for TLS\r\n', (err) => (err ? reject(err) : resolve())));
       let secure: TLSSocket;
       try {
-        secure = await acceptor!.accept(socket, s.log, 'control');
+        s.tls = newAcceptor!();
+        secure = await s.tls.accept(socket, s.log, 'control');
       } catch (err) {
         s.log.info({ err: (err as Error).message }, 'ftp TLS handshake failed; connection closed');
         socket.destroy();
@@ -1022,7 +1025,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
               return ownFiles && ctx === store.contextFor(undefined, current) ? undefined : ctx;
             }
           : undefined;
-        acceptor = new TlsAcceptor(tlsOptions, sni);
+        const pair = tlsOptions;
+        newAcceptor = () => new TlsAcceptor(pair, sni);
       }
       const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
       const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
