@@ -1,8 +1,9 @@
+import { randomInt } from 'node:crypto';
 import net, { isIP, type Server, type Socket } from 'node:net';
-import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from '../core/log.ts';
 import { Bluebird } from './promise.ts';
 import { adoptForDirectReads, directReadOptions } from './receive.ts';
+import { NotResumedError, type TlsAcceptor } from './tls.ts';
 
 /**
  * The data-connection half of ftp-srv's connection object, as its own
@@ -68,8 +69,8 @@ export interface PassiveOptions {
   host: string;
   /** Inclusive port range; [0, 0] lets the kernel choose. */
   range: [number, number];
-  /** For FTPS sessions (the control connection's certificate). */
-  secureContext?: SecureContext;
+  /** For FTPS sessions: the server side of TLS on each data connection. */
+  tls?: TlsAcceptor;
   log: Logger;
 }
 
@@ -84,11 +85,12 @@ export interface PassiveOptions {
  * connect: a stranger cannot steal or block the transfer).
  */
 export class PassiveConnector implements DataConnector {
-  private static cursor = 0;
   private server: Server | undefined;
   private dataSocket: Socket | null = null;
-  /** The connection accepted from the client (its TLS handshake may still be running). */
+  /** The connection accepted from the client (plain), or whose TLS handshake proved it the client's. */
   private accepted: Socket | undefined;
+  /** Connections from the client's address still in their TLS handshake: the first that resumes the session is taken. */
+  private readonly candidates = new Set<Socket>();
   private handshakeFailed = false;
   /** end() or abort() has run: a listener still being opened is closed, a late connection refused. */
   private ended = false;
@@ -110,8 +112,10 @@ export class PassiveConnector implements DataConnector {
     const span = max - min + 1;
     const tries = min === 0 ? 1 : Math.min(span, 100);
     let lastErr: Error | undefined;
+    // From a random place in the range: the next session's port cannot be told from this one's.
+    const first = randomInt(span);
     for (let i = 0; i < tries; i++) {
-      const port = min === 0 ? 0 : min + (PassiveConnector.cursor++ % span);
+      const port = min === 0 ? 0 : min + ((first + i) % span);
       const server = this.createServer();
       try {
         await new Promise<void>((resolve, reject) => {
@@ -141,7 +145,7 @@ export class PassiveConnector implements DataConnector {
   }
 
   private createServer(): Server {
-    const secureContext = this.connection.secure ? this.opts.secureContext : undefined;
+    const acceptor = this.connection.secure ? this.opts.tls : undefined;
     const deliver = (socket: Socket) => {
       clearTimeout(this.idleTimer);
       this.dataSocket = socket;
@@ -153,24 +157,36 @@ export class PassiveConnector implements DataConnector {
         raw.destroy();
         return;
       }
-      this.closeServer(); // one data connection per listener
-      if (!secureContext) {
+      if (!acceptor) {
+        this.closeServer(); // one data connection per listener
         const plain = adoptForDirectReads(raw);
         this.accepted = plain;
         plain.on('error', () => undefined); // the transfer in progress reports it
         return deliver(plain);
       }
-      this.accepted = raw;
       raw.on('error', () => undefined);
-      // The server side of TLS on the accepted socket, with the context made once at start.
-      const secure = new tls.TLSSocket(raw, { isServer: true, secureContext });
-      secure.on('error', () => undefined);
-      secure.once('secure', () => deliver(secure));
-      secure.once('close', () => {
-        if (this.dataSocket) return;
-        this.handshakeFailed = true;
-        for (const w of this.waiting.splice(0)) w.reject(new Error('the TLS handshake on the data connection failed'));
-      });
+      this.candidates.add(raw);
+      acceptor.accept(raw, this.opts.log, 'data', true).then(
+        (secure) => {
+          this.candidates.delete(raw);
+          secure.on('error', () => undefined); // the transfer in progress reports it
+          if (this.ended || this.accepted) {
+            secure.destroy();
+            return;
+          }
+          this.accepted = secure;
+          this.closeServer(); // one data connection per listener
+          deliver(secure);
+        },
+        (err: unknown) => {
+          this.candidates.delete(raw);
+          raw.destroy();
+          // Another program on the client's host: refused, and the listener waits on for the client.
+          if (err instanceof NotResumedError || this.dataSocket) return;
+          this.handshakeFailed = true;
+          for (const w of this.waiting.splice(0)) w.reject(new Error('the TLS handshake on the data connection failed'));
+        },
+      );
     });
   }
 
@@ -186,7 +202,7 @@ export class PassiveConnector implements DataConnector {
   waitForConnection(): Promise<Socket> {
     if (this.dataSocket) return Bluebird.resolve(this.dataSocket);
     if (this.handshakeFailed) return Bluebird.reject(new Error('the TLS handshake on the data connection failed'));
-    if (!this.server && !this.accepted) return Bluebird.reject(new Error('Passive listener not set up'));
+    if (!this.server && !this.accepted && this.candidates.size === 0) return Bluebird.reject(new Error('Passive listener not set up'));
     return Bluebird.resolve(new Promise<Socket>((resolve, reject) => this.waiting.push({ resolve, reject }))).timeout(CONNECT_WAIT_MS, 'no data connection');
   }
 
@@ -199,7 +215,7 @@ export class PassiveConnector implements DataConnector {
   end(): void {
     this.ended = true;
     this.closeServer();
-    if (!this.dataSocket) this.accepted?.destroy(); // accepted, but still in its TLS handshake
+    for (const c of this.candidates) c.destroy(); // still in their TLS handshake
     release(this.dataSocket);
     this.dataSocket = null;
     for (const w of this.waiting.splice(0)) w.reject(new Error('passive mode ended'));
@@ -209,6 +225,7 @@ export class PassiveConnector implements DataConnector {
   abort(): void {
     this.ended = true;
     this.closeServer();
+    for (const c of this.candidates) c.destroy();
     this.accepted?.destroy();
     this.dataSocket?.destroy();
     for (const w of this.waiting.splice(0)) w.reject(new Error('aborted'));
@@ -231,12 +248,13 @@ export class ActiveConnector implements DataConnector {
     readonly connection: ControlSide,
     host: string,
     port: number,
-    secureContext: SecureContext | undefined,
+    acceptor: TlsAcceptor | undefined,
+    log: Logger,
   ) {
     this.ready = new Promise<Socket>((resolve, reject) => {
       this.fail = reject;
       // Plain: read directly (see adoptForDirectReads); over TLS the TLS layer reads.
-      const reads = connection.secure && secureContext ? undefined : directReadOptions();
+      const reads = connection.secure && acceptor ? undefined : directReadOptions();
       const raw = net.connect({ host, port, family: isIP(host) || undefined, ...(reads ? { onread: reads.onread } : {}) });
       reads?.register(raw);
       this.dataSocket = raw;
@@ -248,16 +266,25 @@ export class ActiveConnector implements DataConnector {
           raw.destroy();
           return reject(new Error('active mode ended'));
         }
-        if (!connection.secure || !secureContext) {
+        if (!connection.secure || !acceptor) {
           raw.pause();
           return resolve(raw);
         }
-        const secureSocket = new tls.TLSSocket(raw, { isServer: true, secureContext });
-        secureSocket.on('error', () => undefined);
-        this.dataSocket = secureSocket;
-        secureSocket.once('secure', () => resolve(secureSocket));
-        // Before 'secure': the handshake failed (a no-op once resolved).
-        secureSocket.once('close', () => reject(new Error('the TLS handshake on the data connection failed')));
+        acceptor.accept(raw, log, 'data').then(
+          (secure) => {
+            secure.on('error', () => undefined); // the transfer in progress reports it
+            if (this.ended) {
+              secure.destroy();
+              return reject(new Error('active mode ended'));
+            }
+            this.dataSocket = secure;
+            resolve(secure);
+          },
+          () => {
+            raw.destroy();
+            reject(new Error('the TLS handshake on the data connection failed'));
+          },
+        );
       });
     });
     this.ready.catch(() => undefined);

@@ -4,7 +4,7 @@ import { mkdir, realpath } from 'node:fs/promises';
 import { isIP, type Server as NetServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { FtpSrv } from 'ftp-srv';
 import type { CertStore } from '../core/certs.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -19,6 +19,7 @@ import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { bunyanAdapter } from './bunyan.ts';
 import { Bluebird } from './promise.ts';
 import { ActiveConnector, PassiveConnector, plainIp, sameIp, type DataConnector } from './connectors.ts';
+import { TlsAcceptor } from './tls.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
 import { DiskError, receive, SMALL_UPLOAD } from './receive.ts';
@@ -77,6 +78,10 @@ interface Session {
   queue: Promise<void>;
   /** Jail-relative source of a pending RNFR. */
   renameFrom?: string;
+  /** The session's TLS acceptor, after AUTH TLS: its data connections must resume its TLS session. */
+  tls?: TlsAcceptor;
+  /** EPSV ALL was sent (RFC 2428 §4): PORT, PASV and EPRT are refused from then on. */
+  epsvAll?: boolean;
 }
 
 /** After a quota cut, at most this much of the rest of an upload is read (and dropped) before the connection is reset. */
@@ -135,8 +140,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
 
   /** Read in start(), so a missing file is a start failure naming it (and startAll rolls back). */
   let tlsOptions: { cert: Buffer; key: Buffer } | undefined;
-  /** For FTPS data connections: made once, not per transfer (parsing the key costs milliseconds). */
-  let secureContext: SecureContext | undefined;
+  /** Makes the server side of TLS for one FTPS session (its control and data connections); set in start(). */
+  let newAcceptor: (() => TlsAcceptor) | undefined;
   const [pasvMin = 0, pasvMax = 0] = cfg.passive ? cfg.passive.ports.split('-').map(Number) : [];
   /** Passive listeners bind where the control listener does. */
   const listenHost = parseListen(cfg.listen)!.host;
@@ -306,9 +311,12 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     const start = conn.restByteCount ?? 0;
     conn.restByteCount = 0;
     const t0 = Date.now();
+    const unique = cmd.directive === 'STOU';
+    // A bare STOU names no file: one is made up in the working folder (RFC 1123 §4.1.2.9).
+    const arg = unique && !cmd.arg?.trim() ? fs.getUniqueName('upload') : cmd.arg;
     let up;
     try {
-      up = await fs.startUpload(cmd.arg, { append: cmd.directive === 'APPE', start, unique: cmd.directive === 'STOU' });
+      up = await fs.startUpload(arg, { append: cmd.directive === 'APPE', start, unique });
     } catch (err) {
       conn.connector.end();
       await replyError(s, err, cmd.directive);
@@ -326,7 +334,10 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await replyError(s, err, cmd.directive);
       return;
     }
-    const socket = await dataConnection(s, `Ready to receive ${up.clientPath}`, async () => {
+    // RFC 1123 §4.1.2.9: the reply to STOU names the file ("150 FILE: name"), relative to the working folder when in it.
+    const inCwd = path.posix.dirname(up.clientPath) === fs.currentDirectory();
+    const text = unique ? `FILE: ${inCwd ? path.posix.basename(up.clientPath) : up.clientPath}` : `Ready to receive ${up.clientPath}`;
+    const socket = await dataConnection(s, text, async () => {
       closeSync(fd);
       await fs.abortUpload(up, 0);
     });
@@ -458,6 +469,19 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           await conn.reply(213, timeVal(st.mtime));
           break;
         }
+        case 'MFMT': {
+          // draft-somers-ftp-mfxx §3: MFMT YYYYMMDDHHMMSS[.sss] path, in UTC; answered with the time set.
+          const m = /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:\.\d{1,3})?\s+(\S.*)$/.exec(cmd.arg ?? '');
+          const [y, mo, d, h, mi, sec] = (m?.slice(1, 7) ?? []).map(Number) as number[];
+          const when = m ? new Date(Date.UTC(y!, mo! - 1, d, h, mi, sec)) : undefined;
+          if (!m || !when || when.getUTCMonth() !== mo! - 1 || when.getUTCDate() !== d || when.getUTCHours() !== h || when.getUTCMinutes() !== mi || when.getUTCSeconds() !== sec) {
+            throw new FtpError(501, 'Syntax: MFMT YYYYMMDDHHMMSS path (UTC)');
+          }
+          const clientPath = await fs.setModified(m[7], when);
+          siteChanges?.changed(s.tenant!); // Last-Modified and the ETag follow the file time
+          await conn.reply(213, `Modify=${timeVal(when)}; ${clientPath}`);
+          break;
+        }
       }
     } catch (err) {
       if (cmd.directive === 'RNFR') s.renameFrom = undefined;
@@ -512,6 +536,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       'EPRT',
       'EPSV',
       'MDTM',
+      'MFMT',
       `MLST ${MLST_FACTS.map((f) => `${f === 'unix.mode' ? 'UNIX.mode' : f}${s.mlstFacts.has(f) ? '*' : ''};`).join('')}`,
       'PASV',
       'REST STREAM',
@@ -525,13 +550,28 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   /** PASV (RFC 959) and EPSV (RFC 2428): one data listener per session at a time. */
   async function passive(s: Session, cmd: Command): Promise<void> {
     const conn = s.conn;
+    if (cmd.directive === 'EPSV' && cmd.arg?.trim()) {
+      // RFC 2428 §3: EPSV <net-prt> asks for a protocol; only the control connection's own is offered.
+      const arg = cmd.arg.trim().toUpperCase();
+      const own = isIP(plainIp(conn.commandSocket.localAddress)) === 6 ? '2' : '1';
+      if (arg === 'ALL') {
+        s.epsvAll = true;
+        await conn.reply(200, 'EPSV ALL ok: PORT, PASV and EPRT are refused from now on');
+        return;
+      }
+      if (arg !== own) {
+        await conn.reply(522, `Network protocol not supported, use (${own})`);
+        return;
+      }
+    }
+    if (cmd.directive === 'PASV' && (await refusedAfterEpsvAll(s, cmd))) return;
     const addr = plainIp(cfg.passive?.address ?? conn.commandSocket.localAddress);
     if (cmd.directive === 'PASV' && isIP(addr) !== 4) {
       await conn.reply(425, 'PASV needs an IPv4 address; use EPSV');
       return;
     }
     conn.connector.end();
-    const connector = new PassiveConnector(conn, { host: listenHost, range: [pasvMin, pasvMax], secureContext, log: s.log });
+    const connector = new PassiveConnector(conn, { host: listenHost, range: [pasvMin, pasvMax], tls: s.tls, log: s.log });
     conn.connector = connector;
     let port: number;
     try {
@@ -545,10 +585,23 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     else await conn.reply(229, `Entering Extended Passive Mode (|||${port}|)`);
   }
 
+  /** After EPSV ALL (RFC 2428 §4) every other way of setting up a data connection is refused. */
+  async function refusedAfterEpsvAll(s: Session, cmd: Command): Promise<boolean> {
+    if (!s.epsvAll) return false;
+    s.log.info({ why: 'EPSV ALL', command: cmd.directive }, 'ftp command refused');
+    await s.conn.reply(503, `EPSV ALL is in effect: ${cmd.directive} refused; use EPSV`);
+    return true;
+  }
+
   /** PORT/EPRT: only toward the client's own address and an unprivileged port (FTP bounce, CVE-2020-15152 class). */
   async function active(s: Session, cmd: Command): Promise<void> {
     const conn = s.conn;
+    if (await refusedAfterEpsvAll(s, cmd)) return;
     const t = activeTarget(cmd.directive as 'PORT' | 'EPRT', cmd.arg);
+    if (!t && cmd.directive === 'EPRT' && /^(.)(\d+)\1/.test(cmd.arg?.trim() ?? '') && !/^.[12]\D/.test(cmd.arg!.trim())) {
+      await conn.reply(522, 'Network protocol not supported, use (1,2)'); // RFC 2428 §2
+      return;
+    }
     if (!t) {
       await conn.reply(501, `Syntax error in ${cmd.directive} argument`);
       return;
@@ -559,7 +612,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     conn.connector.end();
-    conn.connector = new ActiveConnector(conn, t.host, t.port, secureContext);
+    conn.connector = new ActiveConnector(conn, t.host, t.port, s.tls, s.log);
     await conn.reply(200, `${cmd.directive} command successful`);
   }
 
@@ -664,7 +717,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     ['LIST', checkedTransfer],
     ['NLST', checkedTransfer],
     ['RETR', retrieve],
-    ...['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM'].map((d) => [d, fileCommand] as const),
+    ...['CWD', 'XCWD', 'CDUP', 'XCUP', 'MKD', 'XMKD', 'RMD', 'XRMD', 'DELE', 'RNFR', 'RNTO', 'SIZE', 'MDTM', 'MFMT'].map((d) => [d, fileCommand] as const),
   ]);
 
   async function handleLine(s: Session, line: string): Promise<void> {
@@ -694,14 +747,38 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         conn.connector.end();
         await conn.reply(225, 'No transfer to abort');
         return;
-      case 'SITE':
+      case 'SITE': {
+        const chmod = /^CHMOD\s+[0-7]{3,4}\s+(\S.*)$/i.exec(cmd.arg ?? '');
+        if (chmod) {
+          // Upload tools (lftp mirror -R, FileZilla) send it after each file and fail the run on an
+          // error. Modes are the suite's to set: the file must exist in the jail, and nothing changes.
+          if (!conn.authenticated || !s.fs) {
+            await conn.reply(530, 'Please log in with USER and PASS first');
+            return;
+          }
+          try {
+            const st = await s.fs.get(chmod[1]);
+            await conn.reply(200, `SITE CHMOD: ${st.name} keeps the modes the host sets; nothing changed`);
+          } catch (err) {
+            await replyError(s, err, 'SITE CHMOD');
+          }
+          return;
+        }
         s.log.info({ why: 'SITE' }, 'ftp command refused');
         await conn.reply(502, 'SITE commands are not available');
         return;
+      }
       case 'FEAT':
         await feat(s);
         return;
-      case 'OPTS':
+      case 'OPTS': {
+        // RFC 2640 §3.1 (and what clients send before USER): UTF-8 is the only encoding spoken.
+        const utf8 = /^UTF-?8(?:\s+(ON|OFF))?\s*$/i.exec(cmd.arg ?? '');
+        if (utf8) {
+          if ((utf8[1] ?? 'ON').toUpperCase() === 'ON') await conn.reply(200, 'UTF-8 is always on');
+          else await conn.reply(504, 'UTF-8 cannot be turned off');
+          return;
+        }
         if (/^MLST\b/i.test(cmd.arg ?? '')) {
           const wanted = (cmd.arg ?? '').slice(4).trim().toLowerCase().split(';').filter(Boolean);
           s.mlstFacts = new Set(MLST_FACTS.filter((f) => wanted.includes(f)));
@@ -710,6 +787,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         }
         await conn.commands.handle(cmd);
         return;
+      }
       default: {
         const own = OWN.get(cmd.directive);
         if (own) {
@@ -852,9 +930,28 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       // have set it flowing, and with no 'data' listener left the ClientHello would be lost.
       socket.pause();
       await new Promise<void>((resolve, reject) => socket.write('234 Ready for TLS\r\n', (err) => (err ? reject(err) : resolve())));
-      const secure = new TLSSocket(socket, { isServer: true, secureContext });
+      let secure: TLSSocket;
+      try {
+        s.tls = newAcceptor!();
+        secure = await s.tls.accept(socket, s.log, 'control');
+      } catch (err) {
+        s.log.info({ err: (err as Error).message }, 'ftp TLS handshake failed; connection closed');
+        socket.destroy();
+        return;
+      }
       // ftp-srv's connection listens on the TCP socket: what happens to the TLS one is told there.
-      for (const event of ['timeout', 'end', 'close', 'drain', 'error']) secure.on(event, (...args: unknown[]) => socket.emit(event, ...args));
+      for (const event of ['timeout', 'end', 'close', 'drain']) secure.on(event, (...args: unknown[]) => socket.emit(event, ...args));
+      // Node passes the TCP socket's errors on to the TLS socket: passed back once, not in a loop.
+      let passing = false;
+      secure.on('error', (err: Error) => {
+        if (passing) return;
+        passing = true;
+        try {
+          socket.emit('error', err);
+        } finally {
+          passing = false;
+        }
+      });
       secure.on('data', onData);
       reader = secure;
       tlsPending = false;
@@ -917,7 +1014,20 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           }
         }
       }
-      if (tlsOptions) secureContext = createSecureContext({ ...tlsOptions, minVersion: 'TLSv1.2' });
+      if (tlsOptions) {
+        // RFC 4217 clients send SNI: the certificate is chosen by name from the store HTTPS uses. A name the
+        // store only answers with its default gets the certificate of ftp.tls when one is named there.
+        const ownFiles = Boolean(cfg.tls?.cert && cfg.tls.key);
+        const store = certs;
+        const sni = store
+          ? (name: string) => {
+              const ctx = store.contextFor(name, current);
+              return ownFiles && ctx === store.contextFor(undefined, current) ? undefined : ctx;
+            }
+          : undefined;
+        const pair = tlsOptions;
+        newAcceptor = () => new TlsAcceptor(pair, sni);
+      }
       const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
       const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
       ftp = new FtpSrv({

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { close, constants, createReadStream, lstatSync, openSync, renameSync, statSync, type ReadStream, type Stats } from 'node:fs';
-import { copyFile, lstat, mkdir, readdir, readlink, realpath, rename, rmdir, stat, truncate, unlink } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, readdir, readlink, realpath, rename, rmdir, stat, truncate, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../core/log.ts';
 import { isInside, resolveInJailSync, splitSegments } from '../lib/jail.ts';
@@ -246,6 +246,13 @@ export class JailFileSystem {
     if (b.lstat?.isDirectory()) throw new FtpError(550, `${b.clientPath}: a folder of that name exists`);
     await rename(a.full, b.full);
     if (b.lstat?.isFile() && b.full !== a.full) this.usage.used = Math.max(0, this.usage.used - b.lstat.size);
+  }
+
+  /** MFMT: sets the modification time of an existing file or folder (its access time kept); returns its client path. */
+  async setModified(arg: string | null | undefined, when: Date): Promise<string> {
+    const { real, clientPath } = await this.existing(arg);
+    await utimes(real, statSync(real).atime, when);
+    return clientPath;
   }
 
   chmod(): never {

@@ -1,8 +1,9 @@
 import type { Client } from 'basic-ftp';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { connect as connectTls } from 'node:tls';
+import { connect as connectTls, type TLSSocket } from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -72,7 +73,7 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
     // curl 7.88's active FTPS is broken on its own side (it fails against vsftpd too), so the client is written out here.
     const raw = await rawSession(t.ftp!);
     expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
-    await raw.startTls();
+    const control = await raw.startTls();
     await raw.send('USER sue@s.test');
     expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
     await raw.send('PBSZ 0');
@@ -82,13 +83,108 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
     const accepted = new Promise<Socket>((r) => listener.once('connection', r));
     expect(await raw.send(`EPRT |1|127.0.0.1|${(listener.address() as AddressInfo).port}|`)).toMatch(/^200 /);
     expect(await raw.send('STOR active.html')).toMatch(/^150 /);
-    const data = connectTls({ socket: await accepted, rejectUnauthorized: false });
+    const data = connectTls({ socket: await accepted, rejectUnauthorized: false, session: control.getSession() });
     await new Promise((r) => data.once('secureConnect', r));
     data.end('active over TLS');
     expect(await raw.read()).toMatch(/^226 /);
     raw.close();
     listener.close();
     expect(readFileSync(path.join(t.sitesDir, 's.test', 'active.html'), 'utf8')).toBe('active over TLS');
+  });
+});
+
+describe('FTPS passive data connections belong to their session', () => {
+  it("a stranger from the client's own address who connects first to the PASV port is refused; the session's own transfer works", async () => {
+    const raw = await rawSession(t.ftp!);
+    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
+    const control = await raw.startTls();
+    await raw.send('USER sue@s.test');
+    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+    await raw.send('PBSZ 0');
+    expect(await raw.send('PROT P')).toMatch(/^200 /);
+    const port = Number(/\(\|\|\|(\d+)\|\)/.exec(await raw.send('EPSV'))![1]);
+    // The stranger: same address, its own TLS session (it cannot resume the control connection's).
+    const stranger = connectTls({ host: '127.0.0.1', port, rejectUnauthorized: false });
+    stranger.on('error', () => undefined);
+    const strangerEnd = await Promise.race([
+      new Promise<string>((r) => stranger.once('close', () => r('closed'))),
+      new Promise<string>((r) => setTimeout(() => r('still open'), 3_000)),
+    ]);
+    expect(strangerEnd).toBe('closed');
+    expect(await raw.send('STOR owner.html')).toMatch(/^150 /);
+    // The client resumes its control connection's TLS session, as curl, lftp, FileZilla and basic-ftp do.
+    const data = connectTls({ host: '127.0.0.1', port, rejectUnauthorized: false, session: control.getSession() });
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('secureConnect', r));
+    data.end('the owner’s upload');
+    expect(await raw.read()).toMatch(/^226 /);
+    raw.close();
+    expect(readFileSync(path.join(t.sitesDir, 's.test', 'owner.html'), 'utf8')).toBe('the owner’s upload');
+    expect(t.logs().some((l) => l.msg === 'ftp data connection refused: it did not resume the TLS session of its control connection')).toBe(true);
+  });
+});
+
+describe('FTPS with real clients (their data connections resume the control session)', () => {
+  const run = promisify(execFile);
+  it('curl uploads and lists over FTPS', async () => {
+    const file = path.join(certDir, 'curl.html');
+    writeFileSync(file, 'from curl over TLS');
+    await run('curl', ['-sS', '--ssl-reqd', '-k', '--max-time', '15', '--user', `sue@s.test:${PASS}`, '-T', file, `${t.ftp}/curl.html`]);
+    expect(readFileSync(path.join(t.sitesDir, 's.test', 'curl.html'), 'utf8')).toBe('from curl over TLS');
+    const { stdout } = await run('curl', ['-sS', '--ssl-reqd', '-k', '--max-time', '15', '--user', `sue@s.test:${PASS}`, '-l', `${t.ftp}/`]);
+    expect(stdout).toContain('curl.html');
+  });
+
+  it('lftp uploads and lists over FTPS', async () => {
+    const file = path.join(certDir, 'lftp.html');
+    writeFileSync(file, 'from lftp over TLS');
+    const settings = 'set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate no; set net:max-retries 1; set net:timeout 10; set cmd:fail-exit yes;';
+    const { stdout } = await run('lftp', ['-u', `sue@s.test,${PASS}`, '-e', `${settings} put ${file} -o /lftp.html; cls -1 /; bye`, t.ftp!], { timeout: 30_000 });
+    expect(stdout).toContain('lftp.html');
+    expect(readFileSync(path.join(t.sitesDir, 's.test', 'lftp.html'), 'utf8')).toBe('from lftp over TLS');
+  });
+});
+
+describe('FTPS refuses TLS renegotiation (TLS 1.2; TLS 1.3 has none)', () => {
+  /** Renegotiates `socket`; resolves with what came first: the renegotiation's end, or the connection's close. */
+  function renegotiate(socket: TLSSocket): Promise<'renegotiated' | 'refused' | 'closed'> {
+    return new Promise((resolve) => {
+      socket.once('close', () => resolve('closed'));
+      const started = socket.renegotiate({ rejectUnauthorized: false }, (err) => resolve(err ? 'refused' : 'renegotiated'));
+      if (!started) resolve('refused');
+    });
+  }
+
+  it('on the control connection: the session is closed and the refusal logged', async () => {
+    const raw = await rawSession(t.ftp!);
+    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
+    const secure = await raw.startTls({ maxVersion: 'TLSv1.2' });
+    expect(await raw.send('USER sue@s.test')).toMatch(/^331 /);
+    expect(await renegotiate(secure)).not.toBe('renegotiated');
+    await raw.closed;
+    expect(t.logs().some((l) => l.msg === 'ftp TLS renegotiation refused; connection closed' && l.on === 'control')).toBe(true);
+  });
+
+  it('on a data connection: the transfer is cut (426), nothing stored, and the session goes on', async () => {
+    const raw = await rawSession(t.ftp!);
+    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
+    const control = await raw.startTls({ maxVersion: 'TLSv1.2' });
+    await raw.send('USER sue@s.test');
+    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+    await raw.send('PBSZ 0');
+    expect(await raw.send('PROT P')).toMatch(/^200 /);
+    const port = Number(/\(\|\|\|(\d+)\|\)/.exec(await raw.send('EPSV'))![1]);
+    expect(await raw.send('STOR reneg.html')).toMatch(/^150 /);
+    const data = connectTls({ host: '127.0.0.1', port, rejectUnauthorized: false, maxVersion: 'TLSv1.2', session: control.getSession() });
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('secureConnect', r));
+    data.write('part one');
+    expect(await renegotiate(data)).not.toBe('renegotiated');
+    expect(await raw.read()).toMatch(/^426 /);
+    expect(await raw.send('NOOP')).toMatch(/^200 /);
+    raw.close();
+    expect(existsSync(path.join(t.sitesDir, 's.test', 'reneg.html'))).toBe(false);
+    expect(t.logs().some((l) => l.msg === 'ftp TLS renegotiation refused; connection closed' && l.on === 'data')).toBe(true);
   });
 });
 

@@ -57,7 +57,8 @@ export async function rawSession(url: string): Promise<{
   greeting: string;
   send(line: string | Buffer): Promise<string>;
   read(): Promise<string>;
-  startTls(): Promise<void>;
+  /** Starts TLS on the control connection (`options` for the client side, e.g. `maxVersion`); resolves with its socket. */
+  startTls(options?: import('node:tls').ConnectionOptions): Promise<import('node:tls').TLSSocket>;
   close(): void;
   closed: Promise<void>;
 }> {
@@ -100,13 +101,14 @@ export async function rawSession(url: string): Promise<{
       return p;
     },
     read: next,
-    async startTls() {
+    async startTls(options) {
       sock.off('data', onData);
-      const secure = tls.connect({ socket: sock, rejectUnauthorized: false });
+      const secure = tls.connect({ socket: sock, rejectUnauthorized: false, ...options });
       secure.on('error', () => undefined);
       await new Promise((r) => secure.once('secureConnect', r));
       secure.on('data', onData);
       sock = secure;
+      return secure;
     },
     close: () => sock.destroy(),
     closed,
