@@ -112,6 +112,13 @@ export function createMailService(deps: MailDeps): MailService {
     settings: smtp.queue,
     now: deps.now,
     bouncesPerDomainPerHour: smtp.bouncesPerDomainPerHour,
+    // Form mail: its outcome goes to the form log (`makewaves forms`), where the customer reads it;
+    // a bounce mailed to forms@<domain> would reach nobody.
+    onMessageOutcome: (o) => {
+      const recorded = deps.state.forms.recordOutcome(o.id, o.status, o.reply);
+      if (recorded && o.status === 'bounced') log.info({ qid: o.id, reply: o.reply }, 'bounce recorded in the form log instead of mailed');
+      return recorded && o.status === 'bounced';
+    },
   });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
