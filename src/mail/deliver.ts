@@ -1,7 +1,7 @@
 import { promises as dnsPromises } from 'node:dns';
 import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import { SmtpPool, SmtpSession, type SentInfo, type SmtpError } from './smtp-client.ts';
+import { SmtpPool, SmtpSession, type MailParams, type SentInfo, type SmtpError } from './smtp-client.ts';
 
 /** One delivery attempt of one queued message to some of its recipients. */
 export interface DeliveryRequest {
@@ -9,6 +9,8 @@ export interface DeliveryRequest {
   /** Envelope sender ("" = null sender). */
   sender: string;
   recipients: readonly string[];
+  /** MAIL FROM parameters to pass on; absent: none. */
+  params?: MailParams;
   /** Opens the message (headers and body, CRLF) from the spool; called once per connection tried. */
   open(): Readable;
 }
@@ -93,7 +95,7 @@ export class RelayDeliverer implements Deliverer {
 
   async deliver(req: DeliveryRequest): Promise<RecipientOutcome[]> {
     try {
-      const info = await this.pool.send(req.sender, req.recipients, () => req.open());
+      const info = await this.pool.send(req.sender, req.recipients, () => req.open(), req.params);
       return outcomes(req.recipients, this.via, { info });
     } catch (err) {
       return outcomes(req.recipients, this.via, { err: err as SmtpError });
@@ -241,7 +243,7 @@ export class MxDeliverer implements Deliverer {
             tls: { servername: isIP(host) ? undefined : host, rejectUnauthorized: false },
             connectTimeout: this.o.connectTimeout ?? 30_000,
           });
-          const info = await session.send(req.sender, rcpts, req.open());
+          const info = await session.send(req.sender, rcpts, req.open(), req.params);
           return outcomes(rcpts, via, { info });
         } catch (err) {
           last = outcomes(rcpts, via, { err: err as SmtpError });

@@ -66,6 +66,11 @@ export interface Incoming {
   prefix?: Buffer;
   body: AsyncIterable<Buffer> | Buffer;
   abort?: () => boolean;
+  /** BODY=8BITMIME was given (RFC 6152): passed on. */
+  eightBit?: boolean;
+  /** SMTPUTF8 was given (RFC 6531): passed on; `needsUtf8` (asked once the body is in) says whether the message needs it. */
+  smtputf8?: boolean;
+  needsUtf8?: () => boolean;
   /**
    * Milliseconds the caller waits for the first delivery attempt (an SMTP
    * sender still in its session). When every recipient is refused
@@ -152,11 +157,22 @@ export class MailQueue implements MailSubmitter {
   async enqueue(m: Incoming): Promise<Enqueued> {
     const createdAt = this.now();
     const id = m.id ?? newQueueId(createdAt);
-    const env: SpoolEnvelope = { v: 1, id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, recipients: m.recipients };
+    const env: SpoolEnvelope = {
+      v: 1,
+      id,
+      createdAt,
+      sender: m.sender,
+      returnPath: m.returnPath,
+      tenant: m.tenant,
+      recipients: m.recipients,
+      ...(m.eightBit ? { eightBit: true } : {}),
+      ...(m.smtputf8 ? { smtputf8: 2 as const } : {}),
+    };
     // The spool claims the file for this id (onStored) before it resolves.
     const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
     try {
-      const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients };
+      const smtputf8 = m.smtputf8 ? (m.needsUtf8?.() === false ? 1 : 2) : 0;
+      const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients, eightBit: m.eightBit, smtputf8 } as const;
       await this.batched(() => this.d.store.add(row));
     } catch (err) {
       // Not acknowledged: the message must not come back from the spool on the next start.
@@ -419,6 +435,7 @@ export class MailQueue implements MailSubmitter {
         id,
         sender: msg.sender,
         recipients: pending.map((r) => r.rcpt),
+        params: { eightBit: msg.eightBit, smtputf8: msg.smtputf8 },
         open: () => {
           const held = this.cache.get(id);
           return held ? Readable.from([held]) : this.d.spool.read(msg.file, msg.offset, msg.size);
