@@ -1,7 +1,7 @@
 import { promises as dnsPromises } from 'node:dns';
 import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import { SmtpPool, SmtpSession, type SentInfo, type SmtpError } from './smtp-client.ts';
+import { SmtpPool, SmtpSession, type MailParams, type SentInfo, type SmtpError } from './smtp-client.ts';
 
 /** One delivery attempt of one queued message to some of its recipients. */
 export interface DeliveryRequest {
@@ -9,6 +9,8 @@ export interface DeliveryRequest {
   /** Envelope sender ("" = null sender). */
   sender: string;
   recipients: readonly string[];
+  /** MAIL FROM parameters to pass on; absent: none. */
+  params?: MailParams;
   /** Opens the message (headers and body, CRLF) from the spool; called once per connection tried. */
   open(): Readable;
 }
@@ -93,7 +95,7 @@ export class RelayDeliverer implements Deliverer {
 
   async deliver(req: DeliveryRequest): Promise<RecipientOutcome[]> {
     try {
-      const info = await this.pool.send(req.sender, req.recipients, () => req.open());
+      const info = await this.pool.send(req.sender, req.recipients, () => req.open(), req.params);
       return outcomes(req.recipients, this.via, { info });
     } catch (err) {
       return outcomes(req.recipients, this.via, { err: err as SmtpError });
@@ -110,6 +112,24 @@ export interface MxResolver {
   resolveMx(domain: string): Promise<Array<{ exchange: string; priority: number }>>;
   resolve4(host: string): Promise<string[]>;
   resolve6(host: string): Promise<string[]>;
+  /** NS records; asked for the root zone to tell a real NXDOMAIN from a resolver cut off from the DNS. Absent: every NXDOMAIN is believed. */
+  resolveNs?(name: string): Promise<string[]>;
+}
+
+/** What a failed DNS lookup means, in words for `makewaves queue` and the logs. */
+export function dnsTrouble(code: string | undefined): string {
+  switch (code) {
+    case 'ESERVFAIL':
+      return 'the DNS server answered SERVFAIL';
+    case 'ETIMEOUT':
+      return 'no answer from the DNS server (timeout)';
+    case 'ECONNREFUSED':
+      return 'the DNS server could not be reached (connection refused)';
+    case 'EREFUSED':
+      return 'the DNS server refused the query';
+    default:
+      return `DNS lookup failed (${code ?? 'error'})`;
+  }
 }
 
 export interface MxOptions {
@@ -132,6 +152,8 @@ type Hosts = { ok: true; hosts: string[] } | { ok: false; permanent: boolean; re
  */
 export class MxDeliverer implements Deliverer {
   private readonly resolver: MxResolver;
+  /** The root-zone question under way, shared by the NXDOMAINs that arrive meanwhile. */
+  private root: Promise<boolean> | undefined;
 
   constructor(private readonly o: MxOptions) {
     this.resolver = o.resolver ?? dnsPromises;
@@ -158,8 +180,13 @@ export class MxDeliverer implements Deliverer {
       const code = (err as NodeJS.ErrnoException).code;
       // RFC 5321 §5.1: no MX records → the domain itself is the implicit MX.
       if (code === 'ENODATA') return { ok: true, hosts: [domain] };
-      if (code === 'ENOTFOUND') return { ok: false, permanent: true, reply: `550 5.1.2 ${domain}: no such domain` };
-      return { ok: false, permanent: false, reply: `451 4.4.3 ${domain}: MX lookup failed (${code ?? 'error'})` };
+      if (code === 'ENOTFOUND') {
+        // NXDOMAIN is permanent only from a resolver that sees the DNS: one
+        // without network access (or a captive one) may deny every name.
+        if (await this.seesRoot()) return { ok: false, permanent: true, reply: `550 5.1.2 ${domain}: no such domain` };
+        return { ok: false, permanent: false, reply: `451 4.4.3 ${domain}: the DNS server says no such domain but does not find the root zone either (no network?); will retry` };
+      }
+      return { ok: false, permanent: false, reply: `451 4.4.3 ${domain}: MX lookup failed: ${dnsTrouble(code)}` };
     }
     if (records.length === 0) return { ok: true, hosts: [domain] };
     // RFC 7505: a single MX of "." says the domain accepts no mail.
@@ -171,10 +198,28 @@ export class MxDeliverer implements Deliverer {
     return { ok: true, hosts: shuffled.map((r) => r.exchange.replace(/\.$/, '')) };
   }
 
-  private async addresses(host: string): Promise<string[]> {
-    if (isIP(host)) return [host];
+  /**
+   * True when the resolver answers NS for the root zone. Asked at each
+   * NXDOMAIN (they are rare; one question more each), never remembered:
+   * the network may have gone since.
+   */
+  private seesRoot(): Promise<boolean> {
+    const ask = this.resolver.resolveNs?.bind(this.resolver);
+    if (!ask) return Promise.resolve(true);
+    this.root ??= ask('.')
+      .then((ns) => ns.length > 0, () => false)
+      .finally(() => (this.root = undefined));
+    return this.root;
+  }
+
+  /** The host's addresses, and why there are none when a lookup failed for a reason other than "none". */
+  private async addresses(host: string): Promise<{ ips: string[]; trouble?: string }> {
+    if (isIP(host)) return { ips: [host] };
     const [v4, v6] = await Promise.allSettled([this.resolver.resolve4(host), this.resolver.resolve6(host)]);
-    return [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
+    const ips = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
+    const codes = [v4, v6].flatMap((r) => (r.status === 'rejected' ? [(r.reason as NodeJS.ErrnoException).code] : []));
+    const odd = codes.find((c) => c !== 'ENODATA' && c !== 'ENOTFOUND');
+    return { ips, trouble: odd ? dnsTrouble(odd) : undefined };
   }
 
   private async deliverDomain(req: DeliveryRequest, domain: string, rcpts: string[]): Promise<RecipientOutcome[]> {
@@ -182,7 +227,11 @@ export class MxDeliverer implements Deliverer {
     if (!mx.ok) return rcpts.map((rcpt) => ({ rcpt, status: mx.permanent ? 'perm' : 'temp', reply: mx.reply, via: domain }));
     let last: RecipientOutcome[] = rcpts.map((rcpt) => ({ rcpt, status: 'temp', reply: `451 4.4.4 ${domain}: no MX host has an address`, via: domain }));
     for (const host of mx.hosts) {
-      for (const ip of await this.addresses(host)) {
+      const { ips, trouble } = await this.addresses(host);
+      if (ips.length === 0 && trouble) {
+        last = rcpts.map((rcpt) => ({ rcpt, status: 'temp', reply: `451 4.4.3 ${host}: address lookup failed: ${trouble}`, via: host }));
+      }
+      for (const ip of ips) {
         const via = `${host}[${ip}]`;
         let session: SmtpSession | undefined;
         try {
@@ -194,7 +243,7 @@ export class MxDeliverer implements Deliverer {
             tls: { servername: isIP(host) ? undefined : host, rejectUnauthorized: false },
             connectTimeout: this.o.connectTimeout ?? 30_000,
           });
-          const info = await session.send(req.sender, rcpts, req.open());
+          const info = await session.send(req.sender, rcpts, req.open(), req.params);
           return outcomes(rcpts, via, { info });
         } catch (err) {
           last = outcomes(rcpts, via, { err: err as SmtpError });

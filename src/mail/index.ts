@@ -1,3 +1,4 @@
+import { promises as dnsPromises } from 'node:dns';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { SecureContext } from 'node:tls';
@@ -40,6 +41,14 @@ export interface MailService {
   /** The durable queue, for form handlers and lists (wired by main.ts). */
   submitter: MailSubmitter;
   queue: MailQueue;
+}
+
+/** A resolver asking `dns.servers` (one try each, `dns.timeout` seconds), or undefined for the system's. */
+function configuredResolver(dns: { servers: string[]; timeout: number } | undefined): MxResolver | undefined {
+  if (!dns) return undefined;
+  const r = new dnsPromises.Resolver({ timeout: Math.round(dns.timeout * 1000), tries: 2 });
+  r.setServers(dns.servers);
+  return r;
 }
 
 /** An error smtp-server turns into a reply: `responseCode` plus a text that starts with the enhanced status code. */
@@ -94,7 +103,7 @@ export function createMailService(deps: MailDeps): MailService {
   const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now, smtp.srsMaxAgeDays);
   const deliverer: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
-    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver });
+    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? configuredResolver(smtp.dns) });
   const deliveries = deps.metrics?.counter('makewaves_mail_deliveries_total', 'Delivery attempts to one recipient, by result (sent, temp, perm).', ['result']);
   const store = deps.state.mailQueue;
   deps.metrics?.gauge('makewaves_mail_queue_messages', 'Messages in the outbound queue.', () => store.count());
@@ -112,6 +121,13 @@ export function createMailService(deps: MailDeps): MailService {
     settings: smtp.queue,
     now: deps.now,
     bouncesPerDomainPerHour: smtp.bouncesPerDomainPerHour,
+    // Form mail: its outcome goes to the form log (`makewaves forms`), where the customer reads it;
+    // a bounce mailed to forms@<domain> would reach nobody.
+    onMessageOutcome: (o) => {
+      const recorded = deps.state.forms.recordOutcome(o.id, o.status, o.reply);
+      if (recorded && o.status === 'bounced') log.info({ qid: o.id, reply: o.reply }, 'bounce recorded in the form log instead of mailed');
+      return recorded && o.status === 'bounced';
+    },
   });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
@@ -173,13 +189,22 @@ export function createMailService(deps: MailDeps): MailService {
     onMailFrom(address, session, done) {
       const s = sessions.get(session.id)!;
       s.routes.clear();
-      s.log.debug({ from: address.address }, 'MAIL FROM');
+      s.log.debug({ from: address.address, args: address.args }, 'MAIL FROM');
+      if (NON_ASCII.test(address.address) && !asksUtf8(address.args)) {
+        s.log.info({ from: address.address }, 'MAIL refused: a UTF-8 address without SMTPUTF8');
+        return done(reply(553, '5.6.7 A UTF-8 address needs the SMTPUTF8 parameter (RFC 6531)'));
+      }
       done();
     },
 
     onRcptTo(address, session, done) {
       const s = sessions.get(session.id)!;
       const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      const utf8 = session.envelope.smtpUtf8 || (session.envelope.mailFrom && asksUtf8(session.envelope.mailFrom.args));
+      if (NON_ASCII.test(address.address) && !utf8) {
+        s.log.info({ rcpt: address.address, from }, 'RCPT refused: a UTF-8 address without SMTPUTF8');
+        return done(reply(553, '5.6.7 A UTF-8 address needs the SMTPUTF8 parameter (RFC 6531)'));
+      }
       const decided = routeRecipient(s.registry, srs, address.address, from);
       if (!decided.ok) {
         s.log.info({ rcpt: address.address, from, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
@@ -241,7 +266,7 @@ export function createMailService(deps: MailDeps): MailService {
     const prefix = receivedHeader(session, hostname, id, only);
     const scan = new MessageScan();
     try {
-      if (lists.length > 0) return await acceptForLists(s, stream, scan, { id, from, tenant, recipients, prefix, lists });
+      if (lists.length > 0) return await acceptForLists(s, stream, scan, { id, from, tenant, recipients, prefix, lists, params: mailParams(session, from, recipients, scan) });
       const { size, refused } = await queue.enqueue({
         id,
         // SRS: forwarded mail leaves with our domain in its envelope sender, so SPF passes at the target.
@@ -253,6 +278,7 @@ export function createMailService(deps: MailDeps): MailService {
         body: scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan),
         // Refused, not cut or wrapped: a forwarder must not alter what may be signed (DKIM).
         abort: () => stream.sizeExceeded || scan.tooLong,
+        ...mailParams(session, from, recipients, scan),
         // Every recipient here is forwarded: the next hop is asked while the sender waits (see nextHopRefusal).
         waitMs: smtp!.waitForNextHop * 1000,
       });
@@ -294,7 +320,15 @@ export function createMailService(deps: MailDeps): MailService {
     s: SessionState,
     stream: SMTPServerDataStream,
     scan: MessageScan,
-    m: { id: string; from: string; tenant: string | undefined; recipients: Array<{ rcpt: string; origRcpt: string }>; prefix: Buffer; lists: Array<ListTarget & { rcpt: string }> },
+    m: {
+      id: string;
+      from: string;
+      tenant: string | undefined;
+      recipients: Array<{ rcpt: string; origRcpt: string }>;
+      prefix: Buffer;
+      lists: Array<ListTarget & { rcpt: string }>;
+      params: ReturnType<typeof mailParams>;
+    },
   ): Promise<string> {
     const chunks: Buffer[] = [m.prefix];
     for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
@@ -304,7 +338,7 @@ export function createMailService(deps: MailDeps): MailService {
     if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
     const raw = Buffer.concat(chunks);
     if (m.recipients.length > 0) {
-      await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: raw });
+      await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: raw, ...m.params });
     }
     for (const l of m.lists) {
       const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw };
@@ -373,6 +407,26 @@ export function nextHopRefusal(remote: string): Error & { responseCode: number }
   const status = m?.[2] ?? '5.0.0';
   const text = (m ? m[3]! : remote).replace(/[^\x20-\x7e]+/g, ' ').trim().slice(0, 200);
   return reply(code, `${status} Delivery refused by the next hop: ${text || 'no reason given'}`);
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
+function asksUtf8(args: unknown): boolean {
+  return typeof args === 'object' && args !== null && (args as { SMTPUTF8?: unknown }).SMTPUTF8 === true;
+}
+
+/**
+ * The MAIL FROM parameters to pass on: BODY=8BITMIME (RFC 6152) and
+ * SMTPUTF8 (RFC 6531), with whether the message needs the latter (UTF-8 in
+ * its envelope or header section), known once the body is in.
+ */
+function mailParams(session: SMTPServerSession, from: string, recipients: ReadonlyArray<{ rcpt: string }>, scan: MessageScan) {
+  const env = session.envelope as SMTPServerSession['envelope'] & { bodyType?: string; smtpUtf8?: boolean };
+  return {
+    eightBit: env.bodyType === '8bitmime',
+    smtputf8: env.smtpUtf8 === true || asksUtf8(env.mailFrom ? env.mailFrom.args : undefined),
+    needsUtf8: () => scan.eightBitHeaders || NON_ASCII.test(from) || recipients.some((r) => NON_ASCII.test(r.rcpt)),
+  };
 }
 
 /** What stop() reads of smtp-server's connections to tell an idle session from one in a transaction. */

@@ -44,6 +44,13 @@ export interface QueueDeps {
   now?: () => number;
   /** Told the outcome of every delivery attempt to one recipient (for metrics). */
   onOutcome?: (status: 'sent' | 'temp' | 'perm') => void;
+  /**
+   * Told what became of a message after each attempt that changed it: still
+   * `queued` (reply: the temporary failures), `delivered`, or `bounced`
+   * (reply: the permanent ones). True means its sender reads that outcome
+   * where it was recorded (the form log), so no bounce is mailed.
+   */
+  onMessageOutcome?: (o: { id: string; status: 'queued' | 'delivered' | 'bounced'; reply: string | null }) => boolean;
   /** Bounces sent to one domain per hour; more are logged and not sent (0: none at all). Default: no limit. */
   bouncesPerDomainPerHour?: number;
 }
@@ -59,6 +66,11 @@ export interface Incoming {
   prefix?: Buffer;
   body: AsyncIterable<Buffer> | Buffer;
   abort?: () => boolean;
+  /** BODY=8BITMIME was given (RFC 6152): passed on. */
+  eightBit?: boolean;
+  /** SMTPUTF8 was given (RFC 6531): passed on; `needsUtf8` (asked once the body is in) says whether the message needs it. */
+  smtputf8?: boolean;
+  needsUtf8?: () => boolean;
   /**
    * Milliseconds the caller waits for the first delivery attempt (an SMTP
    * sender still in its session). When every recipient is refused
@@ -145,11 +157,22 @@ export class MailQueue implements MailSubmitter {
   async enqueue(m: Incoming): Promise<Enqueued> {
     const createdAt = this.now();
     const id = m.id ?? newQueueId(createdAt);
-    const env: SpoolEnvelope = { v: 1, id, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, recipients: m.recipients };
+    const env: SpoolEnvelope = {
+      v: 1,
+      id,
+      createdAt,
+      sender: m.sender,
+      returnPath: m.returnPath,
+      tenant: m.tenant,
+      recipients: m.recipients,
+      ...(m.eightBit ? { eightBit: true } : {}),
+      ...(m.smtputf8 ? { smtputf8: 2 as const } : {}),
+    };
     // The spool claims the file for this id (onStored) before it resolves.
     const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
     try {
-      const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients };
+      const smtputf8 = m.smtputf8 ? (m.needsUtf8?.() === false ? 1 : 2) : 0;
+      const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients, eightBit: m.eightBit, smtputf8 } as const;
       await this.batched(() => this.d.store.add(row));
     } catch (err) {
       // Not acknowledged: the message must not come back from the spool on the next start.
@@ -412,6 +435,7 @@ export class MailQueue implements MailSubmitter {
         id,
         sender: msg.sender,
         recipients: pending.map((r) => r.rcpt),
+        params: { eightBit: msg.eightBit, smtputf8: msg.smtputf8 },
         open: () => {
           const held = this.cache.get(id);
           return held ? Readable.from([held]) : this.d.spool.read(msg.file, msg.offset, msg.size);
@@ -440,6 +464,7 @@ export class MailQueue implements MailSubmitter {
     const failed: FailedRecipient[] = [];
     const settle: Array<{ rcpt: string; status: 'sent' | 'failed' | 'pending'; reply: string }> = [];
     let lastTemp = '';
+    const temps: string[] = [];
     for (const r of results) {
       if (r.status === 'sent') {
         settle.push({ rcpt: r.rcpt, status: 'sent', reply: r.reply });
@@ -453,13 +478,15 @@ export class MailQueue implements MailSubmitter {
       } else {
         settle.push({ rcpt: r.rcpt, status: 'pending', reply: r.reply });
         lastTemp = r.reply;
+        temps.push(`${r.rcpt}: ${r.reply}`);
       }
     }
     // All delivered: one transaction takes the message out. Otherwise the
     // outcomes are recorded first, so a bounce is never followed by a
     // second delivery of what was already sent.
     if (failed.length > 0 || lastTemp) this.d.store.settle(id, settle);
-    if (failed.length > 0) await this.bounce(msg, failed);
+    const told = this.tellOutcome(id, failed, temps);
+    if (failed.length > 0 && !told) await this.bounce(msg, failed);
     const deleting = this.deleting.delete(id);
     if (lastTemp && !deleting) {
       this.d.store.defer(id, now + this.backoffMs(msg.attempts), lastTemp);
@@ -469,6 +496,20 @@ export class MailQueue implements MailSubmitter {
     await this.release(id, msg.file);
     this.log.info({ qid: id, deleted: deleting || undefined }, deleting ? 'message deleted from the queue by the operator' : 'message left the queue');
     return { delivered: failed.length === 0 && !deleting };
+  }
+
+  /** Reports an attempt's outcome to {@link QueueDeps.onMessageOutcome}; true when the sender learns of a bounce there. */
+  private tellOutcome(id: string, failed: FailedRecipient[], temps: string[]): boolean {
+    const tell = this.d.onMessageOutcome;
+    if (!tell) return false;
+    try {
+      if (failed.length > 0) return tell({ id, status: 'bounced', reply: failed.map((f) => `${f.rcpt}: ${f.diagnostic}`).join('; ') });
+      tell(temps.length > 0 ? { id, status: 'queued', reply: temps.join('; ') } : { id, status: 'delivered', reply: null });
+    } catch (err) {
+      // The delivery stands; only the record of it is missing (and a bounce is then mailed as usual).
+      this.log.error({ qid: id, err: (err as Error).message }, 'could not record the outcome of a message');
+    }
+    return false;
   }
 
   /** True when one more bounce to `domain` fits this hour's allowance (and counts it). */

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { ConnectionOptions } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 
@@ -16,6 +16,14 @@ export interface SmtpError extends Error {
 export interface SentInfo {
   response: string;
   rejectedErrors?: SmtpError[];
+}
+
+/** MAIL FROM parameters a message arrived with, to pass on. */
+export interface MailParams {
+  /** BODY=8BITMIME (RFC 6152), given when the next hop offers it. */
+  eightBit: boolean;
+  /** SMTPUTF8 (RFC 6531): 0 not asked; 1 asked, given when offered; 2 needed: a next hop without it refuses the message. */
+  smtputf8: 0 | 1 | 2;
 }
 
 export interface ClientOptions {
@@ -42,10 +50,27 @@ export class SmtpSession {
   /** Set once the session cannot carry another message. */
   broken = false;
 
+  /** Set for one transaction: add SMTPUTF8 to MAIL FROM even when the addresses are ASCII (the headers may not be). */
+  private forceUtf8 = false;
+
   private constructor(conn: SMTPConnection) {
     this.conn = conn;
     conn.on('error', () => (this.broken = true));
     conn.on('end', () => (this.broken = true));
+    // nodemailer adds SMTPUTF8 only for non-ASCII addresses; RFC 6531 §3.4
+    // asks for it whenever the message may carry UTF-8 (headers too). Its
+    // command writer is private; this file is the one that touches it.
+    const internals = conn as unknown as { _sendCommand(cmd: string): void };
+    const sendCommand = internals._sendCommand.bind(conn);
+    internals._sendCommand = (cmd: string) => {
+      if (this.forceUtf8 && /^MAIL FROM:/i.test(cmd) && !/ SMTPUTF8\b/i.test(cmd)) cmd += ' SMTPUTF8';
+      sendCommand(cmd);
+    };
+  }
+
+  /** The extensions the server announced in its EHLO reply (nodemailer keeps them privately). */
+  private offers(ext: string): boolean {
+    return ((this.conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions ?? []).includes(ext);
   }
 
   /** Connects, greets, upgrades to TLS when offered (or from the start), logs in if asked. */
@@ -85,9 +110,17 @@ export class SmtpSession {
   }
 
   /** One transaction. Rejects with nodemailer's error (responseCode, response, rejectedErrors). */
-  send(from: string, to: readonly string[], message: Readable | Buffer): Promise<SentInfo> {
+  send(from: string, to: readonly string[], message: Readable | Buffer, params?: MailParams): Promise<SentInfo> {
+    const utf8 = this.offers('SMTPUTF8');
+    if (params?.smtputf8 === 2 && !utf8) {
+      // RFC 6531 §3.4: never send UTF-8 to a server that did not agree to it; the message is refused, not downgraded.
+      if (message instanceof Readable) message.destroy();
+      const response = '553 5.6.7 The next hop does not support SMTPUTF8, which this message needs (RFC 6531 section 3.4)';
+      return Promise.reject(Object.assign(new Error(response), { code: 'EENVELOPE', responseCode: 553, response }));
+    }
+    this.forceUtf8 = (params?.smtputf8 ?? 0) > 0 && utf8;
     return new Promise((resolve, reject) => {
-      this.conn.send({ from, to: [...to] }, message, (err, info) => {
+      this.conn.send({ from, to: [...to], use8BitMime: params?.eightBit ?? false } as Parameters<SMTPConnection['send']>[0], message, (err, info) => {
         if (err) {
           this.broken = true;
           reject(err);
@@ -124,11 +157,11 @@ export class SmtpPool {
     private readonly max: number,
   ) {}
 
-  async send(from: string, to: readonly string[], message: () => Readable | Buffer): Promise<SentInfo> {
+  async send(from: string, to: readonly string[], message: () => Readable | Buffer, params?: MailParams): Promise<SentInfo> {
     for (let attempt = 0; ; attempt++) {
       const { session, reused } = await this.acquire();
       try {
-        const info = await session.send(from, to, message());
+        const info = await session.send(from, to, message(), params);
         this.release(session);
         return info;
       } catch (err) {

@@ -8,7 +8,7 @@ import { TrafficCounters, trafficMigrations } from './traffic.ts';
 export type { FormSubmission } from './forms.ts';
 export type { LoginRule, LoginLock } from './ftplogins.ts';
 export type { TrafficTotals } from './traffic.ts';
-export type { QueuedMessage, QueuedRecipient, NewQueuedMessage } from './queue.ts';
+export type { QueuedMessage, QueuedRecipient, NewQueuedMessage, Utf8Need } from './queue.ts';
 export type { ListMember, ListToken, HeldPost, InboxMail, MemberMode, ArchivedPost } from './lists.ts';
 export { FormLog, TrafficCounters, MailQueueStore, ListStore, FtpLoginLocks };
 export { hashToken } from './lists.ts';

@@ -36,7 +36,17 @@ export const queueMigrations: Migration[] = [
             PRIMARY KEY (queue_id, rcpt)
           ) WITHOUT ROWID;`,
   },
+  {
+    id: 'mail-2',
+    // MAIL FROM parameters passed on to the next hop: BODY=8BITMIME (RFC 6152) and
+    // SMTPUTF8 (RFC 6531: 0 not asked, 1 asked but the message is ASCII, 2 needed).
+    sql: `ALTER TABLE mail_queue ADD COLUMN body_8bit INTEGER NOT NULL DEFAULT 0;
+          ALTER TABLE mail_queue ADD COLUMN smtputf8 INTEGER NOT NULL DEFAULT 0;`,
+  },
 ];
+
+/** SMTPUTF8 of a queued message: 0 not asked for, 1 asked for but the message needs none, 2 needed (UTF-8 in its envelope or headers). */
+export type Utf8Need = 0 | 1 | 2;
 
 export interface QueuedRecipient {
   rcpt: string;
@@ -57,6 +67,9 @@ export interface QueuedMessage {
   attempts: number;
   nextAttempt: number;
   lastReply: string | null;
+  /** Sent with BODY=8BITMIME. */
+  eightBit: boolean;
+  smtputf8: Utf8Need;
 }
 
 export interface NewQueuedMessage {
@@ -69,6 +82,8 @@ export interface NewQueuedMessage {
   size: number;
   offset: number;
   recipients: ReadonlyArray<{ rcpt: string; origRcpt: string }>;
+  eightBit?: boolean | undefined;
+  smtputf8?: Utf8Need | undefined;
 }
 
 interface Row {
@@ -83,6 +98,8 @@ interface Row {
   attempts: number;
   next_attempt: number;
   last_reply: string | null;
+  body_8bit: number;
+  smtputf8: number;
 }
 
 function toMessage(r: Row): QueuedMessage {
@@ -98,6 +115,8 @@ function toMessage(r: Row): QueuedMessage {
     attempts: r.attempts,
     nextAttempt: r.next_attempt,
     lastReply: r.last_reply,
+    eightBit: r.body_8bit === 1,
+    smtputf8: r.smtputf8 as Utf8Need,
   };
 }
 
@@ -108,8 +127,8 @@ export class MailQueueStore {
   constructor(private readonly db: Db) {
     this.stmts = {
       insert: db.prepare(
-        `INSERT INTO mail_queue (id, file, created_at, sender, return_path, tenant, size, offset, next_attempt)
-         VALUES (@id, @file, @createdAt, @sender, @returnPath, @tenant, @size, @offset, @createdAt)`,
+        `INSERT INTO mail_queue (id, file, created_at, sender, return_path, tenant, size, offset, next_attempt, body_8bit, smtputf8)
+         VALUES (@id, @file, @createdAt, @sender, @returnPath, @tenant, @size, @offset, @createdAt, @eightBit, @smtputf8)`,
       ),
       insertRcpt: db.prepare(`INSERT OR IGNORE INTO mail_rcpt (queue_id, rcpt, orig_rcpt) VALUES (?, ?, ?)`),
       get: db.prepare(`SELECT * FROM mail_queue WHERE id = ?`),
@@ -138,7 +157,7 @@ export class MailQueueStore {
   /** Records a message and its recipients in one transaction. */
   add(m: NewQueuedMessage): void {
     this.db.transaction(() => {
-      this.stmts.insert.run({ ...m, tenant: m.tenant ?? null });
+      this.stmts.insert.run({ ...m, tenant: m.tenant ?? null, eightBit: m.eightBit ? 1 : 0, smtputf8: m.smtputf8 ?? 0 });
       for (const r of m.recipients) this.stmts.insertRcpt.run(m.id, r.rcpt, r.origRcpt);
     })();
   }

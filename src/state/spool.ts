@@ -21,6 +21,9 @@ export interface SpoolEnvelope {
   returnPath: string;
   tenant?: string | undefined;
   recipients: Array<{ rcpt: string; origRcpt: string }>;
+  /** MAIL FROM parameters to pass on (BODY=8BITMIME; SMTPUTF8, written as 2 "needed" when asked: a rebuilt row errs on the safe side). */
+  eightBit?: boolean | undefined;
+  smtputf8?: 0 | 2 | undefined;
   /** Bytes of the message after this line; absent when the message runs to the end of the file. */
   len?: number;
 }

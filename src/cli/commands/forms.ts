@@ -1,6 +1,6 @@
 import { isMap, isSeq } from 'yaml';
 import { ConfigError, loadConfig } from '../../core/config/load.ts';
-import { openState } from '../../state/index.ts';
+import { openState, type FormSubmission } from '../../state/index.ts';
 import { editTenant, loadCurrent } from '../tenantfile.ts';
 
 /** `makewaves forms <tenant>`: lists the form submissions handlers mailed for a tenant, oldest first. */
@@ -30,13 +30,20 @@ export function forms(configDir: string, tenant: string, opts: { limit: number; 
       return 0;
     }
     for (const r of rows) {
-      process.stdout.write(`${r.at}  ${r.remote}  /cgi-bin/${r.handler}  → ${r.recipients.join(', ')}  "${r.subject}"  queue ${r.queueId}\n`);
+      process.stdout.write(`${r.at}  ${r.remote}  /cgi-bin/${r.handler}  → ${r.recipients.join(', ')}  "${r.subject}"  queue ${r.queueId}  ${outcome(r)}\n`);
       if (opts.full) process.stdout.write(`${r.text.replace(/^/gm, '    ')}\n`);
     }
     return 0;
   } finally {
     state.close();
   }
+}
+
+/** What became of a submission's mail, in a few words. */
+function outcome(r: FormSubmission): string {
+  if (r.status === 'bounced') return `bounced: ${r.reply ?? 'no reply recorded'}`;
+  if (r.status === 'delivered') return 'delivered';
+  return r.reply ? `queued (last try: ${r.reply})` : 'queued';
 }
 
 /**

@@ -1,0 +1,137 @@
+import dgram from 'node:dgram';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../../helpers/cli.ts';
+import { haveSwaks, type MailSink, smtpPort, startSink, swaks } from '../../helpers/mailsink.ts';
+import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+
+/**
+ * A DNS server on loopback UDP that we control: `good.test` has an address
+ * (127.0.0.1) and no MX, `servfail.test` gets SERVFAIL, `silent.test` no
+ * answer, anything else NXDOMAIN. `root` says whether it finds the root
+ * zone (a resolver without network access does not, and denies every name).
+ */
+interface Dns {
+  port: number;
+  root: boolean;
+  close(): Promise<void>;
+}
+
+function rr(type: number, rdata: Buffer): Buffer {
+  const head = Buffer.alloc(12);
+  head.writeUInt16BE(0xc00c, 0); // the name: a pointer to the question's
+  head.writeUInt16BE(type, 2);
+  head.writeUInt16BE(1, 4);
+  head.writeUInt32BE(60, 6);
+  head.writeUInt16BE(rdata.length, 10);
+  return Buffer.concat([head, rdata]);
+}
+
+async function startDns(): Promise<Dns> {
+  const sock = dgram.createSocket('udp4');
+  const dns: Dns = { port: 0, root: true, close: () => new Promise((resolve) => sock.close(() => resolve())) };
+  sock.on('message', (q, from) => {
+    let i = 12;
+    const labels: string[] = [];
+    while (q[i] !== 0) {
+      labels.push(q.subarray(i + 1, i + 1 + q[i]!).toString().toLowerCase());
+      i += q[i]! + 1;
+    }
+    const type = q.readUInt16BE(i + 1);
+    const name = labels.join('.');
+    if (name === 'silent.test') return;
+    let rcode = 3;
+    const answers: Buffer[] = [];
+    if (name === '' && dns.root) {
+      rcode = 0;
+      if (type === 2) answers.push(rr(2, Buffer.from('\x01a\x0croot-servers\x03net\x00', 'latin1')));
+    } else if (name === 'good.test') {
+      rcode = 0;
+      if (type === 1) answers.push(rr(1, Buffer.from([127, 0, 0, 1])));
+    } else if (name === 'servfail.test') rcode = 2;
+    const head = Buffer.alloc(12);
+    q.copy(head, 0, 0, 2);
+    head[2] = 0x80 | (q[2]! & 1);
+    head[3] = 0x80 | rcode;
+    head.writeUInt16BE(1, 4);
+    head.writeUInt16BE(answers.length, 6);
+    sock.send(Buffer.concat([head, q.subarray(12, i + 5), ...answers]), from.port, from.address);
+  });
+  await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
+  dns.port = sock.address().port;
+  return dns;
+}
+
+let dns: Dns;
+let sink: MailSink;
+let t: TestSuite;
+let port: number;
+
+beforeAll(async () => {
+  dns = await startDns();
+  sink = await startSink();
+  t = await startTestSuite({
+    main: {
+      smtp: {
+        listen: ['127.0.0.1:0'],
+        waitForNextHop: 5,
+        dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 0.3 },
+        queue: { minBackoff: 3600, maxBackoff: 3600, mxPort: sink.port },
+      },
+    },
+    tenants: {
+      'a.test': {
+        domains: ['a.test'],
+        mail: { forward: { good: 'x@good.test', nx: 'x@nx.test', sf: 'x@servfail.test', quiet: 'x@silent.test', off: 'x@offline.test' } },
+      },
+    },
+  });
+  port = smtpPort(t.suite);
+});
+afterAll(async () => {
+  await t?.stop();
+  await sink?.close();
+  await dns?.close();
+});
+
+const queueText = async () => (await runCli('queue', '--config', t.configDir)).out;
+
+describe.skipIf(!haveSwaks)('DNS trouble on direct MX delivery (a resolver on loopback that we control)', () => {
+  it('delivers through the configured DNS server (no MX: the domain’s own address)', async () => {
+    const r = await swaks(port, '--from', 's@third.test', '--to', 'good@a.test');
+    expect(r.out).toMatch(/<-\s+250 2\.6\.0 Ok: queued as/);
+    expect(sink.messages.map((m) => m.to)).toEqual([['x@good.test']]);
+  });
+
+  it('NXDOMAIN from a resolver that sees the DNS is permanent (refused in the session)', async () => {
+    const r = await swaks(port, '--from', 's@third.test', '--to', 'nx@a.test');
+    expect(r.out).toMatch(/<\*\*\s+550 5\.1\.2 .*nx\.test: no such domain/);
+    expect(t.suite.state.mailQueue.count()).toBe(0);
+  });
+
+  it('SERVFAIL and a silent server are temporary: queued, and `makewaves queue` says why', async () => {
+    for (const to of ['sf@a.test', 'quiet@a.test']) {
+      const r = await swaks(port, '--from', 's@third.test', '--to', to);
+      expect(r.out).toMatch(/<-\s+250 2\.6\.0 Ok: queued as/);
+    }
+    const out = await queueText();
+    expect(out).toContain('last reply: 451 4.4.3 servfail.test: MX lookup failed: the DNS server answered SERVFAIL');
+    expect(out).toContain('last reply: 451 4.4.3 silent.test: MX lookup failed: no answer from the DNS server (timeout)');
+  });
+
+  it('a resolver that denies every name, the root zone too (no network), is temporary, not a bounce', async () => {
+    dns.root = false;
+    const r = await swaks(port, '--from', 's@third.test', '--to', 'off@a.test');
+    expect(r.out).toMatch(/<-\s+250 2\.6\.0 Ok: queued as/);
+    expect(await queueText()).toMatch(/last reply: 451 4\.4\.3 offline\.test: the DNS server says no such domain but does not find the root zone either \(no network\?\); will retry/);
+    dns.root = true;
+  });
+
+  it('an unreachable DNS server is temporary', async () => {
+    await dns.close();
+    // Nothing listens on the port now: the resolver gets "connection refused" (ICMP port unreachable).
+    await runCli('queue', 'flush', '--config', t.configDir);
+    await waitFor(async () => (await queueText()).includes('the DNS server could not be reached (connection refused)'), 5_000, 'the unreachable resolver in `queue`');
+    expect(t.suite.state.mailQueue.count()).toBe(3);
+    dns.close = async () => undefined;
+  });
+});
