@@ -15,6 +15,7 @@ import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import { createListsService, type Lists } from './lists/index.ts';
 import { createMailService } from './mail/index.ts';
+import { guardUmask, makeDir, tightenTree } from './lib/modes.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
 
@@ -49,6 +50,13 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const log = options.log ?? createLogger();
   const config = loadConfig(options.configDir);
   let registry = new Registry(config);
+  const runAs = serviceAccount(config.main.user, config.main.group);
+  // Nothing the suite creates is group/world-writable, whoever starts it; under <data> nothing is world-readable either.
+  guardUmask();
+  // Started as root without `user:`, handlers run as cgi.user and must pass through <data> to their scratch folder (never list it).
+  makeDir(config.main.dataDir, process.getuid?.() === 0 && !config.main.user ? 0o711 : 0o750);
+  const tightened = tightenTree(config.main.dataDir);
+  if (tightened > 0) log.warn({ dir: config.main.dataDir, tightened }, `took group/world write and world read away from ${tightened} files and folders under ${config.main.dataDir}`);
   // One certificate store for HTTPS (by SNI) and, later, STARTTLS and FTPS.
   const tls = config.main.http.tls;
   const certs = tls ? new CertStore(path.resolve(config.dir, tls.certs), log.child({ svc: 'tls' })) : undefined;
@@ -56,7 +64,6 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const made = await certs.ensureSelfSigned(registry, config.main.hostname);
     if (made.length > 0) log.warn({ certs: made }, `wrote self-signed certificates for ${made.join(', ')} (for trying out; put real ones in ${certs.dir})`);
   }
-  const runAs = serviceAccount(config.main.user, config.main.group);
   const state = openState(config.main.dataDir);
 
   const metrics = new Metrics();

@@ -111,8 +111,8 @@ export class CertStore {
    * `hostname`. For the bundled examples and first tries, not for production.
    */
   async ensureSelfSigned(registry: Registry, hostname: string): Promise<string[]> {
-    // Parents with the default mode (form handlers must pass through <data>); the key folder itself private.
-    mkdirSync(path.dirname(this.dir), { recursive: true });
+    // The data folder exists by now with the mode the suite chose; the key folder itself private.
+    mkdirSync(path.dirname(this.dir), { recursive: true, mode: 0o750 });
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const made: string[] = [];
     const wanted: Array<[string, string[]]> = [[DEFAULT_CERT, [hostname, ...(registry.userdir ? [registry.userdir] : [])]]];
@@ -134,7 +134,7 @@ export class CertStore {
       const files = certFiles(this.dir, name);
       // Key first, then the certificate by rename: a reader never pairs a new cert with an old key.
       writeFileSync(files.key, pems.private, { mode: 0o600 });
-      writeFileSync(`${files.cert}.tmp`, pems.cert);
+      writeFileSync(`${files.cert}.tmp`, pems.cert, { mode: 0o640 });
       renameSync(`${files.cert}.tmp`, files.cert);
       made.push(name);
     }
