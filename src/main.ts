@@ -1,6 +1,7 @@
 import { createCgi } from './cgi/index.ts';
 import path from 'node:path';
-import { CertStore } from './core/certs.ts';
+import { CertStore, certificateExpiry } from './core/certs.ts';
+import { CERT_WARN_DAYS, Health, diskProblems } from './core/health.ts';
 import { detectSandbox } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
@@ -31,6 +32,8 @@ export interface Suite {
   readonly urls: Readonly<Record<string, string[]>>;
   readonly state: State;
   readonly metrics: Metrics;
+  /** What is wrong right now (/healthz, makewaves status); services report into it. */
+  readonly health: Health;
   /** The durable outbound mail queue, when `smtp` is configured (for form handlers and lists). */
   readonly mail: MailSubmitter | undefined;
   /** Mailing lists, when `smtp` is configured. */
@@ -67,13 +70,16 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const state = openState(config.main.dataDir);
 
   const metrics = new Metrics();
+  const health = new Health();
+  const expiring = certificateExpiry(CERT_WARN_DAYS);
+  health.probe(() => [...expiring(certs?.dir, registry), ...diskProblems(config.main.dataDir)]);
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
   let lists: Lists | undefined;
   if (config.main.smtp) {
     // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
     const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
-    const m = createMailService({ registry, state, log, certs, metrics, lists: inbox });
+    const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox });
     services.push(m.service);
     mail = m.submitter;
     lists = createListsService({ registry, state, log, mail });
@@ -95,7 +101,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
   if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics }));
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
-  services.push(createAdminService({ registry, metrics, log, services: () => services.map((s) => s.name) }));
+  services.push(createAdminService({ registry, metrics, health, log, services: () => services.map((s) => s.name) }));
 
   const urls: Record<string, string[]> = {};
   const wrapped = services.map((s) => ({
@@ -138,11 +144,16 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       }
       log.info({ tenants: next.tenants.size }, 'configuration reloaded');
       metrics.configReloads.inc({ result: 'ok' });
+      health.set('config', undefined);
       return true;
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
       log.error({ problems }, 'configuration change refused; the previous configuration keeps serving');
       metrics.configReloads.inc({ result: 'refused' });
+      health.set('config', {
+        severity: 'degraded',
+        message: `the configuration on disk is refused (the previous one keeps serving): ${problems.join('; ')}`,
+      });
       return false;
     }
   };
@@ -153,6 +164,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     urls,
     state,
     metrics,
+    health,
     mail,
     lists,
     registry: () => registry,

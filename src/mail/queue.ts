@@ -43,7 +43,7 @@ export interface QueueDeps {
   /** The clock; tests move it to make retries and expiry due without waiting. */
   now?: () => number;
   /** Told the outcome of every delivery attempt to one recipient (for metrics). */
-  onOutcome?: (status: 'sent' | 'temp' | 'perm') => void;
+  onOutcome?: (status: 'sent' | 'temp' | 'perm', reply: string) => void;
 }
 
 /** A message to queue. `body` is streamed to disk; `abort` may stop that (see {@link Spool.write}). */
@@ -369,7 +369,7 @@ export class MailQueue implements MailSubmitter {
     let lastTemp = '';
     for (const r of results) {
       this.log.info({ qid: id, tenant: msg.tenant, rcpt: r.rcpt, via: r.via, status: r.status, reply: r.reply, attempt: msg.attempts + 1 }, 'delivery attempt');
-      this.d.onOutcome?.(r.status);
+      this.d.onOutcome?.(r.status, r.reply);
       if (r.status === 'sent') {
         settle.push({ rcpt: r.rcpt, status: 'sent', reply: r.reply });
       } else if (r.status === 'perm' || expired) {
