@@ -1,6 +1,7 @@
 import { createCgi } from './cgi/index.ts';
 import path from 'node:path';
-import { CertStore } from './core/certs.ts';
+import { CertStore, certificateExpiry } from './core/certs.ts';
+import { CERT_WARN_DAYS, Health, diskProblems } from './core/health.ts';
 import { detectSandbox, type SandboxCapabilities } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { watchConfig } from './core/config/watch.ts';
@@ -15,6 +16,7 @@ import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import { createListsService, type Lists } from './lists/index.ts';
 import { createMailService } from './mail/index.ts';
+import { guardUmask, makeDir, tightenTree } from './lib/modes.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
 
@@ -32,6 +34,8 @@ export interface Suite {
   readonly urls: Readonly<Record<string, string[]>>;
   readonly state: State;
   readonly metrics: Metrics;
+  /** What is wrong right now (/healthz, makewaves status); services report into it. */
+  readonly health: Health;
   /** The durable outbound mail queue, when `smtp` is configured (for form handlers and lists). */
   readonly mail: MailSubmitter | undefined;
   /** Mailing lists, when `smtp` is configured. */
@@ -51,6 +55,13 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const log = options.log ?? createLogger();
   const config = loadConfig(options.configDir);
   let registry = new Registry(config);
+  const runAs = serviceAccount(config.main.user, config.main.group);
+  // Nothing the suite creates is group/world-writable, whoever starts it; under <data> nothing is world-readable either.
+  guardUmask();
+  // Started as root without `user:`, handlers run as cgi.user and must pass through <data> to their scratch folder (never list it).
+  makeDir(config.main.dataDir, process.getuid?.() === 0 && !config.main.user ? 0o711 : 0o750);
+  const tightened = tightenTree(config.main.dataDir);
+  if (tightened > 0) log.warn({ dir: config.main.dataDir, tightened }, `took group/world write and world read away from ${tightened} files and folders under ${config.main.dataDir}`);
   // One certificate store for HTTPS (by SNI) and, later, STARTTLS and FTPS.
   const tls = config.main.http.tls;
   const certs = tls ? new CertStore(path.resolve(config.dir, tls.certs), log.child({ svc: 'tls' })) : undefined;
@@ -58,17 +69,19 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const made = await certs.ensureSelfSigned(registry, config.main.hostname);
     if (made.length > 0) log.warn({ certs: made }, `wrote self-signed certificates for ${made.join(', ')} (for trying out; put real ones in ${certs.dir})`);
   }
-  const runAs = serviceAccount(config.main.user, config.main.group);
   const state = openState(config.main.dataDir);
 
   const metrics = new Metrics();
+  const health = new Health();
+  const expiring = certificateExpiry(CERT_WARN_DAYS);
+  health.probe(() => [...expiring(certs?.dir, registry), ...diskProblems(config.main.dataDir)]);
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
   let lists: Lists | undefined;
   if (config.main.smtp) {
     // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
     const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
-    const m = createMailService({ registry, state, log, certs, metrics, lists: inbox });
+    const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox });
     services.push(m.service);
     mail = m.submitter;
     lists = createListsService({ registry, state, log, mail });
@@ -90,7 +103,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
   if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics, logins: state.ftpLogins }));
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
-  services.push(createAdminService({ registry, metrics, log, services: () => services.map((s) => s.name) }));
+  services.push(createAdminService({ registry, metrics, health, log, services: () => services.map((s) => s.name) }));
 
   const urls: Record<string, string[]> = {};
   const wrapped = services.map((s) => ({
@@ -133,11 +146,16 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       }
       log.info({ tenants: next.tenants.size }, 'configuration reloaded');
       metrics.configReloads.inc({ result: 'ok' });
+      health.set('config', undefined);
       return true;
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
       log.error({ problems }, 'configuration change refused; the previous configuration keeps serving');
       metrics.configReloads.inc({ result: 'refused' });
+      health.set('config', {
+        severity: 'degraded',
+        message: `the configuration on disk is refused (the previous one keeps serving): ${problems.join('; ')}`,
+      });
       return false;
     }
   };
@@ -148,6 +166,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     urls,
     state,
     metrics,
+    health,
     mail,
     lists,
     registry: () => registry,

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type { HealthProblem } from '../core/contracts.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -8,6 +9,8 @@ import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/li
 export interface AdminDeps {
   registry: Registry;
   metrics: Metrics;
+  /** What is wrong right now: problems reported by services and probes run per request. */
+  health: { check(): { status: 'ok' | 'degraded' | 'down'; problems: HealthProblem[] } };
   log: Logger;
   /** Names of the services running beside this one, for /healthz. */
   services: () => string[];
@@ -15,9 +18,11 @@ export interface AdminDeps {
 
 /**
  * The operator's loopback listener: `/metrics` in Prometheus text format and
- * `/healthz` (200 with a short JSON summary while the suite serves).
+ * `/healthz`: 200 `{"status":"ok"}`, 200 `{"status":"degraded","problems":[...]}`
+ * while something needs the operator, 503 `{"status":"down",...}` when a
+ * listener is not serving; each with a short summary.
  */
-export function createAdminService({ registry, metrics, log: rootLog, services }: AdminDeps): Service {
+export function createAdminService({ registry, metrics, health, log: rootLog, services }: AdminDeps): Service {
   const log = rootLog.child({ svc: 'admin' });
   let current = registry;
   let server: http.Server | undefined;
@@ -37,14 +42,16 @@ export function createAdminService({ registry, metrics, log: rootLog, services }
       return;
     }
     if (url === '/healthz') {
+      const { status, problems } = health.check();
       const body = JSON.stringify({
-        status: 'ok',
+        status,
+        ...(problems.length > 0 ? { problems } : {}),
         services: services(),
         tenants: current.tenants.size,
         uptimeSeconds: Math.round((Date.now() - started) / 1000),
         pid: process.pid,
       });
-      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.writeHead(status === 'down' ? 503 : 200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
       res.end(req.method === 'HEAD' ? undefined : `${body}\n`);
       return;
     }

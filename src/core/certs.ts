@@ -1,8 +1,9 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { mkdirSync, readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import { generate } from 'selfsigned';
+import type { HealthProblem } from './contracts.ts';
 import type { Logger } from './log.ts';
 import type { Registry } from './registry.ts';
 
@@ -111,8 +112,8 @@ export class CertStore {
    * `hostname`. For the bundled examples and first tries, not for production.
    */
   async ensureSelfSigned(registry: Registry, hostname: string): Promise<string[]> {
-    // Parents with the default mode (form handlers must pass through <data>); the key folder itself private.
-    mkdirSync(path.dirname(this.dir), { recursive: true });
+    // The data folder exists by now with the mode the suite chose; the key folder itself private.
+    mkdirSync(path.dirname(this.dir), { recursive: true, mode: 0o750 });
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const made: string[] = [];
     const wanted: Array<[string, string[]]> = [[DEFAULT_CERT, [hostname, ...(registry.userdir ? [registry.userdir] : [])]]];
@@ -134,7 +135,7 @@ export class CertStore {
       const files = certFiles(this.dir, name);
       // Key first, then the certificate by rename: a reader never pairs a new cert with an old key.
       writeFileSync(files.key, pems.private, { mode: 0o600 });
-      writeFileSync(`${files.cert}.tmp`, pems.cert);
+      writeFileSync(`${files.cert}.tmp`, pems.cert, { mode: 0o640 });
       renameSync(`${files.cert}.tmp`, files.cert);
       made.push(name);
     }
@@ -173,4 +174,53 @@ export function certificateProblems(certFile: string, keyFile: string, names: re
   }
   for (const n of names) if (!cert.checkHost(n)) problems.push(`${certFile}: does not cover ${n}`);
   return problems;
+}
+
+/**
+ * The certificates the suite may present that expire within `withinDays`
+ * (or already have): every `*.crt` of the store and the tenants' own files.
+ * Parsed once per file version (mtime), so it is cheap to call per request.
+ */
+export function certificateExpiry(withinDays: number): (dir: string | undefined, registry: Registry, now?: number) => HealthProblem[] {
+  const seen = new Map<string, { mtimeMs: number; validTo: number }>();
+  return (dir, registry, now = Date.now()) => {
+    const files = new Set<string>();
+    if (dir) {
+      try {
+        for (const n of readdirSync(dir)) if (n.endsWith('.crt')) files.add(path.join(dir, n));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    for (const t of registry.tenants.values()) if (t.tlsFiles) files.add(t.tlsFiles.cert);
+    const problems: HealthProblem[] = [];
+    for (const file of files) {
+      let st;
+      try {
+        st = statSync(file);
+      } catch {
+        continue; // A missing file is `makewaves check`'s to name; nothing is presented from it.
+      }
+      let entry = seen.get(file);
+      if (!entry || entry.mtimeMs !== st.mtimeMs) {
+        try {
+          entry = { mtimeMs: st.mtimeMs, validTo: new Date(new X509Certificate(readFileSync(file)).validTo).getTime() };
+        } catch (err) {
+          problems.push({ key: `cert:${file}`, severity: 'degraded', message: `${file}: not a readable certificate (${(err as Error).message})` });
+          continue;
+        }
+        seen.set(file, entry);
+      }
+      const days = (entry.validTo - now) / 86_400_000;
+      if (days < withinDays) {
+        const when = new Date(entry.validTo).toISOString().slice(0, 10);
+        problems.push({
+          key: `cert:${file}`,
+          severity: 'degraded',
+          message: days < 0 ? `${file}: certificate expired on ${when}` : `${file}: certificate expires on ${when}, in ${Math.floor(days)} days`,
+        });
+      }
+    }
+    return problems;
+  };
 }

@@ -103,3 +103,25 @@ export interface ListPageRequest {
 export interface ListPages {
   handle(r: ListPageRequest): Promise<HttpOutcome>;
 }
+
+/** Something the operator should know about, as `/healthz` and `makewaves status` show it. */
+export interface HealthProblem {
+  /** Stable key: at most one problem per key at a time (`config`, `mail-permanent-failures`, `cert:<file>`). */
+  readonly key: string;
+  /** degraded: serving, but something needs the operator; down: a listener is not serving. */
+  readonly severity: 'degraded' | 'down';
+  /** One sentence for the operator, naming the file, address or rate concerned. */
+  readonly message: string;
+}
+
+/** Where services report what they know is wrong (implemented by core/health.ts, read by admin/). */
+export interface HealthReporter {
+  /**
+   * Sets the problem under `key`, or clears it with undefined. With
+   * `afterMs`, it shows only once it has been set (without a clear) for that
+   * long: "the relay unreachable for more than a minute".
+   */
+  set(key: string, problem: (Omit<HealthProblem, 'key'> & { afterMs?: number }) | undefined): void;
+  /** One delivery attempt to one recipient and how it ended (for the permanent-failure rate). */
+  delivery(status: 'sent' | 'temp' | 'perm'): void;
+}

@@ -68,10 +68,10 @@ export class TenantLogFiles {
     sink.chain = sink.chain.then(async () => {
       try {
         if (!sink.dirMade) {
-          await mkdir(path.dirname(file), { recursive: true });
+          await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
           sink.dirMade = true;
         }
-        await appendFile(file, data);
+        await appendFile(file, data, { mode: 0o640 });
       } catch (err) {
         this.log.error({ tenant, file: this.name, err: (err as Error).message }, 'cannot write a tenant log');
       }

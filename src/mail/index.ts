@@ -5,6 +5,7 @@ import type { SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
 import type { Metrics } from '../core/metrics.ts';
+import type { HealthReporter } from '../core/contracts.ts';
 import type { ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
@@ -32,6 +33,8 @@ export interface MailDeps {
   /** The suite's certificate store: with a default certificate in it, STARTTLS is offered (by SNI). */
   certs?: CertStore;
   metrics?: Metrics;
+  /** Told every delivery outcome, for the permanent-failure rate. */
+  health?: HealthReporter;
   /** Takes mail for mailing-list addresses; without it those are refused with 451 at RCPT time. */
   lists?: ListInbox;
 }
@@ -112,7 +115,14 @@ export function createMailService(deps: MailDeps): MailService {
     return t === undefined ? 0 : Math.max(0, ((deps.now ?? Date.now)() - t) / 1000);
   });
   const queue = new MailQueue({
-    onOutcome: deliveries ? (status) => deliveries.inc({ result: status }) : undefined,
+    onOutcome: (status, reply) => {
+      deliveries?.inc({ result: status });
+      deps.health?.delivery(status);
+      // No SMTP reply at all (4.4.1: refused, timed out, unresolvable) from the relay: it is unreachable.
+      if (smtp.relay && status === 'temp' && reply.startsWith('4.4.1 ')) {
+        deps.health?.set('relay', { severity: 'degraded', afterMs: 60_000, message: `the relay ${smtp.relay} has been unreachable for over a minute (${reply})` });
+      } else if (smtp.relay && status !== 'temp') deps.health?.set('relay', undefined);
+    },
     store: deps.state.mailQueue,
     spool: new Spool(path.join(main.dataDir, 'spool')),
     deliverer,

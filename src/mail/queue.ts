@@ -43,7 +43,7 @@ export interface QueueDeps {
   /** The clock; tests move it to make retries and expiry due without waiting. */
   now?: () => number;
   /** Told the outcome of every delivery attempt to one recipient (for metrics). */
-  onOutcome?: (status: 'sent' | 'temp' | 'perm') => void;
+  onOutcome?: (status: 'sent' | 'temp' | 'perm', reply: string) => void;
   /**
    * Told what became of a message after each attempt that changed it: still
    * `queued` (reply: the temporary failures), `delivered`, or `bounced`
@@ -449,7 +449,7 @@ export class MailQueue implements MailSubmitter {
     }
     for (const r of results) {
       this.log.info({ qid: id, tenant: msg.tenant, rcpt: r.rcpt, via: r.via, status: r.status, reply: r.reply, attempt: msg.attempts + 1 }, 'delivery attempt');
-      this.d.onOutcome?.(r.status);
+      this.d.onOutcome?.(r.status, r.reply);
     }
     // The sender is still in its session: a refusal of every recipient is
     // its refusal, told there, so no bounce is ever sent for it (a forged

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, fstatSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -14,10 +14,22 @@ export interface Migration {
   readonly sql: string;
 }
 
-/** Opens (creating if needed) `<dataDir>/makewaves.db` in WAL mode and applies pending migrations. */
+/**
+ * Opens (creating if needed) `<dataDir>/makewaves.db` in WAL mode and
+ * applies pending migrations. The database is 0600 whatever the umask, and
+ * so are its `-wal` and `-shm` (SQLite gives them the database's mode).
+ */
 export function openDb(dataDir: string, migrations: readonly Migration[]): Db {
-  mkdirSync(dataDir, { recursive: true });
-  const db = new Database(path.join(dataDir, 'makewaves.db'));
+  // Made here only when no server started before (a CLI command): passable, never listable.
+  mkdirSync(dataDir, { recursive: true, mode: 0o711 });
+  const file = path.join(dataDir, 'makewaves.db');
+  const fd = openSync(file, 'a', 0o600);
+  try {
+    if (fstatSync(fd).mode & 0o077) chmodSync(file, 0o600);
+  } finally {
+    closeSync(fd);
+  }
+  const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');

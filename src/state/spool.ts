@@ -97,8 +97,8 @@ export class Spool {
 
   /** Creates the folders and clears unfinished files. Returns how many were cleared. */
   init(): number {
-    mkdirSync(this.qDir, { recursive: true });
-    mkdirSync(this.tmpDir, { recursive: true });
+    mkdirSync(this.qDir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 });
     const stale = readdirSync(this.tmpDir);
     for (const f of stale) rmSync(path.join(this.tmpDir, f), { force: true });
     return stale.length;

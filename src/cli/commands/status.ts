@@ -21,7 +21,7 @@ export async function status(configDir: string): Promise<number> {
     return 1;
   }
   const base = `http://${formatAddress(parseListen(spec)!)}`;
-  let health: { status: string; services: string[]; tenants: number; uptimeSeconds: number; pid: number };
+  let health: { status: string; problems?: Array<{ severity: string; message: string }>; services: string[]; tenants: number; uptimeSeconds: number; pid: number };
   let metrics: string;
   try {
     health = (await (await fetch(`${base}/healthz`)).json()) as typeof health;
@@ -41,6 +41,7 @@ export async function status(configDir: string): Promise<number> {
   ];
   const queue = sumMetric(metrics, 'makewaves_mail_queue_messages').get('');
   if (queue !== undefined) lines.push(`mail queue: ${queue} messages`);
+  for (const p of health.problems ?? []) lines.push(`${p.severity === 'down' ? 'DOWN' : 'problem'}: ${p.message}`);
   process.stdout.write(`${lines.join('\n')}\n`);
-  return 0;
+  return health.status === 'ok' ? 0 : 1;
 }

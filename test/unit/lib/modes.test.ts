@@ -1,0 +1,43 @@
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { makeDir, tightenTree } from '../../../src/lib/modes.ts';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'modes-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+const mode = (p: string) => (lstatSync(p).mode & 0o7777).toString(8);
+
+describe('data folder modes', () => {
+  it.each([
+    [0o777, 0o666, '751', '640'],
+    [0o755, 0o644, '751', '640'],
+    [0o750, 0o640, '750', '640'],
+    [0o711, 0o600, '711', '600'],
+    [0o700, 0o604, '700', '600'],
+  ])('a tree left %s/%s by an older version or a lax umask is tightened to %s/%s', (d, f, wantD, wantF) => {
+    const sub = path.join(dir, 'data', 'logs');
+    mkdirSync(sub, { recursive: true });
+    writeFileSync(path.join(sub, 'access.log'), 'x');
+    chmodSync(path.join(sub, 'access.log'), f);
+    chmodSync(sub, d);
+    tightenTree(path.join(dir, 'data'));
+    expect([mode(sub), mode(path.join(sub, 'access.log'))]).toEqual([wantD, wantF]);
+  });
+
+  it('makeDir creates with the mode asked for and tightens an existing folder', () => {
+    const prev = process.umask(0);
+    try {
+      makeDir(path.join(dir, 'new'), 0o750);
+      expect(mode(path.join(dir, 'new'))).toBe('750');
+      mkdirSync(path.join(dir, 'old'), { mode: 0o777 });
+      makeDir(path.join(dir, 'old'), 0o750);
+      expect(mode(path.join(dir, 'old'))).toBe('751');
+    } finally {
+      process.umask(prev);
+    }
+  });
+});
