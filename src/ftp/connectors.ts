@@ -1,24 +1,11 @@
 import { randomInt } from 'node:crypto';
 import net, { isIP, type Server, type Socket } from 'node:net';
 import type { Logger } from '../core/log.ts';
-import { Bluebird } from './promise.ts';
+import { Bluebird, type DataConnector } from './ftpsrv-adapter.ts';
+
+export type { DataConnector };
 import { adoptForDirectReads, directReadOptions } from './receive.ts';
 import { NotResumedError, type TlsAcceptor } from './tls.ts';
-
-/**
- * The data-connection half of ftp-srv's connection object, as its own
- * command handlers (LIST, NLST, RETR, ABOR) use it: `waitForConnection()`
- * must answer with a Bluebird promise (they chain `.tap` on it, and catch
- * Bluebird's TimeoutError to answer 425).
- */
-export interface DataConnector {
-  readonly connection: unknown;
-  readonly socket: Socket | null;
-  waitForConnection(): Promise<Socket>;
-  end(): void;
-  /** ABOR: cuts the data connection, and fails a wait for one at once (not after CONNECT_WAIT_MS). */
-  abort?(): void;
-}
 
 /** What a connector needs of the control connection. */
 export interface ControlSide {

@@ -1,11 +1,10 @@
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { mkdir, realpath } from 'node:fs/promises';
-import { isIP, type Server as NetServer, type Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { TLSSocket } from 'node:tls';
-import { FtpSrv } from 'ftp-srv';
 import type { CertStore } from '../core/certs.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { SiteChanges } from '../core/contracts.ts';
@@ -16,9 +15,8 @@ import type { Registry } from '../core/registry.ts';
 import type { FtpLoginLocks, LoginRule } from '../state/index.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
-import { bunyanAdapter } from './bunyan.ts';
-import { Bluebird } from './promise.ts';
-import { ActiveConnector, PassiveConnector, plainIp, sameIp, type DataConnector } from './connectors.ts';
+import { bunyanAdapter, startFtpSrv, type ControlConnection, type FtpCommand } from './ftpsrv-adapter.ts';
+import { ActiveConnector, PassiveConnector, plainIp, sameIp } from './connectors.ts';
 import { TlsAcceptor } from './tls.ts';
 import { factLine, lsLine, MLST_FACTS, timeVal, type Fact } from './facts.ts';
 import { FtpError, JailFileSystem, TEMP_PREFIX } from './jailfs.ts';
@@ -39,27 +37,8 @@ export interface FtpDeps {
   logins: FtpLoginLocks;
 }
 
-/** ftp-srv's connection internals this service drives (not in its typings). */
-interface Conn {
-  id: string;
-  commandSocket: Socket;
-  connector: DataConnector;
-  commands: { parse(line: string): Command; handle(cmd: Command): Promise<unknown> };
-  authenticated?: boolean;
-  username?: string;
-  restByteCount: number | undefined;
-  secure: boolean;
-  encoding: string;
-  reply(options: number | object, ...letters: unknown[]): Promise<unknown>;
-  close(code?: number, message?: string): Promise<unknown>;
-  on(event: string, fn: (...args: never[]) => void): void;
-}
-interface Command {
-  directive: string;
-  arg: string | null;
-  flags: string[];
-  raw: string;
-}
+type Conn = ControlConnection;
+type Command = FtpCommand;
 
 /** One control connection. */
 interface Session {
@@ -135,7 +114,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   const sockets = new Set<Socket>();
   const idleMs = cfg.idleTimeout * 1000;
   let sweeper: NodeJS.Timeout | undefined;
-  let ftp: FtpSrv | undefined;
+  let ftp: ReturnType<typeof startFtpSrv> | undefined;
   let connId = 0;
 
   /** Read in start(), so a missing file is a start failure naming it (and startAll rolls back). */
@@ -308,8 +287,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   async function store(s: Session, cmd: Command): Promise<void> {
     const conn = s.conn;
     const fs = s.fs!;
-    const start = conn.restByteCount ?? 0;
-    conn.restByteCount = 0;
+    const start = conn.takeRest();
     const t0 = Date.now();
     const unique = cmd.directive === 'STOU';
     // A bare STOU names no file: one is made up in the working folder (RFC 1123 §4.1.2.9).
@@ -524,7 +502,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       const fs = s.fs!;
       const { clientPath } = fs.parse(cmd.arg ?? '.');
       const st = await fs.get(cmd.arg ?? '.');
-      await s.conn.reply(250, `Listing ${clientPath}`, { raw: true, message: ` ${factLine(st, s.mlstFacts)} ${clientPath}` }, 'End');
+      await s.conn.reply(250, `Listing ${clientPath}`, [{ raw: true, message: ` ${factLine(st, s.mlstFacts)} ${clientPath}` }], 'End');
     } catch (err) {
       await replyError(s, err, 'MLST');
     }
@@ -544,7 +522,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       'TVFS',
       'UTF8',
     ];
-    return s.conn.reply(211, 'Extensions supported:', ...lines.map((l) => ({ raw: true, message: ` ${l}` })), 'End');
+    return s.conn.reply(211, 'Extensions supported:', lines.map((l) => ({ raw: true as const, message: ` ${l}` })), 'End');
   }
 
   /** PASV (RFC 959) and EPSV (RFC 2428): one data listener per session at a time. */
@@ -630,29 +608,13 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       return;
     }
     if (!s.conn.secure) {
-      await s.conn.commands.handle(cmd);
+      await s.conn.delegate(cmd);
       return;
     }
     // Over TLS the 150 comes before the data connection's handshake (see dataConnection()). ftp-srv's own
     // handlers send theirs only after it, so ours goes first and theirs is left out.
-    const sent = s.conn.reply(150, 'Listing follows');
-    await sent;
-    // ftp-srv chains Bluebird methods (.tap) on what reply() returns: answer with its own promise type.
-    const Library = sent.constructor as PromiseConstructor;
-    const reply = s.conn.reply;
-    let skipped = false;
-    s.conn.reply = function (this: Conn, ...args: Parameters<Conn['reply']>) {
-      if (!skipped && args[0] === 150) {
-        skipped = true;
-        return Library.resolve();
-      }
-      return reply.apply(this, args);
-    } as Conn['reply'];
-    try {
-      await s.conn.commands.handle(cmd);
-    } finally {
-      s.conn.reply = reply;
-    }
+    await s.conn.reply(150, 'Listing follows');
+    await s.conn.delegateWithout150(cmd);
   }
 
   /**
@@ -664,8 +626,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
    */
   async function retrieve(s: Session, cmd: Command): Promise<void> {
     const conn = s.conn;
-    const start = conn.restByteCount ?? 0;
-    conn.restByteCount = 0;
+    const start = conn.takeRest();
     const t0 = Date.now();
     let opened;
     try {
@@ -725,7 +686,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     // Telnet IP/Synch bytes some clients send before ABOR (RFC 959 §4.1.3) are not part of the command.
     const clean = line.replace(/^[\u0000-\u001f\u007f-\u00ff\ufffd]+/, '');
     if (clean === '') return;
-    const cmd = conn.commands.parse(clean);
+    const cmd = conn.parse(clean);
     switch (cmd.directive) {
       case 'USER':
         if (cfg.tls?.required && !conn.secure) {
@@ -733,13 +694,13 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           await conn.reply(530, 'TLS required: send AUTH TLS before logging in');
           return;
         }
-        if (!conn.authenticated) conn.username = undefined;
-        await conn.commands.handle(cmd);
+        conn.forgetUser();
+        await conn.delegate(cmd);
         return;
       case 'PASS':
-        await conn.commands.handle(cmd);
+        await conn.delegate(cmd);
         // ftp-srv keeps a failed user name and would refuse a new USER; RFC 959 lets a client try again.
-        if (!conn.authenticated) conn.username = undefined;
+        conn.forgetUser();
         return;
       case 'ABOR':
         // No transfer running (one running is aborted as the line arrives, see attach()). ftp-srv's
@@ -785,7 +746,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           await conn.reply(200, `MLST OPTS ${[...s.mlstFacts].map((f) => `${f === 'unix.mode' ? 'UNIX.mode' : f};`).join('')}`);
           return;
         }
-        await conn.commands.handle(cmd);
+        await conn.delegate(cmd);
         return;
       }
       default: {
@@ -796,7 +757,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           return;
         }
         // ftp-srv itself answers 530 to commands that need a login.
-        await conn.commands.handle(cmd);
+        await conn.delegate(cmd);
       }
     }
   }
@@ -817,35 +778,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     };
     sessions.add(s);
     byConn.set(conn, s);
-    // ftp-srv's Connector.end() installs `new Connector(this)` on the connection, and runs again
-    // when the old data listener's 'close' event comes in later; by then a new PASV may have
-    // installed a live connector, which that late call would drop (leaking its listener and
-    // failing the next transfer with 425). Only the current connector may replace itself.
-    let connector = conn.connector;
-    Object.defineProperty(conn, 'connector', {
-      configurable: true,
-      get: () => connector,
-      set: (next: Conn['connector'] & { connection?: unknown }) => {
-        if (next.connection !== conn && next.connection !== connector) return;
-        connector = next;
-      },
-    });
     s.log.debug('ftp connection');
-    // One-line replies are written here: ftp-srv's reply() runs each through several Bluebird
-    // steps and a getsockname() call (for a trace log line that is off), ~50 µs a reply.
-    // Multi-line and option-object replies still go to it.
-    const fullReply = conn.reply;
-    conn.reply = function (this: Conn, options: number | object, ...letters: unknown[]) {
-      const text = letters[0];
-      if (typeof options !== 'number' || letters.length !== 1 || typeof text !== 'string' || text === '') return fullReply.call(this, options, ...letters);
-      const out = this.commandSocket;
-      // Like ftp-srv's, a reply to a client that has gone resolves: nobody is left to answer.
-      if (!out?.writable) return Bluebird.resolve();
-      // Resolved once written, as ftp-srv's is: close() destroys the socket right after a reply.
-      return Bluebird.resolve(new Promise<void>((resolve) => out.write(`${options} ${text}\r\n`, this.encoding as BufferEncoding, () => resolve())));
-    } as Conn['reply'];
-    socket.removeAllListeners('data');
-    socket.removeAllListeners('timeout');
     const decoder = new StringDecoder('utf8');
     let buf = '';
     let discarding = false;
@@ -955,8 +888,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       secure.on('data', onData);
       reader = secure;
       tlsPending = false;
-      conn.commandSocket = secure;
-      conn.secure = true;
+      conn.secured(secure);
       s.log.debug('ftp control connection: TLS started');
     }
     socket.once('close', () => {
@@ -990,6 +922,30 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         void s.conn.close(421, `Idle for ${cfg.idleTimeout} seconds; closing the connection`);
       }
     }
+  }
+
+  /** Every accepted TCP connection: the connection caps, then ftp-srv's greeting (`accept`). */
+  function admit(sock: Socket, accept: () => void): void {
+    sockets.add(sock);
+    sock.once('close', () => sockets.delete(sock));
+    // Without TCP_NODELAY each completion reply waits for the client's delayed ACK (~40 ms per transfer).
+    sock.setNoDelay(true);
+    const ip = plainIp(sock.remoteAddress);
+    const n = perIp.get(ip) ?? 0;
+    if (sessions.size >= cfg.maxConnections || n >= cfg.maxConnectionsPerIp) {
+      const why = n >= cfg.maxConnectionsPerIp ? 'per-IP connection limit' : 'connection limit';
+      log.info({ remote: ip, why }, 'ftp connection refused');
+      sock.on('error', () => undefined);
+      sock.end(`421 Too many connections${n >= cfg.maxConnectionsPerIp ? ' from your address' : ''}; try again later\r\n`);
+      return;
+    }
+    perIp.set(ip, n + 1);
+    sock.once('close', () => {
+      const left = (perIp.get(ip) ?? 1) - 1;
+      if (left > 0) perIp.set(ip, left);
+      else perIp.delete(ip);
+    });
+    accept();
   }
 
   return {
@@ -1028,61 +984,34 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
         const pair = tlsOptions;
         newAcceptor = () => new TlsAcceptor(pair, sni);
       }
-      const signals = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
-      const before = new Map(signals.map((sig) => [sig, new Set(process.listeners(sig))]));
-      ftp = new FtpSrv({
-        url: `ftp://${formatAddress(listen)}`,
-        pasv_url: cfg.passive?.address ?? '127.0.0.1',
-        pasv_min: pasvMin,
-        pasv_max: pasvMax,
-        anonymous: false,
-        greeting: ['makewaves FTP: log in as user@<your domain>'],
-        tls: tlsOptions ? { ...tlsOptions, minVersion: 'TLSv1.2' } : false,
-        file_format: (st) => lsLine(st as Parameters<typeof lsLine>[0]),
-        log: bunyanAdapter(log),
-      });
-      // ftp-srv installs process signal handlers that exit the process; signals belong to main.ts.
-      for (const sig of signals) {
-        for (const fn of process.listeners(sig)) if (!before.get(sig)!.has(fn)) process.removeListener(sig, fn);
-      }
-      const srv = (ftp as unknown as { server: NetServer }).server;
-      const [accept] = srv.listeners('connection') as Array<(sock: Socket) => void>;
-      srv.removeAllListeners('connection');
-      srv.on('connection', (sock: Socket) => {
-        sockets.add(sock);
-        sock.once('close', () => sockets.delete(sock));
-        // Without TCP_NODELAY each completion reply waits for the client's delayed ACK (~40 ms per transfer).
-        sock.setNoDelay(true);
-        const ip = plainIp(sock.remoteAddress);
-        const n = perIp.get(ip) ?? 0;
-        if (sessions.size >= cfg.maxConnections || n >= cfg.maxConnectionsPerIp) {
-          const why = n >= cfg.maxConnectionsPerIp ? 'per-IP connection limit' : 'connection limit';
-          log.info({ remote: ip, why }, 'ftp connection refused');
-          sock.on('error', () => undefined);
-          sock.end(`421 Too many connections${n >= cfg.maxConnectionsPerIp ? ' from your address' : ''}; try again later\r\n`);
-          return;
-        }
-        perIp.set(ip, n + 1);
-        sock.once('close', () => {
-          const left = (perIp.get(ip) ?? 1) - 1;
-          if (left > 0) perIp.set(ip, left);
-          else perIp.delete(ip);
-        });
-        accept!(sock);
-      });
-      const events = ftp as unknown as NodeJS.EventEmitter;
-      events.on('connect', ({ connection }: { connection: unknown }) => attach(connection as Conn));
-      events.on('login', ({ connection, username, password }: { connection: unknown; username: string; password: string }, resolve: (r: object) => void, reject: (e: Error) => void) => {
-        const s = byConn.get(connection as Conn);
-        if (!s) return reject(new FtpError(421, 'Connection closing'));
-        login(s, username, password).then(resolve, (err: unknown) => {
-          if (err instanceof FtpError) return reject(err);
-          const ref = errorRef();
-          s.log.error({ ref, err: (err as Error).stack }, 'ftp login failed on our side');
-          reject(new FtpError(451, `Local error, ref ${ref}`));
-        });
-      });
-      events.on('client-error', () => undefined);
+      ftp = startFtpSrv(
+        {
+          url: `ftp://${formatAddress(listen)}`,
+          pasv_url: cfg.passive?.address ?? '127.0.0.1',
+          pasv_min: pasvMin,
+          pasv_max: pasvMax,
+          anonymous: false,
+          greeting: ['makewaves FTP: log in as user@<your domain>'],
+          tls: tlsOptions ? { ...tlsOptions, minVersion: 'TLSv1.2' } : false,
+          file_format: (st) => lsLine(st as Parameters<typeof lsLine>[0]),
+          log: bunyanAdapter(log),
+        },
+        {
+          onSocket: admit,
+          onConnection: attach,
+          login(conn, username, password) {
+            const s = byConn.get(conn);
+            if (!s) return Promise.reject(new FtpError(421, 'Connection closing'));
+            return login(s, username, password).catch((err: unknown) => {
+              if (err instanceof FtpError) throw err;
+              const ref = errorRef();
+              s.log.error({ ref, err: (err as Error).stack }, 'ftp login failed on our side');
+              throw new FtpError(451, `Local error, ref ${ref}`);
+            });
+          },
+        },
+      );
+      const srv = ftp.server;
       logins.dropPending(); // reservations of a process that stopped mid-check
       for (const id of current.tenants.keys()) await usageOf(id);
       const bound = await listenOn(srv, listen, 'ftp');
@@ -1093,7 +1022,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     async stop(graceMs) {
       if (sweeper) clearInterval(sweeper);
       if (!ftp) return;
-      const srv = (ftp as unknown as { server: NetServer }).server;
+      const srv = ftp.server;
       const closed = new Promise<void>((r) => srv.close(() => r()));
       const deadline = Date.now() + graceMs;
       while (sessions.size > 0 && [...sessions].some((s) => s.busy) && Date.now() < deadline) {
@@ -1109,7 +1038,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       sessions.clear();
       for (const sock of sockets) sock.destroy();
       await closed;
-      ftp.removeAllListeners();
+      ftp.dispose();
       ftp = undefined;
       await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, 1_000).unref())]);
       await xfer.close();
