@@ -2,10 +2,10 @@ import { randomInt } from 'node:crypto';
 import net, { isIP, type Server, type Socket } from 'node:net';
 import type { Logger } from '../core/log.ts';
 import { Bluebird, type DataConnector } from './ftpsrv-adapter.ts';
-
-export type { DataConnector };
 import { adoptForDirectReads, directReadOptions } from './receive.ts';
 import { NotResumedError, type TlsAcceptor } from './tls.ts';
+
+export type { DataConnector };
 
 /** What a connector needs of the control connection. */
 export interface ControlSide {
