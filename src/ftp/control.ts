@@ -126,19 +126,6 @@ export function openSession(ctx: FtpContext, conn: ControlConnection, id: number
       socket.destroy();
       return;
     }
-    // ftp-srv's connection listens on the TCP socket: what happens to the TLS one is told there.
-    for (const event of ['timeout', 'end', 'close', 'drain']) secure.on(event, (...args: unknown[]) => socket.emit(event, ...args));
-    // Node passes the TCP socket's errors on to the TLS socket: passed back once, not in a loop.
-    let passing = false;
-    secure.on('error', (err: Error) => {
-      if (passing) return;
-      passing = true;
-      try {
-        socket.emit('error', err);
-      } finally {
-        passing = false;
-      }
-    });
     secure.on('data', onData);
     reader = secure;
     tlsPending = false;

@@ -21,8 +21,10 @@ export const FTPSRV_INTERNALS = {
   connection: ['commandSocket', 'connector', 'commands', 'restByteCount', 'secure', 'encoding', 'reply', 'close'],
   /** Set on the connection later: `username` by its USER handler (which refuses a second USER while it is set), `authenticated` by a login. */
   loginState: ['username', 'authenticated'],
-  /** Listeners ftp-srv puts on the control socket, removed (this service reads the commands and keeps the idle time). */
+  /** Listeners ftp-srv puts on the control socket: removed (this service reads the commands and keeps the idle time). */
   commandSocketListeners: ['data', 'timeout'],
+  /** Listeners it keeps on the TCP socket after AUTH TLS, told the TLS socket's events (`close` ends the data connector). */
+  commandSocketKept: ['close', 'error'],
   /** Its base data connector (src/connector/base.js): `end()` installs `new Connector(this)`, whose `connection` is the old connector. */
   connector: ['connection', 'socket', 'waitForConnection', 'end'],
   /** Its command registry (src/commands/index.js): `parse` gives `{ directive, arg, flags, raw }`. */
@@ -132,9 +134,28 @@ export class ControlConnection {
     return this.raw.secure;
   }
 
-  /** After AUTH TLS: replies go out over `socket`, and ftp-srv's PROT/PBSZ see a secure session. */
-  secured(socket: Socket): void {
-    this.raw.commandSocket = socket;
+  /**
+   * After AUTH TLS: replies go out over `secure`, and ftp-srv's PROT/PBSZ
+   * see a secure session. ftp-srv's connection listens on the TCP socket it
+   * was made with ('close' ends its data connector, 'error' is a
+   * client-error), as does the service: what happens to the TLS socket is
+   * told there.
+   */
+  secured(secure: Socket): void {
+    const tcp = this.raw.commandSocket;
+    for (const event of ['timeout', 'end', 'close', 'drain']) secure.on(event, (...args: unknown[]) => tcp.emit(event, ...args));
+    // Node passes the TCP socket's errors on to the TLS socket: passed back once, not in a loop.
+    let passing = false;
+    secure.on('error', (err: Error) => {
+      if (passing) return;
+      passing = true;
+      try {
+        tcp.emit('error', err);
+      } finally {
+        passing = false;
+      }
+    });
+    this.raw.commandSocket = secure;
     this.raw.secure = true;
   }
 

@@ -126,6 +126,7 @@ describe('ftp-srv internals used by the adapter (against the installed ftp-srv)'
       expect(typeof d?.get === 'function' && typeof d.set === 'function', `connection.${accessor} accessor`).toBe(true);
     }
     for (const event of FTPSRV_INTERNALS.commandSocketListeners) expect(raw.commandSocket.listenerCount(event), `commandSocket '${event}' listener`).toBe(1);
+    for (const event of FTPSRV_INTERNALS.commandSocketKept) expect(raw.commandSocket.listenerCount(event), `commandSocket '${event}' listener`).toBeGreaterThan(0);
     c.sock.destroy();
   });
 
@@ -252,17 +253,35 @@ describe('ControlConnection, driving a real ftp-srv connection', () => {
     c.sock.destroy();
   });
 
-  it('secured() moves replies to the TLS socket and makes ftp-srv see a secure session (its PROT answers)', async () => {
+  it(`secured() moves replies to the TLS socket, makes ftp-srv see a secure session (its PBSZ, PROT), and tells the TCP socket its ${FTPSRV_INTERNALS.commandSocketKept.join(', ')} (ftp-srv's close ends the data connector)`, async () => {
     const { c, raw } = await session();
     const conn = new ControlConnection(raw as never);
     void conn.delegate(conn.parse('PROT P'));
     expect(await c.reply()).toMatch(/^202 /); // not secure yet
-    conn.secured(raw.commandSocket); // the same socket stands in for the TLS one here
+    // A second connection stands in for the TLS socket: what is written to it is read at its far end.
+    const far = await new Promise<{ near: Socket; reader: ReturnType<typeof client> }>((resolve) => {
+      const srv = new Server((near) => {
+        srv.close();
+        resolve({ near, reader });
+      });
+      let reader: ReturnType<typeof client>;
+      srv.listen(0, '127.0.0.1', () => (reader = client((srv.address() as { port: number }).port)));
+    });
+    conn.secured(far.near);
     expect(raw.secure).toBe(true);
     void conn.delegate(conn.parse('PBSZ 0'));
-    expect(await c.reply()).toMatch(/^200 /);
+    expect(await far.reader.reply()).toMatch(/^200 /);
     void conn.delegate(conn.parse('PROT P'));
-    expect(await c.reply()).toMatch(/^200 /);
+    expect(await far.reader.reply()).toMatch(/^200 /);
+    const errors: Error[] = [];
+    raw.commandSocket.on('error', (e) => errors.push(e));
+    far.near.emit('error', new Error('reset'));
+    expect(errors.map((e) => e.message)).toEqual(['reset']);
+    let ended = false;
+    conn.connector = { connection: conn, socket: null, waitForConnection: () => Bluebird.reject(new Error('none')), end: () => (ended = true) };
+    far.near.destroy();
+    await new Promise((r) => far.near.once('close', r));
+    expect(ended).toBe(true);
     c.sock.destroy();
   });
 });
