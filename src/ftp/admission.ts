@@ -52,6 +52,7 @@ export function createAdmission(ctx: FtpContext): { admit(sock: Socket, accept: 
     if (ctx.sessions.size >= cfg.maxConnections || n >= cfg.maxConnectionsPerIp) {
       const why = n >= cfg.maxConnectionsPerIp ? 'per-IP connection limit' : 'connection limit';
       ctx.log.info({ remote: ip, why }, 'ftp connection refused');
+      // Refused already (logged above): a reset while the 421 goes out changes nothing.
       sock.on('error', () => undefined);
       sock.end(`421 Too many connections${n >= cfg.maxConnectionsPerIp ? ' from your address' : ''}; try again later\r\n`);
       return;

@@ -179,6 +179,7 @@ export class PassiveConnector implements DataConnector {
         plain.on('error', () => undefined); // the transfer in progress reports it
         return deliver(plain);
       }
+      // Not yet the transfer's connection: a reset before it is taken only loses this candidate.
       raw.on('error', () => undefined);
       this.candidates.add(raw);
       acceptor.accept(raw, this.opts.log, 'data', true).then(
@@ -207,6 +208,7 @@ export class PassiveConnector implements DataConnector {
 
   /** Closes a data connection this listener does not take, and logs who and why (the first few per listener). */
   private refuse(raw: Socket, why: string): void {
+    // Being destroyed as refused (logged below): its errors have no one to tell.
     raw.on('error', () => undefined);
     raw.destroy();
     if (++this.refusals > MAX_LOGGED_REFUSALS) return;
@@ -311,6 +313,7 @@ export class ActiveConnector implements DataConnector {
         );
       });
     });
+    // Awaited by the transfer command, which answers 425; this only keeps an unawaited rejection from the process.
     this.ready.catch(() => undefined);
   }
 
