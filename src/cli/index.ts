@@ -4,7 +4,7 @@ import { isConfigDir } from '../core/config/load.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { check } from './commands/check.ts';
 import { forms, formsRecipients } from './commands/forms.ts';
-import { ftpLocks, ftpUnlock } from './commands/ftp.ts';
+import { ftpLocks, ftpUnlock, sftpFingerprints } from './commands/ftp.ts';
 import { listAdd, listCreate, listDelete, listHeld, listMembers, listModerate, listRemove, listSet } from './commands/list.ts';
 import { queueControl, queueList } from './commands/queue.ts';
 import { hashPasswordCommand } from './commands/hash-password.ts';
@@ -271,6 +271,15 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action(function (this: Command, user: string) {
       code = ftpUnlock(globalConfig(this), user);
+    });
+
+  const sftp = program.command('sftp').description('SFTP host keys');
+  sftp
+    .command('fingerprints')
+    .description("print the SFTP host keys' SHA256 fingerprints (as ssh-keygen -lf does), for customers to check at their first login")
+    .option('-c, --config <dir>', 'config folder')
+    .action(function (this: Command) {
+      code = sftpFingerprints(globalConfig(this));
     });
 
   program

@@ -79,6 +79,8 @@ export interface FtpAccount {
   readonly login: string;
   readonly tenant: Tenant;
   readonly hash: string;
+  /** Public keys (authorized_keys lines) that may log in over SFTP. */
+  readonly keys: readonly string[];
 }
 
 export interface Tenant {
@@ -146,7 +148,7 @@ export class Registry {
       for (const d of tenant.domains) hosts.set(d, tenant);
       for (const u of entry.config.ftp) {
         const login = `${u.user}@${tenant.id}`;
-        ftpAccounts.set(login, Object.freeze({ login, tenant, hash: u.password }));
+        ftpAccounts.set(login, Object.freeze({ login, tenant, hash: u.password, keys: Object.freeze([...u.keys]) }));
       }
     }
     this.tenants = tenants;

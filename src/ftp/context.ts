@@ -61,7 +61,8 @@ export interface FtpContext {
   tls?: FtpTls;
   /** The usage of a tenant, scanned on first use. */
   usageOf(tenantId: string): Promise<TenantUsage>;
-  transferLog(s: Session, command: string, clientPath: string, bytes: number, t0: number, status: string): void;
+  /** A line in the tenant's transfer log; `command` names the protocol's verb (STOR, RETR, SFTP-PUT, SFTP-GET...). */
+  transferLog(s: Pick<Session, 'tenant' | 'remote' | 'login'>, command: string, clientPath: string, bytes: number, t0: number, status: string): void;
   /** Replies with an FtpError's own code; anything else is our fault: a generic reply and a reference in the log. */
   replyError(s: Session, err: unknown, what: string): Promise<unknown>;
 }
@@ -135,7 +136,7 @@ export function createContext(registry: Registry, log: Logger, siteChanges: Site
     },
     transferLog(s, command, clientPath, bytes, t0, status) {
       if (!s.tenant) return;
-      if (bytes > 0) transferred?.inc({ direction: command === 'RETR' ? 'out' : 'in' }, bytes);
+      if (bytes > 0) transferred?.inc({ direction: command === 'RETR' || command === 'SFTP-GET' ? 'out' : 'in' }, bytes);
       xfer.write(s.tenant, transferLine({ remote: s.remote, user: s.login ?? '-', command, path: clientPath, bytes, ms: Date.now() - t0, status }));
     },
     replyError(s, err, what) {

@@ -14,6 +14,8 @@ import { loadFtpTls } from './ftps.ts';
 import { bunyanAdapter, startFtpSrv, type ControlConnection } from './ftpsrv-adapter.ts';
 import { FtpError } from './jailfs.ts';
 import { login } from './login.ts';
+import { createSftpServer, type SftpServer } from './sftp.ts';
+import { loadOrCreateHostKeys } from '../core/hostkeys.ts';
 
 export { activeTarget } from './datachannel.ts';
 
@@ -47,6 +49,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
   let sweeper: NodeJS.Timeout | undefined;
   let ftp: ReturnType<typeof startFtpSrv> | undefined;
   let connId = 0;
+  let sftp: SftpServer | undefined;
 
   return {
     name: 'ftp',
@@ -78,12 +81,25 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       logins.dropPending(); // reservations of a process that stopped mid-check
       for (const id of ctx.registry().tenants.keys()) await ctx.usageOf(id);
       const bound = await listenOn(ftp.server, listen, 'ftp');
+      const urls = [`ftp://${formatAddress(bound)}`];
+      const sftpCfg = registry.config.main.sftp;
+      if (sftpCfg) {
+        sftp = createSftpServer(ctx, logins, sftpCfg, loadOrCreateHostKeys(registry.config.main.dataDir));
+        urls.push(`sftp://${formatAddress(await listenOn(sftp.server, parseListen(sftpCfg.listen)!, 'sftp'))}`);
+      }
       sweeper = setInterval(admission.sweep, Math.max(50, Math.min((cfg.idleTimeout * 1000) / 4, 5_000)));
       sweeper.unref();
-      return [`ftp://${formatAddress(bound)}`];
+      return urls;
     },
     async stop(graceMs) {
       if (sweeper) clearInterval(sweeper);
+      if (sftp) {
+        const srv = sftp.server;
+        const closed = new Promise<void>((r) => srv.close(() => r()));
+        sftp.closeAll();
+        await closed;
+        sftp = undefined;
+      }
       if (!ftp) return;
       const srv = ftp.server;
       const closed = new Promise<void>((r) => srv.close(() => r()));

@@ -206,10 +206,17 @@ export class JailFileSystem {
     return this.currentDirectory();
   }
 
-  async read(fileName: string | null | undefined, { start }: { start?: number } = {}): Promise<{ stream: ReadStream; clientPath: string }> {
+  /** An existing plain file: its real path (no links left in it) and its client path. */
+  async plainFile(fileName: string | null | undefined): Promise<{ real: string; clientPath: string; size: number }> {
     const { real, clientPath } = await this.existing(fileName);
     const st = await stat(real);
     if (!st.isFile()) throw new FtpError(550, `${clientPath}: not a plain file`);
+    return { real, clientPath, size: st.size };
+  }
+
+  async read(fileName: string | null | undefined, { start }: { start?: number } = {}): Promise<{ stream: ReadStream; clientPath: string }> {
+    const { real, clientPath, size } = await this.plainFile(fileName);
+    const st = { size };
     if (start !== undefined && start > st.size) throw new FtpError(554, `REST ${start} is beyond the end of ${clientPath}`);
     // `real` has no symlinks left in it (realpath), so this opens what was checked.
     const stream = createReadStream(real, { start, highWaterMark: 1024 * 1024 });

@@ -1,9 +1,12 @@
 import { mkdir, realpath } from 'node:fs/promises';
 import { errorRef } from '../core/errors.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
+import type { Logger } from '../core/log.ts';
+import type { FtpAccount } from '../core/registry.ts';
 import type { FtpLoginLocks, LoginRule } from '../state/index.ts';
 import type { FtpContext, Session } from './context.ts';
 import { FtpError, JailFileSystem } from './jailfs.ts';
+import type { TenantUsage } from './usage.ts';
 
 /**
  * What one login attempt counts against: the account from this address
@@ -68,32 +71,53 @@ export async function login(ctx: FtpContext, logins: FtpLoginLocks, s: Session, 
   }
 }
 
-async function checkLogin(ctx: FtpContext, logins: FtpLoginLocks, s: Session, username: string, password: string): Promise<object> {
+/** Who is logging in, for the throttle and the log. */
+export interface LoginAttempt {
+  remote: string;
+  log: Logger;
+  /** `ftp` or `sftp`, named in the log lines. */
+  protocol: 'ftp' | 'sftp';
+}
+
+/** A login that passed: the account, and its tenant's real web root and usage. */
+export interface LoggedIn {
+  account: FtpAccount;
+  root: string;
+  usage: TenantUsage;
+}
+
+/**
+ * One login of a tenant's FTP account, over FTP or SFTP: counted against
+ * the throttle before `check` (the slow part: scrypt, a signature) runs,
+ * so parallel attempts cannot all pass while the count is low; a refusal
+ * is an FtpError 530 (SFTP turns it into an authentication failure).
+ * `check` is called with the account, or undefined for an unknown login
+ * (it must cost the same then: no user enumeration by timing).
+ */
+export async function authenticate(ctx: FtpContext, logins: FtpLoginLocks, who: LoginAttempt, username: string, check: (account: FtpAccount | undefined) => Promise<boolean>): Promise<LoggedIn> {
   const { cfg } = ctx;
   const name = username.toLowerCase();
   const windowMs = cfg.lockout.windowSeconds * 1000;
-  const rules = loginRules(ctx, name, s.remote);
-  // Counted before the (slow) password check: parallel attempts cannot all pass while the count is low.
+  const rules = loginRules(ctx, name, who.remote);
   const reserved = logins.reserve(rules, windowMs);
   if ('lockedMs' in reserved) {
-    s.log.warn({ user: name, why: 'locked', key: reserved.key }, 'ftp login refused: too many failures');
+    who.log.warn({ user: name, why: 'locked', key: reserved.key }, `${who.protocol} login refused: too many failures`);
     throw new FtpError(530, `Too many failed logins; try again in ${Math.ceil(reserved.lockedMs / 60_000)} minutes`);
   }
   const account = ctx.registry().ftpAccount(name);
   let ok: boolean;
   try {
-    // An unknown user costs the same scrypt work as a known one (no user enumeration by timing).
-    ok = (await verifyPassword(password, account?.hash ?? DUMMY_HASH)) && account !== undefined;
+    ok = (await check(account)) && account !== undefined;
   } catch (err) {
     logins.succeeded(reserved.ticket, []); // our failure, not the client's: the reservation goes, nothing is forgiven
     throw err;
   }
   if (!account || !ok) {
-    const why = !name.includes('@') ? 'not a user@tenant login' : !account ? 'no such user' : 'wrong password';
+    const why = !name.includes('@') ? 'not a user@tenant login' : !account ? 'no such user' : who.protocol === 'ftp' ? 'wrong password' : 'wrong password or key';
     const locked = logins.failed(reserved.ticket, rules, windowMs, cfg.lockout.lockSeconds * 1000);
-    s.log.info({ user: name, why }, 'ftp login failed');
+    who.log.info({ user: name, why }, `${who.protocol} login failed`);
     if (locked.length > 0) {
-      s.log.warn({ user: name, locked, minutes: cfg.lockout.lockSeconds / 60 }, 'ftp login locked after repeated failures');
+      who.log.warn({ user: name, locked, minutes: cfg.lockout.lockSeconds / 60 }, `${who.protocol} login locked after repeated failures`);
     }
     throw new FtpError(530, 'Login incorrect');
   }
@@ -103,15 +127,20 @@ async function checkLogin(ctx: FtpContext, logins: FtpLoginLocks, s: Session, us
   const tenant = account.tenant;
   // Checked after the password, so the reply tells a suspension only to someone who knows it.
   if (tenant.suspended) {
-    s.log.info({ user: name, tenant: tenant.id, why: 'tenant suspended' }, 'ftp login refused');
+    who.log.info({ user: name, tenant: tenant.id, why: 'tenant suspended' }, `${who.protocol} login refused`);
     throw new FtpError(530, 'This account is suspended; please contact your hosting provider');
   }
   await mkdir(tenant.root, { recursive: true });
-  const root = await realpath(tenant.root);
-  s.login = account.login;
-  s.tenant = tenant.id;
-  s.log = s.log.child({ tenant: tenant.id, user: account.login });
-  s.fs = new JailFileSystem(root, await ctx.usageOf(tenant.id), s.log);
+  return { account, root: await realpath(tenant.root), usage: await ctx.usageOf(tenant.id) };
+}
+
+async function checkLogin(ctx: FtpContext, logins: FtpLoginLocks, s: Session, username: string, password: string): Promise<object> {
+  // An unknown user costs the same scrypt work as a known one.
+  const ok = await authenticate(ctx, logins, { remote: s.remote, log: s.log, protocol: 'ftp' }, username, (account) => verifyPassword(password, account?.hash ?? DUMMY_HASH));
+  s.login = ok.account.login;
+  s.tenant = ok.account.tenant.id;
+  s.log = s.log.child({ tenant: s.tenant, user: s.login });
+  s.fs = new JailFileSystem(ok.root, ok.usage, s.log);
   s.log.info('ftp login');
   return { fs: forFtpSrv(s, s.fs) };
 }

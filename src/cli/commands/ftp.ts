@@ -1,4 +1,5 @@
 import { loadConfig } from '../../core/config/load.ts';
+import { hostKeyFingerprints } from '../../core/hostkeys.ts';
 import { openState } from '../../state/index.ts';
 
 /** A lock's key, for people: `pair:<login>|<ip>`, `account:<login>`, `address:<ip>`. */
@@ -44,4 +45,16 @@ export function ftpUnlock(configDir: string, user: string, out: NodeJS.WritableS
   } finally {
     state.close();
   }
+}
+
+/** `makewaves sftp fingerprints`: the SFTP host keys' SHA256 fingerprints, for customers to check at their first login. */
+export function sftpFingerprints(configDir: string, out: NodeJS.WritableStream = process.stdout): number {
+  const config = loadConfig(configDir);
+  const fps = hostKeyFingerprints(config.main.dataDir);
+  if (fps.length === 0) {
+    out.write(`no SFTP host keys yet under ${config.main.dataDir}/sftp (they are made when the server first starts with sftp: set)\n`);
+    return config.main.sftp ? 1 : 0;
+  }
+  for (const f of fps) out.write(`${f.type}  ${f.fingerprint}\n`);
+  return 0;
 }

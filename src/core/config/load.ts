@@ -99,6 +99,7 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   const mainFile = path.join(root, MAIN_FILE);
   const rawMain = parseYaml(mainFile, problems);
   const main = rawMain === undefined ? undefined : validate(mainSchema, rawMain, mainFile, problems);
+  if (main?.sftp && !main.ftp) problems.push(`${show(mainFile)}: sftp: needs ftp: too (SFTP logs in the tenants' FTP accounts under FTP's lockout rules)`);
 
   const tenants: TenantEntry[] = [];
   const tenantDir = path.join(root, TENANT_DIR);

@@ -213,6 +213,23 @@ export const mainSchema = z.strictObject({
       mailPerIpPerHour: z.number().int().min(0).default(5),
     })
     .prefault({}),
+  /**
+   * SFTP (SSH-2, the sftp subsystem only) for the tenants' FTP accounts: the
+   * same jail, quota, atomic uploads, lockout and transfer log as FTP, so it
+   * needs `ftp:` too. Host keys are made once under <data>/sftp/.
+   */
+  sftp: z
+    .strictObject({
+      listen,
+      /** Seconds without a request before a session is closed. */
+      idleTimeout: z.number().positive().max(86_400).default(300),
+      /** SSH connections open at once from one IP address, and SFTP sessions of one account. */
+      maxConnectionsPerIp: z.number().int().min(1).max(10_000).default(10),
+      maxSessionsPerAccount: z.number().int().min(1).max(10_000).default(10),
+      /** Files and folders one session may hold open at once. */
+      maxHandles: z.number().int().min(1).max(10_000).default(64),
+    })
+    .optional(),
   /** Unix account the suite runs as after binding its listeners, when started as root (`makewaves init` prepares <data> and <sites> for it). */
   user: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/i, 'must be a user name').optional(),
   /** Its group; defaults to the user's primary group. */
@@ -229,6 +246,11 @@ const proxyEntry = z.strictObject({
     .refine((u) => /^https?:$/.test(new URL(u).protocol), 'must be an http:// or https:// URL'),
 });
 
+/** One authorized_keys line: key type, base64 blob, optional comment (no options). */
+const sshPublicKey = z
+  .string()
+  .regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( [\x20-\x7e]*)?$/, 'must be a public key line as in authorized_keys: "ssh-ed25519 AAAA... comment"');
+
 export const tenantSchema = z.strictObject({
   domains: z.array(hostname).min(1, 'a tenant needs at least one domain'),
   quota: size.optional(),
@@ -237,6 +259,8 @@ export const tenantSchema = z.strictObject({
       z.strictObject({
         user: tenantName,
         password: z.string().regex(/^\$scrypt\$/, 'must be a hash written by `makewaves passwd` ($scrypt$...)'),
+        /** Public keys that may log in over SFTP, as in authorized_keys (`ssh-ed25519 AAAA... comment`). */
+        keys: z.array(sshPublicKey).default([]),
       }),
     )
     .default([]),

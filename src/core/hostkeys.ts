@@ -1,0 +1,57 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import ssh2 from 'ssh2';
+import { makeDir } from '../lib/modes.ts';
+
+/** The SFTP host keys, one per type, made once and kept: clients remember them. */
+const TYPES = [
+  { type: 'ed25519', file: 'ssh_host_ed25519_key' },
+  { type: 'rsa', file: 'ssh_host_rsa_key' },
+] as const;
+
+/** Where the host keys live. */
+export function hostKeyDir(dataDir: string): string {
+  return path.join(dataDir, 'sftp');
+}
+
+/**
+ * The host keys (OpenSSH private-key files), made on first use under
+ * <data>/sftp/ (folder 0700, files 0600). A file that exists but does not
+ * parse is an error, never silently replaced: clients would see a new host
+ * key and warn of an attack.
+ */
+export function loadOrCreateHostKeys(dataDir: string): Buffer[] {
+  const dir = hostKeyDir(dataDir);
+  makeDir(dir, 0o700);
+  return TYPES.map(({ type, file }) => {
+    const full = path.join(dir, file);
+    if (!existsSync(full)) {
+      const pair = type === 'rsa' ? ssh2.utils.generateKeyPairSync('rsa', { bits: 3072 }) : ssh2.utils.generateKeyPairSync('ed25519');
+      writeFileSync(full, pair.private, { mode: 0o600, flag: 'wx' });
+      writeFileSync(`${full}.pub`, `${pair.public}\n`, { mode: 0o600 });
+    }
+    const pem = readFileSync(full);
+    const parsed = ssh2.utils.parseKey(pem);
+    if (parsed instanceof Error) throw new Error(`${full}: not a usable SSH host key (${parsed.message}); move it away to have a new one made`);
+    return pem;
+  });
+}
+
+/** `SHA256:...` fingerprints of the host keys that exist, as `ssh-keygen -lf` prints them. */
+export function hostKeyFingerprints(dataDir: string): Array<{ type: string; file: string; fingerprint: string }> {
+  const out: Array<{ type: string; file: string; fingerprint: string }> = [];
+  for (const { file } of TYPES) {
+    const full = path.join(hostKeyDir(dataDir), file);
+    if (!existsSync(full)) continue;
+    const parsed = ssh2.utils.parseKey(readFileSync(full));
+    if (parsed instanceof Error) continue;
+    out.push({ type: parsed.type, file: full, fingerprint: fingerprint(parsed.getPublicSSH()) });
+  }
+  return out;
+}
+
+/** OpenSSH's SHA256 fingerprint of a public key blob. */
+export function fingerprint(blob: Buffer): string {
+  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
+}

@@ -1,0 +1,166 @@
+/**
+ * SFTP for the tenants' FTP accounts: SSH-2 (the ssh2 library speaks it)
+ * with the sftp subsystem only. No shell, exec, port or agent forwarding,
+ * X11 or other subsystems: each is refused and logged. Logins go through
+ * FTP's own (login.ts: same accounts, lockout and suspension), files
+ * through FTP's jail (sftp-files.ts).
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import ssh2, { type AuthContext, type Connection, type ParsedKey } from 'ssh2';
+import type { MainConfig } from '../core/config/schema.ts';
+import type { FtpAccount } from '../core/registry.ts';
+import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
+import type { FtpLoginLocks } from '../state/index.ts';
+import type { FtpContext } from './context.ts';
+import { FtpError, JailFileSystem } from './jailfs.ts';
+import { authenticate, type LoggedIn } from './login.ts';
+import { serveSftp } from './sftp-files.ts';
+
+export type SftpConfig = NonNullable<MainConfig['sftp']>;
+
+/** The authentication methods offered. */
+const METHODS: AuthContext['method'][] = ['publickey', 'password'];
+
+/** The account's keys that match the one offered, parsed once per account list. */
+const parsedKeys = new WeakMap<readonly string[], ParsedKey[]>();
+function keysOf(account: FtpAccount): ParsedKey[] {
+  let keys = parsedKeys.get(account.keys);
+  if (!keys) {
+    keys = account.keys.map((line) => ssh2.utils.parseKey(line)).filter((k): k is ParsedKey => !(k instanceof Error));
+    parsedKeys.set(account.keys, keys);
+  }
+  return keys;
+}
+
+function matchingKey(account: FtpAccount | undefined, algo: string, data: Buffer): ParsedKey | undefined {
+  if (!account) return undefined;
+  return keysOf(account).find((k) => k.type === algo && k.getPublicSSH().equals(data));
+}
+
+export interface SftpServer {
+  readonly server: Server;
+  /** Ends every session (their unfinished uploads are dropped). */
+  closeAll(): void;
+}
+
+export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: SftpConfig, hostKeys: Buffer[]): SftpServer {
+  const log = ctx.log.child({ proto: 'sftp' });
+  const perIp = new Map<string, number>();
+  const perAccount = new Map<string, number>();
+  const clients = new Set<Connection>();
+  const ssh = new ssh2.Server({ hostKeys, ident: 'makewaves' }, (client, info) => session(client, info.ip));
+
+  function session(client: Connection, remote: string): void {
+    clients.add(client);
+    let slog = log.child({ remote });
+    let loggedIn: LoggedIn | undefined;
+    let idle: NodeJS.Timeout | undefined;
+    const touched = () => {
+      if (idle) clearTimeout(idle);
+      idle = setTimeout(() => {
+        slog.info({ why: 'idle' }, 'sftp session closed');
+        client.end();
+      }, cfg.idleTimeout * 1000);
+      idle.unref();
+    };
+    touched();
+    const refuse = (what: string, reject?: () => void) => {
+      slog.info({ why: what }, 'sftp request refused');
+      reject?.();
+    };
+
+    client.on('authentication', (auth) => {
+      touched();
+      const who = { remote, log: slog, protocol: 'sftp' as const };
+      const done = (ok: LoggedIn) => {
+        const n = perAccount.get(ok.account.login) ?? 0;
+        if (n >= cfg.maxSessionsPerAccount) {
+          slog.info({ user: ok.account.login, why: 'sessions per account' }, 'sftp login refused');
+          return auth.reject([], false);
+        }
+        perAccount.set(ok.account.login, n + 1);
+        loggedIn = ok;
+        slog = slog.child({ tenant: ok.account.tenant.id, user: ok.account.login });
+        slog.info({ method: auth.method }, 'sftp login');
+        auth.accept();
+      };
+      const refused = (err: unknown) => {
+        if (!(err instanceof FtpError)) slog.error({ err: (err as Error).message }, 'sftp login failed on our side');
+        auth.reject(METHODS);
+      };
+      if (auth.method === 'password') {
+        const password = auth.password;
+        authenticate(ctx, logins, who, auth.username, (account) => verifyPassword(password, account?.hash ?? DUMMY_HASH)).then(done, refused);
+      } else if (auth.method === 'publickey') {
+        const { algo, data } = auth.key;
+        if (!auth.signature) {
+          // A query ("would this key do?"): answered without counting; only a signed attempt counts.
+          return matchingKey(ctx.registry().ftpAccount(auth.username.toLowerCase()), algo, data) ? auth.accept() : auth.reject(METHODS);
+        }
+        const { blob, signature, hashAlgo } = auth;
+        authenticate(ctx, logins, who, auth.username, async (account) => matchingKey(account, algo, data)?.verify(blob!, signature, hashAlgo) === true).then(done, refused);
+      } else auth.reject(METHODS);
+    });
+
+    client.on('ready', () => {
+      client.on('session', (accept) => {
+        const s = accept();
+        s.on('sftp', (acceptSftp) => {
+          if (!loggedIn) return;
+          const { account, root, usage } = loggedIn;
+          const fs = new JailFileSystem(root, usage, slog);
+          serveSftp(ctx, acceptSftp(), fs, { tenant: account.tenant.id, login: account.login, remote, log: slog }, cfg.maxHandles, touched);
+        });
+        s.on('shell', (_a, reject) => refuse('shell', reject));
+        s.on('exec', (_a, reject, info) => refuse(`exec ${info.command.slice(0, 60)}`, reject));
+        s.on('subsystem', (_a, reject, info) => refuse(`subsystem ${info.name.slice(0, 60)}`, reject));
+        s.on('pty', (_a, reject) => refuse('pty', reject));
+        s.on('x11', (_a, reject) => refuse('x11', reject));
+        s.on('auth-agent', (_a, reject) => refuse('agent forwarding', reject));
+        s.on('env', (_a, reject) => reject?.());
+      });
+      client.on('tcpip', (_a, reject) => refuse('port forwarding', reject));
+      client.on('openssh.streamlocal', (_a, reject) => refuse('socket forwarding', reject));
+      client.on('request', (_a, reject, name) => refuse(`global request ${name}`, reject));
+    });
+
+    client.on('error', (err) => slog.info({ err: err.message }, 'sftp connection error'));
+    client.on('close', () => {
+      if (idle) clearTimeout(idle);
+      clients.delete(client);
+      if (loggedIn) {
+        const login = loggedIn.account.login;
+        const n = (perAccount.get(login) ?? 1) - 1;
+        if (n > 0) perAccount.set(login, n);
+        else perAccount.delete(login);
+      }
+    });
+  }
+
+  // Our own listener: the per-address cap applies before any SSH work is done.
+  const server = createServer((sock: Socket) => {
+    const ip = sock.remoteAddress ?? '-';
+    const n = perIp.get(ip) ?? 0;
+    if (n >= cfg.maxConnectionsPerIp) {
+      log.info({ remote: ip, why: 'per-IP connection limit' }, 'sftp connection refused');
+      // Refused already (logged above): a reset meanwhile changes nothing.
+      sock.on('error', () => undefined);
+      sock.destroy();
+      return;
+    }
+    perIp.set(ip, n + 1);
+    sock.once('close', () => {
+      const left = (perIp.get(ip) ?? 1) - 1;
+      if (left > 0) perIp.set(ip, left);
+      else perIp.delete(ip);
+    });
+    ssh.injectSocket(sock);
+  });
+
+  return {
+    server,
+    closeAll() {
+      for (const c of clients) c.end();
+    },
+  };
+}

@@ -1,0 +1,187 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hostKeyFingerprints } from '../../../src/core/hostkeys.ts';
+import { hashPassword } from '../../../src/lib/password.ts';
+import { runCli } from '../../helpers/cli.ts';
+import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { httpGet } from './helpers.ts';
+
+const HAVE_SFTP = spawnSync('sftp', ['-V']).error === undefined && spawnSync('ssh-keygen', ['-?']).error === undefined;
+const PASS = 'sftp-pass-7';
+let t: TestSuite;
+let port: number;
+let key: string;
+let otherKey: string;
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(cmd: string, args: string[], input: string, env: NodeJS.ProcessEnv = {}): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+    p.stdin.end(input);
+  });
+}
+
+const SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=10'];
+
+/** OpenSSH's sftp in batch mode with a key: each line of `batch` a command; stops at the first failure. */
+function sftpKey(batch: string, user = 'liz@f.test', identity = key): Promise<Result> {
+  return run('sftp', ['-b', '-', '-P', String(port), '-i', identity, '-o', 'IdentitiesOnly=yes', '-o', 'PreferredAuthentications=publickey', ...SSH_OPTS, `${user}@127.0.0.1`], batch);
+}
+
+/** OpenSSH's sftp with a password, given through SSH_ASKPASS as a person would type it. */
+function sftpPassword(commands: string, password: string): Promise<Result> {
+  const askpass = path.join(t.dir, `askpass-${password.replace(/\W/g, '')}.sh`);
+  writeFileSync(askpass, `#!/bin/sh\necho '${password}'\n`);
+  chmodSync(askpass, 0o700);
+  return run('sftp', ['-P', String(port), '-o', 'PreferredAuthentications=password', '-o', 'NumberOfPasswordPrompts=1', ...SSH_OPTS, 'liz@f.test@127.0.0.1'], commands, {
+    SSH_ASKPASS: askpass,
+    SSH_ASKPASS_REQUIRE: 'force',
+    DISPLAY: ':0',
+  });
+}
+
+function makeKey(name: string): string {
+  const file = path.join(t.dir, name);
+  const r = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', file]);
+  if (r.status !== 0) throw new Error(r.stderr.toString());
+  return file;
+}
+
+const site = () => path.join(t.sitesDir, 'f.test');
+
+beforeAll(async () => {
+  if (!HAVE_SFTP) return;
+  t = await startTestSuite({
+    tenants: {
+      'f.test': { domains: ['f.test'], quota: '1MiB' },
+      'g.test': { domains: ['g.test'] },
+    },
+    main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 8 } },
+    files: { 'f.test/index.html': 'old page', 'g.test/secret.txt': 'g secret' },
+  });
+  key = makeKey('liz-key');
+  otherKey = makeKey('stranger-key');
+  t.writeTenant('f.test', {
+    domains: ['f.test'],
+    quota: '1MiB',
+    ftp: [{ user: 'liz', password: await hashPassword(PASS), keys: [readFileSync(`${key}.pub`, 'utf8').trim()] }],
+  });
+  await t.suite.reload();
+  port = Number(new URL(t.suite.urls.ftp!.find((u) => u.startsWith('sftp://'))!).port);
+});
+afterAll(async () => {
+  await t?.stop();
+});
+
+describe.skipIf(!HAVE_SFTP)('SFTP (OpenSSH sftp; Debian package openssh-client)', () => {
+  it('uploads a tree with a key, keeps file times, and HTTP serves it at once', async () => {
+    const local = path.join(t.dir, 'tree');
+    mkdirSync(path.join(local, 'css'), { recursive: true });
+    writeFileSync(path.join(local, 'page.html'), '<h1>over sftp</h1>');
+    writeFileSync(path.join(local, 'css', 'site.css'), 'body{}');
+    utimesSync(path.join(local, 'page.html'), new Date('2020-01-02T03:04:05Z'), new Date('2020-01-02T03:04:05Z'));
+    const r = await sftpKey(`mkdir /blog\nput -p ${local}/page.html /blog/page.html\nput -r ${local}/css /css\nls -l /blog\n`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/page\.html/);
+    expect(readFileSync(path.join(site(), 'css', 'site.css'), 'utf8')).toBe('body{}');
+    expect(await httpGet(t.http, 'f.test', '/blog/page.html')).toEqual({ status: 200, body: '<h1>over sftp</h1>' });
+    const { mtime } = (await import('node:fs')).statSync(path.join(site(), 'blog', 'page.html'));
+    expect(mtime.toISOString()).toBe('2020-01-02T03:04:05.000Z');
+    // Nothing but the files themselves: no upload temporaries left behind.
+    expect(readdirSync(path.join(site(), 'blog'))).toEqual(['page.html']);
+    // The transfer log is written in batches (every 250 ms).
+    const xferLog = path.join(t.dataDir, 'logs', 'f.test', 'ftp.log');
+    const line = / liz@f\.test SFTP-PUT 18 \d+ ok \/blog\/page\.html\n/;
+    await waitFor(() => existsSync(xferLog) && line.test(readFileSync(xferLog, 'utf8')), 5_000, 'the SFTP-PUT line in ftp.log');
+  });
+
+  it('logs in with the password too, downloads, and renames over a served file in one step', async () => {
+    const local = path.join(t.dir, 'new-index.html');
+    writeFileSync(local, 'new page');
+    const back = path.join(t.dir, 'got.html');
+    const r = await sftpPassword(`put ${local} /index.new\nrename /index.new /index.html\nget /index.html ${back}\n`, PASS);
+    expect(r.code).toBe(0);
+    expect(readFileSync(back, 'utf8')).toBe('new page');
+    expect(await httpGet(t.http, 'f.test', '/')).toEqual({ status: 200, body: 'new page' });
+    expect(t.logs().some((l) => l.msg === 'sftp login' && l.method === 'password' && l.user === 'liz@f.test')).toBe(true);
+  });
+
+  it('refuses an upload past the quota and leaves nothing of it', async () => {
+    const big = path.join(t.dir, 'big.bin');
+    writeFileSync(big, Buffer.alloc(2 * 1024 * 1024, 1));
+    const before = readdirSync(site()).sort();
+    const r = await sftpKey(`put ${big} /big.bin\n`);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Failure/);
+    expect(t.logs().some((l) => l.msg === 'sftp upload cut off: quota exceeded' && l.path === '/big.bin')).toBe(true);
+    expect(readdirSync(site()).sort()).toEqual(before);
+    expect(existsSync(path.join(site(), 'big.bin'))).toBe(false);
+  });
+
+  it.each([
+    ['another tenant by ..', 'get /../g.test/secret.txt'],
+    ['a host path', 'get /etc/passwd'],
+    ['a relative climb', 'get ../../../etc/passwd'],
+    ['a link made on disk that leads out', 'get /out-link'],
+    ['a link made on disk to another tenant', 'get /g-link'],
+    ['a hidden upload temporary', 'get /.~mw-upload-x'],
+    ['making a link', 'symlink /index.html /made-link'],
+    ['writing through a link that leads out', 'put /dev/null /out-link'],
+  ])('keeps the jail: %s', async (_name, command) => {
+    if (!existsSync(path.join(site(), 'out-link'))) {
+      symlinkSync('/etc/passwd', path.join(site(), 'out-link'));
+      symlinkSync('../g.test/secret.txt', path.join(site(), 'g-link'));
+    }
+    const target = path.join(t.dir, 'escaped');
+    const r = await sftpKey(`${command.replace(/^get (\S+)$/, `get $1 ${target}`)}\n`);
+    expect(r.code).not.toBe(0);
+    expect(existsSync(target)).toBe(false);
+    expect(existsSync(path.join(site(), 'made-link'))).toBe(false);
+    expect(readFileSync('/etc/passwd', 'utf8').length).toBeGreaterThan(0);
+  });
+
+  it('refuses a wrong password and a key that is not listed, and logs who and why', async () => {
+    const a = await sftpPassword('ls\n', 'wrong-password');
+    expect(a.code).not.toBe(0);
+    const b = await sftpKey('ls\n', 'liz@f.test', otherKey);
+    expect(b.code).not.toBe(0);
+    expect(b.stderr).toMatch(/Permission denied/);
+    expect(t.logs().some((l) => l.msg === 'sftp login failed' && l.user === 'liz@f.test' && l.why === 'wrong password or key')).toBe(true);
+  });
+
+  it('refuses a shell, a command and port forwarding: SFTP only', async () => {
+    const exec = await run('ssh', ['-p', String(port), '-i', key, '-o', 'IdentitiesOnly=yes', ...SSH_OPTS, 'liz@f.test@127.0.0.1', 'cat /etc/passwd'], '');
+    expect(exec.code).not.toBe(0);
+    expect(exec.stdout).toBe('');
+    const fwd = await run('ssh', ['-p', String(port), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'ExitOnForwardFailure=yes', '-N', '-L', '0:127.0.0.1:22', ...SSH_OPTS, 'liz@f.test@127.0.0.1'], '');
+    expect(fwd.code).not.toBe(0);
+    const why = t.logs().filter((l) => l.msg === 'sftp request refused').map((l) => String(l.why));
+    expect(why).toEqual(expect.arrayContaining(['exec cat /etc/passwd']));
+  });
+
+  it('makes its host keys once; `makewaves sftp fingerprints` prints what ssh-keygen does', async () => {
+    const fps = hostKeyFingerprints(t.dataDir);
+    const cli = await runCli('sftp', 'fingerprints', '-c', t.configDir);
+    expect(cli.code).toBe(0);
+    expect(cli.out.trim().split('\n').sort()).toEqual(fps.map((f) => `${f.type}  ${f.fingerprint}`).sort());
+    expect(fps.map((f) => f.type).sort()).toEqual(['ssh-ed25519', 'ssh-rsa']);
+    for (const f of fps) {
+      const r = spawnSync('ssh-keygen', ['-lf', `${f.file}.pub`]);
+      expect(r.stdout.toString()).toContain(f.fingerprint);
+    }
+  });
+});
