@@ -412,10 +412,13 @@ export function createMailService(deps: MailDeps): MailService {
  * enhanced status, its text made safe for one reply line.
  */
 export function nextHopRefusal(remote: string): Error & { responseCode: number } {
-  const m = /^(5\d\d)[ -]?(?:(5\.\d{1,3}\.\d{1,3}) )?(.*)$/s.exec(remote.trim());
+  const m = /^(5\d\d)(?:[ -]|$)(?:(5\.\d{1,3}\.\d{1,3})(?:\s|$))?(.*)$/s.exec(remote.trim());
   const code = m ? Number(m[1]) : 554;
   const status = m?.[2] ?? '5.0.0';
-  const text = (m ? m[3]! : remote).replace(/[^\x20-\x7e]+/g, ' ').trim().slice(0, 200);
+  // One line of printable ASCII: every run of anything else (CR, LF, other
+  // controls, DEL, non-ASCII) and of spaces becomes one space; capped at 200
+  // characters, trimmed after the cut so it never ends in a space.
+  const text = (m ? m[3]! : remote).replace(/[^\x21-\x7e]+/g, ' ').slice(0, 201).trim().slice(0, 200).trim();
   return reply(code, `${status} Delivery refused by the next hop: ${text || 'no reason given'}`);
 }
 
