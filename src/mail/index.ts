@@ -106,7 +106,7 @@ export function createMailService(deps: MailDeps): MailService {
   const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now, smtp.srsMaxAgeDays);
   const deliverer: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
-    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? configuredResolver(smtp.dns) });
+    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? configuredResolver(main.dns) });
   const deliveries = deps.metrics?.counter('makewaves_mail_deliveries_total', 'Delivery attempts to one recipient, by result (sent, temp, perm).', ['result']);
   const store = deps.state.mailQueue;
   deps.metrics?.gauge('makewaves_mail_queue_messages', 'Messages in the outbound queue.', () => store.count());
