@@ -15,6 +15,7 @@ import { parseRecipient } from '../core/recipient.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
+import { createDkimSigner } from './dkim.ts';
 import { normalizeCrlf } from './crlf.ts';
 import { MAX_LINE, MessageScan, scanned } from './scan.ts';
 import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
@@ -131,6 +132,7 @@ export function createMailService(deps: MailDeps): MailService {
     settings: smtp.queue,
     now: deps.now,
     bouncesPerDomainPerHour: smtp.bouncesPerDomainPerHour,
+    sign: createDkimSigner({ keys: deps.state.dkim, registry: () => registry, hostname, log, now: deps.now }),
     // Form mail: its outcome goes to the form log (`makewaves forms`), where the customer reads it;
     // a bounce mailed to forms@<domain> would reach nobody.
     onMessageOutcome: (o) => {
