@@ -1,9 +1,9 @@
-import { promises as dnsPromises } from 'node:dns';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
+import { suiteResolver } from '../core/dns.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { HealthReporter } from '../core/contracts.ts';
 import type { ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
@@ -47,13 +47,6 @@ export interface MailService {
   queue: MailQueue;
 }
 
-/** A resolver asking `dns.servers` (one try each, `dns.timeout` seconds), or undefined for the system's. */
-function configuredResolver(dns: { servers: string[]; timeout: number } | undefined): MxResolver | undefined {
-  if (!dns) return undefined;
-  const r = new dnsPromises.Resolver({ timeout: Math.round(dns.timeout * 1000), tries: 2 });
-  r.setServers(dns.servers);
-  return r;
-}
 
 /** An error smtp-server turns into a reply: `responseCode` plus a text that starts with the enhanced status code. */
 function reply(code: number, text: string): Error & { responseCode: number } {
@@ -107,7 +100,7 @@ export function createMailService(deps: MailDeps): MailService {
   const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now, smtp.srsMaxAgeDays);
   const deliverer: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
-    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? configuredResolver(main.dns) });
+    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? (main.dns ? suiteResolver(main.dns) : undefined) });
   const deliveries = deps.metrics?.counter('makewaves_mail_deliveries_total', 'Delivery attempts to one recipient, by result (sent, temp, perm).', ['result']);
   const store = deps.state.mailQueue;
   deps.metrics?.gauge('makewaves_mail_queue_messages', 'Messages in the outbound queue.', () => store.count());

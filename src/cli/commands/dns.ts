@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { loadConfig, type LoadedConfig } from '../../core/config/load.ts';
+import { suiteResolver } from '../../core/dns.ts';
 import { parseListen } from '../../lib/listen.ts';
 import { openState, type DkimKey, type State } from '../../state/index.ts';
 
@@ -159,6 +160,80 @@ export function dkimList(configDir: string, domain: string | undefined, out: Nod
     for (const k of keys) out.write(`${describeKey(k, now)}\n`);
     if (keys.length === 0) out.write(`no DKIM keys yet${domain ? ` for ${domain}` : ''}: they are made at a domain's first message or by \`makewaves dns\`\n`);
     return 0;
+  } finally {
+    state.close();
+  }
+}
+
+type Verdict = 'ok' | 'missing' | 'wrong' | 'unknown';
+
+/** What one lookup found: the answers, none (NXDOMAIN, no data), or trouble (timeout, SERVFAIL: says nothing either way). */
+async function lookup<T>(ask: () => Promise<T[]>): Promise<{ answers: T[] } | { trouble: string }> {
+  try {
+    return { answers: await ask() };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTFOUND' || code === 'ENODATA') return { answers: [] };
+    return { trouble: code ?? (err as Error).message };
+  }
+}
+
+/** The `p=` of a DKIM record, without whitespace. */
+const pValue = (record: string) => /(?:^|;)\s*p=([^;]*)/.exec(record)?.[1]?.replace(/\s+/g, '');
+
+/**
+ * `makewaves dns --check TENANT`: looks up what `makewaves dns TENANT`
+ * prints, through the configured resolver (`dns:`), and says per record
+ * whether it is there and right. Exit 0 when every record is, 1 otherwise
+ * (a lookup that failed for DNS trouble counts as not checked).
+ */
+export async function dnsCheck(configDir: string, tenant: string, out: NodeJS.WritableStream = process.stdout, now = Date.now()): Promise<number> {
+  const config = loadConfig(configDir);
+  const entry = config.tenants.find((t) => t.id === tenant);
+  if (!entry) throw new Error(`no tenant "${tenant}" (makewaves tenant list shows them)`);
+  const host = config.main.hostname;
+  const resolver = suiteResolver(config.main.dns);
+  const state = openState(config.main.dataDir);
+  let bad = 0;
+  const say = (verdict: Verdict, what: string, detail: string) => {
+    if (verdict !== 'ok') bad++;
+    out.write(`${verdict.padEnd(8)}${what.padEnd(56)} ${detail}\n`);
+  };
+  try {
+    for (const domain of entry.config.domains) {
+      const mx = await lookup(() => resolver.resolveMx(domain));
+      if ('trouble' in mx) say('unknown', `MX ${domain}`, `lookup failed (${mx.trouble})`);
+      else if (mx.answers.length === 0) say('missing', `MX ${domain}`, `publish: 10 ${host}.`);
+      else if (mx.answers.some((a) => a.exchange.toLowerCase().replace(/\.$/, '') === host)) say('ok', `MX ${domain}`, `→ ${host}`);
+      else say('wrong', `MX ${domain}`, `points at ${mx.answers.map((a) => a.exchange).join(', ')}, not ${host}`);
+
+      const txt = await lookup(() => resolver.resolveTxt(domain));
+      const spf = 'answers' in txt ? txt.answers.map((parts) => parts.join('')).filter((t) => /^v=spf1(\s|$)/i.test(t)) : [];
+      if ('trouble' in txt) say('unknown', `SPF ${domain}`, `lookup failed (${txt.trouble})`);
+      else if (spf.length === 0) say('missing', `SPF ${domain}`, `publish: "v=spf1 a:${host} ~all"`);
+      else if (spf.length > 1) say('wrong', `SPF ${domain}`, `${spf.length} v=spf1 records: receivers treat that as an error (RFC 7208 §4.5); keep one`);
+      else if (new RegExp(`(^|\\s)[+]?(a|mx|include):${host.replace(/\./g, '\\.')}(\\s|$)`, 'i').test(spf[0]!)) say('ok', `SPF ${domain}`, spf[0]!);
+      else say('wrong', `SPF ${domain}`, `"${spf[0]}" does not name ${host} (add a:${host})`);
+
+      await state.dkim.ensure(domain, now);
+      for (const k of state.dkim.published(domain, now)) {
+        const name = `${k.selector}._domainkey.${domain}`;
+        const got = await lookup(() => resolver.resolveTxt(name));
+        const want = pValue(state.dkim.record(k));
+        if ('trouble' in got) say('unknown', `DKIM ${name}`, `lookup failed (${got.trouble})`);
+        else if (got.answers.length === 0) say('missing', `DKIM ${name}`, k.retiredAt === null ? 'mail signed with this key fails DKIM until it is published' : 'retired, but still needed until its grace period ends');
+        else if (got.answers.some((parts) => pValue(parts.join('')) === want)) say('ok', `DKIM ${name}`, k.retiredAt === null ? 'signing key' : 'retired key, still published');
+        else say('wrong', `DKIM ${name}`, 'the published key is not the one the suite signs with (print it again with makewaves dns)');
+      }
+
+      const dmarc = await lookup(() => resolver.resolveTxt(`_dmarc.${domain}`));
+      const policy = 'answers' in dmarc ? dmarc.answers.map((parts) => parts.join('')).find((t) => /^v=DMARC1\s*(;|$)/i.test(t)) : undefined;
+      if ('trouble' in dmarc) say('unknown', `DMARC _dmarc.${domain}`, `lookup failed (${dmarc.trouble})`);
+      else if (!policy) say('missing', `DMARC _dmarc.${domain}`, 'publish: "v=DMARC1; p=none; adkim=r; aspf=r"');
+      else say('ok', `DMARC _dmarc.${domain}`, policy);
+    }
+    out.write(bad === 0 ? `${tenant}: every record is published\n` : `${tenant}: ${bad} record${bad === 1 ? '' : 's'} missing, wrong or not checked\n`);
+    return bad === 0 ? 0 : 1;
   } finally {
     state.close();
   }

@@ -4,18 +4,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call } from '../../helpers/cgi.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { dkimPython, noDkimpy, verifyDkim, zoneTxt } from '../../helpers/dkim.ts';
+import { loadZone, startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
 import { haveSwaks, smtpPort, startSink, swaks, type MailSink, type SunkMessage } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 let t: TestSuite;
 let sink: MailSink;
 let port: number;
+let dns: DnsServer;
 
 beforeAll(async () => {
+  dns = await startDnsServer();
   sink = await startSink();
   sink.rcptReply.set('gone@remote.test', [550, '5.1.1 <gone@remote.test>: no such user']);
   t = await startTestSuite({
-    main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url, waitForNextHop: 0, queue: { minBackoff: 3600, maxBackoff: 3600 } } },
+    main: {
+      dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 },
+      smtp: { listen: ['127.0.0.1:0'], relay: sink.url, waitForNextHop: 0, queue: { minBackoff: 3600, maxBackoff: 3600 } },
+    },
     tenants: {
       'a.test': {
         domains: ['a.test'],
@@ -29,6 +35,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.stop();
   await sink?.close();
+  await dns?.close();
 });
 
 /** The DKIM TXT records `makewaves dns` prints now (for a tenant, or the suite's own). */
@@ -135,5 +142,41 @@ describe.skipIf(!dkimPython)(`DKIM signing of the mail the suite originates, ver
   it('`makewaves dkim rotate` refuses a domain that is not ours', async () => {
     const r = await runCli('dkim', '--config', t.configDir, 'rotate', 'elsewhere.test');
     expect(r).toMatchObject({ code: 1, err: 'makewaves: "elsewhere.test" is neither a tenant domain nor this server\'s host name (mx.test)\n' });
+  });
+
+  it('`makewaves dns --check a.test` asks the configured resolver and says which records are missing or wrong', async () => {
+    dns.zone.clear();
+    const empty = await runCli('dns', '--check', 'a.test', '--config', t.configDir);
+    expect(empty.code).toBe(1);
+    expect(empty.out).toMatch(/^missing MX a\.test +publish: 10 mx\.test\.$/m);
+    expect(empty.out).toMatch(/^missing SPF a\.test +publish: "v=spf1 a:mx\.test ~all"$/m);
+    expect(empty.out).toMatch(/^missing DKIM mw\d{8}(n\d+)?r\._domainkey\.a\.test +mail signed with this key fails DKIM until it is published$/m);
+    expect(empty.out).toMatch(/^missing DMARC _dmarc\.a\.test/m);
+
+    // Published as printed: all present.
+    loadZone(dns.zone, (await runCli('dns', 'a.test', '--config', t.configDir)).out);
+    const good = await runCli('dns', '--check', 'a.test', '--config', t.configDir);
+    expect(good.out).not.toMatch(/^(missing|wrong|unknown)/m);
+    expect(good).toMatchObject({ code: 0, out: expect.stringMatching(/a\.test: every record is published\n$/) });
+
+    // Another key under a selector of ours, and an SPF record that does not name this server.
+    const signing = t.suite.state.dkim.signing('a.test').find((k) => k.algorithm === 'ed25519')!;
+    dns.zone.set(`${signing.selector}._domainkey.a.test`, { txt: [['v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=']] });
+    dns.zone.set('a.test', { ...dns.zone.get('a.test'), txt: [['v=spf1 include:elsewhere.test -all']] });
+    const bad = await runCli('dns', '--check', 'a.test', '--config', t.configDir);
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(new RegExp(`^wrong   DKIM ${signing.selector}\\._domainkey\\.a\\.test +the published key is not the one the suite signs with`, 'm'));
+    expect(bad.out).toMatch(/^wrong {3}SPF a\.test +"v=spf1 include:elsewhere\.test -all" does not name mx\.test \(add a:mx\.test\)$/m);
+    expect(bad.out).toMatch(/a\.test: 2 records missing, wrong or not checked\n$/);
+  });
+
+  it('`makewaves dns` without a tenant prints the suite\'s own records', async () => {
+    const r = await runCli('dns', '--config', t.configDir);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^; mx\.test\. +IN A +<public IPv4 address>$/m);
+    expect(r.out).toMatch(/^; PTR: /m);
+    expect(r.out).toMatch(/^mx\.test\. +IN TXT +"v=spf1 a -all"$/m);
+    expect(r.out).toMatch(/^_dmarc\.mx\.test\. +IN TXT +"v=DMARC1; p=none; adkim=r; aspf=r"$/m);
+    expect(r.out).toMatch(/^; outbound mail leaves through smtp\.relay \(127\.0\.0\.1\)/m);
   });
 });
