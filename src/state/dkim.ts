@@ -1,5 +1,5 @@
-import { createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from 'node:crypto';
-import { chownSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { createPrivateKey, createPublicKey, generateKeyPair, randomBytes, type KeyObject } from 'node:crypto';
+import { chownSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { isValidHostname } from '../lib/hostname.ts';
@@ -187,17 +187,37 @@ export class DkimKeys {
     const folder = path.join(this.dir, domain);
     makeDir(this.dir, 0o700);
     makeDir(folder, 0o700);
+    const tmp = [writeTemp(folder, rsa), writeTemp(folder, ed)] as const;
     const taken = new Set(this.list(domain).map((k) => k.selector));
     const base = selectorBase(now);
-    let stem = base;
-    // A second pair made the same day: mw20261206n2r, n3…
-    for (let n = 2; taken.has(`${stem}r`) || taken.has(`${stem}e`); n++) stem = `${base}n${n}`;
-    const keys: DkimKey[] = [
-      { domain, selector: `${stem}r`, algorithm: 'rsa', file: path.join(folder, `${stem}r.key`), createdAt: now, retiredAt: null, unpublishAt: null },
-      { domain, selector: `${stem}e`, algorithm: 'ed25519', file: path.join(folder, `${stem}e.key`), createdAt: now, retiredAt: null, unpublishAt: null },
-    ];
-    writeKeyFile(keys[0]!.file, rsa);
-    writeKeyFile(keys[1]!.file, ed);
+    let keys: DkimKey[] = [];
+    try {
+      // A second pair made the same day: mw20261206n2r, n3… A file another process
+      // just claimed (its row not yet recorded) is never overwritten: link() refuses.
+      for (let n = 1; keys.length === 0; n++) {
+        const stem = n === 1 ? base : `${base}n${n}`;
+        if (taken.has(`${stem}r`) || taken.has(`${stem}e`)) continue;
+        const files = [path.join(folder, `${stem}r.key`), path.join(folder, `${stem}e.key`)] as const;
+        if (!claim(tmp[0], files[0])) continue;
+        if (!claim(tmp[1], files[1])) {
+          rmSync(files[0], { force: true });
+          continue;
+        }
+        keys = [
+          { domain, selector: `${stem}r`, algorithm: 'rsa', file: files[0], createdAt: now, retiredAt: null, unpublishAt: null },
+          { domain, selector: `${stem}e`, algorithm: 'ed25519', file: files[1], createdAt: now, retiredAt: null, unpublishAt: null },
+        ];
+      }
+    } finally {
+      for (const t of tmp) rmSync(t, { force: true });
+    }
+    // The new names are on disk before any row points at them.
+    const dirFd = openSync(folder, 'r');
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
     // Made by root (the CLI run by the operator): the server runs as the owner of <data> and must read them.
     if (process.getuid?.() === 0) {
       const owner = statSync(path.dirname(this.dir));
@@ -229,10 +249,10 @@ export class DkimKeys {
   }
 }
 
-/** Writes a private key durably: mode 0600 from the start, fsync'd, renamed into place. */
-function writeKeyFile(file: string, pem: string): void {
-  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.tmp`;
+/** Writes a private key to a new temporary file in `folder`: mode 0600 from the start, fsync'd. */
+function writeTemp(folder: string, pem: string): string {
+  mkdirSync(folder, { recursive: true, mode: 0o700 });
+  const tmp = path.join(folder, `.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = openSync(tmp, 'wx', 0o600);
   try {
     writeSync(fd, pem);
@@ -240,5 +260,16 @@ function writeKeyFile(file: string, pem: string): void {
   } finally {
     closeSync(fd);
   }
-  renameSync(tmp, file);
+  return tmp;
+}
+
+/** Gives the temporary file its final name unless that name exists (false then). */
+function claim(tmp: string, file: string): boolean {
+  try {
+    linkSync(tmp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
 }
