@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { isConfigDir } from '../core/config/load.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { check } from './commands/check.ts';
+import { DEFAULT_GRACE_DAYS, dkimList, dkimRotate, dnsCheck, dnsSuite, dnsTenant } from './commands/dns.ts';
 import { forms, formsRecipients } from './commands/forms.ts';
 import { ftpLocks, ftpUnlock, sftpFingerprints } from './commands/ftp.ts';
 import { listAdd, listCreate, listDelete, listHeld, listMembers, listModerate, listRemove, listSet } from './commands/list.ts';
@@ -280,6 +281,33 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action(function (this: Command) {
       code = sftpFingerprints(globalConfig(this));
+    });
+
+  program
+    .command('dns [tenant]')
+    .description("the DNS records to publish, in zone-file form: a tenant's (MX, SPF, DKIM, DMARC for each of its domains) or, without one, this server's own")
+    .option('-c, --config <dir>', 'config folder')
+    .option('--check', "look the tenant's records up through the configured resolver (dns:) and say which are missing or wrong; exit 1 if any")
+    .action(async (tenantId: string | undefined, opts: { config?: string; check?: boolean }) => {
+      const dir = configDirOf(opts.config);
+      if (opts.check && !tenantId) throw new Error('--check needs a tenant: makewaves dns --check TENANT');
+      code = opts.check ? await dnsCheck(dir, tenantId!) : tenantId ? await dnsTenant(dir, tenantId) : await dnsSuite(dir);
+    });
+
+  const dkim = program.command('dkim').description('DKIM keys the suite signs its own mail with (one pair per domain, under <data>/dkim/)');
+  dkim.option('-c, --config <dir>', 'config folder');
+  dkim
+    .command('list [domain]')
+    .description('every key: domain, selector, algorithm, made, signing or retired (and until when it stays published)')
+    .action(function (this: Command, domain: string | undefined) {
+      code = dkimList(globalConfig(this), domain);
+    });
+  dkim
+    .command('rotate <domain>')
+    .description('new keys (new selectors) for a tenant domain or the host name; the old ones stop signing and stay published for the grace period')
+    .option('--grace <days>', 'days the old keys stay published', String(DEFAULT_GRACE_DAYS))
+    .action(async function (this: Command, domain: string, opts: { grace: string }) {
+      code = await dkimRotate(globalConfig(this), domain, Number(opts.grace));
     });
 
   program

@@ -1,9 +1,9 @@
-import { promises as dnsPromises } from 'node:dns';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
+import { suiteResolver } from '../core/dns.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { HealthReporter } from '../core/contracts.ts';
 import type { ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
@@ -15,6 +15,7 @@ import { parseRecipient } from '../core/recipient.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
+import { createDkimSigner } from './dkim.ts';
 import { normalizeCrlf } from './crlf.ts';
 import { MAX_LINE, MessageScan, scanned } from './scan.ts';
 import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
@@ -46,13 +47,6 @@ export interface MailService {
   queue: MailQueue;
 }
 
-/** A resolver asking `dns.servers` (one try each, `dns.timeout` seconds), or undefined for the system's. */
-function configuredResolver(dns: { servers: string[]; timeout: number } | undefined): MxResolver | undefined {
-  if (!dns) return undefined;
-  const r = new dnsPromises.Resolver({ timeout: Math.round(dns.timeout * 1000), tries: 2 });
-  r.setServers(dns.servers);
-  return r;
-}
 
 /** An error smtp-server turns into a reply: `responseCode` plus a text that starts with the enhanced status code. */
 function reply(code: number, text: string): Error & { responseCode: number } {
@@ -112,7 +106,7 @@ export function createMailService(deps: MailDeps): MailService {
   const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now, smtp.srsMaxAgeDays);
   const deliverer: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
-    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? configuredResolver(smtp.dns) });
+    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? (main.dns ? suiteResolver(main.dns) : undefined) });
   const deliveries = deps.metrics?.counter('makewaves_mail_deliveries_total', 'Delivery attempts to one recipient, by result (sent, temp, perm).', ['result']);
   const store = deps.state.mailQueue;
   deps.metrics?.gauge('makewaves_mail_queue_messages', 'Messages in the outbound queue.', () => store.count());
@@ -137,6 +131,7 @@ export function createMailService(deps: MailDeps): MailService {
     settings: smtp.queue,
     now: deps.now,
     bouncesPerDomainPerHour: smtp.bouncesPerDomainPerHour,
+    sign: createDkimSigner({ keys: deps.state.dkim, registry: () => registry, hostname, log, now: deps.now }),
     // Form mail: its outcome goes to the form log (`makewaves forms`), where the customer reads it;
     // a bounce mailed to forms@<domain> would reach nobody.
     onMessageOutcome: (o) => {
@@ -418,10 +413,13 @@ export function createMailService(deps: MailDeps): MailService {
  * enhanced status, its text made safe for one reply line.
  */
 export function nextHopRefusal(remote: string): Error & { responseCode: number } {
-  const m = /^(5\d\d)[ -]?(?:(5\.\d{1,3}\.\d{1,3}) )?(.*)$/s.exec(remote.trim());
+  const m = /^(5\d\d)(?:[ -]|$)(?:(5\.\d{1,3}\.\d{1,3})(?:\s|$))?(.*)$/s.exec(remote.trim());
   const code = m ? Number(m[1]) : 554;
   const status = m?.[2] ?? '5.0.0';
-  const text = (m ? m[3]! : remote).replace(/[^\x20-\x7e]+/g, ' ').trim().slice(0, 200);
+  // One line of printable ASCII: every run of anything else (CR, LF, other
+  // controls, DEL, non-ASCII) and of spaces becomes one space; capped at 200
+  // characters, trimmed after the cut so it never ends in a space.
+  const text = (m ? m[3]! : remote).replace(/[^\x21-\x7e]+/g, ' ').slice(0, 201).trim().slice(0, 200).trim();
   return reply(code, `${status} Delivery refused by the next hop: ${text || 'no reason given'}`);
 }
 

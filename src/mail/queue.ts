@@ -53,6 +53,11 @@ export interface QueueDeps {
   onMessageOutcome?: (o: { id: string; status: 'queued' | 'delivered' | 'bounced'; reply: string | null }) => boolean;
   /** Bounces sent to one domain per hour; more are logged and not sent (0: none at all). Default: no limit. */
   bouncesPerDomainPerHour?: number;
+  /**
+   * Signs a message the suite originates (DKIM) before it is queued: every
+   * such message, a DSN included, passes here ({@link MailQueue.originate}).
+   */
+  sign?: (raw: Buffer, origin: { from: string; tenant?: string | undefined }) => Promise<Buffer>;
 }
 
 /** A message to queue. `body` is streamed to disk; `abort` may stop that (see {@link Spool.write}). */
@@ -264,15 +269,27 @@ export class MailQueue implements MailSubmitter {
     const tail = n.end();
     // A clean message (a list copy is) comes back as it is: no copy of it is made.
     const body = tail.length === 0 ? pushed : Buffer.concat([pushed, tail]);
-    const { id } = await this.enqueue({
-      sender: msg.from,
-      returnPath: msg.from,
-      tenant: msg.tenant,
-      recipients: msg.to.map((t) => ({ rcpt: t, origRcpt: t })),
-      body,
-    });
-    this.log.info({ qid: id, tenant: msg.tenant, from: msg.from, to: msg.to, size: body.length }, 'message submitted');
+    const { id, size } = await this.originate(msg.from, msg.to, body, msg.tenant);
+    this.log.info({ qid: id, tenant: msg.tenant, from: msg.from, to: msg.to, size }, 'message submitted');
     return id;
+  }
+
+  /**
+   * Where every message the suite makes itself (form mail, list mail, DSNs)
+   * enters the queue: the one place it is signed. A message that cannot be
+   * signed is queued unsigned (and the reason logged): it is still mail
+   * someone is waiting for.
+   */
+  private async originate(from: string, to: readonly string[], body: Buffer, tenant?: string): Promise<Enqueued> {
+    let signed = body;
+    if (this.d.sign) {
+      try {
+        signed = await this.d.sign(body, { from, tenant });
+      } catch (err) {
+        this.log.error({ tenant, from, err: (err as Error).message }, 'message queued without a DKIM signature: signing failed');
+      }
+    }
+    return this.enqueue({ sender: from, returnPath: from, tenant, recipients: to.map((t) => ({ rcpt: t, origRcpt: t })), body: signed });
   }
 
   /** Reconciles state with the spool (a file without a row is re-recorded; a row without a file is dropped) and starts the worker. */
@@ -546,7 +563,7 @@ export class MailQueue implements MailSubmitter {
       failed,
       originalHeaders: headers,
     });
-    const { id } = await this.enqueue({ sender: '', returnPath: '', recipients: [{ rcpt: returnPath, origRcpt: returnPath }], body: dsn });
+    const { id } = await this.originate('', [returnPath], dsn);
     this.log.info({ qid, dsn: id, to: returnPath, rcpts: failed.map((f) => f.rcpt) }, 'bounce queued');
   }
 

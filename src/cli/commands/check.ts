@@ -40,6 +40,7 @@ export function check(configDir: string): number {
   try {
     const config = loadConfig(configDir);
     const { problems, notes } = tlsProblems(config);
+    if (config.main.smtp?.dns) notes.push(`${path.join(config.dir, 'makewaves.yaml')}: smtp.dns is deprecated: move it to a top-level dns: (same keys), the resolver for every lookup`);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
     if (problems.length > 0) {
       for (const p of problems) process.stderr.write(`${p}\n`);

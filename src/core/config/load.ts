@@ -175,10 +175,14 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
     tenants.push({ id, file, config });
   }
 
+  if (main?.dns && main.smtp?.dns) {
+    problems.push(`${show(mainFile)}: smtp.dns: is the old name of dns: (set in the same file); keep only dns:`);
+  }
   if (problems.length > 0 || !main) throw new ConfigError(problems);
   const loaded: LoadedConfig = {
     dir: root,
-    main: { ...main, dataDir: path.resolve(root, main.data), sitesDir: path.resolve(root, main.sites) },
+    // smtp.dns, the old name of the resolver setting, still works: it becomes dns.
+    main: { ...main, dns: main.dns ?? main.smtp?.dns, dataDir: path.resolve(root, main.data), sitesDir: path.resolve(root, main.sites) },
     tenants,
   };
   return deepFreeze(loaded);

@@ -50,8 +50,17 @@ const portRange = z
 /** PASV replies (RFC 959 §4.1.2) can only carry an IPv4 address. */
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { error: (i) => `"${String(i.input)}" is not an IPv4 address (PASV can only advertise one)` });
 
+/** The resolver for everything the suite looks up (`IP` or `IP:port`, `[IPv6]:port`); absent: the system's (/etc/resolv.conf). */
+const dnsSettings = z.strictObject({
+  servers: z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:]+)(:\d{1,5})?$/, 'must be an IP address, optionally with :port')).min(1),
+  /** Seconds to wait for one answer. */
+  timeout: z.number().positive().max(60).default(5),
+});
+
 export const mainSchema = z.strictObject({
   hostname,
+  /** DNS servers for every lookup the suite makes (MX for delivery, and `makewaves dns --check`); absent: the system's. */
+  dns: dnsSettings.optional(),
   data: z.string().default('../data'),
   sites: z.string().default('../sites'),
   http: z.strictObject({
@@ -113,14 +122,8 @@ export const mainSchema = z.strictObject({
       waitForNextHop: z.number().min(0).max(300).default(15),
       /** Bounces (DSNs) sent to one domain per hour; more are logged and not sent (forged senders must not make us a spam cannon). */
       bouncesPerDomainPerHour: z.number().int().min(0).max(100_000).default(20),
-      /** DNS servers for direct MX delivery (`IP` or `IP:port`, `[IPv6]:port`); absent: the system's (/etc/resolv.conf). */
-      dns: z
-        .strictObject({
-          servers: z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:]+)(:\d{1,5})?$/, 'must be an IP address, optionally with :port')).min(1),
-          /** Seconds to wait for one answer. */
-          timeout: z.number().positive().max(60).default(5),
-        })
-        .optional(),
+      /** Deprecated: the old name of the top-level `dns` (same keys); `makewaves check` says so. */
+      dns: dnsSettings.optional(),
       /** Outbound queue: Postfix-like backoff that doubles from minBackoff to maxBackoff (seconds), bounce after lifetime. */
       queue: z
         .strictObject({

@@ -71,10 +71,11 @@ beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
     main: {
+      // The suite's one resolver setting (top level; smtp.dns is its old name).
+      dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 0.3 },
       smtp: {
         listen: ['127.0.0.1:0'],
         waitForNextHop: 5,
-        dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 0.3 },
         queue: { minBackoff: 3600, maxBackoff: 3600, mxPort: sink.port },
       },
     },

@@ -1,0 +1,275 @@
+import { createPrivateKey, createPublicKey, generateKeyPair, randomBytes, type KeyObject } from 'node:crypto';
+import { chownSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { isValidHostname } from '../lib/hostname.ts';
+import { makeDir } from '../lib/modes.ts';
+import type { Statement } from 'better-sqlite3';
+import type { Db, Migration } from './db.ts';
+
+export const dkimMigrations: Migration[] = [
+  {
+    id: 'dkim-1',
+    // One row per DKIM key: `retired_at` is set when a rotation replaced it (it no
+    // longer signs), `unpublish_at` is when its DNS record may go (the grace period
+    // for mail signed with it that is still on its way).
+    sql: `CREATE TABLE dkim_keys (
+            domain       TEXT NOT NULL,
+            selector     TEXT NOT NULL,
+            algorithm    TEXT NOT NULL,
+            file         TEXT NOT NULL,
+            created_at   INTEGER NOT NULL,
+            retired_at   INTEGER,
+            unpublish_at INTEGER,
+            PRIMARY KEY (domain, selector)
+          ) WITHOUT ROWID;`,
+  },
+];
+
+export type DkimAlgorithm = 'rsa' | 'ed25519';
+
+/** One DKIM key of a domain, as recorded (the private key stays in its file). */
+export interface DkimKey {
+  domain: string;
+  /** The selector: its public key is published at `<selector>._domainkey.<domain>`. */
+  selector: string;
+  algorithm: DkimAlgorithm;
+  /** The private key file (PEM, mode 0600), absolute. */
+  file: string;
+  /** Epoch milliseconds. */
+  createdAt: number;
+  /** Set once a rotation replaced it: it signs no more mail. */
+  retiredAt: number | null;
+  /** When its DNS record may be removed (retired keys only). */
+  unpublishAt: number | null;
+}
+
+interface Row {
+  domain: string;
+  selector: string;
+  algorithm: DkimAlgorithm;
+  file: string;
+  created_at: number;
+  retired_at: number | null;
+  unpublish_at: number | null;
+}
+
+const toKey = (r: Row): DkimKey => ({
+  domain: r.domain,
+  selector: r.selector,
+  algorithm: r.algorithm,
+  file: r.file,
+  createdAt: r.created_at,
+  retiredAt: r.retired_at,
+  unpublishAt: r.unpublish_at,
+});
+
+const generate = promisify(generateKeyPair);
+
+/** A new private key in PEM (PKCS#8): RSA 2048 bits (RFC 8301's floor is 1024) or Ed25519 (RFC 8463). */
+async function newPrivateKey(algorithm: DkimAlgorithm): Promise<string> {
+  const pair =
+    algorithm === 'rsa'
+      ? await generate('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } })
+      : await generate('ed25519', { publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+  return pair.privateKey;
+}
+
+/** The `p=` value of a key's DNS record: the SubjectPublicKeyInfo for RSA (RFC 6376 §3.6.1), the bare 32 bytes for Ed25519 (RFC 8463 §4.2). */
+export function dkimPublicValue(privatePem: string | KeyObject, algorithm: DkimAlgorithm): string {
+  const pub = createPublicKey(typeof privatePem === 'string' ? createPrivateKey(privatePem) : privatePem);
+  const der = pub.export({ type: 'spki', format: 'der' });
+  return (algorithm === 'ed25519' ? der.subarray(der.length - 32) : der).toString('base64');
+}
+
+/** The TXT record text of a key (before splitting into strings of at most 255 characters). */
+export function dkimRecord(privatePem: string, algorithm: DkimAlgorithm): string {
+  return `v=DKIM1; k=${algorithm}; p=${dkimPublicValue(privatePem, algorithm)}`;
+}
+
+/** A domain name fit for a file name and a `d=` tag: a valid host name, lower case; throws otherwise. */
+function domainName(domain: string): string {
+  const d = domain.toLowerCase().replace(/\.$/, '');
+  if (!isValidHostname(d)) throw new Error(`"${domain}" is not a domain name`);
+  return d;
+}
+
+/** `mw20261206`: the date of the key's making, in UTC. */
+function selectorBase(now: number): string {
+  return `mw${new Date(now).toISOString().slice(0, 10).replaceAll('-', '')}`;
+}
+
+/**
+ * DKIM keys per domain: the private keys under `<data>/dkim/<domain>/<selector>.key`
+ * (folders 0700, files 0600), their selectors and lifetimes in the state
+ * database, shared by the running server (which signs) and the CLI (which
+ * rotates and prints DNS records): a rotation made by the CLI is used by the
+ * server's next message.
+ *
+ * Each domain has one signing pair: an RSA key (selector `mw<date>r`) and an
+ * Ed25519 key (`mw<date>e`), made together at first need or by {@link rotate}.
+ */
+export class DkimKeys {
+  private readonly dir: string;
+  private readonly pending = new Map<string, Promise<DkimKey[]>>();
+  private readonly pemCache = new Map<string, string>();
+  private signingQuery: Statement | undefined;
+
+  constructor(
+    private readonly db: Db,
+    dataDir: string,
+  ) {
+    this.dir = path.join(dataDir, 'dkim');
+  }
+
+  /** Every key recorded for `domain` (or for all domains), newest first. */
+  list(domain?: string): DkimKey[] {
+    const rows = domain
+      ? (this.db.prepare('SELECT * FROM dkim_keys WHERE domain = ? ORDER BY created_at DESC, algorithm DESC, selector').all(domainName(domain)) as Row[])
+      : (this.db.prepare('SELECT * FROM dkim_keys ORDER BY domain, created_at DESC, algorithm DESC, selector').all() as Row[]);
+    return rows.map(toKey);
+  }
+
+  /** The keys that sign `domain`'s mail now (none when it has none yet). */
+  signing(domain: string): DkimKey[] {
+    // Asked for every message signed: prepared once.
+    this.signingQuery ??= this.db.prepare('SELECT * FROM dkim_keys WHERE domain = ? AND retired_at IS NULL ORDER BY algorithm DESC');
+    const rows = this.signingQuery.all(domainName(domain)) as Row[];
+    return rows.map(toKey);
+  }
+
+  /** The keys whose records must be in DNS at `now`: the signing ones and retired ones within their grace period. */
+  published(domain: string, now = Date.now()): DkimKey[] {
+    return this.list(domain).filter((k) => k.retiredAt === null || (k.unpublishAt ?? 0) > now);
+  }
+
+  /** The signing keys of `domain`, made (and recorded) first if it has none: the first message or `makewaves dns` makes them. */
+  async ensure(domain: string, now = Date.now()): Promise<DkimKey[]> {
+    const d = domainName(domain);
+    const have = this.signing(d);
+    if (have.length > 0) return have;
+    const running = this.pending.get(d);
+    if (running) return running;
+    const made = this.make(d, now, false).finally(() => this.pending.delete(d));
+    this.pending.set(d, made);
+    return made;
+  }
+
+  /**
+   * Makes a new signing pair for `domain` and retires the current one: it
+   * stays published for `graceDays` (mail signed with it may still be
+   * queued or read). Returns the new keys.
+   */
+  async rotate(domain: string, graceDays: number, now = Date.now()): Promise<{ made: DkimKey[]; retired: DkimKey[] }> {
+    const d = domainName(domain);
+    const retired = this.signing(d);
+    const made = await this.make(d, now, true, graceDays);
+    return { made, retired: retired.map((k) => ({ ...k, retiredAt: now, unpublishAt: now + graceDays * 86_400_000 })) };
+  }
+
+  /** The private key of `key` (PEM), read once per file. */
+  privateKey(key: DkimKey): string {
+    let pem = this.pemCache.get(key.file);
+    if (pem === undefined) {
+      pem = readFileSync(key.file, 'utf8');
+      this.pemCache.set(key.file, pem);
+    }
+    return pem;
+  }
+
+  /** The TXT record text of `key`. */
+  record(key: DkimKey): string {
+    return dkimRecord(this.privateKey(key), key.algorithm);
+  }
+
+  private async make(domain: string, now: number, retire: boolean, graceDays = 0): Promise<DkimKey[]> {
+    const [rsa, ed] = await Promise.all([newPrivateKey('rsa'), newPrivateKey('ed25519')]);
+    const folder = path.join(this.dir, domain);
+    makeDir(this.dir, 0o700);
+    makeDir(folder, 0o700);
+    const tmp = [writeTemp(folder, rsa), writeTemp(folder, ed)] as const;
+    const taken = new Set(this.list(domain).map((k) => k.selector));
+    const base = selectorBase(now);
+    let keys: DkimKey[] = [];
+    try {
+      // A second pair made the same day: mw20261206n2r, n3… A file another process
+      // just claimed (its row not yet recorded) is never overwritten: link() refuses.
+      for (let n = 1; keys.length === 0; n++) {
+        const stem = n === 1 ? base : `${base}n${n}`;
+        if (taken.has(`${stem}r`) || taken.has(`${stem}e`)) continue;
+        const files = [path.join(folder, `${stem}r.key`), path.join(folder, `${stem}e.key`)] as const;
+        if (!claim(tmp[0], files[0])) continue;
+        if (!claim(tmp[1], files[1])) {
+          rmSync(files[0], { force: true });
+          continue;
+        }
+        keys = [
+          { domain, selector: `${stem}r`, algorithm: 'rsa', file: files[0], createdAt: now, retiredAt: null, unpublishAt: null },
+          { domain, selector: `${stem}e`, algorithm: 'ed25519', file: files[1], createdAt: now, retiredAt: null, unpublishAt: null },
+        ];
+      }
+    } finally {
+      for (const t of tmp) rmSync(t, { force: true });
+    }
+    // The new names are on disk before any row points at them.
+    const dirFd = openSync(folder, 'r');
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
+    // Made by root (the CLI run by the operator): the server runs as the owner of <data> and must read them.
+    if (process.getuid?.() === 0) {
+      const owner = statSync(path.dirname(this.dir));
+      for (const p of [this.dir, folder, ...keys.map((k) => k.file)]) chownSync(p, owner.uid, owner.gid);
+    }
+    const insert = this.db.prepare('INSERT INTO dkim_keys (domain, selector, algorithm, file, created_at) VALUES (?, ?, ?, ?, ?)');
+    let won = true;
+    try {
+      this.db.transaction(() => {
+        // Another process (the CLI, or the server) may have made this domain's first keys meanwhile: theirs stand.
+        if (!retire && this.signing(domain).length > 0) {
+          won = false;
+          return;
+        }
+        if (retire) {
+          this.db.prepare('UPDATE dkim_keys SET retired_at = ?, unpublish_at = ? WHERE domain = ? AND retired_at IS NULL').run(now, now + graceDays * 86_400_000, domain);
+        }
+        for (const k of keys) insert.run(k.domain, k.selector, k.algorithm, k.file, k.createdAt);
+      })();
+    } catch (err) {
+      for (const k of keys) rmSync(k.file, { force: true });
+      throw err;
+    }
+    if (!won) {
+      for (const k of keys) rmSync(k.file, { force: true });
+      return this.signing(domain);
+    }
+    return keys;
+  }
+}
+
+/** Writes a private key to a new temporary file in `folder`: mode 0600 from the start, fsync'd. */
+function writeTemp(folder: string, pem: string): string {
+  mkdirSync(folder, { recursive: true, mode: 0o700 });
+  const tmp = path.join(folder, `.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    writeSync(fd, pem);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return tmp;
+}
+
+/** Gives the temporary file its final name unless that name exists (false then). */
+function claim(tmp: string, file: string): boolean {
+  try {
+    linkSync(tmp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+}

@@ -1,0 +1,74 @@
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { fromDomain } from '../../../src/mail/dkim.ts';
+import { openState } from '../../../src/state/index.ts';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe('fromDomain: the domain that signs when it is ours', () => {
+  it.each([
+    ['From: forms@a.test\r\n\r\nx', 'a.test'],
+    ['From: "a.test forms" <forms@A.Test>\r\nTo: x@y\r\n\r\n', 'a.test'],
+    ['Subject: s\r\nfrom: =?utf-8?q?V=C3=A9ra?=\r\n <vera@b.test>\r\n\r\n', 'b.test'],
+    ['To: x@y.test\r\n\r\nFrom: body@c.test\r\n', undefined],
+    ['From: nobody\r\n\r\n', undefined],
+    ['From: Mail Delivery System <MAILER-DAEMON@mx.test>\r\n\r\n', 'mx.test'],
+  ])('%j → %s', (raw, domain) => {
+    expect(fromDomain(Buffer.from(raw))).toBe(domain);
+  });
+});
+
+describe('DKIM keys in state', () => {
+  it('two processes making the first keys of a domain at once end with one pair (the loser removes its files)', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
+    dirs.push(dir);
+    const [a, b] = [openState(dir), openState(dir)];
+    try {
+      const [ka, kb] = await Promise.all([a.dkim.ensure('a.test'), b.dkim.ensure('a.test')]);
+      expect(ka.map((k) => k.selector)).toEqual(kb.map((k) => k.selector));
+      expect(readdirSync(path.join(dir, 'dkim', 'a.test')).sort()).toEqual(ka.map((k) => `${k.selector}.key`).sort());
+      // A second rotation on the same day still gets new selectors.
+      const first = await a.dkim.rotate('a.test', 7);
+      const second = await a.dkim.rotate('a.test', 7);
+      expect(new Set([...ka, ...first.made, ...second.made].map((k) => k.selector)).size).toBe(6);
+      expect(a.dkim.signing('a.test')).toEqual(second.made);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it('never overwrites a key file another process has just written (its row not recorded yet): the next selector is taken', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
+    dirs.push(dir);
+    const now = Date.UTC(2026, 11, 6, 12);
+    mkdirSync(path.join(dir, 'dkim', 'a.test'), { recursive: true });
+    const theirs = path.join(dir, 'dkim', 'a.test', 'mw20261206r.key');
+    writeFileSync(theirs, 'the other process’s key');
+    const s = openState(dir);
+    try {
+      const keys = await s.dkim.ensure('a.test', now);
+      expect(keys.map((k) => k.selector)).toEqual(['mw20261206n2r', 'mw20261206n2e']);
+      expect(readFileSync(theirs, 'utf8')).toBe('the other process’s key');
+      expect(readdirSync(path.join(dir, 'dkim', 'a.test')).sort()).toEqual(['mw20261206n2e.key', 'mw20261206n2r.key', 'mw20261206r.key']);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('refuses a domain that is no host name (it becomes a folder name)', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
+    dirs.push(dir);
+    const s = openState(dir);
+    try {
+      await expect(s.dkim.ensure('../../etc')).rejects.toThrow('"../../etc" is not a domain name');
+    } finally {
+      s.close();
+    }
+  });
+});
