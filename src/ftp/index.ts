@@ -7,7 +7,7 @@ import { StringDecoder } from 'node:string_decoder';
 import type { TLSSocket } from 'node:tls';
 import { FtpSrv } from 'ftp-srv';
 import type { CertStore } from '../core/certs.ts';
-import type { Metrics } from '../core/metrics.ts';
+import { observeFtpLogin, type Metrics } from '../core/metrics.ts';
 import type { SiteChanges } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
@@ -1075,7 +1075,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       events.on('login', ({ connection, username, password }: { connection: unknown; username: string; password: string }, resolve: (r: object) => void, reject: (e: Error) => void) => {
         const s = byConn.get(connection as Conn);
         if (!s) return reject(new FtpError(421, 'Connection closing'));
-        login(s, username, password).then(resolve, (err: unknown) => {
+        observeFtpLogin(metrics, login(s, username, password), () => current.ftpAccount(username.toLowerCase())?.tenant.id).then(resolve, (err: unknown) => {
           if (err instanceof FtpError) return reject(err);
           const ref = errorRef();
           s.log.error({ ref, err: (err as Error).stack }, 'ftp login failed on our side');

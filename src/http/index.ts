@@ -109,6 +109,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     raw.started(res);
+    metrics?.timeRequest(res);
     if (draining) res.setHeader('Connection', 'close');
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
