@@ -99,6 +99,7 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   const mainFile = path.join(root, MAIN_FILE);
   const rawMain = parseYaml(mainFile, problems);
   const main = rawMain === undefined ? undefined : validate(mainSchema, rawMain, mainFile, problems);
+  if (main?.acme && !main.http.tls) problems.push(`${show(mainFile)}: acme: needs http.tls (its certificates go into that store and are served on its listener)`);
 
   const tenants: TenantEntry[] = [];
   const tenantDir = path.join(root, TENANT_DIR);
