@@ -41,6 +41,7 @@ export function certs(configDir: string, out: NodeJS.WritableStream = process.st
     rows.push([c.domain, c.tenant, source, c.cert ? commonName(c.cert.issuer) : '-', c.cert ? day(new Date(c.cert.validTo).toISOString()) : '-', next, s?.lastError ?? '-']);
   }
   const widths = rows[0]!.slice(0, -1).map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) out.write(`${r.map((v, i) => (i < widths.length ? v.padEnd(widths[i]!) : v)).join('  ')}\n`);
+  // One write: a reader that stops early (`| head`) gets a whole table or nothing.
+  out.write(rows.map((r) => `${r.map((v, i) => (i < widths.length ? v.padEnd(widths[i]!) : v)).join('  ')}\n`).join(''));
   return 0;
 }
