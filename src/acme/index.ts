@@ -67,12 +67,17 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
   const cfg = main.acme!;
   const dataDir = main.dataDir;
   const pending = new Map<string, Http01>();
-  const queued: string[] = [];
+  /** Due orders in the order they fell due (a Map: one entry per domain, cheap to look up). */
+  const queued = new Map<string, DomainCert>();
   const running = new Map<string, Promise<void>>();
   const orders = metrics?.counter('makewaves_acme_orders_total', 'ACME certificate orders by result (issued, failed).', ['result']);
   let status: AcmeStatus = { domains: {} };
+  metrics?.labelledGauge('makewaves_acme_certificate_expiry_days', 'Days until the ACME certificate of each tenant domain expires.', ['domain'], () =>
+    Object.entries(status.domains).flatMap(([domain, s]) => (s.notAfter ? [[{ domain }, Math.floor((Date.parse(s.notAfter) - Date.now()) / 86_400_000)]] : [])),
+  );
   let client: OrderClient | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let wakeAt = Infinity;
   let stopped = false;
 
   const challenges: AcmeChallenges = {
@@ -110,7 +115,13 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
     return retry;
   }
 
-  /** Queues what is due, starts what the concurrency allows, and sets the timer for the next due time. */
+  /**
+   * Looks at every tenant domain: queues what is due, forgets what is gone,
+   * sets the timer for the next due time, and starts what the concurrency
+   * allows. Called at start, on reload, by the timer and the job, and when
+   * the queue has run dry (not after every order: with many domains a look
+   * costs a stat per domain).
+   */
   function wake(): void {
     if (stopped || !client) return;
     const now = Date.now();
@@ -119,27 +130,39 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
     for (const d of Object.keys(status.domains)) {
       if (!names.has(d) && !running.has(d)) delete status.domains[d]; // no longer a tenant's (or now an operator's file): not renewed
     }
+    for (const d of queued.keys()) if (!names.has(d)) queued.delete(d);
     let next = Infinity;
     for (const c of all) {
       const at = dueAt(c);
-      if (at <= now) {
-        if (!running.has(c.domain) && !queued.includes(c.domain)) queued.push(c.domain);
-      } else next = Math.min(next, at);
+      if (at > now) next = Math.min(next, at);
+      else if (!running.has(c.domain)) queued.set(c.domain, c);
     }
-    while (running.size < cfg.concurrency && queued.length > 0) {
-      const domain = queued.shift()!;
-      const c = all.find((x) => x.domain === domain);
-      if (!c) continue;
+    wakeAt = Infinity;
+    schedule(next);
+    pump();
+  }
+
+  /** Sets the timer for `at` unless it is already set earlier: at least a second ahead, at most an hour (a timer cannot be set weeks ahead). */
+  function schedule(at: number): void {
+    if (stopped || at === Infinity || at >= wakeAt) return;
+    if (timer) clearTimeout(timer);
+    wakeAt = at;
+    timer = setTimeout(wake, Math.min(Math.max(at - Date.now(), 1_000), 3_600_000));
+    timer.unref();
+  }
+
+  /** Starts queued orders while fewer than acme.concurrency run. */
+  function pump(): void {
+    for (const [domain, c] of queued) {
+      if (stopped || running.size >= cfg.concurrency) return;
+      queued.delete(domain);
       const p = order(c).finally(() => {
         running.delete(domain);
-        wake();
+        if (queued.size > 0) pump();
+        else if (running.size === 0) wake();
       });
       running.set(domain, p);
     }
-    if (timer) clearTimeout(timer);
-    // At most an hour between looks (a timer cannot be set weeks ahead), at least a second.
-    if (next < Infinity) timer = setTimeout(wake, Math.min(Math.max(next - now, 1_000), 3_600_000));
-    timer?.unref();
   }
 
   async function order(c: DomainCert): Promise<void> {
@@ -151,6 +174,7 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
     try {
       const got = await client!.order(domain, { create: (h) => pending.set(h.token, h), remove: (h) => pending.delete(h.token) });
       install(domain, got, s);
+      schedule(Date.parse(s.renewAt!));
       orders?.inc({ result: 'issued' });
       health.set(`acme:${domain}`, undefined);
       log.info({ domain, issuer: s.issuer, notAfter: s.notAfter, renewAt: s.renewAt }, 'ACME certificate installed');
@@ -193,6 +217,7 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
     let waitMs = Math.min(cfg.retrySeconds * 2 ** (s.failures - 1), cfg.maxRetrySeconds) * 1000 * (1 + Math.random() / 10);
     if (/rateLimited/i.test(err.message)) waitMs = Math.max(waitMs, 3_600_000);
     s.retryAt = new Date(Date.now() + waitMs).toISOString();
+    schedule(Date.now() + waitMs);
     orders?.inc({ result: 'failed' });
     const serving = c.source === 'none' ? 'the default certificate' : `the ${c.source} certificate ${c.file ? path.basename(c.file) : ''}`.trim();
     log.warn({ domain: c.domain, tenant: c.tenant, err: s.lastError, failures: s.failures, retryAt: s.retryAt, serving }, 'ACME order failed; retrying later');
@@ -227,7 +252,7 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
     async stop(graceMs) {
       stopped = true;
       if (timer) clearTimeout(timer);
-      queued.length = 0;
+      queued.clear();
       const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       await Promise.race([Promise.allSettled([...running.values()]), grace]);
     },

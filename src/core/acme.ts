@@ -79,11 +79,20 @@ export interface DomainCert {
   covers: boolean;
 }
 
+/** Parsed certificates by file, kept while the file's mtime and size stay the same (a look at every domain is a stat each). */
+const parsed = new Map<string, { mtimeMs: number; size: number; cert: X509Certificate }>();
+
 function readCert(file: string): X509Certificate | undefined {
   try {
-    if (!statSync(file).isFile()) return undefined;
-    return new X509Certificate(readFileSync(file));
+    const st = statSync(file);
+    if (!st.isFile()) return undefined;
+    const hit = parsed.get(file);
+    if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.cert;
+    const cert = new X509Certificate(readFileSync(file));
+    parsed.set(file, { mtimeMs: st.mtimeMs, size: st.size, cert });
+    return cert;
   } catch {
+    parsed.delete(file);
     return undefined; // Missing or unreadable: the store does not present it either (`makewaves check` names it).
   }
 }

@@ -107,6 +107,20 @@ export class Metrics {
     });
   }
 
+  /** A gauge with labels whose samples are read from `read()` at scrape time (label values from config only: tenant ids, domains). */
+  labelledGauge<L extends string>(name: string, help: string, labelNames: readonly L[], read: () => Array<[Record<L, string>, number]>): void {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [labels, value] of read()) this.set(labels, value);
+      },
+    });
+  }
+
   /** A counter with labels, for services that count events (deliveries, handler runs). */
   counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
     const existing = this.registry.getSingleMetric(name);

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -102,6 +102,10 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
     expect(cli.out).toMatch(/^a\.test\s+a\.test\s+acme\s+Pebble/m);
     expect(cli.out).toMatch(/^b\.test\s+b\.test\s+acme\s+Pebble/m);
     expect(cli.out).toMatch(/^bad\.test\s+bad\.test\s+self-signed\s/m);
+
+    const metrics = await (await fetch(`${admin}/metrics`)).text();
+    expect(Number(/^makewaves_acme_orders_total\{result="issued"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
+    expect(Number(/^makewaves_acme_certificate_expiry_days\{domain="a\.test"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0);
   }, 90_000);
 
   it('a failed challenge is logged and retried with growing delays; the self-signed certificate keeps serving; others undisturbed', async () => {
@@ -121,36 +125,65 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
     expect(statusOr(t.dataDir).domains['a.test']!.failures).toBe(0);
   }, 90_000);
 
-  it('a CA that is down when a renewal is due: the old certificate keeps serving and /healthz says so', async () => {
-    const before = (await presented('a.test', httpsPort, rootFile)).cert.fingerprint256;
-    await t.suite.stop(500);
-    await pebble.stopCa();
-    // The renewal of a.test falls due while the CA is down.
+  it('a tenant added while running gets its certificate without a restart', async () => {
+    mkdirSync(path.join(t.sitesDir, 'c.test'), { recursive: true });
+    writeFileSync(path.join(t.sitesDir, 'c.test', 'index.html'), 'Tenant C\n');
+    t.writeTenant('c.test', { domains: ['c.test'] });
+    await waitFor(() => statusOr(t.dataDir).domains['c.test']?.fingerprint, 60_000, 'an ACME certificate for c.test');
+    await waitFor(async () => (await presented('c.test', httpsPort, rootFile)).verified, 10_000, 'c.test served with its ACME certificate');
+    const r = await curlHttps('c.test', httpsPort, rootFile);
+    expect(r.out).toContain('Tenant C');
+  }, 90_000);
+
+  /** The running suite after a restart (the helper's own one is stopped first). */
+  let again: Suite | undefined;
+  const lines: string[] = [];
+
+  /** Stops the suite, lets `due` domains' renewals fall due (in the status file), starts it again over the same folders. */
+  async function restartWithDue(due: string[]): Promise<{ port: number; adminUrl: string }> {
+    await (again ?? t.suite).stop(500);
     const s = status(t.dataDir);
-    s.domains['a.test']!.renewAt = new Date(Date.now() - 60_000).toISOString();
+    for (const d of due) s.domains[d]!.renewAt = new Date(Date.now() - 60_000).toISOString();
     writeFileSync(path.join(t.dataDir, 'acme', 'status.json'), JSON.stringify(s));
-    const lines: string[] = [];
+    lines.length = 0;
     const destination = new Writable({
       write(chunk: Buffer, _enc, cb) {
         lines.push(...chunk.toString().split('\n').filter(Boolean));
         cb();
       },
     });
-    let again: Suite | undefined;
-    try {
-      again = await startSuite({ configDir: t.configDir, log: createLogger({ level: 'info', destination }), watch: false });
-      const port = Number(new URL(again.urls.http!.find((u) => u.startsWith('https:'))!).port);
-      const adminUrl = again.urls.admin![0]!;
-      await waitFor(() => lines.some((l) => l.includes('ACME order failed') && l.includes('"a.test"')), 60_000, 'the failed renewal of a.test');
-      const health = (await (await fetch(`${adminUrl}/healthz`)).json()) as { status: string; problems: Array<{ key: string; message: string }> };
-      expect(health.problems.find((p) => p.key === 'acme:a.test')?.message).toMatch(/a\.test: no ACME certificate .*serving the acme certificate a\.test\.crt/);
-      const now = await presented('a.test', port, rootFile);
-      expect(now.verified).toBe(true);
-      expect(now.cert.fingerprint256).toBe(before);
-      const r = await curlHttps('a.test', port, rootFile);
-      expect(r.out).toContain('Tenant A');
-    } finally {
-      await again?.stop(500);
-    }
+    again = await startSuite({ configDir: t.configDir, log: createLogger({ level: 'info', destination }), watch: false });
+    return { port: Number(new URL(again.urls.http!.find((u) => u.startsWith('https:'))!).port), adminUrl: again.urls.admin![0]! };
+  }
+
+  afterAll(async () => {
+    await again?.stop(500);
+  });
+
+  it('a renewal that falls due replaces the certificate with a new one, served at once', async () => {
+    const before = status(t.dataDir).domains['b.test']!.fingerprint;
+    const { port } = await restartWithDue(['b.test']);
+    await waitFor(() => statusOr(t.dataDir).domains['b.test']?.fingerprint !== before, 60_000, 'the renewed certificate of b.test');
+    const after = status(t.dataDir).domains['b.test']!;
+    expect(Date.parse(after.renewAt!)).toBeGreaterThan(Date.now());
+    const now = await presented('b.test', port, rootFile);
+    expect(now.verified).toBe(true);
+    expect(now.cert.fingerprint256).toBe(after.fingerprint);
+    expect(lines.some((l) => l.includes('ACME renewal started') && l.includes('"b.test"'))).toBe(true);
+  }, 90_000);
+
+  it('a CA that is down when a renewal is due: the old certificate keeps serving and /healthz says so', async () => {
+    await pebble.stopCa();
+    const before = status(t.dataDir).domains['a.test']!.fingerprint;
+    const { port, adminUrl } = await restartWithDue(['a.test']);
+    await waitFor(() => lines.some((l) => l.includes('ACME order failed') && l.includes('"a.test"')), 60_000, 'the failed renewal of a.test');
+    const health = (await (await fetch(`${adminUrl}/healthz`)).json()) as { status: string; problems: Array<{ key: string; message: string }> };
+    expect(health.status).toBe('degraded');
+    expect(health.problems.find((p) => p.key === 'acme:a.test')?.message).toMatch(/a\.test: no ACME certificate .*serving the acme certificate a\.test\.crt/);
+    const now = await presented('a.test', port, rootFile);
+    expect(now.verified).toBe(true);
+    expect(now.cert.fingerprint256).toBe(before);
+    const r = await curlHttps('a.test', port, rootFile);
+    expect(r.out).toContain('Tenant A');
   }, 90_000);
 });
