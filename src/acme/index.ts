@@ -45,6 +45,15 @@ export async function accountKey(dataDir: string): Promise<string> {
   return made;
 }
 
+/** The PEM of acme.ca, or an error naming the file. */
+function readCa(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`${file} (acme.ca) cannot be read (${(err as NodeJS.ErrnoException).code})`);
+  }
+}
+
 /** When a certificate is renewed: two thirds into its lifetime, give or take a thirtieth of it (renewals of many domains spread out). */
 export function renewalTime(cert: X509Certificate, random = Math.random): number {
   const from = new Date(cert.validFrom).getTime();
@@ -238,13 +247,13 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
       }
       try {
         const key = await accountKey(dataDir);
-        const caPem = cfg.ca ? readFileSync(path.resolve(current.config.dir, cfg.ca), 'utf8') : undefined;
+        const caPem = cfg.ca ? readCa(path.resolve(current.config.dir, cfg.ca)) : undefined;
         client = createOrderClient({ directory: cfg.directory, email: cfg.email, accountKey: key, caPem, debug: (msg) => log.debug({ acme: msg }, 'acme-client') });
-        health.set('acme-account', undefined);
+        health.set('acme', undefined);
       } catch (err) {
         const message = (err as Error).message;
-        log.error({ err: message }, 'ACME disabled: no account key');
-        health.set('acme-account', { severity: 'degraded', message: `ACME: ${message}` });
+        log.error({ err: message }, 'ACME disabled: no certificates are ordered or renewed');
+        health.set('acme', { severity: 'degraded', message: `ACME disabled: ${message}` });
       }
       wake();
       return [];
