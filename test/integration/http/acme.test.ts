@@ -68,6 +68,8 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
         'a.test': { domains: ['a.test'] },
         'b.test': { domains: ['b.test'] },
         'bad.test': { domains: ['bad.test'] },
+        // Suspended, and everything proxied to a backend that is not there: challenges are answered before either.
+        'held.test': { domains: ['held.test'], suspended: true, proxy: [{ path: '/', to: 'http://127.0.0.1:9' }] },
       },
       files: { 'a.test/index.html': 'Tenant A\n', 'b.test/index.html': 'Tenant B\n', 'bad.test/index.html': 'Tenant Bad\n' },
     });
@@ -84,7 +86,8 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
   });
 
   it('issues certificates for two tenants over HTTP-01 and serves them over HTTPS', async () => {
-    await waitFor(() => ['a.test', 'b.test'].every((d) => statusOr(t.dataDir).domains[d]?.fingerprint), 60_000, 'ACME certificates for a.test and b.test');
+    await waitFor(() => ['a.test', 'b.test', 'held.test'].every((d) => statusOr(t.dataDir).domains[d]?.fingerprint), 60_000, 'ACME certificates for a.test, b.test and held.test');
+    expect((await presented('held.test', httpsPort, rootFile)).verified).toBe(true);
     for (const [host, page] of [['a.test', 'Tenant A'], ['b.test', 'Tenant B']] as const) {
       const { verified, cert } = await presented(host, httpsPort, rootFile);
       expect(verified).toBe(true);
