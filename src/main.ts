@@ -109,6 +109,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
   services.push(createAdminService({ registry, metrics, health, log, services: () => services.map((s) => s.name) }));
 
+  const stopFailed = (name: string, err: Error) => log.error({ svc: name, err: err.message }, `${name} failed to stop`);
   const urls: Record<string, string[]> = {};
   const wrapped = services.map((s) => ({
     ...s,
@@ -130,7 +131,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
     }
   } catch (err) {
-    if (started) await stopAll(services, 1000);
+    if (started) await stopAll(services, 1000, stopFailed);
     state.close();
     throw err;
   }
@@ -178,7 +179,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     stop(graceMs = 5_000) {
       stopping ??= (async () => {
         await unwatch?.();
-        await stopAll(services, graceMs);
+        await stopAll(services, graceMs, stopFailed);
         state.close();
       })();
       return stopping;

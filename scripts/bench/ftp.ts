@@ -26,7 +26,7 @@ import net from 'node:net';
 import { freePort, has, ROOT, run, startProcess, stopProcess } from './lib.ts';
 import { stringify } from 'yaml';
 import { createLogger } from '../../src/core/log.ts';
-import { bunyanAdapter } from '../../src/ftp/bunyan.ts';
+import { bunyanAdapter } from '../../src/ftp/ftpsrv-adapter.ts';
 import { hashPassword } from '../../src/lib/password.ts';
 import { startSuite } from '../../src/main.ts';
 

@@ -65,6 +65,7 @@ export class CertStore {
     try {
       return { cert: readFileSync(files.cert), key: readFileSync(files.key) };
     } catch {
+      // No default pair (or unreadable): callers turn STARTTLS/FTPS off and say so at start; `check` names the file.
       return undefined;
     }
   }
@@ -77,6 +78,7 @@ export class CertStore {
     try {
       mtimeMs = Math.max(statSync(files.cert).mtimeMs, statSync(files.key).mtimeMs);
     } catch {
+      // No pair for this name (yet): remembered as a miss, looked for again after recheckMs.
       this.cache.set(name, null);
       this.missAt.set(name, now);
       return undefined;
@@ -147,6 +149,7 @@ export class CertStore {
     try {
       return statSync(certFiles(this.dir, name).cert).isFile();
     } catch {
+      // Missing or unreadable: there is no certificate by that name to use.
       return false;
     }
   }

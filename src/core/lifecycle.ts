@@ -35,7 +35,7 @@ export async function startAll(services: readonly Service[], log: Logger): Promi
       started.push(svc);
     } catch (err) {
       log.error({ svc: svc.name, err: (err as Error).message }, `${svc.name} failed to start; stopping the others`);
-      await stopAll(started, 1000);
+      await stopAll(started, 1000, (name, e) => log.error({ svc: name, err: e.message }, `${name} failed to stop`));
       throw err;
     }
   }
@@ -45,11 +45,12 @@ export async function startAll(services: readonly Service[], log: Logger): Promi
  * Stops services in reverse order within one shared grace: each gets what
  * is left of `graceMs` (at least a moment to close cleanly), so the whole
  * stop is bounded by about `graceMs`, not by services × `graceMs`.
- * Never rejects.
+ * Never rejects: a service that fails to stop is reported to `onError`
+ * (the caller logs it) and the others still stop.
  */
-export async function stopAll(services: readonly Service[], graceMs: number): Promise<void> {
+export async function stopAll(services: readonly Service[], graceMs: number, onError?: (service: string, err: Error) => void): Promise<void> {
   const deadline = Date.now() + graceMs;
   for (const svc of [...services].reverse()) {
-    await svc.stop(Math.max(deadline - Date.now(), 100)).catch(() => undefined);
+    await svc.stop(Math.max(deadline - Date.now(), 100)).catch((err: Error) => onError?.(svc.name, err));
   }
 }

@@ -1,24 +1,11 @@
 import { randomInt } from 'node:crypto';
 import net, { isIP, type Server, type Socket } from 'node:net';
 import type { Logger } from '../core/log.ts';
-import { Bluebird } from './promise.ts';
+import { Bluebird, type DataConnector } from './ftpsrv-adapter.ts';
 import { adoptForDirectReads, directReadOptions } from './receive.ts';
 import { NotResumedError, type TlsAcceptor } from './tls.ts';
 
-/**
- * The data-connection half of ftp-srv's connection object, as its own
- * command handlers (LIST, NLST, RETR, ABOR) use it: `waitForConnection()`
- * must answer with a Bluebird promise (they chain `.tap` on it, and catch
- * Bluebird's TimeoutError to answer 425).
- */
-export interface DataConnector {
-  readonly connection: unknown;
-  readonly socket: Socket | null;
-  waitForConnection(): Promise<Socket>;
-  end(): void;
-  /** ABOR: cuts the data connection, and fails a wait for one at once (not after CONNECT_WAIT_MS). */
-  abort?(): void;
-}
+export type { DataConnector };
 
 /** What a connector needs of the control connection. */
 export interface ControlSide {
@@ -41,6 +28,15 @@ export function sameIp(a: string | undefined, b: string | undefined): boolean {
   const x = plainIp(a).toLowerCase();
   const y = plainIp(b).toLowerCase();
   return x !== '' && x === y;
+}
+
+/** Refusals logged per passive listener; the rest are only counted. */
+const MAX_LOGGED_REFUSALS = 5;
+
+/** `address:port` of the far end of a socket. */
+function endpoint(s: Socket): string {
+  const ip = plainIp(s.remoteAddress);
+  return `${isIP(ip) === 6 ? `[${ip}]` : ip}:${s.remotePort}`;
 }
 
 /** Ends a data socket: flushed when still writable, released at once otherwise. */
@@ -79,10 +75,18 @@ export interface PassiveOptions {
  * that one probes each port with a throw-away listener before listening on
  * it, compares addresses through a library that calls the deprecated
  * `Buffer()` (a stack capture per connection), and polls for the data
- * connection every 50 ms. Here the port is taken by one listen, the data
- * connection is awaited as an event, and one from any address but the
- * control connection's is closed and logged (the client itself may still
- * connect: a stranger cannot steal or block the transfer).
+ * connection every 50 ms. Here the port is taken by one listen and the data
+ * connection is awaited as an event.
+ *
+ * One listener serves one data connection, for the transfer command that
+ * follows (vsftpd's `pasv_promiscuous=NO`): a connection from any address
+ * but the control connection's is refused, so is every connection after
+ * the first was taken; each refusal is logged with who and why. The
+ * listener stays open, refusing, until the transfer is done (end()), so a
+ * connection that comes second is seen and logged rather than refused
+ * unseen by the kernel: over plain FTP, the client's own connection refused
+ * as "already taken" is the one sign that another program on its host took
+ * the port first (over FTPS that program fails the TLS-session check).
  */
 export class PassiveConnector implements DataConnector {
   private server: Server | undefined;
@@ -96,6 +100,10 @@ export class PassiveConnector implements DataConnector {
   private ended = false;
   private waiting: Array<{ resolve: (s: Socket) => void; reject: (err: Error) => void }> = [];
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Where the connection that was taken came from (for the log of those refused after it). */
+  private takenBy: string | undefined;
+  /** Connections refused by this listener (only the first few are logged: a flood writes no more). */
+  private refusals = 0;
 
   constructor(
     readonly connection: ControlSide,
@@ -152,18 +160,26 @@ export class PassiveConnector implements DataConnector {
       for (const w of this.waiting.splice(0)) w.resolve(socket);
     };
     return net.createServer({ pauseOnConnect: true }, (raw: Socket) => {
-      // Checked on the raw TCP connection, so a stranger gets no TLS handshake either.
-      if (this.ended || this.accepted || !this.fromClient(raw)) {
-        raw.destroy();
+      // Checked on the raw TCP connection, so a refused one gets no TLS handshake either.
+      const why = this.ended
+        ? 'passive mode ended'
+        : !sameIp(raw.remoteAddress, this.connection.commandSocket.remoteAddress)
+          ? 'another address'
+          : this.accepted
+            ? 'already taken'
+            : undefined;
+      if (why) {
+        this.refuse(raw, why);
         return;
       }
       if (!acceptor) {
-        this.closeServer(); // one data connection per listener
+        this.takenBy = endpoint(raw);
         const plain = adoptForDirectReads(raw);
         this.accepted = plain;
         plain.on('error', () => undefined); // the transfer in progress reports it
         return deliver(plain);
       }
+      // Not yet the transfer's connection: a reset before it is taken only loses this candidate.
       raw.on('error', () => undefined);
       this.candidates.add(raw);
       acceptor.accept(raw, this.opts.log, 'data', true).then(
@@ -175,7 +191,7 @@ export class PassiveConnector implements DataConnector {
             return;
           }
           this.accepted = secure;
-          this.closeServer(); // one data connection per listener
+          this.takenBy = endpoint(raw);
           deliver(secure);
         },
         (err: unknown) => {
@@ -190,13 +206,23 @@ export class PassiveConnector implements DataConnector {
     });
   }
 
-  private fromClient(socket: Socket): boolean {
-    if (sameIp(socket.remoteAddress, this.connection.commandSocket.remoteAddress)) return true;
+  /** Closes a data connection this listener does not take, and logs who and why (the first few per listener). */
+  private refuse(raw: Socket, why: string): void {
+    // Being destroyed as refused (logged below): its errors have no one to tell.
+    raw.on('error', () => undefined);
+    raw.destroy();
+    if (++this.refusals > MAX_LOGGED_REFUSALS) return;
     this.opts.log.warn(
-      { dataFrom: plainIp(socket.remoteAddress), control: plainIp(this.connection.commandSocket.remoteAddress) },
-      'ftp passive data connection from another address refused',
+      {
+        dataFrom: plainIp(raw.remoteAddress),
+        dataPort: raw.remotePort,
+        control: plainIp(this.connection.commandSocket.remoteAddress),
+        why,
+        ...(why === 'already taken' ? { takenBy: this.takenBy } : {}),
+        ...(this.refusals === MAX_LOGGED_REFUSALS ? { more: 'further refusals on this port are not logged' } : {}),
+      },
+      'ftp passive data connection refused',
     );
-    return false;
   }
 
   waitForConnection(): Promise<Socket> {
@@ -287,6 +313,7 @@ export class ActiveConnector implements DataConnector {
         );
       });
     });
+    // Awaited by the transfer command, which answers 425; this only keeps an unawaited rejection from the process.
     this.ready.catch(() => undefined);
   }
 

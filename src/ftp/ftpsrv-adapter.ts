@@ -11,18 +11,26 @@ import type { Server as NetServer, Socket } from 'node:net';
 import { FtpSrv } from 'ftp-srv';
 import type { Logger } from '../core/log.ts';
 
-/** ftp-srv's private members this adapter uses, by the object they live on. */
+/** ftp-srv's private members this adapter uses, by the object they live on (each checked against the installed ftp-srv by the unit test). */
 export const FTPSRV_INTERNALS = {
-  /** `new FtpSrv()` creates its net.Server as `.server` (its accept handler is taken over) and installs process signal handlers (removed). */
+  /** `new FtpSrv()` creates its net.Server as `.server` (its one accept handler is taken over) and installs one handler per signal (removed). */
   server: ['server'],
   /** Emitted with `{ connection }` for every accepted control connection. */
   events: ['connect'],
-  /** The connection object (src/connection.js). */
-  connection: ['commandSocket', 'connector', 'commands', 'authenticated', 'username', 'restByteCount', 'secure', 'encoding', 'reply', 'close'],
-  /** Its command registry (src/commands/index.js). */
+  /** The connection object (src/connection.js); `restByteCount` and `secure` are accessors on its prototype. */
+  connection: ['commandSocket', 'connector', 'commands', 'restByteCount', 'secure', 'encoding', 'reply', 'close'],
+  /** Set on the connection later: `username` by its USER handler (which refuses a second USER while it is set), `authenticated` by a login. */
+  loginState: ['username', 'authenticated'],
+  /** Listeners ftp-srv puts on the control socket: removed (this service reads the commands and keeps the idle time). */
+  commandSocketListeners: ['data', 'timeout'],
+  /** Listeners it keeps on the TCP socket after AUTH TLS, told the TLS socket's events (`close` ends the data connector). */
+  commandSocketKept: ['close', 'error'],
+  /** Its base data connector (src/connector/base.js): `end()` installs `new Connector(this)`, whose `connection` is the old connector. */
+  connector: ['connection', 'socket', 'waitForConnection', 'end'],
+  /** Its command registry (src/commands/index.js): `parse` gives `{ directive, arg, flags, raw }`. */
   commands: ['parse', 'handle'],
-  /** Bluebird, ftp-srv's promise library: its handlers chain `.tap` on what `reply()` and `waitForConnection()` return. */
-  promise: ['resolve', 'reject', 'prototype.timeout', 'prototype.tap'],
+  /** Bluebird, ftp-srv's promise library: its handlers chain `.tap` on what `reply()` and `waitForConnection()` return, and catch `TimeoutError` (425). */
+  promise: ['resolve', 'reject', 'TimeoutError', 'prototype.timeout', 'prototype.tap'],
 } as const;
 
 /** A parsed command line, as ftp-srv's registry parses it. */
@@ -126,9 +134,28 @@ export class ControlConnection {
     return this.raw.secure;
   }
 
-  /** After AUTH TLS: replies go out over `socket`, and ftp-srv's PROT/PBSZ see a secure session. */
-  secured(socket: Socket): void {
-    this.raw.commandSocket = socket;
+  /**
+   * After AUTH TLS: replies go out over `secure`, and ftp-srv's PROT/PBSZ
+   * see a secure session. ftp-srv's connection listens on the TCP socket it
+   * was made with ('close' ends its data connector, 'error' is a
+   * client-error), as does the service: what happens to the TLS socket is
+   * told there.
+   */
+  secured(secure: Socket): void {
+    const tcp = this.raw.commandSocket;
+    for (const event of ['timeout', 'end', 'close', 'drain']) secure.on(event, (...args: unknown[]) => tcp.emit(event, ...args));
+    // Node passes the TCP socket's errors on to the TLS socket: passed back once, not in a loop.
+    let passing = false;
+    secure.on('error', (err: Error) => {
+      if (passing) return;
+      passing = true;
+      try {
+        tcp.emit('error', err);
+      } finally {
+        passing = false;
+      }
+    });
+    this.raw.commandSocket = secure;
     this.raw.secure = true;
   }
 
@@ -136,8 +163,9 @@ export class ControlConnection {
     return this.raw.connector;
   }
 
+  /** This service's own connectors are installed as they come (ftp-srv's go through the guard above). */
   set connector(next: DataConnector) {
-    this.raw.connector = next;
+    this.connectorNow = next;
   }
 
   get authenticated(): boolean {

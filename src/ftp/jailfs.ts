@@ -11,6 +11,7 @@ function tryOpenSync(file: string, flags: number): number | undefined {
   try {
     return openSync(file, flags);
   } catch {
+    // Nothing to hold (see above): the caller goes on without it.
     return undefined;
   }
 }
@@ -157,6 +158,7 @@ export class JailFileSystem {
       try {
         return isInside(this.root, path.resolve(path.dirname(full), await readlink(full)));
       } catch {
+        // Not even readable as a link: not known to be inside, so refused.
         return false;
       }
     }
@@ -320,6 +322,7 @@ export class JailFileSystem {
 
   /** Drops an unfinished upload: the temporary goes, the old file stays as it was. */
   async abortUpload(u: PendingUpload, written: number): Promise<void> {
+    // Already gone is what we want; anything else left behind is removed by the next quota rescan.
     await unlink(u.temp).catch(() => undefined);
     this.usage.used = Math.max(0, this.usage.used - u.prefix - written);
   }

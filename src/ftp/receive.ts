@@ -113,6 +113,8 @@ export function directReadOptions(): { onread: OnReadOpts; register(s: Socket): 
  * socket with direct reads: Node's public `onread` exists only for sockets
  * it creates on connect, so the accepted socket's handle is moved to a new
  * Socket made with it. Reading starts at the first resume(), as before.
+ * Node's private `Socket#_handle` is touched here only (its shape is
+ * checked by test/unit/ftp/receive.test.ts).
  */
 export function adoptForDirectReads(raw: Socket): Socket {
   // The old Socket object is left without a handle and forgotten; its listener still counts it

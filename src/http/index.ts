@@ -3,7 +3,7 @@ import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import { errorRef } from '../core/errors.ts';
+import { errorRef, replyCode } from '../core/errors.ts';
 import type { CertStore } from '../core/certs.ts';
 import type { AcmeChallenges, HandlerGateway, ListPages, SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
@@ -97,9 +97,10 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   function sendSuspended(req: IncomingMessage, res: ServerResponse): Outcome {
     const page = suspendedPage();
     // RFC 9110 §15.6.4: 503 is temporary; no-store so caches do not keep the page once the site is back.
-    res.writeHead(503, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
+    const status = replyCode('SUSPENDED', 'http');
+    res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
     res.end(req.method === 'HEAD' ? undefined : page);
-    return { status: 503, bytes: req.method === 'HEAD' ? 0 : page.length };
+    return { status, bytes: req.method === 'HEAD' ? 0 : page.length };
   }
 
   /**
@@ -195,7 +196,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     } catch (err) {
       const ref = errorRef();
       log.error({ remote, url: req.url, ref, err: (err as Error).stack }, 'request failed');
-      if (!res.headersSent) outcome = sendPage(req, res, 500, {}, ref);
+      if (!res.headersSent) outcome = sendPage(req, res, replyCode('INTERNAL', 'http'), {}, ref);
       else {
         res.destroy();
         outcome = { status: res.statusCode, bytes: 0 };

@@ -74,6 +74,7 @@ export class TenantProxy {
     this.wsProxy = createProxyServer({ xfwd: false, changeOrigin: false, ws: true });
     // Errors without a callback must never reach the process.
     this.wsProxy.on('error', (err) => this.log.info({ err: err.message }, 'websocket proxy error'));
+    // A client that resets a proxied WebSocket: both sockets are already being torn down, nothing to answer.
     this.wsProxy.on('econnreset', () => undefined);
   }
 
@@ -183,6 +184,7 @@ export class TenantProxy {
     this.wsProxy.close();
     this.httpAgent.destroy();
     this.httpsAgent.destroy();
+    // Closing at shutdown: a pool that fails to close has nothing left to lose.
     await Promise.all([...this.pools.values()].map((p) => p.destroy().catch(() => undefined)));
     this.pools.clear();
   }

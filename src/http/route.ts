@@ -1,9 +1,9 @@
 import type { ProxyRoute, Registry, Tenant } from '../core/registry.ts';
-import { parseUrlPath, type JailRefusal } from '../lib/jail.ts';
+import { JAIL_REFUSALS, replyCode } from '../core/errors.ts';
+import { parseUrlPath } from '../lib/jail.ts';
 import { isValidAuthority, type HostField } from './host.ts';
 import { localLocation } from './location.ts';
 
-const REFUSAL_STATUS: Record<JailRefusal, number> = { 'bad-encoding': 400, 'bad-char': 400, escape: 403, hidden: 404 };
 
 /** Where a request goes, decided from Host and path before anything is read from disk. */
 export type Route = (
@@ -137,7 +137,7 @@ function decide(reg: Registry, rest: string, host: string): Decided {
   if (tenant.suspended) return { kind: 'suspended', tenant };
 
   const parsed = parseUrlPath(rawPath);
-  if (!parsed.ok) return { kind: 'error', status: REFUSAL_STATUS[parsed.refusal], tenant, why: parsed.refusal };
+  if (!parsed.ok) return { kind: 'error', status: replyCode(JAIL_REFUSALS[parsed.refusal], 'http'), tenant, why: parsed.refusal };
 
   if (base === '' && tenant.proxy.length > 0) {
     // Matching and rewriting use one path: decoded once, dot-segments and empty segments resolved,

@@ -84,6 +84,7 @@ export class StaticFiles {
   private realRoot(tenant: Tenant): Promise<string | undefined> {
     let p = this.realRoots.get(tenant.id);
     if (!p) {
+      // A root that does not exist yet serves nothing (404), as an empty site would.
       p = realpath(tenant.root).catch(() => undefined);
       this.realRoots.set(tenant.id, p);
       // A missing root may be created later (tenant add, first upload): do not remember the miss.
@@ -132,6 +133,7 @@ export class StaticFiles {
     try {
       fh = await open(real, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
     } catch {
+      // Gone since it was resolved, a link, or not ours to read: answered as not found.
       return undefined;
     }
     const st = await fh.stat();
@@ -220,6 +222,7 @@ export class StaticFiles {
     const v = validatorsOf(stamp, coding);
     const d = decide(req.headers, v, stamp.size);
     if (d.kind === 'status') {
+      // Only read from: a failing close loses nothing.
       await fh.close().catch(() => undefined);
       return this.statusOnly(r, d.status, v, compressible, stamp.size);
     }
@@ -236,6 +239,7 @@ export class StaticFiles {
     if (d.status === 206) headers['Content-Range'] = `bytes ${d.start}-${d.end}/${stamp.size}`;
     res.writeHead(d.status, headers);
     if (req.method === 'HEAD') {
+      // Only read from: a failing close loses nothing.
       await fh.close().catch(() => undefined);
       res.end();
       return { status: d.status, bytes: 0 };

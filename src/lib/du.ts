@@ -26,6 +26,7 @@ export async function scanUsage(root: string, { removeTemps }: { removeTemps?: s
       if (e.isDirectory()) pending.push(full);
       else if (e.isFile()) {
         if (removeTemps && e.name.startsWith(removeTemps)) {
+          // A temporary already removed (its upload finished meanwhile) is what we wanted.
           await unlink(full).catch(() => undefined);
           continue;
         }

@@ -96,6 +96,7 @@ export class TenantLogFiles {
     try {
       dirs = await readdir(this.logsDir);
     } catch {
+      // No logs folder yet: nothing to prune.
       return;
     }
     for (const tenant of dirs) {

@@ -6,6 +6,7 @@ function entries(file: string): string[][] {
   try {
     text = readFileSync(file, 'utf8');
   } catch {
+    // No such file (a system without /etc/group, say): no entries.
     return [];
   }
   return text.split('\n').map((line) => line.split(':'));
@@ -77,6 +78,7 @@ export function giveTree(dir: string, uid: number, gid: number): number {
     try {
       names = readdirSync(d, { withFileTypes: true });
     } catch {
+      // Removed while walking, or not ours to read: nothing of it to change.
       continue;
     }
     const fix = (p: string) => {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpOutcome, ListPageRequest, ListPages } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
+import { replyCode } from '../core/errors.ts';
 import type { ListActions } from './index.ts';
 import type { ListContext } from './kit.ts';
 import { isMailbox } from './message.ts';
@@ -86,7 +87,7 @@ export function createListPages(lists: ListActions, rootLog: Logger, now: () => 
   async function front(r: ListPageRequest, c: ListContext, head: boolean): Promise<HttpOutcome> {
     if (r.req.method === 'POST') {
       const form = await readForm(r.req);
-      if (!form) return page(r.res, 413, 'Too large', '<p>The form was larger than this page accepts.</p>', false);
+      if (!form) return page(r.res, replyCode('TOO_LARGE', 'http'), 'Too large', '<p>The form was larger than this page accepts.</p>', false);
       const address = (form.get('email') ?? '').trim().toLowerCase();
       const action = form.get('action');
       if (!isMailbox(address) || (action !== 'subscribe' && action !== 'unsubscribe')) {
@@ -97,7 +98,7 @@ export function createListPages(lists: ListActions, rootLog: Logger, now: () => 
       if (!allowed(r.remote)) {
         log.info({ tenant: c.tenant.id, list: c.name, remote: r.remote, limit: FORM_PER_IP_PER_HOUR }, 'list form refused: too many requests from this address this hour');
         r.res.setHeader('Retry-After', '3600');
-        return page(r.res, 429, 'Too many requests', '<p>Too many requests from your address; please try again in an hour.</p>', false);
+        return page(r.res, replyCode('RATE_LIMITED', 'http'), 'Too many requests', '<p>Too many requests from your address; please try again in an hour.</p>', false);
       }
       if (action === 'subscribe') await lists.requestSubscribe(c, address, form.get('digest') ? 'digest' : 'single', via);
       else await lists.requestUnsubscribe(c, address, via);

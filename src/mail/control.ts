@@ -71,6 +71,7 @@ export class ControlServer {
     let buf = '';
     sock.setEncoding('utf8');
     sock.setTimeout(10_000, () => sock.destroy());
+    // A client that goes away mid-request: the socket closes, nothing was changed for it.
     sock.on('error', () => undefined);
     sock.on('data', (chunk: string) => {
       buf += chunk;

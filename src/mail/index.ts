@@ -7,7 +7,7 @@ import type { CertStore } from '../core/certs.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { HealthReporter } from '../core/contracts.ts';
 import type { ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
-import { errorRef } from '../core/errors.ts';
+import { errorRef, refusal, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { RcptRoute, Registry } from '../core/registry.ts';
@@ -57,6 +57,12 @@ function configuredResolver(dns: { servers: string[]; timeout: number } | undefi
 /** An error smtp-server turns into a reply: `responseCode` plus a text that starts with the enhanced status code. */
 function reply(code: number, text: string): Error & { responseCode: number } {
   return Object.assign(new Error(text), { responseCode: code });
+}
+
+/** smtp-server's form of a catalogued refusal (see core/errors.ts). */
+function refuse(code: ErrorCode, text: string): Error & { responseCode: number } {
+  const r = refusal(code, 'smtp', text);
+  return reply(r.code, r.text);
 }
 
 /** What one session remembers beyond smtp-server's own session object. */
@@ -193,7 +199,7 @@ export function createMailService(deps: MailDeps): MailService {
       if (n > smtp.maxConnectionsPerIp) {
         clog.info({ limit: smtp.maxConnectionsPerIp }, 'refused: too many connections from this address');
         deps.metrics?.smtpRefused.inc({ reason: 'too-many-connections' });
-        return done(reply(421, '4.7.0 Too many connections from your address, try again later'));
+        return done(refuse('RATE_LIMITED', 'Too many connections from your address, try again later'));
       }
       perIp.set(ip, n);
       sessions.set(session.id, { log: clog, registry, routes: new Map(), ip });
@@ -240,7 +246,7 @@ export function createMailService(deps: MailDeps): MailService {
       if (decided.list && !deps.lists) {
         s.log.error({ rcpt: address.address, tenant: decided.tenant }, 'RCPT deferred: mailing lists are not available');
         deps.metrics?.smtpRefused.inc({ reason: 'lists-unavailable' });
-        return done(reply(451, '4.3.2 Mailing lists are not available right now, try again later'));
+        return done(refuse('UNAVAILABLE', 'Mailing lists are not available right now, try again later'));
       }
       s.routes.set(address.address.toLowerCase(), { tenant: decided.tenant, targets: decided.targets, list: decided.list });
       s.log.info({ rcpt: address.address, tenant: decided.tenant, targets: decided.targets, list: decided.list, problems: decided.problems }, 'RCPT accepted');
@@ -329,7 +335,7 @@ export function createMailService(deps: MailDeps): MailService {
       if (err instanceof SpoolAborted) {
         s.log.info({ from, bytes: stream.byteLength, limit: smtp!.maxMessageBytes }, 'message refused: larger than smtp.maxMessageBytes');
         deps.metrics?.smtpRefused.inc({ reason: 'size' });
-        throw reply(552, `5.3.4 Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
+        throw refuse('TOO_LARGE', `Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
       }
       if (stream.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNECTION') {
         // Nobody is left to answer; nothing was kept.
@@ -338,7 +344,7 @@ export function createMailService(deps: MailDeps): MailService {
       }
       const ref = errorRef();
       s.log.error({ ref, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'could not queue a message');
-      throw reply(452, `4.3.1 Cannot queue the message now, try again later (ref ${ref})`);
+      throw refuse('DISK_FAILED', `Cannot queue the message now, try again later (ref ${ref})`);
     }
   }
 
@@ -497,13 +503,14 @@ type RcptDecision =
   | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[]; list?: ListTarget }
   | { ok: false; code: number; text: string; reason: string; detail: string };
 
-const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: number; text: (a: string) => string }> = {
-  syntax: { code: 501, text: (a) => `5.1.3 <${a}>: bad recipient address syntax` },
-  'relay-denied': { code: 550, text: (a) => `5.7.1 <${a}>: relay access denied` },
-  'unknown-user': { code: 550, text: (a) => `5.1.1 <${a}>: no such recipient here` },
-  loop: { code: 550, text: (a) => `5.4.6 <${a}>: forwarding loop, the owner of this address needs to fix its forwards` },
+const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: ErrorCode; text: (a: string) => string }> = {
+  syntax: { code: 'BAD_ADDRESS', text: (a) => `<${a}>: bad recipient address syntax` },
+  'relay-denied': { code: 'POLICY_DENIED', text: (a) => `<${a}>: relay access denied` },
+  'unknown-user': { code: 'NOT_FOUND', text: (a) => `<${a}>: no such recipient here` },
+  // RFC 3463 §3.3 X.4.6 "routing loop detected": permanent, the owner must fix it.
+  loop: { code: 'LOOP', text: (a) => `<${a}>: forwarding loop, the owner of this address needs to fix its forwards` },
   // RFC 3463 §3.3 X.2.1 "mailbox disabled, not accepting messages"; 4xx so the sender keeps it and retries.
-  suspended: { code: 450, text: (a) => `4.2.1 <${a}>: mailbox temporarily disabled, try again later` },
+  suspended: { code: 'SUSPENDED', text: (a) => `<${a}>: mailbox temporarily disabled, try again later` },
 };
 
 /**
@@ -521,10 +528,10 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string, se
   const p = parseRecipient(address);
   if (p.ok && srs.handles(p.domain) && !registry.hostsDomain(p.domain)) {
     const back = srs.reverse(p.local);
-    if (!back.ok) return { ok: false, code: 550, text: `5.7.1 <${safe}>: ${back.why}`, reason: 'srs-invalid', detail: back.why };
+    if (!back.ok) return { ok: false, ...refusal('POLICY_DENIED', 'smtp', `<${safe}>: ${back.why}`), reason: 'srs-invalid', detail: back.why };
     if (sender !== '') {
       const why = 'this SRS address takes only bounces (null sender <>)';
-      return { ok: false, code: 550, text: `5.7.1 <${safe}>: ${why}`, reason: 'srs-not-bounce', detail: why };
+      return { ok: false, ...refusal('POLICY_DENIED', 'smtp', `<${safe}>: ${why}`), reason: 'srs-not-bounce', detail: why };
     }
     return { ok: true, targets: [back.address] };
   }
@@ -534,5 +541,5 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string, se
   }
   if (route.ok) return { ok: true, tenant: route.tenant.id, targets: route.targets, problems: route.problems.length ? route.problems : undefined };
   const r = REFUSALS[route.reason];
-  return { ok: false, code: r.code, text: r.text(safe), reason: route.reason, detail: route.detail };
+  return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail };
 }

@@ -200,6 +200,7 @@ export class Spool {
     try {
       await this.syncQueueDir();
     } catch (err) {
+      // Undoing a segment that was never used; the error that matters is rethrown below.
       await fh.close().catch(() => undefined);
       await unlink(this.path(name)).catch(() => undefined);
       throw err;
@@ -213,6 +214,7 @@ export class Spool {
     const seg = this.current;
     if (!seg) return;
     this.current = undefined;
+    // Every record in it was fsynced before it was acknowledged: a failing close loses nothing.
     await seg.fh.close().catch(() => undefined);
     await this.onSealed?.(seg.name);
   }
@@ -270,6 +272,7 @@ export class Spool {
       renamed = true;
       await this.syncQueueDir();
     } catch (err) {
+      // Cleaning up after the error rethrown below.
       await fh?.close().catch(() => undefined);
       // Not acknowledged, so not kept: a file left in q/ would be delivered on the next start.
       await unlink(renamed ? this.path(file) : tmp).catch(() => undefined);
@@ -305,6 +308,7 @@ export class Spool {
     try {
       buf = await readFile(this.path(file));
     } catch {
+      // Released meanwhile (delivered and removed): no records left to read.
       return [];
     }
     const out: SpoolRecord[] = [];
@@ -316,6 +320,7 @@ export class Spool {
       try {
         env = JSON.parse(buf.subarray(pos, nl).toString('utf8')) as SpoolEnvelope;
       } catch {
+        // A torn last record (crash mid-write, never acknowledged): everything before it is kept.
         break;
       }
       if (env.v !== 1 || typeof env.id !== 'string') break;

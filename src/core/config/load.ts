@@ -210,6 +210,7 @@ export function isConfigDir(dir: string): boolean {
   try {
     return statSync(path.join(dir, MAIN_FILE)).isFile();
   } catch {
+    // No makewaves.yaml there: not a config folder, which is the answer asked for.
     return false;
   }
 }

@@ -22,6 +22,7 @@ export async function watchConfig(dir: string, onChange: () => void, debounceMs 
   for (const d of [dir, path.join(dir, TENANT_DIR)]) {
     try {
       const w = watch(d, { persistent: false }, fire);
+      // A watcher that fails (folder removed, too many watches) only loses its events: SIGHUP and `reload` still work.
       w.on('error', () => undefined);
       watchers.push(w);
     } catch {

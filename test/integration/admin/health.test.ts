@@ -104,7 +104,10 @@ describe('health: /healthz and makewaves status say what is wrong', () => {
   it('deliveries failing permanently above the rate: degraded with the count, status exits 1', async () => {
     sink.rcptReply.set('owner@elsewhere.test', [550, '5.1.1 no such user']);
     const transport = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort(t.suite), secure: false, ignoreTLS: true });
-    for (let i = 0; i < 6; i++) await transport.sendMail({ from: 'x@visitor.test', to: 'info@a.test', subject: `s${i}`, text: 'one' });
+    // The next hop's refusal reaches the sender in its session (no bounce), and still counts as a permanent failure.
+    for (let i = 0; i < 6; i++) {
+      await expect(transport.sendMail({ from: 'x@visitor.test', to: 'info@a.test', subject: `s${i}`, text: 'one' })).rejects.toThrow(/550 5\.1\.1/);
+    }
     transport.close();
     await queueDrained(t.suite);
     const h = await healthz();

@@ -113,21 +113,58 @@ describe('FTP limits', () => {
     expect(readFileSync(path.join(t.sitesDir, 'l.test', 'curl-active.html'), 'utf8')).toBe('sent actively');
   });
 
-  it("a passive data connection from another address than the client's is closed and logged; the client's own still works", async () => {
-    const raw = await rawLogin();
-    const port = Number(/\(\|\|\|(\d+)\|\)/.exec(await raw.send('EPSV'))![1]);
-    const stranger = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
-    stranger.on('error', () => undefined);
-    await new Promise((r) => stranger.once('close', r));
-    expect(t.logs().some((l) => l.msg === 'ftp passive data connection from another address refused' && l.dataFrom === '127.0.0.2')).toBe(true);
-    const data = connect(port, '127.0.0.1');
+  /** PASV on `raw`: the data port from its 227 reply. */
+  async function pasvPort(raw: Awaited<ReturnType<typeof rawLogin>>): Promise<number> {
+    const m = /\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(await raw.send('PASV'));
+    return Number(m![5]) * 256 + Number(m![6]);
+  }
+
+  /** A data connection to `port` from `from`; resolves once the server has closed it (a refusal), with what it read. */
+  function refusedFrom(port: number, from: string): Promise<string> {
+    const sock = connect({ port, host: '127.0.0.1', localAddress: from });
+    let got = '';
+    sock.on('data', (d) => (got += String(d)));
+    sock.on('error', () => undefined);
+    return new Promise((r) => sock.once('close', () => r(got)));
+  }
+
+  const refusals = (why: string) => t.logs().filter((l) => l.msg === 'ftp passive data connection refused' && l.why === why);
+
+  it("a PASV port takes one data connection, from the control connection's address: a stranger from another address first, and any connection after the client's, are refused and logged; the client's transfer works", async () => {
+    const raw = await rawLogin(); // the control connection comes from 127.0.0.1
+    const port = await pasvPort(raw);
+    expect(await refusedFrom(port, '127.0.0.2')).toBe('');
+    expect(refusals('another address').some((l) => l.dataFrom === '127.0.0.2' && l.control === '127.0.0.1')).toBe(true);
+    const data = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
     data.on('error', () => undefined);
     await new Promise((r) => data.once('connect', r));
+    // The port is taken: a second connection, even from the client's own address, is refused and logged with who took it.
+    expect(await refusedFrom(port, '127.0.0.1')).toBe('');
+    const taken = refusals('already taken').find((l) => l.takenBy === `127.0.0.1:${data.localPort}`);
+    expect(taken).toMatchObject({ dataFrom: '127.0.0.1', control: '127.0.0.1' });
+    expect(await refusedFrom(port, '127.0.0.3')).toBe('');
+    expect(refusals('another address').some((l) => l.dataFrom === '127.0.0.3')).toBe(true);
     expect(await raw.send('STOR own.html')).toMatch(/^150 /);
     data.end('from the client itself');
     expect(await raw.read()).toMatch(/^226 /);
+    // The transfer done, the port is closed: the next transfer needs a new PASV.
+    const late = connect({ port, host: '127.0.0.1' });
+    expect(await new Promise((r) => late.once('error', (e: NodeJS.ErrnoException) => r(e.code)))).toBe('ECONNREFUSED');
+    expect(await raw.send('RETR own.html')).toMatch(/^425 /);
     raw.close();
     expect(readFileSync(path.join(t.sitesDir, 'l.test', 'own.html'), 'utf8')).toBe('from the client itself');
+  });
+
+  it("plain FTP cannot tell programs on the client's host apart: one that connects first takes the port, and the client's own connection, refused as already taken, is logged naming it", async () => {
+    const raw = await rawLogin();
+    const port = await pasvPort(raw);
+    const first = connect({ port, host: '127.0.0.1' });
+    first.on('error', () => undefined);
+    await new Promise((r) => first.once('connect', r));
+    expect(await refusedFrom(port, '127.0.0.1')).toBe('');
+    expect(refusals('already taken').some((l) => l.takenBy === `127.0.0.1:${first.localPort}`)).toBe(true);
+    first.destroy();
+    raw.close();
   });
 
   it('a session idle for longer than idleTimeout is closed with 421', async () => {

@@ -47,6 +47,24 @@ async function send(client: Socket, data: Buffer): Promise<void> {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+describe("adoptForDirectReads (Node's private Socket#_handle, used only in src/ftp/receive.ts)", () => {
+  it('finds the handle of an accepted socket in _handle and moves it to the new socket, which reads', async () => {
+    const got = new Promise<Socket>((r) => accepted.push(r));
+    const client = connect(port, '127.0.0.1');
+    const raw = await got;
+    expect(typeof (raw as unknown as { _handle: unknown })._handle, 'net.Socket#_handle').toBe('object');
+    expect((raw as unknown as { _handle: unknown })._handle).not.toBeNull();
+    const s = adoptForDirectReads(raw);
+    expect((raw as unknown as { _handle: unknown })._handle).toBeNull();
+    const fd = openSync(path.join(dir, 'adopted'), 'wx');
+    const done = receive(s, fd, () => true);
+    client.end('moved');
+    await done;
+    closeSync(fd);
+    expect(readFileSync(path.join(dir, 'adopted'), 'utf8')).toBe('moved');
+  });
+});
+
 describe.each(['direct', 'stream'] as const)('receive (an upload from its data connection into a file), %s reads', (mode) => {
   it('stores a small upload whole (written in one piece at the end)', async () => {
     const { server: s, client } = await pair(mode);
