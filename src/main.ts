@@ -1,3 +1,4 @@
+import { createAcmeService } from './acme/index.ts';
 import { createCgi } from './cgi/index.ts';
 import path from 'node:path';
 import { CertStore, certificateExpiry } from './core/certs.ts';
@@ -98,8 +99,11 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   });
   services.push(cgi.service);
   const listPages: ListPages | undefined = lists?.pages;
-  const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages });
+  // ACME answers its HTTP-01 challenges through the HTTP service and starts after it (orders need the listener).
+  const acme = config.main.acme && certs ? createAcmeService({ registry, log, certs, health, metrics }) : undefined;
+  const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages, acme: acme?.challenges });
   services.push(http);
+  if (acme) services.push(acme);
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
   if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics, logins: state.ftpLogins }));
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));

@@ -58,6 +58,15 @@ export async function main(argv: string[]): Promise<number> {
       code = await status(configDirOf(opts.config));
     });
 
+  program
+    .command('certs')
+    .description('each tenant domain: certificate source (acme, file, self-signed), issuer, not-after, next renewal, last ACME error')
+    .option('-c, --config <dir>', 'config folder')
+    .action(async (opts: { config?: string }) => {
+      const { certs } = await import('./commands/certs.ts');
+      code = certs(configDirOf(opts.config));
+    });
+
   const globalConfig = (cmd: Command) => configDirOf(cmd.optsWithGlobals<{ config?: string }>().config);
   const formsCmd = program
     .command('forms')

@@ -125,3 +125,15 @@ export interface HealthReporter {
   /** One delivery attempt to one recipient and how it ended (for the permanent-failure rate). */
   delivery(status: 'sent' | 'temp' | 'perm'): void;
 }
+
+/** Path under which ACME HTTP-01 challenges are asked for (RFC 8555 §8.3). */
+export const ACME_CHALLENGE_PATH = '/.well-known/acme-challenge/';
+
+/**
+ * Answers ACME HTTP-01 challenges (implemented by acme/, used by http/ for
+ * every request before tenant routing, suspension or proxying).
+ */
+export interface AcmeChallenges {
+  /** Answers `req` when it asks for a token pending for its Host; undefined otherwise (the request is routed as usual). */
+  answer(req: IncomingMessage, res: ServerResponse): HttpOutcome | undefined;
+}

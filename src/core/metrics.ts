@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry as PromRegistry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 
 /**
  * The suite's metrics, in one catalogue so names and labels stay consistent
@@ -14,8 +14,46 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly httpTally = new HttpTally();
+  /** Label sets stay bounded: tenant ids (known tenants only), fixed reasons and results; never an address. */
+  readonly httpDuration = new Histogram({
+    name: 'makewaves_http_request_duration_seconds',
+    help: 'Time from a request\'s headers to its answer being handed to the socket, or to the client going away (every answer, any tenant).',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly smtpSessions = new Counter({
+    name: 'makewaves_smtp_sessions_total',
+    help: 'Inbound SMTP connections, including those refused at once.',
+    registers: [this.registry],
+  });
+  readonly smtpAccepted = new Counter({
+    name: 'makewaves_smtp_messages_accepted_total',
+    help: 'Inbound messages answered 250, by tenant ("_none": SRS bounces); a message for two tenants counts for each.',
+    labelNames: ['tenant'] as const,
+    registers: [this.registry],
+  });
+  readonly smtpRefused = new Counter({
+    name: 'makewaves_smtp_refused_total',
+    help: 'Inbound refusals by reason: at RCPT relay-denied, unknown-user, suspended, loop, syntax, srs-invalid, srs-not-bounce, lists-unavailable; utf8-without-smtputf8; too-many-connections; after DATA size, line-length, next-hop-refused.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly ftpLogins = new Counter({
+    name: 'makewaves_ftp_logins_total',
+    help: 'FTP logins by tenant ("_unknown" when the account does not exist) and result (ok, failed, locked, suspended, error).',
+    labelNames: ['tenant', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly mailDeliveryDuration = new Histogram({
+    name: 'makewaves_mail_delivery_duration_seconds',
+    help: 'Time of one outbound delivery attempt (one message to one relay or MX, all its recipients).',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
 
   constructor() {
+    // Process and Node.js runtime metrics (CPU, memory, event loop lag, GC, handles), under their usual names.
+    collectDefaultMetrics({ register: this.registry });
     const tally = this.httpTally;
     new Counter({
       name: 'makewaves_http_requests_total',
@@ -69,11 +107,38 @@ export class Metrics {
     });
   }
 
+  /** A gauge with labels whose samples are read from `read()` at scrape time (label values from config only: tenant ids, domains). */
+  labelledGauge<L extends string>(name: string, help: string, labelNames: readonly L[], read: () => Array<[Record<L, string>, number]>): void {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [labels, value] of read()) this.set(labels, value);
+      },
+    });
+  }
+
   /** A counter with labels, for services that count events (deliveries, handler runs). */
   counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
     const existing = this.registry.getSingleMetric(name);
     if (existing) return existing as Counter<L>;
     return new Counter({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  /** Times one HTTP answer for the duration histogram: from now to the response finishing (or its connection closing first). */
+  timeRequest(res: NodeJS.EventEmitter): void {
+    const end = this.httpDuration.startTimer();
+    let done = false;
+    const stop = () => {
+      if (done) return;
+      done = true;
+      end();
+    };
+    res.once('finish', stop);
+    res.once('close', stop);
   }
 
   text(): Promise<string> {
@@ -99,4 +164,35 @@ export class HttpTally {
     if (c >= 1 && c <= 5) t.classes[c]!++;
     t.bytes += bytes;
   }
+}
+
+/** What a login refusal says, in FTP's own words (the reply text is the contract clients see). */
+function ftpLoginResult(err: unknown): 'failed' | 'locked' | 'suspended' | 'error' {
+  const { code, message } = err as { code?: unknown; message?: unknown };
+  if (code !== 530) return 'error'; // our side failed (451): not the client's doing
+  const text = String(message);
+  if (/too many failed logins/i.test(text)) return 'locked';
+  if (/suspended/i.test(text)) return 'suspended';
+  return 'failed';
+}
+
+/**
+ * Counts one FTP login attempt in makewaves_ftp_logins_total once it is
+ * settled, and passes its result on unchanged. `tenantOf` names the tenant of
+ * the account tried (a tenant id from config, so the label set stays
+ * bounded); undefined, an account that does not exist, counts as "_unknown".
+ */
+export function observeFtpLogin<T>(metrics: Metrics | undefined, attempt: Promise<T>, tenantOf: () => string | undefined): Promise<T> {
+  if (!metrics) return attempt;
+  const count = (result: string) => metrics.ftpLogins.inc({ tenant: tenantOf() ?? '_unknown', result });
+  return attempt.then(
+    (value) => {
+      count('ok');
+      return value;
+    },
+    (err: unknown) => {
+      count(ftpLoginResult(err));
+      throw err;
+    },
+  );
 }

@@ -2,7 +2,7 @@ import type { CertStore } from '../core/certs.ts';
 import type { SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
-import type { Metrics } from '../core/metrics.ts';
+import { observeFtpLogin, type Metrics } from '../core/metrics.ts';
 import type { Registry } from '../core/registry.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { FtpLoginLocks } from '../state/index.ts';
@@ -74,7 +74,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
           login(conn, username, password) {
             const s = byConn.get(conn);
             if (!s) return Promise.reject(new FtpError(421, 'Connection closing'));
-            return login(ctx, logins, s, username, password);
+            return observeFtpLogin(metrics, login(ctx, logins, s, username, password), () => ctx.registry().ftpAccount(username.toLowerCase())?.tenant.id);
           },
         },
       );

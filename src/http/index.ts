@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { errorRef, replyCode } from '../core/errors.ts';
 import type { CertStore } from '../core/certs.ts';
-import type { HandlerGateway, ListPages, SiteChanges } from '../core/contracts.ts';
+import type { AcmeChallenges, HandlerGateway, ListPages, SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -36,10 +36,12 @@ export interface HttpDeps {
   gateway?: HandlerGateway;
   /** Serves /lists/<name>/ for the lists a tenant has; without it (or for other names) those paths are the tenant's own files. */
   lists?: ListPages;
+  /** Answers ACME HTTP-01 challenges, before any tenant routing. */
+  acme?: AcmeChallenges;
 }
 
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
-export function createHttpService({ registry, state, log: rootLog, gateway, lists, metrics, certs }: HttpDeps): Service & { siteChanges: SiteChanges } {
+export function createHttpService({ registry, state, log: rootLog, gateway, lists, metrics, certs, acme }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
@@ -110,7 +112,10 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     raw.started(res);
+    metrics?.timeRequest(res);
     if (draining) res.setHeader('Connection', 'close');
+    const challenge = acme?.answer(req, res);
+    if (challenge) return record(undefined, req, req.socket.remoteAddress ?? '-', challenge);
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';

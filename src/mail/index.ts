@@ -104,9 +104,21 @@ export function createMailService(deps: MailDeps): MailService {
   let registry = deps.registry;
   const hostname = main.hostname;
   const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now, smtp.srsMaxAgeDays);
-  const deliverer: Deliverer = smtp.relay
+  const transport: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
     : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? (main.dns ? suiteResolver(main.dns) : undefined) });
+  // Each attempt timed for the delivery latency histogram.
+  const deliverer: Deliverer = {
+    deliver: async (req) => {
+      const end = deps.metrics?.mailDeliveryDuration.startTimer();
+      try {
+        return await transport.deliver(req);
+      } finally {
+        end?.();
+      }
+    },
+    close: () => transport.close(),
+  };
   const deliveries = deps.metrics?.counter('makewaves_mail_deliveries_total', 'Delivery attempts to one recipient, by result (sent, temp, perm).', ['result']);
   const store = deps.state.mailQueue;
   deps.metrics?.gauge('makewaves_mail_queue_messages', 'Messages in the outbound queue.', () => store.count());
@@ -175,11 +187,13 @@ export function createMailService(deps: MailDeps): MailService {
     logger: false,
 
     onConnect(session, done) {
+      deps.metrics?.smtpSessions.inc();
       const ip = session.remoteAddress;
       const n = (perIp.get(ip) ?? 0) + 1;
       const clog = log.child({ conn: session.id, remote: ip });
       if (n > smtp.maxConnectionsPerIp) {
         clog.info({ limit: smtp.maxConnectionsPerIp }, 'refused: too many connections from this address');
+        deps.metrics?.smtpRefused.inc({ reason: 'too-many-connections' });
         return done(refuse('RATE_LIMITED', 'Too many connections from your address, try again later'));
       }
       perIp.set(ip, n);
@@ -203,6 +217,7 @@ export function createMailService(deps: MailDeps): MailService {
       s.log.debug({ from: address.address, args: address.args }, 'MAIL FROM');
       if (NON_ASCII.test(address.address) && !asksUtf8(address.args)) {
         s.log.info({ from: address.address }, 'MAIL refused: a UTF-8 address without SMTPUTF8');
+        deps.metrics?.smtpRefused.inc({ reason: 'utf8-without-smtputf8' });
         return done(reply(553, '5.6.7 A UTF-8 address needs the SMTPUTF8 parameter (RFC 6531)'));
       }
       done();
@@ -214,15 +229,18 @@ export function createMailService(deps: MailDeps): MailService {
       const utf8 = session.envelope.smtpUtf8 || (session.envelope.mailFrom && asksUtf8(session.envelope.mailFrom.args));
       if (NON_ASCII.test(address.address) && !utf8) {
         s.log.info({ rcpt: address.address, from }, 'RCPT refused: a UTF-8 address without SMTPUTF8');
+        deps.metrics?.smtpRefused.inc({ reason: 'utf8-without-smtputf8' });
         return done(reply(553, '5.6.7 A UTF-8 address needs the SMTPUTF8 parameter (RFC 6531)'));
       }
       const decided = routeRecipient(s.registry, srs, address.address, from);
       if (!decided.ok) {
         s.log.info({ rcpt: address.address, from, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
+        deps.metrics?.smtpRefused.inc({ reason: decided.reason });
         return done(reply(decided.code, decided.text));
       }
       if (decided.list && !deps.lists) {
         s.log.error({ rcpt: address.address, tenant: decided.tenant }, 'RCPT deferred: mailing lists are not available');
+        deps.metrics?.smtpRefused.inc({ reason: 'lists-unavailable' });
         return done(refuse('UNAVAILABLE', 'Mailing lists are not available right now, try again later'));
       }
       s.routes.set(address.address.toLowerCase(), { tenant: decided.tenant, targets: decided.targets, list: decided.list });
@@ -295,19 +313,23 @@ export function createMailService(deps: MailDeps): MailService {
       });
       if (refused !== undefined) {
         s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), reply: refused }, 'message refused: the next hop refused every recipient');
+        deps.metrics?.smtpRefused.inc({ reason: 'next-hop-refused' });
         throw nextHopRefusal(refused);
       }
       s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), rcpts: session.envelope.rcptTo.map((r) => r.address), size }, 'message accepted');
+      for (const t of tenants.size > 0 ? tenants : ['_none']) deps.metrics?.smtpAccepted.inc({ tenant: t });
       return `Ok: queued as ${id}`;
     } catch (err) {
       // Our own reply (the next hop's refusal) goes out as it is.
       if (typeof (err as { responseCode?: unknown }).responseCode === 'number') throw err;
       if (err instanceof SpoolAborted && scan.tooLong && !stream.sizeExceeded) {
         s.log.info({ from, longestLine: scan.longest, limit: MAX_LINE }, `message refused: a line is longer than ${MAX_LINE} octets`);
+        deps.metrics?.smtpRefused.inc({ reason: 'line-length' });
         throw reply(554, `5.6.0 Message refused: a line longer than ${MAX_LINE} octets (RFC 5322 section 2.1.1)`);
       }
       if (err instanceof SpoolAborted) {
         s.log.info({ from, bytes: stream.byteLength, limit: smtp!.maxMessageBytes }, 'message refused: larger than smtp.maxMessageBytes');
+        deps.metrics?.smtpRefused.inc({ reason: 'size' });
         throw refuse('TOO_LARGE', `Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
       }
       if (stream.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNECTION') {
@@ -356,6 +378,7 @@ export function createMailService(deps: MailDeps): MailService {
       await deps.lists!.receive(mail);
     }
     s.log.info({ qid: m.id, tenant: m.tenant, from: m.from, to: m.recipients.map((r) => r.rcpt), lists: m.lists.map((l) => l.rcpt), size: raw.length }, 'message accepted');
+    for (const t of m.tenant?.split(',') ?? ['_none']) deps.metrics?.smtpAccepted.inc({ tenant: t });
     return `Ok: queued as ${m.id}`;
   }
 

@@ -100,6 +100,7 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   const rawMain = parseYaml(mainFile, problems);
   const main = rawMain === undefined ? undefined : validate(mainSchema, rawMain, mainFile, problems);
   if (main?.sftp && !main.ftp) problems.push(`${show(mainFile)}: sftp: needs ftp: too (SFTP logs in the tenants' FTP accounts under FTP's lockout rules)`);
+  if (main?.acme && !main.http.tls) problems.push(`${show(mainFile)}: acme: needs http.tls (its certificates go into that store and are served on its listener)`);
 
   const tenants: TenantEntry[] = [];
   const tenantDir = path.join(root, TENANT_DIR);

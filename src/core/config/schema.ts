@@ -233,6 +233,28 @@ export const mainSchema = z.strictObject({
       maxHandles: z.number().int().min(1).max(10_000).default(64),
     })
     .optional(),
+  /**
+   * ACME (RFC 8555): certificates for every tenant domain that has no certificate file of its own, answered
+   * by HTTP-01 on the HTTP listener, written into the store of http.tls, renewed at two thirds of their lifetime.
+   */
+  acme: z
+    .strictObject({
+      /** The CA's directory URL (Let's Encrypt production or staging, or a test CA). */
+      directory: z
+        .string()
+        .url()
+        .refine((u) => new URL(u).protocol === 'https:', 'must be an https:// URL'),
+      /** Contact address for the ACME account (expiry notices, policy changes). */
+      email: emailAddress,
+      /** Extra trust for the ACME server's own TLS (test CAs): a PEM file, relative to this file. */
+      ca: z.string().optional(),
+      /** Orders in flight at once (many tenants do not stampede the CA). */
+      concurrency: z.number().int().min(1).max(50).default(2),
+      /** After a failed order: the first retry waits this long, each next one twice as long, up to maxRetrySeconds. */
+      retrySeconds: z.number().positive().max(86_400).default(300),
+      maxRetrySeconds: z.number().positive().max(7 * 86_400).default(86_400),
+    })
+    .optional(),
   /** Unix account the suite runs as after binding its listeners, when started as root (`makewaves init` prepares <data> and <sites> for it). */
   user: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/i, 'must be a user name').optional(),
   /** Its group; defaults to the user's primary group. */

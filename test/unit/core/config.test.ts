@@ -114,6 +114,17 @@ describe('loadConfig', () => {
     rmSync(path.join(dir, 'config', 'makewaves.yaml'));
     expect(problems({})).toEqual([expect.stringMatching(/makewaves\.yaml: cannot be read \(ENOENT\)/)]);
   });
+
+  it('acme: needs http.tls, an https directory and an e-mail address', () => {
+    const acme = 'acme:\n  directory: https://ca.test/dir\n  email: hostmaster@isp.test\n';
+    expect(problems({ 'makewaves.yaml': MAIN + acme })).toEqual([expect.stringMatching(/makewaves\.yaml: acme: needs http\.tls/)]);
+    const tls = MAIN + '  tls:\n    listen: ["127.0.0.1:0"]\n';
+    expect(problems({ 'makewaves.yaml': tls + acme })).toEqual([]);
+    expect(problems({ 'makewaves.yaml': tls + 'acme:\n  directory: http://ca.test/dir\n  email: nobody\n' })).toEqual([
+      expect.stringMatching(/acme\.directory.*https:\/\//),
+      expect.stringMatching(/acme\.email/),
+    ]);
+  });
 });
 
 describe('Registry', () => {
