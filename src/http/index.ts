@@ -212,8 +212,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     if (route.kind !== 'proxy' || req.method !== 'GET' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
     socket.on('error', () => socket.destroy());
     const remote = req.socket.remoteAddress ?? '-';
-    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });
-    record(route.tenant, req, remote, { status: 101, bytes: 0 });
+    const target = { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? ('https' as const) : ('http' as const) };
+    proxy.ws(req, socket, head, target, (status) => record(route.tenant, req, remote, { status, bytes: 0 }));
   }
 
   return {

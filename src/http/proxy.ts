@@ -66,6 +66,7 @@ export class TenantProxy {
   private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16 });
   private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16 });
   private readonly wsProxy;
+  private readonly wsDone = new WeakMap<IncomingMessage, (status: number) => void>();
 
   constructor(
     private readonly log: Logger,
@@ -75,6 +76,13 @@ export class TenantProxy {
     // Errors without a callback must never reach the process.
     this.wsProxy.on('error', (err) => this.log.info({ err: err.message }, 'websocket proxy error'));
     this.wsProxy.on('econnreset', () => undefined);
+    // The status a handshake ends with, for the access log: 101, or the answer of an upstream that declined.
+    this.wsProxy.on('proxyReqWs', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
+      const done = this.wsDone.get(req);
+      if (!done) return;
+      proxyReq.once('upgrade', () => done(101));
+      proxyReq.once('response', (res: IncomingMessage) => done(res.statusCode ?? 502));
+    });
   }
 
   private pool(origin: string): Pool {
@@ -169,13 +177,25 @@ export class TenantProxy {
     }
   }
 
-  ws(req: IncomingMessage, socket: Socket, head: Buffer, t: ProxyTarget): void {
+  /** Proxies a WebSocket handshake; `done` is called once with the status it ended with (101, the upstream's refusal, or 502). */
+  ws(req: IncomingMessage, socket: Socket, head: Buffer, t: ProxyTarget, done: (status: number) => void): void {
+    let reported = false;
+    const report = (status: number) => {
+      if (reported) return;
+      reported = true;
+      this.wsDone.delete(req);
+      done(status);
+    };
+    this.wsDone.set(req, report);
     req.headers = this.forwardedHeaders(req, t, true);
     req.url = t.path;
     const secure = t.route.origin.startsWith('https:');
     this.wsProxy.ws(req, socket, head, { target: t.route.origin, agent: secure ? this.httpsAgent : this.httpAgent }, (err) => {
       this.log.info({ remote: t.remote, upstream: t.route.origin, err: (err as Error).message }, 'websocket upstream failed');
+      // After a 101 or a relayed refusal the socket no longer carries our HTTP: no 502 written into it.
+      if (reported) return;
       if (!socket.destroyed) socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      report(502);
     });
   }
 
