@@ -16,6 +16,7 @@ import type { State } from '../state/index.ts';
 import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
+import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
 import { hostField } from './host.ts';
 import { httpsLocation } from './location.ts';
 import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
@@ -113,6 +114,10 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
+    if (route.kind !== 'server-options') {
+      const kind = answerKind(route);
+      applyHeaders(res, fieldsFor(route.tenant, sitePath(route, req.url ?? '/'), kind), kind);
+    }
     const https = route.tenant?.config.https;
     if (https && route.kind !== 'server-options') {
       if ((req.socket as TLSSocket).encrypted) {
