@@ -1,5 +1,6 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import http2, { type Http2SecureServer, type Http2ServerRequest } from 'node:http2';
+import type { Server as NetServer } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import path from 'node:path';
@@ -17,6 +18,7 @@ import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
+import { closeH2Server, H2Sessions, h2ServerOptions } from './h2.ts';
 import { hostField } from './host.ts';
 import { httpsLocation } from './location.ts';
 import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
@@ -49,7 +51,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
   const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
-  const servers: http.Server[] = [];
+  /** Each listener with how it is stopped (HTTP/1.1 only, or HTTPS with HTTP/2 beside HTTP/1.1). */
+  const servers: Array<{ server: NetServer; close(graceMs: number): Promise<void> }> = [];
   let flushTimer: NodeJS.Timeout | undefined;
   /** Port of the first HTTPS listener, for redirects from plain HTTP. */
   let httpsPort: number | undefined;
@@ -108,9 +111,28 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const inFlight = new Set<ServerResponse>();
   let draining = false;
 
+  /**
+   * Every request, HTTP/1.1 or HTTP/2: the compatibility API of node:http2
+   * gives an HTTP/2 request the shape of an HTTP/1.1 one (method, url,
+   * headers, socket, writeHead/end), so routing, the jail, static files, the
+   * proxy, handlers, headers and logs are this one path for both.
+   */
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
-    raw.started(res);
-    if (draining) res.setHeader('Connection', 'close');
+    const h2 = req.httpVersionMajor === 2;
+    if (h2) {
+      // A stream the client resets ends this request only; the session and the process carry on.
+      (req as unknown as Http2ServerRequest).stream.on('error', () => undefined);
+      // RFC 9113 §8.3.1: :authority is the Host. Given as Host too, so handlers (HTTP_HOST) and logs see it as in HTTP/1.1.
+      const authority = req.headers[':authority'];
+      if (req.headers.host === undefined && typeof authority === 'string') {
+        req.headers.host = authority;
+        req.rawHeaders.push('host', authority);
+      }
+    } else {
+      raw.started(res);
+      // RFC 9113 §8.2.2: HTTP/2 has no Connection field; a draining HTTP/2 session gets GOAWAY instead.
+      if (draining) res.setHeader('Connection', 'close');
+    }
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
@@ -233,37 +255,45 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
         keepAliveTimeout: 5_000,
         connectionsCheckingInterval: 1_000,
       };
-      const setup = (server: http.Server) => {
-        servers.push(server);
-        server.on('request', onRequest);
-        server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => onUpgrade(server, req, socket, head));
-        server.on('clientError', raw.clientError);
-        server.on('connect', raw.connect);
+      const setup = <S extends http.Server | Http2SecureServer>(server: S): S => {
+        const s = server as unknown as http.Server;
+        s.on('request', onRequest);
+        s.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => onUpgrade(s, req, socket, head));
+        s.on('clientError', raw.clientError);
+        s.on('connect', raw.connect);
         return server;
       };
       try {
         for (const spec of main.http.listen) {
-          const bound = await listenOn(setup(http.createServer(options)), parseListen(spec)!, 'http');
+          const server = setup(http.createServer(options));
+          servers.push({ server, close: (grace) => closeHttpServer(server, grace) });
+          const bound = await listenOn(server, parseListen(spec)!, 'http');
           urls.push(`http://${formatAddress(bound)}`);
         }
         if (main.http.tls && certs) {
           const fallback = certs.defaultPair();
           for (const spec of main.http.tls.listen) {
+            // ALPN h2 and http/1.1 on one listener; HTTP/1.1 connections keep the limits of the plain listener.
             const server = setup(
-              https.createServer({
-                ...options,
-                ...(fallback ?? {}),
-                minVersion: 'TLSv1.2',
-                SNICallback: (name, cb) => cb(null, certs.contextFor(name, current)),
-              }),
+              http2.createSecureServer(
+                h2ServerOptions({
+                  ...(fallback ?? {}),
+                  minVersion: 'TLSv1.2',
+                  SNICallback: (name, cb) => cb(null, certs.contextFor(name, current)),
+                }),
+              ),
             );
+            Object.assign(server, options);
+            const sessions = new H2Sessions(log);
+            sessions.attach(server);
+            servers.push({ server, close: (grace) => closeH2Server(server, sessions, grace) });
             const bound = await listenOn(server, parseListen(spec)!, 'https');
             httpsPort ??= bound.port;
             urls.push(`https://${formatAddress(bound)}`);
           }
         }
       } catch (err) {
-        for (const s of servers.splice(0)) s.close();
+        for (const s of servers.splice(0)) s.server.close();
         throw err;
       }
       flushTimer = setInterval(() => state.traffic.flush(), 5_000);
@@ -275,11 +305,13 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       // Keep-alive connections with a request under way close after its answer (RFC 9112 §9.6), not at keepAliveTimeout.
       draining = true;
       for (const res of inFlight) {
+        // HTTP/2 sessions are told to go away by their listener's close.
+        if (res.req.httpVersionMajor === 2) continue;
         if (!res.headersSent) res.setHeader('Connection', 'close');
         else res.once('finish', () => res.socket?.end());
       }
       inFlight.clear();
-      await Promise.all(servers.map((s) => closeHttpServer(s, graceMs)));
+      await Promise.all(servers.map((s) => s.close(graceMs)));
       servers.length = 0;
       await proxy.close();
       await accessLogs.close();

@@ -1,5 +1,6 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
+import type { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import { Transform } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
@@ -103,6 +104,8 @@ export class TenantProxy {
 
   private forwardedHeaders(req: IncomingMessage, t: ProxyTarget, upgrade: boolean): IncomingHttpHeaders {
     const headers = { ...req.headers };
+    // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) are not fields; the backend speaks HTTP/1.1.
+    for (const name of Object.keys(headers)) if (name.charCodeAt(0) === 58 /* : */) delete headers[name];
     stripHopByHop(headers, upgrade);
     if (!upgrade) {
       // Framing is per connection: undici sets its own, and refuses these.
@@ -127,7 +130,11 @@ export class TenantProxy {
 
   async web(req: IncomingMessage, res: ServerResponse, t: ProxyTarget): Promise<ProxyOutcome> {
     const headers = this.forwardedHeaders(req, t, false);
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    // RFC 9113 §8.1: an HTTP/2 body needs no Content-Length; the HEADERS frame says whether one follows.
+    const hasBody =
+      req.httpVersionMajor === 2
+        ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders
+        : req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
     const abort = new AbortController();
     const onClose = () => {
       if (!res.writableFinished) abort.abort();
