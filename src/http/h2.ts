@@ -1,4 +1,4 @@
-import http2, { type Http2SecureServer, type Http2Session, type SecureServerOptions, type ServerHttp2Stream } from 'node:http2';
+import http2, { type Http2SecureServer, type Http2ServerRequest, type Http2Session, type SecureServerOptions, type ServerHttp2Stream } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../core/log.ts';
 
@@ -46,6 +46,25 @@ export function h2ServerOptions(tls: SecureServerOptions): SecureServerOptions {
     // A client that speaks neither h2 nor http/1.1 after TLS is closed after 10 s (Node's default, named).
     unknownProtocolTimeout: 10_000,
   };
+}
+
+/**
+ * Readies an HTTP/2 request for the shared request path. RFC 9113 §8.3.1:
+ * :authority is the Host; it is given as Host too when the client sent
+ * none, so handlers (HTTP_HOST) and logs see what an HTTP/1.1 request shows.
+ * A stream silent for `idleMs` is cancelled (HTTP/1.1 has headersTimeout
+ * and requestTimeout for the same).
+ */
+export function adaptH2Request(req: Http2ServerRequest, idleMs: number): void {
+  const stream = req.stream;
+  // A stream the client resets ends this request only; the session and the process carry on.
+  stream.on('error', () => undefined);
+  stream.setTimeout(idleMs, () => stream.close(http2.constants.NGHTTP2_CANCEL));
+  const authority = req.headers[':authority'];
+  if (req.headers.host === undefined && typeof authority === 'string') {
+    req.headers.host = authority;
+    req.rawHeaders.push('host', authority);
+  }
 }
 
 /** The sessions of one HTTP/2 server, guarded against reset floods, closed gracefully on stop. */

@@ -1,6 +1,6 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import http2, { type Http2SecureServer, type Http2ServerRequest } from 'node:http2';
-import type { Server as NetServer } from 'node:net';
+import type http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import path from 'node:path';
@@ -12,14 +12,14 @@ import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
-import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
-import { closeH2Server, H2Sessions, h2ServerOptions } from './h2.ts';
+import { adaptH2Request } from './h2.ts';
 import { hostField } from './host.ts';
+import { openListeners, type Listener } from './listeners.ts';
 import { httpsLocation } from './location.ts';
 import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
@@ -52,7 +52,9 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
   const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
   /** Each listener with how it is stopped (HTTP/1.1 only, or HTTPS with HTTP/2 beside HTTP/1.1). */
-  const servers: Array<{ server: NetServer; close(graceMs: number): Promise<void> }> = [];
+  const servers: Listener[] = [];
+  /** An HTTP/2 stream silent this long is cancelled (a request body that never comes, an answer that never starts). */
+  const streamIdleMs = (Math.max(main.http.requestTimeout, main.http.proxyTimeout, main.cgi.timeout) + 5) * 1000;
   let flushTimer: NodeJS.Timeout | undefined;
   /** Port of the first HTTPS listener, for redirects from plain HTTP. */
   let httpsPort: number | undefined;
@@ -120,14 +122,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const h2 = req.httpVersionMajor === 2;
     if (h2) {
-      // A stream the client resets ends this request only; the session and the process carry on.
-      (req as unknown as Http2ServerRequest).stream.on('error', () => undefined);
-      // RFC 9113 §8.3.1: :authority is the Host. Given as Host too, so handlers (HTTP_HOST) and logs see it as in HTTP/1.1.
-      const authority = req.headers[':authority'];
-      if (req.headers.host === undefined && typeof authority === 'string') {
-        req.headers.host = authority;
-        req.rawHeaders.push('host', authority);
-      }
+      adaptH2Request(req as unknown as Http2ServerRequest, streamIdleMs);
     } else {
       raw.started(res);
       // RFC 9113 §8.2.2: HTTP/2 has no Connection field; a draining HTTP/2 session gets GOAWAY instead.
@@ -247,58 +242,17 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     name: 'http',
     siteChanges: { changed: (tenantId) => cache.dropTenant(tenantId) },
     async start() {
-      const urls: string[] = [];
-      const options: http.ServerOptions = {
-        maxHeaderSize: 16 * 1024,
-        headersTimeout: main.http.headersTimeout * 1000,
-        requestTimeout: Math.max(main.http.requestTimeout, main.http.headersTimeout) * 1000,
-        keepAliveTimeout: 5_000,
-        connectionsCheckingInterval: 1_000,
-      };
-      const setup = <S extends http.Server | Http2SecureServer>(server: S): S => {
-        const s = server as unknown as http.Server;
-        s.on('request', onRequest);
-        s.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => onUpgrade(s, req, socket, head));
-        s.on('clientError', raw.clientError);
-        s.on('connect', raw.connect);
-        return server;
-      };
-      try {
-        for (const spec of main.http.listen) {
-          const server = setup(http.createServer(options));
-          servers.push({ server, close: (grace) => closeHttpServer(server, grace) });
-          const bound = await listenOn(server, parseListen(spec)!, 'http');
-          urls.push(`http://${formatAddress(bound)}`);
-        }
-        if (main.http.tls && certs) {
-          const fallback = certs.defaultPair();
-          for (const spec of main.http.tls.listen) {
-            // ALPN h2 and http/1.1 on one listener; HTTP/1.1 connections keep the limits of the plain listener.
-            const server = setup(
-              http2.createSecureServer(
-                h2ServerOptions({
-                  ...(fallback ?? {}),
-                  minVersion: 'TLSv1.2',
-                  SNICallback: (name, cb) => cb(null, certs.contextFor(name, current)),
-                }),
-              ),
-            );
-            Object.assign(server, options);
-            const sessions = new H2Sessions(log);
-            sessions.attach(server);
-            servers.push({ server, close: (grace) => closeH2Server(server, sessions, grace) });
-            const bound = await listenOn(server, parseListen(spec)!, 'https');
-            httpsPort ??= bound.port;
-            urls.push(`https://${formatAddress(bound)}`);
-          }
-        }
-      } catch (err) {
-        for (const s of servers.splice(0)) s.server.close();
-        throw err;
-      }
+      const opened = await openListeners(main.http, certs, (name) => certs?.contextFor(name, current), log, {
+        request: onRequest,
+        upgrade: onUpgrade,
+        clientError: raw.clientError,
+        connect: raw.connect,
+      });
+      servers.push(...opened.listeners);
+      httpsPort = opened.httpsPort;
       flushTimer = setInterval(() => state.traffic.flush(), 5_000);
       flushTimer.unref();
-      return urls;
+      return opened.urls;
     },
     async stop(graceMs) {
       if (flushTimer) clearInterval(flushTimer);

@@ -14,10 +14,15 @@ let t: TestSuite;
 let httpsUrl: URL;
 let upstream: http.Server;
 const seen: Array<{ httpVersion: string; url?: string; headers: http.IncomingHttpHeaders; body: string }> = [];
+const held: Array<() => void> = [];
 const BIG = `${'makewaves serves many small sites. '.repeat(200)}\n`;
 
 beforeAll(async () => {
   upstream = http.createServer((req, res) => {
+    if (req.url === '/app/hold') {
+      held.push(() => res.end('held answer'));
+      return;
+    }
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', () => {
@@ -248,5 +253,28 @@ describe('HTTP/2 limits', () => {
     } finally {
       session.close();
     }
+  });
+});
+
+describe('stopping with HTTP/2 sessions open', () => {
+  it('sends GOAWAY, lets the stream under way finish, then stops', async () => {
+    const session = http2.connect(httpsUrl.origin, { rejectUnauthorized: false, servername: 'a.test' });
+    session.on('error', () => undefined); // the session ends with the suite
+    const goaway = new Promise<number>((resolve) => session.once('goaway', (code: number) => resolve(code)));
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const s = session.request({ ':path': '/app/hold', ':authority': 'a.test' });
+      let status = 0;
+      let body = '';
+      s.on('response', (h) => (status = Number(h[':status'])));
+      s.on('data', (c: Buffer) => (body += c));
+      s.on('end', () => resolve({ status, body }));
+      s.on('error', reject);
+    });
+    await waitFor(() => held.length > 0);
+    const stopped = t.suite.stop(5_000);
+    expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    held.shift()!();
+    expect(await answer).toEqual({ status: 200, body: 'held answer' });
+    await stopped;
   });
 });
