@@ -25,9 +25,8 @@ import type { Logger } from '../core/log.ts';
  *   before their answer is complete, refilled at {@link RESET_RATE} a second;
  *   past it the session gets GOAWAY (ENHANCE_YOUR_CALM) and is closed, with
  *   a log line naming the client.
- * - SETTINGS and PING floods: Node's defaults (10 unacknowledged SETTINGS,
- *   10 outstanding PINGs) and nghttp2's flood guard (a session whose outbound
- *   control frames pile up is torn down) are kept.
+ * - SETTINGS and PING floods: nghttp2's flood guard tears down a session
+ *   whose unread acknowledgements pile up; the drop is logged with the client.
  * - An idle session is closed (GOAWAY) after {@link SESSION_IDLE_MS}.
  */
 
@@ -86,8 +85,9 @@ export class H2Sessions {
   private guard(session: Http2Session): void {
     this.sessions.add(session);
     session.once('close', () => this.sessions.delete(session));
-    // Errors of one session (a peer that vanished, a protocol error) end that session only.
-    session.on('error', (err: Error) => this.log.debug({ remote: session.socket?.remoteAddress, err: err.message }, 'http2 session error'));
+    const remote = session.socket?.remoteAddress ?? '-';
+    // Errors of one session (a flood nghttp2 detected, a protocol error, a peer that vanished) end that session only.
+    session.on('error', (err: NodeJS.ErrnoException) => this.log.info({ remote, code: err.code, err: err.message }, 'http2 session dropped'));
     session.setTimeout(SESSION_IDLE_MS, () => session.close());
     let tokens = RESET_BURST;
     let last = Date.now();
@@ -101,7 +101,7 @@ export class H2Sessions {
         tokens -= 1;
         if (tokens >= 0 || session.destroyed) return;
         flooded = true;
-        this.log.warn({ remote: session.socket?.remoteAddress, limit: `${RESET_BURST} then ${RESET_RATE}/s` }, 'http2 session closed: too many streams reset by the client (rapid reset)');
+        this.log.warn({ remote, limit: `${RESET_BURST} then ${RESET_RATE}/s` }, 'http2 session closed: too many streams reset by the client (rapid reset)');
         // GOAWAY first (no new streams; the client learns why), then the connection is dropped once it had time to leave.
         session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
         setTimeout(() => session.destroy(), 1_000).unref();

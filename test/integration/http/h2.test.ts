@@ -4,6 +4,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RESET_BURST } from '../../../src/http/h2.ts';
@@ -227,6 +228,39 @@ describe('HTTP/2 limits', () => {
     expect(await goaway).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
     await closed;
     expect(t.logs().some((l) => String(l.msg).includes('rapid reset'))).toBe(true);
+    expect((await h2('a.test', '/')).body).toBe('site A');
+  });
+
+  /** A frame header (RFC 9113 §4.1) and its payload. */
+  const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(payload.length, 0, 3);
+    head.writeUInt8(type, 3);
+    head.writeUInt8(flags, 4);
+    head.writeUInt32BE(stream, 5);
+    return Buffer.concat([head, payload]);
+  };
+  const FLOODS: Array<[string, Buffer]> = [
+    ['PING', frame(6, 0, 0, Buffer.alloc(8))],
+    ['SETTINGS', frame(4, 0, 0, Buffer.from([0, 3, 0, 0, 0, 100]))],
+  ];
+  it.each(FLOODS)('drops a connection that floods %s frames without reading the answers, and serves the next client', async (_what, one) => {
+    const socket = tls.connect({ host: '127.0.0.1', port: Number(httpsUrl.port), servername: 'a.test', ALPNProtocols: ['h2'], rejectUnauthorized: false });
+    socket.on('error', () => undefined); // the server drops us; that is the point
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    expect(socket.alpnProtocol).toBe('h2');
+    socket.pause(); // never read: every PING or SETTINGS ACK the server owes piles up on its side
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]));
+    const batch = Buffer.concat(Array.from({ length: 1000 }, () => one));
+    let gone = false;
+    void closed.then(() => (gone = true));
+    for (let i = 0; i < 200 && !gone; i++) {
+      if (!socket.write(batch)) await Promise.race([new Promise((r) => socket.once('drain', r)), closed]);
+    }
+    // The server dropped the connection long before 200,000 frames were written.
+    expect(gone).toBe(true);
+    expect(await waitFor(() => t.logs().find((l) => l.msg === 'http2 session dropped' && l.remote === '127.0.0.1' && /flood/i.test(String(l.err))))).toBeTruthy();
     expect((await h2('a.test', '/')).body).toBe('site A');
   });
 
