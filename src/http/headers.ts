@@ -107,57 +107,84 @@ export function sitePath(route: Route, url: string): string {
 
 type Given = OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined;
 
-/** Flat [name, value, ...] from the flat or pair form writeHead takes. */
-function flat(list: readonly unknown[]): unknown[] {
-  return list.length > 0 && Array.isArray(list[0]) ? (list as unknown[][]).flatMap((p) => [p[0], p[1]]) : [...list];
+/** Position of a field in a flat [name, value, ...] list, by lower-case name; -1 when absent. */
+function indexOf(list: readonly unknown[], lower: string): number {
+  for (let i = 0; i < list.length; i += 2) {
+    const name = String(list[i]);
+    if (name.length === lower.length && name.toLowerCase() === lower) return i;
+  }
+  return -1;
 }
 
-/** The head about to be written, with the fields applied. */
+/** The head about to be written, with the fields applied. The caller's list or object is never changed (the file cache shares its lists). */
 function merge(res: ServerResponse, status: number, given: Given, fields: readonly Field[], kind: AnswerKind): Given {
   const error = status >= 400;
   let list: unknown[] | undefined;
+  let owned = false;
   let obj: OutgoingHttpHeaders | undefined;
-  let givenNames: Set<string>;
   if (Array.isArray(given)) {
-    list = flat(given);
-    givenNames = new Set(list.filter((_, i) => i % 2 === 0).map((n) => String(n).toLowerCase()));
+    // Flat [name, value, ...], or [[name, value], ...] pairs.
+    list = given.length > 0 && Array.isArray(given[0]) ? (given as unknown as unknown[][]).flatMap((p) => [p[0], p[1]]) : (given as unknown[]);
+    owned = list !== given;
   } else if (given) {
-    obj = { ...given };
-    givenNames = new Set(Object.keys(obj).map((n) => n.toLowerCase()));
-  } else {
-    givenNames = new Set();
+    obj = given;
   }
+  const objKey = (lower: string) => (obj ? Object.keys(obj).find((k) => k.toLowerCase() === lower) : undefined);
   for (const f of fields) {
     if (error && !f.always) continue;
     const replace = f.fallback ? false : kind === 'own' || f.override;
-    if (!replace && (givenNames.has(f.lower) || res.hasHeader(f.lower))) continue;
+    const at = list ? indexOf(list, f.lower) : -1;
+    const key = objKey(f.lower);
+    if (!replace && (at !== -1 || key !== undefined || res.hasHeader(f.lower))) continue;
     if (replace) {
       res.removeHeader(f.lower);
-      if (list && givenNames.has(f.lower)) {
+      if (list && at !== -1) {
         const kept: unknown[] = [];
         for (let i = 0; i < list.length; i += 2) if (String(list[i]).toLowerCase() !== f.lower) kept.push(list[i], list[i + 1]);
         list = kept;
+        owned = true;
       }
-      if (obj && givenNames.has(f.lower)) for (const k of Object.keys(obj)) if (k.toLowerCase() === f.lower) delete obj[k];
+      if (obj && key !== undefined) {
+        obj = { ...obj };
+        for (const k of Object.keys(obj)) if (k.toLowerCase() === f.lower) delete obj[k];
+      }
     }
     if (f.value === '') continue;
-    if (list) list.push(f.name, f.value);
-    else if (obj) obj[f.name] = f.value;
-    else res.setHeader(f.name, f.value);
+    if (list) {
+      if (!owned) {
+        list = list.slice();
+        owned = true;
+      }
+      list.push(f.name, f.value);
+    } else if (obj) {
+      obj = obj === given ? { ...obj, [f.name]: f.value } : Object.assign(obj, { [f.name]: f.value });
+    } else {
+      res.setHeader(f.name, f.value);
+    }
   }
   return (list as OutgoingHttpHeader[] | undefined) ?? obj;
+}
+
+const FIELDS = Symbol('tenant header fields');
+const KIND = Symbol('answer kind');
+type Decorated = ServerResponse & { [FIELDS]: readonly Field[]; [KIND]: AnswerKind };
+
+/** One writeHead for every decorated response (no closure per request): the fields, then the class's own writeHead. */
+function writeHeadWithFields(this: Decorated, status: number, ...rest: unknown[]): ServerResponse {
+  const at = typeof rest[0] === 'string' ? 1 : 0;
+  const merged = merge(this, status, rest[at] as Given, this[FIELDS], this[KIND]);
+  if (merged !== undefined) rest[at] = merged;
+  const own = (Object.getPrototypeOf(this) as { writeHead: (...a: unknown[]) => ServerResponse }).writeHead;
+  return own.call(this, status, ...rest);
 }
 
 /** Applies the fields when the answer's head is written (explicitly, or by the first write or end). */
 export function applyHeaders(res: ServerResponse, fields: readonly Field[], kind: AnswerKind): void {
   if (fields.length === 0) return;
-  const writeHead = res.writeHead;
-  res.writeHead = function (this: ServerResponse, status: number, ...rest: unknown[]) {
-    const at = typeof rest[0] === 'string' ? 1 : 0;
-    const merged = merge(this, status, rest[at] as Given, fields, kind);
-    if (merged !== undefined) rest[at] = merged;
-    return (writeHead as (...a: unknown[]) => ServerResponse).call(this, status, ...rest);
-  } as typeof res.writeHead;
+  const d = res as Decorated;
+  d[FIELDS] = fields;
+  d[KIND] = kind;
+  res.writeHead = writeHeadWithFields as unknown as ServerResponse['writeHead'];
 }
 
 /** The kind of answer a route gives. */
