@@ -1,6 +1,7 @@
 // HTTP benchmark: the suite (1,000 tenants and 1 tenant) against a bare
 // node:http server and nginx (worker_processes 1) serving the same files,
-// then a proxied tenant path against nginx as a reverse proxy, then start-up
+// then a proxied tenant path against nginx as a reverse proxy, then HTTP/2
+// over TLS with h2load (nghttp2-client) against nginx's h2, then start-up
 // time and idle memory with 10,000 tenants. Every figure in one run.
 //
 //   node --import tsx scripts/bench/http.ts [--seconds 5]
@@ -8,7 +9,7 @@ import { type ChildProcess } from 'node:child_process';
 import { linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, has, load, printTable, ROOT, run, startProcess, stopProcess, treeRssMiB, waitHttp, type Row } from './lib.ts';
+import { freePort, has, load, loadH2, printTable, ROOT, run, startProcess, stopProcess, treeRssMiB, waitHttp, type Row } from './lib.ts';
 
 const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1]) || 5;
 const work = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-'));
@@ -18,10 +19,11 @@ const page = (size: number) => `<!doctype html><title>bench</title><p>${'x'.repe
 writeFileSync(path.join(filesDir, '1k.html'), page(1024));
 writeFileSync(path.join(filesDir, '100k.html'), page(100 * 1024));
 
-function suiteConfig(name: string, tenants: number, port: number, proxyTo?: string): string {
+function suiteConfig(name: string, tenants: number, port: number, proxyTo?: string, tlsPort?: number): string {
   const dir = path.join(work, name);
   mkdirSync(path.join(dir, 'config', 'tenants'), { recursive: true });
-  writeFileSync(path.join(dir, 'config', 'makewaves.yaml'), `hostname: mx.bench.test\ndata: ../data\nsites: ../sites\nhttp:\n  listen: ["127.0.0.1:${port}"]\n`);
+  const tls = tlsPort ? `  tls: { listen: ["127.0.0.1:${tlsPort}"], certs: ../certs, selfSigned: true }\n` : '';
+  writeFileSync(path.join(dir, 'config', 'makewaves.yaml'), `hostname: mx.bench.test\ndata: ../data\nsites: ../sites\nhttp:\n  listen: ["127.0.0.1:${port}"]\n${tls}`);
   for (let i = 0; i < tenants; i++) {
     const id = `t${i}.test`;
     const proxy = proxyTo && i === Math.floor(tenants / 2) ? `proxy:\n  - { path: /app/, to: "${proxyTo}" }\n` : '';
@@ -145,6 +147,41 @@ async function main(): Promise<void> {
     }
     await stopProcess(backend);
 
+    // --- HTTP/2 over TLS ---------------------------------------------------
+    const h2Rows: Row[] = [];
+    if (has('h2load')) {
+      let nginxH2: Row | undefined;
+      if (nginx && has('openssl')) {
+        const port = await freePort();
+        const plainPort = await freePort();
+        const certDir = mkdtempSync(path.join(work, 'cert-'));
+        await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=t0.test', '-keyout', `${certDir}/k.pem`, '-out', `${certDir}/c.pem`]);
+        // One server on a plain port (to see it is up) and a TLS one with h2.
+        const tlsListen = `listen 127.0.0.1:${port} ssl http2;\n    ssl_certificate ${certDir}/c.pem;\n    ssl_certificate_key ${certDir}/k.pem;`;
+        const conf = nginxConf(plainPort, `    root ${filesDir};\n    ${tlsListen}`);
+        const child = startProcess('nginx', ['-c', conf]);
+        children.push(child);
+        await waitHttp(`http://127.0.0.1:${plainPort}/1k.html`, 'x');
+        const r = await loadH2(`https://127.0.0.1:${port}/1k.html`, 't0.test', seconds);
+        nginxH2 = { case: 'h2 static 1k', server: 'nginx, 1 worker, h2', rps: r.rps, p50: r.p50, p99: r.p99, rss: treeRssMiB(child.pid) };
+        h2Rows.push(nginxH2);
+        await stopProcess(child);
+      }
+      const port = await freePort();
+      const tlsPort = await freePort();
+      const child = startSuite(suiteConfig('suiteh2', 1, port, undefined, tlsPort));
+      children.push(child);
+      await waitHttp(`http://127.0.0.1:${port}/1k.html`, 't0.test');
+      const r = await loadH2(`https://127.0.0.1:${tlsPort}/1k.html`, 't0.test', seconds);
+      const row: Row = { case: 'h2 static 1k', server: 'makewaves, 1 tenant, h2', rps: r.rps, p50: r.p50, p99: r.p99, rss: treeRssMiB(child.pid) };
+      if (r.errors > 0) row.server += ` (${r.errors} errors)`;
+      row.ratio = nginxH2 ? `${ratio(row, nginxH2)} nginx h2` : '';
+      h2Rows.push(row);
+      await stopProcess(child);
+    } else {
+      process.stderr.write('  no h2load: HTTP/2 cases skipped (apt-get install nghttp2-client)\n');
+    }
+
     // --- 10,000 tenants: start-up and idle memory --------------------------
     const port = await freePort();
     const config = suiteConfig('suite10k', 10_000, port);
@@ -159,6 +196,7 @@ async function main(): Promise<void> {
 
     printTable('Static files', rows);
     printTable('Reverse proxy', proxyRows);
+    if (h2Rows.length > 0) printTable('HTTP/2 over TLS (h2load -c16 -m10; p50 is the mean, p99 the max)', h2Rows);
     console.log(`\nRouting cost, 1,000 tenants against 1 (1 KB file): ${(routing * 100).toFixed(1)}% fewer req/s (target ≤ 5%)`);
     console.log(`10,000 tenants: first answer ${(startMs / 1000).toFixed(2)} s after spawn (target ≤ 2 s), idle RSS ${idle.toFixed(0)} MiB (target ≤ 150 MB)`);
   } finally {

@@ -89,6 +89,21 @@ export async function load(url: string, host: string, seconds: number, connectio
   return { rps: j.requests.average, p50: j.latency.p50, p99: j.latency.p99, errors: j.non2xx + j.errors };
 }
 
+/**
+ * Drives an HTTPS `url` over HTTP/2 with h2load (nghttp2-client): 16
+ * connections, 10 streams each, `:authority` set to `authority`. h2load
+ * gives no percentiles: p50 holds the mean time per request, p99 its max.
+ */
+export async function loadH2(url: string, authority: string, seconds: number): Promise<LoadResult> {
+  const out = await run('h2load', ['-D', String(seconds), '--warm-up-time', '1', '-c', '16', '-m', '10', '-t', '1', '-H', `:authority: ${authority}`, url]);
+  const rps = Number(/finished in [\d.]+s, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
+  const req = /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(out);
+  const failed = /(\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  const codes = /status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
+  const errors = (failed ? failed.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + (codes ? codes.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
+  return { rps, p50: req ? toMs(req[5]!, req[6]!) : NaN, p99: req ? toMs(req[3]!, req[4]!) : NaN, errors };
+}
+
 export function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -226,7 +226,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   }
 
   function page(req: IncomingMessage, res: ServerResponse, status: number, ref?: string, extra: Array<[string, string]> = []): HttpOutcome {
-    if (!req.complete) extra.push(['Connection', 'close']);
+    // HTTP/2 has no Connection field (RFC 9113 §8.2.2): the stream ends, the session stays.
+    if (!req.complete && req.httpVersionMajor < 2) extra.push(['Connection', 'close']);
     return send(req, res, status, [['Content-Type', 'text/html; charset=utf-8'], ...extra], handlerErrorPage(status, ref));
   }
 

@@ -44,16 +44,25 @@ export function isValidAuthority(authority: string): boolean {
  * The Host field of a request, from its raw header list (Node keeps only
  * the first of several Host lines in `req.headers`). RFC 9112 §3.2: a
  * request with more than one Host line, or an invalid value, gets a 400.
- * No Host at all (HTTP/1.0) and an empty one route as "no host".
+ * No Host at all (HTTP/1.0) and an empty one route as "no host". In
+ * HTTP/2 the `:authority` pseudo-header is the Host.
  */
 export function hostField(rawHeaders: readonly string[]): HostField {
   let value: string | undefined;
+  let authority: string | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     if (name.length === 4 && name.toLowerCase() === 'host') {
       if (value !== undefined) return { ok: false, why: 'more than one Host header' };
       value = rawHeaders[i + 1]!;
+    } else if (name === ':authority') {
+      authority = rawHeaders[i + 1]!;
     }
+  }
+  if (authority !== undefined) {
+    // RFC 9113 §8.3.1: in HTTP/2 :authority names the host; a Host beside it that names another is malformed.
+    if (value !== undefined && value.toLowerCase() !== authority.toLowerCase()) return { ok: false, why: 'Host differs from :authority' };
+    value = authority;
   }
   if (value === undefined || value === '') return { ok: true, value: '' };
   return isValidAuthority(value) ? { ok: true, value } : { ok: false, why: 'invalid Host header' };

@@ -1,5 +1,6 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import path from 'node:path';
@@ -11,12 +12,14 @@ import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
-import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
+import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
+import { adaptH2Request } from './h2.ts';
 import { hostField } from './host.ts';
+import { openListeners, type Listener } from './listeners.ts';
 import { httpsLocation } from './location.ts';
 import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
 import { errorPage, suspendedPage } from './pages.ts';
@@ -50,7 +53,10 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
   const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
-  const servers: http.Server[] = [];
+  /** Each listener with how it is stopped (HTTP/1.1 only, or HTTPS with HTTP/2 beside HTTP/1.1). */
+  const servers: Listener[] = [];
+  /** An HTTP/2 stream silent this long is cancelled (a request body that never comes, an answer that never starts). */
+  const streamIdleMs = (Math.max(main.http.requestTimeout, main.http.proxyTimeout, main.cgi.timeout) + 5) * 1000;
   let flushTimer: NodeJS.Timeout | undefined;
   /** Port of the first HTTPS listener, for redirects from plain HTTP. */
   let httpsPort: number | undefined;
@@ -110,15 +116,31 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const inFlight = new Set<ServerResponse>();
   let draining = false;
 
+  /**
+   * Every request, HTTP/1.1 or HTTP/2: the compatibility API of node:http2
+   * gives an HTTP/2 request the shape of an HTTP/1.1 one (method, url,
+   * headers, socket, writeHead/end), so routing, the jail, static files, the
+   * proxy, handlers, headers and logs are this one path for both.
+   */
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
-    raw.started(res);
+    const h2 = req.httpVersionMajor === 2;
+    if (h2) {
+      adaptH2Request(req as unknown as Http2ServerRequest, streamIdleMs);
+    } else {
+      raw.started(res);
+      // RFC 9113 §8.2.2: HTTP/2 has no Connection field; a draining HTTP/2 session gets GOAWAY instead.
+      if (draining) res.setHeader('Connection', 'close');
+    }
     metrics?.timeRequest(res);
-    if (draining) res.setHeader('Connection', 'close');
     const challenge = acme?.answer(req, res);
     if (challenge) return record(undefined, req, req.socket.remoteAddress ?? '-', challenge);
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
+    if (route.kind !== 'server-options') {
+      const kind = answerKind(route);
+      applyHeaders(res, fieldsFor(route.tenant, sitePath(route, req.url ?? '/'), kind), kind);
+    }
     const https = route.tenant?.config.https;
     if (https && route.kind !== 'server-options') {
       if ((req.socket as TLSSocket).encrypted) {
@@ -218,69 +240,38 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     if (route.kind !== 'proxy' || req.method !== 'GET' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
     socket.on('error', () => socket.destroy());
     const remote = req.socket.remoteAddress ?? '-';
-    proxy.ws(req, socket, head, { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? 'https' : 'http' });
-    record(route.tenant, req, remote, { status: 101, bytes: 0 });
+    const target = { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? ('https' as const) : ('http' as const) };
+    proxy.ws(req, socket, head, target, (status) => record(route.tenant, req, remote, { status, bytes: 0 }));
   }
 
   return {
     name: 'http',
     siteChanges: { changed: (tenantId) => cache.dropTenant(tenantId) },
     async start() {
-      const urls: string[] = [];
-      const options: http.ServerOptions = {
-        maxHeaderSize: 16 * 1024,
-        headersTimeout: main.http.headersTimeout * 1000,
-        requestTimeout: Math.max(main.http.requestTimeout, main.http.headersTimeout) * 1000,
-        keepAliveTimeout: 5_000,
-        connectionsCheckingInterval: 1_000,
-      };
-      const setup = (server: http.Server) => {
-        servers.push(server);
-        server.on('request', onRequest);
-        server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => onUpgrade(server, req, socket, head));
-        server.on('clientError', raw.clientError);
-        server.on('connect', raw.connect);
-        return server;
-      };
-      try {
-        for (const spec of main.http.listen) {
-          const bound = await listenOn(setup(http.createServer(options)), parseListen(spec)!, 'http');
-          urls.push(`http://${formatAddress(bound)}`);
-        }
-        if (main.http.tls && certs) {
-          const fallback = certs.defaultPair();
-          for (const spec of main.http.tls.listen) {
-            const server = setup(
-              https.createServer({
-                ...options,
-                ...(fallback ?? {}),
-                minVersion: 'TLSv1.2',
-                SNICallback: (name, cb) => cb(null, certs.contextFor(name, current)),
-              }),
-            );
-            const bound = await listenOn(server, parseListen(spec)!, 'https');
-            httpsPort ??= bound.port;
-            urls.push(`https://${formatAddress(bound)}`);
-          }
-        }
-      } catch (err) {
-        for (const s of servers.splice(0)) s.close();
-        throw err;
-      }
+      const opened = await openListeners(main.http, certs, (name) => certs?.contextFor(name, current), log, {
+        request: onRequest,
+        upgrade: onUpgrade,
+        clientError: raw.clientError,
+        connect: raw.connect,
+      });
+      servers.push(...opened.listeners);
+      httpsPort = opened.httpsPort;
       flushTimer = setInterval(() => state.traffic.flush(), 5_000);
       flushTimer.unref();
-      return urls;
+      return opened.urls;
     },
     async stop(graceMs) {
       if (flushTimer) clearInterval(flushTimer);
       // Keep-alive connections with a request under way close after its answer (RFC 9112 §9.6), not at keepAliveTimeout.
       draining = true;
       for (const res of inFlight) {
+        // HTTP/2 sessions are told to go away by their listener's close.
+        if (res.req.httpVersionMajor === 2) continue;
         if (!res.headersSent) res.setHeader('Connection', 'close');
         else res.once('finish', () => res.socket?.end());
       }
       inFlight.clear();
-      await Promise.all(servers.map((s) => closeHttpServer(s, graceMs)));
+      await Promise.all(servers.map((s) => s.close(graceMs)));
       servers.length = 0;
       await proxy.close();
       await accessLogs.close();

@@ -1,5 +1,6 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
+import type { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import { Transform } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
@@ -66,6 +67,7 @@ export class TenantProxy {
   private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16 });
   private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16 });
   private readonly wsProxy;
+  private readonly wsDone = new WeakMap<IncomingMessage, (status: number) => void>();
 
   constructor(
     private readonly log: Logger,
@@ -76,6 +78,13 @@ export class TenantProxy {
     this.wsProxy.on('error', (err) => this.log.info({ err: err.message }, 'websocket proxy error'));
     // A client that resets a proxied WebSocket: both sockets are already being torn down, nothing to answer.
     this.wsProxy.on('econnreset', () => undefined);
+    // The status a handshake ends with, for the access log: 101, or the answer of an upstream that declined.
+    this.wsProxy.on('proxyReqWs', (proxyReq: http.ClientRequest, req: IncomingMessage) => {
+      const done = this.wsDone.get(req);
+      if (!done) return;
+      proxyReq.once('upgrade', () => done(101));
+      proxyReq.once('response', (res: IncomingMessage) => done(res.statusCode ?? 502));
+    });
   }
 
   private pool(origin: string): Pool {
@@ -96,6 +105,8 @@ export class TenantProxy {
 
   private forwardedHeaders(req: IncomingMessage, t: ProxyTarget, upgrade: boolean): IncomingHttpHeaders {
     const headers = { ...req.headers };
+    // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) are not fields; the backend speaks HTTP/1.1.
+    for (const name of Object.keys(headers)) if (name.charCodeAt(0) === 58 /* : */) delete headers[name];
     stripHopByHop(headers, upgrade);
     if (!upgrade) {
       // Framing is per connection: undici sets its own, and refuses these.
@@ -120,7 +131,11 @@ export class TenantProxy {
 
   async web(req: IncomingMessage, res: ServerResponse, t: ProxyTarget): Promise<ProxyOutcome> {
     const headers = this.forwardedHeaders(req, t, false);
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    // RFC 9113 §8.1: an HTTP/2 body needs no Content-Length; the HEADERS frame says whether one follows.
+    const hasBody =
+      req.httpVersionMajor === 2
+        ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders
+        : req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
     const abort = new AbortController();
     const onClose = () => {
       if (!res.writableFinished) abort.abort();
@@ -170,13 +185,25 @@ export class TenantProxy {
     }
   }
 
-  ws(req: IncomingMessage, socket: Socket, head: Buffer, t: ProxyTarget): void {
+  /** Proxies a WebSocket handshake; `done` is called once with the status it ended with (101, the upstream's refusal, or 502). */
+  ws(req: IncomingMessage, socket: Socket, head: Buffer, t: ProxyTarget, done: (status: number) => void): void {
+    let reported = false;
+    const report = (status: number) => {
+      if (reported) return;
+      reported = true;
+      this.wsDone.delete(req);
+      done(status);
+    };
+    this.wsDone.set(req, report);
     req.headers = this.forwardedHeaders(req, t, true);
     req.url = t.path;
     const secure = t.route.origin.startsWith('https:');
     this.wsProxy.ws(req, socket, head, { target: t.route.origin, agent: secure ? this.httpsAgent : this.httpAgent }, (err) => {
       this.log.info({ remote: t.remote, upstream: t.route.origin, err: (err as Error).message }, 'websocket upstream failed');
+      // After a 101 or a relayed refusal the socket no longer carries our HTTP: no 502 written into it.
+      if (reported) return;
       if (!socket.destroyed) socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      report(502);
     });
   }
 

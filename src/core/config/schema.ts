@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { isValidHostname } from '../../lib/hostname.ts';
 import { parseListen } from '../../lib/listen.ts';
 import { parseSize } from '../../lib/sizes.ts';
+import { headerEntry } from './headers.ts';
 
 /**
  * The config format is the suite's contract with operators (see README).
@@ -333,6 +334,8 @@ export const tenantSchema = z.strictObject({
     .optional(),
   cgi: z.boolean().default(false),
   proxy: z.array(proxyEntry).default([]),
+  /** Response headers by path (see headers.ts): first matching entry wins per field; defaults for the fields no entry sets. */
+  headers: z.array(headerEntry).max(500).default([]),
   /** HTTPS for this tenant: redirect plain HTTP (308) and send HSTS (max-age in seconds; 0 = none). */
   https: z.strictObject({ redirect: z.boolean().default(false), hsts: z.number().int().min(0).max(63_072_000).default(0) }).optional(),
   /** This tenant's own certificate files (relative to this file), instead of the store's `<domain>.crt`. */

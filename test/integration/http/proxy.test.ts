@@ -29,6 +29,7 @@ beforeAll(async () => {
     });
   });
   upstream.on('upgrade', (req, socket) => {
+    if (req.url?.startsWith('/app/ws-refused')) return socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
     socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
     socket.write(`hello ${req.url} xff=${req.headers['x-forwarded-for']}\n`);
     socket.pipe(socket);
@@ -143,12 +144,32 @@ describe('reverse proxy', () => {
     expect(text).toContain('ping');
   });
 
-  it('logs proxied requests in the tenant access log', async () => {
+  const handshake = (path: string) => {
+    const u = new URL(t.http);
+    return new Promise<number>((resolve, reject) => {
+      const req = http.request({ host: u.hostname, port: u.port, path, headers: { host: 'app.test', connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } });
+      req.on('upgrade', () => reject(new Error('upgraded')));
+      req.on('response', (res) => resolve(res.statusCode ?? 0));
+      req.on('error', reject);
+      req.end();
+    });
+  };
+
+  it('answers a WebSocket handshake to a dead upstream with 502, and relays an upstream refusal', async () => {
+    expect(await handshake('/down/ws')).toBe(502);
+    expect(await handshake('/app/ws-refused')).toBe(403);
+  });
+
+  it('logs proxied requests in the tenant access log, WebSocket handshakes with the status they ended with', async () => {
     await get('/app/logged');
     await t.suite.stop(200).catch(() => undefined);
     const { readFileSync } = await import('node:fs');
     const log = readFileSync(`${t.dataDir}/logs/app.test/access.log`, 'utf8');
     expect(log).toMatch(/"GET \/app\/logged HTTP\/1\.1" 200 \d+/);
     expect(log).toMatch(/"GET \/down\/x HTTP\/1\.1" 502 \d+/);
+    expect(log).toMatch(/"GET \/app\/ws HTTP\/1\.1" 101 -/);
+    expect(log).toMatch(/"GET \/down\/ws HTTP\/1\.1" 502 -/);
+    expect(log).toMatch(/"GET \/app\/ws-refused HTTP\/1\.1" 403 -/);
+    expect(log).not.toMatch(/"GET \/(down\/ws|app\/ws-refused) HTTP\/1\.1" 101/);
   });
 });
