@@ -234,6 +234,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
     if (!caps) return page(req, res, 503);
+    if (!caps.box) {
+      // Never a weaker box: without bubblewrap no handler runs (the reason was logged at start).
+      log.warn({ ...who, why: caps.refusal }, 'handler refused: no box for handlers');
+      return page(req, res, 503);
+    }
     let file: string;
     let kind: 'suite' | 'own';
     const root = realRoot(tenant);
@@ -251,10 +256,6 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       const seen = versions.get(found.real);
       if (seen !== undefined && seen !== version) pools.retire(`${tenant.id}\0own`);
       versions.set(found.real, version);
-      if (!caps.namespaces && current.config.main.cgi.requireNetworkIsolation) {
-        log.warn(who, 'tenant handler refused: no network namespace can be made here (cgi.requireNetworkIsolation)');
-        return page(req, res, 503);
-      }
       file = found.real;
     } else {
       return page(req, res, 404);
@@ -279,6 +280,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     });
     const spec = spawnSpec(caps, {
       reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grantsOf(tenant, root) : [])],
+      folders: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
       scratch: scratch(tenant),
       memory: cfg.memory,
       fileMax: cfg.scratchFileMax,
@@ -378,13 +380,13 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         log.info(
           {
             permission: c.permissionFlag,
-            namespaces: c.namespaces ? 'network and PID' : 'NONE: not isolated from the network or other processes',
+            box: c.box ? `${c.box.bwrap}: own user, mount, PID, IPC, UTS, network and cgroup namespaces` : 'NONE: every handler is refused',
             user: c.drop ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid})` : 'unchanged (not root)',
             handlers: [...suiteNames],
           },
           'form handler sandbox ready',
         );
-        if (!c.namespaces) log.warn('no network namespace can be made here: handlers are not cut off from the network');
+        if (!c.box) log.error({ why: c.refusal }, 'no box for handlers: every /cgi-bin/ request is refused with 503');
         if (c.drop) {
           const main = current.config.main;
           for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {

@@ -60,6 +60,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
   if (typeof stat === 'function') Module._stat = (filename) => (readable(filename) ? stat(filename) : -2);
 }
 
+// The box (bwrap) sets PWD, the only variable it adds: the process starts with an empty environment.
+delete process.env.PWD;
+
 const T_REQUEST = 0x52; // R
 const T_ANSWER = 0x41; // A (answer to a mail request)
 const T_OUTPUT = 0x4f; // O

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { certFiles, certificateProblems, DEFAULT_CERT } from '../../core/certs.ts';
 import { ConfigError, loadConfig, type LoadedConfig } from '../../core/config/load.ts';
 import { Registry } from '../../core/registry.ts';
+import { probeBox } from '../../lib/box.ts';
 
 /**
  * Certificate problems for every tenant domain served over HTTPS: the file
@@ -35,11 +36,17 @@ export function tlsProblems(config: LoadedConfig, now = new Date()): { problems:
   return { problems: [...problems], notes };
 }
 
-/** `makewaves check`: runs the real loader; prints each problem and exits 1, or a summary and 0. */
+/**
+ * `makewaves check`: runs the real loader and looks for the handlers' box
+ * (bubblewrap); prints each problem and exits 1, or a summary and 0.
+ */
 export function check(configDir: string): number {
   try {
     const config = loadConfig(configDir);
     const { problems, notes } = tlsProblems(config);
+    // Every site answers /cgi-bin/formmail: without the box no handler runs, so it is a problem, not a note.
+    const box = probeBox();
+    if (!box.ok) problems.push(box.why);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
     if (problems.length > 0) {
       for (const p of problems) process.stderr.write(`${p}\n`);

@@ -76,9 +76,10 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
         raw: 'Subject: relay test\r\n\r\nhello\r\n',
       });
       await waitFor(() => sink.messages.some((m) => m.raw.toString().includes('relay test')), 10_000, 'the mail at the relay');
-      // The handlers' sandbox was probed as the service user: namespaces inside a user namespace, no setpriv.
+      // The handlers' sandbox was probed as the service user: a bubblewrap box built without root, no setpriv.
       const ready = JSON.parse(p.out().split('\n').find((l) => l.includes('form handler sandbox ready'))!) as Record<string, unknown>;
       expect(ready.user).toBe('unchanged (not root)');
+      expect(String(ready.box)).toMatch(/bwrap: own user, mount, PID/);
       // A form post runs a sandboxed handler spawned by the unprivileged suite and queues its mail.
       const form = new URLSearchParams({ name: 'V', email: 'v@visitor.test', subject: 'after the drop', message: 'hi' }).toString();
       const res = await rawRequest(url, '/cgi-bin/formmail', { host: 'a.test', 'content-type': 'application/x-www-form-urlencoded' }, 'POST', form);
