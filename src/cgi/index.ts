@@ -16,7 +16,8 @@ import { readGrants } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
-import { detectSandbox, spawnSpec, type SandboxCapabilities } from './sandbox.ts';
+import { checkScript, runScript } from './classic.ts';
+import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities } from './sandbox.ts';
 import type { RunResult } from './worker.ts';
 
 export type { MailAnswer } from './mail.ts';
@@ -50,6 +51,8 @@ export interface Cgi {
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+/** A classic CGI script's file name in cgi-bin/ (contact.pl, form.cgi, hello). */
+const SCRIPT_FILE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const HONEYPOT_DEFAULT = 'homepage';
 /** How long a walk of a tenant's root for links (grants.ts) is trusted. */
 const GRANTS_TTL_MS = 1000;
@@ -240,23 +243,37 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       return page(req, res, 503);
     }
     let file: string;
-    let kind: 'suite' | 'own';
+    let kind: 'suite' | 'own' | 'script';
+    let argv: string[] = [];
     const root = realRoot(tenant);
+    const js = NAME.test(name) && tenant.config.cgi && root !== undefined ? await resolveInJail(root, ['cgi-bin', `${name}.js`]) : undefined;
+    const jsStat = js?.ok ? await stat(js.real).catch(() => undefined) : undefined;
     if (NAME.test(name) && suiteNames.has(name)) {
       kind = 'suite';
       file = path.join(suiteReal, `${name}.js`);
-    } else if (NAME.test(name) && tenant.config.cgi && root !== undefined) {
+    } else if (js?.ok && jsStat?.isFile()) {
       kind = 'own';
-      const found = await resolveInJail(root, ['cgi-bin', `${name}.js`]);
-      const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
-      if (!found.ok || !st?.isFile()) return page(req, res, 404);
       // Warm processes keep the modules they loaded: a handler the tenant
       // replaced (an FTP upload) retires its pool, so the next run loads the new one.
-      const version = `${st.mtimeMs}:${st.size}:${st.ino}`;
-      const seen = versions.get(found.real);
+      const version = `${jsStat.mtimeMs}:${jsStat.size}:${jsStat.ino}`;
+      const seen = versions.get(js.real);
       if (seen !== undefined && seen !== version) pools.retire(`${tenant.id}\0own`);
-      versions.set(found.real, version);
+      versions.set(js.real, version);
+      file = js.real;
+    } else if (SCRIPT_FILE.test(name) && !name.endsWith('.js') && tenant.config.cgi && root !== undefined) {
+      // A classic CGI script (RFC 3875) in the tenant's cgi-bin/, by its own file name.
+      const found = await resolveInJail(root, ['cgi-bin', name]);
+      const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
+      if (!found.ok || !st?.isFile()) return page(req, res, 404);
+      const checked = await checkScript(found.real, name);
+      if (!checked.ok) {
+        const ref = errorRef();
+        log.warn({ ...who, ref, why: checked.why }, 'handler refused');
+        return page(req, res, 500, ref);
+      }
+      kind = 'script';
       file = found.real;
+      argv = checked.argv;
     } else {
       return page(req, res, 404);
     }
@@ -278,33 +295,52 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       remote,
       bodyLength: read.body.length,
     });
-    const spec = spawnSpec(caps, {
-      reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grantsOf(tenant, root) : [])],
-      folders: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
-      scratch: scratch(tenant),
-      memory: cfg.memory,
-      fileMax: cfg.scratchFileMax,
-    });
-    const worker = await pools.acquire(`${tenant.id}\0${kind}`, tenant.id, spec);
-    if (!worker) {
-      log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
-      counted(tenant.id, 'busy');
-      return page(req, res, 503, undefined, [['Retry-After', '1']]);
-    }
-    const t0 = Date.now();
     let result: RunResult;
-    try {
-      result = await worker.run(
-        { handler: file, env, site: { id: tenant.id, domains: tenant.domains, honeypot: tenant.config.forms?.honeypot ?? HONEYPOT_DEFAULT }, body: read.body },
-        handlerMail.forRun({ tenant, remote, handler: name }),
-      );
-    } finally {
-      const stderr = worker.takeStderr();
-      if (stderr) log.info({ ...who, stderr }, 'handler wrote to stderr');
+    const t0 = Date.now();
+    if (kind === 'script') {
+      // One fresh box per run, counted against the same limits as warm processes (no queue: 503 at once).
+      if (!pools.claim(tenant.id)) {
+        log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.total)' }, 'handler request refused');
+        counted(tenant.id, 'busy');
+        return page(req, res, 503, undefined, [['Retry-After', '1']]);
+      }
+      try {
+        const spec = scriptSpec(caps, { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax });
+        // RFC 3875 §4.1: the meta-variables are the script's environment; a PATH of the box's own folders, and Apache's usual extras.
+        const scriptEnv = { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
+        const ran = await runScript(spec, scriptEnv, read.body, limitsOf(current));
+        if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
+        result = ran.result;
+      } finally {
+        pools.unclaim(tenant.id);
+      }
+    } else {
+      const spec = spawnSpec(caps, {
+        reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grantsOf(tenant, root) : [])],
+        folders: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
+        scratch: scratch(tenant),
+        memory: cfg.memory,
+        fileMax: cfg.scratchFileMax,
+      });
+      const worker = await pools.acquire(`${tenant.id}\0${kind}`, tenant.id, spec);
+      if (!worker) {
+        log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
+        counted(tenant.id, 'busy');
+        return page(req, res, 503, undefined, [['Retry-After', '1']]);
+      }
+      try {
+        result = await worker.run(
+          { handler: file, env, site: { id: tenant.id, domains: tenant.domains, honeypot: tenant.config.forms?.honeypot ?? HONEYPOT_DEFAULT }, body: read.body },
+          handlerMail.forRun({ tenant, remote, handler: name }),
+        );
+      } finally {
+        const stderr = worker.takeStderr();
+        if (stderr) log.info({ ...who, stderr }, 'handler wrote to stderr');
+      }
+      // A process whose handler threw may be half-broken (or already exiting): a fresh one serves the next run.
+      pools.release(worker, result.kind === 'done' && result.error === undefined);
     }
     const ms = Date.now() - t0;
-    // A process whose handler threw may be half-broken (or already exiting): a fresh one serves the next run.
-    pools.release(worker, result.kind === 'done' && result.error === undefined);
     counted(tenant.id, result.kind === 'done' ? (result.error === undefined ? 'ok' : 'error') : result.kind);
     switch (result.kind) {
       case 'timeout':

@@ -37,6 +37,8 @@ export class Pools {
   private readonly rssTimer: NodeJS.Timeout;
   private readonly all = new Set<Worker>();
   private readonly owner = new Map<Worker, Pool>();
+  /** Per tenant: classic CGI scripts running now (see claim). */
+  private readonly claimed = new Map<string, number>();
 
   constructor(
     private limits: PoolLimits,
@@ -73,7 +75,7 @@ export class Pools {
 
   /** Processes of `group` in the middle of a run now. */
   running(group: string): number {
-    let n = 0;
+    let n = this.claimed.get(group) ?? 0;
     for (const w of this.all) if (w.busy && this.owner.get(w)?.group === group) n++;
     return n;
   }
@@ -109,6 +111,32 @@ export class Pools {
       };
       p.waiters.push(waiter);
     });
+  }
+
+  /**
+   * Room for one process outside the pools (a classic CGI script, started
+   * for one run): counted against `perTenant` and `total` like a warm
+   * one, evicting an idle one if need be. False when there is none; no
+   * queue. Every true is followed by exactly one {@link unclaim}.
+   */
+  claim(group: string): boolean {
+    if (!this.groupRoom(group) || !this.makeRoom()) return false;
+    this.live++;
+    this.groupLive.set(group, (this.groupLive.get(group) ?? 0) + 1);
+    this.claimed.set(group, (this.claimed.get(group) ?? 0) + 1);
+    return true;
+  }
+
+  /** The process of a {@link claim} has ended: its room goes to whoever waits. */
+  unclaim(group: string): void {
+    this.live--;
+    const n = (this.groupLive.get(group) ?? 1) - 1;
+    if (n === 0) this.groupLive.delete(group);
+    else this.groupLive.set(group, n);
+    const c = (this.claimed.get(group) ?? 1) - 1;
+    if (c === 0) this.claimed.delete(group);
+    else this.claimed.set(group, c);
+    this.serveWaiters();
   }
 
   /** Gives a process back after a run; `reusable` false (or too many runs) retires it. */

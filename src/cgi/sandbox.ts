@@ -110,7 +110,6 @@ export interface SpawnOptions {
  * exist. The suite talks to the handler over its stdin and stdout only.
  */
 export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnSpec {
-  if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   // The heap limit leaves room under the memory cap for Node itself.
   const heapMiB = Math.max(16, Math.floor((opts.memory * 0.75) / (1024 * 1024)));
   const nodeBin = realpathSync(process.execPath);
@@ -124,34 +123,55 @@ export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnS
     '--disable-warning=ExperimentalWarning',
     RUNNER,
   ];
+  // RLIMIT_DATA at twice the cap: a burst of Buffers between two RSS watch
+  // ticks fails there instead of growing without bound; at the cap itself
+  // V8 would meet failed mappings before its own heap limit and sometimes
+  // die of SIGSEGV instead of reporting.
+  const all = [...boxPrefix(caps, { ...opts, data: opts.memory * 2, shown: [nodeBin, RUNNER], chdir: opts.scratch }), ...node];
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
+}
+
+/**
+ * The command line of one classic CGI script run (RFC 3875): the same box
+ * and limits as a JavaScript handler, its cwd the script's folder, then
+ * `argv` (the interpreter of the script's #! line, its argument, the
+ * script). Writable memory is capped at `memory` itself (no V8 heap to
+ * leave room for).
+ */
+export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[] }): SpawnSpec {
+  const script = opts.argv[opts.argv.length - 1]!;
+  const all = [...boxPrefix(caps, { ...opts, data: opts.memory, shown: [], chdir: path.dirname(script) }), ...opts.argv];
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
+}
+
+/**
+ * Everything before the program: nice, prlimit (writable memory `data`,
+ * no core dumps, the size of one file written, open files), setpriv to the
+ * handlers' user, and the bwrap box showing `shown` files and `folders`
+ * read-only and `scratch` read-write, ending with "--".
+ */
+function boxPrefix(caps: SandboxCapabilities, opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string }): string[] {
+  if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   const prefix: string[] = [];
   if (caps.nice) prefix.push(caps.nice, '-n', '10');
-  if (caps.prlimit) {
-    // Hard kernel limits behind the suite's RSS watch: writable private
-    // memory at twice the cap (RLIMIT_DATA: a burst of Buffers between two
-    // watch ticks fails there instead of growing without bound; at the cap
-    // itself V8 would meet failed mappings before its own heap limit and
-    // sometimes die of SIGSEGV instead of reporting), no core dumps, the
-    // size of one file written, open files.
-    prefix.push(caps.prlimit, `--data=${opts.memory * 2}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
-  }
+  if (caps.prlimit) prefix.push(caps.prlimit, `--data=${opts.data}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
   // setpriv before bwrap: the box is built by the unprivileged user (in a
   // user namespace of its own), never by root.
   if (caps.drop) prefix.push(...dropArgs(caps.drop));
-  const box = [
+  return [
+    ...prefix,
     caps.box.bwrap,
     ...BOX_FLAGS,
     // /proc, /dev and /tmp first: a folder bound below one of them (a web root under /tmp) stays visible.
     '--proc', '/proc',
     '--dev', '/dev',
     '--perms', '1777', '--size', String(opts.fileMax), '--tmpfs', '/tmp',
-    ...runtimeMounts([nodeBin]),
-    '--ro-bind', RUNNER, RUNNER,
+    ...runtimeMounts(opts.shown),
     ...[...new Set(opts.folders)].flatMap((f) => ['--ro-bind', f, f]),
     '--bind', opts.scratch, opts.scratch,
-    '--chdir', opts.scratch,
+    // The box's own root (a tmpfs holding the mount points) read-only: nothing can be written there, so nothing fills memory there.
+    '--remount-ro', '/',
+    '--chdir', opts.chdir,
     '--',
   ];
-  const all = [...prefix, ...box, ...node];
-  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
 }
