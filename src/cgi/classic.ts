@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { resolveInJail } from '../lib/jail.ts';
 import type { SpawnSpec } from './sandbox.ts';
 import type { RunResult, WorkerLimits } from './worker.ts';
 
@@ -10,6 +11,18 @@ const HEAD_BYTES = 256;
 const STDERR_KEEP = 4096;
 
 export type ScriptCheck = { ok: true; argv: string[] } | { ok: false; why: string };
+
+/**
+ * The classic CGI script `<root>/cgi-bin/<name>` (by its own file name,
+ * inside the jail), checked by {@link checkScript}; undefined when there
+ * is no such file.
+ */
+export async function findScript(root: string, name: string): Promise<ScriptCheck | undefined> {
+  const found = await resolveInJail(root, ['cgi-bin', name]);
+  const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
+  if (!found.ok || !st?.isFile()) return undefined;
+  return checkScript(found.real, name);
+}
 
 /**
  * Whether the tenant's file `file` (a real path in its cgi-bin/, reached

@@ -12,11 +12,11 @@ import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { resolveInJail } from '../lib/jail.ts';
 import { metaVariables, parseCgiOutput } from './cgi.ts';
-import { readGrants } from './grants.ts';
+import { GrantCache } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
-import { checkScript, runScript } from './classic.ts';
+import { findScript, runScript } from './classic.ts';
 import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities } from './sandbox.ts';
 import type { RunResult } from './worker.ts';
 
@@ -54,8 +54,6 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 /** A classic CGI script's file name in cgi-bin/ (contact.pl, form.cgi, hello). */
 const SCRIPT_FILE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const HONEYPOT_DEFAULT = 'homepage';
-/** How long a walk of a tenant's root for links (grants.ts) is trusted. */
-const GRANTS_TTL_MS = 1000;
 
 function limitsOf(reg: Registry): PoolLimits {
   const c = reg.config.main.cgi;
@@ -109,11 +107,87 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
   });
 }
 
+function send(req: IncomingMessage, res: ServerResponse, status: number, headers: Array<[string, string]>, body: Buffer): HttpOutcome {
+  const head = req.method === 'HEAD';
+  res.statusCode = status;
+  for (const [k, v] of headers) res.appendHeader(k, v);
+  res.setHeader('Content-Length', body.length);
+  res.end(head ? undefined : body);
+  return { status, bytes: head ? 0 : body.length };
+}
+
+function page(req: IncomingMessage, res: ServerResponse, status: number, ref?: string, extra: Array<[string, string]> = []): HttpOutcome {
+  if (!req.complete) extra.push(['Connection', 'close']);
+  return send(req, res, status, [['Content-Type', 'text/html; charset=utf-8'], ...extra], handlerErrorPage(status, ref));
+}
+
+/** Folders on the way to `dir` that the handlers' user cannot pass through (no o+x). */
+function closedOnTheWay(dir: string): string[] {
+  const closed: string[] = [];
+  for (let d = dir; ; d = path.dirname(d)) {
+    try {
+      if ((statSync(d).mode & 0o001) === 0) closed.push(d);
+    } catch {
+      // a folder that does not exist yet is created by the suite
+    }
+    if (path.dirname(d) === d) return closed;
+  }
+}
+
+/**
+ * The HTTP answer to one finished run: 504/502 for a broken limit or a
+ * crash, 500 for a handler that threw, 502 for an answer that fails the
+ * checks of parseCgiOutput, else the handler's own answer. Each failure is
+ * logged with `ctx.who` and why.
+ */
+function respond(
+  req: IncomingMessage,
+  res: ServerResponse,
+  result: RunResult,
+  ctx: { log: Logger; who: Record<string, unknown>; timeout: number; domains: readonly string[] },
+): HttpOutcome {
+  switch (result.kind) {
+    case 'timeout':
+      ctx.log.info({ ...ctx.who, why: `ran longer than cgi.timeout (${ctx.timeout} s); killed` }, 'handler failed');
+      return page(req, res, 504);
+    case 'memory':
+      ctx.log.info({ ...ctx.who, why: 'over cgi.memory; killed' }, 'handler failed');
+      return page(req, res, 502);
+    case 'output':
+      ctx.log.info({ ...ctx.who, why: 'printed more than cgi.maxOutput; killed' }, 'handler failed');
+      return page(req, res, 502);
+    case 'crashed':
+      ctx.log.info({ ...ctx.who, why: `process ended: ${result.detail}` }, 'handler failed');
+      return page(req, res, 502);
+    case 'done':
+      break;
+  }
+  if (result.error !== undefined && /Array buffer allocation failed/.test(result.error)) {
+    // RLIMIT_DATA refused a Buffer: the handler ran out of its memory.
+    ctx.log.info({ ...ctx.who, why: 'over cgi.memory (allocation refused)' }, 'handler failed');
+    return page(req, res, 502);
+  }
+  if (result.error !== undefined) {
+    const ref = errorRef();
+    ctx.log.info({ ...ctx.who, ref, error: result.error }, 'handler threw');
+    return page(req, res, 500, ref);
+  }
+  const parsed = parseCgiOutput(result.output, ctx.domains);
+  if (!parsed.ok) {
+    const ref = errorRef();
+    ctx.log.info({ ...ctx.who, ref, why: parsed.why }, 'handler answer refused');
+    return page(req, res, 502, ref);
+  }
+  ctx.log.debug({ ...ctx.who, status: parsed.status }, 'handler ran');
+  return send(req, res, parsed.status, parsed.headers, parsed.body);
+}
+
 /**
  * The handler gateway: `/cgi-bin/<name>` runs the suite's `cgi-bin/<name>.js`
  * or, for tenants with `cgi: true`, their own `<root>/cgi-bin/<name>.js`,
- * in a sandboxed warm process (see sandbox.ts and pool.ts), and turns its
- * CGI answer into the HTTP response. Every request is answered: a handler
+ * in a sandboxed warm process (see sandbox.ts and pool.ts), or their
+ * classic CGI script `<root>/cgi-bin/<name>` in a fresh box (classic.ts),
+ * and turns its CGI answer into the HTTP response. Every request is answered: a handler
  * that breaks a limit gets 502/503/504, never the suite's stack.
  */
 export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics }: CgiDeps): Cgi {
@@ -130,40 +204,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
   const versions = new Map<string, string>();
   const scratchReady = new Set<string>();
-  /** Per tenant: what its handlers may read of its root (see grants.ts), and when that was read. */
-  const grantCache = new Map<string, { at: number; root: string; paths: string[]; sig: string; refusedSig: string }>();
-  const grantWalks = new Map<string, Promise<string[]>>();
-
-  /**
-   * The read grants of `t`'s handlers, walked again when older than
-   * GRANTS_TTL_MS: a link left in the root is out of their reach within
-   * that time. When the grants change, the tenant's warm processes
-   * (started with the old ones) retire.
-   */
-  function grantsOf(t: Tenant, root: string): Promise<string[]> {
-    const c = grantCache.get(t.id);
-    if (c && c.root === root && Date.now() - c.at < GRANTS_TTL_MS) return Promise.resolve(c.paths);
-    let walk = grantWalks.get(t.id);
-    if (!walk) {
-      walk = (async () => {
-        const g = await readGrants(root);
-        const sig = g.paths.join('\0');
-        const refusedSig = g.refused.join('\0');
-        const prev = grantCache.get(t.id);
-        if (prev && prev.sig !== sig) {
-          pools.retire(`${t.id}\0own`);
-          pools.retire(`${t.id}\0suite`);
-        }
-        if (g.refused.length > 0 && prev?.refusedSig !== refusedSig) {
-          log.warn({ tenant: t.id, links: g.refused.slice(0, 20), count: g.refused.length }, 'links that lead out of the site are not readable by its handlers');
-        }
-        grantCache.set(t.id, { at: Date.now(), root, paths: g.paths, sig, refusedSig });
-        return g.paths;
-      })().finally(() => grantWalks.delete(t.id));
-      grantWalks.set(t.id, walk);
-    }
-    return walk;
-  }
+  // When a tenant's grants change, its warm processes (started with the old ones) retire.
+  const grants = new GrantCache(log, (tenant) => {
+    pools.retire(`${tenant}\0own`);
+    pools.retire(`${tenant}\0suite`);
+  });
 
   function scanSuite(): void {
     try {
@@ -219,20 +264,6 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     return dir;
   }
 
-  function send(req: IncomingMessage, res: ServerResponse, status: number, headers: Array<[string, string]>, body: Buffer): HttpOutcome {
-    const head = req.method === 'HEAD';
-    res.statusCode = status;
-    for (const [k, v] of headers) res.appendHeader(k, v);
-    res.setHeader('Content-Length', body.length);
-    res.end(head ? undefined : body);
-    return { status, bytes: head ? 0 : body.length };
-  }
-
-  function page(req: IncomingMessage, res: ServerResponse, status: number, ref?: string, extra: Array<[string, string]> = []): HttpOutcome {
-    if (!req.complete) extra.push(['Connection', 'close']);
-    return send(req, res, status, [['Content-Type', 'text/html; charset=utf-8'], ...extra], handlerErrorPage(status, ref));
-  }
-
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
@@ -261,19 +292,16 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       versions.set(js.real, version);
       file = js.real;
     } else if (SCRIPT_FILE.test(name) && !name.endsWith('.js') && tenant.config.cgi && root !== undefined) {
-      // A classic CGI script (RFC 3875) in the tenant's cgi-bin/, by its own file name.
-      const found = await resolveInJail(root, ['cgi-bin', name]);
-      const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
-      if (!found.ok || !st?.isFile()) return page(req, res, 404);
-      const checked = await checkScript(found.real, name);
-      if (!checked.ok) {
+      const found = await findScript(root, name);
+      if (!found) return page(req, res, 404);
+      if (!found.ok) {
         const ref = errorRef();
-        log.warn({ ...who, ref, why: checked.why }, 'handler refused');
+        log.warn({ ...who, ref, why: found.why }, 'handler refused');
         return page(req, res, 500, ref);
       }
       kind = 'script';
-      file = found.real;
-      argv = checked.argv;
+      argv = found.argv;
+      file = argv[argv.length - 1]!;
     } else {
       return page(req, res, 404);
     }
@@ -316,7 +344,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       }
     } else {
       const spec = spawnSpec(caps, {
-        reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grantsOf(tenant, root) : [])],
+        reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grants.get(tenant.id, root) : [])],
         folders: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
         scratch: scratch(tenant),
         memory: cfg.memory,
@@ -342,53 +370,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     }
     const ms = Date.now() - t0;
     counted(tenant.id, result.kind === 'done' ? (result.error === undefined ? 'ok' : 'error') : result.kind);
-    switch (result.kind) {
-      case 'timeout':
-        log.info({ ...who, ms, why: `ran longer than cgi.timeout (${cfg.timeout} s); killed` }, 'handler failed');
-        return page(req, res, 504);
-      case 'memory':
-        log.info({ ...who, ms, why: 'over cgi.memory; killed' }, 'handler failed');
-        return page(req, res, 502);
-      case 'output':
-        log.info({ ...who, ms, why: 'printed more than cgi.maxOutput; killed' }, 'handler failed');
-        return page(req, res, 502);
-      case 'crashed':
-        log.info({ ...who, ms, why: `process ended: ${result.detail}` }, 'handler failed');
-        return page(req, res, 502);
-      case 'done':
-        break;
-    }
-    if (result.error !== undefined && /Array buffer allocation failed/.test(result.error)) {
-      // RLIMIT_DATA refused a Buffer: the handler ran out of its memory.
-      log.info({ ...who, ms, why: 'over cgi.memory (allocation refused)' }, 'handler failed');
-      return page(req, res, 502);
-    }
-    if (result.error !== undefined) {
-      const ref = errorRef();
-      log.info({ ...who, ms, ref, error: result.error }, 'handler threw');
-      return page(req, res, 500, ref);
-    }
-    const parsed = parseCgiOutput(result.output, tenant.domains);
-    if (!parsed.ok) {
-      const ref = errorRef();
-      log.info({ ...who, ms, ref, why: parsed.why }, 'handler answer refused');
-      return page(req, res, 502, ref);
-    }
-    log.debug({ ...who, ms, status: parsed.status }, 'handler ran');
-    return send(req, res, parsed.status, parsed.headers, parsed.body);
-  }
-
-  /** Folders on the way to `dir` that the handlers' user cannot pass through (no o+x). */
-  function closedOnTheWay(dir: string): string[] {
-    const closed: string[] = [];
-    for (let d = dir; ; d = path.dirname(d)) {
-      try {
-        if ((statSync(d).mode & 0o001) === 0) closed.push(d);
-      } catch {
-        // a folder that does not exist yet is created by the suite
-      }
-      if (path.dirname(d) === d) return closed;
-    }
+    return respond(req, res, result, { log, who: { ...who, ms }, timeout: cfg.timeout, domains: tenant.domains });
   }
 
   return {
@@ -437,7 +419,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       reload(next) {
         current = next;
         realRoots.clear();
-        grantCache.clear();
+        grants.clear();
         pools.setLimits(limitsOf(next));
         handlerMail.setLimits(mailLimitsOf(next));
         pools.retireAll();
