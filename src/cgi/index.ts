@@ -326,9 +326,9 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     let result: RunResult;
     const t0 = Date.now();
     if (kind === 'script') {
-      // One fresh box per run, counted against the same limits as warm processes (no queue: 503 at once).
-      if (!pools.claim(tenant.id)) {
-        log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.total)' }, 'handler request refused');
+      // One fresh box per run, counted against the same limits as warm processes (and queued as theirs).
+      if (!(await pools.claim(tenant.id))) {
+        log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
         counted(tenant.id, 'busy');
         return page(req, res, 503, undefined, [['Retry-After', '1']]);
       }

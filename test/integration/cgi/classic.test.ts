@@ -220,3 +220,30 @@ describe.skipIf(boxMissing)('classic CGI scripts', () => {
     expect(s.cgi.running('evil.test')).toBe(0);
   });
 });
+
+describe.skipIf(boxMissing)('classic CGI scripts under the concurrency limits', () => {
+  it('wait for room like warm handlers (cgi.perTenant, cgi.queue) instead of being refused', async () => {
+    const t = await startCgiSuite({
+      main: { cgi: { perTenant: 1, queue: 4 } },
+      tenants: { 'busy.test': { domains: ['busy.test'], cgi: true } },
+      files: {
+        'busy.test/cgi-bin/nap.sh': '#!/bin/sh\nsleep 0.3\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s\\n" "$QUERY_STRING"\n',
+        'busy.test/cgi-bin/hi.js': "module.exports = (c) => c.stdout.write('Content-Type: text/plain\\r\\n\\r\\njs');\n",
+      },
+    });
+    try {
+      // A warm JS process holds the tenant's only slot while idle: the scripts make it give way.
+      expect((await call(t.http, 'busy.test', '/cgi-bin/hi')).status).toBe(200);
+      const answers = await Promise.all([1, 2, 3].map(async (i) => {
+        const res = await call(t.http, 'busy.test', `/cgi-bin/nap.sh?${i}`);
+        return [res.status, (await res.text()).trim()];
+      }));
+      expect(answers).toEqual([[200, '1'], [200, '2'], [200, '3']]);
+      expect(t.logs().some((l) => l.msg === 'handler request refused')).toBe(false);
+      expect(t.cgi.running('busy.test')).toBe(0);
+      expect(t.cgi.processes()).toBe(0);
+    } finally {
+      await t.stop();
+    }
+  });
+});
