@@ -4,6 +4,7 @@ import { certFiles, certificateProblems, DEFAULT_CERT } from '../../core/certs.t
 import { ConfigError, loadConfig, type LoadedConfig } from '../../core/config/load.ts';
 import { Registry } from '../../core/registry.ts';
 import { probeBox } from '../../lib/box.ts';
+import { lookupUser } from '../../lib/users.ts';
 
 /**
  * Certificate problems for every tenant domain served over HTTPS: the file
@@ -37,6 +38,17 @@ export function tlsProblems(config: LoadedConfig, now = new Date()): { problems:
 }
 
 /**
+ * The account that builds the handlers' box when the server runs: as root,
+ * the service user it drops to (`user:`), else `cgi.user`; not root, this
+ * one (undefined). A user that does not exist is left to the server's own
+ * refusal at start.
+ */
+function boxBuilder(config: LoadedConfig): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  return lookupUser(config.main.user ?? config.main.cgi.user);
+}
+
+/**
  * `makewaves check`: runs the real loader and looks for the handlers' box
  * (bubblewrap); prints each problem and exits 1, or a summary and 0.
  */
@@ -45,7 +57,7 @@ export function check(configDir: string): number {
     const config = loadConfig(configDir);
     const { problems, notes } = tlsProblems(config);
     // Every site answers /cgi-bin/formmail: without the box no handler runs, so it is a problem, not a note.
-    const box = probeBox();
+    const box = probeBox({ runAs: boxBuilder(config) });
     if (!box.ok) problems.push(box.why);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
     if (problems.length > 0) {
