@@ -169,7 +169,9 @@ function boxPrefix(caps: SandboxCapabilities, opts: { folders: string[]; scratch
     ...runtimeMounts(opts.shown),
     ...[...new Set(opts.folders)].flatMap((f) => ['--ro-bind', f, f]),
     '--bind', opts.scratch, opts.scratch,
-    // The box's own root (a tmpfs holding the mount points) read-only: nothing can be written there, so nothing fills memory there.
+    // The box's own root and its /dev (tmpfs holding the mount points and device nodes) read-only: nothing can be
+    // written there, so nothing fills memory there (the devices themselves still read and write).
+    '--remount-ro', '/dev',
     '--remount-ro', '/',
     '--chdir', opts.chdir,
     '--',

@@ -180,6 +180,9 @@ describe.skipIf(boxMissing)('classic CGI scripts', () => {
     }
     expect(await attempt(lang, 'write', path.join(s.dataDir, 'cgi', 'evil.test', `kept-${lang}`))).toBe('ok');
     expect(readFileSync(path.join(s.dataDir, 'cgi', 'evil.test', `kept-${lang}`), 'utf8')).toMatch(/^written by /);
+    // Nothing of the box's own that has no size cap: its / and /dev (/dev/shm included) are read-only.
+    for (const p of ['/dropped', '/dev/dropped', '/dev/shm/dropped']) expect(await attempt(lang, 'write', p), p).toMatch(/^fail /);
+    expect(await attempt(lang, 'write', '/dev/null')).toBe('ok');
     // The box's /tmp is its own: nothing reaches the host's.
     expect(await attempt(lang, 'write', `/tmp/makewaves-box-${lang}-${process.pid}`)).toBe('ok');
     expect(existsSync(`/tmp/makewaves-box-${lang}-${process.pid}`)).toBe(false);

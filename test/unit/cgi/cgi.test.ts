@@ -161,9 +161,9 @@ describe('sandbox command line', () => {
     expect(box.join(' ')).toContain('--bind /srv/data/cgi/a.test /srv/data/cgi/a.test');
     expect(box.join(' ')).toContain(`--ro-bind ${RUNNER} ${RUNNER}`);
     expect(box.join(' ')).toContain('--size 1024 --tmpfs /tmp');
-    // The box's own root is read-only, after every mount point in it was made.
+    // The box's own root and /dev are read-only, after every mount point in them was made.
     expect(box.indexOf('--remount-ro')).toBeGreaterThan(box.lastIndexOf('--bind'));
-    expect(box[box.indexOf('--remount-ro') + 1]).toBe('/');
+    expect(box.flatMap((a, i) => (a === '--remount-ro' ? [box[i + 1]] : []))).toEqual(['/dev', '/']);
     // /tmp comes before every folder bound into the box (a web root under /tmp stays visible).
     expect(box.indexOf('/tmp')).toBeLessThan(box.indexOf('/srv/sites/a.test'));
     // Read-write: the scratch folder alone; nothing of /etc but the named files.
