@@ -399,12 +399,14 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
           {
             permission: c.permissionFlag,
             box: c.box ? `${c.box.bwrap}: own user, mount, PID, IPC, UTS, network and cgroup namespaces` : 'NONE: every handler is refused',
+            ...(c.box ? { nestedUserNamespaces: c.box.noNestedUserns ? 'refused' : 'ALLOWED: bwrap older than 0.8 (no --disable-userns)' } : {}),
             user: c.drop ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid})` : 'unchanged (not root)',
             handlers: [...suiteNames],
           },
           'form handler sandbox ready',
         );
         if (!c.box) log.error({ why: c.refusal }, 'no box for handlers: every /cgi-bin/ request is refused with 503');
+        else if (!c.box.noNestedUserns) log.warn(`${c.box.bwrap} is older than 0.8: handlers can make user namespaces of their own inside the box`);
         if (c.drop) {
           const main = current.config.main;
           for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {

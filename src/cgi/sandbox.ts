@@ -1,6 +1,6 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
-import { BOX_FLAGS, findExecutable, probeBox, runtimeMounts } from '../lib/box.ts';
+import { boxFlags, findExecutable, probeBox, runtimeMounts } from '../lib/box.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { lookupUser } from '../lib/users.ts';
 
@@ -17,7 +17,7 @@ export interface SandboxCapabilities {
    * (see spawnSpec); undefined when it is missing or cannot make a box
    * here, and then `refusal` says why: no handler runs at all.
    */
-  box: { bwrap: string } | undefined;
+  box: { bwrap: string; noNestedUserns: boolean } | undefined;
   /** Why handlers are refused (set exactly when `box` is undefined). */
   refusal?: string;
   /** `nice` (coreutils), so handlers start below the suite's CPU priority; undefined when not installed. */
@@ -63,7 +63,7 @@ export function detectSandbox(user: string, runAs?: { uid: number; gid: number }
   const probe = probeBox({ searchPath, prefix: drop ? dropArgs(drop) : [], runAs });
   return {
     permissionFlag,
-    box: probe.ok ? { bwrap: probe.bwrap } : undefined,
+    box: probe.ok ? { bwrap: probe.bwrap, noNestedUserns: probe.noNestedUserns } : undefined,
     ...(probe.ok ? {} : { refusal: probe.why }),
     drop,
     prlimit: findExecutable('prlimit', searchPath),
@@ -161,7 +161,7 @@ function boxPrefix(caps: SandboxCapabilities, opts: { folders: string[]; scratch
   return [
     ...prefix,
     caps.box.bwrap,
-    ...BOX_FLAGS,
+    ...boxFlags(caps.box.noNestedUserns),
     // /proc, /dev and /tmp first: a folder bound below one of them (a web root under /tmp) stays visible.
     '--proc', '/proc',
     '--dev', '/dev',

@@ -59,7 +59,19 @@ export function runtimeMounts(extra: string[] = []): string[] {
  */
 export const BOX_FLAGS = ['--unshare-all', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--as-pid-1', '--hostname', 'handler'];
 
-export type BoxProbe = { ok: true; bwrap: string } | { ok: false; why: string };
+/**
+ * No user namespace inside the box (bubblewrap 0.8+): a process there
+ * cannot make one of its own and get a full set of capabilities in it,
+ * the usual first step of a kernel exploit.
+ */
+export const NO_NESTED_USERNS = ['--unshare-user', '--disable-userns'];
+
+export type BoxProbe = { ok: true; bwrap: string; noNestedUserns: boolean } | { ok: false; why: string };
+
+/** The box's flags: {@link BOX_FLAGS}, and {@link NO_NESTED_USERNS} where this bwrap has it. */
+export function boxFlags(noNestedUserns: boolean): string[] {
+  return noNestedUserns ? [...BOX_FLAGS, ...NO_NESTED_USERNS] : BOX_FLAGS;
+}
 
 /**
  * Finds bwrap on `searchPath` and starts `node -e 0` in a box, before
@@ -72,9 +84,11 @@ export function probeBox(opts: { searchPath?: string; prefix?: string[]; runAs?:
   if (!bwrap) {
     return { ok: false, why: `bwrap not found: handlers (/cgi-bin/) are refused until the Debian package ${BOX_PACKAGE} is installed (apt-get install ${BOX_PACKAGE})` };
   }
-  const argv = [...(opts.prefix ?? []), bwrap, ...BOX_FLAGS, ...runtimeMounts([process.execPath]), '--proc', '/proc', '--dev', '/dev', '--', process.execPath, '-e', '0'];
+  const help = spawnSync(bwrap, ['--help'], { encoding: 'utf8', timeout: 10_000 });
+  const noNestedUserns = /--disable-userns/.test(`${help.stdout ?? ''}`);
+  const argv = [...(opts.prefix ?? []), bwrap, ...boxFlags(noNestedUserns), ...runtimeMounts([process.execPath]), '--proc', '/proc', '--dev', '/dev', '--', process.execPath, '-e', '0'];
   const r = spawnSync(argv[0]!, argv.slice(1), { env: {}, encoding: 'utf8', timeout: 10_000, ...opts.runAs });
-  if (r.status === 0) return { ok: true, bwrap };
+  if (r.status === 0) return { ok: true, bwrap, noNestedUserns };
   const said = (r.stderr ?? '').trim().split('\n')[0] || (r.error ? r.error.message : `exit ${r.status ?? r.signal}`);
   return {
     ok: false,

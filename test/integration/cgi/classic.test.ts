@@ -196,6 +196,10 @@ describe.skipIf(boxMissing)('classic CGI scripts', () => {
     expect(await attempt('sh', 'list', '/home')).toMatch(/^fail /);
   });
 
+  it('(sh) cannot make a user namespace of its own inside the box (no full set of capabilities anywhere)', async () => {
+    expect(await attempt('sh', 'userns', '')).toMatch(/^fail /);
+  });
+
   it.each(['pl', 'py'] as const)('(%s) reaches no TCP port, UDP port or Unix socket by path', async (lang) => {
     expect(await attempt(lang, 'tcp', String(s.port))).toMatch(/^fail /);
     expect(await attempt(lang, 'udp', String(udpPort))).toMatch(/^fail /);

@@ -134,7 +134,7 @@ describe('sandbox command line', () => {
     const spec = spawnSpec(
       {
         permissionFlag: '--experimental-permission',
-        box: { bwrap: '/usr/bin/bwrap' },
+        box: { bwrap: '/usr/bin/bwrap', noNestedUserns: true },
         drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: '/usr/bin/setpriv' },
         prlimit: '/usr/bin/prlimit',
         nice: '/usr/bin/nice',
@@ -156,6 +156,7 @@ describe('sandbox command line', () => {
     const box = argv.slice(at('/usr/bin/bwrap'), argv.indexOf('--', at('/usr/bin/bwrap')) + 1);
     for (const flag of ['--unshare-all', '--die-with-parent', '--new-session', '--as-pid-1']) expect(box).toContain(flag);
     expect(box.join(' ')).toContain('--cap-drop ALL');
+    expect(box.join(' ')).toContain('--unshare-user --disable-userns');
     expect(box.join(' ')).toContain('--ro-bind /usr /usr');
     expect(box.join(' ')).toContain('--ro-bind /srv/sites/a.test /srv/sites/a.test');
     expect(box.join(' ')).toContain('--bind /srv/data/cgi/a.test /srv/data/cgi/a.test');
