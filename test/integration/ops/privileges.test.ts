@@ -3,6 +3,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { boxMissing } from '../../helpers/cgi.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { type MailSink, startSink } from '../../helpers/mailsink.ts';
 import { BIN, serveChild } from '../../helpers/serve.ts';
@@ -56,7 +57,7 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
     expect([tenantFile.uid, tenantFile.gid, tenantFile.mode & 0o777]).toEqual([0, NOBODY, 0o640]);
   });
 
-  it('binds as root, then serves HTTP, SMTP and forms as the configured user; reloads and stops cleanly', async () => {
+  it.skipIf(boxMissing)('binds as root, then serves HTTP, SMTP and forms as the configured user; reloads and stops cleanly', async () => {
     const p = serve(configDir);
     try {
       const url = await waitFor(() => /http listening on (http:\/\/[\d.:]+)/.exec(p.out())?.[1], 20_000, 'the HTTP listener');
