@@ -121,7 +121,7 @@ export class Worker {
 
   /**
    * The pid of Node itself: the spawned process, or its child when the
-   * spawned unshare forks into a PID namespace (from /proc, once known).
+   * spawned bwrap forks into its box (from /proc, once known).
    */
   private nodePid(): number | undefined {
     const pid = this.proc.pid;
@@ -178,13 +178,13 @@ export class Worker {
     if (!this.alive) return;
     const child = this.forks ? this.nodePid() : undefined;
     if (child !== undefined) {
-      // Node first: unshare reaps it and exits the same way (killing unshare
-      // first would leave Node to --kill-child and a zombie for init).
+      // Node first: bwrap reaps it and exits the same way (killing bwrap
+      // first would leave Node to --die-with-parent, a moment later).
       try {
         process.kill(child, 'SIGKILL');
         return;
       } catch {
-        // already gone: end unshare below
+        // already gone: end bwrap below
       }
     }
     this.proc.kill('SIGKILL');
