@@ -19,6 +19,7 @@ export type ScriptCheck = { ok: true; argv: string[] } | { ok: false; why: strin
  */
 export async function findScript(root: string, name: string): Promise<ScriptCheck | undefined> {
   const found = await resolveInJail(root, ['cgi-bin', name]);
+  // Gone since it was resolved: no such script.
   const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
   if (!found.ok || !st?.isFile()) return undefined;
   return checkScript(found.real, name);

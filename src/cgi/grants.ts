@@ -67,6 +67,7 @@ export async function readGrants(realRoot: string): Promise<Grants> {
       return false; // dangling, a loop, or unreadable
     }
     if (!isInside(realRoot, real)) return false;
+    // Gone since the link was read: nothing to grant.
     const st = await stat(real).catch(() => undefined);
     if (!st) return false;
     return !st.isDirectory() || depth(real) >= depth(link);
@@ -81,6 +82,7 @@ export async function readGrants(realRoot: string): Promise<Grants> {
     // Too big to check at every change: the handler folder alone, checked the same way.
     const cgiBin = path.join(realRoot, 'cgi-bin');
     entries = 0;
+    // No handler folder: nothing to grant.
     const isDir = (await lstat(cgiBin).catch(() => undefined))?.isDirectory() === true;
     const paths = isDir ? await walk(cgiBin) : [];
     return { paths, refused: [...refused, `(more than ${MAX_ENTRIES} entries: only cgi-bin/ granted)`] };

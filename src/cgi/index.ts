@@ -232,6 +232,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       try {
         r = realpathSync(t.root);
       } catch {
+        // No web root yet: the tenant has no handlers of its own to run.
         return undefined;
       }
       realRoots.set(t.id, r);
@@ -279,6 +280,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     let argv: string[] = [];
     const root = realRoot(tenant);
     const js = NAME.test(name) && tenant.config.cgi && root !== undefined ? await resolveInJail(root, ['cgi-bin', `${name}.js`]) : undefined;
+    // Gone since it was resolved: no such handler.
     const jsStat = js?.ok ? await stat(js.real).catch(() => undefined) : undefined;
     if (NAME.test(name) && suiteNames.has(name)) {
       kind = 'suite';

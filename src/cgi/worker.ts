@@ -82,6 +82,7 @@ export class Worker {
     // (and NODE_EXTRA_CA_CERTS and the like would slow every start).
     this.proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
     this.forks = spec.forks;
+    // A handler that exits before reading its input: its exit is what the run reports.
     this.proc.stdin!.on('error', () => undefined);
     this.proc.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
     let tail = '';
@@ -146,6 +147,7 @@ export class Worker {
       const statm = readFileSync(`/proc/${pid}/statm`, 'latin1');
       return Number(statm.split(' ')[1]) * PAGE;
     } catch {
+      // The process has just exited: no memory to measure.
       return undefined;
     }
   }
@@ -218,6 +220,7 @@ export class Worker {
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       return Number(f[11]) + Number(f[12]);
     } catch {
+      // The process has just exited: no CPU time to read.
       return undefined;
     }
   }
