@@ -5,7 +5,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { ROOT } from './lib.ts';
 
-const benches = ['http.ts', 'ftp.ts', 'smtp.ts', 'forms.ts', 'lists.ts'];
+const benches = ['http.ts', 'ftp.ts', 'sftp.ts', 'smtp.ts', 'forms.ts', 'lists.ts'];
 let failed = 0;
 for (const b of benches) {
   const file = path.join(ROOT, 'scripts/bench', b);

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { replyCode } from '../core/errors.ts';
 import { plainIp } from './connectors.ts';
 import type { FtpContext } from './context.ts';
 
@@ -54,7 +55,7 @@ export function createAdmission(ctx: FtpContext): { admit(sock: Socket, accept: 
       ctx.log.info({ remote: ip, why }, 'ftp connection refused');
       // Refused already (logged above): a reset while the 421 goes out changes nothing.
       sock.on('error', () => undefined);
-      sock.end(`421 Too many connections${n >= cfg.maxConnectionsPerIp ? ' from your address' : ''}; try again later\r\n`);
+      sock.end(`${replyCode('RATE_LIMITED', 'ftp')} Too many connections${n >= cfg.maxConnectionsPerIp ? ' from your address' : ''}; try again later\r\n`);
       return;
     }
     perIp.set(ip, n + 1);

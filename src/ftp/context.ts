@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { SiteChanges } from '../core/contracts.ts';
 import type { MainConfig } from '../core/config/schema.ts';
-import { errorRef } from '../core/errors.ts';
+import { errorRef, replyCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Registry } from '../core/registry.ts';
@@ -143,7 +143,7 @@ export function createContext(registry: Registry, log: Logger, siteChanges: Site
       if (err instanceof FtpError) return s.conn.reply(err.code, err.message);
       const ref = errorRef();
       s.log.error({ ref, err: (err as Error).stack ?? String(err), what }, 'ftp command failed');
-      return s.conn.reply(451, `Local error, ref ${ref}`);
+      return s.conn.reply(replyCode('INTERNAL', 'ftp'), `Local error, ref ${ref}`);
     },
   };
 }

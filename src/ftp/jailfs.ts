@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { close, constants, createReadStream, lstatSync, openSync, renameSync, statSync, type ReadStream, type Stats } from 'node:fs';
 import { copyFile, lstat, mkdir, readdir, readlink, realpath, rename, rmdir, stat, truncate, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
+import { replyCode, type ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { isInside, resolveInJailSync, splitSegments } from '../lib/jail.ts';
 import type { TenantUsage } from './usage.ts';
@@ -36,6 +37,11 @@ export class FtpError extends Error {
   ) {
     super(message);
     this.name = 'FtpError';
+  }
+
+  /** A refusal of the suite's error catalogue, with the FTP code it decides (core/errors.ts). */
+  static of(code: ErrorCode, message: string): FtpError {
+    return new FtpError(replyCode(code, 'ftp'), message);
   }
 }
 
@@ -291,7 +297,7 @@ export class JailFileSystem {
     const oldSize = p.lstat?.isFile() ? p.lstat.size : 0;
     const prefix = append ? oldSize : start;
     if (prefix > oldSize) throw new FtpError(554, `REST ${start} is beyond the end of ${p.clientPath}`);
-    if (!this.usage.fits(prefix, oldSize)) throw new FtpError(552, 'Quota exceeded: no room for this upload');
+    if (!this.usage.fits(prefix, oldSize)) throw FtpError.of('QUOTA_EXCEEDED', 'Quota exceeded: no room for this upload');
     const temp = path.join(p.parent, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
     if (prefix > 0) {
       // The target's real file: p.full may be a symlink inside the root.

@@ -35,7 +35,7 @@ function forFtpSrv(s: Session, fs: JailFileSystem): object {
         if (err instanceof FtpError) throw err;
         const ref = errorRef();
         s.log.error({ ref, op: name, err: (err as Error).message }, 'ftp file operation failed');
-        throw new FtpError(451, `Local error, ref ${ref}`);
+        throw FtpError.of('INTERNAL', `Local error, ref ${ref}`);
       }
     };
   return {
@@ -67,7 +67,7 @@ export async function login(ctx: FtpContext, logins: FtpLoginLocks, s: Session, 
     if (err instanceof FtpError) throw err;
     const ref = errorRef();
     s.log.error({ ref, err: (err as Error).stack }, 'ftp login failed on our side');
-    throw new FtpError(451, `Local error, ref ${ref}`);
+    throw FtpError.of('INTERNAL', `Local error, ref ${ref}`);
   }
 }
 
@@ -102,7 +102,7 @@ export async function authenticate(ctx: FtpContext, logins: FtpLoginLocks, who: 
   const reserved = logins.reserve(rules, windowMs);
   if ('lockedMs' in reserved) {
     who.log.warn({ user: name, why: 'locked', key: reserved.key }, `${who.protocol} login refused: too many failures`);
-    throw new FtpError(530, `Too many failed logins; try again in ${Math.ceil(reserved.lockedMs / 60_000)} minutes`);
+    throw FtpError.of('LOCKED_OUT', `Too many failed logins; try again in ${Math.ceil(reserved.lockedMs / 60_000)} minutes`);
   }
   const account = ctx.registry().ftpAccount(name);
   let ok: boolean;
@@ -119,7 +119,7 @@ export async function authenticate(ctx: FtpContext, logins: FtpLoginLocks, who: 
     if (locked.length > 0) {
       who.log.warn({ user: name, locked, minutes: cfg.lockout.lockSeconds / 60 }, `${who.protocol} login locked after repeated failures`);
     }
-    throw new FtpError(530, 'Login incorrect');
+    throw FtpError.of('AUTH_FAILED', 'Login incorrect');
   }
   // This address's failures at this account are forgiven; the account's and the address's are
   // not, or one valid login would reset the count between guesses at other passwords.
@@ -128,7 +128,7 @@ export async function authenticate(ctx: FtpContext, logins: FtpLoginLocks, who: 
   // Checked after the password, so the reply tells a suspension only to someone who knows it.
   if (tenant.suspended) {
     who.log.info({ user: name, tenant: tenant.id, why: 'tenant suspended' }, `${who.protocol} login refused`);
-    throw new FtpError(530, 'This account is suspended; please contact your hosting provider');
+    throw FtpError.of('SUSPENDED', 'This account is suspended; please contact your hosting provider');
   }
   await mkdir(tenant.root, { recursive: true });
   return { account, root: await realpath(tenant.root), usage: await ctx.usageOf(tenant.id) };

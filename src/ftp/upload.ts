@@ -1,6 +1,7 @@
 /** Uploads (STOR, APPE, STOU): atomic, within the tenant's quota, into the jail. */
 import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
+import { replyCode } from '../core/errors.ts';
 import type { Command, FtpContext, Session } from './context.ts';
 import { FtpError } from './jailfs.ts';
 import { DiskError, receive, SMALL_UPLOAD } from './receive.ts';
@@ -59,7 +60,7 @@ export async function store(ctx: FtpContext, s: Session, cmd: Command): Promise<
       quotaHit = true;
       discarded += chunk.length;
       if (discarded > DISCARD_MAX && !cut) {
-        cut = new FtpError(552, 'quota');
+        cut = FtpError.of('QUOTA_EXCEEDED', 'quota');
         socket.destroy(cut);
       }
       return false;
@@ -100,7 +101,7 @@ export async function store(ctx: FtpContext, s: Session, cmd: Command): Promise<
     if (quotaHit) {
       ctx.transferLog(s, cmd.directive, up.clientPath, written, t0, 'quota');
       s.log.info({ path: up.clientPath, bytes: written, quota: usage.quota }, 'ftp upload cut off: quota exceeded');
-      await conn.reply(552, `Quota exceeded: ${up.clientPath} not stored (quota ${usage.quota} bytes)`);
+      await conn.reply(replyCode('QUOTA_EXCEEDED', 'ftp'), `Quota exceeded: ${up.clientPath} not stored (quota ${usage.quota} bytes)`);
     } else if (diskError) {
       ctx.transferLog(s, cmd.directive, up.clientPath, written, t0, 'failed');
       await ctx.replyError(s, diskError, cmd.directive);
