@@ -56,6 +56,9 @@ function readCa(file: string): string {
   }
 }
 
+/** The longest a rate limit holds every request to the CA (a longer Retry-After holds the refused domain alone). */
+export const RATE_LIMIT_HOLD_MAX_MS = 3_600_000;
+
 /** When a certificate is renewed: two thirds into its lifetime, give or take a thirtieth of it (renewals of many domains spread out). */
 export function renewalTime(cert: X509Certificate, random = Math.random): number {
   const from = new Date(cert.validFrom).getTime();
@@ -136,18 +139,19 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
 
   /**
    * The CA said something that concerns every request to it: nothing is sent
-   * until the hold ends. A rate limit holds for its Retry-After, at most
-   * rateLimitFloorSeconds (a longer limit is one name's, and that name
-   * waits it out alone: see failed()); 5xx, garbage or no answer hold for a
-   * doubling backoff (retrySeconds up to maxRetrySeconds), or the
-   * Retry-After when that is longer.
+   * until the hold ends. A rate limit holds for its Retry-After (the floor,
+   * rateLimitFloorSeconds, when it gave none), at most {@link RATE_LIMIT_HOLD_MAX_MS}:
+   * a longer limit is one name's (Let's Encrypt's account-wide limits refill
+   * in seconds or minutes), and that name waits it out alone (see failed()).
+   * 5xx, garbage or no answer hold for a doubling backoff (retrySeconds up
+   * to maxRetrySeconds), or the Retry-After when that is longer.
    */
   function hold(t: CaTrouble): void {
     if (t.kind === 'held') return;
     const ca = (status.ca ??= { failures: 0 });
     let waitMs: number;
     if (t.kind === 'rateLimited') {
-      waitMs = Math.min(t.retryAfterMs || cfg.rateLimitFloorSeconds * 1000, cfg.rateLimitFloorSeconds * 1000);
+      waitMs = Math.min(t.retryAfterMs || cfg.rateLimitFloorSeconds * 1000, RATE_LIMIT_HOLD_MAX_MS);
     } else {
       ca.failures += 1;
       waitMs = Math.max(t.retryAfterMs, backoffMs(ca.failures));
