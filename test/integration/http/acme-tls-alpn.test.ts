@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -86,4 +86,101 @@ describe.skipIf(!havePebble)(`ACME TLS-ALPN-01 against a real Pebble (${havePebb
     expect(ok.alpn).toBe('h2');
     expect(ok.cert?.fingerprint256).toBe(status(t.dataDir).domains['a.test']!.fingerprint);
   }, 30_000);
+});
+
+/**
+ * The HTTPS listener's side of TLS-ALPN-01 while a challenge is pending
+ * (Pebble validates in milliseconds, so this is driven without it): a
+ * listener opened with a pending challenge for c.test, whose certificate
+ * (with the acmeIdentifier extension, RFC 8737 §3) openssl made.
+ */
+describe('the HTTPS listener with a TLS-ALPN-01 challenge pending', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-alpn-listener-'));
+  const answered: string[] = [];
+  let port: number;
+  let close: () => Promise<void>;
+  /** DER of OID 1.3.6.1.5.5.7.1.31 (id-pe-acmeIdentifier). */
+  const ACME_ID_OID = Buffer.from('06082b06010505070 11f'.replace(/\s/g, ''), 'hex');
+
+  beforeAll(async () => {
+    const { openListeners } = await import('../../../src/http/listeners.ts');
+    const { CertStore } = await import('../../../src/core/certs.ts');
+    const { createLogger } = await import('../../../src/core/log.ts');
+    const tls = await import('node:tls');
+    const { Writable } = await import('node:stream');
+    const ossl = (...a: string[]) => execFileSync('openssl', a, { stdio: 'ignore' });
+    const f = (n: string) => path.join(dir, n);
+    ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('default.key'), '-out', f('default.crt'), '-days', '1', '-subj', '/CN=default.test');
+    const digest = 'ab'.repeat(32);
+    ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('challenge.key'), '-out', f('challenge.crt'), '-days', '1', '-subj', '/CN=c.test', '-addext', 'subjectAltName=DNS:c.test', '-addext', `1.3.6.1.5.5.7.1.31=critical,DER:0420${digest}`);
+    const challenge = tls.createSecureContext({ cert: readFileSync(f('challenge.crt')), key: readFileSync(f('challenge.key')) });
+    const log = createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
+    const certs = new CertStore(dir, log);
+    const opened = await openListeners(
+      { listen: [], headersTimeout: 10, requestTimeout: 30, tls: { listen: ['127.0.0.1:0'], certs: dir } } as never,
+      certs,
+      () => undefined,
+      log,
+      {
+        request: (_req, res) => res.end('page\n'),
+        upgrade: (_s, _r, socket) => socket.destroy(),
+        clientError: (_e, socket) => socket.destroy(),
+        connect: (_r, socket) => socket.destroy(),
+      },
+      { context: (name) => (name === 'c.test' ? challenge : undefined), answered: (name) => answered.push(name) },
+    );
+    port = Number(new URL(opened.urls[0]!).port);
+    close = async () => {
+      await Promise.all(opened.listeners.map((l) => l.close(100)));
+    };
+  });
+
+  afterAll(async () => {
+    await close?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A TLS connection from Node's client: the protocol, the certificate and every byte the server sent until it closed. */
+  async function connect(servername: string, protocols: string[], maxVersion: 'TLSv1.2' | 'TLSv1.3' = 'TLSv1.3') {
+    const tls = await import('node:tls');
+    return new Promise<{ alpn: string | false | null; cert: X509Certificate; bytes: number } | { error: string }>((resolve) => {
+      const s = tls.connect({ host: '127.0.0.1', port, servername, ALPNProtocols: protocols, rejectUnauthorized: false, maxVersion });
+      let bytes = 0;
+      s.on('data', (c: Buffer) => (bytes += c.length));
+      s.on('error', (err) => resolve({ error: err.message }));
+      s.on('secureConnect', () => {
+        const result = { alpn: s.alpnProtocol, cert: s.getPeerX509Certificate()!, bytes: 0 };
+        if (s.alpnProtocol !== 'acme-tls/1') {
+          s.end();
+          return resolve(result);
+        }
+        // RFC 8737: the validator sends nothing; the server must send nothing either, and the connection ends.
+        s.on('end', () => resolve({ ...result, bytes }));
+      });
+    });
+  }
+
+  it('acme-tls/1 over TLS 1.3 gets the challenge certificate, no bytes, and the end of the connection', async () => {
+    const r = await connect('c.test', ['acme-tls/1']);
+    if ('error' in r) throw new Error(r.error);
+    expect(r.alpn).toBe('acme-tls/1');
+    expect(r.cert.raw.includes(ACME_ID_OID)).toBe(true);
+    expect(r.bytes).toBe(0);
+    expect(answered).toContain('c.test');
+  });
+
+  it('h2 and http/1.1 for the same name meanwhile get the ordinary certificate', async () => {
+    for (const proto of ['h2', 'http/1.1']) {
+      const r = await connect('c.test', [proto]);
+      if ('error' in r) throw new Error(r.error);
+      expect(r.alpn).toBe(proto);
+      expect(r.cert.raw.includes(ACME_ID_OID)).toBe(false);
+      expect(r.cert.subject).toContain('default.test');
+    }
+  });
+
+  it('acme-tls/1 is refused over TLS 1.2 (the certificate is chosen before ALPN there) and for a name with nothing pending', async () => {
+    expect(await connect('c.test', ['acme-tls/1'], 'TLSv1.2')).toMatchObject({ error: expect.stringMatching(/no application protocol|alert/i) });
+    expect(await connect('d.test', ['acme-tls/1'])).toMatchObject({ error: expect.stringMatching(/no application protocol|alert/i) });
+  });
 });
