@@ -171,6 +171,9 @@ describe('ACME rate limits and a CA in trouble (a stand-in CA on loopback)', () 
       for (const l of failedLines.filter((f) => /rate limited/.test(String(f.err)))) expect(Date.parse(l.retryAt as string) - (l.time as number)).toBeGreaterThanOrEqual(4_000);
       const h = (await (await fetch(`${t.suite.urls.admin![0]}/healthz`)).json()) as { problems: Array<{ key: string; message: string }> };
       expect(h.problems.find((p) => p.key === 'acme:ca')?.message).toMatch(/ACME CA: rate limited by the CA .* nothing is sent to it before/);
+      const metrics = await (await fetch(`${t.suite.urls.admin![0]}/metrics`)).text();
+      expect(Number(/^makewaves_acme_orders_total\{result="failed"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+      expect(Number(/^makewaves_acme_ca_trouble_total\{kind="rateLimited"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
     } finally {
       await t.stop();
       await ca.close();
