@@ -121,6 +121,8 @@ describe.skipIf(!havePebble)(`ACME Renewal Information (RFC 9773) with a real Pe
     // Asked again after the CA's Retry-After (six hours).
     expect(Date.parse(s.ari!.nextCheck) - started).toBeGreaterThanOrEqual(6 * 3_600_000 - 1_000);
     expect(t.logs().some((l) => l.msg === 'ACME renewal window from the CA (ARI)' && l.domain === 'a.test')).toBe(true);
+    const cli = execFileSync('node', ['bin/makewaves.js', 'certs', '--config', t.configDir], { cwd: path.resolve(import.meta.dirname, '../../..'), encoding: 'utf8' });
+    expect(cli).toMatch(/^a\.test\s+a\.test\s+acme\s.*\d{4}-\d\d-\d\d \d\d:\d\dZ \(ARI\)/m);
   }, 90_000);
 
   it('a window that has begun (the CA wants the certificate replaced) renews at once when renewalInfo is next asked', async () => {
