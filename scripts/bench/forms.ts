@@ -1,7 +1,8 @@
 /**
  * Form handler benchmark: FormMail-like POSTs against makewaves' sandboxed
- * gateway (warm permission-flagged processes, own network namespace and
- * unprivileged user when root) and, in the same run, a bare node:http
+ * gateway (warm permission-flagged processes in a bubblewrap box, as an
+ * unprivileged user when root; the same Perl scripts as Apache's below as
+ * classic CGI, a fresh box per request) and, in the same run, a bare node:http
  * server that spawns `node handler.js` per request (classic CGI), and
  * Apache httpd's mod_cgid running Perl scripts when Apache is installed.
  * Prints p50/p99 at 1 client and req/s at 16 clients for each.
@@ -72,6 +73,9 @@ async function serve(): Promise<void> {
   );
   writeFileSync(path.join(dir, 'config/tenants/bench.test.yaml'), stringify({ domains: ['bench.test'], forms: { recipients: ['owner@bench.test'] }, cgi: true }));
   writeFileSync(path.join(dir, 'sites/bench.test/cgi-bin/hello.js'), TRIVIAL_HANDLER);
+  // The same Perl scripts Apache runs below, as the tenant's classic CGI scripts (a fresh box per request).
+  writeFileSync(path.join(dir, 'sites/bench.test/cgi-bin/formmail.pl'), PERL_FORMMAIL);
+  writeFileSync(path.join(dir, 'sites/bench.test/cgi-bin/hello.pl'), PERL_TRIVIAL);
   const handlerFile = path.join(dir, 'baseline.js');
   writeFileSync(handlerFile, BASELINE_HANDLER);
 
@@ -231,6 +235,8 @@ async function main(): Promise<void> {
   const variants = [
     { name: 'makewaves FormMail (sandboxed, warm)', url: `${urls.suite}/cgi-bin/formmail`, host: 'bench.test', method: 'POST', body: BODY },
     { name: 'makewaves trivial tenant handler', url: `${urls.suite}/cgi-bin/hello`, host: 'bench.test', method: 'GET', body: undefined },
+    { name: 'makewaves Perl FormMail-like (boxed, per request)', url: `${urls.suite}/cgi-bin/formmail.pl`, host: 'bench.test', method: 'POST', body: BODY },
+    { name: 'makewaves trivial Perl (boxed, per request)', url: `${urls.suite}/cgi-bin/hello.pl`, host: 'bench.test', method: 'GET', body: undefined },
     { name: 'node:http + spawn node per request', url: `${urls.baseline}/`, host: 'bench.test', method: 'POST', body: BODY },
   ];
   const apache = await startApache();

@@ -1,5 +1,6 @@
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
+import type { Logger } from '../core/log.ts';
 import { isInside } from '../lib/jail.ts';
 
 /** What a handler of one tenant may read in its web root. */
@@ -66,6 +67,7 @@ export async function readGrants(realRoot: string): Promise<Grants> {
       return false; // dangling, a loop, or unreadable
     }
     if (!isInside(realRoot, real)) return false;
+    // Gone since the link was read: nothing to grant.
     const st = await stat(real).catch(() => undefined);
     if (!st) return false;
     return !st.isDirectory() || depth(real) >= depth(link);
@@ -80,8 +82,56 @@ export async function readGrants(realRoot: string): Promise<Grants> {
     // Too big to check at every change: the handler folder alone, checked the same way.
     const cgiBin = path.join(realRoot, 'cgi-bin');
     entries = 0;
+    // No handler folder: nothing to grant.
     const isDir = (await lstat(cgiBin).catch(() => undefined))?.isDirectory() === true;
     const paths = isDir ? await walk(cgiBin) : [];
     return { paths, refused: [...refused, `(more than ${MAX_ENTRIES} entries: only cgi-bin/ granted)`] };
+  }
+}
+
+/** How long a walk of a tenant's root for links is trusted. */
+const GRANTS_TTL_MS = 1000;
+
+/**
+ * Per tenant, the read grants of its handlers, walked again when older
+ * than GRANTS_TTL_MS: a link left in the root is out of their reach
+ * within that time. One walk at a time per tenant. `changed` hears of a
+ * tenant whose grants differ from the last walk's; the links left out are
+ * logged when they change.
+ */
+export class GrantCache {
+  private readonly cache = new Map<string, { at: number; root: string; paths: string[]; sig: string; refusedSig: string }>();
+  private readonly walks = new Map<string, Promise<string[]>>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly changed: (tenant: string) => void,
+  ) {}
+
+  get(tenant: string, root: string): Promise<string[]> {
+    const c = this.cache.get(tenant);
+    if (c && c.root === root && Date.now() - c.at < GRANTS_TTL_MS) return Promise.resolve(c.paths);
+    let walk = this.walks.get(tenant);
+    if (!walk) {
+      walk = (async () => {
+        const g = await readGrants(root);
+        const sig = g.paths.join('\0');
+        const refusedSig = g.refused.join('\0');
+        const prev = this.cache.get(tenant);
+        if (prev && prev.sig !== sig) this.changed(tenant);
+        if (g.refused.length > 0 && prev?.refusedSig !== refusedSig) {
+          this.log.warn({ tenant, links: g.refused.slice(0, 20), count: g.refused.length }, 'links that lead out of the site are not readable by its handlers');
+        }
+        this.cache.set(tenant, { at: Date.now(), root, paths: g.paths, sig, refusedSig });
+        return g.paths;
+      })().finally(() => this.walks.delete(tenant));
+      this.walks.set(tenant, walk);
+    }
+    return walk;
+  }
+
+  /** Forgets every walk (after a reload). */
+  clear(): void {
+    this.cache.clear();
   }
 }

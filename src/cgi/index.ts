@@ -12,11 +12,12 @@ import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { resolveInJail } from '../lib/jail.ts';
 import { metaVariables, parseCgiOutput } from './cgi.ts';
-import { readGrants } from './grants.ts';
+import { GrantCache } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
-import { detectSandbox, spawnSpec, type SandboxCapabilities } from './sandbox.ts';
+import { findScript, runScript } from './classic.ts';
+import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities } from './sandbox.ts';
 import type { RunResult } from './worker.ts';
 
 export type { MailAnswer } from './mail.ts';
@@ -50,9 +51,9 @@ export interface Cgi {
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+/** A classic CGI script's file name in cgi-bin/ (contact.pl, form.cgi, hello). */
+const SCRIPT_FILE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const HONEYPOT_DEFAULT = 'homepage';
-/** How long a walk of a tenant's root for links (grants.ts) is trusted. */
-const GRANTS_TTL_MS = 1000;
 
 function limitsOf(reg: Registry): PoolLimits {
   const c = reg.config.main.cgi;
@@ -106,11 +107,88 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
   });
 }
 
+function send(req: IncomingMessage, res: ServerResponse, status: number, headers: Array<[string, string]>, body: Buffer): HttpOutcome {
+  const head = req.method === 'HEAD';
+  res.statusCode = status;
+  for (const [k, v] of headers) res.appendHeader(k, v);
+  res.setHeader('Content-Length', body.length);
+  res.end(head ? undefined : body);
+  return { status, bytes: head ? 0 : body.length };
+}
+
+function page(req: IncomingMessage, res: ServerResponse, status: number, ref?: string, extra: Array<[string, string]> = []): HttpOutcome {
+  // HTTP/2 has no Connection field (RFC 9113 §8.2.2): the stream ends, the session stays.
+  if (!req.complete && req.httpVersionMajor < 2) extra.push(['Connection', 'close']);
+  return send(req, res, status, [['Content-Type', 'text/html; charset=utf-8'], ...extra], handlerErrorPage(status, ref));
+}
+
+/** Folders on the way to `dir` that the handlers' user cannot pass through (no o+x). */
+function closedOnTheWay(dir: string): string[] {
+  const closed: string[] = [];
+  for (let d = dir; ; d = path.dirname(d)) {
+    try {
+      if ((statSync(d).mode & 0o001) === 0) closed.push(d);
+    } catch {
+      // a folder that does not exist yet is created by the suite
+    }
+    if (path.dirname(d) === d) return closed;
+  }
+}
+
+/**
+ * The HTTP answer to one finished run: 504/502 for a broken limit or a
+ * crash, 500 for a handler that threw, 502 for an answer that fails the
+ * checks of parseCgiOutput, else the handler's own answer. Each failure is
+ * logged with `ctx.who` and why.
+ */
+function respond(
+  req: IncomingMessage,
+  res: ServerResponse,
+  result: RunResult,
+  ctx: { log: Logger; who: Record<string, unknown>; timeout: number; domains: readonly string[] },
+): HttpOutcome {
+  switch (result.kind) {
+    case 'timeout':
+      ctx.log.info({ ...ctx.who, why: `ran longer than cgi.timeout (${ctx.timeout} s); killed` }, 'handler failed');
+      return page(req, res, 504);
+    case 'memory':
+      ctx.log.info({ ...ctx.who, why: 'over cgi.memory; killed' }, 'handler failed');
+      return page(req, res, 502);
+    case 'output':
+      ctx.log.info({ ...ctx.who, why: 'printed more than cgi.maxOutput; killed' }, 'handler failed');
+      return page(req, res, 502);
+    case 'crashed':
+      ctx.log.info({ ...ctx.who, why: `process ended: ${result.detail}` }, 'handler failed');
+      return page(req, res, 502);
+    case 'done':
+      break;
+  }
+  if (result.error !== undefined && /Array buffer allocation failed/.test(result.error)) {
+    // RLIMIT_DATA refused a Buffer: the handler ran out of its memory.
+    ctx.log.info({ ...ctx.who, why: 'over cgi.memory (allocation refused)' }, 'handler failed');
+    return page(req, res, 502);
+  }
+  if (result.error !== undefined) {
+    const ref = errorRef();
+    ctx.log.info({ ...ctx.who, ref, error: result.error }, 'handler threw');
+    return page(req, res, 500, ref);
+  }
+  const parsed = parseCgiOutput(result.output, ctx.domains);
+  if (!parsed.ok) {
+    const ref = errorRef();
+    ctx.log.info({ ...ctx.who, ref, why: parsed.why }, 'handler answer refused');
+    return page(req, res, 502, ref);
+  }
+  ctx.log.debug({ ...ctx.who, status: parsed.status }, 'handler ran');
+  return send(req, res, parsed.status, parsed.headers, parsed.body);
+}
+
 /**
  * The handler gateway: `/cgi-bin/<name>` runs the suite's `cgi-bin/<name>.js`
  * or, for tenants with `cgi: true`, their own `<root>/cgi-bin/<name>.js`,
- * in a sandboxed warm process (see sandbox.ts and pool.ts), and turns its
- * CGI answer into the HTTP response. Every request is answered: a handler
+ * in a sandboxed warm process (see sandbox.ts and pool.ts), or their
+ * classic CGI script `<root>/cgi-bin/<name>` in a fresh box (classic.ts),
+ * and turns its CGI answer into the HTTP response. Every request is answered: a handler
  * that breaks a limit gets 502/503/504, never the suite's stack.
  */
 export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics }: CgiDeps): Cgi {
@@ -127,40 +205,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
   const versions = new Map<string, string>();
   const scratchReady = new Set<string>();
-  /** Per tenant: what its handlers may read of its root (see grants.ts), and when that was read. */
-  const grantCache = new Map<string, { at: number; root: string; paths: string[]; sig: string; refusedSig: string }>();
-  const grantWalks = new Map<string, Promise<string[]>>();
-
-  /**
-   * The read grants of `t`'s handlers, walked again when older than
-   * GRANTS_TTL_MS: a link left in the root is out of their reach within
-   * that time. When the grants change, the tenant's warm processes
-   * (started with the old ones) retire.
-   */
-  function grantsOf(t: Tenant, root: string): Promise<string[]> {
-    const c = grantCache.get(t.id);
-    if (c && c.root === root && Date.now() - c.at < GRANTS_TTL_MS) return Promise.resolve(c.paths);
-    let walk = grantWalks.get(t.id);
-    if (!walk) {
-      walk = (async () => {
-        const g = await readGrants(root);
-        const sig = g.paths.join('\0');
-        const refusedSig = g.refused.join('\0');
-        const prev = grantCache.get(t.id);
-        if (prev && prev.sig !== sig) {
-          pools.retire(`${t.id}\0own`);
-          pools.retire(`${t.id}\0suite`);
-        }
-        if (g.refused.length > 0 && prev?.refusedSig !== refusedSig) {
-          log.warn({ tenant: t.id, links: g.refused.slice(0, 20), count: g.refused.length }, 'links that lead out of the site are not readable by its handlers');
-        }
-        grantCache.set(t.id, { at: Date.now(), root, paths: g.paths, sig, refusedSig });
-        return g.paths;
-      })().finally(() => grantWalks.delete(t.id));
-      grantWalks.set(t.id, walk);
-    }
-    return walk;
-  }
+  // When a tenant's grants change, its warm processes (started with the old ones) retire.
+  const grants = new GrantCache(log, (tenant) => {
+    pools.retire(`${tenant}\0own`);
+    pools.retire(`${tenant}\0suite`);
+  });
 
   function scanSuite(): void {
     try {
@@ -183,6 +232,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       try {
         r = realpathSync(t.root);
       } catch {
+        // No web root yet: the tenant has no handlers of its own to run.
         return undefined;
       }
       realRoots.set(t.id, r);
@@ -216,47 +266,45 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     return dir;
   }
 
-  function send(req: IncomingMessage, res: ServerResponse, status: number, headers: Array<[string, string]>, body: Buffer): HttpOutcome {
-    const head = req.method === 'HEAD';
-    res.statusCode = status;
-    for (const [k, v] of headers) res.appendHeader(k, v);
-    res.setHeader('Content-Length', body.length);
-    res.end(head ? undefined : body);
-    return { status, bytes: head ? 0 : body.length };
-  }
-
-  function page(req: IncomingMessage, res: ServerResponse, status: number, ref?: string, extra: Array<[string, string]> = []): HttpOutcome {
-    // HTTP/2 has no Connection field (RFC 9113 §8.2.2): the stream ends, the session stays.
-    if (!req.complete && req.httpVersionMajor < 2) extra.push(['Connection', 'close']);
-    return send(req, res, status, [['Content-Type', 'text/html; charset=utf-8'], ...extra], handlerErrorPage(status, ref));
-  }
-
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
     if (!caps) return page(req, res, 503);
+    if (!caps.box) {
+      // Never a weaker box: without bubblewrap no handler runs (the reason was logged at start).
+      log.warn({ ...who, why: caps.refusal }, 'handler refused: no box for handlers');
+      return page(req, res, 503);
+    }
     let file: string;
-    let kind: 'suite' | 'own';
+    let kind: 'suite' | 'own' | 'script';
+    let argv: string[] = [];
     const root = realRoot(tenant);
+    const js = NAME.test(name) && tenant.config.cgi && root !== undefined ? await resolveInJail(root, ['cgi-bin', `${name}.js`]) : undefined;
+    // Gone since it was resolved: no such handler.
+    const jsStat = js?.ok ? await stat(js.real).catch(() => undefined) : undefined;
     if (NAME.test(name) && suiteNames.has(name)) {
       kind = 'suite';
       file = path.join(suiteReal, `${name}.js`);
-    } else if (NAME.test(name) && tenant.config.cgi && root !== undefined) {
+    } else if (js?.ok && jsStat?.isFile()) {
       kind = 'own';
-      const found = await resolveInJail(root, ['cgi-bin', `${name}.js`]);
-      const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
-      if (!found.ok || !st?.isFile()) return page(req, res, 404);
       // Warm processes keep the modules they loaded: a handler the tenant
       // replaced (an FTP upload) retires its pool, so the next run loads the new one.
-      const version = `${st.mtimeMs}:${st.size}:${st.ino}`;
-      const seen = versions.get(found.real);
+      const version = `${jsStat.mtimeMs}:${jsStat.size}:${jsStat.ino}`;
+      const seen = versions.get(js.real);
       if (seen !== undefined && seen !== version) pools.retire(`${tenant.id}\0own`);
-      versions.set(found.real, version);
-      if (!caps.namespaces && current.config.main.cgi.requireNetworkIsolation) {
-        log.warn(who, 'tenant handler refused: no network namespace can be made here (cgi.requireNetworkIsolation)');
-        return page(req, res, 503);
+      versions.set(js.real, version);
+      file = js.real;
+    } else if (SCRIPT_FILE.test(name) && !name.endsWith('.js') && tenant.config.cgi && root !== undefined) {
+      const found = await findScript(root, name);
+      if (!found) return page(req, res, 404);
+      if (!found.ok) {
+        const ref = errorRef();
+        log.warn({ ...who, ref, why: found.why }, 'handler refused');
+        return page(req, res, 500, ref);
       }
-      file = found.real;
+      kind = 'script';
+      argv = found.argv;
+      file = argv[argv.length - 1]!;
     } else {
       return page(req, res, 404);
     }
@@ -278,80 +326,54 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       remote,
       bodyLength: read.body.length,
     });
-    const spec = spawnSpec(caps, {
-      reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grantsOf(tenant, root) : [])],
-      scratch: scratch(tenant),
-      memory: cfg.memory,
-      fileMax: cfg.scratchFileMax,
-    });
-    const worker = await pools.acquire(`${tenant.id}\0${kind}`, tenant.id, spec);
-    if (!worker) {
-      log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
-      counted(tenant.id, 'busy');
-      return page(req, res, 503, undefined, [['Retry-After', '1']]);
-    }
-    const t0 = Date.now();
     let result: RunResult;
-    try {
-      result = await worker.run(
-        { handler: file, env, site: { id: tenant.id, domains: tenant.domains, honeypot: tenant.config.forms?.honeypot ?? HONEYPOT_DEFAULT }, body: read.body },
-        handlerMail.forRun({ tenant, remote, handler: name }),
-      );
-    } finally {
-      const stderr = worker.takeStderr();
-      if (stderr) log.info({ ...who, stderr }, 'handler wrote to stderr');
+    const t0 = Date.now();
+    if (kind === 'script') {
+      // One fresh box per run, counted against the same limits as warm processes (and queued as theirs).
+      if (!(await pools.claim(tenant.id))) {
+        log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
+        counted(tenant.id, 'busy');
+        return page(req, res, 503, undefined, [['Retry-After', '1']]);
+      }
+      try {
+        const spec = scriptSpec(caps, { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax });
+        // RFC 3875 §4.1: the meta-variables are the script's environment; a PATH of the box's own folders, and Apache's usual extras.
+        const scriptEnv = { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
+        const ran = await runScript(spec, scriptEnv, read.body, limitsOf(current));
+        if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
+        result = ran.result;
+      } finally {
+        pools.unclaim(tenant.id);
+      }
+    } else {
+      const spec = spawnSpec(caps, {
+        reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grants.get(tenant.id, root) : [])],
+        folders: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
+        scratch: scratch(tenant),
+        memory: cfg.memory,
+        fileMax: cfg.scratchFileMax,
+      });
+      const worker = await pools.acquire(`${tenant.id}\0${kind}`, tenant.id, spec);
+      if (!worker) {
+        log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
+        counted(tenant.id, 'busy');
+        return page(req, res, 503, undefined, [['Retry-After', '1']]);
+      }
+      try {
+        result = await worker.run(
+          { handler: file, env, site: { id: tenant.id, domains: tenant.domains, honeypot: tenant.config.forms?.honeypot ?? HONEYPOT_DEFAULT }, body: read.body },
+          handlerMail.forRun({ tenant, remote, handler: name }),
+        );
+      } finally {
+        const stderr = worker.takeStderr();
+        if (stderr) log.info({ ...who, stderr }, 'handler wrote to stderr');
+      }
+      // A process whose handler threw may be half-broken (or already exiting): a fresh one serves the next run.
+      pools.release(worker, result.kind === 'done' && result.error === undefined);
     }
     const ms = Date.now() - t0;
-    // A process whose handler threw may be half-broken (or already exiting): a fresh one serves the next run.
-    pools.release(worker, result.kind === 'done' && result.error === undefined);
     counted(tenant.id, result.kind === 'done' ? (result.error === undefined ? 'ok' : 'error') : result.kind);
-    switch (result.kind) {
-      case 'timeout':
-        log.info({ ...who, ms, why: `ran longer than cgi.timeout (${cfg.timeout} s); killed` }, 'handler failed');
-        return page(req, res, 504);
-      case 'memory':
-        log.info({ ...who, ms, why: 'over cgi.memory; killed' }, 'handler failed');
-        return page(req, res, 502);
-      case 'output':
-        log.info({ ...who, ms, why: 'printed more than cgi.maxOutput; killed' }, 'handler failed');
-        return page(req, res, 502);
-      case 'crashed':
-        log.info({ ...who, ms, why: `process ended: ${result.detail}` }, 'handler failed');
-        return page(req, res, 502);
-      case 'done':
-        break;
-    }
-    if (result.error !== undefined && /Array buffer allocation failed/.test(result.error)) {
-      // RLIMIT_DATA refused a Buffer: the handler ran out of its memory.
-      log.info({ ...who, ms, why: 'over cgi.memory (allocation refused)' }, 'handler failed');
-      return page(req, res, 502);
-    }
-    if (result.error !== undefined) {
-      const ref = errorRef();
-      log.info({ ...who, ms, ref, error: result.error }, 'handler threw');
-      return page(req, res, 500, ref);
-    }
-    const parsed = parseCgiOutput(result.output, tenant.domains);
-    if (!parsed.ok) {
-      const ref = errorRef();
-      log.info({ ...who, ms, ref, why: parsed.why }, 'handler answer refused');
-      return page(req, res, 502, ref);
-    }
-    log.debug({ ...who, ms, status: parsed.status }, 'handler ran');
-    return send(req, res, parsed.status, parsed.headers, parsed.body);
-  }
-
-  /** Folders on the way to `dir` that the handlers' user cannot pass through (no o+x). */
-  function closedOnTheWay(dir: string): string[] {
-    const closed: string[] = [];
-    for (let d = dir; ; d = path.dirname(d)) {
-      try {
-        if ((statSync(d).mode & 0o001) === 0) closed.push(d);
-      } catch {
-        // a folder that does not exist yet is created by the suite
-      }
-      if (path.dirname(d) === d) return closed;
-    }
+    return respond(req, res, result, { log, who: { ...who, ms }, timeout: cfg.timeout, domains: tenant.domains });
   }
 
   return {
@@ -379,13 +401,15 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         log.info(
           {
             permission: c.permissionFlag,
-            namespaces: c.namespaces ? 'network and PID' : 'NONE: not isolated from the network or other processes',
+            box: c.box ? `${c.box.bwrap}: own user, mount, PID, IPC, UTS, network and cgroup namespaces` : 'NONE: every handler is refused',
+            ...(c.box ? { nestedUserNamespaces: c.box.noNestedUserns ? 'refused' : 'ALLOWED: bwrap older than 0.8 (no --disable-userns)' } : {}),
             user: c.drop ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid})` : 'unchanged (not root)',
             handlers: [...suiteNames],
           },
           'form handler sandbox ready',
         );
-        if (!c.namespaces) log.warn('no network namespace can be made here: handlers are not cut off from the network');
+        if (!c.box) log.error({ why: c.refusal }, 'no box for handlers: every /cgi-bin/ request is refused with 503');
+        else if (!c.box.noNestedUserns) log.warn(`${c.box.bwrap} is older than 0.8: handlers can make user namespaces of their own inside the box`);
         if (c.drop) {
           const main = current.config.main;
           for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {
@@ -400,7 +424,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       reload(next) {
         current = next;
         realRoots.clear();
-        grantCache.clear();
+        grants.clear();
         pools.setLimits(limitsOf(next));
         handlerMail.setLimits(mailLimitsOf(next));
         pools.retireAll();

@@ -37,6 +37,9 @@ export class Pools {
   private readonly rssTimer: NodeJS.Timeout;
   private readonly all = new Set<Worker>();
   private readonly owner = new Map<Worker, Pool>();
+  /** Per tenant: classic CGI scripts running now (see claim). */
+  private readonly claimed = new Map<string, number>();
+  private readonly claimWaiters: Array<{ group: string; resolve: (ok: boolean) => void; timer: NodeJS.Timeout }> = [];
 
   constructor(
     private limits: PoolLimits,
@@ -73,7 +76,7 @@ export class Pools {
 
   /** Processes of `group` in the middle of a run now. */
   running(group: string): number {
-    let n = 0;
+    let n = this.claimed.get(group) ?? 0;
     for (const w of this.all) if (w.busy && this.owner.get(w)?.group === group) n++;
     return n;
   }
@@ -109,6 +112,50 @@ export class Pools {
       };
       p.waiters.push(waiter);
     });
+  }
+
+  /**
+   * Room for one process outside the pools (a classic CGI script, started
+   * for one run): counted against `perTenant` and `total` like a warm
+   * one, evicting an idle one if need be. Without room, up to `queue`
+   * requests per tenant wait (at most one run timeout) as for a pool;
+   * false when none comes. Every true is followed by exactly one
+   * {@link unclaim}.
+   */
+  claim(group: string): Promise<boolean> {
+    if (this.tryClaim(group)) return Promise.resolve(true);
+    if (this.claimWaiters.filter((w) => w.group === group).length >= this.limits.queue) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const waiter = {
+        group,
+        resolve,
+        timer: setTimeout(() => {
+          this.claimWaiters.splice(this.claimWaiters.indexOf(waiter), 1);
+          resolve(false);
+        }, this.limits.timeoutMs + 1000),
+      };
+      this.claimWaiters.push(waiter);
+    });
+  }
+
+  private tryClaim(group: string): boolean {
+    if (!this.groupRoom(group) || !this.makeRoom()) return false;
+    this.live++;
+    this.groupLive.set(group, (this.groupLive.get(group) ?? 0) + 1);
+    this.claimed.set(group, (this.claimed.get(group) ?? 0) + 1);
+    return true;
+  }
+
+  /** The process of a {@link claim} has ended: its room goes to whoever waits. */
+  unclaim(group: string): void {
+    this.live--;
+    const n = (this.groupLive.get(group) ?? 1) - 1;
+    if (n === 0) this.groupLive.delete(group);
+    else this.groupLive.set(group, n);
+    const c = (this.claimed.get(group) ?? 1) - 1;
+    if (c === 0) this.claimed.delete(group);
+    else this.claimed.set(group, c);
+    this.serveWaiters();
   }
 
   /** Gives a process back after a run; `reusable` false (or too many runs) retires it. */
@@ -173,6 +220,10 @@ export class Pools {
   /** Ends every process: closes stdin, then SIGKILL after graceMs. Never rejects. */
   async stop(graceMs: number): Promise<void> {
     clearInterval(this.rssTimer);
+    for (const w of this.claimWaiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.resolve(false);
+    }
     for (const pool of this.pools.values()) {
       for (const w of pool.waiters.splice(0)) {
         clearTimeout(w.timer);
@@ -237,11 +288,21 @@ export class Pools {
         waiter.resolve(this.start(pool));
       }
     }
+    for (let i = 0; i < this.claimWaiters.length; ) {
+      const waiter = this.claimWaiters[i]!;
+      if (!this.tryClaim(waiter.group)) {
+        i++;
+        continue;
+      }
+      this.claimWaiters.splice(i, 1);
+      clearTimeout(waiter.timer);
+      waiter.resolve(true);
+    }
   }
 
   private someoneWaits(): boolean {
     for (const pool of this.pools.values()) if (pool.waiters.length > 0) return true;
-    return false;
+    return this.claimWaiters.length > 0;
   }
 
   /** True when `group` may have one more process, retiring an idle one of its own if need be. */

@@ -7,8 +7,61 @@
 // with untrusted code: the suite believes nothing it says beyond what the
 // suite itself re-checks, so a handler that tampers with it only breaks
 // its own answer.
+import fs from 'node:fs';
+import Module, { syncBuiltinESMExports } from 'node:module';
+import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+// Outside what it was granted, a handler learns nothing, not even whether a
+// path exists. Node's permission model checks most of fs, but its
+// JavaScript realpath and the CommonJS resolver stat paths unchecked
+// (ENOENT vs a result): those ask the permission model first, and answer
+// for a path outside the grants as they would for one that is not there.
+// The handler never holds the originals.
+{
+  const readable = (p) => {
+    try {
+      const s = p instanceof URL ? fileURLToPath(p) : Buffer.isBuffer(p) ? p.toString('utf8') : String(p);
+      return process.permission.has('fs.read', path.resolve(s));
+    } catch {
+      return false; // not a path at all: nothing to look up
+    }
+  };
+  const denied = (p) =>
+    Object.assign(new Error('Access to this API has been restricted'), { code: 'ERR_ACCESS_DENIED', permission: 'FileSystemRead', resource: String(p) });
+  const realpathSync = fs.realpathSync;
+  const realpath = fs.realpath;
+  const guardedSync = function (p, options) {
+    if (!readable(p)) throw denied(p);
+    return realpathSync(p, options);
+  };
+  guardedSync.native = realpathSync.native;
+  const guarded = function (p, options, cb) {
+    if (!readable(p)) {
+      const done = typeof options === 'function' ? options : cb;
+      process.nextTick(() => done(denied(p)));
+      return;
+    }
+    return realpath(p, options, cb);
+  };
+  guarded.native = realpath.native;
+  fs.realpathSync = guardedSync;
+  fs.realpath = guarded;
+  syncBuiltinESMExports();
+
+  const findPath = Module._findPath;
+  Module._findPath = function (request, paths, isMain) {
+    const dirs = paths && paths.length > 0 ? paths : [''];
+    const kept = dirs.filter((dir) => readable(path.resolve(dir, request)));
+    return kept.length === 0 ? false : findPath.call(this, request, kept, isMain);
+  };
+  const stat = Module._stat;
+  if (typeof stat === 'function') Module._stat = (filename) => (readable(filename) ? stat(filename) : -2);
+}
+
+// The box (bwrap) sets PWD, the only variable it adds: the process starts with an empty environment.
+delete process.env.PWD;
 
 const T_REQUEST = 0x52; // R
 const T_ANSWER = 0x41; // A (answer to a mail request)

@@ -1,6 +1,6 @@
-import { spawnSync } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
+import { boxFlags, findExecutable, probeBox, runtimeMounts } from '../lib/box.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { lookupUser } from '../lib/users.ts';
 
@@ -13,11 +13,13 @@ export interface SandboxCapabilities {
   /** `--permission` (Node 22+) or `--experimental-permission` (Node 20). */
   permissionFlag: string;
   /**
-   * Command prefix that gives the child network and PID namespaces of its
-   * own (no sockets out; no other process to signal, not the suite, not
-   * another tenant's handlers), or undefined when none can be made.
+   * bubblewrap, which starts every handler process in a box of its own
+   * (see spawnSpec); undefined when it is missing or cannot make a box
+   * here, and then `refusal` says why: no handler runs at all.
    */
-  namespaces: string[] | undefined;
+  box: { bwrap: string; noNestedUserns: boolean } | undefined;
+  /** Why handlers are refused (set exactly when `box` is undefined). */
+  refusal?: string;
   /** `nice` (coreutils), so handlers start below the suite's CPU priority; undefined when not installed. */
   nice: string | undefined;
   /** uid/gid handlers run as, when the suite runs as root; undefined otherwise (no change of user possible). */
@@ -26,42 +28,22 @@ export interface SandboxCapabilities {
   prlimit: string | undefined;
 }
 
-function which(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
-    if (!dir) continue;
-    const file = path.join(dir, cmd);
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not in this folder
-    }
-  }
-  return undefined;
+function dropArgs(drop: NonNullable<SandboxCapabilities['drop']>): string[] {
+  return [drop.setpriv, `--reuid=${drop.uid}`, `--regid=${drop.gid}`, '--clear-groups', '--no-new-privs', '--'];
 }
 
 /**
  * Finds what the sandbox can use here. Throws with an operator-facing
  * message when the suite runs as root and cannot drop privileges for
- * handlers (running them as root is never an option).
+ * handlers (running them as root is never an option). `searchPath` is
+ * where commands are looked for (default: PATH).
  */
-export function detectSandbox(user: string, runAs?: { uid: number; gid: number }): SandboxCapabilities {
+export function detectSandbox(user: string, runAs?: { uid: number; gid: number }, searchPath?: string): SandboxCapabilities {
   const flags = process.allowedNodeEnvironmentFlags;
   const permissionFlag = flags.has('--permission') ? '--permission' : '--experimental-permission';
   // `runAs`: the suite runs as root now but drops to this account before serving (`user:` in
   // makewaves.yaml), so handlers will be spawned without root: probe what that account can do.
   const isRoot = process.getuid?.() === 0 && runAs === undefined;
-
-  let namespaces: string[] | undefined;
-  const unshare = which('unshare');
-  if (unshare) {
-    // As root plain namespaces; otherwise inside a user namespace, where the
-    // kernel allows unprivileged ones. A PID namespace needs a fork: unshare
-    // stays as the parent, Node is pid 1 inside, killed with its parent.
-    const prefix = [unshare, ...(isRoot ? [] : ['-r']), '-n', '-p', '-f', '--kill-child', '--'];
-    const probe = spawnSync(prefix[0]!, [...prefix.slice(1), process.execPath, '-e', '0'], { env: {}, stdio: 'ignore', timeout: 10_000, ...runAs });
-    if (probe.status === 0) namespaces = prefix;
-  }
 
   let drop: SandboxCapabilities['drop'];
   if (isRoot) {
@@ -72,33 +54,67 @@ export function detectSandbox(user: string, runAs?: { uid: number; gid: number }
           `(create one with: useradd --system --no-create-home --shell /usr/sbin/nologin ${user})`,
       );
     }
-    const setpriv = which('setpriv');
+    const setpriv = findExecutable('setpriv', searchPath);
     if (!setpriv) throw new Error('running as root, but setpriv (util-linux) is not installed: handlers cannot drop privileges');
     drop = { user, ...found, setpriv };
   }
-  return { permissionFlag, namespaces, drop, prlimit: which('prlimit'), nice: which('nice') };
+  // The box is built by the handlers' own user (as root: after setpriv),
+  // so the probe builds one the same way.
+  const probe = probeBox({ searchPath, prefix: drop ? dropArgs(drop) : [], runAs });
+  return {
+    permissionFlag,
+    box: probe.ok ? { bwrap: probe.bwrap, noNestedUserns: probe.noNestedUserns } : undefined,
+    ...(probe.ok ? {} : { refusal: probe.why }),
+    drop,
+    prlimit: findExecutable('prlimit', searchPath),
+    nice: findExecutable('nice', searchPath),
+  };
 }
 
 export interface SpawnSpec {
   command: string;
   args: string[];
   cwd: string;
-  /** True when the spawned process (unshare) forks: Node is its child, the pid to watch and to kill. */
+  /** True when the spawned process (bwrap) forks: Node is its child, the pid to watch and to kill. */
   forks: boolean;
+}
+
+export interface SpawnOptions {
+  /** What Node's permission model lets the handler read (the tenant's grants, the suite's handler folder). */
+  reads: string[];
+  /** Folders shown read-only in the box, each at its own path (the tenant's root, the suite's handler folder). */
+  folders: string[];
+  /** The tenant's scratch folder: the only place it may write (besides /tmp). */
+  scratch: string;
+  memory: number;
+  /** Largest file the handler may write; also the size of the box's /tmp. */
+  fileMax: number;
 }
 
 /**
  * The command line of one handler process: a lower CPU priority, kernel
- * limits, network and PID namespaces, the change to the unprivileged
- * user (each where available), then Node with the
- * permission model reading only `reads` and writing only `scratch`; no
- * child processes, workers, native addons or WASI (none is granted).
+ * limits, the change to the unprivileged user (each where available), a
+ * bubblewrap box, then Node with the permission model reading only
+ * `reads` and writing only `scratch`; no child processes, workers, native
+ * addons or WASI (none is granted).
+ *
+ * The box (its own user, mount, PID, IPC, UTS, network and cgroup
+ * namespaces; no capabilities; a new session; dies with the suite) shows
+ * only /usr and its links, the /etc files of BOX_ETC_FILES, the Node
+ * binary and the runner read-only, `folders` read-only, `scratch`
+ * read-write, an empty /tmp of `fileMax` bytes, /dev (null, zero, full,
+ * random, urandom, tty) and the /proc of its own PID namespace. Every
+ * path keeps its real name, so the grants and the handler's file name
+ * mean the same inside; a symbolic link resolves inside the box, where
+ * data/, config/, other tenants, /home, /root and the rest of /etc do not
+ * exist. The suite talks to the handler over its stdin and stdout only.
  */
-export function spawnSpec(caps: SandboxCapabilities, opts: { reads: string[]; scratch: string; memory: number; fileMax: number }): SpawnSpec {
+export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnSpec {
   // The heap limit leaves room under the memory cap for Node itself.
   const heapMiB = Math.max(16, Math.floor((opts.memory * 0.75) / (1024 * 1024)));
+  const nodeBin = realpathSync(process.execPath);
   const node = [
-    process.execPath,
+    nodeBin,
     caps.permissionFlag,
     ...[RUNNER, ...opts.reads, opts.scratch].map((p) => `--allow-fs-read=${p}`),
     `--allow-fs-write=${opts.scratch}`,
@@ -107,23 +123,57 @@ export function spawnSpec(caps: SandboxCapabilities, opts: { reads: string[]; sc
     '--disable-warning=ExperimentalWarning',
     RUNNER,
   ];
+  // RLIMIT_DATA at twice the cap: a burst of Buffers between two RSS watch
+  // ticks fails there instead of growing without bound; at the cap itself
+  // V8 would meet failed mappings before its own heap limit and sometimes
+  // die of SIGSEGV instead of reporting.
+  const all = [...boxPrefix(caps, { ...opts, data: opts.memory * 2, shown: [nodeBin, RUNNER], chdir: opts.scratch }), ...node];
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
+}
+
+/**
+ * The command line of one classic CGI script run (RFC 3875): the same box
+ * and limits as a JavaScript handler, its cwd the script's folder, then
+ * `argv` (the interpreter of the script's #! line, its argument, the
+ * script). Writable memory is capped at `memory` itself (no V8 heap to
+ * leave room for).
+ */
+export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[] }): SpawnSpec {
+  const script = opts.argv[opts.argv.length - 1]!;
+  const all = [...boxPrefix(caps, { ...opts, data: opts.memory, shown: [], chdir: path.dirname(script) }), ...opts.argv];
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
+}
+
+/**
+ * Everything before the program: nice, prlimit (writable memory `data`,
+ * no core dumps, the size of one file written, open files), setpriv to the
+ * handlers' user, and the bwrap box showing `shown` files and `folders`
+ * read-only and `scratch` read-write, ending with "--".
+ */
+function boxPrefix(caps: SandboxCapabilities, opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string }): string[] {
+  if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   const prefix: string[] = [];
   if (caps.nice) prefix.push(caps.nice, '-n', '10');
-  if (caps.prlimit) {
-    // Hard kernel limits behind the suite's RSS watch: writable private
-    // memory at twice the cap (RLIMIT_DATA: a burst of Buffers between two
-    // watch ticks fails there instead of growing without bound; at the cap
-    // itself V8 would meet failed mappings before its own heap limit and
-    // sometimes die of SIGSEGV instead of reporting), no core dumps (before
-    // unshare, which re-raises its child's fatal signal), the size of one
-    // file in the scratch folder, open files.
-    prefix.push(caps.prlimit, `--data=${opts.memory * 2}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
-  }
-  if (caps.namespaces) prefix.push(...caps.namespaces);
-  if (caps.drop) {
-    // setpriv after unshare: creating namespaces needs root, the handler must not have it.
-    prefix.push(caps.drop.setpriv, `--reuid=${caps.drop.uid}`, `--regid=${caps.drop.gid}`, '--clear-groups', '--no-new-privs', '--');
-  }
-  const all = [...prefix, ...node];
-  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: caps.namespaces !== undefined };
+  if (caps.prlimit) prefix.push(caps.prlimit, `--data=${opts.data}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
+  // setpriv before bwrap: the box is built by the unprivileged user (in a
+  // user namespace of its own), never by root.
+  if (caps.drop) prefix.push(...dropArgs(caps.drop));
+  return [
+    ...prefix,
+    caps.box.bwrap,
+    ...boxFlags(caps.box.noNestedUserns),
+    // /proc, /dev and /tmp first: a folder bound below one of them (a web root under /tmp) stays visible.
+    '--proc', '/proc',
+    '--dev', '/dev',
+    '--perms', '1777', '--size', String(opts.fileMax), '--tmpfs', '/tmp',
+    ...runtimeMounts(opts.shown),
+    ...[...new Set(opts.folders)].flatMap((f) => ['--ro-bind', f, f]),
+    '--bind', opts.scratch, opts.scratch,
+    // The box's own root and its /dev (tmpfs holding the mount points and device nodes) read-only: nothing can be
+    // written there, so nothing fills memory there (the devices themselves still read and write).
+    '--remount-ro', '/dev',
+    '--remount-ro', '/',
+    '--chdir', opts.chdir,
+    '--',
+  ];
 }

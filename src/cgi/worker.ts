@@ -82,6 +82,7 @@ export class Worker {
     // (and NODE_EXTRA_CA_CERTS and the like would slow every start).
     this.proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
     this.forks = spec.forks;
+    // A handler that exits before reading its input: its exit is what the run reports.
     this.proc.stdin!.on('error', () => undefined);
     this.proc.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
     let tail = '';
@@ -121,7 +122,7 @@ export class Worker {
 
   /**
    * The pid of Node itself: the spawned process, or its child when the
-   * spawned unshare forks into a PID namespace (from /proc, once known).
+   * spawned bwrap forks into its box (from /proc, once known).
    */
   private nodePid(): number | undefined {
     const pid = this.proc.pid;
@@ -146,6 +147,7 @@ export class Worker {
       const statm = readFileSync(`/proc/${pid}/statm`, 'latin1');
       return Number(statm.split(' ')[1]) * PAGE;
     } catch {
+      // The process has just exited: no memory to measure.
       return undefined;
     }
   }
@@ -178,13 +180,13 @@ export class Worker {
     if (!this.alive) return;
     const child = this.forks ? this.nodePid() : undefined;
     if (child !== undefined) {
-      // Node first: unshare reaps it and exits the same way (killing unshare
-      // first would leave Node to --kill-child and a zombie for init).
+      // Node first: bwrap reaps it and exits the same way (killing bwrap
+      // first would leave Node to --die-with-parent, a moment later).
       try {
         process.kill(child, 'SIGKILL');
         return;
       } catch {
-        // already gone: end unshare below
+        // already gone: end bwrap below
       }
     }
     this.proc.kill('SIGKILL');
@@ -218,6 +220,7 @@ export class Worker {
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       return Number(f[11]) + Number(f[12]);
     } catch {
+      // The process has just exited: no CPU time to read.
       return undefined;
     }
   }

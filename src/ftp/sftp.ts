@@ -126,6 +126,7 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
 
     client.on('error', (err) => slog.info({ err: err.message }, 'sftp connection error'));
     client.on('close', () => {
+      slog.debug('sftp connection closed');
       if (idle) clearTimeout(idle);
       clients.delete(client);
       if (loggedIn) {
@@ -142,7 +143,7 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
     const ip = sock.remoteAddress ?? '-';
     const n = perIp.get(ip) ?? 0;
     if (n >= cfg.maxConnectionsPerIp) {
-      log.info({ remote: ip, why: 'per-IP connection limit' }, 'sftp connection refused');
+      log.info({ remote: ip, open: n, why: 'per-IP connection limit' }, 'sftp connection refused');
       // Refused already (logged above): a reset meanwhile changes nothing.
       sock.on('error', () => undefined);
       sock.destroy();
@@ -150,6 +151,7 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
     }
     perIp.set(ip, n + 1);
     sock.once('close', () => {
+      log.debug({ remote: ip }, 'sftp socket closed');
       const left = (perIp.get(ip) ?? 1) - 1;
       if (left > 0) perIp.set(ip, left);
       else perIp.delete(ip);

@@ -9,6 +9,7 @@ import type { MailSubmitter, OutboundMessage } from '../../src/core/contracts.ts
 import { startAll, stopAll } from '../../src/core/lifecycle.ts';
 import { createLogger } from '../../src/core/log.ts';
 import { Registry } from '../../src/core/registry.ts';
+import { BOX_PACKAGE, findExecutable } from '../../src/lib/box.ts';
 import { createHttpService } from '../../src/http/index.ts';
 import { openState, type State } from '../../src/state/index.ts';
 import { writeConfig, type TestSuiteOptions } from './suite.ts';
@@ -17,6 +18,14 @@ import { writeConfig, type TestSuiteOptions } from './suite.ts';
  * Records what reaches the MailSubmitter boundary. The durable queue is
  * another service; until it is wired in, tests stop at this interface.
  */
+/**
+ * True when bwrap is not installed here: every handler is refused then, so
+ * tests that run handlers skip (`describe.skipIf(boxMissing)`), and say why.
+ * Only a missing package skips; a bwrap that cannot build its box fails.
+ */
+export const boxMissing = findExecutable('bwrap') === undefined;
+if (boxMissing) console.warn(`bwrap not found: tests that run handlers are skipped (install the Debian package ${BOX_PACKAGE})`);
+
 export class RecordingSubmitter implements MailSubmitter {
   readonly messages: OutboundMessage[] = [];
   fail = false;

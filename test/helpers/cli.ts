@@ -16,8 +16,13 @@ export interface CliResult {
  * exit codes set by Node itself, signals, stdin, the bin script.
  */
 export function cli(...args: string[]): Promise<CliResult> {
+  return cliWith(process.env, ...args);
+}
+
+/** {@link cli} with the environment `env` (e.g. a PATH without some command). */
+export function cliWith(env: NodeJS.ProcessEnv, ...args: string[]): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(ROOT, 'bin/makewaves.js'), ...args], { encoding: 'utf8', timeout: 20_000 }, (err, out, errOut) => {
+    execFile(process.execPath, [path.join(ROOT, 'bin/makewaves.js'), ...args], { encoding: 'utf8', timeout: 20_000, env }, (err, out, errOut) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out, err: errOut });
     });
   });

@@ -3,6 +3,8 @@ import path from 'node:path';
 import { certFiles, certificateProblems, DEFAULT_CERT } from '../../core/certs.ts';
 import { ConfigError, loadConfig, type LoadedConfig } from '../../core/config/load.ts';
 import { Registry } from '../../core/registry.ts';
+import { probeBox } from '../../lib/box.ts';
+import { lookupUser } from '../../lib/users.ts';
 
 /**
  * Certificate problems for every tenant domain served over HTTPS: the file
@@ -35,12 +37,29 @@ export function tlsProblems(config: LoadedConfig, now = new Date()): { problems:
   return { problems: [...problems], notes };
 }
 
-/** `makewaves check`: runs the real loader; prints each problem and exits 1, or a summary and 0. */
+/**
+ * The account that builds the handlers' box when the server runs: as root,
+ * the service user it drops to (`user:`), else `cgi.user`; not root, this
+ * one (undefined). A user that does not exist is left to the server's own
+ * refusal at start.
+ */
+function boxBuilder(config: LoadedConfig): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  return lookupUser(config.main.user ?? config.main.cgi.user);
+}
+
+/**
+ * `makewaves check`: runs the real loader and looks for the handlers' box
+ * (bubblewrap); prints each problem and exits 1, or a summary and 0.
+ */
 export function check(configDir: string): number {
   try {
     const config = loadConfig(configDir);
     const { problems, notes } = tlsProblems(config);
     if (config.main.smtp?.dns) notes.push(`${path.join(config.dir, 'makewaves.yaml')}: smtp.dns is deprecated: move it to a top-level dns: (same keys), the resolver for every lookup`);
+    // Every site answers /cgi-bin/formmail: without the box no handler runs, so it is a problem, not a note.
+    const box = probeBox({ runAs: boxBuilder(config) });
+    if (!box.ok) problems.push(box.why);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
     if (problems.length > 0) {
       for (const p of problems) process.stderr.write(`${p}\n`);

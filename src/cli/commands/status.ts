@@ -1,4 +1,6 @@
+import path from 'node:path';
 import { loadMainConfig } from '../../core/config/load.ts';
+import { hostKeyFingerprints } from '../../core/hostkeys.ts';
 import { parseListen, formatAddress } from '../../lib/listen.ts';
 
 /** Sums the samples of one metric in Prometheus text, optionally grouped by a label. */
@@ -15,7 +17,8 @@ export function sumMetric(text: string, name: string, by?: string): Map<string, 
 
 /** `makewaves status`: a short summary of the running server, from its admin listener. */
 export async function status(configDir: string): Promise<number> {
-  const spec = loadMainConfig(configDir).admin?.listen;
+  const main = loadMainConfig(configDir);
+  const spec = main.admin?.listen;
   if (!spec) {
     process.stderr.write(`makewaves: no admin listener in ${configDir}/makewaves.yaml (add admin: { listen: "127.0.0.1:8081" })\n`);
     return 1;
@@ -41,6 +44,7 @@ export async function status(configDir: string): Promise<number> {
   ];
   const queue = sumMetric(metrics, 'makewaves_mail_queue_messages').get('');
   if (queue !== undefined) lines.push(`mail queue: ${queue} messages`);
+  if (main.sftp) for (const f of hostKeyFingerprints(path.resolve(configDir, main.data))) lines.push(`sftp host key: ${f.type} ${f.fingerprint}`);
   for (const p of health.problems ?? []) lines.push(`${p.severity === 'down' ? 'DOWN' : 'problem'}: ${p.message}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   return health.status === 'ok' ? 0 : 1;

@@ -209,7 +209,11 @@ export const mainSchema = z.strictObject({
       idleTimeout: z.number().positive().max(86_400).default(60),
       /** Unprivileged user handlers run as when the suite runs as root. */
       user: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/i, 'must be a user name').default('nobody'),
-      /** Refuse tenants' own handlers when no network namespace can be made (suite handlers still run). */
+      /**
+       * No longer has any effect (kept so existing files still load): every
+       * handler runs in a bubblewrap box, which always has its own network;
+       * where no box can be made, no handler runs.
+       */
       requireNetworkIsolation: z.boolean().default(true),
       /** Mails one tenant's handlers may send per hour. */
       mailPerHour: z.number().int().min(0).default(60),

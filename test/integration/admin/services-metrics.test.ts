@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sumMetric } from '../../../src/cli/commands/status.ts';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { freePort } from '../../../src/lib/listen.ts';
-import { call } from '../../helpers/cgi.ts';
+import { boxMissing, call } from '../../helpers/cgi.ts';
 import { queueDrained, smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
@@ -35,7 +35,7 @@ afterAll(async () => {
   await sink?.close();
 });
 
-describe('metrics of every service', () => {
+describe.skipIf(boxMissing)('metrics of every service', () => {
   it('count a known workload: mail deliveries, the queue, FTP bytes and sessions, handler runs', async () => {
     const transport = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort(t.suite), secure: false, ignoreTLS: true });
     await transport.sendMail({ from: 'x@visitor.test', to: 'info@a.test', subject: 's', text: 'one' });

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { boxMissing } from '../../helpers/cgi.ts';
 import { startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
 
@@ -46,7 +47,7 @@ async function submit(base: string, redirect: string): Promise<{ url: string; co
   return { url: url!, code: code!, body: stdout.slice(0, nl) };
 }
 
-describe('FormMail redirect keeps what the visitor used', () => {
+describe.skipIf(boxMissing)('FormMail redirect keeps what the visitor used', () => {
   const bases = () => ({ http: t.suite.urls.http!.find((u) => u.startsWith('http:'))!, https: t.suite.urls.http!.find((u) => u.startsWith('https:'))! });
 
   it.each(['http', 'https'] as const)('over %s on a non-default port, to a path of the same site', async (kind) => {

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
-import { call, RecordingSubmitter, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
+import { boxMissing, call, RecordingSubmitter, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
 
 // Tests stop at the MailSubmitter boundary (a recording submitter): the
 // durable queue is another service, wired in by main.ts.
@@ -24,7 +24,7 @@ function parse(raw: Buffer): { headers: string; body: string } {
   return { headers: text.slice(0, split), body };
 }
 
-describe('FormMail', () => {
+describe.skipIf(boxMissing)('FormMail', () => {
   let s: CgiTestSuite;
   const sink = new RecordingSubmitter();
   const post = (body: string, headers: Record<string, string> = FORM, host = 'example.test') =>
@@ -204,7 +204,7 @@ describe('FormMail', () => {
   });
 });
 
-describe('FormMail limits and missing queue', () => {
+describe.skipIf(boxMissing)('FormMail limits and missing queue', () => {
   it('rate-limits per visitor IP and per tenant with 429', async () => {
     const sink = new RecordingSubmitter();
     const s = await startCgiSuite({

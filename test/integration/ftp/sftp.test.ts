@@ -1,8 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostKeyFingerprints } from '../../../src/core/hostkeys.ts';
+import { freePort } from '../../../src/lib/listen.ts';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
@@ -69,7 +71,7 @@ beforeAll(async () => {
       'f.test': { domains: ['f.test'], quota: '1MiB' },
       'g.test': { domains: ['g.test'] },
     },
-    main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 8 } },
+    main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 8 }, admin: { listen: `127.0.0.1:${await freePort()}` } },
     files: { 'f.test/index.html': 'old page', 'g.test/secret.txt': 'g secret' },
   });
   key = makeKey('liz-key');
@@ -118,6 +120,56 @@ describe.skipIf(!HAVE_SFTP)('SFTP (OpenSSH sftp; Debian package openssh-client)'
     expect(readFileSync(back, 'utf8')).toBe('new page');
     expect(await httpGet(t.http, 'f.test', '/')).toEqual({ status: 200, body: 'new page' });
     expect(t.logs().some((l) => l.msg === 'sftp login' && l.method === 'password' && l.user === 'liz@f.test')).toBe(true);
+  });
+
+  it('resumes an upload (reput): the old part is kept, the rest appended, all in one replace', async () => {
+    const full = Buffer.alloc(200_000);
+    for (let i = 0; i < full.length; i++) full[i] = (i * 7) % 251;
+    const half = path.join(t.dir, 'half.bin');
+    const whole = path.join(t.dir, 'whole.bin');
+    writeFileSync(half, full.subarray(0, 80_000));
+    writeFileSync(whole, full);
+    expect((await sftpKey(`put ${half} /resume.bin\n`)).code).toBe(0);
+    const r = await sftpKey(`reput ${whole} /resume.bin\n`);
+    expect(r.code).toBe(0);
+    expect(readFileSync(path.join(site(), 'resume.bin')).equals(full)).toBe(true);
+  });
+
+  it('works with lftp over sftp:// as well (password through its terminal)', async () => {
+    const local = path.join(t.dir, 'lftp.html');
+    writeFileSync(local, 'from lftp');
+    const connect = `ssh -a -x ${SSH_OPTS.join(' ')} -o PreferredAuthentications=password`;
+    const r = await run('lftp', ['-u', `liz@f.test,${PASS}`, '-e', `set net:max-retries 1; set net:timeout 10; set cmd:fail-exit yes; set sftp:connect-program "${connect}"; put ${local} -o /lftp.html; cls -1 /; bye`, `sftp://127.0.0.1:${port}`], '');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/lftp\.html/);
+    expect(await httpGet(t.http, 'f.test', '/lftp.html')).toEqual({ status: 200, body: 'from lftp' });
+  });
+
+  it('caps connections from one address before any SSH work', async () => {
+    // From 127.0.0.2 (Linux routes all of 127/8 to loopback): other tests' sessions from 127.0.0.1 may still be closing.
+    const from = { port, host: '127.0.0.1', localAddress: '127.0.0.2' };
+    const socks: Socket[] = [];
+    try {
+      const greeted = (s: Socket) => new Promise<string>((resolve) => {
+        let got = '';
+        s.on('data', (d: Buffer) => {
+          got += d.toString();
+          if (got.includes('\n')) resolve(got);
+        });
+        s.on('close', () => resolve(got));
+      });
+      for (let i = 0; i < 10; i++) {
+        const s = connect(from);
+        socks.push(s);
+        expect(await greeted(s)).toMatch(/^SSH-2\.0-makewaves/);
+      }
+      const extra = connect(from);
+      socks.push(extra);
+      expect(await greeted(extra)).toBe('');
+      expect(t.logs().some((l) => l.msg === 'sftp connection refused' && l.remote === '127.0.0.2' && l.why === 'per-IP connection limit')).toBe(true);
+    } finally {
+      for (const s of socks) s.destroy();
+    }
   });
 
   it('refuses an upload past the quota and leaves nothing of it', async () => {
@@ -178,6 +230,8 @@ describe.skipIf(!HAVE_SFTP)('SFTP (OpenSSH sftp; Debian package openssh-client)'
     const cli = await runCli('sftp', 'fingerprints', '-c', t.configDir);
     expect(cli.code).toBe(0);
     expect(cli.out.trim().split('\n').sort()).toEqual(fps.map((f) => `${f.type}  ${f.fingerprint}`).sort());
+    const status = await runCli('status', '-c', t.configDir);
+    for (const f of fps) expect(status.out).toContain(`sftp host key: ${f.type} ${f.fingerprint}\n`);
     expect(fps.map((f) => f.type).sort()).toEqual(['ssh-ed25519', 'ssh-rsa']);
     for (const f of fps) {
       const r = spawnSync('ssh-keygen', ['-lf', `${f.file}.pub`]);

@@ -3,7 +3,7 @@ import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
-import { call } from '../../helpers/cgi.ts';
+import { boxMissing, call } from '../../helpers/cgi.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { queueDrained, smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
@@ -52,7 +52,7 @@ function walk(dir: string, out: Array<[string, number, 'dir' | 'file' | 'socket'
   return out;
 }
 
-describe('modes of what the suite creates under data/', () => {
+describe.skipIf(boxMissing)('modes of what the suite creates under data/', () => {
   it('no file or folder is group/world-writable or world-readable, after traffic of every service', async () => {
     // HTTP (access log), mail (spool, queue rows, database WAL), a form (handler scratch), FTP (upload, transfer log).
     expect((await rawRequest(t.http, '/', { host: 'a.test' })).status).toBe(200);

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -75,6 +75,9 @@ beforeAll(async () => {
   sink = await startSink();
   // A fresh clone: config/ and sites/ copied (commands write into them), the code linked.
   dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-readme-'));
+  // A clone is as open as the folder it was made in (mkdtemp makes 0700): form handlers run
+  // as an unprivileged user, and their box must pass through to the tenant's web root.
+  chmodSync(dir, 0o755);
   for (const d of ['config', 'sites']) cpSync(path.join(REPO, d), path.join(dir, d), { recursive: true });
   for (const f of ['package.json', 'tsconfig.json', 'bin', 'src', 'cgi-bin', 'node_modules']) symlinkSync(path.join(REPO, f), path.join(dir, f));
   mkdirSync(path.join(dir, 'home'));

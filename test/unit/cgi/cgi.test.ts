@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseCgiOutput } from '../../../src/cgi/cgi.ts';
 import { encodeFrame, FrameReader, T } from '../../../src/cgi/protocol.ts';
@@ -128,34 +129,52 @@ describe('FrameReader', () => {
 });
 
 describe('sandbox command line', () => {
-  it('lowers the priority, sets kernel limits, enters namespaces, drops the user, then starts Node with the permission model', async () => {
+  it('lowers the priority, sets kernel limits, drops the user, builds the box, then starts Node with the permission model', async () => {
     const { spawnSpec, RUNNER } = await import('../../../src/cgi/sandbox.ts');
     const spec = spawnSpec(
       {
         permissionFlag: '--experimental-permission',
-        namespaces: ['/usr/bin/unshare', '-n', '-p', '-f', '--kill-child', '--'],
+        box: { bwrap: '/usr/bin/bwrap', noNestedUserns: true },
         drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: '/usr/bin/setpriv' },
         prlimit: '/usr/bin/prlimit',
         nice: '/usr/bin/nice',
       },
-      { reads: ['/srv/sites/a.test'], scratch: '/srv/data/cgi/a.test', memory: 128 * 1024 * 1024, fileMax: 1024 },
+      { reads: ['/srv/sites/a.test/x'], folders: ['/srv/sites/a.test'], scratch: '/srv/data/cgi/a.test', memory: 128 * 1024 * 1024, fileMax: 1024 },
     );
     const argv = [spec.command, ...spec.args];
     const at = (x: string) => argv.indexOf(x);
+    const node = realpathSync(process.execPath);
     expect(argv.slice(0, 3)).toEqual(['/usr/bin/nice', '-n', '10']);
     expect(at('/usr/bin/nice')).toBeLessThan(at('/usr/bin/prlimit'));
-    expect(at('/usr/bin/prlimit')).toBeLessThan(at('/usr/bin/unshare'));
-    expect(at('/usr/bin/unshare')).toBeLessThan(at('/usr/bin/setpriv'));
-    expect(at('/usr/bin/setpriv')).toBeLessThan(at(process.execPath));
+    expect(at('/usr/bin/prlimit')).toBeLessThan(at('/usr/bin/setpriv'));
+    // The box is built by the unprivileged user, never by root.
+    expect(at('/usr/bin/setpriv')).toBeLessThan(at('/usr/bin/bwrap'));
+    expect(at('/usr/bin/bwrap')).toBeLessThan(at(node));
     expect(spec.forks).toBe(true);
     expect(argv).toContain('--reuid=65534');
     expect(argv).toContain(`--data=${256 * 1024 * 1024}`);
-    const node = argv.slice(at(process.execPath));
-    expect(node).toEqual([
-      process.execPath,
+    const box = argv.slice(at('/usr/bin/bwrap'), argv.indexOf('--', at('/usr/bin/bwrap')) + 1);
+    for (const flag of ['--unshare-all', '--die-with-parent', '--new-session', '--as-pid-1']) expect(box).toContain(flag);
+    expect(box.join(' ')).toContain('--cap-drop ALL');
+    expect(box.join(' ')).toContain('--unshare-user --disable-userns');
+    expect(box.join(' ')).toContain('--ro-bind /usr /usr');
+    expect(box.join(' ')).toContain('--ro-bind /srv/sites/a.test /srv/sites/a.test');
+    expect(box.join(' ')).toContain('--bind /srv/data/cgi/a.test /srv/data/cgi/a.test');
+    expect(box.join(' ')).toContain(`--ro-bind ${RUNNER} ${RUNNER}`);
+    expect(box.join(' ')).toContain('--size 1024 --tmpfs /tmp');
+    // The box's own root and /dev are read-only, after every mount point in them was made.
+    expect(box.indexOf('--remount-ro')).toBeGreaterThan(box.lastIndexOf('--bind'));
+    expect(box.flatMap((a, i) => (a === '--remount-ro' ? [box[i + 1]] : []))).toEqual(['/dev', '/']);
+    // /tmp comes before every folder bound into the box (a web root under /tmp stays visible).
+    expect(box.indexOf('/tmp')).toBeLessThan(box.indexOf('/srv/sites/a.test'));
+    // Read-write: the scratch folder alone; nothing of /etc but the named files.
+    expect(box.filter((a) => a === '--bind')).toHaveLength(1);
+    expect(box.filter((a) => a.startsWith('/etc')).every((a) => ['/etc/ld.so.cache', '/etc/localtime'].includes(a))).toBe(true);
+    expect(argv.slice(at(node))).toEqual([
+      node,
       '--experimental-permission',
       `--allow-fs-read=${RUNNER}`,
-      '--allow-fs-read=/srv/sites/a.test',
+      '--allow-fs-read=/srv/sites/a.test/x',
       '--allow-fs-read=/srv/data/cgi/a.test',
       '--allow-fs-write=/srv/data/cgi/a.test',
       '--no-addons',
@@ -164,8 +183,15 @@ describe('sandbox command line', () => {
       RUNNER,
     ]);
     // Never granted: child processes, workers, addons, WASI.
-    expect(node.some((a) => /--allow-(child-process|worker|addons|wasi)/.test(a))).toBe(false);
+    expect(argv.slice(at(node)).some((a) => /--allow-(child-process|worker|addons|wasi)/.test(a))).toBe(false);
     expect(spec.cwd).toBe('/srv/data/cgi/a.test');
+  });
+
+  it('finds no box where bwrap is not installed, and says which package to install', async () => {
+    const { detectSandbox } = await import('../../../src/cgi/sandbox.ts');
+    const caps = detectSandbox('nobody', { uid: process.getuid!(), gid: process.getgid!() }, '/nonexistent');
+    expect(caps.box).toBeUndefined();
+    expect(caps.refusal).toMatch(/bwrap not found.*Debian package bubblewrap/);
   });
 
   it.runIf(process.getuid?.() === 0)('refuses to start as root without an unprivileged user to run handlers as', async () => {

@@ -1,0 +1,115 @@
+import { spawn } from 'node:child_process';
+import { open, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { resolveInJail } from '../lib/jail.ts';
+import type { SpawnSpec } from './sandbox.ts';
+import type { RunResult, WorkerLimits } from './worker.ts';
+
+/** An interpreter the box shows: a program in /usr/bin, /usr/local/bin, /bin (their sbin too). */
+const INTERPRETER = /^\/(?:usr\/(?:local\/)?)?s?bin\/[A-Za-z0-9._+-]+$/;
+const HEAD_BYTES = 256;
+const STDERR_KEEP = 4096;
+
+export type ScriptCheck = { ok: true; argv: string[] } | { ok: false; why: string };
+
+/**
+ * The classic CGI script `<root>/cgi-bin/<name>` (by its own file name,
+ * inside the jail), checked by {@link checkScript}; undefined when there
+ * is no such file.
+ */
+export async function findScript(root: string, name: string): Promise<ScriptCheck | undefined> {
+  const found = await resolveInJail(root, ['cgi-bin', name]);
+  // Gone since it was resolved: no such script.
+  const st = found.ok ? await stat(found.real).catch(() => undefined) : undefined;
+  if (!found.ok || !st?.isFile()) return undefined;
+  return checkScript(found.real, name);
+}
+
+/**
+ * Whether the tenant's file `file` (a real path in its cgi-bin/, reached
+ * as `name`) may run as a classic CGI script, and the command that runs
+ * it. suEXEC's checks where they apply (all tenants share one uid, so its
+ * owner checks do not): not a non-parsed-header script (nph-), a regular
+ * file, neither it nor its folder writable by group or others, no setuid
+ * or setgid bit; and a #! line naming an interpreter the box shows. The
+ * execute bit is not required (FTP uploads cannot set it): the #! line
+ * decides, and the suite runs the interpreter itself, as the kernel would.
+ */
+export async function checkScript(file: string, name: string): Promise<ScriptCheck> {
+  if (/^nph-/i.test(name)) return { ok: false, why: 'non-parsed-header scripts (nph-) are not run: the suite reads every answer itself' };
+  const st = await stat(file);
+  if (!st.isFile()) return { ok: false, why: 'not a regular file' };
+  const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+  if ((st.mode & 0o022) !== 0) return { ok: false, why: `the script is writable by others than its owner (mode ${mode})` };
+  if ((st.mode & 0o6000) !== 0) return { ok: false, why: `the script is setuid or setgid (mode ${mode})` };
+  const dir = await stat(path.dirname(file));
+  if ((dir.mode & 0o022) !== 0) return { ok: false, why: `its folder is writable by others than its owner (mode ${(dir.mode & 0o7777).toString(8)})` };
+  const head = Buffer.alloc(HEAD_BYTES);
+  const fh = await open(file, 'r');
+  let n: number;
+  try {
+    ({ bytesRead: n } = await fh.read(head, 0, HEAD_BYTES, 0));
+  } finally {
+    await fh.close();
+  }
+  const first = head.subarray(0, n).toString('latin1').split('\n')[0]!.replace(/\r$/, '');
+  // Linux reads "#!interpreter [one argument]": the rest of the line after the first blank is one argument.
+  const m = /^#!\s*(\S+)(?:[ \t]+(.*?))?[ \t]*$/.exec(first);
+  if (!m) return { ok: false, why: 'no #! line (e.g. #!/usr/bin/perl) in its first line' };
+  const interpreter = m[1]!;
+  const ok = INTERPRETER.test(interpreter) && (await stat(interpreter).then((s) => s.isFile(), () => false));
+  if (!ok) return { ok: false, why: `its #! line names ${JSON.stringify(interpreter.slice(0, 100))}, not an installed interpreter in /usr/bin or /bin` };
+  return { ok: true, argv: [interpreter, ...(m[2] ? [m[2]] : []), file] };
+}
+
+/**
+ * Runs one classic CGI script from `spec` (a fresh box each time): the
+ * meta-variables as its environment, the body on its stdin, its stdout
+ * read whole up to the output limit. The script is PID 1 of its box, so
+ * whatever it left running ends with it. Over the wall time: SIGKILL and
+ * `timeout`; more output or stderr than the limit: SIGKILL and `output`.
+ */
+export function runScript(spec: SpawnSpec, env: Record<string, string>, body: Buffer, limits: WorkerLimits): Promise<{ result: RunResult; stderr: string }> {
+  return new Promise((resolve) => {
+    const proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let killed: 'timeout' | 'output' | undefined;
+    const kill = (why: 'timeout' | 'output') => {
+      killed ??= why;
+      // bwrap's box dies with it (--die-with-parent), and with the script every process in its PID namespace.
+      proc.kill('SIGKILL');
+    };
+    const timer = setTimeout(() => kill('timeout'), limits.timeoutMs);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let stderr = '';
+    let stderrBytes = 0;
+    proc.stdout.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limits.maxOutput) return kill('output');
+      chunks.push(c);
+    });
+    proc.stderr.on('data', (c: Buffer) => {
+      stderrBytes += c.length;
+      if (stderrBytes > limits.maxOutput) return kill('output');
+      if (stderr.length < STDERR_KEEP) stderr += c.toString('utf8').slice(0, STDERR_KEEP - stderr.length);
+    });
+    // A script that does not read its body (or exits first) closes stdin: nothing to report.
+    proc.stdin.on('error', () => undefined);
+    proc.stdin.end(body);
+    let done = false;
+    const finish = (result: RunResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve({ result, stderr });
+    };
+    proc.on('error', (err) => finish({ kind: 'crashed', detail: err.message }));
+    proc.on('close', (code, signal) => {
+      if (killed) return finish({ kind: killed });
+      const output = Buffer.concat(chunks);
+      // Like Apache: an answer is an answer, whatever the exit status; no answer at all is a failure.
+      if (output.length === 0 && (code !== 0 || signal)) return finish({ kind: 'crashed', detail: `exit ${code ?? signal}` });
+      finish({ kind: 'done', output });
+    });
+  });
+}

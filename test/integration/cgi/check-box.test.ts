@@ -1,0 +1,29 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { boxMissing } from '../../helpers/cgi.ts';
+import { cliWith } from '../../helpers/cli.ts';
+import { writeConfig } from '../../helpers/suite.ts';
+
+// `makewaves check` looks for the handlers' box as the server does at start:
+// without bwrap no handler runs, and check says so, naming the package.
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-check-box-'));
+const { configDir } = writeConfig(dir, { tenants: { 'a.test': { domains: ['a.test'] } } });
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('makewaves check and the handlers\' box', () => {
+  it('exits 1 and names the Debian package where bwrap is not installed', async () => {
+    const empty = mkdtempSync(path.join(dir, 'bin-'));
+    const r = await cliWith({ ...process.env, PATH: empty }, 'check', '--config', configDir);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/bwrap not found: handlers \(\/cgi-bin\/\) are refused until the Debian package bubblewrap is installed \(apt-get install bubblewrap\)/);
+    expect(r.err).toMatch(/1 problem found/);
+  });
+
+  it.skipIf(boxMissing)('exits 0 where bwrap builds its box', async () => {
+    const r = await cliWith(process.env, 'check', '--config', configDir);
+    expect(r).toMatchObject({ code: 0, err: '' });
+  });
+});
