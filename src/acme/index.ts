@@ -3,12 +3,15 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { acmeDir, allDomainCerts, commonName, readAcmeStatus, wantsAcme, writeAcmeStatus, type AcmeDomainStatus, type AcmeStatus, type DomainCert } from '../core/acme.ts';
 import { certFiles, type CertStore } from '../core/certs.ts';
-import { ACME_CHALLENGE_PATH, type AcmeChallenges, type HealthReporter } from '../core/contracts.ts';
+import type { AcmeChallenges, HealthReporter } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Registry } from '../core/registry.ts';
-import { createOrderClient, newAccountKey, type Http01, type OrderClient } from './client.ts';
+import { createChallengeAnswers } from './challenges.ts';
+import { CaTrouble, createOrderClient, newAccountKey, type OrderClient } from './client.ts';
+import { backoffMs, createCaHold } from './hold.ts';
+import { createRenewalInfo } from './renewal-info.ts';
 
 export interface AcmeDeps {
   registry: Registry;
@@ -64,10 +67,13 @@ export function renewalTime(cert: X509Certificate, random = Math.random): number
 
 /**
  * ACME (RFC 8555) for every tenant domain without a certificate file of its
- * own: HTTP-01 answered through the HTTP service, certificates written into
- * the store (it picks them up without a restart), renewed at two thirds of
- * their lifetime. Orders run a few at a time; a failed one is retried with
- * doubling delays, and whatever was served before keeps being served.
+ * own: HTTP-01 answered through the HTTP service, TLS-ALPN-01 through its
+ * HTTPS listener, certificates written into the store (it picks them up
+ * without a restart), renewed in the CA's ARI window or else at two thirds
+ * of their lifetime. Orders run a few at a time; a failed one is retried
+ * with doubling delays, and whatever was served before keeps being served.
+ * A rate limit or a CA in trouble holds every request to the CA (see
+ * {@link CaGate}) for its Retry-After or a doubling backoff.
  */
 export function createAcmeService({ registry, log: rootLog, certs, health, metrics }: AcmeDeps): Service & { challenges: AcmeChallenges } {
   const log = rootLog.child({ svc: 'acme' });
@@ -75,12 +81,14 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
   const main = registry.config.main;
   const cfg = main.acme!;
   const dataDir = main.dataDir;
-  const pending = new Map<string, Http01>();
+  const answers = createChallengeAnswers(log, cfg.challenges);
   /** Due orders in the order they fell due (a Map: one entry per domain, cheap to look up). */
   const queued = new Map<string, DomainCert>();
   const running = new Map<string, Promise<void>>();
   const orders = metrics?.counter('makewaves_acme_orders_total', 'ACME certificate orders by result (issued, failed).', ['result']);
   let status: AcmeStatus = { domains: {} };
+  const ca = createCaHold({ cfg, status: () => status, save, log, health, metrics });
+  const gate = ca.gate;
   metrics?.labelledGauge('makewaves_acme_certificate_expiry_days', 'Days until the ACME certificate of each tenant domain expires.', ['domain'], () =>
     Object.entries(status.domains).flatMap(([domain, s]) => (s.notAfter ? [[{ domain }, Math.floor((Date.parse(s.notAfter) - Date.now()) / 86_400_000)]] : [])),
   );
@@ -88,21 +96,17 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
   let timer: NodeJS.Timeout | undefined;
   let wakeAt = Infinity;
   let stopped = false;
-
-  const challenges: AcmeChallenges = {
-    answer(req, res) {
-      const url = req.url ?? '';
-      if (!url.startsWith(ACME_CHALLENGE_PATH) || (req.method !== 'GET' && req.method !== 'HEAD')) return undefined;
-      const c = pending.get(url.slice(ACME_CHALLENGE_PATH.length));
-      const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
-      if (!c || c.domain !== host) return undefined;
-      const body = Buffer.from(c.keyAuthorization);
-      res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': body.length, 'Cache-Control': 'no-store' });
-      res.end(req.method === 'HEAD' ? undefined : body);
-      log.info({ domain: c.domain, remote: req.socket.remoteAddress }, 'ACME challenge answered');
-      return { status: 200, bytes: req.method === 'HEAD' ? 0 : body.length };
-    },
-  };
+  const ari = createRenewalInfo({
+    log,
+    client: () => client,
+    status: () => status,
+    gate,
+    find: (domain) => wanted().find((w) => w.domain === domain),
+    busy: (domain) => running.has(domain),
+    stopped: () => stopped,
+    schedule,
+    save,
+  });
 
   function save(): void {
     try {
@@ -145,6 +149,10 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
       const at = dueAt(c);
       if (at > now) next = Math.min(next, at);
       else if (!running.has(c.domain)) queued.set(c.domain, c);
+      const askAt = ari.dueAt(c);
+      if (askAt === undefined || running.has(c.domain) || queued.has(c.domain)) continue;
+      if (askAt > now) next = Math.min(next, askAt);
+      else ari.ask(c.domain);
     }
     wakeAt = Infinity;
     schedule(next);
@@ -160,8 +168,9 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
     timer.unref();
   }
 
-  /** Starts queued orders while fewer than acme.concurrency run. */
+  /** Starts queued orders while fewer than acme.concurrency run and the CA is not held. */
   function pump(): void {
+    if (gate.heldUntil > Date.now()) return schedule(gate.heldUntil);
     for (const [domain, c] of queued) {
       if (stopped || running.size >= cfg.concurrency) return;
       queued.delete(domain);
@@ -181,12 +190,14 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
     s.lastAttempt = new Date().toISOString();
     log.info({ domain, tenant: c.tenant, now: c.source }, c.source === 'acme' ? 'ACME renewal started' : 'ACME order started');
     try {
-      const got = await client!.order(domain, { create: (h) => pending.set(h.token, h), remove: (h) => pending.delete(h.token) });
+      const got = await client!.order(domain, answers);
       install(domain, got, s);
+      ca.answered();
       schedule(Date.parse(s.renewAt!));
       orders?.inc({ result: 'issued' });
       health.set(`acme:${domain}`, undefined);
       log.info({ domain, issuer: s.issuer, notAfter: s.notAfter, renewAt: s.renewAt }, 'ACME certificate installed');
+      ari.ask(domain);
     } catch (err) {
       failed(c, s, err as Error);
     } finally {
@@ -213,6 +224,8 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
       issuer: commonName(cert.issuer),
       notAfter: new Date(cert.validTo).toISOString(),
       renewAt: new Date(renewalTime(cert)).toISOString(),
+      renewFrom: 'lifetime',
+      ari: undefined,
       failures: 0,
       lastError: undefined,
       retryAt: undefined,
@@ -222,9 +235,15 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
   function failed(c: DomainCert, s: AcmeDomainStatus, err: Error): void {
     s.failures += 1;
     s.lastError = err.message.replace(/\s+/g, ' ').slice(0, 500);
-    // Doubling from retrySeconds up to maxRetrySeconds, plus up to a tenth more; a rate limit waits at least an hour.
-    let waitMs = Math.min(cfg.retrySeconds * 2 ** (s.failures - 1), cfg.maxRetrySeconds) * 1000 * (1 + Math.random() / 10);
-    if (/rateLimited/i.test(err.message)) waitMs = Math.max(waitMs, 3_600_000);
+    let waitMs = backoffMs(cfg, s.failures);
+    if (err instanceof CaTrouble && err.kind === 'rateLimited') {
+      // Never sooner than the CA's Retry-After, nor than the floor (a reply without one, or with a short one).
+      waitMs = Math.max(waitMs, err.retryAfterMs, cfg.rateLimitFloorSeconds * 1000);
+    } else if (err instanceof CaTrouble) {
+      waitMs = Math.max(waitMs, gate.heldUntil - Date.now());
+    } else {
+      ca.answered();
+    }
     s.retryAt = new Date(Date.now() + waitMs).toISOString();
     schedule(Date.now() + waitMs);
     orders?.inc({ result: 'failed' });
@@ -238,7 +257,7 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
 
   return {
     name: 'acme',
-    challenges,
+    challenges: answers.challenges,
     async start() {
       try {
         status = readAcmeStatus(dataDir);
@@ -248,7 +267,16 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
       try {
         const key = await accountKey(dataDir);
         const caPem = cfg.ca ? readCa(path.resolve(current.config.dir, cfg.ca)) : undefined;
-        client = createOrderClient({ directory: cfg.directory, email: cfg.email, accountKey: key, caPem, debug: (msg) => log.debug({ acme: msg }, 'acme-client') });
+        ca.restore();
+        client = createOrderClient({
+          directory: cfg.directory,
+          email: cfg.email,
+          accountKey: key,
+          caPem,
+          challenges: cfg.challenges,
+          gate,
+          debug: (msg) => log.debug({ acme: msg }, 'acme-client'),
+        });
         health.set('acme', undefined);
       } catch (err) {
         const message = (err as Error).message;

@@ -28,10 +28,23 @@ export interface AcmeDomainStatus {
   failures: number;
   lastError?: string;
   lastAttempt?: string;
+  /** Where renewAt comes from: the CA's ARI window (RFC 9773) or two thirds of the lifetime. */
+  renewFrom?: 'ari' | 'lifetime';
+  /** The CA's last suggested renewal window (ISO times) and when renewalInfo is asked again. */
+  ari?: { start: string; end: string; nextCheck: string; explanationURL?: string };
+}
+
+/** The CA as a whole: after a rate limit or a CA fault, nothing is sent to it before `heldUntil`. */
+export interface AcmeCaStatus {
+  heldUntil?: string;
+  /** CA faults in a row (5xx, garbage, no answer): the backoff doubles with each. */
+  failures: number;
+  reason?: string;
 }
 
 export interface AcmeStatus {
   domains: Record<string, AcmeDomainStatus>;
+  ca?: AcmeCaStatus;
 }
 
 export function statusFile(dataDir: string): string {

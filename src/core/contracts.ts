@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { SecureContext } from 'node:tls';
 import type { Tenant } from './registry.ts';
 
 /**
@@ -136,4 +137,15 @@ export const ACME_CHALLENGE_PATH = '/.well-known/acme-challenge/';
 export interface AcmeChallenges {
   /** Answers `req` when it asks for a token pending for its Host; undefined otherwise (the request is routed as usual). */
   answer(req: IncomingMessage, res: ServerResponse): HttpOutcome | undefined;
+  /**
+   * TLS-ALPN-01 (RFC 8737), present when that challenge type is configured:
+   * the context with the challenge certificate for a pending challenge of
+   * `servername`, for a handshake that offers `acme-tls/1`; undefined when
+   * none is pending.
+   */
+  tlsAlpn?: {
+    context(servername: string): SecureContext | undefined;
+    /** An acme-tls/1 handshake completed (for the log): no HTTP follows on it. */
+    answered(servername: string, remote: string | undefined): void;
+  };
 }

@@ -253,7 +253,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
         upgrade: onUpgrade,
         clientError: raw.clientError,
         connect: raw.connect,
-      });
+      }, acme?.tlsAlpn);
       servers.push(...opened.listeners);
       httpsPort = opened.httpsPort;
       flushTimer = setInterval(() => state.traffic.flush(), 5_000);

@@ -1,7 +1,8 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2SecureServer } from 'node:http2';
 import type { Server as NetServer, Socket } from 'node:net';
-import type { SecureContext } from 'node:tls';
+import type { SecureContext, TLSSocket } from 'node:tls';
+import type { AcmeChallenges } from '../core/contracts.ts';
 import type { CertStore } from '../core/certs.ts';
 import type { MainConfig } from '../core/config/schema.ts';
 import type { Logger } from '../core/log.ts';
@@ -27,7 +28,8 @@ export interface ListenerEvents {
  * (`http.tls.listen`, certificates by SNI). An HTTPS listener is a
  * node:http2 secure server with `allowHTTP1`: ALPN offers h2 and
  * http/1.1, and its HTTP/1.1 connections keep the plain listener's limits.
- * On a failure the listeners bound so far are closed again.
+ * With `alpn` (ACME TLS-ALPN-01) it also answers `acme-tls/1`: see
+ * {@link acmeTlsAlpn}. On a failure the listeners bound so far are closed again.
  */
 export async function openListeners(
   http1: MainConfig['http'],
@@ -35,6 +37,7 @@ export async function openListeners(
   contextFor: (servername: string) => SecureContext | undefined,
   log: Logger,
   on: ListenerEvents,
+  alpn?: AcmeTlsAlpn,
 ): Promise<{ listeners: Listener[]; urls: string[]; httpsPort: number | undefined }> {
   const listeners: Listener[] = [];
   const urls: string[] = [];
@@ -66,9 +69,14 @@ export async function openListeners(
       for (const spec of http1.tls.listen) {
         const server = wire(
           http2.createSecureServer(
-            h2ServerOptions({ ...(fallback ?? {}), minVersion: 'TLSv1.2', SNICallback: (name, cb) => cb(null, contextFor(name)) }),
+            h2ServerOptions({
+              ...(fallback ?? {}),
+              minVersion: 'TLSv1.2',
+              ...(alpn ? acmeTlsAlpn(alpn, contextFor) : { SNICallback: (name, cb) => cb(null, contextFor(name)) }),
+            }),
           ),
         );
+        if (alpn) endAcmeTlsConnections(server, alpn);
         // The HTTP/1.1 side of an allowHTTP1 server reads these from the server object, as http.Server does.
         Object.assign(server, options);
         const sessions = new H2Sessions(log);
@@ -84,4 +92,65 @@ export async function openListeners(
     throw err;
   }
   return { listeners, urls, httpsPort };
+}
+
+type AcmeTlsAlpn = NonNullable<AcmeChallenges['tlsAlpn']>;
+export const ACME_TLS_ALPN = 'acme-tls/1';
+/** Set on a TLS socket whose handshake offered acme-tls/1 for a name with a pending challenge. */
+const kAcmeTls = Symbol('acme-tls/1');
+
+/**
+ * TLS-ALPN-01 (RFC 8737) on an HTTPS listener. ALPN is chosen by a callback
+ * instead of a fixed list: `h2`, then `http/1.1`, as before; `acme-tls/1`
+ * only when a challenge for that server name is pending, and then the
+ * certificate presented is the challenge certificate (and only then).
+ *
+ * In a TLS 1.3 handshake OpenSSL asks for the ALPN choice before the
+ * certificate (Node's SNICallback), so the choice is marked on the socket
+ * (both callbacks are called with the socket as `this`) and the SNI callback
+ * picks the challenge context for a marked socket. In TLS 1.2 the
+ * certificate is chosen first: there an acme-tls/1 offer is refused (no
+ * application protocol), since the certificate sent would be the wrong one.
+ * The CAs' validators speak TLS 1.3.
+ */
+function acmeTlsAlpn(alpn: AcmeTlsAlpn, contextFor: (servername: string) => SecureContext | undefined) {
+  return {
+    ALPNCallback(this: TLSSocket & { [kAcmeTls]?: boolean }, { servername, protocols }: { servername: string; protocols: string[] }): string | undefined {
+      // Certificate not yet chosen (TLS 1.3): it will be the challenge's. Chosen already (TLS 1.2): not offered.
+      if (protocols.includes(ACME_TLS_ALPN) && servername && this && this[kAcmeTls] === undefined && alpn.context(servername)) {
+        this[kAcmeTls] = true;
+        return ACME_TLS_ALPN;
+      }
+      return protocols.includes('h2') ? 'h2' : protocols.includes('http/1.1') ? 'http/1.1' : undefined;
+    },
+    SNICallback(this: TLSSocket & { [kAcmeTls]?: boolean }, name: string, cb: (err: Error | null, ctx?: SecureContext) => void): void {
+      const self = this as (TLSSocket & { [kAcmeTls]?: boolean }) | undefined;
+      if (self && typeof self === 'object') {
+        if (self[kAcmeTls]) return cb(null, alpn.context(name));
+        self[kAcmeTls] = false; // the certificate is chosen now: a later acme-tls/1 offer is refused
+      }
+      cb(null, contextFor(name));
+    },
+  };
+}
+
+/**
+ * An acme-tls/1 connection carries no HTTP (RFC 8737 §3: the client closes
+ * it after the handshake): it is ended here instead of being handed to the
+ * HTTP/2 session code, which would start a session on any protocol but
+ * http/1.1.
+ */
+function endAcmeTlsConnections(server: Http2SecureServer, alpn: AcmeTlsAlpn): void {
+  const h2 = server.listeners('secureConnection') as Array<(socket: TLSSocket) => void>;
+  server.removeAllListeners('secureConnection');
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === ACME_TLS_ALPN) {
+      alpn.answered(socket.servername || '', socket.remoteAddress);
+      socket.on('error', () => socket.destroy());
+      socket.setTimeout(5_000, () => socket.destroy());
+      socket.end();
+      return;
+    }
+    for (const l of h2) l.call(server, socket);
+  });
 }

@@ -15,6 +15,8 @@ export interface Pebble {
   directory: string;
   /** PEM file of Pebble's own HTTPS certificate (for acme.ca). */
   tlsCa: string;
+  /** Its key (a stand-in server on loopback can present the same certificate). */
+  tlsKey: string;
   /** The root that signs what Pebble issues (from its management port), PEM. */
   root(): Promise<string>;
   /** Makes the mock DNS answer `host` with `address` (a domain that does not point at us). */
@@ -52,12 +54,13 @@ function exited(child: ChildProcess): Promise<void> {
 /**
  * Starts pebble-challtestsrv (mock DNS only: every name is 127.0.0.1 unless
  * told otherwise) and Pebble on free loopback ports, validating HTTP-01 on
- * `httpPort`. The config file and Pebble's TLS certificate are written
+ * `httpPort` and TLS-ALPN-01 on `tlsPort` (a free port when not given). The config file and Pebble's TLS certificate are written
  * under `dir`.
  */
-export async function startPebble(opts: { dir: string; httpPort: number; alwaysValid?: boolean }): Promise<Pebble> {
+export async function startPebble(opts: { dir: string; httpPort: number; tlsPort?: number; alwaysValid?: boolean }): Promise<Pebble> {
   mkdirSync(opts.dir, { recursive: true });
-  const [acmePort, mgmtPort, tlsPort, dnsPort, dnsMgmtPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [acmePort, mgmtPort, dnsPort, dnsMgmtPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const tlsPort = opts.tlsPort ?? (await freePort());
   const cert = path.join(opts.dir, 'pebble.crt');
   const key = path.join(opts.dir, 'pebble.key');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
@@ -100,6 +103,7 @@ export async function startPebble(opts: { dir: string; httpPort: number; alwaysV
   return {
     directory,
     tlsCa: cert,
+    tlsKey: key,
     root: () => request(`https://127.0.0.1:${mgmtPort}/roots/0`, tlsCa),
     pointAt: async (host, address) => {
       await request(`http://127.0.0.1:${dnsMgmtPort}/add-a`, tlsCa, JSON.stringify({ host: `${host}.`, addresses: [address] }));

@@ -36,7 +36,7 @@ export function certs(configDir: string, out: NodeJS.WritableStream = process.st
   for (const c of allDomainCerts(path.resolve(registry.config.dir, tls.certs), registry, status)) {
     const s = status.domains[c.domain];
     let next = '-';
-    if (main.acme && wantsAcme(c)) next = s?.retryAt ? `${day(s.retryAt)} (retry)` : c.source === 'acme' ? day(s?.renewAt) : 'now (ordering)';
+    if (main.acme && wantsAcme(c)) next = s?.retryAt ? `${day(s.retryAt)} (retry)` : c.source === 'acme' ? `${day(s?.renewAt)}${s?.renewFrom === 'ari' ? ' (ARI)' : ''}` : 'now (ordering)';
     const source = c.source === 'file' && !c.covers ? 'file (another name)' : c.source;
     rows.push([c.domain, c.tenant, source, c.cert ? commonName(c.cert.issuer) : '-', c.cert ? day(new Date(c.cert.validTo).toISOString()) : '-', next, s?.lastError ?? '-']);
   }

@@ -240,7 +240,8 @@ export const mainSchema = z.strictObject({
     .optional(),
   /**
    * ACME (RFC 8555): certificates for every tenant domain that has no certificate file of its own, answered
-   * by HTTP-01 on the HTTP listener, written into the store of http.tls, renewed at two thirds of their lifetime.
+   * by HTTP-01 on the HTTP listener or TLS-ALPN-01 on the HTTPS one, written into the store of http.tls,
+   * renewed in the CA's ARI window (RFC 9773) or else at two thirds of their lifetime.
    */
   acme: z
     .strictObject({
@@ -258,6 +259,17 @@ export const mainSchema = z.strictObject({
       /** After a failed order: the first retry waits this long, each next one twice as long, up to maxRetrySeconds. */
       retrySeconds: z.number().positive().max(86_400).default(300),
       maxRetrySeconds: z.number().positive().max(7 * 86_400).default(86_400),
+      /**
+       * Challenge types to answer, in order of preference (the CA offers which it accepts): http-01 on the HTTP
+       * listener, tls-alpn-01 (RFC 8737) on the HTTPS listener, which the CA must reach on port 443.
+       */
+      challenges: z
+        .array(z.enum(['http-01', 'tls-alpn-01']))
+        .min(1)
+        .refine((a) => new Set(a).size === a.length, 'must not name a challenge type twice')
+        .default(['http-01']),
+      /** After a rate-limit reply (urn:ietf:params:acme:error:rateLimited): the refused domain waits at least this long, and at least its Retry-After. */
+      rateLimitFloorSeconds: z.number().positive().max(7 * 86_400).default(3600),
     })
     .optional(),
   /** Unix account the suite runs as after binding its listeners, when started as root (`makewaves init` prepares <data> and <sites> for it). */

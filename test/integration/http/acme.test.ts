@@ -33,7 +33,13 @@ async function presented(host: string, port: number, caFile: string): Promise<{ 
   return { verified: /Verify return code: 0 \(ok\)/.test(r.out), cert: new X509Certificate(pem) };
 }
 
-const status = (dataDir: string) => JSON.parse(readFileSync(path.join(dataDir, 'acme', 'status.json'), 'utf8')) as { domains: Record<string, { fingerprint?: string; failures: number; lastError?: string; retryAt?: string; renewAt?: string; lastAttempt?: string }> };
+/** Whether Pebble's directory names renewalInfo (Pebble 2.6 and later). */
+async function pebbleHasAri(p: Pebble): Promise<boolean> {
+  const r = await run('curl', ['-sS', '--cacert', p.tlsCa, p.directory]);
+  return r.out.includes('renewalInfo');
+}
+
+const status = (dataDir: string) => JSON.parse(readFileSync(path.join(dataDir, 'acme', 'status.json'), 'utf8')) as { domains: Record<string, { fingerprint?: string; renewFrom?: string; failures: number; lastError?: string; retryAt?: string; renewAt?: string; lastAttempt?: string }> };
 const statusOr = (dataDir: string) => {
   try {
     return status(dataDir);
@@ -97,6 +103,8 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
       expect(r.code, r.out).toBe(0);
       expect(r.out).toContain(page);
     }
+    // This Pebble offers no renewalInfo (ARI): the renewal stays at two thirds of the lifetime.
+    if (!(await pebbleHasAri(pebble))) expect(statusOr(t.dataDir).domains['a.test']).toMatchObject({ renewFrom: 'lifetime' });
     // Pebble's validation reached the HTTP listener: the challenge answers are in the log.
     expect(t.logs().filter((l) => l.msg === 'ACME challenge answered').map((l) => l.domain)).toEqual(expect.arrayContaining(['a.test', 'b.test']));
 

@@ -125,6 +125,14 @@ describe('loadConfig', () => {
       expect.stringMatching(/acme\.email/),
     ]);
   });
+
+  it('acme.challenges: http-01 and tls-alpn-01, each once, in order of preference', () => {
+    const tls = MAIN + '  tls:\n    listen: ["127.0.0.1:0"]\n';
+    const acme = (c: string) => `acme:\n  directory: https://ca.test/dir\n  email: hostmaster@isp.test\n  challenges: ${c}\n`;
+    expect(problems({ 'makewaves.yaml': tls + acme('[tls-alpn-01, http-01]') })).toEqual([]);
+    expect(problems({ 'makewaves.yaml': tls + acme('[dns-01]') })).toEqual([expect.stringMatching(/acme\.challenges.*(http-01|tls-alpn-01)/)]);
+    expect(problems({ 'makewaves.yaml': tls + acme('[http-01, http-01]') })).toEqual([expect.stringMatching(/acme\.challenges.*twice/)]);
+  });
 });
 
 describe('Registry', () => {
