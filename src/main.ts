@@ -5,6 +5,7 @@ import { CertStore, certificateExpiry } from './core/certs.ts';
 import { CERT_WARN_DAYS, Health, diskProblems } from './core/health.ts';
 import { detectSandbox, type SandboxCapabilities } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
+import { restartOnlyChanges } from './core/config/restart.ts';
 import { watchConfig } from './core/config/watch.ts';
 import type { ListInbox, ListPages, MailSubmitter } from './core/contracts.ts';
 import { startAll, stopAll, type Service } from './core/lifecycle.ts';
@@ -140,10 +141,9 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const reload = (): boolean => {
     try {
       const next = new Registry(loadConfig(options.configDir));
-      const fixed = (r: Registry) => JSON.stringify([r.config.main.http.listen, r.config.main.smtp, r.config.main.dataDir, r.config.main.sitesDir]);
-      const before = fixed(registry);
-      const after = fixed(next);
-      if (before !== after) log.warn('listen addresses, smtp settings, data or sites changed: those take effect on restart');
+      // Compared with what is running (the config of the start), not the last reload: undoing a change clears the notice.
+      const pending = restartOnlyChanges(config.main, next.config.main);
+      if (pending.length > 0) log.warn({ settings: pending }, `makewaves.yaml: ${pending.join(', ')} changed; they take effect on restart (the rest applies now)`);
       registry = next;
       for (const s of services) s.reload(next);
       if (certs && next.config.main.http.tls?.selfSigned) {
@@ -152,6 +152,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       log.info({ tenants: next.tenants.size }, 'configuration reloaded');
       metrics.configReloads.inc({ result: 'ok' });
       health.set('config', undefined);
+      health.set('restart', pending.length > 0 ? { severity: 'degraded', message: `makewaves.yaml: ${pending.join(', ')} changed since the start; restart to apply` } : undefined);
       return true;
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];

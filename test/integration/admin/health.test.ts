@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
@@ -71,7 +71,7 @@ describe('health: /healthz and makewaves status say what is wrong', () => {
     expect(s.out).toMatch(/^problem: the configuration on disk is refused .*b\.test\.yaml: quota/m);
     t.writeTenant('b.test', 'domains: [b.test]\n');
     expect(t.suite.reload()).toBe(true);
-    expect((await healthz()).body.status).toBe('ok');
+    expect(((await healthz()).body.problems ?? []).filter((p) => p.key === 'restart')).toEqual([]);
   });
 
   it.each([
@@ -117,6 +117,28 @@ describe('health: /healthz and makewaves status say what is wrong', () => {
     const s = await status();
     expect(s.code).toBe(1);
     expect(s.out).toMatch(/^problem: 6 of \d+ delivery attempts/m);
+  });
+
+  it('a setting that needs a restart: degraded naming it, and the log says so; undone, ok again', async () => {
+    const file = path.join(t.configDir, 'makewaves.yaml');
+    const original = readFileSync(file, 'utf8');
+    try {
+      for (const [edit, names] of [
+        [(y: string) => y.replace(/^hostname: .*$/m, 'hostname: mx2.test'), ['hostname']],
+        [(y: string) => `${y}ftp:\n  listen: 127.0.0.1:0\n`, ['ftp']],
+      ] as const) {
+        writeFileSync(file, edit(original));
+        expect(t.suite.reload()).toBe(true);
+        const h = await healthz();
+        expect(h.body.status).toBe('degraded');
+        expect(h.body.problems?.filter((p) => p.key === 'restart')).toEqual([expect.objectContaining({ message: `makewaves.yaml: ${names.join(', ')} changed since the start; restart to apply` })]);
+        expect(t.logs().some((l) => JSON.stringify(l.settings) === JSON.stringify(names) && String(l.msg).endsWith('take effect on restart (the rest applies now)'))).toBe(true);
+      }
+    } finally {
+      writeFileSync(file, original);
+    }
+    expect(t.suite.reload()).toBe(true);
+    expect(((await healthz()).body.problems ?? []).filter((p) => p.key === 'restart')).toEqual([]);
   });
 
   it('a listener that is not serving: 503, status exits 1 and says DOWN', async () => {
