@@ -137,3 +137,17 @@ export interface AcmeChallenges {
   /** Answers `req` when it asks for a token pending for its Host; undefined otherwise (the request is routed as usual). */
   answer(req: IncomingMessage, res: ServerResponse): HttpOutcome | undefined;
 }
+
+/** A request on the control panel's host (`panel.host`), over HTTPS or from a loopback client. */
+export interface PanelRequest {
+  req: IncomingMessage;
+  res: ServerResponse;
+  remote: string;
+  /** True on an HTTPS connection: cookies get `Secure` and the `__Host-` prefix. */
+  secure: boolean;
+}
+
+/** Serves the customers' control panel (implemented by panel/, used by http/). Must always answer the request. */
+export interface PanelPages {
+  handle(r: PanelRequest): Promise<HttpOutcome>;
+}

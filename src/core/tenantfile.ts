@@ -126,6 +126,8 @@ export class EditRefused extends Error {
   constructor(
     message: string,
     readonly field?: string,
+    /** For `foreign`: the tenant the address belongs to. */
+    readonly owner?: string,
   ) {
     super(message);
   }
@@ -170,7 +172,7 @@ export function addForward(configDir: string, address: string, targets: readonly
   if (targets.length === 0) throw new EditRefused('give at least one target address', 'targets');
   const config = loadCurrent(configDir);
   const { tenant, local } = forwardOwner(config, address);
-  if (tenantId !== undefined && tenant.id !== tenantId) throw new EditRefused(`"${address}" is not an address of tenant ${tenantId}`, 'foreign');
+  if (tenantId !== undefined && tenant.id !== tenantId) throw new EditRefused(`"${address}" is not an address of tenant ${tenantId}`, 'foreign', tenant.id);
   const { doc } = readTenant(configDir, tenant.id);
   const existing = doc.getIn(['mail', 'forward', local]);
   const before: string[] = existing === undefined ? [] : typeof existing === 'string' ? [existing] : (doc.getIn(['mail', 'forward', local], false) as { toJSON(): string[] }).toJSON();
@@ -190,7 +192,7 @@ export function addForward(configDir: string, address: string, targets: readonly
 export function removeForward(configDir: string, address: string, tenantId?: string): { tenant: Tenant; local: string } {
   const config = loadCurrent(configDir);
   const { tenant, local } = forwardOwner(config, address);
-  if (tenantId !== undefined && tenant.id !== tenantId) throw new EditRefused(`"${address}" is not an address of tenant ${tenantId}`, 'foreign');
+  if (tenantId !== undefined && tenant.id !== tenantId) throw new EditRefused(`"${address}" is not an address of tenant ${tenantId}`, 'foreign', tenant.id);
   const { doc } = readTenant(configDir, tenant.id);
   if (!doc.hasIn(['mail', 'forward', local])) throw new EditRefused(`tenant ${tenant.id} has no alias ${local}`, 'address');
   doc.deleteIn(['mail', 'forward', local]);
@@ -245,4 +247,9 @@ export function setFtpPassword(configDir: string, id: string, user: string, hash
   if (written?.ftp?.find((u) => u.user === user)?.password !== hash) throw new Error(`${file}: the edit did not take; nothing changed`);
   writeOrRefuse(configDir, id, out, () => 'password');
   return { added, file };
+}
+
+/** Refuses a new password the CLI and the panel would both refuse (an empty one), in the same words. */
+export function checkNewPassword(password: string): void {
+  if (password === '') throw new EditRefused('empty password; nothing changed', 'password');
 }

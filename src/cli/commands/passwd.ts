@@ -1,5 +1,5 @@
 import { createInterface } from 'node:readline';
-import { readTenant, setFtpPassword } from '../../core/tenantfile.ts';
+import { checkNewPassword, readTenant, setFtpPassword } from '../../core/tenantfile.ts';
 import { hashPassword } from '../../lib/password.ts';
 
 /**
@@ -28,7 +28,7 @@ export async function readPassword(input: NodeJS.ReadStream = process.stdin): Pr
     for await (const c of input) chunks.push(c as Buffer);
     password = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
   }
-  if (password === '') throw new Error('empty password; nothing changed');
+  checkNewPassword(password);
   return password;
 }
 

@@ -1,0 +1,153 @@
+import type { HttpOutcome, PanelRequest } from '../core/contracts.ts';
+import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
+import type { Logger } from '../core/log.ts';
+import type { Registry, Tenant } from '../core/registry.ts';
+import { addForward, checkNewPassword, EditRefused, removeForward, setFtpPassword } from '../core/tenantfile.ts';
+import { treeUsage } from '../lib/du.ts';
+import { hashPassword, verifyPassword } from '../lib/password.ts';
+import { throttledLogin, type PanelSession, type State } from '../state/index.ts';
+import { forwardsPage, messagePage, overviewPage, passwordPage, type Shell } from './html.ts';
+import { redirect, sendHtml } from './web.ts';
+
+/** Who is acting: a logged-in customer, with what every page of theirs shows. */
+export interface Acting {
+  login: string;
+  tenant: string;
+  shell: NonNullable<Shell['who']>;
+}
+
+export interface CustomerDeps {
+  registry: () => Registry;
+  state: State;
+  log: Logger;
+  reload: () => boolean;
+  now: () => number;
+}
+
+/** The pages of one customer's tenant: overview, password, forwards. The caller has checked the session, its tenant and the CSRF token. */
+export function customerPages({ registry, state, log, reload, now }: CustomerDeps) {
+  const configDir = () => registry().config.dir;
+
+  /** Takes a write into the running server at once (the watcher would too, a moment later). */
+  function apply(what: string): void {
+    if (!reload()) log.error({ what }, 'the configuration was written but the reload refused it');
+  }
+
+  function audit(r: PanelRequest, a: Acting, action: string, detail: string): void {
+    state.panel.audit({ at: now(), login: a.login, tenant: a.tenant, action, detail, remote: r.remote });
+    log.info({ user: a.login, tenant: a.tenant, remote: r.remote, action, detail }, 'panel change');
+  }
+
+  function forwardsOf(t: Tenant): Array<[string, readonly string[]]> {
+    return Object.entries(t.config.mail?.forward ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  }
+
+  async function overview(r: PanelRequest, a: Acting, t: Tenant): Promise<HttpOutcome> {
+    const usage = await treeUsage(t.root);
+    return sendHtml(
+      r.req,
+      r.res,
+      200,
+      overviewPage(a.shell, {
+        domains: t.domains,
+        bytes: usage.bytes,
+        files: usage.files,
+        quota: t.quota,
+        ftpUsers: t.config.ftp.map((u) => `${u.user}@${t.id}`),
+        forwards: Object.keys(t.config.mail?.forward ?? {}).length,
+        suspended: t.suspended,
+      }),
+    );
+  }
+
+  async function changePassword(r: PanelRequest, a: Acting, form: URLSearchParams, sessionId: string): Promise<HttpOutcome> {
+    const current = form.get('current') ?? '';
+    const next = form.get('new') ?? '';
+    const reg = registry();
+    // The current password is a guess like any login's: it counts against the same lockout.
+    const lockout = reg.config.main.ftp?.lockout ?? LOCKOUT_DEFAULTS;
+    const result = await throttledLogin(state.ftpLogins, lockout, a.login, r.remote, async () => {
+      const account = registry().ftpAccount(a.login);
+      return account !== undefined && verifyPassword(current, account.hash);
+    });
+    if (!result.ok) {
+      const error = result.lockedMs !== undefined ? `Too many failed attempts; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes.` : 'The current password is wrong.';
+      log.info({ user: a.login, remote: r.remote, why: result.lockedMs !== undefined ? 'locked' : 'wrong current password' }, 'panel password change refused');
+      return sendHtml(r.req, r.res, result.lockedMs !== undefined ? 429 : 400, passwordPage(a.shell, { errors: { current: error } }));
+    }
+    try {
+      checkNewPassword(next);
+      const user = a.login.slice(0, a.login.lastIndexOf('@'));
+      setFtpPassword(configDir(), a.tenant, user, await hashPassword(next));
+    } catch (err) {
+      if (!(err instanceof EditRefused)) throw err;
+      log.info({ user: a.login, remote: r.remote, why: err.message }, 'panel password change refused');
+      return sendHtml(r.req, r.res, 400, passwordPage(a.shell, { errors: { new: err.message } }));
+    }
+    apply('password');
+    audit(r, a, 'password', `changed the FTP password of ${a.login}`);
+    // Whoever else holds a session of this account (the reason for a new password, perhaps) is logged out.
+    state.panel.endSessionsOf(a.login, sessionId);
+    return redirect(r.res, 'password?done=1');
+  }
+
+  async function addOrRemove(r: PanelRequest, a: Acting, t: Tenant, form: URLSearchParams, remove: boolean): Promise<HttpOutcome> {
+    const raw = (form.get('address') ?? '').trim();
+    const address = raw.includes('@') ? raw : `${raw}@${t.domains[0]}`;
+    const targetsRaw = form.get('targets') ?? '';
+    const targets = targetsRaw.split(/[\s,;]+/).filter(Boolean);
+    try {
+      if (remove) {
+        const done = removeForward(configDir(), address, t.id);
+        apply('forward-remove');
+        audit(r, a, 'forward-remove', `${done.local}@${t.domains[0]}`);
+        return redirect(r.res, 'forwards?done=removed');
+      }
+      const done = addForward(configDir(), address, targets, t.id);
+      apply('forward-add');
+      audit(r, a, 'forward-add', `${done.local}@${t.domains[0]} → ${done.targets.join(', ')}`);
+      return redirect(r.res, 'forwards?done=added');
+    } catch (err) {
+      if (!(err instanceof EditRefused)) throw err;
+      if (err.field === 'foreign') {
+        log.warn({ user: a.login, tenant: err.owner, remote: r.remote, address, why: 'another tenant' }, 'panel request refused');
+        state.panel.audit({ at: now(), login: a.login, tenant: err.owner ?? t.id, action: 'denied', detail: `${remove ? 'forward-remove' : 'forward-add'} ${address}: another tenant's address`, remote: r.remote });
+        return sendHtml(r.req, r.res, 403, messagePage('Forbidden', `${address} is not an address of yours.`, a.shell));
+      }
+      log.info({ user: a.login, tenant: t.id, remote: r.remote, why: err.message }, 'panel forward change refused');
+      const errors = err.field === 'targets' ? { targets: err.message } : { address: err.message };
+      const page = forwardsPage(a.shell, { domain: t.domains[0]!, forwards: forwardsOf(t), errors, values: { address: raw, targets: targetsRaw } });
+      return sendHtml(r.req, r.res, 400, page);
+    }
+  }
+
+  return {
+    acting(s: PanelSession): Acting {
+      return { login: s.login, tenant: s.tenant, shell: { tenant: s.tenant, login: s.login, csrf: s.csrf } };
+    },
+
+    /** Answers `rest` (the path after `/t/<tenant>/`); `form` is the checked body of a POST, undefined for GET/HEAD. */
+    async handle(r: PanelRequest, a: Acting, rest: string, form: URLSearchParams | undefined, query: URLSearchParams, sessionId: string): Promise<HttpOutcome> {
+      const t = registry().tenants.get(a.tenant);
+      if (!t) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.'));
+      const post = form !== undefined;
+      const onlyGet = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This page is not a form.', a.shell), { Allow: 'GET, HEAD' });
+      const onlyPost = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This address takes a form only.', a.shell), { Allow: 'POST' });
+      switch (rest) {
+        case '':
+          return post ? onlyGet() : overview(r, a, t);
+        case 'password':
+          return post ? changePassword(r, a, form, sessionId) : sendHtml(r.req, r.res, 200, passwordPage(a.shell, { done: query.get('done') === '1' }));
+        case 'forwards': {
+          if (post) return addOrRemove(r, a, t, form, false);
+          const done = query.get('done') === 'added' ? 'The forward was added.' : query.get('done') === 'removed' ? 'The forward was removed.' : undefined;
+          return sendHtml(r.req, r.res, 200, forwardsPage(a.shell, { domain: t.domains[0]!, forwards: forwardsOf(t), done }));
+        }
+        case 'forwards/remove':
+          return post ? addOrRemove(r, a, t, form, true) : onlyPost();
+        default:
+          return sendHtml(r.req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.', a.shell));
+      }
+    },
+  };
+}
