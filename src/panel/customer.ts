@@ -88,7 +88,7 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
     audit(r, a, 'password', `changed the FTP password of ${a.login}`);
     // Whoever else holds a session of this account (the reason for a new password, perhaps) is logged out.
     state.panel.endSessionsOf(a.login, sessionId);
-    return redirect(r.res, 'password?done=1');
+    return redirect(r.res, `/t/${encodeURIComponent(a.tenant)}/password?done=1`);
   }
 
   async function addOrRemove(r: PanelRequest, a: Acting, t: Tenant, form: URLSearchParams, remove: boolean): Promise<HttpOutcome> {
@@ -101,12 +101,12 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
         const done = removeForward(configDir(), address, t.id);
         apply('forward-remove');
         audit(r, a, 'forward-remove', `${done.local}@${t.domains[0]}`);
-        return redirect(r.res, 'forwards?done=removed');
+        return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=removed`);
       }
       const done = addForward(configDir(), address, targets, t.id);
       apply('forward-add');
       audit(r, a, 'forward-add', `${done.local}@${t.domains[0]} → ${done.targets.join(', ')}`);
-      return redirect(r.res, 'forwards?done=added');
+      return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=added`);
     } catch (err) {
       if (!(err instanceof EditRefused)) throw err;
       if (err.field === 'foreign') {

@@ -187,12 +187,15 @@ describe('the control panel over HTTP', () => {
     const csrf = await c.csrf('/t/example.test/forwards');
     const add = await c.post('/t/example.test/forwards', { csrf, address: 'sales', targets: "o'brien&co@example.net, sam@example.org" });
     expect(add.status).toBe(303);
+    expect(add.headers.location).toBe('/t/example.test/forwards?done=added');
     expect(readFileSync(file, 'utf8')).toMatch(/^# alice's site\n/);
     const route = t.suite.registry().route('sales@example.test');
     expect(route.ok && route.targets).toEqual(["o'brien&co@example.net", 'sam@example.org']);
     const list = await c.get('/t/example.test/forwards?done=added');
     expect(list.text).toContain('o&#39;brien&amp;co@example.net');
-    expect((await c.post('/t/example.test/forwards/remove', { csrf, address: 'sales@example.test' })).status).toBe(303);
+    const removed = await c.post('/t/example.test/forwards/remove', { csrf, address: 'sales@example.test' });
+    expect(removed.status).toBe(303);
+    expect(removed.headers.location).toBe('/t/example.test/forwards?done=removed');
     expect(t.suite.registry().route('sales@example.test').ok).toBe(false);
     expect(await audit('example.test')).toMatch(/forward-add {2}example\.test {2}sales@example\.test → o'brien&co@example\.net, sam@example\.org[\s\S]*forward-remove {2}example\.test {2}sales@example\.test/);
   });
