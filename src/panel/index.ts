@@ -68,7 +68,8 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
       log.info({ remote: r.remote, why: 'login form without its token' }, 'panel login refused');
       return showLogin(r, 403, { error: 'The login form had expired; please log in again.' });
     }
-    const user = (form.get('user') ?? '').trim().toLowerCase();
+    // Bounded: the name becomes a key of the lockout table (no login is this long).
+    const user = (form.get('user') ?? '').trim().toLowerCase().slice(0, 320);
     const password = form.get('password') ?? '';
     let account = current.ftpAccount(user);
     const result = await throttledLogin(state.ftpLogins, lockout(), user, r.remote, async () => {

@@ -212,6 +212,29 @@ describe('the control panel over HTTP', () => {
     expect(empty.text).toContain('id="new-error">empty password; nothing changed');
   });
 
+  it('logs out (the cookie is worth nothing after), and a new password ends the account\'s other sessions', async () => {
+    const mine = new PanelClient(t.http);
+    const theirs = new PanelClient(t.http);
+    await mine.login('carol@example.test', 'carol-pass');
+    await theirs.login('carol@example.test', 'carol-pass');
+    const stolen = theirs.jar.get('mw_session')!;
+    const out = await theirs.post('/logout', { csrf: await theirs.csrf('/t/example.test/') });
+    expect(out.status).toBe(303);
+    const replay = new PanelClient(t.http);
+    replay.jar.set('mw_session', stolen);
+    expect((await replay.get('/t/example.test/')).headers.location).toBe('/login');
+
+    await theirs.login('carol@example.test', 'carol-pass');
+    const csrf = await mine.csrf('/t/example.test/password');
+    const changed = await mine.post('/t/example.test/password', { csrf, current: 'carol-pass', new: 'carol-2' });
+    expect(changed.status).toBe(303);
+    expect(changed.headers.location).toBe('/t/example.test/password?done=1');
+    expect((await mine.get('/t/example.test/password?done=1')).text).toContain('Your password has been changed');
+    expect((await theirs.get('/t/example.test/')).headers.location).toBe('/login');
+    expect((await new PanelClient(t.http).login('carol@example.test', 'carol-2')).status).toBe(303);
+    expect(await audit('example.test')).toMatch(/carol@example\.test {2}logout[\s\S]*carol@example\.test {2}password {2}example\.test {2}changed the FTP password of carol@example\.test/);
+  });
+
   it('serves the panel on its own host only: a tenant host is not the panel', async () => {
     const res = await rawRequest(t.http, '/login', { host: 'example.test' });
     expect(res.body.toString()).not.toContain('Log in');
