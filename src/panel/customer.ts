@@ -5,7 +5,7 @@ import type { Registry, Tenant } from '../core/registry.ts';
 import { addForward, checkNewPassword, EditRefused, removeForward, setFtpPassword } from '../core/tenantfile.ts';
 import { treeUsage } from '../lib/du.ts';
 import { hashPassword, verifyPassword } from '../lib/password.ts';
-import { throttledLogin, type PanelSession, type State } from '../state/index.ts';
+import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
 import { forwardsPage, messagePage, overviewPage, passwordPage, type Shell } from './html.ts';
 import { redirect, sendHtml } from './web.ts';
 
@@ -75,19 +75,22 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
       log.info({ user: a.login, remote: r.remote, why: result.lockedMs !== undefined ? 'locked' : 'wrong current password' }, 'panel password change refused');
       return sendHtml(r.req, r.res, result.lockedMs !== undefined ? 429 : 400, passwordPage(a.shell, { errors: { current: error } }));
     }
+    let hash: string;
     try {
       checkNewPassword(next);
       const user = a.login.slice(0, a.login.lastIndexOf('@'));
-      setFtpPassword(configDir(), a.tenant, user, await hashPassword(next));
+      hash = await hashPassword(next);
+      setFtpPassword(configDir(), a.tenant, user, hash);
     } catch (err) {
       if (!(err instanceof EditRefused)) throw err;
       log.info({ user: a.login, remote: r.remote, why: err.message }, 'panel password change refused');
       return sendHtml(r.req, r.res, 400, passwordPage(a.shell, { errors: { new: err.message } }));
     }
+    // This session stays; every other one of the account ends (the reason for a new password, perhaps): now, and by its key tag at its next request.
+    state.panel.retag(sessionId, keyTag(hash));
+    state.panel.endSessionsOf(a.login, sessionId);
     apply('password');
     audit(r, a, 'password', `changed the FTP password of ${a.login}`);
-    // Whoever else holds a session of this account (the reason for a new password, perhaps) is logged out.
-    state.panel.endSessionsOf(a.login, sessionId);
     return redirect(r.res, `/t/${encodeURIComponent(a.tenant)}/password?done=1`);
   }
 

@@ -6,7 +6,7 @@ import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
-import { throttledLogin, type PanelSession, type State } from '../state/index.ts';
+import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
 import { customerPages, type Acting } from './customer.ts';
 import { loginPage, messagePage } from './html.ts';
 import { cookieName, readCookie, readForm, redirect, sendHtml, setCookie } from './web.ts';
@@ -52,7 +52,16 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
     const id = readCookie(r.req, cookieName(SESSION, r.secure));
     if (!id || !/^[A-Za-z0-9_-]{43}$/.test(id)) return undefined;
     const s = state.panel.session(id, idleMs(), SESSION_MAX_AGE_MS, now());
-    return s ? { id, s } : undefined;
+    if (!s) return undefined;
+    // The account must still be what it was at login: there, with the same password, its tenant not suspended.
+    const account = current.ftpAccount(s.login);
+    const why = !account ? 'account removed' : keyTag(account.hash) !== s.keyTag ? 'password changed' : account.tenant.suspended ? 'tenant suspended' : undefined;
+    if (why) {
+      state.panel.endSession(id);
+      log.info({ user: s.login, tenant: s.tenant, remote: r.remote, why }, 'panel session ended');
+      return undefined;
+    }
+    return { id, s };
   }
 
   function showLogin(r: PanelRequest, status: number, o: { user?: string; error?: string } = {}): HttpOutcome {
@@ -92,7 +101,7 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
     }
     const id = token();
     const t = now();
-    state.panel.createSession(id, { login: account!.login, tenant: tenant.id, csrf: token(), remote: r.remote, created: t });
+    state.panel.createSession(id, { login: account!.login, tenant: tenant.id, csrf: token(), keyTag: keyTag(account!.hash), remote: r.remote, created: t });
     state.panel.audit({ at: t, login: account!.login, tenant: tenant.id, action: 'login', detail: '', remote: r.remote });
     log.info({ user: account!.login, tenant: tenant.id, remote: r.remote }, 'panel login');
     return redirect(r.res, `/t/${encodeURIComponent(tenant.id)}/`, {

@@ -16,6 +16,7 @@ export type { TrafficTotals } from './traffic.ts';
 export type { QueuedMessage, QueuedRecipient, NewQueuedMessage, Utf8Need } from './queue.ts';
 export type { ListMember, ListToken, HeldPost, InboxMail, MemberMode, ArchivedPost } from './lists.ts';
 export type { PanelSession, AuditEntry } from './panel.ts';
+export { keyTag } from './panel.ts';
 export { FormLog, TrafficCounters, MailQueueStore, ListStore, FtpLoginLocks, DkimKeys, PanelStore };
 export { hashToken } from './lists.ts';
 

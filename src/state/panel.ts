@@ -11,6 +11,7 @@ export const panelMigrations: Migration[] = [
             login     TEXT NOT NULL,
             tenant    TEXT NOT NULL,
             csrf      TEXT NOT NULL,
+            key_tag   TEXT NOT NULL,
             remote    TEXT NOT NULL,
             created   INTEGER NOT NULL,
             last_seen INTEGER NOT NULL
@@ -34,6 +35,12 @@ export interface PanelSession {
   tenant: string;
   /** The CSRF token every form of this session carries. */
   csrf: string;
+  /**
+   * A digest of the account's password hash when the session began: once the
+   * password changes (in the panel, by `makewaves passwd`, in the file), it
+   * no longer matches and the session ends.
+   */
+  keyTag: string;
   /** Where it logged in from. */
   remote: string;
   /** Epoch milliseconds. */
@@ -60,6 +67,11 @@ function hashId(id: string): string {
   return createHash('sha256').update(id).digest('hex');
 }
 
+/** The key tag of a password hash (see {@link PanelSession.keyTag}). */
+export function keyTag(passwordHash: string): string {
+  return createHash('sha256').update(passwordHash).digest('base64url').slice(0, 22);
+}
+
 /**
  * The control panel's sessions and audit log, in the state database:
  * sessions survive a restart (a reload or an upgrade does not log every
@@ -72,7 +84,7 @@ export class PanelStore {
   private readonly insertAudit;
 
   constructor(private readonly db: Db) {
-    this.getOne = db.prepare('SELECT login, tenant, csrf, remote, created, last_seen AS lastSeen FROM panel_sessions WHERE id_hash = ?');
+    this.getOne = db.prepare('SELECT login, tenant, csrf, key_tag AS keyTag, remote, created, last_seen AS lastSeen FROM panel_sessions WHERE id_hash = ?');
     this.touchOne = db.prepare('UPDATE panel_sessions SET last_seen = ? WHERE id_hash = ?');
     this.insertAudit = db.prepare('INSERT INTO panel_audit (at, login, tenant, action, detail, remote) VALUES (?, ?, ?, ?, ?, ?)');
   }
@@ -80,8 +92,13 @@ export class PanelStore {
   /** Stores a new session under `id` (the cookie value, kept only as its hash). */
   createSession(id: string, s: Omit<PanelSession, 'lastSeen'>): void {
     this.db
-      .prepare('INSERT INTO panel_sessions (id_hash, login, tenant, csrf, remote, created, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(hashId(id), s.login, s.tenant, s.csrf, s.remote, s.created, s.created);
+      .prepare('INSERT INTO panel_sessions (id_hash, login, tenant, csrf, key_tag, remote, created, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(hashId(id), s.login, s.tenant, s.csrf, s.keyTag, s.remote, s.created, s.created);
+  }
+
+  /** Gives session `id` a new key tag (its own password change: it stays logged in). */
+  retag(id: string, keyTag: string): void {
+    this.db.prepare('UPDATE panel_sessions SET key_tag = ? WHERE id_hash = ?').run(keyTag, hashId(id));
   }
 
   /**

@@ -3,6 +3,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setFtpPassword } from '../../../src/core/tenantfile.ts';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { rawRequest } from '../../helpers/http.ts';
@@ -233,6 +234,28 @@ describe('the control panel over HTTP', () => {
     expect((await theirs.get('/t/example.test/')).headers.location).toBe('/login');
     expect((await new PanelClient(t.http).login('carol@example.test', 'carol-2')).status).toBe(303);
     expect(await audit('example.test')).toMatch(/carol@example\.test {2}logout[\s\S]*carol@example\.test {2}password {2}example\.test {2}changed the FTP password of carol@example\.test/);
+  });
+
+  it('ends a session once its password is changed elsewhere or its tenant is suspended', async () => {
+    const c = new PanelClient(t.http);
+    await c.login('bob@other.test', 'builder');
+    expect((await c.get('/t/other.test/')).status).toBe(200);
+    // The CLI's writer (makewaves passwd), then the reload the watcher would do.
+    setFtpPassword(t.configDir, 'other.test', 'bob', await hashPassword('builder-2'));
+    expect(t.suite.reload()).toBe(true);
+    expect((await c.get('/t/other.test/')).headers.location).toBe('/login');
+    expect(t.logs().some((l) => l.msg === 'panel session ended' && l.why === 'password changed')).toBe(true);
+
+    await c.login('bob@other.test', 'builder-2');
+    expect((await c.get('/t/other.test/')).status).toBe(200);
+    expect((await runCli('tenant', 'suspend', 'other.test', '--config', t.configDir)).code).toBe(0);
+    expect(t.suite.reload()).toBe(true);
+    expect((await c.get('/t/other.test/')).headers.location).toBe('/login');
+    const again = await c.login('bob@other.test', 'builder-2');
+    expect(again.status).toBe(403);
+    expect(again.text).toContain('This account is suspended');
+    expect((await runCli('tenant', 'resume', 'other.test', '--config', t.configDir)).code).toBe(0);
+    expect(t.suite.reload()).toBe(true);
   });
 
   it('serves the panel on its own host only: a tenant host is not the panel', async () => {

@@ -16,7 +16,7 @@ afterEach(() => {
 });
 
 const MIN = 60_000;
-const session = (created: number) => ({ login: 'alice@example.test', tenant: 'example.test', csrf: 'c'.repeat(43), remote: '192.0.2.7', created });
+const session = (created: number) => ({ login: 'alice@example.test', tenant: 'example.test', csrf: 'c'.repeat(43), keyTag: 'k', remote: '192.0.2.7', created });
 
 describe('panel sessions', () => {
   it('keep a session while it is used within the idle time, and end it after', () => {
