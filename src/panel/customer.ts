@@ -38,6 +38,18 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
     log.info({ user: a.login, tenant: a.tenant, remote: r.remote, action, detail }, 'panel change');
   }
 
+  /**
+   * A write that failed on our side. The usual cause is named for the
+   * operator: the suite runs as a service user (`user:`) that may not write
+   * the config folder. Anything else is the caller's 500 with a reference.
+   */
+  function cannotWrite(r: PanelRequest, a: Acting, err: unknown): HttpOutcome {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw err;
+    log.error({ user: a.login, tenant: a.tenant, err: (err as Error).message }, `the panel cannot write the tenant file (${code}): the service user needs write access to ${registry().config.dir}/tenants`);
+    return sendHtml(r.req, r.res, 503, messagePage('Not saved', 'Your change could not be saved right now; nothing was changed. Please tell your hosting provider.', a.shell));
+  }
+
   function forwardsOf(t: Tenant): Array<[string, readonly string[]]> {
     return Object.entries(t.config.mail?.forward ?? {}).sort(([a], [b]) => a.localeCompare(b));
   }
@@ -82,7 +94,7 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
       hash = await hashPassword(next);
       setFtpPassword(configDir(), a.tenant, user, hash);
     } catch (err) {
-      if (!(err instanceof EditRefused)) throw err;
+      if (!(err instanceof EditRefused)) return cannotWrite(r, a, err);
       log.info({ user: a.login, remote: r.remote, why: err.message }, 'panel password change refused');
       return sendHtml(r.req, r.res, 400, passwordPage(a.shell, { errors: { new: err.message } }));
     }
@@ -111,7 +123,7 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
       audit(r, a, 'forward-add', `${done.local}@${t.domains[0]} → ${done.targets.join(', ')}`);
       return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=added`);
     } catch (err) {
-      if (!(err instanceof EditRefused)) throw err;
+      if (!(err instanceof EditRefused)) return cannotWrite(r, a, err);
       if (err.field === 'foreign') {
         log.warn({ user: a.login, tenant: err.owner, remote: r.remote, address, why: 'another tenant' }, 'panel request refused');
         state.panel.audit({ at: now(), login: a.login, tenant: err.owner ?? t.id, action: 'denied', detail: `${remove ? 'forward-remove' : 'forward-add'} ${address}: another tenant's address`, remote: r.remote });
