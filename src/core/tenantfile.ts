@@ -201,6 +201,24 @@ export function removeForward(configDir: string, address: string, tenantId?: str
 }
 
 /**
+ * Sets tenant `id`'s catch-all (`mail.catchAll`: where mail for every other
+ * address of its domains goes) to `target`, or removes it with undefined,
+ * through the loader's validation, comments kept.
+ */
+export function setCatchAll(configDir: string, id: string, target: string | undefined): void {
+  const domain = loadCurrent(configDir).tenants.find((t) => t.id === id)?.config.domains[0] ?? id;
+  const { doc } = readTenant(configDir, id);
+  if (target === undefined) {
+    if (!doc.hasIn(['mail', 'catchAll'])) throw new EditRefused(`${domain} has no catch-all`, 'catchAll');
+    doc.deleteIn(['mail', 'catchAll']);
+  } else {
+    if (!isMap(doc.get('mail'))) doc.set('mail', doc.createNode({}));
+    doc.setIn(['mail', 'catchAll'], target.trim().toLowerCase());
+  }
+  writeOrRefuse(configDir, id, tenantText(doc), () => 'catchAll');
+}
+
+/**
  * Sets (or adds) FTP user `user`'s password hash in tenant `id`'s file.
  * The edit is spliced into the original text at the offsets the parser
  * reports, so every other byte (comments, alignment, flow lists) stays as it

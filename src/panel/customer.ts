@@ -2,7 +2,7 @@ import type { HttpOutcome, PanelRequest } from '../core/contracts.ts';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
-import { addForward, checkNewPassword, EditRefused, removeForward, setFtpPassword } from '../core/tenantfile.ts';
+import { addForward, checkNewPassword, EditRefused, removeForward, setCatchAll, setFtpPassword } from '../core/tenantfile.ts';
 import { treeUsage } from '../lib/du.ts';
 import { hashPassword, verifyPassword } from '../lib/password.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
@@ -131,10 +131,32 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
       }
       log.info({ user: a.login, tenant: t.id, remote: r.remote, why: err.message }, 'panel forward change refused');
       const errors = err.field === 'targets' ? { targets: err.message } : { address: err.message };
-      const page = forwardsPage(a.shell, { domain: t.domains[0]!, forwards: forwardsOf(t), errors, values: { address: raw, targets: targetsRaw } });
+      const page = forwardsPage(a.shell, { domain: t.domains[0]!, forwards: forwardsOf(t), catchAll: t.config.mail?.catchAll, errors, values: { address: raw, targets: targetsRaw } });
       return sendHtml(r.req, r.res, 400, page);
     }
   }
+
+  function catchAll(r: PanelRequest, a: Acting, t: Tenant, form: URLSearchParams, remove: boolean): HttpOutcome {
+    const target = remove ? undefined : (form.get('catchAll') ?? '').trim();
+    try {
+      setCatchAll(configDir(), t.id, target);
+    } catch (err) {
+      if (!(err instanceof EditRefused)) return cannotWrite(r, a, err);
+      log.info({ user: a.login, tenant: t.id, remote: r.remote, why: err.message }, 'panel catch-all change refused');
+      const page = forwardsPage(a.shell, { domain: t.domains[0]!, forwards: forwardsOf(t), catchAll: t.config.mail?.catchAll, errors: { catchAll: err.message }, values: { catchAll: target ?? '' } });
+      return sendHtml(r.req, r.res, 400, page);
+    }
+    apply('catch-all');
+    audit(r, a, remove ? 'catchall-remove' : 'catchall-set', remove ? `*@${t.domains[0]}` : `*@${t.domains[0]} → ${target!.toLowerCase()}`);
+    return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=${remove ? 'catchall-removed' : 'catchall-set'}`);
+  }
+
+  const DONE: Record<string, string> = {
+    added: 'The forward was added.',
+    removed: 'The forward was removed.',
+    'catchall-set': 'The catch-all was set.',
+    'catchall-removed': 'The catch-all was removed.',
+  };
 
   return {
     acting(s: PanelSession): Acting {
@@ -155,11 +177,15 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
           return post ? changePassword(r, a, form, sessionId) : sendHtml(r.req, r.res, 200, passwordPage(a.shell, { done: query.get('done') === '1' }));
         case 'forwards': {
           if (post) return addOrRemove(r, a, t, form, false);
-          const done = query.get('done') === 'added' ? 'The forward was added.' : query.get('done') === 'removed' ? 'The forward was removed.' : undefined;
-          return sendHtml(r.req, r.res, 200, forwardsPage(a.shell, { domain: t.domains[0]!, forwards: forwardsOf(t), done }));
+          const done = Object.hasOwn(DONE, query.get('done') ?? '') ? DONE[query.get('done')!] : undefined;
+          return sendHtml(r.req, r.res, 200, forwardsPage(a.shell, { domain: t.domains[0]!, forwards: forwardsOf(t), catchAll: t.config.mail?.catchAll, done }));
         }
         case 'forwards/remove':
           return post ? addOrRemove(r, a, t, form, true) : onlyPost();
+        case 'catchall':
+          return post ? catchAll(r, a, t, form, false) : onlyPost();
+        case 'catchall/remove':
+          return post ? catchAll(r, a, t, form, true) : onlyPost();
         default:
           return sendHtml(r.req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.', a.shell));
       }

@@ -51,6 +51,11 @@ export function page(shell: Shell, body: string): string {
   );
 }
 
+/** The path of a tenant's pages, for links and form actions (absolute: a page re-shown after a POST has another URL). */
+function base(who: NonNullable<Shell['who']>): string {
+  return `/t/${encodeURIComponent(who.tenant)}/`;
+}
+
 export function csrfField(token: string): string {
   return `<input type="hidden" name="csrf" value="${esc(token)}">`;
 }
@@ -99,7 +104,7 @@ export function overviewPage(who: NonNullable<Shell['who']>, o: Overview): strin
     `<h2>Web space</h2>${disk}<p id="files">${o.files} file${o.files === 1 ? '' : 's'}</p>` +
       `<h2>Domains</h2><ul>${o.domains.map((d) => `<li>${esc(d)}</li>`).join('')}</ul>` +
       `<h2>FTP accounts</h2><ul>${o.ftpUsers.map((u) => `<li>${esc(u)}</li>`).join('')}</ul>` +
-      `<p>${o.forwards} mail forward${o.forwards === 1 ? '' : 's'}: <a href="forwards">manage forwards</a></p>`,
+      `<p>${o.forwards} mail forward${o.forwards === 1 ? '' : 's'}: <a href="${base(who)}forwards">manage forwards</a></p>`,
   );
 }
 
@@ -108,7 +113,7 @@ export function passwordPage(who: NonNullable<Shell['who']>, o: { errors?: { cur
     { title: 'Password', who, current: 'password' },
     (o.done ? `<p class="done" role="status">Your password has been changed. Use the new one for FTP and SFTP from now on.</p>` : '') +
       `<p>The password of ${esc(who.login)}, for FTP, SFTP and this panel.</p>` +
-      `<form method="post" action="password">${csrfField(who.csrf)}` +
+      `<form method="post" action="${base(who)}password">${csrfField(who.csrf)}` +
       field({ id: 'current', name: 'current', label: 'Current password', type: 'password', autocomplete: 'current-password', error: o.errors?.current }) +
       field({ id: 'new', name: 'new', label: 'New password', type: 'password', autocomplete: 'new-password', error: o.errors?.new }) +
       `<button type="submit">Change password</button></form>`,
@@ -117,14 +122,21 @@ export function passwordPage(who: NonNullable<Shell['who']>, o: { errors?: { cur
 
 export function forwardsPage(
   who: NonNullable<Shell['who']>,
-  o: { domain: string; forwards: ReadonlyArray<[string, readonly string[]]>; errors?: { address?: string; targets?: string }; values?: { address?: string; targets?: string }; done?: string },
+  o: {
+    domain: string;
+    forwards: ReadonlyArray<[string, readonly string[]]>;
+    catchAll: string | undefined;
+    errors?: { address?: string; targets?: string; catchAll?: string };
+    values?: { address?: string; targets?: string; catchAll?: string };
+    done?: string;
+  },
 ): string {
   const rows = o.forwards
     .map(([local, targets]) => {
       const address = `${local}@${o.domain}`;
       return (
         `<tr><td>${esc(address)}</td><td>${targets.map(esc).join('<br>')}</td>` +
-        `<td><form method="post" action="forwards/remove">${csrfField(who.csrf)}<input type="hidden" name="address" value="${esc(address)}">` +
+        `<td><form method="post" action="${base(who)}forwards/remove">${csrfField(who.csrf)}<input type="hidden" name="address" value="${esc(address)}">` +
         `<button type="submit" aria-label="Remove ${esc(address)}">Remove</button></form></td></tr>`
       );
     })
@@ -136,12 +148,17 @@ export function forwardsPage(
     { title: 'Forwards', who, current: 'forwards' },
     (o.done ? `<p class="done" role="status">${esc(o.done)}</p>` : '') +
       table +
-      `<h2>Add a forward</h2><form method="post" action="forwards">${csrfField(who.csrf)}` +
+      `<h2>Add a forward</h2><form method="post" action="${base(who)}forwards">${csrfField(who.csrf)}` +
       field({ id: 'address', name: 'address', label: 'Address', value: o.values?.address ?? '', error: o.errors?.address }) +
       `<p>A name (info) or a whole address of your domain (info@${esc(o.domain)}).</p>` +
       field({ id: 'targets', name: 'targets', label: 'Forward to', value: o.values?.targets ?? '', error: o.errors?.targets, autocomplete: 'email' }) +
       `<p>One or more mailboxes, separated by commas.</p>` +
-      `<button type="submit">Add forward</button></form>`,
+      `<button type="submit">Add forward</button></form>` +
+      `<h2>Catch-all</h2><p id="catchall-now">${o.catchAll ? `Mail for any other address @${esc(o.domain)} goes to ${esc(o.catchAll)}.` : `Mail for any other address @${esc(o.domain)} is refused.`}</p>` +
+      `<form method="post" action="${base(who)}catchall">${csrfField(who.csrf)}` +
+      field({ id: 'catchall', name: 'catchAll', label: 'Catch-all to', value: o.values?.catchAll ?? o.catchAll ?? '', error: o.errors?.catchAll, autocomplete: 'email' }) +
+      `<button type="submit">Set catch-all</button></form>` +
+      (o.catchAll ? `<form method="post" action="${base(who)}catchall/remove">${csrfField(who.csrf)}<button type="submit">Remove catch-all</button></form>` : ''),
   );
 }
 

@@ -7,7 +7,7 @@ import { scanUsage } from '../../lib/du.ts';
 import { isValidHostname } from '../../lib/hostname.ts';
 import { formatSize, parseSize } from '../../lib/sizes.ts';
 import { openState } from '../../state/index.ts';
-import { addForward, loadCurrent, readTenant, removeForward, serviceOwner, tenantFile, validateEdit, writeTenant } from '../../core/tenantfile.ts';
+import { addForward, loadCurrent, readTenant, removeForward, serviceOwner, setCatchAll, tenantFile, validateEdit, writeTenant } from '../../core/tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
 
@@ -192,19 +192,10 @@ export function aliasRemove(configDir: string, address: string, out: Out = proce
 /** `makewaves alias catchall DOMAIN TARGET | --remove`: the tenant's `mail.catchAll` (every address of its domains without a forward of its own). */
 export function aliasCatchAll(configDir: string, domain: string, target: string | undefined, opts: { remove: boolean }, out: Out = process.stdout): number {
   if (!opts.remove && target === undefined) throw new Error("give the catch-all's target address, or --remove");
-  const config = loadCurrent(configDir);
-  const tenant = new Registry(config).tenantForHost(domain.toLowerCase());
+  const tenant = new Registry(loadCurrent(configDir)).tenantForHost(domain.toLowerCase());
   if (!tenant) throw new Error(`no tenant has the domain "${domain.toLowerCase()}"`);
-  const { doc } = readTenant(configDir, tenant.id);
+  setCatchAll(configDir, tenant.id, opts.remove ? undefined : target!);
   const others = tenant.domains.length > 1 ? ` (and @${tenant.domains.slice(1).join(', @')})` : '';
-  if (opts.remove) {
-    if (!doc.hasIn(['mail', 'catchAll'])) throw new Error(`${tenant.domains[0]} has no catch-all`);
-    doc.deleteIn(['mail', 'catchAll']);
-  } else {
-    if (!isMap(doc.get('mail'))) doc.set('mail', doc.createNode({}));
-    doc.setIn(['mail', 'catchAll'], target!.toLowerCase());
-  }
-  writeTenant(configDir, tenant.id, doc.toString({ lineWidth: 0, flowCollectionPadding: false }));
   out.write(opts.remove ? `removed the catch-all of ${tenant.domains[0]} (tenant ${tenant.id})\n` : `*@${tenant.domains[0]}${others} → ${target!.toLowerCase()} (tenant ${tenant.id})\n`);
   return 0;
 }

@@ -201,6 +201,27 @@ describe('the control panel over HTTP', () => {
     expect(await audit('example.test')).toMatch(/forward-add {2}example\.test {2}sales@example\.test → o'brien&co@example\.net, sam@example\.org[\s\S]*forward-remove {2}example\.test {2}sales@example\.test/);
   });
 
+  it('sets and removes the catch-all, refuses a bad one in the CLI\'s words, and forms stay right on a page shown after a refusal', async () => {
+    const c = new PanelClient(t.http);
+    await c.login('alice@example.test', 'wonderland');
+    const csrf = await c.csrf('/t/example.test/forwards');
+    const bad = await c.post('/t/example.test/catchall', { csrf, catchAll: 'nobody' });
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain('id="catchall-error">tenant &quot;example.test&quot;: mail.catchAll: &quot;nobody&quot; is not an e-mail address; nothing changed');
+    // Shown at /t/example.test/catchall: every form still posts where it should.
+    expect([...bad.text.matchAll(/action="([^"]+)"/g)].map((m) => m[1])).toEqual(['/logout', '/t/example.test/forwards/remove', '/t/example.test/forwards', '/t/example.test/catchall']);
+    const set = await c.post('/t/example.test/catchall', { csrf, catchAll: 'Postmaster@Example.net' });
+    expect(set.headers.location).toBe('/t/example.test/forwards?done=catchall-set');
+    const route = t.suite.registry().route('anything@example.test');
+    expect(route.ok && route.targets).toEqual(['postmaster@example.net']);
+    expect((await c.get('/t/example.test/forwards?done=catchall-set')).text).toContain('goes to postmaster@example.net');
+    expect((await c.post('/t/example.test/catchall/remove', { csrf })).headers.location).toBe('/t/example.test/forwards?done=catchall-removed');
+    expect(t.suite.registry().route('anything@example.test').ok).toBe(false);
+    const again = await c.post('/t/example.test/catchall/remove', { csrf });
+    expect(again.text).toContain('id="catchall-error">example.test has no catch-all');
+    expect(await audit('example.test')).toMatch(/catchall-set {2}example\.test {2}\*@example\.test → postmaster@example\.net[\s\S]*catchall-remove/);
+  });
+
   it('refuses a wrong current password and an empty new one, in the CLI\'s words', async () => {
     const c = new PanelClient(t.http);
     await c.login('alice@example.test', 'wonderland');
