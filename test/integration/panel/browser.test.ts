@@ -12,7 +12,8 @@ import { PANEL_HOST } from './helpers.ts';
 /*
  * The panel as a customer uses it: Debian's Chromium driven by playwright-core,
  * by role and label, over HTTPS (the suite's self-signed certificate), with
- * the panel's host name mapped to 127.0.0.1 inside the browser.
+ * the panel's host name mapped to 127.0.0.1 inside the browser, and
+ * JavaScript turned off in the pages (the panel is plain HTML forms).
  */
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -79,8 +80,9 @@ afterAll(async () => {
   await sink?.close();
 });
 
-async function newPage(): Promise<{ context: BrowserContext; page: Page; dialogs: string[] }> {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+/** A fresh browser context; scripts off by default (every page must work as plain HTML forms), on where a payload must get its chance to run. */
+async function newPage(scripts = false): Promise<{ context: BrowserContext; page: Page; dialogs: string[] }> {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, javaScriptEnabled: scripts });
   const page = await context.newPage();
   const dialogs: string[] = [];
   // A script that runs in the panel would show up here (an XSS payload's alert).
@@ -147,7 +149,7 @@ describe.skipIf(!haveChromium)('the control panel in Chromium', () => {
   }, 60_000);
 
   it('shows a refused forward escaped next to its field, and runs nothing from it', async () => {
-    const { context, page, dialogs } = await newPage();
+    const { context, page, dialogs } = await newPage(true);
     await logIn(page, 'carol@example.test', 'carol-pass');
     await page.getByRole('heading', { name: 'Overview' }).waitFor();
     await page.getByRole('link', { name: 'Forwards', exact: true }).click();
