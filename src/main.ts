@@ -18,6 +18,7 @@ import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import { createListsService, type Lists } from './lists/index.ts';
 import { createMailService } from './mail/index.ts';
+import { createPanel } from './panel/index.ts';
 import { guardUmask, makeDir, tightenTree } from './lib/modes.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
@@ -102,7 +103,10 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const listPages: ListPages | undefined = lists?.pages;
   // ACME answers its HTTP-01 challenges through the HTTP service and starts after it (orders need the listener).
   const acme = config.main.acme && certs ? createAcmeService({ registry, log, certs, health, metrics }) : undefined;
-  const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages, acme: acme?.challenges });
+  // The panel writes tenant files as the CLI does, then takes them in with the same reload as SIGHUP.
+  const panel = config.main.panel ? createPanel({ registry, state, log, reload: () => reload() }) : undefined;
+  if (panel) services.push(panel.service);
+  const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages, acme: acme?.challenges, panel: panel?.pages });
   services.push(http);
   if (acme) services.push(acme);
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.

@@ -10,6 +10,7 @@ import { listAdd, listCreate, listDelete, listHeld, listMembers, listModerate, l
 import { queueControl, queueList } from './commands/queue.ts';
 import { hashPasswordCommand } from './commands/hash-password.ts';
 import { init } from './commands/init.ts';
+import { panelAudit } from './commands/panel.ts';
 import { passwd } from './commands/passwd.ts';
 import { aliasAdd, aliasCatchAll, aliasRemove, tenantAdd, tenantList, tenantResume, tenantShow, tenantSuspend } from './commands/tenant.ts';
 import { tenantRemove, tenantRestore } from './commands/tenant-archive.ts';
@@ -281,6 +282,17 @@ export async function main(argv: string[]): Promise<number> {
     .option('-c, --config <dir>', 'config folder')
     .action(function (this: Command, user: string) {
       code = ftpUnlock(globalConfig(this), user);
+    });
+
+  const panel = program.command('panel').description("the customers' control panel (panel: in makewaves.yaml)");
+  panel
+    .command('audit')
+    .description('what customers did in the panel: when, from where, who, what, on which tenant (oldest first)')
+    .option('-c, --config <dir>', 'config folder')
+    .option('--tenant <id>', 'only this tenant')
+    .option('--limit <n>', 'the newest N entries', '100')
+    .action(function (this: Command, opts: { tenant?: string; limit: string }) {
+      code = panelAudit(globalConfig(this), { tenant: opts.tenant, limit: Number(opts.limit) });
     });
 
   const sftp = program.command('sftp').description('SFTP host keys');

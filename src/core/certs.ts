@@ -118,7 +118,7 @@ export class CertStore {
     mkdirSync(path.dirname(this.dir), { recursive: true, mode: 0o750 });
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const made: string[] = [];
-    const wanted: Array<[string, string[]]> = [[DEFAULT_CERT, [hostname, ...(registry.userdir ? [registry.userdir] : [])]]];
+    const wanted: Array<[string, string[]]> = [[DEFAULT_CERT, [hostname, ...(registry.userdir ? [registry.userdir] : []), ...(registry.panelHost ? [registry.panelHost] : [])]]];
     for (const t of registry.tenants.values()) wanted.push([t.domains[0]!, [...t.domains]]);
     for (const [name, domains] of wanted) {
       if (domains.some((d) => this.has(d)) || (name === DEFAULT_CERT && this.has(DEFAULT_CERT))) continue;

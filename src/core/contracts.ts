@@ -149,3 +149,17 @@ export interface AcmeChallenges {
     answered(servername: string, remote: string | undefined): void;
   };
 }
+
+/** A request on the control panel's host (`panel.host`), over HTTPS or from a loopback client. */
+export interface PanelRequest {
+  req: IncomingMessage;
+  res: ServerResponse;
+  remote: string;
+  /** True on an HTTPS connection: cookies get `Secure` and the `__Host-` prefix. */
+  secure: boolean;
+}
+
+/** Serves the customers' control panel (implemented by panel/, used by http/). Must always answer the request. */
+export interface PanelPages {
+  handle(r: PanelRequest): Promise<HttpOutcome>;
+}

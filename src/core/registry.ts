@@ -117,6 +117,8 @@ export class Registry {
   private readonly listAddrs = new Map<string, { tenant: Tenant; list: string; role: Exclude<ListRole, 'owner'> }>();
   /** Host name of the personal-pages site (`http://<userdir>/~<id>/`), if configured. */
   readonly userdir: string | undefined;
+  /** Host name of the control panel (`panel.host`), if configured. */
+  readonly panelHost: string | undefined;
 
   constructor(config: LoadedConfig) {
     this.config = config;
@@ -155,6 +157,7 @@ export class Registry {
     this.hosts = hosts;
     this.ftpAccounts = ftpAccounts;
     this.userdir = config.main.http.userdir;
+    this.panelHost = config.main.panel?.host;
     this.precomputeMailRoutes();
   }
 
@@ -274,6 +277,11 @@ export class Registry {
   /** The FTP account for a login name `user@<tenant id>` (case-insensitive). O(1). */
   ftpAccount(login: string): FtpAccount | undefined {
     return this.ftpAccounts.get(login) ?? this.ftpAccounts.get(login.toLowerCase());
+  }
+
+  /** True when `host` (a Host field: any case, a port, a final dot) names the control panel. */
+  isPanelHost(host: string | undefined): boolean {
+    return host !== undefined && this.panelHost !== undefined && normalizeHost(host) === this.panelHost;
   }
 
   /** True when `host` names the personal-pages site. */

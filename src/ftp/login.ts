@@ -3,26 +3,10 @@ import { errorRef } from '../core/errors.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import type { Logger } from '../core/log.ts';
 import type { FtpAccount } from '../core/registry.ts';
-import type { FtpLoginLocks, LoginRule } from '../state/index.ts';
+import { throttledLogin, type FtpLoginLocks } from '../state/index.ts';
 import type { FtpContext, Session } from './context.ts';
 import { FtpError, JailFileSystem } from './jailfs.ts';
 import type { TenantUsage } from './usage.ts';
-
-/**
- * What one login attempt counts against: the account from this address
- * (locks the address out of that account only: anyone can still fail at
- * someone else's account without locking its owner out), the account from
- * everywhere (a slower ceiling against guessing from many addresses), and
- * the address for every account (one address guessing at many).
- */
-function loginRules(ctx: FtpContext, name: string, remote: string): LoginRule[] {
-  const l = ctx.cfg.lockout;
-  return [
-    { key: `pair:${name}|${remote}`, account: name, limit: l.failures },
-    { key: `account:${name}`, account: name, limit: l.accountFailures },
-    { key: `address:${remote}`, account: '', limit: l.addressFailures },
-  ];
-}
 
 /** The file system handed to ftp-srv: the jail, with every unexpected error turned into a reply without host paths. */
 function forFtpSrv(s: Session, fs: JailFileSystem): object {
@@ -97,33 +81,24 @@ export interface LoggedIn {
 export async function authenticate(ctx: FtpContext, logins: FtpLoginLocks, who: LoginAttempt, username: string, check: (account: FtpAccount | undefined) => Promise<boolean>): Promise<LoggedIn> {
   const { cfg } = ctx;
   const name = username.toLowerCase();
-  const windowMs = cfg.lockout.windowSeconds * 1000;
-  const rules = loginRules(ctx, name, who.remote);
-  const reserved = logins.reserve(rules, windowMs);
-  if ('lockedMs' in reserved) {
-    who.log.warn({ user: name, why: 'locked', key: reserved.key }, `${who.protocol} login refused: too many failures`);
-    throw FtpError.of('LOCKED_OUT', `Too many failed logins; try again in ${Math.ceil(reserved.lockedMs / 60_000)} minutes`);
+  let account: FtpAccount | undefined;
+  const result = await throttledLogin(logins, cfg.lockout, name, who.remote, async () => {
+    account = ctx.registry().ftpAccount(name);
+    return (await check(account)) && account !== undefined;
+  });
+  if (!result.ok && result.lockedMs !== undefined) {
+    who.log.warn({ user: name, why: 'locked', key: result.key }, `${who.protocol} login refused: too many failures`);
+    throw FtpError.of('LOCKED_OUT', `Too many failed logins; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes`);
   }
-  const account = ctx.registry().ftpAccount(name);
-  let ok: boolean;
-  try {
-    ok = (await check(account)) && account !== undefined;
-  } catch (err) {
-    logins.succeeded(reserved.ticket, []); // our failure, not the client's: the reservation goes, nothing is forgiven
-    throw err;
-  }
-  if (!account || !ok) {
+  if (!result.ok || !account) {
     const why = !name.includes('@') ? 'not a user@tenant login' : !account ? 'no such user' : who.protocol === 'ftp' ? 'wrong password' : 'wrong password or key';
-    const locked = logins.failed(reserved.ticket, rules, windowMs, cfg.lockout.lockSeconds * 1000);
+    const locked = result.ok ? [] : result.locked;
     who.log.info({ user: name, why }, `${who.protocol} login failed`);
     if (locked.length > 0) {
       who.log.warn({ user: name, locked, minutes: cfg.lockout.lockSeconds / 60 }, `${who.protocol} login locked after repeated failures`);
     }
     throw FtpError.of('AUTH_FAILED', 'Login incorrect');
   }
-  // This address's failures at this account are forgiven; the account's and the address's are
-  // not, or one valid login would reset the count between guesses at other passwords.
-  logins.succeeded(reserved.ticket, [rules[0]!.key]);
   const tenant = account.tenant;
   // Checked after the password, so the reply tells a suspension only to someone who knows it.
   if (tenant.suspended) {

@@ -6,12 +6,12 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { errorRef, replyCode } from '../core/errors.ts';
 import type { CertStore } from '../core/certs.ts';
-import type { AcmeChallenges, HandlerGateway, ListPages, SiteChanges } from '../core/contracts.ts';
+import type { AcmeChallenges, HandlerGateway, ListPages, PanelPages, SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
-import { normalizeHost } from '../lib/hostname.ts';
+import { isLoopbackAddress, normalizeHost } from '../lib/hostname.ts';
 import type { State } from '../state/index.ts';
 import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
@@ -41,10 +41,12 @@ export interface HttpDeps {
   lists?: ListPages;
   /** Answers ACME HTTP-01 challenges, before any tenant routing. */
   acme?: AcmeChallenges;
+  /** Serves the control panel on `panel.host`; without it that host is 404. */
+  panel?: PanelPages;
 }
 
 /** Name-based virtual hosting of tenants' static sites, user pages and proxied backends. */
-export function createHttpService({ registry, state, log: rootLog, gateway, lists, metrics, certs, acme }: HttpDeps): Service & { siteChanges: SiteChanges } {
+export function createHttpService({ registry, state, log: rootLog, gateway, lists, metrics, certs, acme, panel }: HttpDeps): Service & { siteChanges: SiteChanges } {
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
@@ -149,6 +151,12 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
         return record(route.tenant, req, remote, redirectToHttps(req, res, httpsPort, route));
       }
     }
+    if (route.kind === 'panel' && !(req.socket as TLSSocket).encrypted && !isLoopbackAddress(remote)) {
+      // Passwords and session cookies never cross the network in clear: only a client on this machine may use plain HTTP.
+      if (httpsPort !== undefined) return record(undefined, req, remote, redirectToHttps(req, res, httpsPort, route));
+      log.info({ remote, host: req.headers.host, why: 'the panel needs HTTPS and no HTTPS listener is configured' }, 'request refused');
+      return record(undefined, req, remote, sendPage(req, res, 403));
+    }
     if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
       // The hot path: a cached file answered without a single await.
       let sent: Outcome | undefined;
@@ -200,6 +208,9 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
             break;
           }
           outcome = await lists.handle({ req, res, remote, tenant: route.tenant, list: route.list, segments: route.segments, query: route.query });
+          break;
+        case 'panel':
+          outcome = panel ? await panel.handle({ req, res, remote, secure: (req.socket as TLSSocket).encrypted === true }) : sendPage(req, res, 404);
           break;
         case 'static':
           if (req.method !== 'GET' && req.method !== 'HEAD') {

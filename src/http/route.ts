@@ -13,6 +13,8 @@ export type Route = (
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
   | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string }
   | { kind: 'list'; tenant: Tenant; list: string; segments: string[]; query: string }
+  /** The control panel's host: every path is the panel's (it belongs to no tenant). */
+  | { kind: 'panel'; tenant: undefined }
   /** `OPTIONS *`: about the server as a whole (the tenant, when the Host names one, is for the access log). */
   | { kind: 'server-options'; tenant: Tenant | undefined }
 ) & {
@@ -97,6 +99,7 @@ export function refuseByMethod(route: Route, method: string | undefined): Route 
     return { kind: 'error', status: 400, tenant: route.tenant, why: `${method} *`, authority: route.authority };
   }
   if (method !== 'TRACE' || route.kind === 'error' || route.kind === 'suspended' || route.kind === 'server-options') return route;
+  if (route.kind === 'panel') return { kind: 'error', status: 405, tenant: undefined, why: 'TRACE is not answered', allow: 'GET, HEAD, POST', authority: route.authority };
   const allow = route.kind === 'static' ? STATIC_METHODS : FORWARDED_METHODS;
   return { kind: 'error', status: 405, tenant: route.tenant, why: 'TRACE is not answered', allow, authority: route.authority };
 }
@@ -122,6 +125,7 @@ function decide(reg: Registry, rest: string, host: string): Decided {
   let rawPath = q === -1 ? rest : rest.slice(0, q);
   const query = q === -1 ? '' : rest.slice(q + 1);
 
+  if (reg.isPanelHost(host)) return { kind: 'panel', tenant: undefined };
   let tenant = reg.tenantForHost(host);
   let base = '';
   if (!tenant) {

@@ -40,3 +40,34 @@ export async function scanUsage(root: string, { removeTemps }: { removeTemps?: s
   }
   return total;
 }
+
+/** Bytes and number of regular files below `root` (symlinks not followed, a missing root is empty): what a customer's overview shows. */
+export async function treeUsage(root: string): Promise<{ bytes: number; files: number }> {
+  let bytes = 0;
+  let files = 0;
+  const pending: string[] = [root];
+  while (pending.length > 0) {
+    const dir = pending.pop()!;
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      throw err;
+    }
+    for (const e of entries) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) pending.push(full);
+      else if (e.isFile()) {
+        try {
+          bytes += (await lstat(full)).size;
+          files += 1;
+        } catch {
+          // Removed between readdir and lstat: it no longer counts.
+        }
+      }
+    }
+  }
+  return { bytes, files };
+}

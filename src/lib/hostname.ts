@@ -24,3 +24,8 @@ export function normalizeHost(host: string): string {
   if (h.charCodeAt(h.length - 1) === 46 /* . */) h = h.slice(0, -1);
   return h.toLowerCase();
 }
+
+/** True for a loopback client address as a socket reports it: 127.0.0.0/8, ::1, or IPv4 loopback mapped into IPv6. */
+export function isLoopbackAddress(address: string): boolean {
+  return /^(?:::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/i.test(address) || address === '::1';
+}

@@ -137,3 +137,57 @@ export class FtpLoginLocks {
     this.db.prepare('DELETE FROM ftp_login_attempts WHERE pending = 1').run();
   }
 }
+
+/** The lockout settings (`ftp.lockout` in the main config). */
+export interface LockoutSettings {
+  readonly failures: number;
+  readonly accountFailures: number;
+  readonly addressFailures: number;
+  readonly windowSeconds: number;
+  readonly lockSeconds: number;
+}
+
+/**
+ * What one login attempt counts against: the account from this address
+ * (locks the address out of that account only: anyone can still fail at
+ * someone else's account without locking its owner out), the account from
+ * everywhere (a slower ceiling against guessing from many addresses), and
+ * the address for every account (one address guessing at many).
+ */
+export function loginRules(l: LockoutSettings, name: string, remote: string): LoginRule[] {
+  return [
+    { key: `pair:${name}|${remote}`, account: name, limit: l.failures },
+    { key: `account:${name}`, account: name, limit: l.accountFailures },
+    { key: `address:${remote}`, account: '', limit: l.addressFailures },
+  ];
+}
+
+/** How a throttled login ended. */
+export type ThrottledLogin = { ok: true } | { ok: false; lockedMs: number; key: string } | { ok: false; lockedMs?: undefined; locked: string[] };
+
+/**
+ * One password check of login `name` (lower case) from `remote` under the
+ * lockout: counted before `check` (the slow part: scrypt) runs, so parallel
+ * attempts cannot all pass while the count is low. A success forgives this
+ * address's failures at this account only (the account's and the address's
+ * stay, or one valid login would reset the count between guesses at other
+ * passwords). FTP, SFTP and the panel count against the same keys.
+ * If `check` throws (our fault, not the client's), its reservation goes and
+ * the error is rethrown.
+ */
+export async function throttledLogin(logins: FtpLoginLocks, l: LockoutSettings, name: string, remote: string, check: () => Promise<boolean>): Promise<ThrottledLogin> {
+  const windowMs = l.windowSeconds * 1000;
+  const rules = loginRules(l, name, remote);
+  const reserved = logins.reserve(rules, windowMs);
+  if ('lockedMs' in reserved) return { ok: false, lockedMs: reserved.lockedMs, key: reserved.key };
+  let ok: boolean;
+  try {
+    ok = await check();
+  } catch (err) {
+    logins.succeeded(reserved.ticket, []); // our failure, not the client's: the reservation goes, nothing is forgiven
+    throw err;
+  }
+  if (!ok) return { ok: false, locked: logins.failed(reserved.ticket, rules, windowMs, l.lockSeconds * 1000) };
+  logins.succeeded(reserved.ticket, [rules[0]!.key]);
+  return { ok: true };
+}

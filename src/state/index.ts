@@ -3,17 +3,21 @@ import { DkimKeys, dkimMigrations } from './dkim.ts';
 import { FormLog, formMigrations } from './forms.ts';
 import { FtpLoginLocks, ftpLoginMigrations } from './ftplogins.ts';
 import { ListStore, listMigrations } from './lists.ts';
+import { PanelStore, panelMigrations } from './panel.ts';
 import { MailQueueStore, queueMigrations } from './queue.ts';
 import { TrafficCounters, trafficMigrations } from './traffic.ts';
 
 export type { FormSubmission } from './forms.ts';
 export type { DkimKey, DkimAlgorithm } from './dkim.ts';
 export { dkimRecord } from './dkim.ts';
-export type { LoginRule, LoginLock } from './ftplogins.ts';
+export type { LoginRule, LoginLock, LockoutSettings, ThrottledLogin } from './ftplogins.ts';
+export { loginRules, throttledLogin } from './ftplogins.ts';
 export type { TrafficTotals } from './traffic.ts';
 export type { QueuedMessage, QueuedRecipient, NewQueuedMessage, Utf8Need } from './queue.ts';
 export type { ListMember, ListToken, HeldPost, InboxMail, MemberMode, ArchivedPost } from './lists.ts';
-export { FormLog, TrafficCounters, MailQueueStore, ListStore, FtpLoginLocks, DkimKeys };
+export type { PanelSession, AuditEntry } from './panel.ts';
+export { keyTag } from './panel.ts';
+export { FormLog, TrafficCounters, MailQueueStore, ListStore, FtpLoginLocks, DkimKeys, PanelStore };
 export { hashToken } from './lists.ts';
 
 /** Durable runtime data shared by the services (SQLite in `<data>/makewaves.db`). */
@@ -26,11 +30,13 @@ export interface State {
   readonly ftpLogins: FtpLoginLocks;
   /** DKIM keys per domain (files under <data>/dkim/, selectors here). */
   readonly dkim: DkimKeys;
+  /** The control panel's sessions and audit log. */
+  readonly panel: PanelStore;
   close(): void;
 }
 
 export function openState(dataDir: string): State {
-  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations, ...listMigrations, ...ftpLoginMigrations, ...dkimMigrations]);
+  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations, ...listMigrations, ...ftpLoginMigrations, ...dkimMigrations, ...panelMigrations]);
   const traffic = new TrafficCounters(db);
   const mailQueue = new MailQueueStore(db);
   return {
@@ -41,6 +47,7 @@ export function openState(dataDir: string): State {
     lists: new ListStore(db),
     ftpLogins: new FtpLoginLocks(db),
     dkim: new DkimKeys(db, dataDir),
+    panel: new PanelStore(db),
     close() {
       traffic.flush();
       db.close();

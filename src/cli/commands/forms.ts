@@ -1,7 +1,7 @@
 import { isMap, isSeq } from 'yaml';
 import { ConfigError, loadConfig } from '../../core/config/load.ts';
 import { openState, type FormSubmission } from '../../state/index.ts';
-import { editTenant, loadCurrent } from '../tenantfile.ts';
+import { editTenant, loadCurrent } from '../../core/tenantfile.ts';
 
 /** `makewaves forms <tenant>`: lists the form submissions handlers mailed for a tenant, oldest first. */
 export function forms(configDir: string, tenant: string, opts: { limit: number; full: boolean }): number {

@@ -9,7 +9,7 @@ import { Registry } from '../../core/registry.ts';
 import { parseListen } from '../../lib/listen.ts';
 import { hashToken, openState } from '../../state/index.ts';
 import { takeListRows } from '../../state/tenantdata.ts';
-import { editTenant, loadCurrent } from '../tenantfile.ts';
+import { editTenant, loadCurrent } from '../../core/tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
 

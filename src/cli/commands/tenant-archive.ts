@@ -6,7 +6,7 @@ import { controlRequest } from '../../core/control.ts';
 import { Spool } from '../../state/spool.ts';
 import { openState, type State } from '../../state/index.ts';
 import { restoreTenantRows, takeTenantRows, type TenantRows } from '../../state/tenantdata.ts';
-import { loadCurrent, tenantFile, validateEdit, writeTenant } from '../tenantfile.ts';
+import { loadCurrent, tenantFile, validateEdit, writeTenant } from '../../core/tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
 

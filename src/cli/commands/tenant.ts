@@ -7,7 +7,7 @@ import { scanUsage } from '../../lib/du.ts';
 import { isValidHostname } from '../../lib/hostname.ts';
 import { formatSize, parseSize } from '../../lib/sizes.ts';
 import { openState } from '../../state/index.ts';
-import { loadCurrent, readTenant, serviceOwner, tenantFile, validateEdit, writeTenant } from '../tenantfile.ts';
+import { addForward, loadCurrent, readTenant, removeForward, serviceOwner, setCatchAll, tenantFile, validateEdit, writeTenant } from '../../core/tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
 
@@ -174,49 +174,17 @@ export function tenantResume(configDir: string, id: string, out: Out = process.s
   return 0;
 }
 
-/** Finds the tenant hosting `local@domain`; throws a clear line if there is none. */
-function aliasOwner(config: LoadedConfig, address: string): { tenant: Tenant; local: string; domain: string } {
-  const m = /^([^@\s]+)@([^@\s]+)$/.exec(address);
-  if (!m) throw new Error(`"${address}" is not an address of the form local@domain`);
-  const local = m[1]!.toLowerCase();
-  const domain = m[2]!.toLowerCase();
-  // The same characters an address local part may carry unquoted (RFC 5321 §4.1.2 Dot-string), without "+" tags.
-  if (!/^[a-z0-9!#$%&'*/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*/=?^_`{|}~-]+)*$/.test(local)) throw new Error(`"${m[1]}" is not a plain local part`);
-  const tenant = new Registry(config).tenantForHost(domain);
-  if (!tenant) throw new Error(`no tenant has the domain "${domain}"`);
-  return { tenant, local, domain };
-}
-
 /** `makewaves alias add local@domain target [target…]`: adds the targets to the tenant's `mail.forward.<local>`. */
 export function aliasAdd(configDir: string, address: string, targets: string[], out: Out = process.stdout): number {
-  if (targets.length === 0) throw new Error('give at least one target address');
-  const config = loadCurrent(configDir);
-  const { tenant, local } = aliasOwner(config, address);
-  const { doc } = readTenant(configDir, tenant.id);
-  const existing = doc.getIn(['mail', 'forward', local]);
-  const before: string[] = existing === undefined ? [] : typeof existing === 'string' ? [existing] : (doc.getIn(['mail', 'forward', local], false) as { toJSON(): string[] }).toJSON();
-  const merged = [...before];
-  for (const t of targets.map((x) => x.toLowerCase())) if (!merged.includes(t)) merged.push(t);
-  if (merged.length === before.length) throw new Error(`${local}@${tenant.domains[0]} already forwards to ${targets.join(', ')}`);
-  const node = doc.createNode(merged);
-  node.flow = true;
-  if (!isMap(doc.get('mail'))) doc.set('mail', doc.createNode({ forward: {} }));
-  if (!isMap(doc.getIn(['mail', 'forward']))) doc.setIn(['mail', 'forward'], doc.createNode({}));
-  doc.setIn(['mail', 'forward', local], node);
-  writeTenant(configDir, tenant.id, doc.toString({ lineWidth: 0, flowCollectionPadding: false }));
+  const { tenant, local, targets: now } = addForward(configDir, address, targets);
   const others = tenant.domains.length > 1 ? ` (and @${tenant.domains.slice(1).join(', @')})` : '';
-  out.write(`${local}@${tenant.domains[0]}${others} → ${merged.join(', ')} (tenant ${tenant.id})\n`);
+  out.write(`${local}@${tenant.domains[0]}${others} → ${now.join(', ')} (tenant ${tenant.id})\n`);
   return 0;
 }
 
 /** `makewaves alias remove local@domain`. */
 export function aliasRemove(configDir: string, address: string, out: Out = process.stdout): number {
-  const config = loadCurrent(configDir);
-  const { tenant, local } = aliasOwner(config, address);
-  const { doc } = readTenant(configDir, tenant.id);
-  if (!doc.hasIn(['mail', 'forward', local])) throw new Error(`tenant ${tenant.id} has no alias ${local}`);
-  doc.deleteIn(['mail', 'forward', local]);
-  writeTenant(configDir, tenant.id, doc.toString({ lineWidth: 0, flowCollectionPadding: false }));
+  const { tenant, local } = removeForward(configDir, address);
   out.write(`removed alias ${local}@${tenant.domains[0]} (tenant ${tenant.id})\n`);
   return 0;
 }
@@ -224,19 +192,10 @@ export function aliasRemove(configDir: string, address: string, out: Out = proce
 /** `makewaves alias catchall DOMAIN TARGET | --remove`: the tenant's `mail.catchAll` (every address of its domains without a forward of its own). */
 export function aliasCatchAll(configDir: string, domain: string, target: string | undefined, opts: { remove: boolean }, out: Out = process.stdout): number {
   if (!opts.remove && target === undefined) throw new Error("give the catch-all's target address, or --remove");
-  const config = loadCurrent(configDir);
-  const tenant = new Registry(config).tenantForHost(domain.toLowerCase());
+  const tenant = new Registry(loadCurrent(configDir)).tenantForHost(domain.toLowerCase());
   if (!tenant) throw new Error(`no tenant has the domain "${domain.toLowerCase()}"`);
-  const { doc } = readTenant(configDir, tenant.id);
+  setCatchAll(configDir, tenant.id, opts.remove ? undefined : target!);
   const others = tenant.domains.length > 1 ? ` (and @${tenant.domains.slice(1).join(', @')})` : '';
-  if (opts.remove) {
-    if (!doc.hasIn(['mail', 'catchAll'])) throw new Error(`${tenant.domains[0]} has no catch-all`);
-    doc.deleteIn(['mail', 'catchAll']);
-  } else {
-    if (!isMap(doc.get('mail'))) doc.set('mail', doc.createNode({}));
-    doc.setIn(['mail', 'catchAll'], target!.toLowerCase());
-  }
-  writeTenant(configDir, tenant.id, doc.toString({ lineWidth: 0, flowCollectionPadding: false }));
   out.write(opts.remove ? `removed the catch-all of ${tenant.domains[0]} (tenant ${tenant.id})\n` : `*@${tenant.domains[0]}${others} → ${target!.toLowerCase()} (tenant ${tenant.id})\n`);
   return 0;
 }

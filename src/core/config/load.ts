@@ -100,6 +100,14 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   const rawMain = parseYaml(mainFile, problems);
   const main = rawMain === undefined ? undefined : validate(mainSchema, rawMain, mainFile, problems);
   if (main?.sftp && !main.ftp) problems.push(`${show(mainFile)}: sftp: needs ftp: too (SFTP logs in the tenants' FTP accounts under FTP's lockout rules)`);
+  if (main?.panel && main.panel.host === main.http.userdir) problems.push(`${show(mainFile)}: panel.host: "${main.panel.host}" is also http.userdir; give the panel a name of its own`);
+  if (main?.panel) {
+    const admins = new Set<string>();
+    main.panel.admins.forEach((a, i) => {
+      if (admins.has(a.user)) problems.push(`${show(mainFile)}: panel.admins[${i}].user: "${a.user}" is listed twice`);
+      admins.add(a.user);
+    });
+  }
   if (main?.acme && !main.http.tls) problems.push(`${show(mainFile)}: acme: needs http.tls (its certificates go into that store and are served on its listener)`);
 
   const tenants: TenantEntry[] = [];
@@ -169,6 +177,9 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
     for (const local of Object.keys(config.mail?.forward ?? {})) {
       const list = taken.get(local.toLowerCase());
       if (list !== undefined) problems.push(`${show(file)}: mail.forward.${local}: "${local}" is an address of the mailing list "${list}"`);
+    }
+    if (main?.panel && domainOwner.get(main.panel.host) === id) {
+      problems.push(`${show(file)}: domains: "${main.panel.host}" is the control panel's host (panel.host in ${MAIN_FILE})`);
     }
     if (main?.http.userdir && domainOwner.get(main.http.userdir) === id) {
       problems.push(`${show(file)}: domains: "${main.http.userdir}" is the userdir host (http.userdir in ${MAIN_FILE})`);

@@ -58,6 +58,9 @@ const dnsSettings = z.strictObject({
   timeout: z.number().positive().max(60).default(5),
 });
 
+/** Login throttling when `ftp.lockout` says nothing (the panel uses it too when there is no `ftp:`). */
+export const LOCKOUT_DEFAULTS = { failures: 5, accountFailures: 50, addressFailures: 50, windowSeconds: 600, lockSeconds: 300 } as const;
+
 export const mainSchema = z.strictObject({
   hostname,
   /** DNS servers for every lookup the suite makes (MX for delivery, and `makewaves dns --check`); absent: the system's. */
@@ -167,7 +170,7 @@ export const mainSchema = z.strictObject({
           windowSeconds: z.number().positive().default(600),
           lockSeconds: z.number().positive().default(300),
         })
-        .default({ failures: 5, accountFailures: 50, addressFailures: 50, windowSeconds: 600, lockSeconds: 300 }),
+        .default(LOCKOUT_DEFAULTS),
       /** Explicit FTPS (AUTH TLS, RFC 4217) with one certificate; `required` refuses logins before AUTH TLS. */
       /** Without cert/key, FTPS uses the default certificate of the suite's store (http.tls.certs). */
       tls: z
@@ -270,6 +273,27 @@ export const mainSchema = z.strictObject({
         .default(['http-01']),
       /** After a rate-limit reply (urn:ietf:params:acme:error:rateLimited): the refused domain waits at least this long, and at least its Retry-After. */
       rateLimitFloorSeconds: z.number().positive().max(7 * 86_400).default(3600),
+    })
+    .optional(),
+  /**
+   * The customers' control panel, served by the HTTP service on `host`
+   * (HTTPS only, except to loopback clients). Customers log in with one of
+   * their tenant's FTP accounts.
+   */
+  panel: z
+    .strictObject({
+      host: hostname,
+      /** Operator accounts (`makewaves hash-password` writes the hash); kept for the operator view, which is not served yet. */
+      admins: z
+        .array(
+          z.strictObject({
+            user: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be lower-case letters, digits, ".", "_" or "-"'),
+            password: z.string().regex(/^\$scrypt\$/, 'must be a hash written by `makewaves hash-password` ($scrypt$...)'),
+          }),
+        )
+        .default([]),
+      /** Minutes a session may stay unused before it has to log in again. */
+      idleMinutes: z.number().int().min(1).max(24 * 60).default(30),
     })
     .optional(),
   /** Unix account the suite runs as after binding its listeners, when started as root (`makewaves init` prepares <data> and <sites> for it). */

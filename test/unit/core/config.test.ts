@@ -7,7 +7,7 @@ import { Registry } from '../../../src/core/registry.ts';
 import { tenantSchema } from '../../../src/core/config/schema.ts';
 import { parseSize } from '../../../src/lib/sizes.ts';
 import { parseListen } from '../../../src/lib/listen.ts';
-import { normalizeHost } from '../../../src/lib/hostname.ts';
+import { isLoopbackAddress, normalizeHost } from '../../../src/lib/hostname.ts';
 
 const FIXTURE = path.join(import.meta.dirname, '../../fixtures/config');
 const MAIN = `hostname: mx.test\ndata: ../data\nsites: ../sites\nhttp:\n  listen: ["127.0.0.1:0"]\n  userdir: members.test\n`;
@@ -133,6 +133,29 @@ describe('loadConfig', () => {
     expect(problems({ 'makewaves.yaml': tls + acme('[dns-01]') })).toEqual([expect.stringMatching(/acme\.challenges.*(http-01|tls-alpn-01)/)]);
     expect(problems({ 'makewaves.yaml': tls + acme('[http-01, http-01]') })).toEqual([expect.stringMatching(/acme\.challenges.*twice/)]);
   });
+
+  it('panel: a valid host of its own, admins with scrypt hashes, each once', () => {
+    const ok = MAIN + 'panel:\n  host: Panel.ISP.test\n';
+    const loaded = loadConfig(write({ 'makewaves.yaml': ok }));
+    expect(loaded.main.panel).toEqual({ host: 'panel.isp.test', admins: [], idleMinutes: 30 });
+    expect(new Registry(loaded).isPanelHost('PANEL.isp.test:8443')).toBe(true);
+    expect(problems({ 'makewaves.yaml': MAIN + 'panel:\n  host: "panel..test"\n  idleMinutes: 0\n  colour: blue\n' })).toEqual([
+      expect.stringMatching(/makewaves\.yaml: panel\.host: "panel\.\.test" is not a valid host name/),
+      expect.stringMatching(/makewaves\.yaml: panel\.idleMinutes: /),
+      expect.stringMatching(/makewaves\.yaml: panel\.colour: unknown key \(a typo\?\)/),
+    ]);
+    expect(problems({ 'makewaves.yaml': MAIN + 'panel:\n  host: panel.isp.test\n  admins:\n    - { user: op, password: secret }\n' })).toEqual([
+      expect.stringMatching(/makewaves\.yaml: panel\.admins\[0\]\.password: must be a hash written by `makewaves hash-password`/),
+    ]);
+    const hash = '"$scrypt$N=16384,r=8,p=1$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U"';
+    expect(problems({ 'makewaves.yaml': MAIN + `panel:\n  host: panel.isp.test\n  admins:\n    - { user: op, password: ${hash} }\n    - { user: op, password: ${hash} }\n` })).toEqual([
+      expect.stringMatching(/panel\.admins\[1\]\.user: "op" is listed twice/),
+    ]);
+    expect(problems({ 'makewaves.yaml': MAIN + 'panel:\n  host: members.test\n' })).toEqual([expect.stringMatching(/panel\.host: "members\.test" is also http\.userdir/)]);
+    expect(problems({ 'makewaves.yaml': ok, 'tenants/a.test.yaml': 'domains: [a.test, panel.isp.test]\n' })).toEqual([
+      expect.stringMatching(/a\.test\.yaml: domains: "panel\.isp\.test" is the control panel's host \(panel\.host in makewaves\.yaml\)/),
+    ]);
+  });
 });
 
 describe('Registry', () => {
@@ -188,6 +211,11 @@ describe('small parsers', () => {
     ['127.0.0.1', undefined],
     ['127.0.0.1:99999', undefined],
   ])('parseListen(%j)', (input, expected) => expect(parseListen(input)).toEqual(expected));
+
+  it('isLoopbackAddress', () => {
+    for (const a of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1']) expect(isLoopbackAddress(a), a).toBe(true);
+    for (const a of ['192.0.2.2', '::ffff:192.0.2.2', 'fd00::2', '::', '0.0.0.0', '1127.0.0.1', '127.0.0.1.evil', '']) expect(isLoopbackAddress(a), a).toBe(false);
+  });
 
   it('normalizeHost', () => {
     expect(normalizeHost('Example.TEST.:8080')).toBe('example.test');

@@ -1,0 +1,195 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
+import type { HttpOutcome, PanelPages, PanelRequest } from '../core/contracts.ts';
+import { errorRef } from '../core/errors.ts';
+import type { Job, Service } from '../core/lifecycle.ts';
+import type { Logger } from '../core/log.ts';
+import type { Registry } from '../core/registry.ts';
+import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
+import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
+import { customerPages, type Acting } from './customer.ts';
+import { loginPage, messagePage } from './html.ts';
+import { cookieName, readCookie, readForm, redirect, sendHtml, setCookie } from './web.ts';
+
+export interface PanelDeps {
+  registry: Registry;
+  state: State;
+  log: Logger;
+  /** Takes the configuration on disk into the running server (the same reload as SIGHUP); false if it was refused. */
+  reload: () => boolean;
+  now?: () => number;
+}
+
+/** A session lives at most this long, however busy (then its owner logs in again). */
+export const SESSION_MAX_AGE_MS = 12 * 3600_000;
+
+const SESSION = 'mw_session';
+/** The login form's own CSRF token (double-submit: cookie and field must match), before there is a session. */
+const LOGIN_TOKEN = 'mw_login';
+
+function sameToken(a: string | undefined | null, b: string): boolean {
+  if (typeof a !== 'string' || a.length !== b.length) return false;
+  return timingSafeEqual(Buffer.from(a), Buffer.from(b));
+}
+
+function token(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/**
+ * The customers' control panel: log in with a tenant's FTP account (under
+ * FTP's lockout), then see its overview and change its password and
+ * forwards. Sessions and the audit log are in state; every write goes
+ * through core/tenantfile.ts, as the CLI's do, then the suite reloads.
+ */
+export function createPanel({ registry, state, log: rootLog, reload, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
+  const log = rootLog.child({ svc: 'panel' });
+  let current = registry;
+  const idleMs = () => (current.config.main.panel?.idleMinutes ?? 30) * 60_000;
+  const lockout = () => current.config.main.ftp?.lockout ?? LOCKOUT_DEFAULTS;
+
+  function sessionOf(r: PanelRequest): { id: string; s: PanelSession } | undefined {
+    const id = readCookie(r.req, cookieName(SESSION, r.secure));
+    if (!id || !/^[A-Za-z0-9_-]{43}$/.test(id)) return undefined;
+    const s = state.panel.session(id, idleMs(), SESSION_MAX_AGE_MS, now());
+    if (!s) return undefined;
+    // The account must still be what it was at login: there, with the same password, its tenant not suspended.
+    const account = current.ftpAccount(s.login);
+    const why = !account ? 'account removed' : keyTag(account.hash) !== s.keyTag ? 'password changed' : account.tenant.suspended ? 'tenant suspended' : undefined;
+    if (why) {
+      state.panel.endSession(id);
+      log.info({ user: s.login, tenant: s.tenant, remote: r.remote, why }, 'panel session ended');
+      return undefined;
+    }
+    return { id, s };
+  }
+
+  function showLogin(r: PanelRequest, status: number, o: { user?: string; error?: string } = {}): HttpOutcome {
+    const t = token();
+    return sendHtml(r.req, r.res, status, loginPage({ csrf: t, ...o }), { 'Set-Cookie': setCookie(cookieName(LOGIN_TOKEN, r.secure), t, r.secure) });
+  }
+
+  async function login(r: PanelRequest): Promise<HttpOutcome> {
+    const form = await readForm(r.req);
+    if (!form) return sendHtml(r.req, r.res, 400, messagePage('Bad request', 'The form could not be read.'));
+    const expected = readCookie(r.req, cookieName(LOGIN_TOKEN, r.secure));
+    if (!expected || !sameToken(form.get('csrf'), expected)) {
+      log.info({ remote: r.remote, why: 'login form without its token' }, 'panel login refused');
+      return showLogin(r, 403, { error: 'The login form had expired; please log in again.' });
+    }
+    // Bounded: the name becomes a key of the lockout table (no login is this long).
+    const user = (form.get('user') ?? '').trim().toLowerCase().slice(0, 320);
+    const password = form.get('password') ?? '';
+    let account = current.ftpAccount(user);
+    const result = await throttledLogin(state.ftpLogins, lockout(), user, r.remote, async () => {
+      account = current.ftpAccount(user);
+      // An unknown user costs the same scrypt work as a known one.
+      return (await verifyPassword(password, account?.hash ?? DUMMY_HASH)) && account !== undefined;
+    });
+    if (!result.ok) {
+      if (result.lockedMs !== undefined) {
+        log.warn({ user, remote: r.remote, why: 'locked', key: result.key }, 'panel login refused: too many failures');
+        return showLogin(r, 429, { user, error: `Too many failed logins; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes.` });
+      }
+      log.info({ user, remote: r.remote, why: !account ? 'no such user' : 'wrong password', locked: result.locked }, 'panel login failed');
+      return showLogin(r, 401, { user, error: 'Wrong user or password.' });
+    }
+    const tenant = account!.tenant;
+    if (tenant.suspended) {
+      log.info({ user, tenant: tenant.id, remote: r.remote, why: 'tenant suspended' }, 'panel login refused');
+      return showLogin(r, 403, { user, error: 'This account is suspended; please contact your hosting provider.' });
+    }
+    const id = token();
+    const t = now();
+    state.panel.createSession(id, { login: account!.login, tenant: tenant.id, csrf: token(), keyTag: keyTag(account!.hash), remote: r.remote, created: t });
+    state.panel.audit({ at: t, login: account!.login, tenant: tenant.id, action: 'login', detail: '', remote: r.remote });
+    log.info({ user: account!.login, tenant: tenant.id, remote: r.remote }, 'panel login');
+    return redirect(r.res, `/t/${encodeURIComponent(tenant.id)}/`, {
+      'Set-Cookie': [setCookie(cookieName(SESSION, r.secure), id, r.secure), setCookie(cookieName(LOGIN_TOKEN, r.secure), '', r.secure, 0)],
+    });
+  }
+
+  /** Refuses a request of session `s` with 403, in the log and the audit log. */
+  function deny(r: PanelRequest, acting: Acting | undefined, tenant: string, why: string): HttpOutcome {
+    log.warn({ user: acting?.login, tenant, remote: r.remote, url: r.req.url, why }, 'panel request refused');
+    state.panel.audit({ login: acting?.login ?? '-', tenant, action: 'denied', detail: `${r.req.method} ${r.req.url ?? ''}: ${why}`, remote: r.remote });
+    return sendHtml(r.req, r.res, 403, messagePage('Forbidden', why === 'another tenant' ? 'This page belongs to another customer.' : 'The form had expired or did not come from this panel; please try again.', acting?.shell));
+  }
+
+  const customer = customerPages({
+    registry: () => current,
+    state,
+    log,
+    reload,
+    now,
+  });
+
+  async function route(r: PanelRequest): Promise<HttpOutcome> {
+    const { req } = r;
+    const url = new URL(req.url ?? '/', 'http://panel.invalid');
+    const method = req.method ?? 'GET';
+    const get = method === 'GET' || method === 'HEAD';
+    if (!get && method !== 'POST') return sendHtml(req, r.res, 405, messagePage('Method not allowed', 'The panel answers GET and POST only.'), { Allow: 'GET, HEAD, POST' });
+    const session = sessionOf(r);
+    if (url.pathname === '/') return redirect(r.res, session ? `/t/${encodeURIComponent(session.s.tenant)}/` : '/login');
+    if (url.pathname === '/login') {
+      if (get) return session ? redirect(r.res, `/t/${encodeURIComponent(session.s.tenant)}/`) : showLogin(r, 200);
+      return login(r);
+    }
+    if (url.pathname === '/logout' && !get) {
+      const form = await readForm(req);
+      if (session) {
+        if (!sameToken(form?.get('csrf'), session.s.csrf)) return deny(r, customer.acting(session.s), session.s.tenant, 'no valid CSRF token');
+        state.panel.endSession(session.id);
+        state.panel.audit({ login: session.s.login, tenant: session.s.tenant, action: 'logout', detail: '', remote: r.remote });
+      }
+      return redirect(r.res, '/login', { 'Set-Cookie': setCookie(cookieName(SESSION, r.secure), '', r.secure, 0) });
+    }
+    const m = /^\/t\/([^/]+)\/(.*)$/.exec(url.pathname);
+    if (!m) return sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.'));
+    if (!session) {
+      if (readCookie(req, cookieName(SESSION, r.secure))) log.info({ remote: r.remote, url: req.url, why: 'unknown or expired session' }, 'panel request refused');
+      if (get) return redirect(r.res, '/login', { 'Set-Cookie': setCookie(cookieName(SESSION, r.secure), '', r.secure, 0) });
+      return sendHtml(req, r.res, 403, messagePage('Forbidden', 'Your session has ended; please log in again.'));
+    }
+    const acting = customer.acting(session.s);
+    const tenantId = decodeURIComponent(m[1]!);
+    if (tenantId !== session.s.tenant) return deny(r, acting, tenantId, 'another tenant');
+    let form: URLSearchParams | undefined;
+    if (!get) {
+      form = await readForm(req);
+      if (!form) return sendHtml(req, r.res, 400, messagePage('Bad request', 'The form could not be read.', acting.shell));
+      if (!sameToken(form.get('csrf'), session.s.csrf)) return deny(r, acting, tenantId, 'no valid CSRF token');
+    }
+    return customer.handle(r, acting, m[2]!, form, url.searchParams, session.id);
+  }
+
+  return {
+    pages: {
+      async handle(r) {
+        try {
+          return await route(r);
+        } catch (err) {
+          const ref = errorRef();
+          log.error({ ref, remote: r.remote, url: r.req.url, err: (err as Error).stack }, 'panel request failed');
+          if (r.res.headersSent) {
+            r.res.destroy();
+            return { status: 500, bytes: 0 };
+          }
+          return sendHtml(r.req, r.res, 500, messagePage('Something went wrong', `The panel could not do that; the operator can find it under reference ${ref}.`));
+        }
+      },
+    },
+    service: {
+      name: 'panel',
+      start: async () => [],
+      stop: async () => undefined,
+      reload(next) {
+        current = next;
+      },
+      jobs(): Job[] {
+        return [{ name: 'prune panel sessions', schedule: '*/10 * * * *', run: () => void state.panel.prune(idleMs(), SESSION_MAX_AGE_MS) }];
+      },
+    },
+  };
+}

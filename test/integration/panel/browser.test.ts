@@ -1,0 +1,215 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import nodemailer from 'nodemailer';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashPassword } from '../../../src/lib/password.ts';
+import { ftpLogin } from '../ftp/helpers.ts';
+import { smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
+import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { PANEL_HOST } from './helpers.ts';
+
+/*
+ * The panel as a customer uses it: Debian's Chromium driven by playwright-core,
+ * by role and label, over HTTPS (the suite's self-signed certificate), with
+ * the panel's host name mapped to 127.0.0.1 inside the browser, and
+ * JavaScript turned off in the pages (the panel is plain HTML forms).
+ */
+
+const CHROMIUM = '/usr/bin/chromium';
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium) console.warn('panel browser tests skipped: /usr/bin/chromium is missing (apt-get install chromium)');
+
+const SHOTS = path.resolve(import.meta.dirname, '../../../test-results/panel');
+
+let t: TestSuite;
+let sink: MailSink;
+let browser: Browser;
+/** https://panel.makewaves.test:<port> */
+let base: string;
+let httpsPort: number;
+
+beforeAll(async () => {
+  if (!haveChromium) return;
+  mkdirSync(SHOTS, { recursive: true });
+  sink = await startSink();
+  t = await startTestSuite({
+    main: {
+      panel: { host: PANEL_HOST },
+      http: { tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } },
+      ftp: { listen: '127.0.0.1:0', lockout: { failures: 3 } },
+      smtp: { listen: ['127.0.0.1:0'], relay: sink.url },
+    },
+    tenants: {
+      'example.test': {
+        domains: ['example.test'],
+        quota: '1MiB',
+        ftp: [
+          { user: 'alice', password: await hashPassword('wonderland') },
+          { user: 'carol', password: await hashPassword('carol-pass') },
+        ],
+        mail: { forward: { info: ['alice@example.net'] } },
+      },
+      'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }] },
+    },
+    files: {
+      'example.test/index.html': '<h1>alice</h1>',
+    },
+  });
+  httpsPort = Number(new URL(t.suite.urls.http!.find((u) => u.startsWith('https:'))!).port);
+  base = `https://${PANEL_HOST}:${httpsPort}`;
+  const { chromium } = await import('playwright-core');
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      `--host-resolver-rules=MAP ${PANEL_HOST} 127.0.0.1, MAP other.test 127.0.0.1`,
+    ],
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await t?.stop();
+  await sink?.close();
+});
+
+/** A fresh browser context; scripts off by default (every page must work as plain HTML forms), on where a payload must get its chance to run. */
+async function newPage(scripts = false): Promise<{ context: BrowserContext; page: Page; dialogs: string[] }> {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, javaScriptEnabled: scripts });
+  const page = await context.newPage();
+  const dialogs: string[] = [];
+  // A script that runs in the panel would show up here (an XSS payload's alert).
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
+  return { context, page, dialogs };
+}
+
+async function logIn(page: Page, user: string, password: string): Promise<void> {
+  await page.goto(`${base}/`);
+  await page.getByLabel('User').fill(user);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+}
+
+const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+describe.skipIf(!haveChromium)('the control panel in Chromium', () => {
+  it('logs in, changes the password (FTP takes the new one), adds a forward that mail follows, removes it', async () => {
+    const { context, page, dialogs } = await newPage();
+    await page.goto(`${base}/`);
+    await page.getByRole('heading', { name: 'Log in' }).waitFor();
+    await shot(page, 'login');
+    await logIn(page, 'alice@example.test', 'wonderland');
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    expect(await page.locator('#disk').textContent()).toBe('14 B of 1.0 MiB (0%)');
+    expect(await page.locator('#files').textContent()).toBe('1 file');
+    await shot(page, 'overview');
+    const cookie = (await context.cookies()).find((c) => c.name === '__Host-mw_session');
+    expect(cookie).toMatchObject({ httpOnly: true, secure: true, sameSite: 'Strict', path: '/' });
+
+    await page.getByRole('link', { name: 'Password', exact: true }).click();
+    await page.getByLabel('Current password').fill('wonderland');
+    await page.getByLabel('New password').fill('looking-glass');
+    await page.getByRole('button', { name: 'Change password' }).click();
+    await page.getByRole('status').filter({ hasText: 'Your password has been changed' }).waitFor();
+    await shot(page, 'password');
+    const ftp = await ftpLogin(t.ftp!, 'alice@example.test', 'looking-glass');
+    expect((await ftp.list()).map((f) => f.name)).toContain('index.html');
+    ftp.close();
+    await expect(ftpLogin(t.ftp!, 'alice@example.test', 'wonderland')).rejects.toThrow(/530/);
+
+    await page.getByRole('link', { name: 'Forwards', exact: true }).click();
+    await page.getByLabel('Address').fill('sales');
+    await page.getByLabel('Forward to').fill('customer@sink.test');
+    await page.getByRole('button', { name: 'Add forward' }).click();
+    await page.getByRole('status').filter({ hasText: 'The forward was added.' }).waitFor();
+    expect(await page.getByRole('row').filter({ hasText: 'sales@example.test' }).textContent()).toContain('customer@sink.test');
+    await shot(page, 'forwards');
+    const mailer = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort(t.suite), secure: false, ignoreTLS: true });
+    await mailer.sendMail({ from: 'someone@sender.test', to: 'sales@example.test', subject: 'order 42', text: 'hello sales' });
+    const got = await waitFor(() => sink.messages.find((m) => m.to.includes('customer@sink.test')), 15_000, 'the forwarded mail at the sink');
+    expect(got.raw.toString()).toContain('Subject: order 42');
+
+    await page.getByRole('button', { name: 'Remove sales@example.test' }).click();
+    await page.getByRole('status').filter({ hasText: 'The forward was removed.' }).waitFor();
+    expect(await page.getByRole('row').filter({ hasText: 'sales@example.test' }).count()).toBe(0);
+    await expect(mailer.sendMail({ from: 'someone@sender.test', to: 'sales@example.test', subject: 'again', text: 'x' })).rejects.toThrow(/550/);
+    mailer.close();
+    expect(dialogs).toEqual([]);
+    await context.close();
+  }, 60_000);
+
+  it('shows a refused forward escaped next to its field, and runs nothing from it', async () => {
+    const { context, page, dialogs } = await newPage(true);
+    await logIn(page, 'carol@example.test', 'carol-pass');
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    await page.getByRole('link', { name: 'Forwards', exact: true }).click();
+    const payload = '<img/src=x/onerror=alert(1)>@evil.test';
+    await page.getByLabel('Address').fill('"><script>alert(2)</script>');
+    await page.getByLabel('Forward to').fill(payload);
+    await page.getByRole('button', { name: 'Add forward' }).click();
+    const error = page.locator('#address-error');
+    await error.waitFor();
+    expect(await error.textContent()).toContain('"><script>alert(2)</script>');
+    expect(await page.getByLabel('Address').inputValue()).toBe('"><script>alert(2)</script>');
+    expect(await page.getByLabel('Forward to').inputValue()).toBe(payload);
+    expect(await page.locator('img, script').count()).toBe(0);
+    await shot(page, 'forwards-refused');
+    await page.getByLabel('Address').fill('news');
+    await page.getByRole('button', { name: 'Add forward' }).click();
+    const targets = page.locator('#targets-error');
+    await targets.waitFor();
+    expect(await targets.textContent()).toBe(`tenant "example.test": mail.forward.news[0]: "${payload}" is not an e-mail address; nothing changed`);
+    expect(dialogs).toEqual([]);
+    await context.close();
+  }, 30_000);
+
+  it('throttles wrong passwords, refuses forged cookies, cross-site forms and other tenants', async () => {
+    const { context, page } = await newPage();
+    for (let i = 0; i < 3; i++) {
+      await logIn(page, 'bob@other.test', `guess-${i}`);
+      await page.getByText('Wrong user or password.').waitFor();
+    }
+    await logIn(page, 'bob@other.test', 'builder');
+    await page.getByText(/Too many failed logins; try again in \d+ minutes\./).waitFor();
+    await shot(page, 'login-throttled');
+    t.suite.state.ftpLogins.unlock('bob@other.test');
+
+    const forged = await browser.newContext({ ignoreHTTPSErrors: true });
+    await forged.addCookies([{ name: '__Host-mw_session', value: 'A'.repeat(43), url: `${base}/`, secure: true, httpOnly: true, sameSite: 'Strict' }]);
+    const fp = await forged.newPage();
+    await fp.goto(`${base}/t/example.test/`);
+    expect(new URL(fp.url()).pathname).toBe('/login');
+    await forged.close();
+
+    await logIn(page, 'bob@other.test', 'builder');
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    const other = await page.goto(`${base}/t/example.test/forwards`);
+    expect(other!.status()).toBe(403);
+    await page.getByRole('heading', { name: 'Forbidden' }).waitFor();
+    await shot(page, 'forbidden');
+
+    // A form on another site posting to the panel: SameSite=Strict keeps the session cookie home, and there is no token.
+    const before = readFileSync(path.join(t.configDir, 'tenants', 'other.test.yaml'), 'utf8');
+    writeFileSync(
+      path.join(t.sitesDir, 'other.test', 'evil.html'),
+      `<!doctype html><title>prize</title><form method="post" action="${base}/t/other.test/forwards"><input name="address" value="evil"><input name="targets" value="evil@example.net"><button>Win a prize</button></form>`,
+    );
+    const evil = await page.goto(`https://other.test:${httpsPort}/evil.html`);
+    expect(evil!.ok()).toBe(true);
+    await page.getByRole('button', { name: 'Win a prize' }).click();
+    await page.getByRole('heading', { name: 'Forbidden' }).waitFor();
+    expect(await page.getByText('Your session has ended').count()).toBe(1);
+    expect(readFileSync(path.join(t.configDir, 'tenants', 'other.test.yaml'), 'utf8')).toBe(before);
+    await context.close();
+  }, 30_000);
+});
