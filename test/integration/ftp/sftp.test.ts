@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import path from 'node:path';
+import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostKeyFingerprints } from '../../../src/core/hostkeys.ts';
 import { freePort } from '../../../src/lib/listen.ts';
@@ -236,6 +237,56 @@ describe.skipIf(!HAVE_SFTP)('SFTP (OpenSSH sftp; Debian package openssh-client)'
     for (const f of fps) {
       const r = spawnSync('ssh-keygen', ['-lf', `${f.file}.pub`]);
       expect(r.stdout.toString()).toContain(f.fingerprint);
+    }
+  });
+});
+
+describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
+  let l: TestSuite;
+  let lport: number;
+  let privateKey: Buffer;
+
+  beforeAll(async () => {
+    l = await startTestSuite({
+      tenants: { 'h.test': { domains: ['h.test'] } },
+      main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 2, maxSessionsPerAccount: 1, idleTimeout: 1 } },
+      files: { 'h.test/a.txt': 'a', 'h.test/b.txt': 'b', 'h.test/c.txt': 'c' },
+    });
+    const file = path.join(l.dir, 'key');
+    spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', file]);
+    privateKey = readFileSync(file);
+    l.writeTenant('h.test', { domains: ['h.test'], ftp: [{ user: 'hal', password: await hashPassword('x'), keys: [readFileSync(`${file}.pub`, 'utf8').trim()] }] });
+    await l.suite.reload();
+    lport = Number(new URL(l.suite.urls.ftp!.find((u) => u.startsWith('sftp://'))!).port);
+  });
+  afterAll(async () => {
+    await l?.stop();
+  });
+
+  function open(): Promise<{ conn: ssh2.Client; sftp: ssh2.SFTPWrapper }> {
+    return new Promise((resolve, reject) => {
+      const conn = new ssh2.Client();
+      conn.on('ready', () => conn.sftp((err, sftp) => (err ? reject(err) : resolve({ conn, sftp }))));
+      conn.on('error', reject);
+      conn.connect({ host: '127.0.0.1', port: lport, username: 'hal@h.test', privateKey });
+    });
+  }
+  const openFile = (sftp: ssh2.SFTPWrapper, p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'r', (err, h) => (err ? reject(err) : resolve(h))));
+
+  it('holds a session to maxHandles open files, one session per account, and closes an idle one', async () => {
+    const { conn, sftp } = await open();
+    try {
+      await openFile(sftp, '/a.txt');
+      await openFile(sftp, '/b.txt');
+      await expect(openFile(sftp, '/c.txt')).rejects.toThrow(/Too many open handles/);
+      // The account's one session is this one: a second is refused at authentication.
+      await expect(open()).rejects.toThrow(/authentication/i);
+      expect(l.logs().some((x) => x.msg === 'sftp login refused' && x.why === 'sessions per account')).toBe(true);
+      // Left alone, it is closed after idleTimeout (1 s) and says why.
+      await new Promise<void>((resolve) => conn.on('close', () => resolve()));
+      expect(l.logs().some((x) => x.msg === 'sftp session closed' && x.why === 'idle')).toBe(true);
+    } finally {
+      conn.end();
     }
   });
 });
