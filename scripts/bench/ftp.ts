@@ -22,8 +22,7 @@ import { parseArgs } from 'node:util';
 import { FtpSrv } from 'ftp-srv';
 import { execFileSync } from 'node:child_process';
 import { chownSync } from 'node:fs';
-import net from 'node:net';
-import { freePort, has, ROOT, run, startProcess, stopProcess } from './lib.ts';
+import { freePort, has, ROOT, run, startProcess, stopProcess, waitTcp } from './lib.ts';
 import { stringify } from 'yaml';
 import { createLogger } from '../../src/core/log.ts';
 import { bunyanAdapter } from '../../src/ftp/ftpsrv-adapter.ts';
@@ -261,22 +260,6 @@ async function makewavesProcess(dir: string): Promise<Target> {
   return { name: 'makewaves (own process)', url: `ftp://127.0.0.1:${port}`, user: 'bench@bench.test', password: 'bench', stop: () => stopProcess(child) };
 }
 
-/** Waits until something accepts TCP connections on 127.0.0.1:port (bounded). */
-async function waitTcp(port: number, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** The real suite from a temp config with one tenant and no quota. */
 async function makewaves(dir: string): Promise<Target> {

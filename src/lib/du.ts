@@ -8,8 +8,14 @@ import path from 'node:path';
  * (a name prefix), files so named are deleted instead of counted: upload
  * temporaries left by a crash, removed at start when no upload can be running.
  */
-export async function scanUsage(root: string, { removeTemps }: { removeTemps?: string } = {}): Promise<number> {
-  let total = 0;
+export async function scanUsage(root: string, opts: { removeTemps?: string } = {}): Promise<number> {
+  return (await treeUsage(root, opts)).bytes;
+}
+
+/** Bytes and number of regular files below `root`, as {@link scanUsage} counts them: what a customer's overview shows. */
+export async function treeUsage(root: string, { removeTemps }: { removeTemps?: string } = {}): Promise<{ bytes: number; files: number }> {
+  let bytes = 0;
+  let files = 0;
   const pending: string[] = [root];
   while (pending.length > 0) {
     const dir = pending.pop()!;
@@ -31,40 +37,10 @@ export async function scanUsage(root: string, { removeTemps }: { removeTemps?: s
           continue;
         }
         try {
-          total += (await lstat(full)).size;
-        } catch {
-          // Removed between readdir and lstat: it no longer uses space.
-        }
-      }
-    }
-  }
-  return total;
-}
-
-/** Bytes and number of regular files below `root` (symlinks not followed, a missing root is empty): what a customer's overview shows. */
-export async function treeUsage(root: string): Promise<{ bytes: number; files: number }> {
-  let bytes = 0;
-  let files = 0;
-  const pending: string[] = [root];
-  while (pending.length > 0) {
-    const dir = pending.pop()!;
-    let entries;
-    try {
-      entries = await readdir(dir, { withFileTypes: true });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
-      throw err;
-    }
-    for (const e of entries) {
-      const full = path.join(dir, e.name);
-      if (e.isDirectory()) pending.push(full);
-      else if (e.isFile()) {
-        try {
           bytes += (await lstat(full)).size;
           files += 1;
         } catch {
-          // Removed between readdir and lstat: it no longer counts.
+          // Removed between readdir and lstat: it no longer uses space.
         }
       }
     }
