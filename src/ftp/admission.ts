@@ -20,7 +20,7 @@ export function createAdmission(ctx: FtpContext): { admit(sock: Socket, accept: 
     const now = Date.now();
     for (const s of ctx.sessions) {
       if (s.busy) {
-        const ds = s.conn.connector?.socket;
+        const ds = s.conn.dataSocket;
         const bytes = ds ? ds.bytesRead + ds.bytesWritten : -1;
         if (bytes !== s.lastBytes) {
           s.lastBytes = bytes;

@@ -77,8 +77,7 @@ export function openSession(ctx: FtpContext, conn: ControlConnection, id: number
         // Commands otherwise wait their turn, so this one is acted on as it arrives, also when the
         // transfer it aborts came in the same packet and has not started yet.
         s.log.info('ftp transfer aborted by the client (ABOR)');
-        if (conn.connector.abort) conn.connector.abort();
-        else conn.connector.socket?.destroy();
+        conn.abortData();
         s.queue = s.queue.then(() => conn.reply(226, 'Abort successful')).then(() => undefined);
         continue;
       }

@@ -52,7 +52,7 @@ export async function passive(ctx: FtpContext, s: Session, cmd: Command): Promis
     await conn.reply(425, 'PASV needs an IPv4 address; use EPSV');
     return;
   }
-  conn.connector.end();
+  conn.endData();
   const connector = new PassiveConnector(conn, { ...ctx.passive, tls: s.tls, log: s.log });
   conn.connector = connector;
   let port: number;
@@ -93,7 +93,7 @@ export async function active(ctx: FtpContext, s: Session, cmd: Command): Promise
     await conn.reply(500, `Illegal ${cmd.directive} command: data connections go only to your own address, port 1024 or above`);
     return;
   }
-  conn.connector.end();
+  conn.endData();
   conn.connector = new ActiveConnector(conn, t.host, t.port, s.tls, s.log);
   await conn.reply(200, `${cmd.directive} command successful`);
 }

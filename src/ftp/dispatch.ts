@@ -47,7 +47,7 @@ export async function handleLine(ctx: FtpContext, s: Session, line: string): Pro
     case 'ABOR':
       // No transfer running (one running is aborted as the line arrives, see attach()). ftp-srv's
       // handler would wait for a data connection that may never come.
-      conn.connector.end();
+      conn.endData();
       await conn.reply(225, 'No transfer to abort');
       return;
     case 'SITE': {

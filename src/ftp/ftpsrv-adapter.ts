@@ -168,6 +168,28 @@ export class ControlConnection {
     this.connectorNow = next;
   }
 
+  /** The data connection of the installed connector (ftp-srv's or ours), if one is open. */
+  get dataSocket(): Socket | null {
+    return this.raw.connector?.socket ?? null;
+  }
+
+  /** Waits for the data connection of the installed connector. */
+  waitForData(): Promise<Socket> {
+    return this.raw.connector.waitForConnection();
+  }
+
+  /** Ends the installed connector (its listener, its data connection): the next transfer needs a new PASV/PORT. */
+  endData(): void {
+    this.raw.connector.end();
+  }
+
+  /** ABOR: cuts the data connection and fails a wait for one at once (ftp-srv's connector has no abort: its socket goes). */
+  abortData(): void {
+    const c = this.raw.connector;
+    if (c.abort) c.abort();
+    else c.socket?.destroy();
+  }
+
   get authenticated(): boolean {
     return this.raw.authenticated === true;
   }

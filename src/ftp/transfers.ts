@@ -18,10 +18,10 @@ export async function dataConnection(s: Session, text: string, cleanup?: () => u
   if (early) await conn.reply(150, text);
   let socket: Socket;
   try {
-    socket = await conn.connector.waitForConnection();
+    socket = await conn.waitForData();
   } catch {
     await cleanup?.();
-    conn.connector.end();
+    conn.endData();
     await conn.reply(425, 'No data connection: send PASV, EPSV, PORT or EPRT first');
     return undefined;
   }
@@ -39,7 +39,7 @@ export async function mlsd(ctx: FtpContext, s: Session, cmd: Command): Promise<v
     const entries = await fs.list(cmd.arg ?? '.');
     lines = `${factLine(dir, s.mlstFacts, 'cdir')} .\r\n` + entries.map((e) => `${factLine(e, s.mlstFacts)} ${e.name}\r\n`).join('');
   } catch (err) {
-    conn.connector.end();
+    conn.endData();
     await ctx.replyError(s, err, 'MLSD');
     return;
   }
@@ -55,7 +55,7 @@ export async function mlsd(ctx: FtpContext, s: Session, cmd: Command): Promise<v
   } catch {
     await conn.reply(426, 'Connection closed; listing aborted');
   } finally {
-    conn.connector.end();
+    conn.endData();
   }
 }
 
@@ -68,7 +68,7 @@ export async function checkedTransfer(ctx: FtpContext, s: Session, cmd: Command)
   try {
     await s.fs!.get(cmd.arg);
   } catch (err) {
-    s.conn.connector.end();
+    s.conn.endData();
     await ctx.replyError(s, err, cmd.directive);
     return;
   }
@@ -97,7 +97,7 @@ export async function retrieve(ctx: FtpContext, s: Session, cmd: Command): Promi
   try {
     opened = await s.fs!.read(cmd.arg, { start });
   } catch (err) {
-    conn.connector.end();
+    conn.endData();
     await ctx.replyError(s, err, 'RETR');
     return;
   }
@@ -125,6 +125,6 @@ export async function retrieve(ctx: FtpContext, s: Session, cmd: Command): Promi
       await conn.reply(426, `Connection closed; transfer aborted: ${clientPath}`);
     }
   } finally {
-    conn.connector.end();
+    conn.endData();
   }
 }

@@ -23,7 +23,7 @@ export async function store(ctx: FtpContext, s: Session, cmd: Command): Promise<
   try {
     up = await fs.startUpload(arg, { append: cmd.directive === 'APPE', start, unique });
   } catch (err) {
-    conn.connector.end();
+    conn.endData();
     await ctx.replyError(s, err, cmd.directive);
     return;
   }
@@ -34,7 +34,7 @@ export async function store(ctx: FtpContext, s: Session, cmd: Command): Promise<
   try {
     fd = openSync(up.temp, up.prefix > 0 ? 'a' : 'wx', 0o644);
   } catch (err) {
-    conn.connector.end();
+    conn.endData();
     await fs.abortUpload(up, 0);
     await ctx.replyError(s, err, cmd.directive);
     return;
@@ -111,6 +111,6 @@ export async function store(ctx: FtpContext, s: Session, cmd: Command): Promise<
       await conn.reply(426, `Connection closed; transfer aborted, ${up.clientPath} not stored`);
     }
   } finally {
-    conn.connector.end();
+    conn.endData();
   }
 }
