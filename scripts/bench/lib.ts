@@ -70,10 +70,13 @@ function toMs(v: string, unit: string): number {
   return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : n;
 }
 
-/** Drives `url` with wrk (preferred: it takes far less CPU) or autocannon. Bounded by `seconds`. */
-export async function load(url: string, host: string, seconds: number, connections = 64): Promise<LoadResult> {
+/**
+ * Drives `url` with wrk (preferred: it takes far less CPU) or autocannon. Bounded by `seconds`.
+ * One wrk thread: on a 2-core machine the server under test keeps the other core.
+ */
+export async function load(url: string, host: string, seconds: number, connections = 50): Promise<LoadResult> {
   if (has('wrk')) {
-    const out = await run('wrk', ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, url]);
+    const out = await run('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, url]);
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
     const pct = (p: string) => {
       const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
@@ -115,6 +118,14 @@ export function run(cmd: string, args: string[]): Promise<string> {
   });
 }
 
+/** The median of some numbers (NaN for none). */
+export function median(xs: number[]): number {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
 export function startProcess(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
   return child;
@@ -141,12 +152,15 @@ export interface Row {
 }
 
 export function printTable(title: string, rows: Row[]): void {
+  console.log(table(title, rows));
+}
+
+/** A Markdown table of rows under a heading. */
+export function table(title: string, rows: Row[]): string {
   const head = ['case', 'server', 'req/s', 'p50 ms', 'p99 ms', 'RSS MiB', 'ratio'];
   const body = rows.map((r) => [r.case, r.server, r.rps.toFixed(0), r.p50.toFixed(2), r.p99.toFixed(2), r.rss.toFixed(0), r.ratio ?? '']);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => (i >= 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
-  console.log(`\n## ${title}\n`);
-  console.log(line(head));
-  console.log(`|${widths.map((w, i) => (i >= 2 ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`);
-  for (const b of body) console.log(line(b));
+  const sep = `|${widths.map((w, i) => (i >= 2 ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`;
+  return [`\n## ${title}\n`, line(head), sep, ...body.map(line)].join('\n');
 }
