@@ -8,17 +8,21 @@
 // installed (`apt-get install nginx wrk nghttp2-client`); a baseline that is
 // missing is skipped with a line saying so, and autocannon stands in for wrk.
 //
-//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--only static,proxy,h2,scale] [--profile DIR]
+//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--only static,proxy,h2,scale] [--profile DIR] [--compare BUNDLE]
 //
 // With --runs N every server of the static and proxy sections is measured N
-// times, in turn, and the tables show the median of each figure. --profile
+// times, in turn; the tables show the median of each figure, and each ratio
+// is the median of the ratios within a run (on a shared machine the load
+// drifts between runs, much less between neighbouring measurements).
+// --compare measures another build of the suite beside this one (a bundle
+// scripts/build.mjs made from an older commit), to tell what a change gained. --profile
 // starts the suite (and the bare baselines) with --cpu-prof, writing V8 CPU
 // profiles under DIR (summed up by scripts/bench/profile-top.ts).
 import { type ChildProcess } from 'node:child_process';
 import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, has, load, loadH2, median, ROOT, run, startProcess, stopProcess, treeRssMiB, waitHttp, type Row, table } from './lib.ts';
+import { freePort, has, load, loadH2, median, ROOT, run, startProcess, stopProcess, treeRssMiB, waitHttp, waitIdle, type Row, table } from './lib.ts';
 
 function opt(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,6 +33,8 @@ const seconds = Number(opt('seconds')) || 5;
 const runs = Number(opt('runs')) || 1;
 const only = new Set((opt('only') ?? 'static,proxy,h2,scale').split(','));
 const profileDir = opt('profile') ? path.resolve(opt('profile')!) : undefined;
+/** Another build of the suite (a bundle made by scripts/build.mjs from an older commit), measured beside this one. */
+const compare = opt('compare') ? path.resolve(opt('compare')!) : undefined;
 const work = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-'));
 const filesDir = path.join(work, 'files');
 mkdirSync(filesDir);
@@ -53,8 +59,8 @@ function suiteConfig(name: string, tenants: number, port: number, proxyTo?: stri
 }
 
 /** The suite as `npm start` runs it: the bundle built by scripts/build.mjs. */
-function startSuite(config: string, profile?: string): ChildProcess {
-  return startProcess(process.execPath, [...prof(profile), path.join(ROOT, 'dist/makewaves.mjs'), 'serve', '--config', config], { MAKEWAVES_LOG_LEVEL: 'warn' });
+function startSuite(config: string, profile?: string, bundle = path.join(ROOT, 'dist/makewaves.mjs')): ChildProcess {
+  return startProcess(process.execPath, [...prof(profile), bundle, 'serve', '--config', config], { MAKEWAVES_LOG_LEVEL: 'warn' });
 }
 
 /** Node flags writing a CPU profile of a server under `--profile DIR`/`name`. */
@@ -98,13 +104,24 @@ interface Server {
 }
 
 /** Per case and server, the figures of every run. */
-type Samples = Map<string, { case: string; server: string; rps: number[]; p50: number[]; p99: number[]; rss: number[]; errors: number }>;
+type Samples = Map<string, Sample>;
+interface Sample {
+  case: string;
+  server: string;
+  rps: number[];
+  p50: number[];
+  p99: number[];
+  rss: number[];
+  errors: number;
+}
 
 async function measure(samples: Samples, server: Server): Promise<void> {
   const port = server.running?.port ?? (await freePort());
   const child = server.running?.child ?? server.start(port);
   try {
     await waitHttp(`http://127.0.0.1:${port}${server.ready[0]}`, server.ready[1]);
+    // The suite answers before every service has started: measure once it has settled.
+    if (!server.running) await waitIdle(child.pid);
     for (const c of server.cases) {
       const url = `http://127.0.0.1:${port}${c.path}`;
       await load(url, c.host, 1); // warm-up (JIT, caches, keep-alive pools)
@@ -125,8 +142,9 @@ async function measure(samples: Samples, server: Server): Promise<void> {
 }
 
 /** Medians of every case, in the order measured. */
-function rowsOf(samples: Samples): Row[] {
+function rowsOf(samples: Samples): (Row & { runs: number[] })[] {
   return [...samples.values()].map((s) => ({
+    runs: s.rps,
     case: s.case,
     server: s.errors > 0 ? `${s.server} (${s.errors} errors)` : s.server,
     rps: median(s.rps),
@@ -136,8 +154,10 @@ function rowsOf(samples: Samples): Row[] {
   }));
 }
 
-const ratio = (a: Row | undefined, b: Row | undefined) => (a && b ? `${(a.rps / b.rps).toFixed(2)}×` : '');
-const find = (rows: Row[], c: string, server: string) => rows.find((r) => r.case === c && r.server.startsWith(server));
+/** The median over runs of a's req/s over b's in the same run. */
+const ratio = (a: { runs: number[] } | undefined, b: { runs: number[] } | undefined) =>
+  a && b ? `${median(a.runs.map((x, i) => x / b.runs[i]!)).toFixed(2)}×` : '';
+const find = <R extends Row>(rows: R[], c: string, server: string) => rows.find((r) => r.case === c && r.server.startsWith(server));
 
 async function main(): Promise<void> {
   const nginx = has('nginx');
@@ -161,6 +181,7 @@ async function main(): Promise<void> {
       if (nginx) servers.push({ name: 'nginx, 1 worker', start: (port) => startProcess('nginx', ['-c', nginxConf(port, `    root ${filesDir};`)]), ready: ['/1k.html', 'x'], cases: both('x') });
       servers.push({ name: 'bare node:http, in memory', start: (port) => startBare('bare-http.ts', filesDir, port, 'bare-http'), ready: ['/1k.html', 'x'], cases: both('x') });
       servers.push({ name: 'makewaves, 1,000 tenants', start: (port) => startSuite(listenOn(config1000, port), 'static'), ready: ['/1k.html', 't500.test'], cases: both('t500.test') });
+      if (compare) servers.push({ name: 'makewaves (compared build), 1,000 tenants', start: (port) => startSuite(listenOn(config1000, port), undefined, compare), ready: ['/1k.html', 't500.test'], cases: both('t500.test') });
       servers.push({ name: 'makewaves, 1 tenant', start: (port) => startSuite(listenOn(config1, port)), ready: ['/1k.html', 't0.test'], cases: [{ name: 'static 1k', path: '/1k.html', host: 't0.test' }] });
       const samples: Samples = new Map();
       for (let i = 0; i < runs; i++) for (const s of servers) await measure(samples, s);
@@ -168,12 +189,15 @@ async function main(): Promise<void> {
       for (const r of rows) {
         const bare = find(rows, r.case, 'bare node:http');
         const ng = find(rows, r.case, 'nginx');
-        r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare`, ng && r !== ng ? `${ratio(r, ng)} nginx` : ''].filter(Boolean).join(', ');
+        const old = find(rows, r.case, 'makewaves (compared');
+        r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare`, ng && r !== ng ? `${ratio(r, ng)} nginx` : '', old && r.server === 'makewaves, 1,000 tenants' ? `${ratio(r, old)} compared` : '']
+          .filter(Boolean)
+          .join(', ');
       }
       out.push(table('Static files', rows));
       const many = find(rows, 'static 1k', 'makewaves, 1,000');
       const one = find(rows, 'static 1k', 'makewaves, 1 tenant');
-      if (many && one) out.push(`\nRouting cost, 1,000 tenants against 1 (1 KB file): ${((1 - many.rps / one.rps) * 100).toFixed(1)}% fewer req/s (target ≤ 3%)`);
+      if (many && one) out.push(`\nRouting cost, 1,000 tenants against 1 (1 KB file): ${((1 - median(many.runs.map((x, i) => x / one.runs[i]!))) * 100).toFixed(1)}% fewer req/s (target ≤ 3%)`);
     }
 
     // --- reverse proxy ----------------------------------------------------
@@ -191,6 +215,7 @@ async function main(): Promise<void> {
         servers.push({ name: 'nginx as proxy (keep-alive)', start: (port) => startProcess('nginx', ['-c', nginxConf(port, upstream)]), ready: ['/1k.html', 'x'], cases: hop('x') });
       }
       servers.push({ name: 'bare undici Pool proxy', start: (port) => startBare('bare-proxy.ts', backendUrl, port, 'bare-proxy'), ready: ['/1k.html', 'x'], cases: hop('x') });
+      if (compare) servers.push({ name: 'makewaves proxy (compared build)', start: (port) => startSuite(listenOn(configProxy, port), undefined, compare), ready: ['/app/1k.html', 't500.test'], cases: hop('t500.test', '/app') });
       servers.push({ name: 'makewaves proxy, 1,000 tenants', start: (port) => startSuite(listenOn(configProxy, port), 'proxy'), ready: ['/app/1k.html', 't500.test'], cases: hop('t500.test', '/app') });
       const samples: Samples = new Map();
       // The backend alone, once: what the hop costs is read against it.
@@ -201,7 +226,10 @@ async function main(): Promise<void> {
         const bare = find(rows, r.case, 'bare undici');
         const ng = find(rows, r.case, 'nginx as proxy');
         if (r.server.includes('direct')) continue;
-        r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare undici`, ng && r !== ng ? `${ratio(r, ng)} nginx proxy` : ''].filter(Boolean).join(', ');
+        const old = find(rows, r.case, 'makewaves proxy (compared');
+        r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare undici`, ng && r !== ng ? `${ratio(r, ng)} nginx proxy` : '', old && r.server.startsWith('makewaves proxy, 1,000') ? `${ratio(r, old)} compared` : '']
+          .filter(Boolean)
+          .join(', ');
       }
       out.push(table('Reverse proxy', rows));
       await stopProcess(backend);
@@ -236,7 +264,7 @@ async function main(): Promise<void> {
       const r = await loadH2(`https://127.0.0.1:${tlsPort}/1k.html`, 't0.test', seconds);
       const row: Row = { case: 'h2 static 1k', server: 'makewaves, 1 tenant, h2', rps: r.rps, p50: r.p50, p99: r.p99, rss: treeRssMiB(child.pid) };
       if (r.errors > 0) row.server += ` (${r.errors} errors)`;
-      row.ratio = nginxH2 ? `${ratio(row, nginxH2)} nginx h2` : '';
+      row.ratio = nginxH2 ? `${(row.rps / nginxH2.rps).toFixed(2)}× nginx h2` : '';
       h2Rows.push(row);
       await stopProcess(child);
       out.push(table('HTTP/2 over TLS (h2load -c16 -m10; p50 is the mean, p99 the max)', h2Rows));

@@ -58,6 +58,29 @@ export async function waitHttp(url: string, host: string, ms = 20_000): Promise<
   }
 }
 
+/** CPU time (ms) a process has used so far (Linux /proc). */
+function cpuMs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, in USER_HZ (100 on Linux)
+  } catch {
+    return NaN;
+  }
+}
+
+/** Waits (up to `ms`) until a process uses less than 5 % of a CPU over 250 ms: its start-up is over. */
+export async function waitIdle(pid: number | undefined, ms = 15_000): Promise<void> {
+  if (!pid) return;
+  const deadline = Date.now() + ms;
+  let last = cpuMs(pid);
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = cpuMs(pid);
+    if (!(now - last > 12.5)) return;
+    last = now;
+  }
+}
+
 export interface LoadResult {
   rps: number;
   p50: number;
