@@ -131,9 +131,12 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       // RFC 9113 §8.2.2: HTTP/2 has no Connection field; a draining HTTP/2 session gets GOAWAY instead.
       if (draining) res.setHeader('Connection', 'close');
     }
-    metrics?.timeRequest(res);
+    const t0 = metrics ? performance.now() : 0;
     const challenge = acme?.answer(req, res);
-    if (challenge) return record(undefined, req, req.socket.remoteAddress ?? '-', challenge);
+    if (challenge) {
+      metrics?.httpDuration.observeSince(t0);
+      return record(undefined, req, req.socket.remoteAddress ?? '-', challenge);
+    }
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
@@ -146,7 +149,9 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       if ((req.socket as TLSSocket).encrypted) {
         if (https.hsts > 0) res.setHeader('Strict-Transport-Security', `max-age=${https.hsts}`);
       } else if (https.redirect && httpsPort !== undefined) {
-        return record(route.tenant, req, remote, redirectToHttps(req, res, httpsPort, route));
+        const sent = redirectToHttps(req, res, httpsPort, route);
+        metrics?.httpDuration.observeSince(t0);
+        return record(route.tenant, req, remote, sent);
       }
     }
     if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -157,8 +162,13 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       } catch {
         sent = undefined; // the async path below answers, and logs the fault
       }
-      if (sent) return record(route.tenant, req, remote, sent);
+      if (sent) {
+        // Answered synchronously: handed to the socket now, timed without a listener.
+        metrics?.httpDuration.observeSince(t0);
+        return record(route.tenant, req, remote, sent);
+      }
     }
+    metrics?.timeRequest(res, t0);
     void handle(req, res, route, remote);
   }
 
