@@ -10,10 +10,10 @@
 //
 //   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--only static,proxy,h2,scale] [--profile DIR] [--compare BUNDLE]
 //
-// With --runs N every server of the static and proxy sections is measured N
-// times, in turn; the tables show the median of each figure, and each ratio
-// is the median of the ratios within a run (on a shared machine the load
-// drifts between runs, much less between neighbouring measurements).
+// The servers of a section run side by side and are measured case by case,
+// one after the other, --runs N times round; the tables show the median of
+// each figure, and each ratio is the median of the ratios within a round (on
+// a shared machine the load drifts, far less between neighbouring measurements).
 // --compare measures another build of the suite beside this one (a bundle
 // scripts/build.mjs made from an older commit), to tell what a change gained. --profile
 // starts the suite (and the bare baselines) with --cpu-prof, writing V8 CPU
@@ -115,29 +115,45 @@ interface Sample {
   errors: number;
 }
 
-async function measure(samples: Samples, server: Server): Promise<void> {
-  const port = server.running?.port ?? (await freePort());
-  const child = server.running?.child ?? server.start(port);
+/**
+ * Starts every server of a section at once (an idle one takes no CPU), then
+ * measures case by case, server after server, `runs` times round: on a
+ * shared machine the load drifts, and servers measured a few seconds apart
+ * see nearly the same, so the ratios within a round are what to compare.
+ */
+async function measureAll(samples: Samples, servers: Server[]): Promise<void> {
+  const up: { server: Server; child: ChildProcess; port: number }[] = [];
   try {
-    await waitHttp(`http://127.0.0.1:${port}${server.ready[0]}`, server.ready[1]);
-    // The suite answers before every service has started: measure once it has settled.
-    if (!server.running) await waitIdle(child.pid);
-    for (const c of server.cases) {
-      const url = `http://127.0.0.1:${port}${c.path}`;
-      await load(url, c.host, 1); // warm-up (JIT, caches, keep-alive pools)
-      const r = await load(url, c.host, seconds);
-      const key = `${c.name}\0${server.name}`;
-      let s = samples.get(key);
-      if (!s) samples.set(key, (s = { case: c.name, server: server.name, rps: [], p50: [], p99: [], rss: [], errors: 0 }));
-      s.rps.push(r.rps);
-      s.p50.push(r.p50);
-      s.p99.push(r.p99);
-      s.rss.push(treeRssMiB(child.pid));
-      s.errors += r.errors;
-      process.stderr.write(`  ${c.name} / ${server.name}: ${r.rps.toFixed(0)} req/s\n`);
+    for (const server of servers) {
+      const port = server.running?.port ?? (await freePort());
+      const child = server.running?.child ?? server.start(port);
+      up.push({ server, child, port });
+      await waitHttp(`http://127.0.0.1:${port}${server.ready[0]}`, server.ready[1]);
+      // The suite answers before every service has started: measure once it has settled.
+      if (!server.running) await waitIdle(child.pid);
+    }
+    const caseNames = [...new Set(servers.flatMap((s) => s.cases.map((c) => c.name)))];
+    for (const { server, port } of up) for (const c of server.cases) await load(`http://127.0.0.1:${port}${c.path}`, c.host, 1); // warm-up (JIT, caches, keep-alive pools)
+    for (let round = 0; round < runs; round++) {
+      for (const name of caseNames) {
+        for (const { server, child, port } of up) {
+          const c = server.cases.find((x) => x.name === name);
+          if (!c) continue;
+          const r = await load(`http://127.0.0.1:${port}${c.path}`, c.host, seconds);
+          const key = `${c.name}\0${server.name}`;
+          let s = samples.get(key);
+          if (!s) samples.set(key, (s = { case: c.name, server: server.name, rps: [], p50: [], p99: [], rss: [], errors: 0 }));
+          s.rps.push(r.rps);
+          s.p50.push(r.p50);
+          s.p99.push(r.p99);
+          s.rss.push(treeRssMiB(child.pid));
+          s.errors += r.errors;
+          process.stderr.write(`  ${c.name} / ${server.name}: ${r.rps.toFixed(0)} req/s\n`);
+        }
+      }
     }
   } finally {
-    if (!server.running) await stopProcess(child);
+    for (const { server, child } of up) if (!server.running) await stopProcess(child);
   }
 }
 
@@ -184,7 +200,7 @@ async function main(): Promise<void> {
       if (compare) servers.push({ name: 'makewaves (compared build), 1,000 tenants', start: (port) => startSuite(listenOn(config1000, port), undefined, compare), ready: ['/1k.html', 't500.test'], cases: both('t500.test') });
       servers.push({ name: 'makewaves, 1 tenant', start: (port) => startSuite(listenOn(config1, port)), ready: ['/1k.html', 't0.test'], cases: [{ name: 'static 1k', path: '/1k.html', host: 't0.test' }] });
       const samples: Samples = new Map();
-      for (let i = 0; i < runs; i++) for (const s of servers) await measure(samples, s);
+      await measureAll(samples, servers);
       const rows = rowsOf(samples);
       for (const r of rows) {
         const bare = find(rows, r.case, 'bare node:http');
@@ -219,8 +235,8 @@ async function main(): Promise<void> {
       servers.push({ name: 'makewaves proxy, 1,000 tenants', start: (port) => startSuite(listenOn(configProxy, port), 'proxy'), ready: ['/app/1k.html', 't500.test'], cases: hop('t500.test', '/app') });
       const samples: Samples = new Map();
       // The backend alone, once: what the hop costs is read against it.
-      await measure(samples, { name: `${nginx ? 'nginx' : 'node:http'} backend, direct`, start: () => backend, running: { child: backend, port: backendPort }, ready: ['/1k.html', 'x'], cases: hop('x') });
-      for (let i = 0; i < runs; i++) for (const s of servers) await measure(samples, s);
+      servers.unshift({ name: `${nginx ? 'nginx' : 'node:http'} backend, direct`, start: () => backend, running: { child: backend, port: backendPort }, ready: ['/1k.html', 'x'], cases: hop('x') });
+      await measureAll(samples, servers);
       const rows = rowsOf(samples);
       for (const r of rows) {
         const bare = find(rows, r.case, 'bare undici');
