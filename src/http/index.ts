@@ -25,7 +25,7 @@ import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, spl
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { createRawAnswers } from './refusals.ts';
-import { StaticFiles, type Outcome } from './static.ts';
+import { StaticFiles, type Outcome, type StaticRequest } from './static.ts';
 import { declineUpgrade, offersWebSocket } from './upgrade.ts';
 
 export interface HttpDeps {
@@ -140,28 +140,39 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
+    /** The tenant's response headers, when not applied yet: a cached file's 200 takes a ready-made head with them. */
+    let fields: ReturnType<typeof fieldsFor> | undefined;
+    const fast = route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD');
     if (route.kind !== 'server-options') {
       const kind = answerKind(route);
-      applyHeaders(res, fieldsFor(route.tenant, sitePath(route, req.url ?? '/'), kind), kind);
+      fields = fieldsFor(route.tenant, () => sitePath(route, req.url ?? '/'), kind);
+      if (!fast) {
+        applyHeaders(res, fields, kind);
+        fields = undefined;
+      }
     }
     const https = route.tenant?.config.https;
     if (https && route.kind !== 'server-options') {
       if ((req.socket as TLSSocket).encrypted) {
         if (https.hsts > 0) res.setHeader('Strict-Transport-Security', `max-age=${https.hsts}`);
       } else if (https.redirect && httpsPort !== undefined) {
+        if (fields) applyHeaders(res, fields, 'own');
         const sent = redirectToHttps(req, res, httpsPort, route);
         metrics?.httpDuration.observeSince(t0);
         return record(route.tenant, req, remote, sent);
       }
     }
-    if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
+    if (fast && route.kind === 'static') {
       // The hot path: a cached file answered without a single await.
+      const r: StaticRequest = { req, res, tenant: route.tenant, segments: route.segments, trailingSlash: route.trailingSlash, query: route.query, base: route.base, remote, fields };
       let sent: Outcome | undefined;
       try {
-        sent = files.trySync({ req, res, remote, ...route });
+        sent = files.trySync(r);
       } catch {
         sent = undefined; // the async path below answers, and logs the fault
       }
+      // Not answered here: whatever the async path writes gets the fields.
+      if (!sent && r.fields) applyHeaders(res, r.fields, 'own');
       if (sent) {
         // Answered synchronously: handed to the socket now, timed without a listener.
         metrics?.httpDuration.observeSince(t0);
