@@ -14,7 +14,9 @@
 // one after the other, --runs N times round; the tables show the median of
 // each figure, and each ratio is the median of the ratios within a round (on
 // a shared machine the load drifts, far less between neighbouring measurements).
-// --compare measures another build of the suite beside this one (a bundle
+// Beside req/s each server's CPU time per answer is shown (from /proc, over
+// the whole process tree), with ratios: on a machine shared with other work
+// it moves far less than req/s does. --compare measures another build of the suite beside this one (a bundle
 // scripts/build.mjs made from an older commit), to tell what a change gained. --profile
 // starts the suite (and the bare baselines) with --cpu-prof, writing V8 CPU
 // profiles under DIR (summed up by scripts/bench/profile-top.ts).
@@ -22,7 +24,7 @@ import { type ChildProcess } from 'node:child_process';
 import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, has, load, loadH2, median, ROOT, run, startProcess, stopProcess, treeRssMiB, waitHttp, waitIdle, type Row, table } from './lib.ts';
+import { freePort, has, load, loadH2, median, ROOT, run, startProcess, stopProcess, treeRssMiB, treeCpuMs, waitHttp, waitIdle, type Row, table } from './lib.ts';
 
 function opt(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -112,6 +114,8 @@ interface Sample {
   p50: number[];
   p99: number[];
   rss: number[];
+  /** CPU µs per answer. */
+  cpu: number[];
   errors: number;
 }
 
@@ -139,14 +143,17 @@ async function measureAll(samples: Samples, servers: Server[]): Promise<void> {
         for (const { server, child, port } of up) {
           const c = server.cases.find((x) => x.name === name);
           if (!c) continue;
+          const cpu0 = treeCpuMs(child.pid);
           const r = await load(`http://127.0.0.1:${port}${c.path}`, c.host, seconds);
+          const cpu = treeCpuMs(child.pid) - cpu0;
           const key = `${c.name}\0${server.name}`;
           let s = samples.get(key);
-          if (!s) samples.set(key, (s = { case: c.name, server: server.name, rps: [], p50: [], p99: [], rss: [], errors: 0 }));
+          if (!s) samples.set(key, (s = { case: c.name, server: server.name, rps: [], p50: [], p99: [], rss: [], cpu: [], errors: 0 }));
           s.rps.push(r.rps);
           s.p50.push(r.p50);
           s.p99.push(r.p99);
           s.rss.push(treeRssMiB(child.pid));
+          s.cpu.push((cpu * 1000) / (r.rps * seconds));
           s.errors += r.errors;
           process.stderr.write(`  ${c.name} / ${server.name}: ${r.rps.toFixed(0)} req/s\n`);
         }
@@ -158,9 +165,11 @@ async function measureAll(samples: Samples, servers: Server[]): Promise<void> {
 }
 
 /** Medians of every case, in the order measured. */
-function rowsOf(samples: Samples): (Row & { runs: number[] })[] {
+function rowsOf(samples: Samples): (Row & { runs: number[]; cpuRuns: number[] })[] {
   return [...samples.values()].map((s) => ({
     runs: s.rps,
+    cpuRuns: s.cpu,
+    cpuUs: median(s.cpu),
     case: s.case,
     server: s.errors > 0 ? `${s.server} (${s.errors} errors)` : s.server,
     rps: median(s.rps),
@@ -173,6 +182,9 @@ function rowsOf(samples: Samples): (Row & { runs: number[] })[] {
 /** The median over runs of a's req/s over b's in the same run. */
 const ratio = (a: { runs: number[] } | undefined, b: { runs: number[] } | undefined) =>
   a && b ? `${median(a.runs.map((x, i) => x / b.runs[i]!)).toFixed(2)}×` : '';
+/** The same from CPU time per answer: b's µs per answer over a's (above 1: a does the same work with less CPU). */
+const cpuRatio = (a: { cpuRuns: number[] } | undefined, b: { cpuRuns: number[] } | undefined) =>
+  a && b ? `${median(a.cpuRuns.map((x, i) => b.cpuRuns[i]! / x)).toFixed(2)}×` : '';
 const find = <R extends Row>(rows: R[], c: string, server: string) => rows.find((r) => r.case === c && r.server.startsWith(server));
 
 async function main(): Promise<void> {
@@ -206,14 +218,14 @@ async function main(): Promise<void> {
         const bare = find(rows, r.case, 'bare node:http');
         const ng = find(rows, r.case, 'nginx');
         const old = find(rows, r.case, 'makewaves (compared');
-        r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare`, ng && r !== ng ? `${ratio(r, ng)} nginx` : '', old && r.server === 'makewaves, 1,000 tenants' ? `${ratio(r, old)} compared` : '']
-          .filter(Boolean)
-          .join(', ');
+        const mine = r.server === 'makewaves, 1,000 tenants';
+        r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare`, ng && r !== ng ? `${ratio(r, ng)} nginx` : '', old && mine ? `${ratio(r, old)} compared` : ''].filter(Boolean).join(', ');
+        r.cpuRatio = [r === bare ? '' : `${cpuRatio(r, bare)} bare`, old && mine ? `${cpuRatio(r, old)} compared` : ''].filter(Boolean).join(', ');
       }
       out.push(table('Static files', rows));
       const many = find(rows, 'static 1k', 'makewaves, 1,000');
       const one = find(rows, 'static 1k', 'makewaves, 1 tenant');
-      if (many && one) out.push(`\nRouting cost, 1,000 tenants against 1 (1 KB file): ${((1 - median(many.runs.map((x, i) => x / one.runs[i]!))) * 100).toFixed(1)}% fewer req/s (target ≤ 3%)`);
+      if (many && one) out.push(`\nRouting cost, 1,000 tenants against 1 (1 KB file): ${((1 - median(many.runs.map((x, i) => x / one.runs[i]!))) * 100).toFixed(1)}% fewer req/s, ${((median(many.cpuRuns.map((x, i) => x / one.cpuRuns[i]!)) - 1) * 100).toFixed(1)}% more CPU per answer (target ≤ 3%)`);
     }
 
     // --- reverse proxy ----------------------------------------------------
@@ -243,9 +255,9 @@ async function main(): Promise<void> {
         const ng = find(rows, r.case, 'nginx as proxy');
         if (r.server.includes('direct')) continue;
         const old = find(rows, r.case, 'makewaves proxy (compared');
-        r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare undici`, ng && r !== ng ? `${ratio(r, ng)} nginx proxy` : '', old && r.server.startsWith('makewaves proxy, 1,000') ? `${ratio(r, old)} compared` : '']
-          .filter(Boolean)
-          .join(', ');
+        const mine = r.server.startsWith('makewaves proxy, 1,000');
+        r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare undici`, ng && r !== ng ? `${ratio(r, ng)} nginx proxy` : '', old && mine ? `${ratio(r, old)} compared` : ''].filter(Boolean).join(', ');
+        r.cpuRatio = [r === bare ? '' : `${cpuRatio(r, bare)} bare undici`, old && mine ? `${cpuRatio(r, old)} compared` : ''].filter(Boolean).join(', ');
       }
       out.push(table('Reverse proxy', rows));
       await stopProcess(backend);

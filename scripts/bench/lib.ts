@@ -58,6 +58,19 @@ export async function waitHttp(url: string, host: string, ms = 20_000): Promise<
   }
 }
 
+/** CPU time (ms) a process and its children (nginx's worker) have used so far. */
+export function treeCpuMs(pid: number | undefined): number {
+  if (!pid) return NaN;
+  let total = cpuMs(pid);
+  try {
+    const kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    for (const k of kids) total += cpuMs(Number(k));
+  } catch {
+    // no children
+  }
+  return total;
+}
+
 /** CPU time (ms) a process has used so far (Linux /proc). */
 function cpuMs(pid: number): number {
   try {
@@ -170,7 +183,11 @@ export interface Row {
   p50: number;
   p99: number;
   rss: number;
+  /** CPU time the server spent per answer (µs): on a shared machine steadier than req/s. */
+  cpuUs?: number;
   ratio?: string;
+  /** The same ratios from CPU time per answer. */
+  cpuRatio?: string;
   note?: string;
 }
 
@@ -180,8 +197,18 @@ export function printTable(title: string, rows: Row[]): void {
 
 /** A Markdown table of rows under a heading. */
 export function table(title: string, rows: Row[]): string {
-  const head = ['case', 'server', 'req/s', 'p50 ms', 'p99 ms', 'RSS MiB', 'ratio'];
-  const body = rows.map((r) => [r.case, r.server, r.rps.toFixed(0), r.p50.toFixed(2), r.p99.toFixed(2), r.rss.toFixed(0), r.ratio ?? '']);
+  const cpu = rows.some((r) => r.cpuUs !== undefined);
+  const head = ['case', 'server', 'req/s', 'p50 ms', 'p99 ms', 'RSS MiB', 'ratio', ...(cpu ? ['CPU µs/req', 'CPU ratio'] : [])];
+  const body = rows.map((r) => [
+    r.case,
+    r.server,
+    r.rps.toFixed(0),
+    r.p50.toFixed(2),
+    r.p99.toFixed(2),
+    r.rss.toFixed(0),
+    r.ratio ?? '',
+    ...(cpu ? [r.cpuUs === undefined ? '' : r.cpuUs.toFixed(1), r.cpuRatio ?? ''] : []),
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => (i >= 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
   const sep = `|${widths.map((w, i) => (i >= 2 ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`;
