@@ -8,7 +8,7 @@
 // installed (`apt-get install nginx wrk nghttp2-client`); a baseline that is
 // missing is skipped with a line saying so, and autocannon stands in for wrk.
 //
-//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--only static,proxy,h2,scale] [--profile DIR] [--compare BUNDLE]
+//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--only static,proxy,h2,scale] [--profile DIR] [--compare BUNDLE,...]
 //
 // The servers of a section run side by side and are measured case by case,
 // one after the other, --runs N times round; the tables show the median of
@@ -36,7 +36,9 @@ const runs = Number(opt('runs')) || 1;
 const only = new Set((opt('only') ?? 'static,proxy,h2,scale').split(','));
 const profileDir = opt('profile') ? path.resolve(opt('profile')!) : undefined;
 /** Another build of the suite (a bundle made by scripts/build.mjs from an older commit), measured beside this one. */
-const compare = opt('compare') ? path.resolve(opt('compare')!) : undefined;
+const compare = (opt('compare')?.split(',') ?? []).map((b) => path.resolve(b));
+/** A compared build is named after the folder its dist/ sits in. */
+const buildName = (bundle: string) => path.basename(path.dirname(path.dirname(bundle)));
 const work = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-'));
 const filesDir = path.join(work, 'files');
 mkdirSync(filesDir);
@@ -209,7 +211,7 @@ async function main(): Promise<void> {
       if (nginx) servers.push({ name: 'nginx, 1 worker', start: (port) => startProcess('nginx', ['-c', nginxConf(port, `    root ${filesDir};`)]), ready: ['/1k.html', 'x'], cases: both('x') });
       servers.push({ name: 'bare node:http, in memory', start: (port) => startBare('bare-http.ts', filesDir, port, 'bare-http'), ready: ['/1k.html', 'x'], cases: both('x') });
       servers.push({ name: 'makewaves, 1,000 tenants', start: (port) => startSuite(listenOn(config1000, port), 'static'), ready: ['/1k.html', 't500.test'], cases: both('t500.test') });
-      if (compare) servers.push({ name: 'makewaves (compared build), 1,000 tenants', start: (port) => startSuite(listenOn(config1000, port), undefined, compare), ready: ['/1k.html', 't500.test'], cases: both('t500.test') });
+      for (const b of compare) servers.push({ name: `makewaves (compared: ${buildName(b)}), 1,000 tenants`, start: (port) => startSuite(listenOn(config1000, port), undefined, b), ready: ['/1k.html', 't500.test'], cases: both('t500.test') });
       servers.push({ name: 'makewaves, 1 tenant', start: (port) => startSuite(listenOn(config1, port)), ready: ['/1k.html', 't0.test'], cases: [{ name: 'static 1k', path: '/1k.html', host: 't0.test' }] });
       const samples: Samples = new Map();
       await measureAll(samples, servers);
@@ -218,7 +220,7 @@ async function main(): Promise<void> {
         const bare = find(rows, r.case, 'bare node:http');
         const ng = find(rows, r.case, 'nginx');
         const old = find(rows, r.case, 'makewaves (compared');
-        const mine = r.server === 'makewaves, 1,000 tenants';
+        const mine = r.server === 'makewaves, 1,000 tenants' || (r.server.startsWith('makewaves (compared') && r !== old);
         r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare`, ng && r !== ng ? `${ratio(r, ng)} nginx` : '', old && mine ? `${ratio(r, old)} compared` : ''].filter(Boolean).join(', ');
         r.cpuRatio = [r === bare ? '' : `${cpuRatio(r, bare)} bare`, old && mine ? `${cpuRatio(r, old)} compared` : ''].filter(Boolean).join(', ');
       }
@@ -243,7 +245,7 @@ async function main(): Promise<void> {
         servers.push({ name: 'nginx as proxy (keep-alive)', start: (port) => startProcess('nginx', ['-c', nginxConf(port, upstream)]), ready: ['/1k.html', 'x'], cases: hop('x') });
       }
       servers.push({ name: 'bare undici Pool proxy', start: (port) => startBare('bare-proxy.ts', backendUrl, port, 'bare-proxy'), ready: ['/1k.html', 'x'], cases: hop('x') });
-      if (compare) servers.push({ name: 'makewaves proxy (compared build)', start: (port) => startSuite(listenOn(configProxy, port), undefined, compare), ready: ['/app/1k.html', 't500.test'], cases: hop('t500.test', '/app') });
+      for (const b of compare) servers.push({ name: `makewaves proxy (compared: ${buildName(b)})`, start: (port) => startSuite(listenOn(configProxy, port), undefined, b), ready: ['/app/1k.html', 't500.test'], cases: hop('t500.test', '/app') });
       servers.push({ name: 'makewaves proxy, 1,000 tenants', start: (port) => startSuite(listenOn(configProxy, port), 'proxy'), ready: ['/app/1k.html', 't500.test'], cases: hop('t500.test', '/app') });
       const samples: Samples = new Map();
       // The backend alone, once: what the hop costs is read against it.
@@ -255,7 +257,7 @@ async function main(): Promise<void> {
         const ng = find(rows, r.case, 'nginx as proxy');
         if (r.server.includes('direct')) continue;
         const old = find(rows, r.case, 'makewaves proxy (compared');
-        const mine = r.server.startsWith('makewaves proxy, 1,000');
+        const mine = r.server.startsWith('makewaves proxy, 1,000') || (r.server.startsWith('makewaves proxy (compared') && r !== old);
         r.ratio = [r === bare ? '' : `${ratio(r, bare)} bare undici`, ng && r !== ng ? `${ratio(r, ng)} nginx proxy` : '', old && mine ? `${ratio(r, old)} compared` : ''].filter(Boolean).join(', ');
         r.cpuRatio = [r === bare ? '' : `${cpuRatio(r, bare)} bare undici`, old && mine ? `${cpuRatio(r, old)} compared` : ''].filter(Boolean).join(', ');
       }
