@@ -19,3 +19,5 @@ http
     res.end(body);
   })
   .listen(Number(port), '127.0.0.1');
+// Exits on SIGTERM through process.exit, so a --cpu-prof profile is written.
+process.on('SIGTERM', () => process.exit(0));

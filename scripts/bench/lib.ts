@@ -59,6 +59,42 @@ export async function waitHttp(url: string, host: string, ms = 20_000): Promise<
   }
 }
 
+/** CPU time (ms) a process and its children (nginx's worker) have used so far. */
+export function treeCpuMs(pid: number | undefined): number {
+  if (!pid) return NaN;
+  let total = cpuMs(pid);
+  try {
+    const kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    for (const k of kids) total += cpuMs(Number(k));
+  } catch {
+    // no children
+  }
+  return total;
+}
+
+/** CPU time (ms) a process has used so far (Linux /proc). */
+function cpuMs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, in USER_HZ (100 on Linux)
+  } catch {
+    return NaN;
+  }
+}
+
+/** Waits (up to `ms`) until a process uses less than 5 % of a CPU over 250 ms: its start-up is over. */
+export async function waitIdle(pid: number | undefined, ms = 15_000): Promise<void> {
+  if (!pid) return;
+  const deadline = Date.now() + ms;
+  let last = cpuMs(pid);
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = cpuMs(pid);
+    if (!(now - last > 12.5)) return;
+    last = now;
+  }
+}
+
 export interface LoadResult {
   rps: number;
   p50: number;
@@ -71,10 +107,13 @@ function toMs(v: string, unit: string): number {
   return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : n;
 }
 
-/** Drives `url` with wrk (preferred: it takes far less CPU) or autocannon. Bounded by `seconds`. */
-export async function load(url: string, host: string, seconds: number, connections = 64): Promise<LoadResult> {
+/**
+ * Drives `url` with wrk (preferred: it takes far less CPU) or autocannon. Bounded by `seconds`.
+ * One wrk thread: on a 2-core machine the server under test keeps the other core.
+ */
+export async function load(url: string, host: string, seconds: number, connections = 50): Promise<LoadResult> {
   if (has('wrk')) {
-    const out = await run('wrk', ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, url]);
+    const out = await run('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, url]);
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
     const pct = (p: string) => {
       const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
@@ -116,6 +155,14 @@ export function run(cmd: string, args: string[]): Promise<string> {
   });
 }
 
+/** The median of some numbers (NaN for none). */
+export function median(xs: number[]): number {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
 export function startProcess(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
   return child;
@@ -137,19 +184,36 @@ export interface Row {
   p50: number;
   p99: number;
   rss: number;
+  /** CPU time the server spent per answer (µs): on a shared machine steadier than req/s. */
+  cpuUs?: number;
   ratio?: string;
+  /** The same ratios from CPU time per answer. */
+  cpuRatio?: string;
   note?: string;
 }
 
 export function printTable(title: string, rows: Row[]): void {
-  const head = ['case', 'server', 'req/s', 'p50 ms', 'p99 ms', 'RSS MiB', 'ratio'];
-  const body = rows.map((r) => [r.case, r.server, r.rps.toFixed(0), r.p50.toFixed(2), r.p99.toFixed(2), r.rss.toFixed(0), r.ratio ?? '']);
+  console.log(table(title, rows));
+}
+
+/** A Markdown table of rows under a heading. */
+export function table(title: string, rows: Row[]): string {
+  const cpu = rows.some((r) => r.cpuUs !== undefined);
+  const head = ['case', 'server', 'req/s', 'p50 ms', 'p99 ms', 'RSS MiB', 'ratio', ...(cpu ? ['CPU µs/req', 'CPU ratio'] : [])];
+  const body = rows.map((r) => [
+    r.case,
+    r.server,
+    r.rps.toFixed(0),
+    r.p50.toFixed(2),
+    r.p99.toFixed(2),
+    r.rss.toFixed(0),
+    r.ratio ?? '',
+    ...(cpu ? [r.cpuUs === undefined ? '' : r.cpuUs.toFixed(1), r.cpuRatio ?? ''] : []),
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => (i >= 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
-  console.log(`\n## ${title}\n`);
-  console.log(line(head));
-  console.log(`|${widths.map((w, i) => (i >= 2 ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`);
-  for (const b of body) console.log(line(b));
+  const sep = `|${widths.map((w, i) => (i >= 2 ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`;
+  return [`\n## ${title}\n`, line(head), sep, ...body.map(line)].join('\n');
 }
 
 /** Waits until something accepts TCP connections on 127.0.0.1:port (bounded). */

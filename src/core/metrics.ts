@@ -15,12 +15,12 @@ export class Metrics {
   });
   readonly httpTally = new HttpTally();
   /** Label sets stay bounded: tenant ids (known tenants only), fixed reasons and results; never an address. */
-  readonly httpDuration = new Histogram({
-    name: 'makewaves_http_request_duration_seconds',
-    help: 'Time from a request\'s headers to its answer being handed to the socket, or to the client going away (every answer, any tenant).',
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-    registers: [this.registry],
-  });
+  readonly httpDuration = new PlainHistogram(
+    'makewaves_http_request_duration_seconds',
+    'Time from a request\'s headers to its answer being handed to the socket, or to the client going away (every answer, any tenant).',
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    this.registry,
+  );
   readonly smtpSessions = new Counter({
     name: 'makewaves_smtp_sessions_total',
     help: 'Inbound SMTP connections, including those refused at once.',
@@ -128,17 +128,17 @@ export class Metrics {
     return new Counter({ name, help, labelNames, registers: [this.registry] });
   }
 
-  /** Times one HTTP answer for the duration histogram: from now to the response finishing (or its connection closing first). */
-  timeRequest(res: NodeJS.EventEmitter): void {
-    const end = this.httpDuration.startTimer();
-    let done = false;
-    const stop = () => {
-      if (done) return;
-      done = true;
-      end();
-    };
-    res.once('finish', stop);
-    res.once('close', stop);
+  /**
+   * Times one HTTP answer for the duration histogram, from `startMs`
+   * (performance.now() when its headers arrived) to the response finishing
+   * or its connection closing first. An answer given synchronously is
+   * observed at once with {@link PlainHistogram.observeSince} instead.
+   */
+  timeRequest(res: NodeJS.EventEmitter, startMs = performance.now()): void {
+    (res as Timed)[STARTED] = startMs;
+    (res as Timed)[HISTOGRAM] = this.httpDuration;
+    res.on('finish', stopTimer);
+    res.on('close', stopTimer);
   }
 
   text(): Promise<string> {
@@ -147,6 +147,80 @@ export class Metrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+}
+
+const STARTED = Symbol('http request start');
+const HISTOGRAM = Symbol('http duration histogram');
+type Timed = NodeJS.EventEmitter & { [STARTED]?: number; [HISTOGRAM]?: PlainHistogram };
+/** One listener function for every timed response (no closure per request); the first of 'finish' and 'close' counts. */
+function stopTimer(this: Timed): void {
+  const start = this[STARTED];
+  if (start === undefined) return;
+  this[STARTED] = undefined;
+  this.removeListener('finish', stopTimer);
+  this.removeListener('close', stopTimer);
+  this[HISTOGRAM]?.observeSince(start);
+}
+
+/**
+ * A histogram without labels kept as plain numbers: an observation is a loop
+ * over the bounds and three additions, with no label hashing nor closure
+ * (prom-client's own does both per call). Registered with prom-client as a
+ * collector, so the scrape shows it as any other histogram.
+ */
+export class PlainHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+    registry: PromRegistry,
+  ) {
+    this.counts = bounds.map(() => 0);
+    registry.registerMetric(this as unknown as Parameters<PromRegistry['registerMetric']>[0]);
+  }
+
+  observe(value: number): void {
+    const b = this.bounds;
+    for (let i = 0; i < b.length; i++) {
+      if (value <= b[i]!) {
+        this.counts[i]!++;
+        break;
+      }
+    }
+    this.sum += value;
+    this.count++;
+  }
+
+  /** Observes the seconds since `startMs` (a performance.now() reading). */
+  observeSince(startMs: number): void {
+    this.observe((performance.now() - startMs) / 1000);
+  }
+
+  /** What prom-client's registry reads at scrape time: cumulative buckets, sum and count. */
+  get(): { name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] } {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    let acc = 0;
+    for (let i = 0; i < this.bounds.length; i++) {
+      acc += this.counts[i]!;
+      values.push({ labels: { le: this.bounds[i]! }, value: acc, metricName: `${this.name}_bucket` });
+    }
+    values.push({ labels: { le: '+Inf' }, value: this.count, metricName: `${this.name}_bucket` });
+    values.push({ labels: {}, value: this.sum, metricName: `${this.name}_sum` });
+    values.push({ labels: {}, value: this.count, metricName: `${this.name}_count` });
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    this.counts.fill(0);
+    this.sum = 0;
+    this.count = 0;
   }
 }
 

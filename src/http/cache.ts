@@ -44,6 +44,8 @@ interface Variant {
   validators: Validators;
   /** Ready-made response headers for a plain 200 (flat name/value list, as writeHead takes it). */
   headers: string[];
+  /** The same with a tenant's response headers applied, for the last field set used (static.ts makes it). */
+  own?: { fields: object; head: string[] };
 }
 
 /**

@@ -75,9 +75,33 @@ function rulesOf(tenant: Tenant): readonly Rule[] {
   return rules;
 }
 
-/** The fields for one path of a tenant: per field the first entry that matches, then the defaults for fields none set. */
-export function fieldsFor(tenant: Tenant | undefined, path: string, kind: AnswerKind): readonly Field[] {
+/** Per tenant, the fields already chosen for a kind and path (bounded: cleared when full). */
+const chosenFor = new WeakMap<Tenant, Map<string, readonly Field[]>>();
+const CHOSEN_MAX = 1024;
+
+/**
+ * The fields for one path of a tenant: per field the first entry that
+ * matches, then the defaults for fields none set. The same path gives the
+ * same list (the same object), so what is built from it can be kept.
+ * `path` is only read when the tenant has entries of its own: pass a
+ * function to compute it only then.
+ */
+export function fieldsFor(tenant: Tenant | undefined, path: string | (() => string), kind: AnswerKind): readonly Field[] {
   if (!tenant || tenant.config.headers.length === 0) return DEFAULTS;
+  const p = typeof path === 'string' ? path : path();
+  let memo = chosenFor.get(tenant);
+  if (!memo) chosenFor.set(tenant, (memo = new Map()));
+  const key = `${kind}\0${p}`;
+  let fields = memo.get(key);
+  if (!fields) {
+    if (memo.size >= CHOSEN_MAX) memo.clear();
+    fields = choose(tenant, p, kind);
+    memo.set(key, fields);
+  }
+  return fields;
+}
+
+function choose(tenant: Tenant, path: string, kind: AnswerKind): readonly Field[] {
   const chosen = new Map<string, Field>();
   for (const rule of rulesOf(tenant)) {
     if (kind === 'proxied' && !rule.proxied) continue;
@@ -164,6 +188,27 @@ function merge(res: ServerResponse, status: number, given: Given, fields: readon
   }
   return (list as OutgoingHttpHeader[] | undefined) ?? obj;
 }
+
+/** A response with no headers of its own: what a precomputed head assumes. */
+const BARE = { hasHeader: () => false, removeHeader: () => undefined, setHeader: () => undefined } as unknown as ServerResponse;
+
+/**
+ * A ready-made 200 head (a flat [name, value, ...] list, as the file cache
+ * keeps them) with the suite's own-answer fields applied, as {@link applyHeaders}
+ * would apply them to a response with no headers set beforehand. Kept
+ * per list and fields by the caller, so a hit does no merging.
+ */
+export function ownHeadWith(list: readonly string[], fields: readonly Field[]): string[] {
+  return merge(BARE, 200, list as string[], fields, 'own') as string[];
+}
+
+/** True when none of `fields` is already set on `res` (HSTS, Connection: close...), so a head from {@link ownHeadWith} is what applying them would give. */
+export function noneSet(res: ServerResponse, fields: readonly Field[]): boolean {
+  for (let i = 0; i < fields.length; i++) if (res.hasHeader(fields[i]!.lower)) return false;
+  return true;
+}
+
+export type { Field as HeaderField };
 
 const FIELDS = Symbol('tenant header fields');
 const KIND = Symbol('answer kind');

@@ -25,7 +25,7 @@ import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, spl
 import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
 import { createRawAnswers } from './refusals.ts';
-import { StaticFiles, type Outcome } from './static.ts';
+import { StaticFiles, type Outcome, type StaticRequest } from './static.ts';
 import { declineUpgrade, offersWebSocket } from './upgrade.ts';
 
 export interface HttpDeps {
@@ -133,22 +133,35 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       // RFC 9113 §8.2.2: HTTP/2 has no Connection field; a draining HTTP/2 session gets GOAWAY instead.
       if (draining) res.setHeader('Connection', 'close');
     }
-    metrics?.timeRequest(res);
+    const t0 = metrics ? performance.now() : 0;
     const challenge = acme?.answer(req, res);
-    if (challenge) return record(undefined, req, req.socket.remoteAddress ?? '-', challenge);
+    if (challenge) {
+      metrics?.httpDuration.observeSince(t0);
+      return record(undefined, req, req.socket.remoteAddress ?? '-', challenge);
+    }
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
+    /** The tenant's response headers, when not applied yet: a cached file's 200 takes a ready-made head with them. */
+    let fields: ReturnType<typeof fieldsFor> | undefined;
+    const fast = route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD');
     if (route.kind !== 'server-options') {
       const kind = answerKind(route);
-      applyHeaders(res, fieldsFor(route.tenant, sitePath(route, req.url ?? '/'), kind), kind);
+      fields = fieldsFor(route.tenant, () => sitePath(route, req.url ?? '/'), kind);
+      if (!fast) {
+        applyHeaders(res, fields, kind);
+        fields = undefined;
+      }
     }
     const https = route.tenant?.config.https;
     if (https && route.kind !== 'server-options') {
       if ((req.socket as TLSSocket).encrypted) {
         if (https.hsts > 0) res.setHeader('Strict-Transport-Security', `max-age=${https.hsts}`);
       } else if (https.redirect && httpsPort !== undefined) {
-        return record(route.tenant, req, remote, redirectToHttps(req, res, httpsPort, route));
+        if (fields) applyHeaders(res, fields, 'own');
+        const sent = redirectToHttps(req, res, httpsPort, route);
+        metrics?.httpDuration.observeSince(t0);
+        return record(route.tenant, req, remote, sent);
       }
     }
     if (route.kind === 'panel' && !(req.socket as TLSSocket).encrypted && !isLoopbackAddress(remote)) {
@@ -157,16 +170,24 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       log.info({ remote, host: req.headers.host, why: 'the panel needs HTTPS and no HTTPS listener is configured' }, 'request refused');
       return record(undefined, req, remote, sendPage(req, res, 403));
     }
-    if (route.kind === 'static' && (req.method === 'GET' || req.method === 'HEAD')) {
+    if (fast && route.kind === 'static') {
       // The hot path: a cached file answered without a single await.
+      const r: StaticRequest = { req, res, tenant: route.tenant, segments: route.segments, trailingSlash: route.trailingSlash, query: route.query, base: route.base, remote, fields };
       let sent: Outcome | undefined;
       try {
-        sent = files.trySync({ req, res, remote, ...route });
+        sent = files.trySync(r);
       } catch {
         sent = undefined; // the async path below answers, and logs the fault
       }
-      if (sent) return record(route.tenant, req, remote, sent);
+      // Not answered here: whatever the async path writes gets the fields.
+      if (!sent && r.fields) applyHeaders(res, r.fields, 'own');
+      if (sent) {
+        // Answered synchronously: handed to the socket now, timed without a listener.
+        metrics?.httpDuration.observeSince(t0);
+        return record(route.tenant, req, remote, sent);
+      }
     }
+    metrics?.timeRequest(res, t0);
     void handle(req, res, route, remote);
   }
 

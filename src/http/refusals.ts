@@ -23,6 +23,14 @@ function writeRawPage(socket: Socket, status: number): number {
   return page.length;
 }
 
+/**
+ * The last response started on a connection, so a parser error behind it is
+ * not answered into its body: a property of the socket (a store per request,
+ * where a WeakMap would cost an ephemeron-table insert each time).
+ */
+const RESPONDING = Symbol('response under way');
+type Responding = Socket & { [RESPONDING]?: ServerResponse };
+
 export interface RawAnswersDeps {
   log: Logger;
   accessLogs: TenantLogFiles;
@@ -37,8 +45,6 @@ export interface RawAnswersDeps {
  * saying who and why, a line in the `_default` access log and its count.
  */
 export function createRawAnswers({ log, accessLogs, metrics, record }: RawAnswersDeps) {
-  /** The last response started on each connection, so a parser error behind it is not answered into its body. */
-  const responding = new WeakMap<Socket, ServerResponse>();
 
   function refuseUnparsed(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): void {
     const status = PARSER_STATUS[err.code ?? ''] ?? 400;
@@ -53,7 +59,7 @@ export function createRawAnswers({ log, accessLogs, metrics, record }: RawAnswer
   return {
     /** Called for every response started (the 'request' event). */
     started(res: ServerResponse): void {
-      responding.set(res.req.socket, res);
+      (res.req.socket as Responding)[RESPONDING] = res;
     },
 
     /**
@@ -65,7 +71,7 @@ export function createRawAnswers({ log, accessLogs, metrics, record }: RawAnswer
      */
     clientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): void {
       if (!socket.writable) return void socket.destroy();
-      const busy = responding.get(socket);
+      const busy = (socket as Responding)[RESPONDING];
       if (busy && !busy.writableFinished) {
         finished(busy, (failed) => (failed || !socket.writable ? socket.destroy() : refuseUnparsed(err, socket)));
         return;

@@ -75,11 +75,38 @@ function canonicalPrefix(route: ProxyRoute): string {
 export function routeRequest(reg: Registry, target: string, hostField: HostField): Route {
   if (!hostField.ok) return { kind: 'error', status: 400, tenant: undefined, why: hostField.why, authority: '' };
   if (target === '*') return { kind: 'server-options', tenant: reg.tenantForHost(hostField.value), authority: hostField.value };
+  // Neither a valid Host nor a request target holds a space: the key is unambiguous.
+  const key = target.length <= MEMO_TARGET_MAX ? `${hostField.value} ${target}` : undefined;
+  let memo = decided.get(reg);
+  if (key !== undefined) {
+    const hit = memo?.get(key);
+    if (hit) return hit;
+  }
   const split = splitTarget(target, hostField.value);
   if (!split) return { kind: 'error', status: 400, tenant: undefined, why: 'bad request target', authority: '' };
   const authority = split.host ?? '';
-  return { ...decide(reg, split.rest, authority), authority } as Route;
+  const route = decide(reg, split.rest, authority) as Route;
+  route.authority = authority;
+  if (key !== undefined && (route.kind === 'static' || route.kind === 'proxy')) {
+    if (!memo) decided.set(reg, (memo = new Map()));
+    if (memo.size >= MEMO_MAX) memo.clear();
+    if (route.kind === 'static') Object.freeze(route.segments);
+    memo.set(key, Object.freeze(route));
+  }
+  return route;
 }
+
+/**
+ * Routes already decided, per registry (a reload makes a new one, so a
+ * change of tenants, domains, proxies or suspensions is never answered from
+ * here): Host and target to the route, which is a pure function of the
+ * three. Only files and proxied paths are kept (what a site serves again and
+ * again; a scanner's misses are not), frozen since they are shared, up to
+ * {@link MEMO_MAX} of them (then the memo starts over).
+ */
+const decided = new WeakMap<Registry, Map<string, Route>>();
+const MEMO_MAX = 4096;
+const MEMO_TARGET_MAX = 512;
 
 /** The methods a static path answers. */
 export const STATIC_METHODS = 'GET, HEAD, OPTIONS';

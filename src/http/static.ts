@@ -9,6 +9,7 @@ import type { Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
 import { CachedFile, FileCache, typeFor, validatorsOf, type FileStamp } from './cache.ts';
 import { chooseEncoding, evaluatePreconditions, evaluateRange, type Coding, type Validators } from './conditional.ts';
+import { applyHeaders, noneSet, ownHeadWith, type HeaderField } from './headers.ts';
 import { localLocation } from './location.ts';
 import { errorPage } from './pages.ts';
 
@@ -24,6 +25,12 @@ export interface StaticRequest {
   /** URL prefix the segments sit under: "" on a tenant's own host, "/~id" on the userdir host. */
   base: string;
   remote: string;
+  /**
+   * The tenant's response headers when they are not yet applied to `res`:
+   * a plain 200 from the cache takes a head made once with them, anything
+   * else applies them first (and clears this).
+   */
+  fields?: readonly HeaderField[] | undefined;
 }
 
 /** What was sent, for the access log and the traffic counters. */
@@ -187,6 +194,19 @@ export class StaticFiles {
     if (!v) return undefined;
     const head = req.method === 'HEAD';
     const d = decide(h, v.validators, v.body.length);
+    const fields = r.fields;
+    if (fields) {
+      r.fields = undefined;
+      if (d.status === 200 && noneSet(res, fields)) {
+        // The head with the tenant's fields, made once per file, coding and field set.
+        let own = v.own;
+        if (own?.fields !== fields) own = v.own = { fields, head: ownHeadWith(v.headers, fields) };
+        res.writeHead(200, own.head);
+        res.end(head ? undefined : v.body);
+        return { status: 200, bytes: head ? 0 : v.body.length };
+      }
+      applyHeaders(res, fields, 'own');
+    }
     if (d.kind === 'status') return this.statusOnly(r, d.status, v.validators, file.compressible, v.body.length);
     if (d.status === 200) {
       res.writeHead(200, v.headers);

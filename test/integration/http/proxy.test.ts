@@ -8,12 +8,36 @@ let t: TestSuite;
 let upstream: http.Server;
 let upstreamUrl: string;
 let deadPort: number;
+let endlessDone: () => void;
+const endlessClosed = new Promise<void>((resolve) => (endlessDone = resolve));
 
 const get = (p: string, headers: Record<string, string> = {}, method = 'GET', body?: string) => rawRequest(t.http, p, { host: 'app.test', ...headers }, method, body);
 
 beforeAll(async () => {
   upstream = http.createServer((req, res) => {
     if (req.url?.startsWith('/app/stall')) return; // never answers
+    if (req.url?.startsWith('/app/endless')) {
+      // Writes until the proxy's side of the connection goes away.
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const more = () => {
+        while (res.write(Buffer.alloc(64 * 1024, 97)));
+      };
+      res.on('drain', more);
+      more();
+      res.on('close', () => endlessDone());
+      return;
+    }
+    if (req.url?.startsWith('/app/big')) {
+      // 1 MiB in chunks, without a Content-Length, and two Set-Cookie fields.
+      res.writeHead(200, [['set-cookie', 'a=1'], ['set-cookie', 'b=2'], ['content-type', 'application/octet-stream']].flat());
+      let left = 16;
+      const next = () => {
+        if (left-- === 0) return void res.end();
+        res.write(Buffer.alloc(64 * 1024, 98), next);
+      };
+      next();
+      return;
+    }
     if (req.url?.startsWith('/app/reset-early')) return req.socket.destroy();
     if (req.url?.startsWith('/app/reset')) {
       res.writeHead(200, { 'content-length': '100' });
@@ -95,6 +119,24 @@ describe('reverse proxy', () => {
     expect(r.headers['keep-alive']).not.toBe('timeout=99');
   });
 
+  it('streams a large answer without Content-Length whole, keeps repeated fields, and logs the bytes sent', async () => {
+    const r = await get('/app/big');
+    expect(r.status).toBe(200);
+    expect(r.body.length).toBe(1024 * 1024);
+    expect(r.body.every((b) => b === 98)).toBe(true);
+    expect(r.headers['set-cookie']).toEqual(['a=1', 'b=2']);
+  });
+
+  it('stops the upstream request when the client goes away mid-answer', async () => {
+    const port = Number(new URL(t.http).port);
+    const socket = net.connect(port, '127.0.0.1');
+    socket.write('GET /app/endless HTTP/1.1\r\nHost: app.test\r\n\r\n');
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    socket.destroy();
+    await endlessClosed; // the backend saw its connection closed: nothing left running for a client that is gone
+    expect((await get('/')).body.toString()).toBe('static home');
+  });
+
   it('forwards request bodies', async () => {
     const r = JSON.parse((await get('/app/post', { 'content-type': 'text/plain' }, 'POST', 'hello body')).body.toString());
     expect(r).toMatchObject({ method: 'POST', body: 'hello body' });
@@ -166,6 +208,7 @@ describe('reverse proxy', () => {
     const { readFileSync } = await import('node:fs');
     const log = readFileSync(`${t.dataDir}/logs/app.test/access.log`, 'utf8');
     expect(log).toMatch(/"GET \/app\/logged HTTP\/1\.1" 200 \d+/);
+    expect(log).toMatch(/"GET \/app\/big HTTP\/1\.1" 200 1048576 /);
     expect(log).toMatch(/"GET \/down\/x HTTP\/1\.1" 502 \d+/);
     expect(log).toMatch(/"GET \/app\/ws HTTP\/1\.1" 101 -/);
     expect(log).toMatch(/"GET \/down\/ws HTTP\/1\.1" 502 -/);
