@@ -4,6 +4,8 @@ import dgram from 'node:dgram';
 export interface ZoneEntry {
   mx?: Array<[number, string]>;
   txt?: string[][];
+  /** Never answered: the asker times out (a DNS server that is down or a lost packet). */
+  silent?: boolean;
 }
 
 export interface DnsServer {
@@ -41,6 +43,7 @@ export async function startDnsServer(): Promise<DnsServer> {
     }
     const type = q.readUInt16BE(i + 1);
     const entry = server.zone.get(labels.join('.'));
+    if (entry?.silent) return;
     const answers: Buffer[] = [];
     if (entry && type === 15) {
       for (const [pref, host] of entry.mx ?? []) answers.push(rr(15, Buffer.concat([Buffer.from([pref >> 8, pref & 255]), encodeName(host)])));
