@@ -119,7 +119,12 @@ export function createMailService(deps: MailDeps): MailService {
       return { selector: k.selector, privateKey: deps.state.dkim.privateKey(k) };
     },
   });
-  const sealer: ArcSealer = { seal: (raw) => (checks.enabled && checks.arcSeal ? arcSeal(raw) : Promise.resolve(Buffer.alloc(0))) };
+  const sealer: ArcSealer = {
+    seal: (raw) => {
+      const now = registry.config.main.smtp?.checks ?? checks;
+      return now.enabled && now.arcSeal ? arcSeal(raw) : Promise.resolve(Buffer.alloc(0));
+    },
+  };
   const transport: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
     : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? (main.dns ? suiteResolver(main.dns) : undefined) });
