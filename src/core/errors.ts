@@ -47,6 +47,8 @@ export const CATALOGUE = {
   UNAUTHENTICATED: { summary: "mail failing the authentication its sender domain's DMARC policy demands (p=reject)", http: 403, ftp: 550, smtp: [550, '5.7.1'] },
   // RFC 7372 §3.2: X.7.23 "SPF validation failed".
   SPF_FAILED: { summary: 'mail from a host its envelope sender domain does not allow (SPF fail)', http: 403, ftp: 550, smtp: [550, '5.7.23'] },
+  // RFC 5782 §2.1 leaves the reply open; 554 5.7.1 at connect is what Postfix's reject_rbl_client sends.
+  BLOCKLISTED: { summary: 'a client whose address is on a DNS blocklist the operator uses', http: 403, ftp: 550, smtp: [554, '5.7.1'] },
   LOOP: { summary: 'a forwarding or proxy loop', http: 508, ftp: 550, smtp: [550, '5.4.6'] },
   TOO_LARGE: { summary: 'larger than the limit', http: 413, ftp: 552, smtp: [552, '5.3.4'] },
   QUOTA_EXCEEDED: { summary: "the tenant's storage quota is used up", http: 507, ftp: 552, smtp: [552, '5.2.2'] },

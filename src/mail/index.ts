@@ -17,6 +17,7 @@ import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
 import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
 import { decide, policyFor, stripOurResults } from './inbound.ts';
+import { blocklisted } from './dnsbl.ts';
 import { normalizeCrlf } from './crlf.ts';
 import { MAX_LINE, MessageScan, scanned } from './scan.ts';
 import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
@@ -217,10 +218,27 @@ export function createMailService(deps: MailDeps): MailService {
         deps.metrics?.smtpRefused.inc({ reason: 'too-many-connections' });
         return done(refuse('RATE_LIMITED', 'Too many connections from your address, try again later'));
       }
-      perIp.set(ip, n);
-      sessions.set(session.id, { log: clog, registry, routes: new Map(), ip });
-      clog.debug('connected');
-      done();
+      const admit = () => {
+        perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
+        sessions.set(session.id, { log: clog, registry, routes: new Map(), ip });
+        clog.debug('connected');
+        done();
+      };
+      const lists = registry.config.main.spam?.dnsbl ?? [];
+      if (lists.length === 0) return admit();
+      const trouble = (zone: string, code: string) => clog.warn({ zone, code }, 'DNS blocklist not answered; the client is let in');
+      void blocklisted(ip, lists, authResolver, trouble).then(
+        (listed) => {
+          if (!listed) return admit();
+          clog.info({ zone: listed.zone, answer: listed.answer }, `refused: listed by the DNS blocklist ${listed.zone}`);
+          deps.metrics?.smtpRefused.inc({ reason: 'dnsbl' });
+          done(refuse('BLOCKLISTED', `Service unavailable; client host [${ip}] blocked using ${listed.zone}; see ${listed.url}`));
+        },
+        (err: Error) => {
+          clog.error({ err: err.message }, 'DNS blocklist check failed; the client is let in');
+          admit();
+        },
+      );
     },
 
     onClose(session) {

@@ -164,6 +164,19 @@ export const mainSchema = z.strictObject({
         .default({ minBackoff: 300, maxBackoff: 4000, lifetime: 5 * 24 * 3600, concurrency: 20, mxPort: 25 }),
     })
     .optional(),
+  /** Spam defence before forwarding. */
+  spam: z
+    .strictObject({
+      /**
+       * DNS blocklists asked at connect (`zen.spamhaus.org`, or `{ zone, url }`): a client listed in one
+       * (an A record in 127.0.0.0/8 for its reversed address) is refused with 554 and the list's URL.
+       */
+      dnsbl: z
+        .array(z.union([hostname.transform((zone) => ({ zone, url: undefined as string | undefined })), z.strictObject({ zone: hostname, url: z.string().url().optional() })]))
+        .max(20)
+        .default([]),
+    })
+    .optional(),
   admin: z
     .strictObject({
       /** Loopback only: /metrics and /healthz are for the operator, not the world. */
