@@ -68,8 +68,8 @@ afterAll(async () => {
 
 let n = 0;
 /** A message From: `from`, signed with `key` as `d=<from's domain>; s=t1` when given. */
-async function message(from: string, to: string, subject: string, opts: { key?: string; extra?: string } = {}): Promise<string> {
-  const raw = `${opts.extra ?? ''}From: ${from}\r\nTo: ${to}\r\nSubject: ${subject}\r\nDate: ${new Date().toUTCString()}\r\nMessage-ID: <${++n}.${Date.now()}@client.test>\r\n\r\nHello from ${from}.\r\n`;
+async function message(from: string, to: string, subject: string, opts: { key?: string; extra?: string; body?: string } = {}): Promise<string> {
+  const raw = `${opts.extra ?? ''}From: ${from}\r\nTo: ${to}\r\nSubject: ${subject}\r\nDate: ${new Date().toUTCString()}\r\nMessage-ID: <${++n}.${Date.now()}@client.test>\r\n\r\nHello from ${from}.\r\n${opts.body ?? ''}`;
   if (!opts.key) return raw;
   const signed = await dkimSign(raw, { signatureData: [{ signingDomain: /@([^>\s]+)/.exec(from)![1]!, selector: 't1', privateKey: opts.key }] } as never);
   return signed.signatures + raw;
@@ -199,7 +199,9 @@ describe.skipIf(!haveSwaks || !dkimPython)(dkimPython ? 'ARC seals, verified by 
   });
 
   it('seals a forwarded message (i=1, cv=none): dkimpy finds the chain valid; a changed body breaks it', async () => {
-    expect(await send('vera@good.test', 'info@a.test', await message('vera@good.test', 'info@a.test', 'sealed forward', { key: goodKey.pem }))).toMatch(/<-\s+250 /);
+    // Runs of spaces and tabs, trailing whitespace and empty lines at the end: the relaxed body canonicalization has work to do.
+    const body = 'two  spaces\tand a tab \t\r\n\r\n  indented\r\n\r\n\r\n';
+    expect(await send('vera@good.test', 'info@a.test', await message('vera@good.test', 'info@a.test', 'sealed forward', { key: goodKey.pem, body }))).toMatch(/<-\s+250 /);
     const m = await received('sealed forward');
     const records = await suiteRecords();
     const arcKey = [...records.keys()].find((k) => /^mw\d{8}a\._domainkey\.mx\.test$/.test(k))!;
