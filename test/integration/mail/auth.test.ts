@@ -196,6 +196,12 @@ describe.skipIf(!haveSwaks || !dkimPython)(dkimPython ? 'ARC seals, verified by 
     const arc = [...zoneTxt(r.out)].find(([k]) => /^mw\d{8}a\._domainkey\.mx\.test$/.test(k));
     expect(arc?.[1]).toMatch(/^v=DKIM1; k=rsa; p=MIIBIjAN/);
     expect(r.out).not.toMatch(/no ARC key/);
+    // `makewaves dkim rotate` of the host name makes new DKIM keys and leaves the ARC key alone; `dkim list` shows it as such.
+    const arcBefore = t.suite.state.dkim.signing('mx.test', 'arc').map((k) => k.selector);
+    expect((await runCli('dkim', '--config', t.configDir, 'rotate', 'mx.test', '--grace', '0')).code).toBe(0);
+    expect(t.suite.state.dkim.signing('mx.test', 'arc').map((k) => k.selector)).toEqual(arcBefore);
+    expect(t.suite.state.dkim.signing('mx.test').map((k) => k.algorithm).sort()).toEqual(['ed25519', 'rsa']);
+    expect((await runCli('dkim', '--config', t.configDir, 'list', 'mx.test')).out).toMatch(/^mx\.test {2}mw\d{8}a {2}rsa-sha256 2048 \(ARC seal\) {2}made \S+ {2}signing$/m);
   });
 
   it('seals a forwarded message (i=1, cv=none): dkimpy finds the chain valid; a changed body breaks it', async () => {
