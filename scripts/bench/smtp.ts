@@ -3,7 +3,10 @@
  *  - a bare smtp-server that accepts and discards (the reference sink),
  *  - makewaves (250 only after fsync of spool file and folder + state row),
  *    measuring the accept rate and the end-to-end forwarding rate to a
- *    bare sink used as `smtp.relay`,
+ *    bare sink used as `smtp.relay`, with the inbound checks and ARC
+ *    sealing off, and on (SPF, DKIM, DMARC of a DKIM-signed message whose
+ *    records a DNS server on loopback serves, then an ARC seal): the
+ *    difference is the checks' cost per message,
  *  - a bare forwarder (smtp-server answering at once, handing each message
  *    to the same client pool; nothing stored): the ceiling of the libraries,
  * each with a new connection per message and with reused connections,
@@ -16,6 +19,7 @@
  *   node --import tsx scripts/bench/smtp.ts [--messages 2000] [--sessions 20]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -24,11 +28,22 @@ import { fileURLToPath } from 'node:url';
 
 const SELF = fileURLToPath(import.meta.url);
 /** A 1 KiB message: three header lines, then lines of 78 characters. */
-const BODY = (() => {
+let BODY = (() => {
   let m = 'From: <bench@client.test>\r\nTo: <info@bench.test>\r\nSubject: bench\r\n\r\n';
   while (m.length + 80 <= 1024) m += `${'x'.repeat(78)}\r\n`;
   return m + `${'y'.repeat(1024 - m.length - 2)}\r\n`;
 })();
+
+/** The client's DKIM key (RSA 2048, `s=bench`), shared with the DNS server of the checks-on suite through the environment. */
+function benchKey(): { pem: string; record: string } {
+  if (!process.env.BENCH_DKIM_KEY) {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    process.env.BENCH_DKIM_KEY = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  }
+  const pem = process.env.BENCH_DKIM_KEY;
+  const p = createPublicKey(pem).export({ type: 'spki', format: 'der' }).toString('base64');
+  return { pem, record: `v=DKIM1; k=rsa; p=${p}` };
+}
 
 // ---------------------------------------------------------------- servers
 
@@ -101,13 +116,29 @@ async function serveForwarder(relay: string): Promise<void> {
   });
 }
 
-async function serveSuite(relay: string): Promise<void> {
+async function serveSuite(relay: string, checks: boolean): Promise<void> {
   const { writeConfig } = await import('../../test/helpers/suite.ts');
   const { startSuite } = await import('../../src/main.ts');
   const { createLogger } = await import('../../src/core/log.ts');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-'));
+  let dns: { servers: string[]; timeout: number } | undefined;
+  if (checks) {
+    // The sender's records on a DNS server on loopback (a real UDP socket), as a local resolver would answer them.
+    const { startDnsServer } = await import('../../test/helpers/dnsserver.ts');
+    const server = await startDnsServer();
+    const record = benchKey().record;
+    const txt: string[] = [];
+    for (let i = 0; i < record.length; i += 255) txt.push(record.slice(i, i + 255));
+    server.zone.set('client.test', { txt: [['v=spf1 ip4:127.0.0.1 -all']] });
+    server.zone.set('_dmarc.client.test', { txt: [['v=DMARC1; p=reject']] });
+    server.zone.set('bench._domainkey.client.test', { txt: [txt] });
+    dns = { servers: [`127.0.0.1:${server.port}`], timeout: 2 };
+  }
   const { configDir } = writeConfig(dir, {
-    main: { smtp: { listen: ['127.0.0.1:0'], relay, maxConnections: 10_000, maxConnectionsPerIp: 10_000 } },
+    main: {
+      ...(dns ? { dns } : {}),
+      smtp: { listen: ['127.0.0.1:0'], relay, maxConnections: 10_000, maxConnectionsPerIp: 10_000, checks: { enabled: checks, arcSeal: checks } },
+    },
     tenants: { 'bench.test': { domains: ['bench.test'], mail: { forward: { info: 'target@remote.test' } } } },
   });
   const suite = await startSuite({ configDir, watch: false, log: createLogger({ level: 'warn' }) });
@@ -302,9 +333,13 @@ async function main(): Promise<void> {
 
   const bare = await startServer(['--serve', 'bare']);
   const relay = await startServer(['--serve', 'bare']);
+  // The message is DKIM-signed by client.test, so the checks-on suite verifies a real signature.
+  const { dkimSign } = await import('mailauth');
+  BODY = (await dkimSign(BODY, { signatureData: [{ signingDomain: 'client.test', selector: 'bench', privateKey: benchKey().pem }] } as never)).signatures + BODY;
   const suite = await startServer(['--serve', 'suite', `smtp://127.0.0.1:${relay.port}`]);
+  const checked = await startServer(['--serve', 'suite-checks', `smtp://127.0.0.1:${relay.port}`]);
   const forwarder = await startServer(['--serve', 'forwarder', `smtp://127.0.0.1:${relay.port}`]);
-  const servers = [suite, forwarder];
+  const servers = [suite, checked, forwarder];
   try {
     // Warm-up: JIT and the suite's first writes.
     await load(bare.port, 200, sessions, true);
@@ -327,8 +362,11 @@ async function main(): Promise<void> {
       const mode = reuse ? 'reused connections' : 'new connection per message';
       const b = await load(bare.port, n, sessions, reuse);
       const s = await forwarded(suite, n, reuse);
+      const c = await forwarded(checked, n, reuse);
       const f = await forwarded(forwarder, n, reuse);
-      rows.push([mode, `${sessions}`, fmt(b.rate), fmt(s.accept), fmt(s.e2e), (s.e2e / b.rate).toFixed(2), fmt(f.e2e), (f.e2e / b.rate).toFixed(2)]);
+      // The server is one event loop: the extra wall time per message at full load is the checks' CPU cost.
+      const cost = 1000 / c.e2e - 1000 / s.e2e;
+      rows.push([mode, `${sessions}`, fmt(b.rate), fmt(s.accept), fmt(s.e2e), fmt(c.e2e), cost.toFixed(2), (s.e2e / b.rate).toFixed(2), fmt(f.e2e), (f.e2e / b.rate).toFixed(2)]);
     }
     const lb = await latency(bare.port, 15);
     const ls = await latency(suite.port, 15);
@@ -338,8 +376,10 @@ async function main(): Promise<void> {
       'sessions',
       'bare smtp-server accept msg/s',
       'makewaves durable accept msg/s',
-      'makewaves forwarded end to end msg/s',
-      'e2e / bare',
+      'makewaves forwarded end to end msg/s (checks off)',
+      'with SPF+DKIM+DMARC checks and ARC seal msg/s',
+      'checks cost ms/msg',
+      'e2e (off) / bare',
       'bare forwarder (nothing stored) msg/s',
       'bare forwarder / bare',
     ];
@@ -354,6 +394,7 @@ async function main(): Promise<void> {
     if (!hasCommand('smtp-source')) process.stdout.write(`Postfix smtp-source/smtp-sink not installed: not compared in this run.\n`);
   } finally {
     await forwarder.stop();
+    await checked.stop();
     await suite.stop();
     await relay.stop();
     await bare.stop();
@@ -363,7 +404,7 @@ async function main(): Promise<void> {
 const serveAt = process.argv.indexOf('--serve');
 if (serveAt !== -1) {
   const kind = process.argv[serveAt + 1];
-  await (kind === 'bare' ? serveBare() : kind === 'forwarder' ? serveForwarder(process.argv[serveAt + 2]!) : serveSuite(process.argv[serveAt + 2]!));
+  await (kind === 'bare' ? serveBare() : kind === 'forwarder' ? serveForwarder(process.argv[serveAt + 2]!) : serveSuite(process.argv[serveAt + 2]!, kind === 'suite-checks'));
 } else {
   await main();
 }

@@ -73,8 +73,26 @@ export interface ListMail {
   rcpt: string;
   /** The envelope sender ("" for a null sender: a bounce or an auto-reply). */
   sender: string;
-  /** The whole message with our Received: header, CRLF line ends. */
+  /** The whole message with our Received: header (and Authentication-Results, when checked), CRLF line ends. */
   raw: Buffer;
+  /**
+   * How the inbound checks authenticated its From: domain in alignment
+   * (RFC 7489 §3.1): by DMARC, or without a DMARC record by DKIM or SPF;
+   * `none` when they did not; absent when the checks are off.
+   */
+  authenticated?: 'dmarc' | 'dkim' | 'spf' | 'none' | undefined;
+}
+
+/** Seals mail the suite passes on after changing it (implemented by mail/, used by lists). */
+export interface ArcSealer {
+  /**
+   * The ARC set (RFC 8617: ARC-Seal, ARC-Message-Signature,
+   * ARC-Authentication-Results) to put on top of `raw`, made from the
+   * Authentication-Results field the suite wrote at receipt; empty when
+   * `raw` has none or sealing is off. The signature does not cover
+   * List-Unsubscribe, so one set serves every member's copy.
+   */
+  seal(raw: Buffer): Promise<Buffer>;
 }
 
 /** Takes mail for list addresses (implemented by lists/, used by mail/). */

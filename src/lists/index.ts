@@ -1,4 +1,4 @@
-import type { ListInbox, ListMail, ListPages, MailSubmitter } from '../core/contracts.ts';
+import type { ArcSealer, ListInbox, ListMail, ListPages, MailSubmitter } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
@@ -18,6 +18,8 @@ export interface ListsDeps {
   log: Logger;
   /** The durable outbound queue: every copy and notice goes out through it. */
   mail: MailSubmitter;
+  /** ARC-seals each post once before it is distributed (absent: posts go unsealed). */
+  sealer?: ArcSealer;
   /** The clock (token expiry, bounce days); tests move it. */
   now?: () => number;
 }

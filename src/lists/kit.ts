@@ -1,7 +1,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { MailSubmitter } from '../core/contracts.ts';
+import type { ArcSealer, MailSubmitter } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import type { ListConfig, Registry, Tenant } from '../core/registry.ts';
 import type { ListStore, ListToken, MemberMode, State } from '../state/index.ts';
@@ -55,6 +55,8 @@ export interface ListKit {
   readonly store: ListStore;
   readonly state: State;
   readonly mail: MailSubmitter;
+  /** ARC sealing of posts (nothing when absent). */
+  readonly sealer: ArcSealer | undefined;
   /** The registry in force (swapped on reload). */
   registry: Registry;
   /** True between stop() and the next start(): long work ends at its next step. */
@@ -76,6 +78,7 @@ export interface ListKitDeps {
   state: State;
   log: Logger;
   mail: MailSubmitter;
+  sealer?: ArcSealer;
   now?: () => number;
 }
 
@@ -91,6 +94,7 @@ export function createListKit(d: ListKitDeps): ListKit {
     store,
     state: d.state,
     mail: d.mail,
+    sealer: d.sealer,
     registry: d.registry,
     stopped: true,
 

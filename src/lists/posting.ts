@@ -57,6 +57,11 @@ export function createPosting(kit: ListKit): Posting {
           if (isMailbox(poster)) await kit.send(c, poster, `Your post to ${c.addr()} was not accepted`, `Only members may post to ${c.addr()}.\n`);
           return;
         }
+        // Anyone can write a member's address into From:; only authentication aligned with its domain (checked at receipt) shows it is theirs.
+        if (m.auth === 'none') {
+          l.info({ poster }, "member's post not authenticated: held");
+          return hold(c, m, fields, poster, `it claims to be from the member ${poster}, but neither DKIM nor SPF authenticates ${poster.split('@')[1]} (it may be forged)`);
+        }
       }
     }
     await distribute(c, m, fields, poster);
@@ -120,7 +125,9 @@ export function createPosting(kit: ListKit): Posting {
 
   async function distribute(c: ListContext, m: InboxMail, fields: Field[], poster: string): Promise<void> {
     const { body } = splitMessage(m.raw);
-    const head = Buffer.from(listHeaders(c, fields), 'latin1');
+    const common = Buffer.from(listHeaders(c, fields), 'latin1');
+    // One ARC set per post (RFC 8617), over the post as members get it but for its per-member List-Unsubscribe, which the set does not cover.
+    const head = Buffer.concat([await arcSet(c, common, body), common]);
     const sep = Buffer.from('\r\n');
     let cursor = m.cursor;
     let sent = 0;
@@ -146,9 +153,20 @@ export function createPosting(kit: ListKit): Posting {
       sent += batch.length;
       if (kit.stopped) return;
     }
-    if (m.cursor === 0 && store.digestMembers(c.tenant.id, c.name).length > 0) store.addDigest(c.tenant.id, c.name, Buffer.concat([head, sep, body]), now());
+    if (m.cursor === 0 && store.digestMembers(c.tenant.id, c.name).length > 0) store.addDigest(c.tenant.id, c.name, Buffer.concat([common, sep, body]), now());
     if (m.cursor === 0 && c.cfg.archive) archive(c, m, fields, poster);
     log.info({ tenant: c.tenant.id, list: c.name, inbox: m.id, poster, copies: sent, resumedAfter: m.cursor || undefined, ms: now() - t0 }, 'post distributed');
+  }
+
+  /** The ARC set for a post, or nothing (no sealer, or sealing failed: logged, and the post still goes). */
+  async function arcSet(c: ListContext, head: Buffer, body: Buffer): Promise<Buffer> {
+    if (!kit.sealer) return Buffer.alloc(0);
+    try {
+      return await kit.sealer.seal(Buffer.concat([head, Buffer.from('\r\n'), body]));
+    } catch (err) {
+      log.error({ tenant: c.tenant.id, list: c.name, err: (err as Error).message }, 'post distributed without an ARC seal: sealing failed');
+      return Buffer.alloc(0);
+    }
   }
 
   /** Keeps a distributed post for the archive pages: decoded text only (no HTML part is ever kept). */

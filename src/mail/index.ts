@@ -6,7 +6,7 @@ import type { CertStore } from '../core/certs.ts';
 import { suiteResolver } from '../core/dns.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { HealthReporter } from '../core/contracts.ts';
-import type { ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
+import type { ArcSealer, ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
 import { errorRef, refusal, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -15,7 +15,9 @@ import { parseRecipient } from '../core/recipient.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
-import { createDkimSigner } from './dkim.ts';
+import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
+import { decide, policyFor, stripOurResults } from './inbound.ts';
+import { blocklisted } from './dnsbl.ts';
 import { normalizeCrlf } from './crlf.ts';
 import { MAX_LINE, MessageScan, scanned } from './scan.ts';
 import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
@@ -45,6 +47,8 @@ export interface MailService {
   /** The durable queue, for form handlers and lists (wired by main.ts). */
   submitter: MailSubmitter;
   queue: MailQueue;
+  /** ARC sealing with the suite's key, for list posts (wired by main.ts); seals nothing when `smtp.checks` turns it off. */
+  sealer: ArcSealer;
 }
 
 
@@ -104,6 +108,24 @@ export function createMailService(deps: MailDeps): MailService {
   let registry = deps.registry;
   const hostname = main.hostname;
   const srs = Srs.open(main.dataDir, smtp.srsDomain ?? hostname, deps.now, smtp.srsMaxAgeDays);
+  // SPF, DKIM keys, DMARC and ARC keys are looked up through the suite's one resolver (`dns:`).
+  const authResolver = suiteResolver(main.dns);
+  const lookup = (name: string, type: string) => authResolver.resolve(name, type) as Promise<never>;
+  const checks = smtp.checks;
+  const arcSeal = createArcSealer({
+    hostname,
+    now: deps.now,
+    key: async () => {
+      const k = await deps.state.dkim.ensureArc(hostname);
+      return { selector: k.selector, privateKey: deps.state.dkim.privateKey(k) };
+    },
+  });
+  const sealer: ArcSealer = {
+    seal: (raw) => {
+      const now = registry.config.main.smtp?.checks ?? checks;
+      return now.enabled && now.arcSeal ? arcSeal(raw) : Promise.resolve(Buffer.alloc(0));
+    },
+  };
   const transport: Deliverer = smtp.relay
     ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
     : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? (main.dns ? suiteResolver(main.dns) : undefined) });
@@ -196,10 +218,27 @@ export function createMailService(deps: MailDeps): MailService {
         deps.metrics?.smtpRefused.inc({ reason: 'too-many-connections' });
         return done(refuse('RATE_LIMITED', 'Too many connections from your address, try again later'));
       }
-      perIp.set(ip, n);
-      sessions.set(session.id, { log: clog, registry, routes: new Map(), ip });
-      clog.debug('connected');
-      done();
+      const admit = () => {
+        perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
+        sessions.set(session.id, { log: clog, registry, routes: new Map(), ip });
+        clog.debug('connected');
+        done();
+      };
+      const lists = registry.config.main.spam?.dnsbl ?? [];
+      if (lists.length === 0) return admit();
+      const trouble = (zone: string, code: string) => clog.warn({ zone, code }, 'DNS blocklist not answered; the client is let in');
+      void blocklisted(ip, lists, authResolver, trouble).then(
+        (listed) => {
+          if (!listed) return admit();
+          clog.info({ zone: listed.zone, answer: listed.answer }, `refused: listed by the DNS blocklist ${listed.zone}`);
+          deps.metrics?.smtpRefused.inc({ reason: 'dnsbl' });
+          done(refuse('BLOCKLISTED', `Service unavailable; client host [${ip}] blocked using ${listed.zone}; see ${listed.url}`));
+        },
+        (err: Error) => {
+          clog.error({ err: err.message }, 'DNS blocklist check failed; the client is let in');
+          admit();
+        },
+      );
     },
 
     onClose(session) {
@@ -294,8 +333,29 @@ export function createMailService(deps: MailDeps): MailService {
     const only = session.envelope.rcptTo.length === 1 ? session.envelope.rcptTo[0]!.address : undefined;
     const prefix = receivedHeader(session, hostname, id, only);
     const scan = new MessageScan();
+    const settings = s.registry.config.main.smtp?.checks ?? checks;
+    const params = mailParams(session, from, recipients, scan);
     try {
-      if (lists.length > 0) return await acceptForLists(s, stream, scan, { id, from, tenant, recipients, prefix, lists, params: mailParams(session, from, recipients, scan) });
+      let body: Buffer | AsyncIterable<Buffer>;
+      let auth: InboundAuth | undefined;
+      let authMs: number | undefined;
+      if (!settings.enabled && lists.length === 0) {
+        body = scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan);
+      } else {
+        // The checks need the whole message before the reply (a refusal is in the session): it is read into memory (at most smtp.maxMessageBytes).
+        const received = await readMessage(stream, scan);
+        let raw = Buffer.concat([prefix, received]);
+        if (settings.enabled) {
+          const t0 = performance.now();
+          const checked = await inboundChecks(s, session, received, from, tenants);
+          auth = checked.auth;
+          raw = Buffer.concat([Buffer.from(`Authentication-Results: ${auth.results}\r\n`, 'latin1'), prefix, checked.raw]);
+          if (lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
+          authMs = Math.round((performance.now() - t0) * 100) / 100;
+        }
+        if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined });
+        body = raw;
+      }
       const { size, refused } = await queue.enqueue({
         id,
         // SRS: forwarded mail leaves with our domain in its envelope sender, so SPF passes at the target.
@@ -303,11 +363,11 @@ export function createMailService(deps: MailDeps): MailService {
         returnPath: from,
         tenant,
         recipients,
-        prefix,
-        body: scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan),
+        ...(Buffer.isBuffer(body) ? {} : { prefix }),
+        body,
         // Refused, not cut or wrapped: a forwarder must not alter what may be signed (DKIM).
         abort: () => stream.sizeExceeded || scan.tooLong,
-        ...mailParams(session, from, recipients, scan),
+        ...params,
         // Every recipient here is forwarded: the next hop is asked while the sender waits (see nextHopRefusal).
         waitMs: smtp!.waitForNextHop * 1000,
       });
@@ -316,11 +376,14 @@ export function createMailService(deps: MailDeps): MailService {
         deps.metrics?.smtpRefused.inc({ reason: 'next-hop-refused' });
         throw nextHopRefusal(refused);
       }
-      s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), rcpts: session.envelope.rcptTo.map((r) => r.address), size }, 'message accepted');
+      s.log.info(
+        { qid: id, tenant, from, to: recipients.map((r) => r.rcpt), rcpts: session.envelope.rcptTo.map((r) => r.address), size, ...authLog(auth), authMs },
+        'message accepted',
+      );
       for (const t of tenants.size > 0 ? tenants : ['_none']) deps.metrics?.smtpAccepted.inc({ tenant: t });
       return `Ok: queued as ${id}`;
     } catch (err) {
-      // Our own reply (the next hop's refusal) goes out as it is.
+      // Our own reply (the next hop's refusal, an authentication refusal) goes out as it is.
       if (typeof (err as { responseCode?: unknown }).responseCode === 'number') throw err;
       if (err instanceof SpoolAborted && scan.tooLong && !stream.sizeExceeded) {
         s.log.info({ from, longestLine: scan.longest, limit: MAX_LINE }, `message refused: a line is longer than ${MAX_LINE} octets`);
@@ -343,41 +406,85 @@ export function createMailService(deps: MailDeps): MailService {
     }
   }
 
+  /** The whole message after CRLF normalisation; throws SpoolAborted (answered as for the spool) when it is too large or has too long a line. */
+  async function readMessage(stream: SMTPServerDataStream, scan: MessageScan): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
+      if (stream.sizeExceeded || scan.tooLong) continue;
+      chunks.push(chunk);
+    }
+    if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
+    return Buffer.concat(chunks);
+  }
+
   /**
-   * A message with list recipients is read into memory (it is at most
+   * SPF, DKIM, DMARC and ARC of a received message, and the policy of its
+   * recipients' tenants over them: resolves with the results and the
+   * message without Authentication-Results fields that claim our name, or
+   * throws the refusal (550 in the session; 451 for a temporary failure
+   * when the policy says defer).
+   */
+  async function inboundChecks(s: SessionState, session: SMTPServerSession, received: Buffer, from: string, tenants: ReadonlySet<string>): Promise<{ auth: InboundAuth; raw: Buffer }> {
+    const helo = session.hostNameAppearsAs || session.remoteAddress;
+    let auth: InboundAuth;
+    try {
+      auth = await checkInbound(received, { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup });
+    } catch (err) {
+      // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
+      const ref = errorRef();
+      s.log.error({ ref, from, err: (err as Error).message }, 'inbound checks failed; the message counts as not authenticated');
+      auth = { results: `${hostname}; none (checks failed, ref ${ref})`, fromDomain: undefined, spf: 'none', dkim: [], dmarc: { result: 'none', policy: undefined }, aligned: undefined, temporary: true };
+    }
+    const policy = policyFor(s.registry.config.main.smtp?.checks ?? checks, [...tenants].map((t) => s.registry.tenants.get(t)?.config));
+    const refused = decide(auth, policy, { sender: from, ip: session.remoteAddress });
+    if (refused) {
+      s.log.info({ from, ...authLog(auth), policy, reason: refused.reason }, `message refused: ${refused.reason}`);
+      deps.metrics?.smtpRefused.inc({ reason: refused.reason });
+      throw refuse(refused.code, refused.text);
+    }
+    const stripped = stripOurResults(received, hostname);
+    if (stripped.removed > 0) s.log.info({ from, removed: stripped.removed }, 'removed Authentication-Results fields claiming our name');
+    return { auth, raw: stripped.raw };
+  }
+
+  /** The ARC set for a forwarded message, or nothing when sealing fails (logged: the message still goes, as an unsigned one would). */
+  async function sealOrNot(s: SessionState, raw: Buffer): Promise<Buffer> {
+    try {
+      return await arcSeal(raw);
+    } catch (err) {
+      s.log.error({ err: (err as Error).message }, 'message forwarded without an ARC seal: sealing failed');
+      return Buffer.alloc(0);
+    }
+  }
+
+  /**
+   * A message with list recipients (read into memory: at most
    * smtp.maxMessageBytes), queued for its forward recipients if it has any,
    * then handed to the lists service once per list address; 250 only when
    * all of that is durable.
    */
   async function acceptForLists(
     s: SessionState,
-    stream: SMTPServerDataStream,
-    scan: MessageScan,
+    raw: Buffer,
     m: {
       id: string;
       from: string;
       tenant: string | undefined;
       recipients: Array<{ rcpt: string; origRcpt: string }>;
-      prefix: Buffer;
       lists: Array<ListTarget & { rcpt: string }>;
       params: ReturnType<typeof mailParams>;
+      auth: ListMail['authenticated'];
     },
   ): Promise<string> {
-    const chunks: Buffer[] = [m.prefix];
-    for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
-      if (stream.sizeExceeded || scan.tooLong) continue;
-      chunks.push(chunk);
-    }
-    if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
-    const raw = Buffer.concat(chunks);
     if (m.recipients.length > 0) {
-      await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: raw, ...m.params });
+      const sealed = (s.registry.config.main.smtp?.checks ?? checks).arcSeal && m.auth !== undefined ? await sealOrNot(s, raw) : Buffer.alloc(0);
+      await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: Buffer.concat([sealed, raw]), ...m.params });
     }
     for (const l of m.lists) {
-      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw };
+      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw, authenticated: m.auth };
       await deps.lists!.receive(mail);
     }
-    s.log.info({ qid: m.id, tenant: m.tenant, from: m.from, to: m.recipients.map((r) => r.rcpt), lists: m.lists.map((l) => l.rcpt), size: raw.length }, 'message accepted');
+    s.log.info({ qid: m.id, tenant: m.tenant, from: m.from, to: m.recipients.map((r) => r.rcpt), lists: m.lists.map((l) => l.rcpt), size: raw.length, authenticated: m.auth }, 'message accepted');
     for (const t of m.tenant?.split(',') ?? ['_none']) deps.metrics?.smtpAccepted.inc({ tenant: t });
     return `Ok: queued as ${m.id}`;
   }
@@ -386,6 +493,7 @@ export function createMailService(deps: MailDeps): MailService {
   return {
     queue,
     submitter: queue,
+    sealer,
     service: {
       name: 'smtp',
       async start() {
@@ -472,6 +580,11 @@ interface IdleCheck {
   _dataStream?: unknown;
   send(code: number, text: string): void;
   close(): void;
+}
+
+/** The inbound results for a log line. */
+function authLog(auth: InboundAuth | undefined): Record<string, unknown> {
+  return auth ? { spf: auth.spf, dkim: auth.dkim, dmarc: auth.dmarc.result, dmarcPolicy: auth.dmarc.policy, aligned: auth.aligned } : {};
 }
 
 /** Characters a header field may carry from a client-chosen value (no CR, LF or other controls). */

@@ -24,7 +24,16 @@ export const dkimMigrations: Migration[] = [
             PRIMARY KEY (domain, selector)
           ) WITHOUT ROWID;`,
   },
+  {
+    id: 'dkim-2',
+    // The suite's ARC sealing key (RFC 8617) lives beside the DKIM keys: same files, same
+    // DNS form (`<selector>._domainkey.<hostname>`), but it never signs as DKIM.
+    sql: `ALTER TABLE dkim_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'dkim';`,
+  },
 ];
+
+/** What a key signs: DKIM-Signature fields, or ARC sets (ARC-Message-Signature and ARC-Seal). */
+export type KeyPurpose = 'dkim' | 'arc';
 
 export type DkimAlgorithm = 'rsa' | 'ed25519';
 
@@ -34,6 +43,8 @@ export interface DkimKey {
   /** The selector: its public key is published at `<selector>._domainkey.<domain>`. */
   selector: string;
   algorithm: DkimAlgorithm;
+  /** DKIM signing, or ARC sealing (the suite's own key, RSA only: RFC 8617 §4.1.1 allows nothing else yet). */
+  purpose: KeyPurpose;
   /** The private key file (PEM, mode 0600), absolute. */
   file: string;
   /** Epoch milliseconds. */
@@ -48,6 +59,7 @@ interface Row {
   domain: string;
   selector: string;
   algorithm: DkimAlgorithm;
+  purpose: KeyPurpose;
   file: string;
   created_at: number;
   retired_at: number | null;
@@ -58,6 +70,7 @@ const toKey = (r: Row): DkimKey => ({
   domain: r.domain,
   selector: r.selector,
   algorithm: r.algorithm,
+  purpose: r.purpose,
   file: r.file,
   createdAt: r.created_at,
   retiredAt: r.retired_at,
@@ -131,16 +144,33 @@ export class DkimKeys {
   }
 
   /** The keys that sign `domain`'s mail now (none when it has none yet). */
-  signing(domain: string): DkimKey[] {
+  signing(domain: string, purpose: KeyPurpose = 'dkim'): DkimKey[] {
     // Asked for every message signed: prepared once.
-    this.signingQuery ??= this.db.prepare('SELECT * FROM dkim_keys WHERE domain = ? AND retired_at IS NULL ORDER BY algorithm DESC');
-    const rows = this.signingQuery.all(domainName(domain)) as Row[];
+    this.signingQuery ??= this.db.prepare('SELECT * FROM dkim_keys WHERE domain = ? AND purpose = ? AND retired_at IS NULL ORDER BY algorithm DESC');
+    const rows = this.signingQuery.all(domainName(domain), purpose) as Row[];
     return rows.map(toKey);
   }
 
-  /** The keys whose records must be in DNS at `now`: the signing ones and retired ones within their grace period. */
-  published(domain: string, now = Date.now()): DkimKey[] {
-    return this.list(domain).filter((k) => k.retiredAt === null || (k.unpublishAt ?? 0) > now);
+  /** The keys of `purpose` whose records must be in DNS at `now`: the signing ones and retired ones within their grace period. */
+  published(domain: string, now = Date.now(), purpose: KeyPurpose = 'dkim'): DkimKey[] {
+    return this.list(domain).filter((k) => k.purpose === purpose && (k.retiredAt === null || (k.unpublishAt ?? 0) > now));
+  }
+
+  /**
+   * The suite's ARC sealing key under `domain` (its host name), made (RSA
+   * 2048, selector `mw<date>a`) and recorded first if there is none: the
+   * first forwarded message or `makewaves dns` makes it.
+   */
+  async ensureArc(domain: string, now = Date.now()): Promise<DkimKey> {
+    const d = domainName(domain);
+    const have = this.signing(d, 'arc');
+    if (have.length > 0) return have[0]!;
+    const key = `arc:${d}`;
+    const running = this.pending.get(key);
+    if (running) return (await running)[0]!;
+    const made = this.make(d, now, false, 0, 'arc').finally(() => this.pending.delete(key));
+    this.pending.set(key, made);
+    return (await made)[0]!;
   }
 
   /** The signing keys of `domain`, made (and recorded) first if it has none: the first message or `makewaves dns` makes them. */
@@ -182,12 +212,14 @@ export class DkimKeys {
     return dkimRecord(this.privateKey(key), key.algorithm);
   }
 
-  private async make(domain: string, now: number, retire: boolean, graceDays = 0): Promise<DkimKey[]> {
-    const [rsa, ed] = await Promise.all([newPrivateKey('rsa'), newPrivateKey('ed25519')]);
+  private async make(domain: string, now: number, retire: boolean, graceDays = 0, purpose: KeyPurpose = 'dkim'): Promise<DkimKey[]> {
+    // A DKIM pair (RSA `…r`, Ed25519 `…e`), or one RSA ARC key (`…a`).
+    const kinds: ReadonlyArray<readonly [DkimAlgorithm, string]> = purpose === 'arc' ? [['rsa', 'a']] : [['rsa', 'r'], ['ed25519', 'e']];
+    const pems = await Promise.all(kinds.map(([alg]) => newPrivateKey(alg)));
     const folder = path.join(this.dir, domain);
     makeDir(this.dir, 0o700);
     makeDir(folder, 0o700);
-    const tmp = [writeTemp(folder, rsa), writeTemp(folder, ed)] as const;
+    const tmp = pems.map((pem) => writeTemp(folder, pem));
     const taken = new Set(this.list(domain).map((k) => k.selector));
     const base = selectorBase(now);
     let keys: DkimKey[] = [];
@@ -196,17 +228,15 @@ export class DkimKeys {
       // just claimed (its row not yet recorded) is never overwritten: link() refuses.
       for (let n = 1; keys.length === 0; n++) {
         const stem = n === 1 ? base : `${base}n${n}`;
-        if (taken.has(`${stem}r`) || taken.has(`${stem}e`)) continue;
-        const files = [path.join(folder, `${stem}r.key`), path.join(folder, `${stem}e.key`)] as const;
-        if (!claim(tmp[0], files[0])) continue;
-        if (!claim(tmp[1], files[1])) {
-          rmSync(files[0], { force: true });
+        if (kinds.some(([, suffix]) => taken.has(`${stem}${suffix}`))) continue;
+        const files = kinds.map(([, suffix]) => path.join(folder, `${stem}${suffix}.key`));
+        const claimed: string[] = [];
+        for (let i = 0; i < files.length && claim(tmp[i]!, files[i]!); i++) claimed.push(files[i]!);
+        if (claimed.length < files.length) {
+          for (const f of claimed) rmSync(f, { force: true });
           continue;
         }
-        keys = [
-          { domain, selector: `${stem}r`, algorithm: 'rsa', file: files[0], createdAt: now, retiredAt: null, unpublishAt: null },
-          { domain, selector: `${stem}e`, algorithm: 'ed25519', file: files[1], createdAt: now, retiredAt: null, unpublishAt: null },
-        ];
+        keys = kinds.map(([algorithm, suffix], i) => ({ domain, selector: `${stem}${suffix}`, algorithm, purpose, file: files[i]!, createdAt: now, retiredAt: null, unpublishAt: null }));
       }
     } finally {
       for (const t of tmp) rmSync(t, { force: true });
@@ -223,19 +253,19 @@ export class DkimKeys {
       const owner = statSync(path.dirname(this.dir));
       for (const p of [this.dir, folder, ...keys.map((k) => k.file)]) chownSync(p, owner.uid, owner.gid);
     }
-    const insert = this.db.prepare('INSERT INTO dkim_keys (domain, selector, algorithm, file, created_at) VALUES (?, ?, ?, ?, ?)');
+    const insert = this.db.prepare('INSERT INTO dkim_keys (domain, selector, algorithm, purpose, file, created_at) VALUES (?, ?, ?, ?, ?, ?)');
     let won = true;
     try {
       this.db.transaction(() => {
         // Another process (the CLI, or the server) may have made this domain's first keys meanwhile: theirs stand.
-        if (!retire && this.signing(domain).length > 0) {
+        if (!retire && this.signing(domain, purpose).length > 0) {
           won = false;
           return;
         }
         if (retire) {
-          this.db.prepare('UPDATE dkim_keys SET retired_at = ?, unpublish_at = ? WHERE domain = ? AND retired_at IS NULL').run(now, now + graceDays * 86_400_000, domain);
+          this.db.prepare('UPDATE dkim_keys SET retired_at = ?, unpublish_at = ? WHERE domain = ? AND purpose = ? AND retired_at IS NULL').run(now, now + graceDays * 86_400_000, domain, purpose);
         }
-        for (const k of keys) insert.run(k.domain, k.selector, k.algorithm, k.file, k.createdAt);
+        for (const k of keys) insert.run(k.domain, k.selector, k.algorithm, k.purpose, k.file, k.createdAt);
       })();
     } catch (err) {
       for (const k of keys) rmSync(k.file, { force: true });
@@ -243,7 +273,7 @@ export class DkimKeys {
     }
     if (!won) {
       for (const k of keys) rmSync(k.file, { force: true });
-      return this.signing(domain);
+      return this.signing(domain, purpose);
     }
     return keys;
   }

@@ -76,6 +76,11 @@ export const listMigrations: Migration[] = [
           );
           CREATE INDEX list_archive_month ON list_archive (tenant, list, month, id);`,
   },
+  {
+    id: 'lists-2',
+    // How the inbound checks authenticated a post's From: domain (dmarc, dkim, spf, none; NULL: not checked).
+    sql: `ALTER TABLE list_inbox ADD COLUMN auth TEXT;`,
+  },
 ];
 
 export type MemberMode = 'single' | 'digest';
@@ -140,6 +145,8 @@ export interface InboxMail {
   approved: boolean;
   cursor: number;
   receivedAt: number;
+  /** See ListMail.authenticated: null when not checked. */
+  auth: string | null;
 }
 
 interface MemberRow {
@@ -201,7 +208,7 @@ export class ListStore {
       dropHeld: db.prepare(`DELETE FROM list_held WHERE id = ?`),
       dropHeldTokens: db.prepare(`DELETE FROM list_tokens WHERE action = 'approve' AND held_id = ?`),
       inbox: db.prepare(
-        `INSERT INTO list_inbox (tenant, list, role, param, rcpt, sender, raw, approved, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO list_inbox (tenant, list, role, param, rcpt, sender, raw, approved, received_at, auth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       inboxAll: db.prepare(`SELECT id FROM list_inbox ORDER BY id`),
       inboxGet: db.prepare(`SELECT * FROM list_inbox WHERE id = ?`),
@@ -293,13 +300,13 @@ export class ListStore {
       this.s.dropHeld.run(h.id);
       this.s.dropHeldTokens.run(h.id);
       if (!post) return undefined;
-      return Number(this.s.inbox.run(h.tenant, h.list, 'post', '', `${h.list}@`, h.poster, h.raw, 1, now).lastInsertRowid);
+      return Number(this.s.inbox.run(h.tenant, h.list, 'post', '', `${h.list}@`, h.poster, h.raw, 1, now, null).lastInsertRowid);
     })();
   }
 
   /** Stores mail for a list address; returns its inbox id. */
-  receive(m: Omit<InboxMail, 'id' | 'cursor' | 'approved' | 'receivedAt'>, now: number): number {
-    return Number(this.s.inbox.run(m.tenant, m.list, m.role, m.param, m.rcpt, m.sender, m.raw, 0, now).lastInsertRowid);
+  receive(m: Omit<InboxMail, 'id' | 'cursor' | 'approved' | 'receivedAt' | 'auth'> & { authenticated?: string | undefined }, now: number): number {
+    return Number(this.s.inbox.run(m.tenant, m.list, m.role, m.param, m.rcpt, m.sender, m.raw, 0, now, m.authenticated ?? null).lastInsertRowid);
   }
 
   inboxIds(): number[] {
@@ -308,7 +315,7 @@ export class ListStore {
 
   inboxGet(id: number): InboxMail | undefined {
     const r = this.s.inboxGet.get(id) as
-      | { id: number; tenant: string; list: string; role: string; param: string; rcpt: string; sender: string; raw: Buffer; approved: number; cursor: number; received_at: number }
+      | { id: number; tenant: string; list: string; role: string; param: string; rcpt: string; sender: string; raw: Buffer; approved: number; cursor: number; received_at: number; auth: string | null }
       | undefined;
     return r && { ...r, approved: r.approved === 1, receivedAt: r.received_at };
   }

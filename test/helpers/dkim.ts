@@ -58,3 +58,24 @@ export function zoneTxt(zone: string): Map<string, string> {
   }
   return out;
 }
+
+const ARC_SCRIPT = `
+import dkim, json, sys
+msg = sys.stdin.buffer.read()
+records = json.loads(sys.argv[1])
+def dnsfunc(name, timeout=5):
+    if isinstance(name, bytes):
+        name = name.decode()
+    value = records.get(name.rstrip('.').lower())
+    return value.encode() if value is not None else None
+cv, results, reason = dkim.arc_verify(msg, dnsfunc=dnsfunc)
+print(json.dumps({'cv': cv.decode(), 'reason': reason, 'instances': [r.get('instance') for r in results]}))
+`;
+
+/** Verifies the ARC chain of `raw` with dkimpy (`dkim.arc_verify`); `records` maps `<selector>._domainkey.<domain>` to its TXT text. */
+export function verifyArc(raw: Buffer, records: ReadonlyMap<string, string>): { cv: string; reason: string; instances: number[] } {
+  if (!dkimPython) throw new Error(noDkimpy);
+  const r = spawnSync(dkimPython, ['-c', ARC_SCRIPT, JSON.stringify(Object.fromEntries(records))], { input: raw, encoding: 'utf8', timeout: 20_000 });
+  if (r.status !== 0) throw new Error(`dkimpy failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as { cv: string; reason: string; instances: number[] };
+}

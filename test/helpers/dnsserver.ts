@@ -4,6 +4,10 @@ import dgram from 'node:dgram';
 export interface ZoneEntry {
   mx?: Array<[number, string]>;
   txt?: string[][];
+  /** IPv4 addresses (A records). */
+  a?: string[];
+  /** Never answered: the asker times out (a DNS server that is down or a lost packet). */
+  silent?: boolean;
 }
 
 export interface DnsServer {
@@ -28,7 +32,7 @@ function rr(type: number, rdata: Buffer): Buffer {
   return Buffer.concat([head, rdata]);
 }
 
-/** A DNS server on loopback UDP answering MX and TXT questions from `zone` (a real socket: node:dns asks it as it would any server). */
+/** A DNS server on loopback UDP answering A, MX and TXT questions from `zone` (a real socket: node:dns asks it as it would any server). */
 export async function startDnsServer(): Promise<DnsServer> {
   const sock = dgram.createSocket('udp4');
   const server: DnsServer = { port: 0, zone: new Map(), close: () => new Promise((resolve) => sock.close(() => resolve())) };
@@ -41,9 +45,13 @@ export async function startDnsServer(): Promise<DnsServer> {
     }
     const type = q.readUInt16BE(i + 1);
     const entry = server.zone.get(labels.join('.'));
+    if (entry?.silent) return;
     const answers: Buffer[] = [];
     if (entry && type === 15) {
       for (const [pref, host] of entry.mx ?? []) answers.push(rr(15, Buffer.concat([Buffer.from([pref >> 8, pref & 255]), encodeName(host)])));
+    }
+    if (entry && type === 1) {
+      for (const ip of entry.a ?? []) answers.push(rr(1, Buffer.from(ip.split('.').map(Number))));
     }
     if (entry && type === 16) {
       for (const strings of entry.txt ?? []) answers.push(rr(16, Buffer.concat(strings.map((s) => Buffer.concat([Buffer.from([Buffer.byteLength(s)]), Buffer.from(s)])))));

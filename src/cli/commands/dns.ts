@@ -77,7 +77,8 @@ export async function dnsTenant(configDir: string, tenant: string, out: NodeJS.W
  * `makewaves dns`: the suite's own records: its host name's addresses (from
  * the listen addresses when they are public, else a line to fill in), PTR
  * advice, SPF for the host name (and the SRS domain: forwarded mail's
- * envelope sender), the DKIM key that signs bounces, DMARC.
+ * envelope sender), the DKIM key that signs bounces, DMARC, and the ARC
+ * key that seals forwarded mail and list posts (made now if there is none).
  */
 export async function dnsSuite(configDir: string, out: NodeJS.WritableStream = process.stdout, now = Date.now()): Promise<number> {
   const config = loadConfig(configDir);
@@ -102,7 +103,13 @@ export async function dnsSuite(configDir: string, out: NodeJS.WritableStream = p
     lines.push(`; DKIM: bounces (From: MAILER-DAEMON@${host}) are signed with this key`);
     lines.push(...(await dkimLines(state, host, now)));
     lines.push(line(`_dmarc.${host}`, 'TXT', txt('v=DMARC1; p=none; adkim=r; aspf=r')));
-    lines.push('; ARC: the suite does not seal forwarded mail yet, so there is no ARC key to publish');
+    if (config.main.smtp?.checks.enabled && config.main.smtp.checks.arcSeal) {
+      const arc = await state.dkim.ensureArc(host, now);
+      lines.push(`; ARC: forwarded mail and list posts are sealed (RFC 8617) with this key, d=${host}`);
+      lines.push(line(`${arc.selector}._domainkey.${host}`, 'TXT', txt(state.dkim.record(arc))));
+    } else {
+      lines.push('; ARC: sealing is off (smtp.checks in makewaves.yaml), so there is no ARC key to publish');
+    }
     out.write(`${lines.join('\n')}\n`);
     return 0;
   } finally {
@@ -124,7 +131,7 @@ function signable(config: LoadedConfig): Set<string> {
 
 function describeKey(k: DkimKey, now: number): string {
   const status = k.retiredAt === null ? 'signing' : (k.unpublishAt ?? 0) > now ? `retired ${day(k.retiredAt)}, publish until ${day(k.unpublishAt!)}` : `retired ${day(k.retiredAt)}, may be unpublished`;
-  return `${k.domain}  ${k.selector}  ${k.algorithm === 'rsa' ? 'rsa-sha256 2048' : 'ed25519-sha256'}  made ${day(k.createdAt)}  ${status}`;
+  return `${k.domain}  ${k.selector}  ${k.algorithm === 'rsa' ? 'rsa-sha256 2048' : 'ed25519-sha256'}${k.purpose === 'arc' ? ' (ARC seal)' : ''}  made ${day(k.createdAt)}  ${status}`;
 }
 
 /**

@@ -61,6 +61,20 @@ const dnsSettings = z.strictObject({
 /** Login throttling when `ftp.lockout` says nothing (the panel uses it too when there is no `ftp:`). */
 export const LOCKOUT_DEFAULTS = { failures: 5, accountFailures: 50, addressFailures: 50, windowSeconds: 600, lockSeconds: 300 } as const;
 
+/**
+ * What to do with inbound mail by its authentication (SPF, DKIM, DMARC),
+ * per tenant (`mail.checks` in a tenant file) over the suite's defaults
+ * (`smtp.checks`). Quarantine (DMARC p=quarantine) is always accepted and tagged.
+ */
+const checkPolicy = {
+  /** A DMARC failure where the From: domain publishes p=reject: `refuse` (550 5.7.1 in the session) or `tag` (accepted, marked in Authentication-Results). */
+  dmarcReject: z.enum(['refuse', 'tag']),
+  /** An SPF hard fail (`-all`) of the envelope sender when the From: domain has no DMARC policy: `tag` (accepted) or `refuse` (550 5.7.23). */
+  spfFail: z.enum(['tag', 'refuse']),
+  /** A check that could not finish for a DNS timeout or temporary error: `accept` (tagged temperror) or `defer` (451 4.7.0, the sender retries). Never a permanent refusal. */
+  temporary: z.enum(['accept', 'defer']),
+};
+
 export const mainSchema = z.strictObject({
   hostname,
   /** DNS servers for every lookup the suite makes (MX for delivery, and `makewaves dns --check`); absent: the system's. */
@@ -128,6 +142,17 @@ export const mainSchema = z.strictObject({
       bouncesPerDomainPerHour: z.number().int().min(0).max(100_000).default(20),
       /** Deprecated: the old name of the top-level `dns` (same keys); `makewaves check` says so. */
       dns: dnsSettings.optional(),
+      /** Inbound checks at receipt (SPF, DKIM, DMARC, ARC; one Authentication-Results field) and ARC sealing of what is forwarded; the policy keys are the tenants' defaults. */
+      checks: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          /** ARC-seal (RFC 8617) forwarded mail and list posts with the suite's own key (needs `enabled`). */
+          arcSeal: z.boolean().default(true),
+          dmarcReject: checkPolicy.dmarcReject.default('refuse'),
+          spfFail: checkPolicy.spfFail.default('tag'),
+          temporary: checkPolicy.temporary.default('accept'),
+        })
+        .prefault({}),
       /** Outbound queue: Postfix-like backoff that doubles from minBackoff to maxBackoff (seconds), bounce after lifetime. */
       queue: z
         .strictObject({
@@ -140,6 +165,19 @@ export const mainSchema = z.strictObject({
           mxPort: z.number().int().min(1).max(65535).default(25),
         })
         .default({ minBackoff: 300, maxBackoff: 4000, lifetime: 5 * 24 * 3600, concurrency: 20, mxPort: 25 }),
+    })
+    .optional(),
+  /** Spam defence before forwarding. */
+  spam: z
+    .strictObject({
+      /**
+       * DNS blocklists asked at connect (`zen.spamhaus.org`, or `{ zone, url }`): a client listed in one
+       * (an A record in 127.0.0.0/8 for its reversed address) is refused with 554 and the list's URL.
+       */
+      dnsbl: z
+        .array(z.union([hostname.transform((zone) => ({ zone, url: undefined as string | undefined })), z.strictObject({ zone: hostname, url: z.string().url().optional() })]))
+        .max(20)
+        .default([]),
     })
     .optional(),
   admin: z
@@ -334,6 +372,14 @@ export const tenantSchema = z.strictObject({
     .strictObject({
       forward: z.record(z.string(), z.union([emailAddress.transform((a) => [a]), z.array(emailAddress).min(1)])).default({}),
       catchAll: emailAddress.optional(),
+      /** This tenant's policy for inbound authentication failures; each key absent takes `smtp.checks` of makewaves.yaml. */
+      checks: z
+        .strictObject({
+          dmarcReject: checkPolicy.dmarcReject.optional(),
+          spfFail: checkPolicy.spfFail.optional(),
+          temporary: checkPolicy.temporary.optional(),
+        })
+        .optional(),
       lists: z
         .record(
           tenantName,

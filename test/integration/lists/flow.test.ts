@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
 import { type MailSink, smtpPort, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { headersOf, logged, mailTo, msg, sendMail, subjectOf, tokenOf, web } from './helpers.ts';
@@ -6,12 +7,16 @@ import { headersOf, logged, mailTo, msg, sendMail, subjectOf, tokenOf, web } fro
 let sink: MailSink;
 let t: TestSuite;
 let port: number;
+let dns: DnsServer;
 const OWNER = 'owner@remote.test';
 
 beforeAll(async () => {
   sink = await startSink();
+  // The members' domain lets 127.0.0.1 send its mail (SPF): their posts are authenticated, as `posting: members` needs.
+  dns = await startDnsServer();
+  dns.zone.set('remote.test', { txt: [['v=spf1 ip4:127.0.0.1 -all']] });
   t = await startTestSuite({
-    main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
+    main: { dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
     tenants: {
       'a.test': {
         domains: ['a.test', 'www.a.test'],
@@ -33,6 +38,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.stop();
   await sink?.close();
+  await dns?.close();
 });
 
 const members = (list: string) => t.suite.state.lists.members('a.test', list).map((m) => m.address);

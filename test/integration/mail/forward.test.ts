@@ -49,7 +49,9 @@ describe('forwarding', () => {
     // SRS: the envelope sender is rewritten to our domain.
     expect(m.from).toMatch(/^SRS0=[^=]+=[A-Z2-7]{2}=elsewhere\.test=sender@mx\.test$/);
     const text = m.raw.toString();
-    expect(text).toMatch(/^Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby mx\.test \(makewaves\) with ESMTP id [A-Z0-9]+\r\n\tfor <info@a\.test>;\r\n\t.+\r\nFrom: sender@elsewhere\.test\r\n/);
+    // On top: the ARC set and our Authentication-Results (see auth.test.ts), then our Received:.
+    expect(text).toMatch(/^ARC-Seal: i=1; /);
+    expect(text.slice(text.indexOf('\r\nReceived: ') + 2)).toMatch(/^Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby mx\.test \(makewaves\) with ESMTP id [A-Z0-9]+\r\n\tfor <info@a\.test>;\r\n\t.+\r\nFrom: sender@elsewhere\.test\r\n/);
     expect(text.slice(text.indexOf('From:'))).toBe(
       'From: sender@elsewhere.test\r\nTo: info@a.test\r\nSubject: hello\r\nDKIM-Signature: v=1; a=rsa-sha256; b=abc\r\n\r\nbody line 1\r\n.dot line\r\n',
     );

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { fromDomain } from '../../../src/mail/dkim.ts';
+import { fromDomain } from '../../../src/mail/mailauth.ts';
 import { openState } from '../../../src/state/index.ts';
 
 const dirs: string[] = [];

@@ -1,0 +1,268 @@
+// The one file that knows mailauth (https://github.com/postalsys/mailauth), the
+// DKIM, SPF, DMARC and ARC library by the author of nodemailer and smtp-server:
+// its dkimSign() takes several signatures at once (`signatureData`), which its
+// typings do not say; its relaxed alignment test (lib/tools.js) is not exported.
+import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto';
+import { createRequire } from 'node:module';
+import mailauth from 'mailauth';
+import type { DNSResolver } from 'mailauth';
+import type { Logger } from '../core/log.ts';
+import type { Registry } from '../core/registry.ts';
+import type { DkimKey, DkimKeys } from '../state/index.ts';
+
+interface SignatureData {
+  signingDomain: string;
+  selector: string;
+  privateKey: string;
+  algorithm: 'rsa-sha256' | 'ed25519-sha256';
+  canonicalization: 'relaxed/relaxed';
+}
+
+type SignFn = (input: Buffer, options: { signTime: Date; signatureData: SignatureData[] }) => Promise<{ signatures: string; errors: unknown[] }>;
+const dkimSign = mailauth.dkimSign as unknown as SignFn;
+
+/** Where a message the suite made came from, to choose the domain that signs it. */
+export interface Origin {
+  /** The envelope sender ("" for a DSN). */
+  from: string;
+  /** The tenant it is sent for, when there is one. */
+  tenant?: string | undefined;
+}
+
+/** The domain of the first address in the message's From: header (lower case), or undefined. */
+export function fromDomain(raw: Buffer): string | undefined {
+  const end = raw.indexOf('\r\n\r\n');
+  const head = raw.subarray(0, end === -1 ? Math.min(raw.length, 64 * 1024) : end + 2).toString('latin1');
+  const m = /(?:^|\r\n)from:((?:[^\r]|\r\n[ \t])*)/i.exec(head);
+  if (!m) return undefined;
+  const value = m[1]!.replace(/\r\n[ \t]/g, ' ');
+  // The address is in <…> when there is a display name; otherwise the value is the address.
+  const addr = /<([^<>]*)>/.exec(value)?.[1] ?? value;
+  const at = addr.lastIndexOf('@');
+  if (at === -1) return undefined;
+  const domain = addr.slice(at + 1).trim().toLowerCase().replace(/[>\s].*$/, '');
+  return domain || undefined;
+}
+
+export interface DkimSignerDeps {
+  keys: DkimKeys;
+  /** The current registry (tenant domains). */
+  registry: () => Registry;
+  /** The suite's own name: DSNs (From: MAILER-DAEMON@<hostname>) are signed with its key. */
+  hostname: string;
+  log: Logger;
+  now?: () => number;
+}
+
+/**
+ * Signs what the suite originates (form mail, list mail, DSNs) at the point
+ * it enters the queue. The signing domain (`d=`) is the From: domain when it
+ * is ours (a tenant domain or the suite's hostname), so DMARC aligns;
+ * otherwise (a list post keeps its poster's From:) the envelope sender's
+ * domain when ours, else the tenant's first domain. RSA-SHA256 (2048 bits)
+ * and Ed25519-SHA256 (RFC 8463), relaxed/relaxed. Keys are made at the
+ * domain's first message.
+ */
+export function createDkimSigner(d: DkimSignerDeps): (raw: Buffer, origin: Origin) => Promise<Buffer> {
+  const ours = (domain: string | undefined): domain is string => domain !== undefined && (domain === d.hostname || d.registry().hostsDomain(domain));
+  const choose = (raw: Buffer, origin: Origin): string | undefined => {
+    const header = fromDomain(raw);
+    if (ours(header)) return header;
+    const envelope = origin.from.includes('@') ? origin.from.slice(origin.from.lastIndexOf('@') + 1).toLowerCase() : undefined;
+    if (ours(envelope)) return envelope;
+    return origin.tenant ? d.registry().tenants.get(origin.tenant)?.domains[0] : undefined;
+  };
+  return async (raw, origin) => {
+    const domain = choose(raw, origin);
+    if (!domain) {
+      d.log.warn({ from: origin.from, tenant: origin.tenant }, 'message not DKIM-signed: neither its From: nor its sender is a domain of ours');
+      return raw;
+    }
+    const keys: DkimKey[] = await d.keys.ensure(domain);
+    const signatureData = keys.map(
+      (k): SignatureData => ({
+        signingDomain: domain,
+        selector: k.selector,
+        privateKey: d.keys.privateKey(k),
+        algorithm: k.algorithm === 'rsa' ? 'rsa-sha256' : 'ed25519-sha256',
+        canonicalization: 'relaxed/relaxed',
+      }),
+    );
+    const result = await dkimSign(raw, { signTime: new Date((d.now ?? Date.now)()), signatureData });
+    if (result.errors.length > 0) throw new Error(`DKIM signing for ${domain} failed: ${String(result.errors[0])}`);
+    return Buffer.concat([Buffer.from(result.signatures, 'latin1'), raw]);
+  };
+}
+
+const tools = createRequire(import.meta.url)('mailauth/lib/tools.js') as {
+  getAlignment(fromDomain: string, domains: string[], opts: { strict: boolean }): unknown;
+  /** RFC 6376 §3.4.2 relaxed header canonicalization of one field (folded as written), with `suffix` appended. */
+  formatRelaxedLine(line: string | Buffer, suffix?: string): Buffer;
+};
+
+/** How the From: domain was authenticated, aligned with it (RFC 7489 §3.1, relaxed): by DMARC's own verdict, or without a DMARC record by DKIM or SPF. */
+export type Alignment = 'dmarc' | 'dkim' | 'spf';
+
+/** What the inbound checks found for one message. */
+export interface InboundAuth {
+  /** The value of our one Authentication-Results field (RFC 8601): `<hostname>; dkim=…; spf=…; dmarc=…`. */
+  results: string;
+  /** The From: domain (lower case), when the message has exactly one From: address. */
+  fromDomain: string | undefined;
+  spf: string;
+  dkim: string[];
+  /** DMARC's result (`pass`, `fail`, `none`, `temperror`…) and the policy that applies to the From: domain (p=, or sp= for a subdomain). */
+  dmarc: { result: string; policy: string | undefined };
+  /** Set when the From: domain is authenticated in alignment. */
+  aligned: Alignment | undefined;
+  /** True when some check ended in temperror (a DNS timeout or SERVFAIL). */
+  temporary: boolean;
+}
+
+export interface InboundOptions {
+  /** The envelope sender ("" for the null sender: SPF then checks postmaster@<helo>, RFC 7208 §2.4). */
+  sender: string;
+  ip: string;
+  helo: string;
+  /** The suite's host name: the authserv-id of the Authentication-Results field. */
+  hostname: string;
+  resolver: DNSResolver;
+}
+
+/**
+ * SPF of the envelope sender, DKIM of the message, DMARC of the From:
+ * domain and the ARC chain, in one pass (mailauth's authenticate(); BIMI
+ * is not asked for). Never throws for a DNS problem: that is a temperror
+ * in the result.
+ */
+export async function checkInbound(raw: Buffer, o: InboundOptions): Promise<InboundAuth> {
+  const sender = o.sender || `postmaster@${o.helo}`;
+  const r = await mailauth.authenticate(raw, { sender, ip: o.ip, helo: o.helo, mta: o.hostname, resolver: o.resolver, disableBimi: true });
+  // headers: Received-SPF, then our Authentication-Results (folded); only the latter is kept.
+  const ar = /(?:^|\r\n)Authentication-Results: ((?:[^\r]|\r\n[ \t])*)/.exec(r.headers)?.[1] ?? `${o.hostname}; none`;
+  const from = r.dkim.headerFrom.length === 1 ? r.dkim.headerFrom[0]! : undefined;
+  const fromDomain = from?.includes('@') ? from.slice(from.lastIndexOf('@') + 1).toLowerCase() : undefined;
+  const spf = r.spf ? r.spf.status.result : 'none';
+  const dkim = r.dkim.results.map((x) => x.status.result);
+  const dmarc = r.dmarc ? { result: r.dmarc.status.result, policy: r.dmarc.policy || undefined } : { result: 'none', policy: undefined };
+  let aligned: Alignment | undefined;
+  if (dmarc.result === 'pass') aligned = 'dmarc';
+  else if (fromDomain && dmarc.result !== 'fail') {
+    // No DMARC record to say it: relaxed alignment of a passing DKIM d= or SPF domain with the From: domain.
+    if (r.dkim.results.some((x) => x.status.result === 'pass' && x.status.aligned)) aligned = 'dkim';
+    else if (r.spf && spf === 'pass' && tools.getAlignment(fromDomain, [r.spf.domain], { strict: false })) aligned = 'spf';
+  }
+  const temporary = spf === 'temperror' || dkim.includes('temperror') || dmarc.result === 'temperror';
+  return { results: ar, fromDomain, spf, dkim, dmarc, aligned, temporary };
+}
+
+/** Field names an ARC-Message-Signature covers: DKIM's usual set without List-Unsubscribe, which a list sets per member after sealing. */
+const ARC_SIGNED_FIELDS =
+  'DKIM-Signature:From:Sender:Reply-To:Subject:Date:Message-ID:To:Cc:MIME-Version:Content-Type:Content-Transfer-Encoding:' +
+  'Content-ID:Content-Description:In-Reply-To:References:List-Id:List-Help:List-Subscribe:List-Post:List-Owner:List-Archive';
+
+export interface ArcSealerDeps {
+  /** The suite's host name: the authserv-id it wrote at receipt, and the domain (`d=`) of the seal. */
+  hostname: string;
+  /** The sealing key (made at first need). */
+  key: () => Promise<{ selector: string; privateKey: string }>;
+  now?: () => number;
+}
+
+/** The header section of `raw`, one entry per field: lower-case name, value unfolded, the field as written (folded, without its last CRLF). */
+function headerFields(raw: Buffer): Array<[string, string, string]> {
+  const end = raw.indexOf('\r\n\r\n');
+  const head = raw.subarray(0, end === -1 ? raw.length : end).toString('latin1');
+  return head
+    .split(/\r\n(?![ \t])/)
+    .map((f): [string, string, string] => {
+      const colon = f.indexOf(':');
+      return [f.slice(0, colon).trim().toLowerCase(), f.slice(colon + 1).replace(/\r\n(?=[ \t])/g, '').trim(), f];
+    })
+    .filter(([name]) => name !== '');
+}
+
+/** RFC 6376 §3.4.4 relaxed body canonicalization, hashed (SHA-256, base64): WSP runs to one SP, none at line ends, no trailing empty lines. */
+function relaxedBodyHash(raw: Buffer): string {
+  const end = raw.indexOf('\r\n\r\n');
+  const body = end === -1 ? '' : raw.subarray(end + 4).toString('latin1');
+  const lines = body.split('\r\n').map((l) => l.replace(/[ \t]+/g, ' ').replace(/ $/, ''));
+  while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  const canon = lines.length === 0 ? '' : `${lines.join('\r\n')}\r\n`;
+  return createHash('sha256').update(canon, 'latin1').digest('base64');
+}
+
+/** `b=` folded in lines of 72 characters (whitespace in b= is ignored, RFC 6376 §3.5). */
+const foldB = (b: string) => b.replace(/.{72}(?=.)/g, '$&\r\n ');
+
+/**
+ * Makes the ARC set (RFC 8617 §4.1) that `raw` gets on top when it leaves:
+ * ARC-Authentication-Results copied from our Authentication-Results field
+ * (written at receipt), ARC-Message-Signature over the message as it
+ * leaves, ARC-Seal with the chain validation status found at receipt
+ * (`cv=none` for the first set). Returns nothing (an empty buffer) for a
+ * message without our results, or whose chain had already failed before
+ * it reached us (§5.1.2: a failed chain is not sealed further).
+ *
+ * The signatures are made here, with mailauth's canonicalization, rather
+ * than by its sealMessage(): that one parses the PEM key for each of its
+ * two signatures (about 1–3 ms each); the key is parsed once here.
+ */
+export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buffer> {
+  const id = d.hostname.toLowerCase();
+  const keys = new Map<string, KeyObject>();
+  const signed = new Set(ARC_SIGNED_FIELDS.toLowerCase().split(':'));
+  return async (raw) => {
+    const fields = headerFields(raw);
+    // Copied as written (folded): ARC-Authentication-Results keeps its lines short.
+    const ours = fields.find(([name, value]) => name === 'authentication-results' && authservId(value) === id);
+    if (!ours) return Buffer.alloc(0);
+    const oursValue = ours[2].slice(ours[2].indexOf(':') + 1).trim();
+    const instance = (f: [string, string, string]) => Number(/(?:^|;)\s*i\s*=\s*(\d+)/.exec(f[1])?.[1] ?? 0);
+    const sets = new Map<number, Partial<Record<string, string>>>();
+    for (const f of fields) {
+      if (f[0] !== 'arc-seal' && f[0] !== 'arc-message-signature' && f[0] !== 'arc-authentication-results') continue;
+      const i = instance(f);
+      sets.set(i, { ...sets.get(i), [f[0]]: f[2] });
+    }
+    const last = sets.size === 0 ? 0 : Math.max(...sets.keys());
+    const lastCv = /(?:^|;)\s*cv\s*=\s*([a-z]+)/i.exec(sets.get(last)?.['arc-seal'] ?? '')?.[1]?.toLowerCase();
+    if (last > 0 && lastCv === 'fail') return Buffer.alloc(0);
+    const found = /(?:^|;)\s*arc=([a-z]+)/i.exec(ours[1])?.[1]?.toLowerCase() ?? 'none';
+    const cv = last === 0 ? 'none' : found === 'pass' ? 'pass' : 'fail';
+    const i = last + 1;
+    const k = await d.key();
+    let key = keys.get(k.selector);
+    if (!key) {
+      key = createPrivateKey(k.privateKey);
+      keys.set(k.selector, key);
+    }
+    const t = Math.floor((d.now ?? Date.now)() / 1000);
+
+    // ARC-Message-Signature: like a DKIM-Signature (RFC 8617 §4.1.2), every instance of the signed fields, bottom up.
+    const covered = fields.filter((f) => signed.has(f[0])).reverse();
+    const h = covered.map((f) => f[2].slice(0, f[2].indexOf(':')).trim()).join(':');
+    const amsHead = `ARC-Message-Signature: i=${i}; a=rsa-sha256; c=relaxed/relaxed; d=${id};\r\n s=${k.selector}; t=${t};\r\n h=${h};\r\n bh=${relaxedBodyHash(raw)};\r\n b=`;
+    const amsData = Buffer.concat([...covered.map((f) => tools.formatRelaxedLine(f[2], '\r\n')), tools.formatRelaxedLine(amsHead)]);
+    const ams = amsHead + foldB(sign('sha256', amsData, key).toString('base64'));
+
+    // ARC-Seal (§4.1.3, §5.1.1): the sets before ours in order (unless cv=fail), then ours, each AAR, AMS, AS.
+    const aar = `ARC-Authentication-Results: i=${i}; ${oursValue}`;
+    const chain: Buffer[] = [];
+    if (cv !== 'fail') {
+      for (let n = 1; n < i; n++) {
+        const set = sets.get(n) ?? {};
+        for (const name of ['arc-authentication-results', 'arc-message-signature', 'arc-seal']) chain.push(tools.formatRelaxedLine(set[name] ?? '', '\r\n'));
+      }
+    }
+    const asHead = `ARC-Seal: i=${i}; a=rsa-sha256; t=${t}; cv=${cv}; d=${id};\r\n s=${k.selector}; b=`;
+    const asData = Buffer.concat([...chain, tools.formatRelaxedLine(aar, '\r\n'), tools.formatRelaxedLine(ams, '\r\n'), tools.formatRelaxedLine(asHead)]);
+    const seal = asHead + foldB(sign('sha256', asData, key).toString('base64'));
+    return Buffer.from(`${seal}\r\n${ams}\r\n${aar}\r\n`, 'latin1');
+  };
+}
+
+/** The authserv-id of an Authentication-Results value (RFC 8601 §2.2): the token before the first ";", lower case. */
+export function authservId(value: string): string {
+  return value.split(';', 1)[0]!.replace(/\([^)]*\)/g, '').trim().split(/\s+/)[0]!.toLowerCase();
+}
