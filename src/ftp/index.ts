@@ -124,6 +124,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     },
     reload(next) {
       ctx.setRegistry(next);
+      sftp?.reload(next);
       // A suspension ends the tenant's open sessions too; a transfer cut here was never published.
       for (const s of [...sessions]) {
         if (s.tenant === undefined || !next.tenants.get(s.tenant)?.suspended) continue;

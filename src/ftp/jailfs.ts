@@ -322,15 +322,19 @@ export class JailFileSystem {
    * of all its pages (ext4's auto_da_alloc), so it goes to the pool.
    */
   async commitUpload(u: PendingUpload, inPlace = false): Promise<void> {
+    // What is replaced is what is there now, not what was there at the start: another upload of
+    // the same name may have been committed meanwhile, and its size must not be freed twice.
+    const now = lstatSync(u.target, { throwIfNoEntry: false });
+    const replaced = now?.isFile() ? now.size : 0;
     // O_NONBLOCK: never waits on a FIFO; O_NOFOLLOW: a link is not the file being replaced.
-    const old = u.oldSize > 0 ? tryOpenSync(u.target, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK) : undefined;
+    const old = replaced > 0 ? tryOpenSync(u.target, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK) : undefined;
     try {
       if (inPlace) renameSync(u.temp, u.target);
       else await rename(u.temp, u.target);
     } finally {
       if (old !== undefined) closeLater(old);
     }
-    this.usage.used = Math.max(0, this.usage.used - u.oldSize);
+    this.usage.used = Math.max(0, this.usage.used - replaced);
   }
 
   /** Drops an unfinished upload: the temporary goes, the old file stays as it was. */

@@ -13,6 +13,7 @@ import { errorRef } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { FtpContext } from './context.ts';
 import { FtpError, type Entry, type JailFileSystem, type PendingUpload } from './jailfs.ts';
+import { windowShut } from './ssh2-adapter.ts';
 
 const { STATUS_CODE, OPEN_MODE } = ssh2.utils.sftp;
 
@@ -46,13 +47,27 @@ function longname(e: Entry): string {
 }
 
 /** Serves one SFTP channel until it closes; unfinished uploads are dropped then. */
-export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem, user: SftpUser, maxHandles: number, touched: () => void): void {
+/** What one SSH connection may hold, shared by its channels. */
+export interface SftpBudget {
+  /** Files and folders open, over all the connection's channels. */
+  handles: number;
+  readonly maxHandles: number;
+  /** Called when the client stops reading what it asked for (its window stays shut): the connection is ended. */
+  overrun(why: string): void;
+}
+
+/** Answers sent while the client's window was shut, in a row, before the connection is ended (64 × 256 KiB at most held). */
+const MAX_BACKLOG = 64;
+
+export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem, user: SftpUser, budget: SftpBudget, touched: () => void): void {
   const handles = new Map<string, Handle>();
+  let backlog = 0;
   let next = 0;
   const log = user.log;
 
   const newHandle = (h: Handle): Buffer | undefined => {
-    if (handles.size >= maxHandles) return undefined;
+    if (budget.handles >= budget.maxHandles) return undefined;
+    budget.handles++;
     const id = Buffer.alloc(4);
     id.writeUInt32BE(next++ >>> 0);
     handles.set(id.toString('hex'), h);
@@ -114,6 +129,10 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
   on('OPEN', async (reqid, p: string, flags: number) => {
     if (flags & OPEN_MODE.WRITE) {
       const clientPath = fs.parse(p).clientPath;
+      if (!(flags & OPEN_MODE.CREAT)) {
+        // Without CREAT the file must exist (draft-02 §6.3).
+        await fs.plainFile(p);
+      }
       if (flags & OPEN_MODE.EXCL) {
         const exists = await fs.get(p).then(
           () => true,
@@ -157,6 +176,10 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
     const { bytesRead } = await h.fh.read(buf, 0, buf.length, offset);
     if (bytesRead === 0) return void sftp.status(reqid, STATUS_CODE.EOF);
     h.bytes += bytesRead;
+    // false: held in memory because the client's window is shut. A client that goes on asking
+    // without reading would have us hold every answer: past MAX_BACKLOG in a row, it is cut off.
+    if (!windowShut(sftp)) backlog = 0;
+    else if (++backlog > MAX_BACKLOG) return budget.overrun('reads ahead without taking the data');
     sftp.data(reqid, buf.subarray(0, bytesRead));
   });
 
@@ -205,6 +228,7 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
     const h = handles.get(key);
     if (!h) return void sftp.status(reqid, STATUS_CODE.FAILURE, 'No such handle');
     handles.delete(key);
+    budget.handles--;
     if (h.kind === 'dir') return void sftp.status(reqid, STATUS_CODE.OK);
     if (h.kind === 'read') {
       await h.fh.close();
@@ -294,13 +318,14 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
         void h.fh.close().catch(() => undefined);
       }
     }
+    budget.handles -= handles.size;
     handles.clear();
   });
 }
 
 /** An SSH string (uint32 length, bytes) at `at`. */
-function readString(buf: Buffer, at: number): { value: string; end: number } {
-  if (at + 4 > buf.length) throw new FtpError(501, 'Malformed request');
+function readString(buf: Buffer | undefined, at: number): { value: string; end: number } {
+  if (!buf || at + 4 > buf.length) throw new FtpError(501, 'Malformed request');
   const len = buf.readUInt32BE(at);
   if (at + 4 + len > buf.length) throw new FtpError(501, 'Malformed request');
   return { value: buf.toString('utf8', at + 4, at + 4 + len), end: at + 4 + len };

@@ -14,7 +14,9 @@ import type { FtpLoginLocks } from '../state/index.ts';
 import type { FtpContext } from './context.ts';
 import { FtpError, JailFileSystem } from './jailfs.ts';
 import { authenticate, type LoggedIn } from './login.ts';
-import { serveSftp } from './sftp-files.ts';
+import { serveSftp, type SftpBudget } from './sftp-files.ts';
+import type { Logger } from '../core/log.ts';
+import type { Registry } from '../core/registry.ts';
 
 export type SftpConfig = NonNullable<MainConfig['sftp']>;
 
@@ -41,20 +43,40 @@ export interface SftpServer {
   readonly server: Server;
   /** Ends every session (their unfinished uploads are dropped). */
   closeAll(): void;
+  /** Ends the sessions a new configuration no longer allows. */
+  reload(next: Registry): void;
 }
+
+/** Session channels open at once on one connection (each may hold files open). */
+const MAX_CHANNELS = 4;
 
 export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: SftpConfig, hostKeys: Buffer[]): SftpServer {
   const log = ctx.log.child({ proto: 'sftp' });
   const perIp = new Map<string, number>();
+  let openSockets = 0;
   const perAccount = new Map<string, number>();
-  const clients = new Set<Connection>();
-  const ssh = new ssh2.Server({ hostKeys, ident: 'makewaves' }, (client, info) => session(client, info.ip));
+  /** Logged-in connections: what they logged in with, so a reload can end those it no longer allows. */
+  const clients = new Map<Connection, { login?: string; method?: string; key?: { algo: string; data: Buffer }; hash?: string; log: () => Logger }>();
+  /** Sockets by remote address and port (how ssh2 names a connection), and those that logged in. */
+  const sockets = new Map<string, Socket>();
+  const loggedInSockets = new WeakSet<Socket>();
+  const ssh = new ssh2.Server({ hostKeys, ident: 'makewaves' }, (client, info) => session(client, info.ip, sockets.get(`${info.ip}|${info.port}`)));
 
-  function session(client: Connection, remote: string): void {
-    clients.add(client);
+  function session(client: Connection, remote: string, sock: Socket | undefined): void {
     let slog = log.child({ remote });
+    const info: { login?: string; method?: string; key?: { algo: string; data: Buffer }; hash?: string; log: () => Logger } = { log: () => slog };
+    clients.set(client, info);
     let loggedIn: LoggedIn | undefined;
     let idle: NodeJS.Timeout | undefined;
+    let channels = 0;
+    const budget: SftpBudget = {
+      handles: 0,
+      maxHandles: cfg.maxHandles,
+      overrun(why) {
+        slog.warn({ why }, 'sftp session closed');
+        client.end();
+      },
+    };
     const touched = () => {
       if (idle) clearTimeout(idle);
       idle = setTimeout(() => {
@@ -63,14 +85,12 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
       }, cfg.idleTimeout * 1000);
       idle.unref();
     };
-    touched();
     const refuse = (what: string, reject?: () => void) => {
       slog.info({ why: what }, 'sftp request refused');
       reject?.();
     };
 
     client.on('authentication', (auth) => {
-      touched();
       const who = { remote, log: slog, protocol: 'sftp' as const };
       const done = (ok: LoggedIn) => {
         const n = perAccount.get(ok.account.login) ?? 0;
@@ -80,6 +100,9 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
         }
         perAccount.set(ok.account.login, n + 1);
         loggedIn = ok;
+        if (sock) loggedInSockets.add(sock);
+        touched();
+        Object.assign(info, { login: ok.account.login, method: auth.method, key: auth.method === 'publickey' ? { algo: auth.key.algo, data: auth.key.data } : undefined, hash: ok.account.hash });
         slog = slog.child({ tenant: ok.account.tenant.id, user: ok.account.login });
         slog.info({ method: auth.method }, 'sftp login');
         auth.accept();
@@ -103,13 +126,15 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
     });
 
     client.on('ready', () => {
-      client.on('session', (accept) => {
+      client.on('session', (accept, reject) => {
+        if (++channels > MAX_CHANNELS) return refuse(`more than ${MAX_CHANNELS} channels on one connection`, reject);
         const s = accept();
+        s.on('close', () => channels--);
         s.on('sftp', (acceptSftp) => {
           if (!loggedIn) return;
           const { account, root, usage } = loggedIn;
           const fs = new JailFileSystem(root, usage, slog);
-          serveSftp(ctx, acceptSftp(), fs, { tenant: account.tenant.id, login: account.login, remote, log: slog }, cfg.maxHandles, touched);
+          serveSftp(ctx, acceptSftp(), fs, { tenant: account.tenant.id, login: account.login, remote, log: slog }, budget, touched);
         });
         s.on('shell', (_a, reject) => refuse('shell', reject));
         s.on('exec', (_a, reject, info) => refuse(`exec ${info.command.slice(0, 60)}`, reject));
@@ -141,6 +166,13 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
   // Our own listener: the per-address cap applies before any SSH work is done.
   const server = createServer((sock: Socket) => {
     const ip = sock.remoteAddress ?? '-';
+    if (openSockets >= cfg.maxConnections) {
+      log.warn({ remote: ip, open: openSockets, why: 'connection limit' }, 'sftp connection refused');
+      // Refused already (logged above): a reset meanwhile changes nothing.
+      sock.on('error', () => undefined);
+      sock.destroy();
+      return;
+    }
     const n = perIp.get(ip) ?? 0;
     if (n >= cfg.maxConnectionsPerIp) {
       log.info({ remote: ip, open: n, why: 'per-IP connection limit' }, 'sftp connection refused');
@@ -156,13 +188,48 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
       if (left > 0) perIp.set(ip, left);
       else perIp.delete(ip);
     });
+    // Every socket counts, logged in or not: a flood of bare connections is what the cap is for.
+    openSockets++;
+    const key = `${ip}|${sock.remotePort}`;
+    sockets.set(key, sock);
+    // OpenSSH's LoginGraceTime: a connection that has not logged in by then is closed, whatever it sends.
+    const grace = setTimeout(() => {
+      if (loggedInSockets.has(sock)) return;
+      log.info({ remote: ip, why: 'no login within the grace time' }, 'sftp connection closed');
+      sock.destroy();
+    }, cfg.loginGrace * 1000);
+    grace.unref();
+    sock.once('close', () => {
+      openSockets--;
+      clearTimeout(grace);
+      sockets.delete(key);
+    });
     ssh.injectSocket(sock);
   });
 
   return {
     server,
     closeAll() {
-      for (const c of clients) c.end();
+      for (const c of clients.keys()) c.end();
+    },
+    reload(next) {
+      // What ended a login for FTP ends it here: a suspension, the account or the key gone, a new password.
+      for (const [c, s] of clients) {
+        if (!s.login) continue;
+        const account = next.ftpAccount(s.login);
+        const why = !account
+          ? 'account removed'
+          : account.tenant.suspended
+            ? 'tenant suspended'
+            : s.method === 'publickey' && !matchingKey(account, s.key!.algo, s.key!.data)
+              ? 'key removed'
+              : s.method === 'password' && account.hash !== s.hash
+                ? 'password changed'
+                : undefined;
+        if (!why) continue;
+        s.log().info({ why }, 'sftp session closed');
+        c.end();
+      }
     },
   };
 }

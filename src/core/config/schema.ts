@@ -272,6 +272,10 @@ export const mainSchema = z.strictObject({
       listen,
       /** Seconds without a request before a session is closed. */
       idleTimeout: z.number().positive().max(86_400).default(300),
+      /** Seconds a connection has to log in, whatever it sends meanwhile (OpenSSH's LoginGraceTime). */
+      loginGrace: z.number().positive().max(600).default(30),
+      /** SSH connections open at once in all (logged in or not: file descriptors are shared with every service). */
+      maxConnections: z.number().int().min(1).max(100_000).default(200),
       /** SSH connections open at once from one IP address, and SFTP sessions of one account. */
       maxConnectionsPerIp: z.number().int().min(1).max(10_000).default(10),
       maxSessionsPerAccount: z.number().int().min(1).max(10_000).default(10),

@@ -245,17 +245,19 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
   let l: TestSuite;
   let lport: number;
   let privateKey: Buffer;
+  let hal: Record<string, unknown>;
 
   beforeAll(async () => {
     l = await startTestSuite({
       tenants: { 'h.test': { domains: ['h.test'] } },
-      main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 2, maxSessionsPerAccount: 1, idleTimeout: 1 } },
+      main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 2, maxSessionsPerAccount: 1, idleTimeout: 1, maxConnections: 3, loginGrace: 1 } },
       files: { 'h.test/a.txt': 'a', 'h.test/b.txt': 'b', 'h.test/c.txt': 'c' },
     });
     const file = path.join(l.dir, 'key');
     spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', file]);
     privateKey = readFileSync(file);
-    l.writeTenant('h.test', { domains: ['h.test'], ftp: [{ user: 'hal', password: await hashPassword('x'), keys: [readFileSync(`${file}.pub`, 'utf8').trim()] }] });
+    hal = { domains: ['h.test'], ftp: [{ user: 'hal', password: await hashPassword('x'), keys: [readFileSync(`${file}.pub`, 'utf8').trim()] }] };
+    l.writeTenant('h.test', hal);
     await l.suite.reload();
     lport = Number(new URL(l.suite.urls.ftp!.find((u) => u.startsWith('sftp://'))!).port);
   });
@@ -287,6 +289,83 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
       expect(l.logs().some((x) => x.msg === 'sftp session closed' && x.why === 'idle')).toBe(true);
     } finally {
       conn.end();
+    }
+  });
+
+  /** A raw TCP connection from `from`: resolves with what the server sent before it closed or greeted. */
+  function raw(from: string): Promise<{ sock: Socket; greeting: Promise<string> }> {
+    const sock = connect({ port: lport, host: '127.0.0.1', localAddress: from });
+    const greeting = new Promise<string>((resolve) => {
+      let got = '';
+      sock.on('data', (d: Buffer) => {
+        got += d.toString();
+        if (got.includes('\n')) resolve(got);
+      });
+      sock.on('close', () => resolve(got));
+      sock.on('error', () => resolve(got));
+    });
+    return Promise.resolve({ sock, greeting });
+  }
+
+  it('caps connections in all, and closes one that does not log in within loginGrace', async () => {
+    const held: Socket[] = [];
+    try {
+      for (const from of ['127.0.0.11', '127.0.0.12', '127.0.0.13']) {
+        const c = await raw(from);
+        held.push(c.sock);
+        expect(await c.greeting).toMatch(/^SSH-2\.0-/);
+      }
+      const extra = await raw('127.0.0.14');
+      held.push(extra.sock);
+      expect(await extra.greeting).toBe('');
+      expect(l.logs().some((x) => x.msg === 'sftp connection refused' && x.why === 'connection limit')).toBe(true);
+      // The three that only greeted are closed after the grace second, so the cap frees itself.
+      await Promise.all(held.slice(0, 3).map((s) => new Promise((r) => (s.destroyed ? r(undefined) : s.on('close', r)))));
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  });
+
+  it('ends a session when its tenant is suspended or its key removed by a reload', async () => {
+    for (const [change, why] of [
+      [{ ...hal, suspended: true }, 'tenant suspended'],
+      [{ ...hal, ftp: [{ ...(hal.ftp as object[])[0], keys: [] }] }, 'key removed'],
+    ] as const) {
+      const { conn } = await open();
+      const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+      l.writeTenant('h.test', change);
+      expect(l.suite.reload()).toBe(true);
+      await closed;
+      expect(l.logs().some((x) => x.msg === 'sftp session closed' && x.why === why)).toBe(true);
+      l.writeTenant('h.test', hal);
+      expect(l.suite.reload()).toBe(true);
+    }
+  });
+
+  it('frees a replaced file once: writes on several handles of one file cannot empty the quota count', async () => {
+    l.writeTenant('h.test', { ...hal, quota: '512KiB' });
+    expect(l.suite.reload()).toBe(true);
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
+      const openW = (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', (err, h) => (err ? reject(err) : resolve(h))));
+      const write = (h: Buffer, data: Buffer) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, 0, (err) => (err ? reject(err) : resolve())));
+      const close = (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, (err) => (err ? reject(err) : resolve())));
+      await put('/f.bin', Buffer.alloc(200 * 1024, 1));
+      for (let round = 0; round < 3; round++) {
+        const a = await openW('/f.bin');
+        const b = await openW('/f.bin');
+        await write(a, Buffer.alloc(200 * 1024, 2));
+        await close(b); // commits f unchanged: the 200 KiB it replaces are freed once
+        await close(a); // replaces what b committed: nothing is freed twice
+      }
+      // 200 KiB are stored: 400 KiB more would pass 512 KiB and must be refused.
+      await expect(put('/g.bin', Buffer.alloc(400 * 1024, 3))).rejects.toThrow(/Quota exceeded|Failure/);
+      expect(existsSync(path.join(l.sitesDir, 'h.test', 'g.bin'))).toBe(false);
+    } finally {
+      conn.end();
+      l.writeTenant('h.test', hal);
+      l.suite.reload();
     }
   });
 });

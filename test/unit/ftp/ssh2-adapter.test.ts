@@ -1,0 +1,49 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import ssh2, { type SFTPWrapper } from 'ssh2';
+import { describe, expect, it } from 'vitest';
+import { SSH2_INTERNALS, windowShut } from '../../../src/ftp/ssh2-adapter.ts';
+
+// Each ssh2 internal the adapter reads, checked on the installed ssh2: an upgrade that changes one fails here.
+describe('ssh2 internals used by src/ftp/ssh2-adapter.ts', () => {
+  it('names each one it reads', () => {
+    expect(SSH2_INTERNALS).toEqual({ sftp: ['outgoing.window'] });
+  });
+
+  it('a server-side SFTP channel has outgoing.window, a number, open while the client reads', async () => {
+    const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+    let serverSftp: SFTPWrapper | undefined;
+    const ready = new Promise<SFTPWrapper>((resolve) => {
+      const server = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
+        client.on('authentication', (ctx) => ctx.accept());
+        client.on('ready', () =>
+          client.on('session', (accept) =>
+            accept().on('sftp', (acceptSftp) => {
+              serverSftp = acceptSftp();
+              resolve(serverSftp);
+            }),
+          ),
+        );
+      });
+      server.listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        const c = new ssh2.Client();
+        c.on('ready', () => c.sftp(() => undefined));
+        c.connect({ host: '127.0.0.1', port, username: 'u', password: 'p' });
+        ready.then(async () => {
+          c.end();
+          await once(c, 'close');
+          server.close();
+        }, () => undefined /* the assertions below report it */);
+      });
+    });
+    const sftp = await ready;
+    const outgoing = (sftp as unknown as { outgoing: { window: unknown } }).outgoing;
+    expect(typeof outgoing.window).toBe('number');
+    expect(outgoing.window).toBeGreaterThan(0);
+    expect(windowShut(sftp)).toBe(false);
+    outgoing.window = 0;
+    expect(windowShut(sftp)).toBe(true);
+    expect(serverSftp).toBe(sftp);
+  });
+});
