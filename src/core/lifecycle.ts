@@ -54,3 +54,24 @@ export async function stopAll(services: readonly Service[], graceMs: number, onE
     await svc.stop(Math.max(deadline - Date.now(), 100)).catch((err: Error) => onError?.(svc.name, err));
   }
 }
+
+/**
+ * Hands a validated snapshot to every service. A service whose reload
+ * throws is logged and named in the result; the others still take the
+ * snapshot (one service's fault does not hold the rest on the old one).
+ * The caller reports the failed ones: they are not serving `next`, nor
+ * surely the old snapshot either.
+ */
+export function reloadAll(services: readonly Service[], next: Registry, log: Logger): Array<{ service: string; error: string }> {
+  const failed: Array<{ service: string; error: string }> = [];
+  for (const svc of services) {
+    try {
+      svc.reload(next);
+    } catch (err) {
+      const error = (err as Error).message ?? String(err);
+      log.error({ svc: svc.name, err: error }, `${svc.name} failed to take the new configuration`);
+      failed.push({ service: svc.name, error });
+    }
+  }
+  return failed;
+}
