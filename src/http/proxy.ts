@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { Transform } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import { Pool, type Dispatcher } from 'undici';
-import { errorRef } from '../core/errors.ts';
+import { errorRef, replyCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { ProxyRoute } from '../core/registry.ts';
 import { errorPage } from './pages.ts';
@@ -83,7 +83,7 @@ export class TenantProxy {
       const done = this.wsDone.get(req);
       if (!done) return;
       proxyReq.once('upgrade', () => done(101));
-      proxyReq.once('response', (res: IncomingMessage) => done(res.statusCode ?? 502));
+      proxyReq.once('response', (res: IncomingMessage) => done(res.statusCode ?? replyCode('BACKEND_FAILED', 'http')));
     });
   }
 
@@ -169,7 +169,7 @@ export class TenantProxy {
       const e = err as Error & { code?: string };
       if (abort.signal.aborted) return { status: res.statusCode, bytes };
       const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
-      const status = timeout ? 504 : 502;
+      const status = replyCode(timeout ? 'BACKEND_TIMEOUT' : 'BACKEND_FAILED', 'http');
       const ref = errorRef();
       this.log.warn({ remote: t.remote, upstream: t.route.origin, err: e.code ?? e.message, ref, status }, timeout ? 'upstream timed out' : 'upstream failed');
       if (res.headersSent) {
@@ -202,8 +202,9 @@ export class TenantProxy {
       this.log.info({ remote: t.remote, upstream: t.route.origin, err: (err as Error).message }, 'websocket upstream failed');
       // After a 101 or a relayed refusal the socket no longer carries our HTTP: no 502 written into it.
       if (reported) return;
-      if (!socket.destroyed) socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      report(502);
+      const status = replyCode('BACKEND_FAILED', 'http');
+      if (!socket.destroyed) socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      report(status);
     });
   }
 
