@@ -166,7 +166,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     // Then applied: every service is handed the snapshot, each on its own.
     if (pending.length > 0) log.warn({ settings: pending }, `makewaves.yaml: ${pending.join(', ')} changed; they take effect on restart (the rest applies now)`);
     registry = next;
-    const failed = reloadAll(services, next, log);
+    const failed = reloadAll(services, next, log, health);
     if (certs && next.config.main.http.tls?.selfSigned) {
       certs.ensureSelfSigned(next, next.config.main.hostname).catch((err: Error) => log.error({ err: err.message }, 'cannot write self-signed certificates'));
     }
@@ -176,13 +176,8 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       const names = failed.map((f) => f.service);
       log.error({ failed: names }, `configuration reloaded except in ${names.join(', ')}, which failed to take it; restart to apply it everywhere`);
       metrics.configReloads.inc({ result: 'failed' });
-      health.set('reload', {
-        severity: 'degraded',
-        message: `the new configuration is applied except in ${failed.map((f) => `${f.service} (${f.error})`).join(', ')}; restart to apply it everywhere`,
-      });
       return false;
     }
-    health.set('reload', undefined);
     log.info({ tenants: next.tenants.size }, 'configuration reloaded');
     metrics.configReloads.inc({ result: 'ok' });
     return true;
