@@ -8,7 +8,7 @@ import { ConfigError, loadConfig } from './core/config/load.ts';
 import { restartOnlyChanges } from './core/config/restart.ts';
 import { watchConfig } from './core/config/watch.ts';
 import type { ListInbox, ListPages, MailSubmitter } from './core/contracts.ts';
-import { startAll, stopAll, type Service } from './core/lifecycle.ts';
+import { reloadAll, startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
 import { createAdminService } from './admin/index.ts';
@@ -44,7 +44,10 @@ export interface Suite {
   /** Mailing lists, when `smtp` is configured. */
   readonly lists: Lists | undefined;
   registry(): Registry;
-  /** Loads the config again; true if the new snapshot was taken, false if it was refused (old one keeps serving). */
+  /**
+   * Loads the config again; true if every service took the new snapshot. False if it was refused (the old one
+   * keeps serving everywhere) or if a service failed to take it (health names it: the others serve the new one).
+   */
   reload(): boolean;
   stop(graceMs?: number): Promise<void>;
 }
@@ -143,21 +146,13 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   log.info({ tenants: registry.tenants.size, config: config.dir }, `serving ${registry.tenants.size} tenants`);
 
   const reload = (): boolean => {
+    // Validated whole first (every file parsed and checked, the registry built): a refusal changes nothing anywhere.
+    let next: Registry;
+    let pending: string[];
     try {
-      const next = new Registry(loadConfig(options.configDir));
+      next = new Registry(loadConfig(options.configDir));
       // Compared with what is running (the config of the start), not the last reload: undoing a change clears the notice.
-      const pending = restartOnlyChanges(config.main, next.config.main);
-      if (pending.length > 0) log.warn({ settings: pending }, `makewaves.yaml: ${pending.join(', ')} changed; they take effect on restart (the rest applies now)`);
-      registry = next;
-      for (const s of services) s.reload(next);
-      if (certs && next.config.main.http.tls?.selfSigned) {
-        certs.ensureSelfSigned(next, next.config.main.hostname).catch((err: Error) => log.error({ err: err.message }, 'cannot write self-signed certificates'));
-      }
-      log.info({ tenants: next.tenants.size }, 'configuration reloaded');
-      metrics.configReloads.inc({ result: 'ok' });
-      health.set('config', undefined);
-      health.set('restart', pending.length > 0 ? { severity: 'degraded', message: `makewaves.yaml: ${pending.join(', ')} changed since the start; restart to apply` } : undefined);
-      return true;
+      pending = restartOnlyChanges(config.main, next.config.main);
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
       log.error({ problems }, 'configuration change refused; the previous configuration keeps serving');
@@ -168,6 +163,24 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
       });
       return false;
     }
+    // Then applied: every service is handed the snapshot, each on its own.
+    if (pending.length > 0) log.warn({ settings: pending }, `makewaves.yaml: ${pending.join(', ')} changed; they take effect on restart (the rest applies now)`);
+    registry = next;
+    const failed = reloadAll(services, next, log, health);
+    if (certs && next.config.main.http.tls?.selfSigned) {
+      certs.ensureSelfSigned(next, next.config.main.hostname).catch((err: Error) => log.error({ err: err.message }, 'cannot write self-signed certificates'));
+    }
+    health.set('config', undefined);
+    health.set('restart', pending.length > 0 ? { severity: 'degraded', message: `makewaves.yaml: ${pending.join(', ')} changed since the start; restart to apply` } : undefined);
+    if (failed.length > 0) {
+      const names = failed.map((f) => f.service);
+      log.error({ failed: names }, `configuration reloaded except in ${names.join(', ')}, which failed to take it; restart to apply it everywhere`);
+      metrics.configReloads.inc({ result: 'failed' });
+      return false;
+    }
+    log.info({ tenants: next.tenants.size }, 'configuration reloaded');
+    metrics.configReloads.inc({ result: 'ok' });
+    return true;
   };
   const unwatch = options.watch === false ? undefined : await watchConfig(config.dir, () => void reload());
 

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { packageRoot } from '../lib/paths.ts';
 import type { GatewayRequest, HandlerGateway, HttpOutcome, MailSubmitter } from '../core/contracts.ts';
-import { errorRef } from '../core/errors.ts';
+import { errorRef, replyCode, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Logger } from '../core/log.ts';
@@ -74,11 +74,14 @@ function mailLimitsOf(reg: Registry) {
   return { perTenantPerHour: c.mailPerHour, perIpPerHour: c.mailPerIpPerHour };
 }
 
-type BodyRead = { ok: true; body: Buffer } | { ok: false; status: 413 | 400 };
+type BodyRead = { ok: true; body: Buffer } | { ok: false; code: Extract<ErrorCode, 'TOO_LARGE' | 'BAD_SYNTAX'> };
+
+/** The HTTP status of a catalogued condition (core/errors.ts). */
+const status = (code: ErrorCode): number => replyCode(code, 'http');
 
 function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > max) return Promise.resolve({ ok: false, status: 413 });
+  if (declared !== undefined && Number(declared) > max) return Promise.resolve({ ok: false, code: 'TOO_LARGE' });
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -88,7 +91,7 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
       size += c.length;
       if (size > max) {
         done = true;
-        resolve({ ok: false, status: 413 });
+        resolve({ ok: false, code: 'TOO_LARGE' });
         return;
       }
       chunks.push(c);
@@ -99,7 +102,7 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
     });
     // A client that goes away mid-body: nothing runs (the answer goes nowhere).
     const gone = () => {
-      if (!done) resolve({ ok: false, status: 400 });
+      if (!done) resolve({ ok: false, code: 'BAD_SYNTAX' });
       done = true;
     };
     req.on('error', gone);
@@ -150,23 +153,23 @@ function respond(
   switch (result.kind) {
     case 'timeout':
       ctx.log.info({ ...ctx.who, why: `ran longer than cgi.timeout (${ctx.timeout} s); killed` }, 'handler failed');
-      return page(req, res, 504);
+      return page(req, res, status('BACKEND_TIMEOUT'));
     case 'memory':
       ctx.log.info({ ...ctx.who, why: 'over cgi.memory; killed' }, 'handler failed');
-      return page(req, res, 502);
+      return page(req, res, status('BACKEND_FAILED'));
     case 'output':
       ctx.log.info({ ...ctx.who, why: 'printed more than cgi.maxOutput; killed' }, 'handler failed');
-      return page(req, res, 502);
+      return page(req, res, status('BACKEND_FAILED'));
     case 'crashed':
       ctx.log.info({ ...ctx.who, why: `process ended: ${result.detail}` }, 'handler failed');
-      return page(req, res, 502);
+      return page(req, res, status('BACKEND_FAILED'));
     case 'done':
       break;
   }
   if (result.error !== undefined && /Array buffer allocation failed/.test(result.error)) {
     // RLIMIT_DATA refused a Buffer: the handler ran out of its memory.
     ctx.log.info({ ...ctx.who, why: 'over cgi.memory (allocation refused)' }, 'handler failed');
-    return page(req, res, 502);
+    return page(req, res, status('BACKEND_FAILED'));
   }
   if (result.error !== undefined) {
     const ref = errorRef();
@@ -177,7 +180,7 @@ function respond(
   if (!parsed.ok) {
     const ref = errorRef();
     ctx.log.info({ ...ctx.who, ref, why: parsed.why }, 'handler answer refused');
-    return page(req, res, 502, ref);
+    return page(req, res, status('BACKEND_FAILED'), ref);
   }
   ctx.log.debug({ ...ctx.who, status: parsed.status }, 'handler ran');
   return send(req, res, parsed.status, parsed.headers, parsed.body);
@@ -269,11 +272,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
-    if (!caps) return page(req, res, 503);
+    if (!caps) return page(req, res, status('UNAVAILABLE'));
     if (!caps.box) {
       // Never a weaker box: without bubblewrap no handler runs (the reason was logged at start).
       log.warn({ ...who, why: caps.refusal }, 'handler refused: no box for handlers');
-      return page(req, res, 503);
+      return page(req, res, status('UNAVAILABLE'));
     }
     let file: string;
     let kind: 'suite' | 'own' | 'script';
@@ -312,8 +315,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     const cfg = current.config.main.cgi;
     const read = await readBody(req, cfg.maxBody);
     if (!read.ok) {
-      log.info({ ...who, why: read.status === 413 ? 'body over cgi.maxBody' : 'body unreadable' }, 'handler request refused');
-      return page(req, res, read.status);
+      log.info({ ...who, why: read.code === 'TOO_LARGE' ? 'body over cgi.maxBody' : 'body unreadable' }, 'handler request refused');
+      return page(req, res, status(read.code));
     }
     const host = req.headers.host ? normalizeHost(req.headers.host) : '';
     const env = metaVariables({
@@ -333,7 +336,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       if (!(await pools.claim(tenant.id))) {
         log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
         counted(tenant.id, 'busy');
-        return page(req, res, 503, undefined, [['Retry-After', '1']]);
+        return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', '1']]);
       }
       try {
         const spec = scriptSpec(caps, { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax });
@@ -357,7 +360,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       if (!worker) {
         log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
         counted(tenant.id, 'busy');
-        return page(req, res, 503, undefined, [['Retry-After', '1']]);
+        return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', '1']]);
       }
       try {
         result = await worker.run(

@@ -42,7 +42,10 @@ export const CATALOGUE = {
   NOT_ALLOWED: { summary: 'a method or command this resource does not take', http: 405, ftp: 502, smtp: [502, '5.5.1'] },
   AUTH_FAILED: { summary: 'wrong credentials', http: 401, ftp: 530, smtp: [535, '5.7.8'] },
   LOCKED_OUT: { summary: 'too many failed logins from this address or for this account', http: 429, ftp: 530, smtp: [454, '4.7.0'] },
-  POLICY_DENIED: { summary: 'refused by policy (relay, sender, encryption required)', http: 403, ftp: 534, smtp: [550, '5.7.1'] },
+  // FTP 530, not RFC 2228's 534: it is the answer to USER (RFC 959 §5.4 allows USER only 230, 331, 332, 421, 500,
+  // 501, 530; 534 answers the security commands AUTH/PROT/CCC), what vsftpd sends ("530 Non-anonymous sessions
+  // must use encryption.") and what clients read as a refused login.
+  POLICY_DENIED: { summary: 'refused by policy (relay, sender, encryption required)', http: 403, ftp: 530, smtp: [550, '5.7.1'] },
   // RFC 7489 §6.6.2 leaves the reply to the receiver; 5.7.1 "delivery not authorized" is what the large providers send.
   UNAUTHENTICATED: { summary: "mail failing the authentication its sender domain's DMARC policy demands (p=reject)", http: 403, ftp: 550, smtp: [550, '5.7.1'] },
   // RFC 7372 §3.2: X.7.23 "SPF validation failed".

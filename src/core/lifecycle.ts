@@ -1,3 +1,4 @@
+import type { HealthReporter } from './contracts.ts';
 import type { Logger } from './log.ts';
 import type { Registry } from './registry.ts';
 
@@ -53,4 +54,34 @@ export async function stopAll(services: readonly Service[], graceMs: number, onE
   for (const svc of [...services].reverse()) {
     await svc.stop(Math.max(deadline - Date.now(), 100)).catch((err: Error) => onError?.(svc.name, err));
   }
+}
+
+/**
+ * Hands a validated snapshot to every service. A service whose reload
+ * throws is logged and named in the result; the others still take the
+ * snapshot (one service's fault does not hold the rest on the old one).
+ * Health (`reload`) names the failed ones until a reload every service
+ * takes: they are not serving `next`, nor surely the old snapshot either.
+ */
+export function reloadAll(services: readonly Service[], next: Registry, log: Logger, health: HealthReporter): Array<{ service: string; error: string }> {
+  const failed: Array<{ service: string; error: string }> = [];
+  for (const svc of services) {
+    try {
+      svc.reload(next);
+    } catch (err) {
+      const error = (err as Error).message ?? String(err);
+      log.error({ svc: svc.name, err: error }, `${svc.name} failed to take the new configuration`);
+      failed.push({ service: svc.name, error });
+    }
+  }
+  health.set(
+    'reload',
+    failed.length === 0
+      ? undefined
+      : {
+          severity: 'degraded',
+          message: `the new configuration is applied except in ${failed.map((f) => `${f.service} (${f.error})`).join(', ')}; restart to apply it everywhere`,
+        },
+  );
+  return failed;
 }

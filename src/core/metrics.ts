@@ -9,7 +9,7 @@ export class Metrics {
   readonly registry = new PromRegistry();
   readonly configReloads = new Counter({
     name: 'makewaves_config_reloads_total',
-    help: 'Configuration reloads by result (ok, refused).',
+    help: 'Configuration reloads by result (ok; refused: the previous one keeps serving; failed: a service could not take it).',
     labelNames: ['result'] as const,
     registers: [this.registry],
   });

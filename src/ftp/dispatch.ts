@@ -1,4 +1,5 @@
 /** One command line of a session: answered here, by one of the service's own handlers, or by ftp-srv's. */
+import { refusal } from '../core/errors.ts';
 import type { Command, FtpContext, Session } from './context.ts';
 import { feat, fileCommand, mlst } from './commands.ts';
 import { active, passive } from './datachannel.ts';
@@ -33,7 +34,8 @@ export async function handleLine(ctx: FtpContext, s: Session, line: string): Pro
     case 'USER':
       if (ctx.cfg.tls?.required && !conn.secure) {
         s.log.info({ why: 'tls required' }, 'ftp login refused');
-        await conn.reply(530, 'TLS required: send AUTH TLS before logging in');
+        const r = refusal('POLICY_DENIED', 'ftp', 'TLS required: send AUTH TLS before logging in');
+        await conn.reply(r.code, r.text);
         return;
       }
       conn.forgetUser();

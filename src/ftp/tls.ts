@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import tls, { type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from '../core/log.ts';
+import { refuseRenegotiation } from '../lib/renegotiation.ts';
 
 /** How long a client has to complete a TLS handshake (control or data connection). */
 const HANDSHAKE_MS = 30_000;
@@ -67,12 +68,8 @@ export class TlsAcceptor {
       p.reject(new NotResumedError());
       return;
     }
-    secure.disableRenegotiation();
-    secure.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ERR_TLS_RENEGOTIATION_DISABLED' && e.code !== 'ERR_TLS_SESSION_ATTACK') return; // others are the transfer's or the session's to report
-      p.log.info({ on: p.on, why: 'renegotiation' }, 'ftp TLS renegotiation refused; connection closed');
-      secure.destroy();
-    });
+    // Other errors are the transfer's or the session's to report.
+    refuseRenegotiation(secure, (remote) => p.log.info({ on: p.on, remote, why: 'renegotiation' }, 'ftp TLS renegotiation refused; connection closed'));
     p.resolve(secure);
   }
 

@@ -7,6 +7,7 @@ import type { CertStore } from '../core/certs.ts';
 import type { MainConfig } from '../core/config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+import { refuseRenegotiation } from '../lib/renegotiation.ts';
 import { closeH2Server, H2Sessions, h2ServerOptions } from './h2.ts';
 
 /** One bound listener and how it is stopped. */
@@ -77,6 +78,9 @@ export async function openListeners(
           ),
         );
         if (alpn) endAcmeTlsConnections(server, alpn);
+        server.on('secureConnection', (socket: TLSSocket) =>
+          refuseRenegotiation(socket, (remote) => log.info({ remote, why: 'renegotiation' }, 'TLS renegotiation refused; connection closed')),
+        );
         // The HTTP/1.1 side of an allowHTTP1 server reads these from the server object, as http.Server does.
         Object.assign(server, options);
         const sessions = new H2Sessions(log);

@@ -4,7 +4,7 @@ import type { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import { createProxyServer } from 'http-proxy-3';
 import { Pool, type Dispatcher } from 'undici';
-import { errorRef } from '../core/errors.ts';
+import { errorRef, replyCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { ProxyRoute } from '../core/registry.ts';
 import { errorPage } from './pages.ts';
@@ -110,7 +110,7 @@ export class TenantProxy {
       const done = this.wsDone.get(req);
       if (!done) return;
       proxyReq.once('upgrade', () => done(101));
-      proxyReq.once('response', (res: IncomingMessage) => done(res.statusCode ?? 502));
+      proxyReq.once('response', (res: IncomingMessage) => done(res.statusCode ?? replyCode('BACKEND_FAILED', 'http')));
     });
   }
 
@@ -217,8 +217,9 @@ export class TenantProxy {
       this.log.info({ remote: t.remote, upstream: t.route.origin, err: (err as Error).message }, 'websocket upstream failed');
       // After a 101 or a relayed refusal the socket no longer carries our HTTP: no 502 written into it.
       if (reported) return;
-      if (!socket.destroyed) socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      report(502);
+      const status = replyCode('BACKEND_FAILED', 'http');
+      if (!socket.destroyed) socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      report(status);
     });
   }
 
@@ -306,7 +307,7 @@ class Forward implements Dispatcher.DispatchHandler {
     const { res, req, t } = this;
     if (this.gone) return this.finish({ status: res.statusCode, bytes: this.bytes });
     const timeout = TIMEOUTS.has(err.code ?? '');
-    const status = timeout ? 504 : 502;
+    const status = replyCode(timeout ? 'BACKEND_TIMEOUT' : 'BACKEND_FAILED', 'http');
     const ref = errorRef();
     this.log.warn({ remote: t.remote, upstream: t.route.origin, err: err.code ?? err.message, ref, status }, timeout ? 'upstream timed out' : 'upstream failed');
     if (res.headersSent) {

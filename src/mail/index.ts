@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import type { SecureContext } from 'node:tls';
+import { TLSSocket, type SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
 import { suiteResolver } from '../core/dns.ts';
@@ -24,6 +24,7 @@ import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './
 import { MailQueue, newQueueId } from './queue.ts';
 import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
+import { isRenegotiationError, refuseRenegotiation } from '../lib/renegotiation.ts';
 
 export interface MailDeps {
   registry: Registry;
@@ -241,6 +242,14 @@ export function createMailService(deps: MailDeps): MailService {
       );
     },
 
+    // STARTTLS done: the upgraded socket refuses renegotiation, as every TLS listener of the suite does.
+    onSecure(socket, session, done) {
+      if (socket instanceof TLSSocket) {
+        refuseRenegotiation(socket, (remote) => log.info({ conn: session.id, remote: remote ?? session.remoteAddress, why: 'renegotiation' }, 'TLS renegotiation refused; connection closed'));
+      }
+      done();
+    },
+
     onClose(session) {
       const s = sessions.get(session.id);
       if (!s) return;
@@ -298,7 +307,10 @@ export function createMailService(deps: MailDeps): MailService {
       });
     },
   });
-  server.on('error', (err: Error) => log.error({ err: err.message }, 'SMTP server error'));
+  server.on('error', (err: Error) => {
+    if (isRenegotiationError(err)) return; // logged with the client's address where it was refused (onSecure)
+    log.error({ err: err.message }, 'SMTP server error');
+  });
 
   let stopping = false;
   /** Sessions with no transaction under way have nothing to lose: 421 now (RFC 5321 §3.8), not after the grace. */

@@ -1,5 +1,6 @@
 import type { HttpOutcome, PanelRequest } from '../core/contracts.ts';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
+import { replyCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { addForward, checkNewPassword, EditRefused, removeForward, setCatchAll, setFtpPassword } from '../core/tenantfile.ts';
@@ -47,7 +48,7 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw err;
     log.error({ user: a.login, tenant: a.tenant, err: (err as Error).message }, `the panel cannot write the tenant file (${code}): the service user needs write access to ${registry().config.dir}/tenants`);
-    return sendHtml(r.req, r.res, 503, messagePage('Not saved', 'Your change could not be saved right now; nothing was changed. Please tell your hosting provider.', a.shell));
+    return sendHtml(r.req, r.res, replyCode('UNAVAILABLE', 'http'), messagePage('Not saved', 'Your change could not be saved right now; nothing was changed. Please tell your hosting provider.', a.shell));
   }
 
   function forwardsOf(t: Tenant): Array<[string, readonly string[]]> {
@@ -85,7 +86,7 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
     if (!result.ok) {
       const error = result.lockedMs !== undefined ? `Too many failed attempts; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes.` : 'The current password is wrong.';
       log.info({ user: a.login, remote: r.remote, why: result.lockedMs !== undefined ? 'locked' : 'wrong current password' }, 'panel password change refused');
-      return sendHtml(r.req, r.res, result.lockedMs !== undefined ? 429 : 400, passwordPage(a.shell, { errors: { current: error } }));
+      return sendHtml(r.req, r.res, result.lockedMs !== undefined ? replyCode('LOCKED_OUT', 'http') : 400, passwordPage(a.shell, { errors: { current: error } }));
     }
     let hash: string;
     try {

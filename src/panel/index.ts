@@ -1,7 +1,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
 import type { HttpOutcome, PanelPages, PanelRequest } from '../core/contracts.ts';
-import { errorRef } from '../core/errors.ts';
+import { errorRef, replyCode } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
@@ -89,7 +89,7 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
     if (!result.ok) {
       if (result.lockedMs !== undefined) {
         log.warn({ user, remote: r.remote, why: 'locked', key: result.key }, 'panel login refused: too many failures');
-        return showLogin(r, 429, { user, error: `Too many failed logins; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes.` });
+        return showLogin(r, replyCode('LOCKED_OUT', 'http'), { user, error: `Too many failed logins; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes.` });
       }
       log.info({ user, remote: r.remote, why: !account ? 'no such user' : 'wrong password', locked: result.locked }, 'panel login failed');
       return showLogin(r, 401, { user, error: 'Wrong user or password.' });

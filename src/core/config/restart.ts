@@ -18,6 +18,8 @@ export const RESTART_ONLY = [
   'http.tls',
   'http.cacheFileMax',
   'http.cacheTotal',
+  'http.cacheRevalidate',
+  'http.proxyTimeout',
   'http.headersTimeout',
   'http.requestTimeout',
   'smtp',

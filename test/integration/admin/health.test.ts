@@ -126,6 +126,8 @@ describe('health: /healthz and makewaves status say what is wrong', () => {
       for (const [edit, names] of [
         [(y: string) => y.replace(/^hostname: .*$/m, 'hostname: mx2.test'), ['hostname']],
         [(y: string) => `${y}ftp:\n  listen: 127.0.0.1:0\n`, ['ftp']],
+        // Read once when the HTTP service starts (its proxy and its file cache).
+        [(y: string) => y.replace(/^http:\n/m, 'http:\n  proxyTimeout: 7\n  cacheRevalidate: 0\n'), ['http.cacheRevalidate', 'http.proxyTimeout']],
       ] as const) {
         writeFileSync(file, edit(original));
         expect(t.suite.reload()).toBe(true);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectSandbox } from '../../../src/cgi/sandbox.ts';
@@ -59,5 +60,42 @@ describe.skipIf(boxMissing)('mail control socket and tenants\' handlers', () => 
     expect(flush).toMatchObject({ code: 0, out: 'flushing 1 queued message(s)\n' });
     expect(await cli('queue', 'delete', id, '--config', t.configDir)).toMatchObject({ code: 0, out: `deleted ${id}\n` });
     expect(t.suite.state.mailQueue.count()).toBe(0);
+  });
+});
+
+/** One raw request line to the control socket from this process (the suite's own uid, no token file read). */
+function direct(req: unknown): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect(path.join(t.dataDir, 'mail.sock'));
+    let buf = '';
+    c.setEncoding('utf8');
+    c.once('connect', () => c.write(`${JSON.stringify(req)}\n`));
+    c.on('data', (d: string) => (buf += d));
+    c.once('end', () => resolve(JSON.parse(buf) as Record<string, unknown>));
+    c.once('error', reject);
+  });
+}
+
+describe('mail control socket and other processes of the suite\'s uid', () => {
+  it('refuses flush and delete without the token or with a wrong one, logging why; the CLI with the token works', async () => {
+    const sent = await call(t.http, 'evil.test', '/cgi-bin/mailer', { method: 'POST', body: JSON.stringify({ text: 'not yours to delete' }) });
+    const { id } = (await sent.json()) as { ok: boolean; id: string };
+    await waitFor(() => t.suite.state.mailQueue.list().some((m) => m.id === id), 5_000, 'the message queued');
+    const right = readFileSync(path.join(t.dataDir, 'mail.sock.token'), 'utf8').trim();
+    const wrong = `${right.slice(0, -1)}${right.endsWith('0') ? '1' : '0'}`; // same length, one character off
+    const before = t.logs().filter((l) => l.msg === 'control request refused').length;
+    const flushes = t.logs().filter((l) => l.msg === 'queue flush requested by the operator').length;
+    const attempts = [{ cmd: 'flush' }, { cmd: 'delete', id }, { cmd: 'flush', token: '' }, { cmd: 'delete', id, token: 'guess' }, { cmd: 'flush', token: wrong }, { cmd: 'delete', id, token: wrong }, { cmd: 'delete', id, token: 42 }];
+    for (const req of attempts) expect(await direct(req)).toEqual({ ok: false, error: 'not authorized' });
+    const refused = t.logs().filter((l) => l.msg === 'control request refused').slice(before);
+    expect(refused).toHaveLength(attempts.length);
+    expect(refused.map((l) => l.cmd)).toEqual(attempts.map((a) => a.cmd));
+    for (const l of refused) expect(l.why).toBe('missing or wrong token');
+    expect(t.suite.state.mailQueue.list().some((m) => m.id === id)).toBe(true);
+    expect(t.logs().filter((l) => l.msg === 'queue flush requested by the operator')).toHaveLength(flushes);
+
+    expect(await direct({ cmd: 'ping', token: right })).toEqual({ ok: true });
+    expect(await cli('queue', 'delete', id, '--config', t.configDir)).toMatchObject({ code: 0, out: `deleted ${id}\n` });
+    expect(t.suite.state.mailQueue.list().some((m) => m.id === id)).toBe(false);
   });
 });

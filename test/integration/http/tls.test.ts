@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import https from 'node:https';
@@ -243,5 +243,68 @@ describe('makewaves check on certificates', () => {
         expect.stringMatching(/www\.a\.test\.crt: does not cover www\.a\.test/),
       ]),
     );
+  });
+});
+
+describe('TLS renegotiation refused on every listener (TLS 1.2; TLS 1.3 has none)', () => {
+  /**
+   * openssl s_client over TLS 1.2: once the handshake is done, an "R" line
+   * asks for a renegotiation (done on the next write), then `line` is sent.
+   * Resolves with the server's answer to `line`, or 'closed' when the
+   * server ended the connection instead.
+   */
+  function renegotiate(args: string[], line: string, answer: RegExp): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = spawn('openssl', ['s_client', '-tls1_2', '-crlf', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      let step: 'handshake' | 'renegotiating' | 'answer' = 'handshake';
+      const settle = (v: string) => {
+        child.stdin.destroy();
+        child.kill();
+        resolve(v);
+      };
+      child.on('error', reject);
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        if (step === 'handshake' && /Verify return code: .*\n---\n/s.test(out)) {
+          step = 'renegotiating';
+          child.stdin.write('R\n');
+        } else if (step === 'answer') {
+          const m = out.slice(out.lastIndexOf('---\n')).match(answer);
+          if (m) settle(m[0]);
+        }
+      });
+      child.stderr.on('data', (c: Buffer) => {
+        err += c.toString();
+        if (step === 'renegotiating' && err.includes('RENEGOTIATING')) {
+          step = 'answer';
+          child.stdin.write(`${line}\n`);
+        }
+      });
+      child.on('close', () => settle('closed'));
+    });
+  }
+  const refusals = () => t.logs().filter((l) => l.msg === 'TLS renegotiation refused; connection closed');
+
+  it('HTTPS closes a connection that asks to renegotiate, logging who asked; requests still work', async () => {
+    const before = refusals().length;
+    const r = await renegotiate(['-connect', `127.0.0.1:${httpsUrl.port}`, '-servername', 'a.test'], 'HEAD / HTTP/1.1\nHost: a.test\n', /HTTP\/1\.1 \d+/);
+    expect(r).toBe('closed');
+    const logged = await waitFor(() => refusals().slice(before).find((l) => l.svc === 'http'), 5_000, 'the refusal logged');
+    expect(logged.remote).toBe('127.0.0.1');
+    expect((await get('a.test', pem('a.test'))).body).toBe('site A');
+  });
+
+  it('SMTP closes a STARTTLS connection that asks to renegotiate, logging who asked; mail over TLS still works', async () => {
+    const before = refusals().length;
+    const r = await renegotiate(['-connect', `127.0.0.1:${smtpPort(t.suite)}`, '-starttls', 'smtp', '-servername', 'mx.test'], 'NOOP', /^250[ -].*$/m);
+    expect(r).toBe('closed');
+    const logged = await waitFor(() => refusals().slice(before).find((l) => l.svc === 'smtp'), 5_000, 'the refusal logged');
+    expect(logged.remote).toBe('127.0.0.1');
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort(t.suite), secure: false, requireTLS: true, tls: { ca: pem('default'), servername: 'mx.test' } });
+    const info = await transport.sendMail({ from: 'sender@visitor.test', to: 'info@a.test', subject: 'after a renegotiation', text: 'still fine' });
+    expect(info.accepted).toEqual(['info@a.test']);
+    transport.close();
   });
 });

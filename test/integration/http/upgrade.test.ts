@@ -4,7 +4,10 @@ import net, { type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawExchange } from '../../helpers/http.ts';
-import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { freePort } from '../../../src/lib/listen.ts';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 
 const run = promisify(execFile);
 let t: TestSuite;
@@ -34,6 +37,7 @@ beforeAll(async () => {
       'shop.test': { domains: ['shop.test'], proxy: [{ path: '/app/', to: `http://127.0.0.1:${(backend.address() as AddressInfo).port}` }] },
       'gone.test': { domains: ['gone.test'], suspended: true, proxy: [{ path: '/app/', to: `http://127.0.0.1:${(backend.address() as AddressInfo).port}` }] },
     },
+    main: { admin: { listen: `127.0.0.1:${await freePort()}` } },
     files: { 'shop.test/index.html': 'shop home' },
   });
   port = new URL(t.http).port;
@@ -131,5 +135,33 @@ describe('an Upgrade offer that is not taken (RFC 9110 §7.8: the server may ign
     expect(r.raw.startsWith('HTTP/1.1 200')).toBe(true);
     expect(r.raw).toContain(body);
     for (const s of seen.slice(before)) expect(s.headers.upgrade).toBeUndefined();
+  });
+});
+
+describe('a declined Upgrade offer is logged and counted like any answer', () => {
+  const accessLog = () => {
+    try {
+      return readFileSync(path.join(t.dataDir, 'logs', 'shop.test', 'access.log'), 'utf8');
+    } catch {
+      return ''; // not written yet: the log is flushed in batches
+    }
+  };
+  const requests = async () => {
+    const text = await (await fetch(`${t.suite.urls.admin![0]!}/metrics`)).text();
+    return Number(/^makewaves_http_requests_total\{tenant="shop\.test",class="2xx"\} (\S+)$/m.exec(text)?.[1] ?? 0);
+  };
+
+  it('writes `curl --http2` (h2c) and a WebSocket offer on a static path to the tenant\'s access log and its metrics', async () => {
+    const before = await requests();
+    expect(await curl(['--http2', '-A', 'declined-h2c-agent'], '/?offer=h2c')).toEqual({ body: 'shop home', status: 200, version: '1.1' });
+    const ws = await rawExchange(
+      t.http,
+      ['GET /?offer=websocket HTTP/1.1', 'Host: shop.test', 'User-Agent: declined-ws-agent', 'Connection: Upgrade, close', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', '', ''].join('\r\n'),
+    );
+    expect(ws.status).toBe(200);
+    const log = await waitFor(() => /declined-ws-agent/.test(accessLog()) && /declined-h2c-agent/.test(accessLog()) && accessLog(), 10_000, 'both answers in the access log');
+    expect(log).toMatch(/"GET \/\?offer=h2c HTTP\/1\.1" 200 [^\n]*declined-h2c-agent/);
+    expect(log).toMatch(/"GET \/\?offer=websocket HTTP\/1\.1" 200 [^\n]*declined-ws-agent/);
+    await waitFor(async () => (await requests()) >= before + 2, 10_000, 'both answers counted under shop.test');
   });
 });

@@ -24,6 +24,10 @@ function problems(cat: Record<string, { http: number; ftp: number; smtp: readonl
 }
 
 describe('the error catalogue', () => {
+  it('answers a login refused because TLS is required with 530, as the FTP service does (USER may not answer 534)', () => {
+    expect(refusal('POLICY_DENIED', 'ftp', 'TLS required: send AUTH TLS before logging in')).toEqual({ code: 530, text: 'TLS required: send AUTH TLS before logging in' });
+  });
+
   it('maps every code to a valid, consistent reply in HTTP, FTP and SMTP', () => {
     expect(problems(CATALOGUE)).toEqual([]);
   });
