@@ -72,6 +72,14 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const made = await certs.ensureSelfSigned(registry, config.main.hostname);
     if (made.length > 0) log.warn({ certs: made }, `wrote self-signed certificates for ${made.join(', ')} (for trying out; put real ones in ${certs.dir})`);
   }
+  if (certs) {
+    // A domain nothing in the store answers for: its HTTPS handshakes fail until a certificate arrives.
+    const bare = [...registry.tenants.values()].flatMap((t) => t.domains).filter((d) => !certs.contextFor(d, registry));
+    if (bare.length > 0) {
+      const why = config.main.acme ? `no certificate in ${certs.dir} yet (ACME is asked for one)` : `no certificate in ${certs.dir} and no default one`;
+      log.warn({ offer: 'https', domains: bare, why }, `HTTPS is off for ${bare.join(', ')}: ${why}`);
+    }
+  }
   const state = openState(config.main.dataDir);
 
   const metrics = new Metrics();
