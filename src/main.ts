@@ -2,7 +2,7 @@ import { createAcmeService } from './acme/index.ts';
 import { createCgi } from './cgi/index.ts';
 import path from 'node:path';
 import { CertStore, certificateExpiry } from './core/certs.ts';
-import { CERT_WARN_DAYS, Health, diskProblems } from './core/health.ts';
+import { CERT_WARN_DAYS, Health, diskProblems, listenerProblems } from './core/health.ts';
 import { detectSandbox, type SandboxCapabilities } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { restartOnlyChanges } from './core/config/restart.ts';
@@ -75,12 +75,23 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const made = await certs.ensureSelfSigned(registry, config.main.hostname);
     if (made.length > 0) log.warn({ certs: made }, `wrote self-signed certificates for ${made.join(', ')} (for trying out; put real ones in ${certs.dir})`);
   }
+  if (certs) {
+    // A domain nothing in the store answers for: its HTTPS handshakes fail until a certificate arrives.
+    const bare = [...registry.tenants.values()].flatMap((t) => t.domains).filter((d) => !certs.contextFor(d, registry));
+    if (bare.length > 0) {
+      const why = config.main.acme ? `no certificate in ${certs.dir} yet (ACME is asked for one)` : `no certificate in ${certs.dir} and no default one`;
+      log.warn({ offer: 'https', domains: bare, why }, `HTTPS is off for ${bare.join(', ')}: ${why}`);
+    }
+  }
   const state = openState(config.main.dataDir);
 
   const metrics = new Metrics();
   const health = new Health();
+  const urls: Record<string, string[]> = {};
   const expiring = certificateExpiry(CERT_WARN_DAYS);
   health.probe(() => [...expiring(certs?.dir, registry), ...diskProblems(config.main.dataDir)]);
+  // A listener closed or wedged under a running suite: /healthz 503 naming the service and address (admin answers the asking itself).
+  health.probeAsync(() => listenerProblems(Object.fromEntries(Object.entries(urls).filter(([name]) => name !== 'admin'))));
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
   let lists: Lists | undefined;
@@ -118,7 +129,6 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   services.push(createAdminService({ registry, metrics, health, log, services: () => services.map((s) => s.name) }));
 
   const stopFailed = (name: string, err: Error) => log.error({ svc: name, err: err.message }, `${name} failed to stop`);
-  const urls: Record<string, string[]> = {};
   const wrapped = services.map((s) => ({
     ...s,
     start: async () => {

@@ -9,8 +9,8 @@ import { closeHttpServer, formatAddress, listenOn, parseListen } from '../lib/li
 export interface AdminDeps {
   registry: Registry;
   metrics: Metrics;
-  /** What is wrong right now: problems reported by services and probes run per request. */
-  health: { check(): { status: 'ok' | 'degraded' | 'down'; problems: HealthProblem[] } };
+  /** What is wrong right now: problems reported by services and probes run per request (listeners connected to). */
+  health: { checkAll(): Promise<{ status: 'ok' | 'degraded' | 'down'; problems: HealthProblem[] }> };
   log: Logger;
   /** Names of the services running beside this one, for /healthz. */
   services: () => string[];
@@ -42,7 +42,7 @@ export function createAdminService({ registry, metrics, health, log: rootLog, se
       return;
     }
     if (url === '/healthz') {
-      const { status, problems } = health.check();
+      const { status, problems } = await health.checkAll();
       const body = JSON.stringify({
         status,
         ...(problems.length > 0 ? { problems } : {}),

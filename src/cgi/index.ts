@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
@@ -186,6 +186,18 @@ function respond(
   return send(req, res, parsed.status, parsed.headers, parsed.body);
 }
 
+/** lstat of a scratch folder, made again (empty) when `tenant remove` archived it away while the server ran. */
+function lstatOrMake(parent: string, dir: string): Stats {
+  try {
+    return lstatSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    mkdirSync(parent, { recursive: true, mode: 0o711 });
+    mkdirSync(dir, { mode: 0o700, recursive: true });
+    return lstatSync(dir);
+  }
+}
+
 /**
  * The handler gateway: `/cgi-bin/<name>` runs the suite's `cgi-bin/<name>.js`
  * or, for tenants with `cgi: true`, their own `<root>/cgi-bin/<name>.js`,
@@ -258,7 +270,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       scratchReady.add(dir);
     }
     // One lstat per run (about a microsecond); a repair is logged, for the operator to see who tried.
-    const st = lstatSync(dir);
+    const st = lstatOrMake(parent, dir);
     if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
     if ((st.mode & 0o7777) !== 0o700) {
       log.info({ tenant: t.id, dir, was: (st.mode & 0o7777).toString(8) }, 'handler scratch folder mode set again');

@@ -65,7 +65,7 @@ export class CertStore {
     try {
       return { cert: readFileSync(files.cert), key: readFileSync(files.key) };
     } catch {
-      // No default pair (or unreadable): callers turn STARTTLS/FTPS off and say so at start; `check` names the file.
+      // No default pair (or unreadable): SMTP turns STARTTLS off and logs why at start; FTPS without its own files refuses to start; `check` names the file.
       return undefined;
     }
   }

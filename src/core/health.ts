@@ -1,4 +1,5 @@
 import { statfsSync } from 'node:fs';
+import net from 'node:net';
 import type { HealthProblem, HealthReporter } from './contracts.ts';
 
 export interface HealthStatus {
@@ -47,6 +48,25 @@ export class Health implements HealthReporter {
     this.probes.push(fn);
   }
 
+  /** Adds a check that needs I/O (a connect, say), run by {@link checkAll}; it must finish within a second or two. */
+  probeAsync(fn: () => Promise<HealthProblem[]>): void {
+    this.asyncProbes.push(fn);
+  }
+
+  private readonly asyncProbes: Array<() => Promise<HealthProblem[]>> = [];
+
+  /** {@link check} and the asynchronous probes (what /healthz answers). */
+  async checkAll(): Promise<HealthStatus> {
+    const extra = await Promise.all(
+      this.asyncProbes.map((p) =>
+        p().catch((err: Error): HealthProblem[] => [{ key: 'probe', severity: 'degraded', message: `a health check failed: ${err.message}` }]),
+      ),
+    );
+    const { problems } = this.check();
+    problems.push(...extra.flat());
+    return { status: statusOf(problems), problems };
+  }
+
   check(): HealthStatus {
     const now = this.now();
     const problems = [...this.reported.values()].filter((r) => now - r.since >= r.afterMs).map((r) => r.problem);
@@ -59,8 +79,7 @@ export class Health implements HealthReporter {
     }
     const perm = this.permanentFailures();
     if (perm) problems.push(perm);
-    const status = problems.some((p) => p.severity === 'down') ? 'down' : problems.length > 0 ? 'degraded' : 'ok';
-    return { status, problems };
+    return { status: statusOf(problems), problems };
   }
 
   private prune(t: number): void {
@@ -82,11 +101,63 @@ export class Health implements HealthReporter {
   }
 }
 
-/** The data folder's disk above {@link DISK_FULL_SHARE}, as a problem. */
-export function diskProblems(dir: string): HealthProblem[] {
-  const s = statfsSync(dir);
+function statusOf(problems: readonly HealthProblem[]): HealthStatus['status'] {
+  return problems.some((p) => p.severity === 'down') ? 'down' : problems.length > 0 ? 'degraded' : 'ok';
+}
+
+/** The figures of statfs(2) that {@link diskProblems} reads. */
+export interface DiskFigures {
+  blocks: number;
+  bfree: number;
+  bavail: number;
+}
+
+/** The data folder's disk above {@link DISK_FULL_SHARE}, as a problem; `statfs` gives the figures (the real call unless told). */
+export function diskProblems(dir: string, statfs: (dir: string) => DiskFigures = statfsSync): HealthProblem[] {
+  const s = statfs(dir);
   const used = s.blocks - s.bfree;
   const share = used / Math.max(1, used + s.bavail);
   if (share <= DISK_FULL_SHARE) return [];
   return [{ key: 'disk', severity: 'degraded', message: `the disk of ${dir} is ${Math.round(share * 100)} % full (over ${DISK_FULL_SHARE * 100} %)` }];
+}
+
+/**
+ * Every listener of `urls` (service name → URLs as the services report
+ * them) that does not accept a TCP connection within `timeoutMs`, as a
+ * `down` problem naming the service and address. A wildcard address is
+ * tried on loopback.
+ */
+export async function listenerProblems(urls: Readonly<Record<string, readonly string[]>>, timeoutMs = 2_000): Promise<HealthProblem[]> {
+  const checks: Array<Promise<HealthProblem | undefined>> = [];
+  for (const [svc, list] of Object.entries(urls)) {
+    for (const u of list) {
+      let url: URL;
+      try {
+        url = new URL(u);
+      } catch {
+        // Not a URL (nothing a service returns today): nothing to connect to.
+        continue;
+      }
+      if (!url.port) continue;
+      const bare = url.hostname.replace(/^\[|\]$/g, '');
+      const host = bare === '0.0.0.0' ? '127.0.0.1' : bare === '::' ? '::1' : bare;
+      const where = `${url.hostname}:${url.port}`;
+      checks.push(
+        new Promise((resolve) => {
+          const sock = net.connect({ host, port: Number(url.port) });
+          const fail = (why: string) => {
+            sock.destroy();
+            resolve({ key: `listener:${svc}:${where}`, severity: 'down', message: `${svc} is not accepting connections on ${where} (${why})` });
+          };
+          sock.setTimeout(timeoutMs, () => fail(`no answer within ${timeoutMs} ms`));
+          sock.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
+          sock.once('connect', () => {
+            sock.destroy();
+            resolve(undefined);
+          });
+        }),
+      );
+    }
+  }
+  return (await Promise.all(checks)).filter((p): p is HealthProblem => p !== undefined);
 }

@@ -271,3 +271,96 @@ export function setFtpPassword(configDir: string, id: string, user: string, hash
 export function checkNewPassword(password: string): void {
   if (password === '') throw new EditRefused('empty password; nothing changed', 'password');
 }
+
+/**
+ * Adds `domain` to tenant `id`'s `domains:` or removes it, comments kept,
+ * through the loader's validation (a domain another tenant has, or the
+ * last one, is refused there or here). Returns the domains now.
+ */
+export function editDomains(configDir: string, id: string, verb: 'add' | 'remove', domain: string): string[] {
+  loadCurrent(configDir);
+  const d = domain.trim().toLowerCase().replace(/\.$/, '');
+  const { file, doc } = readTenant(configDir, id);
+  const seq = doc.get('domains', true);
+  if (!isSeq(seq)) throw new EditRefused(`${file}: domains must be a list`, 'domains');
+  const at = seq.items.findIndex((item) => String(isScalar(item) ? item.value : item).toLowerCase() === d);
+  if (verb === 'add') {
+    if (at >= 0) throw new EditRefused(`tenant ${id} has the domain ${d} already`, 'domains');
+    seq.add(doc.createNode(d));
+  } else {
+    if (at < 0) throw new EditRefused(`tenant ${id} has no domain ${d}`, 'domains');
+    if (seq.items.length === 1) throw new EditRefused(`${d} is the only domain of tenant ${id}; a tenant needs at least one (makewaves tenant remove ${id} --yes removes the tenant)`, 'domains');
+    seq.items.splice(at, 1);
+  }
+  writeOrRefuse(configDir, id, tenantText(doc), () => 'domains');
+  return seq.items.map((item) => String(isScalar(item) ? item.value : item));
+}
+
+/** Sets tenant `id`'s disk quota (`quota:`, a size such as `50MiB`), or removes it with undefined; comments kept, validated. */
+export function setQuota(configDir: string, id: string, quota: string | undefined): void {
+  loadCurrent(configDir);
+  const { doc } = readTenant(configDir, id);
+  if (quota === undefined) {
+    if (!doc.has('quota')) throw new EditRefused(`tenant ${id} has no quota`, 'quota');
+    doc.delete('quota');
+  } else {
+    const q = quota.trim();
+    doc.set('quota', /^\d+$/.test(q) ? Number(q) : q);
+  }
+  writeOrRefuse(configDir, id, tenantText(doc), () => 'quota');
+}
+
+/** The `ftp:` entry of `user` in a tenant file's Document; throws a clear line when there is none. */
+function ftpEntry(doc: Document, id: string, user: string): { seq: ReturnType<typeof asSeq>; index: number } {
+  const seq = asSeq(doc.get('ftp', true));
+  const index = seq ? seq.items.findIndex((item) => isMap(item) && String(item.get('user')) === user) : -1;
+  if (!seq || index < 0) throw new EditRefused(`tenant ${id} has no FTP user ${user}`, 'user');
+  return { seq, index };
+}
+
+function asSeq(node: unknown) {
+  return isSeq(node) ? node : undefined;
+}
+
+/** Removes FTP user `user` (its password and SFTP keys) from tenant `id`'s file, comments kept, validated. */
+export function removeFtpUser(configDir: string, id: string, user: string): void {
+  loadCurrent(configDir);
+  const { doc } = readTenant(configDir, id);
+  const { seq, index } = ftpEntry(doc, id, user);
+  seq!.items.splice(index, 1);
+  if (seq!.items.length === 0) doc.delete('ftp');
+  writeOrRefuse(configDir, id, tenantText(doc), () => 'user');
+}
+
+/** The base64 blob of an authorized_keys line (what identifies the key). */
+const keyBlob = (line: string) => line.trim().split(/\s+/)[1] ?? line.trim();
+
+/**
+ * Adds an SFTP public key (an authorized_keys line) to FTP user `user` of
+ * tenant `id` (`keys:` of its `ftp:` entry), or removes one: given as the
+ * whole line, its base64 part, or its comment. Comments kept, validated by
+ * the loader (a line that is not a key is refused there). Returns the
+ * user's keys now.
+ */
+export function editFtpKey(configDir: string, id: string, user: string, verb: 'add' | 'remove', key: string): string[] {
+  loadCurrent(configDir);
+  const { doc } = readTenant(configDir, id);
+  const { seq, index } = ftpEntry(doc, id, user);
+  const entry = seq!.items[index] as import('yaml').YAMLMap;
+  const keys = asSeq(entry.get('keys', true));
+  const lines = () => (keys ? keys.items.map((k) => String(isScalar(k) ? k.value : k)) : []);
+  const given = key.trim().replace(/\s+/g, ' ');
+  if (verb === 'add') {
+    if (lines().some((l) => keyBlob(l) === keyBlob(given))) throw new EditRefused(`${user}@${id} has this key already`, 'keys');
+    if (keys) keys.add(doc.createNode(given));
+    else entry.set('keys', doc.createNode([given]));
+  } else {
+    const at = lines().findIndex((l) => l === given || keyBlob(l) === given || keyBlob(l) === keyBlob(given) || l.split(' ').slice(2).join(' ') === given);
+    if (!keys || at < 0) throw new EditRefused(`${user}@${id} has no key "${given}"; its keys: ${lines().map((l) => l.split(' ').slice(2).join(' ') || `${keyBlob(l).slice(0, 16)}...`).join(', ') || 'none'}`, 'keys');
+    keys.items.splice(at, 1);
+    if (keys.items.length === 0) entry.delete('keys');
+  }
+  writeOrRefuse(configDir, id, tenantText(doc), () => 'keys');
+  const now = asSeq((seq!.items[index] as import('yaml').YAMLMap).get('keys', true));
+  return now ? now.items.map((k) => String(isScalar(k) ? k.value : k)) : [];
+}

@@ -56,6 +56,7 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
     async start() {
       const listen = parseListen(cfg.listen)!;
       ctx.tls = loadFtpTls(ctx, registry.config.dir, certs);
+      if (!ctx.tls) log.info({ offer: 'ftps', why: 'ftp.tls is not configured' }, 'FTPS (AUTH TLS) is off: ftp.tls is not configured');
       ftp = startFtpSrv(
         {
           url: `ftp://${formatAddress(listen)}`,

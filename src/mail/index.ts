@@ -189,6 +189,12 @@ export function createMailService(deps: MailDeps): MailService {
         SNICallback: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => cb(null, deps.certs!.contextFor(name, registry)),
       }
     : undefined;
+  if (!tlsOptions) {
+    const why = deps.certs
+      ? `no default certificate in ${deps.certs.dir} (default.crt and default.key, readable)`
+      : 'no certificate store (http.tls is not configured)';
+    log.warn({ offer: 'starttls', why }, `SMTP STARTTLS is off: ${why}`);
+  }
 
   const server = new MailSmtpServer({
     ...(tlsOptions ?? {}),

@@ -132,3 +132,62 @@ function cursorAfter(members: Map<number, number> | undefined, cursor: number): 
   for (const [oldId, newId] of members ?? []) if (oldId <= cursor && newId > best) best = newId;
   return best;
 }
+
+/**
+ * Rows a tenant owns in tables that do not name it: DKIM keys by its
+ * domains (`dkim_keys`), FTP login throttle rows by its accounts
+ * (`ftp_login_attempts`, `ftp_login_locks`: `account` is `user@<tenant>`).
+ * Read and deleted in one transaction, like {@link takeTenantRows}.
+ */
+export function takeOwnedRows(db: Db, tenant: string, domains: readonly string[]): TenantRows {
+  const suffix = `@${tenant}`;
+  const lower = domains.map((d) => d.toLowerCase());
+  return db.transaction(() => {
+    const out: TenantRows = {};
+    const take = (table: string, where: string, ...args: unknown[]) => {
+      const rows = db.prepare(`SELECT * FROM "${table}" WHERE ${where} ORDER BY ${primaryKey(db, table)}`).all(...args) as Array<Record<string, unknown>>;
+      if (rows.length === 0) return;
+      out[table] = rows.map(encode);
+      db.prepare(`DELETE FROM "${table}" WHERE ${where}`).run(...args);
+    };
+    if (lower.length > 0) take('dkim_keys', `domain IN (${lower.map(() => '?').join(', ')})`, ...lower);
+    // The '@' anchors the match: alice@ab.test belongs to tenant "ab.test", not to "b.test".
+    for (const table of ['ftp_login_attempts', 'ftp_login_locks']) take(table, 'substr(account, -?) = ?', suffix.length, suffix);
+    return out;
+  })();
+}
+
+/**
+ * Puts back rows taken by {@link takeOwnedRows}, in one transaction. DKIM
+ * keys of a domain that has keys again meanwhile are not put back (two
+ * signing sets would sign at once): those domains are returned in
+ * `skipped`, and their files stay in the archive. Throttle attempts get
+ * new ids; a lock whose key is locked again meanwhile keeps the new lock.
+ */
+export function restoreOwnedRows(db: Db, rows: TenantRows): { counts: Record<string, number>; skipped: string[] } {
+  return db.transaction(() => {
+    const counts: Record<string, number> = {};
+    // Decided before anything is inserted: a domain's own rows must not make it look taken.
+    const skipped = new Set(
+      [...new Set((rows.dkim_keys ?? []).map((r) => String(r.domain)))].filter((d) => db.prepare('SELECT 1 FROM dkim_keys WHERE domain = ?').get(d)),
+    );
+    for (const [table, list] of Object.entries(rows)) {
+      const cols = columns(db, table);
+      if (cols.length === 0) throw new Error(`the archive has rows for a table "${table}" this version does not have`);
+      for (const raw of list) {
+        const row: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(raw)) {
+          if (!cols.includes(k)) throw new Error(`the archive's ${table} rows have a column "${k}" this version does not have`);
+          row[k] = decode(v);
+        }
+        if (table === 'dkim_keys' && skipped.has(String(row.domain))) continue;
+        if (table === 'ftp_login_attempts') delete row.id;
+        const keys = Object.keys(row);
+        const verb = table === 'ftp_login_locks' ? 'INSERT OR IGNORE' : 'INSERT';
+        db.prepare(`${verb} INTO "${table}" (${keys.map((k) => `"${k}"`).join(', ')}) VALUES (${keys.map(() => '?').join(', ')})`).run(...keys.map((k) => row[k]));
+        counts[table] = (counts[table] ?? 0) + 1;
+      }
+    }
+    return { counts, skipped: [...skipped] };
+  })();
+}

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { certFiles, certificateProblems, DEFAULT_CERT } from '../../core/certs.ts';
 import { ConfigError, loadConfig, type LoadedConfig } from '../../core/config/load.ts';
@@ -6,19 +6,60 @@ import { Registry } from '../../core/registry.ts';
 import { probeBox } from '../../lib/box.ts';
 import { lookupUser } from '../../lib/users.ts';
 
+/** Why `file` cannot be read (its errno code), or undefined when it can. */
+function unreadable(file: string): string | undefined {
+  try {
+    accessSync(file, constants.R_OK);
+    return statSync(file).isFile() ? undefined : 'not a file';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err);
+  }
+}
+
 /**
  * Certificate problems for every tenant domain served over HTTPS: the file
  * that would answer its SNI (the same order the server uses) must exist,
- * match its key, be valid now and cover the name.
+ * match its key, be valid now and cover the name. A tenant's own `tls:`
+ * files that cannot be read are a problem named by file and key (the
+ * server would quietly answer from the store instead); a domain nothing
+ * answers for is a problem unless a self-signed one is written at start or
+ * ACME fetches one. Without a default certificate, the offers that need it
+ * (SMTP STARTTLS, FTPS from the store) are named.
  */
 export function tlsProblems(config: LoadedConfig, now = new Date()): { problems: string[]; notes: string[] } {
   const tls = config.main.http.tls;
   const problems = new Set<string>();
   const notes: string[] = [];
-  if (!tls) return { problems: [], notes };
-  const dir = path.resolve(config.dir, tls.certs);
+  const dir = tls ? path.resolve(config.dir, tls.certs) : undefined;
+  const fallback = dir ? certFiles(dir, DEFAULT_CERT) : undefined;
+  const hasDefault = Boolean(fallback && !unreadable(fallback.cert) && !unreadable(fallback.key)) || Boolean(tls?.selfSigned);
+  if (!hasDefault) {
+    const where = fallback ? `no readable default certificate (${fallback.cert} and ${fallback.key})` : 'no certificate store (http.tls is not configured)';
+    if (config.main.smtp) notes.push(`${where}: SMTP STARTTLS is off`);
+    const ftpTls = config.main.ftp?.tls;
+    if (config.main.ftp && !ftpTls) notes.push('ftp.tls is not configured: FTPS is off');
+    else if (ftpTls && !ftpTls.cert) problems.add(`${path.join(config.dir, 'makewaves.yaml')}: ftp.tls names no cert/key and there is ${where}: FTP does not start`);
+  } else if (config.main.ftp && !config.main.ftp.tls) {
+    notes.push('ftp.tls is not configured: FTPS is off');
+  }
+  if (!tls || !dir) return { problems: [...problems], notes };
+  const ownBroken = new Set<string>();
+  for (const entry of config.tenants) {
+    const own = entry.config.tls;
+    if (!own) continue;
+    const base = path.dirname(entry.file);
+    for (const key of ['cert', 'key'] as const) {
+      const file = path.resolve(base, own[key]);
+      const why = unreadable(file);
+      if (why) {
+        problems.add(`${entry.file}: tls.${key}: ${file} cannot be read (${why})`);
+        ownBroken.add(entry.id);
+      }
+    }
+  }
   const registry = new Registry(config);
   for (const tenant of registry.tenants.values()) {
+    if (ownBroken.has(tenant.id)) continue;
     for (const domain of tenant.domains) {
       const candidates = [
         ...(tenant.tlsFiles ? [tenant.tlsFiles] : []),
@@ -28,7 +69,9 @@ export function tlsProblems(config: LoadedConfig, now = new Date()): { problems:
       ];
       const found = candidates.find((c) => existsSync(c.cert));
       if (!found) {
-        notes.push(`${domain}: no certificate in ${dir}${tls.selfSigned ? ' (a self-signed one is written at start)' : ' (HTTPS handshakes for it fail)'}`);
+        if (tls.selfSigned) notes.push(`${domain}: no certificate in ${dir} (a self-signed one is written at start)`);
+        else if (config.main.acme) notes.push(`${domain}: no certificate in ${dir} yet (ACME fetches one at start)`);
+        else problems.add(`${domain}: no certificate in ${dir} (${domain}.crt/.key) nor a default one, http.tls.selfSigned is false and there is no acme: HTTPS handshakes for it fail`);
         continue;
       }
       for (const p of certificateProblems(found.cert, found.key, [domain], now)) problems.add(p);

@@ -1,6 +1,7 @@
 import { createInterface } from 'node:readline';
 import { checkNewPassword, readTenant, setFtpPassword } from '../../core/tenantfile.ts';
 import { hashPassword } from '../../lib/password.ts';
+import { parseLogin } from './tenant-edit.ts';
 
 /**
  * Reads a password from stdin: on a terminal, a prompt on stderr with echo
@@ -40,9 +41,7 @@ export async function readPassword(input: NodeJS.ReadStream = process.stdin): Pr
  * so a running server reloads a whole, valid file.
  */
 export async function passwd(login: string, configDir: string, input?: NodeJS.ReadStream): Promise<number> {
-  const m = /^([a-z0-9][a-z0-9._-]{0,62})@([a-z0-9.-]+)$/.exec(login.toLowerCase());
-  if (!m) throw new Error(`"${login}" is not a login of the form user@<tenant id>`);
-  const [, user, tenant] = m as unknown as [string, string, string];
+  const { user, tenant } = parseLogin(login);
   // Before the password is asked for: an unknown tenant or a broken file is said at once.
   const { file } = readTenant(configDir, tenant);
   const hash = await hashPassword(await readPassword(input));

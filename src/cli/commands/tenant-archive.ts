@@ -5,7 +5,7 @@ import type { LoadedConfig } from '../../core/config/load.ts';
 import { controlRequest } from '../../core/control.ts';
 import { Spool } from '../../state/spool.ts';
 import { openState, type State } from '../../state/index.ts';
-import { restoreTenantRows, takeTenantRows, type TenantRows } from '../../state/tenantdata.ts';
+import { restoreOwnedRows, restoreTenantRows, takeOwnedRows, takeTenantRows, type TenantRows } from '../../state/tenantdata.ts';
 import { loadCurrent, tenantFile, validateEdit, writeTenant } from '../../core/tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
@@ -85,8 +85,10 @@ async function takeQueued(state: State, dataDir: string, tenant: string, domains
  * its file first (a running server's reload then serves it no more), then
  * its state rows of every table that names a tenant (list members, tokens,
  * held posts, list inbox, digests and archive, the form log, traffic) in
- * `state.json`, its queued mail in `mail/`, its logs in `logs/` and its web
- * root in `site/`. Afterwards nothing in state names the tenant, so a new
+ * `state.json`, what it owns in tables keyed otherwise (DKIM keys by its
+ * domains, FTP login throttle rows by its accounts) in `owned.json`, its
+ * queued mail in `mail/`, its logs in `logs/`, its web root in `site/`, its
+ * handlers' scratch folder in `cgi/` and its DKIM key files in `dkim/`. Afterwards nothing in state names the tenant, so a new
  * tenant with the same id starts empty; `makewaves tenant restore` puts it back.
  */
 export async function tenantRemove(configDir: string, id: string, opts: { yes: boolean }, out: Out = process.stdout): Promise<number> {
@@ -112,6 +114,7 @@ export async function tenantRemove(configDir: string, id: string, opts: { yes: b
     try {
       manifest.queued = await takeQueued(state, dataDir, id, manifest.domains, archive);
       writeFileSync(path.join(archive, 'state.json'), `${JSON.stringify(takeTenantRows(state.db, id), null, 1)}\n`, { mode: 0o600 });
+      writeFileSync(path.join(archive, 'owned.json'), `${JSON.stringify(takeOwnedRows(state.db, id, manifest.domains), null, 1)}\n`, { mode: 0o600 });
     } finally {
       state.close();
     }
@@ -121,9 +124,26 @@ export async function tenantRemove(configDir: string, id: string, opts: { yes: b
   if (existsSync(logs)) move(logs, path.join(archive, 'logs'));
   const root = path.join(config.main.sitesDir, id);
   if (existsSync(root)) move(root, path.join(archive, 'site'));
-  out.write(`removed tenant ${id}: file, web root, logs, state and ${manifest.queued.length} queued message(s) archived in ${archive}\n`);
+  for (const [from, to] of ownedFolders(dataDir, id, manifest.domains, archive)) {
+    if (!existsSync(from)) continue;
+    mkdirSync(path.dirname(to), { recursive: true, mode: 0o700 });
+    move(from, to);
+  }
+  out.write(`removed tenant ${id}: file, web root, logs, handler scratch folder, DKIM keys, state and ${manifest.queued.length} queued message(s) archived in ${archive}\n`);
   out.write(`(makewaves tenant restore ${archive} brings it back)\n`);
   return 0;
+}
+
+/**
+ * The folders under `<data>` a tenant owns, each with its place in the
+ * archive: the handlers' scratch folder `cgi/<id>` and the DKIM keys of
+ * each domain, `dkim/<domain>`.
+ */
+function ownedFolders(dataDir: string, id: string, domains: readonly string[], archive: string): Array<[string, string]> {
+  return [
+    [path.join(dataDir, 'cgi', id), path.join(archive, 'cgi')],
+    ...domains.map((d): [string, string] => [path.join(dataDir, 'dkim', d.toLowerCase()), path.join(archive, 'dkim', d.toLowerCase())]),
+  ];
 }
 
 /** The archive folder named on the command line: a path, or a folder name under `<data>/archive/`. */
@@ -168,6 +188,29 @@ export function tenantRestore(configDir: string, given: string, out: Out = proce
     }
     rmSync(stateFile);
   }
+  const ownedFile = path.join(dir, 'owned.json');
+  let skipped: string[] = [];
+  if (existsSync(ownedFile)) {
+    const state = openState(config.main.dataDir);
+    try {
+      const back = restoreOwnedRows(state.db, JSON.parse(readFileSync(ownedFile, 'utf8')) as TenantRows);
+      skipped = back.skipped;
+      for (const [table, n] of Object.entries(back.counts)) restored[table] = (restored[table] ?? 0) + n;
+    } finally {
+      state.close();
+    }
+    rmSync(ownedFile);
+  }
+  // Folders that exist again meanwhile (a handler of a stand-in tenant ran, a domain got new keys) stay in the archive.
+  for (const [to, from] of ownedFolders(config.main.dataDir, id, manifest.domains, dir)) {
+    if (!existsSync(from) || existsSync(to) || skipped.some((d) => to.endsWith(path.join('dkim', d)))) continue;
+    mkdirSync(path.dirname(to), { recursive: true, mode: path.basename(path.dirname(to)) === 'cgi' ? 0o711 : 0o700 });
+    move(from, to);
+  }
+  for (const sub of ['cgi', 'dkim']) {
+    const d = path.join(dir, sub);
+    if (existsSync(d) && readdirSync(d).length === 0) rmSync(d, { recursive: true });
+  }
   if (existsSync(path.join(dir, 'site'))) move(path.join(dir, 'site'), root);
   let logsKept = false;
   if (existsSync(path.join(dir, 'logs'))) {
@@ -182,6 +225,7 @@ export function tenantRestore(configDir: string, given: string, out: Out = proce
   const rows = Object.values(restored).reduce((a, b) => a + b, 0);
   out.write(`restored tenant ${id}: its file, web root and ${rows} state row(s)\n`);
   if (manifest.queued.length > 0) out.write(`${manifest.queued.length} message(s) that were queued are not sent again; copies stay in ${path.join(dir, 'mail')}\n`);
+  if (skipped.length > 0) out.write(`${skipped.join(', ')} has DKIM keys again since the removal: the archived ones stay in ${path.join(dir, 'dkim')}\n`);
   if (logsKept) out.write(`${logs} exists, so the archived logs stay in ${path.join(dir, 'logs')}\n`);
   return 0;
 }

@@ -6,6 +6,7 @@ import { panelAudit } from '../commands/panel.ts';
 import { passwd } from '../commands/passwd.ts';
 import { tenantAdd, tenantList, tenantResume, tenantShow, tenantSuspend } from '../commands/tenant.ts';
 import { tenantRemove, tenantRestore } from '../commands/tenant-archive.ts';
+import { ftpUserRemove, tenantDomain, tenantQuota } from '../commands/tenant-edit.ts';
 import { configDirOf, globalConfig, type Outcome } from './shared.ts';
 
 /** The hash-password, passwd, tenant, panel, init verbs. */
@@ -22,11 +23,12 @@ export function registerTenants(program: Command, out: Outcome): void {
     .description('set the FTP password of user@tenant (read on stdin) in the tenant\'s file, keeping its comments')
     .argument('<login>', 'user@<tenant id>; the user is added if the tenant has none of that name')
     .option('-c, --config <dir>', 'config folder')
-    .action(async (login: string, opts: { config?: string }) => {
-      out.code = await passwd(login, configDirOf(opts.config));
+    .option('--remove', 'remove the FTP user instead (its password and SFTP keys); nothing is read on stdin')
+    .action(async (login: string, opts: { config?: string; remove?: boolean }) => {
+      out.code = opts.remove ? ftpUserRemove(configDirOf(opts.config), login) : await passwd(login, configDirOf(opts.config));
     });
 
-  const tenant = program.command('tenant').description("add, list, show, suspend, resume and remove tenants (each change is picked up by the running server's reload)");
+  const tenant = program.command('tenant').description("add, list, show, change (domain, quota), suspend, resume and remove tenants (each change is picked up by the running server's reload)");
   tenant.option('-c, --config <dir>', 'config folder');
   tenant
     .command('add <id>')
@@ -35,6 +37,21 @@ export function registerTenants(program: Command, out: Outcome): void {
     .option('-q, --quota <size>', 'disk quota of its web root (512KiB, 10MB, ...)')
     .action(function (this: Command, id: string, opts: { domain: string[]; quota?: string }) {
       out.code = tenantAdd(globalConfig(this), id, { domains: opts.domain, quota: opts.quota });
+    });
+  const domain = tenant.command('domain').description("a tenant's domains (domains: in its file, comments kept)");
+  for (const verb of ['add', 'remove'] as const) {
+    domain
+      .command(`${verb} <id> <domain>`)
+      .description(verb === 'add' ? 'add a domain (refused if another tenant has it)' : 'remove a domain (not the last one)')
+      .action(function (this: Command, id: string, d: string) {
+        out.code = tenantDomain(globalConfig(this), verb, id, d);
+      });
+  }
+  tenant
+    .command('quota <id> <size>')
+    .description('set the disk quota of its web root (512KiB, 10MB, ...), or "none" to lift it')
+    .action(function (this: Command, id: string, size: string) {
+      out.code = tenantQuota(globalConfig(this), id, size);
     });
   tenant
     .command('list')

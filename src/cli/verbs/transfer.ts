@@ -1,10 +1,11 @@
 import { Command } from 'commander';
 import { ftpLocks, ftpUnlock, sftpFingerprints } from '../commands/ftp.ts';
+import { ftpKey } from '../commands/tenant-edit.ts';
 import { globalConfig, type Outcome } from './shared.ts';
 
 /** The ftp, sftp verbs. */
 export function registerTransfer(program: Command, out: Outcome): void {
-  const ftp = program.command('ftp').description('FTP login locks (counted per login and address, kept in the state database)');
+  const ftp = program.command('ftp').description('FTP login locks (counted per login and address, kept in the state database) and SFTP keys');
   ftp.option('-c, --config <dir>', 'config folder');
   ftp
     .command('locks')
@@ -20,6 +21,16 @@ export function registerTransfer(program: Command, out: Outcome): void {
     .action(function (this: Command, user: string) {
       out.code = ftpUnlock(globalConfig(this), user);
     });
+
+  const key = ftp.command('key').description("SFTP public keys of an FTP user (keys: of its ftp entry in the tenant file, comments kept)");
+  for (const verb of ['add', 'remove'] as const) {
+    key
+      .command(`${verb} <login> <key>`)
+      .description(verb === 'add' ? 'add a key: user@tenant "ssh-ed25519 AAAA... comment"' : 'remove a key, given as its line, its base64 part or its comment')
+      .action(function (this: Command, login: string, k: string) {
+        out.code = ftpKey(globalConfig(this), verb, login, k);
+      });
+  }
 
   const sftp = program.command('sftp').description('SFTP host keys');
   sftp

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -39,6 +39,23 @@ function rowsOf(tenant: string): Record<string, number> {
   return out;
 }
 
+/** One failed FTP login of `account`: its account key locked, its address pair counting one failure. */
+function failLogin(account: string): void {
+  const rules = [
+    { key: `account:${account}`, account, limit: 1 },
+    { key: `pair:${account}|192.0.2.7`, account, limit: 5 },
+  ];
+  const r = t.suite.state.ftpLogins.reserve(rules, 600_000);
+  if (!('ticket' in r)) throw new Error(`${account} is locked already`);
+  t.suite.state.ftpLogins.failed(r.ticket, rules, 600_000, 3_600_000);
+}
+
+/** The FTP login throttle rows of `account`. */
+function ftpRows(account: string): { attempts: number; locks: number } {
+  const n = (table: string) => (t.suite.state.db.prepare(`SELECT COUNT(*) AS n FROM ${table} WHERE account = ?`).get(account) as { n: number }).n;
+  return { attempts: n('ftp_login_attempts'), locks: n('ftp_login_locks') };
+}
+
 beforeAll(async () => {
   sink = await startSink();
   // info@gone.test forwards to an address the next hop keeps deferring: the message stays queued.
@@ -56,7 +73,7 @@ afterAll(async () => {
 });
 
 describe.skipIf(boxMissing)('tenant remove and restore', () => {
-  it('removes members, held posts, archive, form log, queued mail, logs and web root; a new tenant of that id inherits nothing; restore brings it back', async () => {
+  it('removes members, held posts, archive, form log, queued mail, logs, web root, DKIM keys, FTP throttle rows and handler scratch; a new tenant of that id inherits nothing; restore brings it back', async () => {
     // What the tenant owns: a member, an archived post, a held post, a form entry, a deferred message, an access log.
     expect((await run('list', 'add', 'member@remote.test', `news@${ID}`, '--no-confirm')).code).toBe(0);
     expect((await run('list', 'add', 'member@remote.test', 'news@keep.test', '--no-confirm')).code).toBe(0);
@@ -79,6 +96,19 @@ describe.skipIf(boxMissing)('tenant remove and restore', () => {
     const owned = rowsOf(ID);
     for (const table of ['list_members', 'list_archive', 'list_held', 'form_submissions', 'mail_queue', 'traffic']) expect(owned[table], table).toBeGreaterThan(0);
 
+    // Owned outside the tables that name a tenant: DKIM keys (rows and files), FTP login throttle rows, the handlers' scratch folder.
+    await t.suite.state.dkim.ensure(ID);
+    await t.suite.state.dkim.ensure('keep.test');
+    const dkimOf = (domain: string) => t.suite.state.dkim.list(domain).map((k) => k.selector).sort();
+    const gonesKeys = dkimOf(ID);
+    expect(gonesKeys).toHaveLength(2);
+    failLogin(`bob@${ID}`);
+    failLogin('bob@keep.test');
+    expect(ftpRows(`bob@${ID}`)).toEqual({ attempts: 1, locks: 1 });
+    const scratch = path.join(t.dataDir, 'cgi', ID);
+    expect(existsSync(scratch)).toBe(true);
+    writeFileSync(path.join(scratch, 'counter.txt'), '7');
+
     const r = await run('tenant', 'remove', ID, '--yes');
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
@@ -90,8 +120,16 @@ describe.skipIf(boxMissing)('tenant remove and restore', () => {
     expect(t.suite.state.mailQueue.list().filter((m) => m.tenant === ID)).toEqual([]);
     expect(existsSync(path.join(t.dataDir, 'logs', ID))).toBe(false);
     expect(existsSync(path.join(t.sitesDir, ID))).toBe(false);
-    // The other tenant's list is untouched.
+    expect(t.suite.state.dkim.list(ID)).toEqual([]);
+    expect(existsSync(path.join(t.dataDir, 'dkim', ID))).toBe(false);
+    expect(ftpRows(`bob@${ID}`)).toEqual({ attempts: 0, locks: 0 });
+    expect(existsSync(scratch)).toBe(false);
+    // The other tenant's list, keys and throttle rows are untouched.
     expect(t.suite.state.lists.members('keep.test', 'news').map((m) => m.address)).toEqual(['member@remote.test']);
+    expect(dkimOf('keep.test')).toHaveLength(2);
+    expect(ftpRows('bob@keep.test')).toEqual({ attempts: 1, locks: 1 });
+    expect(readFileSync(path.join(archive, 'cgi', 'counter.txt'), 'utf8')).toBe('7');
+    expect(readdirSync(path.join(archive, 'dkim', ID)).sort()).toEqual(gonesKeys.map((sel) => `${sel}.key`));
     // The archive holds what was removed: the file, the site, the rows, the queued message.
     expect(readFileSync(path.join(archive, `${ID}.yaml`), 'utf8')).toContain('stuck@remote.test');
     expect(readFileSync(path.join(archive, 'site', 'index.html'), 'utf8')).toBe('the old site');
@@ -106,6 +144,7 @@ describe.skipIf(boxMissing)('tenant remove and restore', () => {
     expect(t.suite.state.lists.members(ID, 'news')).toEqual([]);
     expect(t.suite.state.lists.heldOf(ID, 'news')).toEqual([]);
     expect(t.suite.state.forms.list(ID)).toEqual([]);
+    expect(t.suite.state.dkim.list(ID)).toEqual([]);
     expect((await web(t, ID, '/lists/news/archive/')).body.toString()).not.toContain(month);
     expect((await run('list', 'members', `news@${ID}`)).out).toBe('0 members\n');
     expect((await run('forms', ID)).out).toBe(`${ID}: no form submissions\n`);
@@ -130,5 +169,9 @@ describe.skipIf(boxMissing)('tenant remove and restore', () => {
     expect(t.suite.state.forms.list(ID).map((f) => f.text)).toEqual([expect.stringContaining('form text')]);
     expect((await web(t, ID, `/lists/news/archive/${month}/`)).body.toString()).toContain('public post');
     expect(readFileSync(path.join(t.configDir, 'tenants', `${ID}.yaml`), 'utf8')).toBe(stringify(GONE));
-  });
+    expect(dkimOf(ID)).toEqual(gonesKeys);
+    expect(t.suite.state.dkim.signing(ID).map((k) => t.suite.state.dkim.privateKey(k))).toHaveLength(2);
+    expect(ftpRows(`bob@${ID}`)).toEqual({ attempts: 1, locks: 1 });
+    expect(readFileSync(path.join(scratch, 'counter.txt'), 'utf8')).toBe('7');
+  }, 60_000);
 });

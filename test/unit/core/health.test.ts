@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Health } from '../../../src/core/health.ts';
+import { Health, diskProblems } from '../../../src/core/health.ts';
 
 describe('Health', () => {
   it('shows a problem set with afterMs only once it has lasted that long, and forgets it when cleared', () => {
@@ -38,5 +38,23 @@ describe('Health', () => {
     h.set('config', { severity: 'degraded', message: 'refused' });
     h.set('listen:http', { severity: 'down', message: 'not listening' });
     expect(h.check().status).toBe('down');
+  });
+});
+
+describe('diskProblems', () => {
+  const figures = (usedShare: number) => () => ({ blocks: 1000, bfree: 1000 - usedShare * 1000, bavail: 1000 - usedShare * 1000 });
+  it('is quiet at 90 % and below', () => {
+    expect(diskProblems('/data', figures(0.5))).toEqual([]);
+    expect(diskProblems('/data', figures(0.9))).toEqual([]);
+  });
+  it('reports the folder and share above 90 % (blocks reserved for root count as used)', () => {
+    expect(diskProblems('/data', figures(0.93))).toEqual([{ key: 'disk', severity: 'degraded', message: 'the disk of /data is 93 % full (over 90 %)' }]);
+    // 50 free blocks, all reserved for root: 950 used of 950 usable.
+    expect(diskProblems('/data', () => ({ blocks: 1000, bfree: 50, bavail: 0 }))[0]?.message).toBe('the disk of /data is 100 % full (over 90 %)');
+  });
+  it('is reported by Health through its probe', () => {
+    const h = new Health(() => 0);
+    h.probe(() => diskProblems('/data', figures(0.95)));
+    expect(h.check()).toEqual({ status: 'degraded', problems: [{ key: 'disk', severity: 'degraded', message: 'the disk of /data is 95 % full (over 90 %)' }] });
   });
 });
