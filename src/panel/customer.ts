@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { HttpOutcome, PanelRequest } from '../core/contracts.ts';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
 import type { Logger } from '../core/log.ts';
@@ -6,7 +7,8 @@ import { addForward, checkNewPassword, EditRefused, removeForward, setCatchAll, 
 import { treeUsage } from '../lib/du.ts';
 import { hashPassword, verifyPassword } from '../lib/password.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
-import { forwardsPage, messagePage, overviewPage, passwordPage, type Shell } from './html.ts';
+import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, trafficPage, type Shell } from './html.ts';
+import { TrafficCounter } from './traffic.ts';
 import { redirect, sendHtml } from './web.ts';
 
 /** Who is acting: a logged-in customer, with what every page of theirs shows. */
@@ -27,6 +29,8 @@ export interface CustomerDeps {
 /** The pages of one customer's tenant: overview, password, forwards. The caller has checked the session, its tenant and the CSRF token. */
 export function customerPages({ registry, state, log, reload, now }: CustomerDeps) {
   const configDir = () => registry().config.dir;
+  // Counts each access log once, then only what was appended: a view does not re-read 30 days.
+  const counter = new TrafficCounter(() => path.join(registry().config.main.dataDir, 'logs'));
 
   /** Takes a write into the running server at once (the watcher would too, a moment later). */
   function apply(what: string): void {
@@ -173,6 +177,9 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
       switch (rest) {
         case '':
           return post ? onlyGet() : overview(r, a, t);
+        case 'traffic':
+          if (post) return onlyGet();
+          return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now())), { 'Content-Security-Policy': TRAFFIC_CSP });
         case 'password':
           return post ? changePassword(r, a, form, sessionId) : sendHtml(r.req, r.res, 200, passwordPage(a.shell, { done: query.get('done') === '1' }));
         case 'forwards': {

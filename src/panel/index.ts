@@ -7,6 +7,7 @@ import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
+import { sendAsset } from './assets.ts';
 import { customerPages, type Acting } from './customer.ts';
 import { loginPage, messagePage } from './html.ts';
 import { cookieName, readCookie, readForm, redirect, sendHtml, setCookie } from './web.ts';
@@ -130,6 +131,10 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
     const method = req.method ?? 'GET';
     const get = method === 'GET' || method === 'HEAD';
     if (!get && method !== 'POST') return sendHtml(req, r.res, 405, messagePage('Method not allowed', 'The panel answers GET and POST only.'), { Allow: 'GET, HEAD, POST' });
+    if (url.pathname.startsWith('/assets/')) {
+      const sent = get ? sendAsset(req, r.res, url.pathname.slice('/assets/'.length)) : undefined;
+      return sent ?? sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.'));
+    }
     const session = sessionOf(r);
     if (url.pathname === '/') return redirect(r.res, session ? `/t/${encodeURIComponent(session.s.tenant)}/` : '/login');
     if (url.pathname === '/login') {
