@@ -104,7 +104,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   // ACME answers its HTTP-01 challenges through the HTTP service and starts after it (orders need the listener).
   const acme = config.main.acme && certs ? createAcmeService({ registry, log, certs, health, metrics }) : undefined;
   // The panel writes tenant files as the CLI does, then takes them in with the same reload as SIGHUP.
-  const panel = config.main.panel ? createPanel({ registry, state, log, reload: () => reload() }) : undefined;
+  const panel = config.main.panel ? createPanel({ registry, state, log, reload: () => reload(), lists: lists?.moderation }) : undefined;
   if (panel) services.push(panel.service);
   const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages, acme: acme?.challenges, panel: panel?.pages });
   services.push(http);

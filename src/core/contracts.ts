@@ -105,6 +105,26 @@ export interface ListPages {
   handle(r: ListPageRequest): Promise<HttpOutcome>;
 }
 
+/** A held post as its owner sees it before deciding: the text only, decoded, never its HTML. */
+export interface HeldPreview {
+  poster: string;
+  subject: string;
+  text: string;
+}
+
+/** The owner's decisions on held posts, for the panel (implemented by lists/, used by panel/). */
+export interface ListModeration {
+  /** Held post `heldId` of `tenant`'s list `list`, or undefined if there is none (decided, expired, another list's). */
+  preview(tenant: string, list: string, heldId: number): HeldPreview | undefined;
+  /**
+   * Approves (posts) or rejects (tells the poster) held post `heldId`, by a
+   * fresh approval token in the owner's name used up at once: the same
+   * confirmation as the owner's reply by mail or `makewaves list approve`.
+   * `via` is for the log. Undefined when there is no such held post.
+   */
+  moderate(tenant: string, list: string, heldId: number, approve: boolean, via: string): Promise<'approved' | 'rejected' | undefined>;
+}
+
 /** Something the operator should know about, as `/healthz` and `makewaves status` show it. */
 export interface HealthProblem {
   /** Stable key: at most one problem per key at a time (`config`, `mail-permanent-failures`, `cert:<file>`). */

@@ -219,6 +219,21 @@ export function setCatchAll(configDir: string, id: string, target: string | unde
 }
 
 /**
+ * Sets the owner and/or the posting policy of tenant `id`'s list `list`
+ * (`mail.lists.<list>`), comments kept, through the loader's validation: a
+ * value it refuses is an {@link EditRefused} about `owner` or `posting`.
+ * Returns both as they are now.
+ */
+export function setListPolicy(configDir: string, id: string, list: string, o: { owner?: string; posting?: string }): { owner: string; posting: string } {
+  const { doc } = readTenant(configDir, id);
+  if (!doc.hasIn(['mail', 'lists', list])) throw new EditRefused(`tenant ${id} has no mailing list ${list}`, 'list');
+  if (o.owner !== undefined) doc.setIn(['mail', 'lists', list, 'owner'], o.owner.trim().toLowerCase());
+  if (o.posting !== undefined) doc.setIn(['mail', 'lists', list, 'posting'], o.posting);
+  writeOrRefuse(configDir, id, tenantText(doc), (m) => (m.includes('.owner') ? 'owner' : 'posting'));
+  return { owner: String(doc.getIn(['mail', 'lists', list, 'owner'])), posting: String(doc.getIn(['mail', 'lists', list, 'posting']) ?? 'members') };
+}
+
+/**
  * Sets (or adds) FTP user `user`'s password hash in tenant `id`'s file.
  * The edit is spliced into the original text at the offsets the parser
  * reports, so every other byte (comments, alignment, flow lists) stays as it

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { HttpOutcome, PanelRequest } from '../core/contracts.ts';
+import type { HttpOutcome, ListModeration, PanelRequest } from '../core/contracts.ts';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
@@ -8,6 +8,7 @@ import { treeUsage } from '../lib/du.ts';
 import { hashPassword, verifyPassword } from '../lib/password.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
 import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, trafficPage, type Shell } from './html.ts';
+import { listPages } from './lists.ts';
 import { TrafficCounter } from './traffic.ts';
 import { redirect, sendHtml } from './web.ts';
 
@@ -23,11 +24,12 @@ export interface CustomerDeps {
   state: State;
   log: Logger;
   reload: () => boolean;
+  lists: ListModeration | undefined;
   now: () => number;
 }
 
 /** The pages of one customer's tenant: overview, password, forwards. The caller has checked the session, its tenant and the CSRF token. */
-export function customerPages({ registry, state, log, reload, now }: CustomerDeps) {
+export function customerPages({ registry, state, log, reload, lists, now }: CustomerDeps) {
   const configDir = () => registry().config.dir;
   // Counts each access log once, then only what was appended: a view does not re-read 30 days.
   const counter = new TrafficCounter(() => path.join(registry().config.main.dataDir, 'logs'));
@@ -155,6 +157,19 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
     return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=${remove ? 'catchall-removed' : 'catchall-set'}`);
   }
 
+  /** The list pages of the acting customer (built per request: they close over who acts). */
+  const listsOf = (a: Acting) =>
+    listPages({
+      registry,
+      state,
+      log,
+      lists,
+      now,
+      apply,
+      audit: (r, action, detail) => audit(r, a, action, detail),
+      cannotWrite: (r, err) => cannotWrite(r, a, err),
+    });
+
   const DONE: Record<string, string> = {
     added: 'The forward was added.',
     removed: 'The forward was removed.',
@@ -174,6 +189,7 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
       const post = form !== undefined;
       const onlyGet = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This page is not a form.', a.shell), { Allow: 'GET, HEAD' });
       const onlyPost = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This address takes a form only.', a.shell), { Allow: 'POST' });
+      if (rest === 'lists' || rest.startsWith('lists/')) return listsOf(a).handle(r, a.shell, t, rest.slice('lists'.length), form, query);
       switch (rest) {
         case '':
           return post ? onlyGet() : overview(r, a, t);

@@ -22,7 +22,8 @@ const CSS =
   'label{display:block;font-weight:600;margin-top:1em}input{font:inherit;padding:.3em;width:100%;max-width:28em;box-sizing:border-box}' +
   'button{font:inherit;margin-top:1em;padding:.3em 1em}.error{color:#a00;font-weight:600;margin:.2em 0}.done{color:#060;font-weight:600}' +
   'table{border-collapse:collapse;margin:1em 0}td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left;vertical-align:top}' +
-  'td form button{margin:0}meter{width:100%;max-width:28em;height:1.5em}';
+  'td form button{margin:0}meter{width:100%;max-width:28em;height:1.5em}select{font:inherit;padding:.3em}' +
+  'pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em;max-height:20em;overflow:auto}.held{border-top:1px solid #ccc;margin-top:1em}';
 
 /** The Content-Security-Policy of every panel page: nothing runs, nothing loads, forms post only here, no framing. */
 export const CSP = `default-src 'none'; style-src 'sha256-${createHash('sha256').update(CSS).digest('base64')}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`;
@@ -35,7 +36,7 @@ export interface Shell {
   /** Set once logged in: the tenant id, the login shown, and the CSRF token for the log-out form. */
   who?: { tenant: string; login: string; csrf: string };
   /** Which nav entry is current. */
-  current?: 'overview' | 'traffic' | 'password' | 'forwards';
+  current?: 'overview' | 'traffic' | 'password' | 'forwards' | 'lists';
 }
 
 /** A whole page around `body` (already HTML). */
@@ -45,7 +46,7 @@ export function page(shell: Shell, body: string, head = ''): string {
     const base = `/t/${encodeURIComponent(shell.who.tenant)}/`;
     const link = (key: Shell['current'], href: string, text: string) => `<a href="${esc(href)}"${shell.current === key ? ' aria-current="page"' : ''}>${text}</a>`;
     header =
-      `<header><nav aria-label="Panel">${link('overview', base, 'Overview')}${link('traffic', `${base}traffic`, 'Traffic')}${link('password', `${base}password`, 'Password')}${link('forwards', `${base}forwards`, 'Forwards')}</nav>` +
+      `<header><nav aria-label="Panel">${link('overview', base, 'Overview')}${link('traffic', `${base}traffic`, 'Traffic')}${link('password', `${base}password`, 'Password')}${link('forwards', `${base}forwards`, 'Forwards')}${link('lists', `${base}lists`, 'Lists')}</nav>` +
       `<span>Logged in as ${esc(shell.who.login)}</span>` +
       `<form method="post" action="/logout">${csrfField(shell.who.csrf)}<button type="submit">Log out</button></form></header>`;
   }

@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
-import type { HttpOutcome, PanelPages, PanelRequest } from '../core/contracts.ts';
+import type { HttpOutcome, ListModeration, PanelPages, PanelRequest } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -18,6 +18,8 @@ export interface PanelDeps {
   log: Logger;
   /** Takes the configuration on disk into the running server (the same reload as SIGHUP); false if it was refused. */
   reload: () => boolean;
+  /** Held-post decisions, when the suite runs mailing lists (`smtp` configured). */
+  lists?: ListModeration;
   now?: () => number;
 }
 
@@ -43,7 +45,7 @@ function token(): string {
  * forwards. Sessions and the audit log are in state; every write goes
  * through core/tenantfile.ts, as the CLI's do, then the suite reloads.
  */
-export function createPanel({ registry, state, log: rootLog, reload, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
+export function createPanel({ registry, state, log: rootLog, reload, lists, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
   const log = rootLog.child({ svc: 'panel' });
   let current = registry;
   const idleMs = () => (current.config.main.panel?.idleMinutes ?? 30) * 60_000;
@@ -122,6 +124,7 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
     state,
     log,
     reload,
+    lists,
     now,
   });
 
