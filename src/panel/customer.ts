@@ -8,6 +8,7 @@ import { treeUsage } from '../lib/du.ts';
 import { hashPassword, verifyPassword } from '../lib/password.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
 import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, trafficPage, type Shell } from './html.ts';
+import { formPages } from './forms.ts';
 import { listPages } from './lists.ts';
 import { TrafficCounter } from './traffic.ts';
 import { redirect, sendHtml } from './web.ts';
@@ -170,6 +171,9 @@ export function customerPages({ registry, state, log, reload, lists, now }: Cust
       cannotWrite: (r, err) => cannotWrite(r, a, err),
     });
 
+  const formsOf = (a: Acting) =>
+    formPages({ registry, state, log, apply, audit: (r, action, detail) => audit(r, a, action, detail), cannotWrite: (r, err) => cannotWrite(r, a, err) });
+
   const DONE: Record<string, string> = {
     added: 'The forward was added.',
     removed: 'The forward was removed.',
@@ -190,6 +194,7 @@ export function customerPages({ registry, state, log, reload, lists, now }: Cust
       const onlyGet = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This page is not a form.', a.shell), { Allow: 'GET, HEAD' });
       const onlyPost = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This address takes a form only.', a.shell), { Allow: 'POST' });
       if (rest === 'lists' || rest.startsWith('lists/')) return listsOf(a).handle(r, a.shell, t, rest.slice('lists'.length), form, query);
+      if (rest === 'forms' || rest.startsWith('forms/')) return formsOf(a).handle(r, a.shell, t, rest.slice('forms'.length), form, query);
       switch (rest) {
         case '':
           return post ? onlyGet() : overview(r, a, t);
