@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { HttpOutcome, ListModeration, PanelRequest } from '../core/contracts.ts';
+import type { HttpOutcome, ListModeration, PanelRequest, WebRootWriter } from '../core/contracts.ts';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
@@ -10,6 +10,7 @@ import { keyTag, throttledLogin, type PanelSession, type State } from '../state/
 import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, trafficPage, type Shell } from './html.ts';
 import { formPages } from './forms.ts';
 import { listPages } from './lists.ts';
+import { uploads } from './upload.ts';
 import { TrafficCounter } from './traffic.ts';
 import { redirect, sendHtml } from './web.ts';
 
@@ -26,11 +27,13 @@ export interface CustomerDeps {
   log: Logger;
   reload: () => boolean;
   lists: ListModeration | undefined;
+  webRoot: WebRootWriter | undefined;
+  sameToken: (given: string | undefined | null, expected: string) => boolean;
   now: () => number;
 }
 
 /** The pages of one customer's tenant: overview, password, forwards. The caller has checked the session, its tenant and the CSRF token. */
-export function customerPages({ registry, state, log, reload, lists, now }: CustomerDeps) {
+export function customerPages({ registry, state, log, reload, lists, webRoot, sameToken, now }: CustomerDeps) {
   const configDir = () => registry().config.dir;
   // Counts each access log once, then only what was appended: a view does not re-read 30 days.
   const counter = new TrafficCounter(() => path.join(registry().config.main.dataDir, 'logs'));
@@ -174,6 +177,8 @@ export function customerPages({ registry, state, log, reload, lists, now }: Cust
   const formsOf = (a: Acting) =>
     formPages({ registry, state, log, apply, audit: (r, action, detail) => audit(r, a, action, detail), cannotWrite: (r, err) => cannotWrite(r, a, err) });
 
+  const uploadsOf = (a: Acting) => uploads({ registry, log, webRoot, sameToken, audit: (r, action, detail) => audit(r, a, action, detail) });
+
   const DONE: Record<string, string> = {
     added: 'The forward was added.',
     removed: 'The forward was removed.',
@@ -184,6 +189,13 @@ export function customerPages({ registry, state, log, reload, lists, now }: Cust
   return {
     acting(s: PanelSession): Acting {
       return { login: s.login, tenant: s.tenant, shell: { tenant: s.tenant, login: s.login, csrf: s.csrf } };
+    },
+
+    /** A POST to `upload` (multipart): checked and streamed into the web root by upload.ts. */
+    async upload(r: PanelRequest, a: Acting, csrf: string): Promise<HttpOutcome> {
+      const t = registry().tenants.get(a.tenant);
+      if (!t) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.'), { Connection: 'close' });
+      return uploadsOf(a).receive(r, a.shell, t, csrf);
     },
 
     /** Answers `rest` (the path after `/t/<tenant>/`); `form` is the checked body of a POST, undefined for GET/HEAD. */
@@ -201,6 +213,8 @@ export function customerPages({ registry, state, log, reload, lists, now }: Cust
         case 'traffic':
           if (post) return onlyGet();
           return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now())), { 'Content-Security-Policy': TRAFFIC_CSP });
+        case 'upload':
+          return uploadsOf(a).show(r, a.shell, query);
         case 'password':
           return post ? changePassword(r, a, form, sessionId) : sendHtml(r.req, r.res, 200, passwordPage(a.shell, { done: query.get('done') === '1' }));
         case 'forwards': {

@@ -36,7 +36,7 @@ export interface Shell {
   /** Set once logged in: the tenant id, the login shown, and the CSRF token for the log-out form. */
   who?: { tenant: string; login: string; csrf: string };
   /** Which nav entry is current. */
-  current?: 'overview' | 'traffic' | 'password' | 'forwards' | 'lists' | 'forms';
+  current?: 'overview' | 'traffic' | 'password' | 'forwards' | 'lists' | 'forms' | 'upload';
 }
 
 /** A whole page around `body` (already HTML). */
@@ -46,7 +46,7 @@ export function page(shell: Shell, body: string, head = ''): string {
     const base = `/t/${encodeURIComponent(shell.who.tenant)}/`;
     const link = (key: Shell['current'], href: string, text: string) => `<a href="${esc(href)}"${shell.current === key ? ' aria-current="page"' : ''}>${text}</a>`;
     header =
-      `<header><nav aria-label="Panel">${link('overview', base, 'Overview')}${link('traffic', `${base}traffic`, 'Traffic')}${link('password', `${base}password`, 'Password')}${link('forwards', `${base}forwards`, 'Forwards')}${link('lists', `${base}lists`, 'Lists')}${link('forms', `${base}forms`, 'Forms')}</nav>` +
+      `<header><nav aria-label="Panel">${link('overview', base, 'Overview')}${link('traffic', `${base}traffic`, 'Traffic')}${link('password', `${base}password`, 'Password')}${link('forwards', `${base}forwards`, 'Forwards')}${link('lists', `${base}lists`, 'Lists')}${link('forms', `${base}forms`, 'Forms')}${link('upload', `${base}upload`, 'Upload')}</nav>` +
       `<span>Logged in as ${esc(shell.who.login)}</span>` +
       `<form method="post" action="/logout">${csrfField(shell.who.csrf)}<button type="submit">Log out</button></form></header>`;
   }

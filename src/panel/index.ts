@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
-import type { HttpOutcome, ListModeration, PanelPages, PanelRequest } from '../core/contracts.ts';
+import type { HttpOutcome, ListModeration, PanelPages, PanelRequest, WebRootWriter } from '../core/contracts.ts';
 import { errorRef } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -20,6 +20,8 @@ export interface PanelDeps {
   reload: () => boolean;
   /** Held-post decisions, when the suite runs mailing lists (`smtp` configured). */
   lists?: ListModeration;
+  /** Uploads into web roots, through the FTP service's jail and quota (when `ftp:` is configured). */
+  webRoot?: WebRootWriter;
   now?: () => number;
 }
 
@@ -45,7 +47,7 @@ function token(): string {
  * forwards. Sessions and the audit log are in state; every write goes
  * through core/tenantfile.ts, as the CLI's do, then the suite reloads.
  */
-export function createPanel({ registry, state, log: rootLog, reload, lists, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
+export function createPanel({ registry, state, log: rootLog, reload, lists, webRoot, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
   const log = rootLog.child({ svc: 'panel' });
   let current = registry;
   const idleMs = () => (current.config.main.panel?.idleMinutes ?? 30) * 60_000;
@@ -125,6 +127,8 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, now 
     log,
     reload,
     lists,
+    webRoot,
+    sameToken,
     now,
   });
 
@@ -163,6 +167,8 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, now 
     const acting = customer.acting(session.s);
     const tenantId = decodeURIComponent(m[1]!);
     if (tenantId !== session.s.tenant) return deny(r, acting, tenantId, 'another tenant');
+    // The upload form is multipart: its token is checked as the body streams in, before the file is stored.
+    if (!get && m[2] === 'upload') return customer.upload(r, acting, session.s.csrf);
     let form: URLSearchParams | undefined;
     if (!get) {
       form = await readForm(req);
