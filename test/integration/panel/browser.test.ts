@@ -49,7 +49,7 @@ beforeAll(async () => {
           { user: 'alice', password: await hashPassword('wonderland') },
           { user: 'carol', password: await hashPassword('carol-pass') },
         ],
-        mail: { forward: { info: ['alice@example.net'] } },
+        mail: { forward: { info: ['alice@example.net'] }, lists: { news: { owner: 'owner@sink.test', posting: 'moderated' } } },
       },
       'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }] },
     },
@@ -70,7 +70,7 @@ beforeAll(async () => {
       '--disable-component-update',
       '--disable-sync',
       '--no-first-run',
-      `--host-resolver-rules=MAP ${PANEL_HOST} 127.0.0.1, MAP other.test 127.0.0.1`,
+      `--host-resolver-rules=MAP ${PANEL_HOST} 127.0.0.1, MAP other.test 127.0.0.1, MAP example.test 127.0.0.1`,
     ],
   });
 }, 60_000);
@@ -266,4 +266,37 @@ describe.skipIf(!haveChromium)('the control panel in Chromium', () => {
     expect(external).toEqual([]);
     await context.close();
   }, 30_000);
+  it('adds a list member, approves a held post (the member gets it), uploads a page and serves it', async () => {
+    const { context, page, dialogs } = await newPage();
+    await logIn(page, 'carol@example.test', 'carol-pass');
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    await page.getByRole('link', { name: 'Lists', exact: true }).click();
+    await page.getByRole('link', { name: 'news@example.test' }).click();
+    await page.getByLabel('Member address').fill('reader@sink.test');
+    await page.getByRole('button', { name: 'Add member' }).click();
+    await page.getByRole('status').filter({ hasText: 'The member was added.' }).waitFor();
+
+    const mailer = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort(t.suite), secure: false, ignoreTLS: true });
+    await mailer.sendMail({ from: 'poster@sender.test', to: 'news@example.test', subject: 'Launch <b>day</b>', text: '<script>alert(5)</script> we launch today' });
+    mailer.close();
+    const held = await waitFor(() => t.suite.state.lists.heldOf('example.test', 'news')[0], 10_000, 'the held post');
+    await page.reload();
+    const post = page.locator(`#held-${held.id}`);
+    expect(await post.locator('pre').textContent()).toContain('<script>alert(5)</script> we launch today');
+    await shot(page, 'list');
+    await page.getByRole('button', { name: `Approve #${held.id}` }).click();
+    await page.getByRole('status').filter({ hasText: 'The post was approved' }).waitFor();
+    const got = await waitFor(() => sink.messages.find((m) => m.to.includes('reader@sink.test') && m.raw.toString().includes('we launch today')), 15_000, 'the approved post at the member');
+    expect(got.raw.toString()).toContain('Launch <b>day</b>');
+
+    await page.getByRole('link', { name: 'Upload', exact: true }).click();
+    await page.getByLabel('File').setInputFiles({ name: 'launch.html', mimeType: 'text/html', buffer: Buffer.from('<h1>launch</h1>') });
+    await page.getByRole('button', { name: 'Upload' }).click();
+    await page.getByRole('status').filter({ hasText: '/launch.html was stored.' }).waitFor();
+    await shot(page, 'upload');
+    const served = await page.goto(`https://example.test:${httpsPort}/launch.html`);
+    expect(await served!.text()).toBe('<h1>launch</h1>');
+    expect(dialogs).toEqual([]);
+    await context.close();
+  }, 60_000);
 });
