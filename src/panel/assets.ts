@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpOutcome } from '../core/contracts.ts';
+import { TRAFFIC_JS } from './assets/traffic.ts';
 
 /*
  * The few files the panel's pages load, served by the panel itself (no CDN):
@@ -14,14 +15,15 @@ import type { HttpOutcome } from '../core/contracts.ts';
 const require = createRequire(import.meta.url);
 
 interface Asset {
-  file: () => string;
+  /** The file's bytes (read at the first request). */
+  body: () => Buffer;
   type: string;
 }
 
 const ASSETS: Record<string, Asset> = {
-  'uplot.min.js': { file: () => path.join(path.dirname(require.resolve('uplot')), 'uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
-  'uplot.min.css': { file: () => path.join(path.dirname(require.resolve('uplot')), 'uPlot.min.css'), type: 'text/css; charset=utf-8' },
-  'traffic.js': { file: () => path.join(import.meta.dirname, 'assets', 'traffic.js'), type: 'text/javascript; charset=utf-8' },
+  'uplot.min.js': { body: () => readFileSync(path.join(path.dirname(require.resolve('uplot')), 'uPlot.iife.min.js')), type: 'text/javascript; charset=utf-8' },
+  'uplot.min.css': { body: () => readFileSync(path.join(path.dirname(require.resolve('uplot')), 'uPlot.min.css')), type: 'text/css; charset=utf-8' },
+  'traffic.js': { body: () => Buffer.from(TRAFFIC_JS), type: 'text/javascript; charset=utf-8' },
 };
 
 const loaded = new Map<string, { body: Buffer; etag: string }>();
@@ -31,7 +33,7 @@ export function sendAsset(req: IncomingMessage, res: ServerResponse, name: strin
   if (!Object.hasOwn(ASSETS, name)) return undefined;
   let a = loaded.get(name);
   if (!a) {
-    const body = readFileSync(ASSETS[name]!.file());
+    const body = ASSETS[name]!.body();
     a = { body, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 16)}"` };
     loaded.set(name, a);
   }

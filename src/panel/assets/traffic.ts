@@ -1,4 +1,9 @@
-// The traffic plots: uPlot charts drawn from the numbers of the page's own
+/**
+ * The script of the traffic page, served as `/assets/traffic.js`. Kept as
+ * text in a module so that it is part of the bundle `npm start` builds
+ * (dist/ has no src/ files beside it).
+ */
+export const TRAFFIC_JS = `// The traffic plots: uPlot charts drawn from the numbers of the page's own
 // table (#traffic-table), which is what a browser without scripts shows.
 /* global uPlot */
 (function () {
@@ -41,3 +46,4 @@
   };
   document.getElementById('traffic-plots').hidden = false;
 })();
+`;
