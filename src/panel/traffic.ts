@@ -22,6 +22,8 @@ export const TOP_ROWS = 10;
 /** Distinct pages (referrers, 404s) kept per day; past it, the rest is counted under {@link OTHER}. */
 const KEYS_PER_DAY = 2000;
 export const OTHER = '(other)';
+/** Bytes of a log read at a time. */
+const READ_SLICE = 4 * 1024 * 1024;
 
 export interface DayCounts {
   requests: number;
@@ -146,13 +148,20 @@ export class TrafficCounter {
     if (st.size === fc.offset) return fc;
     const fh = await open(file, 'r');
     try {
-      const buf = Buffer.alloc(st.size - fc.offset);
-      const { bytesRead } = await fh.read(buf, 0, buf.length, fc.offset);
-      const lastNl = buf.lastIndexOf(0x0a, bytesRead - 1);
-      // Only whole lines: a line being appended is counted at the next look.
-      if (lastNl === -1) return fc;
-      for (const line of buf.toString('latin1', 0, lastNl).split('\n')) countLine(fc.days, line);
-      fc.offset += lastNl + 1;
+      // In slices, so a large log costs READ_SLICE of memory, not its size; only whole lines are counted.
+      const buf = Buffer.alloc(Math.min(READ_SLICE, st.size - fc.offset));
+      while (fc.offset < st.size) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, st.size - fc.offset), fc.offset);
+        if (bytesRead === 0) break;
+        const lastNl = buf.lastIndexOf(0x0a, bytesRead - 1);
+        if (lastNl === -1) {
+          // A line longer than a slice is no line we wrote: skipped; a line still being appended waits for the next look.
+          if (bytesRead === READ_SLICE) fc.offset += bytesRead;
+          break;
+        }
+        for (const line of buf.toString('latin1', 0, lastNl).split('\n')) countLine(fc.days, line);
+        fc.offset += lastNl + 1;
+      }
     } finally {
       await fh.close();
     }
