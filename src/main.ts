@@ -117,14 +117,26 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const listPages: ListPages | undefined = lists?.pages;
   // ACME answers its HTTP-01 challenges through the HTTP service and starts after it (orders need the listener).
   const acme = config.main.acme && certs ? createAcmeService({ registry, log, certs, health, metrics }) : undefined;
+  let ftp: ReturnType<typeof createFtpService> | undefined;
   // The panel writes tenant files as the CLI does, then takes them in with the same reload as SIGHUP.
-  const panel = config.main.panel ? createPanel({ registry, state, log, reload: () => reload() }) : undefined;
+  const panel = config.main.panel ? createPanel({
+        registry,
+        state,
+        log,
+        reload: () => reload(),
+        lists: lists?.moderation,
+        // Uploads go through FTP's jail and quota (bound once the FTP service exists, below); none without `ftp:`.
+        webRoot: config.main.ftp ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args) } : undefined,
+      }) : undefined;
   if (panel) services.push(panel.service);
   const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages, acme: acme?.challenges, panel: panel?.pages });
   services.push(http);
   if (acme) services.push(acme);
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
-  if (config.main.ftp) services.push(createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics, logins: state.ftpLogins }));
+  if (config.main.ftp) {
+    ftp = createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics, logins: state.ftpLogins });
+    services.push(ftp);
+  }
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
   services.push(createAdminService({ registry, metrics, health, log, services: () => services.map((s) => s.name) }));
 

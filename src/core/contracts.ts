@@ -123,6 +123,47 @@ export interface ListPages {
   handle(r: ListPageRequest): Promise<HttpOutcome>;
 }
 
+/** What became of a file written into a web root: stored, or refused in FTP's words (a path, the quota, a folder). */
+export type WebRootResult = { ok: true; clientPath: string; bytes: number } | { ok: false; why: 'quota' | 'refused'; message: string };
+
+/**
+ * Writes files into a tenant's web root with FTP's own jail, quota and
+ * atomic replace (implemented by ftp/, used by panel/): one code path for
+ * every upload, whatever it came by.
+ */
+export interface WebRootWriter {
+  /** Bytes left in the tenant's quota (Infinity without one). */
+  free(tenant: string): Promise<number>;
+  /**
+   * Stores `source` at `clientPath` (jail-relative) of `tenant`'s web root:
+   * into a hidden temporary beside it, every chunk charged to the quota,
+   * renamed over the target once `source` ends. If `source` throws, or the
+   * quota is reached, the temporary goes and the old file stays as it was;
+   * a throw from `source` is rethrown. `who` is for the log.
+   */
+  store(tenant: string, clientPath: string, source: AsyncIterable<Buffer>, who: { login: string; remote: string }): Promise<WebRootResult>;
+}
+
+/** A held post as its owner sees it before deciding: the text only, decoded, never its HTML. */
+export interface HeldPreview {
+  poster: string;
+  subject: string;
+  text: string;
+}
+
+/** The owner's decisions on held posts, for the panel (implemented by lists/, used by panel/). */
+export interface ListModeration {
+  /** Held post `heldId` of `tenant`'s list `list`, or undefined if there is none (decided, expired, another list's). */
+  preview(tenant: string, list: string, heldId: number): HeldPreview | undefined;
+  /**
+   * Approves (posts) or rejects (tells the poster) held post `heldId`, by a
+   * fresh approval token in the owner's name used up at once: the same
+   * confirmation as the owner's reply by mail or `makewaves list approve`.
+   * `via` is for the log. Undefined when there is no such held post.
+   */
+  moderate(tenant: string, list: string, heldId: number, approve: boolean, via: string): Promise<'approved' | 'rejected' | undefined>;
+}
+
 /** Something the operator should know about, as `/healthz` and `makewaves status` show it. */
 export interface HealthProblem {
   /** Stable key: at most one problem per key at a time (`config`, `mail-permanent-failures`, `cert:<file>`). */

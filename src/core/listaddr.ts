@@ -46,3 +46,10 @@ export function isMailbox(s: string): boolean {
   return s.length <= 254 && MAILBOX.test(s);
 }
 
+
+/** A member's address, lower-cased; throws the one line the CLI and the panel print for anything else. */
+export function memberAddress(a: string): string {
+  const lower = a.trim().toLowerCase();
+  if (!isMailbox(lower)) throw new Error(`"${a}" is not an e-mail address`);
+  return lower;
+}

@@ -219,6 +219,58 @@ export function setCatchAll(configDir: string, id: string, target: string | unde
 }
 
 /**
+ * Changes tenant `id`'s `forms.recipients` (the only addresses its form
+ * handlers may mail): `set` replaces them, `add` and `remove` change them
+ * (adding one already there, removing one not there: refused). Addresses
+ * are compared and written in lower case; the loader checks them, comments
+ * stay. A refusal is an {@link EditRefused} about `recipients`. Returns the
+ * recipients now.
+ */
+export function editFormsRecipients(configDir: string, id: string, verb: 'set' | 'add' | 'remove', addresses: readonly string[]): string[] {
+  if (addresses.length === 0) throw new EditRefused('give at least one address', 'recipients');
+  const config = loadCurrent(configDir);
+  if (!config.tenants.some((t) => t.id === id)) throw new EditRefused(`no tenant "${id}" (makewaves tenant list shows them)`, 'tenant');
+  const given = addresses.map((a) => a.trim().toLowerCase());
+  const { doc } = readTenant(configDir, id);
+  const node = doc.getIn(['forms', 'recipients'], true);
+  const before: string[] = isSeq(node) ? (node.toJSON() as string[]) : [];
+  let next: string[];
+  if (verb === 'set') next = [...new Set(given)];
+  else if (verb === 'add') {
+    const dup = given.find((a) => before.includes(a));
+    if (dup) throw new EditRefused(`${dup} is already a forms recipient of ${id}`, 'recipients');
+    next = [...before, ...new Set(given)];
+  } else {
+    const missing = given.find((a) => !before.includes(a));
+    if (missing) throw new EditRefused(`${missing} is not a forms recipient of ${id}`, 'recipients');
+    next = before.filter((a) => !given.includes(a));
+  }
+  const seq = doc.createNode(next);
+  seq.flow = true;
+  if (!isMap(doc.get('forms'))) doc.set('forms', doc.createNode({}));
+  // The sequence's own comment (after it on its line) stays with the key.
+  if (isSeq(node)) seq.comment = node.comment;
+  doc.setIn(['forms', 'recipients'], seq);
+  writeOrRefuse(configDir, id, tenantText(doc), () => 'recipients');
+  return next;
+}
+
+/**
+ * Sets the owner and/or the posting policy of tenant `id`'s list `list`
+ * (`mail.lists.<list>`), comments kept, through the loader's validation: a
+ * value it refuses is an {@link EditRefused} about `owner` or `posting`.
+ * Returns both as they are now.
+ */
+export function setListPolicy(configDir: string, id: string, list: string, o: { owner?: string; posting?: string }): { owner: string; posting: string } {
+  const { doc } = readTenant(configDir, id);
+  if (!doc.hasIn(['mail', 'lists', list])) throw new EditRefused(`tenant ${id} has no mailing list ${list}`, 'list');
+  if (o.owner !== undefined) doc.setIn(['mail', 'lists', list, 'owner'], o.owner.trim().toLowerCase());
+  if (o.posting !== undefined) doc.setIn(['mail', 'lists', list, 'posting'], o.posting);
+  writeOrRefuse(configDir, id, tenantText(doc), (m) => (m.includes('.owner') ? 'owner' : 'posting'));
+  return { owner: String(doc.getIn(['mail', 'lists', list, 'owner'])), posting: String(doc.getIn(['mail', 'lists', list, 'posting']) ?? 'members') };
+}
+
+/**
  * Sets (or adds) FTP user `user`'s password hash in tenant `id`'s file.
  * The edit is spliced into the original text at the offsets the parser
  * reports, so every other byte (comments, alignment, flow lists) stays as it

@@ -1,4 +1,6 @@
 import type { CertStore } from '../core/certs.ts';
+import type { WebRootWriter } from '../core/contracts.ts';
+import { webRootWriter } from './webroot.ts';
 import type { SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -41,7 +43,7 @@ export interface FtpDeps {
  * and AUTH TLS (control.ts, dispatch.ts, commands.ts), connection caps
  * and idle timeouts (admission.ts).
  */
-export function createFtpService({ registry, log: rootLog, siteChanges, certs, metrics, logins }: FtpDeps): Service {
+export function createFtpService({ registry, log: rootLog, siteChanges, certs, metrics, logins }: FtpDeps): Service & { webRoot: WebRootWriter } {
   const ctx = createContext(registry, rootLog.child({ svc: 'ftp' }), siteChanges, metrics);
   const { cfg, log, sessions } = ctx;
   const byConn = new WeakMap<ControlConnection, Session>();
@@ -53,6 +55,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
 
   return {
     name: 'ftp',
+    // The panel's uploads, through this service's jail and quota counters.
+    webRoot: webRootWriter(ctx),
     async start() {
       const listen = parseListen(cfg.listen)!;
       ctx.tls = loadFtpTls(ctx, registry.config.dir, certs);

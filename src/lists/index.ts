@@ -1,4 +1,4 @@
-import type { ArcSealer, ListInbox, ListMail, ListPages, MailSubmitter } from '../core/contracts.ts';
+import type { ArcSealer, ListInbox, ListMail, ListModeration, ListPages, MailSubmitter } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
@@ -38,6 +38,7 @@ export interface Lists {
   inbox: ListInbox;
   pages: ListPages;
   actions: ListActions;
+  moderation: ListModeration;
   /** Sends the digests of every list with posts waiting (the daily job; tests call it directly). */
   sendDigests(): Promise<void>;
 }
@@ -52,6 +53,9 @@ export interface Lists {
  * posting.ts (policy, distribution, archive), inbox.ts (the worker over
  * received list mail, commands and bounces), digests.ts.
  */
+/** A token the panel makes for a decision is used at once; it outlives that by little. */
+const MODERATION_TOKEN_TTL_MS = 60_000;
+
 export function createListsService(d: ListsDeps): Lists {
   const kit = createListKit(d);
   const { log, now, store } = kit;
@@ -68,8 +72,25 @@ export function createListsService(d: ListsDeps): Lists {
     archived: (c, id) => store.archived(c.tenant.id, c.name, id),
   };
 
+  // The panel's decisions: held post checked to be the list's, then a fresh owner's token through the one confirmation.
+  const ofList = (tenant: string, list: string, heldId: number) => {
+    const h = store.held(heldId);
+    return h && h.tenant === tenant && h.list === list ? h : undefined;
+  };
+  const moderation: ListModeration = {
+    preview: (tenant, list, heldId) => (ofList(tenant, list, heldId) ? members.held(heldId) : undefined),
+    async moderate(tenant, list, heldId, approve, via) {
+      const c = kit.context(tenant, list);
+      if (!c || !ofList(tenant, list, heldId)) return undefined;
+      const token = store.moderationToken(tenant, list, heldId, c.cfg.owner, now(), MODERATION_TOKEN_TTL_MS);
+      const done = await members.confirm(c, token, via, !approve);
+      return done === 'approved' || done === 'rejected' ? done : undefined;
+    },
+  };
+
   return {
     actions,
+    moderation,
     inbox: {
       async receive(m: ListMail): Promise<void> {
         const id = store.receive(m, now());

@@ -1,4 +1,5 @@
-import type { HttpOutcome, PanelRequest } from '../core/contracts.ts';
+import path from 'node:path';
+import type { HttpOutcome, ListModeration, PanelRequest, WebRootWriter } from '../core/contracts.ts';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
 import { replyCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -7,7 +8,11 @@ import { addForward, checkNewPassword, EditRefused, removeForward, setCatchAll, 
 import { treeUsage } from '../lib/du.ts';
 import { hashPassword, verifyPassword } from '../lib/password.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
-import { forwardsPage, messagePage, overviewPage, passwordPage, type Shell } from './html.ts';
+import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, trafficPage, type Shell } from './html.ts';
+import { formPages } from './forms.ts';
+import { listPages } from './lists.ts';
+import { uploads } from './upload.ts';
+import { TrafficCounter } from './traffic.ts';
 import { redirect, sendHtml } from './web.ts';
 
 /** Who is acting: a logged-in customer, with what every page of theirs shows. */
@@ -22,12 +27,17 @@ export interface CustomerDeps {
   state: State;
   log: Logger;
   reload: () => boolean;
+  lists: ListModeration | undefined;
+  webRoot: WebRootWriter | undefined;
+  sameToken: (given: string | undefined | null, expected: string) => boolean;
   now: () => number;
 }
 
 /** The pages of one customer's tenant: overview, password, forwards. The caller has checked the session, its tenant and the CSRF token. */
-export function customerPages({ registry, state, log, reload, now }: CustomerDeps) {
+export function customerPages({ registry, state, log, reload, lists, webRoot, sameToken, now }: CustomerDeps) {
   const configDir = () => registry().config.dir;
+  // Counts each access log once, then only what was appended: a view does not re-read 30 days.
+  const counter = new TrafficCounter(() => path.join(registry().config.main.dataDir, 'logs'));
 
   /** Takes a write into the running server at once (the watcher would too, a moment later). */
   function apply(what: string): void {
@@ -152,6 +162,24 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
     return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=${remove ? 'catchall-removed' : 'catchall-set'}`);
   }
 
+  /** The list pages of the acting customer (built per request: they close over who acts). */
+  const listsOf = (a: Acting) =>
+    listPages({
+      registry,
+      state,
+      log,
+      lists,
+      now,
+      apply,
+      audit: (r, action, detail) => audit(r, a, action, detail),
+      cannotWrite: (r, err) => cannotWrite(r, a, err),
+    });
+
+  const formsOf = (a: Acting) =>
+    formPages({ registry, state, log, apply, audit: (r, action, detail) => audit(r, a, action, detail), cannotWrite: (r, err) => cannotWrite(r, a, err) });
+
+  const uploadsOf = (a: Acting) => uploads({ registry, log, webRoot, sameToken, audit: (r, action, detail) => audit(r, a, action, detail) });
+
   const DONE: Record<string, string> = {
     added: 'The forward was added.',
     removed: 'The forward was removed.',
@@ -164,6 +192,13 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
       return { login: s.login, tenant: s.tenant, shell: { tenant: s.tenant, login: s.login, csrf: s.csrf } };
     },
 
+    /** A POST to `upload` (multipart): checked and streamed into the web root by upload.ts. */
+    async upload(r: PanelRequest, a: Acting, csrf: string): Promise<HttpOutcome> {
+      const t = registry().tenants.get(a.tenant);
+      if (!t) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.'), { Connection: 'close' });
+      return uploadsOf(a).receive(r, a.shell, t, csrf);
+    },
+
     /** Answers `rest` (the path after `/t/<tenant>/`); `form` is the checked body of a POST, undefined for GET/HEAD. */
     async handle(r: PanelRequest, a: Acting, rest: string, form: URLSearchParams | undefined, query: URLSearchParams, sessionId: string): Promise<HttpOutcome> {
       const t = registry().tenants.get(a.tenant);
@@ -171,9 +206,16 @@ export function customerPages({ registry, state, log, reload, now }: CustomerDep
       const post = form !== undefined;
       const onlyGet = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This page is not a form.', a.shell), { Allow: 'GET, HEAD' });
       const onlyPost = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This address takes a form only.', a.shell), { Allow: 'POST' });
+      if (rest === 'lists' || rest.startsWith('lists/')) return listsOf(a).handle(r, a.shell, t, rest.slice('lists'.length), form, query);
+      if (rest === 'forms' || rest.startsWith('forms/')) return formsOf(a).handle(r, a.shell, t, rest.slice('forms'.length), form, query);
       switch (rest) {
         case '':
           return post ? onlyGet() : overview(r, a, t);
+        case 'traffic':
+          if (post) return onlyGet();
+          return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now())), { 'Content-Security-Policy': TRAFFIC_CSP });
+        case 'upload':
+          return uploadsOf(a).show(r, a.shell, query);
         case 'password':
           return post ? changePassword(r, a, form, sessionId) : sendHtml(r.req, r.res, 200, passwordPage(a.shell, { done: query.get('done') === '1' }));
         case 'forwards': {

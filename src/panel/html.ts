@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import { formatSize } from '../lib/sizes.ts';
+import { PLOT_DAYS, TOP_DAYS, type Traffic } from './traffic.ts';
 
 /*
  * The panel's pages: plain HTML forms that work without JavaScript, every
  * control with a visible <label>, every value from config, state or the
- * request escaped on the way out (esc). No page runs a script.
+ * request escaped on the way out (esc). No page runs a script but the
+ * traffic page's plots, from the panel's own files (TRAFFIC_CSP).
  */
 
 const ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
@@ -20,33 +22,37 @@ const CSS =
   'label{display:block;font-weight:600;margin-top:1em}input{font:inherit;padding:.3em;width:100%;max-width:28em;box-sizing:border-box}' +
   'button{font:inherit;margin-top:1em;padding:.3em 1em}.error{color:#a00;font-weight:600;margin:.2em 0}.done{color:#060;font-weight:600}' +
   'table{border-collapse:collapse;margin:1em 0}td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left;vertical-align:top}' +
-  'td form button{margin:0}meter{width:100%;max-width:28em;height:1.5em}';
+  'td form button{margin:0}meter{width:100%;max-width:28em;height:1.5em}select{font:inherit;padding:.3em}' +
+  'pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em;max-height:20em;overflow:auto}.held{border-top:1px solid #ccc;margin-top:1em}';
 
 /** The Content-Security-Policy of every panel page: nothing runs, nothing loads, forms post only here, no framing. */
 export const CSP = `default-src 'none'; style-src 'sha256-${createHash('sha256').update(CSS).digest('base64')}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`;
+
+/** The traffic page's: the same, plus the panel's own scripts and style sheet (uPlot and the plots), from the panel alone. */
+export const TRAFFIC_CSP = CSP.replace("style-src ", "script-src 'self'; style-src 'self' ");
 
 export interface Shell {
   title: string;
   /** Set once logged in: the tenant id, the login shown, and the CSRF token for the log-out form. */
   who?: { tenant: string; login: string; csrf: string };
   /** Which nav entry is current. */
-  current?: 'overview' | 'password' | 'forwards';
+  current?: 'overview' | 'traffic' | 'password' | 'forwards' | 'lists' | 'forms' | 'upload';
 }
 
 /** A whole page around `body` (already HTML). */
-export function page(shell: Shell, body: string): string {
+export function page(shell: Shell, body: string, head = ''): string {
   let header = '';
   if (shell.who) {
     const base = `/t/${encodeURIComponent(shell.who.tenant)}/`;
     const link = (key: Shell['current'], href: string, text: string) => `<a href="${esc(href)}"${shell.current === key ? ' aria-current="page"' : ''}>${text}</a>`;
     header =
-      `<header><nav aria-label="Panel">${link('overview', base, 'Overview')}${link('password', `${base}password`, 'Password')}${link('forwards', `${base}forwards`, 'Forwards')}</nav>` +
+      `<header><nav aria-label="Panel">${link('overview', base, 'Overview')}${link('traffic', `${base}traffic`, 'Traffic')}${link('password', `${base}password`, 'Password')}${link('forwards', `${base}forwards`, 'Forwards')}${link('lists', `${base}lists`, 'Lists')}${link('forms', `${base}forms`, 'Forms')}${link('upload', `${base}upload`, 'Upload')}</nav>` +
       `<span>Logged in as ${esc(shell.who.login)}</span>` +
       `<form method="post" action="/logout">${csrfField(shell.who.csrf)}<button type="submit">Log out</button></form></header>`;
   }
   return (
     `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">` +
-    `<title>${esc(shell.title)} · makewaves panel</title><style>${CSS}</style></head>` +
+    `<title>${esc(shell.title)} · makewaves panel</title><style>${CSS}</style>${head}</head>` +
     `<body>${header}<main><h1>${esc(shell.title)}</h1>${body}</main></body></html>\n`
   );
 }
@@ -159,6 +165,45 @@ export function forwardsPage(
       field({ id: 'catchall', name: 'catchAll', label: 'Catch-all to', value: o.values?.catchAll ?? o.catchAll ?? '', error: o.errors?.catchAll, autocomplete: 'email' }) +
       `<button type="submit">Set catch-all</button></form>` +
       (o.catchAll ? `<form method="post" action="${base(who)}catchall/remove">${csrfField(who.csrf)}<button type="submit">Remove catch-all</button></form>` : ''),
+  );
+}
+
+const int = (n: number) => n.toLocaleString('en-US');
+
+function topTable(id: string, caption: string, what: string, rows: ReadonlyArray<[string, number]>): string {
+  if (rows.length === 0) return `<h2>${esc(caption)}</h2><p id="${id}">None in the last ${TOP_DAYS} days.</p>`;
+  return (
+    `<h2>${esc(caption)}</h2><table id="${id}"><thead><tr><th scope="col">${esc(what)}</th><th scope="col">Requests</th></tr></thead><tbody>` +
+    rows.map(([k, n]) => `<tr><td>${esc(k)}</td><td>${int(n)}</td></tr>`).join('') +
+    `</tbody></table>`
+  );
+}
+
+/**
+ * Traffic: the numbers of the last {@link PLOT_DAYS} days as a table (what
+ * a browser without scripts shows, and what the plots are drawn from) and,
+ * with scripts, as uPlot charts; then the top tables of the last week.
+ */
+export function trafficPage(who: NonNullable<Shell['who']>, t: Traffic): string {
+  const rows = [...t.days]
+    .reverse()
+    .map(
+      (d) =>
+        `<tr data-day="${d.day}"><th scope="row">${d.day}</th><td data-k="requests" data-v="${d.requests}">${int(d.requests)}</td>` +
+        `<td data-k="bytes" data-v="${d.bytes}">${esc(formatSize(d.bytes))}</td><td data-k="c4xx" data-v="${d.c4xx}">${int(d.c4xx)}</td><td data-k="c5xx" data-v="${d.c5xx}">${int(d.c5xx)}</td></tr>`,
+    )
+    .join('');
+  const total = t.days.reduce((a, d) => ({ requests: a.requests + d.requests, bytes: a.bytes + d.bytes }), { requests: 0, bytes: 0 });
+  return page(
+    { title: 'Traffic', who, current: 'traffic' },
+    `<p id="traffic-total">${int(total.requests)} requests, ${esc(formatSize(total.bytes))} sent in the last ${PLOT_DAYS} days.</p>` +
+      `<div id="traffic-plots" hidden><div id="plot-requests"></div><div id="plot-bytes"></div><div id="plot-errors"></div></div>` +
+      `<table id="traffic-table"><caption>Per day (UTC), newest first</caption><thead><tr><th scope="col">Day</th><th scope="col">Requests</th><th scope="col">Bytes</th><th scope="col">4xx</th><th scope="col">5xx</th></tr></thead><tbody>${rows}</tbody></table>` +
+      topTable('top-pages', 'Top pages', 'Page', t.pages) +
+      topTable('top-referrers', 'Top referrers', 'Referrer', t.referrers) +
+      topTable('top-404', 'Not found (404)', 'Page', t.notFound) +
+      `<script src="/assets/uplot.min.js"></script><script src="/assets/traffic.js"></script>`,
+    `<link rel="stylesheet" href="/assets/uplot.min.css">`,
   );
 }
 

@@ -1,12 +1,13 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
-import type { HttpOutcome, PanelPages, PanelRequest } from '../core/contracts.ts';
+import type { HttpOutcome, ListModeration, PanelPages, PanelRequest, WebRootWriter } from '../core/contracts.ts';
 import { errorRef, replyCode } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
+import { sendAsset } from './assets.ts';
 import { customerPages, type Acting } from './customer.ts';
 import { loginPage, messagePage } from './html.ts';
 import { cookieName, readCookie, readForm, redirect, sendHtml, setCookie } from './web.ts';
@@ -17,6 +18,10 @@ export interface PanelDeps {
   log: Logger;
   /** Takes the configuration on disk into the running server (the same reload as SIGHUP); false if it was refused. */
   reload: () => boolean;
+  /** Held-post decisions, when the suite runs mailing lists (`smtp` configured). */
+  lists?: ListModeration;
+  /** Uploads into web roots, through the FTP service's jail and quota (when `ftp:` is configured). */
+  webRoot?: WebRootWriter;
   now?: () => number;
 }
 
@@ -42,7 +47,7 @@ function token(): string {
  * forwards. Sessions and the audit log are in state; every write goes
  * through core/tenantfile.ts, as the CLI's do, then the suite reloads.
  */
-export function createPanel({ registry, state, log: rootLog, reload, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
+export function createPanel({ registry, state, log: rootLog, reload, lists, webRoot, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
   const log = rootLog.child({ svc: 'panel' });
   let current = registry;
   const idleMs = () => (current.config.main.panel?.idleMinutes ?? 30) * 60_000;
@@ -121,6 +126,9 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
     state,
     log,
     reload,
+    lists,
+    webRoot,
+    sameToken,
     now,
   });
 
@@ -130,6 +138,10 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
     const method = req.method ?? 'GET';
     const get = method === 'GET' || method === 'HEAD';
     if (!get && method !== 'POST') return sendHtml(req, r.res, 405, messagePage('Method not allowed', 'The panel answers GET and POST only.'), { Allow: 'GET, HEAD, POST' });
+    if (url.pathname.startsWith('/assets/')) {
+      const sent = get ? sendAsset(req, r.res, url.pathname.slice('/assets/'.length)) : undefined;
+      return sent ?? sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.'));
+    }
     const session = sessionOf(r);
     if (url.pathname === '/') return redirect(r.res, session ? `/t/${encodeURIComponent(session.s.tenant)}/` : '/login');
     if (url.pathname === '/login') {
@@ -155,6 +167,8 @@ export function createPanel({ registry, state, log: rootLog, reload, now = Date.
     const acting = customer.acting(session.s);
     const tenantId = decodeURIComponent(m[1]!);
     if (tenantId !== session.s.tenant) return deny(r, acting, tenantId, 'another tenant');
+    // The upload form is multipart: its token is checked as the body streams in, before the file is stored.
+    if (!get && m[2] === 'upload') return customer.upload(r, acting, session.s.csrf);
     let form: URLSearchParams | undefined;
     if (!get) {
       form = await readForm(req);

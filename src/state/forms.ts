@@ -29,6 +29,13 @@ export const formMigrations: Migration[] = [
 /** What became of a submission's mail: still `queued` (reply: the last temporary failure), `delivered`, or `bounced` (reply: why). */
 export type FormOutcome = 'queued' | 'delivered' | 'bounced';
 
+/** What became of a submission's mail, in a few words (the CLI's `forms` and the panel show it). */
+export function describeOutcome(r: Pick<FormSubmission, 'status' | 'reply'>): string {
+  if (r.status === 'bounced') return `bounced: ${r.reply ?? 'no reply recorded'}`;
+  if (r.status === 'delivered') return 'delivered';
+  return r.reply ? `queued (last try: ${r.reply})` : 'queued';
+}
+
 /** One stored submission. */
 export interface FormSubmission {
   id: number;

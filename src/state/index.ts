@@ -8,6 +8,7 @@ import { MailQueueStore, queueMigrations } from './queue.ts';
 import { TrafficCounters, trafficMigrations } from './traffic.ts';
 
 export type { FormSubmission } from './forms.ts';
+export { describeOutcome } from './forms.ts';
 export type { DkimKey, DkimAlgorithm } from './dkim.ts';
 export { dkimRecord } from './dkim.ts';
 export type { LoginRule, LoginLock, LockoutSettings, ThrottledLogin } from './ftplogins.ts';

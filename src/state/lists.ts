@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Db, Migration } from './db.ts';
 
 export const listMigrations: Migration[] = [
@@ -255,6 +255,17 @@ export class ListStore {
 
   setBounce(id: number, score: number, day: string, disabled: boolean): void {
     this.s.setBounce.run(score, day, disabled ? 1 : 0, id);
+  }
+
+  /**
+   * A fresh approval token for held post `heldId`, in the owner's name: what
+   * an operator's or the panel's decision hands to the same confirmation as
+   * the owner's reply. Returns the token itself (only its hash is stored).
+   */
+  moderationToken(tenant: string, list: string, heldId: number, owner: string, now: number, ttlMs: number): string {
+    const token = randomBytes(16).toString('hex');
+    this.addToken(hashToken(token), { tenant, list, action: 'approve', address: owner, mode: 'single', heldId, createdAt: now, expiresAt: now + ttlMs });
+    return token;
   }
 
   addToken(hash: string, t: ListToken): void {

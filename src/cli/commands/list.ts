@@ -1,15 +1,14 @@
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { isMap, type Document } from 'yaml';
 import { loadConfig } from '../../core/config/load.ts';
-import { isMailbox } from '../../core/listaddr.ts';
+import { memberAddress } from '../../core/listaddr.ts';
 import { Registry } from '../../core/registry.ts';
 import { parseListen } from '../../lib/listen.ts';
-import { hashToken, openState } from '../../state/index.ts';
+import { openState } from '../../state/index.ts';
 import { takeListRows } from '../../state/tenantdata.ts';
-import { editTenant, loadCurrent } from '../../core/tenantfile.ts';
+import { editTenant, loadCurrent, setListPolicy } from '../../core/tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
 
@@ -45,11 +44,7 @@ async function sendToServer(at: { host: string; port: number }, from: string, to
   }
 }
 
-function address(a: string): string {
-  const lower = a.toLowerCase();
-  if (!isMailbox(lower)) throw new Error(`"${a}" is not an e-mail address`);
-  return lower;
-}
+const address = memberAddress;
 
 /** `makewaves list members LIST`: one line per member (address, mode, state, bounce score). */
 export function listMembers(configDir: string, listAddress: string, out: NodeJS.WritableStream = process.stdout): number {
@@ -169,11 +164,7 @@ export function listCreate(configDir: string, listAddress: string, opts: { owner
 export function listSet(configDir: string, listAddress: string, opts: { owner?: string; posting?: string }, out: Out = process.stdout): number {
   if (opts.owner === undefined && opts.posting === undefined) throw new Error('give --owner and/or --posting');
   const l = findList(configDir, listAddress);
-  const after = editTenant(configDir, l.tenant, (doc) => {
-    if (opts.owner !== undefined) doc.setIn(['mail', 'lists', l.list, 'owner'], opts.owner.toLowerCase());
-    if (opts.posting !== undefined) doc.setIn(['mail', 'lists', l.list, 'posting'], opts.posting);
-    return { owner: String(doc.getIn(['mail', 'lists', l.list, 'owner'])), posting: String(doc.getIn(['mail', 'lists', l.list, 'posting']) ?? 'members') };
-  });
+  const after = setListPolicy(configDir, l.tenant, l.list, opts);
   out.write(`${l.list}@${l.domain}: owner ${after.owner}, posting ${after.posting}\n`);
   return 0;
 }
@@ -226,14 +217,13 @@ export async function listModerate(configDir: string, listAddress: string, idTex
   const at = serverSmtp(l.smtp);
   if (!at) throw new Error('the config has no smtp.listen: a held post is posted by the running server, which needs one');
   const state = openState(l.dataDir);
-  const token = randomBytes(16).toString('hex');
+  let token: string;
   let held: { poster: string; subject: string };
   try {
     const h = state.lists.held(id);
     if (!h || h.tenant !== l.tenant || h.list !== l.list) throw new Error(`no held post #${id} on ${l.list}@${l.domain} (makewaves list held ${l.list}@${l.domain} shows them)`);
     held = { poster: h.poster, subject: h.subject };
-    const now = Date.now();
-    state.lists.addToken(hashToken(token), { tenant: l.tenant, list: l.list, action: 'approve', address: l.owner, mode: 'single', heldId: id, createdAt: now, expiresAt: now + CLI_TOKEN_TTL_MS });
+    token = state.lists.moderationToken(l.tenant, l.list, id, l.owner, Date.now(), CLI_TOKEN_TTL_MS);
   } finally {
     state.close();
   }

@@ -336,6 +336,8 @@ export const mainSchema = z.strictObject({
         .default([]),
       /** Minutes a session may stay unused before it has to log in again. */
       idleMinutes: z.number().int().min(1).max(24 * 60).default(30),
+      /** Largest file a customer may upload from the browser (default 100MiB); a larger one is refused before it is read. */
+      maxUpload: size.optional(),
     })
     .optional(),
   /** Unix account the suite runs as after binding its listeners, when started as root (`makewaves init` prepares <data> and <sites> for it). */

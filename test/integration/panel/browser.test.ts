@@ -7,7 +7,8 @@ import { hashPassword } from '../../../src/lib/password.ts';
 import { ftpLogin } from '../ftp/helpers.ts';
 import { smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
-import { PANEL_HOST } from './helpers.ts';
+import { countsFromLogs, logLine, PANEL_HOST } from './helpers.ts';
+import { rawRequest } from '../../helpers/http.ts';
 
 /*
  * The panel as a customer uses it: Debian's Chromium driven by playwright-core,
@@ -48,7 +49,7 @@ beforeAll(async () => {
           { user: 'alice', password: await hashPassword('wonderland') },
           { user: 'carol', password: await hashPassword('carol-pass') },
         ],
-        mail: { forward: { info: ['alice@example.net'] } },
+        mail: { forward: { info: ['alice@example.net'] }, lists: { news: { owner: 'owner@sink.test', posting: 'moderated' } } },
       },
       'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }] },
     },
@@ -69,7 +70,7 @@ beforeAll(async () => {
       '--disable-component-update',
       '--disable-sync',
       '--no-first-run',
-      `--host-resolver-rules=MAP ${PANEL_HOST} 127.0.0.1, MAP other.test 127.0.0.1`,
+      `--host-resolver-rules=MAP ${PANEL_HOST} 127.0.0.1, MAP other.test 127.0.0.1, MAP example.test 127.0.0.1`,
     ],
   });
 }, 60_000);
@@ -212,4 +213,90 @@ describe.skipIf(!haveChromium)('the control panel in Chromium', () => {
     expect(readFileSync(path.join(t.configDir, 'tenants', 'other.test.yaml'), 'utf8')).toBe(before);
     await context.close();
   }, 30_000);
+  it("plots the tenant's traffic of 30 days with uPlot, from the panel's own files, its data the access log's counts", async () => {
+    const logs = path.join(t.dataDir, 'logs', 'example.test');
+    mkdirSync(logs, { recursive: true });
+    const DAY = 86_400_000;
+    const now = Date.now();
+    const at = (days: number) => new Date(now - days * DAY);
+    writeFileSync(
+      path.join(logs, `access.log.${at(2).toISOString().slice(0, 10)}`),
+      logLine({ when: at(9), path: '/', status: 200, bytes: 1200 }) +
+        logLine({ when: at(6), path: '/shop', status: 200, bytes: 5000, referer: 'https://x.example/"><img src=x onerror=alert(3)>' }) +
+        logLine({ when: at(6), path: '/<img/src=x/onerror=alert(4)>', status: 404, bytes: 20 }) +
+        logLine({ when: at(2), path: '/cgi-bin/broken', status: 500, bytes: 0 }),
+    );
+    for (const p of ['/', '/index.html', '/nope']) await rawRequest(t.http, p, { host: 'example.test' });
+    await waitFor(() => existsSync(path.join(logs, 'access.log')) && readFileSync(path.join(logs, 'access.log'), 'utf8').includes('/nope'), 5_000, 'the access log lines');
+
+    const { context, page, dialogs } = await newPage(true);
+    const refused: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error') refused.push(m.text());
+    });
+    const external: string[] = [];
+    page.on('request', (req) => {
+      if (!req.url().startsWith(base)) external.push(req.url());
+    });
+    await logIn(page, 'carol@example.test', 'carol-pass');
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    await page.getByRole('link', { name: 'Traffic', exact: true }).click();
+    await page.locator('#plot-requests canvas').waitFor();
+    expect(await page.locator('#traffic-plots canvas').count()).toBe(3);
+    await shot(page, 'traffic');
+    const plotted = (await page.evaluate(() => {
+      const w = window as unknown as { mwTraffic: Record<string, { data: number[][] }> };
+      return { requests: w.mwTraffic.requests!.data, bytes: w.mwTraffic.bytes!.data, errors: w.mwTraffic.errors!.data };
+    })) as { requests: number[][]; bytes: number[][]; errors: number[][] };
+    const counts = countsFromLogs(logs);
+    const days = plotted.requests[0]!.map((s) => new Date(s * 1000).toISOString().slice(0, 10));
+    expect(days).toHaveLength(30);
+    expect(days[29]).toBe(new Date().toISOString().slice(0, 10));
+    const want = (k: 'requests' | 'bytes' | 'c4xx' | 'c5xx') => days.map((d) => counts.get(d)?.[k] ?? 0);
+    expect(plotted.requests[1]).toEqual(want('requests'));
+    expect(plotted.bytes[1]).toEqual(want('bytes'));
+    expect(plotted.errors[1]).toEqual(want('c4xx'));
+    expect(plotted.errors[2]).toEqual(want('c5xx'));
+    expect(want('requests').reduce((a, b) => a + b)).toBeGreaterThanOrEqual(7);
+    expect(await page.locator('#top-referrers').textContent()).toContain('onerror=alert(3)');
+    expect(await page.locator('#top-404').textContent()).toContain('onerror=alert(4)');
+    expect(await page.locator('main img').count()).toBe(0);
+    expect(dialogs).toEqual([]);
+    expect(refused).toEqual([]);
+    expect(external).toEqual([]);
+    await context.close();
+  }, 30_000);
+  it('adds a list member, approves a held post (the member gets it), uploads a page and serves it', async () => {
+    const { context, page, dialogs } = await newPage();
+    await logIn(page, 'carol@example.test', 'carol-pass');
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    await page.getByRole('link', { name: 'Lists', exact: true }).click();
+    await page.getByRole('link', { name: 'news@example.test' }).click();
+    await page.getByLabel('Member address').fill('reader@sink.test');
+    await page.getByRole('button', { name: 'Add member' }).click();
+    await page.getByRole('status').filter({ hasText: 'The member was added.' }).waitFor();
+
+    const mailer = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort(t.suite), secure: false, ignoreTLS: true });
+    await mailer.sendMail({ from: 'poster@sender.test', to: 'news@example.test', subject: 'Launch <b>day</b>', text: '<script>alert(5)</script> we launch today' });
+    mailer.close();
+    const held = await waitFor(() => t.suite.state.lists.heldOf('example.test', 'news')[0], 10_000, 'the held post');
+    await page.reload();
+    const post = page.locator(`#held-${held.id}`);
+    expect(await post.locator('pre').textContent()).toContain('<script>alert(5)</script> we launch today');
+    await shot(page, 'list');
+    await page.getByRole('button', { name: `Approve #${held.id}` }).click();
+    await page.getByRole('status').filter({ hasText: 'The post was approved' }).waitFor();
+    const got = await waitFor(() => sink.messages.find((m) => m.to.includes('reader@sink.test') && m.raw.toString().includes('we launch today')), 15_000, 'the approved post at the member');
+    expect(got.raw.toString()).toContain('Launch <b>day</b>');
+
+    await page.getByRole('link', { name: 'Upload', exact: true }).click();
+    await page.getByLabel('File').setInputFiles({ name: 'launch.html', mimeType: 'text/html', buffer: Buffer.from('<h1>launch</h1>') });
+    await page.getByRole('button', { name: 'Upload' }).click();
+    await page.getByRole('status').filter({ hasText: '/launch.html was stored.' }).waitFor();
+    await shot(page, 'upload');
+    const served = await page.goto(`https://example.test:${httpsPort}/launch.html`);
+    expect(await served!.text()).toBe('<h1>launch</h1>');
+    expect(dialogs).toEqual([]);
+    await context.close();
+  }, 60_000);
 });

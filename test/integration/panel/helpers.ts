@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { rawRequest, type RawResponse } from '../../helpers/http.ts';
 
 export const PANEL_HOST = 'panel.makewaves.test';
@@ -52,4 +54,39 @@ export class PanelClient {
     const csrf = await this.csrf('/login');
     return this.post('/login', { csrf, user, password });
   }
+}
+
+const MON = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** A Combined Log Format line as the HTTP service writes it, at `when`. */
+export function logLine(o: { when: Date; path: string; status: number; bytes: number; referer?: string; method?: string }): string {
+  const d = o.when;
+  const p = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${p(d.getUTCDate())}/${MON[d.getUTCMonth()]}/${d.getUTCFullYear()}:${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+  const q = (s: string) => s.replace(/["\\]/g, (c) => `\\${c}`);
+  return `192.0.2.1 - - [${stamp}] "${o.method ?? 'GET'} ${q(o.path)} HTTP/1.1" ${o.status} ${o.bytes || '-'} "${o.referer === undefined ? '-' : q(o.referer)}" "test"\n`;
+}
+
+/**
+ * Requests, bytes, 4xx and 5xx per UTC day (YYYY-MM-DD) of every access log
+ * in `dir` (access.log and its rotated days), counted here independently of
+ * the panel: what its plots and table must show.
+ */
+export function countsFromLogs(dir: string): Map<string, { requests: number; bytes: number; c4xx: number; c5xx: number }> {
+  const out = new Map<string, { requests: number; bytes: number; c4xx: number; c5xx: number }>();
+  for (const name of readdirSync(dir).filter((n) => n.startsWith('access.log'))) {
+    for (const line of readFileSync(path.join(dir, name), 'utf8').split('\n')) {
+      const m = /^\S+ - - \[(\d\d)\/(\w{3})\/(\d{4}):.*" (\d{3}) (\d+|-) "/.exec(line);
+      if (!m) continue;
+      const day = `${m[3]}-${String(MON.indexOf(m[2]!) + 1).padStart(2, '0')}-${m[1]}`;
+      const c = out.get(day) ?? { requests: 0, bytes: 0, c4xx: 0, c5xx: 0 };
+      const status = Number(m[4]);
+      c.requests++;
+      c.bytes += m[5] === '-' ? 0 : Number(m[5]);
+      if (status >= 500) c.c5xx++;
+      else if (status >= 400) c.c4xx++;
+      out.set(day, c);
+    }
+  }
+  return out;
 }
