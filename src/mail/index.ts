@@ -25,6 +25,8 @@ import { MailQueue, newQueueId } from './queue.ts';
 import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
 import { isRenegotiationError, refuseRenegotiation } from '../lib/renegotiation.ts';
+import { asksUtf8, authLog, createAcceptor, mailParams, NON_ASCII, refuse, reply, routeRecipient, type IdleCheck, type ListTarget, type SessionState } from './accept.ts';
+export { nextHopRefusal, receivedHeader, routeRecipient } from './accept.ts';
 
 export interface MailDeps {
   registry: Registry;
@@ -52,25 +54,6 @@ export interface MailService {
   sealer: ArcSealer;
 }
 
-
-/** An error smtp-server turns into a reply: `responseCode` plus a text that starts with the enhanced status code. */
-function reply(code: number, text: string): Error & { responseCode: number } {
-  return Object.assign(new Error(text), { responseCode: code });
-}
-
-/** smtp-server's form of a catalogued refusal (see core/errors.ts). */
-function refuse(code: ErrorCode, text: string): Error & { responseCode: number } {
-  const r = refusal(code, 'smtp', text);
-  return reply(r.code, r.text);
-}
-
-/** What one session remembers beyond smtp-server's own session object. */
-interface SessionState {
-  log: Logger;
-  registry: Registry;
-  routes: Map<string, { tenant?: string; targets: readonly string[]; list?: ListTarget }>;
-  ip: string;
-}
 
 type SendFn = (code: number, data?: string | string[], context?: string | false) => void;
 
@@ -175,6 +158,7 @@ export function createMailService(deps: MailDeps): MailService {
       return recorded && o.status === 'bounced';
     },
   });
+  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
   const sessions = new Map<string, SessionState>();
@@ -329,184 +313,6 @@ export function createMailService(deps: MailDeps): MailService {
     }
   }
 
-  async function acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
-    const id = newQueueId();
-    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const recipients: Array<{ rcpt: string; origRcpt: string }> = [];
-    const lists: Array<ListTarget & { rcpt: string }> = [];
-    const seen = new Set<string>();
-    const tenants = new Set<string>();
-    for (const r of session.envelope.rcptTo) {
-      const route = s.routes.get(r.address.toLowerCase());
-      if (!route) continue;
-      if (route.tenant) tenants.add(route.tenant);
-      if (route.list) lists.push({ ...route.list, rcpt: r.address });
-      for (const t of route.targets) {
-        if (seen.has(t)) continue;
-        seen.add(t);
-        recipients.push({ rcpt: t, origRcpt: r.address });
-      }
-    }
-    const tenant = tenants.size > 0 ? [...tenants].join(',') : undefined;
-    const only = session.envelope.rcptTo.length === 1 ? session.envelope.rcptTo[0]!.address : undefined;
-    const prefix = receivedHeader(session, hostname, id, only);
-    const scan = new MessageScan();
-    const settings = s.registry.config.main.smtp?.checks ?? checks;
-    const params = mailParams(session, from, recipients, scan);
-    try {
-      let body: Buffer | AsyncIterable<Buffer>;
-      let auth: InboundAuth | undefined;
-      let authMs: number | undefined;
-      if (!settings.enabled && lists.length === 0) {
-        body = scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan);
-      } else {
-        // The checks need the whole message before the reply (a refusal is in the session): it is read into memory (at most smtp.maxMessageBytes).
-        const received = await readMessage(stream, scan);
-        let raw = Buffer.concat([prefix, received]);
-        if (settings.enabled) {
-          const t0 = performance.now();
-          const checked = await inboundChecks(s, session, received, from, tenants);
-          auth = checked.auth;
-          raw = Buffer.concat([Buffer.from(`Authentication-Results: ${auth.results}\r\n`, 'latin1'), prefix, checked.raw]);
-          if (lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
-          authMs = Math.round((performance.now() - t0) * 100) / 100;
-        }
-        if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined });
-        body = raw;
-      }
-      const { size, refused } = await queue.enqueue({
-        id,
-        // SRS: forwarded mail leaves with our domain in its envelope sender, so SPF passes at the target.
-        sender: srs.forward(from),
-        returnPath: from,
-        tenant,
-        recipients,
-        ...(Buffer.isBuffer(body) ? {} : { prefix }),
-        body,
-        // Refused, not cut or wrapped: a forwarder must not alter what may be signed (DKIM).
-        abort: () => stream.sizeExceeded || scan.tooLong,
-        ...params,
-        // Every recipient here is forwarded: the next hop is asked while the sender waits (see nextHopRefusal).
-        waitMs: smtp!.waitForNextHop * 1000,
-      });
-      if (refused !== undefined) {
-        s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), reply: refused }, 'message refused: the next hop refused every recipient');
-        deps.metrics?.smtpRefused.inc({ reason: 'next-hop-refused' });
-        throw nextHopRefusal(refused);
-      }
-      s.log.info(
-        { qid: id, tenant, from, to: recipients.map((r) => r.rcpt), rcpts: session.envelope.rcptTo.map((r) => r.address), size, ...authLog(auth), authMs },
-        'message accepted',
-      );
-      for (const t of tenants.size > 0 ? tenants : ['_none']) deps.metrics?.smtpAccepted.inc({ tenant: t });
-      return `Ok: queued as ${id}`;
-    } catch (err) {
-      // Our own reply (the next hop's refusal, an authentication refusal) goes out as it is.
-      if (typeof (err as { responseCode?: unknown }).responseCode === 'number') throw err;
-      if (err instanceof SpoolAborted && scan.tooLong && !stream.sizeExceeded) {
-        s.log.info({ from, longestLine: scan.longest, limit: MAX_LINE }, `message refused: a line is longer than ${MAX_LINE} octets`);
-        deps.metrics?.smtpRefused.inc({ reason: 'line-length' });
-        throw reply(554, `5.6.0 Message refused: a line longer than ${MAX_LINE} octets (RFC 5322 section 2.1.1)`);
-      }
-      if (err instanceof SpoolAborted) {
-        s.log.info({ from, bytes: stream.byteLength, limit: smtp!.maxMessageBytes }, 'message refused: larger than smtp.maxMessageBytes');
-        deps.metrics?.smtpRefused.inc({ reason: 'size' });
-        throw refuse('TOO_LARGE', `Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
-      }
-      if (stream.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNECTION') {
-        // Nobody is left to answer; nothing was kept.
-        s.log.info({ from, bytes: stream.byteLength }, 'client went away during DATA; message dropped before acceptance');
-        throw reply(451, '4.4.2 Connection closed during DATA');
-      }
-      const ref = errorRef();
-      s.log.error({ ref, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'could not queue a message');
-      throw refuse('DISK_FAILED', `Cannot queue the message now, try again later (ref ${ref})`);
-    }
-  }
-
-  /** The whole message after CRLF normalisation; throws SpoolAborted (answered as for the spool) when it is too large or has too long a line. */
-  async function readMessage(stream: SMTPServerDataStream, scan: MessageScan): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
-      if (stream.sizeExceeded || scan.tooLong) continue;
-      chunks.push(chunk);
-    }
-    if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
-    return Buffer.concat(chunks);
-  }
-
-  /**
-   * SPF, DKIM, DMARC and ARC of a received message, and the policy of its
-   * recipients' tenants over them: resolves with the results and the
-   * message without Authentication-Results fields that claim our name, or
-   * throws the refusal (550 in the session; 451 for a temporary failure
-   * when the policy says defer).
-   */
-  async function inboundChecks(s: SessionState, session: SMTPServerSession, received: Buffer, from: string, tenants: ReadonlySet<string>): Promise<{ auth: InboundAuth; raw: Buffer }> {
-    const helo = session.hostNameAppearsAs || session.remoteAddress;
-    let auth: InboundAuth;
-    try {
-      auth = await checkInbound(received, { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup });
-    } catch (err) {
-      // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
-      const ref = errorRef();
-      s.log.error({ ref, from, err: (err as Error).message }, 'inbound checks failed; the message counts as not authenticated');
-      auth = { results: `${hostname}; none (checks failed, ref ${ref})`, fromDomain: undefined, spf: 'none', dkim: [], dmarc: { result: 'none', policy: undefined }, aligned: undefined, temporary: true };
-    }
-    const policy = policyFor(s.registry.config.main.smtp?.checks ?? checks, [...tenants].map((t) => s.registry.tenants.get(t)?.config));
-    const refused = decide(auth, policy, { sender: from, ip: session.remoteAddress });
-    if (refused) {
-      s.log.info({ from, ...authLog(auth), policy, reason: refused.reason }, `message refused: ${refused.reason}`);
-      deps.metrics?.smtpRefused.inc({ reason: refused.reason });
-      throw refuse(refused.code, refused.text);
-    }
-    const stripped = stripOurResults(received, hostname);
-    if (stripped.removed > 0) s.log.info({ from, removed: stripped.removed }, 'removed Authentication-Results fields claiming our name');
-    return { auth, raw: stripped.raw };
-  }
-
-  /** The ARC set for a forwarded message, or nothing when sealing fails (logged: the message still goes, as an unsigned one would). */
-  async function sealOrNot(s: SessionState, raw: Buffer): Promise<Buffer> {
-    try {
-      return await arcSeal(raw);
-    } catch (err) {
-      s.log.error({ err: (err as Error).message }, 'message forwarded without an ARC seal: sealing failed');
-      return Buffer.alloc(0);
-    }
-  }
-
-  /**
-   * A message with list recipients (read into memory: at most
-   * smtp.maxMessageBytes), queued for its forward recipients if it has any,
-   * then handed to the lists service once per list address; 250 only when
-   * all of that is durable.
-   */
-  async function acceptForLists(
-    s: SessionState,
-    raw: Buffer,
-    m: {
-      id: string;
-      from: string;
-      tenant: string | undefined;
-      recipients: Array<{ rcpt: string; origRcpt: string }>;
-      lists: Array<ListTarget & { rcpt: string }>;
-      params: ReturnType<typeof mailParams>;
-      auth: ListMail['authenticated'];
-    },
-  ): Promise<string> {
-    if (m.recipients.length > 0) {
-      const sealed = (s.registry.config.main.smtp?.checks ?? checks).arcSeal && m.auth !== undefined ? await sealOrNot(s, raw) : Buffer.alloc(0);
-      await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: Buffer.concat([sealed, raw]), ...m.params });
-    }
-    for (const l of m.lists) {
-      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw, authenticated: m.auth };
-      await deps.lists!.receive(mail);
-    }
-    s.log.info({ qid: m.id, tenant: m.tenant, from: m.from, to: m.recipients.map((r) => r.rcpt), lists: m.lists.map((l) => l.rcpt), size: raw.length, authenticated: m.auth }, 'message accepted');
-    for (const t of m.tenant?.split(',') ?? ['_none']) deps.metrics?.smtpAccepted.inc({ tenant: t });
-    return `Ok: queued as ${m.id}`;
-  }
-
   const urls: string[] = [];
   return {
     queue,
@@ -553,122 +359,4 @@ export function createMailService(deps: MailDeps): MailService {
       },
     },
   };
-}
-
-/**
- * The sender's reply when the next hop refused every recipient while it
- * waited (Postfix's rule: refuse in the session whatever you can, so no
- * bounce goes to a sender that may be forged): the next hop's 5xx code and
- * enhanced status, its text made safe for one reply line.
- */
-export function nextHopRefusal(remote: string): Error & { responseCode: number } {
-  const m = /^(5\d\d)(?:[ -]|$)(?:(5\.\d{1,3}\.\d{1,3})(?:\s|$))?(.*)$/s.exec(remote.trim());
-  const code = m ? Number(m[1]) : 554;
-  const status = m?.[2] ?? '5.0.0';
-  // One line of printable ASCII: every run of anything else (CR, LF, other
-  // controls, DEL, non-ASCII) and of spaces becomes one space; capped at 200
-  // characters, trimmed after the cut so it never ends in a space.
-  const text = (m ? m[3]! : remote).replace(/[^\x21-\x7e]+/g, ' ').slice(0, 201).trim().slice(0, 200).trim();
-  return reply(code, `${status} Delivery refused by the next hop: ${text || 'no reason given'}`);
-}
-
-const NON_ASCII = /[^\x00-\x7f]/;
-
-function asksUtf8(args: unknown): boolean {
-  return typeof args === 'object' && args !== null && (args as { SMTPUTF8?: unknown }).SMTPUTF8 === true;
-}
-
-/**
- * The MAIL FROM parameters to pass on: BODY=8BITMIME (RFC 6152) and
- * SMTPUTF8 (RFC 6531), with whether the message needs the latter (UTF-8 in
- * its envelope or header section), known once the body is in.
- */
-function mailParams(session: SMTPServerSession, from: string, recipients: ReadonlyArray<{ rcpt: string }>, scan: MessageScan) {
-  const env = session.envelope as SMTPServerSession['envelope'] & { bodyType?: string; smtpUtf8?: boolean };
-  return {
-    eightBit: env.bodyType === '8bitmime',
-    smtputf8: env.smtpUtf8 === true || asksUtf8(env.mailFrom ? env.mailFrom.args : undefined),
-    needsUtf8: () => scan.eightBitHeaders || NON_ASCII.test(from) || recipients.some((r) => NON_ASCII.test(r.rcpt)),
-  };
-}
-
-/** What stop() reads of smtp-server's connections to tell an idle session from one in a transaction. */
-interface IdleCheck {
-  session?: { envelope?: { mailFrom?: unknown } };
-  _dataStream?: unknown;
-  send(code: number, text: string): void;
-  close(): void;
-}
-
-/** The inbound results for a log line. */
-function authLog(auth: InboundAuth | undefined): Record<string, unknown> {
-  return auth ? { spf: auth.spf, dkim: auth.dkim, dmarc: auth.dmarc.result, dmarcPolicy: auth.dmarc.policy, aligned: auth.aligned } : {};
-}
-
-/** Characters a header field may carry from a client-chosen value (no CR, LF or other controls). */
-function headerSafe(v: string): string {
-  return v.replace(/[^\x21-\x7e]/g, '?');
-}
-
-/**
- * Our trace field, RFC 5321 §4.4: `from` the EHLO name and the client's
- * address, `by` us, `with` ESMTP/ESMTPS (RFC 3848), our queue id, `for` the
- * recipient when there is exactly one (more would disclose the others).
- */
-export function receivedHeader(session: SMTPServerSession, hostname: string, id: string, only: string | undefined): Buffer {
-  const helo = headerSafe(session.hostNameAppearsAs || 'unknown');
-  const ip = session.remoteAddress;
-  const host = session.clientHostname && !session.clientHostname.startsWith('[') ? `${headerSafe(session.clientHostname)} ` : '';
-  const proto = headerSafe(session.transmissionType || 'SMTP');
-  const date = new Date().toUTCString().replace('GMT', '+0000');
-  const forPart = only ? `\r\n\tfor <${headerSafe(only)}>` : '';
-  return Buffer.from(`Received: from ${helo} (${host}[${ip}])\r\n\tby ${hostname} (makewaves) with ${proto} id ${id}${forPart};\r\n\t${date}\r\n`);
-}
-
-/** A list address a message was sent to. */
-type ListTarget = Pick<ListMail, 'tenant' | 'list' | 'role' | 'param'>;
-
-type RcptDecision =
-  | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[]; list?: ListTarget }
-  | { ok: false; code: number; text: string; reason: string; detail: string };
-
-const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: ErrorCode; text: (a: string) => string }> = {
-  syntax: { code: 'BAD_ADDRESS', text: (a) => `<${a}>: bad recipient address syntax` },
-  'relay-denied': { code: 'POLICY_DENIED', text: (a) => `<${a}>: relay access denied` },
-  'unknown-user': { code: 'NOT_FOUND', text: (a) => `<${a}>: no such recipient here` },
-  // RFC 3463 §3.3 X.4.6 "routing loop detected": permanent, the owner must fix it.
-  loop: { code: 'LOOP', text: (a) => `<${a}>: forwarding loop, the owner of this address needs to fix its forwards` },
-  // RFC 3463 §3.3 X.2.1 "mailbox disabled, not accepting messages"; 4xx so the sender keeps it and retries.
-  suspended: { code: 'SUSPENDED', text: (a) => `<${a}>: mailbox temporarily disabled, try again later` },
-};
-
-/**
- * Decides the fate of one RCPT TO from `sender` ("" = the null
- * reverse-path): an SRS bounce address coming back, or a tenant route.
- *
- * An SRS address exists to carry bounces to the original sender. Those
- * come from the null reverse-path (DSNs, RFC 3464; auto-replies use it too,
- * RFC 3834 §3.3), so mail from anyone else to an SRS address is refused:
- * otherwise every SRS address we ever wrote into a forwarded message would
- * relay anything to its original sender.
- */
-export function routeRecipient(registry: Registry, srs: Srs, address: string, sender: string): RcptDecision {
-  const safe = address.replace(/[^\x21-\x7e]/g, '?');
-  const p = parseRecipient(address);
-  if (p.ok && srs.handles(p.domain) && !registry.hostsDomain(p.domain)) {
-    const back = srs.reverse(p.local);
-    if (!back.ok) return { ok: false, ...refusal('POLICY_DENIED', 'smtp', `<${safe}>: ${back.why}`), reason: 'srs-invalid', detail: back.why };
-    if (sender !== '') {
-      const why = 'this SRS address takes only bounces (null sender <>)';
-      return { ok: false, ...refusal('POLICY_DENIED', 'smtp', `<${safe}>: ${why}`), reason: 'srs-not-bounce', detail: why };
-    }
-    return { ok: true, targets: [back.address] };
-  }
-  const route = registry.route(address);
-  if (route.ok && route.kind === 'list') {
-    return { ok: true, tenant: route.tenant.id, targets: [], list: { tenant: route.tenant.id, list: route.list, role: route.role, param: route.param } };
-  }
-  if (route.ok) return { ok: true, tenant: route.tenant.id, targets: route.targets, problems: route.problems.length ? route.problems : undefined };
-  const r = REFUSALS[route.reason];
-  return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail };
 }
