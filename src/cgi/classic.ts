@@ -71,7 +71,7 @@ export async function checkScript(file: string, name: string): Promise<ScriptChe
  */
 export function runScript(spec: SpawnSpec, env: Record<string, string>, body: Buffer, limits: WorkerLimits): Promise<{ result: RunResult; stderr: string }> {
   return new Promise((resolve) => {
-    const proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = spec.launch ? spec.launch.client.start({ ...spec.launch.ask, env }) : spawn(spec.command, spec.args, { cwd: spec.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
     let killed: 'timeout' | 'output' | undefined;
     const kill = (why: 'timeout' | 'output') => {
       killed ??= why;
@@ -83,19 +83,19 @@ export function runScript(spec: SpawnSpec, env: Record<string, string>, body: Bu
     let size = 0;
     let stderr = '';
     let stderrBytes = 0;
-    proc.stdout.on('data', (c: Buffer) => {
+    proc.stdout!.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limits.maxOutput) return kill('output');
       chunks.push(c);
     });
-    proc.stderr.on('data', (c: Buffer) => {
+    proc.stderr!.on('data', (c: Buffer) => {
       stderrBytes += c.length;
       if (stderrBytes > limits.maxOutput) return kill('output');
       if (stderr.length < STDERR_KEEP) stderr += c.toString('utf8').slice(0, STDERR_KEEP - stderr.length);
     });
     // A script that does not read its body (or exits first) closes stdin: nothing to report.
-    proc.stdin.on('error', () => undefined);
-    proc.stdin.end(body);
+    proc.stdin!.on('error', () => undefined);
+    proc.stdin!.end(body);
     let done = false;
     const finish = (result: RunResult) => {
       if (done) return;
