@@ -26,4 +26,14 @@ describe('makewaves check and the handlers\' box', () => {
     const r = await cliWith(process.env, 'check', '--config', configDir);
     expect(r).toMatchObject({ code: 0, err: '' });
   });
+
+  it.skipIf(process.getuid?.() !== 0)('says, as root, that each tenant gets its own uid, and refuses a range too small for the tenants', async () => {
+    const r = await cliWith(process.env, 'check', '--config', configDir);
+    expect(r.out).toMatch(/note: handlers and scripts run as each tenant's own uid from cgi.uids 200000-299999 \(1 tenants, room for 100000\)/);
+    const small = mkdtempSync(path.join(dir, 'small-'));
+    const cfg = writeConfig(small, { main: { cgi: { uids: '250000-250000' } }, tenants: { 'a.test': { domains: ['a.test'] }, 'b.test': { domains: ['b.test'] } } });
+    const bad = await cliWith(process.env, 'check', '--config', cfg.configDir);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/cgi.uids 250000-250000 holds 1 uids for 2 tenants/);
+  });
 });
