@@ -214,7 +214,11 @@ export class LauncherClient {
     if (!this.gone) this.proc.send(JSON.stringify(msg));
   }
 
+  /**
+   * Ends the launcher by closing its channel (it exits when the server is
+   * gone; after the drop the server may not signal it).
+   */
   stop(): void {
-    if (!this.gone) this.proc.kill('SIGTERM');
+    if (!this.gone && this.proc.connected) this.proc.disconnect();
   }
 }
