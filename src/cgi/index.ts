@@ -446,10 +446,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         );
         if (!c.box) log.error({ why: c.refusal }, 'no box for handlers: every /cgi-bin/ request is refused with 503');
         else if (!c.box.noNestedUserns) log.warn(`${c.box.bwrap} is older than 0.8: handlers can make user namespaces of their own inside the box`);
-        if (c.drop) {
+        const runAs = launcher ? "the tenants' own uids" : c.drop?.user;
+        if (runAs) {
           const main = current.config.main;
           for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {
-            log.warn({ dir: d, user: c.drop.user }, `handlers run as ${c.drop.user} and cannot pass through ${d} (chmod o+x it)`);
+            log.warn({ dir: d, user: runAs }, `handlers run as ${runAs} and cannot pass through ${d} (chmod o+x it)`);
           }
         }
         return [];
