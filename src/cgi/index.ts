@@ -193,6 +193,43 @@ function respond(
 }
 
 /**
+ * The start-up log of the sandbox: what boxes handlers, as which uid
+ * (each tenant's own, one for all, or this process's), the refusal when
+ * there is no box, and each folder the handlers' uids cannot pass.
+ */
+function announce(log: Logger, c: SandboxCapabilities, launcher: LauncherClient | undefined, current: Registry, suiteReal: string, suiteNames: string[]): void {
+  log.info(
+    {
+      permission: c.permissionFlag,
+      box: c.box ? `${c.box.bwrap}: own user, mount, PID, IPC, UTS, network and cgroup namespaces` : 'NONE: every handler is refused',
+      ...(c.box ? { nestedUserNamespaces: c.box.noNestedUserns ? 'refused' : 'ALLOWED: bwrap older than 0.8 (no --disable-userns)' } : {}),
+      user: launcher
+        ? `each tenant its own uid from cgi.uids ${current.config.main.cgi.uids}, set by a root launcher`
+        : c.drop
+          ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid}), the same for every tenant`
+          : `unchanged: not started as root, so every tenant's handlers run as this process's own uid ${process.getuid?.()} (namespaces still on)`,
+      ...(launcher ? { uids: launcher.uids } : {}),
+      handlers: suiteNames,
+    },
+    'form handler sandbox ready',
+  );
+  if (!c.box) log.error({ why: c.refusal }, 'no box for handlers: every /cgi-bin/ request is refused with 503');
+  else if (!c.box.noNestedUserns) log.warn(`${c.box.bwrap} is older than 0.8: handlers can make user namespaces of their own inside the box`);
+  const runAs = launcher ? "the tenants' own uids" : c.drop?.user;
+  if (runAs) {
+    const main = current.config.main;
+    for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {
+      log.warn({ dir: d, user: runAs }, `handlers run as ${runAs} and cannot pass through ${d} (chmod o+x it)`);
+    }
+  }
+}
+
+/** A run the root launcher starts, with the tenant's own uid (see launcher.ts); it checks the ask itself. */
+function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' | 'script', name: string): SpawnSpec {
+  return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind, name, env: {} } } };
+}
+
+/**
  * The handler gateway: `/cgi-bin/<name>` runs the suite's `cgi-bin/<name>.js`
  * or, for tenants with `cgi: true`, their own `<root>/cgi-bin/<name>.js`,
  * in a sandboxed warm process (see sandbox.ts and pool.ts), or their
@@ -274,11 +311,6 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     // Only the handlers' user may use it; each tenant its own folder.
     if (caps?.drop && (st.uid !== caps.drop.uid || st.gid !== caps.drop.gid)) chownSync(dir, caps.drop.uid, caps.drop.gid);
     return dir;
-  }
-
-  /** A run the root launcher starts, with the tenant's own uid (see launcher.ts); it checks the ask itself. */
-  function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' | 'script', name: string): SpawnSpec {
-    return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind, name, env: {} } } };
   }
 
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
@@ -429,30 +461,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
           launcher = new LauncherClient(current.config.dir, suiteDir, log);
           await launcher.ready;
         }
-        log.info(
-          {
-            permission: c.permissionFlag,
-            box: c.box ? `${c.box.bwrap}: own user, mount, PID, IPC, UTS, network and cgroup namespaces` : 'NONE: every handler is refused',
-            ...(c.box ? { nestedUserNamespaces: c.box.noNestedUserns ? 'refused' : 'ALLOWED: bwrap older than 0.8 (no --disable-userns)' } : {}),
-            user: launcher
-              ? `each tenant its own uid from cgi.uids ${current.config.main.cgi.uids}, set by a root launcher`
-              : c.drop
-                ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid}), the same for every tenant`
-                : `unchanged: not started as root, so every tenant's handlers run as this process's own uid ${process.getuid?.()} (namespaces still on)`,
-            ...(launcher ? { uids: launcher.uids } : {}),
-            handlers: [...suiteNames],
-          },
-          'form handler sandbox ready',
-        );
-        if (!c.box) log.error({ why: c.refusal }, 'no box for handlers: every /cgi-bin/ request is refused with 503');
-        else if (!c.box.noNestedUserns) log.warn(`${c.box.bwrap} is older than 0.8: handlers can make user namespaces of their own inside the box`);
-        const runAs = launcher ? "the tenants' own uids" : c.drop?.user;
-        if (runAs) {
-          const main = current.config.main;
-          for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {
-            log.warn({ dir: d, user: runAs }, `handlers run as ${runAs} and cannot pass through ${d} (chmod o+x it)`);
-          }
-        }
+        announce(log, c, launcher, current, suiteReal, [...suiteNames]);
         return [];
       },
       async stop(graceMs) {
