@@ -53,6 +53,9 @@ process.on('message', (raw: unknown) => {
     if (runs.has(req.id)) return refuse(`run ${req.id} is in progress`, req.id);
     const checked = await launcher.check(req).catch((err: Error) => ({ ok: false as const, why: err.message }));
     if (!checked.ok) return refuse(checked.why, req.id);
+    // Checked here, after the await: nothing between this and runs.set below yields.
+    if (runs.size >= launcher.maxRuns()) return refuse(`${runs.size} runs alive already (twice cgi.total)`, req.id);
+
     const { spec, uid, tenant } = checked.run;
     const p = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
     runs.set(req.id, p);

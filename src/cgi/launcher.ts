@@ -166,6 +166,15 @@ export class Launcher {
     }
   }
 
+  /**
+   * Runs the launcher lets live at once: twice `cgi.total` (the server keeps
+   * to cgi.total; the margin covers processes still ending while their
+   * replacements start). A server asking for more is refused.
+   */
+  maxRuns(): number {
+    return this.registry.config.main.cgi.total * 2;
+  }
+
   uidMap(): Record<string, number> {
     return Object.fromEntries([...this.uids].filter(([t]) => this.registry.tenants.has(t)));
   }

@@ -182,3 +182,38 @@ describe.skipIf(boxMissing || !isRoot)('the launcher refuses hostile requests, e
     expect((await refused).why).toMatch(/owned by uid 12345, not by root or the suite's user/);
   });
 });
+
+describe.skipIf(boxMissing || !isRoot)('the launcher holds to its own count of runs', () => {
+  it('refuses runs beyond twice cgi.total, whatever the server asks', async () => {
+    const t = await startCgiSuite({
+      main: { cgi: { total: 1, timeout: 5 } },
+      tenants: { 'a.test': { domains: ['a.test'], cgi: true } },
+      files: { 'a.test/cgi-bin/wait.sh': '#!/bin/sh\nread line\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s\\n" "$line"\n' },
+    });
+    try {
+      const client = t.cgi.launcher()!;
+      const started = [1, 2].map(() => client.start({ tenant: 'a.test', kind: 'script', name: 'wait.sh', env: {} }));
+      const refused = nextRefusal(client);
+      const third = client.start({ tenant: 'a.test', kind: 'script', name: 'wait.sh', env: {} });
+      const err = await new Promise<Error>((resolve) => third.on('error', resolve));
+      expect(err.message).toMatch(/2 runs alive already \(twice cgi.total\)/);
+      expect((await refused).why).toMatch(/twice cgi.total/);
+      // The two it started run to their end.
+      const outs = await Promise.all(
+        started.map(
+          (p) =>
+            new Promise<string>((resolve) => {
+              let out = '';
+              p.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+              p.stderr!.resume();
+              p.on('close', () => resolve(out));
+              p.stdin!.end('go\n');
+            }),
+        ),
+      );
+      expect(outs.map((o) => o.trim().split('\n').pop())).toEqual(['go', 'go']);
+    } finally {
+      await t.stop();
+    }
+  });
+});
