@@ -385,13 +385,15 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       try {
         // RFC 3875 §4.1: the meta-variables are the script's environment; a PATH of the box's own folders, and Apache's usual extras
         // (the launcher adds those itself, from its own view of the tenant).
+        const sendmail = handlerMail.forRun({ tenant, remote, handler: name });
         const ran = launcher
-          ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current))
+          ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail)
           : await runScript(
               scriptSpec(caps, { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax }),
               { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' },
               read.body,
               limitsOf(current),
+              sendmail,
             );
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;

@@ -24,6 +24,8 @@ export class LaunchedProcess extends EventEmitter {
   readonly stdin = new PassThrough();
   readonly stdout = new PassThrough();
   readonly stderr = new PassThrough();
+  /** A script's mail channel (its fd 3), read by classic.ts. */
+  readonly mail = new PassThrough();
   pid: number | undefined;
   uid: number | undefined;
   private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -34,6 +36,10 @@ export class LaunchedProcess extends EventEmitter {
   constructor(private readonly killer: () => void) {
     super();
     for (const s of [this.stdout, this.stderr]) s.on('end', () => this.streamEnded());
+  }
+
+  get stdio(): [PassThrough, PassThrough, PassThrough, PassThrough] {
+    return [this.stdin, this.stdout, this.stderr, this.mail];
   }
 
   kill(): boolean {
@@ -47,7 +53,7 @@ export class LaunchedProcess extends EventEmitter {
   attach(fd: number, handle: Readable | Writable): void {
     handle.on('error', () => undefined); // a pipe closed under a write: the run's end says what happened
     if (fd === 0) this.stdin.pipe(handle as Writable);
-    else (handle as Readable).pipe(fd === 1 ? this.stdout : this.stderr);
+    else (handle as Readable).pipe(fd === 1 ? this.stdout : fd === 2 ? this.stderr : this.mail);
   }
 
   /** @internal */
@@ -64,6 +70,7 @@ export class LaunchedProcess extends EventEmitter {
     this.done = true;
     this.stdout.end();
     this.stderr.end();
+    this.mail.end();
     this.emit('error', new Error(why));
   }
 

@@ -57,7 +57,8 @@ process.on('message', (raw: unknown) => {
     if (runs.size >= launcher.maxRuns()) return refuse(`${runs.size} runs alive already (twice cgi.total)`, req.id);
 
     const { spec, uid, tenant } = checked.run;
-    const p = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
+    // Scripts get a fourth pipe, their mail channel (fd 3, read by /usr/sbin/sendmail in the box).
+    const p = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: req.kind === 'script' ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'] });
     runs.set(req.id, p);
     p.on('error', (err) => {
       runs.delete(req.id);
@@ -74,6 +75,7 @@ process.on('message', (raw: unknown) => {
     send({ op: 'stdio', id: req.id, fd: 0 }, p.stdin);
     send({ op: 'stdio', id: req.id, fd: 1 }, p.stdout);
     send({ op: 'stdio', id: req.id, fd: 2 }, p.stderr);
+    if (req.kind === 'script') send({ op: 'stdio', id: req.id, fd: 3 }, p.stdio[3]);
   })();
 });
 // The server gone: every box goes with the launcher (--die-with-parent).

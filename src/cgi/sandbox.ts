@@ -9,6 +9,9 @@ import type { LaunchAsk, LauncherClient } from './launched.ts';
 // From the package root, so it resolves the same from src/ and from the dist/ bundle.
 export const RUNNER = path.join(packageRoot(), 'src', 'cgi', 'runner.mjs');
 
+/** The `sendmail` shown at /usr/sbin/sendmail in a script's box (see sendmail.sh). */
+export const SENDMAIL = path.join(packageRoot(), 'src', 'cgi', 'sendmail.sh');
+
 /** What this machine and this process allow the sandbox to do, found once at start. */
 export interface SandboxCapabilities {
   /** `--permission` (Node 22+) or `--experimental-permission` (Node 20). */
@@ -145,7 +148,7 @@ export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnS
  */
 export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[]; env?: Record<string, string> }): SpawnSpec {
   const script = opts.argv[opts.argv.length - 1]!;
-  const all = [...boxPrefix(caps, { ...opts, data: opts.memory, shown: [], chdir: path.dirname(script) }), ...opts.argv];
+  const all = [...boxPrefix(caps, { ...opts, data: opts.memory, shown: [], chdir: path.dirname(script), sendmail: true }), ...opts.argv];
   return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
 }
 
@@ -157,7 +160,7 @@ export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, '
  */
 function boxPrefix(
   caps: SandboxCapabilities,
-  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string> },
+  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean },
 ): string[] {
   if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   const prefix: string[] = [];
@@ -175,6 +178,8 @@ function boxPrefix(
     '--dev', '/dev',
     '--perms', '1777', '--size', String(opts.fileMax), '--tmpfs', '/tmp',
     ...runtimeMounts(opts.shown),
+    // Scripts: /usr/sbin holds only the suite's sendmail (its mount point needs a folder that can be written while the box is built).
+    ...(opts.sendmail ? ['--tmpfs', '/usr/sbin', '--ro-bind', SENDMAIL, '/usr/sbin/sendmail', '--remount-ro', '/usr/sbin'] : []),
     ...[...new Set(opts.folders)].flatMap((f) => ['--ro-bind', f, f]),
     '--bind', opts.scratch, opts.scratch,
     // The box's own root and its /dev (tmpfs holding the mount points and device nodes) read-only: nothing can be
