@@ -64,3 +64,37 @@ describe.skipIf(boxMissing)('sendmail -t inside the box', () => {
     expect(sink.messages.length).toBe(before);
   });
 });
+
+describe.skipIf(boxMissing)('the example tenant\'s Perl contact form (sites/example.test/cgi-bin/contact.pl)', () => {
+  it('shows its form, and mails a post to the site\'s recipient, then sends the visitor to the thank-you page', async () => {
+    const { readFileSync } = await import('node:fs');
+    const path = await import('node:path');
+    const script = readFileSync(path.join(import.meta.dirname, '../../../sites/example.test/cgi-bin/contact.pl'));
+    const box = new RecordingSubmitter();
+    const t = await startCgiSuite({
+      mail: box,
+      tenants: { 'example.test': { domains: ['example.test'], cgi: true, forms: { recipients: ['alice@example.net'] } } },
+      files: { 'example.test/cgi-bin/contact.pl': script },
+    });
+    try {
+      const form = await call(t.http, 'example.test', '/cgi-bin/contact.pl');
+      expect(form.status).toBe(200);
+      expect(await form.text()).toContain('action="/cgi-bin/contact.pl"');
+      const body = new URLSearchParams({ name: 'Vera\r\nBcc: x@evil.test', email: 'vera@visitor.test', message: 'Hello from the Perl form' }).toString();
+      const res = await call(t.http, 'example.test', '/cgi-bin/contact.pl', { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      expect([res.status, res.headers.location]).toEqual([302, '/thanks.html']);
+      expect(box.messages).toHaveLength(1);
+      expect(box.messages[0]!.to).toEqual(['alice@example.net']);
+      const raw = box.messages[0]!.raw.toString();
+      expect(raw).toMatch(/^Reply-To: vera@visitor.test/m);
+      expect(raw).toContain('Hello from the Perl form');
+      expect(raw).not.toMatch(/^Bcc:/m);
+      // A robot filling in the honeypot: thanked, nothing sent.
+      const bot = await call(t.http, 'example.test', '/cgi-bin/contact.pl', { method: 'POST', body: 'message=spam&homepage=http://spam.test', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      expect(bot.status).toBe(302);
+      expect(box.messages).toHaveLength(1);
+    } finally {
+      await t.stop();
+    }
+  });
+});
