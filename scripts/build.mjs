@@ -20,3 +20,17 @@ await build({
   banner: { js: '// Built by scripts/build.mjs from src/; do not edit.' },
   footer: { js: 'if (import.meta.url === `file://${process.argv[1]}`) process.exitCode = await main(process.argv.slice(2));' },
 });
+// The handler launcher (src/cgi/launcher-main.ts): its own small process, started as root by the server before it drops to `user:`.
+await build({
+  absWorkingDir: root,
+  entryPoints: ['src/cgi/launcher-main.ts'],
+  outfile: 'dist/launcher.mjs',
+  bundle: true,
+  packages: 'external',
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  sourcemap: 'linked',
+  logLevel: 'warning',
+  banner: { js: '// Built by scripts/build.mjs from src/; do not edit.' },
+});

@@ -1,5 +1,6 @@
 import { createAcmeService } from './acme/index.ts';
 import { createCgi } from './cgi/index.ts';
+import { chmodSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { CertStore, certificateExpiry } from './core/certs.ts';
 import { CERT_WARN_DAYS, Health, diskProblems, listenerProblems } from './core/health.ts';
@@ -64,8 +65,10 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const runAs = serviceAccount(config.main.user, config.main.group);
   // Nothing the suite creates is group/world-writable, whoever starts it; under <data> nothing is world-readable either.
   guardUmask();
-  // Started as root without `user:`, handlers run as cgi.user and must pass through <data> to their scratch folder (never list it).
-  makeDir(config.main.dataDir, process.getuid?.() === 0 && !config.main.user ? 0o711 : 0o750);
+  // Started as root, handlers run as each tenant's own uid and must pass through <data> to their scratch folder (never list it).
+  const asRoot = process.getuid?.() === 0;
+  makeDir(config.main.dataDir, asRoot ? 0o711 : 0o750);
+  if (asRoot && (statSync(config.main.dataDir).mode & 0o001) === 0) chmodSync(config.main.dataDir, (statSync(config.main.dataDir).mode & 0o7777) | 0o001);
   const tightened = tightenTree(config.main.dataDir);
   if (tightened > 0) log.warn({ dir: config.main.dataDir, tightened }, `took group/world write and world read away from ${tightened} files and folders under ${config.main.dataDir}`);
   // One certificate store for HTTPS (by SNI) and, later, STARTTLS and FTPS.
@@ -156,7 +159,8 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     if (runAs) {
       // Every listener is bound (ports below 1024 need root); nothing after this point needs root.
       // What the start created as root under <data> (database, spool, logs) is handed over first.
-      const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid);
+      // Not <data>/cgi: each tenant's scratch folder belongs to its own uid (the launcher keeps it so).
+      const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid, [path.join(config.main.dataDir, 'cgi')]);
       dropPrivileges(runAs.uid, runAs.gid);
       log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
     }

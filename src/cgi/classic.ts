@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { resolveInJail } from '../lib/jail.ts';
+import type { Readable } from 'node:stream';
 import type { SpawnSpec } from './sandbox.ts';
 import type { RunResult, WorkerLimits } from './worker.ts';
 
@@ -69,9 +70,18 @@ export async function checkScript(file: string, name: string): Promise<ScriptChe
  * whatever it left running ends with it. Over the wall time: SIGKILL and
  * `timeout`; more output or stderr than the limit: SIGKILL and `output`.
  */
-export function runScript(spec: SpawnSpec, env: Record<string, string>, body: Buffer, limits: WorkerLimits): Promise<{ result: RunResult; stderr: string }> {
+export function runScript(
+  spec: SpawnSpec,
+  env: Record<string, string>,
+  body: Buffer,
+  limits: WorkerLimits,
+  mail?: (message: ScriptMail) => Promise<unknown>,
+): Promise<{ result: RunResult; stderr: string }> {
   return new Promise((resolve) => {
-    const proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = spec.launch
+      ? spec.launch.client.start({ ...spec.launch.ask, env })
+      : spawn(spec.command, spec.args, { cwd: spec.cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    const sent = readMail(proc.stdio[3] as Readable | null | undefined, limits.maxOutput, mail);
     let killed: 'timeout' | 'output' | undefined;
     const kill = (why: 'timeout' | 'output') => {
       killed ??= why;
@@ -83,25 +93,26 @@ export function runScript(spec: SpawnSpec, env: Record<string, string>, body: Bu
     let size = 0;
     let stderr = '';
     let stderrBytes = 0;
-    proc.stdout.on('data', (c: Buffer) => {
+    proc.stdout!.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limits.maxOutput) return kill('output');
       chunks.push(c);
     });
-    proc.stderr.on('data', (c: Buffer) => {
+    proc.stderr!.on('data', (c: Buffer) => {
       stderrBytes += c.length;
       if (stderrBytes > limits.maxOutput) return kill('output');
       if (stderr.length < STDERR_KEEP) stderr += c.toString('utf8').slice(0, STDERR_KEEP - stderr.length);
     });
     // A script that does not read its body (or exits first) closes stdin: nothing to report.
-    proc.stdin.on('error', () => undefined);
-    proc.stdin.end(body);
+    proc.stdin!.on('error', () => undefined);
+    proc.stdin!.end(body);
     let done = false;
     const finish = (result: RunResult) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      resolve({ result, stderr });
+      // The mail it handed to sendmail is queued (or refused) before the answer goes out.
+      void sent.then(() => resolve({ result, stderr }));
     };
     proc.on('error', (err) => finish({ kind: 'crashed', detail: err.message }));
     proc.on('close', (code, signal) => {
@@ -112,4 +123,67 @@ export function runScript(spec: SpawnSpec, env: Record<string, string>, body: Bu
       finish({ kind: 'done', output });
     });
   });
+}
+
+/** A message a script gave /usr/sbin/sendmail, as the form-mail channel takes it. */
+export interface ScriptMail {
+  to?: string[];
+  subject?: string;
+  replyTo?: string;
+  text: string;
+}
+
+/**
+ * Reads a script's mail channel (fd 3: one line `M <base64 message>` per
+ * sendmail run, up to `max` bytes in all) and hands each message, parsed
+ * as `sendmail -t` would (To, Cc, Bcc; Subject; Reply-To or From), to
+ * `mail`, which applies the tenant's allow-list and limits. Anything else
+ * on the channel is ignored. Settles when the channel has closed and
+ * every message was handed over.
+ */
+function readMail(channel: Readable | null | undefined, max: number, mail?: (message: ScriptMail) => Promise<unknown>): Promise<void> {
+  if (!channel) return Promise.resolve();
+  return new Promise((resolve) => {
+    let buf = '';
+    let size = 0;
+    const pending: Array<Promise<unknown>> = [];
+    channel.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > max) return;
+      buf += c.toString('latin1');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const m = /^M ([A-Za-z0-9+/=]*)$/.exec(line);
+        if (m && mail) pending.push(mail(parseMessage(Buffer.from(m[1]!, 'base64').toString('utf8'))).catch(() => undefined));
+      }
+    });
+    channel.on('error', () => undefined); // the script ended mid-write: what was read whole counts
+    channel.on('close', () => void Promise.all(pending).then(() => resolve()));
+  });
+}
+
+/** Headers and body of an RFC 5322 message, as `sendmail -t` reads them (folded lines unfolded). */
+export function parseMessage(raw: string): ScriptMail {
+  const text = raw.replace(/\r\n/g, '\n');
+  const split = text.indexOf('\n\n');
+  const head = split >= 0 ? text.slice(0, split) : text;
+  const body = split >= 0 ? text.slice(split + 2) : '';
+  const fields = new Map<string, string[]>();
+  for (const line of head.replace(/\n[ \t]+/g, ' ').split('\n')) {
+    const i = line.indexOf(':');
+    if (i <= 0) continue;
+    const name = line.slice(0, i).trim().toLowerCase();
+    fields.set(name, [...(fields.get(name) ?? []), line.slice(i + 1).trim()]);
+  }
+  const addresses = (v: string) => v.split(',').map((a) => (/<([^>]*)>/.exec(a)?.[1] ?? a).trim()).filter(Boolean);
+  const to = ['to', 'cc', 'bcc'].flatMap((f) => (fields.get(f) ?? []).flatMap(addresses));
+  const reply = fields.get('reply-to')?.[0] ?? fields.get('from')?.[0];
+  return {
+    ...(to.length > 0 ? { to } : {}),
+    ...(fields.has('subject') ? { subject: fields.get('subject')![0]! } : {}),
+    ...(reply ? { replyTo: addresses(reply)[0] ?? reply } : {}),
+    text: body,
+  };
 }

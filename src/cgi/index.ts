@@ -17,8 +17,9 @@ import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
 import { findScript, runScript } from './classic.ts';
-import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities } from './sandbox.ts';
+import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
 import type { RunResult } from './worker.ts';
+import { LauncherClient } from './launched.ts';
 
 export type { MailAnswer } from './mail.ts';
 
@@ -37,6 +38,12 @@ export interface CgiDeps {
   /** What the sandbox may use; found by detectSandbox at start when not given (tests give a machine without namespaces). */
   sandbox?: (user: string) => SandboxCapabilities;
   metrics?: Metrics;
+  /**
+   * Whether a root launcher starts every run with the tenant's own uid
+   * (launcher.ts). Default: when the suite starts as root (tests of a
+   * machine without namespaces turn it off).
+   */
+  launcher?: boolean;
 }
 
 export interface Cgi {
@@ -48,6 +55,8 @@ export interface Cgi {
   processes(): number;
   /** Runs of one tenant in progress now. */
   running(tenant: string): number;
+  /** The root launcher, when runs get each tenant's own uid (for tests). */
+  launcher(): LauncherClient | undefined;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
@@ -199,6 +208,43 @@ function lstatOrMake(parent: string, dir: string): Stats {
 }
 
 /**
+ * The start-up log of the sandbox: what boxes handlers, as which uid
+ * (each tenant's own, one for all, or this process's), the refusal when
+ * there is no box, and each folder the handlers' uids cannot pass.
+ */
+function announce(log: Logger, c: SandboxCapabilities, launcher: LauncherClient | undefined, current: Registry, suiteReal: string, suiteNames: string[]): void {
+  log.info(
+    {
+      permission: c.permissionFlag,
+      box: c.box ? `${c.box.bwrap}: own user, mount, PID, IPC, UTS, network and cgroup namespaces` : 'NONE: every handler is refused',
+      ...(c.box ? { nestedUserNamespaces: c.box.noNestedUserns ? 'refused' : 'ALLOWED: bwrap older than 0.8 (no --disable-userns)' } : {}),
+      user: launcher
+        ? `each tenant its own uid from cgi.uids ${current.config.main.cgi.uids}, set by a root launcher`
+        : c.drop
+          ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid}), the same for every tenant`
+          : `unchanged: not started as root, so every tenant's handlers run as this process's own uid ${process.getuid?.()} (namespaces still on)`,
+      ...(launcher ? { uids: launcher.uids } : {}),
+      handlers: suiteNames,
+    },
+    'form handler sandbox ready',
+  );
+  if (!c.box) log.error({ why: c.refusal }, 'no box for handlers: every /cgi-bin/ request is refused with 503');
+  else if (!c.box.noNestedUserns) log.warn(`${c.box.bwrap} is older than 0.8: handlers can make user namespaces of their own inside the box`);
+  const runAs = launcher ? "the tenants' own uids" : c.drop?.user;
+  if (runAs) {
+    const main = current.config.main;
+    for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {
+      log.warn({ dir: d, user: runAs }, `handlers run as ${runAs} and cannot pass through ${d} (chmod o+x it)`);
+    }
+  }
+}
+
+/** A run the root launcher starts, with the tenant's own uid (see launcher.ts); it checks the ask itself. */
+function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' | 'script', name: string): SpawnSpec {
+  return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind, name, env: {} } } };
+}
+
+/**
  * The handler gateway: `/cgi-bin/<name>` runs the suite's `cgi-bin/<name>.js`
  * or, for tenants with `cgi: true`, their own `<root>/cgi-bin/<name>.js`,
  * in a sandboxed warm process (see sandbox.ts and pool.ts), or their
@@ -206,12 +252,13 @@ function lstatOrMake(parent: string, dir: string): Stats {
  * and turns its CGI answer into the HTTP response. Every request is answered: a handler
  * that breaks a limit gets 502/503/504, never the suite's stack.
  */
-export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics }: CgiDeps): Cgi {
+export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics, launcher: useLauncher }: CgiDeps): Cgi {
   const runs = metrics?.counter('makewaves_handler_runs_total', 'Handler runs by tenant and result (ok, error, timeout, memory, output, crashed, busy).', ['tenant', 'result']);
   const counted = (tenant: string, result: string) => runs?.inc({ tenant, result });
   const log = rootLog.child({ svc: 'cgi' });
   let current = registry;
   let caps: SandboxCapabilities | undefined;
+  let launcher: LauncherClient | undefined;
   let suiteReal = suiteDir;
   let suiteNames = new Set<string>();
   const pools = new Pools(limitsOf(registry), log);
@@ -351,23 +398,36 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', '1']]);
       }
       try {
-        const spec = scriptSpec(caps, { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax });
-        // RFC 3875 §4.1: the meta-variables are the script's environment; a PATH of the box's own folders, and Apache's usual extras.
-        const scriptEnv = { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
-        const ran = await runScript(spec, scriptEnv, read.body, limitsOf(current));
+        // RFC 3875 §4.1: the meta-variables are the script's environment; a PATH of the box's own folders, and Apache's usual extras
+        // (the launcher adds those itself, from its own view of the tenant).
+        const sendmail = handlerMail.forRun({ tenant, remote, handler: name });
+        const ran = launcher
+          ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail)
+          : await runScript(
+              scriptSpec(caps, { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax }),
+              { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' },
+              read.body,
+              limitsOf(current),
+              sendmail,
+            );
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;
       } finally {
         pools.unclaim(tenant.id);
       }
     } else {
-      const spec = spawnSpec(caps, {
-        reads: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grants.get(tenant.id, root) : [])],
-        folders: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
-        scratch: scratch(tenant),
-        memory: cfg.memory,
-        fileMax: cfg.scratchFileMax,
-      });
+      const reads = [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? await grants.get(tenant.id, root) : [])];
+      const spec = launcher
+        ? launched(launcher, tenant.id, kind, name)
+        : spawnSpec(caps, {
+            reads,
+            folders: [...(kind === 'suite' ? [suiteReal] : []), ...(root !== undefined ? [root] : [])],
+            scratch: scratch(tenant),
+            memory: cfg.memory,
+            fileMax: cfg.scratchFileMax,
+          });
+      // As without the launcher: checked before every run, not only when a process starts.
+      if (launcher) await launcher.scratch(tenant.id);
       const worker = await pools.acquire(`${tenant.id}\0${kind}`, tenant.id, spec);
       if (!worker) {
         log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
@@ -413,28 +473,17 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         caps = sandbox(current.config.main.cgi.user);
         scanSuite();
         const c = caps;
-        log.info(
-          {
-            permission: c.permissionFlag,
-            box: c.box ? `${c.box.bwrap}: own user, mount, PID, IPC, UTS, network and cgroup namespaces` : 'NONE: every handler is refused',
-            ...(c.box ? { nestedUserNamespaces: c.box.noNestedUserns ? 'refused' : 'ALLOWED: bwrap older than 0.8 (no --disable-userns)' } : {}),
-            user: c.drop ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid})` : 'unchanged (not root)',
-            handlers: [...suiteNames],
-          },
-          'form handler sandbox ready',
-        );
-        if (!c.box) log.error({ why: c.refusal }, 'no box for handlers: every /cgi-bin/ request is refused with 503');
-        else if (!c.box.noNestedUserns) log.warn(`${c.box.bwrap} is older than 0.8: handlers can make user namespaces of their own inside the box`);
-        if (c.drop) {
-          const main = current.config.main;
-          for (const d of new Set([...closedOnTheWay(main.sitesDir), ...closedOnTheWay(main.dataDir), ...closedOnTheWay(suiteReal)])) {
-            log.warn({ dir: d, user: c.drop.user }, `handlers run as ${c.drop.user} and cannot pass through ${d} (chmod o+x it)`);
-          }
+        const asRoot = process.getuid?.() === 0;
+        if ((useLauncher ?? asRoot) && c.box) {
+          launcher = new LauncherClient(current.config.dir, suiteDir, log);
+          await launcher.ready;
         }
+        announce(log, c, launcher, current, suiteReal, [...suiteNames]);
         return [];
       },
       async stop(graceMs) {
         await pools.stop(graceMs);
+        launcher?.stop();
       },
       reload(next) {
         current = next;
@@ -443,10 +492,12 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         pools.setLimits(limitsOf(next));
         handlerMail.setLimits(mailLimitsOf(next));
         pools.retireAll();
+        launcher?.reload();
         scanSuite();
       },
     },
     processes: () => pools.size,
     running: (tenant) => pools.running(tenant),
+    launcher: () => launcher,
   };
 }

@@ -3,10 +3,14 @@ import path from 'node:path';
 import { boxFlags, findExecutable, probeBox, runtimeMounts } from '../lib/box.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { lookupUser } from '../lib/users.ts';
+import type { LaunchAsk, LauncherClient } from './launched.ts';
 
 /** The program every handler process runs. */
 // From the package root, so it resolves the same from src/ and from the dist/ bundle.
 export const RUNNER = path.join(packageRoot(), 'src', 'cgi', 'runner.mjs');
+
+/** The `sendmail` shown at /usr/sbin/sendmail in a script's box (see sendmail.sh). */
+export const SENDMAIL = path.join(packageRoot(), 'src', 'cgi', 'sendmail.sh');
 
 /** What this machine and this process allow the sandbox to do, found once at start. */
 export interface SandboxCapabilities {
@@ -77,6 +81,8 @@ export interface SpawnSpec {
   cwd: string;
   /** True when the spawned process (bwrap) forks: Node is its child, the pid to watch and to kill. */
   forks: boolean;
+  /** Started by the root launcher instead (a uid per tenant): the run to ask it for; command and args unused. */
+  launch?: { client: LauncherClient; ask: LaunchAsk };
 }
 
 export interface SpawnOptions {
@@ -89,6 +95,8 @@ export interface SpawnOptions {
   memory: number;
   /** Largest file the handler may write; also the size of the box's /tmp. */
   fileMax: number;
+  /** Processes its uid may have at once (RLIMIT_NPROC, counted per uid: set when each tenant has its own). */
+  nproc?: number;
 }
 
 /**
@@ -146,9 +154,9 @@ export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnS
  * script). Writable memory is capped at `memory` itself (no V8 heap to
  * leave room for).
  */
-export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[] }): SpawnSpec {
+export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[]; env?: Record<string, string> }): SpawnSpec {
   const script = opts.argv[opts.argv.length - 1]!;
-  const all = [...boxPrefix(caps, { ...opts, data: opts.memory, shown: [], chdir: path.dirname(script) }), ...opts.argv];
+  const all = [...boxPrefix(caps, { ...opts, data: opts.memory, shown: [], chdir: path.dirname(script), sendmail: true }), ...opts.argv];
   return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
 }
 
@@ -158,11 +166,14 @@ export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, '
  * handlers' user, and the bwrap box showing `shown` files and `folders`
  * read-only and `scratch` read-write, ending with "--".
  */
-function boxPrefix(caps: SandboxCapabilities, opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string }): string[] {
+function boxPrefix(
+  caps: SandboxCapabilities,
+  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean },
+): string[] {
   if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   const prefix: string[] = [];
   if (caps.nice) prefix.push(caps.nice, '-n', '10');
-  if (caps.prlimit) prefix.push(caps.prlimit, `--data=${opts.data}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', '--');
+  if (caps.prlimit) prefix.push(caps.prlimit, `--data=${opts.data}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', ...(opts.nproc ? [`--nproc=${opts.nproc}`] : []), '--');
   // setpriv before bwrap: the box is built by the unprivileged user (in a
   // user namespace of its own), never by root.
   if (caps.drop) prefix.push(...dropArgs(caps.drop));
@@ -175,6 +186,8 @@ function boxPrefix(caps: SandboxCapabilities, opts: { folders: string[]; scratch
     '--dev', '/dev',
     '--perms', '1777', '--size', String(opts.fileMax), '--tmpfs', '/tmp',
     ...runtimeMounts(opts.shown),
+    // Scripts: /usr/sbin holds only the suite's sendmail (its mount point needs a folder that can be written while the box is built).
+    ...(opts.sendmail ? ['--tmpfs', '/usr/sbin', '--ro-bind', SENDMAIL, '/usr/sbin/sendmail', '--remount-ro', '/usr/sbin'] : []),
     ...[...new Set(opts.folders)].flatMap((f) => ['--ro-bind', f, f]),
     '--bind', opts.scratch, opts.scratch,
     // The box's own root and its /dev (tmpfs holding the mount points and device nodes) read-only: nothing can be
@@ -182,6 +195,8 @@ function boxPrefix(caps: SandboxCapabilities, opts: { folders: string[]; scratch
     '--remount-ro', '/dev',
     '--remount-ro', '/',
     '--chdir', opts.chdir,
+    // `env` set inside the box only: the privileged steps before it start with an empty environment.
+    ...(opts.env ? ['--clearenv', ...Object.entries(opts.env).flatMap(([k, v]) => ['--setenv', k, v])] : []),
     '--',
   ];
 }

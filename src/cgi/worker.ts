@@ -80,7 +80,7 @@ export class Worker {
     this.reader = new FrameReader(limits.maxOutput + 64 * 1024);
     // A minimal environment: nothing of the suite's reaches the handler
     // (and NODE_EXTRA_CA_CERTS and the like would slow every start).
-    this.proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc = spec.launch ? spec.launch.client.start(spec.launch.ask) : spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
     this.forks = spec.forks;
     // A handler that exits before reading its input: its exit is what the run reports.
     this.proc.stdin!.on('error', () => undefined);

@@ -67,13 +67,15 @@ export function dropPrivileges(uid: number, gid: number): DroppedTo {
  * Gives every file and folder below `dir` (not following symlinks) that is
  * not yet owned by `uid` to `uid:gid`: what the server created as root
  * during its start (the state database, spool, logs) stays writable after
- * the drop. Returns how many entries changed.
+ * the drop. Folders in `skip` are left alone, with all below them.
+ * Returns how many entries changed.
  */
-export function giveTree(dir: string, uid: number, gid: number): number {
+export function giveTree(dir: string, uid: number, gid: number, skip: readonly string[] = []): number {
   let n = 0;
   const pending = [dir];
   while (pending.length > 0) {
     const d = pending.pop()!;
+    if (skip.includes(d)) continue;
     let names: Dirent[];
     try {
       names = readdirSync(d, { withFileTypes: true });

@@ -1,3 +1,4 @@
+import { cgiUidMigrations } from './cgiuids.ts';
 import { openDb, type Db } from './db.ts';
 import { DkimKeys, dkimMigrations } from './dkim.ts';
 import { FormLog, formMigrations } from './forms.ts';
@@ -37,7 +38,7 @@ export interface State {
 }
 
 export function openState(dataDir: string): State {
-  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations, ...listMigrations, ...ftpLoginMigrations, ...dkimMigrations, ...panelMigrations]);
+  const db = openDb(dataDir, [...trafficMigrations, ...formMigrations, ...queueMigrations, ...listMigrations, ...ftpLoginMigrations, ...dkimMigrations, ...panelMigrations, ...cgiUidMigrations]);
   const traffic = new TrafficCounters(db);
   const mailQueue = new MailQueueStore(db);
   return {

@@ -92,6 +92,24 @@ function boxBuilder(config: LoadedConfig): { uid: number; gid: number } | undefi
 }
 
 /**
+ * Which uid the handlers will run as: started as root, each tenant its own
+ * from cgi.uids (a problem when the range cannot hold every tenant);
+ * otherwise one uid for all, said plainly.
+ */
+function handlerUids(config: LoadedConfig): { note: string; problem?: string } {
+  const range = config.main.cgi.uids;
+  if (process.getuid?.() !== 0) {
+    return {
+      note: `not run as root: every tenant's handlers and scripts run as one uid (${process.getuid?.()}, this account), each in its own box (namespaces still on); started as root, each tenant gets its own uid from cgi.uids ${range}`,
+    };
+  }
+  const [first, last] = range.split('-').map(Number) as [number, number];
+  const room = last - first + 1;
+  if (room < config.tenants.length) return { note: '', problem: `cgi.uids ${range} holds ${room} uids for ${config.tenants.length} tenants: the tenants left without one cannot run handlers` };
+  return { note: `handlers and scripts run as each tenant's own uid from cgi.uids ${range} (${config.tenants.length} tenants, room for ${room}), set by a root launcher` };
+}
+
+/**
  * `makewaves check`: runs the real loader and looks for the handlers' box
  * (bubblewrap); prints each problem and exits 1, or a summary and 0.
  */
@@ -103,6 +121,9 @@ export function check(configDir: string): number {
     // Every site answers /cgi-bin/formmail: without the box no handler runs, so it is a problem, not a note.
     const box = probeBox({ runAs: boxBuilder(config) });
     if (!box.ok) problems.push(box.why);
+    const uidNote = handlerUids(config);
+    if (uidNote.problem) problems.push(uidNote.problem);
+    else notes.push(uidNote.note);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
     if (problems.length > 0) {
       for (const p of problems) process.stderr.write(`${p}\n`);

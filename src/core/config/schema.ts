@@ -248,6 +248,20 @@ export const mainSchema = z.strictObject({
       requestsPerProcess: z.number().int().min(1).default(1000),
       /** Seconds an idle warm process is kept. */
       idleTimeout: z.number().positive().max(86_400).default(60),
+      /**
+       * Started as root: each tenant's handlers and scripts run as a uid (and gid) of its own from
+       * this range ("first-last"), given once and kept in state. Without root, all run as one.
+       */
+      uids: z
+        .string()
+        .regex(/^\d{1,10}-\d{1,10}$/, 'must be a range of uids such as 200000-299999')
+        .refine((s) => {
+          const [a, b] = s.split('-').map(Number) as [number, number];
+          return a >= 1000 && a <= b && b < 4294967294;
+        }, 'must be first-last with 1000 <= first <= last < 4294967294 (no system accounts, no nobody)')
+        .default('200000-299999'),
+      /** Processes and threads one tenant's handlers may have at once, all its boxes together (RLIMIT_NPROC of its uid, started as root; a warm JS handler process uses 7 to 12). */
+      tenantProcesses: z.number().int().min(4).max(4096).default(256),
       /** Unprivileged user handlers run as when the suite runs as root. */
       user: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/i, 'must be a user name').default('nobody'),
       /**

@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -25,5 +26,24 @@ describe('makewaves check and the handlers\' box', () => {
   it.skipIf(boxMissing)('exits 0 where bwrap builds its box', async () => {
     const r = await cliWith(process.env, 'check', '--config', configDir);
     expect(r).toMatchObject({ code: 0, err: '' });
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('says, as root, that each tenant gets its own uid, and refuses a range too small for the tenants', async () => {
+    const r = await cliWith(process.env, 'check', '--config', configDir);
+    expect(r.out).toMatch(/note: handlers and scripts run as each tenant's own uid from cgi.uids 200000-299999 \(1 tenants, room for 100000\)/);
+    const small = mkdtempSync(path.join(dir, 'small-'));
+    const cfg = writeConfig(small, { main: { cgi: { uids: '250000-250000' } }, tenants: { 'a.test': { domains: ['a.test'] }, 'b.test': { domains: ['b.test'] } } });
+    const bad = await cliWith(process.env, 'check', '--config', cfg.configDir);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/cgi.uids 250000-250000 holds 1 uids for 2 tenants/);
+  });
+
+  it.skipIf(process.getuid?.() !== 0 || boxMissing)('says plainly, run without root, that every tenant\'s handlers run as one uid', () => {
+    chmodSync(dir, 0o755);
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, path.resolve('bin/makewaves.js'), 'check', '--config', configDir], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH, HOME: '/tmp' },
+    });
+    expect(r.stdout).toMatch(/note: not run as root: every tenant's handlers and scripts run as one uid \(65534, this account\), each in its own box \(namespaces still on\)/);
   });
 });

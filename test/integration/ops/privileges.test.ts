@@ -77,15 +77,21 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
         raw: 'Subject: relay test\r\n\r\nhello\r\n',
       });
       await waitFor(() => sink.messages.some((m) => m.raw.toString().includes('relay test')), 10_000, 'the mail at the relay');
-      // The handlers' sandbox was probed as the service user: a bubblewrap box built without root, no setpriv.
+      // Handlers are started by the root launcher, each tenant's with its own uid from cgi.uids; the server itself is nobody.
       const ready = JSON.parse(p.out().split('\n').find((l) => l.includes('form handler sandbox ready'))!) as Record<string, unknown>;
-      expect(ready.user).toBe('unchanged (not root)');
+      expect(ready.user).toMatch(/each tenant its own uid from cgi.uids 200000-299999, set by a root launcher/);
+      const tenantUid = (ready.uids as Record<string, number>)['a.test']!;
+      expect(tenantUid >= 200000 && tenantUid <= 299999).toBe(true);
       expect(String(ready.box)).toMatch(/bwrap: own user, mount, PID/);
       // A form post runs a sandboxed handler spawned by the unprivileged suite and queues its mail.
       const form = new URLSearchParams({ name: 'V', email: 'v@visitor.test', subject: 'after the drop', message: 'hi' }).toString();
       const res = await rawRequest(url, '/cgi-bin/formmail', { host: 'a.test', 'content-type': 'application/x-www-form-urlencoded' }, 'POST', form);
       expect(res.status, res.body.toString()).toBe(200);
       await waitFor(() => sink.messages.some((m) => m.raw.toString().includes('after the drop')), 10_000, 'the form mail at the relay');
+
+      // The scratch folder belongs to the tenant's uid, not to the server's.
+      const scratch = statSync(path.join(dir, 'data', 'cgi', 'a.test'));
+      expect([scratch.uid, scratch.mode & 0o777]).toEqual([tenantUid, 0o700]);
 
       // Files the server writes after the drop belong to the service user.
       expect(statSync(path.join(dir, 'data', 'makewaves.db')).uid).toBe(NOBODY);

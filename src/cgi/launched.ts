@@ -1,0 +1,231 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
+import type { Logger } from '../core/log.ts';
+import { packageRoot } from '../lib/paths.ts';
+
+/** What the server asks the launcher to run (launcher.ts checks it all again). */
+export interface LaunchAsk {
+  tenant: string;
+  kind: 'suite' | 'own' | 'script';
+  name: string;
+  env: Record<string, string>;
+}
+
+/**
+ * A process the launcher started, seen from the server: the stdio the
+ * launcher handed over, its pid, and kill() through the launcher (the
+ * server, unprivileged, cannot signal another uid). Emits 'exit' and
+ * 'close' like a ChildProcess, or 'error' when the launcher refused.
+ */
+export class LaunchedProcess extends EventEmitter {
+  readonly stdin = new PassThrough();
+  readonly stdout = new PassThrough();
+  readonly stderr = new PassThrough();
+  /** A script's mail channel (its fd 3), read by classic.ts. */
+  readonly mail = new PassThrough();
+  pid: number | undefined;
+  uid: number | undefined;
+  private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  private open = 2;
+  private done = false;
+  private killSent = false;
+
+  constructor(private readonly killer: () => void) {
+    super();
+    for (const s of [this.stdout, this.stderr]) s.on('end', () => this.streamEnded());
+  }
+
+  get stdio(): [PassThrough, PassThrough, PassThrough, PassThrough] {
+    return [this.stdin, this.stdout, this.stderr, this.mail];
+  }
+
+  kill(): boolean {
+    if (this.done || this.exit || this.killSent) return false;
+    this.killSent = true;
+    this.killer();
+    return true;
+  }
+
+  /** @internal from the client */
+  attach(fd: number, handle: Readable | Writable): void {
+    handle.on('error', () => undefined); // a pipe closed under a write: the run's end says what happened
+    if (fd === 0) this.stdin.pipe(handle as Writable);
+    else (handle as Readable).pipe(fd === 1 ? this.stdout : fd === 2 ? this.stderr : this.mail);
+  }
+
+  /** @internal */
+  exited(code: number | null, signal: NodeJS.Signals | null, error?: string): void {
+    if (error !== undefined) return this.fail(error);
+    this.exit = { code, signal };
+    this.emit('exit', code, signal);
+    this.maybeClose();
+  }
+
+  /** @internal refused by the launcher, or the launcher gone */
+  fail(why: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.stdout.end();
+    this.stderr.end();
+    this.mail.end();
+    this.emit('error', new Error(why));
+  }
+
+  private streamEnded(): void {
+    this.open--;
+    this.maybeClose();
+  }
+
+  private maybeClose(): void {
+    if (this.done || !this.exit || this.open > 0) return;
+    this.done = true;
+    this.emit('close', this.exit.code, this.exit.signal);
+  }
+
+  /** Typed as a ChildProcess for worker.ts and classic.ts, which use stdin, stdout, stderr, pid, kill and on. */
+  asChild(): ChildProcess {
+    return this as unknown as ChildProcess;
+  }
+}
+
+type Reply =
+  | { op: 'ready'; uids: Record<string, number> }
+  | { op: 'started'; id: number; pid: number; uid: number }
+  | { op: 'stdio'; id: number; fd: number }
+  | { op: 'exit'; id: number; code: number | null; signal: NodeJS.Signals | null; error?: string }
+  | { op: 'refused'; id?: number; why: string }
+  | { op: 'repaired'; tenant: string; dir: string; was: string }
+  | { op: 'scratched'; id: number };
+
+/**
+ * The server's side of the launcher: forks it (as root, before the drop),
+ * sends it one JSON text per request and turns its replies into
+ * LaunchedProcess events.
+ */
+export class LauncherClient {
+  private readonly proc: ChildProcess;
+  private readonly runs = new Map<number, LaunchedProcess>();
+  private readonly scratches = new Map<number, () => void>();
+  private seq = 0;
+  private gone: string | undefined;
+  /** Emits 'refused' (why, run id or undefined) for each refusal the launcher sends back. */
+  readonly events = new EventEmitter();
+  /** Each tenant's uid as the launcher gave it (for the start-up log). */
+  uids: Record<string, number> = {};
+  readonly ready: Promise<void>;
+
+  constructor(configDir: string, suiteDir: string, private readonly log: Logger) {
+    const fromSource = import.meta.url.endsWith('.ts');
+    const entry = fromSource ? path.join(packageRoot(), 'src', 'cgi', 'launcher-main.ts') : path.join(packageRoot(), 'dist', 'launcher.mjs');
+    if (!existsSync(entry)) throw new Error(`${entry} is missing (npm run build makes it)`);
+    this.proc = fork(entry, [configDir, suiteDir], {
+      cwd: packageRoot(),
+      execArgv: fromSource ? ['--import', 'tsx'] : [],
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'json',
+    });
+    let readyNow: () => void = () => undefined;
+    let readyFailed: (e: Error) => void = () => undefined;
+    this.ready = new Promise((resolve, reject) => {
+      readyNow = resolve;
+      readyFailed = reject;
+    });
+    this.proc.on('message', (m: Reply, handle: unknown) => {
+      if (m.op === 'ready') {
+        this.uids = m.uids;
+        return readyNow();
+      }
+      if (m.op === 'repaired') {
+        this.log.info({ tenant: m.tenant, dir: m.dir, was: m.was }, 'handler scratch folder mode set again');
+        return;
+      }
+      if (m.op === 'refused') {
+        this.log.warn({ why: m.why, run: m.id }, 'launcher refused a run');
+        this.events.emit('refused', m.why, m.id);
+        if (m.id !== undefined) {
+          this.scratches.get(m.id)?.();
+          this.scratches.delete(m.id);
+          this.runs.get(m.id)?.fail(`launcher refused: ${m.why}`);
+          this.runs.delete(m.id);
+        }
+        return;
+      }
+      if (m.op === 'scratched') {
+        this.scratches.get(m.id)?.();
+        this.scratches.delete(m.id);
+        return;
+      }
+      const run = this.runs.get(m.id);
+      if (!run) return;
+      if (m.op === 'started') {
+        run.pid = m.pid;
+        run.uid = m.uid;
+      } else if (m.op === 'stdio') {
+        if (handle) run.attach(m.fd, handle as Readable);
+      } else if (m.op === 'exit') {
+        this.runs.delete(m.id);
+        run.exited(m.code, m.signal, m.error);
+      }
+    });
+    this.proc.on('exit', (code, signal) => {
+      this.gone = `the launcher ended (${code ?? signal})`;
+      readyFailed(new Error(this.gone));
+      this.log.error({ why: this.gone }, 'handler launcher gone: every handler is refused until a restart');
+      for (const r of this.runs.values()) r.fail(this.gone);
+      this.runs.clear();
+      for (const done of this.scratches.values()) done();
+      this.scratches.clear();
+    });
+  }
+
+  /** Starts one run of `ask` (asynchronously: refusals arrive as the process's 'error'). */
+  start(ask: LaunchAsk): ChildProcess {
+    const id = ++this.seq;
+    const run = new LaunchedProcess(() => this.send({ op: 'kill', id }));
+    if (this.gone) {
+      queueMicrotask(() => run.fail(this.gone!));
+      return run.asChild();
+    }
+    this.runs.set(id, run);
+    this.send({ op: 'run', id, ...ask });
+    return run.asChild();
+  }
+
+  /**
+   * Has the launcher set the tenant's scratch folder back to 0700 and its
+   * uid (a handler owns it and may have opened it up); settles when done.
+   */
+  scratch(tenant: string): Promise<void> {
+    if (this.gone) return Promise.resolve();
+    const id = ++this.seq;
+    return new Promise((resolve) => {
+      this.scratches.set(id, resolve);
+      this.send({ op: 'scratch', id, tenant });
+    });
+  }
+
+  reload(): void {
+    this.send({ op: 'reload' });
+  }
+
+  /** Sends one raw request text (tests send hostile ones). */
+  sendRaw(text: string): void {
+    if (!this.gone) this.proc.send(text);
+  }
+
+  private send(msg: object): void {
+    if (!this.gone) this.proc.send(JSON.stringify(msg));
+  }
+
+  /**
+   * Ends the launcher by closing its channel (it exits when the server is
+   * gone; after the drop the server may not signal it).
+   */
+  stop(): void {
+    if (!this.gone && this.proc.connected) this.proc.disconnect();
+  }
+}

@@ -1,0 +1,84 @@
+// The launcher's process (see launcher.ts): started by the cgi service as root, before the server
+// drops to `user:`, with the config folder and the suite's handler folder as its arguments.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createLogger } from '../core/log.ts';
+import { Launcher, parseRequest } from './launcher.ts';
+
+const [configDir, suiteDir] = process.argv.slice(2);
+const log = createLogger().child({ svc: 'cgi-launcher' });
+const send = (msg: unknown, handle?: unknown) => process.send?.(msg, handle as never);
+
+if (!configDir || !suiteDir || !process.send || process.getuid?.() !== 0) {
+  log.error('the launcher runs as root, started by the suite with an IPC channel');
+  process.exit(2);
+}
+const launcher = new Launcher({ configDir, suiteDir, log, onRepair: (tenant, dir, was) => send({ op: 'repaired', tenant, dir, was }) });
+const runs = new Map<number, ChildProcess>();
+
+function refuse(why: string, id?: number): void {
+  log.warn({ id, why }, 'launch refused');
+  send({ op: 'refused', ...(id !== undefined ? { id } : {}), why });
+}
+
+process.on('message', (raw: unknown) => {
+  void (async () => {
+    const parsed = parseRequest(raw);
+    if (!parsed.ok) return refuse(parsed.why, parsed.id);
+    const req = parsed.req;
+    if (req.op === 'reload') {
+      try {
+        launcher.load();
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'reload failed: the launcher keeps the config it had');
+      }
+      return;
+    }
+    if (req.op === 'scratch') {
+      let why: string | undefined;
+      try {
+        why = launcher.repairScratch(req.tenant);
+      } catch (err) {
+        why = (err as Error).message;
+      }
+      if (why !== undefined) return refuse(why, req.id);
+      return send({ op: 'scratched', id: req.id });
+    }
+    if (req.op === 'kill') {
+      const p = runs.get(req.id);
+      if (!p) return refuse(`no run ${req.id}`, req.id);
+      // The box's PID 1 first (bwrap reaps it and exits the same way), then bwrap itself.
+      p.kill('SIGKILL');
+      return;
+    }
+    if (runs.has(req.id)) return refuse(`run ${req.id} is in progress`, req.id);
+    const checked = await launcher.check(req).catch((err: Error) => ({ ok: false as const, why: err.message }));
+    if (!checked.ok) return refuse(checked.why, req.id);
+    // Checked here, after the await: nothing between this and runs.set below yields.
+    if (runs.size >= launcher.maxRuns()) return refuse(`${runs.size} runs alive already (twice cgi.total)`, req.id);
+
+    const { spec, uid, tenant } = checked.run;
+    // Scripts get a fourth pipe, their mail channel (fd 3, read by /usr/sbin/sendmail in the box).
+    const p = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: req.kind === 'script' ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'] });
+    runs.set(req.id, p);
+    p.on('error', (err) => {
+      runs.delete(req.id);
+      send({ op: 'exit', id: req.id, code: null, signal: null, error: err.message });
+    });
+    p.on('exit', (code, signal) => {
+      runs.delete(req.id);
+      send({ op: 'exit', id: req.id, code, signal });
+    });
+    if (p.pid === undefined) return;
+    log.debug({ id: req.id, tenant, uid, kind: req.kind, name: req.name, pid: p.pid }, 'launched');
+    send({ op: 'started', id: req.id, pid: p.pid, uid });
+    // The pipes go to the server; the launcher keeps none of them (sending closes its copy).
+    send({ op: 'stdio', id: req.id, fd: 0 }, p.stdin);
+    send({ op: 'stdio', id: req.id, fd: 1 }, p.stdout);
+    send({ op: 'stdio', id: req.id, fd: 2 }, p.stderr);
+    if (req.kind === 'script') send({ op: 'stdio', id: req.id, fd: 3 }, p.stdio[3]);
+  })();
+});
+// The server gone: every box goes with the launcher (--die-with-parent).
+process.on('disconnect', () => process.exit(0));
+log.info('launcher ready');
+send({ op: 'ready', uids: launcher.uidMap() });

@@ -1,0 +1,258 @@
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, realpathSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { loadConfig } from '../core/config/load.ts';
+import type { Logger } from '../core/log.ts';
+import { Registry, type Tenant } from '../core/registry.ts';
+import { resolveInJail } from '../lib/jail.ts';
+import { lookupUser } from '../lib/users.ts';
+import { openDb } from '../state/db.ts';
+import { CgiUids, cgiUidMigrations, type UidRange } from '../state/cgiuids.ts';
+import { findScript } from './classic.ts';
+import { GrantCache } from './grants.ts';
+import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
+
+/**
+ * The launcher: the one part of the suite that stays root after the
+ * server drops to `user:` (as suEXEC, or Postfix's master). The server
+ * asks it, one JSON text per request, to "run handler X of tenant T"; it
+ * checks T and X against its own view of the config (loaded by itself from
+ * the config folder it was started with), builds the box with T's own
+ * uid, and hands the process's stdin, stdout and stderr back. Nothing in a
+ * request names a uid, a path or a command line: a request carrying any
+ * field beyond these is refused, as is every other kind of request.
+ *
+ *   {"op":"run","id":7,"tenant":"a","kind":"script","name":"hello.pl","env":{"QUERY_STRING":"x=1",…}}
+ *   {"op":"kill","id":7}        ends run 7 (SIGKILL), one this launcher started
+ *   {"op":"scratch","id":8,"tenant":"a"}  sets a's scratch folder back to 0700 and a's uid (before each warm run)
+ *   {"op":"reload"}             reads the config folder again (new tenants get their uid)
+ */
+export const MAX_REQUEST = 64 * 1024;
+
+/** A run the launcher accepted: what to spawn, with which environment (inside the box only). */
+export interface Accepted {
+  id: number;
+  tenant: string;
+  uid: number;
+  spec: SpawnSpec;
+}
+
+export type Request =
+  | { op: 'run'; id: number; tenant: string; kind: 'suite' | 'own' | 'script'; name: string; env: Record<string, string> }
+  | { op: 'kill'; id: number }
+  | { op: 'scratch'; id: number; tenant: string }
+  | { op: 'reload' };
+
+export type Parsed = { ok: true; req: Request } | { ok: false; why: string; id?: number };
+
+const TENANT = /^[a-z0-9][a-z0-9._-]{0,62}$/i;
+const HANDLER = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+const SCRIPT = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/** The meta-variables a script gets (RFC 3875 §4.1, and Apache's REQUEST_SCHEME/HTTPS): nothing else passes. */
+const META = /^(?:HTTP_[A-Z0-9_]{1,256}|GATEWAY_INTERFACE|SERVER_NAME|SERVER_PORT|SERVER_PROTOCOL|REQUEST_METHOD|QUERY_STRING|CONTENT_TYPE|CONTENT_LENGTH|REMOTE_ADDR|REMOTE_PORT|SCRIPT_NAME|PATH_INFO|REQUEST_SCHEME|HTTPS|REQUEST_URI)$/;
+
+function isId(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
+}
+
+/** Reads one request: a JSON text of at most MAX_REQUEST characters, in one of the three shapes, with no other field. */
+export function parseRequest(raw: unknown): Parsed {
+  if (typeof raw !== 'string') return { ok: false, why: 'a request is a JSON text' };
+  if (raw.length > MAX_REQUEST) return { ok: false, why: `request over ${MAX_REQUEST} characters` };
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return { ok: false, why: 'malformed JSON' };
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return { ok: false, why: 'a request is a JSON object' };
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o).sort().join(',');
+  const id = isId(o.id) ? o.id : undefined;
+  const refuse = (why: string): Parsed => ({ ok: false, why, ...(id !== undefined ? { id } : {}) });
+  switch (o.op) {
+    case 'reload':
+      return keys === 'op' ? { ok: true, req: { op: 'reload' } } : refuse('reload takes no fields');
+    case 'kill':
+      return keys === 'id,op' && id !== undefined ? { ok: true, req: { op: 'kill', id } } : refuse('kill takes only an id');
+    case 'scratch':
+      return keys === 'id,op,tenant' && id !== undefined && typeof o.tenant === 'string' && TENANT.test(o.tenant)
+        ? { ok: true, req: { op: 'scratch', id, tenant: o.tenant } }
+        : refuse('scratch takes only an id and a tenant');
+    case 'run': {
+      if (keys !== 'env,id,kind,name,op,tenant') return refuse(`run takes exactly op, id, tenant, kind, name, env (got ${keys.slice(0, 200)})`);
+      if (id === undefined) return refuse('id must be a positive integer');
+      if (typeof o.tenant !== 'string' || !TENANT.test(o.tenant)) return refuse('tenant is not a tenant name');
+      if (o.kind !== 'suite' && o.kind !== 'own' && o.kind !== 'script') return refuse('kind must be suite, own or script');
+      const nameOk = typeof o.name === 'string' && (o.kind === 'script' ? SCRIPT.test(o.name) && !o.name.endsWith('.js') : HANDLER.test(o.name));
+      if (!nameOk) return refuse(`name is not a ${o.kind === 'script' ? 'script file' : 'handler'} name`);
+      if (typeof o.env !== 'object' || o.env === null || Array.isArray(o.env)) return refuse('env must be an object');
+      const env: Record<string, string> = {};
+      for (const [k, val] of Object.entries(o.env as Record<string, unknown>)) {
+        if (!META.test(k)) return refuse(`env ${k.slice(0, 64)} is not a CGI meta-variable`);
+        if (typeof val !== 'string' || val.includes('\0')) return refuse(`env ${k} must be a string without NUL`);
+        env[k] = val;
+      }
+      if (o.kind !== 'script' && Object.keys(env).length > 0) return refuse('only scripts take env');
+      return { ok: true, req: { op: 'run', id, tenant: o.tenant as string, kind: o.kind, name: o.name as string, env } };
+    }
+    default:
+      return refuse('op must be run, kill, scratch or reload');
+  }
+}
+
+export function parseUidRange(s: string): UidRange {
+  const [first, last] = s.split('-').map(Number) as [number, number];
+  return { first, last };
+}
+
+export interface LauncherOptions {
+  configDir: string;
+  suiteDir: string;
+  log: Logger;
+  /** Told when a tenant's scratch folder had to be set back to 0700 (a handler opened it up). */
+  onRepair?: (tenant: string, dir: string, was: string) => void;
+  /** What the box can use (tests: the real detectSandbox). */
+  sandbox?: (user: string) => SandboxCapabilities;
+}
+
+/**
+ * The launcher's checks and its view of the world: the config it loaded,
+ * each tenant's uid (from state, given here), the suite's handler names.
+ */
+export class Launcher {
+  private registry!: Registry;
+  private uids = new Map<string, number>();
+  private suiteNames = new Set<string>();
+  private suiteReal = '';
+  private caps!: SandboxCapabilities;
+  private allowedOwners = new Set<number>([0]);
+  private readonly grants: GrantCache;
+
+  constructor(private readonly opts: LauncherOptions) {
+    this.grants = new GrantCache(opts.log, () => undefined);
+    this.load();
+    this.caps = (opts.sandbox ?? detectSandbox)(this.registry.config.main.cgi.user);
+  }
+
+  /** (Re)reads the config folder and gives every tenant without a uid one. A uid once given is never changed here. */
+  load(): void {
+    const config = loadConfig(this.opts.configDir);
+    this.registry = new Registry(config);
+    const main = config.main;
+    const avoid = new Set<number>([0]);
+    for (const u of [main.user, main.cgi.user]) {
+      const found = u ? lookupUser(u) : undefined;
+      if (found) avoid.add(found.uid);
+    }
+    this.allowedOwners = new Set([0, ...(main.user ? [lookupUser(main.user)?.uid ?? 0] : [])]);
+    const db = openDb(main.dataDir, cgiUidMigrations);
+    try {
+      const store = new CgiUids(db);
+      const left = store.assign([...this.registry.tenants.keys()].sort(), parseUidRange(main.cgi.uids), avoid, (t) =>
+        existsSync(path.join(main.dataDir, 'cgi', t)) || existsSync(path.join(main.sitesDir, t)),
+      );
+      for (const t of left) this.opts.log.error({ tenant: t, range: main.cgi.uids }, 'cgi.uids is exhausted: this tenant gets no uid and its handlers are refused');
+      // Uids given before stay as this process first read them: state is the server's file too.
+      for (const [t, uid] of store.all()) if (!this.uids.has(t) || this.uids.get(t) === uid) this.uids.set(t, uid);
+    } finally {
+      db.close();
+    }
+    try {
+      this.suiteReal = realpathSync(this.opts.suiteDir);
+      this.suiteNames = new Set(readdirSync(this.suiteReal).filter((f) => f.endsWith('.js')).map((f) => f.slice(0, -3)).filter((n) => HANDLER.test(n)));
+    } catch {
+      this.suiteNames = new Set();
+    }
+  }
+
+  /**
+   * Runs the launcher lets live at once: twice `cgi.total` (the server keeps
+   * to cgi.total; the margin covers processes still ending while their
+   * replacements start). A server asking for more is refused.
+   */
+  maxRuns(): number {
+    return this.registry.config.main.cgi.total * 2;
+  }
+
+  uidMap(): Record<string, number> {
+    return Object.fromEntries([...this.uids].filter(([t]) => this.registry.tenants.has(t)));
+  }
+
+  uidOf(tenant: string): number | undefined {
+    return this.uids.get(tenant);
+  }
+
+  /** Repairs a known tenant's scratch folder (mode 0700, its uid); why not, when it cannot. */
+  repairScratch(tenant: string): string | undefined {
+    const t = this.registry.tenants.get(tenant);
+    const uid = this.uids.get(tenant);
+    if (!t || uid === undefined) return `unknown tenant ${tenant}`;
+    this.scratch(t, uid);
+    return undefined;
+  }
+
+  /** The tenant's scratch folder, 0700 and owned by its uid, made or repaired now. */
+  private scratch(t: Tenant, uid: number): string {
+    const parent = path.join(this.registry.config.main.dataDir, 'cgi');
+    const dir = path.join(parent, t.id);
+    mkdirSync(parent, { recursive: true, mode: 0o711 });
+    mkdirSync(dir, { mode: 0o700, recursive: true });
+    const st = lstatSync(dir);
+    if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
+    if ((st.mode & 0o7777) !== 0o700) {
+      this.opts.onRepair?.(t.id, dir, (st.mode & 0o7777).toString(8));
+      chmodSync(dir, 0o700);
+    }
+    if (st.uid !== uid || st.gid !== uid) chownSync(dir, uid, uid);
+    return dir;
+  }
+
+  /** Checks one run request against the launcher's own config; the spawn spec with the tenant's uid, or why not. */
+  async check(req: Extract<Request, { op: 'run' }>): Promise<{ ok: true; run: Accepted } | { ok: false; why: string }> {
+    const t = this.registry.tenants.get(req.tenant);
+    if (!t) return { ok: false, why: `unknown tenant ${req.tenant}` };
+    if (t.suspended) return { ok: false, why: `tenant ${t.id} is suspended` };
+    const uid = this.uids.get(t.id);
+    if (uid === undefined) return { ok: false, why: `tenant ${t.id} has no uid (cgi.uids exhausted)` };
+    if (!this.caps.box) return { ok: false, why: this.caps.refusal ?? 'no box' };
+    const cfg = this.registry.config.main.cgi;
+    let root: string | undefined;
+    try {
+      root = realpathSync(t.root);
+    } catch {
+      // no web root: only the suite's handlers can run
+    }
+    if (req.kind !== 'suite' && (!t.config.cgi || root === undefined)) return { ok: false, why: `tenant ${t.id} may not run its own handlers (cgi: false or no web root)` };
+    const caps: SandboxCapabilities = { ...this.caps, drop: { user: `tenant ${t.id}`, uid, gid: uid, setpriv: this.caps.drop?.setpriv ?? 'setpriv' } };
+    const common = { folders: [] as string[], memory: cfg.memory, fileMax: cfg.scratchFileMax, nproc: cfg.tenantProcesses };
+    if (req.kind === 'script') {
+      const found = await findScript(root!, req.name);
+      if (!found) return { ok: false, why: `no script ${req.name} in ${t.id}'s cgi-bin` };
+      if (!found.ok) return { ok: false, why: found.why };
+      const file = found.argv[found.argv.length - 1]!;
+      for (const f of [file, path.dirname(file)]) {
+        const owner = (await stat(f)).uid;
+        if (!this.allowedOwners.has(owner)) return { ok: false, why: `${f} is owned by uid ${owner}, not by root or the suite's user` };
+      }
+      const env = { ...req.env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
+      const spec = scriptSpec(caps, { ...common, argv: found.argv, folders: [root!], scratch: this.scratch(t, uid), env });
+      return { ok: true, run: { id: req.id, tenant: t.id, uid, spec } };
+    }
+    let reads: string[];
+    let folders: string[];
+    if (req.kind === 'suite') {
+      if (!this.suiteNames.has(req.name)) return { ok: false, why: `no suite handler ${req.name}` };
+      reads = [this.suiteReal, ...(root !== undefined ? await this.grants.get(t.id, root) : [])];
+      folders = [this.suiteReal, ...(root !== undefined ? [root] : [])];
+    } else {
+      const js = await resolveInJail(root!, ['cgi-bin', `${req.name}.js`]);
+      const st = js.ok ? await stat(js.real).catch(() => undefined) : undefined;
+      if (!js.ok || !st?.isFile()) return { ok: false, why: `no handler ${req.name}.js in ${t.id}'s cgi-bin` };
+      reads = await this.grants.get(t.id, root!);
+      folders = [root!];
+    }
+    const spec = spawnSpec(caps, { ...common, reads, folders, scratch: this.scratch(t, uid) });
+    return { ok: true, run: { id: req.id, tenant: t.id, uid, spec } };
+  }
+}

@@ -1,0 +1,115 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Launcher, MAX_REQUEST, parseRequest } from '../../../src/cgi/launcher.ts';
+import type { SandboxCapabilities } from '../../../src/cgi/sandbox.ts';
+import { createLogger } from '../../../src/core/log.ts';
+import { loadConfig } from '../../../src/core/config/load.ts';
+import { CgiUids, cgiUidMigrations } from '../../../src/state/cgiuids.ts';
+import { openDb } from '../../../src/state/db.ts';
+import { writeConfig } from '../../helpers/suite.ts';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+function tmp(): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'makewaves-launcher-'));
+  dirs.push(d);
+  return d;
+}
+
+describe('parseRequest: the launcher reads only its three requests', () => {
+  const run = { op: 'run', id: 1, tenant: 'a.test', kind: 'script', name: 'id.sh', env: { QUERY_STRING: 'x=1', HTTP_X_TEST: 'y' } };
+  it('takes a well-formed run, kill, scratch and reload', () => {
+    expect(parseRequest(JSON.stringify(run))).toMatchObject({ ok: true, req: run });
+    expect(parseRequest('{"op":"kill","id":3}')).toEqual({ ok: true, req: { op: 'kill', id: 3 } });
+    expect(parseRequest('{"op":"scratch","id":3,"tenant":"a.test"}')).toEqual({ ok: true, req: { op: 'scratch', id: 3, tenant: 'a.test' } });
+    expect(parseRequest('{"op":"reload"}')).toEqual({ ok: true, req: { op: 'reload' } });
+  });
+  it.each<[string, unknown, RegExp]>([
+    ['not a text', { op: 'reload' }, /a JSON text/],
+    ['malformed', '{"op":', /malformed JSON/],
+    ['oversized', JSON.stringify({ ...run, env: { QUERY_STRING: 'x'.repeat(MAX_REQUEST) } }), /request over/],
+    ['an array', '[]', /JSON object/],
+    ['a uid', JSON.stringify({ ...run, uid: 0 }), /run takes exactly/],
+    ['a gid', JSON.stringify({ ...run, gid: 0 }), /run takes exactly/],
+    ['a path for the tenant', JSON.stringify({ ...run, tenant: '../etc' }), /tenant is not a tenant name/],
+    ['a traversal in the script', JSON.stringify({ ...run, name: '../x.sh' }), /not a script file name/],
+    ['an absolute script', JSON.stringify({ ...run, name: '/bin/sh' }), /not a script file name/],
+    ['a .js as a script', JSON.stringify({ ...run, name: 'x.js' }), /not a script file name/],
+    ['a dotted handler', JSON.stringify({ ...run, kind: 'own', name: 'a.b', env: {} }), /not a handler name/],
+    ['an unknown kind', JSON.stringify({ ...run, kind: 'root' }), /kind must be/],
+    ['a zero id', JSON.stringify({ ...run, id: 0 }), /id must be/],
+    ['LD_PRELOAD', JSON.stringify({ ...run, env: { LD_PRELOAD: '/x.so' } }), /not a CGI meta-variable/],
+    ['PATH', JSON.stringify({ ...run, env: { PATH: '/tmp' } }), /not a CGI meta-variable/],
+    ['a NUL in a value', JSON.stringify({ ...run, env: { QUERY_STRING: 'a\0b' } }), /without NUL/],
+    ['env for a JS handler', JSON.stringify({ ...run, kind: 'own', name: 'x', env: { QUERY_STRING: '' } }), /only scripts take env/],
+    ['a kill with more', '{"op":"kill","id":3,"pid":1}', /kill takes only an id/],
+    ['an unknown op', '{"op":"exec","argv":["sh"]}', /op must be/],
+  ])('refuses %s', (_what, raw, why) => {
+    const r = parseRequest(raw);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.why).toMatch(why);
+  });
+});
+
+describe('CgiUids: a stable uid per tenant', () => {
+  const range = { first: 300000, last: 300002 };
+  it('keeps each uid across reopenings, keeps a removed tenant\'s while its files exist, and reuses it only when gone', () => {
+    const dir = tmp();
+    let db = openDb(dir, cgiUidMigrations);
+    expect(new CgiUids(db).assign(['b', 'a'], range, new Set(), () => false)).toEqual([]);
+    const first = new CgiUids(db).all();
+    expect([first.get('b'), first.get('a')]).toEqual([300000, 300001]);
+    db.close();
+    // A restart: the same uids, a new tenant gets the next.
+    db = openDb(dir, cgiUidMigrations);
+    const store = new CgiUids(db);
+    expect(store.assign(['a', 'b', 'c'], range, new Set(), () => false)).toEqual([]);
+    expect(Object.fromEntries(store.all())).toEqual({ b: 300000, a: 300001, c: 300002 });
+    // a removed, its files still there: d gets nothing (range exhausted), a's uid stays reserved.
+    expect(store.assign(['b', 'c', 'd'], range, new Set(), (t) => t === 'a')).toEqual(['d']);
+    expect(store.all().get('a')).toBe(300001);
+    // a's files gone: its uid goes to d.
+    expect(store.assign(['b', 'c', 'd'], range, new Set(), () => false)).toEqual([]);
+    expect(store.all().get('d')).toBe(300001);
+    expect(store.all().has('a')).toBe(false);
+    db.close();
+  });
+  it('skips the uids it must avoid', () => {
+    const db = openDb(tmp(), cgiUidMigrations);
+    new CgiUids(db).assign(['a'], range, new Set([300000]), () => false);
+    expect(new CgiUids(db).all().get('a')).toBe(300001);
+    db.close();
+  });
+});
+
+describe('Launcher: its own view of the config', () => {
+  const caps: SandboxCapabilities = { permissionFlag: '--permission', box: undefined, refusal: 'no box in this test', nice: undefined, drop: undefined, prlimit: undefined };
+  const log = createLogger({ level: 'silent' });
+  it('gives uids at start, keeps them over a reload and a restart, gives a new tenant the next', () => {
+    const dir = tmp();
+    const { configDir } = writeConfig(dir, { main: { cgi: { uids: '240000-240099' } }, tenants: { 'a.test': { domains: ['a.test'] }, 'b.test': { domains: ['b.test'] } } });
+    const suiteDir = path.join(dir, 'suite');
+    mkdirSync(suiteDir);
+    const one = new Launcher({ configDir, suiteDir, log, sandbox: () => caps });
+    const uids = one.uidMap();
+    expect(Object.keys(uids).sort()).toEqual(['a.test', 'b.test']);
+    writeFileSync(path.join(configDir, 'tenants', 'c.test.yaml'), stringify({ domains: ['c.test'] }));
+    one.load();
+    expect(one.uidMap()).toMatchObject(uids);
+    expect(one.uidOf('c.test')).toBe(240002);
+    const two = new Launcher({ configDir, suiteDir, log, sandbox: () => caps });
+    expect(two.uidMap()).toEqual(one.uidMap());
+  });
+  it('refuses a cgi.uids that is not a range of ordinary uids', () => {
+    const dir = tmp();
+    for (const bad of ['0-100', '300000-200000', 'lots', '200000-4294967295']) {
+      const { configDir } = writeConfig(dir, { main: { cgi: { uids: bad } }, tenants: {} });
+      expect(() => loadConfig(configDir)).toThrow(/cgi.uids|uids/);
+    }
+  });
+});
