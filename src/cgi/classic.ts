@@ -156,6 +156,7 @@ function readMail(channel: Readable | null | undefined, max: number, mail?: (mes
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         const m = /^M ([A-Za-z0-9+/=]*)$/.exec(line);
+        // The form-mail path logs what it refuses and why; the script's run does not wait on it.
         if (m && mail) pending.push(mail(parseMessage(Buffer.from(m[1]!, 'base64').toString('utf8'))).catch(() => undefined));
       }
     });

@@ -247,6 +247,7 @@ export class Launcher {
       folders = [this.suiteReal, ...(root !== undefined ? [root] : [])];
     } else {
       const js = await resolveInJail(root!, ['cgi-bin', `${req.name}.js`]);
+      // Gone since it was resolved: no such handler (refused just below).
       const st = js.ok ? await stat(js.real).catch(() => undefined) : undefined;
       if (!js.ok || !st?.isFile()) return { ok: false, why: `no handler ${req.name}.js in ${t.id}'s cgi-bin` };
       reads = await this.grants.get(t.id, root!);
