@@ -164,6 +164,8 @@ export class LauncherClient {
       if (m.op === 'started') {
         run.pid = m.pid;
         run.uid = m.uid;
+        // As a ChildProcess does once its process exists.
+        run.emit('spawn');
       } else if (m.op === 'stdio') {
         if (handle) run.attach(m.fd, handle as Readable);
       } else if (m.op === 'exit') {
