@@ -6,10 +6,9 @@ import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-await build({
+/** What both bundles share: dependencies stay in node_modules, Node 20 is the floor. */
+const common = {
   absWorkingDir: root,
-  entryPoints: ['src/cli/index.ts'],
-  outfile: 'dist/makewaves.mjs',
   bundle: true,
   packages: 'external',
   platform: 'node',
@@ -18,19 +17,12 @@ await build({
   sourcemap: 'linked',
   logLevel: 'warning',
   banner: { js: '// Built by scripts/build.mjs from src/; do not edit.' },
+};
+await build({
+  ...common,
+  entryPoints: ['src/cli/index.ts'],
+  outfile: 'dist/makewaves.mjs',
   footer: { js: 'if (import.meta.url === `file://${process.argv[1]}`) process.exitCode = await main(process.argv.slice(2));' },
 });
 // The handler launcher (src/cgi/launcher-main.ts): its own small process, started as root by the server before it drops to `user:`.
-await build({
-  absWorkingDir: root,
-  entryPoints: ['src/cgi/launcher-main.ts'],
-  outfile: 'dist/launcher.mjs',
-  bundle: true,
-  packages: 'external',
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  sourcemap: 'linked',
-  logLevel: 'warning',
-  banner: { js: '// Built by scripts/build.mjs from src/; do not edit.' },
-});
+await build({ ...common, entryPoints: ['src/cgi/launcher-main.ts'], outfile: 'dist/launcher.mjs' });
