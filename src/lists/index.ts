@@ -10,19 +10,11 @@ import { createMembership, type Membership } from './membership.ts';
 import { createListPages } from './pages.ts';
 import { createPosting } from './posting.ts';
 
+import type { ListKitDeps } from './kit.ts';
 export { TOKEN_TTL_MS, type ListContext } from './kit.ts';
 
-export interface ListsDeps {
-  registry: Registry;
-  state: State;
-  log: Logger;
-  /** The durable outbound queue: every copy and notice goes out through it. */
-  mail: MailSubmitter;
-  /** ARC-seals each post once before it is distributed (absent: posts go unsealed). */
-  sealer?: ArcSealer;
-  /** The clock (token expiry, bounce days); tests move it. */
-  now?: () => number;
-}
+/** What the lists service needs: the same as its kit (kit.ts), which every part of it shares. */
+export type ListsDeps = ListKitDeps;
 
 /** What the pages module may ask of the list service. */
 export interface ListActions extends Membership {

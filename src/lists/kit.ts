@@ -77,8 +77,11 @@ export interface ListKitDeps {
   registry: Registry;
   state: State;
   log: Logger;
+  /** The durable outbound queue: every copy and notice goes out through it. */
   mail: MailSubmitter;
+  /** ARC-seals each post once before it is distributed (absent: posts go unsealed). */
   sealer?: ArcSealer;
+  /** The clock (token expiry, bounce days); tests move it. */
   now?: () => number;
 }
 
