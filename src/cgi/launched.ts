@@ -111,6 +111,8 @@ export class LauncherClient {
   private readonly scratches = new Map<number, () => void>();
   private seq = 0;
   private gone: string | undefined;
+  /** stop() was called: the launcher's end that follows is the one asked for. */
+  private stopping = false;
   /** Emits 'refused' (why, run id or undefined) for each refusal the launcher sends back. */
   readonly events = new EventEmitter();
   /** Each tenant's uid as the launcher gave it (for the start-up log). */
@@ -176,7 +178,9 @@ export class LauncherClient {
     this.proc.on('exit', (code, signal) => {
       this.gone = `the launcher ended (${code ?? signal})`;
       readyFailed(new Error(this.gone));
-      this.log.error({ why: this.gone }, 'handler launcher gone: every handler is refused until a restart');
+      // Asked to end (the suite is stopping): its end is expected, not a failure.
+      if (this.stopping) this.log.debug({ why: this.gone }, 'handler launcher ended');
+      else this.log.error({ why: this.gone }, 'handler launcher gone: every handler is refused until a restart');
       for (const r of this.runs.values()) r.fail(this.gone);
       this.runs.clear();
       for (const done of this.scratches.values()) done();
@@ -228,6 +232,7 @@ export class LauncherClient {
    * gone; after the drop the server may not signal it).
    */
   stop(): void {
+    this.stopping = true;
     if (!this.gone && this.proc.connected) this.proc.disconnect();
   }
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LauncherClient } from '../../../src/cgi/launched.ts';
 import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
+import { waitFor } from '../../helpers/suite.ts';
 
 // Started as root, each tenant's handlers and scripts run as a uid of its
 // own (cgi.uids), set by the root launcher, which checks every request
@@ -224,5 +225,14 @@ describe.skipIf(boxMissing || !isRoot)('the launcher holds to its own count of r
     } finally {
       await t.stop();
     }
+  });
+
+  it('a stop ends the launcher quietly: no "launcher gone" error for an end that was asked for', async () => {
+    const t = await startCgiSuite({ tenants: { 'a.test': { domains: ['a.test'], cgi: true } } });
+    expect(t.cgi.launcher()).toBeDefined();
+    await t.stop();
+    const ended = (l: Record<string, unknown>) => l.msg === 'handler launcher ended' || l.msg === 'handler launcher gone: every handler is refused until a restart';
+    await waitFor(() => t.logs().some(ended), 5_000, "the launcher's end in the log");
+    expect(t.logs().filter(ended).map((l) => l.msg)).toEqual(['handler launcher ended']);
   });
 });
