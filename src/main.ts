@@ -8,7 +8,7 @@ import { detectSandbox, type SandboxCapabilities } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig } from './core/config/load.ts';
 import { restartOnlyChanges } from './core/config/restart.ts';
 import { watchConfig } from './core/config/watch.ts';
-import type { ListInbox, ListPages, MailSubmitter } from './core/contracts.ts';
+import type { ListInbox, ListPages, MailSubmitter, QueueRemover } from './core/contracts.ts';
 import { reloadAll, startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
@@ -98,12 +98,14 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
   let lists: Lists | undefined;
+  let queueRemover: QueueRemover | undefined;
   if (config.main.smtp) {
     // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
     const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
     const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox });
     services.push(m.service);
     mail = m.submitter;
+    queueRemover = { delete: (id) => m.queue.delete(id) };
     lists = createListsService({ registry, state, log, mail, sealer: m.sealer });
     services.push(lists.service);
   }
@@ -128,6 +130,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
         log,
         reload: () => reload(),
         lists: lists?.moderation,
+        queue: queueRemover,
         // Uploads go through FTP's jail and quota (bound once the FTP service exists, below); none without `ftp:`.
         webRoot: config.main.ftp ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args) } : undefined,
       }) : undefined;
