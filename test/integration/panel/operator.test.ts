@@ -108,7 +108,11 @@ describe('the operator in the panel', () => {
     const locked = await c.login('root', 'sea-shanty');
     expect(locked.status).toBe(429);
     expect(t.suite.state.ftpLogins.locks().map((l) => l.key)).toContain('pair:root|127.0.0.1');
-    t.suite.state.ftpLogins.unlock('root');
+    // The CLI lifts it as it lifts an FTP login's.
+    const unlock = await runCli('ftp', 'unlock', 'root', '--config', t.configDir);
+    expect(unlock.code, unlock.err).toBe(0);
+    expect(unlock.out).toMatch(/^root: \d+ locks? lifted/);
+    expect((await new PanelClient(t.http).login('root', 'sea-shanty')).status).toBe(303);
     // An FTP-style name never reaches the operator accounts, and a prototype key is no account.
     expect((await c.login('root@example.test', 'sea-shanty')).status).toBe(401);
     expect((await c.login('constructor', 'x')).status).toBe(401);
