@@ -1,7 +1,8 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
+import { parseDocument } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { runCli } from '../../helpers/cli.ts';
@@ -99,6 +100,24 @@ describe('the operator in the panel', () => {
     expect(acting.status).toBe(200);
     expect(acting.text).toContain('<a href="/admin/">All tenants</a>');
     expect(acting.text).not.toContain('/t/example.test/password');
+  });
+
+  it('takes a new operator account at the reload, and ends its session when the account goes', async () => {
+    const file = path.join(t.configDir, 'makewaves.yaml');
+    const before = readFileSync(file, 'utf8');
+    const doc = parseDocument(before);
+    doc.setIn(['panel', 'admins', 'second'], await hashPassword('second-pass'));
+    writeFileSync(file, doc.toString());
+    expect(t.suite.reload()).toBe(true);
+    const c = new PanelClient(t.http);
+    expect((await c.login('second', 'second-pass')).status).toBe(303);
+    expect((await c.get('/admin/')).status).toBe(200);
+    writeFileSync(file, before);
+    expect(t.suite.reload()).toBe(true);
+    const gone = await c.get('/admin/');
+    expect(gone.status).toBe(303);
+    expect(gone.headers.location).toBe('/login');
+    expect(t.logs().some((l) => l.msg === 'panel session ended' && l.user === 'second' && l.why === 'account removed')).toBe(true);
   });
 
   it('throttles an operator name as it throttles an FTP login, and a wrong password gets the same words', async () => {
