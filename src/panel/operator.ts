@@ -182,7 +182,14 @@ export function operatorPages({ registry, state, log, reload, queue, now }: Oper
       }
       const m = /^tenants\/([^/]+)\/(suspend|resume|remove)$/.exec(rest);
       if (!m) return notFound();
-      const t = registry().tenants.get(decodeURIComponent(m[1]!));
+      let id: string;
+      try {
+        id = decodeURIComponent(m[1]!);
+      } catch {
+        // A broken %-escape names no tenant.
+        return notFound();
+      }
+      const t = registry().tenants.get(id);
       if (!t) return sendHtml(r.req, r.res, 404, operatorMessage(who, 'Not found', 'There is no such tenant (removed meanwhile?).'));
       if (m[2] === 'remove') return post ? remove(r, who, t, form) : sendHtml(r.req, r.res, 200, removePage(who, { id: t.id, domains: t.domains }));
       return post ? suspendOrResume(r, who, t, m[2] === 'suspend', form) : onlyPost();

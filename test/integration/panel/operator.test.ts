@@ -147,6 +147,8 @@ describe('the operator in the panel', () => {
     // The customer's password is not the operator's to change here.
     expect((await c.get('/t/example.test/password')).status).toBe(403);
     expect((await c.get('/t/no-such.test/')).status).toBe(404);
+    expect((await c.get('/admin/tenants/no-such.test/remove')).status).toBe(404);
+    expect((await c.get('/admin/tenants/%E0%A4%A/remove')).status).toBe(404);
   });
 
   it('adds a tenant as `makewaves tenant add` does, and shows refusals in its words, escaped', async () => {
