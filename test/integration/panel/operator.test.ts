@@ -9,6 +9,7 @@ import { runCli } from '../../helpers/cli.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { freePort, smtpPort } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { auditPage, certsPage, queuePage, removePage, tenantsPage } from '../../../src/panel/operator-html.ts';
 import { PANEL_HOST, PanelClient } from './helpers.ts';
 
 /*
@@ -314,6 +315,30 @@ describe('the operator in the panel', () => {
     const after = readdirSync(path.join(t.configDir, 'tenants')).map((f) => readFileSync(path.join(t.configDir, 'tenants', f), 'utf8'));
     expect(after).toEqual(before);
     expect(await audit()).toMatch(/alice@example\.test {2}denied {2}example\.test {2}GET \/admin\/: operator page/);
+  });
+
+  it("shows what others typed escaped on the operator's pages: the audit log of a hostile URL, and every overview field", async () => {
+    const alice = await customer();
+    expect((await alice.get('/t/%3Cscript%3Ealert(1)%3C%2Fscript%3E/')).status).toBe(403);
+    const page = await (await operator()).get('/admin/audit');
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>');
+    expect(page.text).not.toContain('<script>alert(1)');
+    // Every field the overview, certificates and queue pages show, rendered with markup in it.
+    const x = '<img src=x onerror=alert(1)>';
+    const who = { login: x, csrf: '"><b>' };
+    const html = [
+      tenantsPage(who, { tenants: [{ id: x, domains: [x], bytes: 1, quota: 2, suspended: { reason: x, since: x }, certs: x, today: 1 }], error: x, done: x, add: { values: { id: x, domains: x, quota: x }, errors: { id: x } } }),
+      removePage(who, { id: x, domains: [x], value: x, error: x }),
+      certsPage(who, { rows: [{ domain: x, tenant: x, source: x, issuer: x, notAfter: x, next: x, lastError: x, leftMs: 1 }], statusError: x }),
+      queuePage(who, { rows: [{ id: x, ageMs: 1, size: 1, returnPath: x, attempts: 1, nextInMs: 1, to: [x], lastReply: x }], pending: 1, oldestMs: 1, deferred: [{ domain: x, recipients: 1, lastReply: x }] }),
+      auditPage(who, [{ at: 0, login: x, tenant: x, action: x, detail: x, remote: x }]),
+    ];
+    for (const h of html) {
+      expect(h).not.toContain('<img');
+      expect(h).not.toContain('"><b>');
+      expect(h).toContain('&lt;img src=x onerror=alert(1)&gt;');
+    }
   });
 
   it('sends Strict-Transport-Security on HTTPS, never on loopback plain HTTP', async () => {
