@@ -8,7 +8,7 @@ import { ConfigError, loadConfig, loadMainConfig } from './core/config/load.ts';
 import { PARSE_CACHE_FILE, ParseCache } from './core/config/parsecache.ts';
 import { restartOnlyChanges } from './core/config/restart.ts';
 import { watchConfig } from './core/config/watch.ts';
-import type { ListInbox, ListPages, MailSubmitter } from './core/contracts.ts';
+import type { ListInbox, ListPages, MailSubmitter, QueueRemover } from './core/contracts.ts';
 import { reloadAll, startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
@@ -101,6 +101,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
   let lists: Lists | undefined;
+  let queueRemover: QueueRemover | undefined;
   // The optional services (and the libraries only they use: smtp-server, mailauth, ftp-srv, ssh2, acme-client)
   // are loaded only when configured: with 10,000 tenants and HTTP alone, module loading was a third of the start.
   if (config.main.smtp) {
@@ -110,6 +111,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox });
     services.push(m.service);
     mail = m.submitter;
+    queueRemover = { delete: (id) => m.queue.delete(id) };
     lists = createListsService({ registry, state, log, mail, sealer: m.sealer });
     services.push(lists.service);
   }
@@ -134,6 +136,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
         log,
         reload: () => reload(),
         lists: lists?.moderation,
+        queue: queueRemover,
         // Uploads go through FTP's jail and quota (bound once the FTP service exists, below); none without `ftp:`.
         webRoot: config.main.ftp ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args) } : undefined,
       }) : undefined;

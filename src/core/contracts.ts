@@ -222,3 +222,13 @@ export interface PanelRequest {
 export interface PanelPages {
   handle(r: PanelRequest): Promise<HttpOutcome>;
 }
+
+/**
+ * The outbound queue's removal of one message, as `makewaves queue delete`
+ * asks it over the control socket (implemented by mail/, used by panel/
+ * when the operator removes a tenant: its queued mail leaves the queue the
+ * way the CLI's removal takes it). False when there is no such message.
+ */
+export interface QueueRemover {
+  delete(id: string): Promise<boolean>;
+}

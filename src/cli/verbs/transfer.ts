@@ -18,7 +18,7 @@ export function registerTransfer(program: Command, out: Outcome): void {
     });
   ftp
     .command('unlock <user>')
-    .description('lift every lock of a login (user@tenant) and forget its failures; the running server sees it at once')
+    .description('lift every lock of a login (user@tenant, or the name of a panel operator) and forget its failures; the running server sees it at once')
     .option('-c, --config <dir>', 'config folder')
     .action(async function (this: Command, user: string) {
       out.code = (await ftpCommands()).ftpUnlock(globalConfig(this), user);

@@ -116,13 +116,6 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   const main = rawMain === undefined ? undefined : validate(mainSchema, rawMain, mainFile, problems);
   if (main?.sftp && !main.ftp) problems.push(`${show(mainFile)}: sftp: needs ftp: too (SFTP logs in the tenants' FTP accounts under FTP's lockout rules)`);
   if (main?.panel && main.panel.host === main.http.userdir) problems.push(`${show(mainFile)}: panel.host: "${main.panel.host}" is also http.userdir; give the panel a name of its own`);
-  if (main?.panel) {
-    const admins = new Set<string>();
-    main.panel.admins.forEach((a, i) => {
-      if (admins.has(a.user)) problems.push(`${show(mainFile)}: panel.admins[${i}].user: "${a.user}" is listed twice`);
-      admins.add(a.user);
-    });
-  }
   if (main?.acme && !main.http.tls) problems.push(`${show(mainFile)}: acme: needs http.tls (its certificates go into that store and are served on its listener)`);
 
   const tenants: TenantEntry[] = [];

@@ -339,15 +339,24 @@ export const mainSchema = z.strictObject({
   panel: z
     .strictObject({
       host: hostname,
-      /** Operator accounts (`makewaves hash-password` writes the hash); kept for the operator view, which is not served yet. */
-      admins: z
-        .array(
-          z.strictObject({
-            user: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be lower-case letters, digits, ".", "_" or "-"'),
-            password: z.string().regex(/^\$scrypt\$/, 'must be a hash written by `makewaves hash-password` ($scrypt$...)'),
+      /**
+       * Operator accounts, `name: hash` (`makewaves hash-password` writes the
+       * hash): they log in to the panel with the name alone and see every
+       * tenant. A name has no "@", so it never looks like an FTP login.
+       */
+      admins: z.preprocess(
+        // `admins: []` (the empty list an earlier release documented) is no account, as `{}` is.
+        (v) => (Array.isArray(v) && v.length === 0 ? {} : v),
+        z
+          .record(z.string(), z.string().regex(/^\$scrypt\$/, 'must be a hash written by `makewaves hash-password` ($scrypt$...)'))
+          .superRefine((admins, ctx) => {
+            for (const name of Object.keys(admins)) {
+              if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) {
+                ctx.addIssue({ code: 'custom', path: [name], message: 'an operator name is lower-case letters, digits, ".", "_" or "-" (no "@": that is an FTP login)' });
+              }
+            }
           }),
-        )
-        .default([]),
+      ).default({}),
       /** Minutes a session may stay unused before it has to log in again. */
       idleMinutes: z.number().int().min(1).max(24 * 60).default(30),
       /** Largest file a customer may upload from the browser (default 100MiB); a larger one is refused before it is read. */
