@@ -20,6 +20,7 @@ import { ControlServer } from './control.ts';
 import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
 import { decide, policyFor, stripOurResults } from './inbound.ts';
 import { blocklisted } from './dnsbl.ts';
+import { checkContent, type SpamSettings } from './rspamd.ts';
 import { normalizeCrlf } from './crlf.ts';
 import { MAX_LINE, MessageScan, scanned } from './scan.ts';
 import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
@@ -186,6 +187,7 @@ export interface AcceptContext {
  */
 export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> } {
   const { hostname, checks, queue, srs, smtp, deps, arcSeal, lookup } = a;
+  const spamScans = deps.metrics?.counter('makewaves_spam_scans_total', 'Messages scored by rspamd, by what became of them (accept, tag, reject, failed).', ['action']);
   async function acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const id = newQueueId();
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
@@ -214,20 +216,23 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       let body: Buffer | AsyncIterable<Buffer>;
       let auth: InboundAuth | undefined;
       let authMs: number | undefined;
-      if (!settings.enabled && lists.length === 0) {
+      const spam = s.registry.config.main.spam;
+      if (!settings.enabled && lists.length === 0 && !spam?.rspamd) {
         body = scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan);
       } else {
         // The checks need the whole message before the reply (a refusal is in the session): it is read into memory (at most smtp.maxMessageBytes).
         const received = await readMessage(stream, scan);
-        let raw = Buffer.concat([prefix, received]);
+        let raw: Buffer = Buffer.concat([prefix, received]);
         if (settings.enabled) {
           const t0 = performance.now();
           const checked = await inboundChecks(s, session, received, from, tenants);
           auth = checked.auth;
           raw = Buffer.concat([Buffer.from(`Authentication-Results: ${auth.results}\r\n`, 'latin1'), prefix, checked.raw]);
-          if (lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
           authMs = Math.round((performance.now() - t0) * 100) / 100;
         }
+        // Content scoring after the checks, on the message as it would be passed on; the ARC seal then covers our verdict.
+        if (spam?.rspamd) raw = await scoreContent(s, session, raw, { ...spam, rspamd: spam.rspamd }, id);
+        if (settings.enabled && lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
         if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined });
         body = raw;
       }
@@ -320,6 +325,23 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     const stripped = stripOurResults(received, hostname);
     if (stripped.removed > 0) s.log.info({ from, removed: stripped.removed }, 'removed Authentication-Results fields claiming our name');
     return { auth, raw: stripped.raw };
+  }
+
+  /** The message scored by rspamd (tagged or not), or the refusal thrown (550 5.7.1 spam; 451 4.7.1 when rspamd failed and spam.onFailure says tempfail). */
+  async function scoreContent(s: SessionState, session: SMTPServerSession, raw: Buffer, spam: SpamSettings, id: string): Promise<Buffer> {
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const env = {
+      ip: session.remoteAddress,
+      helo: session.hostNameAppearsAs || session.remoteAddress,
+      from,
+      rcpts: session.envelope.rcptTo.map((r) => r.address),
+      queueId: id,
+      hostname: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined,
+    };
+    const out = await checkContent(raw, env, spam, s.log, (action) => spamScans?.inc({ action }));
+    if (!out.refusal) return out.raw;
+    deps.metrics?.smtpRefused.inc({ reason: out.refusal.code === 'SPAM' ? 'spam' : 'spam-tempfail' });
+    throw refuse(out.refusal.code, out.refusal.text);
   }
 
   /** The ARC set for a forwarded message, or nothing when sealing fails (logged: the message still goes, as an unsigned one would). */

@@ -178,7 +178,25 @@ export const mainSchema = z.strictObject({
         .array(z.union([hostname.transform((zone) => ({ zone, url: undefined as string | undefined })), z.strictObject({ zone: hostname, url: z.string().url().optional() })]))
         .max(20)
         .default([]),
+      /**
+       * Content scoring by rspamd's HTTP protocol (its normal worker, `http://127.0.0.1:11333`), during DATA after
+       * the inbound checks: from a score of `reject` up → 550 5.7.1 in the session; from `tag` up → X-Spam headers.
+       */
+      rspamd: z
+        .string()
+        .url()
+        .refine((u) => new URL(u).protocol === 'http:', 'must be an http:// URL (rspamd\'s normal worker)')
+        .optional(),
+      reject: z.number().positive().max(1000).default(15),
+      tag: z.number().positive().max(1000).default(6),
+      /** rspamd down, too slow or answering nonsense: `accept` the message unscored (logged), or `tempfail` (451 4.7.1). */
+      onFailure: z.enum(['accept', 'tempfail']).default('accept'),
+      /** Seconds to wait for rspamd's verdict. */
+      timeout: z.number().positive().max(120).default(10),
+      /** Sent to rspamd as `Settings-ID`: the settings profile it applies. */
+      settingsId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be an rspamd settings id (letters, digits, _ . -)').optional(),
     })
+    .refine((s) => s.tag < s.reject, { message: 'spam.tag must be below spam.reject', path: ['tag'] })
     .optional(),
   admin: z
     .strictObject({
