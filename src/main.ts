@@ -104,7 +104,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox });
     services.push(m.service);
     mail = m.submitter;
-    lists = createListsService({ registry, state, log, mail, sealer: m.sealer });
+    lists = createListsService({ registry, state, log, mail, sealer: m.sealer, dmarc: m.dmarc });
     services.push(lists.service);
   }
   const cgi = createCgi({

@@ -100,6 +100,26 @@ const tools = createRequire(import.meta.url)('mailauth/lib/tools.js') as {
   formatRelaxedLine(line: string | Buffer, suffix?: string): Buffer;
 };
 
+const getDmarcRecord = createRequire(import.meta.url)('mailauth/lib/dmarc/get-dmarc-record.js') as (
+  domain: string,
+  resolver: DNSResolver,
+) => Promise<false | { p?: string | false; sp?: string | false; isOrgRecord: boolean }>;
+
+/**
+ * The DMARC policy (RFC 7489 §6.3) that applies to mail From: `domain`:
+ * its own `_dmarc` record's `p=`, or the organisational domain's (`sp=`
+ * first, for a subdomain); undefined when neither publishes one (mailauth's
+ * record lookup, through `resolver`). Rejects on a DNS failure (a timeout,
+ * SERVFAIL): "no record" and "could not ask" are not the same.
+ */
+export async function dmarcPolicy(domain: string, resolver: DNSResolver): Promise<'none' | 'quarantine' | 'reject' | undefined> {
+  const record = await getDmarcRecord(domain.toLowerCase(), resolver);
+  if (!record) return undefined;
+  const raw = record.isOrgRecord && record.sp ? record.sp : record.p;
+  const p = typeof raw === 'string' ? raw.trim().toLowerCase() : '';
+  return p === 'reject' || p === 'quarantine' || p === 'none' ? p : undefined;
+}
+
 /** How the From: domain was authenticated, aligned with it (RFC 7489 §3.1, relaxed): by DMARC's own verdict, or without a DMARC record by DKIM or SPF. */
 export type Alignment = 'dmarc' | 'dkim' | 'spf';
 

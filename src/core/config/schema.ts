@@ -432,8 +432,12 @@ export const tenantSchema = z.strictObject({
             subjectPrefix: z.string().max(40).regex(/^[\x20-\x7e]*$/, 'must be printable ASCII').optional(),
             /** Where replies go: to the poster (the post's own Reply-To/From) or to the list. */
             replyTo: z.enum(['poster', 'list']).default('poster'),
-            /** `always`: From becomes "Poster via <list>" <list@domain> with Reply-To the poster (DMARC mitigation, as Mailman does). */
-            fromMunging: z.enum(['never', 'always']).default('never'),
+            /**
+             * From becomes "Poster via <list>" <list@domain>, Reply-To the poster (merged with the post's own), X-Original-From the
+             * original (DMARC mitigation, as Mailman does): `dmarc` for posters whose domain publishes DMARC p=reject or
+             * p=quarantine, `always` for every post, `never`.
+             */
+            fromMunging: z.enum(['never', 'dmarc', 'always']).default('dmarc'),
             /** Base URL of the tenant's site for the list's web pages and signed unsubscribe links; default https://<first domain>. */
             webUrl: z
               .string()
