@@ -231,7 +231,14 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
           authMs = Math.round((performance.now() - t0) * 100) / 100;
         }
         // Content scoring after the checks, on the message as it would be passed on; the ARC seal then covers our verdict.
-        if (spam?.rspamd) raw = await scoreContent(s, session, raw, { ...spam, rspamd: spam.rspamd }, id);
+        if (spam?.rspamd) {
+          const own = auth && ownSignature(s, auth);
+          if (own) {
+            // Mail the suite made and signed (a list copy, form mail, a notice) coming back through SMTP: it was never scored as ours, and needs no scoring.
+            s.log.info({ qid: id, from, signedBy: own }, `message not scored: it carries a valid DKIM signature of ours (d=${own.domain} s=${own.selector})`);
+            spamScans?.inc({ action: 'own' });
+          } else raw = await scoreContent(s, session, raw, { ...spam, rspamd: spam.rspamd }, id);
+        }
         if (settings.enabled && lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
         if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined });
         body = raw;
@@ -313,7 +320,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
       const ref = errorRef();
       s.log.error({ ref, from, err: (err as Error).message }, 'inbound checks failed; the message counts as not authenticated');
-      auth = { results: `${hostname}; none (checks failed, ref ${ref})`, fromDomain: undefined, spf: 'none', dkim: [], dmarc: { result: 'none', policy: undefined }, aligned: undefined, temporary: true };
+      auth = { results: `${hostname}; none (checks failed, ref ${ref})`, fromDomain: undefined, spf: 'none', dkim: [], dkimPass: [], dmarc: { result: 'none', policy: undefined }, aligned: undefined, temporary: true };
     }
     const policy = policyFor(s.registry.config.main.smtp?.checks ?? checks, [...tenants].map((t) => s.registry.tenants.get(t)?.config));
     const refused = decide(auth, policy, { sender: from, ip: session.remoteAddress });
@@ -325,6 +332,18 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     const stripped = stripOurResults(received, hostname);
     if (stripped.removed > 0) s.log.info({ from, removed: stripped.removed }, 'removed Authentication-Results fields claiming our name');
     return { auth, raw: stripped.raw };
+  }
+
+  /**
+   * A verified DKIM signature made with one of our own keys (d= a domain
+   * of ours and s= a selector we hold, current or retired), or undefined.
+   * The selector matters: a tenant's other mail provider signs for the
+   * same domain with keys that are not ours.
+   */
+  function ownSignature(s: SessionState, auth: InboundAuth): { domain: string; selector: string } | undefined {
+    return auth.dkimPass.find(
+      (sig) => (sig.domain === hostname || s.registry.hostsDomain(sig.domain)) && deps.state.dkim.list(sig.domain).some((k) => k.purpose === 'dkim' && k.selector === sig.selector),
+    );
   }
 
   /** The message scored by rspamd (tagged or not), or the refusal thrown (550 5.7.1 spam; 451 4.7.1 when rspamd failed and spam.onFailure says tempfail). */

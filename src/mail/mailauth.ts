@@ -131,6 +131,8 @@ export interface InboundAuth {
   fromDomain: string | undefined;
   spf: string;
   dkim: string[];
+  /** The signatures that verified: their domain (`d=`, lower case) and selector (`s=`). */
+  dkimPass: Array<{ domain: string; selector: string }>;
   /** DMARC's result (`pass`, `fail`, `none`, `temperror`…) and the policy that applies to the From: domain (p=, or sp= for a subdomain). */
   dmarc: { result: string; policy: string | undefined };
   /** Set when the From: domain is authenticated in alignment. */
@@ -164,6 +166,9 @@ export async function checkInbound(raw: Buffer, o: InboundOptions): Promise<Inbo
   const fromDomain = from?.includes('@') ? from.slice(from.lastIndexOf('@') + 1).toLowerCase() : undefined;
   const spf = r.spf ? r.spf.status.result : 'none';
   const dkim = r.dkim.results.map((x) => x.status.result);
+  const dkimPass = r.dkim.results
+    .filter((x) => x.status.result === 'pass')
+    .map((x) => ({ domain: String((x as { signingDomain?: unknown }).signingDomain ?? '').toLowerCase(), selector: String((x as { selector?: unknown }).selector ?? '') }));
   const dmarc = r.dmarc ? { result: r.dmarc.status.result, policy: r.dmarc.policy || undefined } : { result: 'none', policy: undefined };
   let aligned: Alignment | undefined;
   if (dmarc.result === 'pass') aligned = 'dmarc';
@@ -173,7 +178,7 @@ export async function checkInbound(raw: Buffer, o: InboundOptions): Promise<Inbo
     else if (r.spf && spf === 'pass' && tools.getAlignment(fromDomain, [r.spf.domain], { strict: false })) aligned = 'spf';
   }
   const temporary = spf === 'temperror' || dkim.includes('temperror') || dmarc.result === 'temperror';
-  return { results: ar, fromDomain, spf, dkim, dmarc, aligned, temporary };
+  return { results: ar, fromDomain, spf, dkim, dkimPass, dmarc, aligned, temporary };
 }
 
 /** Field names an ARC-Message-Signature covers: DKIM's usual set without List-Unsubscribe, which a list sets per member after sealing. */

@@ -1,7 +1,13 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { dkimSign } from 'mailauth';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseVerdict, spamAction, spamFields, stripSpamFields } from '../../../src/mail/rspamd.ts';
 import { boxMissing, call } from '../../helpers/cgi.ts';
-import { startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
+import { runCli } from '../../helpers/cli.ts';
+import { loadZone, startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
 import { freePort, haveSwaks, smtpPort, startSink, swaks, type MailSink, type SunkMessage } from '../../helpers/mailsink.ts';
 import { GTUBE, haveRspamd, noRspamd, startRspamd, TAG_TOKEN, type Rspamd } from '../../helpers/rspamd.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
@@ -43,6 +49,7 @@ let sink: MailSink;
 let dns: DnsServer;
 let t: TestSuite;
 let admin: string;
+let tmp: string;
 
 const spamConfig = (url: string, onFailure = 'accept') => ({ rspamd: url, reject: 15, tag: 6, onFailure, timeout: 5 });
 
@@ -61,8 +68,10 @@ describe.skipIf(!haveRspamd || !haveSwaks)('content scoring by a real rspamd', (
       tenants: { 'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test' } }, forms: { recipients: ['owner@remote.test'] } } },
     });
     admin = t.suite.urls.admin![0]!;
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'makewaves-rspamd-test-'));
   }, 90_000);
   afterAll(async () => {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
     await t?.stop();
     await rspamd?.close();
     await sink?.close();
@@ -124,6 +133,34 @@ describe.skipIf(!haveRspamd || !haveSwaks)('content scoring by a real rspamd', (
     expect(m.raw.toString('latin1').replace(/=\r\n/g, '')).toContain(GTUBE);
     expect(head(m)).not.toMatch(/^X-Spam/im);
     expect(tasks()).toBe(before);
+  });
+
+  it('does not score again what the suite signed itself when it comes back through SMTP; a signature of the same domain with a key not ours is scored', async () => {
+    const tasks = () => (rspamd.log().match(/rspamd_task_write_log/g) ?? []).length;
+    // Mail the suite originates (as form handlers and lists do): signed with a.test's key on its way into the queue.
+    const raw = `From: forms@a.test\r\nTo: owner@remote.test\r\nSubject: own mail with gtube\r\nMessage-ID: <own.1@a.test>\r\n\r\n${GTUBE}\r\n`;
+    await t.suite.mail!.submit({ from: 'forms@a.test', to: ['owner@remote.test'], raw: Buffer.from(raw), tenant: 'a.test' });
+    const signed = await forwarded('own mail with gtube');
+    loadZone(dns.zone, (await runCli('dns', 'a.test', '--config', t.configDir)).out);
+    const before = tasks();
+    const file = path.join(tmp, 'own.eml');
+    writeFileSync(file, signed.raw);
+    const r = await swaks(smtpPort(t.suite), '--from', 'forms@a.test', '--to', 'info@a.test', '--data', file);
+    expect(r.out).toMatch(/<-\s+250 2\.6\.0 Ok: queued/);
+    await waitFor(() => sink.messages.filter((m) => m.raw.includes('Subject: own mail with gtube')).length === 2, 5_000, 'the copy forwarded to info@');
+    expect(tasks()).toBe(before);
+    expect(t.logs().find((l) => typeof l.msg === 'string' && l.msg.startsWith('message not scored: it carries a valid DKIM signature of ours (d=a.test s=mw'))).toBeTruthy();
+
+    // The same domain signing with a key of its own (another provider of the tenant's): not ours, so scored.
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const record = `v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`;
+    dns.zone.set('other._domainkey.a.test', { txt: [record.match(/.{1,255}/g)!] });
+    const theirs = raw.replace('own mail', 'their mail');
+    const sig = await dkimSign(theirs, { signatureData: [{ signingDomain: 'a.test', selector: 'other', privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }] } as never);
+    writeFileSync(file, sig.signatures + theirs);
+    const r2 = await swaks(smtpPort(t.suite), '--from', 'forms@a.test', '--to', 'info@a.test', '--data', file);
+    expect(r2.out).toMatch(/<\*\*\s+550 5\.7\.1 Message refused: our content filter takes it for spam/);
+    expect(tasks()).toBe(before + 1);
   });
 
   it('accepts unscored and logs it while rspamd is down; with onFailure: tempfail answers 451 4.7.1', async () => {
