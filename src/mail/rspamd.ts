@@ -51,8 +51,8 @@ export function spamAction(v: Verdict, s: Pick<ScoringSettings, 'reject' | 'tag'
   return 'accept';
 }
 
-/** One agent for every scan: rspamd answers on kept-alive connections. */
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+/** A connection per scan (rspamd closes each after its answer): none is kept, so none is reused half-closed. */
+const scanAgent = new http.Agent({ keepAlive: false, maxSockets: 64 });
 
 /** Header values rspamd gets from the client: one line of printable ASCII. */
 const safe = (v: string) => v.replace(/[^\x20-\x7e]/g, '?');
@@ -77,7 +77,7 @@ export function scoreMessage(raw: Buffer, env: ScanEnvelope, s: ScoringSettings)
   if (env.hostname) headers.Hostname = safe(env.hostname);
   if (s.settingsId) headers['Settings-ID'] = s.settingsId;
   return new Promise<Verdict>((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers, agent, signal: AbortSignal.timeout(s.timeout * 1000) }, (res) => {
+    const req = http.request(url, { method: 'POST', headers, agent: scanAgent, signal: AbortSignal.timeout(s.timeout * 1000) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
