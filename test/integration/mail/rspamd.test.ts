@@ -53,7 +53,7 @@ let tmp: string;
 
 const spamConfig = (url: string, onFailure = 'accept') => ({ rspamd: url, reject: 15, tag: 6, onFailure, timeout: 5 });
 
-describe.skipIf(!haveRspamd || !haveSwaks)('content scoring by a real rspamd', () => {
+describe.skipIf(!haveRspamd || !haveSwaks)(`content scoring by a real rspamd${haveRspamd ? '' : ` (skipped: ${noRspamd})`}`, () => {
   beforeAll(async () => {
     // An empty zone: every SPF/DKIM/DMARC lookup of the inbound checks is a quick NXDOMAIN.
     dns = await startDnsServer();
