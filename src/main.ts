@@ -112,7 +112,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     services.push(m.service);
     mail = m.submitter;
     queueRemover = { delete: (id) => m.queue.delete(id) };
-    lists = createListsService({ registry, state, log, mail, sealer: m.sealer });
+    lists = createListsService({ registry, state, log, mail, sealer: m.sealer, dmarc: m.dmarc });
     services.push(lists.service);
   }
   const cgi = createCgi({

@@ -95,6 +95,16 @@ export interface ArcSealer {
   seal(raw: Buffer): Promise<Buffer>;
 }
 
+/** DMARC policies of sender domains, looked up through the suite's resolver (implemented by mail/, used by lists). */
+export interface DmarcPolicies {
+  /**
+   * The policy that applies to mail From: `domain` (its `_dmarc` record, or
+   * its organisational domain's); undefined when none is published.
+   * Rejects when DNS could not be asked (timeout, SERVFAIL).
+   */
+  policy(domain: string): Promise<'none' | 'quarantine' | 'reject' | undefined>;
+}
+
 /** Takes mail for list addresses (implemented by lists/, used by mail/). */
 export interface ListInbox {
   /**
