@@ -129,7 +129,9 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
         reload: () => reload(),
         lists: lists?.moderation,
         // Uploads go through FTP's jail and quota (bound once the FTP service exists, below); none without `ftp:`.
-        webRoot: config.main.ftp ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args) } : undefined,
+        webRoot: config.main.ftp
+          ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args), storeTree: (...args) => ftp!.webRoot.storeTree(...args) }
+          : undefined,
       }) : undefined;
   if (panel) services.push(panel.service);
   const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages, acme: acme?.challenges, panel: panel?.pages });

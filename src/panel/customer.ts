@@ -12,6 +12,7 @@ import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, tra
 import { formPages } from './forms.ts';
 import { listPages } from './lists.ts';
 import { uploads } from './upload.ts';
+import { zipUploads } from './zip.ts';
 import { TrafficCounter } from './traffic.ts';
 import { redirect, sendHtml } from './web.ts';
 
@@ -192,10 +193,11 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
       return { login: s.login, tenant: s.tenant, shell: { tenant: s.tenant, login: s.login, csrf: s.csrf } };
     },
 
-    /** A POST to `upload` (multipart): checked and streamed into the web root by upload.ts. */
-    async upload(r: PanelRequest, a: Acting, csrf: string): Promise<HttpOutcome> {
+    /** A POST to `upload` or `upload/zip` (multipart): checked and streamed into the web root by upload.ts or zip.ts. */
+    async upload(r: PanelRequest, a: Acting, csrf: string, rest = 'upload'): Promise<HttpOutcome> {
       const t = registry().tenants.get(a.tenant);
       if (!t) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.'), { Connection: 'close' });
+      if (rest === 'upload/zip') return zipUploads({ registry, log, webRoot, sameToken, audit: (r2, action, detail) => audit(r2, a, action, detail) }).receive(r, a.shell, t, csrf);
       return uploadsOf(a).receive(r, a.shell, t, csrf);
     },
 
