@@ -101,7 +101,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   if (config.main.smtp) {
     // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
     const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
-    const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox });
+    const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox, journal: state.mailStats });
     services.push(m.service);
     mail = m.submitter;
     lists = createListsService({ registry, state, log, mail, sealer: m.sealer });

@@ -161,6 +161,25 @@ export type WebRootEntry = { path: string; dir: true } | { path: string; dir: fa
 /** What became of a tree: unpacked (counts, bytes), or refused in FTP's words with nothing written. */
 export type WebRootTreeResult = { ok: true; folder: string; files: number; folders: number; bytes: number } | { ok: false; why: 'quota' | 'refused'; message: string };
 
+/** One outcome of mail to one of a tenant's addresses, for its panel: forwarded (the next hop took it), refused (in the SMTP session), bounced. */
+export interface MailOutcome {
+  tenant: string;
+  kind: 'forwarded' | 'refused' | 'bounced';
+  /** The tenant's address the mail was sent to. */
+  address: string;
+  /** Where it was forwarded ('' when it was refused before that was known). */
+  target: string;
+  /** The envelope sender ('' = null sender). */
+  sender: string;
+  /** The next hop's reply, or our refusal. */
+  reply: string;
+}
+
+/** Where the mail service tells each outcome (implemented by state's MailStats, used by mail/, wired in main.ts). */
+export interface MailJournal {
+  record(o: MailOutcome): void;
+}
+
 /** A held post as its owner sees it before deciding: the text only, decoded, never its HTML. */
 export interface HeldPreview {
   poster: string;

@@ -13,6 +13,7 @@ import { formPages } from './forms.ts';
 import { listPages } from './lists.ts';
 import { uploads } from './upload.ts';
 import { zipUploads } from './zip.ts';
+import { mailSection } from './mail.ts';
 import { TrafficCounter } from './traffic.ts';
 import { redirect, sendHtml } from './web.ts';
 
@@ -215,7 +216,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
           return post ? onlyGet() : overview(r, a, t);
         case 'traffic':
           if (post) return onlyGet();
-          return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now())), { 'Content-Security-Policy': TRAFFIC_CSP });
+          return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now()), mailSection(state, t.id, now())), { 'Content-Security-Policy': TRAFFIC_CSP });
         case 'upload':
           return uploadsOf(a).show(r, a.shell, query);
         case 'password':
