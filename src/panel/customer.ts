@@ -14,6 +14,7 @@ import { listPages } from './lists.ts';
 import { uploads } from './upload.ts';
 import { zipUploads } from './zip.ts';
 import { mailSection } from './mail.ts';
+import { logFiles, logsSection, sendLog } from './logs.ts';
 import { TrafficCounter } from './traffic.ts';
 import { redirect, sendHtml } from './web.ts';
 
@@ -39,7 +40,8 @@ export interface CustomerDeps {
 export function customerPages({ registry, state, log, reload, lists, webRoot, sameToken, now }: CustomerDeps) {
   const configDir = () => registry().config.dir;
   // Counts each access log once, then only what was appended: a view does not re-read 30 days.
-  const counter = new TrafficCounter(() => path.join(registry().config.main.dataDir, 'logs'));
+  const logsDir = () => path.join(registry().config.main.dataDir, 'logs');
+  const counter = new TrafficCounter(logsDir);
 
   /** Takes a write into the running server at once (the watcher would too, a moment later). */
   function apply(what: string): void {
@@ -211,12 +213,15 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
       const onlyPost = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This address takes a form only.', a.shell), { Allow: 'POST' });
       if (rest === 'lists' || rest.startsWith('lists/')) return listsOf(a).handle(r, a.shell, t, rest.slice('lists'.length), form, query);
       if (rest === 'forms' || rest.startsWith('forms/')) return formsOf(a).handle(r, a.shell, t, rest.slice('forms'.length), form, query);
+      if (rest.startsWith('logs/')) return post ? onlyGet() : sendLog(r, a.shell, logsDir(), rest.slice('logs/'.length), log);
       switch (rest) {
         case '':
           return post ? onlyGet() : overview(r, a, t);
         case 'traffic':
           if (post) return onlyGet();
-          return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now()), mailSection(state, t.id, now())), { 'Content-Security-Policy': TRAFFIC_CSP });
+          return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now()), mailSection(state, t.id, now()) + logsSection(a.shell, await logFiles(logsDir(), t.id))), {
+            'Content-Security-Policy': TRAFFIC_CSP,
+          });
         case 'upload':
           return uploadsOf(a).show(r, a.shell, query);
         case 'password':
