@@ -133,7 +133,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
         audit(r, a, 'forward-remove', `${done.local}@${t.domains[0]}`);
         return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=removed`);
       }
-      const done = addForward(configDir(), address, targets, t.id);
+      const done = addForward(configDir(), address, targets, t.id, registry().config.main.panel?.limits);
       apply('forward-add');
       audit(r, a, 'forward-add', `${done.local}@${t.domains[0]} → ${done.targets.join(', ')}`);
       return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=added`);
