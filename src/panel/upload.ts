@@ -45,12 +45,12 @@ export function uploadPage(who: Who, o: { max: number; free: number; error?: str
       `<button type="submit">Upload</button></form>` +
       `<h2>A zip of a site</h2>` +
       (o.zipError ? `<p class="error" role="alert" id="zip-error">${esc(o.zipError)}</p>` : '') +
-      `<p>Unpacked into the folder as it is in the archive, all or nothing: files of the same names are replaced once every file is in. ` +
+      `<p>Unpacked into an existing folder as it is in the archive, all or nothing: files of the same names are replaced once every file is in. ` +
       `Links, names starting with "." and paths out of the folder are refused, and so is an archive that unpacks past your quota.</p>` +
       `<form method="post" action="${base}/zip" enctype="multipart/form-data">${csrfField(who.csrf)}` +
-      `<label for="zip-folder">Unpack into folder</label><input id="zip-folder" name="folder" type="text" value="/">` +
-      `<label for="zip-file">Zip file</label><input id="zip-file" name="file" type="file" accept=".zip,application/zip" required>` +
-      `<button type="submit">Upload and unpack</button></form>`,
+      `<label for="zip-folder">Unpack to</label><input id="zip-folder" name="folder" type="text" value="/">` +
+      `<label for="zip-file">Site archive (zip)</label><input id="zip-file" name="file" type="file" accept=".zip,application/zip" required>` +
+      `<button type="submit">Unpack archive</button></form>`,
   );
 }
 
