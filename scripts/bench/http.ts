@@ -301,18 +301,30 @@ async function main(): Promise<void> {
     }
 
     // --- 10,000 tenants: start-up and idle memory --------------------------
+    // The first start parses every tenant file and writes <data>/config-cache.json; later ones parse only
+    // files that changed. Idle RSS is read 8 s after the first answer: 5 s after its start, the server
+    // collects the start-up garbage and gives the heap's spare pages back.
     if (only.has('scale')) {
       const port = await freePort();
       const config = suiteConfig('suite10k', 10_000, port);
-      const t0 = performance.now();
-      const child = startSuite(config);
-      children.push(child);
-      await waitHttp(`http://127.0.0.1:${port}/1k.html`, 't9999.test', 60_000);
-      const startMs = performance.now() - t0;
-      await new Promise((r) => setTimeout(r, 2_000));
-      const idle = treeRssMiB(child.pid);
-      await stopProcess(child);
-      out.push(`\n10,000 tenants: first answer ${(startMs / 1000).toFixed(2)} s after spawn (target ≤ 1.5 s), idle RSS ${idle.toFixed(0)} MiB (target ≤ 120 MB)`);
+      const starts: number[] = [];
+      const rss: number[] = [];
+      for (let i = 0; i < 1 + Math.max(2, runs); i++) {
+        const t0 = performance.now();
+        const child = startSuite(config);
+        children.push(child);
+        await waitHttp(`http://127.0.0.1:${port}/1k.html`, 't9999.test', 60_000);
+        starts.push(performance.now() - t0);
+        await new Promise((r) => setTimeout(r, 8_000));
+        rss.push(treeRssMiB(child.pid));
+        await stopProcess(child);
+        process.stderr.write(`  10,000 tenants, start ${i + 1}: ${(starts.at(-1)! / 1000).toFixed(2)} s, idle RSS ${rss.at(-1)!.toFixed(0)} MiB\n`);
+      }
+      const warm = starts.slice(1);
+      out.push(
+        `\n10,000 tenants: first answer ${(median(warm) / 1000).toFixed(2)} s after spawn (median of ${warm.length}; target ≤ 1.5 s), ` +
+          `${(starts[0]! / 1000).toFixed(2)} s at the very first start (every file parsed); idle RSS ${median(rss).toFixed(0)} MiB = ${((median(rss) * 1048576) / 1e6).toFixed(0)} MB (target ≤ 120 MB)`,
+      );
     }
     console.log(out.join('\n'));
   } finally {

@@ -95,6 +95,16 @@ export interface ArcSealer {
   seal(raw: Buffer): Promise<Buffer>;
 }
 
+/** DMARC policies of sender domains, looked up through the suite's resolver (implemented by mail/, used by lists). */
+export interface DmarcPolicies {
+  /**
+   * The policy that applies to mail From: `domain` (its `_dmarc` record, or
+   * its organisational domain's); undefined when none is published.
+   * Rejects when DNS could not be asked (timeout, SERVFAIL).
+   */
+  policy(domain: string): Promise<'none' | 'quarantine' | 'reject' | undefined>;
+}
+
 /** Takes mail for list addresses (implemented by lists/, used by mail/). */
 export interface ListInbox {
   /**
@@ -257,4 +267,14 @@ export interface PanelRequest {
 /** Serves the customers' control panel (implemented by panel/, used by http/). Must always answer the request. */
 export interface PanelPages {
   handle(r: PanelRequest): Promise<HttpOutcome>;
+}
+
+/**
+ * The outbound queue's removal of one message, as `makewaves queue delete`
+ * asks it over the control socket (implemented by mail/, used by panel/
+ * when the operator removes a tenant: its queued mail leaves the queue the
+ * way the CLI's removal takes it). False when there is no such message.
+ */
+export interface QueueRemover {
+  delete(id: string): Promise<boolean>;
 }

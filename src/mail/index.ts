@@ -6,7 +6,7 @@ import type { CertStore } from '../core/certs.ts';
 import { suiteResolver } from '../core/dns.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { HealthReporter } from '../core/contracts.ts';
-import type { ArcSealer, ListInbox, ListMail, MailJournal, MailSubmitter } from '../core/contracts.ts';
+import type { ArcSealer, DmarcPolicies, ListInbox, ListMail, MailJournal, MailSubmitter } from '../core/contracts.ts';
 import { errorRef, refusal, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -15,7 +15,7 @@ import { parseRecipient } from '../core/recipient.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
-import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
+import { checkInbound, createArcSealer, createDkimSigner, dmarcPolicy, type InboundAuth } from './mailauth.ts';
 import { decide, policyFor, stripOurResults } from './inbound.ts';
 import { blocklisted } from './dnsbl.ts';
 import { normalizeCrlf } from './crlf.ts';
@@ -54,6 +54,8 @@ export interface MailService {
   queue: MailQueue;
   /** ARC sealing with the suite's key, for list posts (wired by main.ts); seals nothing when `smtp.checks` turns it off. */
   sealer: ArcSealer;
+  /** DMARC policies through the suite's resolver, for lists (wired by main.ts). */
+  dmarc: DmarcPolicies;
 }
 
 
@@ -336,6 +338,7 @@ export function createMailService(deps: MailDeps): MailService {
     queue,
     submitter: queue,
     sealer,
+    dmarc: { policy: (domain) => dmarcPolicy(domain, lookup) },
     service: {
       name: 'smtp',
       async start() {
