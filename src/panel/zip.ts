@@ -103,7 +103,7 @@ async function* contentOf(zip: yauzl.ZipFile, e: yauzl.Entry): AsyncIterable<Buf
 }
 
 /** Step 2: the central directory judged as a whole; the entries to store, or a refusal naming the first bad one. */
-export function checkEntries(zip: yauzl.ZipFile, entries: readonly yauzl.Entry[], o: { maxEntries: number; room: number; quota: boolean }): WebRootEntry[] {
+export function checkEntries(zip: yauzl.ZipFile, entries: readonly yauzl.Entry[], o: { room: number; quota: boolean }): WebRootEntry[] {
   const out: WebRootEntry[] = [];
   let declared = 0;
   for (const e of entries) {
@@ -171,7 +171,7 @@ export function zipUploads({ registry, log, webRoot, audit, sameToken }: ZipDeps
       }
       const free = await webRoot!.free(t.id);
       const room = free === Infinity ? maxOf() * UNPACK_FACTOR : free;
-      const checked = checkEntries(zip, entries, { maxEntries, room, quota: free !== Infinity });
+      const checked = checkEntries(zip, entries, { room, quota: free !== Infinity });
       const res = await webRoot!.storeTree(t.id, folder, checked, { login: a.login, remote: r.remote });
       if (!res.ok) return await refuse(r, a, res.why === 'quota' ? 507 : 400, res.message, `${res.message}; nothing was stored.`, file);
       audit(r, 'upload-zip', `${res.folder}: ${res.files} files, ${res.bytes} bytes`);
