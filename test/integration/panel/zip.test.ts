@@ -123,6 +123,7 @@ describe('a zip of a site from the panel', () => {
   // Each archive holds a good file in a new folder first, so a refusal that came too late would show.
   const HOSTILE: Array<{ what: string; make: () => string; status: number; says: string }> = [
     { what: 'a ../ entry', make: () => pyZip('dots.zip', [['fresh/ok.html', 'ok'], ['../../evil.txt', 'evil']]), status: 400, says: 'outside its folder' },
+    { what: 'a ..\\ entry (a Windows separator)', make: () => pyZip('backslash.zip', [['fresh/ok.html', 'ok'], ['..\\..\\evil.txt', 'evil']]), status: 400, says: 'outside its folder' },
     { what: 'an absolute path', make: () => pyZip('abs.zip', [['fresh/ok.html', 'ok'], ['/tmp/evil.txt', 'evil']]), status: 400, says: 'outside its folder' },
     { what: 'a symlink entry', make: () => pyZip('link.zip', [['fresh/ok.html', 'ok'], ['fresh/passwd', '/etc/passwd', 0o120777]]), status: 400, says: 'fresh/passwd is a symbolic link' },
     { what: 'a hidden name', make: () => pyZip('hidden.zip', [['fresh/ok.html', 'ok'], ['.htaccess', 'x']]), status: 400, says: 'names starting with' },
