@@ -11,7 +11,7 @@ const ROOT = path.join(import.meta.dirname, '../../..');
  * only through dynamic import(); a static import anywhere on the way in
  * (the CLI entry, main.ts, core, the HTTP service) fails here.
  */
-const OPTIONAL = ['smtp-server', 'mailauth', 'nodemailer', 'ftp-srv', 'ssh2', 'acme-client', 'selfsigned', 'busboy'];
+const OPTIONAL = ['smtp-server', 'mailauth', 'nodemailer', 'ftp-srv', 'ssh2', 'acme-client', 'selfsigned', 'busboy', 'yauzl'];
 
 describe('what serve loads before it knows the config', () => {
   it('the bundle (as scripts/build.mjs splits it) imports none of the optional services\' libraries statically', async () => {
