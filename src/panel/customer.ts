@@ -16,7 +16,7 @@ import { zipUploads } from './zip.ts';
 import { mailSection } from './mail.ts';
 import { logFiles, logsSection, sendLog } from './logs.ts';
 import { TrafficCounter } from './traffic.ts';
-import { redirect, sendHtml } from './web.ts';
+import { redirect, refusedBody, sendHtml } from './web.ts';
 
 /** Who is acting: a logged-in customer, with what every page of theirs shows. */
 export interface Acting {
@@ -199,7 +199,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
     /** A POST to `upload` or `upload/zip` (multipart): checked and streamed into the web root by upload.ts or zip.ts. */
     async upload(r: PanelRequest, a: Acting, csrf: string, rest = 'upload'): Promise<HttpOutcome> {
       const t = registry().tenants.get(a.tenant);
-      if (!t) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.'), { Connection: 'close' });
+      if (!t) return refusedBody(r.req, sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.')));
       if (rest === 'upload/zip') return zipUploads({ registry, log, webRoot, sameToken, audit: (r2, action, detail) => audit(r2, a, action, detail) }).receive(r, a.shell, t, csrf);
       return uploadsOf(a).receive(r, a.shell, t, csrf);
     },

@@ -5,7 +5,7 @@ import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { formatSize } from '../lib/sizes.ts';
 import { csrfField, esc, messagePage, page, type Shell } from './html.ts';
-import { redirect, sendHtml } from './web.ts';
+import { redirect, refusedBody, sendHtml } from './web.ts';
 
 /*
  * Uploading one file into the web root from the browser: a multipart form
@@ -66,8 +66,8 @@ export function uploads({ registry, log, webRoot, audit, sameToken }: UploadDeps
 
   function refuse(r: PanelRequest, a: Who, status: number, why: string, message: string, free: number): HttpOutcome {
     log.info({ user: a.login, tenant: a.tenant, remote: r.remote, why }, 'panel upload refused');
-    // The rest of the body is not read: the connection closes after the answer.
-    return sendHtml(r.req, r.res, status, uploadPage(a, { max: maxOf(), free, error: message, available: true }), { Connection: 'close' });
+    // The rest of the body is read and dropped for a while (lingerOnBody), so a client still sending reads this answer.
+    return refusedBody(r.req, sendHtml(r.req, r.res, status, uploadPage(a, { max: maxOf(), free, error: message, available: true })));
   }
 
   return {
@@ -80,7 +80,7 @@ export function uploads({ registry, log, webRoot, audit, sameToken }: UploadDeps
     },
 
     async receive(r: PanelRequest, a: Who, t: Tenant, csrf: string): Promise<HttpOutcome> {
-      if (!webRoot) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'Uploads from the browser are not offered on this server.', a), { Connection: 'close' });
+      if (!webRoot) return refusedBody(r.req, sendHtml(r.req, r.res, 404, messagePage('Not found', 'Uploads from the browser are not offered on this server.', a)));
       const max = maxOf();
       const free = await webRoot.free(t.id);
       if (!/^multipart\/form-data\s*;/i.test(r.req.headers['content-type'] ?? '')) return refuse(r, a, 400, 'not multipart', 'The upload form could not be read.', free);

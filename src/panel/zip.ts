@@ -12,7 +12,7 @@ import type { Registry, Tenant } from '../core/registry.ts';
 import { formatSize } from '../lib/sizes.ts';
 import { messagePage, type Shell } from './html.ts';
 import { DEFAULT_MAX_UPLOAD, uploadPage } from './upload.ts';
-import { redirect, sendHtml } from './web.ts';
+import { redirect, refusedBody, sendHtml } from './web.ts';
 
 /*
  * A zip of a site, uploaded from the browser and unpacked into a folder of
@@ -145,7 +145,7 @@ export function zipUploads({ registry, log, webRoot, audit, sameToken }: ZipDeps
     if (scratch) await drop(scratch);
     log.info({ user: a.login, tenant: a.tenant, remote: r.remote, why }, 'panel zip upload refused');
     const free = webRoot ? await webRoot.free(a.tenant) : 0;
-    return sendHtml(r.req, r.res, status, uploadPage(a, { max: maxOf(), free, zipError: message, available: webRoot !== undefined }), { Connection: 'close' });
+    return refusedBody(r.req, sendHtml(r.req, r.res, status, uploadPage(a, { max: maxOf(), free, zipError: message, available: webRoot !== undefined })));
   }
 
   /** Steps 2 and 3 on the scratch file. */
@@ -188,7 +188,7 @@ export function zipUploads({ registry, log, webRoot, audit, sameToken }: ZipDeps
   return {
     /** A POST to `upload/zip`: the token, the folder, then the archive. */
     async receive(r: PanelRequest, a: Who, t: Tenant, csrf: string): Promise<HttpOutcome> {
-      if (!webRoot) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'Uploads from the browser are not offered on this server.', a), { Connection: 'close' });
+      if (!webRoot) return refusedBody(r.req, sendHtml(r.req, r.res, 404, messagePage('Not found', 'Uploads from the browser are not offered on this server.', a)));
       const max = maxOf();
       if (!/^multipart\/form-data\s*;/i.test(r.req.headers['content-type'] ?? '')) return refuse(r, a, 400, 'not multipart', 'The upload form could not be read.');
       const length = Number(r.req.headers['content-length']);
