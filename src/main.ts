@@ -18,7 +18,7 @@ import type { createFtpService } from './ftp/index.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import type { Lists } from './lists/index.ts';
-import { compactHeap } from './lib/memory.ts';
+import { compactAfterStart } from './lib/memory.ts';
 import { guardUmask, makeDir, tightenTree } from './lib/modes.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
@@ -264,9 +264,6 @@ function serviceAccount(user: string | undefined, group: string | undefined): { 
   );
 }
 
-/** How long after the start its garbage is collected and the heap's spare pages returned (see {@link compactHeap}). */
-export const COMPACT_AFTER_START_MS = 5_000;
-
 /**
  * `makewaves serve`: starts the suite and owns the process signals.
  * SIGTERM/SIGINT drain within `graceMs` and exit 0; SIGHUP reloads config.
@@ -286,11 +283,9 @@ export async function runServer(configDir: string, graceMs = 5_000): Promise<num
   }
   // What the start used once (every tenant file read and checked) is given back a few seconds later: V8 returns
   // its spare pages only once allocation has calmed down (collected at once, nothing is returned).
-  const compact = setTimeout(() => {
-    const before = process.memoryUsage().rss;
-    if (compactHeap()) log.debug({ rssMiB: Math.round(process.memoryUsage().rss / 1048576), wasMiB: Math.round(before / 1048576) }, 'start-up garbage collected');
-  }, COMPACT_AFTER_START_MS);
-  compact.unref();
+  const stopCompacting = compactAfterStart((before, after) =>
+    log.debug({ rssMiB: Math.round(after / 1048576), wasMiB: Math.round(before / 1048576) }, 'start-up garbage collected'),
+  );
   return new Promise<number>((resolve) => {
     const shutdown = (signal: string) => {
       log.info({ signal }, `${signal}: stopping (grace ${graceMs} ms)`);
@@ -301,7 +296,7 @@ export async function runServer(configDir: string, graceMs = 5_000): Promise<num
       hard.unref();
       void suite.stop(graceMs).then(() => {
         clearTimeout(hard);
-        clearTimeout(compact);
+        stopCompacting();
         log.info('stopped');
         log.flush();
         resolve(0);
