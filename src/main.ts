@@ -108,7 +108,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const [{ createMailService }, { createListsService }] = await Promise.all([import('./mail/index.ts'), import('./lists/index.ts')]);
     // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
     const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
-    const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox });
+    const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox, journal: state.mailStats });
     services.push(m.service);
     mail = m.submitter;
     queueRemover = { delete: (id) => m.queue.delete(id) };
@@ -138,7 +138,9 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
         lists: lists?.moderation,
         queue: queueRemover,
         // Uploads go through FTP's jail and quota (bound once the FTP service exists, below); none without `ftp:`.
-        webRoot: config.main.ftp ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args) } : undefined,
+        webRoot: config.main.ftp
+          ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args), storeTree: (...args) => ftp!.webRoot.storeTree(...args) }
+          : undefined,
       }) : undefined;
   if (panel) services.push(panel.service);
   const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages, acme: acme?.challenges, panel: panel?.pages });

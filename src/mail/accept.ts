@@ -123,7 +123,7 @@ export type ListTarget = Pick<ListMail, 'tenant' | 'list' | 'role' | 'param'>;
 
 export type RcptDecision =
   | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[]; list?: ListTarget }
-  | { ok: false; code: number; text: string; reason: string; detail: string };
+  | { ok: false; code: number; text: string; reason: string; detail: string; tenant?: string };
 
 const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: ErrorCode; text: (a: string) => string }> = {
   syntax: { code: 'BAD_ADDRESS', text: (a) => `<${a}>: bad recipient address syntax` },
@@ -163,7 +163,7 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string, se
   }
   if (route.ok) return { ok: true, tenant: route.tenant.id, targets: route.targets, problems: route.problems.length ? route.problems : undefined };
   const r = REFUSALS[route.reason];
-  return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail };
+  return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail, tenant: route.tenant?.id };
 }
 
 
@@ -280,7 +280,9 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       if (err instanceof SpoolAborted) {
         s.log.info({ from, bytes: stream.byteLength, limit: smtp!.maxMessageBytes }, 'message refused: larger than smtp.maxMessageBytes');
         deps.metrics?.smtpRefused.inc({ reason: 'size' });
-        throw refuse('TOO_LARGE', `Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
+        const tooLarge = refuse('TOO_LARGE', `Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
+        journalRefusal(s, session, from, `${tooLarge.responseCode} ${tooLarge.message}`);
+        throw tooLarge;
       }
       if (stream.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNECTION') {
         // Nobody is left to answer; nothing was kept.
@@ -290,6 +292,14 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       const ref = errorRef();
       s.log.error({ ref, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'could not queue a message');
       throw refuse('DISK_FAILED', `Cannot queue the message now, try again later (ref ${ref})`);
+    }
+  }
+
+  /** Tells the journal of a message refused in the session, once per recipient of a tenant (the panel's "refused"). */
+  function journalRefusal(s: SessionState, session: SMTPServerSession, from: string, text: string): void {
+    for (const r of session.envelope.rcptTo) {
+      const route = s.routes.get(r.address.toLowerCase());
+      if (route?.tenant) deps.journal?.record({ tenant: route.tenant, kind: 'refused', address: r.address.toLowerCase(), target: '', sender: from, reply: text });
     }
   }
 
@@ -327,7 +337,10 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     if (refused) {
       s.log.info({ from, ...authLog(auth), policy, reason: refused.reason }, `message refused: ${refused.reason}`);
       deps.metrics?.smtpRefused.inc({ reason: refused.reason });
-      throw refuse(refused.code, refused.text);
+      const err = refuse(refused.code, refused.text);
+      // A deferral (4xx) is not a refusal: the sender tries again.
+      if (err.responseCode >= 500) journalRefusal(s, session, from, `${err.responseCode} ${err.message}`);
+      throw err;
     }
     const stripped = stripOurResults(received, hostname);
     if (stripped.removed > 0) s.log.info({ from, removed: stripped.removed }, 'removed Authentication-Results fields claiming our name');

@@ -5,7 +5,7 @@ import type { CertStore } from '../core/certs.ts';
 import { suiteResolver } from '../core/dns.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { HealthReporter } from '../core/contracts.ts';
-import type { ArcSealer, DmarcPolicies, ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
+import type { ArcSealer, DmarcPolicies, ListInbox, ListMail, MailJournal, MailSubmitter } from '../core/contracts.ts';
 import { errorRef, refusal, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -43,6 +43,8 @@ export interface MailDeps {
   health?: HealthReporter;
   /** Takes mail for mailing-list addresses; without it those are refused with 451 at RCPT time. */
   lists?: ListInbox;
+  /** Told every final outcome of mail to a tenant's address (forwarded, refused, bounced), for its panel. */
+  journal?: MailJournal;
 }
 
 export interface MailService {
@@ -152,6 +154,12 @@ export function createMailService(deps: MailDeps): MailService {
     now: deps.now,
     bouncesPerDomainPerHour: smtp.bouncesPerDomainPerHour,
     sign: createDkimSigner({ keys: deps.state.dkim, registry: () => registry, hostname, log, now: deps.now }),
+    onRecipient: (o) => {
+      const tenant = tenantOf(o.tenant, o.origRcpt);
+      if (!tenant) return; // a bounce or other mail of our own: no tenant's
+      const kind = o.outcome === 'sent' ? 'forwarded' : o.outcome === 'failed' ? 'bounced' : 'refused';
+      deps.journal?.record({ tenant, kind, address: o.origRcpt.toLowerCase(), target: o.rcpt, sender: o.sender, reply: o.reply });
+    },
     // Form mail: its outcome goes to the form log (`makewaves forms`), where the customer reads it;
     // a bounce mailed to forms@<domain> would reach nobody.
     onMessageOutcome: (o) => {
@@ -160,6 +168,14 @@ export function createMailService(deps: MailDeps): MailService {
       return recorded && o.status === 'bounced';
     },
   });
+  /** The tenant a recipient's outcome belongs to: the message's, or of several, the one hosting the address it was sent to. */
+  function tenantOf(tenants: string | null, address: string): string | undefined {
+    if (!tenants) return undefined;
+    const ids = tenants.split(',');
+    if (ids.length === 1) return ids[0];
+    const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+    return ids.find((id) => registry.tenants.get(id)?.domains.some((d) => d.toLowerCase() === domain)) ?? ids[0];
+  }
   const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
@@ -236,6 +252,8 @@ export function createMailService(deps: MailDeps): MailService {
       if (!decided.ok) {
         s.log.info({ rcpt: address.address, from, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
         deps.metrics?.smtpRefused.inc({ reason: decided.reason });
+        // Refused for good at a tenant's domain (not a suspension's 4xx): the tenant's "refused".
+        if (decided.tenant && decided.code >= 500) deps.journal?.record({ tenant: decided.tenant, kind: 'refused', address: address.address.toLowerCase(), target: '', sender: from, reply: `${decided.code} ${decided.text}` });
         return done(reply(decided.code, decided.text));
       }
       if (decided.list && !deps.lists) {

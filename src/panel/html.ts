@@ -186,7 +186,7 @@ function topTable(id: string, caption: string, what: string, rows: ReadonlyArray
  * a browser without scripts shows, and what the plots are drawn from) and,
  * with scripts, as uPlot charts; then the top tables of the last week.
  */
-export function trafficPage(who: NonNullable<Shell['who']>, t: Traffic): string {
+export function trafficPage(who: NonNullable<Shell['who']>, t: Traffic, mail = ''): string {
   const rows = [...t.days]
     .reverse()
     .map(
@@ -204,6 +204,7 @@ export function trafficPage(who: NonNullable<Shell['who']>, t: Traffic): string 
       topTable('top-pages', 'Top pages', 'Page', t.pages) +
       topTable('top-referrers', 'Top referrers', 'Referrer', t.referrers) +
       topTable('top-404', 'Not found (404)', 'Page', t.notFound) +
+      mail +
       `<script src="/assets/uplot.min.js"></script><script src="/assets/traffic.js"></script>`,
     `<link rel="stylesheet" href="/assets/uplot.min.css">`,
   );

@@ -224,7 +224,7 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
       if (m![2] === 'password') return deny(r, acting, tenantId, 'operator acting');
     } else if (tenantId !== session.s.tenant) return deny(r, acting, tenantId, 'another tenant');
     // The upload form is multipart: its token is checked as the body streams in, before the file is stored.
-    if (!get && m![2] === 'upload') return customer.upload(r, acting, session.s.csrf);
+    if (!get && (m![2] === 'upload' || m![2] === 'upload/zip')) return customer.upload(r, acting, session.s.csrf, m![2]);
     let form: URLSearchParams | undefined;
     if (!get) {
       form = await readForm(req);

@@ -379,6 +379,17 @@ export const mainSchema = z.strictObject({
       idleMinutes: z.number().int().min(1).max(24 * 60).default(30),
       /** Largest file a customer may upload from the browser (default 100MiB); a larger one is refused before it is read. */
       maxUpload: size.optional(),
+      /** What one customer may do through the panel (the operator's CLI is not bound by these). */
+      limits: z
+        .strictObject({
+          /** Targets one forward may have. */
+          forwardTargets: z.number().int().min(1).max(1000).default(10),
+          /** Forwards a tenant may have in all. */
+          forwards: z.number().int().min(1).max(100_000).default(100),
+          /** Files and folders a zip of a site may hold. */
+          zipEntries: z.number().int().min(1).max(1_000_000).default(10_000),
+        })
+        .prefault({}),
     })
     .optional(),
   /** Unix account the suite runs as after binding its listeners, when started as root (`makewaves init` prepares <data> and <sites> for it). */

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
@@ -244,6 +245,15 @@ describe.skipIf(!haveChromium)('the control panel in Chromium', () => {
     await page.getByRole('link', { name: 'Traffic', exact: true }).click();
     await page.locator('#plot-requests canvas').waitFor();
     expect(await page.locator('#traffic-plots canvas').count()).toBe(3);
+    // Mail per day beside them: 30 days, from the page's own table (the mail service's counts).
+    await page.locator('#plot-mail canvas').waitFor();
+    const mailPlot = (await page.evaluate(() => (window as unknown as { mwTraffic: { mail: { data: number[][] } } }).mwTraffic.mail.data)) as number[][];
+    expect(mailPlot).toHaveLength(4);
+    expect(mailPlot[0]).toHaveLength(30);
+    // The forward of the first test delivered mail today: the plot's last day is the mail service's count.
+    const today = t.suite.state.mailStats.days('example.test', new Date().toISOString().slice(0, 10))[0];
+    expect(today?.forwarded).toBeGreaterThan(0);
+    expect([mailPlot[1]![29], mailPlot[2]![29], mailPlot[3]![29]]).toEqual([today!.forwarded, today!.refused, today!.bounced]);
     await shot(page, 'traffic');
     const plotted = (await page.evaluate(() => {
       const w = window as unknown as { mwTraffic: Record<string, { data: number[][] }> };
@@ -297,6 +307,21 @@ describe.skipIf(!haveChromium)('the control panel in Chromium', () => {
     await shot(page, 'upload');
     const served = await page.goto(`https://example.test:${httpsPort}/launch.html`);
     expect(await served!.text()).toBe('<h1>launch</h1>');
+
+    // A zip of a site (made by the zip command), unpacked into the web root and served.
+    const src = path.join(t.dir, 'zipsite');
+    mkdirSync(path.join(src, 'site', 'css'), { recursive: true });
+    writeFileSync(path.join(src, 'site', 'index.html'), '<h1>from the zip</h1>');
+    writeFileSync(path.join(src, 'site', 'css', 'a.css'), 'h1{color:navy}');
+    execFileSync('zip', ['-q', '-r', path.join(t.dir, 'site.zip'), 'site'], { cwd: src });
+    await page.goto(`${base}/t/example.test/upload`);
+    await page.getByLabel('Site archive (zip)').setInputFiles(path.join(t.dir, 'site.zip'));
+    await page.getByRole('button', { name: 'Unpack archive' }).click();
+    await page.getByRole('status').filter({ hasText: '2 files unpacked into /.' }).waitFor();
+    await shot(page, 'upload-zip');
+    const fromZip = await page.goto(`https://example.test:${httpsPort}/site/index.html`);
+    expect(await fromZip!.text()).toBe('<h1>from the zip</h1>');
+    expect(await (await page.goto(`https://example.test:${httpsPort}/site/css/a.css`))!.text()).toBe('h1{color:navy}');
     expect(dialogs).toEqual([]);
     await context.close();
   }, 60_000);

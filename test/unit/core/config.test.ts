@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../../src/core/config/load.ts';
+import { restartOnlyChanges } from '../../../src/core/config/restart.ts';
 import { Registry } from '../../../src/core/registry.ts';
 import { tenantSchema } from '../../../src/core/config/schema.ts';
 import { parseSize } from '../../../src/lib/sizes.ts';
@@ -221,5 +222,16 @@ describe('small parsers', () => {
   it('normalizeHost', () => {
     expect(normalizeHost('Example.TEST.:8080')).toBe('example.test');
     expect(normalizeHost('[::1]:80')).toBe('[::1]');
+  });
+});
+
+describe('settings that need a restart', () => {
+  const main = (extra: string) => loadConfig(write({ 'makewaves.yaml': MAIN + extra })).main;
+  it('the panel: turning it on or off needs one; its host, upload limit and idle timeout apply at the reload', () => {
+    const on = main('panel:\n  host: panel.isp.test\n');
+    expect(restartOnlyChanges(main(''), on)).toEqual(['panel']);
+    expect(restartOnlyChanges(on, main(''))).toEqual(['panel']);
+    expect(restartOnlyChanges(on, main('panel:\n  host: cp.isp.test\n  idleMinutes: 5\n  maxUpload: 1MiB\n'))).toEqual([]);
+    expect(restartOnlyChanges(on, main('panel:\n  host: panel.isp.test\nftp:\n  listen: 127.0.0.1:0\n'))).toEqual(['ftp']);
   });
 });
