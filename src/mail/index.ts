@@ -1,6 +1,5 @@
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import { TLSSocket, type SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
 import { suiteResolver } from '../core/dns.ts';
@@ -24,7 +23,8 @@ import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './
 import { MailQueue, newQueueId } from './queue.ts';
 import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
-import { isRenegotiationError, refuseRenegotiation } from '../lib/renegotiation.ts';
+import { smtpServerOptions } from './smtp-options.ts';
+import { isRenegotiationError } from '../lib/renegotiation.ts';
 import { asksUtf8, authLog, createAcceptor, mailParams, NON_ASCII, refuse, reply, routeRecipient, type IdleCheck, type ListTarget, type SessionState } from './accept.ts';
 export { nextHopRefusal, receivedHeader, routeRecipient } from './accept.ts';
 
@@ -182,40 +182,8 @@ export function createMailService(deps: MailDeps): MailService {
   const sessions = new Map<string, SessionState>();
   const perIp = new Map<string, number>();
 
-  // STARTTLS from the suite's one certificate store, chosen by SNI like HTTPS; offered only when a default certificate exists.
-  const fallback = deps.certs?.defaultPair();
-  const tlsOptions = deps.certs && fallback
-    ? {
-        ...fallback,
-        minVersion: 'TLSv1.2' as const,
-        SNICallback: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => cb(null, deps.certs!.contextFor(name, registry)),
-      }
-    : undefined;
-  if (!tlsOptions) {
-    const why = deps.certs
-      ? `no default certificate in ${deps.certs.dir} (default.crt and default.key, readable)`
-      : 'no certificate store (http.tls is not configured)';
-    log.warn({ offer: 'starttls', why }, `SMTP STARTTLS is off: ${why}`);
-  }
-
   const server = new MailSmtpServer({
-    ...(tlsOptions ?? {}),
-    name: hostname,
-    // smtp-server writes `220 <name> ESMTP <banner>`: the banner is only our name.
-    banner: 'makewaves',
-    size: smtp.maxMessageBytes,
-    rejectOversized: true,
-    maxClients: smtp.maxConnections,
-    maxRecipients: smtp.maxRecipients,
-    socketTimeout: smtp.idleTimeout * 1000,
-    closeTimeout: 5_000,
-    disableReverseLookup: !smtp.reverseLookup,
-    hideENHANCEDSTATUSCODES: false,
-    hideDSN: true,
-    hideSTARTTLS: !tlsOptions,
-    disabledCommands: tlsOptions ? ['AUTH'] : ['AUTH', 'STARTTLS'],
-    authOptional: true,
-    logger: false,
+    ...smtpServerOptions({ smtp, hostname, certs: deps.certs, registry: () => registry, log }),
 
     onConnect(session, done) {
       deps.metrics?.smtpSessions.inc();
@@ -248,14 +216,6 @@ export function createMailService(deps: MailDeps): MailService {
           admit();
         },
       );
-    },
-
-    // STARTTLS done: the upgraded socket refuses renegotiation, as every TLS listener of the suite does.
-    onSecure(socket, session, done) {
-      if (socket instanceof TLSSocket) {
-        refuseRenegotiation(socket, (remote) => log.info({ conn: session.id, remote: remote ?? session.remoteAddress, why: 'renegotiation' }, 'TLS renegotiation refused; connection closed'));
-      }
-      done();
     },
 
     onClose(session) {
