@@ -26,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { freePort, load, sequential } from './lib.ts';
+import { freePort, load, sequential, treeCpuAllMs } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const FORM = {
@@ -95,7 +95,7 @@ async function serve(): Promise<void> {
   writeFileSync(path.join(bin, 'formmail.pl'), perlFormMail('/usr/sbin/sendmail'), { mode: 0o755 });
   writeFileSync(path.join(bin, 'hello.js'), JS_TRIVIAL);
 
-  const log = createLogger({ level: 'warn' });
+  const log = createLogger({ level: process.env.BENCH_LOG === 'info' ? 'info' : 'warn' });
   const registry = new Registry(loadConfig(path.join(dir, 'config')));
   const state = openState(registry.config.main.dataDir);
   let mails = 0;
@@ -123,7 +123,7 @@ function apacheMissing(): string | undefined {
 }
 
 /** Apache httpd 2.4, event MPM + mod_cgid + suEXEC to nobody:nogroup, as a throwaway instance. */
-async function startApache(): Promise<{ base: string; stop: () => Promise<void> } | string> {
+async function startApache(): Promise<{ base: string; pid: number | undefined; stop: () => Promise<void> } | string> {
   const missing = apacheMissing();
   if (missing) return missing;
   // suexec-pristine -V: AP_DOC_ROOT=/var/www, AP_HTTPD_USER=www-data, AP_UID_MIN=AP_GID_MIN=100; the
@@ -201,12 +201,14 @@ async function startApache(): Promise<{ base: string; stop: () => Promise<void> 
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { base, stop };
+  return { base, pid: proc.pid, stop };
 }
 
 interface Variant {
   name: string;
   url: string;
+  /** The server's process: its CPU time and its descendants' is what a request costs. */
+  pid: number | undefined;
   post?: { body: string; type: string };
   /** The Apache row this one is compared with. */
   vs?: string;
@@ -219,34 +221,37 @@ async function main(): Promise<void> {
   const apache = await startApache();
 
   const variants: Variant[] = [
-    { name: 'makewaves trivial Perl', url: `${started.url}/cgi-bin/hello.pl`, vs: 'Apache+suEXEC trivial Perl' },
-    { name: 'makewaves Perl FormMail-like', url: `${started.url}/cgi-bin/formmail.pl`, post: FORM, vs: 'Apache+suEXEC Perl FormMail-like' },
-    { name: 'makewaves warm JS handler', url: `${started.url}/cgi-bin/hello` },
+    { name: 'makewaves trivial Perl', pid: child.pid, url: `${started.url}/cgi-bin/hello.pl`, vs: 'Apache+suEXEC trivial Perl' },
+    { name: 'makewaves Perl FormMail-like', pid: child.pid, url: `${started.url}/cgi-bin/formmail.pl`, post: FORM, vs: 'Apache+suEXEC Perl FormMail-like' },
+    { name: 'makewaves warm JS handler', pid: child.pid, url: `${started.url}/cgi-bin/hello` },
   ];
   if (typeof apache !== 'string') {
     variants.push(
-      { name: 'Apache+suEXEC trivial Perl', url: `${apache.base}/cgi-bin/hello.pl` },
-      { name: 'Apache+suEXEC Perl FormMail-like', url: `${apache.base}/cgi-bin/formmail.pl`, post: FORM },
+      { name: 'Apache+suEXEC trivial Perl', pid: apache.pid, url: `${apache.base}/cgi-bin/hello.pl` },
+      { name: 'Apache+suEXEC Perl FormMail-like', pid: apache.pid, url: `${apache.base}/cgi-bin/formmail.pl`, post: FORM },
     );
   }
-  const measured = new Map<string, { p50: number; p99: number; rps: number; cp50: number; cp99: number; bad: number }>();
+  const measured = new Map<string, { p50: number; p99: number; rps: number; cp50: number; cp99: number; cpu: number; bad: number }>();
   for (const v of variants) {
     const host = 'bench.test';
     await load(v.url, host, 1, CLIENTS, v.post); // warm-up: pools filled, Perl and its modules in the page cache
     const one = await sequential(v.url, host, seconds, v.post);
+    const cpu0 = treeCpuAllMs(v.pid);
     const many = await load(v.url, host, seconds, CLIENTS, v.post);
-    measured.set(v.name, { p50: one.p50, p99: one.p99, rps: many.rps, cp50: many.p50, cp99: many.p99, bad: one.bad + many.errors });
+    // CPU per answer: steadier than req/s on a shared machine (what the server, its helpers and the scripts spent).
+    const cpu = (treeCpuAllMs(v.pid) - cpu0) / (many.rps * seconds);
+    measured.set(v.name, { p50: one.p50, p99: one.p99, rps: many.rps, cp50: many.p50, cp99: many.p99, cpu, bad: one.bad + many.errors });
   }
   child.send('stop');
   const { mails } = await new Promise<{ mails: number }>((resolve) => child.once('message', (m) => resolve(m as { mails: number })));
   if (typeof apache !== 'string') await apache.stop();
 
-  const head = ['variant', 'p50 ms (1 client)', 'p99 ms (1 client)', `req/s (${CLIENTS} clients)`, `p50 ms (${CLIENTS})`, `p99 ms (${CLIENTS})`, 'non-2xx/errors', 'vs Apache: p50 (1), req/s'];
+  const head = ['variant', 'p50 ms (1 client)', 'p99 ms (1 client)', `req/s (${CLIENTS} clients)`, `p50 ms (${CLIENTS})`, `p99 ms (${CLIENTS})`, 'CPU ms/req', 'non-2xx/errors', 'vs Apache: p50 (1), req/s, CPU'];
   const rows = variants.map((v) => {
     const m = measured.get(v.name)!;
     const a = v.vs ? measured.get(v.vs) : undefined;
-    const ratio = a ? `${(m.p50 / a.p50).toFixed(2)}×, ${(m.rps / a.rps).toFixed(2)}×` : '';
-    return [v.name, m.p50.toFixed(2), m.p99.toFixed(2), m.rps.toFixed(0), m.cp50.toFixed(2), m.cp99.toFixed(2), String(m.bad), ratio];
+    const ratio = a ? `${(m.p50 / a.p50).toFixed(2)}×, ${(m.rps / a.rps).toFixed(2)}×, ${(m.cpu / a.cpu).toFixed(2)}×` : '';
+    return [v.name, m.p50.toFixed(2), m.p99.toFixed(2), m.rps.toFixed(0), m.cp50.toFixed(2), m.cp99.toFixed(2), m.cpu.toFixed(2), String(m.bad), ratio];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
@@ -256,7 +261,8 @@ async function main(): Promise<void> {
   console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
   for (const r of rows) console.log(line(r));
   if (typeof apache === 'string') console.log(`\nNo Apache+suEXEC rows: ${apache}.`);
-  console.log('\nvs Apache: makewaves ÷ Apache+suEXEC for the same script (p50 under 1× and req/s over 1× favour makewaves).');
+  console.log('\nvs Apache: makewaves ÷ Apache+suEXEC for the same script (p50 and CPU under 1×, req/s over 1× favour makewaves).');
+  console.log('CPU ms/req: CPU time of the server and everything it started (scripts, boxes, launcher) per answer at 8 clients.');
   const bad = [...measured.values()].reduce((n, m) => n + m.bad, 0);
   if (bad > 0) process.exitCode = 1;
 }

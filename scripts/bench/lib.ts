@@ -276,3 +276,32 @@ export async function sequential(url: string, host: string, seconds: number, pos
   const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))]!;
   return { p50: at(0.5), p99: at(0.99), bad };
 }
+
+/**
+ * CPU time (ms) used so far by a process and every process below it,
+ * including the descendants that already ended and were waited for
+ * (cutime/cstime): what a server spends, whatever else runs on the machine.
+ */
+export function treeCpuAllMs(pid: number | undefined): number {
+  if (!pid) return NaN;
+  const ticks = (p: number): number => {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch {
+      return 0; // ended meanwhile: its parent counts it once it is waited for
+    }
+  };
+  let total = 0;
+  const stack = [pid];
+  while (stack.length > 0) {
+    const p = stack.pop()!;
+    total += ticks(p);
+    try {
+      for (const t of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').split(' ').filter(Boolean)) stack.push(Number(t));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return (total * 1000) / 100; // USER_HZ is 100 on Linux
+}

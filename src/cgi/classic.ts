@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { resolveInJail } from '../lib/jail.ts';
 import type { Readable } from 'node:stream';
+import { BoxPool } from './boxes.ts';
 import type { SpawnSpec } from './sandbox.ts';
 import type { RunResult, WorkerLimits } from './worker.ts';
 
@@ -64,7 +64,8 @@ export async function checkScript(file: string, name: string): Promise<ScriptChe
 }
 
 /**
- * Runs one classic CGI script from `spec` (a fresh box each time): the
+ * Runs one classic CGI script from `spec` (a box of its own, started
+ * ahead by `boxes` or now, never used before): the
  * meta-variables as its environment, the body on its stdin, its stdout
  * read whole up to the output limit. The script is PID 1 of its box, so
  * whatever it left running ends with it. Over the wall time: SIGKILL and
@@ -76,11 +77,11 @@ export function runScript(
   body: Buffer,
   limits: WorkerLimits,
   mail?: (message: ScriptMail) => Promise<unknown>,
+  boxes?: BoxPool,
 ): Promise<{ result: RunResult; stderr: string }> {
   return new Promise((resolve) => {
-    const proc = spec.launch
-      ? spec.launch.client.start({ ...spec.launch.ask, env })
-      : spawn(spec.command, spec.args, { cwd: spec.cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    // `env` goes to the launcher, which builds the run itself; a spec of our own carries it in `go` (scriptSpec).
+    const proc = spec.launch ? spec.launch.client.start({ ...spec.launch.ask, env }) : (boxes ?? new BoxPool({ depth: 0, max: 0, idleMs: 0 })).start(spec);
     const sent = readMail(proc.stdio[3] as Readable | null | undefined, limits.maxOutput, mail);
     let killed: 'timeout' | 'output' | undefined;
     const kill = (why: 'timeout' | 'output') => {

@@ -16,6 +16,7 @@ import { GrantCache } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
+import { BoxPool, boxOptionsOf } from './boxes.ts';
 import { findScript, runScript } from './classic.ts';
 import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
 import type { RunResult } from './worker.ts';
@@ -262,6 +263,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   let suiteReal = suiteDir;
   let suiteNames = new Set<string>();
   const pools = new Pools(limitsOf(registry), log);
+  // Script boxes started ahead, when this process starts them itself (not root: no launcher).
+  const boxes = new BoxPool(boxOptionsOf(registry, log));
   const handlerMail = new HandlerMail(mail, mailLimitsOf(registry), log, onSent);
   const realRoots = new Map<string, string>();
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
@@ -404,11 +407,19 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         const ran = launcher
           ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail)
           : await runScript(
-              scriptSpec(caps, { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax }),
-              { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' },
+              scriptSpec(caps, {
+                argv,
+                folders: [root!],
+                scratch: scratch(tenant),
+                memory: cfg.memory,
+                fileMax: cfg.scratchFileMax,
+                env: { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' },
+              }),
+              env,
               read.body,
               limitsOf(current),
               sendmail,
+              boxes,
             );
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;
@@ -482,6 +493,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         return [];
       },
       async stop(graceMs) {
+        boxes.discard();
         await pools.stop(graceMs);
         launcher?.stop();
       },
@@ -492,6 +504,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         pools.setLimits(limitsOf(next));
         handlerMail.setLimits(mailLimitsOf(next));
         pools.retireAll();
+        boxes.discard();
+        boxes.setOptions(boxOptionsOf(next, log));
         launcher?.reload();
         scanSuite();
       },

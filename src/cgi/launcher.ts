@@ -8,6 +8,7 @@ import { resolveInJail } from '../lib/jail.ts';
 import { lookupUser } from '../lib/users.ts';
 import { openDb } from '../state/db.ts';
 import { CgiUids, cgiUidMigrations, type UidRange } from '../state/cgiuids.ts';
+import { boxOptionsOf, type BoxPoolOptions } from './boxes.ts';
 import { findScript } from './classic.ts';
 import { GrantCache } from './grants.ts';
 import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
@@ -173,6 +174,11 @@ export class Launcher {
    */
   maxRuns(): number {
     return this.registry.config.main.cgi.total * 2;
+  }
+
+  /** How many script boxes to start ahead (boxes.ts): two per tenant, at most cgi.total, idle as warm processes. */
+  boxOptions(log?: Logger): BoxPoolOptions {
+    return boxOptionsOf(this.registry, log);
   }
 
   uidMap(): Record<string, number> {
