@@ -45,6 +45,8 @@ interface Spare {
 export class BoxPool {
   private readonly spare = new Map<string, Spare[]>();
   private count = 0;
+  /** Counts discards: a refill asked for before one is dropped. */
+  private generation = 0;
 
   constructor(private opts: BoxPoolOptions) {}
 
@@ -75,16 +77,20 @@ export class BoxPool {
     }
     if (list.length === 0) this.spare.delete(key);
     const proc = box?.proc ?? launch(spec);
-    this.refill(key, spec);
     const control = proc.stdio[GO_FD] as Writable;
     // The box ended before it read its run (killed, or it failed to start): its exit says so.
     control.on('error', () => undefined);
     control.end(spec.go);
+    // The next box once this run is on its way (a spawn blocks this process for a few milliseconds).
+    // Not for a command line from before a discard (a reload or a stop since).
+    const generation = this.generation;
+    setImmediate(() => generation === this.generation && this.refill(key, spec));
     return proc;
   }
 
   /** Ends every box started ahead. */
   discard(): void {
+    this.generation++;
     for (const list of this.spare.values()) for (const box of list) this.end(box);
     this.spare.clear();
     this.count = 0;
