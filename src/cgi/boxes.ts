@@ -18,6 +18,10 @@ export interface BoxPoolOptions {
   /** An unused box is ended after this long. */
   idleMs: number;
   log?: Logger;
+  /** Told of each box started ahead (the launcher hands its pipes to the server before its run). */
+  started?: (proc: ChildProcess) => void;
+  /** Told of each box started ahead that ends without a run (idle, discarded, failed). */
+  dropped?: (proc: ChildProcess) => void;
 }
 
 interface Spare {
@@ -91,7 +95,12 @@ export class BoxPool {
   /** Ends every box started ahead. */
   discard(): void {
     this.generation++;
-    for (const list of this.spare.values()) for (const box of list) this.end(box);
+    for (const list of this.spare.values()) {
+      for (const box of list) {
+        this.end(box);
+        this.opts.dropped?.(box.proc);
+      }
+    }
     this.spare.clear();
     this.count = 0;
   }
@@ -116,6 +125,7 @@ export class BoxPool {
       if (!list) this.spare.set(key, (list = []));
       list.push(box);
       this.count++;
+      this.opts.started?.(proc);
     }
   }
 
@@ -127,6 +137,8 @@ export class BoxPool {
     if (list!.length === 0) this.spare.delete(key);
     this.count--;
     if (kill) this.end(box);
+    else unwatch(box);
+    this.opts.dropped?.(box.proc);
   }
 
   private end(box: Spare): void {

@@ -15,7 +15,31 @@ if (!configDir || !suiteDir || !process.send || process.getuid?.() !== 0) {
 }
 const launcher = new Launcher({ configDir, suiteDir, log, onRepair: (tenant, dir, was) => send({ op: 'repaired', tenant, dir, was }) });
 const runs = new Map<number, ChildProcess>();
-const boxes = new BoxPool(launcher.boxOptions(log));
+/**
+ * Boxes started ahead hand their pipes to the server at once, each under a
+ * number of its own ({"op":"box"} and its stdio), so a run in one needs no
+ * handle passing (a round trip per pipe) when it comes; {"op":"unbox"}
+ * when one ends unused.
+ */
+const boxIds = new Map<ChildProcess, number>();
+let boxSeq = 0;
+const boxHooks = {
+  started(p: ChildProcess) {
+    if (p.pid === undefined) return; // failed to start: dropped right after
+    const box = ++boxSeq;
+    boxIds.set(p, box);
+    for (const s of [p.stdout, p.stderr, p.stdio[3]]) holdReads(s);
+    send({ op: 'box', box });
+    for (const fd of [0, 1, 2, 3]) send({ op: 'stdio', box, fd }, p.stdio[fd]);
+  },
+  dropped(p: ChildProcess) {
+    const box = boxIds.get(p);
+    if (box === undefined) return;
+    boxIds.delete(p);
+    send({ op: 'unbox', box });
+  },
+};
+const boxes = new BoxPool({ ...launcher.boxOptions(log), ...boxHooks });
 
 function refuse(why: string, id?: number): void {
   log.warn({ id, why }, 'launch refused');
@@ -32,7 +56,7 @@ process.on('message', (raw: unknown) => {
       boxes.discard();
       try {
         launcher.load();
-        boxes.setOptions(launcher.boxOptions(log));
+        boxes.setOptions({ ...launcher.boxOptions(log), ...boxHooks });
       } catch (err) {
         log.error({ err: (err as Error).message }, 'reload failed: the launcher keeps the config it had');
       }
@@ -79,6 +103,12 @@ process.on('message', (raw: unknown) => {
     // This process must not read what the run writes: a socket handed over keeps reading here until
     // the server acknowledges it, into nothing (Node's own handle passing), and a box started ahead
     // writes its first lines at once.
+    const box = boxIds.get(p);
+    if (box !== undefined) {
+      // Its pipes are with the server already.
+      boxIds.delete(p);
+      return send({ op: 'started', id: req.id, pid: p.pid, uid, box });
+    }
     for (const s of [p.stdout, p.stderr, p.stdio[3]]) holdReads(s);
     send({ op: 'started', id: req.id, pid: p.pid, uid });
     // The pipes go to the server; the launcher keeps none of them (sending closes its copy).
