@@ -166,7 +166,9 @@ export class LauncherClient {
         return;
       }
       if (m.op === 'stdio' && 'box' in m) {
-        if (handle) this.boxes.get(m.box)?.push([m.fd, handle as Readable]);
+        const pipes = this.boxes.get(m.box);
+        // A pipe of a box this side no longer knows: nobody will use it.
+        if (handle) (pipes ? pipes.push([m.fd, handle as Readable]) : (handle as Readable).destroy());
         return;
       }
       if (m.op === 'unbox') {

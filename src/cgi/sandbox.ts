@@ -1,6 +1,7 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { boxFlags, findExecutable, probeBox, runtimeMounts } from '../lib/box.ts';
+import type { CgroupLimits } from '../lib/cgroup.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { lookupUser } from '../lib/users.ts';
 import type { LaunchAsk, LauncherClient } from './launched.ts';
@@ -75,6 +76,15 @@ export function detectSandbox(user: string, runAs?: { uid: number; gid: number }
   };
 }
 
+/**
+ * A tenant's cgroup v2 limits, where one is delegated: all its runs
+ * together hold `cgi.perTenant` runs' memory, `cgi.tenantProcesses`
+ * processes and threads, and one CPU's time.
+ */
+export function tenantCgroupLimits(cgi: { memory: number; perTenant: number; tenantProcesses: number }): CgroupLimits {
+  return { memory: cgi.memory * cgi.perTenant, pids: cgi.tenantProcesses, cpus: 1 };
+}
+
 export interface SpawnSpec {
   command: string;
   args: string[];
@@ -99,6 +109,8 @@ export interface SpawnOptions {
   fileMax: number;
   /** Processes its uid may have at once (RLIMIT_NPROC, counted per uid: set when each tenant has its own). */
   nproc?: number;
+  /** The tenant's cgroup v2 (its cgroup.procs), where one is delegated: the process joins it before anything else. */
+  cgroup?: string;
 }
 
 /**
@@ -208,10 +220,12 @@ export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, '
  */
 function boxPrefix(
   caps: SandboxCapabilities,
-  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean },
+  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean; cgroup?: string },
 ): string[] {
   if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   const prefix: string[] = [];
+  // First of all, into the tenant's cgroup (a shell writes its own pid, then becomes the rest): every process after it is born there.
+  if (opts.cgroup) prefix.push('/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', opts.cgroup);
   if (caps.nice) prefix.push(caps.nice, '-n', '10');
   if (caps.prlimit) prefix.push(caps.prlimit, `--data=${opts.data}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', ...(opts.nproc ? [`--nproc=${opts.nproc}`] : []), '--');
   // setpriv before bwrap: the box is built by the unprivileged user (in a
