@@ -104,13 +104,18 @@ async function serve(): Promise<void> {
   let url = '';
   await startAll([cgi.service, { ...httpSvc, start: async () => ((url = (await httpSvc.start())[0]!), [url]) }], log);
   process.send!({ url, launcher: cgi.launcher() !== undefined });
-  process.on('message', async () => {
+  const stop = async () => {
     await stopAll([cgi.service, httpSvc], 1000);
     state.close();
     rmSync(dir, { recursive: true, force: true });
+  };
+  process.on('message', async () => {
+    await stop();
     process.send!({ mails });
     process.exit(0);
   });
+  // The benchmark itself ended early (interrupted): nothing of this server is left behind.
+  process.on('disconnect', () => void stop().then(() => process.exit(1)));
 }
 
 /** Why Apache+suEXEC cannot run here, or undefined when it can. */
@@ -263,6 +268,22 @@ async function main(): Promise<void> {
   groups.makewaves?.add(child.pid);
   const started = await new Promise<{ url: string; launcher: boolean }>((resolve) => child.once('message', (m) => resolve(m as { url: string; launcher: boolean })));
   const apache = await startApache(groups.apache);
+  // Interrupted: Apache stopped, its folders under /var/www and the cgroups removed before leaving.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      // The measurement under way fails as its servers go: nothing more to report.
+      process.on('uncaughtException', () => undefined);
+      process.on('unhandledRejection', () => undefined);
+      child.disconnect();
+      void (async () => {
+        if (typeof apache !== 'string') await apache.stop();
+        if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+        await groups.makewaves?.remove();
+        await groups.apache?.remove();
+        process.exit(130);
+      })();
+    });
+  }
 
   const variants: Variant[] = [
     { name: 'makewaves trivial Perl', pid: child.pid, group: groups.makewaves, url: `${started.url}/cgi-bin/hello.pl`, vs: 'Apache+suEXEC trivial Perl' },
