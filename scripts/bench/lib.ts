@@ -1,7 +1,8 @@
 import net from 'node:net';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
@@ -111,9 +112,17 @@ function toMs(v: string, unit: string): number {
  * Drives `url` with wrk (preferred: it takes far less CPU) or autocannon. Bounded by `seconds`.
  * One wrk thread: on a 2-core machine the server under test keeps the other core.
  */
-export async function load(url: string, host: string, seconds: number, connections = 50): Promise<LoadResult> {
+export async function load(url: string, host: string, seconds: number, connections = 50, post?: { body: string; type: string }): Promise<LoadResult> {
   if (has('wrk')) {
-    const out = await run('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, url]);
+    // A POST: wrk takes its method and body from a Lua script.
+    let script: string | undefined;
+    if (post) {
+      script = path.join(mkdtempSync(path.join(os.tmpdir(), 'makewaves-wrk-')), 'post.lua');
+      writeFileSync(script, `wrk.method = "POST"\nwrk.body = ${JSON.stringify(post.body)}\nwrk.headers["Content-Type"] = ${JSON.stringify(post.type)}\n`);
+    }
+    const out = await run('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, ...(script ? ['-s', script] : []), url]).finally(() => {
+      if (script) rmSync(path.dirname(script), { recursive: true, force: true });
+    });
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
     const pct = (p: string) => {
       const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
@@ -124,7 +133,12 @@ export async function load(url: string, host: string, seconds: number, connectio
     const errors = Number(errs?.[1] ?? 0) + (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
     return { rps, p50: pct('50'), p99: pct('99'), errors };
   }
-  const out = await run(process.execPath, [path.join(ROOT, 'node_modules/autocannon/autocannon.js'), '-c', String(connections), '-d', String(seconds), '-H', `Host=${host}`, '--json', url]);
+  const out = await run(process.execPath, [
+    path.join(ROOT, 'node_modules/autocannon/autocannon.js'),
+    '-c', String(connections), '-d', String(seconds), '-H', `Host=${host}`,
+    ...(post ? ['-m', 'POST', '-b', post.body, '-H', `Content-Type=${post.type}`] : []),
+    '--json', url,
+  ]);
   const j = JSON.parse(out) as { requests: { average: number }; latency: { p50: number; p99: number }; non2xx: number; errors: number };
   return { rps: j.requests.average, p50: j.latency.p50, p99: j.latency.p99, errors: j.non2xx + j.errors };
 }
@@ -231,4 +245,63 @@ export async function waitTcp(port: number, ms = 20_000): Promise<void> {
     if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${ms} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * One client, one request at a time for `seconds`, each timed with
+ * performance.now (wrk and autocannon round or bucket); p50/p99 in ms and
+ * the answers that were not 2xx.
+ */
+export async function sequential(url: string, host: string, seconds: number, post?: { body: string; type: string }): Promise<{ p50: number; p99: number; bad: number }> {
+  const { Pool } = await import('undici');
+  const u = new URL(url);
+  const pool = new Pool(u.origin, { connections: 1 });
+  const times: number[] = [];
+  let bad = 0;
+  const end = performance.now() + seconds * 1000;
+  while (performance.now() < end && times.length < 100_000) {
+    const t0 = performance.now();
+    const res = await pool.request({
+      path: u.pathname + u.search,
+      method: post ? 'POST' : 'GET',
+      headers: { host, ...(post ? { 'content-type': post.type } : {}) },
+      body: post?.body,
+    });
+    await res.body.text();
+    times.push(performance.now() - t0);
+    if (res.statusCode >= 300) bad++;
+  }
+  await pool.close();
+  times.sort((a, b) => a - b);
+  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))]!;
+  return { p50: at(0.5), p99: at(0.99), bad };
+}
+
+/**
+ * CPU time (ms) used so far by a process and every process below it,
+ * including the descendants that already ended and were waited for
+ * (cutime/cstime): what a server spends, whatever else runs on the machine.
+ */
+export function treeCpuAllMs(pid: number | undefined): number {
+  if (!pid) return NaN;
+  const ticks = (p: number): number => {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch {
+      return 0; // ended meanwhile: its parent counts it once it is waited for
+    }
+  };
+  let total = 0;
+  const stack = [pid];
+  while (stack.length > 0) {
+    const p = stack.pop()!;
+    total += ticks(p);
+    try {
+      for (const t of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').split(' ').filter(Boolean)) stack.push(Number(t));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return (total * 1000) / 100; // USER_HZ is 100 on Linux
 }

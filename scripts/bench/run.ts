@@ -7,7 +7,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { ROOT } from './lib.ts';
 
-const all = ['http', 'ftp', 'sftp', 'smtp', 'forms', 'lists'];
+const all = ['http', 'ftp', 'sftp', 'smtp', 'forms', 'cgi', 'lists'];
 let args = process.argv.slice(2);
 let benches = all;
 if (args[0] && !args[0].startsWith('-')) {

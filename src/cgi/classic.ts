@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process';
+import { closeSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { resolveInJail } from '../lib/jail.ts';
+import { resolveInJail, resolveInJailSync } from '../lib/jail.ts';
 import type { Readable } from 'node:stream';
+import { BoxPool } from './boxes.ts';
 import type { SpawnSpec } from './sandbox.ts';
 import type { RunResult, WorkerLimits } from './worker.ts';
 
@@ -27,6 +28,29 @@ export async function findScript(root: string, name: string): Promise<ScriptChec
 }
 
 /**
+ * {@link findScript} in one go, without a hop through the thread pool per
+ * file system call (the launcher's: it checks every run, and does nothing
+ * else meanwhile).
+ */
+export function findScriptSync(root: string, name: string): ScriptCheck | undefined {
+  const found = resolveInJailSync(root, ['cgi-bin', name]);
+  // Gone since it was resolved: no such script.
+  const st = found.ok ? statSync(found.real, { throwIfNoEntry: false }) : undefined;
+  if (!found.ok || !st?.isFile()) return undefined;
+  const early = judgeScript(name, st, statSync(path.dirname(found.real)));
+  if (early) return early;
+  const head = Buffer.alloc(HEAD_BYTES);
+  const fd = openSync(found.real, 'r');
+  let n: number;
+  try {
+    n = readSync(fd, head, 0, HEAD_BYTES, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return judgeHead(found.real, head.subarray(0, n), (f) => statSync(f, { throwIfNoEntry: false })?.isFile() === true);
+}
+
+/**
  * Whether the tenant's file `file` (a real path in its cgi-bin/, reached
  * as `name`) may run as a classic CGI script, and the command that runs
  * it. suEXEC's checks where they apply (all tenants share one uid, so its
@@ -37,14 +61,9 @@ export async function findScript(root: string, name: string): Promise<ScriptChec
  * decides, and the suite runs the interpreter itself, as the kernel would.
  */
 export async function checkScript(file: string, name: string): Promise<ScriptCheck> {
-  if (/^nph-/i.test(name)) return { ok: false, why: 'non-parsed-header scripts (nph-) are not run: the suite reads every answer itself' };
-  const st = await stat(file);
-  if (!st.isFile()) return { ok: false, why: 'not a regular file' };
-  const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
-  if ((st.mode & 0o022) !== 0) return { ok: false, why: `the script is writable by others than its owner (mode ${mode})` };
-  if ((st.mode & 0o6000) !== 0) return { ok: false, why: `the script is setuid or setgid (mode ${mode})` };
-  const dir = await stat(path.dirname(file));
-  if ((dir.mode & 0o022) !== 0) return { ok: false, why: `its folder is writable by others than its owner (mode ${(dir.mode & 0o7777).toString(8)})` };
+  if (/^nph-/i.test(name)) return judgeScript(name, undefined, undefined)!;
+  const early = judgeScript(name, await stat(file), await stat(path.dirname(file)));
+  if (early) return early;
   const head = Buffer.alloc(HEAD_BYTES);
   const fh = await open(file, 'r');
   let n: number;
@@ -53,18 +72,38 @@ export async function checkScript(file: string, name: string): Promise<ScriptChe
   } finally {
     await fh.close();
   }
-  const first = head.subarray(0, n).toString('latin1').split('\n')[0]!.replace(/\r$/, '');
+  const installed = new Set<string>();
+  const m = /^#!\s*(\S+)/.exec(head.subarray(0, n).toString('latin1'));
+  if (m && INTERPRETER.test(m[1]!) && (await stat(m[1]!).then((s) => s.isFile(), () => false))) installed.add(m[1]!);
+  return judgeHead(file, head.subarray(0, n), (f) => installed.has(f));
+}
+
+/** The checks on the file and its folder (see checkScript); undefined when they pass. */
+function judgeScript(name: string, st: Stats | undefined, dir: Stats | undefined): ScriptCheck | undefined {
+  if (/^nph-/i.test(name)) return { ok: false, why: 'non-parsed-header scripts (nph-) are not run: the suite reads every answer itself' };
+  if (!st!.isFile()) return { ok: false, why: 'not a regular file' };
+  const mode = (st!.mode & 0o7777).toString(8).padStart(4, '0');
+  if ((st!.mode & 0o022) !== 0) return { ok: false, why: `the script is writable by others than its owner (mode ${mode})` };
+  if ((st!.mode & 0o6000) !== 0) return { ok: false, why: `the script is setuid or setgid (mode ${mode})` };
+  if ((dir!.mode & 0o022) !== 0) return { ok: false, why: `its folder is writable by others than its owner (mode ${(dir!.mode & 0o7777).toString(8)})` };
+  return undefined;
+}
+
+/** The #! line of `head` (the file's first bytes): the command that runs `file`, or why not. */
+function judgeHead(file: string, head: Buffer, isFile: (f: string) => boolean): ScriptCheck {
+  const first = head.toString('latin1').split('\n')[0]!.replace(/\r$/, '');
   // Linux reads "#!interpreter [one argument]": the rest of the line after the first blank is one argument.
   const m = /^#!\s*(\S+)(?:[ \t]+(.*?))?[ \t]*$/.exec(first);
   if (!m) return { ok: false, why: 'no #! line (e.g. #!/usr/bin/perl) in its first line' };
   const interpreter = m[1]!;
-  const ok = INTERPRETER.test(interpreter) && (await stat(interpreter).then((s) => s.isFile(), () => false));
+  const ok = INTERPRETER.test(interpreter) && isFile(interpreter);
   if (!ok) return { ok: false, why: `its #! line names ${JSON.stringify(interpreter.slice(0, 100))}, not an installed interpreter in /usr/bin or /bin` };
   return { ok: true, argv: [interpreter, ...(m[2] ? [m[2]] : []), file] };
 }
 
 /**
- * Runs one classic CGI script from `spec` (a fresh box each time): the
+ * Runs one classic CGI script from `spec` (a box of its own, started
+ * ahead by `boxes` or now, never used before): the
  * meta-variables as its environment, the body on its stdin, its stdout
  * read whole up to the output limit. The script is PID 1 of its box, so
  * whatever it left running ends with it. Over the wall time: SIGKILL and
@@ -76,11 +115,11 @@ export function runScript(
   body: Buffer,
   limits: WorkerLimits,
   mail?: (message: ScriptMail) => Promise<unknown>,
+  boxes?: BoxPool,
 ): Promise<{ result: RunResult; stderr: string }> {
   return new Promise((resolve) => {
-    const proc = spec.launch
-      ? spec.launch.client.start({ ...spec.launch.ask, env })
-      : spawn(spec.command, spec.args, { cwd: spec.cwd, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    // `env` goes to the launcher, which builds the run itself; a spec of our own carries it in `go` (scriptSpec).
+    const proc = spec.launch ? spec.launch.client.start({ ...spec.launch.ask, env }) : (boxes ?? new BoxPool({ depth: 0, max: 0, idleMs: 0 })).start(spec);
     const sent = readMail(proc.stdio[3] as Readable | null | undefined, limits.maxOutput, mail);
     let killed: 'timeout' | 'output' | undefined;
     const kill = (why: 'timeout' | 'output') => {

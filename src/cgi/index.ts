@@ -16,8 +16,10 @@ import { GrantCache } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
+import { childCgroup, findDelegatedCgroup, limitsNote, type CgroupFinding } from '../lib/cgroup.ts';
+import { BoxPool, boxOptionsOf } from './boxes.ts';
 import { findScript, runScript } from './classic.ts';
-import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
+import { detectSandbox, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
 import type { RunResult } from './worker.ts';
 import { LauncherClient } from './launched.ts';
 
@@ -44,6 +46,8 @@ export interface CgiDeps {
    * machine without namespaces turn it off).
    */
   launcher?: boolean;
+  /** Where tenants' cgroups go (tests give a made-up one); default: a delegated cgroup v2 found from /proc/self/cgroup. */
+  cgroup?: () => CgroupFinding;
 }
 
 export interface Cgi {
@@ -212,10 +216,19 @@ function lstatOrMake(parent: string, dir: string): Stats {
  * (each tenant's own, one for all, or this process's), the refusal when
  * there is no box, and each folder the handlers' uids cannot pass.
  */
-function announce(log: Logger, c: SandboxCapabilities, launcher: LauncherClient | undefined, current: Registry, suiteReal: string, suiteNames: string[]): void {
+function announce(
+  log: Logger,
+  c: SandboxCapabilities,
+  launcher: LauncherClient | undefined,
+  current: Registry,
+  suiteReal: string,
+  suiteNames: string[],
+  cgroup: CgroupFinding,
+): void {
   log.info(
     {
       permission: c.permissionFlag,
+      limits: limitsNote(cgroup),
       box: c.box ? `${c.box.bwrap}: own user, mount, PID, IPC, UTS, network and cgroup namespaces` : 'NONE: every handler is refused',
       ...(c.box ? { nestedUserNamespaces: c.box.noNestedUserns ? 'refused' : 'ALLOWED: bwrap older than 0.8 (no --disable-userns)' } : {}),
       user: launcher
@@ -252,7 +265,7 @@ function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' 
  * and turns its CGI answer into the HTTP response. Every request is answered: a handler
  * that breaks a limit gets 502/503/504, never the suite's stack.
  */
-export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics, launcher: useLauncher }: CgiDeps): Cgi {
+export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics, launcher: useLauncher, cgroup: findCgroup = findDelegatedCgroup }: CgiDeps): Cgi {
   const runs = metrics?.counter('makewaves_handler_runs_total', 'Handler runs by tenant and result (ok, error, timeout, memory, output, crashed, busy).', ['tenant', 'result']);
   const counted = (tenant: string, result: string) => runs?.inc({ tenant, result });
   const log = rootLog.child({ svc: 'cgi' });
@@ -262,6 +275,21 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   let suiteReal = suiteDir;
   let suiteNames = new Set<string>();
   const pools = new Pools(limitsOf(registry), log);
+  // Script boxes started ahead, when this process starts them itself (not root: no launcher).
+  const boxes = new BoxPool(boxOptionsOf(registry, log));
+  /** The delegated cgroup v2 tenants' runs go below (found at start), or why rlimits alone hold them. */
+  let cgroup: CgroupFinding = { ok: false, why: 'not looked for yet' };
+  const tenantCgroups = new Map<string, string>();
+  /** Without the launcher: the tenant's cgroup.procs (made with the limits now), when a cgroup v2 is delegated. */
+  function cgroupOf(t: Tenant): { cgroup?: string } {
+    if (!cgroup.ok) return {};
+    let procs = tenantCgroups.get(t.id);
+    if (procs === undefined) {
+      procs = childCgroup(cgroup.dir, `makewaves-${t.id}`, tenantCgroupLimits(current.config.main.cgi));
+      tenantCgroups.set(t.id, procs);
+    }
+    return { cgroup: procs };
+  }
   const handlerMail = new HandlerMail(mail, mailLimitsOf(registry), log, onSent);
   const realRoots = new Map<string, string>();
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
@@ -404,11 +432,20 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         const ran = launcher
           ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail)
           : await runScript(
-              scriptSpec(caps, { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax }),
-              { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' },
+              scriptSpec(caps, {
+                argv,
+                folders: [root!],
+                scratch: scratch(tenant),
+                memory: cfg.memory,
+                fileMax: cfg.scratchFileMax,
+                ...cgroupOf(tenant),
+                env: { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' },
+              }),
+              env,
               read.body,
               limitsOf(current),
               sendmail,
+              boxes,
             );
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;
@@ -425,6 +462,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
             scratch: scratch(tenant),
             memory: cfg.memory,
             fileMax: cfg.scratchFileMax,
+            ...cgroupOf(tenant),
           });
       // As without the launcher: checked before every run, not only when a process starts.
       if (launcher) await launcher.scratch(tenant.id);
@@ -471,6 +509,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       name: 'cgi',
       async start() {
         caps = sandbox(current.config.main.cgi.user);
+        cgroup = findCgroup();
         scanSuite();
         const c = caps;
         const asRoot = process.getuid?.() === 0;
@@ -478,10 +517,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
           launcher = new LauncherClient(current.config.dir, suiteDir, log);
           await launcher.ready;
         }
-        announce(log, c, launcher, current, suiteReal, [...suiteNames]);
+        announce(log, c, launcher, current, suiteReal, [...suiteNames], cgroup);
         return [];
       },
       async stop(graceMs) {
+        boxes.discard();
         await pools.stop(graceMs);
         launcher?.stop();
       },
@@ -492,6 +532,9 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         pools.setLimits(limitsOf(next));
         handlerMail.setLimits(mailLimitsOf(next));
         pools.retireAll();
+        boxes.discard();
+        boxes.setOptions(boxOptionsOf(next, log));
+        tenantCgroups.clear();
         launcher?.reload();
         scanSuite();
       },

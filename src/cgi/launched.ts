@@ -93,8 +93,11 @@ export class LaunchedProcess extends EventEmitter {
 
 type Reply =
   | { op: 'ready'; uids: Record<string, number> }
-  | { op: 'started'; id: number; pid: number; uid: number }
+  | { op: 'started'; id: number; pid: number; uid: number; box?: number }
   | { op: 'stdio'; id: number; fd: number }
+  | { op: 'box'; box: number }
+  | { op: 'stdio'; box: number; fd: number }
+  | { op: 'unbox'; box: number }
   | { op: 'exit'; id: number; code: number | null; signal: NodeJS.Signals | null; error?: string }
   | { op: 'refused'; id?: number; why: string }
   | { op: 'repaired'; tenant: string; dir: string; was: string }
@@ -109,6 +112,8 @@ export class LauncherClient {
   private readonly proc: ChildProcess;
   private readonly runs = new Map<number, LaunchedProcess>();
   private readonly scratches = new Map<number, () => void>();
+  /** Pipes of boxes the launcher started ahead, by box number, until a run takes the box or it ends unused. */
+  private readonly boxes = new Map<number, Array<[number, Readable | Writable]>>();
   private seq = 0;
   private gone: string | undefined;
   /** stop() was called: the launcher's end that follows is the one asked for. */
@@ -156,6 +161,21 @@ export class LauncherClient {
         }
         return;
       }
+      if (m.op === 'box') {
+        this.boxes.set(m.box, []);
+        return;
+      }
+      if (m.op === 'stdio' && 'box' in m) {
+        const pipes = this.boxes.get(m.box);
+        // A pipe of a box this side no longer knows: nobody will use it.
+        if (handle) (pipes ? pipes.push([m.fd, handle as Readable]) : (handle as Readable).destroy());
+        return;
+      }
+      if (m.op === 'unbox') {
+        for (const [, h] of this.boxes.get(m.box) ?? []) h.destroy();
+        this.boxes.delete(m.box);
+        return;
+      }
       if (m.op === 'scratched') {
         this.scratches.get(m.id)?.();
         this.scratches.delete(m.id);
@@ -166,6 +186,10 @@ export class LauncherClient {
       if (m.op === 'started') {
         run.pid = m.pid;
         run.uid = m.uid;
+        if (m.box !== undefined) {
+          for (const [fd, h] of this.boxes.get(m.box) ?? []) run.attach(fd, h);
+          this.boxes.delete(m.box);
+        }
         // As a ChildProcess does once its process exists.
         run.emit('spawn');
       } else if (m.op === 'stdio') {
@@ -185,6 +209,8 @@ export class LauncherClient {
       this.runs.clear();
       for (const done of this.scratches.values()) done();
       this.scratches.clear();
+      for (const pipes of this.boxes.values()) for (const [, h] of pipes) h.destroy();
+      this.boxes.clear();
     });
   }
 

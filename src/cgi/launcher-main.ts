@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createLogger } from '../core/log.ts';
 import { compactAfterStart } from '../lib/memory.ts';
+import { BoxPool } from './boxes.ts';
 import { Launcher, parseRequest } from './launcher.ts';
 
 const [configDir, suiteDir] = process.argv.slice(2);
@@ -15,6 +16,31 @@ if (!configDir || !suiteDir || !process.send || process.getuid?.() !== 0) {
 }
 const launcher = new Launcher({ configDir, suiteDir, log, onRepair: (tenant, dir, was) => send({ op: 'repaired', tenant, dir, was }) });
 const runs = new Map<number, ChildProcess>();
+/**
+ * Boxes started ahead hand their pipes to the server at once, each under a
+ * number of its own ({"op":"box"} and its stdio), so a run in one needs no
+ * handle passing (a round trip per pipe) when it comes; {"op":"unbox"}
+ * when one ends unused.
+ */
+const boxIds = new Map<ChildProcess, number>();
+let boxSeq = 0;
+const boxHooks = {
+  started(p: ChildProcess) {
+    if (p.pid === undefined) return; // failed to start: dropped right after
+    const box = ++boxSeq;
+    boxIds.set(p, box);
+    for (const s of [p.stdout, p.stderr, p.stdio[3]]) holdReads(s);
+    send({ op: 'box', box });
+    for (const fd of [0, 1, 2, 3]) send({ op: 'stdio', box, fd }, p.stdio[fd]);
+  },
+  dropped(p: ChildProcess) {
+    const box = boxIds.get(p);
+    if (box === undefined) return;
+    boxIds.delete(p);
+    send({ op: 'unbox', box });
+  },
+};
+const boxes = new BoxPool({ ...launcher.boxOptions(log), ...boxHooks });
 
 function refuse(why: string, id?: number): void {
   log.warn({ id, why }, 'launch refused');
@@ -27,8 +53,11 @@ process.on('message', (raw: unknown) => {
     if (!parsed.ok) return refuse(parsed.why, parsed.id);
     const req = parsed.req;
     if (req.op === 'reload') {
+      // Boxes started ahead were built from the old config (folders, limits, the tenant itself).
+      boxes.discard();
       try {
         launcher.load();
+        boxes.setOptions({ ...launcher.boxOptions(log), ...boxHooks });
       } catch (err) {
         log.error({ err: (err as Error).message }, 'reload failed: the launcher keeps the config it had');
       }
@@ -59,7 +88,8 @@ process.on('message', (raw: unknown) => {
 
     const { spec, uid, tenant } = checked.run;
     // Scripts get a fourth pipe, their mail channel (fd 3, read by /usr/sbin/sendmail in the box).
-    const p = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: req.kind === 'script' ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'] });
+    // A script's box may have been started ahead (boxes.ts): it runs this request's script and nothing else.
+    const p = req.kind === 'script' ? boxes.start(spec) : spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
     runs.set(req.id, p);
     p.on('error', (err) => {
       runs.delete(req.id);
@@ -71,6 +101,16 @@ process.on('message', (raw: unknown) => {
     });
     if (p.pid === undefined) return;
     log.debug({ id: req.id, tenant, uid, kind: req.kind, name: req.name, pid: p.pid }, 'launched');
+    // This process must not read what the run writes: a socket handed over keeps reading here until
+    // the server acknowledges it, into nothing (Node's own handle passing), and a box started ahead
+    // writes its first lines at once.
+    const box = boxIds.get(p);
+    if (box !== undefined) {
+      // Its pipes are with the server already.
+      boxIds.delete(p);
+      return send({ op: 'started', id: req.id, pid: p.pid, uid, box });
+    }
+    for (const s of [p.stdout, p.stderr, p.stdio[3]]) holdReads(s);
     send({ op: 'started', id: req.id, pid: p.pid, uid });
     // The pipes go to the server; the launcher keeps none of them (sending closes its copy).
     send({ op: 'stdio', id: req.id, fd: 0 }, p.stdin);
@@ -79,6 +119,14 @@ process.on('message', (raw: unknown) => {
     if (req.kind === 'script') send({ op: 'stdio', id: req.id, fd: 3 }, p.stdio[3]);
   })();
 });
+/** Stops this process reading from a child's pipe it will hand over (its libuv handle, Node has no public call). */
+function holdReads(stream: unknown): void {
+  const handle = (stream as { _handle?: { readStop?: () => number; reading?: boolean } } | null)?._handle;
+  if (!handle?.readStop) return;
+  handle.readStop();
+  handle.reading = false;
+}
+
 // The server gone: every box goes with the launcher (--die-with-parent).
 process.on('disconnect', () => process.exit(0));
 log.info('launcher ready');

@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, realpathSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig } from '../core/config/load.ts';
@@ -6,12 +6,14 @@ import { ParseCache } from '../core/config/parsecache.ts';
 import type { Logger } from '../core/log.ts';
 import { Registry, type Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
+import { childCgroup, findDelegatedCgroup, type CgroupFinding } from '../lib/cgroup.ts';
 import { lookupUser } from '../lib/users.ts';
 import { openDb } from '../state/db.ts';
 import { CgiUids, cgiUidMigrations, type UidRange } from '../state/cgiuids.ts';
-import { findScript } from './classic.ts';
+import { boxOptionsOf, type BoxPoolOptions } from './boxes.ts';
+import { findScriptSync } from './classic.ts';
 import { GrantCache } from './grants.ts';
-import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
+import { detectSandbox, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
 
 /**
  * The launcher: the one part of the suite that stays root after the
@@ -115,6 +117,8 @@ export interface LauncherOptions {
   onRepair?: (tenant: string, dir: string, was: string) => void;
   /** What the box can use (tests: the real detectSandbox). */
   sandbox?: (user: string) => SandboxCapabilities;
+  /** The delegated cgroup v2 (tests; default: found from /proc/self/cgroup). */
+  cgroup?: CgroupFinding;
 }
 
 /**
@@ -130,11 +134,26 @@ export class Launcher {
   private allowedOwners = new Set<number>([0]);
   private readonly grants: GrantCache;
   private readonly parsed = new ParseCache();
+  /** The delegated cgroup v2 tenants' runs go below, or why there is none (rlimits only). */
+  readonly cgroup: CgroupFinding;
+  private readonly tenantCgroups = new Map<string, string>();
 
   constructor(private readonly opts: LauncherOptions) {
     this.grants = new GrantCache(opts.log, () => undefined);
     this.load();
     this.caps = (opts.sandbox ?? detectSandbox)(this.registry.config.main.cgi.user);
+    this.cgroup = opts.cgroup ?? findDelegatedCgroup();
+  }
+
+  /** The tenant's cgroup.procs below the delegated cgroup v2, made with the limits of the config now; undefined without one. */
+  private cgroupOf(t: Tenant): string | undefined {
+    if (!this.cgroup.ok) return undefined;
+    let procs = this.tenantCgroups.get(t.id);
+    if (procs === undefined) {
+      procs = childCgroup(this.cgroup.dir, `makewaves-${t.id}`, tenantCgroupLimits(this.registry.config.main.cgi));
+      this.tenantCgroups.set(t.id, procs);
+    }
+    return procs;
   }
 
   /** (Re)reads the config folder and gives every tenant without a uid one. A uid once given is never changed here. */
@@ -142,6 +161,8 @@ export class Launcher {
     // Its own cache, in memory only: the launcher trusts no file the server's user can write.
     const config = loadConfig(this.opts.configDir, undefined, this.parsed);
     this.registry = new Registry(config);
+    // Limits may have changed: each tenant's cgroup is set again at its next run.
+    this.tenantCgroups?.clear();
     const main = config.main;
     const avoid = new Set<number>([0]);
     for (const u of [main.user, main.cgi.user]) {
@@ -176,6 +197,11 @@ export class Launcher {
    */
   maxRuns(): number {
     return this.registry.config.main.cgi.total * 2;
+  }
+
+  /** How many script boxes to start ahead (boxes.ts): two per tenant, at most cgi.total, idle as warm processes. */
+  boxOptions(log?: Logger): BoxPoolOptions {
+    return boxOptionsOf(this.registry, log);
   }
 
   uidMap(): Record<string, number> {
@@ -228,14 +254,16 @@ export class Launcher {
     }
     if (req.kind !== 'suite' && (!t.config.cgi || root === undefined)) return { ok: false, why: `tenant ${t.id} may not run its own handlers (cgi: false or no web root)` };
     const caps: SandboxCapabilities = { ...this.caps, drop: { user: `tenant ${t.id}`, uid, gid: uid, setpriv: this.caps.drop?.setpriv ?? 'setpriv' } };
-    const common = { folders: [] as string[], memory: cfg.memory, fileMax: cfg.scratchFileMax, nproc: cfg.tenantProcesses };
+    const cgroup = this.cgroupOf(t);
+    const common = { folders: [] as string[], memory: cfg.memory, fileMax: cfg.scratchFileMax, nproc: cfg.tenantProcesses, ...(cgroup ? { cgroup } : {}) };
     if (req.kind === 'script') {
-      const found = await findScript(root!, req.name);
+      // Synchronous: this process has nothing else to do meanwhile, and a hop per call costs more than the call.
+      const found = findScriptSync(root!, req.name);
       if (!found) return { ok: false, why: `no script ${req.name} in ${t.id}'s cgi-bin` };
       if (!found.ok) return { ok: false, why: found.why };
       const file = found.argv[found.argv.length - 1]!;
       for (const f of [file, path.dirname(file)]) {
-        const owner = (await stat(f)).uid;
+        const owner = statSync(f).uid;
         if (!this.allowedOwners.has(owner)) return { ok: false, why: `${f} is owned by uid ${owner}, not by root or the suite's user` };
       }
       const env = { ...req.env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };

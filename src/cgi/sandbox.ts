@@ -1,6 +1,7 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { boxFlags, findExecutable, probeBox, runtimeMounts } from '../lib/box.ts';
+import type { CgroupLimits } from '../lib/cgroup.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { lookupUser } from '../lib/users.ts';
 import type { LaunchAsk, LauncherClient } from './launched.ts';
@@ -75,12 +76,23 @@ export function detectSandbox(user: string, runAs?: { uid: number; gid: number }
   };
 }
 
+/**
+ * A tenant's cgroup v2 limits, where one is delegated: all its runs
+ * together hold `cgi.perTenant` runs' memory, `cgi.tenantProcesses`
+ * processes and threads, and one CPU's time.
+ */
+export function tenantCgroupLimits(cgi: { memory: number; perTenant: number; tenantProcesses: number }): CgroupLimits {
+  return { memory: cgi.memory * cgi.perTenant, pids: cgi.tenantProcesses, cpus: 1 };
+}
+
 export interface SpawnSpec {
   command: string;
   args: string[];
   cwd: string;
   /** True when the spawned process (bwrap) forks: Node is its child, the pid to watch and to kill. */
   forks: boolean;
+  /** A script's run, for the box's {@link STUB} on fd {@link GO_FD} (the command line then ends with STUB). */
+  go?: string;
   /** Started by the root launcher instead (a uid per tenant): the run to ask it for; command and args unused. */
   launch?: { client: LauncherClient; ask: LaunchAsk };
 }
@@ -97,6 +109,8 @@ export interface SpawnOptions {
   fileMax: number;
   /** Processes its uid may have at once (RLIMIT_NPROC, counted per uid: set when each tenant has its own). */
   nproc?: number;
+  /** The tenant's cgroup v2 (its cgroup.procs), where one is delegated: the process joins it before anything else. */
+  cgroup?: string;
 }
 
 /**
@@ -148,16 +162,54 @@ export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnS
 }
 
 /**
+ * What a script's box runs until its run is known: a shell that reads the
+ * run, one line, from fd 4 (written by {@link goScript} when the request
+ * comes; fd 4 is a socket, so `read`, not `.`) and becomes the script
+ * there. The box, its uid, limits and namespaces are all set up before;
+ * the script is still PID 1 of a box nobody used before. `n` holds a line
+ * break, for values that have one; neither `n` nor `go` is exported.
+ */
+export const STUB = ['/bin/sh', '-c', "n='\n'; IFS= read -r go <&4 || exit 126; eval \"$go\""];
+
+/** The fd a script's box reads its run from (see {@link STUB}). */
+export const GO_FD = 4;
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+// Single-quoted: nothing inside is shell syntax; a quote closes, escapes and reopens; a line break is $n, outside the quotes.
+const quote = (s: string) => `'${s.replace(/'/g, `'\\''`).replace(/\n/g, `'"$n"'`)}'`;
+
+/**
+ * The line {@link STUB} reads on fd 4: the meta-variables exported (each
+ * value single-quoted), the script's folder as its cwd, then exec of
+ * `argv` with fd 4 closed. Throws on a variable name that is not a plain
+ * name, or on a NUL anywhere.
+ */
+export function goScript(argv: string[], env: Record<string, string>, chdir: string): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(env)) {
+    if (!ENV_NAME.test(k)) throw new Error(`${k.slice(0, 64)} is not an environment variable name`);
+    parts.push(`export ${k}=${quote(v)}`);
+  }
+  if ([...argv, chdir, ...Object.values(env)].some((s) => s.includes('\0'))) throw new Error('NUL in a script run');
+  // OLDPWD: set by cd, not part of a script's environment.
+  parts.push(`cd ${quote(chdir)} || exit 126`, 'unset OLDPWD', `exec ${argv.map(quote).join(' ')} ${GO_FD}<&-`);
+  return `${parts.join('; ')}\n`;
+}
+
+/**
  * The command line of one classic CGI script run (RFC 3875): the same box
- * and limits as a JavaScript handler, its cwd the script's folder, then
+ * and limits as a JavaScript handler, running {@link STUB}, which execs
  * `argv` (the interpreter of the script's #! line, its argument, the
- * script). Writable memory is capped at `memory` itself (no V8 heap to
+ * script) with `env` as its whole environment and the script's folder as
+ * its cwd once it reads `go` on fd 4. The command line is the same for
+ * every run of a tenant, so boxes can be started before their request
+ * (boxes.ts). Writable memory is capped at `memory` itself (no V8 heap to
  * leave room for).
  */
-export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[]; env?: Record<string, string> }): SpawnSpec {
+export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[]; env: Record<string, string> }): SpawnSpec {
   const script = opts.argv[opts.argv.length - 1]!;
-  const all = [...boxPrefix(caps, { ...opts, data: opts.memory, shown: [], chdir: path.dirname(script), sendmail: true }), ...opts.argv];
-  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
+  const all = [...boxPrefix(caps, { ...opts, env: {}, data: opts.memory, shown: [], chdir: opts.scratch, sendmail: true }), ...STUB];
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true, go: goScript(opts.argv, opts.env, path.dirname(script)) };
 }
 
 /**
@@ -168,10 +220,12 @@ export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, '
  */
 function boxPrefix(
   caps: SandboxCapabilities,
-  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean },
+  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean; cgroup?: string },
 ): string[] {
   if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   const prefix: string[] = [];
+  // First of all, into the tenant's cgroup (a shell writes its own pid, then becomes the rest): every process after it is born there.
+  if (opts.cgroup) prefix.push('/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', opts.cgroup);
   if (caps.nice) prefix.push(caps.nice, '-n', '10');
   if (caps.prlimit) prefix.push(caps.prlimit, `--data=${opts.data}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', ...(opts.nproc ? [`--nproc=${opts.nproc}`] : []), '--');
   // setpriv before bwrap: the box is built by the unprivileged user (in a

@@ -4,6 +4,7 @@ import { certFiles, certificateProblems, DEFAULT_CERT } from '../../core/certs.t
 import { ConfigError, loadConfig, type LoadedConfig } from '../../core/config/load.ts';
 import { Registry } from '../../core/registry.ts';
 import { probeBox } from '../../lib/box.ts';
+import { findDelegatedCgroup, limitsNote } from '../../lib/cgroup.ts';
 import { lookupUser } from '../../lib/users.ts';
 
 /** Why `file` cannot be read (its errno code), or undefined when it can. */
@@ -124,6 +125,7 @@ export function check(configDir: string): number {
     const uidNote = handlerUids(config);
     if (uidNote.problem) problems.push(uidNote.problem);
     else notes.push(uidNote.note);
+    notes.push(`handler and script limits: ${limitsNote(findDelegatedCgroup())}`);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
     if (problems.length > 0) {
       for (const p of problems) process.stderr.write(`${p}\n`);

@@ -26,6 +26,8 @@ describe('makewaves check and the handlers\' box', () => {
   it.skipIf(boxMissing)('exits 0 where bwrap builds its box', async () => {
     const r = await cliWith(process.env, 'check', '--config', configDir);
     expect(r).toMatchObject({ code: 0, err: '' });
+    // And says what holds each run's limits: here rlimits alone (this machine has no delegated cgroup v2), and why.
+    expect(r.out).toMatch(/note: handler and script limits: (rlimits per process only \(.*\): .+|rlimits per process, and per tenant a cgroup v2 below \S+)/);
   });
 
   it.skipIf(process.getuid?.() !== 0)('says, as root, that each tenant gets its own uid, and refuses a range too small for the tenants', async () => {

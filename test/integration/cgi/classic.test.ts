@@ -43,6 +43,7 @@ beforeAll(async () => {
       'evil.test/cgi-bin/slow.sh': '#!/bin/sh\nexec sleep 30\n',
       'evil.test/cgi-bin/flood.sh': '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nexec yes\n',
       'evil.test/cgi-bin/hello.js.txt': script('hello.pl'),
+      'evil.test/cgi-bin/fresh.sh': '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nif [ -e /tmp/used ]; then echo reused; else echo fresh; fi\n: > /tmp/used\n',
       'victim.test/secret.txt': SECRET,
       'lax.test/cgi-bin/hello.pl': script('hello.pl'),
       'plain.test/cgi-bin/hello.pl': script('hello.pl'),
@@ -84,7 +85,7 @@ describe.skipIf(boxMissing)('classic CGI scripts', () => {
       const res = await call(s.http, 'evil.test', '/cgi-bin/env.sh/extra/path?x=1&y=%20', {
         method: 'POST',
         body: 'hello=world',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', proxy: 'http://attacker.example:3128', 'x-test': 'yes' },
+        headers: { 'content-type': 'application/x-www-form-urlencoded', proxy: 'http://attacker.example:3128', 'x-test': 'yes', 'x-quote': "it's $(id) `id` \"q\" \\ ; exit 3" },
       });
       expect(res.status).toBe(201);
       expect(res.headers['x-script']).toBe('sh');
@@ -104,6 +105,8 @@ describe.skipIf(boxMissing)('classic CGI scripts', () => {
         CONTENT_LENGTH: '11',
         REMOTE_ADDR: '127.0.0.1',
         HTTP_X_TEST: 'yes',
+        // Handed to a box started ahead as shell text: it arrives as it was sent, never run.
+        HTTP_X_QUOTE: "it's $(id) `id` \"q\" \\ ; exit 3",
         PATH: '/usr/local/bin:/usr/bin:/bin',
       });
       expect(env.SCRIPT_FILENAME).toBe(path.join(s.sitesDir, 'evil.test', 'cgi-bin', 'env.sh'));
@@ -112,6 +115,13 @@ describe.skipIf(boxMissing)('classic CGI scripts', () => {
       expect(body).toBe('hello=world');
     } finally {
       delete process.env.MAKEWAVES_TEST_SECRET;
+    }
+  });
+
+  it('runs each request in a box of its own, even with boxes started ahead (nothing of one run is seen by the next)', async () => {
+    for (let i = 0; i < 4; i++) {
+      const res = await call(s.http, 'evil.test', '/cgi-bin/fresh.sh');
+      expect([res.status, (await res.text()).trim()]).toEqual([200, 'fresh']);
     }
   });
 
