@@ -15,6 +15,7 @@ import { parseRecipient } from '../core/recipient.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
+import { createInboundPool } from './inbound-pool.ts';
 import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
 import { decide, policyFor, stripOurResults } from './inbound.ts';
 import { blocklisted } from './dnsbl.ts';
@@ -158,7 +159,9 @@ export function createMailService(deps: MailDeps): MailService {
       return recorded && o.status === 'bounced';
     },
   });
-  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup });
+  // The checks themselves run in a worker thread (inbound-pool.ts), with their own resolver for `dns:`.
+  const inbound = createInboundPool({ dns: main.dns, log });
+  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup, check: inbound.check });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
   const sessions = new Map<string, SessionState>();
@@ -353,6 +356,7 @@ export function createMailService(deps: MailDeps): MailService {
         });
         await control.stop();
         await queue.stop(graceMs);
+        await inbound.close();
       },
       reload(next) {
         registry = next;
