@@ -38,6 +38,14 @@ describe('inbound checks in a worker thread', () => {
     expect(there).toEqual(here);
   });
 
+  it('a check the thread never answers is rejected when the thread is ended (the message then counts as not authenticated)', async () => {
+    dns.zone.set('slow.test', { silent: true });
+    // Asked, never answered: the thread would wait on the silent DNS server.
+    const rejected = expect(pool.check(message, { ...options, sender: 'vera@slow.test', helo: 'slow.test', resolver: undefined as never })).rejects.toThrow('inbound checks thread stopped');
+    await pool.close();
+    await rejected;
+  });
+
   it('checks many messages at once, and starts a new thread after close()', async () => {
     const all = await Promise.all(Array.from({ length: 20 }, () => pool.check(message, { ...options, resolver: undefined as never })));
     expect(new Set(all.map((a) => a.aligned))).toEqual(new Set(['dmarc']));
