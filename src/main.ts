@@ -1,25 +1,24 @@
-import { createAcmeService } from './acme/index.ts';
 import { createCgi } from './cgi/index.ts';
 import { chmodSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { CertStore, certificateExpiry } from './core/certs.ts';
 import { CERT_WARN_DAYS, Health, diskProblems, listenerProblems } from './core/health.ts';
 import { detectSandbox, type SandboxCapabilities } from './cgi/sandbox.ts';
-import { ConfigError, loadConfig } from './core/config/load.ts';
+import { ConfigError, loadConfig, loadMainConfig } from './core/config/load.ts';
+import { PARSE_CACHE_FILE, ParseCache } from './core/config/parsecache.ts';
 import { restartOnlyChanges } from './core/config/restart.ts';
 import { watchConfig } from './core/config/watch.ts';
-import type { ListInbox, ListPages, MailSubmitter } from './core/contracts.ts';
+import type { ListInbox, ListPages, MailSubmitter, QueueRemover } from './core/contracts.ts';
 import { reloadAll, startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
 import { createAdminService } from './admin/index.ts';
 import { Metrics } from './core/metrics.ts';
-import { createFtpService } from './ftp/index.ts';
+import type { createFtpService } from './ftp/index.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
-import { createListsService, type Lists } from './lists/index.ts';
-import { createMailService } from './mail/index.ts';
-import { createPanel } from './panel/index.ts';
+import type { Lists } from './lists/index.ts';
+import { compactAfterStart } from './lib/memory.ts';
 import { guardUmask, makeDir, tightenTree } from './lib/modes.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
@@ -60,7 +59,9 @@ export interface Suite {
  */
 export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const log = options.log ?? createLogger();
-  const config = loadConfig(options.configDir);
+  // Tenant files' parsed YAML, kept by file identity under <data> between starts and in memory between reloads.
+  const parseCache = new ParseCache(path.join(path.resolve(options.configDir, loadMainConfig(options.configDir).data), PARSE_CACHE_FILE));
+  const config = loadConfig(options.configDir, undefined, parseCache);
   let registry = new Registry(config);
   const runAs = serviceAccount(config.main.user, config.main.group);
   // Nothing the suite creates is group/world-writable, whoever starts it; under <data> nothing is world-readable either.
@@ -69,6 +70,8 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const asRoot = process.getuid?.() === 0;
   makeDir(config.main.dataDir, asRoot ? 0o711 : 0o750);
   if (asRoot && (statSync(config.main.dataDir).mode & 0o001) === 0) chmodSync(config.main.dataDir, (statSync(config.main.dataDir).mode & 0o7777) | 0o001);
+  const cacheUnsaved = parseCache.save();
+  if (cacheUnsaved) log.warn({ file: path.join(config.main.dataDir, PARSE_CACHE_FILE), why: cacheUnsaved }, 'cannot write the cache of parsed tenant files; the next start parses every file again');
   const tightened = tightenTree(config.main.dataDir);
   if (tightened > 0) log.warn({ dir: config.main.dataDir, tightened }, `took group/world write and world read away from ${tightened} files and folders under ${config.main.dataDir}`);
   // One certificate store for HTTPS (by SNI) and, later, STARTTLS and FTPS.
@@ -98,13 +101,18 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const services: Service[] = [];
   let mail: MailSubmitter | undefined;
   let lists: Lists | undefined;
+  let queueRemover: QueueRemover | undefined;
+  // The optional services (and the libraries only they use: smtp-server, mailauth, ftp-srv, ssh2, acme-client)
+  // are loaded only when configured: with 10,000 tenants and HTTP alone, module loading was a third of the start.
   if (config.main.smtp) {
+    const [{ createMailService }, { createListsService }] = await Promise.all([import('./mail/index.ts'), import('./lists/index.ts')]);
     // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
     const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
-    const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox });
+    const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox, journal: state.mailStats });
     services.push(m.service);
     mail = m.submitter;
-    lists = createListsService({ registry, state, log, mail, sealer: m.sealer });
+    queueRemover = { delete: (id) => m.queue.delete(id) };
+    lists = createListsService({ registry, state, log, mail, sealer: m.sealer, dmarc: m.dmarc });
     services.push(lists.service);
   }
   const cgi = createCgi({
@@ -119,17 +127,20 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   services.push(cgi.service);
   const listPages: ListPages | undefined = lists?.pages;
   // ACME answers its HTTP-01 challenges through the HTTP service and starts after it (orders need the listener).
-  const acme = config.main.acme && certs ? createAcmeService({ registry, log, certs, health, metrics }) : undefined;
+  const acme = config.main.acme && certs ? (await import('./acme/index.ts')).createAcmeService({ registry, log, certs, health, metrics }) : undefined;
   let ftp: ReturnType<typeof createFtpService> | undefined;
   // The panel writes tenant files as the CLI does, then takes them in with the same reload as SIGHUP.
-  const panel = config.main.panel ? createPanel({
+  const panel = config.main.panel ? (await import('./panel/index.ts')).createPanel({
         registry,
         state,
         log,
         reload: () => reload(),
         lists: lists?.moderation,
+        queue: queueRemover,
         // Uploads go through FTP's jail and quota (bound once the FTP service exists, below); none without `ftp:`.
-        webRoot: config.main.ftp ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args) } : undefined,
+        webRoot: config.main.ftp
+          ? { free: (tenant) => ftp!.webRoot.free(tenant), store: (...args) => ftp!.webRoot.store(...args), storeTree: (...args) => ftp!.webRoot.storeTree(...args) }
+          : undefined,
       }) : undefined;
   if (panel) services.push(panel.service);
   const http = createHttpService({ registry, state, log, metrics, certs, gateway: cgi.gateway, lists: listPages, acme: acme?.challenges, panel: panel?.pages });
@@ -137,7 +148,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   if (acme) services.push(acme);
   // FTP tells HTTP about every change it makes, so its cache serves the new files at once.
   if (config.main.ftp) {
-    ftp = createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics, logins: state.ftpLogins });
+    ftp = (await import('./ftp/index.ts')).createFtpService({ registry, log, siteChanges: http.siteChanges, certs, metrics, logins: state.ftpLogins });
     services.push(ftp);
   }
   services.push(createJobsService(() => services.flatMap((s) => s.jobs?.() ?? []), log));
@@ -176,7 +187,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     let next: Registry;
     let pending: string[];
     try {
-      next = new Registry(loadConfig(options.configDir));
+      next = new Registry(loadConfig(options.configDir, undefined, parseCache));
       // Compared with what is running (the config of the start), not the last reload: undoing a change clears the notice.
       pending = restartOnlyChanges(config.main, next.config.main);
     } catch (err) {
@@ -192,6 +203,8 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     // Then applied: every service is handed the snapshot, each on its own.
     if (pending.length > 0) log.warn({ settings: pending }, `makewaves.yaml: ${pending.join(', ')} changed; they take effect on restart (the rest applies now)`);
     registry = next;
+    const unsaved = parseCache.save();
+    if (unsaved) log.warn({ why: unsaved }, 'cannot write the cache of parsed tenant files; the next start parses every file again');
     const failed = reloadAll(services, next, log, health);
     if (certs && next.config.main.http.tls?.selfSigned) {
       certs.ensureSelfSigned(next, next.config.main.hostname).catch((err: Error) => log.error({ err: err.message }, 'cannot write self-signed certificates'));
@@ -268,6 +281,11 @@ export async function runServer(configDir: string, graceMs = 5_000): Promise<num
     process.stderr.write(`makewaves: ${msg}\n`);
     return 1;
   }
+  // What the start used once (every tenant file read and checked) is given back a few seconds later: V8 returns
+  // its spare pages only once allocation has calmed down (collected at once, nothing is returned).
+  const stopCompacting = compactAfterStart((before, after) =>
+    log.debug({ rssMiB: Math.round(after / 1048576), wasMiB: Math.round(before / 1048576) }, 'start-up garbage collected'),
+  );
   return new Promise<number>((resolve) => {
     const shutdown = (signal: string) => {
       log.info({ signal }, `${signal}: stopping (grace ${graceMs} ms)`);
@@ -278,6 +296,7 @@ export async function runServer(configDir: string, graceMs = 5_000): Promise<num
       hard.unref();
       void suite.stop(graceMs).then(() => {
         clearTimeout(hard);
+        stopCompacting();
         log.info('stopped');
         log.flush();
         resolve(0);

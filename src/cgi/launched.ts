@@ -125,7 +125,7 @@ export class LauncherClient {
     if (!existsSync(entry)) throw new Error(`${entry} is missing (npm run build makes it)`);
     this.proc = fork(entry, [configDir, suiteDir], {
       cwd: packageRoot(),
-      execArgv: fromSource ? ['--import', 'tsx'] : [],
+      execArgv: [...(fromSource ? ['--import', 'tsx'] : []), '--max-semi-space-size=1', '--optimize-for-size'],
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'json',

@@ -2,6 +2,7 @@
 // drops to `user:`, with the config folder and the suite's handler folder as its arguments.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createLogger } from '../core/log.ts';
+import { compactAfterStart } from '../lib/memory.ts';
 import { Launcher, parseRequest } from './launcher.ts';
 
 const [configDir, suiteDir] = process.argv.slice(2);
@@ -81,4 +82,6 @@ process.on('message', (raw: unknown) => {
 // The server gone: every box goes with the launcher (--die-with-parent).
 process.on('disconnect', () => process.exit(0));
 log.info('launcher ready');
+// The start's garbage (every tenant file read and checked) given back once allocation has calmed down, as the server does.
+compactAfterStart();
 send({ op: 'ready', uids: launcher.uidMap() });

@@ -2,6 +2,7 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, re
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig } from '../core/config/load.ts';
+import { ParseCache } from '../core/config/parsecache.ts';
 import type { Logger } from '../core/log.ts';
 import { Registry, type Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
@@ -128,6 +129,7 @@ export class Launcher {
   private caps!: SandboxCapabilities;
   private allowedOwners = new Set<number>([0]);
   private readonly grants: GrantCache;
+  private readonly parsed = new ParseCache();
 
   constructor(private readonly opts: LauncherOptions) {
     this.grants = new GrantCache(opts.log, () => undefined);
@@ -137,7 +139,8 @@ export class Launcher {
 
   /** (Re)reads the config folder and gives every tenant without a uid one. A uid once given is never changed here. */
   load(): void {
-    const config = loadConfig(this.opts.configDir);
+    // Its own cache, in memory only: the launcher trusts no file the server's user can write.
+    const config = loadConfig(this.opts.configDir, undefined, this.parsed);
     this.registry = new Registry(config);
     const main = config.main;
     const avoid = new Set<number>([0]);

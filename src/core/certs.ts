@@ -2,7 +2,6 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
-import { generate } from 'selfsigned';
 import type { HealthProblem } from './contracts.ts';
 import type { Logger } from './log.ts';
 import type { Registry } from './registry.ts';
@@ -122,6 +121,8 @@ export class CertStore {
     for (const t of registry.tenants.values()) wanted.push([t.domains[0]!, [...t.domains]]);
     for (const [name, domains] of wanted) {
       if (domains.some((d) => this.has(d)) || (name === DEFAULT_CERT && this.has(DEFAULT_CERT))) continue;
+      // Loaded at first need: selfsigned brings node-forge, a tenth of a second to load that most starts never use.
+      const { generate } = await import('selfsigned');
       const pems = await generate([{ name: 'commonName', value: domains[0]! }], {
         keyType: 'ec',
         curve: 'P-256',

@@ -95,6 +95,16 @@ export interface ArcSealer {
   seal(raw: Buffer): Promise<Buffer>;
 }
 
+/** DMARC policies of sender domains, looked up through the suite's resolver (implemented by mail/, used by lists). */
+export interface DmarcPolicies {
+  /**
+   * The policy that applies to mail From: `domain` (its `_dmarc` record, or
+   * its organisational domain's); undefined when none is published.
+   * Rejects when DNS could not be asked (timeout, SERVFAIL).
+   */
+  policy(domain: string): Promise<'none' | 'quarantine' | 'reject' | undefined>;
+}
+
 /** Takes mail for list addresses (implemented by lists/, used by mail/). */
 export interface ListInbox {
   /**
@@ -142,6 +152,42 @@ export interface WebRootWriter {
    * a throw from `source` is rethrown. `who` is for the log.
    */
   store(tenant: string, clientPath: string, source: AsyncIterable<Buffer>, who: { login: string; remote: string }): Promise<WebRootResult>;
+  /**
+   * Unpacks a tree (a zip of a site) into folder `folder` (jail-relative,
+   * existing) of `tenant`'s web root, all or nothing: every path is judged
+   * by the jail and the declared sizes by the quota before anything is
+   * written; then each file goes to a hidden temporary beside its target,
+   * every chunk charged to the quota and counted against its declared size
+   * (more bytes than declared is a refusal); only when all are complete are
+   * they renamed over their targets. On any refusal or throw, the
+   * temporaries and the folders made for them go: nothing is left behind.
+   */
+  storeTree(tenant: string, folder: string, entries: readonly WebRootEntry[], who: { login: string; remote: string }): Promise<WebRootTreeResult>;
+}
+
+/** One entry of a tree to unpack: a folder, or a file of `size` bytes whose content `open` gives. Paths are relative, '/'-separated. */
+export type WebRootEntry = { path: string; dir: true } | { path: string; dir: false; size: number; open: () => AsyncIterable<Buffer> };
+
+/** What became of a tree: unpacked (counts, bytes), or refused in FTP's words with nothing written. */
+export type WebRootTreeResult = { ok: true; folder: string; files: number; folders: number; bytes: number } | { ok: false; why: 'quota' | 'refused'; message: string };
+
+/** One outcome of mail to one of a tenant's addresses, for its panel: forwarded (the next hop took it), refused (in the SMTP session), bounced. */
+export interface MailOutcome {
+  tenant: string;
+  kind: 'forwarded' | 'refused' | 'bounced';
+  /** The tenant's address the mail was sent to. */
+  address: string;
+  /** Where it was forwarded ('' when it was refused before that was known). */
+  target: string;
+  /** The envelope sender ('' = null sender). */
+  sender: string;
+  /** The next hop's reply, or our refusal. */
+  reply: string;
+}
+
+/** Where the mail service tells each outcome (implemented by state's MailStats, used by mail/, wired in main.ts). */
+export interface MailJournal {
+  record(o: MailOutcome): void;
 }
 
 /** A held post as its owner sees it before deciding: the text only, decoded, never its HTML. */
@@ -221,4 +267,14 @@ export interface PanelRequest {
 /** Serves the customers' control panel (implemented by panel/, used by http/). Must always answer the request. */
 export interface PanelPages {
   handle(r: PanelRequest): Promise<HttpOutcome>;
+}
+
+/**
+ * The outbound queue's removal of one message, as `makewaves queue delete`
+ * asks it over the control socket (implemented by mail/, used by panel/
+ * when the operator removes a tenant: its queued mail leaves the queue the
+ * way the CLI's removal takes it). False when there is no such message.
+ */
+export interface QueueRemover {
+  delete(id: string): Promise<boolean>;
 }

@@ -52,6 +52,8 @@ export const CATALOGUE = {
   SPF_FAILED: { summary: 'mail from a host its envelope sender domain does not allow (SPF fail)', http: 403, ftp: 550, smtp: [550, '5.7.23'] },
   // RFC 5782 §2.1 leaves the reply open; 554 5.7.1 at connect is what Postfix's reject_rbl_client sends.
   BLOCKLISTED: { summary: 'a client whose address is on a DNS blocklist the operator uses', http: 403, ftp: 550, smtp: [554, '5.7.1'] },
+  // RFC 3463 X.7.1 "delivery not authorized, message refused": what Postfix+rspamd (milter reject) and the large providers send.
+  SPAM: { summary: 'mail the content filter (rspamd) scores as spam', http: 403, ftp: 550, smtp: [550, '5.7.1'] },
   LOOP: { summary: 'a forwarding or proxy loop', http: 508, ftp: 550, smtp: [550, '5.4.6'] },
   TOO_LARGE: { summary: 'larger than the limit', http: 413, ftp: 552, smtp: [552, '5.3.4'] },
   QUOTA_EXCEEDED: { summary: "the tenant's storage quota is used up", http: 507, ftp: 552, smtp: [552, '5.2.2'] },
@@ -59,6 +61,8 @@ export const CATALOGUE = {
   SUSPENDED: { summary: 'the tenant is suspended by the operator', http: 503, ftp: 530, smtp: [450, '4.2.1'] },
   // RFC 3463 X.7.0 "other or undefined security status": temporary, so the sender retries (RFC 7208 §8.6, RFC 7489 §6.6.2 temperror).
   CHECK_TEMPFAIL: { summary: 'an authentication check could not finish for a temporary DNS failure', http: 503, ftp: 451, smtp: [451, '4.7.0'] },
+  // 451 4.7.1, what rspamd's own proxy answers when it cannot scan ("try again later"): temporary, the sender retries.
+  SCAN_TEMPFAIL: { summary: 'the content filter (rspamd) could not score the message now', http: 503, ftp: 451, smtp: [451, '4.7.1'] },
   UNAVAILABLE: { summary: 'a part of the suite this needs is not available right now', http: 503, ftp: 421, smtp: [451, '4.3.2'] },
   BACKEND_FAILED: { summary: "the tenant's backend or handler failed or answered badly", http: 502, ftp: 451, smtp: [451, '4.4.1'] },
   BACKEND_TIMEOUT: { summary: "the tenant's backend or handler did not answer in time", http: 504, ftp: 451, smtp: [451, '4.4.2'] },

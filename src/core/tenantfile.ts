@@ -168,7 +168,14 @@ function writeOrRefuse(configDir: string, id: string, text: string, field: (mess
  * tenant's (else {@link EditRefused} about `address`, field `foreign`).
  * Returns the tenant, the local part and the forward's targets now.
  */
-export function addForward(configDir: string, address: string, targets: readonly string[], tenantId?: string): { tenant: Tenant; local: string; targets: string[] } {
+export function addForward(
+  configDir: string,
+  address: string,
+  targets: readonly string[],
+  tenantId?: string,
+  /** The panel's `panel.limits` (a customer's own changes); the operator's CLI passes none. */
+  limits?: { forwardTargets: number; forwards: number },
+): { tenant: Tenant; local: string; targets: string[] } {
   if (targets.length === 0) throw new EditRefused('give at least one target address', 'targets');
   const config = loadCurrent(configDir);
   const { tenant, local } = forwardOwner(config, address);
@@ -179,6 +186,13 @@ export function addForward(configDir: string, address: string, targets: readonly
   const merged = [...before];
   for (const t of targets.map((x) => x.toLowerCase())) if (!merged.includes(t)) merged.push(t);
   if (merged.length === before.length) throw new EditRefused(`${local}@${tenant.domains[0]} already forwards to ${targets.join(', ')}`, 'targets');
+  if (limits && merged.length > limits.forwardTargets) {
+    throw new EditRefused(`tenant "${tenant.id}": mail.forward.${local}: ${merged.length} targets, more than the ${limits.forwardTargets} a forward may have (panel.limits.forwardTargets); nothing changed`, 'targets');
+  }
+  const count = Object.keys(tenant.config.mail?.forward ?? {}).length + (existing === undefined ? 1 : 0);
+  if (limits && existing === undefined && count > limits.forwards) {
+    throw new EditRefused(`tenant "${tenant.id}": mail.forward: ${count} forwards, more than the ${limits.forwards} allowed (panel.limits.forwards); nothing changed`, 'address');
+  }
   const node = doc.createNode(merged);
   node.flow = true;
   if (!isMap(doc.get('mail'))) doc.set('mail', doc.createNode({ forward: {} }));

@@ -14,7 +14,8 @@ import type { FtpLoginLocks } from '../state/index.ts';
 import type { FtpContext } from './context.ts';
 import { FtpError, JailFileSystem } from './jailfs.ts';
 import { authenticate, type LoggedIn } from './login.ts';
-import { serveSftp, type SftpBudget } from './sftp-files.ts';
+import { serveSftp } from './sftp-files.ts';
+import type { SftpBudget } from './sftp-session.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
 

@@ -1,8 +1,9 @@
 import { mkdir, open, realpath } from 'node:fs/promises';
-import type { WebRootResult, WebRootWriter } from '../core/contracts.ts';
+import type { WebRootResult, WebRootTreeResult, WebRootWriter } from '../core/contracts.ts';
 import { replyCode } from '../core/errors.ts';
 import type { FtpContext } from './context.ts';
 import { FtpError, JailFileSystem } from './jailfs.ts';
+import { unpackTree } from './unpack.ts';
 
 /**
  * Uploads that come by another way than FTP (the panel's): the same
@@ -66,6 +67,20 @@ export function webRootWriter(ctx: FtpContext): WebRootWriter {
       ctx.siteChanges?.changed(tenantId);
       log.info({ path: up.clientPath, bytes: written }, 'panel upload stored');
       return { ok: true, clientPath: up.clientPath, bytes: written };
+    },
+
+    async storeTree(tenantId, folder, entries, who): Promise<WebRootTreeResult> {
+      const tenant = ctx.registry().tenants.get(tenantId);
+      if (!tenant) return { ok: false, why: 'refused', message: 'This site is no longer hosted here' };
+      const log = ctx.log.child({ tenant: tenantId, user: who.login, remote: who.remote, via: 'panel' });
+      await mkdir(tenant.root, { recursive: true });
+      const fs = new JailFileSystem(await realpath(tenant.root), await ctx.usageOf(tenantId), log);
+      const res = await unpackTree(fs, folder, entries, log);
+      if (res.ok) {
+        ctx.siteChanges?.changed(tenantId);
+        log.info({ folder: res.folder, files: res.files, folders: res.folders, bytes: res.bytes }, 'panel archive unpacked');
+      }
+      return res;
     },
   };
 }

@@ -4,27 +4,26 @@ import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import { errorRef, replyCode } from '../core/errors.ts';
 import type { CertStore } from '../core/certs.ts';
 import type { AcmeChallenges, HandlerGateway, ListPages, PanelPages, SiteChanges } from '../core/contracts.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
-import type { Registry, Tenant } from '../core/registry.ts';
-import { isLoopbackAddress, normalizeHost } from '../lib/hostname.ts';
+import type { Registry } from '../core/registry.ts';
+import { isLoopbackAddress } from '../lib/hostname.ts';
 import type { State } from '../state/index.ts';
-import { combinedLine, DEFAULT_SITE } from './accesslog.ts';
 import { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
+import { createDispatch } from './dispatch.ts';
 import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
 import { adaptH2Request } from './h2.ts';
 import { hostField } from './host.ts';
 import { openListeners, type Listener } from './listeners.ts';
-import { httpsLocation } from './location.ts';
-import { FORWARDED_METHODS, refuseByMethod, refuseMisdirected, routeRequest, splitTarget, STATIC_METHODS, type Route } from './route.ts';
-import { errorPage, suspendedPage } from './pages.ts';
 import { TenantProxy } from './proxy.ts';
+import { createRecorder } from './record.ts';
 import { createRawAnswers } from './refusals.ts';
+import { redirectToHttps, sendPage } from './replies.ts';
+import { refuseByMethod, refuseMisdirected, routeRequest } from './route.ts';
 import { StaticFiles, type Outcome, type StaticRequest } from './static.ts';
 import { declineUpgrade, offersWebSocket } from './upgrade.ts';
 
@@ -54,6 +53,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
+  const record = createRecorder({ accessLogs, state, metrics });
   const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
   /** Each listener with how it is stopped (HTTP/1.1 only, or HTTPS with HTTP/2 beside HTTP/1.1). */
   const servers: Listener[] = [];
@@ -63,59 +63,9 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   /** Port of the first HTTPS listener, for redirects from plain HTTP. */
   let httpsPort: number | undefined;
 
-  function record(tenant: Tenant | undefined, req: IncomingMessage, remote: string, o: Outcome): void {
-    const site = tenant?.id ?? DEFAULT_SITE;
-    accessLogs.write(
-      site,
-      combinedLine({
-        remote,
-        method: req.method ?? '-',
-        url: req.url ?? '-',
-        httpVersion: req.httpVersion,
-        status: o.status,
-        bytes: o.bytes,
-        referer: req.headers.referer,
-        userAgent: req.headers['user-agent'],
-      }),
-    );
-    if (tenant) state.traffic.add(tenant.id, o.bytes);
-    metrics?.httpTally.add(site, o.status, o.bytes);
-  }
-
-  function sendPage(req: IncomingMessage, res: ServerResponse, status: number, headers: http.OutgoingHttpHeaders = {}, ref?: string): Outcome {
-    const page = errorPage(status, ref);
-    res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'X-Content-Type-Options': 'nosniff', ...headers });
-    const head = req.method === 'HEAD';
-    res.end(head ? undefined : page);
-    return { status, bytes: head ? 0 : page.length };
-  }
-
-  /**
-   * 308 to the same host and path on HTTPS. The host is the one that matched
-   * the tenant (lower-cased, port stripped): never a name the client made up.
-   * With an absolute-form target that is its authority, not the Host header.
-   */
-  function redirectToHttps(req: IncomingMessage, res: ServerResponse, port: number, route: Route): Outcome {
-    const target = splitTarget(req.url ?? '/', route.authority)?.rest ?? '/';
-    const q = target.indexOf('?');
-    const host = normalizeHost(route.authority);
-    return sendPage(req, res, 308, { Location: q === -1 ? httpsLocation(host, port, target) : httpsLocation(host, port, target.slice(0, q), target.slice(q + 1)) });
-  }
-
-  function sendSuspended(req: IncomingMessage, res: ServerResponse): Outcome {
-    const page = suspendedPage();
-    // RFC 9110 §15.6.4: 503 is temporary; no-store so caches do not keep the page once the site is back.
-    const status = replyCode('SUSPENDED', 'http');
-    res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
-    res.end(req.method === 'HEAD' ? undefined : page);
-    return { status, bytes: req.method === 'HEAD' ? 0 : page.length };
-  }
-
-  /**
-   * Responses of the async path under way, so stop() can tell their keep-alive connections to
-   * close once they are answered (the cached-file path answers synchronously: nothing to track).
-   */
+  /** Responses of the async path under way, so stop() can tell their keep-alive connections to close once they are answered. */
   const inFlight = new Set<ServerResponse>();
+  const handle = createDispatch({ log, files, proxy, record, inFlight, gateway, lists, panel });
   let draining = false;
 
   /**
@@ -189,75 +139,6 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     }
     metrics?.timeRequest(res, t0);
     void handle(req, res, route, remote);
-  }
-
-  async function handle(req: IncomingMessage, res: ServerResponse, route: Route, remote: string): Promise<void> {
-    let outcome: Outcome;
-    inFlight.add(res);
-    try {
-      switch (route.kind) {
-        case 'error':
-          if (route.why && route.why !== 'unknown host') log.info({ remote, url: req.url, host: req.headers.host, why: route.why }, 'request refused');
-          if (route.status === 404 && route.tenant) {
-            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
-          } else {
-            outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : route.allow ? { Allow: route.allow } : {});
-          }
-          break;
-        case 'suspended':
-          outcome = sendSuspended(req, res);
-          break;
-        case 'server-options':
-          // RFC 9110 §9.3.7: what the server as a whole may accept somewhere.
-          res.writeHead(200, { Allow: FORWARDED_METHODS, 'Content-Length': 0 });
-          res.end();
-          outcome = { status: 200, bytes: 0 };
-          break;
-        case 'proxy':
-          outcome = await proxy.web(req, res, { route: route.route, path: route.path, remote, host: route.authority, proto: (req.socket as TLSSocket).encrypted ? 'https' : 'http' });
-          break;
-        case 'cgi':
-          if (!gateway) {
-            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
-            break;
-          }
-          outcome = await gateway.handle({ req, res, remote, serverPort: req.socket.localPort ?? 0, ...route });
-          break;
-        case 'list':
-          if (!lists) {
-            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
-            break;
-          }
-          outcome = await lists.handle({ req, res, remote, tenant: route.tenant, list: route.list, segments: route.segments, query: route.query });
-          break;
-        case 'panel':
-          outcome = panel ? await panel.handle({ req, res, remote, secure: (req.socket as TLSSocket).encrypted === true }) : sendPage(req, res, 404);
-          break;
-        case 'static':
-          if (req.method !== 'GET' && req.method !== 'HEAD') {
-            if (req.method === 'OPTIONS') {
-              res.writeHead(204, { Allow: STATIC_METHODS });
-              res.end();
-              outcome = { status: 204, bytes: 0 };
-            } else {
-              outcome = sendPage(req, res, 405, { Allow: STATIC_METHODS });
-            }
-            break;
-          }
-          outcome = await files.serve({ req, res, remote, ...route });
-          break;
-      }
-    } catch (err) {
-      const ref = errorRef();
-      log.error({ remote, url: req.url, ref, err: (err as Error).stack }, 'request failed');
-      if (!res.headersSent) outcome = sendPage(req, res, replyCode('INTERNAL', 'http'), {}, ref);
-      else {
-        res.destroy();
-        outcome = { status: res.statusCode, bytes: 0 };
-      }
-    }
-    inFlight.delete(res);
-    record(route.tenant, req, remote, outcome);
   }
 
   /**

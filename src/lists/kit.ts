@@ -1,7 +1,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ArcSealer, MailSubmitter } from '../core/contracts.ts';
+import type { ArcSealer, DmarcPolicies, MailSubmitter } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import type { ListConfig, Registry, Tenant } from '../core/registry.ts';
 import type { ListStore, ListToken, MemberMode, State } from '../state/index.ts';
@@ -57,6 +57,8 @@ export interface ListKit {
   readonly mail: MailSubmitter;
   /** ARC sealing of posts (nothing when absent). */
   readonly sealer: ArcSealer | undefined;
+  /** DMARC policies of posters' domains, for `fromMunging: dmarc` (absent: never rewritten for DMARC). */
+  readonly dmarc: DmarcPolicies | undefined;
   /** The registry in force (swapped on reload). */
   registry: Registry;
   /** True between stop() and the next start(): long work ends at its next step. */
@@ -81,6 +83,8 @@ export interface ListKitDeps {
   mail: MailSubmitter;
   /** ARC-seals each post once before it is distributed (absent: posts go unsealed). */
   sealer?: ArcSealer;
+  /** Looks up the DMARC policy of a poster's domain (through the suite's resolver). */
+  dmarc?: DmarcPolicies;
   /** The clock (token expiry, bounce days); tests move it. */
   now?: () => number;
 }
@@ -98,6 +102,7 @@ export function createListKit(d: ListKitDeps): ListKit {
     state: d.state,
     mail: d.mail,
     sealer: d.sealer,
+    dmarc: d.dmarc,
     registry: d.registry,
     stopped: true,
 

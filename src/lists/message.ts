@@ -68,6 +68,55 @@ export function firstAddress(value: string | undefined): string | undefined {
   return a && isMailbox(a) ? a : undefined;
 }
 
+/**
+ * The entries of an address-list field value (RFC 5322 §3.4), as written
+ * and trimmed: split at the commas that are outside quoted strings,
+ * comments and angle brackets; groups are not taken apart.
+ */
+export function addressList(value: string | undefined): string[] {
+  if (!value) return [];
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  let depth = 0;
+  let angle = false;
+  for (let i = 0; i < value.length; i++) {
+    const ch = value[i]!;
+    if (quoted && ch === '\\') {
+      cur += ch + (value[i + 1] ?? '');
+      i++;
+      continue;
+    }
+    if (ch === '"' && depth === 0) quoted = !quoted;
+    else if (!quoted && ch === '(') depth++;
+    else if (!quoted && ch === ')' && depth > 0) depth--;
+    else if (!quoted && depth === 0 && ch === '<') angle = true;
+    else if (!quoted && depth === 0 && ch === '>') angle = false;
+    else if (!quoted && depth === 0 && !angle && ch === ',') {
+      if (cur.trim()) out.push(cur.trim());
+      cur = '';
+      continue;
+    }
+    cur += ch;
+  }
+  if (cur.trim()) out.push(cur.trim());
+  return out;
+}
+
+/**
+ * `first` and then `rest` as one address list, each mailbox once (by its
+ * address, any case): Mailman's merge of the poster into Reply-To or Cc.
+ */
+export function mergeAddresses(first: readonly string[], rest: readonly string[]): string[] {
+  const seen = new Set<string>();
+  return [...first, ...rest].filter((entry) => {
+    const a = firstAddress(entry) ?? entry.toLowerCase();
+    if (seen.has(a)) return false;
+    seen.add(a);
+    return true;
+  });
+}
+
 /** The display name of an address field, as written (quotes removed), or "". */
 export function displayName(value: string | undefined): string {
   if (!value) return '';

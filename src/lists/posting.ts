@@ -1,7 +1,7 @@
 import type { InboxMail } from '../state/index.ts';
 import { verpEncode } from '../core/listaddr.ts';
 import { TOKEN_TTL_MS, type ListContext, type ListKit } from './kit.ts';
-import { decodeWords, displayName, fieldValue, firstAddress, header, headerText, isAutomatic, isMailbox, phrase, plainText, splitMessage, type Field } from './message.ts';
+import { addressList, decodeWords, displayName, fieldValue, firstAddress, header, headerText, isAutomatic, isMailbox, mergeAddresses, phrase, plainText, splitMessage, type Field } from './message.ts';
 
 /** Copies queued per step of a distribution; the inbox cursor moves after each step. */
 const BATCH = 100;
@@ -83,11 +83,40 @@ export function createPosting(kit: ListKit): Posting {
     'return-path',
   ]);
 
-  /** The post's header fields as every member gets them (without the per-member List-Unsubscribe). */
-  function listHeaders(c: ListContext, fields: Field[]): string {
+  /**
+   * Whether the post goes out From: the list: always, never, or (`dmarc`)
+   * when the domain of its From: publishes DMARC p=reject or p=quarantine,
+   * since our copies cannot pass DMARC for that domain and its receivers
+   * would refuse or junk them. A DNS failure: the From: is kept (logged).
+   */
+  async function mungeFrom(c: ListContext, m: InboxMail, fields: Field[]): Promise<boolean> {
+    if (c.cfg.fromMunging !== 'dmarc') return c.cfg.fromMunging === 'always';
+    const from = firstAddress(header(fields, 'from'));
+    if (!kit.dmarc || !from) return false;
+    const domain = from.slice(from.lastIndexOf('@') + 1);
+    // A domain of ours: the copies are DKIM-signed with its own key (the From: domain's), so they pass its DMARC as they are.
+    if (kit.registry.hostsDomain(domain)) return false;
+    const who = { tenant: c.tenant.id, list: c.name, inbox: m.id, poster: from, domain };
+    let policy: string | undefined;
+    try {
+      policy = await kit.dmarc.policy(domain);
+    } catch (err) {
+      log.warn({ ...who, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, "post distributed with its From: unchanged: the DMARC policy of the poster's domain could not be looked up");
+      return false;
+    }
+    if (policy !== 'reject' && policy !== 'quarantine') return false;
+    log.info({ ...who, policy }, `From: rewritten to the list: the poster's domain publishes DMARC p=${policy}`);
+    return true;
+  }
+
+  /** The post's header fields as every member gets them (without the per-member List-Unsubscribe); `munge`: From: the list (see mungeFrom). */
+  function listHeaders(c: ListContext, fields: Field[], munge: boolean): string {
     const out: string[] = [];
+    const fromField = fields.find((f) => f.name === 'from');
     const fromValue = header(fields, 'from') ?? '';
-    const posterReplyTo = header(fields, 'reply-to');
+    const all = (name: string) => fields.filter((f) => f.name === name).flatMap((f) => addressList(fieldValue(f)));
+    // Mailman's merge: the poster joins the post's own Reply-To, or its Cc when replies go to the list.
+    const mergeInto = munge ? (c.cfg.replyTo === 'list' ? 'cc' : 'reply-to') : undefined;
     let hasSubject = false;
     for (const f of fields) {
       if (STRIP.has(f.name)) continue;
@@ -97,18 +126,26 @@ export function createPosting(kit: ListKit): Posting {
         out.push(v.includes(c.cfg.subjectPrefix) ? f.raw : `Subject: ${c.cfg.subjectPrefix} ${v}\r\n`);
         continue;
       }
-      if (f.name === 'from' && c.cfg.fromMunging === 'always') {
+      if (f.name === 'from' && munge) {
         const name = displayName(fromValue) || (firstAddress(fromValue) ?? 'someone').split('@')[0]!;
         const decoded = decodeWords(name);
         out.push(`From: ${phrase(`${decoded} via ${c.name}`)} <${c.addr()}>\r\n`);
         continue;
       }
-      if (f.name === 'reply-to' && (c.cfg.replyTo === 'list' || c.cfg.fromMunging === 'always')) continue;
+      // The original From is ours to state: a poster's own X-Original-From does not pass.
+      if (f.name === 'x-original-from' && munge) continue;
+      if (f.name === 'reply-to' && (c.cfg.replyTo === 'list' || munge)) continue;
+      if (f.name === mergeInto) continue;
       out.push(f.raw);
     }
     if (c.cfg.subjectPrefix && !hasSubject) out.push(`Subject: ${c.cfg.subjectPrefix}\r\n`);
     if (c.cfg.replyTo === 'list') out.push(`Reply-To: <${c.addr()}>\r\n`);
-    else if (c.cfg.fromMunging === 'always') out.push(`Reply-To: ${posterReplyTo ?? fromValue}\r\n`);
+    if (munge) {
+      // As written (folded, encoded words and all): the From that the list's From replaces.
+      if (fromField) out.push(`X-Original-From:${fromField.raw.slice(fromField.raw.indexOf(':') + 1)}`);
+      const merged = mergeAddresses(addressList(fromValue), all(mergeInto!));
+      if (merged.length > 0) out.push(`${mergeInto === 'cc' ? 'Cc' : 'Reply-To'}: ${merged.join(',\r\n ')}\r\n`);
+    }
     const desc = c.cfg.description ? `${headerText(c.cfg.description).includes('=?') ? headerText(c.cfg.description) : phrase(c.cfg.description)} ` : '';
     out.push(
       `List-Id: ${desc}${c.listId}\r\n`,
@@ -125,7 +162,7 @@ export function createPosting(kit: ListKit): Posting {
 
   async function distribute(c: ListContext, m: InboxMail, fields: Field[], poster: string): Promise<void> {
     const { body } = splitMessage(m.raw);
-    const common = Buffer.from(listHeaders(c, fields), 'latin1');
+    const common = Buffer.from(listHeaders(c, fields, await mungeFrom(c, m, fields)), 'latin1');
     // One ARC set per post (RFC 8617), over the post as members get it but for its per-member List-Unsubscribe, which the set does not cover.
     const head = Buffer.concat([await arcSet(c, common, body), common]);
     const sep = Buffer.from('\r\n');

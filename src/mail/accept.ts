@@ -20,6 +20,7 @@ import { ControlServer } from './control.ts';
 import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
 import { decide, policyFor, stripOurResults } from './inbound.ts';
 import { blocklisted } from './dnsbl.ts';
+import { checkContent, type SpamSettings } from './rspamd.ts';
 import { normalizeCrlf } from './crlf.ts';
 import { MAX_LINE, MessageScan, scanned } from './scan.ts';
 import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './deliver.ts';
@@ -122,7 +123,7 @@ export type ListTarget = Pick<ListMail, 'tenant' | 'list' | 'role' | 'param'>;
 
 export type RcptDecision =
   | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[]; list?: ListTarget }
-  | { ok: false; code: number; text: string; reason: string; detail: string };
+  | { ok: false; code: number; text: string; reason: string; detail: string; tenant?: string };
 
 const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: ErrorCode; text: (a: string) => string }> = {
   syntax: { code: 'BAD_ADDRESS', text: (a) => `<${a}>: bad recipient address syntax` },
@@ -162,7 +163,7 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string, se
   }
   if (route.ok) return { ok: true, tenant: route.tenant.id, targets: route.targets, problems: route.problems.length ? route.problems : undefined };
   const r = REFUSALS[route.reason];
-  return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail };
+  return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail, tenant: route.tenant?.id };
 }
 
 
@@ -188,6 +189,7 @@ export interface AcceptContext {
  */
 export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> } {
   const { hostname, checks, queue, srs, smtp, deps, arcSeal, lookup } = a;
+  const spamScans = deps.metrics?.counter('makewaves_spam_scans_total', 'Messages scored by rspamd, by what became of them (accept, tag, reject, failed).', ['action']);
   async function acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const id = newQueueId();
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
@@ -216,20 +218,30 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       let body: Buffer | AsyncIterable<Buffer>;
       let auth: InboundAuth | undefined;
       let authMs: number | undefined;
-      if (!settings.enabled && lists.length === 0) {
+      const spam = s.registry.config.main.spam;
+      if (!settings.enabled && lists.length === 0 && !spam?.rspamd) {
         body = scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan);
       } else {
         // The checks need the whole message before the reply (a refusal is in the session): it is read into memory (at most smtp.maxMessageBytes).
         const received = await readMessage(stream, scan);
-        let raw = Buffer.concat([prefix, received]);
+        let raw: Buffer = Buffer.concat([prefix, received]);
         if (settings.enabled) {
           const t0 = performance.now();
           const checked = await inboundChecks(s, session, received, from, tenants);
           auth = checked.auth;
           raw = Buffer.concat([Buffer.from(`Authentication-Results: ${auth.results}\r\n`, 'latin1'), prefix, checked.raw]);
-          if (lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
           authMs = Math.round((performance.now() - t0) * 100) / 100;
         }
+        // Content scoring after the checks, on the message as it would be passed on; the ARC seal then covers our verdict.
+        if (spam?.rspamd) {
+          const own = auth && ownSignature(s, auth);
+          if (own) {
+            // Mail the suite made and signed (a list copy, form mail, a notice) coming back through SMTP: it was never scored as ours, and needs no scoring.
+            s.log.info({ qid: id, from, signedBy: own }, `message not scored: it carries a valid DKIM signature of ours (d=${own.domain} s=${own.selector})`);
+            spamScans?.inc({ action: 'own' });
+          } else raw = await scoreContent(s, session, raw, { ...spam, rspamd: spam.rspamd }, id);
+        }
+        if (settings.enabled && lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
         if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined });
         body = raw;
       }
@@ -270,7 +282,9 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       if (err instanceof SpoolAborted) {
         s.log.info({ from, bytes: stream.byteLength, limit: smtp!.maxMessageBytes }, 'message refused: larger than smtp.maxMessageBytes');
         deps.metrics?.smtpRefused.inc({ reason: 'size' });
-        throw refuse('TOO_LARGE', `Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
+        const tooLarge = refuse('TOO_LARGE', `Message exceeds the size limit of ${smtp!.maxMessageBytes} bytes`);
+        journalRefusal(s, session, from, `${tooLarge.responseCode} ${tooLarge.message}`);
+        throw tooLarge;
       }
       if (stream.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNECTION') {
         // Nobody is left to answer; nothing was kept.
@@ -280,6 +294,14 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       const ref = errorRef();
       s.log.error({ ref, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'could not queue a message');
       throw refuse('DISK_FAILED', `Cannot queue the message now, try again later (ref ${ref})`);
+    }
+  }
+
+  /** Tells the journal of a message refused in the session, once per recipient of a tenant (the panel's "refused"). */
+  function journalRefusal(s: SessionState, session: SMTPServerSession, from: string, text: string): void {
+    for (const r of session.envelope.rcptTo) {
+      const route = s.routes.get(r.address.toLowerCase());
+      if (route?.tenant) deps.journal?.record({ tenant: route.tenant, kind: 'refused', address: r.address.toLowerCase(), target: '', sender: from, reply: text });
     }
   }
 
@@ -310,18 +332,50 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
       const ref = errorRef();
       s.log.error({ ref, from, err: (err as Error).message }, 'inbound checks failed; the message counts as not authenticated');
-      auth = { results: `${hostname}; none (checks failed, ref ${ref})`, fromDomain: undefined, spf: 'none', dkim: [], dmarc: { result: 'none', policy: undefined }, aligned: undefined, temporary: true };
+      auth = { results: `${hostname}; none (checks failed, ref ${ref})`, fromDomain: undefined, spf: 'none', dkim: [], dkimPass: [], dmarc: { result: 'none', policy: undefined }, aligned: undefined, temporary: true };
     }
     const policy = policyFor(s.registry.config.main.smtp?.checks ?? checks, [...tenants].map((t) => s.registry.tenants.get(t)?.config));
     const refused = decide(auth, policy, { sender: from, ip: session.remoteAddress });
     if (refused) {
       s.log.info({ from, ...authLog(auth), policy, reason: refused.reason }, `message refused: ${refused.reason}`);
       deps.metrics?.smtpRefused.inc({ reason: refused.reason });
-      throw refuse(refused.code, refused.text);
+      const err = refuse(refused.code, refused.text);
+      // A deferral (4xx) is not a refusal: the sender tries again.
+      if (err.responseCode >= 500) journalRefusal(s, session, from, `${err.responseCode} ${err.message}`);
+      throw err;
     }
     const stripped = stripOurResults(received, hostname);
     if (stripped.removed > 0) s.log.info({ from, removed: stripped.removed }, 'removed Authentication-Results fields claiming our name');
     return { auth, raw: stripped.raw };
+  }
+
+  /**
+   * A verified DKIM signature made with one of our own keys (d= a domain
+   * of ours and s= a selector we hold, current or retired), or undefined.
+   * The selector matters: a tenant's other mail provider signs for the
+   * same domain with keys that are not ours.
+   */
+  function ownSignature(s: SessionState, auth: InboundAuth): { domain: string; selector: string } | undefined {
+    return auth.dkimPass.find(
+      (sig) => (sig.domain === hostname || s.registry.hostsDomain(sig.domain)) && deps.state.dkim.list(sig.domain).some((k) => k.purpose === 'dkim' && k.selector === sig.selector),
+    );
+  }
+
+  /** The message scored by rspamd (tagged or not), or the refusal thrown (550 5.7.1 spam; 451 4.7.1 when rspamd failed and spam.onFailure says tempfail). */
+  async function scoreContent(s: SessionState, session: SMTPServerSession, raw: Buffer, spam: SpamSettings, id: string): Promise<Buffer> {
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const env = {
+      ip: session.remoteAddress,
+      helo: session.hostNameAppearsAs || session.remoteAddress,
+      from,
+      rcpts: session.envelope.rcptTo.map((r) => r.address),
+      queueId: id,
+      hostname: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : undefined,
+    };
+    const out = await checkContent(raw, env, spam, s.log, (action) => spamScans?.inc({ action }));
+    if (!out.refusal) return out.raw;
+    deps.metrics?.smtpRefused.inc({ reason: out.refusal.code === 'SPAM' ? 'spam' : 'spam-tempfail' });
+    throw refuse(out.refusal.code, out.refusal.text);
   }
 
   /** The ARC set for a forwarded message, or nothing when sealing fails (logged: the message still goes, as an unsigned one would). */

@@ -1,12 +1,11 @@
 import type { Socket } from 'node:net';
 import path from 'node:path';
-import { TLSSocket, type SecureContext } from 'node:tls';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
 import { suiteResolver } from '../core/dns.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { HealthReporter } from '../core/contracts.ts';
-import type { ArcSealer, ListInbox, ListMail, MailSubmitter } from '../core/contracts.ts';
+import type { ArcSealer, DmarcPolicies, ListInbox, ListMail, MailJournal, MailSubmitter } from '../core/contracts.ts';
 import { errorRef, refusal, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -16,7 +15,7 @@ import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
 import { createInboundPool } from './inbound-pool.ts';
-import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
+import { checkInbound, createArcSealer, createDkimSigner, dmarcPolicy, type InboundAuth } from './mailauth.ts';
 import { decide, policyFor, stripOurResults } from './inbound.ts';
 import { blocklisted } from './dnsbl.ts';
 import { normalizeCrlf } from './crlf.ts';
@@ -25,7 +24,8 @@ import { MxDeliverer, RelayDeliverer, type Deliverer, type MxResolver } from './
 import { MailQueue, newQueueId } from './queue.ts';
 import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
-import { isRenegotiationError, refuseRenegotiation } from '../lib/renegotiation.ts';
+import { smtpServerOptions } from './smtp-options.ts';
+import { isRenegotiationError } from '../lib/renegotiation.ts';
 import { asksUtf8, authLog, createAcceptor, mailParams, NON_ASCII, refuse, reply, routeRecipient, type IdleCheck, type ListTarget, type SessionState } from './accept.ts';
 export { nextHopRefusal, receivedHeader, routeRecipient } from './accept.ts';
 
@@ -44,6 +44,8 @@ export interface MailDeps {
   health?: HealthReporter;
   /** Takes mail for mailing-list addresses; without it those are refused with 451 at RCPT time. */
   lists?: ListInbox;
+  /** Told every final outcome of mail to a tenant's address (forwarded, refused, bounced), for its panel. */
+  journal?: MailJournal;
 }
 
 export interface MailService {
@@ -53,6 +55,8 @@ export interface MailService {
   queue: MailQueue;
   /** ARC sealing with the suite's key, for list posts (wired by main.ts); seals nothing when `smtp.checks` turns it off. */
   sealer: ArcSealer;
+  /** DMARC policies through the suite's resolver, for lists (wired by main.ts). */
+  dmarc: DmarcPolicies;
 }
 
 
@@ -151,6 +155,12 @@ export function createMailService(deps: MailDeps): MailService {
     now: deps.now,
     bouncesPerDomainPerHour: smtp.bouncesPerDomainPerHour,
     sign: createDkimSigner({ keys: deps.state.dkim, registry: () => registry, hostname, log, now: deps.now }),
+    onRecipient: (o) => {
+      const tenant = tenantOf(o.tenant, o.origRcpt);
+      if (!tenant) return; // a bounce or other mail of our own: no tenant's
+      const kind = o.outcome === 'sent' ? 'forwarded' : o.outcome === 'failed' ? 'bounced' : 'refused';
+      deps.journal?.record({ tenant, kind, address: o.origRcpt.toLowerCase(), target: o.rcpt, sender: o.sender, reply: o.reply });
+    },
     // Form mail: its outcome goes to the form log (`makewaves forms`), where the customer reads it;
     // a bounce mailed to forms@<domain> would reach nobody.
     onMessageOutcome: (o) => {
@@ -159,6 +169,14 @@ export function createMailService(deps: MailDeps): MailService {
       return recorded && o.status === 'bounced';
     },
   });
+  /** The tenant a recipient's outcome belongs to: the message's, or of several, the one hosting the address it was sent to. */
+  function tenantOf(tenants: string | null, address: string): string | undefined {
+    if (!tenants) return undefined;
+    const ids = tenants.split(',');
+    if (ids.length === 1) return ids[0];
+    const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+    return ids.find((id) => registry.tenants.get(id)?.domains.some((d) => d.toLowerCase() === domain)) ?? ids[0];
+  }
   // The checks themselves run in a worker thread (inbound-pool.ts), with their own resolver for `dns:`.
   const inbound = createInboundPool({ dns: main.dns, log });
   const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup, check: inbound.check });
@@ -167,40 +185,8 @@ export function createMailService(deps: MailDeps): MailService {
   const sessions = new Map<string, SessionState>();
   const perIp = new Map<string, number>();
 
-  // STARTTLS from the suite's one certificate store, chosen by SNI like HTTPS; offered only when a default certificate exists.
-  const fallback = deps.certs?.defaultPair();
-  const tlsOptions = deps.certs && fallback
-    ? {
-        ...fallback,
-        minVersion: 'TLSv1.2' as const,
-        SNICallback: (name: string, cb: (err: Error | null, ctx?: SecureContext) => void) => cb(null, deps.certs!.contextFor(name, registry)),
-      }
-    : undefined;
-  if (!tlsOptions) {
-    const why = deps.certs
-      ? `no default certificate in ${deps.certs.dir} (default.crt and default.key, readable)`
-      : 'no certificate store (http.tls is not configured)';
-    log.warn({ offer: 'starttls', why }, `SMTP STARTTLS is off: ${why}`);
-  }
-
   const server = new MailSmtpServer({
-    ...(tlsOptions ?? {}),
-    name: hostname,
-    // smtp-server writes `220 <name> ESMTP <banner>`: the banner is only our name.
-    banner: 'makewaves',
-    size: smtp.maxMessageBytes,
-    rejectOversized: true,
-    maxClients: smtp.maxConnections,
-    maxRecipients: smtp.maxRecipients,
-    socketTimeout: smtp.idleTimeout * 1000,
-    closeTimeout: 5_000,
-    disableReverseLookup: !smtp.reverseLookup,
-    hideENHANCEDSTATUSCODES: false,
-    hideDSN: true,
-    hideSTARTTLS: !tlsOptions,
-    disabledCommands: tlsOptions ? ['AUTH'] : ['AUTH', 'STARTTLS'],
-    authOptional: true,
-    logger: false,
+    ...smtpServerOptions({ smtp, hostname, certs: deps.certs, registry: () => registry, log }),
 
     onConnect(session, done) {
       deps.metrics?.smtpSessions.inc();
@@ -233,14 +219,6 @@ export function createMailService(deps: MailDeps): MailService {
           admit();
         },
       );
-    },
-
-    // STARTTLS done: the upgraded socket refuses renegotiation, as every TLS listener of the suite does.
-    onSecure(socket, session, done) {
-      if (socket instanceof TLSSocket) {
-        refuseRenegotiation(socket, (remote) => log.info({ conn: session.id, remote: remote ?? session.remoteAddress, why: 'renegotiation' }, 'TLS renegotiation refused; connection closed'));
-      }
-      done();
     },
 
     onClose(session) {
@@ -277,6 +255,8 @@ export function createMailService(deps: MailDeps): MailService {
       if (!decided.ok) {
         s.log.info({ rcpt: address.address, from, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
         deps.metrics?.smtpRefused.inc({ reason: decided.reason });
+        // Refused for good at a tenant's domain (not a suspension's 4xx): the tenant's "refused".
+        if (decided.tenant && decided.code >= 500) deps.journal?.record({ tenant: decided.tenant, kind: 'refused', address: address.address.toLowerCase(), target: '', sender: from, reply: `${decided.code} ${decided.text}` });
         return done(reply(decided.code, decided.text));
       }
       if (decided.list && !deps.lists) {
@@ -321,6 +301,7 @@ export function createMailService(deps: MailDeps): MailService {
     queue,
     submitter: queue,
     sealer,
+    dmarc: { policy: (domain) => dmarcPolicy(domain, lookup) },
     service: {
       name: 'smtp',
       async start() {

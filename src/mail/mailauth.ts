@@ -97,6 +97,26 @@ const tools = createRequire(import.meta.url)('mailauth/lib/tools.js') as {
   formatRelaxedLine(line: string | Buffer, suffix?: string): Buffer;
 };
 
+const getDmarcRecord = createRequire(import.meta.url)('mailauth/lib/dmarc/get-dmarc-record.js') as (
+  domain: string,
+  resolver: DNSResolver,
+) => Promise<false | { p?: string | false; sp?: string | false; isOrgRecord: boolean }>;
+
+/**
+ * The DMARC policy (RFC 7489 §6.3) that applies to mail From: `domain`:
+ * its own `_dmarc` record's `p=`, or the organisational domain's (`sp=`
+ * first, for a subdomain); undefined when neither publishes one (mailauth's
+ * record lookup, through `resolver`). Rejects on a DNS failure (a timeout,
+ * SERVFAIL): "no record" and "could not ask" are not the same.
+ */
+export async function dmarcPolicy(domain: string, resolver: DNSResolver): Promise<'none' | 'quarantine' | 'reject' | undefined> {
+  const record = await getDmarcRecord(domain.toLowerCase(), resolver);
+  if (!record) return undefined;
+  const raw = record.isOrgRecord && record.sp ? record.sp : record.p;
+  const p = typeof raw === 'string' ? raw.trim().toLowerCase() : '';
+  return p === 'reject' || p === 'quarantine' || p === 'none' ? p : undefined;
+}
+
 /** How the From: domain was authenticated, aligned with it (RFC 7489 §3.1, relaxed): by DMARC's own verdict, or without a DMARC record by DKIM or SPF. */
 export type Alignment = 'dmarc' | 'dkim' | 'spf';
 
@@ -108,6 +128,8 @@ export interface InboundAuth {
   fromDomain: string | undefined;
   spf: string;
   dkim: string[];
+  /** The signatures that verified: their domain (`d=`, lower case) and selector (`s=`). */
+  dkimPass: Array<{ domain: string; selector: string }>;
   /** DMARC's result (`pass`, `fail`, `none`, `temperror`…) and the policy that applies to the From: domain (p=, or sp= for a subdomain). */
   dmarc: { result: string; policy: string | undefined };
   /** Set when the From: domain is authenticated in alignment. */
@@ -141,6 +163,9 @@ export async function checkInbound(raw: Buffer, o: InboundOptions): Promise<Inbo
   const fromDomain = from?.includes('@') ? from.slice(from.lastIndexOf('@') + 1).toLowerCase() : undefined;
   const spf = r.spf ? r.spf.status.result : 'none';
   const dkim = r.dkim.results.map((x) => x.status.result);
+  const dkimPass = r.dkim.results
+    .filter((x) => x.status.result === 'pass')
+    .map((x) => ({ domain: String((x as { signingDomain?: unknown }).signingDomain ?? '').toLowerCase(), selector: String((x as { selector?: unknown }).selector ?? '') }));
   const dmarc = r.dmarc ? { result: r.dmarc.status.result, policy: r.dmarc.policy || undefined } : { result: 'none', policy: undefined };
   let aligned: Alignment | undefined;
   if (dmarc.result === 'pass') aligned = 'dmarc';
@@ -150,7 +175,7 @@ export async function checkInbound(raw: Buffer, o: InboundOptions): Promise<Inbo
     else if (r.spf && spf === 'pass' && tools.getAlignment(fromDomain, [r.spf.domain], { strict: false })) aligned = 'spf';
   }
   const temporary = spf === 'temperror' || dkim.includes('temperror') || dmarc.result === 'temperror';
-  return { results: ar, fromDomain, spf, dkim, dmarc, aligned, temporary };
+  return { results: ar, fromDomain, spf, dkim, dkimPass, dmarc, aligned, temporary };
 }
 
 /** Field names an ARC-Message-Signature covers: DKIM's usual set without List-Unsubscribe, which a list sets per member after sealing. */

@@ -51,6 +51,12 @@ export interface QueueDeps {
    * where it was recorded (the form log), so no bounce is mailed.
    */
   onMessageOutcome?: (o: { id: string; status: 'queued' | 'delivered' | 'bounced'; reply: string | null }) => boolean;
+  /**
+   * Told the final outcome for each recipient: `sent`, `failed` (bounced,
+   * or given up), or `refused` (by the next hop while the sender waited, so
+   * refused in its session). Temporary failures are not final: not told.
+   */
+  onRecipient?: (o: { tenant: string | null; rcpt: string; origRcpt: string; sender: string; outcome: 'sent' | 'failed' | 'refused'; reply: string }) => void;
   /** Bounces sent to one domain per hour; more are logged and not sent (0: none at all). Default: no limit. */
   bouncesPerDomainPerHour?: number;
   /**
@@ -473,6 +479,7 @@ export class MailQueue implements MailSubmitter {
     // sender would get it: backscatter).
     if (waiter?.waiting && results.length > 0 && results.every((r) => r.status === 'perm')) {
       await this.release(id, msg.file);
+      for (const r of results) this.tellRecipient(msg, r.rcpt, orig.get(r.rcpt) ?? r.rcpt, 'refused', r.reply);
       this.log.info({ qid: id, tenant: msg.tenant, rcpts: results.map((r) => r.rcpt) }, 'refused by the next hop while the sender waited: no bounce');
       return { refused: results[0]!.reply };
     }
@@ -502,6 +509,7 @@ export class MailQueue implements MailSubmitter {
     // outcomes are recorded first, so a bounce is never followed by a
     // second delivery of what was already sent.
     if (failed.length > 0 || lastTemp) this.d.store.settle(id, settle);
+    for (const x of settle) if (x.status !== 'pending') this.tellRecipient(msg, x.rcpt, orig.get(x.rcpt) ?? x.rcpt, x.status, x.reply);
     const told = this.tellOutcome(id, failed, temps);
     if (failed.length > 0 && !told) await this.bounce(msg, failed);
     const deleting = this.deleting.delete(id);
@@ -513,6 +521,15 @@ export class MailQueue implements MailSubmitter {
     await this.release(id, msg.file);
     this.log.info({ qid: id, deleted: deleting || undefined }, deleting ? 'message deleted from the queue by the operator' : 'message left the queue');
     return { delivered: failed.length === 0 && !deleting };
+  }
+
+  /** Reports one recipient's final outcome to {@link QueueDeps.onRecipient}; a failure to record it never touches the delivery. */
+  private tellRecipient(msg: QueuedMessage, rcpt: string, origRcpt: string, outcome: 'sent' | 'failed' | 'refused', reply: string): void {
+    try {
+      this.d.onRecipient?.({ tenant: msg.tenant, rcpt, origRcpt, sender: msg.returnPath, outcome, reply });
+    } catch (err) {
+      this.log.error({ qid: msg.id, rcpt, err: (err as Error).message }, 'could not record the outcome of a recipient');
+    }
   }
 
   /** Reports an attempt's outcome to {@link QueueDeps.onMessageOutcome}; true when the sender learns of a bounce there. */

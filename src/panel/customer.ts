@@ -12,8 +12,11 @@ import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, tra
 import { formPages } from './forms.ts';
 import { listPages } from './lists.ts';
 import { uploads } from './upload.ts';
+import { zipUploads } from './zip.ts';
+import { mailSection } from './mail.ts';
+import { logFiles, logsSection, sendLog } from './logs.ts';
 import { TrafficCounter } from './traffic.ts';
-import { redirect, sendHtml } from './web.ts';
+import { redirect, refusedBody, sendHtml } from './web.ts';
 
 /** Who is acting: a logged-in customer, with what every page of theirs shows. */
 export interface Acting {
@@ -37,7 +40,8 @@ export interface CustomerDeps {
 export function customerPages({ registry, state, log, reload, lists, webRoot, sameToken, now }: CustomerDeps) {
   const configDir = () => registry().config.dir;
   // Counts each access log once, then only what was appended: a view does not re-read 30 days.
-  const counter = new TrafficCounter(() => path.join(registry().config.main.dataDir, 'logs'));
+  const logsDir = () => path.join(registry().config.main.dataDir, 'logs');
+  const counter = new TrafficCounter(logsDir);
 
   /** Takes a write into the running server at once (the watcher would too, a moment later). */
   function apply(what: string): void {
@@ -129,7 +133,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
         audit(r, a, 'forward-remove', `${done.local}@${t.domains[0]}`);
         return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=removed`);
       }
-      const done = addForward(configDir(), address, targets, t.id);
+      const done = addForward(configDir(), address, targets, t.id, registry().config.main.panel?.limits);
       apply('forward-add');
       audit(r, a, 'forward-add', `${done.local}@${t.domains[0]} → ${done.targets.join(', ')}`);
       return redirect(r.res, `/t/${encodeURIComponent(t.id)}/forwards?done=added`);
@@ -192,10 +196,11 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
       return { login: s.login, tenant: s.tenant, shell: { tenant: s.tenant, login: s.login, csrf: s.csrf } };
     },
 
-    /** A POST to `upload` (multipart): checked and streamed into the web root by upload.ts. */
-    async upload(r: PanelRequest, a: Acting, csrf: string): Promise<HttpOutcome> {
+    /** A POST to `upload` or `upload/zip` (multipart): checked and streamed into the web root by upload.ts or zip.ts. */
+    async upload(r: PanelRequest, a: Acting, csrf: string, rest = 'upload'): Promise<HttpOutcome> {
       const t = registry().tenants.get(a.tenant);
-      if (!t) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.'), { Connection: 'close' });
+      if (!t) return refusedBody(r.req, sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.')));
+      if (rest === 'upload/zip') return zipUploads({ registry, log, webRoot, sameToken, audit: (r2, action, detail) => audit(r2, a, action, detail) }).receive(r, a.shell, t, csrf);
       return uploadsOf(a).receive(r, a.shell, t, csrf);
     },
 
@@ -208,12 +213,15 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
       const onlyPost = () => sendHtml(r.req, r.res, 405, messagePage('Method not allowed', 'This address takes a form only.', a.shell), { Allow: 'POST' });
       if (rest === 'lists' || rest.startsWith('lists/')) return listsOf(a).handle(r, a.shell, t, rest.slice('lists'.length), form, query);
       if (rest === 'forms' || rest.startsWith('forms/')) return formsOf(a).handle(r, a.shell, t, rest.slice('forms'.length), form, query);
+      if (rest.startsWith('logs/')) return post ? onlyGet() : sendLog(r, a.shell, logsDir(), rest.slice('logs/'.length), log);
       switch (rest) {
         case '':
           return post ? onlyGet() : overview(r, a, t);
         case 'traffic':
           if (post) return onlyGet();
-          return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now())), { 'Content-Security-Policy': TRAFFIC_CSP });
+          return sendHtml(r.req, r.res, 200, trafficPage(a.shell, await counter.traffic(t.id, t.domains, now()), mailSection(state, t.id, now()) + logsSection(a.shell, await logFiles(logsDir(), t.id))), {
+            'Content-Security-Policy': TRAFFIC_CSP,
+          });
         case 'upload':
           return uploadsOf(a).show(r, a.shell, query);
         case 'password':

@@ -33,20 +33,22 @@ export const TRAFFIC_CSP = CSP.replace("style-src ", "script-src 'self'; style-s
 
 export interface Shell {
   title: string;
-  /** Set once logged in: the tenant id, the login shown, and the CSRF token for the log-out form. */
-  who?: { tenant: string; login: string; csrf: string };
+  /** Set once logged in: the tenant id, the login shown, and the CSRF token for the log-out form; `operator` when an operator acts on the tenant. */
+  who?: { tenant: string; login: string; csrf: string; operator?: boolean };
+  /** A header of its own instead of the tenant's (the operator's pages). */
+  header?: string;
   /** Which nav entry is current. */
   current?: 'overview' | 'traffic' | 'password' | 'forwards' | 'lists' | 'forms' | 'upload';
 }
 
 /** A whole page around `body` (already HTML). */
 export function page(shell: Shell, body: string, head = ''): string {
-  let header = '';
-  if (shell.who) {
+  let header = shell.header ?? '';
+  if (shell.who && shell.header === undefined) {
     const base = `/t/${encodeURIComponent(shell.who.tenant)}/`;
     const link = (key: Shell['current'], href: string, text: string) => `<a href="${esc(href)}"${shell.current === key ? ' aria-current="page"' : ''}>${text}</a>`;
     header =
-      `<header><nav aria-label="Panel">${link('overview', base, 'Overview')}${link('traffic', `${base}traffic`, 'Traffic')}${link('password', `${base}password`, 'Password')}${link('forwards', `${base}forwards`, 'Forwards')}${link('lists', `${base}lists`, 'Lists')}${link('forms', `${base}forms`, 'Forms')}${link('upload', `${base}upload`, 'Upload')}</nav>` +
+      `<header><nav aria-label="Panel">${shell.who.operator ? '<a href="/admin/">All tenants</a>' : ''}${link('overview', base, 'Overview')}${link('traffic', `${base}traffic`, 'Traffic')}${shell.who.operator ? '' : link('password', `${base}password`, 'Password')}${link('forwards', `${base}forwards`, 'Forwards')}${link('lists', `${base}lists`, 'Lists')}${link('forms', `${base}forms`, 'Forms')}${link('upload', `${base}upload`, 'Upload')}</nav>` +
       `<span>Logged in as ${esc(shell.who.login)}</span>` +
       `<form method="post" action="/logout">${csrfField(shell.who.csrf)}<button type="submit">Log out</button></form></header>`;
   }
@@ -80,7 +82,7 @@ export function field(o: { id: string; name: string; label: string; type?: strin
 export function loginPage(o: { csrf: string; user?: string; error?: string }): string {
   return page(
     { title: 'Log in' },
-    `<p>Log in with one of your FTP accounts (user@your-site).</p>` +
+    `<p>Log in with one of your FTP accounts (user@your-site); operators with their operator name.</p>` +
       `<form method="post" action="/login">${csrfField(o.csrf)}` +
       field({ id: 'user', name: 'user', label: 'User', value: o.user ?? '', autocomplete: 'username' }) +
       field({ id: 'password', name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password', error: o.error }) +
@@ -184,7 +186,7 @@ function topTable(id: string, caption: string, what: string, rows: ReadonlyArray
  * a browser without scripts shows, and what the plots are drawn from) and,
  * with scripts, as uPlot charts; then the top tables of the last week.
  */
-export function trafficPage(who: NonNullable<Shell['who']>, t: Traffic): string {
+export function trafficPage(who: NonNullable<Shell['who']>, t: Traffic, mail = ''): string {
   const rows = [...t.days]
     .reverse()
     .map(
@@ -202,6 +204,7 @@ export function trafficPage(who: NonNullable<Shell['who']>, t: Traffic): string 
       topTable('top-pages', 'Top pages', 'Page', t.pages) +
       topTable('top-referrers', 'Top referrers', 'Referrer', t.referrers) +
       topTable('top-404', 'Not found (404)', 'Page', t.notFound) +
+      mail +
       `<script src="/assets/uplot.min.js"></script><script src="/assets/traffic.js"></script>`,
     `<link rel="stylesheet" href="/assets/uplot.min.css">`,
   );

@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { LOCKOUT_DEFAULTS } from '../core/config/schema.ts';
-import type { HttpOutcome, ListModeration, PanelPages, PanelRequest, WebRootWriter } from '../core/contracts.ts';
+import type { HttpOutcome, ListModeration, PanelPages, PanelRequest, QueueRemover, WebRootWriter } from '../core/contracts.ts';
 import { errorRef, replyCode } from '../core/errors.ts';
 import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
@@ -10,6 +10,7 @@ import { keyTag, throttledLogin, type PanelSession, type State } from '../state/
 import { sendAsset } from './assets.ts';
 import { customerPages, type Acting } from './customer.ts';
 import { loginPage, messagePage } from './html.ts';
+import { operatorLogin, operatorPages } from './operator.ts';
 import { cookieName, readCookie, readForm, redirect, sendHtml, setCookie } from './web.ts';
 
 export interface PanelDeps {
@@ -22,6 +23,8 @@ export interface PanelDeps {
   lists?: ListModeration;
   /** Uploads into web roots, through the FTP service's jail and quota (when `ftp:` is configured). */
   webRoot?: WebRootWriter;
+  /** The running mail queue (when `smtp` is configured), for the operator's tenant removal. */
+  queue?: QueueRemover;
   now?: () => number;
 }
 
@@ -47,11 +50,18 @@ function token(): string {
  * forwards. Sessions and the audit log are in state; every write goes
  * through core/tenantfile.ts, as the CLI's do, then the suite reloads.
  */
-export function createPanel({ registry, state, log: rootLog, reload, lists, webRoot, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
+export function createPanel({ registry, state, log: rootLog, reload, lists, webRoot, queue, now = Date.now }: PanelDeps): { service: Service; pages: PanelPages } {
   const log = rootLog.child({ svc: 'panel' });
   let current = registry;
   const idleMs = () => (current.config.main.panel?.idleMinutes ?? 30) * 60_000;
   const lockout = () => current.config.main.ftp?.lockout ?? LOCKOUT_DEFAULTS;
+  /** The password hash of operator `name` (`panel.admins`); a name with "@" is an FTP login, never an operator. */
+  const adminHash = (name: string): string | undefined => {
+    const admins = current.config.main.panel?.admins ?? {};
+    return !name.includes('@') && Object.hasOwn(admins, name) ? admins[name] : undefined;
+  };
+  /** Where a session starts: the operator's tenants, or the customer's own overview. */
+  const home = (s: PanelSession) => (s.role === 'operator' ? '/admin/' : `/t/${encodeURIComponent(s.tenant)}/`);
 
   function sessionOf(r: PanelRequest): { id: string; s: PanelSession } | undefined {
     const id = readCookie(r.req, cookieName(SESSION, r.secure));
@@ -59,8 +69,14 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     const s = state.panel.session(id, idleMs(), SESSION_MAX_AGE_MS, now());
     if (!s) return undefined;
     // The account must still be what it was at login: there, with the same password, its tenant not suspended.
-    const account = current.ftpAccount(s.login);
-    const why = !account ? 'account removed' : keyTag(account.hash) !== s.keyTag ? 'password changed' : account.tenant.suspended ? 'tenant suspended' : undefined;
+    let why: string | undefined;
+    if (s.role === 'operator') {
+      const hash = adminHash(s.login);
+      why = !hash ? 'account removed' : keyTag(hash) !== s.keyTag ? 'password changed' : undefined;
+    } else {
+      const account = current.ftpAccount(s.login);
+      why = !account ? 'account removed' : keyTag(account.hash) !== s.keyTag ? 'password changed' : account.tenant.suspended ? 'tenant suspended' : undefined;
+    }
     if (why) {
       state.panel.endSession(id);
       log.info({ user: s.login, tenant: s.tenant, remote: r.remote, why }, 'panel session ended');
@@ -85,40 +101,55 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     // Bounded: the name becomes a key of the lockout table (no login is this long).
     const user = (form.get('user') ?? '').trim().toLowerCase().slice(0, 320);
     const password = form.get('password') ?? '';
-    let account = current.ftpAccount(user);
+    // A name without "@" is an operator's (panel.admins), under the same lockout as every login.
+    const operator = !user.includes('@');
+    const hashOf = () => (operator ? adminHash(user) : current.ftpAccount(user)?.hash);
+    let hash = hashOf();
     const result = await throttledLogin(state.ftpLogins, lockout(), user, r.remote, async () => {
-      account = current.ftpAccount(user);
+      hash = hashOf();
       // An unknown user costs the same scrypt work as a known one.
-      return (await verifyPassword(password, account?.hash ?? DUMMY_HASH)) && account !== undefined;
+      return (await verifyPassword(password, hash ?? DUMMY_HASH)) && hash !== undefined;
     });
     if (!result.ok) {
       if (result.lockedMs !== undefined) {
         log.warn({ user, remote: r.remote, why: 'locked', key: result.key }, 'panel login refused: too many failures');
         return showLogin(r, replyCode('LOCKED_OUT', 'http'), { user, error: `Too many failed logins; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes.` });
       }
-      log.info({ user, remote: r.remote, why: !account ? 'no such user' : 'wrong password', locked: result.locked }, 'panel login failed');
+      log.info({ user, remote: r.remote, why: !hash ? 'no such user' : 'wrong password', locked: result.locked }, 'panel login failed');
       return showLogin(r, 401, { user, error: 'Wrong user or password.' });
     }
-    const tenant = account!.tenant;
+    const clearLoginToken = setCookie(cookieName(LOGIN_TOKEN, r.secure), '', r.secure, 0);
+    if (operator) {
+      const id = token();
+      state.panel.createSession(id, { login: user, tenant: '', role: 'operator', csrf: token(), keyTag: keyTag(hash!), remote: r.remote, created: now() });
+      state.panel.audit({ at: now(), login: operatorLogin(user), tenant: '', action: 'login', detail: '', remote: r.remote });
+      log.info({ user, role: 'operator', remote: r.remote }, 'panel login');
+      return redirect(r.res, '/admin/', { 'Set-Cookie': [setCookie(cookieName(SESSION, r.secure), id, r.secure), clearLoginToken] });
+    }
+    const account = current.ftpAccount(user)!;
+    const tenant = account.tenant;
     if (tenant.suspended) {
       log.info({ user, tenant: tenant.id, remote: r.remote, why: 'tenant suspended' }, 'panel login refused');
       return showLogin(r, 403, { user, error: 'This account is suspended; please contact your hosting provider.' });
     }
     const id = token();
     const t = now();
-    state.panel.createSession(id, { login: account!.login, tenant: tenant.id, csrf: token(), keyTag: keyTag(account!.hash), remote: r.remote, created: t });
-    state.panel.audit({ at: t, login: account!.login, tenant: tenant.id, action: 'login', detail: '', remote: r.remote });
-    log.info({ user: account!.login, tenant: tenant.id, remote: r.remote }, 'panel login');
-    return redirect(r.res, `/t/${encodeURIComponent(tenant.id)}/`, {
-      'Set-Cookie': [setCookie(cookieName(SESSION, r.secure), id, r.secure), setCookie(cookieName(LOGIN_TOKEN, r.secure), '', r.secure, 0)],
-    });
+    state.panel.createSession(id, { login: account.login, tenant: tenant.id, csrf: token(), keyTag: keyTag(account.hash), remote: r.remote, created: t });
+    state.panel.audit({ at: t, login: account.login, tenant: tenant.id, action: 'login', detail: '', remote: r.remote });
+    log.info({ user: account.login, tenant: tenant.id, remote: r.remote }, 'panel login');
+    return redirect(r.res, `/t/${encodeURIComponent(tenant.id)}/`, { 'Set-Cookie': [setCookie(cookieName(SESSION, r.secure), id, r.secure), clearLoginToken] });
   }
 
   /** Refuses a request of session `s` with 403, in the log and the audit log. */
   function deny(r: PanelRequest, acting: Acting | undefined, tenant: string, why: string): HttpOutcome {
     log.warn({ user: acting?.login, tenant, remote: r.remote, url: r.req.url, why }, 'panel request refused');
     state.panel.audit({ login: acting?.login ?? '-', tenant, action: 'denied', detail: `${r.req.method} ${r.req.url ?? ''}: ${why}`, remote: r.remote });
-    return sendHtml(r.req, r.res, 403, messagePage('Forbidden', why === 'another tenant' ? 'This page belongs to another customer.' : 'The form had expired or did not come from this panel; please try again.', acting?.shell));
+    const text: Record<string, string> = {
+      'another tenant': 'This page belongs to another customer.',
+      'operator page': "This page is for the hosting provider's operators.",
+      'operator acting': "An operator changes a customer's password with makewaves passwd, not here.",
+    };
+    return sendHtml(r.req, r.res, 403, messagePage('Forbidden', text[why] ?? 'The form had expired or did not come from this panel; please try again.', acting?.shell));
   }
 
   const customer = customerPages({
@@ -131,6 +162,14 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     sameToken,
     now,
   });
+  const operatorView = operatorPages({ registry: () => current, state, log, reload, queue, now });
+
+  /** Who acts in a session: the customer, or an operator on tenant `tenant` (its audit lines say so). */
+  function actingOf(s: PanelSession, tenant: string): Acting {
+    if (s.role !== 'operator') return customer.acting(s);
+    const login = operatorLogin(s.login);
+    return { login, tenant, shell: { tenant, login, csrf: s.csrf, operator: true } };
+  }
 
   async function route(r: PanelRequest): Promise<HttpOutcome> {
     const { req } = r;
@@ -143,44 +182,63 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
       return sent ?? sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.'));
     }
     const session = sessionOf(r);
-    if (url.pathname === '/') return redirect(r.res, session ? `/t/${encodeURIComponent(session.s.tenant)}/` : '/login');
+    if (url.pathname === '/') return redirect(r.res, session ? home(session.s) : '/login');
     if (url.pathname === '/login') {
-      if (get) return session ? redirect(r.res, `/t/${encodeURIComponent(session.s.tenant)}/`) : showLogin(r, 200);
+      if (get) return session ? redirect(r.res, home(session.s)) : showLogin(r, 200);
       return login(r);
     }
     if (url.pathname === '/logout' && !get) {
       const form = await readForm(req);
       if (session) {
-        if (!sameToken(form?.get('csrf'), session.s.csrf)) return deny(r, customer.acting(session.s), session.s.tenant, 'no valid CSRF token');
+        const a = actingOf(session.s, session.s.tenant);
+        if (!sameToken(form?.get('csrf'), session.s.csrf)) return deny(r, a, session.s.tenant, 'no valid CSRF token');
         state.panel.endSession(session.id);
-        state.panel.audit({ login: session.s.login, tenant: session.s.tenant, action: 'logout', detail: '', remote: r.remote });
+        state.panel.audit({ login: a.login, tenant: session.s.tenant, action: 'logout', detail: '', remote: r.remote });
       }
       return redirect(r.res, '/login', { 'Set-Cookie': setCookie(cookieName(SESSION, r.secure), '', r.secure, 0) });
     }
+    const admin = /^\/admin(?:\/(.*))?$/.exec(url.pathname);
     const m = /^\/t\/([^/]+)\/(.*)$/.exec(url.pathname);
-    if (!m) return sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.'));
+    if (!m && !admin) return sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.'));
     if (!session) {
       if (readCookie(req, cookieName(SESSION, r.secure))) log.info({ remote: r.remote, url: req.url, why: 'unknown or expired session' }, 'panel request refused');
       if (get) return redirect(r.res, '/login', { 'Set-Cookie': setCookie(cookieName(SESSION, r.secure), '', r.secure, 0) });
       return sendHtml(req, r.res, 403, messagePage('Forbidden', 'Your session has ended; please log in again.'));
     }
-    const acting = customer.acting(session.s);
-    const tenantId = decodeURIComponent(m[1]!);
-    if (tenantId !== session.s.tenant) return deny(r, acting, tenantId, 'another tenant');
+    const operator = session.s.role === 'operator';
+    if (admin) {
+      if (!operator) return deny(r, customer.acting(session.s), session.s.tenant, 'operator page');
+      const who = { login: session.s.login, csrf: session.s.csrf };
+      let form: URLSearchParams | undefined;
+      if (!get) {
+        form = await readForm(req);
+        if (!form) return sendHtml(req, r.res, 400, messagePage('Bad request', 'The form could not be read.'));
+        if (!sameToken(form.get('csrf'), session.s.csrf)) return deny(r, actingOf(session.s, ''), '', 'no valid CSRF token');
+      }
+      return operatorView.handle(r, who, admin[1] ?? '', form, url.searchParams);
+    }
+    const tenantId = decodeURIComponent(m![1]!);
+    const acting = actingOf(session.s, tenantId);
+    if (operator) {
+      if (!current.tenants.has(tenantId)) return sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such tenant.', acting.shell));
+      if (m![2] === 'password') return deny(r, acting, tenantId, 'operator acting');
+    } else if (tenantId !== session.s.tenant) return deny(r, acting, tenantId, 'another tenant');
     // The upload form is multipart: its token is checked as the body streams in, before the file is stored.
-    if (!get && m[2] === 'upload') return customer.upload(r, acting, session.s.csrf);
+    if (!get && (m![2] === 'upload' || m![2] === 'upload/zip')) return customer.upload(r, acting, session.s.csrf, m![2]);
     let form: URLSearchParams | undefined;
     if (!get) {
       form = await readForm(req);
       if (!form) return sendHtml(req, r.res, 400, messagePage('Bad request', 'The form could not be read.', acting.shell));
       if (!sameToken(form.get('csrf'), session.s.csrf)) return deny(r, acting, tenantId, 'no valid CSRF token');
     }
-    return customer.handle(r, acting, m[2]!, form, url.searchParams, session.id);
+    return customer.handle(r, acting, m![2]!, form, url.searchParams, session.id);
   }
 
   return {
     pages: {
       async handle(r) {
+        // HTTPS only from here on for a year (RFC 6797); never sent over loopback plain HTTP, where it means nothing.
+        if (r.secure) r.res.setHeader('Strict-Transport-Security', 'max-age=31536000');
         try {
           return await route(r);
         } catch (err) {

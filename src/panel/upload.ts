@@ -5,7 +5,7 @@ import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { formatSize } from '../lib/sizes.ts';
 import { csrfField, esc, messagePage, page, type Shell } from './html.ts';
-import { redirect, sendHtml } from './web.ts';
+import { redirect, refusedBody, sendHtml } from './web.ts';
 
 /*
  * Uploading one file into the web root from the browser: a multipart form
@@ -30,7 +30,7 @@ export interface UploadDeps {
   sameToken: (given: string | undefined | null, expected: string) => boolean;
 }
 
-export function uploadPage(who: Who, o: { max: number; free: number; error?: string; done?: string; available: boolean }): string {
+export function uploadPage(who: Who, o: { max: number; free: number; error?: string; zipError?: string; done?: string; available: boolean }): string {
   const base = `/t/${encodeURIComponent(who.tenant)}/upload`;
   if (!o.available) return page({ title: 'Upload', who, current: 'upload' }, '<p>Uploads from the browser are not offered on this server; use FTP or SFTP.</p>');
   return page(
@@ -42,7 +42,15 @@ export function uploadPage(who: Who, o: { max: number; free: number; error?: str
       `<form method="post" action="${base}" enctype="multipart/form-data">${csrfField(who.csrf)}` +
       `<label for="folder">Folder</label><input id="folder" name="folder" type="text" value="/">` +
       `<label for="file">File</label><input id="file" name="file" type="file" required>` +
-      `<button type="submit">Upload</button></form>`,
+      `<button type="submit">Upload</button></form>` +
+      `<h2>A zip of a site</h2>` +
+      (o.zipError ? `<p class="error" role="alert" id="zip-error">${esc(o.zipError)}</p>` : '') +
+      `<p>Unpacked into an existing folder as it is in the archive, all or nothing: files of the same names are replaced once every file is in. ` +
+      `Links, names starting with "." and paths out of the folder are refused, and so is an archive that unpacks past your quota.</p>` +
+      `<form method="post" action="${base}/zip" enctype="multipart/form-data">${csrfField(who.csrf)}` +
+      `<label for="zip-folder">Unpack to</label><input id="zip-folder" name="folder" type="text" value="/">` +
+      `<label for="zip-file">Site archive (zip)</label><input id="zip-file" name="file" type="file" accept=".zip,application/zip" required>` +
+      `<button type="submit">Unpack archive</button></form>`,
   );
 }
 
@@ -58,19 +66,21 @@ export function uploads({ registry, log, webRoot, audit, sameToken }: UploadDeps
 
   function refuse(r: PanelRequest, a: Who, status: number, why: string, message: string, free: number): HttpOutcome {
     log.info({ user: a.login, tenant: a.tenant, remote: r.remote, why }, 'panel upload refused');
-    // The rest of the body is not read: the connection closes after the answer.
-    return sendHtml(r.req, r.res, status, uploadPage(a, { max: maxOf(), free, error: message, available: true }), { Connection: 'close' });
+    // The rest of the body is read and dropped for a while (lingerOnBody), so a client still sending reads this answer.
+    return refusedBody(r.req, sendHtml(r.req, r.res, status, uploadPage(a, { max: maxOf(), free, error: message, available: true })));
   }
 
   return {
     async show(r: PanelRequest, a: Who, query: URLSearchParams): Promise<HttpOutcome> {
       const done = query.get('done');
+      const unpacked = query.get('unpacked');
+      const said = done ? `${done} was stored.` : unpacked && /^\d+$/.test(unpacked) ? `${unpacked} file${unpacked === '1' ? '' : 's'} unpacked into ${query.get('folder') ?? '/'}.` : undefined;
       const free = webRoot ? await webRoot.free(a.tenant) : 0;
-      return sendHtml(r.req, r.res, 200, uploadPage(a, { max: maxOf(), free, done: done ? `${done} was stored.` : undefined, available: webRoot !== undefined }));
+      return sendHtml(r.req, r.res, 200, uploadPage(a, { max: maxOf(), free, done: said, available: webRoot !== undefined }));
     },
 
     async receive(r: PanelRequest, a: Who, t: Tenant, csrf: string): Promise<HttpOutcome> {
-      if (!webRoot) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'Uploads from the browser are not offered on this server.', a), { Connection: 'close' });
+      if (!webRoot) return refusedBody(r.req, sendHtml(r.req, r.res, 404, messagePage('Not found', 'Uploads from the browser are not offered on this server.', a)));
       const max = maxOf();
       const free = await webRoot.free(t.id);
       if (!/^multipart\/form-data\s*;/i.test(r.req.headers['content-type'] ?? '')) return refuse(r, a, 400, 'not multipart', 'The upload form could not be read.', free);

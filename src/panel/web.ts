@@ -1,3 +1,4 @@
+import { lingerOnBody } from '../lib/linger.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpOutcome } from '../core/contracts.ts';
 import { CSP } from './html.ts';
@@ -60,6 +61,16 @@ export function sendHtml(req: IncomingMessage, res: ServerResponse, status: numb
   const head = req.method === 'HEAD';
   res.end(head ? undefined : body);
   return { status, bytes: head ? 0 : body.length };
+}
+
+/**
+ * An answer sent before the request's body was read (a refused upload): the
+ * rest of the body is read and dropped for a while so that a client still
+ * sending reads the answer, then the connection is closed ({@link lingerOnBody}).
+ */
+export function refusedBody(req: IncomingMessage, outcome: HttpOutcome): HttpOutcome {
+  lingerOnBody(req);
+  return outcome;
 }
 
 /** 303 See Other to a path of the panel (after a POST: the browser asks for it with GET). */

@@ -28,11 +28,19 @@ export const panelMigrations: Migration[] = [
           );
           CREATE INDEX panel_audit_tenant ON panel_audit (tenant, at);`,
   },
+  {
+    id: 'panel-2',
+    // An operator's session (panel.admins) sees every tenant; its `tenant` is '' (none of its own).
+    sql: `ALTER TABLE panel_sessions ADD COLUMN role TEXT NOT NULL DEFAULT 'customer';`,
+  },
 ];
 
 export interface PanelSession {
   login: string;
+  /** The customer's tenant; '' for an operator. */
   tenant: string;
+  /** A customer (an FTP account of `tenant`) or an operator (an account under `panel.admins`). */
+  role: 'customer' | 'operator';
   /** The CSRF token every form of this session carries. */
   csrf: string;
   /**
@@ -84,16 +92,16 @@ export class PanelStore {
   private readonly insertAudit;
 
   constructor(private readonly db: Db) {
-    this.getOne = db.prepare('SELECT login, tenant, csrf, key_tag AS keyTag, remote, created, last_seen AS lastSeen FROM panel_sessions WHERE id_hash = ?');
+    this.getOne = db.prepare('SELECT login, tenant, role, csrf, key_tag AS keyTag, remote, created, last_seen AS lastSeen FROM panel_sessions WHERE id_hash = ?');
     this.touchOne = db.prepare('UPDATE panel_sessions SET last_seen = ? WHERE id_hash = ?');
     this.insertAudit = db.prepare('INSERT INTO panel_audit (at, login, tenant, action, detail, remote) VALUES (?, ?, ?, ?, ?, ?)');
   }
 
   /** Stores a new session under `id` (the cookie value, kept only as its hash). */
-  createSession(id: string, s: Omit<PanelSession, 'lastSeen'>): void {
+  createSession(id: string, s: Omit<PanelSession, 'lastSeen' | 'role'> & { role?: PanelSession['role'] }): void {
     this.db
-      .prepare('INSERT INTO panel_sessions (id_hash, login, tenant, csrf, key_tag, remote, created, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(hashId(id), s.login, s.tenant, s.csrf, s.keyTag, s.remote, s.created, s.created);
+      .prepare('INSERT INTO panel_sessions (id_hash, login, tenant, role, csrf, key_tag, remote, created, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(hashId(id), s.login, s.tenant, s.role ?? 'customer', s.csrf, s.keyTag, s.remote, s.created, s.created);
   }
 
   /** Gives session `id` a new key tag (its own password change: it stays logged in). */

@@ -113,8 +113,13 @@ export function restoreTenantRows(db: Db, tenant: string, rows: TenantRows): Rec
         // Members always get new ids: their order is a distribution's cursor, and new ids keep it (each above every existing one).
         if (oldId !== undefined && (table === 'list_members' || db.prepare(`SELECT 1 FROM "${table}" WHERE id = ?`).get(oldId))) delete row.id;
         const keys = Object.keys(row);
-        // A day of traffic counted again while the tenant was away (the server flushes its counters by id): the two add up.
-        const merge = table === 'traffic' ? ' ON CONFLICT(tenant, day) DO UPDATE SET requests = requests + excluded.requests, bytes = bytes + excluded.bytes' : '';
+        // A day of traffic (or mail) counted again while the tenant was away (the server flushes its counters by id): the two add up.
+        const merge =
+          table === 'traffic'
+            ? ' ON CONFLICT(tenant, day) DO UPDATE SET requests = requests + excluded.requests, bytes = bytes + excluded.bytes'
+            : table === 'mail_days'
+              ? ' ON CONFLICT(tenant, day) DO UPDATE SET forwarded = forwarded + excluded.forwarded, refused = refused + excluded.refused, bounced = bounced + excluded.bounced'
+              : '';
         const info = db.prepare(`INSERT INTO "${table}" (${keys.map((k) => `"${k}"`).join(', ')}) VALUES (${keys.map(() => '?').join(', ')})${merge}`).run(...keys.map((k) => row[k]));
         if (oldId !== undefined) map.set(oldId, row.id === undefined ? Number(info.lastInsertRowid) : oldId);
         counts[table] = (counts[table] ?? 0) + 1;

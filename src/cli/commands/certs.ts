@@ -1,9 +1,6 @@
-import path from 'node:path';
-import { allDomainCerts, commonName, readAcmeStatus, wantsAcme, type AcmeStatus } from '../../core/acme.ts';
+import { certOverview } from '../../core/certview.ts';
 import { ConfigError, loadConfig } from '../../core/config/load.ts';
 import { Registry } from '../../core/registry.ts';
-
-const day = (iso: string | undefined) => (iso ? `${iso.slice(0, 16).replace('T', ' ')}Z` : '-');
 
 /**
  * `makewaves certs`: each tenant domain with the certificate presented for it
@@ -20,26 +17,14 @@ export function certs(configDir: string, out: NodeJS.WritableStream = process.st
     process.stderr.write(`makewaves: ${err instanceof ConfigError ? err.message : (err as Error).message}\n`);
     return 1;
   }
-  const main = registry.config.main;
-  const tls = main.http.tls;
-  if (!tls) {
+  const view = certOverview(registry);
+  if (!view) {
     process.stderr.write(`makewaves: no http.tls in ${configDir}/makewaves.yaml: nothing is served over HTTPS\n`);
     return 1;
   }
-  let status: AcmeStatus = { domains: {} };
-  try {
-    status = readAcmeStatus(main.dataDir);
-  } catch (err) {
-    process.stderr.write(`makewaves: ${(err as Error).message}\n`);
-  }
+  if (view.statusError) process.stderr.write(`makewaves: ${view.statusError}\n`);
   const rows = [['DOMAIN', 'TENANT', 'SOURCE', 'ISSUER', 'NOT AFTER', 'NEXT RENEWAL', 'LAST ERROR']];
-  for (const c of allDomainCerts(path.resolve(registry.config.dir, tls.certs), registry, status)) {
-    const s = status.domains[c.domain];
-    let next = '-';
-    if (main.acme && wantsAcme(c)) next = s?.retryAt ? `${day(s.retryAt)} (retry)` : c.source === 'acme' ? `${day(s?.renewAt)}${s?.renewFrom === 'ari' ? ' (ARI)' : ''}` : 'now (ordering)';
-    const source = c.source === 'file' && !c.covers ? 'file (another name)' : c.source;
-    rows.push([c.domain, c.tenant, source, c.cert ? commonName(c.cert.issuer) : '-', c.cert ? day(new Date(c.cert.validTo).toISOString()) : '-', next, s?.lastError ?? '-']);
-  }
+  for (const c of view.rows) rows.push([c.domain, c.tenant, c.source, c.issuer, c.notAfter, c.next, c.lastError]);
   const widths = rows[0]!.slice(0, -1).map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   // One write: a reader that stops early (`| head`) gets a whole table or nothing.
   out.write(rows.map((r) => `${r.map((v, i) => (i < widths.length ? v.padEnd(widths[i]!) : v)).join('  ')}\n`).join(''));

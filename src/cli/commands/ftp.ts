@@ -35,8 +35,10 @@ export function ftpLocks(configDir: string, out: NodeJS.WritableStream = process
  */
 export function ftpUnlock(configDir: string, user: string, out: NodeJS.WritableStream = process.stdout): number {
   const login = user.trim().toLowerCase();
-  if (!/^[^\s@]+@[^\s@]+$/.test(login)) throw new Error(`"${user}" is not an FTP login: give it as user@tenant, e.g. alice@example.test`);
   const config = loadConfig(configDir);
+  // The panel's operators (panel.admins) log in under the same lockout, by their name alone.
+  const operator = Object.hasOwn(config.main.panel?.admins ?? {}, login);
+  if (!operator && !/^[^\s@]+@[^\s@]+$/.test(login)) throw new Error(`"${user}" is not an FTP login: give it as user@tenant, e.g. alice@example.test (or an operator name of panel.admins)`);
   const state = openState(config.main.dataDir);
   try {
     const n = state.ftpLogins.unlock(login);

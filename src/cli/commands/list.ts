@@ -1,6 +1,5 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import nodemailer from 'nodemailer';
 import { isMap, type Document } from 'yaml';
 import { loadConfig } from '../../core/config/load.ts';
 import { memberAddress } from '../../core/listaddr.ts';
@@ -34,6 +33,7 @@ function serverSmtp(listenAddr: string | undefined): { host: string; port: numbe
 
 /** Sends one small command message to the running server; rejects with a clear line when nothing answers. */
 async function sendToServer(at: { host: string; port: number }, from: string, to: string, subject: string, text: string): Promise<void> {
+  const { default: nodemailer } = await import('nodemailer');
   const transport = nodemailer.createTransport({ host: at.host, port: at.port, secure: false, ignoreTLS: true, name: 'makewaves-cli' });
   try {
     await transport.sendMail({ envelope: { from, to: [to] }, raw: `From: <${from}>\r\nTo: <${to}>\r\nSubject: ${subject}\r\n\r\n${text}\r\n` });

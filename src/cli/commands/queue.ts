@@ -2,31 +2,28 @@ import path from 'node:path';
 import { loadConfig } from '../../core/config/load.ts';
 import { controlRequest } from '../../core/control.ts';
 import { openState } from '../../state/index.ts';
+import { queueAge, queueOverview } from '../../state/queueview.ts';
 
-function age(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  if (s < 120) return `${s}s`;
-  if (s < 7200) return `${Math.round(s / 60)}m`;
-  if (s < 172_800) return `${Math.round(s / 3600)}h`;
-  return `${Math.round(s / 86_400)}d`;
-}
-
-/** `makewaves queue`: lists queued messages from state (works whether or not a server runs). */
+/**
+ * `makewaves queue`: lists queued messages from state (works whether or not
+ * a server runs), then the oldest one's age and the deferred recipients per
+ * domain: the same overview as the operator's panel (state/queueview.ts).
+ */
 export function queueList(configDir: string, out: NodeJS.WritableStream = process.stdout): number {
   const config = loadConfig(configDir);
   const state = openState(config.main.dataDir);
   try {
-    const now = Date.now();
-    const rows = state.mailQueue.list();
-    for (const m of rows) {
-      const rcpts = state.mailQueue.recipients(m.id).filter((r) => r.status === 'pending');
+    const q = queueOverview(state);
+    for (const m of q.rows) {
       out.write(
-        `${m.id}  age ${age(now - m.createdAt)}  ${m.size} bytes  from <${m.returnPath}>  attempts ${m.attempts}` +
-          `  next in ${age(m.nextAttempt - now)}\n    to ${rcpts.map((r) => `<${r.rcpt}>`).join(', ')}\n` +
+        `${m.id}  age ${queueAge(m.ageMs)}  ${m.size} bytes  from <${m.returnPath}>  attempts ${m.attempts}` +
+          `  next in ${queueAge(m.nextInMs)}\n    to ${m.to.map((r) => `<${r}>`).join(', ')}\n` +
           (m.lastReply ? `    last reply: ${m.lastReply}\n` : ''),
       );
     }
-    out.write(`${rows.length} message${rows.length === 1 ? '' : 's'} queued\n`);
+    out.write(`${q.rows.length} message${q.rows.length === 1 ? '' : 's'} queued\n`);
+    if (q.oldestMs !== undefined) out.write(`oldest ${queueAge(q.oldestMs)}, ${q.pending} recipient${q.pending === 1 ? '' : 's'} waiting\n`);
+    for (const d of q.deferred) out.write(`deferred  ${d.domain}  ${d.recipients} recipient${d.recipients === 1 ? '' : 's'}  last reply: ${d.lastReply || '-'}\n`);
     return 0;
   } finally {
     state.close();

@@ -1,35 +1,15 @@
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { LoadedConfig } from '../../core/config/load.ts';
 import { controlRequest } from '../../core/control.ts';
-import { Spool } from '../../state/spool.ts';
-import { openState, type State } from '../../state/index.ts';
-import { restoreOwnedRows, restoreTenantRows, takeOwnedRows, takeTenantRows, type TenantRows } from '../../state/tenantdata.ts';
+import { openState } from '../../state/index.ts';
+import { archiveTenantState } from '../../state/tenantarchive.ts';
+import { restoreOwnedRows, restoreTenantRows, type TenantRows } from '../../state/tenantdata.ts';
+import { moveTree as move, ownedFolders, removeTenant, type ArchiveManifest as Manifest } from '../../core/tenantadmin.ts';
 import { loadCurrent, tenantFile, validateEdit, writeTenant } from '../../core/tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
-
-/** What an archive folder holds besides the files themselves (`manifest.json`). */
-interface Manifest {
-  v: 1;
-  tenant: string;
-  removedAt: string;
-  domains: string[];
-  /** Queue ids of the messages taken off the queue; their copies are in `mail/`. */
-  queued: string[];
-}
-
-/** A move that also works across file systems (copy, then remove the original). */
-function move(from: string, to: string): void {
-  try {
-    renameSync(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    cpSync(from, to, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
-    rmSync(from, { recursive: true });
-  }
-}
 
 /** True when a server runs on this data folder (its control socket answers). */
 async function serverRunning(dataDir: string): Promise<boolean> {
@@ -41,109 +21,42 @@ async function serverRunning(dataDir: string): Promise<boolean> {
   }
 }
 
-/** The domain of an address, lower case. */
-const domainOf = (a: string) => a.slice(a.lastIndexOf('@') + 1).toLowerCase();
-
 /**
- * Takes the tenant's messages off the outbound queue: those sent on its
- * behalf (form mail, list copies, forwards of its addresses) and those
- * addressed to its domains (a bounce to forms@ or a list address). A copy
- * of each (message and envelope) goes to `<archive>/mail/` first. With a
- * server running, the queue itself removes them (it holds their spool files
- * and may be delivering one); otherwise their rows go and the spool file is
- * left for the next start to clear, as for any finished message.
- */
-async function takeQueued(state: State, dataDir: string, tenant: string, domains: string[], archive: string): Promise<string[]> {
-  const spool = new Spool(path.join(dataDir, 'spool'));
-  const mine = state.mailQueue.list().filter((m) => m.tenant === tenant || state.mailQueue.recipients(m.id).some((r) => domains.includes(domainOf(r.rcpt))));
-  if (mine.length === 0) return [];
-  const dir = path.join(archive, 'mail');
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const running = await serverRunning(dataDir);
-  const taken: string[] = [];
-  for (const m of mine) {
-    const chunks: Buffer[] = [];
-    for await (const c of spool.read(m.file, m.offset, m.size)) chunks.push(c as Buffer);
-    writeFileSync(path.join(dir, `${m.id}.eml`), Buffer.concat(chunks), { mode: 0o600 });
-    const envelope = { ...m, recipients: state.mailQueue.recipients(m.id) };
-    writeFileSync(path.join(dir, `${m.id}.json`), `${JSON.stringify(envelope, null, 1)}\n`, { mode: 0o600 });
-    if (running) {
-      const res = await controlRequest(path.join(dataDir, 'mail.sock'), { cmd: 'delete', id: m.id });
-      // Gone already (delivered or bounced since the list was read): nothing left to remove.
-      if (!res.ok && !/no message/.test(res.error)) throw new Error(`the running server did not remove queued message ${m.id}: ${res.error}`);
-    } else {
-      state.mailQueue.remove(m.id, m.file, true);
-    }
-    taken.push(m.id);
-  }
-  return taken;
-}
-
-/**
- * `makewaves tenant remove ID --yes`: takes the tenant off line and out of
- * every service, keeping all of it under `<data>/archive/<id>-<UTC time>/`:
- * its file first (a running server's reload then serves it no more), then
- * its state rows of every table that names a tenant (list members, tokens,
- * held posts, list inbox, digests and archive, the form log, traffic) in
- * `state.json`, what it owns in tables keyed otherwise (DKIM keys by its
- * domains, FTP login throttle rows by its accounts) in `owned.json`, its
- * queued mail in `mail/`, its logs in `logs/`, its web root in `site/`, its
- * handlers' scratch folder in `cgi/` and its DKIM key files in `dkim/`. Afterwards nothing in state names the tenant, so a new
- * tenant with the same id starts empty; `makewaves tenant restore` puts it back.
+ * `makewaves tenant remove ID --yes`: core/tenantadmin.ts `removeTenant`
+ * (the operator's panel calls it too), with the state part done on the
+ * state file here: a running server's queue removes the tenant's queued
+ * messages itself over the control socket (it holds their spool files and
+ * may be delivering one); with none running, their rows go and the spool
+ * file is left for the next start to clear, as for any finished message.
  */
 export async function tenantRemove(configDir: string, id: string, opts: { yes: boolean }, out: Out = process.stdout): Promise<number> {
   const config = loadCurrent(configDir);
-  const entry = config.tenants.find((t) => t.id === id);
-  if (!entry) throw new Error(`no tenant "${id}" (makewaves tenant list shows them)`);
+  if (!config.tenants.some((t) => t.id === id)) throw new Error(`no tenant "${id}" (makewaves tenant list shows them)`);
   if (!opts.yes) throw new Error(`removing tenant "${id}" takes its sites off line; run again with --yes (its file, web root and state are archived, not deleted)`);
-  // The rest of the config must still load without this tenant (nothing refers to it today, but the loader decides).
-  validateEdit(configDir, id, null);
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  const dataDir = config.main.dataDir;
-  const archive = path.join(dataDir, 'archive', `${id}-${stamp}`);
-  if (existsSync(archive)) throw new Error(`${archive} exists already; try again in a second`);
-  mkdirSync(archive, { recursive: true, mode: 0o700 });
-
-  const manifest: Manifest = { v: 1, tenant: id, removedAt: new Date().toISOString(), domains: [...entry.config.domains], queued: [] };
-  // Written at once and again at the end: an archive left half-way by a failure is still one restore understands.
-  writeFileSync(path.join(archive, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`, { mode: 0o600 });
-  // The file first: the server's reload stops serving the tenant before anything else of it goes.
-  move(entry.file, path.join(archive, `${id}.yaml`));
-  if (existsSync(path.join(dataDir, 'makewaves.db'))) {
-    const state = openState(dataDir);
+  const done = await removeTenant(configDir, id, async (o) => {
+    // The state file is read only if it exists: a removal must not create it.
+    if (!existsSync(path.join(o.dataDir, 'makewaves.db'))) return [];
+    const state = openState(o.dataDir);
     try {
-      manifest.queued = await takeQueued(state, dataDir, id, manifest.domains, archive);
-      writeFileSync(path.join(archive, 'state.json'), `${JSON.stringify(takeTenantRows(state.db, id), null, 1)}\n`, { mode: 0o600 });
-      writeFileSync(path.join(archive, 'owned.json'), `${JSON.stringify(takeOwnedRows(state.db, id, manifest.domains), null, 1)}\n`, { mode: 0o600 });
+      const socket = path.join(o.dataDir, 'mail.sock');
+      let running: boolean | undefined;
+      return await archiveTenantState(state, o, async (m) => {
+        running ??= await serverRunning(o.dataDir);
+        if (!running) {
+          state.mailQueue.remove(m.id, m.file, true);
+          return;
+        }
+        const res = await controlRequest(socket, { cmd: 'delete', id: m.id });
+        // Gone already (delivered or bounced since the list was read): nothing left to remove.
+        if (!res.ok && !/no message/.test(res.error)) throw new Error(`the running server did not remove queued message ${m.id}: ${res.error}`);
+      });
     } finally {
       state.close();
     }
-  }
-  writeFileSync(path.join(archive, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`, { mode: 0o600 });
-  const logs = path.join(dataDir, 'logs', id);
-  if (existsSync(logs)) move(logs, path.join(archive, 'logs'));
-  const root = path.join(config.main.sitesDir, id);
-  if (existsSync(root)) move(root, path.join(archive, 'site'));
-  for (const [from, to] of ownedFolders(dataDir, id, manifest.domains, archive)) {
-    if (!existsSync(from)) continue;
-    mkdirSync(path.dirname(to), { recursive: true, mode: 0o700 });
-    move(from, to);
-  }
-  out.write(`removed tenant ${id}: file, web root, logs, handler scratch folder, DKIM keys, state and ${manifest.queued.length} queued message(s) archived in ${archive}\n`);
-  out.write(`(makewaves tenant restore ${archive} brings it back)\n`);
+  });
+  out.write(`removed tenant ${id}: file, web root, logs, handler scratch folder, DKIM keys, state and ${done.queued} queued message(s) archived in ${done.archive}\n`);
+  out.write(`(makewaves tenant restore ${done.archive} brings it back)\n`);
   return 0;
-}
-
-/**
- * The folders under `<data>` a tenant owns, each with its place in the
- * archive: the handlers' scratch folder `cgi/<id>` and the DKIM keys of
- * each domain, `dkim/<domain>`.
- */
-function ownedFolders(dataDir: string, id: string, domains: readonly string[], archive: string): Array<[string, string]> {
-  return [
-    [path.join(dataDir, 'cgi', id), path.join(archive, 'cgi')],
-    ...domains.map((d): [string, string] => [path.join(dataDir, 'dkim', d.toLowerCase()), path.join(archive, 'dkim', d.toLowerCase())]),
-  ];
 }
 
 /** The archive folder named on the command line: a path, or a folder name under `<data>/archive/`. */

@@ -1,67 +1,24 @@
-import { chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { isMap } from 'yaml';
-import { TENANT_ID, type LoadedConfig } from '../../core/config/load.ts';
+import type { LoadedConfig } from '../../core/config/load.ts';
 import { Registry, type Tenant } from '../../core/registry.ts';
 import { scanUsage } from '../../lib/du.ts';
-import { isValidHostname } from '../../lib/hostname.ts';
 import { formatSize, parseSize } from '../../lib/sizes.ts';
 import { openState } from '../../state/index.ts';
-import { addForward, loadCurrent, readTenant, removeForward, serviceOwner, setCatchAll, tenantFile, validateEdit, writeTenant } from '../../core/tenantfile.ts';
+import { addTenant, resumeTenant, suspendTenant } from '../../core/tenantadmin.ts';
+import { addForward, loadCurrent, removeForward, setCatchAll, tenantFile } from '../../core/tenantfile.ts';
 
 type Out = NodeJS.WritableStream;
 
-function checkId(id: string): void {
-  if (!TENANT_ID.test(id) || id.length > 253) {
-    throw new Error(`"${id}" is not a tenant id: lower-case letters, digits, "-" and "." between labels (a domain name is a good id)`);
-  }
-}
-
-function checkDomain(d: string): string {
-  const lower = d.toLowerCase();
-  if (!isValidHostname(lower)) throw new Error(`"${d}" is not a valid domain name`);
-  return lower;
-}
-
-function welcomePage(id: string, domain: string): string {
-  return (
-    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>${domain}</title></head>\n` +
-    `<body><h1>Welcome to ${domain}</h1>\n<p>This site is hosted by makewaves and has no content yet. ` +
-    `Upload your pages over FTP to replace this one.</p>\n<!-- tenant ${id} -->\n</body></html>\n`
-  );
-}
-
-/** `makewaves tenant add ID --domain D [--domain D2] [--quota SIZE]`. */
+/** `makewaves tenant add ID --domain D [--domain D2] [--quota SIZE]` (core/tenantadmin.ts `addTenant`, as the panel's operator view). */
 export function tenantAdd(configDir: string, id: string, opts: { domains: string[]; quota?: string }, out: Out = process.stdout): number {
-  checkId(id);
   if (opts.domains.length === 0) throw new Error('a tenant needs at least one --domain');
-  const domains = opts.domains.map(checkDomain);
   if (opts.quota !== undefined && parseSize(opts.quota) === undefined) {
     throw new Error(`--quota "${opts.quota}" is not a size (examples: 1048576, 512KiB, 10MB)`);
   }
-  const config = loadCurrent(configDir);
-  if (config.tenants.some((t) => t.id === id) || existsSync(tenantFile(configDir, id))) throw new Error(`tenant "${id}" already exists`);
-  const text =
-    `# Tenant ${id}, added by \`makewaves tenant add\` on ${new Date().toISOString().slice(0, 10)}.\n` +
-    `domains: [${domains.join(', ')}]\n` +
-    (opts.quota !== undefined ? `quota: ${opts.quota.trim()}\n` : '');
-  // Validated before anything is created, so a refusal leaves no web root behind.
-  validateEdit(configDir, id, text);
-  const root = path.join(config.main.sitesDir, id);
-  const owner = serviceOwner(config.main);
-  let created = false;
-  if (!existsSync(root)) {
-    mkdirSync(root, { recursive: true, mode: 0o755 });
-    writeFileSync(path.join(root, 'index.html'), welcomePage(id, domains[0]!), { mode: 0o644 });
-    if (owner) {
-      chownSync(root, owner.uid, owner.gid);
-      chownSync(path.join(root, 'index.html'), owner.uid, owner.gid);
-    }
-    created = true;
-  }
-  writeTenant(configDir, id, text);
-  out.write(`added tenant ${id} (${domains.join(', ')}${opts.quota ? `, quota ${opts.quota}` : ''}) in ${tenantFile(configDir, id)}\n`);
-  out.write(created ? `created web root ${root} with a welcome page\n` : `kept the existing web root ${root}\n`);
+  const added = addTenant(configDir, id, opts);
+  out.write(`added tenant ${id} (${added.domains.join(', ')}${opts.quota ? `, quota ${opts.quota}` : ''}) in ${added.file}\n`);
+  out.write(added.created ? `created web root ${added.root} with a welcome page\n` : `kept the existing web root ${added.root}\n`);
   return 0;
 }
 
@@ -151,25 +108,14 @@ export async function tenantShow(configDir: string, id: string, out: Out = proce
 
 /** `makewaves tenant suspend ID [--reason TEXT]`. */
 export function tenantSuspend(configDir: string, id: string, reason: string | undefined, out: Out = process.stdout): number {
-  loadCurrent(configDir);
-  const { doc } = readTenant(configDir, id);
-  if (doc.get('suspended') !== undefined && doc.get('suspended') !== false) throw new Error(`tenant "${id}" is already suspended`);
-  const value = doc.createNode({ reason: reason ?? '', since: new Date().toISOString().slice(0, 19) + 'Z' });
-  value.flow = true;
-  doc.set('suspended', value);
-  writeTenant(configDir, id, doc.toString({ lineWidth: 0, flowCollectionPadding: false }));
+  suspendTenant(configDir, id, reason);
   out.write(`suspended tenant ${id}${reason ? ` (${reason})` : ''}: HTTP answers 503, FTP refuses logins, mail waits with 450\n`);
   return 0;
 }
 
 /** `makewaves tenant resume ID`. */
 export function tenantResume(configDir: string, id: string, out: Out = process.stdout): number {
-  loadCurrent(configDir);
-  const { doc } = readTenant(configDir, id);
-  const s = doc.get('suspended');
-  if (s === undefined || s === false) throw new Error(`tenant "${id}" is not suspended`);
-  doc.delete('suspended');
-  writeTenant(configDir, id, doc.toString({ lineWidth: 0, flowCollectionPadding: false }));
+  resumeTenant(configDir, id);
   out.write(`resumed tenant ${id}\n`);
   return 0;
 }

@@ -13,7 +13,7 @@ import { configDirOf, globalConfig, type Outcome } from './shared.ts';
 export function registerTenants(program: Command, out: Outcome): void {
   program
     .command('hash-password')
-    .description('read a password on stdin and print its scrypt hash (for a tenant file\'s ftp[].password)')
+    .description("read a password on stdin and print its scrypt hash (for a tenant file's ftp[].password, or a panel operator under panel.admins)")
     .action(async () => {
       out.code = await hashPasswordCommand();
     });
@@ -92,10 +92,10 @@ export function registerTenants(program: Command, out: Outcome): void {
       out.code = tenantRestore(globalConfig(this), archive);
     });
 
-  const panel = program.command('panel').description("the customers' control panel (panel: in makewaves.yaml)");
+  const panel = program.command('panel').description("the control panel of customers and operators (panel: in makewaves.yaml)");
   panel
     .command('audit')
-    .description('what customers did in the panel: when, from where, who, what, on which tenant (oldest first)')
+    .description('what customers and operators did in the panel: when, from where, who, what, on which tenant (oldest first)')
     .option('-c, --config <dir>', 'config folder')
     .option('--tenant <id>', 'only this tenant')
     .option('--limit <n>', 'the newest N entries', '100')

@@ -1,7 +1,9 @@
 import { Command } from 'commander';
-import { ftpLocks, ftpUnlock, sftpFingerprints } from '../commands/ftp.ts';
 import { ftpKey } from '../commands/tenant-edit.ts';
 import { globalConfig, type Outcome } from './shared.ts';
+
+// Loaded when used: it reads SFTP host keys through ssh2, which `serve` without SFTP never needs.
+const ftpCommands = () => import('../commands/ftp.ts');
 
 /** The ftp, sftp verbs. */
 export function registerTransfer(program: Command, out: Outcome): void {
@@ -11,15 +13,15 @@ export function registerTransfer(program: Command, out: Outcome): void {
     .command('locks')
     .description('list the login locks in force: login, address, minutes left')
     .option('-c, --config <dir>', 'config folder')
-    .action(function (this: Command) {
-      out.code = ftpLocks(globalConfig(this));
+    .action(async function (this: Command) {
+      out.code = (await ftpCommands()).ftpLocks(globalConfig(this));
     });
   ftp
     .command('unlock <user>')
-    .description('lift every lock of a login (user@tenant) and forget its failures; the running server sees it at once')
+    .description('lift every lock of a login (user@tenant, or the name of a panel operator) and forget its failures; the running server sees it at once')
     .option('-c, --config <dir>', 'config folder')
-    .action(function (this: Command, user: string) {
-      out.code = ftpUnlock(globalConfig(this), user);
+    .action(async function (this: Command, user: string) {
+      out.code = (await ftpCommands()).ftpUnlock(globalConfig(this), user);
     });
 
   const key = ftp.command('key').description("SFTP public keys of an FTP user (keys: of its ftp entry in the tenant file, comments kept)");
@@ -37,8 +39,8 @@ export function registerTransfer(program: Command, out: Outcome): void {
     .command('fingerprints')
     .description("print the SFTP host keys' SHA256 fingerprints (as ssh-keygen -lf does), for customers to check at their first login")
     .option('-c, --config <dir>', 'config folder')
-    .action(function (this: Command) {
-      out.code = sftpFingerprints(globalConfig(this));
+    .action(async function (this: Command) {
+      out.code = (await ftpCommands()).sftpFingerprints(globalConfig(this));
     });
 
 }

@@ -4,6 +4,7 @@ import { parse, type YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { MakewavesError } from '../errors.ts';
 import { LIST_SUFFIXES } from '../listaddr.ts';
+import { ParseCache } from './parsecache.ts';
 import { mainSchema, tenantSchema, type MainConfig, type TenantConfig } from './schema.ts';
 
 export const MAIN_FILE = 'makewaves.yaml';
@@ -41,6 +42,11 @@ function show(file: string): string {
   return rel && !rel.startsWith('..') ? rel : file;
 }
 
+/** Where a domain was claimed, for a clash's message (made only then: with 10,000 tenants, path.relative adds up). */
+function where(at: { file: string; i: number }): string {
+  return `${show(at.file)}: domains[${at.i}]`;
+}
+
 function keyPath(p: readonly PropertyKey[]): string {
   let out = '';
   for (const k of p) {
@@ -50,7 +56,7 @@ function keyPath(p: readonly PropertyKey[]): string {
   return out;
 }
 
-function parseYaml(file: string, problems: string[], override?: string): unknown {
+function parseYaml(file: string, problems: string[], override?: string, cache?: ParseCache): unknown {
   let text: string;
   try {
     text = override ?? readFileSync(file, 'utf8');
@@ -58,9 +64,14 @@ function parseYaml(file: string, problems: string[], override?: string): unknown
     problems.push(`${show(file)}: cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     return undefined;
   }
+  const id = cache && ParseCache.identity(text);
+  const hit = id === undefined ? undefined : cache!.get(file, id);
+  if (hit) return hit.value;
   try {
     // parse() stops at the first error; one precise problem per broken file is enough.
-    return parse(text, { prettyErrors: true, uniqueKeys: true, logLevel: 'error' }) ?? {};
+    const value: unknown = parse(text, { prettyErrors: true, uniqueKeys: true, logLevel: 'error' }) ?? {};
+    if (id !== undefined) cache!.set(file, id, value);
+    return value;
   } catch (err) {
     const e = err as YAMLParseError;
     const first = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
@@ -92,8 +103,12 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, file: string, 
  * `tenantOverrides` (tenant id → YAML text, or null for a removed tenant)
  * stands in for files on disk: the CLI validates an edit with this same
  * loader before it renames the new file in.
+ *
+ * `cache` (the server's) keeps tenant files' parsed YAML by their text, so
+ * an unchanged file is not parsed again; it is told which files are still
+ * there.
  */
-export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, string | null> = new Map()): LoadedConfig {
+export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, string | null> = new Map(), cache?: ParseCache): LoadedConfig {
   const root = path.resolve(dir);
   const problems: string[] = [];
   const mainFile = path.join(root, MAIN_FILE);
@@ -101,13 +116,6 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   const main = rawMain === undefined ? undefined : validate(mainSchema, rawMain, mainFile, problems);
   if (main?.sftp && !main.ftp) problems.push(`${show(mainFile)}: sftp: needs ftp: too (SFTP logs in the tenants' FTP accounts under FTP's lockout rules)`);
   if (main?.panel && main.panel.host === main.http.userdir) problems.push(`${show(mainFile)}: panel.host: "${main.panel.host}" is also http.userdir; give the panel a name of its own`);
-  if (main?.panel) {
-    const admins = new Set<string>();
-    main.panel.admins.forEach((a, i) => {
-      if (admins.has(a.user)) problems.push(`${show(mainFile)}: panel.admins[${i}].user: "${a.user}" is listed twice`);
-      admins.add(a.user);
-    });
-  }
   if (main?.acme && !main.http.tls) problems.push(`${show(mainFile)}: acme: needs http.tls (its certificates go into that store and are served on its listener)`);
 
   const tenants: TenantEntry[] = [];
@@ -128,7 +136,8 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   names.sort();
   // Domain → the tenant that claimed it first, with its file and key, so a clash names both files.
   const domainOwner = new Map<string, string>();
-  const domainWhere = new Map<string, string>();
+  const domainWhere = new Map<string, { file: string; i: number }>();
+  const ids = new Set<string>();
   for (const name of names) {
     const file = path.join(tenantDir, name);
     const id = name.replace(/\.ya?ml$/, '');
@@ -136,11 +145,12 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
       problems.push(`${show(file)}: the file name must be a tenant id: lower-case letters, digits, "-" and "." between labels`);
       continue;
     }
-    if (tenants.some((t) => t.id === id)) {
+    if (ids.has(id)) {
       problems.push(`${show(file)}: tenant "${id}" is defined twice (.yaml and .yml)`);
       continue;
     }
-    const raw = parseYaml(file, problems, name.endsWith('.yaml') ? (tenantOverrides.get(id) ?? undefined) : undefined);
+    ids.add(id);
+    const raw = parseYaml(file, problems, name.endsWith('.yaml') ? (tenantOverrides.get(id) ?? undefined) : undefined, cache);
     if (raw === undefined) continue;
     const config = validate(tenantSchema, raw, file, problems);
     // Even when other keys are wrong, valid domains still take part in the
@@ -150,12 +160,12 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
       const owner = domainOwner.get(d);
       if (owner !== undefined && owner !== id) {
         // Files load alphabetically: the one blamed here may be the good one, so both are named.
-        problems.push(`${show(file)}: domains[${i}]: "${d}" is already claimed by tenant "${owner}" (${domainWhere.get(d)}); only one of the two files may list it`);
+        problems.push(`${show(file)}: domains[${i}]: "${d}" is already claimed by tenant "${owner}" (${where(domainWhere.get(d)!)}); only one of the two files may list it`);
       } else if (owner === id) {
         problems.push(`${show(file)}: domains[${i}]: "${d}" is listed twice`);
       } else {
         domainOwner.set(d, id);
-        domainWhere.set(d, `${show(file)}: domains[${i}]`);
+        domainWhere.set(d, { file, i });
       }
     });
     if (!config) continue;
@@ -190,6 +200,7 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   if (main?.dns && main.smtp?.dns) {
     problems.push(`${show(mainFile)}: smtp.dns: is the old name of dns: (set in the same file); keep only dns:`);
   }
+  cache?.keepOnly(new Set(names.map((n) => path.join(tenantDir, n))));
   if (problems.length > 0 || !main) throw new ConfigError(problems);
   const loaded: LoadedConfig = {
     dir: root,

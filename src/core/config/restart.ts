@@ -27,9 +27,16 @@ export const RESTART_ONLY = [
   'sftp',
   'admin',
   'acme',
-  'panel',
   'cgi.user',
 ] as const;
+
+/**
+ * Sections whose presence is read at start (the service is made then, or
+ * not), while what they hold applies at the reload: turning the control
+ * panel on or off needs a restart; its host, operators, upload limit and
+ * idle timeout do not.
+ */
+export const RESTART_TO_TURN_ON_OR_OFF = ['panel'] as const;
 
 function at(main: unknown, dotted: string): unknown {
   let v = main;
@@ -39,5 +46,8 @@ function at(main: unknown, dotted: string): unknown {
 
 /** The restart-only settings that differ between two loaded main configs, by name. */
 export function restartOnlyChanges(before: MainConfig, after: MainConfig): string[] {
-  return RESTART_ONLY.filter((k) => JSON.stringify(at(before, k)) !== JSON.stringify(at(after, k)));
+  return [
+    ...RESTART_ONLY.filter((k) => JSON.stringify(at(before, k)) !== JSON.stringify(at(after, k))),
+    ...RESTART_TO_TURN_ON_OR_OFF.filter((k) => (at(before, k) === undefined) !== (at(after, k) === undefined)),
+  ];
 }

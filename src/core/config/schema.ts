@@ -178,7 +178,25 @@ export const mainSchema = z.strictObject({
         .array(z.union([hostname.transform((zone) => ({ zone, url: undefined as string | undefined })), z.strictObject({ zone: hostname, url: z.string().url().optional() })]))
         .max(20)
         .default([]),
+      /**
+       * Content scoring by rspamd's HTTP protocol (its normal worker, `http://127.0.0.1:11333`), during DATA after
+       * the inbound checks: from a score of `reject` up → 550 5.7.1 in the session; from `tag` up → X-Spam headers.
+       */
+      rspamd: z
+        .string()
+        .url()
+        .refine((u) => new URL(u).protocol === 'http:', 'must be an http:// URL (rspamd\'s normal worker)')
+        .optional(),
+      reject: z.number().positive().max(1000).default(15),
+      tag: z.number().positive().max(1000).default(6),
+      /** rspamd down, too slow or answering nonsense: `accept` the message unscored (logged), or `tempfail` (451 4.7.1). */
+      onFailure: z.enum(['accept', 'tempfail']).default('accept'),
+      /** Seconds to wait for rspamd's verdict. */
+      timeout: z.number().positive().max(120).default(10),
+      /** Sent to rspamd as `Settings-ID`: the settings profile it applies. */
+      settingsId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be an rspamd settings id (letters, digits, _ . -)').optional(),
     })
+    .refine((s) => s.tag < s.reject, { message: 'spam.tag must be below spam.reject', path: ['tag'] })
     .optional(),
   admin: z
     .strictObject({
@@ -339,19 +357,39 @@ export const mainSchema = z.strictObject({
   panel: z
     .strictObject({
       host: hostname,
-      /** Operator accounts (`makewaves hash-password` writes the hash); kept for the operator view, which is not served yet. */
-      admins: z
-        .array(
-          z.strictObject({
-            user: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'must be lower-case letters, digits, ".", "_" or "-"'),
-            password: z.string().regex(/^\$scrypt\$/, 'must be a hash written by `makewaves hash-password` ($scrypt$...)'),
+      /**
+       * Operator accounts, `name: hash` (`makewaves hash-password` writes the
+       * hash): they log in to the panel with the name alone and see every
+       * tenant. A name has no "@", so it never looks like an FTP login.
+       */
+      admins: z.preprocess(
+        // `admins: []` (the empty list an earlier release documented) is no account, as `{}` is.
+        (v) => (Array.isArray(v) && v.length === 0 ? {} : v),
+        z
+          .record(z.string(), z.string().regex(/^\$scrypt\$/, 'must be a hash written by `makewaves hash-password` ($scrypt$...)'))
+          .superRefine((admins, ctx) => {
+            for (const name of Object.keys(admins)) {
+              if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) {
+                ctx.addIssue({ code: 'custom', path: [name], message: 'an operator name is lower-case letters, digits, ".", "_" or "-" (no "@": that is an FTP login)' });
+              }
+            }
           }),
-        )
-        .default([]),
+      ).default({}),
       /** Minutes a session may stay unused before it has to log in again. */
       idleMinutes: z.number().int().min(1).max(24 * 60).default(30),
       /** Largest file a customer may upload from the browser (default 100MiB); a larger one is refused before it is read. */
       maxUpload: size.optional(),
+      /** What one customer may do through the panel (the operator's CLI is not bound by these). */
+      limits: z
+        .strictObject({
+          /** Targets one forward may have. */
+          forwardTargets: z.number().int().min(1).max(1000).default(10),
+          /** Forwards a tenant may have in all. */
+          forwards: z.number().int().min(1).max(100_000).default(100),
+          /** Files and folders a zip of a site may hold. */
+          zipEntries: z.number().int().min(1).max(1_000_000).default(10_000),
+        })
+        .prefault({}),
     })
     .optional(),
   /** Unix account the suite runs as after binding its listeners, when started as root (`makewaves init` prepares <data> and <sites> for it). */
@@ -414,8 +452,12 @@ export const tenantSchema = z.strictObject({
             subjectPrefix: z.string().max(40).regex(/^[\x20-\x7e]*$/, 'must be printable ASCII').optional(),
             /** Where replies go: to the poster (the post's own Reply-To/From) or to the list. */
             replyTo: z.enum(['poster', 'list']).default('poster'),
-            /** `always`: From becomes "Poster via <list>" <list@domain> with Reply-To the poster (DMARC mitigation, as Mailman does). */
-            fromMunging: z.enum(['never', 'always']).default('never'),
+            /**
+             * From becomes "Poster via <list>" <list@domain>, Reply-To the poster (merged with the post's own), X-Original-From the
+             * original (DMARC mitigation, as Mailman does): `dmarc` for posters whose domain publishes DMARC p=reject or
+             * p=quarantine, `always` for every post, `never`.
+             */
+            fromMunging: z.enum(['never', 'dmarc', 'always']).default('dmarc'),
             /** Base URL of the tenant's site for the list's web pages and signed unsubscribe links; default https://<first domain>. */
             webUrl: z
               .string()

@@ -45,5 +45,26 @@ export const TRAFFIC_JS = `// The traffic plots: uPlot charts drawn from the num
     ),
   };
   document.getElementById('traffic-plots').hidden = false;
+  // Mail per day, from #mail-table the same way.
+  var mail = document.getElementById('mail-table');
+  if (!mail) return;
+  var m = { day: [], forwarded: [], refused: [], bounced: [] };
+  Array.prototype.slice.call(mail.querySelectorAll('tbody tr')).reverse().forEach(function (tr) {
+    m.day.push(Date.parse(tr.getAttribute('data-day') + 'T00:00:00Z') / 1000);
+    ['forwarded', 'refused', 'bounced'].forEach(function (k) {
+      m[k].push(Number(tr.querySelector('[data-k="' + k + '"]').getAttribute('data-v')));
+    });
+  });
+  window.mwTraffic.mail = chart(
+    'plot-mail',
+    'Mail per day',
+    [
+      { label: 'Forwarded', stroke: '#1565c0', width: 2 },
+      { label: 'Refused', stroke: '#ef6c00', width: 2 },
+      { label: 'Bounced', stroke: '#c62828', width: 2 },
+    ],
+    [m.day, m.forwarded, m.refused, m.bounced],
+  );
+  document.getElementById('mail-plots').hidden = false;
 })();
 `;

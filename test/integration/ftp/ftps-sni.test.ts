@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import { starttlsSubject } from '../../helpers/tls.ts';
 
 let t: TestSuite;
 
@@ -22,20 +22,7 @@ afterAll(async () => {
 
 /** The subject of the certificate the FTP listener presents after AUTH TLS, asked for `servername` (none: no SNI). */
 function subjectFor(servername: string | undefined, ftpUrl = t.ftp!): Promise<string> {
-  const u = new URL(ftpUrl);
-  const args = ['s_client', '-starttls', 'ftp', '-connect', `${u.hostname}:${u.port}`, ...(servername ? ['-servername', servername] : ['-noservername'])];
-  return new Promise((resolve, reject) => {
-    const p = spawn('openssl', args, { stdio: ['pipe', 'pipe', 'ignore'] });
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.on('error', reject);
-    p.on('close', () => {
-      const m = /^subject=(.*)$/m.exec(out);
-      if (m) resolve(m[1]!.trim());
-      else reject(new Error(`no certificate subject in openssl's output:\n${out}`));
-    });
-    p.stdin.end('QUIT\r\n');
-  });
+  return starttlsSubject('ftp', ftpUrl, servername);
 }
 
 describe('FTPS chooses its certificate by SNI, from the store HTTPS uses', () => {

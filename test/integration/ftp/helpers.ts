@@ -103,7 +103,9 @@ export async function rawSession(url: string): Promise<{
     read: next,
     async startTls(options) {
       sock.off('data', onData);
-      const secure = tls.connect({ socket: sock, rejectUnauthorized: false, ...options });
+      // The host it connected to, as a real client names it: without it Node sends the SNI name "localhost", and a
+      // data connection to the address (no SNI) cannot resume that session (OpenSSL 3.5, Node 24, checks the name).
+      const secure = tls.connect({ socket: sock, host: u.hostname, rejectUnauthorized: false, ...options });
       secure.on('error', () => undefined);
       await new Promise((r) => secure.once('secureConnect', r));
       secure.on('data', onData);

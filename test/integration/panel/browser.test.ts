@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
@@ -36,7 +37,7 @@ beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
     main: {
-      panel: { host: PANEL_HOST },
+      panel: { host: PANEL_HOST, admins: { root: await hashPassword('sea-shanty') } },
       http: { tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } },
       ftp: { listen: '127.0.0.1:0', lockout: { failures: 3 } },
       smtp: { listen: ['127.0.0.1:0'], relay: sink.url },
@@ -55,6 +56,7 @@ beforeAll(async () => {
     },
     files: {
       'example.test/index.html': '<h1>alice</h1>',
+      'other.test/index.html': '<h1>bob</h1>',
     },
   });
   httpsPort = Number(new URL(t.suite.urls.http!.find((u) => u.startsWith('https:'))!).port);
@@ -243,6 +245,15 @@ describe.skipIf(!haveChromium)('the control panel in Chromium', () => {
     await page.getByRole('link', { name: 'Traffic', exact: true }).click();
     await page.locator('#plot-requests canvas').waitFor();
     expect(await page.locator('#traffic-plots canvas').count()).toBe(3);
+    // Mail per day beside them: 30 days, from the page's own table (the mail service's counts).
+    await page.locator('#plot-mail canvas').waitFor();
+    const mailPlot = (await page.evaluate(() => (window as unknown as { mwTraffic: { mail: { data: number[][] } } }).mwTraffic.mail.data)) as number[][];
+    expect(mailPlot).toHaveLength(4);
+    expect(mailPlot[0]).toHaveLength(30);
+    // The forward of the first test delivered mail today: the plot's last day is the mail service's count.
+    const today = t.suite.state.mailStats.days('example.test', new Date().toISOString().slice(0, 10))[0];
+    expect(today?.forwarded).toBeGreaterThan(0);
+    expect([mailPlot[1]![29], mailPlot[2]![29], mailPlot[3]![29]]).toEqual([today!.forwarded, today!.refused, today!.bounced]);
     await shot(page, 'traffic');
     const plotted = (await page.evaluate(() => {
       const w = window as unknown as { mwTraffic: Record<string, { data: number[][] }> };
@@ -296,6 +307,57 @@ describe.skipIf(!haveChromium)('the control panel in Chromium', () => {
     await shot(page, 'upload');
     const served = await page.goto(`https://example.test:${httpsPort}/launch.html`);
     expect(await served!.text()).toBe('<h1>launch</h1>');
+
+    // A zip of a site (made by the zip command), unpacked into the web root and served.
+    const src = path.join(t.dir, 'zipsite');
+    mkdirSync(path.join(src, 'site', 'css'), { recursive: true });
+    writeFileSync(path.join(src, 'site', 'index.html'), '<h1>from the zip</h1>');
+    writeFileSync(path.join(src, 'site', 'css', 'a.css'), 'h1{color:navy}');
+    execFileSync('zip', ['-q', '-r', path.join(t.dir, 'site.zip'), 'site'], { cwd: src });
+    await page.goto(`${base}/t/example.test/upload`);
+    await page.getByLabel('Site archive (zip)').setInputFiles(path.join(t.dir, 'site.zip'));
+    await page.getByRole('button', { name: 'Unpack archive' }).click();
+    await page.getByRole('status').filter({ hasText: '2 files unpacked into /.' }).waitFor();
+    await shot(page, 'upload-zip');
+    const fromZip = await page.goto(`https://example.test:${httpsPort}/site/index.html`);
+    expect(await fromZip!.text()).toBe('<h1>from the zip</h1>');
+    expect(await (await page.goto(`https://example.test:${httpsPort}/site/css/a.css`))!.text()).toBe('h1{color:navy}');
+    expect(dialogs).toEqual([]);
+    await context.close();
+  }, 60_000);
+
+  it("an operator logs in, suspends a tenant (its site answers 503) and resumes it", async () => {
+    const { context, page, dialogs } = await newPage();
+    await logIn(page, 'root', 'sea-shanty');
+    await page.getByRole('heading', { name: 'Tenants' }).waitFor();
+    const row = page.locator('tr[data-tenant="other.test"]');
+    expect(await row.locator('.state').textContent()).toBe('active');
+    await shot(page, 'operator-tenants');
+    await page.getByRole('button', { name: 'Suspend other.test' }).click();
+    await page.getByRole('status').filter({ hasText: 'Tenant other.test was suspended.' }).waitFor();
+    expect(await row.locator('.state').textContent()).toMatch(/^suspended since \d{4}-\d\d-\d\dT/);
+    await shot(page, 'operator-suspended');
+    const site = await context.newPage();
+    const suspended = await site.goto(`https://other.test:${httpsPort}/`);
+    expect(suspended!.status()).toBe(503);
+    await shot(site, 'operator-suspended-site');
+    await page.getByRole('button', { name: 'Resume other.test' }).click();
+    await page.getByRole('status').filter({ hasText: 'Tenant other.test was resumed.' }).waitFor();
+    expect(await row.locator('.state').textContent()).toBe('active');
+    const resumed = await site.goto(`https://other.test:${httpsPort}/`);
+    expect(resumed!.status()).toBe(200);
+    expect(await resumed!.text()).toBe('<h1>bob</h1>');
+    // The operator opens a tenant's own pages from the overview, and finds the way back.
+    await page.getByRole('link', { name: 'example.test', exact: true }).click();
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    await page.getByRole('link', { name: 'All tenants' }).click();
+    await page.getByRole('heading', { name: 'Tenants' }).waitFor();
+    for (const [link, name] of [['Certificates', 'operator-certs'], ['Mail queue', 'operator-queue'], ['Audit log', 'operator-audit']]) {
+      await page.getByRole('link', { name: link! }).click();
+      await page.getByRole('heading', { name: link === 'Mail queue' ? 'Mail queue' : link! }).waitFor();
+      await shot(page, name!);
+    }
+    expect(await page.locator('#audit').textContent()).toContain('root (operator)tenant-suspendother.test');
     expect(dialogs).toEqual([]);
     await context.close();
   }, 60_000);

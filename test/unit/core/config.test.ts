@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../../src/core/config/load.ts';
+import { restartOnlyChanges } from '../../../src/core/config/restart.ts';
 import { Registry } from '../../../src/core/registry.ts';
 import { tenantSchema } from '../../../src/core/config/schema.ts';
 import { parseSize } from '../../../src/lib/sizes.ts';
@@ -137,20 +138,21 @@ describe('loadConfig', () => {
   it('panel: a valid host of its own, admins with scrypt hashes, each once', () => {
     const ok = MAIN + 'panel:\n  host: Panel.ISP.test\n';
     const loaded = loadConfig(write({ 'makewaves.yaml': ok }));
-    expect(loaded.main.panel).toEqual({ host: 'panel.isp.test', admins: [], idleMinutes: 30 });
+    expect(loaded.main.panel).toEqual({ host: 'panel.isp.test', admins: {}, idleMinutes: 30 });
     expect(new Registry(loaded).isPanelHost('PANEL.isp.test:8443')).toBe(true);
     expect(problems({ 'makewaves.yaml': MAIN + 'panel:\n  host: "panel..test"\n  idleMinutes: 0\n  colour: blue\n' })).toEqual([
       expect.stringMatching(/makewaves\.yaml: panel\.host: "panel\.\.test" is not a valid host name/),
       expect.stringMatching(/makewaves\.yaml: panel\.idleMinutes: /),
       expect.stringMatching(/makewaves\.yaml: panel\.colour: unknown key \(a typo\?\)/),
     ]);
-    expect(problems({ 'makewaves.yaml': MAIN + 'panel:\n  host: panel.isp.test\n  admins:\n    - { user: op, password: secret }\n' })).toEqual([
-      expect.stringMatching(/makewaves\.yaml: panel\.admins\[0\]\.password: must be a hash written by `makewaves hash-password`/),
+    expect(problems({ 'makewaves.yaml': MAIN + 'panel:\n  host: panel.isp.test\n  admins:\n    op: secret\n' })).toEqual([
+      expect.stringMatching(/makewaves\.yaml: panel\.admins\.op: must be a hash written by `makewaves hash-password`/),
     ]);
     const hash = '"$scrypt$N=16384,r=8,p=1$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U"';
-    expect(problems({ 'makewaves.yaml': MAIN + `panel:\n  host: panel.isp.test\n  admins:\n    - { user: op, password: ${hash} }\n    - { user: op, password: ${hash} }\n` })).toEqual([
-      expect.stringMatching(/panel\.admins\[1\]\.user: "op" is listed twice/),
-    ]);
+    expect(loadConfig(write({ 'makewaves.yaml': MAIN + `panel:\n  host: panel.isp.test\n  admins:\n    op: ${hash}\n` })).main.panel?.admins).toEqual({ op: JSON.parse(hash) });
+    expect(loadConfig(write({ 'makewaves.yaml': MAIN + 'panel:\n  host: panel.isp.test\n  admins: []\n' })).main.panel?.admins).toEqual({});
+    expect(problems({ 'makewaves.yaml': MAIN + `panel:\n  host: panel.isp.test\n  admins:\n    Op@x: ${hash}\n` })).toEqual([expect.stringMatching(/panel\.admins.*no "@": that is an FTP login/)]);
+    expect(problems({ 'makewaves.yaml': MAIN + `panel:\n  host: panel.isp.test\n  admins:\n    op: ${hash}\n    op: ${hash}\n` })).toEqual([expect.stringMatching(/unique/i)]);
     expect(problems({ 'makewaves.yaml': MAIN + 'panel:\n  host: members.test\n' })).toEqual([expect.stringMatching(/panel\.host: "members\.test" is also http\.userdir/)]);
     expect(problems({ 'makewaves.yaml': ok, 'tenants/a.test.yaml': 'domains: [a.test, panel.isp.test]\n' })).toEqual([
       expect.stringMatching(/a\.test\.yaml: domains: "panel\.isp\.test" is the control panel's host \(panel\.host in makewaves\.yaml\)/),
@@ -220,5 +222,16 @@ describe('small parsers', () => {
   it('normalizeHost', () => {
     expect(normalizeHost('Example.TEST.:8080')).toBe('example.test');
     expect(normalizeHost('[::1]:80')).toBe('[::1]');
+  });
+});
+
+describe('settings that need a restart', () => {
+  const main = (extra: string) => loadConfig(write({ 'makewaves.yaml': MAIN + extra })).main;
+  it('the panel: turning it on or off needs one; its host, upload limit and idle timeout apply at the reload', () => {
+    const on = main('panel:\n  host: panel.isp.test\n');
+    expect(restartOnlyChanges(main(''), on)).toEqual(['panel']);
+    expect(restartOnlyChanges(on, main(''))).toEqual(['panel']);
+    expect(restartOnlyChanges(on, main('panel:\n  host: cp.isp.test\n  idleMinutes: 5\n  maxUpload: 1MiB\n'))).toEqual([]);
+    expect(restartOnlyChanges(on, main('panel:\n  host: panel.isp.test\nftp:\n  listen: 127.0.0.1:0\n'))).toEqual(['ftp']);
   });
 });

@@ -72,7 +72,7 @@ describe('list config', () => {
 
   it('fills the defaults', () => {
     const c = tenantSchema.parse({ domains: ['a.test'], mail: { lists: { news: { owner: 'o@x.test' } } } }).mail!.lists.news!;
-    expect(c).toEqual({ owner: 'o@x.test', posting: 'members', nonMembers: 'hold', description: '', replyTo: 'poster', fromMunging: 'never', archive: false, bounceThreshold: 5 });
+    expect(c).toEqual({ owner: 'o@x.test', posting: 'members', nonMembers: 'hold', description: '', replyTo: 'poster', fromMunging: 'dmarc', archive: false, bounceThreshold: 5 });
   });
 
   it('refuses a forward or another list that shadows a list address, bad values and unknown keys', () => {

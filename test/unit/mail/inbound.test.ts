@@ -46,6 +46,7 @@ describe('decide', () => {
     fromDomain: 'd.test',
     spf: 'none',
     dkim: [],
+    dkimPass: [],
     dmarc: { result: 'none', policy: undefined },
     aligned: undefined,
     temporary: false,

@@ -1,0 +1,146 @@
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../../src/core/config/load.ts';
+import { jsonSafe, ParseCache } from '../../../src/core/config/parsecache.ts';
+
+const MAIN = `hostname: mx.test\ndata: ../data\nsites: ../sites\nhttp:\n  listen: ["127.0.0.1:0"]\n`;
+let dir: string;
+let cfg: string;
+let cacheFile: string;
+
+function tenant(id: string, text: string): string {
+  const f = path.join(cfg, 'tenants', `${id}.yaml`);
+  writeFileSync(f, text);
+  return f;
+}
+const domainsOf = (c: ReturnType<typeof loadConfig>) => Object.fromEntries(c.tenants.map((t) => [t.id, t.config.domains]));
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'pcache-'));
+  cfg = path.join(dir, 'config');
+  mkdirSync(path.join(cfg, 'tenants'), { recursive: true });
+  writeFileSync(path.join(cfg, 'makewaves.yaml'), MAIN);
+  cacheFile = path.join(dir, 'data', 'config-cache.json');
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('the cache of parsed tenant files', () => {
+  it('is written after a load and read by the next start: an unchanged file is not parsed again', () => {
+    tenant('a.test', 'domains: [a.test]\n');
+    const first = new ParseCache(cacheFile);
+    loadConfig(cfg, undefined, first);
+    expect(first.save()).toBeUndefined();
+    const saved = JSON.parse(readFileSync(cacheFile, 'utf8'));
+    expect(Object.keys(saved.entries)).toEqual([path.join(cfg, 'tenants', 'a.test.yaml')]);
+    expect(statSync(cacheFile).mode & 0o777).toBe(0o600);
+    // Proof that the next start takes the cached parse: the cache (not the file) is doctored, and that is what loads.
+    saved.entries[path.join(cfg, 'tenants', 'a.test.yaml')].value = { domains: ['from-the-cache.test'] };
+    writeFileSync(cacheFile, JSON.stringify(saved));
+    expect(domainsOf(loadConfig(cfg, undefined, new ParseCache(cacheFile)))).toEqual({ 'a.test': ['from-the-cache.test'] });
+  });
+
+  // Every way a file can change under an unchanged name is a miss: the cache never serves an old parse.
+  const changes: [string, (f: string) => void][] = [
+    ['edited in place, another size', (f) => writeFileSync(f, 'domains: [b.test, www.b.test]\n')],
+    ['edited in place, same size, modification time put back', (f) => {
+      const { atime, mtime } = statSync(f);
+      writeFileSync(f, 'domains: [b.test]\n'.replace('b.test', 'c.test'));
+      utimesSync(f, atime, mtime);
+    }],
+    ['replaced by rename (a new inode), same size and times', (f) => {
+      const { atime, mtime } = statSync(f);
+      writeFileSync(`${f}.new`, 'domains: [d.test]\n');
+      utimesSync(`${f}.new`, atime, mtime);
+      renameSync(`${f}.new`, f);
+    }],
+    ['made unreadable', (f) => chmodSync(f, 0)],
+  ];
+  for (const [how, change] of changes) {
+    it(`a file ${how} is read again`, () => {
+      const f = tenant('a.test', 'domains: [b.test]\n');
+      const cache = new ParseCache(cacheFile);
+      loadConfig(cfg, undefined, cache);
+      cache.save();
+      change(f);
+      const fresh = () => loadConfig(cfg);
+      const cached = () => loadConfig(cfg, undefined, new ParseCache(cacheFile));
+      if (how === 'made unreadable' && process.getuid?.() === 0) {
+        // Root reads it anyway: then it must still be what the file says.
+        expect(domainsOf(cached())).toEqual(domainsOf(fresh()));
+        return;
+      }
+      let expected: unknown;
+      try {
+        expected = domainsOf(fresh());
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        expect(cached).toThrow(ConfigError);
+        return;
+      }
+      expect(domainsOf(cached())).toEqual(expected);
+    });
+  }
+
+  it('a removed tenant file is forgotten, and the cache of a server in memory follows each reload', () => {
+    tenant('a.test', 'domains: [a.test]\n');
+    const b = tenant('b.test', 'domains: [b.test]\n');
+    const cache = new ParseCache(cacheFile);
+    loadConfig(cfg, undefined, cache);
+    rmSync(b);
+    tenant('a.test', 'domains: [a.test, www.a.test]\n');
+    expect(domainsOf(loadConfig(cfg, undefined, cache))).toEqual({ 'a.test': ['a.test', 'www.a.test'] });
+    cache.save();
+    expect(Object.keys(JSON.parse(readFileSync(cacheFile, 'utf8')).entries)).toEqual([path.join(cfg, 'tenants', 'a.test.yaml')]);
+  });
+
+  it('validation and the cross-checks run on cached parses too', () => {
+    tenant('a.test', 'domains: [same.test]\n');
+    tenant('b.test', 'domains: [other.test]\n');
+    const cache = new ParseCache(cacheFile);
+    loadConfig(cfg, undefined, cache);
+    cache.save();
+    // The clash comes from a file that changed; the other file's parse comes from the cache, and the clash is still found.
+    tenant('b.test', 'domains: [same.test]\n');
+    expect(() => loadConfig(cfg, undefined, new ParseCache(cacheFile))).toThrow(/"same\.test" is already claimed by tenant "a\.test"/);
+  });
+
+  it('a cache file that is cut short, of another format, or not JSON is a miss, never an error', () => {
+    tenant('a.test', 'domains: [a.test]\n');
+    mkdirSync(path.dirname(cacheFile), { recursive: true });
+    for (const bad of ['{"format":1,"entries":{', '{"format":999,"entries":{}}', 'not json', '[]', 'null']) {
+      writeFileSync(cacheFile, bad);
+      expect(domainsOf(loadConfig(cfg, undefined, new ParseCache(cacheFile)))).toEqual({ 'a.test': ['a.test'] });
+    }
+  });
+
+  it('a cache that cannot be written says why (the next start parses every file)', () => {
+    tenant('a.test', 'domains: [a.test]\n');
+    writeFileSync(path.join(dir, 'data'), 'a file where the folder should be');
+    const cache = new ParseCache(cacheFile);
+    loadConfig(cfg, undefined, cache);
+    expect(cache.save()).toMatch(/^E/);
+  });
+
+  it('keeps only what JSON gives back unchanged', () => {
+    const table: [unknown, boolean][] = [
+      [{ a: [1, 'x', true, null, { b: 2.5 }] }, true],
+      [{ n: Infinity }, false],
+      [{ n: Number.NaN }, false],
+      [{ n: -0 }, false],
+      [{ d: new Date(0) }, false],
+      [{ m: new Map() }, false],
+      [JSON.parse('{"__proto__": {"x": 1}}'), false],
+      [{ u: undefined }, false],
+    ];
+    for (const [v, safe] of table) expect([v, jsonSafe(v)]).toEqual([v, safe]);
+  });
+
+  it('a YAML value JSON cannot carry (.inf) is parsed from the file every time', () => {
+    const f = tenant('a.test', 'domains: [a.test]\nnote: .inf\n');
+    const cache = new ParseCache(cacheFile);
+    expect(() => loadConfig(cfg, undefined, cache)).toThrow(ConfigError);
+    expect(cache.get(f, ParseCache.identity(readFileSync(f, 'utf8')))).toBeUndefined();
+  });
+});
