@@ -254,7 +254,8 @@ function startServer(args: string[]): Promise<Server> {
  */
 async function startSmtpSink(): Promise<Server> {
   const port = await freePort();
-  const proc = spawn('smtp-sink', [...(process.getuid?.() === 0 ? ['-u', 'nobody'] : []), '-c', `127.0.0.1:${port}`, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // -t: the forwarders keep their connections to it open between the bench's parts (a read timeout warning each otherwise).
+  const proc = spawn('smtp-sink', [...(process.getuid?.() === 0 ? ['-u', 'nobody'] : []), '-t', '3600', '-c', `127.0.0.1:${port}`, '1000'], { stdio: ['ignore', 'pipe', 'inherit'] });
   return watch(
     proc,
     /[\r\n]/,
