@@ -149,6 +149,43 @@ export interface InboundOptions {
 }
 
 /**
+ * The resolver for one message's checks, with the TXT records they will ask
+ * for asked at once: the sender domain's SPF, each DKIM-Signature's key,
+ * the From: domain's DMARC record. mailauth asks them one after the other
+ * (DKIM, then SPF, then DMARC); here the three round trips overlap. Each
+ * answer (or error) is kept for this message only, and handed to mailauth
+ * when it asks, as if asked then.
+ */
+function askedAhead(raw: Buffer, sender: string, resolver: DNSResolver): DNSResolver {
+  const asked = new Map<string, Promise<unknown>>();
+  const ask = (name: string, type: string) => {
+    const key = `${type} ${name.toLowerCase()}`;
+    let p = asked.get(key);
+    if (!p) {
+      p = resolver(name, type);
+      asked.set(key, p);
+    }
+    return p;
+  };
+  const end = raw.indexOf('\r\n\r\n');
+  const head = raw.subarray(0, end === -1 ? Math.min(raw.length, 64 * 1024) : end).toString('latin1').replace(/\r\n[ \t]+/g, ' ');
+  const names: string[] = [];
+  if (sender.includes('@')) names.push(sender.slice(sender.lastIndexOf('@') + 1));
+  for (const m of head.matchAll(/(?:^|\r\n)dkim-signature:([^\r]*)/gi)) {
+    const tag = (t: string) => new RegExp(`(?:^|;)\\s*${t}\\s*=\\s*([^;\\s]+)`).exec(m[1]!)?.[1];
+    const [s, d] = [tag('s'), tag('d')];
+    if (s && d) names.push(`${s}._domainkey.${d}`);
+  }
+  const from = fromDomain(raw);
+  if (from) names.push(`_dmarc.${from}`);
+  for (const name of names.slice(0, 8)) {
+    // Not asked for yet: an error here is mailauth's to see when it asks, not an unhandled rejection.
+    ask(name, 'TXT').catch(() => undefined);
+  }
+  return ask as DNSResolver;
+}
+
+/**
  * SPF of the envelope sender, DKIM of the message, DMARC of the From:
  * domain and the ARC chain, in one pass (mailauth's authenticate(); BIMI
  * is not asked for). Never throws for a DNS problem: that is a temperror
@@ -156,7 +193,7 @@ export interface InboundOptions {
  */
 export async function checkInbound(raw: Buffer, o: InboundOptions): Promise<InboundAuth> {
   const sender = o.sender || `postmaster@${o.helo}`;
-  const r = await mailauth.authenticate(raw, { sender, ip: o.ip, helo: o.helo, mta: o.hostname, resolver: o.resolver, disableBimi: true });
+  const r = await mailauth.authenticate(raw, { sender, ip: o.ip, helo: o.helo, mta: o.hostname, resolver: askedAhead(raw, sender, o.resolver), disableBimi: true });
   // headers: Received-SPF, then our Authentication-Results (folded); only the latter is kept.
   const ar = /(?:^|\r\n)Authentication-Results: ((?:[^\r]|\r\n[ \t])*)/.exec(r.headers)?.[1] ?? `${o.hostname}; none`;
   const from = r.dkim.headerFrom.length === 1 ? r.dkim.headerFrom[0]! : undefined;

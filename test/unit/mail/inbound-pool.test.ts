@@ -29,6 +29,27 @@ afterAll(async () => {
 
 const options = { sender: 'vera@good.test', ip: '127.0.0.1', helo: 'good.test', hostname: 'mx.test' };
 
+describe('inbound checks: DNS', () => {
+  it('asks for the SPF, DKIM key and DMARC records at once, not one after the other', async () => {
+    const resolver = (await import('../../../src/core/dns.ts')).suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 1 });
+    const asked: string[] = [];
+    let releaseKey!: () => void;
+    const keyHeld = new Promise<void>((r) => (releaseKey = r));
+    const lookup = async (name: string, type: string) => {
+      asked.push(`${type} ${name}`);
+      // The DKIM key's answer is held back: mailauth, which asks it first, waits for it before asking anything else.
+      if (name === 't1._domainkey.good.test') await keyHeld;
+      return resolver.resolve(name, type) as Promise<never>;
+    };
+    const result = checkInbound(message, { ...options, resolver: lookup });
+    expect(asked).toEqual(expect.arrayContaining(['TXT good.test', 'TXT t1._domainkey.good.test', 'TXT _dmarc.good.test']));
+    releaseKey();
+    expect(await result).toMatchObject({ spf: 'pass', dkim: ['pass'], dmarc: { result: 'pass' } });
+    // Each name was asked of the resolver once for this message.
+    expect(asked.filter((a) => a === 'TXT _dmarc.good.test')).toHaveLength(1);
+  });
+});
+
 describe('inbound checks in a worker thread', () => {
   it('finds what checkInbound() finds on the event loop (its own resolver asks the dns: servers)', async () => {
     const resolver = (await import('../../../src/core/dns.ts')).suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 1 });
