@@ -1,7 +1,11 @@
 // Sums up V8 CPU profiles (from `--cpu-prof`, e.g. `scripts/bench/http.ts
 // --profile DIR`): the functions with the most self time, as a Markdown table.
 //
-//   node --import tsx scripts/bench/profile-top.ts [--top 15] [--skip-ms 1500] FILE.cpuprofile...
+//   node --import tsx scripts/bench/profile-top.ts [--top 15] [--skip-ms 1500] [--mark smtp-server] FILE.cpuprofile...
+//
+// Counting starts at the first sample under a file whose URL holds the mark
+// (`_http_server` by default: node:http's request handling; `smtp-server` for
+// the SMTP bench's servers).
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -21,7 +25,9 @@ const topAt = args.indexOf('--top');
 const top = topAt === -1 ? 15 : Number(args[topAt + 1]);
 const skipAt = args.indexOf('--skip-ms');
 const skipMs = skipAt === -1 ? 1500 : Number(args[skipAt + 1]);
-const files = args.filter((a, i) => !a.startsWith('--') && i !== topAt + 1 && i !== skipAt + 1);
+const markAt = args.indexOf('--mark');
+const mark = markAt === -1 ? '_http_server' : args[markAt + 1]!;
+const files = args.filter((a, i) => !a.startsWith('--') && i !== topAt + 1 && i !== skipAt + 1 && i !== markAt + 1);
 
 const self = new Map<string, number>();
 let total = 0;
@@ -29,11 +35,11 @@ for (const file of files) {
   const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   // Start-up (module loading, reading 1,000 tenant files) is not the request path:
-  // counting starts at the first sample inside node:http's request handling.
+  // counting starts at the first sample inside the mark (node:http's request handling by default).
   const parent = new Map<number, number>();
   for (const n of p.nodes as (Node & { children?: number[] })[]) for (const c of n.children ?? []) parent.set(c, n.id);
   const inHttp = (id: number | undefined): boolean => {
-    for (; id !== undefined; id = parent.get(id)) if (byId.get(id)!.callFrame.url.includes('_http_server')) return true;
+    for (; id !== undefined; id = parent.get(id)) if (byId.get(id)!.callFrame.url.includes(mark)) return true;
     return false;
   };
   let first = p.samples.findIndex((id) => inHttp(id));

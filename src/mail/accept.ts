@@ -177,6 +177,8 @@ export interface AcceptContext {
   deps: MailDeps;
   arcSeal: (raw: Buffer) => Promise<Buffer>;
   lookup: (name: string, type: string) => Promise<never>;
+  /** Where the checks run (a worker thread: inbound-pool.ts); absent: checkInbound() on this thread. */
+  check?: typeof checkInbound;
 }
 
 /**
@@ -325,7 +327,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     const helo = session.hostNameAppearsAs || session.remoteAddress;
     let auth: InboundAuth;
     try {
-      auth = await checkInbound(received, { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup });
+      auth = await (a.check ?? checkInbound)(received, { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup });
     } catch (err) {
       // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
       const ref = errorRef();

@@ -14,6 +14,7 @@ import { parseRecipient } from '../core/recipient.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
+import { createInboundPool } from './inbound-pool.ts';
 import { checkInbound, createArcSealer, createDkimSigner, dmarcPolicy, type InboundAuth } from './mailauth.ts';
 import { decide, policyFor, stripOurResults } from './inbound.ts';
 import { blocklisted } from './dnsbl.ts';
@@ -176,7 +177,9 @@ export function createMailService(deps: MailDeps): MailService {
     const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
     return ids.find((id) => registry.tenants.get(id)?.domains.some((d) => d.toLowerCase() === domain)) ?? ids[0];
   }
-  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup });
+  // The checks themselves run in a worker thread (inbound-pool.ts), with their own resolver for `dns:`.
+  const inbound = createInboundPool({ dns: main.dns, log });
+  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup, check: inbound.check });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
   const sessions = new Map<string, SessionState>();
@@ -334,6 +337,7 @@ export function createMailService(deps: MailDeps): MailService {
         });
         await control.stop();
         await queue.stop(graceMs);
+        await inbound.close();
       },
       reload(next) {
         registry = next;

@@ -1,7 +1,9 @@
 // The one file that knows mailauth (https://github.com/postalsys/mailauth), the
 // DKIM, SPF, DMARC and ARC library by the author of nodemailer and smtp-server:
-// its dkimSign() takes several signatures at once (`signatureData`), which its
-// typings do not say; its relaxed alignment test (lib/tools.js) is not exported.
+// its checks (authenticate()) are used as they are; its relaxed canonicalization
+// and alignment test (lib/tools.js, not exported) build our own DKIM signatures
+// and ARC sets, made with keys parsed once (its dkimSign() and sealMessage() take
+// PEM text and parse it for every signature, which costs more than signing).
 import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import mailauth from 'mailauth';
@@ -9,17 +11,6 @@ import type { DNSResolver } from 'mailauth';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
 import type { DkimKey, DkimKeys } from '../state/index.ts';
-
-interface SignatureData {
-  signingDomain: string;
-  selector: string;
-  privateKey: string;
-  algorithm: 'rsa-sha256' | 'ed25519-sha256';
-  canonicalization: 'relaxed/relaxed';
-}
-
-type SignFn = (input: Buffer, options: { signTime: Date; signatureData: SignatureData[] }) => Promise<{ signatures: string; errors: unknown[] }>;
-const dkimSign = mailauth.dkimSign as unknown as SignFn;
 
 /** Where a message the suite made came from, to choose the domain that signs it. */
 export interface Origin {
@@ -72,6 +63,7 @@ export function createDkimSigner(d: DkimSignerDeps): (raw: Buffer, origin: Origi
     if (ours(envelope)) return envelope;
     return origin.tenant ? d.registry().tenants.get(origin.tenant)?.domains[0] : undefined;
   };
+  const parsed = new Map<string, KeyObject>();
   return async (raw, origin) => {
     const domain = choose(raw, origin);
     if (!domain) {
@@ -79,18 +71,23 @@ export function createDkimSigner(d: DkimSignerDeps): (raw: Buffer, origin: Origi
       return raw;
     }
     const keys: DkimKey[] = await d.keys.ensure(domain);
-    const signatureData = keys.map(
-      (k): SignatureData => ({
-        signingDomain: domain,
-        selector: k.selector,
-        privateKey: d.keys.privateKey(k),
-        algorithm: k.algorithm === 'rsa' ? 'rsa-sha256' : 'ed25519-sha256',
-        canonicalization: 'relaxed/relaxed',
+    const fields = headerFields(raw);
+    const covered = fields.filter((f) => DKIM_SIGNED.has(f[0])).reverse();
+    const h = fieldNames(covered);
+    const bh = relaxedBodyHash(raw);
+    const t = Math.floor((d.now ?? Date.now)() / 1000);
+    const signatures = await Promise.all(
+      keys.map(async (k) => {
+        let key = parsed.get(k.file);
+        if (!key) {
+          key = createPrivateKey(d.keys.privateKey(k));
+          parsed.set(k.file, key);
+        }
+        const head = `DKIM-Signature: v=1; a=${k.algorithm}-sha256; c=relaxed/relaxed; d=${domain};\r\n s=${k.selector}; t=${t};\r\n h=${h};\r\n bh=${bh};\r\n b=`;
+        return `${head}${foldB(await signFields(covered, head, key, k.algorithm))}\r\n`;
       }),
     );
-    const result = await dkimSign(raw, { signTime: new Date((d.now ?? Date.now)()), signatureData });
-    if (result.errors.length > 0) throw new Error(`DKIM signing for ${domain} failed: ${String(result.errors[0])}`);
-    return Buffer.concat([Buffer.from(result.signatures, 'latin1'), raw]);
+    return Buffer.concat([Buffer.from(signatures.join(''), 'latin1'), raw]);
   };
 }
 
@@ -152,6 +149,43 @@ export interface InboundOptions {
 }
 
 /**
+ * The resolver for one message's checks, with the TXT records they will ask
+ * for asked at once: the sender domain's SPF, each DKIM-Signature's key,
+ * the From: domain's DMARC record. mailauth asks them one after the other
+ * (DKIM, then SPF, then DMARC); here the three round trips overlap. Each
+ * answer (or error) is kept for this message only, and handed to mailauth
+ * when it asks, as if asked then.
+ */
+function askedAhead(raw: Buffer, sender: string, resolver: DNSResolver): DNSResolver {
+  const asked = new Map<string, Promise<unknown>>();
+  const ask = (name: string, type: string) => {
+    const key = `${type} ${name.toLowerCase()}`;
+    let p = asked.get(key);
+    if (!p) {
+      p = resolver(name, type);
+      asked.set(key, p);
+    }
+    return p;
+  };
+  const end = raw.indexOf('\r\n\r\n');
+  const head = raw.subarray(0, end === -1 ? Math.min(raw.length, 64 * 1024) : end).toString('latin1').replace(/\r\n[ \t]+/g, ' ');
+  const names: string[] = [];
+  if (sender.includes('@')) names.push(sender.slice(sender.lastIndexOf('@') + 1));
+  for (const m of head.matchAll(/(?:^|\r\n)dkim-signature:([^\r]*)/gi)) {
+    const tag = (t: string) => new RegExp(`(?:^|;)\\s*${t}\\s*=\\s*([^;\\s]+)`).exec(m[1]!)?.[1];
+    const [s, d] = [tag('s'), tag('d')];
+    if (s && d) names.push(`${s}._domainkey.${d}`);
+  }
+  const from = fromDomain(raw);
+  if (from) names.push(`_dmarc.${from}`);
+  for (const name of names.slice(0, 8)) {
+    // Not asked for yet: an error here is mailauth's to see when it asks, not an unhandled rejection.
+    ask(name, 'TXT').catch(() => undefined);
+  }
+  return ask as DNSResolver;
+}
+
+/**
  * SPF of the envelope sender, DKIM of the message, DMARC of the From:
  * domain and the ARC chain, in one pass (mailauth's authenticate(); BIMI
  * is not asked for). Never throws for a DNS problem: that is a temperror
@@ -159,7 +193,7 @@ export interface InboundOptions {
  */
 export async function checkInbound(raw: Buffer, o: InboundOptions): Promise<InboundAuth> {
   const sender = o.sender || `postmaster@${o.helo}`;
-  const r = await mailauth.authenticate(raw, { sender, ip: o.ip, helo: o.helo, mta: o.hostname, resolver: o.resolver, disableBimi: true });
+  const r = await mailauth.authenticate(raw, { sender, ip: o.ip, helo: o.helo, mta: o.hostname, resolver: askedAhead(raw, sender, o.resolver), disableBimi: true });
   // headers: Received-SPF, then our Authentication-Results (folded); only the latter is kept.
   const ar = /(?:^|\r\n)Authentication-Results: ((?:[^\r]|\r\n[ \t])*)/.exec(r.headers)?.[1] ?? `${o.hostname}; none`;
   const from = r.dkim.headerFrom.length === 1 ? r.dkim.headerFrom[0]! : undefined;
@@ -185,6 +219,17 @@ export async function checkInbound(raw: Buffer, o: InboundOptions): Promise<Inbo
 const ARC_SIGNED_FIELDS =
   'DKIM-Signature:From:Sender:Reply-To:Subject:Date:Message-ID:To:Cc:MIME-Version:Content-Type:Content-Transfer-Encoding:' +
   'Content-ID:Content-Description:In-Reply-To:References:List-Id:List-Help:List-Subscribe:List-Post:List-Owner:List-Archive';
+
+/** Field names a DKIM-Signature covers: mailauth's default set (RFC 6376 §5.4.1's advice), List-Unsubscribe included (each list copy is signed on its own). */
+const DKIM_SIGNED = new Set(
+  (
+    'From:Sender:Reply-To:Subject:Date:Message-ID:To:Cc:MIME-Version:Content-Type:Content-Transfer-Encoding:Content-ID:' +
+    'Content-Description:Resent-Date:Resent-From:Resent-Sender:Resent-To:Resent-Cc:Resent-Message-ID:In-Reply-To:References:' +
+    'List-Id:List-Help:List-Unsubscribe:List-Subscribe:List-Post:List-Owner:List-Archive:BIMI-Selector'
+  )
+    .toLowerCase()
+    .split(':'),
+);
 
 export interface ArcSealerDeps {
   /** The suite's host name: the authserv-id it wrote at receipt, and the domain (`d=`) of the seal. */
@@ -219,6 +264,38 @@ function relaxedBodyHash(raw: Buffer): string {
 
 /** `b=` folded in lines of 72 characters (whitespace in b= is ignored, RFC 6376 §3.5). */
 const foldB = (b: string) => b.replace(/.{72}(?=.)/g, '$&\r\n ');
+
+/** The `h=` value for `covered` (their names as written), folded before a colon once a line passes 64 characters (FWS is allowed there). */
+function fieldNames(covered: Array<[string, string, string]>): string {
+  let line = '';
+  const out: string[] = [];
+  for (const f of covered) {
+    const name = f[2].slice(0, f[2].indexOf(':')).trim();
+    if (line && line.length + name.length > 64) {
+      out.push(line);
+      line = '';
+    }
+    line += line || out.length ? `:${name}` : name;
+  }
+  return [...out, line].join('\r\n  ');
+}
+
+/**
+ * Signs, as a DKIM-Signature (or an ARC-Message-Signature, the same form)
+ * is signed (RFC 6376 §3.7): the covered fields relaxed, each with its CRLF,
+ * then the signature field itself with an empty b= and no CRLF. RSA-SHA256
+ * signs that text; Ed25519-SHA256 signs its SHA-256 hash (RFC 8463 §3).
+ * The signature is made in libuv's thread pool, off the event loop.
+ */
+function signFields(covered: Array<[string, string, string]>, head: string, key: KeyObject, algorithm: 'rsa' | 'ed25519'): Promise<string> {
+  const data = Buffer.concat([...covered.map((f) => tools.formatRelaxedLine(f[2], '\r\n')), tools.formatRelaxedLine(head)]);
+  return signAsync(algorithm === 'rsa' ? 'sha256' : null, algorithm === 'rsa' ? data : createHash('sha256').update(data).digest(), key);
+}
+
+/** crypto.sign with a callback: the work runs in libuv's thread pool. */
+function signAsync(algorithm: string | null, data: Buffer, key: KeyObject): Promise<string> {
+  return new Promise((resolve, reject) => sign(algorithm, data, key, (err, sig) => (err ? reject(err) : resolve(sig.toString('base64')))));
+}
 
 /**
  * Makes the ARC set (RFC 8617 §4.1) that `raw` gets on top when it leaves:
@@ -266,10 +343,8 @@ export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buff
 
     // ARC-Message-Signature: like a DKIM-Signature (RFC 8617 §4.1.2), every instance of the signed fields, bottom up.
     const covered = fields.filter((f) => signed.has(f[0])).reverse();
-    const h = covered.map((f) => f[2].slice(0, f[2].indexOf(':')).trim()).join(':');
-    const amsHead = `ARC-Message-Signature: i=${i}; a=rsa-sha256; c=relaxed/relaxed; d=${id};\r\n s=${k.selector}; t=${t};\r\n h=${h};\r\n bh=${relaxedBodyHash(raw)};\r\n b=`;
-    const amsData = Buffer.concat([...covered.map((f) => tools.formatRelaxedLine(f[2], '\r\n')), tools.formatRelaxedLine(amsHead)]);
-    const ams = amsHead + foldB(sign('sha256', amsData, key).toString('base64'));
+    const amsHead = `ARC-Message-Signature: i=${i}; a=rsa-sha256; c=relaxed/relaxed; d=${id};\r\n s=${k.selector}; t=${t};\r\n h=${fieldNames(covered)};\r\n bh=${relaxedBodyHash(raw)};\r\n b=`;
+    const ams = amsHead + foldB(await signFields(covered, amsHead, key, 'rsa'));
 
     // ARC-Seal (§4.1.3, §5.1.1): the sets before ours in order (unless cv=fail), then ours, each AAR, AMS, AS.
     const aar = `ARC-Authentication-Results: i=${i}; ${oursValue}`;
@@ -282,7 +357,7 @@ export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buff
     }
     const asHead = `ARC-Seal: i=${i}; a=rsa-sha256; t=${t}; cv=${cv}; d=${id};\r\n s=${k.selector}; b=`;
     const asData = Buffer.concat([...chain, tools.formatRelaxedLine(aar, '\r\n'), tools.formatRelaxedLine(ams, '\r\n'), tools.formatRelaxedLine(asHead)]);
-    const seal = asHead + foldB(sign('sha256', asData, key).toString('base64'));
+    const seal = asHead + foldB(await signAsync('sha256', asData, key));
     return Buffer.from(`${seal}\r\n${ams}\r\n${aar}\r\n`, 'latin1');
   };
 }

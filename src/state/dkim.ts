@@ -186,14 +186,15 @@ export class DkimKeys {
   }
 
   /**
-   * Makes a new signing pair for `domain` and retires the current one: it
-   * stays published for `graceDays` (mail signed with it may still be
+   * Makes a new signing pair for `domain` (or, for `arc`, a new ARC sealing
+   * key under the host name) and retires the current one: it stays
+   * published for `graceDays` (mail signed or sealed with it may still be
    * queued or read). Returns the new keys.
    */
-  async rotate(domain: string, graceDays: number, now = Date.now()): Promise<{ made: DkimKey[]; retired: DkimKey[] }> {
+  async rotate(domain: string, graceDays: number, now = Date.now(), purpose: KeyPurpose = 'dkim'): Promise<{ made: DkimKey[]; retired: DkimKey[] }> {
     const d = domainName(domain);
-    const retired = this.signing(d);
-    const made = await this.make(d, now, true, graceDays);
+    const retired = this.signing(d, purpose);
+    const made = await this.make(d, now, true, graceDays, purpose);
     return { made, retired: retired.map((k) => ({ ...k, retiredAt: now, unpublishAt: now + graceDays * 86_400_000 })) };
   }
 

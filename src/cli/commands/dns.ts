@@ -104,9 +104,13 @@ export async function dnsSuite(configDir: string, out: NodeJS.WritableStream = p
     lines.push(...(await dkimLines(state, host, now)));
     lines.push(line(`_dmarc.${host}`, 'TXT', txt('v=DMARC1; p=none; adkim=r; aspf=r')));
     if (config.main.smtp?.checks.enabled && config.main.smtp.checks.arcSeal) {
-      const arc = await state.dkim.ensureArc(host, now);
+      await state.dkim.ensureArc(host, now);
       lines.push(`; ARC: forwarded mail and list posts are sealed (RFC 8617) with this key, d=${host}`);
-      lines.push(line(`${arc.selector}._domainkey.${host}`, 'TXT', txt(state.dkim.record(arc))));
+      // After `makewaves dkim rotate --arc` the retired key stays listed for its grace period: mail sealed with it may be on its way.
+      for (const k of state.dkim.published(host, now, 'arc')) {
+        if (k.retiredAt !== null) lines.push(`; ARC, retired ${day(k.retiredAt)}: keep until ${day(k.unpublishAt ?? k.retiredAt)}, then remove`);
+        lines.push(line(`${k.selector}._domainkey.${host}`, 'TXT', txt(state.dkim.record(k))));
+      }
     } else {
       lines.push('; ARC: sealing is off (smtp.checks in makewaves.yaml), so there is no ARC key to publish');
     }
@@ -152,6 +156,36 @@ export async function dkimRotate(configDir: string, domain: string, graceDays: n
     for (const k of made) out.write(`new     ${describeKey(k, now)}\n`);
     out.write(`Publish the new records now (mail is signed with them from now on); the retired ones stay listed by \`makewaves dns\` until their date:\n`);
     for (const k of made) out.write(`${line(`${k.selector}._domainkey.${d}`, 'TXT', txt(state.dkim.record(k)))}\n`);
+    return 0;
+  } finally {
+    state.close();
+  }
+}
+
+/**
+ * `makewaves dkim rotate --arc`: a new ARC sealing key (new selector) under
+ * the host name; the old one stops sealing at once and stays published
+ * (`makewaves dns` lists it) for `graceDays`: receivers check a seal when
+ * the message reaches them, which may be days after it was sealed. A
+ * running server seals its next message with the new key.
+ */
+export async function arcRotate(configDir: string, domain: string | undefined, graceDays: number, out: NodeJS.WritableStream = process.stdout, now = Date.now()): Promise<number> {
+  const config = loadConfig(configDir);
+  const host = config.main.hostname;
+  if (domain !== undefined && domain.toLowerCase().replace(/\.$/, '') !== host) {
+    throw new Error(`the ARC key is this server's own, under its host name ${host}: run makewaves dkim rotate --arc without a domain (or with ${host})`);
+  }
+  if (!Number.isFinite(graceDays) || graceDays < 0) throw new Error(`--grace must be a number of days (0 or more), not "${graceDays}"`);
+  const state = openState(config.main.dataDir);
+  try {
+    const { made, retired } = await state.dkim.rotate(host, graceDays, now, 'arc');
+    for (const k of retired) out.write(`retired ${describeKey(k, now)}\n`);
+    for (const k of made) out.write(`new     ${describeKey(k, now)}\n`);
+    if (!(config.main.smtp?.checks.enabled && config.main.smtp.checks.arcSeal)) {
+      out.write('ARC sealing is off (smtp.checks in makewaves.yaml): the new key seals nothing until it is turned on.\n');
+    }
+    out.write(`Publish the new record now (mail is sealed with it from now on); the retired one stays listed by \`makewaves dns\` until its date:\n`);
+    for (const k of made) out.write(`${line(`${k.selector}._domainkey.${host}`, 'TXT', txt(state.dkim.record(k)))}\n`);
     return 0;
   } finally {
     state.close();

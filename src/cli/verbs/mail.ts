@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { DEFAULT_GRACE_DAYS, dkimList, dkimRotate, dnsCheck, dnsSuite, dnsTenant } from '../commands/dns.ts';
+import { arcRotate, DEFAULT_GRACE_DAYS, dkimList, dkimRotate, dnsCheck, dnsSuite, dnsTenant } from '../commands/dns.ts';
 import { forms, formsRecipients } from '../commands/forms.ts';
 import { listAdd, listCreate, listDelete, listHeld, listMembers, listModerate, listRemove, listSet } from '../commands/list.ts';
 import { queueControl, queueList } from '../commands/queue.ts';
@@ -160,10 +160,18 @@ export function registerMail(program: Command, out: Outcome): void {
       out.code = dkimList(globalConfig(this), domain);
     });
   dkim
-    .command('rotate <domain>')
-    .description('new keys (new selectors) for a tenant domain or the host name; the old ones stop signing and stay published for the grace period')
+    .command('rotate [domain]')
+    .description(
+      "new keys (new selectors) for a tenant domain or the host name, or with --arc the server's ARC sealing key; the old ones stop signing and stay published for the grace period",
+    )
+    .option('--arc', 'rotate the key that ARC-seals forwarded mail and list posts (d=<hostname>), not DKIM keys')
     .option('--grace <days>', 'days the old keys stay published', String(DEFAULT_GRACE_DAYS))
-    .action(async function (this: Command, domain: string, opts: { grace: string }) {
+    .action(async function (this: Command, domain: string | undefined, opts: { grace: string; arc?: boolean }) {
+      if (opts.arc) {
+        out.code = await arcRotate(globalConfig(this), domain, Number(opts.grace));
+        return;
+      }
+      if (domain === undefined) throw new Error('which domain? makewaves dkim rotate DOMAIN (or --arc for the ARC sealing key)');
       out.code = await dkimRotate(globalConfig(this), domain, Number(opts.grace));
     });
 

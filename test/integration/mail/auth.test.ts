@@ -252,4 +252,40 @@ describe.skipIf(!haveSwaks || !dkimPython)(dkimPython ? 'ARC seals, verified by 
       expect(verifyArc(c.raw, records)).toMatchObject({ cv: 'pass', instances: [1] });
     }
   });
+
+  it('`makewaves dkim rotate --arc`: the next seal uses a new selector; `makewaves dns` lists both, so mail sealed before still verifies', async () => {
+    expect(await send('vera@good.test', 'info@a.test', await message('vera@good.test', 'info@a.test', 'sealed before rotation', { key: goodKey.pem }))).toMatch(/<-\s+250 /);
+    const before = await received('sealed before rotation');
+    const oldSelector = /; s=([^;\s]+)/.exec(fields(before, 'ARC-Seal')[0]!)![1]!;
+    const dkimBefore = t.suite.state.dkim.signing('mx.test').map((k) => k.selector);
+
+    const r = await runCli('dkim', '--config', t.configDir, 'rotate', '--arc', '--grace', '3');
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(r.out).toMatch(new RegExp(`^retired mx\\.test {2}${oldSelector} {2}rsa-sha256 2048 \\(ARC seal\\) {2}made \\S+ {2}retired \\S+, publish until \\S+$`, 'm'));
+    const newSelector = /^new {5}mx\.test {2}(\S+) {2}rsa-sha256 2048 \(ARC seal\)/m.exec(r.out)?.[1];
+    expect(newSelector).toMatch(/^mw\d{8}(n\d+)?a$/);
+    expect(newSelector).not.toBe(oldSelector);
+    // DKIM keys of the host name are not touched.
+    expect(t.suite.state.dkim.signing('mx.test').map((k) => k.selector)).toEqual(dkimBefore);
+
+    const dnsOut = (await runCli('dns', '--config', t.configDir)).out;
+    expect(dnsOut).toMatch(new RegExp(`^; ARC, retired \\S+: keep until \\S+, then remove\\n${oldSelector}\\._domainkey\\.mx\\.test\\. +IN TXT`, 'm'));
+    const records = zoneTxt(dnsOut);
+    expect(records.has(`${newSelector}._domainkey.mx.test`) && records.has(`${oldSelector}._domainkey.mx.test`)).toBe(true);
+
+    expect(await send('vera@good.test', 'info@a.test', await message('vera@good.test', 'info@a.test', 'sealed after rotation', { key: goodKey.pem }))).toMatch(/<-\s+250 /);
+    const after = await received('sealed after rotation');
+    expect(fields(after, 'ARC-Seal')[0]).toMatch(new RegExp(`; s=${newSelector};`));
+    expect(fields(after, 'ARC-Message-Signature')[0]).toMatch(new RegExp(`s=${newSelector};`));
+    expect(verifyArc(after.raw, records)).toMatchObject({ cv: 'pass', instances: [1] });
+    expect(verifyArc(before.raw, records)).toMatchObject({ cv: 'pass', instances: [1] });
+    // Without the old record (once the grace period is over and it is removed), the old seal no longer verifies.
+    records.delete(`${oldSelector}._domainkey.mx.test`);
+    expect(verifyArc(before.raw, records).cv).toBe('fail');
+
+    // A domain other than the host name is refused: the ARC key is the server's own.
+    const other = await runCli('dkim', '--config', t.configDir, 'rotate', '--arc', 'a.test');
+    expect(other.code).not.toBe(0);
+    expect(other.err).toMatch(/the ARC key is this server's own, under its host name mx\.test/);
+  });
 });

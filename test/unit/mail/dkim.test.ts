@@ -2,8 +2,10 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { fromDomain } from '../../../src/mail/mailauth.ts';
+import { createLogger } from '../../../src/core/log.ts';
+import { createDkimSigner, fromDomain } from '../../../src/mail/mailauth.ts';
 import { openState } from '../../../src/state/index.ts';
+import { dkimPython, noDkimpy, verifyDkim } from '../../helpers/dkim.ts';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -67,6 +69,34 @@ describe('DKIM keys in state', () => {
     const s = openState(dir);
     try {
       await expect(s.dkim.ensure('../../etc')).rejects.toThrow('"../../etc" is not a domain name');
+    } finally {
+      s.close();
+    }
+  });
+});
+
+describe.skipIf(!dkimPython)(dkimPython ? 'DKIM signatures made with keys parsed once, verified by dkimpy' : `DKIM signatures (skipped: ${noDkimpy})`, () => {
+  it('signs many fields (h= folded, repeated fields) and an odd body with RSA and Ed25519, message after message', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
+    dirs.push(dir);
+    const s = openState(dir);
+    try {
+      // The suite's own name signs without a registry lookup.
+      const signer = createDkimSigner({ keys: s.dkim, registry: () => ({}) as never, hostname: 'mx.a.test', log: createLogger({ level: 'silent' }) });
+      const records = new Map((await s.dkim.ensure('mx.a.test')).map((k) => [`${k.selector}._domainkey.mx.a.test`, s.dkim.record(k)]));
+      const head =
+        'From: "Vera" <vera@mx.a.test>\r\nTo: a@b.test,\r\n c@d.test\r\nCc: e@f.test\r\nSubject:  spaced   out \r\nDate: Sun, 6 Dec 2026 12:00:00 +0000\r\n' +
+        'Message-ID: <1@mx.a.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nReceived: from x\r\nList-Id: <news.a.test>\r\n' +
+        'List-Help: <mailto:news-request@a.test?subject=help>\r\nList-Unsubscribe: <mailto:news-unsubscribe@a.test>\r\nList-Post: <mailto:news@a.test>\r\n' +
+        'List-Owner: <mailto:news-owner@a.test>\r\nList-Archive: <https://a.test/news/>\r\nReferences: <0@a.test>\r\nIn-Reply-To: <0@a.test>\r\nSubject: a second one\r\n';
+      for (const body of ['line  with \t spaces \r\n\r\n\r\n', '', 'no final newline']) {
+        const raw = Buffer.from(`${head}\r\n${body}`, 'latin1');
+        const signed = await signer(raw, { from: 'vera@mx.a.test' });
+        expect(verifyDkim(signed, records).map((c) => [c.a, c.ok])).toEqual([
+          ['rsa-sha256', true],
+          ['ed25519-sha256', true],
+        ]);
+      }
     } finally {
       s.close();
     }

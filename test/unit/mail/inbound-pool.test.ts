@@ -1,0 +1,76 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { dkimSign } from 'mailauth';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../../src/core/log.ts';
+import { createInboundPool, type InboundPool } from '../../../src/mail/inbound-pool.ts';
+import { checkInbound } from '../../../src/mail/mailauth.ts';
+import { startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
+
+let dns: DnsServer;
+let pool: InboundPool;
+let message: Buffer;
+
+beforeAll(async () => {
+  dns = await startDnsServer();
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const record = `v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`;
+  dns.zone.set('good.test', { txt: [['v=spf1 ip4:127.0.0.1 -all']] });
+  dns.zone.set('_dmarc.good.test', { txt: [['v=DMARC1; p=reject']] });
+  dns.zone.set('t1._domainkey.good.test', { txt: [[record.slice(0, 255), record.slice(255)]] });
+  const raw = 'From: vera@good.test\r\nTo: info@a.test\r\nSubject: checked in a thread\r\nMessage-ID: <1@good.test>\r\n\r\nHello.\r\n';
+  const signed = await dkimSign(raw, { signatureData: [{ signingDomain: 'good.test', selector: 't1', privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }) }] } as never);
+  message = Buffer.from(signed.signatures + raw);
+  pool = createInboundPool({ dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 }, log: createLogger({ level: 'silent' }) });
+});
+afterAll(async () => {
+  await pool?.close();
+  await dns?.close();
+});
+
+const options = { sender: 'vera@good.test', ip: '127.0.0.1', helo: 'good.test', hostname: 'mx.test' };
+
+describe('inbound checks: DNS', () => {
+  it('asks for the SPF, DKIM key and DMARC records at once, not one after the other', async () => {
+    const resolver = (await import('../../../src/core/dns.ts')).suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 1 });
+    const asked: string[] = [];
+    let releaseKey!: () => void;
+    const keyHeld = new Promise<void>((r) => (releaseKey = r));
+    const lookup = async (name: string, type: string) => {
+      asked.push(`${type} ${name}`);
+      // The DKIM key's answer is held back: mailauth, which asks it first, waits for it before asking anything else.
+      if (name === 't1._domainkey.good.test') await keyHeld;
+      return resolver.resolve(name, type) as Promise<never>;
+    };
+    const result = checkInbound(message, { ...options, resolver: lookup });
+    expect(asked).toEqual(expect.arrayContaining(['TXT good.test', 'TXT t1._domainkey.good.test', 'TXT _dmarc.good.test']));
+    releaseKey();
+    expect(await result).toMatchObject({ spf: 'pass', dkim: ['pass'], dmarc: { result: 'pass' } });
+    // Each name was asked of the resolver once for this message.
+    expect(asked.filter((a) => a === 'TXT _dmarc.good.test')).toHaveLength(1);
+  });
+});
+
+describe('inbound checks in a worker thread', () => {
+  it('finds what checkInbound() finds on the event loop (its own resolver asks the dns: servers)', async () => {
+    const resolver = (await import('../../../src/core/dns.ts')).suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 1 });
+    const here = await checkInbound(message, { ...options, resolver: (name, type) => resolver.resolve(name, type) as Promise<never> });
+    const there = await pool.check(message, { ...options, resolver: () => Promise.reject(new Error('not used')) });
+    expect(there).toMatchObject({ spf: 'pass', dkim: ['pass'], dmarc: { result: 'pass', policy: 'reject' }, aligned: 'dmarc', fromDomain: 'good.test', temporary: false });
+    expect(there).toEqual(here);
+  });
+
+  it('a check the thread never answers is rejected when the thread is ended (the message then counts as not authenticated)', async () => {
+    dns.zone.set('slow.test', { silent: true });
+    // Asked, never answered: the thread would wait on the silent DNS server.
+    const rejected = expect(pool.check(message, { ...options, sender: 'vera@slow.test', helo: 'slow.test', resolver: undefined as never })).rejects.toThrow('inbound checks thread stopped');
+    await pool.close();
+    await rejected;
+  });
+
+  it('checks many messages at once, and starts a new thread after close()', async () => {
+    const all = await Promise.all(Array.from({ length: 20 }, () => pool.check(message, { ...options, resolver: undefined as never })));
+    expect(new Set(all.map((a) => a.aligned))).toEqual(new Set(['dmarc']));
+    await pool.close();
+    expect((await pool.check(message, { ...options, resolver: undefined as never })).dkim).toEqual(['pass']);
+  });
+});
