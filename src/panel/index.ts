@@ -217,7 +217,14 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
       }
       return operatorView.handle(r, who, admin[1] ?? '', form, url.searchParams);
     }
-    const tenantId = decodeURIComponent(m![1]!);
+    let tenantId: string;
+    try {
+      tenantId = decodeURIComponent(m![1]!);
+    } catch {
+      // A broken %-escape names no tenant.
+      log.info({ user: session.s.login, remote: r.remote, url: req.url?.slice(0, 500), why: 'broken %-escape in the tenant' }, 'panel request refused');
+      return sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.'));
+    }
     const acting = actingOf(session.s, tenantId);
     if (operator) {
       if (!current.tenants.has(tenantId)) return sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such tenant.', acting.shell));

@@ -207,8 +207,13 @@ export function listPages({ registry, state, log, lists, apply, audit, cannotWri
         return sendHtml(r.req, r.res, 200, listsIndex(a, t, (n) => ({ members: state.lists.members(t.id, n).length, held: state.lists.heldOf(t.id, n).length })));
       }
       const m = /^\/([^/]+)(?:\/(.+))?$/.exec(rest);
-      const name = m ? decodeURIComponent(m[1]!) : '';
-      if (!m || !registry().listConfig(t, name)) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'You have no mailing list of that name.', a));
+      let name = '';
+      try {
+        name = m ? decodeURIComponent(m[1]!) : '';
+      } catch {
+        // A broken %-escape names no list: the 404 below.
+      }
+      if (!m || !name || !registry().listConfig(t, name)) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'You have no mailing list of that name.', a));
       const what = m[2] ?? '';
       if (form) return post(r, a, t, name, what, form);
       if (what === 'members.csv') return csv(r, t, name);
