@@ -33,11 +33,13 @@ export interface CustomerDeps {
   lists: ListModeration | undefined;
   webRoot: WebRootWriter | undefined;
   sameToken: (given: string | undefined | null, expected: string) => boolean;
+  /** Writes a `denied` audit entry, within the panel's per-account share of them. */
+  denied: (r: PanelRequest, login: string, tenant: string, detail: string) => void;
   now: () => number;
 }
 
 /** The pages of one customer's tenant: overview, password, forwards. The caller has checked the session, its tenant and the CSRF token. */
-export function customerPages({ registry, state, log, reload, lists, webRoot, sameToken, now }: CustomerDeps) {
+export function customerPages({ registry, state, log, reload, lists, webRoot, sameToken, denied, now }: CustomerDeps) {
   const configDir = () => registry().config.dir;
   // Counts each access log once, then only what was appended: a view does not re-read 30 days.
   const logsDir = () => path.join(registry().config.main.dataDir, 'logs');
@@ -49,6 +51,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
   }
 
   function audit(r: PanelRequest, a: Acting, action: string, detail: string): void {
+    if (action === 'denied') return denied(r, a.login, a.tenant, detail);
     state.panel.audit({ at: now(), login: a.login, tenant: a.tenant, action, detail, remote: r.remote });
     log.info({ user: a.login, tenant: a.tenant, remote: r.remote, action, detail }, 'panel change');
   }
@@ -141,7 +144,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
       if (!(err instanceof EditRefused)) return cannotWrite(r, a, err);
       if (err.field === 'foreign') {
         log.warn({ user: a.login, tenant: err.owner, remote: r.remote, address, why: 'another tenant' }, 'panel request refused');
-        state.panel.audit({ at: now(), login: a.login, tenant: err.owner ?? t.id, action: 'denied', detail: `${remove ? 'forward-remove' : 'forward-add'} ${address}: another tenant's address`, remote: r.remote });
+        denied(r, a.login, err.owner ?? t.id, `${remove ? 'forward-remove' : 'forward-add'} ${address}: another tenant's address`);
         return sendHtml(r.req, r.res, 403, messagePage('Forbidden', `${address} is not an address of yours.`, a.shell));
       }
       log.info({ user: a.login, tenant: t.id, remote: r.remote, why: err.message }, 'panel forward change refused');

@@ -31,6 +31,14 @@ export interface PanelDeps {
 /** A session lives at most this long, however busy (then its owner logs in again). */
 export const SESSION_MAX_AGE_MS = 12 * 3600_000;
 
+/**
+ * Refusals of one account written to the audit log per minute. The rest of
+ * that minute's are in the log only: a script asking for other tenants'
+ * pages would otherwise grow the state database without end and push every
+ * other entry out of the operator's view.
+ */
+export const AUDITED_DENIALS_PER_MINUTE = 30;
+
 const SESSION = 'mw_session';
 /** The login form's own CSRF token (double-submit: cookie and field must match), before there is a session. */
 const LOGIN_TOKEN = 'mw_login';
@@ -140,10 +148,25 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     return redirect(r.res, `/t/${encodeURIComponent(tenant.id)}/`, { 'Set-Cookie': [setCookie(cookieName(SESSION, r.secure), id, r.secure), clearLoginToken] });
   }
 
+  /** Refusals audited per account in the current minute (see {@link AUDITED_DENIALS_PER_MINUTE}). */
+  const denials = new Map<string, { since: number; n: number }>();
+
+  /** Writes a `denied` entry, unless `login` had its share this minute; false when it was left to the log line. */
+  function auditDenied(r: PanelRequest, login: string, tenant: string, detail: string): boolean {
+    const t = now();
+    let d = denials.get(login);
+    if (!d || t - d.since >= 60_000) denials.set(login, (d = { since: t, n: 0 }));
+    d.n++;
+    if (d.n > AUDITED_DENIALS_PER_MINUTE + 1) return false;
+    const more = d.n > AUDITED_DENIALS_PER_MINUTE;
+    state.panel.audit({ at: t, login, tenant, action: 'denied', detail: more ? `more than ${AUDITED_DENIALS_PER_MINUTE} refusals in a minute; the rest of this minute's are in the log only` : detail, remote: r.remote });
+    return !more;
+  }
+
   /** Refuses a request of session `s` with 403, in the log and the audit log. */
   function deny(r: PanelRequest, acting: Acting | undefined, tenant: string, why: string): HttpOutcome {
-    log.warn({ user: acting?.login, tenant, remote: r.remote, url: r.req.url, why }, 'panel request refused');
-    state.panel.audit({ login: acting?.login ?? '-', tenant, action: 'denied', detail: `${r.req.method} ${r.req.url ?? ''}: ${why}`, remote: r.remote });
+    const audited = auditDenied(r, acting?.login ?? '-', tenant, `${r.req.method} ${r.req.url ?? ''}: ${why}`);
+    log.warn({ user: acting?.login, tenant: tenant.slice(0, 253), remote: r.remote, url: r.req.url?.slice(0, 500), why, ...(audited ? {} : { audited }) }, 'panel request refused');
     const text: Record<string, string> = {
       'another tenant': 'This page belongs to another customer.',
       'operator page': "This page is for the hosting provider's operators.",
@@ -160,6 +183,7 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     lists,
     webRoot,
     sameToken,
+    denied: (r, login, tenant, detail) => void auditDenied(r, login, tenant, detail),
     now,
   });
   const operatorView = operatorPages({ registry: () => current, state, log, reload, queue, now });
@@ -267,7 +291,16 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
         current = next;
       },
       jobs(): Job[] {
-        return [{ name: 'prune panel sessions', schedule: '*/10 * * * *', run: () => void state.panel.prune(idleMs(), SESSION_MAX_AGE_MS) }];
+        return [
+          {
+            name: 'prune panel sessions',
+            schedule: '*/10 * * * *',
+            run: () => {
+              state.panel.prune(idleMs(), SESSION_MAX_AGE_MS);
+              for (const [login, d] of denials) if (now() - d.since >= 60_000) denials.delete(login);
+            },
+          },
+        ];
       },
     },
   };

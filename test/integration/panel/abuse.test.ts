@@ -1,9 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
+import { AUDITED_DENIALS_PER_MINUTE } from '../../../src/panel/index.ts';
+import { AUDIT_FIELD_MAX } from '../../../src/state/panel.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
 import { PANEL_HOST, PanelClient } from './helpers.ts';
 
-// A logged-in customer misusing the panel: broken escapes in the path.
+// A logged-in customer misusing the panel: broken escapes in the path, and a
+// flood of refused requests, which must not grow the audit log without end.
 
 let t: TestSuite;
 let c: PanelClient;
@@ -31,5 +34,34 @@ describe('bad paths of a logged-in customer', () => {
     }
     expect(t.logs().some((l) => l.msg === 'panel request failed')).toBe(false);
     expect(t.logs().some((l) => l.msg === 'panel request refused' && l.why === 'broken %-escape in the tenant')).toBe(true);
+  });
+});
+
+describe('a flood of refused requests', () => {
+  it(`audits at most ${AUDITED_DENIALS_PER_MINUTE} refusals of one account a minute, each one short line; every refusal is logged`, async () => {
+    const long = 'x'.repeat(12_000);
+    const before = t.suite.state.panel.auditLog({ limit: 10_000 }).length;
+    const n = AUDITED_DENIALS_PER_MINUTE + 20;
+    for (let i = 0; i < n; i++) expect((await c.get(`/t/other.test/${long}`)).status).toBe(403);
+    const added = t.suite.state.panel.auditLog({ limit: 10_000 }).slice(before);
+    expect(added.length).toBe(AUDITED_DENIALS_PER_MINUTE + 1);
+    for (const e of added) {
+      expect(e.login).toBe('alice@example.test');
+      expect(e.action).toBe('denied');
+      expect(e.detail.length).toBeLessThanOrEqual(AUDIT_FIELD_MAX + 1);
+    }
+    expect(added.at(-1)!.detail).toMatch(/^more than \d+ refusals in a minute/);
+    const logged = t.logs().filter((l) => l.msg === 'panel request refused' && l.user === 'alice@example.test' && l.why === 'another tenant');
+    expect(logged.length).toBe(n);
+    expect(logged.filter((l) => l.audited === false).length).toBe(n - AUDITED_DENIALS_PER_MINUTE);
+  });
+
+  it("keeps a tenant asked for in an audit entry short too (the path's to choose)", async () => {
+    const other = new PanelClient(t.http);
+    await other.login('bob@other.test', 'builder');
+    expect((await other.get(`/t/${'y'.repeat(4000)}/`)).status).toBe(403);
+    const last = t.suite.state.panel.auditLog({ limit: 1 })[0]!;
+    expect(last.login).toBe('bob@other.test');
+    expect(last.tenant.length).toBeLessThanOrEqual(AUDIT_FIELD_MAX + 1);
   });
 });
