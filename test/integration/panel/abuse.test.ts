@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { AUDITED_DENIALS_PER_MINUTE } from '../../../src/panel/index.ts';
@@ -34,6 +36,18 @@ describe('bad paths of a logged-in customer', () => {
     }
     expect(t.logs().some((l) => l.msg === 'panel request failed')).toBe(false);
     expect(t.logs().some((l) => l.msg === 'panel request refused' && l.why === 'broken %-escape in the tenant')).toBe(true);
+  });
+});
+
+describe('keys a plain object cannot hold', () => {
+  it('refuses a forward named __proto__ (it would be dropped unseen after "added"); the file stays as it was', async () => {
+    const file = path.join(t.configDir, 'tenants', 'example.test.yaml');
+    const before = readFileSync(file, 'utf8');
+    const csrf = await c.csrf('/t/example.test/forwards');
+    const res = await c.post('/t/example.test/forwards', { csrf, address: '__proto__', targets: 'a@example.net' });
+    expect(res.status).toBe(400);
+    expect(res.text).toContain('id="address-error">tenant &quot;example.test&quot;: mail.forward.__proto__: &quot;__proto__&quot; cannot be a key; nothing changed</p>');
+    expect(readFileSync(file, 'utf8')).toBe(before);
   });
 });
 
