@@ -161,6 +161,14 @@ export function listPages({ registry, state, log, lists, apply, audit, cannotWri
           return refuse(400, { member: (err as Error).message }, { member: raw });
         }
         if (what === 'members') {
+          // Added without a confirmation: bounded, or a script could fill the state database and make the list a mailer to anyone.
+          const max = registry().config.main.panel?.limits.listMembers;
+          const n = state.lists.members(t.id, name).length;
+          if (max !== undefined && n >= max && !state.lists.member(t.id, name, member)) {
+            const why = `${address}: ${n + 1} members, more than the ${max} the panel may add up to (panel.limits.listMembers); nothing changed`;
+            log.info({ user: a.login, tenant: t.id, list: name, remote: r.remote, why }, 'panel list change refused');
+            return refuse(400, { member: why }, { member: raw });
+          }
           state.lists.addMember(t.id, name, member, 'single', now());
           audit(r, 'member-add', `${member} to ${address}`);
           return back('added');

@@ -15,7 +15,7 @@ let c: PanelClient;
 
 beforeAll(async () => {
   t = await startTestSuite({
-    main: { panel: { host: PANEL_HOST } },
+    main: { panel: { host: PANEL_HOST, limits: { listMembers: 3 } } },
     tenants: {
       'example.test': { domains: ['example.test'], ftp: [{ user: 'alice', password: await hashPassword('wonderland') }], mail: { lists: { news: { owner: 'owner@example.net' } } } },
       'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }] },
@@ -48,6 +48,19 @@ describe('keys a plain object cannot hold', () => {
     expect(res.status).toBe(400);
     expect(res.text).toContain('id="address-error">tenant &quot;example.test&quot;: mail.forward.__proto__: &quot;__proto__&quot; cannot be a key; nothing changed</p>');
     expect(readFileSync(file, 'utf8')).toBe(before);
+  });
+});
+
+describe('list members added from the panel (panel.limits.listMembers)', () => {
+  it('refuses a member past the limit next to the field, nothing stored; an existing member may be added again', async () => {
+    const csrf = await c.csrf('/t/example.test/lists/news');
+    for (const m of ['a', 'b', 'c']) expect((await c.post('/t/example.test/lists/news/members', { csrf, address: `${m}@example.net` })).status).toBe(303);
+    const fourth = await c.post('/t/example.test/lists/news/members', { csrf, address: 'd@example.net' });
+    expect(fourth.status).toBe(400);
+    expect(fourth.text).toContain('<p class="error" id="member-error">news@example.test: 4 members, more than the 3 the panel may add up to (panel.limits.listMembers); nothing changed</p>');
+    expect(t.suite.state.lists.members('example.test', 'news').map((m) => m.address)).toEqual(['a@example.net', 'b@example.net', 'c@example.net']);
+    expect(t.logs().some((l) => l.msg === 'panel list change refused' && String(l.why).includes('panel.limits.listMembers'))).toBe(true);
+    expect((await c.post('/t/example.test/lists/news/members', { csrf, address: 'b@example.net' })).status).toBe(303);
   });
 });
 
