@@ -1,10 +1,12 @@
-import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { AUDITED_DENIALS_PER_MINUTE } from '../../../src/panel/index.ts';
 import { AUDIT_FIELD_MAX } from '../../../src/state/panel.ts';
-import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import { rawRequest } from '../../helpers/http.ts';
+import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { PANEL_HOST, PanelClient } from './helpers.ts';
 
 // A logged-in customer misusing the panel: broken escapes in the path, and a
@@ -15,7 +17,7 @@ let c: PanelClient;
 
 beforeAll(async () => {
   t = await startTestSuite({
-    main: { panel: { host: PANEL_HOST, limits: { listMembers: 3 } } },
+    main: { panel: { host: PANEL_HOST, limits: { listMembers: 3 } }, ftp: { listen: '127.0.0.1:0' } },
     tenants: {
       'example.test': { domains: ['example.test'], ftp: [{ user: 'alice', password: await hashPassword('wonderland') }], mail: { lists: { news: { owner: 'owner@example.net' } } } },
       'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }] },
@@ -61,6 +63,52 @@ describe('list members added from the panel (panel.limits.listMembers)', () => {
     expect(t.suite.state.lists.members('example.test', 'news').map((m) => m.address)).toEqual(['a@example.net', 'b@example.net', 'c@example.net']);
     expect(t.logs().some((l) => l.msg === 'panel list change refused' && String(l.why).includes('panel.limits.listMembers'))).toBe(true);
     expect((await c.post('/t/example.test/lists/news/members', { csrf, address: 'b@example.net' })).status).toBe(303);
+  });
+});
+
+describe('zip uploads of one tenant', () => {
+  const B = 'zipboundary';
+  const head = (csrf: string) =>
+    `--${B}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n${csrf}\r\n--${B}\r\nContent-Disposition: form-data; name="folder"\r\n\r\n/\r\n` +
+    `--${B}\r\nContent-Disposition: form-data; name="file"; filename="site.zip"\r\nContent-Type: application/zip\r\n\r\n`;
+  const tail = `\r\n--${B}--\r\n`;
+  const headers = (length: number) => ({ host: PANEL_HOST, cookie: [...c.jar].map(([k, v]) => `${k}=${v}`).join('; '), 'content-type': `multipart/form-data; boundary=${B}`, 'content-length': String(length) });
+  const scratch = () => {
+    try {
+      return readdirSync(path.join(t.dataDir, 'panel', 'uploads'));
+    } catch {
+      return []; // not made yet
+    }
+  };
+
+  it('takes one at a time: a second while the first is still arriving is refused with 429, its scratch copy never made', async () => {
+    const csrf = await c.csrf('/t/example.test/upload');
+    const part = Buffer.alloc(64 * 1024, 'z');
+    const u = new URL(t.http);
+    const first = http.request({ host: u.hostname, port: u.port, path: '/t/example.test/upload/zip', method: 'POST', headers: headers(head(csrf).length + 2 * part.length + tail.length), agent: false });
+    const firstDone = new Promise<number>((resolve, reject) => {
+      first.on('response', (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      first.on('error', reject);
+    });
+    first.write(head(csrf));
+    first.write(part);
+    await waitFor(() => scratch().length === 1, 5_000, 'the first archive in scratch');
+
+    const body = head(csrf) + 'not a zip' + tail;
+    const second = await rawRequest(t.http, '/t/example.test/upload/zip', headers(body.length), 'POST', body);
+    expect(second.status).toBe(429);
+    expect(second.body.toString()).toContain('Another archive of yours is being uploaded or unpacked');
+    expect(scratch().length).toBe(1);
+    expect(t.logs().some((l) => l.msg === 'panel zip upload refused' && l.why === 'another archive under way')).toBe(true);
+
+    first.end(Buffer.concat([part, Buffer.from(tail)]));
+    expect(await firstDone).toBe(400); // not a zip: read to the end and refused
+    const third = await rawRequest(t.http, '/t/example.test/upload/zip', headers(body.length), 'POST', body);
+    expect(third.status).toBe(400);
+    expect(scratch()).toEqual([]);
   });
 });
 
