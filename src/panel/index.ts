@@ -39,6 +39,23 @@ export const SESSION_MAX_AGE_MS = 12 * 3600_000;
  */
 export const AUDITED_DENIALS_PER_MINUTE = 30;
 
+/** One account's refusals in the current minute: the first {@link AUDITED_DENIALS_PER_MINUTE} are audited, the next says so, the rest are logged only. */
+class DenialBudget {
+  private readonly seen = new Map<string, { since: number; n: number }>();
+
+  take(login: string, at: number): 'audit' | 'last' | 'log' {
+    let d = this.seen.get(login);
+    if (!d || at - d.since >= 60_000) this.seen.set(login, (d = { since: at, n: 0 }));
+    d.n++;
+    return d.n <= AUDITED_DENIALS_PER_MINUTE ? 'audit' : d.n === AUDITED_DENIALS_PER_MINUTE + 1 ? 'last' : 'log';
+  }
+
+  /** Forgets the minutes that are over. */
+  prune(at: number): void {
+    for (const [login, d] of this.seen) if (at - d.since >= 60_000) this.seen.delete(login);
+  }
+}
+
 const SESSION = 'mw_session';
 /** The login form's own CSRF token (double-submit: cookie and field must match), before there is a session. */
 const LOGIN_TOKEN = 'mw_login';
@@ -148,19 +165,15 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     return redirect(r.res, `/t/${encodeURIComponent(tenant.id)}/`, { 'Set-Cookie': [setCookie(cookieName(SESSION, r.secure), id, r.secure), clearLoginToken] });
   }
 
-  /** Refusals audited per account in the current minute (see {@link AUDITED_DENIALS_PER_MINUTE}). */
-  const denials = new Map<string, { since: number; n: number }>();
+  const denials = new DenialBudget();
 
   /** Writes a `denied` entry, unless `login` had its share this minute; false when it was left to the log line. */
   function auditDenied(r: PanelRequest, login: string, tenant: string, detail: string): boolean {
-    const t = now();
-    let d = denials.get(login);
-    if (!d || t - d.since >= 60_000) denials.set(login, (d = { since: t, n: 0 }));
-    d.n++;
-    if (d.n > AUDITED_DENIALS_PER_MINUTE + 1) return false;
-    const more = d.n > AUDITED_DENIALS_PER_MINUTE;
-    state.panel.audit({ at: t, login, tenant, action: 'denied', detail: more ? `more than ${AUDITED_DENIALS_PER_MINUTE} refusals in a minute; the rest of this minute's are in the log only` : detail, remote: r.remote });
-    return !more;
+    const at = now();
+    const take = denials.take(login, at);
+    if (take === 'log') return false;
+    state.panel.audit({ at, login, tenant, action: 'denied', detail: take === 'last' ? `more than ${AUDITED_DENIALS_PER_MINUTE} refusals in a minute; the rest of this minute's are in the log only` : detail, remote: r.remote });
+    return take === 'audit';
   }
 
   /** Refuses a request of session `s` with 403, in the log and the audit log. */
@@ -291,16 +304,8 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
         current = next;
       },
       jobs(): Job[] {
-        return [
-          {
-            name: 'prune panel sessions',
-            schedule: '*/10 * * * *',
-            run: () => {
-              state.panel.prune(idleMs(), SESSION_MAX_AGE_MS);
-              for (const [login, d] of denials) if (now() - d.since >= 60_000) denials.delete(login);
-            },
-          },
-        ];
+        const run = () => void (state.panel.prune(idleMs(), SESSION_MAX_AGE_MS), denials.prune(now()));
+        return [{ name: 'prune panel sessions', schedule: '*/10 * * * *', run }];
       },
     },
   };
