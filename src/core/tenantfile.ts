@@ -240,7 +240,14 @@ export function setCatchAll(configDir: string, id: string, target: string | unde
  * stay. A refusal is an {@link EditRefused} about `recipients`. Returns the
  * recipients now.
  */
-export function editFormsRecipients(configDir: string, id: string, verb: 'set' | 'add' | 'remove', addresses: readonly string[]): string[] {
+export function editFormsRecipients(
+  configDir: string,
+  id: string,
+  verb: 'set' | 'add' | 'remove',
+  addresses: readonly string[],
+  /** The panel's `panel.limits` (a customer's own changes); the operator's CLI passes none. */
+  limits?: { formsRecipients: number },
+): string[] {
   if (addresses.length === 0) throw new EditRefused('give at least one address', 'recipients');
   const config = loadCurrent(configDir);
   if (!config.tenants.some((t) => t.id === id)) throw new EditRefused(`no tenant "${id}" (makewaves tenant list shows them)`, 'tenant');
@@ -254,6 +261,9 @@ export function editFormsRecipients(configDir: string, id: string, verb: 'set' |
     const dup = given.find((a) => before.includes(a));
     if (dup) throw new EditRefused(`${dup} is already a forms recipient of ${id}`, 'recipients');
     next = [...before, ...new Set(given)];
+    if (limits && next.length > limits.formsRecipients) {
+      throw new EditRefused(`tenant "${id}": forms.recipients: ${next.length} addresses, more than the ${limits.formsRecipients} allowed (panel.limits.formsRecipients); nothing changed`, 'recipients');
+    }
   } else {
     const missing = given.find((a) => !before.includes(a));
     if (missing) throw new EditRefused(`${missing} is not a forms recipient of ${id}`, 'recipients');

@@ -11,7 +11,7 @@ import { keyTag, throttledLogin, type PanelSession, type State } from '../state/
 import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, trafficPage, type Shell } from './html.ts';
 import { formPages } from './forms.ts';
 import { listPages } from './lists.ts';
-import { uploads } from './upload.ts';
+import { DEFAULT_MAX_UPLOAD, uploadPage, uploads } from './upload.ts';
 import { zipUploads } from './zip.ts';
 import { mailSection } from './mail.ts';
 import { logFiles, logsSection, sendLog } from './logs.ts';
@@ -33,11 +33,13 @@ export interface CustomerDeps {
   lists: ListModeration | undefined;
   webRoot: WebRootWriter | undefined;
   sameToken: (given: string | undefined | null, expected: string) => boolean;
+  /** Writes a `denied` audit entry, within the panel's per-account share of them. */
+  denied: (r: PanelRequest, login: string, tenant: string, detail: string) => void;
   now: () => number;
 }
 
 /** The pages of one customer's tenant: overview, password, forwards. The caller has checked the session, its tenant and the CSRF token. */
-export function customerPages({ registry, state, log, reload, lists, webRoot, sameToken, now }: CustomerDeps) {
+export function customerPages({ registry, state, log, reload, lists, webRoot, sameToken, denied, now }: CustomerDeps) {
   const configDir = () => registry().config.dir;
   // Counts each access log once, then only what was appended: a view does not re-read 30 days.
   const logsDir = () => path.join(registry().config.main.dataDir, 'logs');
@@ -49,6 +51,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
   }
 
   function audit(r: PanelRequest, a: Acting, action: string, detail: string): void {
+    if (action === 'denied') return denied(r, a.login, a.tenant, detail);
     state.panel.audit({ at: now(), login: a.login, tenant: a.tenant, action, detail, remote: r.remote });
     log.info({ user: a.login, tenant: a.tenant, remote: r.remote, action, detail }, 'panel change');
   }
@@ -141,7 +144,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
       if (!(err instanceof EditRefused)) return cannotWrite(r, a, err);
       if (err.field === 'foreign') {
         log.warn({ user: a.login, tenant: err.owner, remote: r.remote, address, why: 'another tenant' }, 'panel request refused');
-        state.panel.audit({ at: now(), login: a.login, tenant: err.owner ?? t.id, action: 'denied', detail: `${remove ? 'forward-remove' : 'forward-add'} ${address}: another tenant's address`, remote: r.remote });
+        denied(r, a.login, err.owner ?? t.id, `${remove ? 'forward-remove' : 'forward-add'} ${address}: another tenant's address`);
         return sendHtml(r.req, r.res, 403, messagePage('Forbidden', `${address} is not an address of yours.`, a.shell));
       }
       log.info({ user: a.login, tenant: t.id, remote: r.remote, why: err.message }, 'panel forward change refused');
@@ -182,6 +185,27 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
   const formsOf = (a: Acting) =>
     formPages({ registry, state, log, apply, audit: (r, action, detail) => audit(r, a, action, detail), cannotWrite: (r, err) => cannotWrite(r, a, err) });
 
+  /** Tenants with an archive being received or unpacked: one at a time each, so its scratch copy in <data> is at most one `maxUpload` per tenant. */
+  const unpacking = new Map<string, object>();
+
+  async function zipUpload(r: PanelRequest, a: Acting, t: Tenant, csrf: string): Promise<HttpOutcome> {
+    if (webRoot && unpacking.has(t.id)) {
+      log.info({ user: a.login, tenant: t.id, remote: r.remote, why: 'another archive under way' }, 'panel zip upload refused');
+      const max = registry().config.main.panel?.maxUpload ?? DEFAULT_MAX_UPLOAD;
+      const zipError = 'Another archive of yours is being uploaded or unpacked; try again when it is done. Nothing was stored.';
+      return refusedBody(r.req, sendHtml(r.req, r.res, replyCode('RATE_LIMITED', 'http'), uploadPage(a.shell, { max, free: await webRoot.free(t.id), zipError, available: true })));
+    }
+    const mine = {};
+    unpacking.set(t.id, mine);
+    // Freed as the answer goes out (the next archive may follow at once), and only if still this one's.
+    const settled = () => void (unpacking.get(t.id) === mine && unpacking.delete(t.id));
+    try {
+      return await zipUploads({ registry, log, webRoot, sameToken, settled, audit: (r2, action, detail) => audit(r2, a, action, detail) }).receive(r, a.shell, t, csrf);
+    } finally {
+      settled();
+    }
+  }
+
   const uploadsOf = (a: Acting) => uploads({ registry, log, webRoot, sameToken, audit: (r, action, detail) => audit(r, a, action, detail) });
 
   const DONE: Record<string, string> = {
@@ -200,7 +224,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
     async upload(r: PanelRequest, a: Acting, csrf: string, rest = 'upload'): Promise<HttpOutcome> {
       const t = registry().tenants.get(a.tenant);
       if (!t) return refusedBody(r.req, sendHtml(r.req, r.res, 404, messagePage('Not found', 'This site is no longer hosted here.')));
-      if (rest === 'upload/zip') return zipUploads({ registry, log, webRoot, sameToken, audit: (r2, action, detail) => audit(r2, a, action, detail) }).receive(r, a.shell, t, csrf);
+      if (rest === 'upload/zip') return zipUpload(r, a, t, csrf);
       return uploadsOf(a).receive(r, a.shell, t, csrf);
     },
 

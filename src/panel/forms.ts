@@ -78,7 +78,7 @@ export function formPages({ registry, state, log, apply, audit, cannotWrite }: F
       const remove = rest === '/remove';
       const raw = form.get('address') ?? '';
       try {
-        editFormsRecipients(registry().config.dir, t.id, remove ? 'remove' : 'add', raw.trim() ? [raw] : []);
+        editFormsRecipients(registry().config.dir, t.id, remove ? 'remove' : 'add', raw.trim() ? [raw] : [], registry().config.main.panel?.limits);
       } catch (err) {
         if (!(err instanceof EditRefused)) return cannotWrite(r, err);
         log.info({ user: a.login, tenant: t.id, remote: r.remote, why: err.message }, 'panel forms change refused');

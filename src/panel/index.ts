@@ -31,6 +31,31 @@ export interface PanelDeps {
 /** A session lives at most this long, however busy (then its owner logs in again). */
 export const SESSION_MAX_AGE_MS = 12 * 3600_000;
 
+/**
+ * Refusals of one account written to the audit log per minute. The rest of
+ * that minute's are in the log only: a script asking for other tenants'
+ * pages would otherwise grow the state database without end and push every
+ * other entry out of the operator's view.
+ */
+export const AUDITED_DENIALS_PER_MINUTE = 30;
+
+/** One account's refusals in the current minute: the first {@link AUDITED_DENIALS_PER_MINUTE} are audited, the next says so, the rest are logged only. */
+class DenialBudget {
+  private readonly seen = new Map<string, { since: number; n: number }>();
+
+  take(login: string, at: number): 'audit' | 'last' | 'log' {
+    let d = this.seen.get(login);
+    if (!d || at - d.since >= 60_000) this.seen.set(login, (d = { since: at, n: 0 }));
+    d.n++;
+    return d.n <= AUDITED_DENIALS_PER_MINUTE ? 'audit' : d.n === AUDITED_DENIALS_PER_MINUTE + 1 ? 'last' : 'log';
+  }
+
+  /** Forgets the minutes that are over. */
+  prune(at: number): void {
+    for (const [login, d] of this.seen) if (at - d.since >= 60_000) this.seen.delete(login);
+  }
+}
+
 const SESSION = 'mw_session';
 /** The login form's own CSRF token (double-submit: cookie and field must match), before there is a session. */
 const LOGIN_TOKEN = 'mw_login';
@@ -140,10 +165,21 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     return redirect(r.res, `/t/${encodeURIComponent(tenant.id)}/`, { 'Set-Cookie': [setCookie(cookieName(SESSION, r.secure), id, r.secure), clearLoginToken] });
   }
 
+  const denials = new DenialBudget();
+
+  /** Writes a `denied` entry, unless `login` had its share this minute; false when it was left to the log line. */
+  function auditDenied(r: PanelRequest, login: string, tenant: string, detail: string): boolean {
+    const at = now();
+    const take = denials.take(login, at);
+    if (take === 'log') return false;
+    state.panel.audit({ at, login, tenant, action: 'denied', detail: take === 'last' ? `more than ${AUDITED_DENIALS_PER_MINUTE} refusals in a minute; the rest of this minute's are in the log only` : detail, remote: r.remote });
+    return take === 'audit';
+  }
+
   /** Refuses a request of session `s` with 403, in the log and the audit log. */
   function deny(r: PanelRequest, acting: Acting | undefined, tenant: string, why: string): HttpOutcome {
-    log.warn({ user: acting?.login, tenant, remote: r.remote, url: r.req.url, why }, 'panel request refused');
-    state.panel.audit({ login: acting?.login ?? '-', tenant, action: 'denied', detail: `${r.req.method} ${r.req.url ?? ''}: ${why}`, remote: r.remote });
+    const audited = auditDenied(r, acting?.login ?? '-', tenant, `${r.req.method} ${r.req.url ?? ''}: ${why}`);
+    log.warn({ user: acting?.login, tenant: tenant.slice(0, 253), remote: r.remote, url: r.req.url?.slice(0, 500), why, ...(audited ? {} : { audited }) }, 'panel request refused');
     const text: Record<string, string> = {
       'another tenant': 'This page belongs to another customer.',
       'operator page': "This page is for the hosting provider's operators.",
@@ -160,6 +196,7 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     lists,
     webRoot,
     sameToken,
+    denied: (r, login, tenant, detail) => void auditDenied(r, login, tenant, detail),
     now,
   });
   const operatorView = operatorPages({ registry: () => current, state, log, reload, queue, now });
@@ -217,7 +254,14 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
       }
       return operatorView.handle(r, who, admin[1] ?? '', form, url.searchParams);
     }
-    const tenantId = decodeURIComponent(m![1]!);
+    let tenantId: string;
+    try {
+      tenantId = decodeURIComponent(m![1]!);
+    } catch {
+      // A broken %-escape names no tenant.
+      log.info({ user: session.s.login, remote: r.remote, url: req.url?.slice(0, 500), why: 'broken %-escape in the tenant' }, 'panel request refused');
+      return sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such page in the panel.'));
+    }
     const acting = actingOf(session.s, tenantId);
     if (operator) {
       if (!current.tenants.has(tenantId)) return sendHtml(req, r.res, 404, messagePage('Not found', 'There is no such tenant.', acting.shell));
@@ -260,7 +304,8 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
         current = next;
       },
       jobs(): Job[] {
-        return [{ name: 'prune panel sessions', schedule: '*/10 * * * *', run: () => void state.panel.prune(idleMs(), SESSION_MAX_AGE_MS) }];
+        const run = () => void (state.panel.prune(idleMs(), SESSION_MAX_AGE_MS), denials.prune(now()));
+        return [{ name: 'prune panel sessions', schedule: '*/10 * * * *', run }];
       },
     },
   };

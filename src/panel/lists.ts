@@ -161,6 +161,14 @@ export function listPages({ registry, state, log, lists, apply, audit, cannotWri
           return refuse(400, { member: (err as Error).message }, { member: raw });
         }
         if (what === 'members') {
+          // Added without a confirmation: bounded, or a script could fill the state database and make the list a mailer to anyone.
+          const max = registry().config.main.panel?.limits.listMembers;
+          const n = state.lists.members(t.id, name).length;
+          if (max !== undefined && n >= max && !state.lists.member(t.id, name, member)) {
+            const why = `${address}: ${n + 1} members, more than the ${max} the panel may add up to (panel.limits.listMembers); nothing changed`;
+            log.info({ user: a.login, tenant: t.id, list: name, remote: r.remote, why }, 'panel list change refused');
+            return refuse(400, { member: why }, { member: raw });
+          }
           state.lists.addMember(t.id, name, member, 'single', now());
           audit(r, 'member-add', `${member} to ${address}`);
           return back('added');
@@ -207,8 +215,13 @@ export function listPages({ registry, state, log, lists, apply, audit, cannotWri
         return sendHtml(r.req, r.res, 200, listsIndex(a, t, (n) => ({ members: state.lists.members(t.id, n).length, held: state.lists.heldOf(t.id, n).length })));
       }
       const m = /^\/([^/]+)(?:\/(.+))?$/.exec(rest);
-      const name = m ? decodeURIComponent(m[1]!) : '';
-      if (!m || !registry().listConfig(t, name)) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'You have no mailing list of that name.', a));
+      let name = '';
+      try {
+        name = m ? decodeURIComponent(m[1]!) : '';
+      } catch {
+        // A broken %-escape names no list: the 404 below.
+      }
+      if (!m || !name || !registry().listConfig(t, name)) return sendHtml(r.req, r.res, 404, messagePage('Not found', 'You have no mailing list of that name.', a));
       const what = m[2] ?? '';
       if (form) return post(r, a, t, name, what, form);
       if (what === 'members.csv') return csv(r, t, name);

@@ -56,6 +56,8 @@ export interface ZipDeps {
   webRoot: WebRootWriter | undefined;
   audit: (r: PanelRequest, action: string, detail: string) => void;
   sameToken: (given: string | undefined | null, expected: string) => boolean;
+  /** Called once the scratch file is gone, just before the answer (the caller takes the tenant's next archive from then on). */
+  settled?: () => void;
 }
 
 /** Why an archive is not unpacked: the sentence shown (status 400, 413 or 507). */
@@ -136,13 +138,14 @@ async function drop(file: string): Promise<void> {
   await unlink(file).catch(() => undefined);
 }
 
-export function zipUploads({ registry, log, webRoot, audit, sameToken }: ZipDeps) {
+export function zipUploads({ registry, log, webRoot, audit, sameToken, settled }: ZipDeps) {
   const maxOf = () => registry().config.main.panel?.maxUpload ?? DEFAULT_MAX_UPLOAD;
   const scratchDir = () => path.join(registry().config.main.dataDir, 'panel', 'uploads');
 
   /** Answers with the upload page and `message`; the scratch file, if any, is gone before the answer leaves. */
   async function refuse(r: PanelRequest, a: Who, status: number, why: string, message: string, scratch?: string): Promise<HttpOutcome> {
     if (scratch) await drop(scratch);
+    settled?.();
     log.info({ user: a.login, tenant: a.tenant, remote: r.remote, why }, 'panel zip upload refused');
     const free = webRoot ? await webRoot.free(a.tenant) : 0;
     return refusedBody(r.req, sendHtml(r.req, r.res, status, uploadPage(a, { max: maxOf(), free, zipError: message, available: webRoot !== undefined })));
@@ -176,6 +179,7 @@ export function zipUploads({ registry, log, webRoot, audit, sameToken }: ZipDeps
       if (!res.ok) return await refuse(r, a, res.why === 'quota' ? 507 : 400, res.message, `${res.message}; nothing was stored.`, file);
       audit(r, 'upload-zip', `${res.folder}: ${res.files} files, ${res.bytes} bytes`);
       await drop(file);
+      settled?.();
       return redirect(r.res, `/t/${encodeURIComponent(t.id)}/upload?unpacked=${res.files}&folder=${encodeURIComponent(res.folder)}`);
     } catch (err) {
       if (err instanceof Refused) return refuse(r, a, err.status, err.why, `${err.message}; nothing was stored.`, file);

@@ -71,6 +71,13 @@ export interface AuditEntry {
   remote: string;
 }
 
+/** Longest tenant and detail an audit entry keeps: a refused request's path is the client's to choose, and one entry stays one short line. */
+export const AUDIT_FIELD_MAX = 500;
+
+function clip(s: string): string {
+  return s.length > AUDIT_FIELD_MAX ? `${s.slice(0, AUDIT_FIELD_MAX)}…` : s;
+}
+
 function hashId(id: string): string {
   return createHash('sha256').update(id).digest('hex');
 }
@@ -142,7 +149,7 @@ export class PanelStore {
   }
 
   audit(e: Omit<AuditEntry, 'at'> & { at?: number }): void {
-    this.insertAudit.run(e.at ?? Date.now(), e.login, e.tenant, e.action, e.detail, e.remote);
+    this.insertAudit.run(e.at ?? Date.now(), clip(e.login), clip(e.tenant), e.action, clip(e.detail), e.remote);
   }
 
   /** The newest `limit` audit entries, oldest first; of one tenant when given. */

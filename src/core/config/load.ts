@@ -56,6 +56,22 @@ function keyPath(p: readonly PropertyKey[]): string {
   return out;
 }
 
+/**
+ * The path of the first key `__proto__` in a parsed file: YAML may hold one,
+ * but a validated object cannot keep it, so the setting (a forward, say)
+ * would be dropped without a word.
+ */
+function protoKey(value: unknown, at: PropertyKey[] = []): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  const entries: Array<[PropertyKey, unknown]> = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+  for (const [k, v] of entries) {
+    if (k === '__proto__') return keyPath([...at, k]);
+    const deeper = protoKey(v, [...at, k]);
+    if (deeper) return deeper;
+  }
+  return undefined;
+}
+
 function parseYaml(file: string, problems: string[], override?: string, cache?: ParseCache): unknown {
   let text: string;
   try {
@@ -70,6 +86,11 @@ function parseYaml(file: string, problems: string[], override?: string, cache?: 
   try {
     // parse() stops at the first error; one precise problem per broken file is enough.
     const value: unknown = parse(text, { prettyErrors: true, uniqueKeys: true, logLevel: 'error' }) ?? {};
+    const proto = protoKey(value);
+    if (proto) {
+      problems.push(`${show(file)}: ${proto}: "__proto__" cannot be a key`);
+      return undefined;
+    }
     if (id !== undefined) cache!.set(file, id, value);
     return value;
   } catch (err) {

@@ -388,6 +388,10 @@ export const mainSchema = z.strictObject({
           forwards: z.number().int().min(1).max(100_000).default(100),
           /** Files and folders a zip of a site may hold. */
           zipEntries: z.number().int().min(1).max(1_000_000).default(10_000),
+          /** Addresses a tenant's form handlers may mail (`forms.recipients`). */
+          formsRecipients: z.number().int().min(1).max(10_000).default(20),
+          /** Members a list may have for the panel to add one more (members who joined by confirming are not refused). */
+          listMembers: z.number().int().min(1).max(1_000_000).default(1000),
         })
         .prefault({}),
     })

@@ -21,7 +21,7 @@ beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
     main: {
-      panel: { host: PANEL_HOST, limits: { forwardTargets: 2, forwards: 3 } },
+      panel: { host: PANEL_HOST, limits: { forwardTargets: 2, forwards: 3, formsRecipients: 2 } },
       smtp: { listen: ['127.0.0.1:0'], relay: sink.url },
     },
     tenants: {
@@ -114,6 +114,24 @@ describe('forward fan-out limits (panel.limits)', () => {
 
     // The operator is not bound by the customers' limits.
     const op = await cli('alias', 'add', 'jobs@example.test', 'j@example.net', '--config', t.configDir);
+    expect(op.code, op.err).toBe(0);
+  });
+});
+
+describe('forms recipients limit (panel.limits.formsRecipients)', () => {
+  it('refuses more recipients than the limit next to the field; the file stays as it was; the CLI is not bound', async () => {
+    expect((await c.post('/t/example.test/forms', { csrf, address: 'second@example.net' })).status).toBe(303);
+    const before = readFileSync(FILE(), 'utf8');
+    const third = await c.post('/t/example.test/forms', { csrf, address: 'third@example.net' });
+    expect(third.status).toBe(400);
+    expect(third.text).toContain(
+      '<p class="error" id="recipient-error">tenant &quot;example.test&quot;: forms.recipients: 3 addresses, more than the 2 allowed (panel.limits.formsRecipients); nothing changed</p>',
+    );
+    expect(readFileSync(FILE(), 'utf8')).toBe(before);
+    expect(t.suite.registry().tenants.get('example.test')!.config.forms!.recipients).toEqual(['alice@example.net', 'second@example.net']);
+    expect(t.logs().some((l) => l.msg === 'panel forms change refused' && String(l.why).includes('panel.limits.formsRecipients'))).toBe(true);
+
+    const op = await cli('forms', 'recipients', 'add', 'example.test', 'third@example.net', '--config', t.configDir);
     expect(op.code, op.err).toBe(0);
   });
 });

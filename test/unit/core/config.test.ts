@@ -138,7 +138,7 @@ describe('loadConfig', () => {
   it('panel: a valid host of its own, admins with scrypt hashes, each once', () => {
     const ok = MAIN + 'panel:\n  host: Panel.ISP.test\n';
     const loaded = loadConfig(write({ 'makewaves.yaml': ok }));
-    expect(loaded.main.panel).toEqual({ host: 'panel.isp.test', admins: {}, idleMinutes: 30, limits: { forwardTargets: 10, forwards: 100, zipEntries: 10000 } });
+    expect(loaded.main.panel).toEqual({ host: 'panel.isp.test', admins: {}, idleMinutes: 30, limits: { forwardTargets: 10, forwards: 100, zipEntries: 10_000, formsRecipients: 20, listMembers: 1000 } });
     expect(new Registry(loaded).isPanelHost('PANEL.isp.test:8443')).toBe(true);
     expect(problems({ 'makewaves.yaml': MAIN + 'panel:\n  host: "panel..test"\n  idleMinutes: 0\n  colour: blue\n' })).toEqual([
       expect.stringMatching(/makewaves\.yaml: panel\.host: "panel\.\.test" is not a valid host name/),
