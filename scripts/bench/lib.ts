@@ -29,6 +29,30 @@ export function rssMiB(pid: number | undefined): number {
   }
 }
 
+/**
+ * Proportional memory (PSS, MiB) of a process and its children: pages shared
+ * between them (the node binary both a server and its launcher map) counted
+ * once in all, where a sum of RSS counts them in each.
+ */
+export function treePssMiB(pid: number | undefined): number {
+  if (!pid) return NaN;
+  const pss = (p: number) => {
+    try {
+      const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'));
+      return m ? Number(m[1]) / 1024 : NaN;
+    } catch {
+      return NaN;
+    }
+  };
+  let total = pss(pid);
+  try {
+    for (const k of execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean)) total += pss(Number(k));
+  } catch {
+    // no children
+  }
+  return total;
+}
+
 /** Sum of RSS over a process and its children (nginx master + worker). */
 export function treeRssMiB(pid: number | undefined): number {
   if (!pid) return NaN;
