@@ -143,6 +143,7 @@ export class BoxPool {
 
   private end(box: Spare): void {
     unwatch(box);
+    // Ended on purpose: an error from here on (a kill of a process already gone) tells nothing.
     box.proc.on('error', () => undefined);
     // Its fd 4 closed: the stub reads no run and exits, even if bwrap is killed before its box
     // learnt to die with it (a box killed right after its start). Then bwrap, and the box with it.

@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
 import { childCgroup, findDelegatedCgroup, limitsNote, type CgroupFinding } from '../lib/cgroup.ts';
+import { tenantPlaces } from './places.ts';
 import { BoxPool, boxOptionsOf } from './boxes.ts';
 import { findScript, runScript } from './classic.ts';
 import { detectSandbox, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
@@ -199,18 +200,6 @@ function respond(
   return send(req, res, parsed.status, parsed.headers, parsed.body);
 }
 
-/** lstat of a scratch folder, made again (empty) when `tenant remove` archived it away while the server ran. */
-function lstatOrMake(parent: string, dir: string): Stats {
-  try {
-    return lstatSync(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    mkdirSync(parent, { recursive: true, mode: 0o711 });
-    mkdirSync(dir, { mode: 0o700, recursive: true });
-    return lstatSync(dir);
-  }
-}
-
 /**
  * The start-up log of the sandbox: what boxes handlers, as which uid
  * (each tenant's own, one for all, or this process's), the refusal when
@@ -291,10 +280,10 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     return { cgroup: procs };
   }
   const handlerMail = new HandlerMail(mail, mailLimitsOf(registry), log, onSent);
-  const realRoots = new Map<string, string>();
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
   const versions = new Map<string, string>();
-  const scratchReady = new Set<string>();
+  const places = tenantPlaces(() => current, () => caps, log);
+  const { realRoot, scratch } = places;
   // When a tenant's grants change, its warm processes (started with the old ones) retire.
   const grants = new GrantCache(log, (tenant) => {
     pools.retire(`${tenant}\0own`);
@@ -313,47 +302,6 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     } catch {
       suiteNames = new Set();
     }
-  }
-
-  /** The tenant's web root as a real path; undefined while it does not exist. */
-  function realRoot(t: Tenant): string | undefined {
-    let r = realRoots.get(t.id);
-    if (r === undefined) {
-      try {
-        r = realpathSync(t.root);
-      } catch {
-        // No web root yet: the tenant has no handlers of its own to run.
-        return undefined;
-      }
-      realRoots.set(t.id, r);
-    }
-    return r;
-  }
-
-  /**
-   * The tenant's scratch folder, 0700 and (as root) owned by the handlers'
-   * user. Checked before every run, not only when made: a handler may
-   * chmod its own folder (it owns it), and the next run finds it 0700 again.
-   */
-  function scratch(t: Tenant): string {
-    const parent = path.join(current.config.main.dataDir, 'cgi');
-    const dir = path.join(parent, t.id);
-    if (!scratchReady.has(dir)) {
-      // The handlers' user may pass through <data>/cgi but not list it; each tenant's folder is its own.
-      mkdirSync(parent, { recursive: true, mode: 0o711 });
-      mkdirSync(dir, { mode: 0o700, recursive: true });
-      scratchReady.add(dir);
-    }
-    // One lstat per run (about a microsecond); a repair is logged, for the operator to see who tried.
-    const st = lstatOrMake(parent, dir);
-    if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
-    if ((st.mode & 0o7777) !== 0o700) {
-      log.info({ tenant: t.id, dir, was: (st.mode & 0o7777).toString(8) }, 'handler scratch folder mode set again');
-      chmodSync(dir, 0o700);
-    }
-    // Only the handlers' user may use it; each tenant its own folder.
-    if (caps?.drop && (st.uid !== caps.drop.uid || st.gid !== caps.drop.gid)) chownSync(dir, caps.drop.uid, caps.drop.gid);
-    return dir;
   }
 
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
@@ -527,7 +475,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       },
       reload(next) {
         current = next;
-        realRoots.clear();
+        places.reload();
         grants.clear();
         pools.setLimits(limitsOf(next));
         handlerMail.setLimits(mailLimitsOf(next));
