@@ -5,7 +5,8 @@ import { spawnSync } from 'node:child_process';
  * package python3-dkim), with a DNS function that answers from the records
  * the suite printed (`makewaves dns`), so no real DNS is asked.
  */
-const SCRIPT = `
+/** Both scripts' start: the message on stdin, and a DNS function answering from the records given as JSON. */
+const PREAMBLE = `
 import dkim, json, sys
 msg = sys.stdin.buffer.read()
 records = json.loads(sys.argv[1])
@@ -14,7 +15,9 @@ def dnsfunc(name, timeout=5):
         name = name.decode()
     value = records.get(name.rstrip('.').lower())
     return value.encode() if value is not None else None
-headers, _ = dkim.rfc822_parse(msg)
+`;
+
+const SCRIPT = `${PREAMBLE}headers, _ = dkim.rfc822_parse(msg)
 out = []
 for i, (k, v) in enumerate([h for h in headers if h[0].lower() == b'dkim-signature']):
     tags = dkim.util.parse_tag_value(b''.join(v.split()))
@@ -59,16 +62,7 @@ export function zoneTxt(zone: string): Map<string, string> {
   return out;
 }
 
-const ARC_SCRIPT = `
-import dkim, json, sys
-msg = sys.stdin.buffer.read()
-records = json.loads(sys.argv[1])
-def dnsfunc(name, timeout=5):
-    if isinstance(name, bytes):
-        name = name.decode()
-    value = records.get(name.rstrip('.').lower())
-    return value.encode() if value is not None else None
-cv, results, reason = dkim.arc_verify(msg, dnsfunc=dnsfunc)
+const ARC_SCRIPT = `${PREAMBLE}cv, results, reason = dkim.arc_verify(msg, dnsfunc=dnsfunc)
 print(json.dumps({'cv': cv.decode(), 'reason': reason, 'instances': [r.get('instance') for r in results]}))
 `;
 
