@@ -81,6 +81,12 @@ export interface ListMail {
    * `none` when they did not; absent when the checks are off.
    */
   authenticated?: 'dmarc' | 'dkim' | 'spf' | 'none' | undefined;
+  /**
+   * The From: domain those checks judged (lower case), as their own parser
+   * read the field: a member's post counts as authenticated only when its
+   * poster's domain is this one.
+   */
+  authenticatedDomain?: string | undefined;
 }
 
 /** Seals mail the suite passes on after changing it (implemented by mail/, used by lists). */

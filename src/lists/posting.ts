@@ -57,9 +57,12 @@ export function createPosting(kit: ListKit): Posting {
           if (isMailbox(poster)) await kit.send(c, poster, `Your post to ${c.addr()} was not accepted`, `Only members may post to ${c.addr()}.\n`);
           return;
         }
-        // Anyone can write a member's address into From:; only authentication aligned with its domain (checked at receipt) shows it is theirs.
-        if (m.auth === 'none') {
-          l.info({ poster }, "member's post not authenticated: held");
+        // Anyone can write a member's address into From:; only authentication aligned with its domain (checked at receipt) shows it is
+        // theirs, and only for the domain the checks read there: a From: field another parser reads otherwise ("Ann <ann@x>" eve@y,
+        // a comment holding an address) authenticates its other domain, never the member's.
+        const posterDomain = poster.slice(poster.lastIndexOf('@') + 1);
+        if (m.auth === 'none' || (m.auth !== null && m.authDomain !== posterDomain)) {
+          l.info({ poster, authenticatedDomain: m.authDomain }, "member's post not authenticated: held");
           return hold(c, m, fields, poster, `it claims to be from the member ${poster}, but neither DKIM nor SPF authenticates ${poster.split('@')[1]} (it may be forged)`);
         }
       }

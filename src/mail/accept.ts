@@ -242,7 +242,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
           } else raw = await scoreContent(s, session, raw, { ...spam, rspamd: spam.rspamd }, id);
         }
         if (settings.enabled && lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
-        if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined });
+        if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined, authDomain: auth?.fromDomain });
         body = raw;
       }
       const { size, refused } = await queue.enqueue({
@@ -405,6 +405,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       lists: Array<ListTarget & { rcpt: string }>;
       params: ReturnType<typeof mailParams>;
       auth: ListMail['authenticated'];
+      authDomain: string | undefined;
     },
   ): Promise<string> {
     if (m.recipients.length > 0) {
@@ -412,7 +413,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: Buffer.concat([sealed, raw]), ...m.params });
     }
     for (const l of m.lists) {
-      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw, authenticated: m.auth };
+      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw, authenticated: m.auth, authenticatedDomain: m.authDomain };
       await deps.lists!.receive(mail);
     }
     s.log.info({ qid: m.id, tenant: m.tenant, from: m.from, to: m.recipients.map((r) => r.rcpt), lists: m.lists.map((l) => l.rcpt), size: raw.length, authenticated: m.auth }, 'message accepted');

@@ -81,6 +81,11 @@ export const listMigrations: Migration[] = [
     // How the inbound checks authenticated a post's From: domain (dmarc, dkim, spf, none; NULL: not checked).
     sql: `ALTER TABLE list_inbox ADD COLUMN auth TEXT;`,
   },
+  {
+    id: 'lists-3',
+    // The From: domain the inbound checks judged (ListMail.authenticatedDomain).
+    sql: `ALTER TABLE list_inbox ADD COLUMN auth_domain TEXT;`,
+  },
 ];
 
 export type MemberMode = 'single' | 'digest';
@@ -147,6 +152,8 @@ export interface InboxMail {
   receivedAt: number;
   /** See ListMail.authenticated: null when not checked. */
   auth: string | null;
+  /** See ListMail.authenticatedDomain: null when not checked or not known. */
+  authDomain: string | null;
 }
 
 interface MemberRow {
@@ -208,7 +215,7 @@ export class ListStore {
       dropHeld: db.prepare(`DELETE FROM list_held WHERE id = ?`),
       dropHeldTokens: db.prepare(`DELETE FROM list_tokens WHERE action = 'approve' AND held_id = ?`),
       inbox: db.prepare(
-        `INSERT INTO list_inbox (tenant, list, role, param, rcpt, sender, raw, approved, received_at, auth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO list_inbox (tenant, list, role, param, rcpt, sender, raw, approved, received_at, auth, auth_domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       inboxAll: db.prepare(`SELECT id FROM list_inbox ORDER BY id`),
       inboxGet: db.prepare(`SELECT * FROM list_inbox WHERE id = ?`),
@@ -311,13 +318,13 @@ export class ListStore {
       this.s.dropHeld.run(h.id);
       this.s.dropHeldTokens.run(h.id);
       if (!post) return undefined;
-      return Number(this.s.inbox.run(h.tenant, h.list, 'post', '', `${h.list}@`, h.poster, h.raw, 1, now, null).lastInsertRowid);
+      return Number(this.s.inbox.run(h.tenant, h.list, 'post', '', `${h.list}@`, h.poster, h.raw, 1, now, null, null).lastInsertRowid);
     })();
   }
 
   /** Stores mail for a list address; returns its inbox id. */
-  receive(m: Omit<InboxMail, 'id' | 'cursor' | 'approved' | 'receivedAt' | 'auth'> & { authenticated?: string | undefined }, now: number): number {
-    return Number(this.s.inbox.run(m.tenant, m.list, m.role, m.param, m.rcpt, m.sender, m.raw, 0, now, m.authenticated ?? null).lastInsertRowid);
+  receive(m: Omit<InboxMail, 'id' | 'cursor' | 'approved' | 'receivedAt' | 'auth' | 'authDomain'> & { authenticated?: string | undefined; authenticatedDomain?: string | undefined }, now: number): number {
+    return Number(this.s.inbox.run(m.tenant, m.list, m.role, m.param, m.rcpt, m.sender, m.raw, 0, now, m.authenticated ?? null, m.authenticatedDomain?.toLowerCase() ?? null).lastInsertRowid);
   }
 
   inboxIds(): number[] {
@@ -326,9 +333,9 @@ export class ListStore {
 
   inboxGet(id: number): InboxMail | undefined {
     const r = this.s.inboxGet.get(id) as
-      | { id: number; tenant: string; list: string; role: string; param: string; rcpt: string; sender: string; raw: Buffer; approved: number; cursor: number; received_at: number; auth: string | null }
+      | { id: number; tenant: string; list: string; role: string; param: string; rcpt: string; sender: string; raw: Buffer; approved: number; cursor: number; received_at: number; auth: string | null; auth_domain: string | null }
       | undefined;
-    return r && { ...r, approved: r.approved === 1, receivedAt: r.received_at };
+    return r && { ...r, approved: r.approved === 1, receivedAt: r.received_at, authDomain: r.auth_domain };
   }
 
   inboxDone(id: number): void {

@@ -68,10 +68,10 @@ afterAll(async () => {
 
 let n = 0;
 /** A message From: `from`, signed with `key` as `d=<from's domain>; s=t1` when given. */
-async function message(from: string, to: string, subject: string, opts: { key?: string; extra?: string; body?: string } = {}): Promise<string> {
+async function message(from: string, to: string, subject: string, opts: { key?: string; domain?: string; extra?: string; body?: string } = {}): Promise<string> {
   const raw = `${opts.extra ?? ''}From: ${from}\r\nTo: ${to}\r\nSubject: ${subject}\r\nDate: ${new Date().toUTCString()}\r\nMessage-ID: <${++n}.${Date.now()}@client.test>\r\n\r\nHello from ${from}.\r\n${opts.body ?? ''}`;
   if (!opts.key) return raw;
-  const signed = await dkimSign(raw, { signatureData: [{ signingDomain: /@([^>\s]+)/.exec(from)![1]!, selector: 't1', privateKey: opts.key }] } as never);
+  const signed = await dkimSign(raw, { signatureData: [{ signingDomain: opts.domain ?? /@([^>\s]+)/.exec(from)![1]!, selector: 't1', privateKey: opts.key }] } as never);
   return signed.signatures + raw;
 }
 
@@ -186,6 +186,22 @@ describe.skipIf(!haveSwaks)('posting: members and authentication', () => {
     expect(await send('ann@member.test', 'news@a.test', await message('Ann <ann@member.test>', 'news@a.test', 'signed member post', { key: memberKey.pem }))).toMatch(/<-\s+250 /);
     const copy = await waitFor(() => sink.messages.slice(before).find((m) => m.to.includes('ann@member.test') && m.raw.includes('signed member post')), 5_000, 'the member copy');
     expect(fields(copy, 'List-Id')).toHaveLength(1);
+  });
+
+  // The list reads the poster from From: with its own parser; the checks read the domain they authenticate with theirs. Where the
+  // two could differ, a member's address hidden in a display name or a comment must not ride on another domain's authentication.
+  it.each([
+    ['"Ann <ann@member.test>" vera@good.test', 'display name'],
+    ['vera@good.test (ann@member.test)', 'comment'],
+  ])("holds a post whose From: %s shows a member's address but authenticates another domain (%s)", async (from, what) => {
+    // A member (added by the test above; again here when this one runs alone, where "already a member" is fine).
+    await runCli('list', '--config', t.configDir, 'add', 'ann@member.test', 'news@a.test', '--no-confirm');
+    const before = sink.messages.length;
+    const subject = `member in a ${what}`;
+    expect(await send('vera@good.test', 'news@a.test', await message(from, 'news@a.test', subject, { key: goodKey.pem, domain: 'good.test' }))).toMatch(/<-\s+250 /);
+    await waitFor(() => t.suite.state.lists.heldOf('a.test', 'news').find((h) => h.subject === subject), 5_000, 'the held post');
+    expect(sink.messages.slice(before).some((m) => m.to.includes('ann@member.test') && m.raw.includes(subject))).toBe(false);
+    expect(t.logs().some((l) => l.msg === "member's post not authenticated: held" && l.poster === 'ann@member.test' && l.authenticatedDomain === 'good.test')).toBe(true);
   });
 });
 
