@@ -20,19 +20,23 @@ export interface Origin {
   tenant?: string | undefined;
 }
 
-/** The domain of the first address in the message's From: header (lower case), or undefined. */
+/**
+ * The domain of the one address in the message's From: header (lower case),
+ * or undefined: no From:, or more than one address in it (a list, a group).
+ * Quoted strings and comments are not addresses ("Bob <b@x>" v@y is from y).
+ */
 export function fromDomain(raw: Buffer): string | undefined {
   const end = raw.indexOf('\r\n\r\n');
   const head = raw.subarray(0, end === -1 ? Math.min(raw.length, 64 * 1024) : end + 2).toString('latin1');
   const m = /(?:^|\r\n)from:((?:[^\r]|\r\n[ \t])*)/i.exec(head);
   if (!m) return undefined;
-  const value = m[1]!.replace(/\r\n[ \t]/g, ' ');
-  // The address is in <…> when there is a display name; otherwise the value is the address.
-  const addr = /<([^<>]*)>/.exec(value)?.[1] ?? value;
-  const at = addr.lastIndexOf('@');
-  if (at === -1) return undefined;
-  const domain = addr.slice(at + 1).trim().toLowerCase().replace(/[>\s].*$/, '');
-  return domain || undefined;
+  const value = m[1]!
+    .replace(/\r\n[ \t]/g, ' ')
+    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
+    .replace(/\((?:[^()\\]|\\.)*\)/g, ' ');
+  const addrs = [...value.matchAll(/<\s*([^<>\s]+@[^<>\s]+?)\s*>|([^\s<>"(),;:]+@[^\s<>"(),;:]+)/g)].map((a) => a[1] ?? a[2]!);
+  if (addrs.length !== 1) return undefined;
+  return addrs[0]!.slice(addrs[0]!.lastIndexOf('@') + 1).toLowerCase() || undefined;
 }
 
 export interface DkimSignerDeps {

@@ -20,6 +20,12 @@ describe('fromDomain: the domain that signs when it is ours', () => {
     ['To: x@y.test\r\n\r\nFrom: body@c.test\r\n', undefined],
     ['From: nobody\r\n\r\n', undefined],
     ['From: Mail Delivery System <MAILER-DAEMON@mx.test>\r\n\r\n', 'mx.test'],
+    // Hostile: an address in a quoted display name or a comment is not the sender; several addresses name no one domain.
+    ['From: "Bob <b@ours.test>" v@yahoo.test\r\n\r\n', 'yahoo.test'],
+    ['From: v@yahoo.test (via x@ours.test)\r\n\r\n', 'yahoo.test'],
+    ['From: (b@ours.test) <v@yahoo.test>\r\n\r\n', 'yahoo.test'],
+    ['From: a@ours.test, eve@yahoo.test\r\n\r\n', undefined],
+    ['From: Friends: a@yahoo.test, b@ours.test;\r\n\r\n', undefined],
   ])('%j → %s', (raw, domain) => {
     expect(fromDomain(Buffer.from(raw))).toBe(domain);
   });
