@@ -93,7 +93,7 @@ export async function unpackTree(fs: JailFileSystem, folder: string, entries: re
       if (old?.isFile()) credit += old.size;
     }
     if (!fs.usage.fits(declared, credit)) {
-      throw new TreeRefused('quota', `Quota exceeded: the archive unpacks to ${declared} bytes, ${fs.usage.free} left (quota ${fs.usage.quota} bytes)`);
+      throw new TreeRefused('quota', `Quota exceeded: the archive unpacks to more than fits (${declared} bytes; ${fs.usage.free} left, ${credit} of them in files it replaces; quota ${fs.usage.quota} bytes)`);
     }
 
     // Step 2: folders, then every file into its temporary.

@@ -104,14 +104,19 @@ async function* contentOf(zip: yauzl.ZipFile, e: yauzl.Entry): AsyncIterable<Buf
   }
 }
 
-/** Step 2: the central directory judged as a whole; the entries to store, or a refusal naming the first bad one. */
-export function checkEntries(zip: yauzl.ZipFile, entries: readonly yauzl.Entry[], o: { room: number; quota: boolean }): WebRootEntry[] {
+/**
+ * Step 2: the central directory judged as a whole; the entries to store, or a
+ * refusal naming the first bad one. `room` caps what the archive may declare
+ * where no quota does (the quota itself is the store's to judge: it counts the
+ * files an archive replaces as freed, as a STOR's old file is).
+ */
+export function checkEntries(zip: yauzl.ZipFile, entries: readonly yauzl.Entry[], o: { room: number }): WebRootEntry[] {
   const out: WebRootEntry[] = [];
   let declared = 0;
   for (const e of entries) {
     const name = e.fileName;
-    // macOS's Finder adds resource forks under __MACOSX/: not part of the site.
-    if (name === '__MACOSX/' || name.startsWith('__MACOSX/')) continue;
+    // macOS's Finder adds resource forks under __MACOSX/ and folder settings in .DS_Store: not part of the site.
+    if (name.startsWith('__MACOSX/') || name === '.DS_Store' || name.endsWith('/.DS_Store')) continue;
     const madeOnUnix = e.versionMadeBy >> 8 === 3;
     const type = madeOnUnix ? (e.externalFileAttributes >>> 16) & S_IFMT : 0;
     if (type === S_IFLNK) throw new Refused(400, `symlink ${name}`, `${name} is a symbolic link; links are not unpacked`);
@@ -124,10 +129,7 @@ export function checkEntries(zip: yauzl.ZipFile, entries: readonly yauzl.Entry[]
     if (e.isEncrypted()) throw new Refused(400, `encrypted ${name}`, `${name} is encrypted; encrypted archives are not unpacked`);
     if (e.compressionMethod !== 0 && e.compressionMethod !== 8) throw new Refused(400, `method ${e.compressionMethod}`, `${name} is compressed in a way that is not supported (method ${e.compressionMethod}); use plain zip (deflate)`);
     declared += e.uncompressedSize;
-    if (declared > o.room) {
-      const where = o.quota ? `the ${formatSize(o.room)} left in your quota` : `the ${formatSize(o.room)} an archive may unpack to`;
-      throw new Refused(o.quota ? 507 : 413, `unpacks past ${o.room} bytes`, `It unpacks to more than ${where}`);
-    }
+    if (declared > o.room) throw new Refused(413, `unpacks past ${o.room} bytes`, `It unpacks to more than the ${formatSize(o.room)} an archive may unpack to`);
     out.push({ path: name, dir: false, size: e.uncompressedSize, open: () => contentOf(zip, e) });
   }
   return out;
@@ -173,8 +175,8 @@ export function zipUploads({ registry, log, webRoot, audit, sameToken, settled }
         return await refuse(r, a, 400, m, outside ? `The archive has an entry outside its folder (${m}); nothing was stored.` : `The archive could not be read (${m}); nothing was stored.`, file);
       }
       const free = await webRoot!.free(t.id);
-      const room = free === Infinity ? maxOf() * UNPACK_FACTOR : free;
-      const checked = checkEntries(zip, entries, { room, quota: free !== Infinity });
+      // Declared sizes are what yauzl holds each entry to while inflating; under a quota the store judges them.
+      const checked = checkEntries(zip, entries, { room: free === Infinity ? maxOf() * UNPACK_FACTOR : Infinity });
       const res = await webRoot!.storeTree(t.id, folder, checked, { login: a.login, remote: r.remote });
       if (!res.ok) return await refuse(r, a, res.why === 'quota' ? 507 : 400, res.message, `${res.message}; nothing was stored.`, file);
       audit(r, 'upload-zip', `${res.folder}: ${res.files} files, ${res.bytes} bytes`);

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -147,6 +147,15 @@ describe('a zip of a site from the panel', () => {
     expect(t.logs().at(-1)?.msg ?? '').toMatch(/panel (zip upload|archive) refused/);
   });
 
+  it("skips what macOS's zipping adds (__MACOSX/, .DS_Store) instead of refusing the archive for it", async () => {
+    const res = await curlZip([`csrf=${csrf}`, 'folder=/', `file=@${pyZip('mac.zip', [['mac/ok.html', 'ok'], ['.DS_Store', 'x'], ['mac/.DS_Store', 'x'], ['__MACOSX/mac/._ok.html', 'x']])}`]);
+    expect(res.status).toBe(303);
+    expect(readFileSync(path.join(root(), 'mac', 'ok.html'), 'utf8')).toBe('ok');
+    expect(existsSync(path.join(root(), '.DS_Store'))).toBe(false);
+    expect(existsSync(path.join(root(), 'mac', '.DS_Store'))).toBe(false);
+    expect(existsSync(path.join(root(), '__MACOSX'))).toBe(false);
+  });
+
   it('shows an entry name back escaped', async () => {
     const res = await curlZip([`csrf=${csrf}`, 'folder=/', `file=@${pyZip('xss.zip', [['<img src=x onerror=alert(1)>', '', 0o120777]])}`]);
     expect(res.status).toBe(400);
@@ -219,5 +228,20 @@ describe('a zip entry aimed through a planted link', () => {
     expect(res.status).toBe(400);
     expect(res.body).toContain('permission denied');
     expect(snapshot()).toEqual(before);
+  });
+});
+
+// Last: it takes most of the quota. A site sent again replaces its own files, which counts their size as freed, as FTP's STOR does.
+describe('a site sent again near the quota', () => {
+  it('fits when what it replaces frees the room; an archive that does not fit even so is refused (507)', async () => {
+    const size = 350 * KiB;
+    const site = () => pyZip('again.zip', [['again/big.bin', size]]);
+    expect((await curlZip([`csrf=${csrf}`, 'folder=/', `file=@${site()}`])).status).toBe(303);
+    // Less room left than the archive declares: only the credit of the file it replaces lets it in.
+    expect((await curlZip([`csrf=${csrf}`, 'folder=/', `file=@${site()}`])).status).toBe(303);
+    expect(readFileSync(path.join(root(), 'again', 'big.bin')).length).toBe(size);
+    const over = await curlZip([`csrf=${csrf}`, 'folder=/', `file=@${pyZip('again2.zip', [['again/big.bin', size], ['again/more.bin', size]])}`]);
+    expect(over.status).toBe(507);
+    expect(over.body).toContain('unpacks to more than');
   });
 });
