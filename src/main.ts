@@ -5,7 +5,7 @@ import { CertStore, certificateExpiry } from './core/certs.ts';
 import { CERT_WARN_DAYS, Health, diskProblems, listenerProblems } from './core/health.ts';
 import { detectSandbox, type SandboxCapabilities } from './cgi/sandbox.ts';
 import { ConfigError, loadConfig, loadMainConfig } from './core/config/load.ts';
-import { PARSE_CACHE_FILE, ParseCache } from './core/config/parsecache.ts';
+import { PARSE_CACHE_FILE, sharedParseCache } from './core/config/parsecache.ts';
 import { restartOnlyChanges } from './core/config/restart.ts';
 import { watchConfig } from './core/config/watch.ts';
 import type { ListInbox, ListPages, MailSubmitter, QueueRemover } from './core/contracts.ts';
@@ -59,8 +59,10 @@ export interface Suite {
  */
 export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const log = options.log ?? createLogger();
-  // Tenant files' parsed YAML, kept by file identity under <data> between starts and in memory between reloads.
-  const parseCache = new ParseCache(path.join(path.resolve(options.configDir, loadMainConfig(options.configDir).data), PARSE_CACHE_FILE));
+  // Tenant files' parsed YAML, kept by their text: in memory (for reloads and the panel's edits) and under <data> between starts.
+  const parseCache = sharedParseCache();
+  const cacheFile = parseCacheFile(options.configDir);
+  if (cacheFile) parseCache.load(cacheFile);
   const config = loadConfig(options.configDir, undefined, parseCache);
   let registry = new Registry(config);
   const runAs = serviceAccount(config.main.user, config.main.group);
@@ -70,7 +72,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const asRoot = process.getuid?.() === 0;
   makeDir(config.main.dataDir, asRoot ? 0o711 : 0o750);
   if (asRoot && (statSync(config.main.dataDir).mode & 0o001) === 0) chmodSync(config.main.dataDir, (statSync(config.main.dataDir).mode & 0o7777) | 0o001);
-  const cacheUnsaved = parseCache.save();
+  const cacheUnsaved = parseCache.save(cacheFile);
   if (cacheUnsaved) log.warn({ file: path.join(config.main.dataDir, PARSE_CACHE_FILE), why: cacheUnsaved }, 'cannot write the cache of parsed tenant files; the next start parses every file again');
   const tightened = tightenTree(config.main.dataDir);
   if (tightened > 0) log.warn({ dir: config.main.dataDir, tightened }, `took group/world write and world read away from ${tightened} files and folders under ${config.main.dataDir}`);
@@ -203,7 +205,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     // Then applied: every service is handed the snapshot, each on its own.
     if (pending.length > 0) log.warn({ settings: pending }, `makewaves.yaml: ${pending.join(', ')} changed; they take effect on restart (the rest applies now)`);
     registry = next;
-    const unsaved = parseCache.save();
+    const unsaved = parseCache.save(cacheFile);
     if (unsaved) log.warn({ why: unsaved }, 'cannot write the cache of parsed tenant files; the next start parses every file again');
     const failed = reloadAll(services, next, log, health);
     if (certs && next.config.main.http.tls?.selfSigned) {
@@ -262,6 +264,16 @@ function serviceAccount(user: string | undefined, group: string | undefined): { 
   throw new Error(
     `user: ${user} is configured, but makewaves runs as uid ${uid}, neither root nor ${user}: start it as root (it binds its ports, then becomes ${user}) or as ${user}`,
   );
+}
+
+/** Where the parse cache persists (`<data>/config-cache.json`); none while makewaves.yaml is refused (loadConfig then names every problem). */
+function parseCacheFile(configDir: string): string | undefined {
+  try {
+    return path.join(path.resolve(configDir, loadMainConfig(configDir).data), PARSE_CACHE_FILE);
+  } catch (err) {
+    if (err instanceof ConfigError) return undefined;
+    throw err;
+  }
 }
 
 /**

@@ -2,7 +2,6 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, re
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig } from '../core/config/load.ts';
-import { ParseCache } from '../core/config/parsecache.ts';
 import type { Logger } from '../core/log.ts';
 import { Registry, type Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
@@ -133,7 +132,6 @@ export class Launcher {
   private caps!: SandboxCapabilities;
   private allowedOwners = new Set<number>([0]);
   private readonly grants: GrantCache;
-  private readonly parsed = new ParseCache();
   /** The delegated cgroup v2 tenants' runs go below, or why there is none (rlimits only). */
   readonly cgroup: CgroupFinding;
   private readonly tenantCgroups = new Map<string, string>();
@@ -158,8 +156,8 @@ export class Launcher {
 
   /** (Re)reads the config folder and gives every tenant without a uid one. A uid once given is never changed here. */
   load(): void {
-    // Its own cache, in memory only: the launcher trusts no file the server's user can write.
-    const config = loadConfig(this.opts.configDir, undefined, this.parsed);
+    // The process's cache, in memory only: the launcher trusts no file the server's user can write.
+    const config = loadConfig(this.opts.configDir);
     this.registry = new Registry(config);
     // Limits may have changed: each tenant's cgroup is set again at its next run.
     this.tenantCgroups?.clear();

@@ -4,7 +4,7 @@ import { parse, type YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { MakewavesError } from '../errors.ts';
 import { LIST_SUFFIXES } from '../listaddr.ts';
-import { ParseCache } from './parsecache.ts';
+import { ParseCache, sharedParseCache } from './parsecache.ts';
 import { mainSchema, tenantSchema, type MainConfig, type TenantConfig } from './schema.ts';
 
 export const MAIN_FILE = 'makewaves.yaml';
@@ -125,11 +125,11 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, file: string, 
  * stands in for files on disk: the CLI validates an edit with this same
  * loader before it renames the new file in.
  *
- * `cache` (the server's) keeps tenant files' parsed YAML by their text, so
- * an unchanged file is not parsed again; it is told which files are still
- * there.
+ * `cache` keeps tenant files' parsed YAML by their text, so an unchanged
+ * file is not parsed again (the process's own, {@link sharedParseCache},
+ * unless another is given); it is told which files are still there.
  */
-export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, string | null> = new Map(), cache?: ParseCache): LoadedConfig {
+export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, string | null> = new Map(), cache: ParseCache = sharedParseCache()): LoadedConfig {
   const root = path.resolve(dir);
   const problems: string[] = [];
   const mainFile = path.join(root, MAIN_FILE);

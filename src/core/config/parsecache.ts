@@ -17,11 +17,17 @@ import path from 'node:path';
  */
 export class ParseCache {
   private entries = new Map<string, { id: string; value: unknown }>();
-  private changed = false;
+  /** Bumped by every change; a file is written again only when it holds an older one. */
+  private version = 0;
+  private readonly written = new Map<string, number>();
 
-  /** `file`: where the cache persists between starts (read now, written by {@link save}); none: memory only. */
+  /** `file`: read now ({@link load}) and the one {@link save} writes when given none. */
   constructor(private readonly file?: string) {
-    if (!file) return;
+    if (file) this.load(file);
+  }
+
+  /** Takes in what `file` holds (a missing or damaged file holds nothing). */
+  load(file: string): void {
     let saved: unknown;
     try {
       saved = JSON.parse(readFileSync(file, 'utf8'));
@@ -54,7 +60,7 @@ export class ParseCache {
       return;
     }
     this.entries.set(file, { id, value });
-    this.changed = true;
+    this.version++;
   }
 
   /** Drops every file not in `files` (removed tenants). */
@@ -62,25 +68,37 @@ export class ParseCache {
     for (const f of this.entries.keys()) {
       if (!files.has(f)) {
         this.entries.delete(f);
-        this.changed = true;
+        this.version++;
       }
     }
   }
 
-  /** Writes the cache file (atomically, mode 0600) if anything changed; returns why it could not, if it could not. */
-  save(): string | undefined {
-    if (!this.file || !this.changed) return undefined;
-    const tmp = `${this.file}.${process.pid}.tmp`;
+  /** Writes `file` (atomically, mode 0600) if anything changed since it was last written; returns why it could not, if it could not. */
+  save(file = this.file): string | undefined {
+    if (!file || this.written.get(file) === this.version) return undefined;
+    const tmp = `${file}.${process.pid}.tmp`;
     try {
-      mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
       writeFileSync(tmp, JSON.stringify({ format: FORMAT, entries: Object.fromEntries(this.entries) }), { mode: 0o600 });
-      renameSync(tmp, this.file);
-      this.changed = false;
+      renameSync(tmp, file);
+      this.written.set(file, this.version);
       return undefined;
     } catch (err) {
       return (err as NodeJS.ErrnoException).code ?? String(err);
     }
   }
+}
+
+let shared: ParseCache | undefined;
+
+/**
+ * The process's cache, in memory (the server also loads and saves it under
+ * `<data>`, naming the file each time): keyed by the text parsed, it serves every
+ * caller and config folder alike, so the checks of a panel or CLI edit
+ * (which load the whole folder with one file changed) parse that one file.
+ */
+export function sharedParseCache(): ParseCache {
+  return (shared ??= new ParseCache());
 }
 
 /** The cache's file under `<data>`. */

@@ -3,7 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../../src/core/config/load.ts';
-import { jsonSafe, ParseCache } from '../../../src/core/config/parsecache.ts';
+import { jsonSafe, ParseCache, sharedParseCache } from '../../../src/core/config/parsecache.ts';
+import { startSuite } from '../../../src/main.ts';
+import { createLogger } from '../../../src/core/log.ts';
 
 const MAIN = `hostname: mx.test\ndata: ../data\nsites: ../sites\nhttp:\n  listen: ["127.0.0.1:0"]\n`;
 let dir: string;
@@ -142,5 +144,26 @@ describe('the cache of parsed tenant files', () => {
     const cache = new ParseCache(cacheFile);
     expect(() => loadConfig(cfg, undefined, cache)).toThrow(ConfigError);
     expect(cache.get(f, ParseCache.identity(readFileSync(f, 'utf8')))).toBeUndefined();
+  });
+
+  it("is the process's own unless another is given: a check with one file changed (a panel or CLI edit) parses that file alone", () => {
+    const a = tenant('a.test', 'domains: [a.test]\n');
+    tenant('b.test', 'domains: [b.test]\n');
+    loadConfig(cfg);
+    const entry = sharedParseCache().get(a, ParseCache.identity('domains: [a.test]\n'));
+    expect(entry?.value).toEqual({ domains: ['a.test'] });
+    // The same object comes back from the next load: not parsed again.
+    loadConfig(cfg, new Map([['b.test', 'domains: [b.test, www.b.test]\n']]));
+    expect(sharedParseCache().get(a, ParseCache.identity('domains: [a.test]\n'))?.value).toBe(entry!.value);
+  });
+
+  it('a start with makewaves.yaml and a tenant file both refused names every problem (the cache file is not looked for then)', async () => {
+    writeFileSync(path.join(cfg, 'makewaves.yaml'), `${MAIN}colour: blue\n`);
+    tenant('a.test', 'domains: [a.test]\nquota: lots\n');
+    const err = await startSuite({ configDir: cfg, log: createLogger({ level: 'silent' }), watch: false }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems.join('\n');
+    expect(problems).toMatch(/makewaves\.yaml: colour: unknown key/);
+    expect(problems).toMatch(/a\.test\.yaml: quota/);
   });
 });
