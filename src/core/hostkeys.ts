@@ -27,7 +27,7 @@ export function loadOrCreateHostKeys(dataDir: string): Buffer[] {
   return TYPES.map(({ type, file }) => {
     const full = path.join(dir, file);
     if (!existsSync(full)) {
-      const pair = type === 'rsa' ? ssh2.utils.generateKeyPairSync('rsa', { bits: 3072 }) : ssh2.utils.generateKeyPairSync('ed25519');
+      const pair = newHostKey(type);
       writeFileSync(full, pair.private, { mode: 0o600, flag: 'wx' });
       writeFileSync(`${full}.pub`, `${pair.public}\n`, { mode: 0o600 });
     }
@@ -36,6 +36,22 @@ export function loadOrCreateHostKeys(dataDir: string): Buffer[] {
     if (parsed instanceof Error) throw new Error(`${full}: not a usable SSH host key (${parsed.message}); move it away to have a new one made`);
     return pem;
   });
+}
+
+/**
+ * A new key pair in OpenSSH's formats. ssh2's generator strips leading zero
+ * bytes from an ed25519 public key, so about one key in 200 comes out
+ * malformed; such a key is thrown away and another made. Each key kept is
+ * proved by parsing it and checking a signature made with it.
+ */
+export function newHostKey(type: 'ed25519' | 'rsa'): { private: string; public: string } {
+  const probe = Buffer.from('makewaves host key check');
+  for (let attempt = 1; ; attempt++) {
+    const pair = type === 'rsa' ? ssh2.utils.generateKeyPairSync('rsa', { bits: 3072 }) : ssh2.utils.generateKeyPairSync('ed25519');
+    const parsed = ssh2.utils.parseKey(pair.private);
+    if (!(parsed instanceof Error) && parsed.verify(probe, parsed.sign(probe))) return pair;
+    if (attempt === 10) throw new Error(`could not make a usable ${type} host key in 10 tries (${parsed instanceof Error ? parsed.message : 'signature check failed'})`);
+  }
 }
 
 /** `SHA256:...` fingerprints of the host keys that exist, as `ssh-keygen -lf` prints them. */

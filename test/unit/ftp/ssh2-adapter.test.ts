@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import ssh2, { type SFTPWrapper } from 'ssh2';
 import { describe, expect, it } from 'vitest';
+import { newHostKey } from '../../../src/core/hostkeys.ts';
 import { SSH2_INTERNALS, windowShut } from '../../../src/ftp/ssh2-adapter.ts';
 
 // Each ssh2 internal the adapter reads, checked on the installed ssh2: an upgrade that changes one fails here.
@@ -11,7 +12,7 @@ describe('ssh2 internals used by src/ftp/ssh2-adapter.ts', () => {
   });
 
   it('a server-side SFTP channel has outgoing.window, a number, open while the client reads', async () => {
-    const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+    const hostKey = newHostKey('ed25519').private;
     let serverSftp: SFTPWrapper | undefined;
     const ready = new Promise<SFTPWrapper>((resolve) => {
       const server = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
