@@ -5,6 +5,7 @@ import path from 'node:path';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { Logger } from '../core/log.ts';
 import { packageRoot } from '../lib/paths.ts';
+import { decodeStatus, frame, frameReader } from './forkbox.ts';
 
 /** What the server asks the launcher to run (launcher.ts checks it all again). */
 export interface LaunchAsk {
@@ -33,6 +34,13 @@ export class LaunchedProcess extends EventEmitter {
   private done = false;
   private killSent = false;
 
+  /** The tenant it runs for (frames of a tenant's box reach only its own runs). */
+  tenant = '';
+  /** The client's number for the run (the launcher's and box-init's too). */
+  runId = 0;
+  /** In a persistent script box (forkbox.ts): its data socket, and whether box-init has started the run. */
+  box: { socket: Writable; started: boolean } | undefined;
+
   constructor(private readonly killer: () => void) {
     super();
     for (const s of [this.stdout, this.stderr]) s.on('end', () => this.streamEnded());
@@ -54,6 +62,34 @@ export class LaunchedProcess extends EventEmitter {
     handle.on('error', () => undefined); // a pipe closed under a write: the run's end says what happened
     if (fd === 0) this.stdin.pipe(handle as Writable);
     else (handle as Readable).pipe(fd === 1 ? this.stdout : fd === 2 ? this.stderr : this.mail);
+  }
+
+  /**
+   * @internal One frame of its persistent box: S started (pid), O stdout,
+   * e stderr, M mail, C a stream's end (its fd), X its wait status.
+   */
+  boxFrame(type: string, payload: Buffer, socket: Writable, uid: number): void {
+    if (type === 'S') {
+      if (this.box) return;
+      this.box = { socket, started: true };
+      this.pid = payload.readUInt32LE(0);
+      this.uid = uid;
+      this.stdin.on('data', (c: Buffer) => {
+        for (let i = 0; i < c.length; i += 65536) socket.write(frame(this.runId, 'I', c.subarray(i, i + 65536)));
+      });
+      this.stdin.on('end', () => socket.write(frame(this.runId, 'E')));
+      this.emit('spawn');
+      return;
+    }
+    if (this.box?.socket !== socket) return; // not started in this box: nothing of it is taken from there
+    if (type === 'O') this.stdout.write(payload);
+    else if (type === 'e') this.stderr.write(payload);
+    else if (type === 'M') this.mail.write(payload);
+    else if (type === 'C') [this.stdout, this.stderr, this.mail][payload.readUInt8(0) - 1]?.end();
+    else if (type === 'X') {
+      const { code, signal } = decodeStatus(payload.readInt32LE(0));
+      this.exited(code, signal);
+    }
   }
 
   /** @internal */
@@ -92,7 +128,8 @@ export class LaunchedProcess extends EventEmitter {
 }
 
 type Reply =
-  | { op: 'ready'; uids: Record<string, number> }
+  | { op: 'ready'; uids: Record<string, number>; forkBox?: true | string }
+  | { op: 'forkbox'; box: number; tenant: string; uid: number }
   | { op: 'started'; id: number; pid: number; uid: number; box?: number }
   | { op: 'stdio'; id: number; fd: number }
   | { op: 'box'; box: number }
@@ -122,6 +159,8 @@ export class LauncherClient {
   readonly events = new EventEmitter();
   /** Each tenant's uid as the launcher gave it (for the start-up log). */
   uids: Record<string, number> = {};
+  /** true when scripts run in one persistent box per tenant; else why each gets a fresh box. */
+  forkBox: true | string = 'not told';
   readonly ready: Promise<void>;
 
   constructor(configDir: string, suiteDir: string, private readonly log: Logger) {
@@ -144,6 +183,7 @@ export class LauncherClient {
     this.proc.on('message', (m: Reply, handle: unknown) => {
       if (m.op === 'ready') {
         this.uids = m.uids;
+        this.forkBox = m.forkBox ?? 'not told';
         return readyNow();
       }
       if (m.op === 'repaired') {
@@ -159,6 +199,10 @@ export class LauncherClient {
           this.runs.get(m.id)?.fail(`launcher refused: ${m.why}`);
           this.runs.delete(m.id);
         }
+        return;
+      }
+      if (m.op === 'forkbox') {
+        if (handle) this.forkBoxData(handle as Readable & Writable, m.tenant, m.uid);
         return;
       }
       if (m.op === 'box') {
@@ -214,10 +258,44 @@ export class LauncherClient {
     });
   }
 
+  /** A tenant's persistent script box's data socket: its frames go to that tenant's runs, by run id. */
+  private forkBoxData(socket: Readable & Writable, tenant: string, uid: number): void {
+    /** Runs started in this box, with how many of X and the three C frames are still to come. */
+    const mine = new Map<LaunchedProcess, number>();
+    socket.on('error', () => undefined); // its end fails its runs, below
+    frameReader(socket, (id, type, payload) => {
+      const run = this.runs.get(id);
+      if (!run || run.tenant !== tenant) return;
+      if (type === 'S' && !run.box) mine.set(run, 4);
+      run.boxFrame(type, payload, socket, uid);
+      // Known here until its exit status and the ends of its stdout, stderr and mail channel are all in, in whatever order.
+      if ((type === 'X' || type === 'C') && mine.has(run)) {
+        const left = mine.get(run)! - 1;
+        if (left > 0) mine.set(run, left);
+        else {
+          mine.delete(run);
+          this.runs.delete(id);
+        }
+      }
+    });
+    socket.on('close', () => {
+      for (const run of mine.keys()) {
+        this.runs.delete(run.runId);
+        run.fail('the script box ended');
+      }
+    });
+  }
+
   /** Starts one run of `ask` (asynchronously: refusals arrive as the process's 'error'). */
   start(ask: LaunchAsk): ChildProcess {
     const id = ++this.seq;
-    const run = new LaunchedProcess(() => this.send({ op: 'kill', id }));
+    const run: LaunchedProcess = new LaunchedProcess(() => {
+      // In a persistent box: straight to box-init (the run is this server's own); otherwise through the launcher.
+      if (run.box) run.box.socket.write(frame(id, 'K'));
+      else this.send({ op: 'kill', id });
+    });
+    run.tenant = ask.tenant;
+    run.runId = id;
     if (this.gone) {
       queueMicrotask(() => run.fail(this.gone!));
       return run.asChild();

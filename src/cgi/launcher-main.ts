@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createLogger } from '../core/log.ts';
 import { compactAfterStart } from '../lib/memory.ts';
 import { BoxPool } from './boxes.ts';
+import { ForkBox } from './forkbox.ts';
 import { Launcher, parseRequest } from './launcher.ts';
 
 const [configDir, suiteDir] = process.argv.slice(2);
@@ -15,7 +16,8 @@ if (!configDir || !suiteDir || !process.send || process.getuid?.() !== 0) {
   process.exit(2);
 }
 const launcher = new Launcher({ configDir, suiteDir, log, onRepair: (tenant, dir, was) => send({ op: 'repaired', tenant, dir, was }) });
-const runs = new Map<number, ChildProcess>();
+/** Runs alive, each with how to end it. */
+const runs = new Map<number, { kill: () => void }>();
 /**
  * Boxes started ahead hand their pipes to the server at once, each under a
  * number of its own ({"op":"box"} and its stdio), so a run in one needs no
@@ -42,6 +44,32 @@ const boxHooks = {
 };
 const boxes = new BoxPool({ ...launcher.boxOptions(log), ...boxHooks });
 
+/**
+ * Each tenant's persistent script box (forkbox.ts), by its command line:
+ * its data socket goes to the server once, as {"op":"forkbox"} with the
+ * tenant and uid; every run of the tenant then needs one frame on the
+ * box's control socket, and its bytes pass between box and server only.
+ */
+const forkBoxes = new Map<string, ForkBox>();
+let forkSeq = 0;
+function forkBoxFor(key: string, spec: { command: string; args: string[]; cwd: string }, tenant: string, uid: number): ForkBox {
+  const had = forkBoxes.get(key);
+  if (had?.open) return had;
+  const box: ForkBox = new ForkBox(spec.command, spec.args, spec.cwd, launcher.boxOptions().idleMs, {
+    ended(id, _status, why) {
+      runs.delete(id);
+      // Its exit status goes to the server on the data socket; a run that never began is told here.
+      if (why !== undefined) send({ op: 'exit', id, code: null, signal: null, error: why });
+    },
+  }, log);
+  box.proc.on('exit', () => forkBoxes.get(key) === box && forkBoxes.delete(key));
+  forkBoxes.set(key, box);
+  holdReads(box.data);
+  send({ op: 'forkbox', box: ++forkSeq, tenant, uid }, box.data);
+  log.debug({ tenant, uid, pid: box.proc.pid }, 'script box started');
+  return box;
+}
+
 function refuse(why: string, id?: number): void {
   log.warn({ id, why }, 'launch refused');
   send({ op: 'refused', ...(id !== undefined ? { id } : {}), why });
@@ -55,6 +83,8 @@ process.on('message', (raw: unknown) => {
     if (req.op === 'reload') {
       // Boxes started ahead were built from the old config (folders, limits, the tenant itself).
       boxes.discard();
+      for (const b of forkBoxes.values()) b.retire();
+      forkBoxes.clear();
       try {
         launcher.load();
         boxes.setOptions({ ...launcher.boxOptions(log), ...boxHooks });
@@ -76,8 +106,7 @@ process.on('message', (raw: unknown) => {
     if (req.op === 'kill') {
       const p = runs.get(req.id);
       if (!p) return refuse(`no run ${req.id}`, req.id);
-      // The box's PID 1 first (bwrap reaps it and exits the same way), then bwrap itself.
-      p.kill('SIGKILL');
+      p.kill();
       return;
     }
     if (runs.has(req.id)) return refuse(`run ${req.id} is in progress`, req.id);
@@ -86,11 +115,18 @@ process.on('message', (raw: unknown) => {
     // Checked here, after the await: nothing between this and runs.set below yields.
     if (runs.size >= launcher.maxRuns()) return refuse(`${runs.size} runs alive already (twice cgi.total)`, req.id);
 
-    const { spec, uid, tenant } = checked.run;
+    const { spec, uid, tenant, fork } = checked.run;
+    if (fork) {
+      const box = forkBoxFor(fork.key, fork.box, tenant, uid);
+      runs.set(req.id, { kill: () => box.kill(req.id) });
+      box.run(req.id, fork.run);
+      return;
+    }
     // Scripts get a fourth pipe, their mail channel (fd 3, read by /usr/sbin/sendmail in the box).
     // A script's box may have been started ahead (boxes.ts): it runs this request's script and nothing else.
     const p = req.kind === 'script' ? boxes.start(spec) : spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
-    runs.set(req.id, p);
+    // The box's PID 1 first (bwrap reaps it and exits the same way), then bwrap itself.
+    runs.set(req.id, { kill: () => p.kill('SIGKILL') });
     p.on('error', (err) => {
       runs.delete(req.id);
       send({ op: 'exit', id: req.id, code: null, signal: null, error: err.message });
@@ -129,7 +165,8 @@ function holdReads(stream: unknown): void {
 
 // The server gone: every box goes with the launcher (--die-with-parent).
 process.on('disconnect', () => process.exit(0));
-log.info('launcher ready');
+if (launcher.boxInit.ok) log.info({ boxInit: launcher.boxInit.path }, 'launcher ready: scripts run in one persistent box per tenant');
+else log.warn({ why: launcher.boxInit.why }, 'launcher ready: scripts get one fresh box per run (slower)');
 // The start's garbage (every tenant file read and checked) given back once allocation has calmed down, as the server does.
 compactAfterStart();
-send({ op: 'ready', uids: launcher.uidMap() });
+send({ op: 'ready', uids: launcher.uidMap(), forkBox: launcher.boxInit.ok ? true : launcher.boxInit.why });

@@ -12,7 +12,9 @@ import { CgiUids, cgiUidMigrations, type UidRange } from '../state/cgiuids.ts';
 import { boxOptionsOf, type BoxPoolOptions } from './boxes.ts';
 import { findScriptSync } from './classic.ts';
 import { GrantCache } from './grants.ts';
-import { detectSandbox, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
+import { compileBoxInit, type BoxInit, type RunRequest } from './forkbox.ts';
+import { packageRoot } from '../lib/paths.ts';
+import { detectSandbox, forkBoxSpec, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
 
 /**
  * The launcher: the one part of the suite that stays root after the
@@ -37,7 +39,12 @@ export interface Accepted {
   tenant: string;
   uid: number;
   spec: SpawnSpec;
+  /** A script run in the tenant's persistent box (forkbox.ts): the box's command line (its key) and the run itself. */
+  fork?: { key: string; box: SpawnSpec; run: RunRequest };
 }
+
+/** Where the launcher builds box-init: beside its own code (as trusted as it), never in a folder the server's user writes. */
+export const NATIVE_DIR = path.join(packageRoot(), '.native');
 
 export type Request =
   | { op: 'run'; id: number; tenant: string; kind: 'suite' | 'own' | 'script'; name: string; env: Record<string, string> }
@@ -118,6 +125,8 @@ export interface LauncherOptions {
   sandbox?: (user: string) => SandboxCapabilities;
   /** The delegated cgroup v2 (tests; default: found from /proc/self/cgroup). */
   cgroup?: CgroupFinding;
+  /** box-init (tests; default: built by compileBoxInit into NATIVE_DIR). */
+  boxInit?: BoxInit;
 }
 
 /**
@@ -135,12 +144,15 @@ export class Launcher {
   /** The delegated cgroup v2 tenants' runs go below, or why there is none (rlimits only). */
   readonly cgroup: CgroupFinding;
   private readonly tenantCgroups = new Map<string, string>();
+  /** box-init, for persistent script boxes; or why scripts get one fresh box per run. */
+  readonly boxInit: BoxInit;
 
   constructor(private readonly opts: LauncherOptions) {
     this.grants = new GrantCache(opts.log, () => undefined);
     this.load();
     this.caps = (opts.sandbox ?? detectSandbox)(this.registry.config.main.cgi.user);
     this.cgroup = opts.cgroup ?? findDelegatedCgroup();
+    this.boxInit = opts.boxInit ?? compileBoxInit(NATIVE_DIR);
   }
 
   /** The tenant's cgroup.procs below the delegated cgroup v2, made with the limits of the config now; undefined without one. */
@@ -265,7 +277,14 @@ export class Launcher {
         if (!this.allowedOwners.has(owner)) return { ok: false, why: `${f} is owned by uid ${owner}, not by root or the suite's user` };
       }
       const env = { ...req.env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
-      const spec = scriptSpec(caps, { ...common, argv: found.argv, folders: [root!], scratch: this.scratch(t, uid), env });
+      const scratch = this.scratch(t, uid);
+      if (this.boxInit.ok) {
+        const box = forkBoxSpec(caps, { ...common, folders: [root!], scratch, init: this.boxInit.path });
+        const limits = { cpu: cfg.timeout + 1, data: cfg.memory, fsize: cfg.scratchFileMax, nofile: 256, tmp: cfg.scratchFileMax };
+        const run = { cwd: path.dirname(file), argv: found.argv, env, limits };
+        return { ok: true, run: { id: req.id, tenant: t.id, uid, spec: box, fork: { key: [t.id, box.cwd, box.command, ...box.args].join('\0'), box, run } } };
+      }
+      const spec = scriptSpec(caps, { ...common, argv: found.argv, folders: [root!], scratch, env });
       return { ok: true, run: { id: req.id, tenant: t.id, uid, spec } };
     }
     let reads: string[];

@@ -213,6 +213,19 @@ export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, '
 }
 
 /**
+ * The command line of a tenant's persistent script box (forkbox.ts): the
+ * same box, uid and limits as {@link scriptSpec}, with box-init (`init`,
+ * shown read-only at its own path) as PID 1, which keeps CAP_SYS_ADMIN and
+ * CAP_SETPCAP inside the box's user namespace only, to give each run fresh
+ * namespaces and mounts, and drops them in the run before its exec. The
+ * same for every run of the tenant; each run's own part goes over fd 3.
+ */
+export function forkBoxSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { init: string }): SpawnSpec {
+  const all = [...boxPrefix(caps, { ...opts, env: {}, data: opts.memory, shown: [opts.init], chdir: opts.scratch, sendmail: true, init: true }), opts.init];
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
+}
+
+/**
  * Everything before the program: nice, prlimit (writable memory `data`,
  * no core dumps, the size of one file written, open files), setpriv to the
  * handlers' user, and the bwrap box showing `shown` files and `folders`
@@ -220,7 +233,7 @@ export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, '
  */
 function boxPrefix(
   caps: SandboxCapabilities,
-  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean; cgroup?: string },
+  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean; cgroup?: string; init?: boolean },
 ): string[] {
   if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   const prefix: string[] = [];
@@ -235,6 +248,8 @@ function boxPrefix(
     ...prefix,
     caps.box.bwrap,
     ...boxFlags(caps.box.noNestedUserns),
+    // box-init only (forkBoxSpec): capabilities in the box's own user namespace, which owns nothing outside it.
+    ...(opts.init ? ['--cap-add', 'CAP_SYS_ADMIN', '--cap-add', 'CAP_SETPCAP'] : []),
     // /proc, /dev and /tmp first: a folder bound below one of them (a web root under /tmp) stays visible.
     '--proc', '/proc',
     '--dev', '/dev',

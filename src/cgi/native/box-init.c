@@ -1,0 +1,448 @@
+/*
+ * box-init: PID 1 of a tenant's persistent box (see src/cgi/forkbox.ts).
+ *
+ * bubblewrap builds the box once per tenant (its uid, rlimits, mounts, no
+ * network) and runs this program in it, with two stream sockets:
+ *
+ *   fd 3  control, from the one that started the box (the root launcher):
+ *         R run, K kill in; S started, X exited, F failed out.
+ *   fd 4  data, to the server: I stdin bytes, E stdin end, K kill in;
+ *         S started, O stdout, e stderr, M mail (fd 3), C closed, X exited out.
+ *
+ * Every frame: u32 payload length, u32 run id, u8 type, then the payload
+ * (native byte order: both ends are on this machine). Per run it clones a
+ * child in fresh PID, mount, IPC and UTS namespaces (the network namespace
+ * is the box's own, empty one); the child mounts a private /tmp and a /proc
+ * of its own PID namespace, sets the run's rlimits, drops every capability
+ * and execs the script as PID 1 of its namespace, so whatever the script
+ * leaves running dies with it. The script's stdin, stdout, stderr and fd 3
+ * are pipes to this process, which relays them as frames: the answer ends
+ * at the script's end, never at a box's teardown.
+ *
+ * This process keeps CAP_SYS_ADMIN inside the box's user namespace (given by
+ * bwrap --cap-add) to make those namespaces and mounts; it is not dumpable,
+ * so the runs (same uid, no capabilities, other PID namespaces) can neither
+ * trace it nor read its memory. Nothing it reads from a socket is trusted
+ * for more than its own length checks.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CTL 3
+#define DATA 4
+#define MAX_RUNS 64
+#define MAX_FRAME (256 * 1024)
+#define MAX_STDIN (64 * 1024 * 1024)
+#define CHUNK 65536
+
+struct __attribute__((packed)) head { uint32_t len, id; uint8_t type; };
+/* The run's limits, first in an R frame's payload; then argc, envc and the strings. */
+struct __attribute__((packed)) limits { uint64_t cpu, data, fsize, nofile, tmp; uint32_t argc, envc; };
+
+struct run {
+  uint32_t id;      /* 0: a free slot */
+  pid_t pid;        /* 0 once reaped */
+  int in, out[3];   /* our ends: stdin to write; stdout, stderr, mail to read (-1 when closed) */
+  char *buf;        /* stdin not yet written */
+  size_t have, off;
+  int in_end;       /* the server sent E: close stdin once buf is written */
+};
+
+static struct run runs[MAX_RUNS];
+static int proc_ok = 1;   /* whether a /proc of the run's own PID namespace can be mounted here */
+static int sigfd;
+/* Mount points below /tmp in the box (a web root or scratch folder there: tests do): kept in each run's own /tmp. */
+#define MAX_KEEP 16
+static char *keep[MAX_KEEP];
+static int nkeep;
+
+static void die(const char *why) {
+  dprintf(2, "box-init: %s: %s\n", why, strerror(errno));
+  exit(1);
+}
+
+/* Writes all of buf (blocking sockets); a peer gone ends the box. */
+static void put(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) die("write to a socket");
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+static void frame(int fd, uint32_t id, uint8_t type, const void *payload, uint32_t len) {
+  struct head h = { len, id, type };
+  char buf[sizeof h + 256];
+  /* small frames in one write, so the two sockets' readers never see half a head */
+  if (len <= 256) {
+    memcpy(buf, &h, sizeof h);
+    memcpy(buf + sizeof h, payload, len);
+    put(fd, buf, sizeof h + len);
+  } else {
+    put(fd, &h, sizeof h);
+    put(fd, payload, len);
+  }
+}
+
+/* Reads exactly n bytes; 0 at a clean end before the first byte. */
+static int get(int fd, void *buf, size_t n) {
+  char *p = buf;
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, p + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) die("read from a socket");
+    if (r == 0) {
+      if (got == 0) return 0;
+      errno = EPROTO;
+      die("a frame cut short");
+    }
+    got += (size_t)r;
+  }
+  return 1;
+}
+
+static struct run *find(uint32_t id) {
+  if (id == 0) return NULL;
+  for (int i = 0; i < MAX_RUNS; i++) if (runs[i].id == id) return &runs[i];
+  return NULL;
+}
+
+static void closefd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+/* A slot is free again once its process is reaped and its pipes are closed. */
+static void maybe_free(struct run *r) {
+  if (r->pid != 0 || r->out[0] >= 0 || r->out[1] >= 0 || r->out[2] >= 0) return;
+  closefd(&r->in);
+  free(r->buf);
+  memset(r, 0, sizeof *r);
+  r->in = r->out[0] = r->out[1] = r->out[2] = -1;
+}
+
+/* ---- the child: from a clone in fresh namespaces to the script ---- */
+
+static void fail_child(const char *what) {
+  dprintf(2, "makewaves box: %s: %s\n", what, strerror(errno));
+  _exit(127);
+}
+
+static void drop_caps(void) {
+  struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+  struct __user_cap_data_struct d[2];
+  memset(d, 0, sizeof d);
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) fail_child("clear ambient capabilities");
+  for (int c = 0; c <= 63; c++) if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL) fail_child("drop a bounding capability");
+  if (syscall(SYS_capset, &h, d) != 0) fail_child("drop capabilities");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail_child("no new privileges");
+}
+
+static void limit(int res, uint64_t soft, uint64_t hard) {
+  struct rlimit l = { soft, hard };
+  if (setrlimit(res, &l) != 0) fail_child("set a limit");
+}
+
+/* Makes the mount point p (a folder, or an empty file when dir is 0) and the folders above it. */
+static void mount_point(char *p, int dir) {
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = 0;
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) fail_child("mkdir below /tmp");
+    *s = '/';
+  }
+  int fd = -1;
+  if (dir ? mkdir(p, 0755) != 0 && errno != EEXIST : (fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0644)) < 0) fail_child("mount point below /tmp");
+  if (fd >= 0) close(fd);
+}
+
+/*
+ * A private /tmp: a fresh tmpfs over the box's, with the box's mounts below
+ * /tmp cloned (flags and all: read-only stays read-only) before and moved
+ * back onto it after.
+ */
+static void private_tmp(uint64_t size) {
+  int fd[MAX_KEEP], dir[MAX_KEEP];
+  for (int i = 0; i < nkeep; i++) {
+    struct stat st;
+    fd[i] = (int)syscall(SYS_open_tree, AT_FDCWD, keep[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (fd[i] < 0 || fstat(fd[i], &st) != 0) fail_child("clone a mount below /tmp");
+    dir[i] = S_ISDIR(st.st_mode);
+  }
+  char opts[64];
+  snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)size);
+  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) fail_child("mount /tmp");
+  for (int i = 0; i < nkeep; i++) {
+    mount_point(keep[i], dir[i]);
+    if (syscall(SYS_move_mount, fd[i], "", AT_FDCWD, keep[i], MOVE_MOUNT_F_EMPTY_PATH) != 0) fail_child("move a mount below /tmp");
+    close(fd[i]);
+  }
+}
+
+/* In the child (PID 1 of its own namespace): never returns. */
+static void child(const struct limits *lim, char **strs, int fds[4]) {
+  sigset_t all;
+  sigemptyset(&all);
+  signal(SIGPIPE, SIG_DFL);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+  for (int i = 0; i < 4; i++) if (dup2(fds[i], i) != i) fail_child("dup2");
+  /* Our mounts stay ours: nothing propagates back into the box. */
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) fail_child("make mounts private");
+  private_tmp(lim->tmp);
+  if (proc_ok && mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail_child("mount /proc");
+  limit(RLIMIT_CPU, lim->cpu, lim->cpu + 1);
+  limit(RLIMIT_DATA, lim->data, lim->data);
+  limit(RLIMIT_FSIZE, lim->fsize, lim->fsize);
+  limit(RLIMIT_NOFILE, lim->nofile, lim->nofile);
+  limit(RLIMIT_CORE, 0, 0);
+  drop_caps();
+  char **argv = strs + 1, **envp = strs + 1 + lim->argc + 1;
+  if (chdir(strs[0]) != 0) fail_child("chdir");
+  execve(argv[0], argv, envp);
+  fail_child(argv[0]);
+}
+
+/* ---- the server's side: runs started, their pipes relayed ---- */
+
+/*
+ * An R frame: limits, then argc + envc + 1 NUL-ended strings (the cwd,
+ * argv, env). Answers S (its pid, to both sockets) or F (why, to control).
+ */
+static void start(uint32_t id, char *p, uint32_t len) {
+  struct limits lim;
+  const char *why = NULL;
+  struct run *r = NULL;
+  if (len < sizeof lim) why = "short run request";
+  else memcpy(&lim, p, sizeof lim);
+  uint32_t n = why ? 0 : lim.argc + lim.envc + 1;
+  if (!why && (lim.argc < 1 || lim.argc > 1024 || lim.envc > 4096)) why = "bad argc or envc";
+  if (!why && (id == 0 || find(id))) why = "run id in use";
+  if (!why) for (int i = 0; i < MAX_RUNS && !r; i++) if (runs[i].id == 0) r = &runs[i];
+  if (!why && !r) why = "too many runs in this box";
+  char *strs[1 + 1024 + 1 + 4096 + 1];
+  if (!why) {
+    /* every string NUL-ended inside the payload; argv and env each end with NULL */
+    char *s = p + sizeof lim, *end = p + len;
+    for (uint32_t i = 0, k = 0; i < n && !why; i++) {
+      char *z = memchr(s, 0, (size_t)(end - s));
+      if (!z) why = "string without its NUL";
+      else {
+        strs[k++] = s;
+        if (i == lim.argc) strs[k++] = NULL; /* after cwd + argc strings: argv's end */
+        s = z + 1;
+      }
+    }
+    strs[n + 1] = NULL;
+  }
+  int fds[4] = { -1, -1, -1, -1 }, ours[4] = { -1, -1, -1, -1 };
+  for (int i = 0; i < 4 && !why; i++) {
+    int pp[2];
+    if (pipe2(pp, O_CLOEXEC) != 0) { why = "pipe"; break; }
+    fds[i] = i == 0 ? pp[0] : pp[1];
+    ours[i] = i == 0 ? pp[1] : pp[0];
+  }
+  pid_t pid = -1;
+  if (!why) {
+    /* Like fork (no new stack), the child PID 1 of a new PID namespace. */
+    pid = (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0) child(&lim, strs, fds);
+    if (pid < 0) why = "clone";
+  }
+  for (int i = 0; i < 4; i++) if (fds[i] >= 0) close(fds[i]);
+  if (why) {
+    for (int i = 0; i < 4; i++) if (ours[i] >= 0) close(ours[i]);
+    frame(CTL, id, 'F', why, (uint32_t)strlen(why));
+    return;
+  }
+  r->id = id;
+  r->pid = pid;
+  r->in = ours[0];
+  for (int i = 0; i < 3; i++) r->out[i] = ours[i + 1];
+  for (int i = 0; i < 4; i++) fcntl(ours[i], F_SETFL, O_NONBLOCK);
+  uint32_t p32 = (uint32_t)pid;
+  frame(CTL, id, 'S', &p32, 4);
+  frame(DATA, id, 'S', &p32, 4);
+}
+
+/* Writes what it can of a run's pending stdin; closes it at its end, or when the script stopped reading for good. */
+static void flush_in(struct run *r) {
+  while (r->in >= 0 && r->off < r->have) {
+    ssize_t w = write(r->in, r->buf + r->off, r->have - r->off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) return;
+    if (w < 0) { closefd(&r->in); break; } /* EPIPE: the script closed its stdin; the rest is dropped */
+    r->off += (size_t)w;
+  }
+  if (r->off == r->have) { r->off = r->have = 0; }
+  if (r->in >= 0 && r->in_end && r->have == 0) closefd(&r->in);
+}
+
+static void stdin_bytes(struct run *r, const char *p, uint32_t len) {
+  if (r->in < 0 || r->in_end) return;
+  if (r->have + len > MAX_STDIN) { closefd(&r->in); return; }
+  char *b = realloc(r->buf, r->have + len);
+  if (!b) die("memory for stdin");
+  r->buf = b;
+  memcpy(r->buf + r->have, p, len);
+  r->have += len;
+  flush_in(r);
+}
+
+static void kill_run(uint32_t id) {
+  struct run *r = find(id);
+  /* the run's PID 1: with it the kernel ends every process of its namespace */
+  if (r && r->pid > 0) kill(r->pid, SIGKILL);
+}
+
+/* One frame from control (R, K) or data (I, E, K); other types are ignored. */
+static void on_frame(int fd, char *buf) {
+  struct head h;
+  if (!get(fd, &h, sizeof h)) exit(0); /* the launcher or the server gone: the box ends (and its runs with it) */
+  if (h.len > MAX_FRAME) { errno = EMSGSIZE; die("frame too long"); }
+  if (h.len && !get(fd, buf, h.len)) { errno = EPROTO; die("frame cut short"); }
+  if (fd == CTL && h.type == 'R') start(h.id, buf, h.len);
+  else if (h.type == 'K') kill_run(h.id);
+  else if (fd == DATA && h.type == 'I') { struct run *r = find(h.id); if (r) stdin_bytes(r, buf, h.len); }
+  else if (fd == DATA && h.type == 'E') { struct run *r = find(h.id); if (r) { r->in_end = 1; flush_in(r); } }
+}
+
+static void reap(void) {
+  struct signalfd_siginfo si;
+  while (read(sigfd, &si, sizeof si) > 0) {}
+  int st;
+  pid_t pid;
+  while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+    for (int i = 0; i < MAX_RUNS; i++) {
+      struct run *r = &runs[i];
+      if (r->id == 0 || r->pid != pid) continue;
+      r->pid = 0;
+      closefd(&r->in);
+      int32_t s = st;
+      frame(CTL, r->id, 'X', &s, 4);
+      frame(DATA, r->id, 'X', &s, 4);
+      maybe_free(r);
+    }
+  }
+}
+
+/* Relays one read of a run's stdout (O), stderr (e) or mail channel (M); C and its fd number at its end. */
+static void relay(struct run *r, int k, char *buf) {
+  static const uint8_t type[3] = { 'O', 'e', 'M' };
+  ssize_t n = read(r->out[k], buf, CHUNK);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (n > 0) return frame(DATA, r->id, type[k], buf, (uint32_t)n);
+  uint8_t fd = (uint8_t)(k + 1);
+  closefd(&r->out[k]);
+  frame(DATA, r->id, 'C', &fd, 1);
+  maybe_free(r);
+}
+
+/* The box's topmost mount points below /tmp (mountinfo's fifth field, octal escapes undone). */
+static void scan_tmp(void) {
+  FILE *f = fopen("/proc/self/mountinfo", "r");
+  if (!f) die("/proc/self/mountinfo");
+  char line[4096], mp[4096];
+  while (fgets(line, sizeof line, f)) {
+    char *s = line;
+    for (int i = 0; i < 4 && s; i++) s = strchr(s, ' ') ? strchr(s, ' ') + 1 : NULL;
+    if (!s) continue;
+    size_t k = 0;
+    for (; *s && *s != ' ' && k + 1 < sizeof mp; s++) {
+      if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] && s[3]) { mp[k++] = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0')); s += 3; }
+      else mp[k++] = *s;
+    }
+    mp[k] = 0;
+    if (strncmp(mp, "/tmp/", 5) != 0) continue;
+    int under = 0;
+    for (int i = 0; i < nkeep; i++) {
+      size_t n = strlen(keep[i]);
+      if (strncmp(mp, keep[i], n) == 0 && (mp[n] == '/' || mp[n] == 0)) under = 1;
+    }
+    if (under) continue;
+    if (nkeep == MAX_KEEP) { errno = E2BIG; die("too many mounts below /tmp"); }
+    keep[nkeep] = strdup(mp);
+    if (!keep[nkeep++]) die("strdup");
+  }
+  fclose(f);
+}
+
+/* Whether a /proc can be mounted in a fresh PID namespace here (one probe at start). */
+static void probe_proc(void) {
+  pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0);
+  if (pid == 0) {
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) _exit(1);
+    _exit(mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0 ? 0 : 1);
+  }
+  int st = 1;
+  if (pid < 0 || waitpid(pid, &st, 0) != pid) die("probe a namespace");
+  proc_ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+int main(void) {
+  static char buf[MAX_FRAME];
+  /* not dumpable: the runs, same uid, may not ptrace this process or read its memory */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("PR_SET_DUMPABLE");
+  for (int fd = CTL; fd <= DATA; fd++) if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) die("the sockets (fd 3 and 4)");
+  for (int i = 0; i < MAX_RUNS; i++) runs[i].in = runs[i].out[0] = runs[i].out[1] = runs[i].out[2] = -1;
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) die("signalfd");
+  scan_tmp();
+  probe_proc();
+  /* ready: the one that started the box knows it can ask now */
+  frame(CTL, 0, 'Y', &proc_ok, 1);
+  for (;;) {
+    struct pollfd pf[3 + MAX_RUNS * 4];
+    struct { struct run *r; int k; } who[3 + MAX_RUNS * 4];
+    int n = 0;
+    pf[n++] = (struct pollfd){ CTL, POLLIN, 0 };
+    pf[n++] = (struct pollfd){ DATA, POLLIN, 0 };
+    pf[n++] = (struct pollfd){ sigfd, POLLIN, 0 };
+    for (int i = 0; i < MAX_RUNS; i++) {
+      struct run *r = &runs[i];
+      if (r->id == 0) continue;
+      for (int k = 0; k < 3; k++) if (r->out[k] >= 0) { who[n].r = r; who[n].k = k; pf[n++] = (struct pollfd){ r->out[k], POLLIN, 0 }; }
+      if (r->in >= 0 && r->have > r->off) { who[n].r = r; who[n].k = -1; pf[n++] = (struct pollfd){ r->in, POLLOUT, 0 }; }
+    }
+    if (poll(pf, (nfds_t)n, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    if (pf[0].revents) on_frame(CTL, buf);
+    if (pf[1].revents) on_frame(DATA, buf);
+    if (pf[2].revents) reap();
+    for (int i = 3; i < n; i++) {
+      if (!pf[i].revents || who[i].r->id == 0) continue;
+      if (who[i].k < 0) {
+        if (pf[i].revents & (POLLERR | POLLHUP)) closefd(&who[i].r->in);
+        else flush_in(who[i].r);
+      } else if (who[i].r->out[who[i].k] == pf[i].fd) relay(who[i].r, who[i].k, buf);
+    }
+  }
+}
