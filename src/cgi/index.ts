@@ -226,6 +226,10 @@ function announce(
           ? `${c.drop.user} (${c.drop.uid}:${c.drop.gid}), the same for every tenant`
           : `unchanged: not started as root, so every tenant's handlers run as this process's own uid ${process.getuid?.()} (namespaces still on)`,
       ...(launcher ? { uids: launcher.uids } : {}),
+      scripts:
+        launcher?.forkBox === true
+          ? 'one persistent box per tenant (box-init): each run cloned in fresh PID, mount, IPC and UTS namespaces'
+          : `one fresh box per run (slower): ${launcher ? launcher.forkBox : 'persistent boxes need the root launcher'}`,
       handlers: suiteNames,
     },
     'form handler sandbox ready',

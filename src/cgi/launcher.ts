@@ -13,7 +13,7 @@ import { boxOptionsOf, type BoxPoolOptions } from './boxes.ts';
 import { findScriptSync } from './classic.ts';
 import { GrantCache } from './grants.ts';
 import { compileBoxInit, type BoxInit, type RunRequest } from './forkbox.ts';
-import { packageRoot } from '../lib/paths.ts';
+import { nativeDir } from '../lib/paths.ts';
 import { detectSandbox, forkBoxSpec, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
 
 /**
@@ -42,9 +42,6 @@ export interface Accepted {
   /** A script run in the tenant's persistent box (forkbox.ts): the box's command line (its key) and the run itself. */
   fork?: { key: string; box: SpawnSpec; run: RunRequest };
 }
-
-/** Where the launcher builds box-init: beside its own code (as trusted as it), never in a folder the server's user writes. */
-export const NATIVE_DIR = path.join(packageRoot(), '.native');
 
 export type Request =
   | { op: 'run'; id: number; tenant: string; kind: 'suite' | 'own' | 'script'; name: string; env: Record<string, string> }
@@ -125,7 +122,7 @@ export interface LauncherOptions {
   sandbox?: (user: string) => SandboxCapabilities;
   /** The delegated cgroup v2 (tests; default: found from /proc/self/cgroup). */
   cgroup?: CgroupFinding;
-  /** box-init (tests; default: built by compileBoxInit into NATIVE_DIR). */
+  /** box-init (tests; default: built by compileBoxInit into nativeDir()). */
   boxInit?: BoxInit;
 }
 
@@ -152,7 +149,7 @@ export class Launcher {
     this.load();
     this.caps = (opts.sandbox ?? detectSandbox)(this.registry.config.main.cgi.user);
     this.cgroup = opts.cgroup ?? findDelegatedCgroup();
-    this.boxInit = opts.boxInit ?? compileBoxInit(NATIVE_DIR);
+    this.boxInit = opts.boxInit ?? compileBoxInit(nativeDir());
   }
 
   /** The tenant's cgroup.procs below the delegated cgroup v2, made with the limits of the config now; undefined without one. */

@@ -16,3 +16,12 @@ export function packageRoot(): string {
   root = dir;
   return dir;
 }
+
+/**
+ * Where the root launcher builds its native helper (box-init): beside the
+ * suite's own code, as trusted as it, never in a folder the server's user
+ * may write.
+ */
+export function nativeDir(): string {
+  return path.join(packageRoot(), '.native');
+}

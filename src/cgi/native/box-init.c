@@ -405,6 +405,8 @@ int main(void) {
   /* not dumpable: the runs, same uid, may not ptrace this process or read its memory */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("PR_SET_DUMPABLE");
   for (int fd = CTL; fd <= DATA; fd++) if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) die("the sockets (fd 3 and 4)");
+  /* bwrap leaves some of its own fds open (a pipe it watches): no run may inherit them */
+  for (int fd = DATA + 1; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
   for (int i = 0; i < MAX_RUNS; i++) runs[i].in = runs[i].out[0] = runs[i].out[1] = runs[i].out[2] = -1;
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;

@@ -1,9 +1,10 @@
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { certFiles, certificateProblems, DEFAULT_CERT } from '../../core/certs.ts';
 import { ConfigError, loadConfig, type LoadedConfig } from '../../core/config/load.ts';
 import { Registry } from '../../core/registry.ts';
-import { probeBox } from '../../lib/box.ts';
+import { findExecutable, probeBox } from '../../lib/box.ts';
+import { nativeDir } from '../../lib/paths.ts';
 import { findDelegatedCgroup, limitsNote } from '../../lib/cgroup.ts';
 import { lookupUser } from '../../lib/users.ts';
 
@@ -110,6 +111,14 @@ function handlerUids(config: LoadedConfig): { note: string; problem?: string } {
   return { note: `handlers and scripts run as each tenant's own uid from cgi.uids ${range} (${config.tenants.length} tenants, room for ${room}), set by a root launcher` };
 }
 
+/** How scripts will be boxed: one persistent box per tenant when root (the launcher) and cc or a built box-init are there. */
+function scriptBoxNote(): string {
+  if (process.getuid?.() !== 0) return 'one fresh box per run (persistent boxes need the root launcher)';
+  const built = existsSync(nativeDir()) && readdirSync(nativeDir()).some((f) => f.startsWith('box-init-'));
+  if (built || findExecutable('cc')) return 'one persistent box per tenant (box-init, built with cc at the first start), each run cloned in fresh namespaces';
+  return 'one fresh box per run (slower): no C compiler (cc) to build box-init (apt-get install gcc)';
+}
+
 /**
  * `makewaves check`: runs the real loader and looks for the handlers' box
  * (bubblewrap); prints each problem and exits 1, or a summary and 0.
@@ -126,6 +135,7 @@ export function check(configDir: string): number {
     if (uidNote.problem) problems.push(uidNote.problem);
     else notes.push(uidNote.note);
     notes.push(`handler and script limits: ${limitsNote(findDelegatedCgroup())}`);
+    notes.push(`classic CGI scripts: ${scriptBoxNote()}`);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
     if (problems.length > 0) {
       for (const p of problems) process.stderr.write(`${p}\n`);
