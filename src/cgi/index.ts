@@ -16,7 +16,7 @@ import { GrantCache } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
-import { childCgroup, findDelegatedCgroup, limitsNote, type CgroupFinding } from '../lib/cgroup.ts';
+import { findDelegatedCgroup, limitsNote, TenantCgroups, type CgroupFinding } from '../lib/cgroup.ts';
 import { tenantPlaces } from './places.ts';
 import { BoxPool, boxOptionsOf } from './boxes.ts';
 import { findScript, runScript } from './classic.ts';
@@ -272,16 +272,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   const boxes = new BoxPool(boxOptionsOf(registry, log));
   /** The delegated cgroup v2 tenants' runs go below (found at start), or why rlimits alone hold them. */
   let cgroup: CgroupFinding = { ok: false, why: 'not looked for yet' };
-  const tenantCgroups = new Map<string, string>();
+  const tenantCgroups = new TenantCgroups(() => cgroup);
   /** Without the launcher: the tenant's cgroup.procs (made with the limits now), when a cgroup v2 is delegated. */
   function cgroupOf(t: Tenant): { cgroup?: string } {
-    if (!cgroup.ok) return {};
-    let procs = tenantCgroups.get(t.id);
-    if (procs === undefined) {
-      procs = childCgroup(cgroup.dir, `makewaves-${t.id}`, tenantCgroupLimits(current.config.main.cgi));
-      tenantCgroups.set(t.id, procs);
-    }
-    return { cgroup: procs };
+    const procs = tenantCgroups.procsOf(t.id, tenantCgroupLimits(current.config.main.cgi));
+    return procs ? { cgroup: procs } : {};
   }
   const handlerMail = new HandlerMail(mail, mailLimitsOf(registry), log, onSent);
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
@@ -486,7 +481,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         pools.retireAll();
         boxes.discard();
         boxes.setOptions(boxOptionsOf(next, log));
-        tenantCgroups.clear();
+        // Without the launcher this process made them (the launcher looks after its own).
+        if (!launcher) for (const left of tenantCgroups.reload(next.tenants.keys())) log.warn(left, 'a removed tenant\'s cgroup is still in use: tried again at the next reload');
         launcher?.reload();
         scanSuite();
       },

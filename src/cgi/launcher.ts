@@ -5,7 +5,7 @@ import { loadConfig } from '../core/config/load.ts';
 import type { Logger } from '../core/log.ts';
 import { Registry, type Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
-import { childCgroup, findDelegatedCgroup, type CgroupFinding } from '../lib/cgroup.ts';
+import { findDelegatedCgroup, TenantCgroups, type CgroupFinding } from '../lib/cgroup.ts';
 import { lookupUser } from '../lib/users.ts';
 import { openDb } from '../state/db.ts';
 import { CgiUids, cgiUidMigrations, type UidRange } from '../state/cgiuids.ts';
@@ -140,7 +140,7 @@ export class Launcher {
   private readonly grants: GrantCache;
   /** The delegated cgroup v2 tenants' runs go below, or why there is none (rlimits only). */
   readonly cgroup: CgroupFinding;
-  private readonly tenantCgroups = new Map<string, string>();
+  private readonly tenantCgroups = new TenantCgroups(() => this.cgroup);
   /** box-init, for persistent script boxes; or why scripts get one fresh box per run. */
   readonly boxInit: BoxInit;
 
@@ -154,13 +154,7 @@ export class Launcher {
 
   /** The tenant's cgroup.procs below the delegated cgroup v2, made with the limits of the config now; undefined without one. */
   private cgroupOf(t: Tenant): string | undefined {
-    if (!this.cgroup.ok) return undefined;
-    let procs = this.tenantCgroups.get(t.id);
-    if (procs === undefined) {
-      procs = childCgroup(this.cgroup.dir, `makewaves-${t.id}`, tenantCgroupLimits(this.registry.config.main.cgi));
-      this.tenantCgroups.set(t.id, procs);
-    }
-    return procs;
+    return this.tenantCgroups.procsOf(t.id, tenantCgroupLimits(this.registry.config.main.cgi));
   }
 
   /** (Re)reads the config folder and gives every tenant without a uid one. A uid once given is never changed here. */
@@ -168,8 +162,11 @@ export class Launcher {
     // The process's cache, in memory only: the launcher trusts no file the server's user can write.
     const config = loadConfig(this.opts.configDir);
     this.registry = new Registry(config);
-    // Limits may have changed: each tenant's cgroup is set again at its next run.
-    this.tenantCgroups?.clear();
+    // Limits may have changed: each tenant's cgroup is set again at its next run; removed tenants' cgroups go.
+    // (Not at the first load: the cgroup is looked for after it.)
+    if (this.cgroup) {
+      for (const left of this.tenantCgroups.reload(this.registry.tenants.keys())) this.opts.log.warn(left, 'a removed tenant\'s cgroup is still in use: tried again at the next reload');
+    }
     const main = config.main;
     const avoid = new Set<number>([0]);
     for (const u of [main.user, main.cgi.user]) {

@@ -1,4 +1,5 @@
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** The cgroup v2 controllers a tenant's cgroup needs: memory.max, pids.max, cpu.max. */
@@ -76,4 +77,71 @@ export function limitsNote(cgroup: CgroupFinding): string {
   return cgroup.ok
     ? `rlimits per process, and per tenant a cgroup v2 below ${cgroup.dir} (makewaves-<tenant>: memory.max cgi.memory × cgi.perTenant, pids.max cgi.tenantProcesses, cpu.max one CPU)`
     : `rlimits per process only (RLIMIT_DATA, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE, RLIMIT_NPROC per tenant uid as root): ${cgroup.why}`;
+}
+
+/** Longest tenant cgroup name: cgroup names are file names (255 bytes at most), and short ones read better. */
+const MAX_NAME = 64;
+
+/**
+ * The cgroup name of tenant `id`: makewaves-<id>, or, when that is longer
+ * than 64 characters, its first 40 and a hash of the whole id (a tenant id
+ * may be a domain of 253 characters: mkdir said ENAMETOOLONG).
+ */
+export function tenantCgroupName(id: string): string {
+  const plain = `makewaves-${id}`;
+  if (plain.length <= MAX_NAME) return plain;
+  return `makewaves-${id.slice(0, 40)}-${createHash('sha256').update(id).digest('hex').slice(0, 12)}`;
+}
+
+/**
+ * Each tenant's cgroup below a delegated cgroup v2, made (with the limits
+ * of the config now) at its first run and again after clear() (a reload:
+ * limits may have changed). One for the server and the root launcher.
+ */
+export class TenantCgroups {
+  private readonly made = new Map<string, string>();
+
+  constructor(private readonly finding: () => CgroupFinding) {}
+
+  /** The tenant's cgroup.procs; undefined without a delegated cgroup v2. */
+  procsOf(tenant: string, limits: CgroupLimits): string | undefined {
+    const found = this.finding();
+    if (!found.ok) return undefined;
+    let procs = this.made.get(tenant);
+    if (procs === undefined) {
+      procs = childCgroup(found.dir, tenantCgroupName(tenant), limits);
+      this.made.set(tenant, procs);
+    }
+    return procs;
+  }
+
+  /**
+   * Forgets what was made, and removes the cgroups of tenants no longer in
+   * `tenants`; returns those that could not go (processes still in them:
+   * EBUSY) with why, to be tried again at the next reload.
+   */
+  reload(tenants: Iterable<string>): Array<{ dir: string; why: string }> {
+    this.made.clear();
+    const found = this.finding();
+    if (!found.ok) return [];
+    const keep = new Set([...tenants].map(tenantCgroupName));
+    const left: Array<{ dir: string; why: string }> = [];
+    let names: string[];
+    try {
+      names = readdirSync(found.dir);
+    } catch (err) {
+      return [{ dir: found.dir, why: (err as Error).message }];
+    }
+    for (const name of names) {
+      if (!name.startsWith('makewaves-') || keep.has(name)) continue;
+      const dir = path.join(found.dir, name);
+      try {
+        // A cgroup goes with rmdir alone (its files are the kernel's), and only once no process is left in it.
+        rmdirSync(dir);
+      } catch (err) {
+        left.push({ dir, why: (err as NodeJS.ErrnoException).code ?? (err as Error).message });
+      }
+    }
+    return left;
+  }
 }

@@ -1,12 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Launcher } from '../../../src/cgi/launcher.ts';
 import type { SandboxCapabilities } from '../../../src/cgi/sandbox.ts';
 import { createLogger } from '../../../src/core/log.ts';
-import { childCgroup, findDelegatedCgroup, limitsNote } from '../../../src/lib/cgroup.ts';
+import { childCgroup, findDelegatedCgroup, limitsNote, TenantCgroups, tenantCgroupName } from '../../../src/lib/cgroup.ts';
 import { writeConfig } from '../../helpers/suite.ts';
 
 // Limits per tenant in a cgroup v2, where one is delegated. This machine has
@@ -91,5 +91,30 @@ describe('a tenant\'s cgroup', () => {
     expect([checked.run.spec.command, ...checked.run.spec.args.slice(0, 3)]).toEqual(['/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', procs]);
     expect(readFileSync(path.join(cgroups, 'makewaves-a.test', 'memory.max'), 'utf8')).toBe(String(3 * 128 * 1024 * 1024));
     expect(readFileSync(path.join(cgroups, 'makewaves-a.test', 'pids.max'), 'utf8')).toBe('100');
+  });
+});
+
+describe('tenant cgroups over time', () => {
+  it('gives a tenant with a long id a bounded name (a 253-character domain made mkdir fail with ENAMETOOLONG)', () => {
+    const dir = tmp();
+    const long = `${'a'.repeat(60)}.${'b'.repeat(60)}.${'c'.repeat(60)}.${'d'.repeat(60)}.example`;
+    const other = `${long.slice(0, -7)}.test`;
+    const cgroups = new TenantCgroups(() => ({ ok: true, dir }));
+    const procs = cgroups.procsOf(long, { memory: 1, pids: 1, cpus: 1 })!;
+    const name = path.basename(path.dirname(procs));
+    expect(name.length).toBeLessThanOrEqual(64);
+    expect(name).toBe(tenantCgroupName(long));
+    expect(tenantCgroupName(other)).not.toBe(name);
+    expect(tenantCgroupName('a.test')).toBe('makewaves-a.test');
+  });
+
+  it('removes the cgroups of tenants gone at a reload, and says which it could not (still in use)', () => {
+    const dir = tmp();
+    for (const n of ['makewaves-a.test', 'makewaves-gone.test', 'makewaves-busy.test', 'other-service']) mkdirSync(path.join(dir, n));
+    // A cgroup still holding processes refuses rmdir; here a folder with a file in it does.
+    writeFileSync(path.join(dir, 'makewaves-busy.test', 'cgroup.procs'), '123\n');
+    const left = new TenantCgroups(() => ({ ok: true, dir })).reload(['a.test']);
+    expect(readdirSync(dir).sort()).toEqual(['makewaves-a.test', 'makewaves-busy.test', 'other-service']);
+    expect(left).toEqual([{ dir: path.join(dir, 'makewaves-busy.test'), why: 'ENOTEMPTY' }]);
   });
 });
