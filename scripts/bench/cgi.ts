@@ -1,7 +1,7 @@
 /**
  * Classic CGI benchmark: the same Perl scripts (a trivial one and a
  * FormMail-like one that reads a POSTed form and pipes a mail to
- * sendmail) through makewaves, every run in its own box with the tenant's
+ * sendmail) through makewaves, every run in fresh namespaces (a persistent box per tenant, box-init, when root) with the tenant's
  * own uid (when root), against Apache httpd 2.4 (event MPM + mod_cgid +
  * suEXEC) in the same run; plus makewaves' warm JavaScript handler.
  * Prints p50/p99 at 1 client, req/s and p50/p99 at 8 clients (wrk), and
@@ -103,7 +103,8 @@ async function serve(): Promise<void> {
   const httpSvc = createHttpService({ registry, state, log, gateway: cgi.gateway });
   let url = '';
   await startAll([cgi.service, { ...httpSvc, start: async () => ((url = (await httpSvc.start())[0]!), [url]) }], log);
-  process.send!({ url, launcher: cgi.launcher() !== undefined });
+  const client = cgi.launcher();
+  process.send!({ url, launcher: client !== undefined, forkBox: client?.forkBox === true });
   const stop = async () => {
     await stopAll([cgi.service, httpSvc], 1000);
     state.close();
@@ -266,7 +267,7 @@ async function main(): Promise<void> {
   const groups = { makewaves: cpuGroup('makewaves'), apache: cpuGroup('apache') };
   const child = fork(SELF, ['--serve'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   groups.makewaves?.add(child.pid);
-  const started = await new Promise<{ url: string; launcher: boolean }>((resolve) => child.once('message', (m) => resolve(m as { url: string; launcher: boolean })));
+  const started = await new Promise<{ url: string; launcher: boolean; forkBox: boolean }>((resolve) => child.once('message', (m) => resolve(m as { url: string; launcher: boolean; forkBox: boolean })));
   const apache = await startApache(groups.apache);
   // Interrupted: Apache stopped, its folders under /var/www and the cgroups removed before leaving.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -326,7 +327,8 @@ async function main(): Promise<void> {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
   console.log(`\nClassic CGI, ${seconds} s per measurement, Node ${process.version}, ${os.cpus().length} cores, load average ${os.loadavg()[0]!.toFixed(1)}`);
-  console.log(`makewaves: every script run in its own box, ${started.launcher ? "each tenant's own uid (root launcher)" : 'the suite\'s own uid (not root)'}; mails handed to the form-mail channel: ${mails}\n`);
+  const boxing = started.forkBox ? "every script run cloned in fresh PID, mount, IPC and UTS namespaces in its tenant's persistent box (box-init)" : 'every script run in its own box';
+  console.log(`makewaves: ${boxing}, ${started.launcher ? "each tenant's own uid (root launcher)" : 'the suite\'s own uid (not root)'}; mails handed to the form-mail channel: ${mails}\n`);
   console.log(line(head));
   console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
   for (const r of rows) console.log(line(r));
