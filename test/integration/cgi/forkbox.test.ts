@@ -1,5 +1,10 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compileBoxInit, ForkBox, frame, frameReader, runFrame } from '../../../src/cgi/forkbox.ts';
+import { detectSandbox, forkBoxSpec } from '../../../src/cgi/sandbox.ts';
+import { nativeDir } from '../../../src/lib/paths.ts';
 import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
 
 // A tenant's scripts share one persistent box (box-init as its PID 1, as
@@ -107,5 +112,62 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
     const after = boxes();
     expect(after.length).toBe(1);
     expect(after).not.toEqual(before);
+  });
+});
+
+describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets', () => {
+  it('starts a run only when asked on its control socket (the launcher\'s); the server\'s data socket can feed and kill runs, not start them', async () => {
+    const init = compileBoxInit(nativeDir());
+    expect(init.ok).toBe(true);
+    const caps = detectSandbox('nobody');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-forkbox-'));
+    chmodSync(dir, 0o755);
+    const scratch = path.join(dir, 'scratch');
+    mkdirSync(scratch);
+    chownSync(scratch, 65534, 65534);
+    const spec = forkBoxSpec({ ...caps, drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' } }, {
+      folders: [],
+      scratch,
+      memory: 64 * 1024 * 1024,
+      fileMax: 1024 * 1024,
+      init: (init as { path: string }).path,
+    });
+    const started: number[] = [];
+    const ended = new Map<number, number | undefined>();
+    let endedNow: (id: number) => void = () => undefined;
+    let startedNow: () => void = () => undefined;
+    const box = new ForkBox(spec.command, spec.args, spec.cwd, 60_000, {
+      started: (id) => {
+        started.push(id);
+        startedNow();
+      },
+      ended: (id, status) => {
+        ended.set(id, status);
+        endedNow(id);
+      },
+    });
+    const frames: Array<[number, string, string]> = [];
+    frameReader(box.data, (id, type, payload) => frames.push([id, type, payload.toString('latin1')]));
+    const limits = { cpu: 5, data: 64 * 1024 * 1024, fsize: 1024 * 1024, nofile: 64, tmp: 1024 * 1024 };
+    try {
+      // On the data socket: a run request, a kill and stdin for runs that do not exist, garbage types. Nothing starts.
+      box.data.write(runFrame(7, { cwd: '/', argv: ['/bin/echo', 'from data'], env: {}, limits }));
+      box.data.write(Buffer.concat([frame(7, 'K'), frame(8, 'I', Buffer.from('x')), frame(9, 'E'), frame(10, 'Z', Buffer.from('??'))]));
+      // Then a run asked the right way: it starts, and its stdin comes over the data socket.
+      const done = new Promise<number>((resolve) => (endedNow = resolve));
+      const running = new Promise<void>((resolve) => (startedNow = resolve));
+      box.run(11, { cwd: '/', argv: ['/bin/cat'], env: {}, limits });
+      // Told on the control socket once box-init has the run (so it takes the run's stdin from then on).
+      await running;
+      box.data.write(Buffer.concat([frame(11, 'I', Buffer.from('hello')), frame(11, 'E')]));
+      expect(await done).toBe(11);
+      expect(ended.get(11)).toBe(0);
+      expect(started).toEqual([11]);
+      expect(frames.filter(([id]) => id !== 11)).toEqual([]);
+      expect(frames.filter(([, type]) => type === 'O').map(([, , p]) => p).join('')).toBe('hello');
+    } finally {
+      box.end();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
