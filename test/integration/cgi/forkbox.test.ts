@@ -48,6 +48,20 @@ function running(argv: string[]): string[] {
     });
 }
 
+/** The pids of box-init under a bwrap that shows `sitesDir`'s folders: one suite's boxes (uids repeat across suites). */
+function boxesOf(sitesDir: string): string[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        const ppid = /^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${d}/status`, 'utf8'))![1];
+        return readFileSync(`/proc/${d}/comm`, 'utf8').startsWith('box-init') && readFileSync(`/proc/${ppid}/cmdline`, 'utf8').includes(sitesDir);
+      } catch {
+        return false; // ended meanwhile
+      }
+    });
+}
+
 describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persistent box per tenant', () => {
   it('runs in box-init\'s box (the launcher says so)', () => {
     expect(s.cgi.launcher()?.forkBox).toBe(true);
@@ -92,14 +106,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
   });
 
   it('keeps one box for the tenant\'s runs, and starts a fresh one after a reload', async () => {
-    const uid = s.cgi.launcher()!.uids['box.test'];
-    const boxes = () => readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
-      try {
-        return readFileSync(`/proc/${d}/comm`, 'utf8').startsWith('box-init') && new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(readFileSync(`/proc/${d}/status`, 'utf8'));
-      } catch {
-        return false; // ended meanwhile
-      }
-    });
+    const boxes = () => boxesOf(s.sitesDir);
     const before = boxes();
     expect(before.length).toBe(1);
     await call(s.http, 'box.test', '/cgi-bin/bg.sh');
@@ -168,6 +175,31 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets
     } finally {
       box.end();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.skipIf(boxMissing || process.getuid?.() !== 0)('an idle persistent box', () => {
+  it('ends after cgi.idleTimeout without a run; the next run starts a new one', async () => {
+    const t = await startCgiSuite({
+      main: { cgi: { idleTimeout: 0.3 } },
+      tenants: { 'idle.test': { domains: ['idle.test'], cgi: true } },
+      files: { 'idle.test/cgi-bin/hi.sh': `#!/bin/sh\n${CT}echo hi\n` },
+    });
+    try {
+      const boxes = () => boxesOf(t.sitesDir);
+      expect((await call(t.http, 'idle.test', '/cgi-bin/hi.sh')).status).toBe(200);
+      const first = boxes();
+      expect(first.length).toBe(1);
+      // Its end is a timer's, then the kernel's: looked for until it is gone (5 s at most).
+      for (let i = 0; i < 250 && boxes().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(boxes()).toEqual([]);
+      expect((await call(t.http, 'idle.test', '/cgi-bin/hi.sh')).status).toBe(200);
+      const second = boxes();
+      expect(second.length).toBe(1);
+      expect(second).not.toEqual(first);
+    } finally {
+      await t.stop();
     }
   });
 });
