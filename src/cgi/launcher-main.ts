@@ -52,9 +52,10 @@ const boxes = new BoxPool({ ...launcher.boxOptions(log), ...boxHooks });
  */
 const forkBoxes = new Map<string, ForkBox>();
 let forkSeq = 0;
-function forkBoxFor(key: string, spec: { command: string; args: string[]; cwd: string }, tenant: string, uid: number): ForkBox {
+function forkBoxFor(key: string, specOf: () => { command: string; args: string[]; cwd: string }, tenant: string, uid: number): ForkBox {
   const had = forkBoxes.get(key);
   if (had?.open) return had;
+  const spec = specOf();
   const box: ForkBox = new ForkBox(spec.command, spec.args, spec.cwd, launcher.boxOptions().idleMs, {
     ended(id, _status, why) {
       runs.delete(id);
@@ -115,13 +116,15 @@ process.on('message', (raw: unknown) => {
     // Checked here, after the await: nothing between this and runs.set below yields.
     if (runs.size >= launcher.maxRuns()) return refuse(`${runs.size} runs alive already (twice cgi.total)`, req.id);
 
-    const { spec, uid, tenant, fork } = checked.run;
+    // spec read only past the persistent box: for a script there, it builds the box's command line.
+    const { uid, tenant, fork } = checked.run;
     if (fork) {
       const box = forkBoxFor(fork.key, fork.box, tenant, uid);
       runs.set(req.id, { kill: () => box.kill(req.id) });
       box.run(req.id, fork.run);
       return;
     }
+    const spec = checked.run.spec;
     // Scripts get a fourth pipe, their mail channel (fd 3, read by /usr/sbin/sendmail in the box).
     // A script's box may have been started ahead (boxes.ts): it runs this request's script and nothing else.
     const p = req.kind === 'script' ? boxes.start(spec) : spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });

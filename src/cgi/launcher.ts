@@ -39,8 +39,8 @@ export interface Accepted {
   tenant: string;
   uid: number;
   spec: SpawnSpec;
-  /** A script run in the tenant's persistent box (forkbox.ts): the box's command line (its key) and the run itself. */
-  fork?: { key: string; box: SpawnSpec; run: RunRequest };
+  /** A script run in the tenant's persistent box (forkbox.ts): what the box is made of (its key), its command line, the run itself. */
+  fork?: { key: string; box: () => SpawnSpec; run: RunRequest };
 }
 
 export type Request =
@@ -273,10 +273,14 @@ export class Launcher {
       const env = { ...req.env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
       const scratch = this.scratch(t, uid);
       if (this.boxInit.ok) {
-        const box = forkBoxSpec(caps, { ...common, folders: [root!], scratch, init: this.boxInit.path });
+        const init = this.boxInit.path;
+        // The box's command line only when a box is started (once per tenant until a reload or its idle end).
+        const box = () => forkBoxSpec(caps, { ...common, folders: [root!], scratch, init });
         const limits = { cpu: cfg.timeout + 1, data: cfg.memory, fsize: cfg.scratchFileMax, nofile: 256, tmp: cfg.scratchFileMax };
         const run = { cwd: path.dirname(file), argv: found.argv, env, limits };
-        return { ok: true, run: { id: req.id, tenant: t.id, uid, spec: box, fork: { key: [t.id, box.cwd, box.command, ...box.args].join('\0'), box, run } } };
+        // What its box is made of besides the config (a reload ends every box): the tenant's uid, web root and scratch folder.
+        const key = [t.id, uid, root!, scratch].join('\0');
+        return { ok: true, run: { id: req.id, tenant: t.id, uid, get spec() { return box(); }, fork: { key, box, run } } };
       }
       const spec = scriptSpec(caps, { ...common, argv: found.argv, folders: [root!], scratch, env });
       return { ok: true, run: { id: req.id, tenant: t.id, uid, spec } };
