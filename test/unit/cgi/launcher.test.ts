@@ -113,3 +113,45 @@ describe('Launcher: its own view of the config', () => {
     }
   });
 });
+
+describe('Launcher: a script run, with and without box-init', () => {
+  const caps: SandboxCapabilities = { permissionFlag: '--permission', box: { bwrap: '/usr/bin/bwrap', noNestedUserns: true }, nice: undefined, drop: undefined, prlimit: undefined };
+  const log = createLogger({ level: 'silent' });
+  function setup(): { configDir: string; suiteDir: string } {
+    const dir = tmp();
+    const { configDir } = writeConfig(dir, {
+      main: { cgi: { uids: '242000-242099', timeout: 7 } },
+      tenants: { 'a.test': { domains: ['a.test'], cgi: true } },
+      files: { 'a.test/cgi-bin/hi.sh': '#!/bin/sh\necho hi\n' },
+    });
+    return { configDir, suiteDir: tmp() };
+  }
+  const ask = { op: 'run' as const, id: 1, tenant: 'a.test', kind: 'script' as const, name: 'hi.sh', env: { QUERY_STRING: 'x=1' } };
+
+  it('with box-init: a run for the tenant\'s persistent box (its env, cwd, limits), the box\'s command line ending with box-init', async () => {
+    const launcher = new Launcher({ ...setup(), log, sandbox: () => caps, boxInit: { ok: true, path: '/opt/box-init-test' } });
+    const checked = await launcher.check(ask);
+    expect(checked.ok).toBe(true);
+    if (!checked.ok) return;
+    const fork = checked.run.fork!;
+    expect(fork.run.argv).toEqual(['/bin/sh', expect.stringMatching(/\/a\.test\/cgi-bin\/hi\.sh$/)]);
+    expect(fork.run.cwd).toMatch(/\/a\.test\/cgi-bin$/);
+    expect(fork.run.env).toMatchObject({ QUERY_STRING: 'x=1', SERVER_SOFTWARE: 'makewaves', PATH: '/usr/local/bin:/usr/bin:/bin' });
+    expect(fork.run.limits).toMatchObject({ cpu: 8, nofile: 256 });
+    const box = fork.box();
+    expect(box.args.at(-1)).toBe('/opt/box-init-test');
+    expect(box.args).toEqual(expect.arrayContaining(['--cap-add', 'CAP_SYS_ADMIN', '--ro-bind', '/opt/box-init-test']));
+    // Nothing of the run (no meta-variable) is in the box's command line: it is the same for every run of the tenant.
+    expect(box.args.join(' ')).not.toContain('x=1');
+  });
+
+  it('without box-init (no compiler): one fresh box per run, the stub reading the run on fd 4, as before', async () => {
+    const launcher = new Launcher({ ...setup(), log, sandbox: () => caps, boxInit: { ok: false, why: 'no C compiler (cc) to build box-init' } });
+    const checked = await launcher.check(ask);
+    expect(checked.ok).toBe(true);
+    if (!checked.ok) return;
+    expect(checked.run.fork).toBeUndefined();
+    expect(checked.run.spec.go).toContain("export QUERY_STRING='x=1'");
+    expect(checked.run.spec.args).not.toContain('--cap-add');
+  });
+});
