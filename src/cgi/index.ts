@@ -2,7 +2,7 @@ import { readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
-import { packageRoot } from '../lib/paths.ts';
+import { nativeDir, packageRoot } from '../lib/paths.ts';
 import type { GatewayRequest, HandlerGateway, HttpOutcome, MailSubmitter } from '../core/contracts.ts';
 import { errorRef, replyCode, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
@@ -20,7 +20,9 @@ import { findDelegatedCgroup, limitsNote, TenantCgroups, type CgroupFinding } fr
 import { tenantPlaces } from './places.ts';
 import { BoxPool, boxOptionsOf } from './boxes.ts';
 import { findScript, runScript } from './classic.ts';
-import { detectSandbox, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
+import { detectSandbox, forkBoxSpec, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnOptions, type SpawnSpec } from './sandbox.ts';
+import { compileBoxInit, type BoxInit } from './forkbox.ts';
+import { LocalForkBoxes } from './localboxes.ts';
 import type { RunResult } from './worker.ts';
 import { LauncherClient } from './launched.ts';
 
@@ -213,6 +215,8 @@ function announce(
   suiteReal: string,
   suiteNames: string[],
   cgroup: CgroupFinding,
+  /** true: scripts run in persistent boxes; else why each run gets a box of its own. */
+  scripts: true | string,
 ): void {
   log.info(
     {
@@ -227,9 +231,9 @@ function announce(
           : `unchanged: not started as root, so every tenant's handlers run as this process's own uid ${process.getuid?.()} (namespaces still on)`,
       ...(launcher ? { uids: launcher.uids } : {}),
       scripts:
-        launcher?.forkBox === true
+        scripts === true
           ? 'one persistent box per tenant (box-init): each run cloned in fresh PID, mount, IPC and UTS namespaces'
-          : `one fresh box per run (slower): ${launcher ? launcher.forkBox : 'persistent boxes need the root launcher'}`,
+          : `one fresh box per run (slower): ${scripts}`,
       handlers: suiteNames,
     },
     'form handler sandbox ready',
@@ -277,6 +281,18 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   function cgroupOf(t: Tenant): { cgroup?: string } {
     const procs = tenantCgroups.procsOf(t.id, tenantCgroupLimits(current.config.main.cgi));
     return procs ? { cgroup: procs } : {};
+  }
+  /** Without the launcher: box-init, for persistent script boxes the suite starts itself; or why each run gets a box. */
+  let boxInit: BoxInit | undefined;
+  const local = new LocalForkBoxes(registry.config.main.cgi.idleTimeout * 1000, log);
+  /** A script run in the tenant's persistent box, started by this process (`whole`: the script's whole environment). */
+  function localRun(tenant: string, box: Omit<SpawnOptions, 'reads'> & { argv: string[]; init: string }, whole: Record<string, string>): SpawnSpec {
+    const cfg = current.config.main.cgi;
+    const file = box.argv[box.argv.length - 1]!;
+    const limits = { cpu: cfg.timeout + 1, data: cfg.memory, fsize: cfg.scratchFileMax, nofile: 256, tmp: cfg.scratchFileMax };
+    const key = [tenant, ...box.folders, box.scratch].join('\0');
+    const client = { start: () => local.start(key, () => forkBoxSpec(caps!, box), tenant, { cwd: path.dirname(file), argv: box.argv, env: whole, limits }) };
+    return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind: 'script', name: path.basename(file), env: {} } } };
   }
   const handlerMail = new HandlerMail(mail, mailLimitsOf(registry), log, onSent);
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
@@ -376,24 +392,13 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         // RFC 3875 §4.1: the meta-variables are the script's environment; a PATH of the box's own folders, and Apache's usual extras
         // (the launcher adds those itself, from its own view of the tenant).
         const sendmail = handlerMail.forRun({ tenant, remote, handler: name });
+        const whole = { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
+        const box = { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax, ...cgroupOf(tenant) };
         const ran = launcher
           ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail)
-          : await runScript(
-              scriptSpec(caps, {
-                argv,
-                folders: [root!],
-                scratch: scratch(tenant),
-                memory: cfg.memory,
-                fileMax: cfg.scratchFileMax,
-                ...cgroupOf(tenant),
-                env: { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' },
-              }),
-              env,
-              read.body,
-              limitsOf(current),
-              sendmail,
-              boxes,
-            );
+          : boxInit?.ok
+            ? await runScript(localRun(tenant.id, { ...box, init: boxInit.path }, whole), env, read.body, limitsOf(current), sendmail)
+            : await runScript(scriptSpec(caps, { ...box, env: whole }), env, read.body, limitsOf(current), sendmail, boxes);
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;
       } finally {
@@ -464,11 +469,18 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
           launcher = new LauncherClient(current.config.dir, suiteDir, log);
           await launcher.ready;
         }
-        announce(log, c, launcher, current, suiteReal, [...suiteNames], cgroup);
+        if (!launcher && c.box) {
+          // Not root: built where this process may write (beside the suite's code, or else in its data folder).
+          boxInit = compileBoxInit(nativeDir());
+          if (!boxInit.ok && !/no C compiler/.test(boxInit.why)) boxInit = compileBoxInit(path.join(current.config.main.dataDir, 'box-init'));
+        }
+        const scripts = launcher ? launcher.forkBox : (boxInit?.ok ?? false) ? true : (boxInit as { why?: string } | undefined)?.why ?? 'no box';
+        announce(log, c, launcher, current, suiteReal, [...suiteNames], cgroup, scripts);
         return [];
       },
       async stop(graceMs) {
         boxes.discard();
+        local.retireAll();
         await pools.stop(graceMs);
         launcher?.stop();
       },
@@ -481,6 +493,9 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         pools.retireAll();
         boxes.discard();
         boxes.setOptions(boxOptionsOf(next, log));
+        // The tenant, its folders or limits may have changed: each box ends once its runs are over.
+        local.retireAll();
+        local.setIdle(next.config.main.cgi.idleTimeout * 1000);
         // Without the launcher this process made them (the launcher looks after its own).
         if (!launcher) for (const left of tenantCgroups.reload(next.tenants.keys())) log.warn(left, 'a removed tenant\'s cgroup is still in use: tried again at the next reload');
         launcher?.reload();

@@ -260,30 +260,7 @@ export class LauncherClient {
 
   /** A tenant's persistent script box's data socket: its frames go to that tenant's runs, by run id. */
   private forkBoxData(socket: Readable & Writable, tenant: string, uid: number): void {
-    /** Runs started in this box, with how many of X and the three C frames are still to come. */
-    const mine = new Map<LaunchedProcess, number>();
-    socket.on('error', () => undefined); // its end fails its runs, below
-    frameReader(socket, (id, type, payload) => {
-      const run = this.runs.get(id);
-      if (!run || run.tenant !== tenant) return;
-      if (type === 'S' && !run.box) mine.set(run, 4);
-      run.boxFrame(type, payload, socket, uid);
-      // Known here until its exit status and the ends of its stdout, stderr and mail channel are all in, in whatever order.
-      if ((type === 'X' || type === 'C') && mine.has(run)) {
-        const left = mine.get(run)! - 1;
-        if (left > 0) mine.set(run, left);
-        else {
-          mine.delete(run);
-          this.runs.delete(id);
-        }
-      }
-    });
-    socket.on('close', () => {
-      for (const run of mine.keys()) {
-        this.runs.delete(run.runId);
-        run.fail('the script box ended');
-      }
-    });
+    routeBoxFrames(socket, tenant, uid, this.runs);
   }
 
   /** Starts one run of `ask` (asynchronously: refusals arrive as the process's 'error'). */
@@ -339,4 +316,37 @@ export class LauncherClient {
     this.stopping = true;
     if (!this.gone && this.proc.connected) this.proc.disconnect();
   }
+}
+
+/**
+ * Routes the frames of a tenant's persistent box (its data socket) to
+ * `runs`, by run id: only to runs of that tenant, and after its S frame
+ * only to a run that box started. A run stays in `runs` until its exit
+ * status and the ends of its stdout, stderr and mail channel are all in
+ * (in whatever order); the box's end fails those still in it.
+ */
+export function routeBoxFrames(socket: Readable & Writable, tenant: string, uid: number, runs: Map<number, LaunchedProcess>): void {
+  /** Runs started in this box, with how many of X and the three C frames are still to come. */
+  const mine = new Map<LaunchedProcess, number>();
+  socket.on('error', () => undefined); // its end fails its runs, below
+  frameReader(socket, (id, type, payload) => {
+    const run = runs.get(id);
+    if (!run || run.tenant !== tenant) return;
+    if (type === 'S' && !run.box) mine.set(run, 4);
+    run.boxFrame(type, payload, socket, uid);
+    if ((type === 'X' || type === 'C') && mine.has(run)) {
+      const left = mine.get(run)! - 1;
+      if (left > 0) mine.set(run, left);
+      else {
+        mine.delete(run);
+        runs.delete(id);
+      }
+    }
+  });
+  socket.on('close', () => {
+    for (const run of mine.keys()) {
+      runs.delete(run.runId);
+      run.fail('the script box ended');
+    }
+  });
 }

@@ -94,7 +94,7 @@ export interface SpawnSpec {
   /** A script's run, for the box's {@link STUB} on fd {@link GO_FD} (the command line then ends with STUB). */
   go?: string;
   /** Started by the root launcher instead (a uid per tenant): the run to ask it for; command and args unused. */
-  launch?: { client: LauncherClient; ask: LaunchAsk };
+  launch?: { client: Pick<LauncherClient, 'start'>; ask: LaunchAsk };
 }
 
 export interface SpawnOptions {

@@ -52,7 +52,7 @@ export interface CgiTestSuite {
  * The real HTTP service and the real handler gateway, composed as main.ts
  * does, with `mail` (a recording submitter, or none) at the mail boundary.
  */
-export async function startCgiSuite(opts: TestSuiteOptions & { mail?: MailSubmitter; sandbox?: CgiDeps['sandbox'] }): Promise<CgiTestSuite> {
+export async function startCgiSuite(opts: TestSuiteOptions & { mail?: MailSubmitter; sandbox?: CgiDeps['sandbox']; launcher?: boolean }): Promise<CgiTestSuite> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-cgi-'));
   // mkdtemp makes a 0700 folder; handlers run as an unprivileged user and must reach the sites below it.
   chmodSync(dir, 0o755);
@@ -69,7 +69,7 @@ export async function startCgiSuite(opts: TestSuiteOptions & { mail?: MailSubmit
   });
   const registry = new Registry(loadConfig(configDir));
   const state = openState(registry.config.main.dataDir);
-  const cgi = createCgi({ registry, log, mail: opts.mail, sandbox: opts.sandbox, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
+  const cgi = createCgi({ registry, log, mail: opts.mail, sandbox: opts.sandbox, launcher: opts.launcher, onSent: (f) => state.forms.add({ ...f, recipients: f.to }) });
   const http = createHttpService({ registry, state, log, gateway: cgi.gateway });
   let url = '';
   const services = [

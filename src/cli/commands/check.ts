@@ -111,10 +111,9 @@ function handlerUids(config: LoadedConfig): { note: string; problem?: string } {
   return { note: `handlers and scripts run as each tenant's own uid from cgi.uids ${range} (${config.tenants.length} tenants, room for ${room}), set by a root launcher` };
 }
 
-/** How scripts will be boxed: one persistent box per tenant when root (the launcher) and cc or a built box-init are there. */
-function scriptBoxNote(): string {
-  if (process.getuid?.() !== 0) return 'one fresh box per run (persistent boxes need the root launcher)';
-  const built = existsSync(nativeDir()) && readdirSync(nativeDir()).some((f) => f.startsWith('box-init-'));
+/** How scripts will be boxed: one persistent box per tenant when cc or a built box-init is there (root or not). */
+function scriptBoxNote(config: LoadedConfig): string {
+  const built = [nativeDir(), path.join(config.main.dataDir, 'box-init')].some((d) => existsSync(d) && readdirSync(d).some((f) => f.startsWith('box-init-')));
   if (built || findExecutable('cc')) return 'one persistent box per tenant (box-init, built with cc at the first start), each run cloned in fresh namespaces';
   return 'one fresh box per run (slower): no C compiler (cc) to build box-init (apt-get install gcc)';
 }
@@ -135,7 +134,7 @@ export function check(configDir: string): number {
     if (uidNote.problem) problems.push(uidNote.problem);
     else notes.push(uidNote.note);
     notes.push(`handler and script limits: ${limitsNote(findDelegatedCgroup())}`);
-    notes.push(`classic CGI scripts: ${scriptBoxNote()}`);
+    notes.push(`classic CGI scripts: ${scriptBoxNote(config)}`);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
     if (problems.length > 0) {
       for (const p of problems) process.stderr.write(`${p}\n`);

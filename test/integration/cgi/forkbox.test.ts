@@ -203,3 +203,43 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('an idle persistent box'
     }
   });
 });
+
+describe.skipIf(boxMissing)('persistent boxes the suite starts itself (no launcher: one uid for all)', () => {
+  let t: CgiTestSuite;
+  beforeAll(async () => {
+    t = await startCgiSuite({
+      launcher: false,
+      main: { cgi: { timeout: 2 } },
+      tenants: { 'own.test': { domains: ['own.test'], cgi: true } },
+      files: {
+        'own.test/cgi-bin/bg.sh': `#!/bin/sh\nsleep 44.5 &\n${CT}echo answered\n`,
+        'own.test/cgi-bin/tmp.sh': `#!/bin/sh\n${CT}: > "/tmp/run-$QUERY_STRING"\nsleep 0.5\nls /tmp | grep '^run-'\n`,
+        'own.test/cgi-bin/stuck.sh': '#!/bin/sh\n(exec sleep 45.5) &\nexec sleep 30\n',
+        'own.test/cgi-bin/mail.sh': `#!/bin/sh\nprintf 'To: nobody@own.test\\nSubject: hi\\n\\nhello\\n' | /usr/sbin/sendmail -t\n${CT}echo sent\n`,
+      },
+    });
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it('runs scripts in a persistent box there too, with the same guarantees', async () => {
+    expect(t.cgi.launcher()).toBeUndefined();
+    expect(t.logs().find((l) => l.msg === 'form handler sandbox ready')?.scripts).toMatch(/^one persistent box per tenant/);
+    const res = await call(t.http, 'own.test', '/cgi-bin/bg.sh');
+    expect([res.status, await res.text()]).toEqual([200, 'answered\n']);
+    expect(running(['sleep', '44.5'])).toEqual([]);
+    expect(boxesOf(t.sitesDir).length).toBe(1);
+    const answers = await Promise.all(['a', 'b'].map(async (q) => {
+      const r = await call(t.http, 'own.test', `/cgi-bin/tmp.sh?${q}`);
+      return [r.status, (await r.text()).trim()];
+    }));
+    expect(answers).toEqual([[200, 'run-a'], [200, 'run-b']]);
+    expect((await call(t.http, 'own.test', '/cgi-bin/stuck.sh')).status).toBe(504);
+    expect(running(['sleep', '45.5'])).toEqual([]);
+    // The mail channel (fd 3) reaches the suite: the message is judged (no forms.recipients here: refused, and logged).
+    expect((await call(t.http, 'own.test', '/cgi-bin/mail.sh')).status).toBe(200);
+    expect(t.logs().some((l) => l.msg === 'handler mail refused' && l.tenant === 'own.test')).toBe(true);
+    expect(t.cgi.running('own.test')).toBe(0);
+  });
+});
