@@ -61,7 +61,7 @@ process.on('message', (raw: unknown) => {
       } catch (err) {
         log.error({ err: (err as Error).message }, 'reload failed: the launcher keeps the config it had');
       }
-      return;
+      return saveCache();
     }
     if (req.op === 'scratch') {
       let why: string | undefined;
@@ -127,9 +127,17 @@ function holdReads(stream: unknown): void {
   handle.reading = false;
 }
 
+/** Writes the launcher's cache of parsed tenant files if it changed (launcher.ts, LAUNCHER_CACHE_FILE). */
+function saveCache(): void {
+  const why = launcher.saveCache();
+  if (why) log.warn({ why }, 'cannot write the cache of parsed tenant files; the next start parses every file again');
+}
+
 // The server gone: every box goes with the launcher (--die-with-parent).
 process.on('disconnect', () => process.exit(0));
 log.info('launcher ready');
 // The start's garbage (every tenant file read and checked) given back once allocation has calmed down, as the server does.
 compactAfterStart();
 send({ op: 'ready', uids: launcher.uidMap() });
+// After the answer that lets the server serve: the cache is for the next start.
+setImmediate(saveCache);
