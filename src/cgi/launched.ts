@@ -93,6 +93,7 @@ export class LaunchedProcess extends EventEmitter {
 
 type Reply =
   | { op: 'ready'; uids: Record<string, number> }
+  | { op: 'failed'; why: string }
   | { op: 'started'; id: number; pid: number; uid: number; box?: number }
   | { op: 'stdio'; id: number; fd: number }
   | { op: 'box'; box: number }
@@ -116,6 +117,8 @@ export class LauncherClient {
   private readonly boxes = new Map<number, Array<[number, Readable | Writable]>>();
   private seq = 0;
   private gone: string | undefined;
+  /** Why the launcher could not start (its config refused, say), as it said before ending. */
+  private failed: string | undefined;
   /** stop() was called: the launcher's end that follows is the one asked for. */
   private stopping = false;
   /** Emits 'refused' (why, run id or undefined) for each refusal the launcher sends back. */
@@ -141,10 +144,16 @@ export class LauncherClient {
       readyNow = resolve;
       readyFailed = reject;
     });
+    // Started ahead of the server's own start, it may be stopped before anyone awaits it (a refused config).
+    this.ready.catch(() => undefined);
     this.proc.on('message', (m: Reply, handle: unknown) => {
       if (m.op === 'ready') {
         this.uids = m.uids;
         return readyNow();
+      }
+      if (m.op === 'failed') {
+        this.failed = m.why;
+        return;
       }
       if (m.op === 'repaired') {
         this.log.info({ tenant: m.tenant, dir: m.dir, was: m.was }, 'handler scratch folder mode set again');
@@ -200,7 +209,7 @@ export class LauncherClient {
       }
     });
     this.proc.on('exit', (code, signal) => {
-      this.gone = `the launcher ended (${code ?? signal})`;
+      this.gone = this.failed !== undefined ? `the launcher could not start: ${this.failed}` : `the launcher ended (${code ?? signal})`;
       readyFailed(new Error(this.gone));
       // Asked to end (the suite is stopping): its end is expected, not a failure.
       if (this.stopping) this.log.debug({ why: this.gone }, 'handler launcher ended');

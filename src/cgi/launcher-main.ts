@@ -8,13 +8,27 @@ import { Launcher, parseRequest } from './launcher.ts';
 
 const [configDir, suiteDir] = process.argv.slice(2);
 const log = createLogger().child({ svc: 'cgi-launcher' });
-const send = (msg: unknown, handle?: unknown) => process.send?.(msg, handle as never);
+// Not once the server is gone (it refused its start while this one loaded): 'disconnect' ends this process next.
+const send = (msg: unknown, handle?: unknown) => process.connected && process.send?.(msg, handle as never);
 
 if (!configDir || !suiteDir || !process.send || process.getuid?.() !== 0) {
   log.error('the launcher runs as root, started by the suite with an IPC channel');
   process.exit(2);
 }
-const launcher = new Launcher({ configDir, suiteDir, log, onRepair: (tenant, dir, was) => send({ op: 'repaired', tenant, dir, was }) });
+/**
+ * Its own view of the config, loaded now (the server forks this process
+ * before it loads the config itself, so both loads overlap). A config it
+ * cannot load is said to the server, which names it when it awaits this
+ * launcher (and says nothing when it refused the config itself meanwhile).
+ */
+let launcher: Launcher;
+try {
+  launcher = new Launcher({ configDir, suiteDir, log, onRepair: (tenant, dir, was) => send({ op: 'repaired', tenant, dir, was }) });
+} catch (err) {
+  // The server gone already (it refused the config itself): nobody to tell.
+  if (process.connected) await new Promise((sent) => process.send!({ op: 'failed', why: (err as Error).message }, sent));
+  process.exit(2);
+}
 const runs = new Map<number, ChildProcess>();
 /**
  * Boxes started ahead hand their pipes to the server at once, each under a
