@@ -133,7 +133,9 @@ export class LauncherClient {
     if (!existsSync(entry)) throw new Error(`${entry} is missing (npm run build makes it)`);
     this.proc = fork(entry, [configDir, suiteDir], {
       cwd: packageRoot(),
-      execArgv: [...(fromSource ? ['--import', 'tsx'] : []), '--max-semi-space-size=1', '--optimize-for-size'],
+      // A small young generation keeps the idle launcher small (10,000 tenants: ~35 MiB less); not --optimize-for-size,
+      // which took a third longer over its load of the config at the start, on the path to the server's first answer.
+      execArgv: [...(fromSource ? ['--import', 'tsx'] : []), '--max-semi-space-size=1'],
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'json',
