@@ -143,6 +143,8 @@ function holdReads(stream: unknown): void {
 
 /** Writes the launcher's cache of parsed tenant files if it changed (launcher.ts, LAUNCHER_CACHE_FILE). */
 function saveCache(): void {
+  // The server gone (a start it refused): this process is ending, and the folder may be on its way out.
+  if (!process.connected) return;
   const why = launcher.saveCache();
   if (why) log.warn({ why }, 'cannot write the cache of parsed tenant files; the next start parses every file again');
 }
