@@ -12,7 +12,7 @@ import type { Metrics } from '../core/metrics.ts';
 import type { Registry } from '../core/registry.ts';
 import { isLoopbackAddress } from '../lib/hostname.ts';
 import type { State } from '../state/index.ts';
-import { TenantLogFiles } from '../lib/tenantlogs.ts';
+import { ACCESS_LOG, TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { createDispatch } from './dispatch.ts';
 import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
@@ -49,7 +49,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
-  const accessLogs = new TenantLogFiles(path.join(main.dataDir, 'logs'), 'access.log', log);
+  const accessLogs = new TenantLogFiles(path.join(main.dataDir, 'logs'), ACCESS_LOG, log);
   const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
