@@ -8,6 +8,7 @@ import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helper
 import { waitFor, writeConfig } from '../../helpers/suite.ts';
 import { createLogger } from '../../../src/core/log.ts';
 import { startSuite } from '../../../src/main.ts';
+import { startLauncher } from '../../../src/cgi/index.ts';
 
 // Started as root, each tenant's handlers and scripts run as a uid of its
 // own (cgi.uids), set by the root launcher, which checks every request
@@ -264,6 +265,17 @@ describe.skipIf(!isRoot || boxMissing)('the launcher started ahead of the server
       await expect(startSuite({ configDir, log, watch: false })).rejects.toThrow(/no-such-user-here/);
       await waitFor(() => [...children()].every((c) => before.has(c)), 10_000, 'the launcher to end');
       expect(lines.filter((l) => (l.level as number) >= 50).map((l) => l.msg)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('says why it could not load the config, for the server to name', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-early-'));
+    try {
+      const { configDir } = writeConfig(dir, { tenants: {} });
+      writeFileSync(path.join(configDir, 'tenants', 'broken.test.yaml'), 'domains: [broken.test\n');
+      const client = startLauncher(configDir, createLogger({ level: 'silent' }));
+      await expect(client.ready).rejects.toThrow(/the launcher could not start: configuration is invalid:.*broken\.test\.yaml/s);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
