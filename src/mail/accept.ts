@@ -28,6 +28,7 @@ import { MailQueue, newQueueId } from './queue.ts';
 import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
 import { isRenegotiationError, refuseRenegotiation } from '../lib/renegotiation.ts';
+import { Timeline } from '../lib/timeline.ts';
 
 /** An error smtp-server turns into a reply: `responseCode` plus a text that starts with the enhanced status code. */
 export function reply(code: number, text: string): Error & { responseCode: number } {
@@ -46,6 +47,8 @@ export interface SessionState {
   registry: Registry;
   routes: Map<string, { tenant?: string; targets: readonly string[]; list?: ListTarget }>;
   ip: string;
+  /** When the current transaction's MAIL FROM came (`performance.now()`): where its timeline starts. */
+  mailAt?: number;
 }
 
 /**
@@ -178,7 +181,7 @@ export interface AcceptContext {
   arcSeal: (raw: Buffer) => Promise<Buffer>;
   lookup: (name: string, type: string) => Promise<never>;
   /** Where the checks run (a worker thread: inbound-pool.ts); absent: checkInbound() on this thread. */
-  check?: typeof checkInbound;
+  check?: (raw: Buffer, options: Parameters<typeof checkInbound>[1], timeline?: Timeline) => Promise<InboundAuth>;
 }
 
 /**
@@ -192,6 +195,9 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
   const spamScans = deps.metrics?.counter('makewaves_spam_scans_total', 'Messages scored by rspamd, by what became of them (accept, tag, reject, failed).', ['action']);
   async function acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const id = newQueueId();
+    // From MAIL FROM to each stage of this message: one debug line once it is answered.
+    const timeline = new Timeline(s.mailAt);
+    timeline.mark('data');
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const recipients: Array<{ rcpt: string; origRcpt: string }> = [];
     const lists: Array<ListTarget & { rcpt: string }> = [];
@@ -224,13 +230,15 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       } else {
         // The checks need the whole message before the reply (a refusal is in the session): it is read into memory (at most smtp.maxMessageBytes).
         const received = await readMessage(stream, scan);
+        timeline.mark('received');
         let raw: Buffer = Buffer.concat([prefix, received]);
         if (settings.enabled) {
           const t0 = performance.now();
-          const checked = await inboundChecks(s, session, received, from, tenants);
+          const checked = await inboundChecks(s, session, received, from, tenants, timeline);
           auth = checked.auth;
           raw = Buffer.concat([Buffer.from(`Authentication-Results: ${auth.results}\r\n`, 'latin1'), prefix, checked.raw]);
           authMs = Math.round((performance.now() - t0) * 100) / 100;
+          timeline.mark('checked');
         }
         // Content scoring after the checks, on the message as it would be passed on; the ARC seal then covers our verdict.
         if (spam?.rspamd) {
@@ -240,8 +248,12 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
             s.log.info({ qid: id, from, signedBy: own }, `message not scored: it carries a valid DKIM signature of ours (d=${own.domain} s=${own.selector})`);
             spamScans?.inc({ action: 'own' });
           } else raw = await scoreContent(s, session, raw, { ...spam, rspamd: spam.rspamd }, id);
+          timeline.mark('scored');
         }
-        if (settings.enabled && lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
+        if (settings.enabled && lists.length === 0 && settings.arcSeal) {
+          raw = Buffer.concat([await sealOrNot(s, raw), raw]);
+          timeline.mark('sealed');
+        }
         if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined, authDomain: auth?.fromDomain });
         body = raw;
       }
@@ -259,6 +271,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
         ...params,
         // Every recipient here is forwarded: the next hop is asked while the sender waits (see nextHopRefusal).
         waitMs: smtp!.waitForNextHop * 1000,
+        timeline,
       });
       if (refused !== undefined) {
         s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), reply: refused }, 'message refused: the next hop refused every recipient');
@@ -270,6 +283,8 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
         'message accepted',
       );
       for (const t of tenants.size > 0 ? tenants : ['_none']) deps.metrics?.smtpAccepted.inc({ tenant: t });
+      timeline.mark('answered');
+      s.log.debug({ qid: id, ms: timeline.marks }, 'message timeline');
       return `Ok: queued as ${id}`;
     } catch (err) {
       // Our own reply (the next hop's refusal, an authentication refusal) goes out as it is.
@@ -323,11 +338,18 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
    * throws the refusal (550 in the session; 451 for a temporary failure
    * when the policy says defer).
    */
-  async function inboundChecks(s: SessionState, session: SMTPServerSession, received: Buffer, from: string, tenants: ReadonlySet<string>): Promise<{ auth: InboundAuth; raw: Buffer }> {
+  async function inboundChecks(
+    s: SessionState,
+    session: SMTPServerSession,
+    received: Buffer,
+    from: string,
+    tenants: ReadonlySet<string>,
+    timeline: Timeline,
+  ): Promise<{ auth: InboundAuth; raw: Buffer }> {
     const helo = session.hostNameAppearsAs || session.remoteAddress;
     let auth: InboundAuth;
     try {
-      auth = await (a.check ?? checkInbound)(received, { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup });
+      auth = await (a.check ?? checkInbound)(received, { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup }, timeline);
     } catch (err) {
       // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
       const ref = errorRef();

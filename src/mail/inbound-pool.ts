@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import type { DnsSettings } from '../core/dns.ts';
 import type { Logger } from '../core/log.ts';
 import { packageRoot } from '../lib/paths.ts';
+import type { Timeline } from '../lib/timeline.ts';
 import type { InboundAuth, InboundOptions } from './mailauth.ts';
 
 /** What the event loop asks the thread: one message and its envelope. */
@@ -17,11 +18,18 @@ export interface CheckRequest {
   options: Omit<InboundOptions, 'resolver'>;
 }
 
-export type CheckReply = { id: number; auth: InboundAuth } | { id: number; error: string };
+/** When the thread took the message, had its last DNS answer (absent: it asked none) and was done: epoch milliseconds (see lib/timeline.ts). */
+export interface CheckTiming {
+  start: number;
+  dns?: number;
+  end: number;
+}
+
+export type CheckReply = ({ id: number; auth: InboundAuth } | { id: number; error: string }) & { timing?: CheckTiming };
 
 export interface InboundPool {
   /** checkInbound() in the thread; `resolver` is not used (the thread asks the `dns:` servers itself). Rejects when the library fails or the thread ends. */
-  check(raw: Buffer, options: InboundOptions): Promise<InboundAuth>;
+  check(raw: Buffer, options: InboundOptions, timeline?: Timeline): Promise<InboundAuth>;
   /** Ends the thread; checks still running are rejected. */
   close(): Promise<void>;
 }
@@ -35,7 +43,7 @@ export interface InboundPool {
 export function createInboundPool(d: { dns: DnsSettings | undefined; log: Logger }): InboundPool {
   const fromSource = import.meta.url.endsWith('.ts');
   const entry = fromSource ? path.join(packageRoot(), 'src', 'mail', 'inbound-worker.ts') : path.join(packageRoot(), 'dist', 'inbound-worker.mjs');
-  const pending = new Map<number, { resolve: (a: InboundAuth) => void; reject: (e: Error) => void }>();
+  const pending = new Map<number, { resolve: (a: InboundAuth) => void; reject: (e: Error) => void; timeline: Timeline | undefined }>();
   let worker: Worker | undefined;
   let next = 0;
 
@@ -52,6 +60,11 @@ export function createInboundPool(d: { dns: DnsSettings | undefined; log: Logger
       if (!p) return;
       pending.delete(r.id);
       if (pending.size === 0) w.unref();
+      if (p.timeline && r.timing) {
+        p.timeline.markAt('check-start', r.timing.start);
+        if (r.timing.dns !== undefined) p.timeline.markAt('check-dns', r.timing.dns);
+        p.timeline.markAt('check-end', r.timing.end);
+      }
       if ('error' in r) p.reject(new Error(r.error));
       else p.resolve(r.auth);
     });
@@ -68,12 +81,12 @@ export function createInboundPool(d: { dns: DnsSettings | undefined; log: Logger
   };
 
   return {
-    check(raw, options) {
+    check(raw, options, timeline) {
       worker ??= start();
       const id = ++next;
       const { sender, ip, helo, hostname } = options;
       return new Promise<InboundAuth>((resolve, reject) => {
-        pending.set(id, { resolve, reject });
+        pending.set(id, { resolve, reject, timeline });
         // Only a thread with work keeps the process alive; an idle one is ended by close() on stop.
         worker!.ref();
         worker!.postMessage({ id, raw, options: { sender, ip, helo, hostname } } satisfies CheckRequest);

@@ -3,15 +3,22 @@
 // event loop, answered with what checkInbound() found.
 import { parentPort, workerData } from 'node:worker_threads';
 import { suiteResolver, type DnsSettings } from '../core/dns.ts';
+import { epochNow } from '../lib/timeline.ts';
 import { checkInbound } from './mailauth.ts';
 import type { CheckRequest, CheckReply } from './inbound-pool.ts';
 
 const resolver = suiteResolver((workerData as { dns: DnsSettings | undefined }).dns);
-const lookup = (name: string, type: string) => resolver.resolve(name, type) as Promise<never>;
 
 parentPort!.on('message', (q: CheckRequest) => {
+  const start = epochNow();
+  let dns: number | undefined;
+  // Each answer's time noted: the reply says when the last one came (the message's timeline, at debug level).
+  const lookup = (name: string, type: string) =>
+    resolver.resolve(name, type).finally(() => {
+      dns = epochNow();
+    }) as Promise<never>;
   checkInbound(Buffer.from(q.raw.buffer, q.raw.byteOffset, q.raw.byteLength), { ...q.options, resolver: lookup }).then(
-    (auth) => parentPort!.postMessage({ id: q.id, auth } satisfies CheckReply),
-    (err: unknown) => parentPort!.postMessage({ id: q.id, error: err instanceof Error ? err.message : String(err) } satisfies CheckReply),
+    (auth) => parentPort!.postMessage({ id: q.id, auth, timing: { start, dns, end: epochNow() } } satisfies CheckReply),
+    (err: unknown) => parentPort!.postMessage({ id: q.id, error: err instanceof Error ? err.message : String(err), timing: { start, dns, end: epochNow() } } satisfies CheckReply),
   );
 });

@@ -233,6 +233,7 @@ export function createMailService(deps: MailDeps): MailService {
     onMailFrom(address, session, done) {
       const s = sessions.get(session.id)!;
       s.routes.clear();
+      s.mailAt = performance.now();
       s.log.debug({ from: address.address, args: address.args }, 'MAIL FROM');
       if (NON_ASCII.test(address.address) && !asksUtf8(address.args)) {
         s.log.info({ from: address.address }, 'MAIL refused: a UTF-8 address without SMTPUTF8');

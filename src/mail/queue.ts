@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { MailSubmitter, OutboundMessage } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
+import type { Timeline } from '../lib/timeline.ts';
 import type { MailQueueStore, QueuedMessage } from '../state/index.ts';
 import { CrlfNormalizer } from './crlf.ts';
 import type { Deliverer, RecipientOutcome } from './deliver.ts';
@@ -90,6 +91,8 @@ export interface Incoming {
    * it in the session). Otherwise the attempt counts as the queue's first.
    */
   waitMs?: number;
+  /** Told when the message is in the spool (`spooled`), in state (`stored`), and answered by the next hop (`relayed`). */
+  timeline?: Timeline;
 }
 
 /** What {@link MailQueue.enqueue} resolves with. */
@@ -105,6 +108,7 @@ export interface Enqueued {
 /** A caller waiting for a first attempt; `waiting` turns false at its deadline. */
 interface Waiter {
   waiting: boolean;
+  timeline?: Timeline | undefined;
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -180,11 +184,13 @@ export class MailQueue implements MailSubmitter {
       ...(m.smtputf8 ? { smtputf8: 2 as const } : {}),
     };
     // The spool claims the file for this id (onStored) before it resolves.
-    const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
+    const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort, m.timeline);
+    m.timeline?.mark('spooled');
     try {
       const smtputf8 = m.smtputf8 ? (m.needsUtf8?.() === false ? 1 : 2) : 0;
       const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients, eightBit: m.eightBit, smtputf8 } as const;
       await this.batched(() => this.d.store.add(row));
+      m.timeline?.mark('stored');
     } catch (err) {
       // Not acknowledged: the message must not come back from the spool on the next start.
       await this.release(id, file).catch(() => undefined);
@@ -194,7 +200,7 @@ export class MailQueue implements MailSubmitter {
       this.cache.set(id, data);
       this.cachedBytes += data.length;
     }
-    if (m.waitMs && m.waitMs > 0 && !this.stopped) return this.firstAttempt(id, size, m.waitMs);
+    if (m.waitMs && m.waitMs > 0 && !this.stopped) return this.firstAttempt(id, size, m.waitMs, m.timeline);
     this.fresh.add(id);
     this.pump();
     return { id, size };
@@ -206,14 +212,15 @@ export class MailQueue implements MailSubmitter {
    * At the deadline the caller gets its answer and the attempt goes on as
    * any queue attempt would.
    */
-  private async firstAttempt(id: string, size: number, waitMs: number): Promise<Enqueued> {
-    const waiter: Waiter = { waiting: true };
+  private async firstAttempt(id: string, size: number, waitMs: number, timeline: Timeline | undefined): Promise<Enqueued> {
+    const waiter: Waiter = { waiting: true, timeline };
     const run = this.launch(id, waiter);
     let t: NodeJS.Timeout | undefined;
     const deadline = new Promise<'deadline'>((resolve) => (t = setTimeout(() => resolve('deadline'), waitMs)));
     const outcome = await Promise.race([run, deadline]);
     clearTimeout(t);
     waiter.waiting = false;
+    timeline?.mark('relayed');
     if (outcome === 'deadline') {
       this.log.info({ qid: id, waitMs }, 'the next hop did not answer while the sender waited; the message is queued');
       return { id, size };
@@ -454,6 +461,7 @@ export class MailQueue implements MailSubmitter {
     const orig = new Map(pending.map((r) => [r.rcpt, r.origRcpt]));
     let results: RecipientOutcome[] = [];
     if (pending.length > 0) {
+      waiter?.timeline?.mark('relaying');
       results = await this.d.deliverer.deliver({
         id,
         sender: msg.sender,
