@@ -50,6 +50,35 @@ describe('inbound checks: DNS', () => {
   });
 });
 
+describe('inbound checks: DNS answers kept for a while', () => {
+  it('asks a record once while it is kept, "none" too; a timeout is asked again; after maxAge it is asked again', async () => {
+    const { cachedLookup, suiteResolver } = await import('../../../src/core/dns.ts');
+    const resolver = suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 0.2 });
+    let clock = 0;
+    const asked: string[] = [];
+    const lookup = cachedLookup(
+      (name, type) => {
+        asked.push(name);
+        return resolver.resolve(name, type);
+      },
+      { maxAgeMs: 60_000, maxEntries: 100, now: () => clock },
+    );
+    dns.zone.set('kept.test', { txt: [['v=spf1 -all']] });
+    dns.zone.set('quiet.test', { silent: true });
+    const first = (await lookup('kept.test', 'TXT')) as string[][];
+    first[0]![0] = 'changed by its caller';
+    expect(await lookup('KEPT.test', 'TXT')).toEqual([['v=spf1 -all']]);
+    await expect(lookup('missing.test', 'TXT')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await expect(lookup('missing.test', 'TXT')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await expect(lookup('quiet.test', 'TXT')).rejects.toMatchObject({ code: 'ETIMEOUT' });
+    await expect(lookup('quiet.test', 'TXT')).rejects.toMatchObject({ code: 'ETIMEOUT' });
+    expect(asked).toEqual(['kept.test', 'missing.test', 'quiet.test', 'quiet.test']);
+    dns.zone.set('kept.test', { txt: [['v=spf1 +all']] });
+    clock = 60_000;
+    expect(await lookup('kept.test', 'TXT')).toEqual([['v=spf1 +all']]);
+  });
+});
+
 describe('inbound checks in a worker thread', () => {
   it('finds what checkInbound() finds on the event loop (its own resolver asks the dns: servers)', async () => {
     const resolver = (await import('../../../src/core/dns.ts')).suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 1 });
