@@ -18,7 +18,8 @@ import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
 import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
-import { decide, policyFor, stripOurResults } from './inbound.ts';
+import { checkedMessage, decide, policyFor, stripOurResults } from './inbound.ts';
+import type { SealRequest } from './inbound-pool.ts';
 import { blocklisted } from './dnsbl.ts';
 import { checkContent, type SpamSettings } from './rspamd.ts';
 import { normalizeCrlf } from './crlf.ts';
@@ -179,9 +180,11 @@ export interface AcceptContext {
   smtp: NonNullable<MainConfig['smtp']>;
   deps: MailDeps;
   arcSeal: (raw: Buffer) => Promise<Buffer>;
+  /** The suite's ARC key, for the checks' thread to seal with. */
+  arcKey: () => Promise<{ selector: string; privateKey: string }>;
   lookup: (name: string, type: string) => Promise<never>;
   /** Where the checks run (a worker thread: inbound-pool.ts); absent: checkInbound() on this thread. */
-  check?: (raw: Buffer, options: Parameters<typeof checkInbound>[1], timeline?: Timeline) => Promise<InboundAuth>;
+  check?: (raw: Buffer, options: Parameters<typeof checkInbound>[1] & { seal?: SealRequest | undefined }, timeline?: Timeline) => Promise<InboundAuth>;
 }
 
 /**
@@ -232,11 +235,14 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
         const received = await readMessage(stream, scan);
         timeline.mark('received');
         let raw: Buffer = Buffer.concat([prefix, received]);
+        const sealing = settings.enabled && lists.length === 0 && settings.arcSeal;
         if (settings.enabled) {
           const t0 = performance.now();
-          const checked = await inboundChecks(s, session, received, from, tenants, timeline);
+          // Without content scoring the message leaves as the checks leave it: the checks' thread seals it too (one hand-over, not three).
+          const seal = sealing && !spam?.rspamd ? await sealRequest(s, prefix) : undefined;
+          const checked = await inboundChecks(s, session, received, from, tenants, timeline, seal);
           auth = checked.auth;
-          raw = Buffer.concat([Buffer.from(`Authentication-Results: ${auth.results}\r\n`, 'latin1'), prefix, checked.raw]);
+          raw = checkedMessage(auth.results, prefix, checked.raw);
           authMs = Math.round((performance.now() - t0) * 100) / 100;
           timeline.mark('checked');
         }
@@ -250,8 +256,8 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
           } else raw = await scoreContent(s, session, raw, { ...spam, rspamd: spam.rspamd }, id);
           timeline.mark('scored');
         }
-        if (settings.enabled && lists.length === 0 && settings.arcSeal) {
-          raw = Buffer.concat([await sealOrNot(s, raw), raw]);
+        if (sealing) {
+          raw = Buffer.concat([auth?.arcSet !== undefined ? Buffer.from(auth.arcSet, 'latin1') : await sealOrNot(s, raw), raw]);
           timeline.mark('sealed');
         }
         if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined, authDomain: auth?.fromDomain });
@@ -345,11 +351,13 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     from: string,
     tenants: ReadonlySet<string>,
     timeline: Timeline,
+    seal: SealRequest | undefined,
   ): Promise<{ auth: InboundAuth; raw: Buffer }> {
     const helo = session.hostNameAppearsAs || session.remoteAddress;
     let auth: InboundAuth;
     try {
-      auth = await (a.check ?? checkInbound)(received, { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup }, timeline);
+      const options = { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup };
+      auth = await (a.check ? a.check(received, { ...options, seal }, timeline) : checkInbound(received, options));
     } catch (err) {
       // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
       const ref = errorRef();
@@ -398,6 +406,16 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     if (!out.refusal) return out.raw;
     deps.metrics?.smtpRefused.inc({ reason: out.refusal.code === 'SPAM' ? 'spam' : 'spam-tempfail' });
     throw refuse(out.refusal.code, out.refusal.text);
+  }
+
+  /** What the checks' thread needs to seal a message; undefined when the key cannot be had (the event loop then tries, and logs why). */
+  async function sealRequest(s: SessionState, prefix: Buffer): Promise<SealRequest | undefined> {
+    try {
+      return { ...(await a.arcKey()), prefix };
+    } catch (err) {
+      s.log.warn({ err: (err as Error).message }, 'the ARC key could not be read for the checks thread; the message is sealed after the checks');
+      return undefined;
+    }
   }
 
   /** The ARC set for a forwarded message, or nothing when sealing fails (logged: the message still goes, as an unsigned one would). */

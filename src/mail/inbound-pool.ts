@@ -16,6 +16,21 @@ export interface CheckRequest {
   id: number;
   raw: Uint8Array;
   options: Omit<InboundOptions, 'resolver'>;
+  seal?: SealRequest | undefined;
+}
+
+/**
+ * Asks the thread to make the ARC set of the message as it will be passed
+ * on (checkedMessage() of inbound.ts: our results, `prefix`, the message),
+ * with the suite's ARC key: one hand-over for the checks and the seal, and
+ * the two signatures made there, not in libuv's thread pool. The seal
+ * covers no field that content scoring adds (X-Spam…), so it holds after it.
+ */
+export interface SealRequest {
+  selector: string;
+  privateKey: string;
+  /** Our Received: field. */
+  prefix: Buffer;
 }
 
 /** When the thread took the message, had its last DNS answer (absent: it asked none) and was done: epoch milliseconds (see lib/timeline.ts). */
@@ -29,7 +44,7 @@ export type CheckReply = ({ id: number; auth: InboundAuth } | { id: number; erro
 
 export interface InboundPool {
   /** checkInbound() in the thread; `resolver` is not used (the thread asks the `dns:` servers itself). Rejects when the library fails or the thread ends. */
-  check(raw: Buffer, options: InboundOptions, timeline?: Timeline): Promise<InboundAuth>;
+  check(raw: Buffer, options: InboundOptions & { seal?: SealRequest | undefined }, timeline?: Timeline): Promise<InboundAuth>;
   /** Ends the thread; checks still running are rejected. */
   close(): Promise<void>;
 }
@@ -84,12 +99,12 @@ export function createInboundPool(d: { dns: DnsSettings | undefined; log: Logger
     check(raw, options, timeline) {
       worker ??= start();
       const id = ++next;
-      const { sender, ip, helo, hostname } = options;
+      const { sender, ip, helo, hostname, seal } = options;
       return new Promise<InboundAuth>((resolve, reject) => {
         pending.set(id, { resolve, reject, timeline });
         // Only a thread with work keeps the process alive; an idle one is ended by close() on stop.
         worker!.ref();
-        worker!.postMessage({ id, raw, options: { sender, ip, helo, hostname } } satisfies CheckRequest);
+        worker!.postMessage({ id, raw, options: { sender, ip, helo, hostname }, seal } satisfies CheckRequest);
       });
     },
     async close() {

@@ -68,6 +68,16 @@ export function decide(auth: InboundAuth, policy: CheckPolicy, envelope: { sende
 }
 
 /**
+ * A message as it is passed on after the checks: our Authentication-Results
+ * field, our Received: field (`prefix`), then what was received less the
+ * results claiming our name. The checks' thread builds the same bytes to
+ * seal them (inbound-pool.ts), so both must come from here.
+ */
+export function checkedMessage(results: string, prefix: Buffer, stripped: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`Authentication-Results: ${results}\r\n`, 'latin1'), prefix, stripped]);
+}
+
+/**
  * `raw` without the Authentication-Results fields that claim our
  * authserv-id (RFC 8601 §5: a forgery, or a copy of ours coming back);
  * the header section is otherwise left as it was, byte for byte.

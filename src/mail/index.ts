@@ -101,14 +101,11 @@ export function createMailService(deps: MailDeps): MailService {
   const authResolver = suiteResolver(main.dns);
   const lookup = (name: string, type: string) => authResolver.resolve(name, type) as Promise<never>;
   const checks = smtp.checks;
-  const arcSeal = createArcSealer({
-    hostname,
-    now: deps.now,
-    key: async () => {
-      const k = await deps.state.dkim.ensureArc(hostname);
-      return { selector: k.selector, privateKey: deps.state.dkim.privateKey(k) };
-    },
-  });
+  const arcKey = async () => {
+    const k = await deps.state.dkim.ensureArc(hostname);
+    return { selector: k.selector, privateKey: deps.state.dkim.privateKey(k) };
+  };
+  const arcSeal = createArcSealer({ hostname, now: deps.now, key: arcKey });
   const sealer: ArcSealer = {
     seal: (raw) => {
       const now = registry.config.main.smtp?.checks ?? checks;
@@ -179,7 +176,7 @@ export function createMailService(deps: MailDeps): MailService {
   }
   // The checks themselves run in a worker thread (inbound-pool.ts), with their own resolver for `dns:`.
   const inbound = createInboundPool({ dns: main.dns, log });
-  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup, check: inbound.check });
+  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, arcKey, lookup, check: inbound.check });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
   const sessions = new Map<string, SessionState>();

@@ -140,6 +140,8 @@ export interface InboundAuth {
   aligned: Alignment | undefined;
   /** True when some check ended in temperror (a DNS timeout or SERVFAIL). */
   temporary: boolean;
+  /** The ARC set for the message as it will leave, when the checks' thread was asked to make it (see inbound-pool.ts). */
+  arcSet?: string;
 }
 
 export interface InboundOptions {
@@ -241,6 +243,8 @@ export interface ArcSealerDeps {
   /** The sealing key (made at first need). */
   key: () => Promise<{ selector: string; privateKey: string }>;
   now?: () => number;
+  /** Signs on the calling thread (the checks' thread does), instead of in libuv's thread pool. */
+  signHere?: boolean;
 }
 
 /** The header section of `raw`, one entry per field: lower-case name, value unfolded, the field as written (folded, without its last CRLF). */
@@ -291,13 +295,14 @@ function fieldNames(covered: Array<[string, string, string]>): string {
  * signs that text; Ed25519-SHA256 signs its SHA-256 hash (RFC 8463 §3).
  * The signature is made in libuv's thread pool, off the event loop.
  */
-function signFields(covered: Array<[string, string, string]>, head: string, key: KeyObject, algorithm: 'rsa' | 'ed25519'): Promise<string> {
+function signFields(covered: Array<[string, string, string]>, head: string, key: KeyObject, algorithm: 'rsa' | 'ed25519', here = false): Promise<string> {
   const data = Buffer.concat([...covered.map((f) => tools.formatRelaxedLine(f[2], '\r\n')), tools.formatRelaxedLine(head)]);
-  return signAsync(algorithm === 'rsa' ? 'sha256' : null, algorithm === 'rsa' ? data : createHash('sha256').update(data).digest(), key);
+  return signAsync(algorithm === 'rsa' ? 'sha256' : null, algorithm === 'rsa' ? data : createHash('sha256').update(data).digest(), key, here);
 }
 
-/** crypto.sign with a callback: the work runs in libuv's thread pool. */
-function signAsync(algorithm: string | null, data: Buffer, key: KeyObject): Promise<string> {
+/** crypto.sign with a callback (the work runs in libuv's thread pool), or without one when `here` (on this thread). */
+function signAsync(algorithm: string | null, data: Buffer, key: KeyObject, here = false): Promise<string> {
+  if (here) return Promise.resolve(sign(algorithm, data, key).toString('base64'));
   return new Promise((resolve, reject) => sign(algorithm, data, key, (err, sig) => (err ? reject(err) : resolve(sig.toString('base64')))));
 }
 
@@ -348,7 +353,7 @@ export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buff
     // ARC-Message-Signature: like a DKIM-Signature (RFC 8617 §4.1.2), every instance of the signed fields, bottom up.
     const covered = fields.filter((f) => signed.has(f[0])).reverse();
     const amsHead = `ARC-Message-Signature: i=${i}; a=rsa-sha256; c=relaxed/relaxed; d=${id};\r\n s=${k.selector}; t=${t};\r\n h=${fieldNames(covered)};\r\n bh=${relaxedBodyHash(raw)};\r\n b=`;
-    const ams = amsHead + foldB(await signFields(covered, amsHead, key, 'rsa'));
+    const ams = amsHead + foldB(await signFields(covered, amsHead, key, 'rsa', d.signHere));
 
     // ARC-Seal (§4.1.3, §5.1.1): the sets before ours in order (unless cv=fail), then ours, each AAR, AMS, AS.
     const aar = `ARC-Authentication-Results: i=${i}; ${oursValue}`;
@@ -361,7 +366,7 @@ export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buff
     }
     const asHead = `ARC-Seal: i=${i}; a=rsa-sha256; t=${t}; cv=${cv}; d=${id};\r\n s=${k.selector}; b=`;
     const asData = Buffer.concat([...chain, tools.formatRelaxedLine(aar, '\r\n'), tools.formatRelaxedLine(ams, '\r\n'), tools.formatRelaxedLine(asHead)]);
-    const seal = asHead + foldB(await signAsync('sha256', asData, key));
+    const seal = asHead + foldB(await signAsync('sha256', asData, key, d.signHere));
     return Buffer.from(`${seal}\r\n${ams}\r\n${aar}\r\n`, 'latin1');
   };
 }
