@@ -5,9 +5,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { cachedLookup, suiteResolver, type DnsSettings } from '../core/dns.ts';
 import { epochNow } from '../lib/timeline.ts';
 import { checkedMessage, stripOurResults } from './inbound.ts';
-import { checkInbound, createArcSealer, type InboundAuth } from './mailauth.ts';
+import { checkInbound, createArcSealer, keepParsedPublicKeys, type InboundAuth } from './mailauth.ts';
 import type { CheckRequest, CheckReply, SealRequest } from './inbound-pool.ts';
 
+keepParsedPublicKeys();
 const resolver = suiteResolver((workerData as { dns: DnsSettings | undefined }).dns);
 // A sender's records are asked once a minute, not for each of its messages (the wait for the answer was a fifth of a message's time under load).
 const cached = cachedLookup((name, type) => resolver.resolve(name, type), { maxAgeMs: 60_000, maxEntries: 10_000 });

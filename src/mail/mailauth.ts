@@ -192,6 +192,41 @@ function askedAhead(raw: Buffer, sender: string, resolver: DNSResolver): DNSReso
 }
 
 /**
+ * Makes mailauth parse each DKIM/ARC public key once, not for every
+ * message: it turns the record into a KeyObject (`createPublicKey`), then
+ * back into PEM text, which `crypto.verify` parses again, and it has no way
+ * to take a parsed key. Its `node:crypto` calls, CommonJS, go through the
+ * module object, whose two functions are wrapped here with a cache by PEM
+ * text (at most `max` keys, the oldest dropped first; a KeyObject cannot
+ * be changed, so sharing one is safe). For the checks' thread only: our own
+ * code imports its functions as ES bindings, which this leaves untouched.
+ */
+export function keepParsedPublicKeys(max = 1000): void {
+  const c = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+  const create = c.createPublicKey;
+  const verify = c.verify;
+  const parsed = new Map<string, KeyObject>();
+  const fromPem = (pem: string): KeyObject => {
+    let k = parsed.get(pem);
+    if (!k) {
+      k = create(pem);
+      if (parsed.size >= max) parsed.delete(parsed.keys().next().value!);
+      parsed.set(pem, k);
+    }
+    return k;
+  };
+  c.createPublicKey = ((key: Parameters<typeof create>[0]) => {
+    const o = key as { key?: unknown; format?: unknown };
+    if (typeof o === 'object' && !Buffer.isBuffer(o) && o.format === 'pem' && Buffer.isBuffer(o.key) && Object.keys(o).length === 2) return fromPem(o.key.toString('latin1'));
+    return create(key);
+  }) as typeof create;
+  c.verify = ((algorithm: string | null | undefined, data: NodeJS.ArrayBufferView, key: Parameters<typeof verify>[2], signature: NodeJS.ArrayBufferView, callback?: (error: Error | null, result: boolean) => void) =>
+    callback
+      ? verify(algorithm, data, typeof key === 'string' ? fromPem(key) : key, signature, callback)
+      : verify(algorithm, data, typeof key === 'string' ? fromPem(key) : key, signature)) as typeof verify;
+}
+
+/**
  * SPF of the envelope sender, DKIM of the message, DMARC of the From:
  * domain and the ARC chain, in one pass (mailauth's authenticate(); BIMI
  * is not asked for). Never throws for a DNS problem: that is a temperror

@@ -79,6 +79,23 @@ describe('inbound checks: DNS answers kept for a while', () => {
   });
 });
 
+describe("inbound checks: the sender's public keys parsed once", () => {
+  it('mailauth gets the same parsed key for the same record, and still verifies (and fails a message whose signed Subject: changed)', async () => {
+    const { keepParsedPublicKeys } = await import('../../../src/mail/mailauth.ts');
+    const { createRequire } = await import('node:module');
+    const crypto = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+    keepParsedPublicKeys();
+    const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    const pem = Buffer.from(publicKey.export({ type: 'spki', format: 'pem' }));
+    expect(crypto.createPublicKey({ key: pem, format: 'pem' })).toBe(crypto.createPublicKey({ key: Buffer.from(pem), format: 'pem' }));
+    const resolver = (await import('../../../src/core/dns.ts')).suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 1 });
+    const lookup = (name: string, type: string) => resolver.resolve(name, type) as Promise<never>;
+    for (let i = 0; i < 2; i++) expect(await checkInbound(message, { ...options, resolver: lookup })).toMatchObject({ dkim: ['pass'] });
+    const changed = Buffer.from(message.toString('latin1').replace('checked in a thread', 'changed on the way'), 'latin1');
+    expect(await checkInbound(changed, { ...options, resolver: lookup })).toMatchObject({ dkim: ['fail'] });
+  });
+});
+
 describe('inbound checks in a worker thread', () => {
   it('finds what checkInbound() finds on the event loop (its own resolver asks the dns: servers)', async () => {
     const resolver = (await import('../../../src/core/dns.ts')).suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 1 });
