@@ -19,7 +19,7 @@ import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
 import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
 import { checkedMessage, decide, policyFor, stripOurResults } from './inbound.ts';
-import type { SealRequest } from './inbound-pool.ts';
+import { CheckTimeout, type SealRequest } from './inbound-pool.ts';
 import { blocklisted } from './dnsbl.ts';
 import { checkContent, type SpamSettings } from './rspamd.ts';
 import { normalizeCrlf } from './crlf.ts';
@@ -359,11 +359,23 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       const options = { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup };
       auth = await (a.check ? a.check(received, { ...options, seal }, timeline) : checkInbound(received, options));
     } catch (err) {
+      if (err instanceof CheckTimeout) {
+        // RFC 8601 §2.7: a temporary failure of each method; the tenants' `temporary` policy accepts it so tagged, or defers it (451).
+        s.log.warn({ from, ip: session.remoteAddress, helo, seconds: err.seconds }, `inbound checks timed out (no result within ${err.seconds} s: a DNS server not answering?); every result is temperror`);
+        const why = `(no result within ${err.seconds} s)`;
+        auth = { results: `${hostname}; spf=temperror ${why}; dkim=temperror ${why}; dmarc=temperror ${why}`, fromDomain: undefined, spf: 'temperror', dkim: ['temperror'], dkimPass: [], dmarc: { result: 'temperror', policy: undefined }, aligned: undefined, temporary: true };
+        return finish(s, session, received, from, tenants, auth);
+      }
       // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
       const ref = errorRef();
       s.log.error({ ref, from, err: (err as Error).message }, 'inbound checks failed; the message counts as not authenticated');
       auth = { results: `${hostname}; none (checks failed, ref ${ref})`, fromDomain: undefined, spf: 'none', dkim: [], dkimPass: [], dmarc: { result: 'none', policy: undefined }, aligned: undefined, temporary: true };
     }
+    return finish(s, session, received, from, tenants, auth);
+  }
+
+  /** The tenants' policy over `auth`: the refusal thrown, or the results and the message without fields that claim our name. */
+  function finish(s: SessionState, session: SMTPServerSession, received: Buffer, from: string, tenants: ReadonlySet<string>, auth: InboundAuth): { auth: InboundAuth; raw: Buffer } {
     const policy = policyFor(s.registry.config.main.smtp?.checks ?? checks, [...tenants].map((t) => s.registry.tenants.get(t)?.config));
     const refused = decide(auth, policy, { sender: from, ip: session.remoteAddress });
     if (refused) {

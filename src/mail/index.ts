@@ -175,7 +175,7 @@ export function createMailService(deps: MailDeps): MailService {
     return ids.find((id) => registry.tenants.get(id)?.domains.some((d) => d.toLowerCase() === domain)) ?? ids[0];
   }
   // The checks themselves run in a worker thread (inbound-pool.ts), with their own resolver for `dns:`.
-  const inbound = createInboundPool({ dns: main.dns, log });
+  const inbound = createInboundPool({ dns: main.dns, log, timeout: checks.timeout });
   const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, arcKey, lookup, check: inbound.check });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 

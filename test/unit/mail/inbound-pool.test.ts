@@ -20,7 +20,7 @@ beforeAll(async () => {
   const raw = 'From: vera@good.test\r\nTo: info@a.test\r\nSubject: checked in a thread\r\nMessage-ID: <1@good.test>\r\n\r\nHello.\r\n';
   const signed = await dkimSign(raw, { signatureData: [{ signingDomain: 'good.test', selector: 't1', privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }) }] } as never);
   message = Buffer.from(signed.signatures + raw);
-  pool = createInboundPool({ dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 }, log: createLogger({ level: 'silent' }) });
+  pool = createInboundPool({ dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 }, log: createLogger({ level: 'silent' }), timeout: 30 });
 });
 afterAll(async () => {
   await pool?.close();

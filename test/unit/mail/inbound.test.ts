@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decide, policyFor, stripOurResults } from '../../../src/mail/inbound.ts';
 import { authservId, type InboundAuth } from '../../../src/mail/mailauth.ts';
 
-const defaults = { enabled: true, arcSeal: true, dmarcReject: 'refuse', spfFail: 'tag', temporary: 'accept' } as const;
+const defaults = { enabled: true, arcSeal: true, dmarcReject: 'refuse', spfFail: 'tag', temporary: 'accept', timeout: 30 } as const;
 
 describe('authservId (RFC 8601 §2.2)', () => {
   it.each([
