@@ -171,6 +171,33 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string, se
 }
 
 
+/** The whole message after CRLF normalisation; throws SpoolAborted (answered as for the spool) when it is too large or has too long a line. */
+async function readMessage(stream: SMTPServerDataStream, scan: MessageScan): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
+    if (stream.sizeExceeded || scan.tooLong) continue;
+    chunks.push(chunk);
+  }
+  if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
+  return Buffer.concat(chunks);
+}
+
+/** What the checks' thread needs to seal a message; undefined when the key cannot be had (the event loop then tries, and logs why). */
+async function sealRequest(arcKey: AcceptContext['arcKey'], s: SessionState, prefix: Buffer): Promise<SealRequest | undefined> {
+  try {
+    return { ...(await arcKey()), prefix };
+  } catch (err) {
+    s.log.warn({ err: (err as Error).message }, 'the ARC key could not be read for the checks thread; the message is sealed after the checks');
+    return undefined;
+  }
+}
+
+/** The results of checks cut short at `seconds`: a temporary error of each method (RFC 8601 §2.7). */
+function timedOut(hostname: string, seconds: number): InboundAuth {
+  const why = `(no result within ${seconds} s)`;
+  return { results: `${hostname}; spf=temperror ${why}; dkim=temperror ${why}; dmarc=temperror ${why}`, fromDomain: undefined, spf: 'temperror', dkim: ['temperror'], dkimPass: [], dmarc: { result: 'temperror', policy: undefined }, aligned: undefined, temporary: true };
+}
+
 /** What accepting a message needs of the mail service. */
 export interface AcceptContext {
   hostname: string;
@@ -239,7 +266,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
         if (settings.enabled) {
           const t0 = performance.now();
           // Without content scoring the message leaves as the checks leave it: the checks' thread seals it too (one hand-over, not three).
-          const seal = sealing && !spam?.rspamd ? await sealRequest(s, prefix) : undefined;
+          const seal = sealing && !spam?.rspamd ? await sealRequest(a.arcKey, s, prefix) : undefined;
           const checked = await inboundChecks(s, session, received, from, tenants, timeline, seal);
           auth = checked.auth;
           raw = checkedMessage(auth.results, prefix, checked.raw);
@@ -326,16 +353,6 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     }
   }
 
-  /** The whole message after CRLF normalisation; throws SpoolAborted (answered as for the spool) when it is too large or has too long a line. */
-  async function readMessage(stream: SMTPServerDataStream, scan: MessageScan): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
-      if (stream.sizeExceeded || scan.tooLong) continue;
-      chunks.push(chunk);
-    }
-    if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
-    return Buffer.concat(chunks);
-  }
 
   /**
    * SPF, DKIM, DMARC and ARC of a received message, and the policy of its
@@ -344,15 +361,8 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
    * throws the refusal (550 in the session; 451 for a temporary failure
    * when the policy says defer).
    */
-  async function inboundChecks(
-    s: SessionState,
-    session: SMTPServerSession,
-    received: Buffer,
-    from: string,
-    tenants: ReadonlySet<string>,
-    timeline: Timeline,
-    seal: SealRequest | undefined,
-  ): Promise<{ auth: InboundAuth; raw: Buffer }> {
+  type Checked = Promise<{ auth: InboundAuth; raw: Buffer }>;
+  async function inboundChecks(s: SessionState, session: SMTPServerSession, received: Buffer, from: string, tenants: ReadonlySet<string>, timeline: Timeline, seal: SealRequest | undefined): Checked {
     const helo = session.hostNameAppearsAs || session.remoteAddress;
     let auth: InboundAuth;
     try {
@@ -362,9 +372,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       if (err instanceof CheckTimeout) {
         // RFC 8601 §2.7: a temporary failure of each method; the tenants' `temporary` policy accepts it so tagged, or defers it (451).
         s.log.warn({ from, ip: session.remoteAddress, helo, seconds: err.seconds }, `inbound checks timed out (no result within ${err.seconds} s: a DNS server not answering?); every result is temperror`);
-        const why = `(no result within ${err.seconds} s)`;
-        auth = { results: `${hostname}; spf=temperror ${why}; dkim=temperror ${why}; dmarc=temperror ${why}`, fromDomain: undefined, spf: 'temperror', dkim: ['temperror'], dkimPass: [], dmarc: { result: 'temperror', policy: undefined }, aligned: undefined, temporary: true };
-        return finish(s, session, received, from, tenants, auth);
+        return finish(s, session, received, from, tenants, timedOut(hostname, err.seconds));
       }
       // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
       const ref = errorRef();
@@ -420,15 +428,6 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     throw refuse(out.refusal.code, out.refusal.text);
   }
 
-  /** What the checks' thread needs to seal a message; undefined when the key cannot be had (the event loop then tries, and logs why). */
-  async function sealRequest(s: SessionState, prefix: Buffer): Promise<SealRequest | undefined> {
-    try {
-      return { ...(await a.arcKey()), prefix };
-    } catch (err) {
-      s.log.warn({ err: (err as Error).message }, 'the ARC key could not be read for the checks thread; the message is sealed after the checks');
-      return undefined;
-    }
-  }
 
   /** The ARC set for a forwarded message, or nothing when sealing fails (logged: the message still goes, as an unsigned one would). */
   async function sealOrNot(s: SessionState, raw: Buffer): Promise<Buffer> {
