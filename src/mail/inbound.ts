@@ -1,5 +1,6 @@
 import type { ErrorCode } from '../core/errors.ts';
 import type { MainConfig, TenantConfig } from '../core/config/schema.ts';
+import { stripFields } from './fields.ts';
 import { authservId, type InboundAuth } from './mailauth.ts';
 
 /** One tenant's policy for inbound authentication (tenant file `mail.checks` over `smtp.checks`). */
@@ -83,20 +84,6 @@ export function checkedMessage(results: string, prefix: Buffer, stripped: Buffer
  * the header section is otherwise left as it was, byte for byte.
  */
 export function stripOurResults(raw: Buffer, hostname: string): { raw: Buffer; removed: number } {
-  const end = raw.indexOf('\r\n\r\n');
-  const headEnd = end === -1 ? raw.length : end + 2;
-  const head = raw.subarray(0, headEnd).toString('latin1');
-  if (!/(^|\r\n)authentication-results\s*:/i.test(head)) return { raw, removed: 0 };
   const id = hostname.toLowerCase();
-  let removed = 0;
-  const kept = head.split(/(?<=\r\n)(?![ \t])/).filter((field) => {
-    const m = /^authentication-results\s*:((?:[^\r]|\r\n[ \t])*)/i.exec(field);
-    if (m && authservId(m[1]!.replace(/\r\n(?=[ \t])/g, '')) === id) {
-      removed++;
-      return false;
-    }
-    return true;
-  });
-  if (removed === 0) return { raw, removed };
-  return { raw: Buffer.concat([Buffer.from(kept.join(''), 'latin1'), raw.subarray(headEnd)]), removed };
+  return stripFields(raw, (name, value) => name === 'authentication-results' && authservId(value) === id, /(^|\r\n)authentication-results\s*:/i);
 }

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { stripFields } from './fields.ts';
 
 /** What scoring needs of `spam:` in makewaves.yaml. */
 export interface ScoringSettings {
@@ -141,19 +142,7 @@ export function spamFields(v: Verdict): string {
  * own verdict. The rest of the header section is left byte for byte.
  */
 export function stripSpamFields(raw: Buffer): { raw: Buffer; removed: number } {
-  const end = raw.indexOf('\r\n\r\n');
-  const headEnd = end === -1 ? raw.length : end + 2;
-  const head = raw.subarray(0, headEnd).toString('latin1');
-  if (!/(^|\r\n)x-spam(-[^:\s]*)?\s*:/i.test(head)) return { raw, removed: 0 };
-  let removed = 0;
-  const kept = head.split(/(?<=\r\n)(?![ \t])/).filter((field) => {
-    if (/^x-spam(-[^:\s]*)?\s*:/i.test(field)) {
-      removed++;
-      return false;
-    }
-    return true;
-  });
-  return { raw: Buffer.concat([Buffer.from(kept.join(''), 'latin1'), raw.subarray(headEnd)]), removed };
+  return stripFields(raw, (name) => /^x-spam(-\S*)?$/.test(name), /(^|\r\n)x-spam(-[^:\s]*)?\s*:/i);
 }
 
 /** `spam:` of makewaves.yaml as scoring reads it. */
