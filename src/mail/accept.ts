@@ -192,6 +192,19 @@ async function sealRequest(arcKey: AcceptContext['arcKey'], s: SessionState, pre
   }
 }
 
+/**
+ * The DMARC policy the checks found for the From: domain, kept with a list
+ * post so its From: rewrite needs no lookup of its own: `absent` when the
+ * domain publishes none; undefined when not known (no checks, no single
+ * From: domain, a temporary failure).
+ */
+export function dmarcFound(auth: InboundAuth | undefined): ListMail['authenticatedDmarc'] {
+  if (!auth?.fromDomain || auth.temporary) return undefined;
+  if (auth.dmarc.result === 'none') return 'absent';
+  const p = auth.dmarc.policy?.toLowerCase();
+  return p === 'reject' || p === 'quarantine' || p === 'none' ? p : undefined;
+}
+
 /** The results of checks cut short at `seconds`: a temporary error of each method (RFC 8601 §2.7). */
 function timedOut(hostname: string, seconds: number): InboundAuth {
   const why = `(no result within ${seconds} s)`;
@@ -287,7 +300,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
           raw = Buffer.concat([auth?.arcSet !== undefined ? Buffer.from(auth.arcSet, 'latin1') : await sealOrNot(s, raw), raw]);
           timeline.mark('sealed');
         }
-        if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined, authDomain: auth?.fromDomain });
+        if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined, authDomain: auth?.fromDomain, authDmarc: dmarcFound(auth) });
         body = raw;
       }
       const { size, refused } = await queue.enqueue({
@@ -457,6 +470,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       params: ReturnType<typeof mailParams>;
       auth: ListMail['authenticated'];
       authDomain: string | undefined;
+      authDmarc: ListMail['authenticatedDmarc'];
     },
   ): Promise<string> {
     if (m.recipients.length > 0) {
@@ -464,7 +478,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: Buffer.concat([sealed, raw]), ...m.params });
     }
     for (const l of m.lists) {
-      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw, authenticated: m.auth, authenticatedDomain: m.authDomain };
+      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw, authenticated: m.auth, authenticatedDomain: m.authDomain, authenticatedDmarc: m.authDmarc };
       await deps.lists!.receive(mail);
     }
     s.log.info({ qid: m.id, tenant: m.tenant, from: m.from, to: m.recipients.map((r) => r.rcpt), lists: m.lists.map((l) => l.rcpt), size: raw.length, authenticated: m.auth }, 'message accepted');
