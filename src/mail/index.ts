@@ -101,9 +101,10 @@ export function createMailService(deps: MailDeps): MailService {
   const authResolver = suiteResolver(main.dns);
   const lookup = (name: string, type: string) => authResolver.resolve(name, type) as Promise<never>;
   const checks = smtp.checks;
+  // The suite's ARC key, parsed once by the state's key cache (the one the DKIM signer uses too).
   const arcKey = async () => {
     const k = await deps.state.dkim.ensureArc(hostname);
-    return { selector: k.selector, privateKey: deps.state.dkim.privateKey(k) };
+    return { selector: k.selector, privateKey: deps.state.dkim.privateKey(k), parsed: deps.state.dkim.signingKey(k) };
   };
   const arcSeal = createArcSealer({ hostname, now: deps.now, key: arcKey });
   const sealer: ArcSealer = {

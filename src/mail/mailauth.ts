@@ -67,7 +67,6 @@ export function createDkimSigner(d: DkimSignerDeps): (raw: Buffer, origin: Origi
     if (ours(envelope)) return envelope;
     return origin.tenant ? d.registry().tenants.get(origin.tenant)?.domains[0] : undefined;
   };
-  const parsed = new Map<string, KeyObject>();
   return async (raw, origin) => {
     const domain = choose(raw, origin);
     if (!domain) {
@@ -82,11 +81,7 @@ export function createDkimSigner(d: DkimSignerDeps): (raw: Buffer, origin: Origi
     const t = Math.floor((d.now ?? Date.now)() / 1000);
     const signatures = await Promise.all(
       keys.map(async (k) => {
-        let key = parsed.get(k.file);
-        if (!key) {
-          key = createPrivateKey(d.keys.privateKey(k));
-          parsed.set(k.file, key);
-        }
+        const key = d.keys.signingKey(k);
         const head = `DKIM-Signature: v=1; a=${k.algorithm}-sha256; c=relaxed/relaxed; d=${domain};\r\n s=${k.selector}; t=${t};\r\n h=${h};\r\n bh=${bh};\r\n b=`;
         return `${head}${foldB(await signFields(covered, head, key, k.algorithm))}\r\n`;
       }),
@@ -275,8 +270,8 @@ const DKIM_SIGNED = new Set(
 export interface ArcSealerDeps {
   /** The suite's host name: the authserv-id it wrote at receipt, and the domain (`d=`) of the seal. */
   hostname: string;
-  /** The sealing key (made at first need). */
-  key: () => Promise<{ selector: string; privateKey: string }>;
+  /** The sealing key (made at first need): its PEM text, and the parsed key when the caller keeps one (else parsed here, once per selector). */
+  key: () => Promise<{ selector: string; privateKey: string; parsed?: KeyObject }>;
   now?: () => number;
   /** Signs on the calling thread (the checks' thread does), instead of in libuv's thread pool. */
   signHere?: boolean;
@@ -378,7 +373,7 @@ export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buff
     const cv = last === 0 ? 'none' : found === 'pass' ? 'pass' : 'fail';
     const i = last + 1;
     const k = await d.key();
-    let key = keys.get(k.selector);
+    let key = k.parsed ?? keys.get(k.selector);
     if (!key) {
       key = createPrivateKey(k.privateKey);
       keys.set(k.selector, key);
