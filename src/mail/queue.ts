@@ -199,7 +199,7 @@ export class MailQueue implements MailSubmitter {
       if (early && !stored) {
         void early.then((results) => {
           const sent = results.filter((r) => r.status === 'sent').map((r) => r.rcpt);
-          // The sender is told to try again (4xx), so the next hop will see it twice: the one duplicate SMTP allows after a failure.
+          // The sender is told to try again (452), so the next hop will see it twice: the one duplicate SMTP allows after a failure.
           if (sent.length > 0) this.log.warn({ qid: id, rcpts: sent }, 'the next hop took a message that could not be queued here; its sender was told to retry, so it may arrive twice');
         });
       }
