@@ -123,6 +123,7 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
     const [{ createMailService }, { createListsService }] = await Promise.all([import('./mail/index.ts'), import('./lists/index.ts')]);
     // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
     const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
+    state.mailStats.onError = (err) => log.error({ err: err.message }, "could not write the tenants' mail outcomes (the panel's Mail); they are kept for the next write");
     const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox, journal: state.mailStats });
     services.push(m.service);
     mail = m.submitter;
