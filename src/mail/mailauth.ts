@@ -186,6 +186,14 @@ function askedAhead(raw: Buffer, sender: string, resolver: DNSResolver): DNSReso
   return ask as DNSResolver;
 }
 
+export const MAILAUTH_INTERNALS = {
+  /** What mailauth does with a DKIM/ARC public key, which {@link keepParsedPublicKeys} relies on (checked by test/unit/mail/inbound-pool.test.ts). */
+  crypto: ['createPublicKey({ key: Buffer, format: "pem" })', 'verify(algorithm, data, pem string, signature)'],
+};
+
+/** Keys {@link keepParsedPublicKeys} answered from its cache (a test's proof that mailauth still goes through it). */
+export const parsedKeyHits = { count: 0 };
+
 /**
  * Makes mailauth parse each DKIM/ARC public key once, not for every
  * message: it turns the record into a KeyObject (`createPublicKey`), then
@@ -203,7 +211,8 @@ export function keepParsedPublicKeys(max = 1000): void {
   const parsed = new Map<string, KeyObject>();
   const fromPem = (pem: string): KeyObject => {
     let k = parsed.get(pem);
-    if (!k) {
+    if (k) parsedKeyHits.count++;
+    else {
       k = create(pem);
       if (parsed.size >= max) parsed.delete(parsed.keys().next().value!);
       parsed.set(pem, k);
