@@ -46,9 +46,10 @@ export function serveBrowsing({ sftp, fs, handles, newHandle, on }: SftpSession)
   on('READDIR', async (reqid, id: Buffer) => {
     const h = handles.get(id.toString('hex'));
     if (h?.kind !== 'dir') return void sftp.status(reqid, STATUS_CODE.FAILURE, 'Not a folder handle');
-    h.entries ??= await fs.list(h.clientPath);
-    if (h.entries.length === 0) return void sftp.status(reqid, STATUS_CODE.EOF);
-    const batch = h.entries.splice(0, DIR_BATCH);
+    h.entries ??= fs.list(h.clientPath);
+    const entries = await h.entries;
+    if (entries.length === 0) return void sftp.status(reqid, STATUS_CODE.EOF);
+    const batch = entries.splice(0, DIR_BATCH);
     sftp.name(reqid, batch.map((e) => ({ filename: e.name, longname: longname(e), attrs: attrsOf(e) })));
   });
 

@@ -2,12 +2,8 @@ import { constants as fsc } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import ssh2, { type Attributes } from 'ssh2';
 import type { Handle, SftpSession } from './sftp-session.ts';
-import { windowShut } from './ssh2-adapter.ts';
 
 const { STATUS_CODE, OPEN_MODE } = ssh2.utils.sftp;
-
-/** Answers sent while the client's window was shut, in a row, before the connection is ended (64 × 256 KiB at most held). */
-const MAX_BACKLOG = 64;
 
 /**
  * Files opened, read, written and closed: OPEN, READ, WRITE, SETSTAT,
@@ -15,8 +11,6 @@ const MAX_BACKLOG = 64;
  * the ones still open when the session ends.
  */
 export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newHandle, on }: SftpSession) {
-  let backlog = 0;
-
   on('OPEN', async (reqid, p: string, flags: number) => {
     if (flags & OPEN_MODE.WRITE) {
       const clientPath = fs.parse(p).clientPath;
@@ -67,10 +61,7 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
     const { bytesRead } = await h.fh.read(buf, 0, buf.length, offset);
     if (bytesRead === 0) return void sftp.status(reqid, STATUS_CODE.EOF);
     h.bytes += bytesRead;
-    // false: held in memory because the client's window is shut. A client that goes on asking
-    // without reading would have us hold every answer: past MAX_BACKLOG in a row, it is cut off.
-    if (!windowShut(sftp)) backlog = 0;
-    else if (++backlog > MAX_BACKLOG) return budget.overrun('reads ahead without taking the data');
+    // A client that asks on without reading is cut off before its next request (sftp-files.ts).
     sftp.data(reqid, buf.subarray(0, bytesRead));
   });
 

@@ -73,9 +73,15 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
     const budget: SftpBudget = {
       handles: 0,
       maxHandles: cfg.maxHandles,
+      closed: false,
+      unsent: () => sock?.writableLength ?? 0,
       overrun(why) {
+        if (budget.closed) return;
+        budget.closed = true;
         slog.warn({ why }, 'sftp session closed');
-        client.end();
+        // Dropped, not ended: a client that does not read would never take a goodbye, and what is held for it is freed now.
+        if (sock) sock.destroy();
+        else client.end();
       },
     };
     const touched = () => {

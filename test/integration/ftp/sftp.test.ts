@@ -342,6 +342,40 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 
+  it('drops a client that asks on without reading the answers (its window kept shut), and says why', async () => {
+    const { conn, sftp } = await open();
+    const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+    conn.on('error', () => undefined);
+    // The client never grants more window: past the first 2 MiB every answer waits in the server's memory.
+    (sftp as unknown as { incoming: { window: number } }).incoming.window = Number.MAX_SAFE_INTEGER;
+    // REALPATH of a long name: a 1 KiB request, a 2 KiB answer; 6,000 of them would hold 12 MiB for this client.
+    const long = `/${Array.from({ length: 4 }, (_, i) => String(i).repeat(240)).join('/')}`;
+    for (let i = 0; i < 6000; i++) sftp.realpath(long, () => undefined);
+    await closed;
+    // Dropped for what it did, not left to the idle timer.
+    expect(l.logs().some((x) => x.msg === 'sftp session closed' && x.user === 'hal@h.test' && /without reading the answers|requests unanswered/.test(String(x.why)))).toBe(true);
+  });
+
+  it('lists a folder once per handle: READDIRs sent together get each entry once, then EOF (not the first batch again and again)', async () => {
+    const dir = path.join(l.sitesDir, 'h.test', 'many');
+    mkdirSync(dir, { recursive: true });
+    for (let i = 0; i < 3000; i++) writeFileSync(path.join(dir, `f${i}.txt`), '');
+    const { conn, sftp } = await open();
+    try {
+      const handle = await new Promise<Buffer>((resolve, reject) => sftp.opendir('/many', (err, h) => (err ? reject(err) : resolve(h))));
+      // Sent together, before any is answered (what a pipelining client does).
+      const batches = await Promise.all(
+        Array.from({ length: 31 }, () => new Promise<string[] | 'eof'>((resolve, reject) => sftp.readdir(handle, (err, list) => (err ? ((err as { code?: number }).code === 1 ? resolve('eof') : reject(err)) : resolve(list.map((e) => e.filename)))))),
+      );
+      const names = batches.flatMap((b) => (b === 'eof' ? [] : b));
+      expect(names.length).toBe(3000);
+      expect(new Set(names).size).toBe(3000);
+      expect(batches.filter((b) => b === 'eof')).toHaveLength(1);
+    } finally {
+      conn.end();
+    }
+  });
+
   it('frees a replaced file once: writes on several handles of one file cannot empty the quota count', async () => {
     l.writeTenant('h.test', { ...hal, quota: '512KiB' });
     expect(l.suite.reload()).toBe(true);

@@ -3,12 +3,12 @@ import type { AddressInfo } from 'node:net';
 import ssh2, { type SFTPWrapper } from 'ssh2';
 import { describe, expect, it } from 'vitest';
 import { newHostKey } from '../../../src/core/hostkeys.ts';
-import { SSH2_INTERNALS, windowShut } from '../../../src/ftp/ssh2-adapter.ts';
+import { SSH2_INTERNALS, heldAnswers, windowShut } from '../../../src/ftp/ssh2-adapter.ts';
 
 // Each ssh2 internal the adapter reads, checked on the installed ssh2: an upgrade that changes one fails here.
 describe('ssh2 internals used by src/ftp/ssh2-adapter.ts', () => {
   it('names each one it reads', () => {
-    expect(SSH2_INTERNALS).toEqual({ sftp: ['outgoing.window'] });
+    expect(SSH2_INTERNALS).toEqual({ sftp: ['outgoing.window', '_buffer'] });
   });
 
   it('a server-side SFTP channel has outgoing.window, a number, open while the client reads', async () => {
@@ -45,6 +45,13 @@ describe('ssh2 internals used by src/ftp/ssh2-adapter.ts', () => {
     expect(windowShut(sftp)).toBe(false);
     outgoing.window = 0;
     expect(windowShut(sftp)).toBe(true);
+    // With the window shut, an answer is held in _buffer (an array of Buffers) and counted.
+    expect(heldAnswers(sftp, 10)).toEqual({ answers: 0, bytes: 0 });
+    sftp.status(1, 0);
+    const held = heldAnswers(sftp, 10);
+    expect(held.answers).toBe(1);
+    expect(held.bytes).toBeGreaterThan(0);
+    expect(heldAnswers(sftp, 0)).toEqual({ answers: 1, bytes: 0 });
     expect(serverSftp).toBe(sftp);
   });
 });
