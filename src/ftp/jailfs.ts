@@ -309,6 +309,21 @@ export class JailFileSystem {
   }
 
   /**
+   * True when `extra` more bytes of the upload `u` stay within the quota.
+   * The file it will replace counts as freed, but only while it is there:
+   * one deleted or renamed away meanwhile had its size given back already
+   * and frees nothing at the commit, so crediting it again would let every
+   * round of replace-and-delete grow past the quota. Looked at (one lstat)
+   * only when the bytes do not fit without it.
+   */
+  uploadFits(u: PendingUpload, extra: number): boolean {
+    if (this.usage.fits(extra)) return true;
+    // In place, like commitUpload's look at the same name.
+    const now = lstatSync(u.target, { throwIfNoEntry: false });
+    return this.usage.fits(extra, now?.isFile() ? now.size : 0);
+  }
+
+  /**
    * Makes a finished upload visible: one rename over the target. An old
    * file it replaces is held open across the rename and closed after it, in
    * the thread pool: dropping a file's last link frees its blocks and cached

@@ -70,7 +70,7 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
     if (h?.kind !== 'write') return void sftp.status(reqid, STATUS_CODE.FAILURE, 'Not a file open for writing');
     if (h.failed) return void sftp.status(reqid, STATUS_CODE.FAILURE, h.failed);
     const growth = Math.max(0, offset + data.length - h.size);
-    if (!fs.usage.fits(growth, h.up.oldSize)) {
+    if (!fs.uploadFits(h.up, growth)) {
       h.failed = `Quota exceeded: ${h.clientPath} not stored (quota ${fs.usage.quota} bytes)`;
       log.info({ path: h.clientPath, quota: fs.usage.quota }, 'sftp upload cut off: quota exceeded');
       return void sftp.status(reqid, STATUS_CODE.FAILURE, h.failed);

@@ -376,6 +376,33 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 
+  it('counts a file being replaced as freed only while it is there: removed meanwhile, it frees nothing (no growth past the quota round by round)', async () => {
+    l.writeTenant('h.test', { ...hal, quota: '512KiB' });
+    expect(l.suite.reload()).toBe(true);
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
+      const openW = (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', (err, h) => (err ? reject(err) : resolve(h))));
+      const write = (h: Buffer, data: Buffer, at: number) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, at, (err) => (err ? reject(err) : resolve())));
+      const remove = (p: string) => new Promise<void>((resolve, reject) => sftp.unlink(p, (err) => (err ? reject(err) : resolve())));
+      const close = (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, (err) => (err ? reject(err) : resolve())));
+      await put('/r.bin', Buffer.alloc(400 * 1024, 1));
+      const h = await openW('/r.bin');
+      // The old file goes (its 400 KiB given back); the upload replacing it may no longer count them as freed.
+      await remove('/r.bin');
+      const chunk = Buffer.alloc(32 * 1024, 2);
+      let refused: Error | undefined;
+      for (let at = 0; at < 800 * 1024 && !refused; at += chunk.length) await write(h, chunk, at).catch((err: Error) => (refused = err));
+      expect(refused?.message).toMatch(/Quota exceeded/);
+      await close(h).catch(() => undefined /* refused: the upload is dropped */);
+      expect(existsSync(path.join(l.sitesDir, 'h.test', 'r.bin'))).toBe(false);
+    } finally {
+      conn.end();
+      l.writeTenant('h.test', hal);
+      l.suite.reload();
+    }
+  });
+
   it('frees a replaced file once: writes on several handles of one file cannot empty the quota count', async () => {
     l.writeTenant('h.test', { ...hal, quota: '512KiB' });
     expect(l.suite.reload()).toBe(true);
