@@ -174,8 +174,14 @@ export class JailFileSystem {
     return Object.assign(st, { name });
   }
 
+  /** An existing file or folder, for FTP: a LIST/NLST argument's ls options ("-la") are dropped first. */
   async get(fileName: string | null | undefined): Promise<Entry> {
-    const { real, clientPath, segments } = await this.existing(listArg(fileName));
+    return this.entryAt(listArg(fileName));
+  }
+
+  /** An existing file or folder, by its name as given (SFTP's: "-la" is a name there, not options). */
+  async entryAt(fileName: string | null | undefined): Promise<Entry> {
+    const { real, clientPath, segments } = await this.existing(fileName ?? '.');
     return JailFileSystem.entry(statSync(real), segments.length ? segments[segments.length - 1]! : clientPath);
   }
 

@@ -28,7 +28,7 @@ export function serveBrowsing({ sftp, fs, handles, newHandle, on }: SftpSession)
   });
 
   const statPath = async (reqid: number, p: string) => {
-    const e = await fs.get(p);
+    const e = await fs.entryAt(p);
     sftp.attrs(reqid, attrsOf(e));
   };
   on('STAT', statPath);
@@ -36,7 +36,7 @@ export function serveBrowsing({ sftp, fs, handles, newHandle, on }: SftpSession)
   on('LSTAT', statPath);
 
   on('OPENDIR', async (reqid, p: string) => {
-    const e = await fs.get(p);
+    const e = await fs.entryAt(p);
     if (!e.isDirectory()) throw new FtpError(550, `${p}: not a folder`);
     const id = newHandle({ kind: 'dir', clientPath: fs.parse(p).clientPath });
     if (!id) return void sftp.status(reqid, STATUS_CODE.FAILURE, 'Too many open handles');

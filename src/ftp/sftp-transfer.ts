@@ -19,7 +19,7 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
         await fs.plainFile(p);
       }
       if (flags & OPEN_MODE.EXCL) {
-        const exists = await fs.get(p).then(
+        const exists = await fs.entryAt(p).then(
           () => true,
           () => false, // not there (or not visible): the exclusive create goes on and startUpload judges the name
         );

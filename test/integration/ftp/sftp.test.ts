@@ -403,6 +403,26 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 
+  it('takes a relative name as it is: "-v.txt" is that file, not an ls option (FTP LIST\'s rule is not SFTP\'s)', async () => {
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
+      const stat = (p: string) => new Promise<ssh2.Stats>((resolve, reject) => sftp.stat(p, (err, st) => (err ? reject(err) : resolve(st))));
+      const remove = (p: string) => new Promise<void>((resolve, reject) => sftp.unlink(p, (err) => (err ? reject(err) : resolve())));
+      await put('-v.txt', Buffer.from('dash'));
+      expect(readFileSync(path.join(l.sitesDir, 'h.test', '-v.txt'), 'utf8')).toBe('dash');
+      const st = await stat('-v.txt');
+      expect(st.isFile()).toBe(true);
+      expect(st.size).toBe(4);
+      // "-la" names no file here: not the root folder.
+      await expect(stat('-la')).rejects.toThrow(/no such file/i);
+      await remove('-v.txt');
+      expect(existsSync(path.join(l.sitesDir, 'h.test', '-v.txt'))).toBe(false);
+    } finally {
+      conn.end();
+    }
+  });
+
   it('frees a replaced file once: writes on several handles of one file cannot empty the quota count', async () => {
     l.writeTenant('h.test', { ...hal, quota: '512KiB' });
     expect(l.suite.reload()).toBe(true);
