@@ -134,7 +134,9 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
 
     client.on('ready', () => {
       client.on('session', (accept, reject) => {
-        if (++channels > MAX_CHANNELS) return refuse(`more than ${MAX_CHANNELS} channels on one connection`, reject);
+        // Only channels accepted count: a refused one never closes, so it must take no place.
+        if (channels >= MAX_CHANNELS) return refuse(`more than ${MAX_CHANNELS} channels on one connection`, reject);
+        channels++;
         const s = accept();
         s.on('close', () => channels--);
         s.on('sftp', (acceptSftp) => {

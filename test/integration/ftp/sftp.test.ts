@@ -423,6 +423,24 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 
+  it('holds a connection to 4 channels; one refused takes no place, so a channel closed frees one', async () => {
+    // open() holds the first channel.
+    const { conn } = await open();
+    try {
+      const channel = () => new Promise<ssh2.SFTPWrapper>((resolve, reject) => conn.sftp((err, s) => (err ? reject(err) : resolve(s))));
+      const more = [await channel(), await channel(), await channel()];
+      await expect(channel()).rejects.toThrow();
+      expect(l.logs().some((x) => x.msg === 'sftp request refused' && x.why === 'more than 4 channels on one connection')).toBe(true);
+      const closed = new Promise<void>((resolve) => more[0]!.on('close', () => resolve()));
+      more[0]!.end();
+      await closed;
+      const again = await channel();
+      expect(await new Promise<string>((resolve, reject) => again.realpath('.', (err, p) => (err ? reject(err) : resolve(p))))).toBe('/');
+    } finally {
+      conn.end();
+    }
+  });
+
   it('frees a replaced file once: writes on several handles of one file cannot empty the quota count', async () => {
     l.writeTenant('h.test', { ...hal, quota: '512KiB' });
     expect(l.suite.reload()).toBe(true);
