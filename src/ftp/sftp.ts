@@ -51,6 +51,24 @@ export interface SftpServer {
 /** Session channels open at once on one connection (each may hold files open). */
 const MAX_CHANNELS = 4;
 
+/**
+ * Key exchanges offered: those that cost the server well under a
+ * millisecond (curve25519, the NIST curves) and 2048-bit Diffie-Hellman for
+ * old clients. ssh2's default list adds 3072- to 8192-bit groups and group
+ * exchange (up to 8192 bits), ~15 ms of modular arithmetic on the one event
+ * loop every service shares, each time a client asks.
+ */
+const KEX = ['curve25519-sha256', 'curve25519-sha256@libssh.org', 'ecdh-sha2-nistp256', 'ecdh-sha2-nistp384', 'ecdh-sha2-nistp521', 'diffie-hellman-group14-sha256'];
+
+/**
+ * Key exchanges again after the first (a rekey): none before a login (no
+ * client needs one then), after it a burst of {@link REKEY_BURST}, then one
+ * per {@link REKEY_EVERY_S} seconds (OpenSSH's client rekeys every 1 to 4
+ * GiB sent; at 100 MiB/s that is one each 10 s or more).
+ */
+const REKEY_BURST = 8;
+const REKEY_EVERY_S = 10;
+
 export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: SftpConfig, hostKeys: Buffer[]): SftpServer {
   const log = ctx.log.child({ proto: 'sftp' });
   const perIp = new Map<string, number>();
@@ -61,7 +79,7 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
   /** Sockets by remote address and port (how ssh2 names a connection), and those that logged in. */
   const sockets = new Map<string, Socket>();
   const loggedInSockets = new WeakSet<Socket>();
-  const ssh = new ssh2.Server({ hostKeys, ident: 'makewaves' }, (client, info) => session(client, info.ip, sockets.get(`${info.ip}|${info.port}`)));
+  const ssh = new ssh2.Server({ hostKeys, ident: 'makewaves', algorithms: { kex: KEX as ssh2.KexAlgorithm[] } }, (client, info) => session(client, info.ip, sockets.get(`${info.ip}|${info.port}`)));
 
   function session(client: Connection, remote: string, sock: Socket | undefined): void {
     let slog = log.child({ remote });
@@ -156,6 +174,22 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
       client.on('tcpip', (_a, reject) => refuse('port forwarding', reject));
       client.on('openssh.streamlocal', (_a, reject) => refuse('socket forwarding', reject));
       client.on('request', (_a, reject, name) => refuse(`global request ${name}`, reject));
+    });
+
+    // Each exchange costs a key agreement and a host key signature on the shared event loop.
+    let rekeys = REKEY_BURST;
+    let lastRekey = Date.now();
+    client.on('rekey', () => {
+      if (budget.closed) return;
+      if (!loggedIn) {
+        budget.closed = true;
+        slog.warn({ why: 'key exchange again before login' }, 'sftp connection closed');
+        return void (sock ? sock.destroy() : client.end());
+      }
+      const now = Date.now();
+      rekeys = Math.min(REKEY_BURST, rekeys + (now - lastRekey) / 1000 / REKEY_EVERY_S) - 1;
+      lastRekey = now;
+      if (rekeys < 0) budget.overrun(`more than ${REKEY_BURST} key exchanges, then one per ${REKEY_EVERY_S} s`);
     });
 
     client.on('error', (err) => slog.info({ err: err.message }, 'sftp connection error'));

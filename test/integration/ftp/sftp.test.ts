@@ -441,6 +441,54 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 
+  /** Starts a key exchange again on `conn` (ssh2's client has no public call for it: a hostile client's move). */
+  const rekey = (conn: ssh2.Client) => (conn as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
+
+  it('drops a connection that exchanges keys again before logging in, and says why', async () => {
+    const conn = new ssh2.Client();
+    conn.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+    let handshakes = 0;
+    conn.on('handshake', () => {
+      // Each exchange costs the server a key agreement and a signature: before a login, one is all it needs.
+      if (++handshakes <= 3) rekey(conn);
+    });
+    // Never answers the authentication step: everything happens before a login.
+    conn.connect({ host: '127.0.0.1', port: lport, username: 'hal@h.test', authHandler: () => undefined });
+    await closed;
+    expect(handshakes).toBe(2);
+    expect(l.logs().some((x) => x.msg === 'sftp connection closed' && x.why === 'key exchange again before login')).toBe(true);
+  });
+
+  it('drops a session that exchanges keys again and again after its login (past a burst, one per 10 s)', async () => {
+    const { conn } = await open();
+    conn.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+    let handshakes = 0;
+    conn.on('handshake', () => {
+      if (++handshakes <= 50) rekey(conn);
+    });
+    rekey(conn);
+    await closed;
+    expect(handshakes).toBeLessThan(50);
+    expect(l.logs().some((x) => x.msg === 'sftp session closed' && x.user === 'hal@h.test' && /key exchanges/.test(String(x.why)))).toBe(true);
+  });
+
+  it('offers only key exchanges that cost little (no 4096- to 8192-bit Diffie-Hellman)', async () => {
+    for (const kex of ['diffie-hellman-group16-sha512', 'diffie-hellman-group18-sha512', 'diffie-hellman-group-exchange-sha256']) {
+      const refused = await new Promise<Error | undefined>((resolve) => {
+        const conn = new ssh2.Client();
+        conn.on('error', (err) => resolve(err));
+        conn.on('ready', () => {
+          conn.end();
+          resolve(undefined);
+        });
+        conn.connect({ host: '127.0.0.1', port: lport, username: 'hal@h.test', privateKey, algorithms: { kex: [kex] as never } });
+      });
+      expect(refused?.message, kex).toMatch(/no matching key exchange/i);
+    }
+  });
+
   it('frees a replaced file once: writes on several handles of one file cannot empty the quota count', async () => {
     l.writeTenant('h.test', { ...hal, quota: '512KiB' });
     expect(l.suite.reload()).toBe(true);
