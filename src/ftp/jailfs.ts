@@ -259,12 +259,27 @@ export class JailFileSystem {
     return p.clientPath;
   }
 
+  /**
+   * RNFR/RNTO and SFTP's RENAME. Links are never renamed, nor is a folder
+   * holding one (at any depth). Paths are checked, then used: were a link
+   * (or a folder holding one) renamed to where a real folder was a moment
+   * before, a path checked through that folder would lead, when opened,
+   * wherever the link points (a relative link's meaning also changes with
+   * its depth). Tenants cannot make links, so with none renamed, what a path
+   * was checked to be is what it is when used.
+   */
   async rename(from: string, to: string): Promise<void> {
     const a = await this.place(from);
     if (!a.lstat) throw new FtpError(550, `${a.clientPath}: no such file or folder`);
     const b = await this.place(to);
     if (a.lstat.isDirectory() && isInside(a.full, b.full)) throw new FtpError(550, `${b.clientPath}: cannot move a folder into itself`);
     if (b.lstat?.isDirectory()) throw new FtpError(550, `${b.clientPath}: a folder of that name exists`);
+    if (a.lstat.isSymbolicLink()) {
+      throw this.refuse(550, `${a.clientPath}: links are renamed only by the hosting provider`, a.clientPath, 'moves a link');
+    }
+    if (a.lstat.isDirectory() && (await holdsLink(a.full))) {
+      throw this.refuse(550, `${a.clientPath}: holds a link, so only the hosting provider may rename it`, a.clientPath, 'moves a link');
+    }
     await rename(a.full, b.full);
     if (b.lstat?.isFile() && b.full !== a.full) this.usage.used = Math.max(0, this.usage.used - b.lstat.size);
   }
@@ -364,6 +379,25 @@ export class JailFileSystem {
     await unlink(u.temp).catch(() => undefined);
     this.usage.used = Math.max(0, this.usage.used - u.prefix - written);
   }
+}
+
+/** True when a symlink lies anywhere below `dir` (links inside it are not followed). */
+async function holdsLink(dir: string): Promise<boolean> {
+  const pending = [dir];
+  for (let d = pending.pop(); d !== undefined; d = pending.pop()) {
+    let entries;
+    try {
+      entries = await readdir(d, { withFileTypes: true });
+    } catch {
+      // Gone or unreadable meanwhile: what cannot be listed holds nothing that could be moved with it.
+      continue;
+    }
+    for (const e of entries) {
+      if (e.isSymbolicLink()) return true;
+      if (e.isDirectory()) pending.push(path.join(d, e.name));
+    }
+  }
+  return false;
 }
 
 /**

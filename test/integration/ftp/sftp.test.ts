@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import ssh2 from 'ssh2';
@@ -486,6 +486,36 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
         conn.connect({ host: '127.0.0.1', port: lport, username: 'hal@h.test', privateKey, algorithms: { kex: [kex] as never } });
       });
       expect(refused?.message, kex).toMatch(/no matching key exchange/i);
+    }
+  });
+
+  it('never renames a link, nor a folder holding one (checked paths stay what they were checked to be)', async () => {
+    // An operator's links: one relative (inside here, outside one level up), one that leads out.
+    const site = path.join(l.sitesDir, 'h.test');
+    mkdirSync(path.join(site, 'deep', 'er'), { recursive: true });
+    mkdirSync(path.join(site, 'shared'), { recursive: true });
+    symlinkSync('../..', path.join(site, 'deep', 'er', 'top'));
+    symlinkSync('/etc', path.join(site, 'shared', 'etc'));
+    const { conn, sftp } = await open();
+    try {
+      const mv = (a: string, b: string) => new Promise<void>((resolve, reject) => sftp.rename(a, b, (err) => (err ? reject(err) : resolve())));
+      // Renamed, each could take the name of a real folder a path was checked through, between the check and the open:
+      // the open would then follow the link (to /etc, or out of the site by a relative one moved up).
+      await expect(mv('/deep/er/top', '/top')).rejects.toThrow(/links are renamed only by/i);
+      await expect(mv('/deep/er/top', '/deep/er/top2')).rejects.toThrow(/links are renamed only by/i);
+      await expect(mv('/deep', '/moved')).rejects.toThrow(/holds a link/i);
+      await expect(mv('/shared', '/x')).rejects.toThrow(/holds a link/i);
+      expect(readlinkSync(path.join(site, 'deep', 'er', 'top'))).toBe('../..');
+      expect(readlinkSync(path.join(site, 'shared', 'etc'))).toBe('/etc');
+      expect(l.logs().some((x) => x.msg === 'ftp path refused' && x.why === 'moves a link' && x.path === '/deep')).toBe(true);
+      // Folders without links still move, files too.
+      mkdirSync(path.join(site, 'plain', 'sub'), { recursive: true });
+      await mv('/plain', '/deep/plain');
+      expect(existsSync(path.join(site, 'deep', 'plain', 'sub'))).toBe(true);
+    } finally {
+      conn.end();
+      rmSync(path.join(site, 'deep'), { recursive: true, force: true });
+      rmSync(path.join(site, 'shared'), { recursive: true, force: true });
     }
   });
 
