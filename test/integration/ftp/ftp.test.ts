@@ -224,6 +224,13 @@ describe('FTP: the jail', () => {
     expect(existsSync(path.join(t.sitesDir, 'a.test', 'index.html'))).toBe(true);
     // A link that stays inside works like the folder it names.
     expect(await download(c, 'inside-link/page.html')).toBe('a page');
+    // ... but is never renamed (nor is a folder holding one): renamed where a real folder stood, it would turn a
+    // path checked a moment before into one through the link when opened.
+    expect(await replyCode(c.sendIgnoringError('RNFR inside-link'))).toBe(350);
+    const moved = await c.sendIgnoringError('RNTO sub2');
+    expect(moved.code).toBe(550);
+    expect(moved.message).toMatch(/links are renamed only by the hosting provider/);
+    expect(readdirSync(path.join(t.sitesDir, 'a.test'))).toContain('inside-link');
     const refusals = t.logs().filter((l) => l.msg === 'ftp path refused' && l.why === 'symlink escape');
     expect(refusals.length).toBeGreaterThan(10);
   });
