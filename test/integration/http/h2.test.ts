@@ -315,6 +315,28 @@ describe('HTTP/2 limits', () => {
     }
   });
 
+  it('refuses CONNECT over h2 with :status 501, not a 200 that opens a tunnel (RFC 9113 §8.5), and logs who', async () => {
+    const session = http2.connect(httpsUrl.origin, { rejectUnauthorized: false, servername: 'a.test' });
+    session.on('error', () => undefined);
+    try {
+      const answer = await new Promise<{ status?: number; body: string }>((resolve) => {
+        const s = session.request({ ':method': 'CONNECT', ':authority': '127.0.0.1:22' });
+        let status: number | undefined;
+        let body = '';
+        s.on('response', (h) => (status = Number(h[':status'])));
+        s.on('data', (c: Buffer) => (body += c));
+        s.on('error', () => undefined); // a reset after the answer changes nothing here
+        s.on('close', () => resolve({ status, body }));
+        s.end();
+      });
+      expect(answer.status).toBe(501);
+      expect(answer.body).not.toMatch(/^HTTP\/1\.1/);
+      expect(t.logs().some((l) => l.msg === 'CONNECT refused: not a proxy' && l.remote === '127.0.0.1' && l.url === '127.0.0.1:22')).toBe(true);
+    } finally {
+      session.close();
+    }
+  });
+
   it('refuses a header list over 16 KiB (RST_STREAM ENHANCE_YOUR_CALM), and the session goes on', async () => {
     const session = http2.connect(httpsUrl.origin, { rejectUnauthorized: false, servername: 'a.test', settings: { maxHeaderListSize: 1 << 20 } });
     try {
