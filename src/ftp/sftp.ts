@@ -48,6 +48,9 @@ export interface SftpServer {
   reload(next: Registry): void;
 }
 
+/** Failed login attempts (a key offered and not taken counts, as in OpenSSH) before a connection is closed: OpenSSH's MaxAuthTries. */
+const MAX_AUTH_TRIES = 6;
+
 /** Session channels open at once on one connection (each may hold files open). */
 const MAX_CHANNELS = 4;
 
@@ -115,7 +118,23 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
       reject?.();
     };
 
+    let failures = 0;
     client.on('authentication', (auth) => {
+      // OpenSSH's MaxAuthTries: past it the connection goes, so one connection cannot try (and log) without end.
+      if (failures >= MAX_AUTH_TRIES) {
+        if (!budget.closed) {
+          budget.closed = true;
+          slog.warn({ why: `more than ${MAX_AUTH_TRIES} failed login attempts on one connection` }, 'sftp connection closed');
+          client.end();
+        }
+        return;
+      }
+      const reject = auth.reject.bind(auth);
+      auth.reject = (...a: Parameters<typeof auth.reject>) => {
+        // "none" is how a client asks which methods there are: not an attempt.
+        if (auth.method !== 'none') failures++;
+        return reject(...a);
+      };
       const who = { remote, log: slog, protocol: 'sftp' as const };
       const done = (ok: LoggedIn) => {
         const n = perAccount.get(ok.account.login) ?? 0;

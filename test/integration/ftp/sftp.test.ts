@@ -519,6 +519,24 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 
+  it('closes a connection after 6 failed logins, and logs an overlong login name cut short', async () => {
+    const before = l.logs().length;
+    let tries = 0;
+    const conn = new ssh2.Client();
+    conn.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+    // 20 KB of name, tried again and again on one connection (each refusal a log line naming the user).
+    const name = `${'x'.repeat(20_000)}@h.test`;
+    conn.connect({ host: '127.0.0.1', port: lport, username: name, authHandler: (_m, _p, next) => (++tries <= 40 ? next({ type: 'password', username: name, password: 'nope' } as never) : next(false as never)) });
+    await closed;
+    const lines = l.logs().slice(before);
+    expect(lines.filter((x) => x.msg === 'sftp login failed').length).toBeLessThanOrEqual(6);
+    expect(lines.some((x) => x.msg === 'sftp connection closed' && x.why === 'more than 6 failed login attempts on one connection')).toBe(true);
+    expect(lines.some((x) => x.msg === 'sftp login failed' && x.why === 'login name too long' && x.length === name.length)).toBe(true);
+    expect(Math.max(...lines.map((x) => String(x.user ?? '').length))).toBeLessThan(100);
+    expect(tries).toBeLessThan(40);
+  });
+
   it('frees a replaced file once: writes on several handles of one file cannot empty the quota count', async () => {
     l.writeTenant('h.test', { ...hal, quota: '512KiB' });
     expect(l.suite.reload()).toBe(true);
