@@ -75,8 +75,8 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
       if (budget.closed) return;
       if (running + waiting.length >= MAX_UNANSWERED) return budget.overrun(`more than ${MAX_UNANSWERED} requests unanswered`);
       const run = () => {
-        const held = heldAnswers(sftp, MAX_HELD_ANSWERS);
         if (budget.closed) return;
+        const held = heldAnswers(sftp, MAX_HELD_ANSWERS);
         if (held.answers > MAX_HELD_ANSWERS || held.bytes + budget.unsent() > MAX_HELD_BYTES) return budget.overrun('asks on without reading the answers');
         running++;
         Promise.resolve()

@@ -7,18 +7,9 @@ import type { SFTPWrapper } from 'ssh2';
 
 /** Each ssh2 internal used here, by owner. */
 export const SSH2_INTERNALS = {
-  /**
-   * SFTPWrapper#outgoing: the channel's send side; `window` is what the client still lets us send.
-   * SFTPWrapper#_buffer: the answers that did not fit the window, held in memory until the client reads.
-   */
-  sftp: ['outgoing.window', '_buffer'],
+  /** SFTPWrapper#_buffer: the answers that did not fit the client's window, held in memory until it reads. */
+  sftp: ['_buffer'],
 } as const;
-
-/** True when the client's window is shut: what is sent now waits in memory until the client reads. */
-export function windowShut(sftp: SFTPWrapper): boolean {
-  const outgoing = (sftp as unknown as { outgoing?: { window?: number } }).outgoing;
-  return outgoing?.window === 0;
-}
 
 /**
  * The answers held in memory for a client whose window is shut: how many,
