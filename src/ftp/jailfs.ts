@@ -52,6 +52,8 @@ export type Entry = Stats & { name: string };
 export const MAX_PATH = 1024;
 /** Longest single name (bytes): what ext4 and most file systems allow. */
 export const MAX_NAME = 255;
+/** C0 control characters and DEL: refused in names, left out of listings. */
+const CONTROL = /[\x00-\x1f\x7f]/;
 /** Prefix of upload temporaries: a dot-name, so HTTP never serves it and listings hide it. */
 export const TEMP_PREFIX = '.~mw-upload-';
 
@@ -108,6 +110,8 @@ export class JailFileSystem {
       }
     }
     if (parsed.segments.some((s) => Buffer.byteLength(s) > MAX_NAME)) throw this.refuse(553, 'File name too long', raw.slice(0, 64), 'overlong');
+    // SFTP carries any byte in a name; a line break in one would forge lines in FTP listings, an escape would drive terminals.
+    if (parsed.segments.some((s) => CONTROL.test(s))) throw this.refuse(553, 'File name not allowed', raw.slice(0, 64), 'control character');
     return { segments: parsed.segments, clientPath: `/${parsed.segments.join('/')}` };
   }
 
@@ -197,6 +201,8 @@ export class JailFileSystem {
     const out: Entry[] = [];
     for (const name of names.sort()) {
       if (name.startsWith('.') && name !== '.well-known') continue;
+      // Not reachable by a path (see parse), and a line break in a listing would forge a line.
+      if (CONTROL.test(name)) continue;
       const full = path.join(real, name);
       try {
         const l = await lstat(full);

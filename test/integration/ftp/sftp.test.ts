@@ -537,6 +537,30 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     expect(tries).toBeLessThan(40);
   });
 
+  it('refuses names with control characters (a line break would forge lines in FTP listings and terminals), and logs it', async () => {
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string) => new Promise<void>((resolve, reject) => sftp.writeFile(p, 'x', (err) => (err ? reject(err) : resolve())));
+      const mkdir = (p: string) => new Promise<void>((resolve, reject) => sftp.mkdir(p, (err) => (err ? reject(err) : resolve())));
+      const mv = (a: string, b: string) => new Promise<void>((resolve, reject) => sftp.rename(a, b, (err) => (err ? reject(err) : resolve())));
+      await expect(put('/a\r\n-rw-r--r-- 1 owner group 0 Jan 1 00:00 forged.html')).rejects.toThrow(/File name not allowed/);
+      await expect(mkdir('/tab\there')).rejects.toThrow(/File name not allowed/);
+      await expect(mkdir('/esc\x1b[31mred')).rejects.toThrow(/File name not allowed/);
+      await put('/plain-name.txt');
+      await expect(mv('/plain-name.txt', '/del\x7f')).rejects.toThrow(/File name not allowed/);
+      expect(readdirSync(path.join(l.sitesDir, 'h.test')).filter((n) => /[\x00-\x1f\x7f]/.test(n))).toEqual([]);
+      expect(l.logs().some((x) => x.msg === 'ftp path refused' && x.why === 'control character')).toBe(true);
+      // One made on disk by other means is left out of listings.
+      writeFileSync(path.join(l.sitesDir, 'h.test', 'made\nby-hand'), '');
+      const names = await new Promise<string[]>((resolve, reject) => sftp.readdir('/', (err, list) => (err ? reject(err) : resolve(list.map((e) => e.filename)))));
+      expect(names).toContain('plain-name.txt');
+      expect(names.filter((n) => n.includes('\n'))).toEqual([]);
+      rmSync(path.join(l.sitesDir, 'h.test', 'made\nby-hand'));
+    } finally {
+      conn.end();
+    }
+  });
+
   it('frees a replaced file once: writes on several handles of one file cannot empty the quota count', async () => {
     l.writeTenant('h.test', { ...hal, quota: '512KiB' });
     expect(l.suite.reload()).toBe(true);
