@@ -6,6 +6,15 @@ import type { Handle, SftpSession } from './sftp-session.ts';
 const { STATUS_CODE, OPEN_MODE } = ssh2.utils.sftp;
 
 /**
+ * Most bytes one READ answers: OpenSSH's sftp-server's SFTP_MAX_READ_LENGTH,
+ * so the whole answer fits the 256 KiB message its client accepts (a full
+ * 256 KiB of data, with the packet's header, did not: "Received message too
+ * long"). A shorter answer is what a client expects near the end of a file
+ * anyway: it asks again from where the data stopped.
+ */
+const MAX_READ = 256 * 1024 - 1024;
+
+/**
  * Files opened, read, written and closed: OPEN, READ, WRITE, SETSTAT,
  * FSETSTAT, CLOSE. An upload is committed at CLOSE; `finishUpload` drops
  * the ones still open when the session ends.
@@ -57,7 +66,7 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
   on('READ', async (reqid, id: Buffer, offset: number, length: number) => {
     const h = handles.get(id.toString('hex'));
     if (h?.kind !== 'read') return void sftp.status(reqid, STATUS_CODE.FAILURE, 'Not a file open for reading');
-    const buf = Buffer.allocUnsafe(Math.min(length, 256 * 1024));
+    const buf = Buffer.allocUnsafe(Math.min(length, MAX_READ));
     const { bytesRead } = await h.fh.read(buf, 0, buf.length, offset);
     if (bytesRead === 0) return void sftp.status(reqid, STATUS_CODE.EOF);
     h.bytes += bytesRead;

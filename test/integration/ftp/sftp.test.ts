@@ -136,6 +136,17 @@ describe.skipIf(!HAVE_SFTP)('SFTP (OpenSSH sftp; Debian package openssh-client)'
     expect(readFileSync(path.join(site(), 'resume.bin')).equals(full)).toBe(true);
   });
 
+  it('answers reads as OpenSSH asks for them at their largest (-B 262144): each answer fits its 256 KiB message limit', async () => {
+    const big = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4096) big[i] = i % 251;
+    writeFileSync(path.join(site(), 'big-get.bin'), big);
+    const back = path.join(t.dir, 'big-back.bin');
+    const r = await run('sftp', ['-b', '-', '-P', String(port), '-i', key, '-o', 'IdentitiesOnly=yes', '-R', '16', '-B', '262144', ...SSH_OPTS, 'liz@f.test@127.0.0.1'], `get /big-get.bin ${back}\n`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(readFileSync(back).equals(big)).toBe(true);
+  });
+
   it('works with lftp over sftp:// as well (password through its terminal)', async () => {
     const local = path.join(t.dir, 'lftp.html');
     writeFileSync(local, 'from lftp');
