@@ -72,6 +72,40 @@ const KEX = ['curve25519-sha256', 'curve25519-sha256@libssh.org', 'ecdh-sha2-nis
 const REKEY_BURST = 8;
 const REKEY_EVERY_S = 10;
 
+/**
+ * OpenSSH's PerSourcePenalties (noauth): every connection that closes
+ * without a login costs its address {@link NOAUTH_PENALTY_MS} (each one
+ * cost us a key exchange and a host key signature on the shared event
+ * loop); an address owing more than {@link PENALTY_REFUSE_MS} is refused
+ * until it owes less. Owed time runs off in real time, up to
+ * {@link PENALTY_MAX_MS}; at most {@link PENALTY_SOURCES} addresses are
+ * tracked (past that, new ones are not).
+ */
+const NOAUTH_PENALTY_MS = 1_000;
+const PENALTY_REFUSE_MS = 15_000;
+const PENALTY_MAX_MS = 600_000;
+const PENALTY_SOURCES = 65_536;
+
+class SourcePenalties {
+  /** Address → when what it owes runs out. */
+  private readonly until = new Map<string, number>();
+
+  /** Milliseconds `ip` still owes when it is to be refused, else undefined. */
+  refused(ip: string, now = Date.now()): number | undefined {
+    const owed = (this.until.get(ip) ?? 0) - now;
+    return owed > PENALTY_REFUSE_MS ? owed : undefined;
+  }
+
+  /** A connection from `ip` closed without a login. */
+  noLogin(ip: string, now = Date.now()): void {
+    if (!this.until.has(ip) && this.until.size >= PENALTY_SOURCES) {
+      for (const [k, t] of this.until) if (t <= now) this.until.delete(k);
+      if (this.until.size >= PENALTY_SOURCES) return;
+    }
+    this.until.set(ip, Math.min(Math.max(now, this.until.get(ip) ?? 0) + NOAUTH_PENALTY_MS, now + PENALTY_MAX_MS));
+  }
+}
+
 export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: SftpConfig, hostKeys: Buffer[]): SftpServer {
   const log = ctx.log.child({ proto: 'sftp' });
   const perIp = new Map<string, number>();
@@ -226,8 +260,17 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
   }
 
   // Our own listener: the per-address cap applies before any SSH work is done.
+  const penalties = new SourcePenalties();
   const server = createServer((sock: Socket) => {
     const ip = sock.remoteAddress ?? '-';
+    const owed = penalties.refused(ip);
+    if (owed !== undefined) {
+      log.info({ remote: ip, seconds: Math.ceil(owed / 1000), why: 'too many connections without a login' }, 'sftp connection refused');
+      // Refused already (logged above): a reset meanwhile changes nothing.
+      sock.on('error', () => undefined);
+      sock.destroy();
+      return;
+    }
     if (openSockets >= cfg.maxConnections) {
       log.warn({ remote: ip, open: openSockets, why: 'connection limit' }, 'sftp connection refused');
       // Refused already (logged above): a reset meanwhile changes nothing.
@@ -246,6 +289,7 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
     perIp.set(ip, n + 1);
     sock.once('close', () => {
       log.debug({ remote: ip }, 'sftp socket closed');
+      if (!loggedInSockets.has(sock)) penalties.noLogin(ip);
       const left = (perIp.get(ip) ?? 1) - 1;
       if (left > 0) perIp.set(ip, left);
       else perIp.delete(ip);

@@ -337,6 +337,28 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 
+  it('refuses an address whose connections keep closing without a login (OpenSSH\'s PerSourcePenalties), and says why', async () => {
+    // Each of these costs the server a greeting (a key exchange too, for a real client) and never logs in.
+    let greeted = 0;
+    let refused = false;
+    for (let i = 0; i < 40 && !refused; i++) {
+      const c = await raw('127.0.0.31');
+      const closed = new Promise((r) => c.sock.once('close', r));
+      const greeting = await c.greeting;
+      c.sock.destroy();
+      await closed;
+      if (greeting === '') refused = true;
+      else greeted++;
+    }
+    expect(refused).toBe(true);
+    expect(greeted).toBeGreaterThanOrEqual(15);
+    expect(l.logs().some((x) => x.msg === 'sftp connection refused' && x.remote === '127.0.0.31' && x.why === 'too many connections without a login')).toBe(true);
+    // Another address is not held to it.
+    const other = await raw('127.0.0.32');
+    expect(await other.greeting).toMatch(/^SSH-2\.0-/);
+    other.sock.destroy();
+  });
+
   it('ends a session when its tenant is suspended or its key removed by a reload', async () => {
     for (const [change, why] of [
       [{ ...hal, suspended: true }, 'tenant suspended'],
