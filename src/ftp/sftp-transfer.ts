@@ -93,6 +93,23 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
 
   const setTimes = async (reqid: number, target: string | Handle, attrs: Attributes) => {
     // Modes are the suite's to set (as FTP's SITE CHMOD): only the modification time is kept.
+    if (attrs.size !== undefined) {
+      // A size is kept only for an upload under way (its temporary, within the quota); an existing file is replaced by uploading it again.
+      if (typeof target === 'string' || target.kind !== 'write') {
+        log.info({ path: typeof target === 'string' ? target : target.clientPath, size: attrs.size }, 'sftp size change refused: only an upload under way may be resized');
+        return void sftp.status(reqid, STATUS_CODE.OP_UNSUPPORTED, 'Changing the size of a stored file is not supported; upload it again');
+      }
+      const size = Number(attrs.size);
+      const growth = Math.max(0, size - target.size);
+      if (!Number.isSafeInteger(size) || size < 0 || !fs.uploadFits(target.up, growth)) {
+        log.info({ path: target.clientPath, size, quota: fs.usage.quota }, 'sftp size change refused: past the quota');
+        return void sftp.status(reqid, STATUS_CODE.FAILURE, `Quota exceeded: ${target.clientPath} cannot grow to ${attrs.size} bytes (quota ${fs.usage.quota} bytes)`);
+      }
+      await target.fh.truncate(size);
+      fs.usage.used += size - target.size;
+      target.written += size - target.size;
+      target.size = size;
+    }
     if (attrs.mtime !== undefined) {
       const when = new Date(Number(attrs.mtime) * 1000);
       if (typeof target === 'string') {

@@ -620,4 +620,37 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
       l.suite.reload();
     }
   });
+  it('resizes only an upload under way, within the quota; a stored file\'s size change is refused, not ignored', async () => {
+    l.writeTenant('h.test', { ...hal, quota: '512KiB' });
+    expect(l.suite.reload()).toBe(true);
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
+      const openW = (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', (err, h) => (err ? reject(err) : resolve(h))));
+      const write = (h: Buffer, data: Buffer) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, 0, (err) => (err ? reject(err) : resolve())));
+      const fsetsize = (h: Buffer, size: number) => new Promise<void>((resolve, reject) => sftp.fsetstat(h, { size }, (err) => (err ? reject(err) : resolve())));
+      const setsize = (p: string, size: number) => new Promise<void>((resolve, reject) => sftp.setstat(p, { size }, (err) => (err ? reject(err) : resolve())));
+      const close = (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, (err) => (err ? reject(err) : resolve())));
+      const stored = path.join(l.sitesDir, 'h.test', 's.bin');
+      await put('/s.bin', Buffer.alloc(1000, 1));
+      // sshfs's truncate of a stored file: refused in SFTP's words, logged, the file as it was.
+      await expect(setsize('/s.bin', 10)).rejects.toThrow(/not supported; upload it again/);
+      expect(readFileSync(stored)).toHaveLength(1000);
+      expect(l.logs().some((x) => x.msg === 'sftp size change refused: only an upload under way may be resized' && x.path === '/s.bin')).toBe(true);
+      // An upload under way: shrunk, then grown (zeros), then refused past the quota.
+      const h = await openW('/s.bin');
+      await write(h, Buffer.alloc(300 * 1024, 2));
+      await fsetsize(h, 10);
+      await fsetsize(h, 20);
+      await expect(fsetsize(h, 600 * 1024)).rejects.toThrow(/Quota exceeded/);
+      await close(h);
+      expect(readFileSync(stored)).toEqual(Buffer.concat([Buffer.alloc(10, 2), Buffer.alloc(10, 0)]));
+      // The 300 KiB shrunk away are free again: 480 KiB more fit.
+      await put('/t.bin', Buffer.alloc(480 * 1024, 3));
+    } finally {
+      conn.end();
+      l.writeTenant('h.test', hal);
+      l.suite.reload();
+    }
+  });
 });
