@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import ssh2 from 'ssh2';
@@ -637,16 +637,27 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
       await expect(setsize('/s.bin', 10)).rejects.toThrow(/not supported; upload it again/);
       expect(readFileSync(stored)).toHaveLength(1000);
       expect(l.logs().some((x) => x.msg === 'sftp size change refused: only an upload under way may be resized' && x.path === '/s.bin')).toBe(true);
-      // An upload under way: shrunk, then grown (zeros), then refused past the quota.
+      // What the tenant's site holds now (earlier tests leave files), so what is free of its 512 KiB.
+      const site = path.join(l.sitesDir, 'h.test');
+      let held = 0;
+      for (const dirs = [site]; dirs.length > 0; ) {
+        const d = dirs.pop()!;
+        for (const e of readdirSync(d, { withFileTypes: true })) {
+          if (e.isDirectory()) dirs.push(path.join(d, e.name));
+          else if (e.isFile()) held += lstatSync(path.join(d, e.name)).size;
+        }
+      }
+      const free = 512 * 1024 - held + 1000; // s.bin's 1000 bytes are replaced by the upload below
+      // An upload under way: nearly all that is free written, shrunk, then grown (zeros), then refused past the quota.
       const h = await openW('/s.bin');
-      await write(h, Buffer.alloc(300 * 1024, 2));
+      await write(h, Buffer.alloc(free - 40 * 1024, 2));
       await fsetsize(h, 10);
       await fsetsize(h, 20);
       await expect(fsetsize(h, 600 * 1024)).rejects.toThrow(/Quota exceeded/);
       await close(h);
       expect(readFileSync(stored)).toEqual(Buffer.concat([Buffer.alloc(10, 2), Buffer.alloc(10, 0)]));
-      // The 300 KiB shrunk away are free again: 480 KiB more fit.
-      await put('/t.bin', Buffer.alloc(480 * 1024, 3));
+      // What was shrunk away is free again: 60 KiB more fit (only 40 would have, had it still counted).
+      await put('/t.bin', Buffer.alloc(60 * 1024, 3));
     } finally {
       conn.end();
       l.writeTenant('h.test', hal);
