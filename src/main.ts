@@ -1,4 +1,5 @@
-import { createCgi } from './cgi/index.ts';
+import { createCgi, startLauncher } from './cgi/index.ts';
+import type { LauncherClient } from './cgi/launched.ts';
 import { chmodSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { CertStore, certificateExpiry } from './core/certs.ts';
@@ -59,6 +60,20 @@ export interface Suite {
  */
 export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const log = options.log ?? createLogger();
+  // Nothing the suite creates is group/world-writable, whoever starts it (the launcher forked next and its runs included).
+  guardUmask();
+  // Started as root, handlers run with each tenant's own uid through a root launcher that loads the config folder
+  // itself: forked first, its load overlaps this process's own (most of a second each with 10,000 tenants).
+  const launcher = process.getuid?.() === 0 ? startLauncher(options.configDir, log) : undefined;
+  try {
+    return await composeSuite(options, log, launcher);
+  } catch (err) {
+    launcher?.stop();
+    throw err;
+  }
+}
+
+async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted: LauncherClient | undefined): Promise<Suite> {
   // Tenant files' parsed YAML, kept by their text: in memory (for reloads and the panel's edits) and under <data> between starts.
   const parseCache = sharedParseCache();
   const cacheFile = parseCacheFile(options.configDir);
@@ -66,8 +81,6 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   const config = loadConfig(options.configDir, undefined, parseCache);
   let registry = new Registry(config);
   const runAs = serviceAccount(config.main.user, config.main.group);
-  // Nothing the suite creates is group/world-writable, whoever starts it; under <data> nothing is world-readable either.
-  guardUmask();
   // Started as root, handlers run as each tenant's own uid and must pass through <data> to their scratch folder (never list it).
   const asRoot = process.getuid?.() === 0;
   makeDir(config.main.dataDir, asRoot ? 0o711 : 0o750);
@@ -110,6 +123,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     const [{ createMailService }, { createListsService }] = await Promise.all([import('./mail/index.ts'), import('./lists/index.ts')]);
     // Mail hands list mail to the lists service, which sends through mail's queue: the inbox is bound once both exist.
     const inbox: ListInbox = { receive: (msg) => lists!.inbox.receive(msg) };
+    state.mailStats.onError = (err) => log.error({ err: err.message }, "could not write the tenants' mail outcomes (the panel's Mail); they are kept for the next write");
     const m = createMailService({ registry, state, log, certs, metrics, health, lists: inbox, journal: state.mailStats });
     services.push(m.service);
     mail = m.submitter;
@@ -125,6 +139,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
     onSent: (f) => state.forms.add({ ...f, recipients: f.to }),
     // Handlers are spawned after the drop: their sandbox is what the service account can build.
     sandbox: options.sandbox ?? (runAs ? (user) => detectSandbox(user, runAs) : undefined),
+    launcherStarted,
   });
   services.push(cgi.service);
   const listPages: ListPages | undefined = lists?.pages;

@@ -329,30 +329,39 @@ async function main(): Promise<void> {
     if (only.has('scale')) {
       const port = await freePort();
       const config = listenOn(config10k(), port);
-      const starts: number[] = [];
-      const rss: number[] = [];
-      const serverRss: number[] = [];
-      const pss: number[] = [];
+      // With --compare, each build starts in each round (in turn, the order alternating): starts move a lot with the
+      // machine's load, far less between neighbouring ones. The first round is left out of the medians: its first start
+      // parses every file (the builds' caches, where they share a format, serve the others' next starts).
+      const builds = [{ name: 'this build', bundle: undefined as string | undefined }, ...compare.map((b) => ({ name: buildName(b), bundle: b }))];
+      const m = builds.map(() => ({ starts: [] as number[], rss: [] as number[], serverRss: [] as number[], pss: [] as number[] }));
       for (let i = 0; i < 1 + Math.max(2, runs); i++) {
-        const t0 = performance.now();
-        const child = startSuite(config);
-        children.push(child);
-        await waitHttp(`http://127.0.0.1:${port}/1k.html`, 't9999.test', 60_000);
-        starts.push(performance.now() - t0);
-        // Idle: after the start-up collections (5 s and 15 s after the start; docs/ops.md "Many tenants").
-        await new Promise((r) => setTimeout(r, 20_000));
-        rss.push(treeRssMiB(child.pid));
-        serverRss.push(rssMiB(child.pid));
-        pss.push(treePssMiB(child.pid));
-        await stopProcess(child);
-        process.stderr.write(`  10,000 tenants, start ${i + 1}: ${(starts.at(-1)! / 1000).toFixed(2)} s, idle RSS ${serverRss.at(-1)!.toFixed(0)} MiB (with its children: RSS ${rss.at(-1)!.toFixed(0)}, PSS ${pss.at(-1)!.toFixed(0)} MiB)\n`);
+        for (const j of i % 2 === 0 ? builds.keys() : [...builds.keys()].reverse()) {
+          const t0 = performance.now();
+          const child = startSuite(config, undefined, builds[j]!.bundle);
+          children.push(child);
+          await waitHttp(`http://127.0.0.1:${port}/1k.html`, 't9999.test', 60_000);
+          m[j]!.starts.push(performance.now() - t0);
+          // Idle: after the start-up collections (5 s and 15 s after the start; docs/ops.md "Many tenants").
+          await new Promise((r) => setTimeout(r, 20_000));
+          m[j]!.rss.push(treeRssMiB(child.pid));
+          m[j]!.serverRss.push(rssMiB(child.pid));
+          m[j]!.pss.push(treePssMiB(child.pid));
+          await stopProcess(child);
+          process.stderr.write(
+            `  10,000 tenants, ${builds[j]!.name}, start ${i + 1}: ${(m[j]!.starts.at(-1)! / 1000).toFixed(2)} s, idle RSS ${m[j]!.serverRss.at(-1)!.toFixed(0)} MiB (with its children: RSS ${m[j]!.rss.at(-1)!.toFixed(0)}, PSS ${m[j]!.pss.at(-1)!.toFixed(0)} MiB)\n`,
+          );
+        }
       }
-      const warm = starts.slice(1);
-      out.push(
-        `\n10,000 tenants: first answer ${(median(warm) / 1000).toFixed(2)} s after spawn (median of ${warm.length}; target ≤ 1.5 s), ` +
-          `${(starts[0]! / 1000).toFixed(2)} s at the very first start (every file parsed); idle RSS of the server ${median(serverRss).toFixed(0)} MiB = ${((median(serverRss) * 1048576) / 1e6).toFixed(0)} MB (target ≤ 120 MB); ` +
-          `with its children (the handler launcher, started as root): PSS ${median(pss).toFixed(0)} MiB, RSS summed ${median(rss).toFixed(0)} MiB (counting the node binary twice)`,
-      );
+      for (const [j, b] of builds.entries()) {
+        const { starts, rss, serverRss, pss } = m[j]!;
+        const warm = starts.slice(1);
+        const against = j > 0 ? `; ${median(warm.map((x, i) => x / m[0]!.starts[i + 1]!)).toFixed(2)}× the time of this build (median of the ratios within a round)` : '';
+        out.push(
+          `\n10,000 tenants${builds.length > 1 ? ` (${b.name})` : ''}: first answer ${(median(warm) / 1000).toFixed(2)} s after spawn (median of ${warm.length}, each ${warm.map((x) => (x / 1000).toFixed(2)).join(', ')}; target ≤ 1.5 s), ` +
+            `${(starts[0]! / 1000).toFixed(2)} s at the very first start (every file parsed); idle RSS of the server ${median(serverRss).toFixed(0)} MiB = ${((median(serverRss) * 1048576) / 1e6).toFixed(0)} MB (target ≤ 120 MB); ` +
+            `with its children (the handler launcher, started as root): PSS ${median(pss).toFixed(0)} MiB, RSS summed ${median(rss).toFixed(0)} MiB (counting the node binary twice)${against}`,
+        );
+      }
     }
     console.log(out.join('\n'));
   } finally {

@@ -26,7 +26,12 @@
  * Servers run in child processes, the client in this one, so the client
  * does not share an event loop with the server it measures.
  *
- *   node --import tsx scripts/bench/smtp.ts [--messages 2000] [--sessions 20] [--postfix-messages 3000] [--rounds 3]
+ *   node --import tsx scripts/bench/smtp.ts [--messages 2000] [--sessions 20] [--postfix-messages 3000] [--rounds 3] [--postfix-only] [--timeline]
+ *
+ * --postfix-only skips the first table (the suite's own load client);
+ * --timeline runs the suites at log level debug and prints, per suite, the
+ * median time from MAIL FROM to each stage of a message (the "message
+ * timeline" debug line: checks, seal, spool, state, next hop, reply).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
@@ -166,7 +171,11 @@ async function serveSuite(relay: string, checks: Checks): Promise<void> {
     },
     tenants: { 'bench.test': { domains: ['bench.test'], mail: { forward: { info: 'target@remote.test' } } } },
   });
-  const suite = await startSuite({ configDir, watch: false, log: createLogger({ level: 'warn' }) });
+  // --timeline: every debug line to a file the bench reads at the end (only the "message timeline" ones matter).
+  const timeline = process.env.BENCH_TIMELINE;
+  const pino = (await import('pino')).default;
+  const log = timeline ? createLogger({ level: 'debug', destination: pino.destination({ dest: path.join(timeline, `${checks}.log`), sync: false }) }) : createLogger({ level: 'warn' });
+  const suite = await startSuite({ configDir, watch: false, log });
   process.stdout.write(`port ${new URL(suite.urls.smtp![0]!).port}\n`);
   const stop = () => void suite.stop(1000).then(() => {
     rmSync(dir, { recursive: true, force: true });
@@ -558,6 +567,25 @@ function arg(name: string, def: number): number {
   return i === -1 ? def : Number(process.argv[i + 1]);
 }
 
+/** Stages of the "message timeline" debug line, in the order a message reaches them. */
+const STAGES = ['data', 'received', 'check-start', 'check-dns', 'check-end', 'checked', 'scored', 'sealed', 'spool-group', 'spool-written', 'spooled', 'stored', 'relaying', 'relayed', 'answered'];
+
+/** Per stage, the median and 90th percentile of the milliseconds from MAIL FROM to it, over the timeline lines of a suite's log. */
+function timelineRows(name: string, file: string): string[][] {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const lines = text.split('\n').filter((l) => l.includes('"message timeline"')).map((l) => (JSON.parse(l) as { ms: Record<string, number> }).ms);
+  const pct = (a: number[], q: number) => a.sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * q))]!;
+  return STAGES.filter((st) => lines.some((m) => m[st] !== undefined)).map((st) => {
+    const v = lines.flatMap((m) => (m[st] === undefined ? [] : [m[st]]));
+    return [name, st, String(v.length), pct(v, 0.5).toFixed(2), pct(v, 0.9).toFixed(2)];
+  });
+}
+
 function printTable(rows: string[][]): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
@@ -570,6 +598,9 @@ async function main(): Promise<void> {
   const sessions = arg('sessions', 20);
   const pfMessages = arg('postfix-messages', 3000);
   const rounds = arg('rounds', 3);
+  const postfixOnly = process.argv.includes('--postfix-only');
+  const timelineDir = process.argv.includes('--timeline') ? mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-timeline-')) : undefined;
+  if (timelineDir) process.env.BENCH_TIMELINE = timelineDir;
   const rows: string[][] = [];
   const fmt = (n: number) => n.toFixed(0);
   const postfixTools = hasCommand('postfix') && hasCommand('smtp-source') && hasCommand('smtp-sink');
@@ -612,7 +643,7 @@ async function main(): Promise<void> {
       const got = await relay.waitCount(before + n, 120_000);
       return { accept: s.rate, e2e: ((got - before) / (performance.now() - t0)) * 1000 };
     };
-    for (const reuse of [true, false]) {
+    for (const reuse of postfixOnly ? [] : [true, false]) {
       const n = reuse ? total : fresh;
       const mode = reuse ? 'reused connections' : 'new connection per message';
       const b = await load(bare.port, n, sessions, reuse);
@@ -624,30 +655,32 @@ async function main(): Promise<void> {
       const cost = (x: number, y: number) => (1000 / x - 1000 / y).toFixed(2);
       rows.push([mode, `${sessions}`, fmt(b.rate), fmt(s.accept), fmt(s.e2e), fmt(c.e2e), fmt(a.e2e), cost(c.e2e, s.e2e), cost(a.e2e, c.e2e), (s.e2e / b.rate).toFixed(2), fmt(f.e2e), (f.e2e / b.rate).toFixed(2)]);
     }
-    const lb = await latency(bare.port, 15);
-    const ls = await latency(suite.port, 15);
+    if (!postfixOnly) {
+      const lb = await latency(bare.port, 15);
+      const ls = await latency(suite.port, 15);
 
-    printTable([
-      [
-        'mode (1 KB messages)',
-        'sessions',
-        'bare smtp-server accept msg/s',
-        'makewaves durable accept msg/s',
-        'makewaves forwarded end to end msg/s (checks off)',
-        'with SPF+DKIM+DMARC checks msg/s',
-        'with checks and ARC seal msg/s',
-        'checks cost ms/msg',
-        'ARC seal cost ms/msg',
-        'e2e (off) / bare',
-        'bare forwarder (nothing stored) msg/s',
-        'bare forwarder / bare',
-      ],
-      ...rows,
-    ]);
-    process.stdout.write(`per-connection latency, one at a time (median of 15):\n`);
-    process.stdout.write(`  bare smtp-server: connect → 220 ${lb.greeting.toFixed(1)} ms, whole one-message session ${lb.session.toFixed(1)} ms\n`);
-    process.stdout.write(`  makewaves:        connect → 220 ${ls.greeting.toFixed(1)} ms, whole one-message session ${ls.session.toFixed(1)} ms\n`);
-    process.stdout.write(`  (both keep smtp-server's 100 ms greeting pause)\n\n`);
+      printTable([
+        [
+          'mode (1 KB messages)',
+          'sessions',
+          'bare smtp-server accept msg/s',
+          'makewaves durable accept msg/s',
+          'makewaves forwarded end to end msg/s (checks off)',
+          'with SPF+DKIM+DMARC checks msg/s',
+          'with checks and ARC seal msg/s',
+          'checks cost ms/msg',
+          'ARC seal cost ms/msg',
+          'e2e (off) / bare',
+          'bare forwarder (nothing stored) msg/s',
+          'bare forwarder / bare',
+        ],
+        ...rows,
+      ]);
+      process.stdout.write(`per-connection latency, one at a time (median of 15):\n`);
+      process.stdout.write(`  bare smtp-server: connect → 220 ${lb.greeting.toFixed(1)} ms, whole one-message session ${lb.session.toFixed(1)} ms\n`);
+      process.stdout.write(`  makewaves:        connect → 220 ${ls.greeting.toFixed(1)} ms, whole one-message session ${ls.session.toFixed(1)} ms\n`);
+      process.stdout.write(`  (both keep smtp-server's 100 ms greeting pause)\n\n`);
+    }
 
     if (!postfixTools) {
       process.stdout.write(`Postfix as a forwarder: skipped, postfix, smtp-source and smtp-sink are not installed (Debian package postfix).\n`);
@@ -699,11 +732,23 @@ async function main(): Promise<void> {
     );
     const target = ratio(1) >= 1;
     process.stdout.write(`target (every check and ARC on ≥ Postfix's forwarding rate): ${target ? 'met' : 'missed'}\n`);
+    if (timelineDir) {
+      // The servers' logs are written asynchronously: stopped first, so every line is in.
+      await Promise.all(servers.map((s) => s.stop()));
+      process.stdout.write('\nOne message, from MAIL FROM to each stage (ms; every message of the run, warm-up included):\n\n');
+      printTable([
+        ['suite', 'stage', 'messages', 'median ms', '90th percentile ms'],
+        ...timelineRows('every check and ARC seal', path.join(timelineDir, 'arc.log')),
+        ...timelineRows('checks, no seal', path.join(timelineDir, 'checks.log')),
+        ...timelineRows('checks off', path.join(timelineDir, 'off.log')),
+      ]);
+    }
   } finally {
     await postfix?.stop();
     await Promise.all([...servers, relay, bare].map((s) => s.stop()));
     await dns.close();
     rmSync(tmp, { recursive: true, force: true });
+    if (timelineDir) rmSync(timelineDir, { recursive: true, force: true });
   }
 }
 

@@ -31,6 +31,18 @@ export type { MailAnswer } from './mail.ts';
 /** The suite's own handlers: `<repo>/cgi-bin/<name>.js`. */
 export const SUITE_HANDLERS = path.join(packageRoot(), 'cgi-bin') + path.sep;
 
+/**
+ * Forks the root launcher (launcher.ts) for the config folder `configDir`
+ * now, before the server loads that folder: the launcher loads it too, as
+ * root, in its own process, and with 10,000 tenants each load takes most of
+ * a second; started ahead, the two overlap. Hand it to createCgi
+ * (`launcherStarted`), which uses it or stops it; stop it if the start fails
+ * before that.
+ */
+export function startLauncher(configDir: string, log: Logger): LauncherClient {
+  return new LauncherClient(configDir, SUITE_HANDLERS, log.child({ svc: 'cgi' }));
+}
+
 export interface CgiDeps {
   registry: Registry;
   log: Logger;
@@ -49,6 +61,8 @@ export interface CgiDeps {
    * machine without namespaces turn it off).
    */
   launcher?: boolean;
+  /** The root launcher, started ahead of the rest ({@link startLauncher}); used if runs get it, else stopped at start. */
+  launcherStarted?: LauncherClient;
   /** Where tenants' cgroups go (tests give a made-up one); default: a delegated cgroup v2 found from /proc/self/cgroup. */
   cgroup?: () => CgroupFinding;
 }
@@ -262,7 +276,7 @@ function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' 
  * and turns its CGI answer into the HTTP response. Every request is answered: a handler
  * that breaks a limit gets 502/503/504, never the suite's stack.
  */
-export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics, launcher: useLauncher, cgroup: findCgroup = findDelegatedCgroup }: CgiDeps): Cgi {
+export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics, launcher: useLauncher, launcherStarted, cgroup: findCgroup = findDelegatedCgroup }: CgiDeps): Cgi {
   const runs = metrics?.counter('makewaves_handler_runs_total', 'Handler runs by tenant and result (ok, error, timeout, memory, output, crashed, busy).', ['tenant', 'result']);
   const counted = (tenant: string, result: string) => runs?.inc({ tenant, result });
   const log = rootLog.child({ svc: 'cgi' });
@@ -466,9 +480,9 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         const c = caps;
         const asRoot = process.getuid?.() === 0;
         if ((useLauncher ?? asRoot) && c.box) {
-          launcher = new LauncherClient(current.config.dir, suiteDir, log);
+          launcher = launcherStarted ?? new LauncherClient(current.config.dir, suiteDir, log);
           await launcher.ready;
-        }
+        } else launcherStarted?.stop();
         if (!launcher && c.box) {
           // Not root: built where this process may write (beside the suite's code, or else in its data folder).
           boxInit = compileBoxInit(nativeDir());

@@ -9,13 +9,27 @@ import { Launcher, parseRequest } from './launcher.ts';
 
 const [configDir, suiteDir] = process.argv.slice(2);
 const log = createLogger().child({ svc: 'cgi-launcher' });
-const send = (msg: unknown, handle?: unknown) => process.send?.(msg, handle as never);
+// Not once the server is gone (it refused its start while this one loaded): 'disconnect' ends this process next.
+const send = (msg: unknown, handle?: unknown) => process.connected && process.send?.(msg, handle as never);
 
 if (!configDir || !suiteDir || !process.send || process.getuid?.() !== 0) {
   log.error('the launcher runs as root, started by the suite with an IPC channel');
   process.exit(2);
 }
-const launcher = new Launcher({ configDir, suiteDir, log, onRepair: (tenant, dir, was) => send({ op: 'repaired', tenant, dir, was }) });
+/**
+ * Its own view of the config, loaded now (the server forks this process
+ * before it loads the config itself, so both loads overlap). A config it
+ * cannot load is said to the server, which names it when it awaits this
+ * launcher (and says nothing when it refused the config itself meanwhile).
+ */
+let launcher: Launcher;
+try {
+  launcher = new Launcher({ configDir, suiteDir, log, onRepair: (tenant, dir, was) => send({ op: 'repaired', tenant, dir, was }) });
+} catch (err) {
+  // The server gone already (it refused the config itself): nobody to tell.
+  if (process.connected) await new Promise((sent) => process.send!({ op: 'failed', why: (err as Error).message }, sent));
+  process.exit(2);
+}
 /** Runs alive, each with how to end it. */
 const runs = new Map<number, { kill: () => void }>();
 /**
@@ -92,7 +106,7 @@ process.on('message', (raw: unknown) => {
       } catch (err) {
         log.error({ err: (err as Error).message }, 'reload failed: the launcher keeps the config it had');
       }
-      return;
+      return saveCache();
     }
     if (req.op === 'scratch') {
       let why: string | undefined;
@@ -166,6 +180,14 @@ function holdReads(stream: unknown): void {
   handle.reading = false;
 }
 
+/** Writes the launcher's cache of parsed tenant files if it changed (launcher.ts, LAUNCHER_CACHE_FILE). */
+function saveCache(): void {
+  // The server gone (a start it refused): this process is ending, and the folder may be on its way out.
+  if (!process.connected) return;
+  const why = launcher.saveCache();
+  if (why) log.warn({ why }, 'cannot write the cache of parsed tenant files; the next start parses every file again');
+}
+
 // The server gone: every box goes with the launcher (--die-with-parent).
 process.on('disconnect', () => process.exit(0));
 if (launcher.boxInit.ok) log.info({ boxInit: launcher.boxInit.path }, 'launcher ready: scripts run in one persistent box per tenant');
@@ -173,3 +195,5 @@ else log.warn({ why: launcher.boxInit.why }, 'launcher ready: scripts get one fr
 // The start's garbage (every tenant file read and checked) given back once allocation has calmed down, as the server does.
 compactAfterStart();
 send({ op: 'ready', uids: launcher.uidMap(), forkBox: launcher.boxInit.ok ? true : launcher.boxInit.why });
+// After the answer that lets the server serve: the cache is for the next start.
+setImmediate(saveCache);

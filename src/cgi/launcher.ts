@@ -1,10 +1,12 @@
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig } from '../core/config/load.ts';
+import { ConfigError, loadConfig, loadMainConfig } from '../core/config/load.ts';
+import { ParseCache } from '../core/config/parsecache.ts';
 import type { Logger } from '../core/log.ts';
 import { Registry, type Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
+import { readOwnFile, writeOwnFile } from '../lib/ownfile.ts';
 import { findDelegatedCgroup, TenantCgroups, type CgroupFinding } from '../lib/cgroup.ts';
 import { lookupUser } from '../lib/users.ts';
 import { openDb } from '../state/db.ts';
@@ -107,6 +109,16 @@ export function parseRequest(raw: unknown): Parsed {
   }
 }
 
+/**
+ * The launcher's own cache of parsed tenant files (as the server's
+ * `<data>/config-cache.json`, keyed by each file's text), in `<data>/cgi`:
+ * root's folder, 0711, which the server's user cannot write. Read only if
+ * root alone can have written it (lib/ownfile.ts): a cache the server's
+ * user could forge would decide which domains, handlers and limits the
+ * launcher grants a tenant.
+ */
+export const LAUNCHER_CACHE_FILE = '.config-cache.json';
+
 export function parseUidRange(s: string): UidRange {
   const [first, last] = s.split('-').map(Number) as [number, number];
   return { first, last };
@@ -143,6 +155,11 @@ export class Launcher {
   private readonly tenantCgroups = new TenantCgroups(() => this.cgroup);
   /** box-init, for persistent script boxes; or why scripts get one fresh box per run. */
   readonly boxInit: BoxInit;
+  /** Parsed tenant files, kept by their text (see LAUNCHER_CACHE_FILE); the file is read at the first load. */
+  private readonly parseCache = new ParseCache();
+  private cacheFile: string | undefined;
+  /** The user the cache's file and folder must belong to: this process's (root, in launcher-main). */
+  private readonly owner = process.getuid?.() ?? 0;
 
   constructor(private readonly opts: LauncherOptions) {
     this.grants = new GrantCache(opts.log, () => undefined);
@@ -159,8 +176,8 @@ export class Launcher {
 
   /** (Re)reads the config folder and gives every tenant without a uid one. A uid once given is never changed here. */
   load(): void {
-    // The process's cache, in memory only: the launcher trusts no file the server's user can write.
-    const config = loadConfig(this.opts.configDir);
+    this.cacheFile ??= this.readCache();
+    const config = loadConfig(this.opts.configDir, undefined, this.parseCache);
     this.registry = new Registry(config);
     // Limits may have changed: each tenant's cgroup is set again at its next run; removed tenants' cgroups go.
     // (Not at the first load: the cgroup is looked for after it.)
@@ -192,6 +209,31 @@ export class Launcher {
     } catch {
       this.suiteNames = new Set();
     }
+  }
+
+  /** Takes in the launcher's cache file if root alone can have written it; its path (undefined while makewaves.yaml is refused). */
+  private readCache(): string | undefined {
+    let file: string;
+    try {
+      file = path.join(path.resolve(this.opts.configDir, loadMainConfig(this.opts.configDir).data), 'cgi', LAUNCHER_CACHE_FILE);
+    } catch (err) {
+      // loadConfig, next, names every problem.
+      if (err instanceof ConfigError) return undefined;
+      throw err;
+    }
+    const read = readOwnFile(file, this.owner);
+    if (read.ok) this.parseCache.loadText(read.text);
+    else if (!read.missing) this.opts.log.warn({ file, why: read.why }, 'not using the cache of parsed tenant files: root alone must be able to have written it (every file is parsed; it is written anew)');
+    return file;
+  }
+
+  /** Writes the cache of parsed tenant files if it changed since (after the start: not on its path); why not, if it could not. */
+  saveCache(): string | undefined {
+    if (!this.cacheFile) return undefined;
+    return this.parseCache.save(this.cacheFile, (file, text) => {
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o711 });
+      writeOwnFile(file, text, this.owner);
+    });
   }
 
   /**

@@ -87,6 +87,12 @@ export interface ListMail {
    * poster's domain is this one.
    */
   authenticatedDomain?: string | undefined;
+  /**
+   * The DMARC policy those checks found for that domain (p=, or sp= for a
+   * subdomain; `absent` when it publishes none); undefined when not known
+   * (checks off, a temporary failure): the lists then ask for it themselves.
+   */
+  authenticatedDmarc?: 'none' | 'quarantine' | 'reject' | 'absent' | undefined;
 }
 
 /** Seals mail the suite passes on after changing it (implemented by mail/, used by lists). */

@@ -52,6 +52,8 @@ export type Entry = Stats & { name: string };
 export const MAX_PATH = 1024;
 /** Longest single name (bytes): what ext4 and most file systems allow. */
 export const MAX_NAME = 255;
+/** C0 control characters and DEL: refused in names, left out of listings. */
+const CONTROL = /[\x00-\x1f\x7f]/;
 /** Prefix of upload temporaries: a dot-name, so HTTP never serves it and listings hide it. */
 export const TEMP_PREFIX = '.~mw-upload-';
 
@@ -108,6 +110,8 @@ export class JailFileSystem {
       }
     }
     if (parsed.segments.some((s) => Buffer.byteLength(s) > MAX_NAME)) throw this.refuse(553, 'File name too long', raw.slice(0, 64), 'overlong');
+    // SFTP carries any byte in a name; a line break in one would forge lines in FTP listings, an escape would drive terminals.
+    if (parsed.segments.some((s) => CONTROL.test(s))) throw this.refuse(553, 'File name not allowed', raw.slice(0, 64), 'control character');
     return { segments: parsed.segments, clientPath: `/${parsed.segments.join('/')}` };
   }
 
@@ -174,8 +178,14 @@ export class JailFileSystem {
     return Object.assign(st, { name });
   }
 
+  /** An existing file or folder, for FTP: a LIST/NLST argument's ls options ("-la") are dropped first. */
   async get(fileName: string | null | undefined): Promise<Entry> {
-    const { real, clientPath, segments } = await this.existing(listArg(fileName));
+    return this.entryAt(listArg(fileName));
+  }
+
+  /** An existing file or folder, by its name as given (SFTP's: "-la" is a name there, not options). */
+  async entryAt(fileName: string | null | undefined): Promise<Entry> {
+    const { real, clientPath, segments } = await this.existing(fileName ?? '.');
     return JailFileSystem.entry(statSync(real), segments.length ? segments[segments.length - 1]! : clientPath);
   }
 
@@ -191,6 +201,8 @@ export class JailFileSystem {
     const out: Entry[] = [];
     for (const name of names.sort()) {
       if (name.startsWith('.') && name !== '.well-known') continue;
+      // Not reachable by a path (see parse), and a line break in a listing would forge a line.
+      if (CONTROL.test(name)) continue;
       const full = path.join(real, name);
       try {
         const l = await lstat(full);
@@ -253,12 +265,27 @@ export class JailFileSystem {
     return p.clientPath;
   }
 
+  /**
+   * RNFR/RNTO and SFTP's RENAME. Links are never renamed, nor is a folder
+   * holding one (at any depth). Paths are checked, then used: were a link
+   * (or a folder holding one) renamed to where a real folder was a moment
+   * before, a path checked through that folder would lead, when opened,
+   * wherever the link points (a relative link's meaning also changes with
+   * its depth). Tenants cannot make links, so with none renamed, what a path
+   * was checked to be is what it is when used.
+   */
   async rename(from: string, to: string): Promise<void> {
     const a = await this.place(from);
     if (!a.lstat) throw new FtpError(550, `${a.clientPath}: no such file or folder`);
     const b = await this.place(to);
     if (a.lstat.isDirectory() && isInside(a.full, b.full)) throw new FtpError(550, `${b.clientPath}: cannot move a folder into itself`);
     if (b.lstat?.isDirectory()) throw new FtpError(550, `${b.clientPath}: a folder of that name exists`);
+    if (a.lstat.isSymbolicLink()) {
+      throw this.refuse(550, `${a.clientPath}: links are renamed only by the hosting provider`, a.clientPath, 'moves a link');
+    }
+    if (a.lstat.isDirectory() && (await holdsLink(a.full))) {
+      throw this.refuse(550, `${a.clientPath}: holds a link, so only the hosting provider may rename it`, a.clientPath, 'moves a link');
+    }
     await rename(a.full, b.full);
     if (b.lstat?.isFile() && b.full !== a.full) this.usage.used = Math.max(0, this.usage.used - b.lstat.size);
   }
@@ -309,6 +336,21 @@ export class JailFileSystem {
   }
 
   /**
+   * True when `extra` more bytes of the upload `u` stay within the quota.
+   * The file it will replace counts as freed, but only while it is there:
+   * one deleted or renamed away meanwhile had its size given back already
+   * and frees nothing at the commit, so crediting it again would let every
+   * round of replace-and-delete grow past the quota. Looked at (one lstat)
+   * only when the bytes do not fit without it.
+   */
+  uploadFits(u: PendingUpload, extra: number): boolean {
+    if (this.usage.fits(extra)) return true;
+    // In place, like commitUpload's look at the same name.
+    const now = lstatSync(u.target, { throwIfNoEntry: false });
+    return this.usage.fits(extra, now?.isFile() ? now.size : 0);
+  }
+
+  /**
    * Makes a finished upload visible: one rename over the target. An old
    * file it replaces is held open across the rename and closed after it, in
    * the thread pool: dropping a file's last link frees its blocks and cached
@@ -343,6 +385,25 @@ export class JailFileSystem {
     await unlink(u.temp).catch(() => undefined);
     this.usage.used = Math.max(0, this.usage.used - u.prefix - written);
   }
+}
+
+/** True when a symlink lies anywhere below `dir` (links inside it are not followed). */
+async function holdsLink(dir: string): Promise<boolean> {
+  const pending = [dir];
+  for (let d = pending.pop(); d !== undefined; d = pending.pop()) {
+    let entries;
+    try {
+      entries = await readdir(d, { withFileTypes: true });
+    } catch {
+      // Gone or unreadable meanwhile: what cannot be listed holds nothing that could be moved with it.
+      continue;
+    }
+    for (const e of entries) {
+      if (e.isSymbolicLink()) return true;
+      if (e.isDirectory()) pending.push(path.join(d, e.name));
+    }
+  }
+  return false;
 }
 
 /**

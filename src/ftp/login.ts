@@ -55,6 +55,9 @@ export async function login(ctx: FtpContext, logins: FtpLoginLocks, s: Session, 
   }
 }
 
+/** Longest login name looked up: a user (64) @ a tenant id (a domain name, 253), and some. */
+const MAX_LOGIN = 320;
+
 /** Who is logging in, for the throttle and the log. */
 export interface LoginAttempt {
   remote: string;
@@ -81,6 +84,11 @@ export interface LoggedIn {
 export async function authenticate(ctx: FtpContext, logins: FtpLoginLocks, who: LoginAttempt, username: string, check: (account: FtpAccount | undefined) => Promise<boolean>): Promise<LoggedIn> {
   const { cfg } = ctx;
   const name = username.toLowerCase();
+  if (name.length > MAX_LOGIN) {
+    // No account has such a name: refused unlooked and uncounted (the count is keyed by name), logged cut short.
+    who.log.info({ user: `${name.slice(0, 64)}...`, length: name.length, why: 'login name too long' }, `${who.protocol} login failed`);
+    throw FtpError.of('AUTH_FAILED', 'Login incorrect');
+  }
   let account: FtpAccount | undefined;
   const result = await throttledLogin(logins, cfg.lockout, name, who.remote, async () => {
     account = ctx.registry().ftpAccount(name);

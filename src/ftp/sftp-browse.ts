@@ -28,7 +28,7 @@ export function serveBrowsing({ sftp, fs, handles, newHandle, on }: SftpSession)
   });
 
   const statPath = async (reqid: number, p: string) => {
-    const e = await fs.get(p);
+    const e = await fs.entryAt(p);
     sftp.attrs(reqid, attrsOf(e));
   };
   on('STAT', statPath);
@@ -36,7 +36,7 @@ export function serveBrowsing({ sftp, fs, handles, newHandle, on }: SftpSession)
   on('LSTAT', statPath);
 
   on('OPENDIR', async (reqid, p: string) => {
-    const e = await fs.get(p);
+    const e = await fs.entryAt(p);
     if (!e.isDirectory()) throw new FtpError(550, `${p}: not a folder`);
     const id = newHandle({ kind: 'dir', clientPath: fs.parse(p).clientPath });
     if (!id) return void sftp.status(reqid, STATUS_CODE.FAILURE, 'Too many open handles');
@@ -46,9 +46,10 @@ export function serveBrowsing({ sftp, fs, handles, newHandle, on }: SftpSession)
   on('READDIR', async (reqid, id: Buffer) => {
     const h = handles.get(id.toString('hex'));
     if (h?.kind !== 'dir') return void sftp.status(reqid, STATUS_CODE.FAILURE, 'Not a folder handle');
-    h.entries ??= await fs.list(h.clientPath);
-    if (h.entries.length === 0) return void sftp.status(reqid, STATUS_CODE.EOF);
-    const batch = h.entries.splice(0, DIR_BATCH);
+    h.entries ??= fs.list(h.clientPath);
+    const entries = await h.entries;
+    if (entries.length === 0) return void sftp.status(reqid, STATUS_CODE.EOF);
+    const batch = entries.splice(0, DIR_BATCH);
     sftp.name(reqid, batch.map((e) => ({ filename: e.name, longname: longname(e), attrs: attrsOf(e) })));
   });
 

@@ -19,8 +19,18 @@ import { serveBrowsing } from './sftp-browse.ts';
 import { serveNameChanges } from './sftp-names.ts';
 import type { Handle, OnRequest, SftpBudget, SftpSession, SftpUser } from './sftp-session.ts';
 import { serveTransfers } from './sftp-transfer.ts';
+import { heldAnswers } from './ssh2-adapter.ts';
 
 const { STATUS_CODE } = ssh2.utils.sftp;
+
+/** Requests of one channel run at once (OpenSSH's sftp keeps 64 under way, lftp 16). */
+const MAX_RUNNING = 64;
+/** Requests of one channel under way or waiting to run. */
+const MAX_UNANSWERED = 256;
+/** Bytes of answers waiting for the client to read (its window, then its socket) before it may ask more. */
+const MAX_HELD_BYTES = 16 * 1024 * 1024;
+/** Answers waiting for the client's window (small ones: a flood of STAT answers). */
+const MAX_HELD_ANSWERS = 4096;
 
 /** Serves one SFTP channel until it closes; unfinished uploads are dropped then. */
 export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem, user: SftpUser, budget: SftpBudget, touched: () => void): void {
@@ -49,13 +59,36 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
     sftp.status(reqid, STATUS_CODE.FAILURE, `Local error, ref ${ref}`);
   };
 
-  /** Runs one request: every request resets the idle clock and is answered exactly once. */
+  /**
+   * Runs one request: every request resets the idle clock and is answered
+   * exactly once. At most {@link MAX_RUNNING} run at once (the rest wait, in
+   * order); a client with more than {@link MAX_UNANSWERED} unanswered, or
+   * that asks on while more than {@link MAX_HELD_BYTES} of answers wait for
+   * it to read (its window shut, or its socket not read), is cut off: what
+   * it asks would otherwise be held in memory without bound.
+   */
+  let running = 0;
+  const waiting: Array<() => void> = [];
   const on: OnRequest = <A extends unknown[]>(event: string, fn: (reqid: number, ...a: A) => Promise<void> | void) => {
     sftp.on(event as 'OPEN', ((reqid: number, ...a: A) => {
       touched();
-      Promise.resolve()
-        .then(() => fn(reqid, ...a))
-        .catch((err: unknown) => fail(reqid, err, event));
+      if (budget.closed) return;
+      if (running + waiting.length >= MAX_UNANSWERED) return budget.overrun(`more than ${MAX_UNANSWERED} requests unanswered`);
+      const run = () => {
+        if (budget.closed) return;
+        const held = heldAnswers(sftp, MAX_HELD_ANSWERS);
+        if (held.answers > MAX_HELD_ANSWERS || held.bytes + budget.unsent() > MAX_HELD_BYTES) return budget.overrun('asks on without reading the answers');
+        running++;
+        Promise.resolve()
+          .then(() => fn(reqid, ...a))
+          .catch((err: unknown) => fail(reqid, err, event))
+          .finally(() => {
+            running--;
+            waiting.shift()?.();
+          });
+      };
+      if (running < MAX_RUNNING) run();
+      else waiting.push(run);
     }) as never);
   };
 

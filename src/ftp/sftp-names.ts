@@ -7,13 +7,13 @@ const { STATUS_CODE } = ssh2.utils.sftp;
 /** Names changed: REMOVE, RMDIR, MKDIR, RENAME (and posix-rename@openssh.com); links refused. */
 export function serveNameChanges({ ctx, sftp, fs, user, log, on }: SftpSession): void {
   on('REMOVE', async (reqid, p: string) => {
-    if ((await fs.get(p)).isDirectory()) throw new FtpError(550, `${p}: is a folder (remove it with rmdir)`);
+    if ((await fs.entryAt(p)).isDirectory()) throw new FtpError(550, `${p}: is a folder (remove it with rmdir)`);
     await fs.delete(p);
     ctx.siteChanges?.changed(user.tenant);
     sftp.status(reqid, STATUS_CODE.OK);
   });
   on('RMDIR', async (reqid, p: string) => {
-    if (!(await fs.get(p)).isDirectory()) throw new FtpError(550, `${p}: not a folder`);
+    if (!(await fs.entryAt(p)).isDirectory()) throw new FtpError(550, `${p}: not a folder`);
     await fs.delete(p);
     ctx.siteChanges?.changed(user.tenant);
     sftp.status(reqid, STATUS_CODE.OK);

@@ -17,14 +17,19 @@ export interface SftpBudget {
   /** Files and folders open, over all the connection's channels. */
   handles: number;
   readonly maxHandles: number;
-  /** Called when the client stops reading what it asked for (its window stays shut): the connection is ended. */
+  /** Bytes written to the connection's socket that the client has not taken yet. */
+  unsent(): number;
+  /** True once the connection is being ended: nothing more is answered. */
+  closed: boolean;
+  /** Called when the client asks more than it reads or may have under way: the connection is dropped. */
   overrun(why: string): void;
 }
 
 export type Handle =
   | { kind: 'read'; fh: FileHandle; clientPath: string; bytes: number; t0: number }
   | { kind: 'write'; fh: FileHandle; up: PendingUpload; clientPath: string; size: number; written: number; t0: number; mtime?: Date; failed?: string }
-  | { kind: 'dir'; clientPath: string; entries?: Entry[] };
+  /** `entries`: the folder listed once, at the first READDIR (those asked meanwhile wait for the same listing). */
+  | { kind: 'dir'; clientPath: string; entries?: Promise<Entry[]> };
 
 /** Registers the answer to one request: every request resets the idle clock and is answered exactly once (a throw is answered too). */
 export type OnRequest = <A extends unknown[]>(event: string, fn: (reqid: number, ...a: A) => Promise<void> | void) => void;

@@ -2,12 +2,17 @@ import { constants as fsc } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import ssh2, { type Attributes } from 'ssh2';
 import type { Handle, SftpSession } from './sftp-session.ts';
-import { windowShut } from './ssh2-adapter.ts';
 
 const { STATUS_CODE, OPEN_MODE } = ssh2.utils.sftp;
 
-/** Answers sent while the client's window was shut, in a row, before the connection is ended (64 × 256 KiB at most held). */
-const MAX_BACKLOG = 64;
+/**
+ * Most bytes one READ answers: OpenSSH's sftp-server's SFTP_MAX_READ_LENGTH,
+ * so the whole answer fits the 256 KiB message its client accepts (a full
+ * 256 KiB of data, with the packet's header, did not: "Received message too
+ * long"). A shorter answer is what a client expects near the end of a file
+ * anyway: it asks again from where the data stopped.
+ */
+const MAX_READ = 256 * 1024 - 1024;
 
 /**
  * Files opened, read, written and closed: OPEN, READ, WRITE, SETSTAT,
@@ -15,8 +20,6 @@ const MAX_BACKLOG = 64;
  * the ones still open when the session ends.
  */
 export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newHandle, on }: SftpSession) {
-  let backlog = 0;
-
   on('OPEN', async (reqid, p: string, flags: number) => {
     if (flags & OPEN_MODE.WRITE) {
       const clientPath = fs.parse(p).clientPath;
@@ -25,7 +28,7 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
         await fs.plainFile(p);
       }
       if (flags & OPEN_MODE.EXCL) {
-        const exists = await fs.get(p).then(
+        const exists = await fs.entryAt(p).then(
           () => true,
           () => false, // not there (or not visible): the exclusive create goes on and startUpload judges the name
         );
@@ -63,14 +66,11 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
   on('READ', async (reqid, id: Buffer, offset: number, length: number) => {
     const h = handles.get(id.toString('hex'));
     if (h?.kind !== 'read') return void sftp.status(reqid, STATUS_CODE.FAILURE, 'Not a file open for reading');
-    const buf = Buffer.allocUnsafe(Math.min(length, 256 * 1024));
+    const buf = Buffer.allocUnsafe(Math.min(length, MAX_READ));
     const { bytesRead } = await h.fh.read(buf, 0, buf.length, offset);
     if (bytesRead === 0) return void sftp.status(reqid, STATUS_CODE.EOF);
     h.bytes += bytesRead;
-    // false: held in memory because the client's window is shut. A client that goes on asking
-    // without reading would have us hold every answer: past MAX_BACKLOG in a row, it is cut off.
-    if (!windowShut(sftp)) backlog = 0;
-    else if (++backlog > MAX_BACKLOG) return budget.overrun('reads ahead without taking the data');
+    // A client that asks on without reading is cut off before its next request (sftp-files.ts).
     sftp.data(reqid, buf.subarray(0, bytesRead));
   });
 
@@ -79,7 +79,7 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
     if (h?.kind !== 'write') return void sftp.status(reqid, STATUS_CODE.FAILURE, 'Not a file open for writing');
     if (h.failed) return void sftp.status(reqid, STATUS_CODE.FAILURE, h.failed);
     const growth = Math.max(0, offset + data.length - h.size);
-    if (!fs.usage.fits(growth, h.up.oldSize)) {
+    if (!fs.uploadFits(h.up, growth)) {
       h.failed = `Quota exceeded: ${h.clientPath} not stored (quota ${fs.usage.quota} bytes)`;
       log.info({ path: h.clientPath, quota: fs.usage.quota }, 'sftp upload cut off: quota exceeded');
       return void sftp.status(reqid, STATUS_CODE.FAILURE, h.failed);
@@ -93,6 +93,23 @@ export function serveTransfers({ ctx, sftp, fs, user, log, budget, handles, newH
 
   const setTimes = async (reqid: number, target: string | Handle, attrs: Attributes) => {
     // Modes are the suite's to set (as FTP's SITE CHMOD): only the modification time is kept.
+    if (attrs.size !== undefined) {
+      // A size is kept only for an upload under way (its temporary, within the quota); an existing file is replaced by uploading it again.
+      if (typeof target === 'string' || target.kind !== 'write') {
+        log.info({ path: typeof target === 'string' ? target : target.clientPath, size: attrs.size }, 'sftp size change refused: only an upload under way may be resized');
+        return void sftp.status(reqid, STATUS_CODE.OP_UNSUPPORTED, 'Changing the size of a stored file is not supported; upload it again');
+      }
+      const size = Number(attrs.size);
+      const growth = Math.max(0, size - target.size);
+      if (!Number.isSafeInteger(size) || size < 0 || !fs.uploadFits(target.up, growth)) {
+        log.info({ path: target.clientPath, size, quota: fs.usage.quota }, 'sftp size change refused: past the quota');
+        return void sftp.status(reqid, STATUS_CODE.FAILURE, `Quota exceeded: ${target.clientPath} cannot grow to ${attrs.size} bytes (quota ${fs.usage.quota} bytes)`);
+      }
+      await target.fh.truncate(size);
+      fs.usage.used += size - target.size;
+      target.written += size - target.size;
+      target.size = size;
+    }
     if (attrs.mtime !== undefined) {
       const when = new Date(Number(attrs.mtime) * 1000);
       if (typeof target === 'string') {

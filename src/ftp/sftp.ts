@@ -48,8 +48,63 @@ export interface SftpServer {
   reload(next: Registry): void;
 }
 
+/** Failed login attempts (a key offered and not taken counts, as in OpenSSH) before a connection is closed: OpenSSH's MaxAuthTries. */
+const MAX_AUTH_TRIES = 6;
+
 /** Session channels open at once on one connection (each may hold files open). */
 const MAX_CHANNELS = 4;
+
+/**
+ * Key exchanges offered: those that cost the server well under a
+ * millisecond (curve25519, the NIST curves) and 2048-bit Diffie-Hellman for
+ * old clients. ssh2's default list adds 3072- to 8192-bit groups and group
+ * exchange (up to 8192 bits), ~15 ms of modular arithmetic on the one event
+ * loop every service shares, each time a client asks.
+ */
+const KEX = ['curve25519-sha256', 'curve25519-sha256@libssh.org', 'ecdh-sha2-nistp256', 'ecdh-sha2-nistp384', 'ecdh-sha2-nistp521', 'diffie-hellman-group14-sha256'];
+
+/**
+ * Key exchanges again after the first (a rekey): none before a login (no
+ * client needs one then), after it a burst of {@link REKEY_BURST}, then one
+ * per {@link REKEY_EVERY_S} seconds (OpenSSH's client rekeys every 1 to 4
+ * GiB sent; at 100 MiB/s that is one each 10 s or more).
+ */
+const REKEY_BURST = 8;
+const REKEY_EVERY_S = 10;
+
+/**
+ * OpenSSH's PerSourcePenalties (noauth): every connection that closes
+ * without a login costs its address {@link NOAUTH_PENALTY_MS} (each one
+ * cost us a key exchange and a host key signature on the shared event
+ * loop); an address owing more than {@link PENALTY_REFUSE_MS} is refused
+ * until it owes less. Owed time runs off in real time, up to
+ * {@link PENALTY_MAX_MS}; at most {@link PENALTY_SOURCES} addresses are
+ * tracked (past that, new ones are not).
+ */
+const NOAUTH_PENALTY_MS = 1_000;
+const PENALTY_REFUSE_MS = 15_000;
+const PENALTY_MAX_MS = 600_000;
+const PENALTY_SOURCES = 65_536;
+
+class SourcePenalties {
+  /** Address → when what it owes runs out. */
+  private readonly until = new Map<string, number>();
+
+  /** Milliseconds `ip` still owes when it is to be refused, else undefined. */
+  refused(ip: string, now = Date.now()): number | undefined {
+    const owed = (this.until.get(ip) ?? 0) - now;
+    return owed > PENALTY_REFUSE_MS ? owed : undefined;
+  }
+
+  /** A connection from `ip` closed without a login. */
+  noLogin(ip: string, now = Date.now()): void {
+    if (!this.until.has(ip) && this.until.size >= PENALTY_SOURCES) {
+      for (const [k, t] of this.until) if (t <= now) this.until.delete(k);
+      if (this.until.size >= PENALTY_SOURCES) return;
+    }
+    this.until.set(ip, Math.min(Math.max(now, this.until.get(ip) ?? 0) + NOAUTH_PENALTY_MS, now + PENALTY_MAX_MS));
+  }
+}
 
 export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: SftpConfig, hostKeys: Buffer[]): SftpServer {
   const log = ctx.log.child({ proto: 'sftp' });
@@ -61,7 +116,7 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
   /** Sockets by remote address and port (how ssh2 names a connection), and those that logged in. */
   const sockets = new Map<string, Socket>();
   const loggedInSockets = new WeakSet<Socket>();
-  const ssh = new ssh2.Server({ hostKeys, ident: 'makewaves' }, (client, info) => session(client, info.ip, sockets.get(`${info.ip}|${info.port}`)));
+  const ssh = new ssh2.Server({ hostKeys, ident: 'makewaves', algorithms: { kex: KEX as ssh2.KexAlgorithm[] } }, (client, info) => session(client, info.ip, sockets.get(`${info.ip}|${info.port}`)));
 
   function session(client: Connection, remote: string, sock: Socket | undefined): void {
     let slog = log.child({ remote });
@@ -73,9 +128,15 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
     const budget: SftpBudget = {
       handles: 0,
       maxHandles: cfg.maxHandles,
+      closed: false,
+      unsent: () => sock?.writableLength ?? 0,
       overrun(why) {
+        if (budget.closed) return;
+        budget.closed = true;
         slog.warn({ why }, 'sftp session closed');
-        client.end();
+        // Dropped, not ended: a client that does not read would never take a goodbye, and what is held for it is freed now.
+        if (sock) sock.destroy();
+        else client.end();
       },
     };
     const touched = () => {
@@ -91,7 +152,23 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
       reject?.();
     };
 
+    let failures = 0;
     client.on('authentication', (auth) => {
+      // OpenSSH's MaxAuthTries: past it the connection goes, so one connection cannot try (and log) without end.
+      if (failures >= MAX_AUTH_TRIES) {
+        if (!budget.closed) {
+          budget.closed = true;
+          slog.warn({ why: `more than ${MAX_AUTH_TRIES} failed login attempts on one connection` }, 'sftp connection closed');
+          client.end();
+        }
+        return;
+      }
+      const reject = auth.reject.bind(auth);
+      auth.reject = (...a: Parameters<typeof auth.reject>) => {
+        // "none" is how a client asks which methods there are: not an attempt.
+        if (auth.method !== 'none') failures++;
+        return reject(...a);
+      };
       const who = { remote, log: slog, protocol: 'sftp' as const };
       const done = (ok: LoggedIn) => {
         const n = perAccount.get(ok.account.login) ?? 0;
@@ -128,7 +205,9 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
 
     client.on('ready', () => {
       client.on('session', (accept, reject) => {
-        if (++channels > MAX_CHANNELS) return refuse(`more than ${MAX_CHANNELS} channels on one connection`, reject);
+        // Only channels accepted count: a refused one never closes, so it must take no place.
+        if (channels >= MAX_CHANNELS) return refuse(`more than ${MAX_CHANNELS} channels on one connection`, reject);
+        channels++;
         const s = accept();
         s.on('close', () => channels--);
         s.on('sftp', (acceptSftp) => {
@@ -150,6 +229,22 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
       client.on('request', (_a, reject, name) => refuse(`global request ${name}`, reject));
     });
 
+    // Each exchange costs a key agreement and a host key signature on the shared event loop.
+    let rekeys = REKEY_BURST;
+    let lastRekey = Date.now();
+    client.on('rekey', () => {
+      if (budget.closed) return;
+      if (!loggedIn) {
+        budget.closed = true;
+        slog.warn({ why: 'key exchange again before login' }, 'sftp connection closed');
+        return void (sock ? sock.destroy() : client.end());
+      }
+      const now = Date.now();
+      rekeys = Math.min(REKEY_BURST, rekeys + (now - lastRekey) / 1000 / REKEY_EVERY_S) - 1;
+      lastRekey = now;
+      if (rekeys < 0) budget.overrun(`more than ${REKEY_BURST} key exchanges, then one per ${REKEY_EVERY_S} s`);
+    });
+
     client.on('error', (err) => slog.info({ err: err.message }, 'sftp connection error'));
     client.on('close', () => {
       slog.debug('sftp connection closed');
@@ -165,8 +260,17 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
   }
 
   // Our own listener: the per-address cap applies before any SSH work is done.
+  const penalties = new SourcePenalties();
   const server = createServer((sock: Socket) => {
     const ip = sock.remoteAddress ?? '-';
+    const owed = penalties.refused(ip);
+    if (owed !== undefined) {
+      log.info({ remote: ip, seconds: Math.ceil(owed / 1000), why: 'too many connections without a login' }, 'sftp connection refused');
+      // Refused already (logged above): a reset meanwhile changes nothing.
+      sock.on('error', () => undefined);
+      sock.destroy();
+      return;
+    }
     if (openSockets >= cfg.maxConnections) {
       log.warn({ remote: ip, open: openSockets, why: 'connection limit' }, 'sftp connection refused');
       // Refused already (logged above): a reset meanwhile changes nothing.
@@ -185,6 +289,7 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
     perIp.set(ip, n + 1);
     sock.once('close', () => {
       log.debug({ remote: ip }, 'sftp socket closed');
+      if (!loggedInSockets.has(sock)) penalties.noLogin(ip);
       const left = (perIp.get(ip) ?? 1) - 1;
       if (left > 0) perIp.set(ip, left);
       else perIp.delete(ip);

@@ -7,12 +7,19 @@ import type { SFTPWrapper } from 'ssh2';
 
 /** Each ssh2 internal used here, by owner. */
 export const SSH2_INTERNALS = {
-  /** SFTPWrapper#outgoing: the channel's send side; `window` is what the client still lets us send (0: answers are held in memory). */
-  sftp: ['outgoing.window'],
+  /** SFTPWrapper#_buffer: the answers that did not fit the client's window, held in memory until it reads. */
+  sftp: ['_buffer'],
 } as const;
 
-/** True when the client's window is shut: what is sent now waits in memory until the client reads. */
-export function windowShut(sftp: SFTPWrapper): boolean {
-  const outgoing = (sftp as unknown as { outgoing?: { window?: number } }).outgoing;
-  return outgoing?.window === 0;
+/**
+ * The answers held in memory for a client whose window is shut: how many,
+ * and their bytes (counted only up to `countUpTo` answers, so asking costs
+ * little however many there are).
+ */
+export function heldAnswers(sftp: SFTPWrapper, countUpTo: number): { answers: number; bytes: number } {
+  const held = (sftp as unknown as { _buffer?: Buffer[] })._buffer;
+  if (!Array.isArray(held)) return { answers: 0, bytes: 0 };
+  let bytes = 0;
+  if (held.length <= countUpTo) for (const b of held) bytes += b.length;
+  return { answers: held.length, bytes };
 }

@@ -53,7 +53,7 @@ export async function store(ctx: FtpContext, s: Session, cmd: Command): Promise<
   let discarded = 0;
   let cut: FtpError | undefined;
   const accept = (chunk: Buffer): boolean => {
-    if (quotaHit || !usage.fits(chunk.length, up.oldSize)) {
+    if (quotaHit || !fs.uploadFits(up, chunk.length)) {
       // Over quota: nothing more is written; the rest is read and dropped so the client
       // finishes sending and reads a clean 552 (a reset data connection makes clients
       // report a network error instead). Past DISCARD_MAX the connection is cut.

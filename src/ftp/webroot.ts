@@ -42,7 +42,7 @@ export function webRootWriter(ctx: FtpContext): WebRootWriter {
       try {
         for await (const chunk of source) {
           if (quotaHit) continue;
-          if (!usage.fits(chunk.length, up.oldSize)) {
+          if (!fs.uploadFits(up, chunk.length)) {
             // Over quota: the temporary goes now; the rest is read and dropped (as FTP's STOR does), so the sender gets a clean answer.
             quotaHit = true;
             await fh.close();

@@ -14,7 +14,9 @@ import type { Logger } from '../core/log.ts';
  *   RFC 9113 §6.5.2 advises at least 100; nginx's default is 128).
  * - 16 KiB of header list (SETTINGS_MAX_HEADER_LIST_SIZE), the limit HTTP/1.1
  *   requests have here (`maxHeaderSize`); larger header blocks are refused by
- *   nghttp2 before a request exists. At most 128 header fields.
+ *   nghttp2 before a request exists, once the client has acknowledged our
+ *   SETTINGS, and by {@link h2HeaderListOver} before routing otherwise. At
+ *   most 128 header fields.
  * - 10 MiB of memory per session (`maxSessionMemory`, Node's default, named):
  *   past it new streams are refused with ENHANCE_YOUR_CALM.
  * - Rapid reset (CVE-2023-44487): Node 20.8.1 and later bundle nghttp2 1.57+,
@@ -64,6 +66,22 @@ export function adaptH2Request(req: Http2ServerRequest, idleMs: number): void {
     req.headers.host = authority;
     req.rawHeaders.push('host', authority);
   }
+}
+
+/**
+ * The size of an HTTP/2 request's header list when it is over
+ * SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2: each field's name and
+ * value, plus 32), else undefined. nghttp2 refuses such a list itself, but
+ * only once the client has acknowledged our SETTINGS: until then the
+ * protocol's defaults hold (no limit), and a client that never acknowledges
+ * them could send lists HPACK inflates a hundredfold (one 4 KB field,
+ * referenced again at one byte each), up to 128 fields.
+ */
+export function h2HeaderListOver(req: Http2ServerRequest): number | undefined {
+  const raw = req.rawHeaders;
+  let size = 0;
+  for (let i = 0; i < raw.length; i += 2) size += raw[i]!.length + (raw[i + 1]?.length ?? 0) + 32;
+  return size > H2_SETTINGS.maxHeaderListSize ? size : undefined;
 }
 
 /** The sessions of one HTTP/2 server, guarded against reset floods, closed gracefully on stop. */

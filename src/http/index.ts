@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest } from 'node:http2';
+import { constants as http2Constants, type Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import path from 'node:path';
@@ -12,11 +12,11 @@ import type { Metrics } from '../core/metrics.ts';
 import type { Registry } from '../core/registry.ts';
 import { isLoopbackAddress } from '../lib/hostname.ts';
 import type { State } from '../state/index.ts';
-import { TenantLogFiles } from '../lib/tenantlogs.ts';
+import { ACCESS_LOG, TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { createDispatch } from './dispatch.ts';
 import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
-import { adaptH2Request } from './h2.ts';
+import { adaptH2Request, H2_SETTINGS, h2HeaderListOver } from './h2.ts';
 import { hostField } from './host.ts';
 import { openListeners, type Listener } from './listeners.ts';
 import { TenantProxy } from './proxy.ts';
@@ -49,7 +49,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const log = rootLog.child({ svc: 'http' });
   let current = registry;
   const main = registry.config.main;
-  const accessLogs = new TenantLogFiles(path.join(main.dataDir, 'logs'), 'access.log', log);
+  const accessLogs = new TenantLogFiles(path.join(main.dataDir, 'logs'), ACCESS_LOG, log);
   const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
@@ -77,7 +77,15 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const h2 = req.httpVersionMajor === 2;
     if (h2) {
-      adaptH2Request(req as unknown as Http2ServerRequest, streamIdleMs);
+      const h2req = req as unknown as Http2ServerRequest;
+      adaptH2Request(h2req, streamIdleMs);
+      const size = h2HeaderListOver(h2req);
+      if (size !== undefined) {
+        // What nghttp2 answers a client that acknowledged our SETTINGS: the stream reset, ENHANCE_YOUR_CALM.
+        log.info({ remote: req.socket.remoteAddress, host: req.headers.host, why: `header list of ${size} bytes, over ${H2_SETTINGS.maxHeaderListSize}` }, 'http2 request refused');
+        h2req.stream.close(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        return;
+      }
     } else {
       raw.started(res);
       // RFC 9113 §8.2.2: HTTP/2 has no Connection field; a draining HTTP/2 session gets GOAWAY instead.

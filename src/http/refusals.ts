@@ -79,8 +79,24 @@ export function createRawAnswers({ log, accessLogs, metrics, record }: RawAnswer
       refuseUnparsed(err, socket);
     },
 
-    /** 'connect': CONNECT asks for a tunnel; an origin server does not give one (RFC 9110 §9.3.6): 501. */
+    /**
+     * 'connect': CONNECT asks for a tunnel; an origin server does not give
+     * one (RFC 9110 §9.3.6): 501. Over HTTP/2 it is a stream, and Node hands
+     * over the stream's response instead of a socket: answered with
+     * `:status 501` (bytes written to it would go out under a 200, which
+     * tells the client its tunnel is open, RFC 9113 §8.5).
+     */
     connect(req: IncomingMessage, socket: Socket): void {
+      if (req.httpVersionMajor === 2) {
+        const res = socket as unknown as ServerResponse;
+        const remote = req.socket.remoteAddress ?? '-';
+        log.info({ remote, url: req.url || req.headers[':authority'] }, 'CONNECT refused: not a proxy');
+        const page = errorPage(501);
+        res.writeHead(501, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'X-Content-Type-Options': 'nosniff' });
+        res.end(page);
+        record(req, remote, { status: 501, bytes: page.length });
+        return;
+      }
       const remote = socket.remoteAddress ?? '-';
       log.info({ remote, url: req.url }, 'CONNECT refused: not a proxy');
       record(req, remote, { status: 501, bytes: writeRawPage(socket, 501) });

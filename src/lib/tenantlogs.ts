@@ -20,12 +20,24 @@ interface Sink {
  * I/O of its own; {@link close} writes what is left. A crash loses at most
  * the last `flushMs` of lines, as with a buffered nginx access log.
  */
+/** The access log each tenant's folder holds, as the HTTP service writes it. */
+export const ACCESS_LOG = 'access.log';
+
+/**
+ * What a file in a tenant's log folder is, for logs named `base`: `'current'`
+ * for `base` itself, the day (`YYYY-MM-DD`) for a rotated `base.<day>`,
+ * undefined for anything else.
+ */
+export function logFileDay(base: string, fileName: string): string | undefined {
+  if (fileName === base) return 'current';
+  if (fileName.length !== base.length + 11 || !fileName.startsWith(`${base}.`)) return undefined;
+  const day = fileName.slice(base.length + 1);
+  return /^\d{4}-\d{2}-\d{2}$/.test(day) ? day : undefined;
+}
+
 export class TenantLogFiles {
   private readonly sinks = new Map<string, Sink>();
   private timer: NodeJS.Timeout | undefined;
-  /** Names of rotated logs: `<name>.<YYYY-MM-DD>`. */
-  private readonly rotated: RegExp;
-
   constructor(
     private readonly logsDir: string,
     /** The file name in each tenant's folder: letters, digits, dots (`access.log`). */
@@ -34,7 +46,6 @@ export class TenantLogFiles {
     private readonly flushMs = 250,
   ) {
     if (!/^[a-z0-9.]+$/i.test(name)) throw new Error(`bad log file name: ${name}`);
-    this.rotated = new RegExp(`^${name.replaceAll('.', '\\.')}\\.(\\d{4}-\\d{2}-\\d{2})$`);
   }
 
   fileFor(tenant: string): string {
@@ -111,8 +122,8 @@ export class TenantLogFiles {
           // no current log: nothing to rotate
         }
         for (const name of await readdir(dir).catch(() => [] as string[])) {
-          const m = this.rotated.exec(name);
-          if (m && m[1]! < oldest) await rm(path.join(dir, name), { force: true });
+          const day = logFileDay(this.name, name);
+          if (day && day !== 'current' && day < oldest) await rm(path.join(dir, name), { force: true });
         }
       };
       if (sink) {

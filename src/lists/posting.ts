@@ -102,7 +102,9 @@ export function createPosting(kit: ListKit): Posting {
     const who = { tenant: c.tenant.id, list: c.name, inbox: m.id, poster: from, domain };
     let policy: string | undefined;
     try {
-      policy = await kit.dmarc.policy(domain);
+      // What the inbound checks found for this very domain at receipt, when they found it; asked here otherwise.
+      const found = m.authDmarc !== null && m.authDomain === domain.toLowerCase() ? m.authDmarc : undefined;
+      policy = found !== undefined ? (found === 'absent' ? undefined : found) : await kit.dmarc.policy(domain);
     } catch (err) {
       log.warn({ ...who, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, "post distributed with its From: unchanged: the DMARC policy of the poster's domain could not be looked up");
       return false;

@@ -18,7 +18,8 @@ import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
 import { checkInbound, createArcSealer, createDkimSigner, type InboundAuth } from './mailauth.ts';
-import { decide, policyFor, stripOurResults } from './inbound.ts';
+import { checkedMessage, decide, policyFor, stripOurResults } from './inbound.ts';
+import { CheckTimeout, type SealRequest } from './inbound-pool.ts';
 import { blocklisted } from './dnsbl.ts';
 import { checkContent, type SpamSettings } from './rspamd.ts';
 import { normalizeCrlf } from './crlf.ts';
@@ -28,6 +29,7 @@ import { MailQueue, newQueueId } from './queue.ts';
 import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
 import { isRenegotiationError, refuseRenegotiation } from '../lib/renegotiation.ts';
+import { Timeline } from '../lib/timeline.ts';
 
 /** An error smtp-server turns into a reply: `responseCode` plus a text that starts with the enhanced status code. */
 export function reply(code: number, text: string): Error & { responseCode: number } {
@@ -46,6 +48,8 @@ export interface SessionState {
   registry: Registry;
   routes: Map<string, { tenant?: string; targets: readonly string[]; list?: ListTarget }>;
   ip: string;
+  /** When the current transaction's MAIL FROM came (`performance.now()`): where its timeline starts. */
+  mailAt?: number;
 }
 
 /**
@@ -167,6 +171,46 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string, se
 }
 
 
+/** The whole message after CRLF normalisation; throws SpoolAborted (answered as for the spool) when it is too large or has too long a line. */
+async function readMessage(stream: SMTPServerDataStream, scan: MessageScan): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
+    if (stream.sizeExceeded || scan.tooLong) continue;
+    chunks.push(chunk);
+  }
+  if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
+  return Buffer.concat(chunks);
+}
+
+/** What the checks' thread needs to seal a message; undefined when the key cannot be had (the event loop then tries, and logs why). */
+async function sealRequest(arcKey: AcceptContext['arcKey'], s: SessionState, prefix: Buffer): Promise<SealRequest | undefined> {
+  try {
+    return { ...(await arcKey()), prefix };
+  } catch (err) {
+    s.log.warn({ err: (err as Error).message }, 'the ARC key could not be read for the checks thread; the message is sealed after the checks');
+    return undefined;
+  }
+}
+
+/**
+ * The DMARC policy the checks found for the From: domain, kept with a list
+ * post so its From: rewrite needs no lookup of its own: `absent` when the
+ * domain publishes none; undefined when not known (no checks, no single
+ * From: domain, a temporary failure).
+ */
+export function dmarcFound(auth: InboundAuth | undefined): ListMail['authenticatedDmarc'] {
+  if (!auth?.fromDomain || auth.temporary) return undefined;
+  if (auth.dmarc.result === 'none') return 'absent';
+  const p = auth.dmarc.policy?.toLowerCase();
+  return p === 'reject' || p === 'quarantine' || p === 'none' ? p : undefined;
+}
+
+/** The results of checks cut short at `seconds`: a temporary error of each method (RFC 8601 §2.7). */
+function timedOut(hostname: string, seconds: number): InboundAuth {
+  const why = `(no result within ${seconds} s)`;
+  return { results: `${hostname}; spf=temperror ${why}; dkim=temperror ${why}; dmarc=temperror ${why}`, fromDomain: undefined, spf: 'temperror', dkim: ['temperror'], dkimPass: [], dmarc: { result: 'temperror', policy: undefined }, aligned: undefined, temporary: true };
+}
+
 /** What accepting a message needs of the mail service. */
 export interface AcceptContext {
   hostname: string;
@@ -176,9 +220,11 @@ export interface AcceptContext {
   smtp: NonNullable<MainConfig['smtp']>;
   deps: MailDeps;
   arcSeal: (raw: Buffer) => Promise<Buffer>;
+  /** The suite's ARC key, for the checks' thread to seal with. */
+  arcKey: () => Promise<{ selector: string; privateKey: string }>;
   lookup: (name: string, type: string) => Promise<never>;
   /** Where the checks run (a worker thread: inbound-pool.ts); absent: checkInbound() on this thread. */
-  check?: typeof checkInbound;
+  check?: (raw: Buffer, options: Parameters<typeof checkInbound>[1] & { seal?: SealRequest | undefined }, timeline?: Timeline) => Promise<InboundAuth>;
 }
 
 /**
@@ -192,6 +238,9 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
   const spamScans = deps.metrics?.counter('makewaves_spam_scans_total', 'Messages scored by rspamd, by what became of them (accept, tag, reject, failed).', ['action']);
   async function acceptMessage(s: SessionState, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const id = newQueueId();
+    // From MAIL FROM to each stage of this message: one debug line once it is answered.
+    const timeline = new Timeline(s.mailAt);
+    timeline.mark('data');
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const recipients: Array<{ rcpt: string; origRcpt: string }> = [];
     const lists: Array<ListTarget & { rcpt: string }> = [];
@@ -224,13 +273,18 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       } else {
         // The checks need the whole message before the reply (a refusal is in the session): it is read into memory (at most smtp.maxMessageBytes).
         const received = await readMessage(stream, scan);
+        timeline.mark('received');
         let raw: Buffer = Buffer.concat([prefix, received]);
+        const sealing = settings.enabled && lists.length === 0 && settings.arcSeal;
         if (settings.enabled) {
           const t0 = performance.now();
-          const checked = await inboundChecks(s, session, received, from, tenants);
+          // Without content scoring the message leaves as the checks leave it: the checks' thread seals it too (one hand-over, not three).
+          const seal = sealing && !spam?.rspamd ? await sealRequest(a.arcKey, s, prefix) : undefined;
+          const checked = await inboundChecks(s, session, received, from, tenants, timeline, seal);
           auth = checked.auth;
-          raw = Buffer.concat([Buffer.from(`Authentication-Results: ${auth.results}\r\n`, 'latin1'), prefix, checked.raw]);
+          raw = checkedMessage(auth.results, prefix, checked.raw);
           authMs = Math.round((performance.now() - t0) * 100) / 100;
+          timeline.mark('checked');
         }
         // Content scoring after the checks, on the message as it would be passed on; the ARC seal then covers our verdict.
         if (spam?.rspamd) {
@@ -240,9 +294,13 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
             s.log.info({ qid: id, from, signedBy: own }, `message not scored: it carries a valid DKIM signature of ours (d=${own.domain} s=${own.selector})`);
             spamScans?.inc({ action: 'own' });
           } else raw = await scoreContent(s, session, raw, { ...spam, rspamd: spam.rspamd }, id);
+          timeline.mark('scored');
         }
-        if (settings.enabled && lists.length === 0 && settings.arcSeal) raw = Buffer.concat([await sealOrNot(s, raw), raw]);
-        if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined, authDomain: auth?.fromDomain });
+        if (sealing) {
+          raw = Buffer.concat([auth?.arcSet !== undefined ? Buffer.from(auth.arcSet, 'latin1') : await sealOrNot(s, raw), raw]);
+          timeline.mark('sealed');
+        }
+        if (lists.length > 0) return await acceptForLists(s, raw, { id, from, tenant, recipients, lists, params, auth: auth ? (auth.aligned ?? 'none') : undefined, authDomain: auth?.fromDomain, authDmarc: dmarcFound(auth) });
         body = raw;
       }
       const { size, refused } = await queue.enqueue({
@@ -259,6 +317,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
         ...params,
         // Every recipient here is forwarded: the next hop is asked while the sender waits (see nextHopRefusal).
         waitMs: smtp!.waitForNextHop * 1000,
+        timeline,
       });
       if (refused !== undefined) {
         s.log.info({ qid: id, tenant, from, to: recipients.map((r) => r.rcpt), reply: refused }, 'message refused: the next hop refused every recipient');
@@ -270,6 +329,8 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
         'message accepted',
       );
       for (const t of tenants.size > 0 ? tenants : ['_none']) deps.metrics?.smtpAccepted.inc({ tenant: t });
+      timeline.mark('answered');
+      s.log.debug({ qid: id, ms: timeline.marks }, 'message timeline');
       return `Ok: queued as ${id}`;
     } catch (err) {
       // Our own reply (the next hop's refusal, an authentication refusal) goes out as it is.
@@ -305,16 +366,6 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     }
   }
 
-  /** The whole message after CRLF normalisation; throws SpoolAborted (answered as for the spool) when it is too large or has too long a line. */
-  async function readMessage(stream: SMTPServerDataStream, scan: MessageScan): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of scanned(normalizeCrlf(stream as AsyncIterable<Buffer>), scan)) {
-      if (stream.sizeExceeded || scan.tooLong) continue;
-      chunks.push(chunk);
-    }
-    if (stream.sizeExceeded || scan.tooLong) throw new SpoolAborted('message refused while being received');
-    return Buffer.concat(chunks);
-  }
 
   /**
    * SPF, DKIM, DMARC and ARC of a received message, and the policy of its
@@ -323,17 +374,29 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
    * throws the refusal (550 in the session; 451 for a temporary failure
    * when the policy says defer).
    */
-  async function inboundChecks(s: SessionState, session: SMTPServerSession, received: Buffer, from: string, tenants: ReadonlySet<string>): Promise<{ auth: InboundAuth; raw: Buffer }> {
+  type Checked = Promise<{ auth: InboundAuth; raw: Buffer }>;
+  async function inboundChecks(s: SessionState, session: SMTPServerSession, received: Buffer, from: string, tenants: ReadonlySet<string>, timeline: Timeline, seal: SealRequest | undefined): Checked {
     const helo = session.hostNameAppearsAs || session.remoteAddress;
     let auth: InboundAuth;
     try {
-      auth = await (a.check ?? checkInbound)(received, { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup });
+      const options = { sender: from, ip: session.remoteAddress, helo, hostname, resolver: lookup };
+      auth = await (a.check ? a.check(received, { ...options, seal }, timeline) : checkInbound(received, options));
     } catch (err) {
+      if (err instanceof CheckTimeout) {
+        // RFC 8601 §2.7: a temporary failure of each method; the tenants' `temporary` policy accepts it so tagged, or defers it (451).
+        s.log.warn({ from, ip: session.remoteAddress, helo, seconds: err.seconds }, `inbound checks timed out (no result within ${err.seconds} s: a DNS server not answering?); every result is temperror`);
+        return finish(s, session, received, from, tenants, timedOut(hostname, err.seconds));
+      }
       // Not a DNS failure (those are temperror results): the library could not read the message. Treated as a temporary failure, never a refusal.
       const ref = errorRef();
       s.log.error({ ref, from, err: (err as Error).message }, 'inbound checks failed; the message counts as not authenticated');
       auth = { results: `${hostname}; none (checks failed, ref ${ref})`, fromDomain: undefined, spf: 'none', dkim: [], dkimPass: [], dmarc: { result: 'none', policy: undefined }, aligned: undefined, temporary: true };
     }
+    return finish(s, session, received, from, tenants, auth);
+  }
+
+  /** The tenants' policy over `auth`: the refusal thrown, or the results and the message without fields that claim our name. */
+  function finish(s: SessionState, session: SMTPServerSession, received: Buffer, from: string, tenants: ReadonlySet<string>, auth: InboundAuth): { auth: InboundAuth; raw: Buffer } {
     const policy = policyFor(s.registry.config.main.smtp?.checks ?? checks, [...tenants].map((t) => s.registry.tenants.get(t)?.config));
     const refused = decide(auth, policy, { sender: from, ip: session.remoteAddress });
     if (refused) {
@@ -378,6 +441,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
     throw refuse(out.refusal.code, out.refusal.text);
   }
 
+
   /** The ARC set for a forwarded message, or nothing when sealing fails (logged: the message still goes, as an unsigned one would). */
   async function sealOrNot(s: SessionState, raw: Buffer): Promise<Buffer> {
     try {
@@ -406,6 +470,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       params: ReturnType<typeof mailParams>;
       auth: ListMail['authenticated'];
       authDomain: string | undefined;
+      authDmarc: ListMail['authenticatedDmarc'];
     },
   ): Promise<string> {
     if (m.recipients.length > 0) {
@@ -413,7 +478,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
       await queue.enqueue({ id: m.id, sender: srs.forward(m.from), returnPath: m.from, tenant: m.tenant, recipients: m.recipients, body: Buffer.concat([sealed, raw]), ...m.params });
     }
     for (const l of m.lists) {
-      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw, authenticated: m.auth, authenticatedDomain: m.authDomain };
+      const mail: ListMail = { tenant: l.tenant, list: l.list, role: l.role, param: l.param, rcpt: l.rcpt, sender: m.from, raw, authenticated: m.auth, authenticatedDomain: m.authDomain, authenticatedDmarc: m.authDmarc };
       await deps.lists!.receive(mail);
     }
     s.log.info({ qid: m.id, tenant: m.tenant, from: m.from, to: m.recipients.map((r) => r.rcpt), lists: m.lists.map((l) => l.rcpt), size: raw.length, authenticated: m.auth }, 'message accepted');

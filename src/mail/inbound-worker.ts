@@ -2,16 +2,52 @@
 // DMARC and ARC checks of one message at a time, asked by the mail service's
 // event loop, answered with what checkInbound() found.
 import { parentPort, workerData } from 'node:worker_threads';
-import { suiteResolver, type DnsSettings } from '../core/dns.ts';
-import { checkInbound } from './mailauth.ts';
-import type { CheckRequest, CheckReply } from './inbound-pool.ts';
+import { cachedLookup, suiteResolver, type DnsSettings } from '../core/dns.ts';
+import { epochNow } from '../lib/timeline.ts';
+import { checkedMessage, stripOurResults } from './inbound.ts';
+import { checkInbound, createArcSealer, keepParsedPublicKeys, type InboundAuth } from './mailauth.ts';
+import type { CheckRequest, CheckReply, SealRequest } from './inbound-pool.ts';
 
+keepParsedPublicKeys();
 const resolver = suiteResolver((workerData as { dns: DnsSettings | undefined }).dns);
-const lookup = (name: string, type: string) => resolver.resolve(name, type) as Promise<never>;
+// A sender's records are asked once a minute, not for each of its messages (the wait for the answer was a fifth of a message's time under load).
+const cached = cachedLookup((name, type) => resolver.resolve(name, type), { maxAgeMs: 60_000, maxEntries: 10_000 });
 
 parentPort!.on('message', (q: CheckRequest) => {
-  checkInbound(Buffer.from(q.raw.buffer, q.raw.byteOffset, q.raw.byteLength), { ...q.options, resolver: lookup }).then(
-    (auth) => parentPort!.postMessage({ id: q.id, auth } satisfies CheckReply),
-    (err: unknown) => parentPort!.postMessage({ id: q.id, error: err instanceof Error ? err.message : String(err) } satisfies CheckReply),
+  const start = epochNow();
+  let dns: number | undefined;
+  // Each answer's time noted: the reply says when the last one came (the message's timeline, at debug level).
+  const lookup = (name: string, type: string) =>
+    cached(name, type).finally(() => {
+      dns = epochNow();
+    }) as Promise<never>;
+  const raw = Buffer.from(q.raw.buffer, q.raw.byteOffset, q.raw.byteLength);
+  checkInbound(raw, { ...q.options, resolver: lookup }).then(
+    (auth) => (q.seal ? sealed(raw, auth, q.options.hostname, q.seal) : auth),
+  ).then(
+    (auth) => parentPort!.postMessage({ id: q.id, auth, timing: { start, dns, end: epochNow() } } satisfies CheckReply),
+    (err: unknown) => parentPort!.postMessage({ id: q.id, error: err instanceof Error ? err.message : String(err), timing: { start, dns, end: epochNow() } } satisfies CheckReply),
   );
 });
+
+/** Per host name, the sealer; its key is the one of the request being sealed. */
+const sealers = new Map<string, (raw: Buffer) => Promise<Buffer>>();
+let sealKey: SealRequest | undefined;
+
+/** `auth` with the ARC set of the message as the event loop will pass it on; without one when sealing fails (the event loop then seals it itself). */
+async function sealed(received: Buffer, auth: InboundAuth, hostname: string, seal: SealRequest): Promise<InboundAuth> {
+  let sealer = sealers.get(hostname);
+  if (!sealer) {
+    sealer = createArcSealer({ hostname, key: () => Promise.resolve(sealKey!), signHere: true });
+    sealers.set(hostname, sealer);
+  }
+  try {
+    // Read by the sealer before its first await yields: no other message's key can come between.
+    sealKey = seal;
+    const set = await sealer(checkedMessage(auth.results, Buffer.from(seal.prefix), stripOurResults(received, hostname).raw));
+    return { ...auth, arcSet: set.toString('latin1') };
+  } catch {
+    // The event loop seals the message itself when no set comes back (and logs why if that fails too).
+    return auth;
+  }
+}

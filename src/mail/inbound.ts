@@ -1,5 +1,6 @@
 import type { ErrorCode } from '../core/errors.ts';
 import type { MainConfig, TenantConfig } from '../core/config/schema.ts';
+import { stripFields } from './fields.ts';
 import { authservId, type InboundAuth } from './mailauth.ts';
 
 /** One tenant's policy for inbound authentication (tenant file `mail.checks` over `smtp.checks`). */
@@ -68,25 +69,21 @@ export function decide(auth: InboundAuth, policy: CheckPolicy, envelope: { sende
 }
 
 /**
+ * A message as it is passed on after the checks: our Authentication-Results
+ * field, our Received: field (`prefix`), then what was received less the
+ * results claiming our name. The checks' thread builds the same bytes to
+ * seal them (inbound-pool.ts), so both must come from here.
+ */
+export function checkedMessage(results: string, prefix: Buffer, stripped: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`Authentication-Results: ${results}\r\n`, 'latin1'), prefix, stripped]);
+}
+
+/**
  * `raw` without the Authentication-Results fields that claim our
  * authserv-id (RFC 8601 §5: a forgery, or a copy of ours coming back);
  * the header section is otherwise left as it was, byte for byte.
  */
 export function stripOurResults(raw: Buffer, hostname: string): { raw: Buffer; removed: number } {
-  const end = raw.indexOf('\r\n\r\n');
-  const headEnd = end === -1 ? raw.length : end + 2;
-  const head = raw.subarray(0, headEnd).toString('latin1');
-  if (!/(^|\r\n)authentication-results\s*:/i.test(head)) return { raw, removed: 0 };
   const id = hostname.toLowerCase();
-  let removed = 0;
-  const kept = head.split(/(?<=\r\n)(?![ \t])/).filter((field) => {
-    const m = /^authentication-results\s*:((?:[^\r]|\r\n[ \t])*)/i.exec(field);
-    if (m && authservId(m[1]!.replace(/\r\n(?=[ \t])/g, '')) === id) {
-      removed++;
-      return false;
-    }
-    return true;
-  });
-  if (removed === 0) return { raw, removed };
-  return { raw: Buffer.concat([Buffer.from(kept.join(''), 'latin1'), raw.subarray(headEnd)]), removed };
+  return stripFields(raw, (name, value) => name === 'authentication-results' && authservId(value) === id, /(^|\r\n)authentication-results\s*:/i);
 }

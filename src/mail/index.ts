@@ -101,14 +101,12 @@ export function createMailService(deps: MailDeps): MailService {
   const authResolver = suiteResolver(main.dns);
   const lookup = (name: string, type: string) => authResolver.resolve(name, type) as Promise<never>;
   const checks = smtp.checks;
-  const arcSeal = createArcSealer({
-    hostname,
-    now: deps.now,
-    key: async () => {
-      const k = await deps.state.dkim.ensureArc(hostname);
-      return { selector: k.selector, privateKey: deps.state.dkim.privateKey(k) };
-    },
-  });
+  // The suite's ARC key, parsed once by the state's key cache (the one the DKIM signer uses too).
+  const arcKey = async () => {
+    const k = await deps.state.dkim.ensureArc(hostname);
+    return { selector: k.selector, privateKey: deps.state.dkim.privateKey(k), parsed: deps.state.dkim.signingKey(k) };
+  };
+  const arcSeal = createArcSealer({ hostname, now: deps.now, key: arcKey });
   const sealer: ArcSealer = {
     seal: (raw) => {
       const now = registry.config.main.smtp?.checks ?? checks;
@@ -178,8 +176,8 @@ export function createMailService(deps: MailDeps): MailService {
     return ids.find((id) => registry.tenants.get(id)?.domains.some((d) => d.toLowerCase() === domain)) ?? ids[0];
   }
   // The checks themselves run in a worker thread (inbound-pool.ts), with their own resolver for `dns:`.
-  const inbound = createInboundPool({ dns: main.dns, log });
-  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, lookup, check: inbound.check });
+  const inbound = createInboundPool({ dns: main.dns, log, timeout: checks.timeout });
+  const { acceptMessage } = createAcceptor({ hostname, checks, queue, srs, smtp, deps, arcSeal, arcKey, lookup, check: inbound.check });
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
   const sessions = new Map<string, SessionState>();
@@ -233,6 +231,7 @@ export function createMailService(deps: MailDeps): MailService {
     onMailFrom(address, session, done) {
       const s = sessions.get(session.id)!;
       s.routes.clear();
+      s.mailAt = performance.now();
       s.log.debug({ from: address.address, args: address.args }, 'MAIL FROM');
       if (NON_ASCII.test(address.address) && !asksUtf8(address.args)) {
         s.log.info({ from: address.address }, 'MAIL refused: a UTF-8 address without SMTPUTF8');

@@ -67,7 +67,6 @@ export function createDkimSigner(d: DkimSignerDeps): (raw: Buffer, origin: Origi
     if (ours(envelope)) return envelope;
     return origin.tenant ? d.registry().tenants.get(origin.tenant)?.domains[0] : undefined;
   };
-  const parsed = new Map<string, KeyObject>();
   return async (raw, origin) => {
     const domain = choose(raw, origin);
     if (!domain) {
@@ -82,11 +81,7 @@ export function createDkimSigner(d: DkimSignerDeps): (raw: Buffer, origin: Origi
     const t = Math.floor((d.now ?? Date.now)() / 1000);
     const signatures = await Promise.all(
       keys.map(async (k) => {
-        let key = parsed.get(k.file);
-        if (!key) {
-          key = createPrivateKey(d.keys.privateKey(k));
-          parsed.set(k.file, key);
-        }
+        const key = d.keys.signingKey(k);
         const head = `DKIM-Signature: v=1; a=${k.algorithm}-sha256; c=relaxed/relaxed; d=${domain};\r\n s=${k.selector}; t=${t};\r\n h=${h};\r\n bh=${bh};\r\n b=`;
         return `${head}${foldB(await signFields(covered, head, key, k.algorithm))}\r\n`;
       }),
@@ -140,6 +135,8 @@ export interface InboundAuth {
   aligned: Alignment | undefined;
   /** True when some check ended in temperror (a DNS timeout or SERVFAIL). */
   temporary: boolean;
+  /** The ARC set for the message as it will leave, when the checks' thread was asked to make it (see inbound-pool.ts). */
+  arcSet?: string;
 }
 
 export interface InboundOptions {
@@ -187,6 +184,50 @@ function askedAhead(raw: Buffer, sender: string, resolver: DNSResolver): DNSReso
     ask(name, 'TXT').catch(() => undefined);
   }
   return ask as DNSResolver;
+}
+
+export const MAILAUTH_INTERNALS = {
+  /** What mailauth does with a DKIM/ARC public key, which {@link keepParsedPublicKeys} relies on (checked by test/unit/mail/inbound-pool.test.ts). */
+  crypto: ['createPublicKey({ key: Buffer, format: "pem" })', 'verify(algorithm, data, pem string, signature)'],
+};
+
+/** Keys {@link keepParsedPublicKeys} answered from its cache (a test's proof that mailauth still goes through it). */
+export const parsedKeyHits = { count: 0 };
+
+/**
+ * Makes mailauth parse each DKIM/ARC public key once, not for every
+ * message: it turns the record into a KeyObject (`createPublicKey`), then
+ * back into PEM text, which `crypto.verify` parses again, and it has no way
+ * to take a parsed key. Its `node:crypto` calls, CommonJS, go through the
+ * module object, whose two functions are wrapped here with a cache by PEM
+ * text (at most `max` keys, the oldest dropped first; a KeyObject cannot
+ * be changed, so sharing one is safe). For the checks' thread only: our own
+ * code imports its functions as ES bindings, which this leaves untouched.
+ */
+export function keepParsedPublicKeys(max = 1000): void {
+  const c = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+  const create = c.createPublicKey;
+  const verify = c.verify;
+  const parsed = new Map<string, KeyObject>();
+  const fromPem = (pem: string): KeyObject => {
+    let k = parsed.get(pem);
+    if (k) parsedKeyHits.count++;
+    else {
+      k = create(pem);
+      if (parsed.size >= max) parsed.delete(parsed.keys().next().value!);
+      parsed.set(pem, k);
+    }
+    return k;
+  };
+  c.createPublicKey = ((key: Parameters<typeof create>[0]) => {
+    const o = key as { key?: unknown; format?: unknown };
+    if (typeof o === 'object' && !Buffer.isBuffer(o) && o.format === 'pem' && Buffer.isBuffer(o.key) && Object.keys(o).length === 2) return fromPem(o.key.toString('latin1'));
+    return create(key);
+  }) as typeof create;
+  c.verify = ((algorithm: string | null | undefined, data: NodeJS.ArrayBufferView, key: Parameters<typeof verify>[2], signature: NodeJS.ArrayBufferView, callback?: (error: Error | null, result: boolean) => void) =>
+    callback
+      ? verify(algorithm, data, typeof key === 'string' ? fromPem(key) : key, signature, callback)
+      : verify(algorithm, data, typeof key === 'string' ? fromPem(key) : key, signature)) as typeof verify;
 }
 
 /**
@@ -238,9 +279,11 @@ const DKIM_SIGNED = new Set(
 export interface ArcSealerDeps {
   /** The suite's host name: the authserv-id it wrote at receipt, and the domain (`d=`) of the seal. */
   hostname: string;
-  /** The sealing key (made at first need). */
-  key: () => Promise<{ selector: string; privateKey: string }>;
+  /** The sealing key (made at first need): its PEM text, and the parsed key when the caller keeps one (else parsed here, once per selector). */
+  key: () => Promise<{ selector: string; privateKey: string; parsed?: KeyObject }>;
   now?: () => number;
+  /** Signs on the calling thread (the checks' thread does), instead of in libuv's thread pool. */
+  signHere?: boolean;
 }
 
 /** The header section of `raw`, one entry per field: lower-case name, value unfolded, the field as written (folded, without its last CRLF). */
@@ -291,13 +334,14 @@ function fieldNames(covered: Array<[string, string, string]>): string {
  * signs that text; Ed25519-SHA256 signs its SHA-256 hash (RFC 8463 §3).
  * The signature is made in libuv's thread pool, off the event loop.
  */
-function signFields(covered: Array<[string, string, string]>, head: string, key: KeyObject, algorithm: 'rsa' | 'ed25519'): Promise<string> {
+function signFields(covered: Array<[string, string, string]>, head: string, key: KeyObject, algorithm: 'rsa' | 'ed25519', here = false): Promise<string> {
   const data = Buffer.concat([...covered.map((f) => tools.formatRelaxedLine(f[2], '\r\n')), tools.formatRelaxedLine(head)]);
-  return signAsync(algorithm === 'rsa' ? 'sha256' : null, algorithm === 'rsa' ? data : createHash('sha256').update(data).digest(), key);
+  return signAsync(algorithm === 'rsa' ? 'sha256' : null, algorithm === 'rsa' ? data : createHash('sha256').update(data).digest(), key, here);
 }
 
-/** crypto.sign with a callback: the work runs in libuv's thread pool. */
-function signAsync(algorithm: string | null, data: Buffer, key: KeyObject): Promise<string> {
+/** crypto.sign with a callback (the work runs in libuv's thread pool), or without one when `here` (on this thread). */
+function signAsync(algorithm: string | null, data: Buffer, key: KeyObject, here = false): Promise<string> {
+  if (here) return Promise.resolve(sign(algorithm, data, key).toString('base64'));
   return new Promise((resolve, reject) => sign(algorithm, data, key, (err, sig) => (err ? reject(err) : resolve(sig.toString('base64')))));
 }
 
@@ -338,7 +382,7 @@ export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buff
     const cv = last === 0 ? 'none' : found === 'pass' ? 'pass' : 'fail';
     const i = last + 1;
     const k = await d.key();
-    let key = keys.get(k.selector);
+    let key = k.parsed ?? keys.get(k.selector);
     if (!key) {
       key = createPrivateKey(k.privateKey);
       keys.set(k.selector, key);
@@ -348,7 +392,7 @@ export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buff
     // ARC-Message-Signature: like a DKIM-Signature (RFC 8617 §4.1.2), every instance of the signed fields, bottom up.
     const covered = fields.filter((f) => signed.has(f[0])).reverse();
     const amsHead = `ARC-Message-Signature: i=${i}; a=rsa-sha256; c=relaxed/relaxed; d=${id};\r\n s=${k.selector}; t=${t};\r\n h=${fieldNames(covered)};\r\n bh=${relaxedBodyHash(raw)};\r\n b=`;
-    const ams = amsHead + foldB(await signFields(covered, amsHead, key, 'rsa'));
+    const ams = amsHead + foldB(await signFields(covered, amsHead, key, 'rsa', d.signHere));
 
     // ARC-Seal (§4.1.3, §5.1.1): the sets before ours in order (unless cv=fail), then ours, each AAR, AMS, AS.
     const aar = `ARC-Authentication-Results: i=${i}; ${oursValue}`;
@@ -361,7 +405,7 @@ export function createArcSealer(d: ArcSealerDeps): (raw: Buffer) => Promise<Buff
     }
     const asHead = `ARC-Seal: i=${i}; a=rsa-sha256; t=${t}; cv=${cv}; d=${id};\r\n s=${k.selector}; b=`;
     const asData = Buffer.concat([...chain, tools.formatRelaxedLine(aar, '\r\n'), tools.formatRelaxedLine(ams, '\r\n'), tools.formatRelaxedLine(asHead)]);
-    const seal = asHead + foldB(await signAsync('sha256', asData, key));
+    const seal = asHead + foldB(await signAsync('sha256', asData, key, d.signHere));
     return Buffer.from(`${seal}\r\n${ams}\r\n${aar}\r\n`, 'latin1');
   };
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { MailSubmitter, OutboundMessage } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
+import type { Timeline } from '../lib/timeline.ts';
 import type { MailQueueStore, QueuedMessage } from '../state/index.ts';
 import { CrlfNormalizer } from './crlf.ts';
 import type { Deliverer, RecipientOutcome } from './deliver.ts';
@@ -90,6 +91,8 @@ export interface Incoming {
    * it in the session). Otherwise the attempt counts as the queue's first.
    */
   waitMs?: number;
+  /** Told when the message is in the spool (`spooled`), in state (`stored`), and answered by the next hop (`relayed`). */
+  timeline?: Timeline;
 }
 
 /** What {@link MailQueue.enqueue} resolves with. */
@@ -105,6 +108,7 @@ export interface Enqueued {
 /** A caller waiting for a first attempt; `waiting` turns false at its deadline. */
 interface Waiter {
   waiting: boolean;
+  timeline?: Timeline | undefined;
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -179,12 +183,39 @@ export class MailQueue implements MailSubmitter {
       ...(m.eightBit ? { eightBit: true } : {}),
       ...(m.smtputf8 ? { smtputf8: 2 as const } : {}),
     };
+    // A message in memory whose sender waits for the next hop is offered to it now, while it is being stored:
+    // the reply waits for both (250 only once it is on disk), and no longer for the one after the other.
+    const early = m.waitMs && m.waitMs > 0 && !this.stopped && Buffer.isBuffer(m.body) ? this.deliverEarly(id, m, m.body) : undefined;
+    let stored = false;
+    try {
+      const written = await this.store(id, createdAt, m, env);
+      stored = true;
+      if (early) return this.firstAttempt(id, written.size, m.waitMs!, m.timeline, early);
+      if (m.waitMs && m.waitMs > 0 && !this.stopped) return this.firstAttempt(id, written.size, m.waitMs, m.timeline);
+      this.fresh.add(id);
+      this.pump();
+      return { id, size: written.size };
+    } finally {
+      if (early && !stored) {
+        void early.then((results) => {
+          const sent = results.filter((r) => r.status === 'sent').map((r) => r.rcpt);
+          // The sender is told to try again (452), so the next hop will see it twice: the one duplicate SMTP allows after a failure.
+          if (sent.length > 0) this.log.warn({ qid: id, rcpts: sent }, 'the next hop took a message that could not be queued here; its sender was told to retry, so it may arrive twice');
+        });
+      }
+    }
+  }
+
+  /** Spool and state for {@link enqueue}: resolves once both hold the message. */
+  private async store(id: string, createdAt: number, m: Incoming, env: SpoolEnvelope): Promise<{ size: number }> {
     // The spool claims the file for this id (onStored) before it resolves.
-    const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort);
+    const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort, m.timeline);
+    m.timeline?.mark('spooled');
     try {
       const smtputf8 = m.smtputf8 ? (m.needsUtf8?.() === false ? 1 : 2) : 0;
       const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients, eightBit: m.eightBit, smtputf8 } as const;
       await this.batched(() => this.d.store.add(row));
+      m.timeline?.mark('stored');
     } catch (err) {
       // Not acknowledged: the message must not come back from the spool on the next start.
       await this.release(id, file).catch(() => undefined);
@@ -194,10 +225,26 @@ export class MailQueue implements MailSubmitter {
       this.cache.set(id, data);
       this.cachedBytes += data.length;
     }
-    if (m.waitMs && m.waitMs > 0 && !this.stopped) return this.firstAttempt(id, size, m.waitMs);
-    this.fresh.add(id);
-    this.pump();
-    return { id, size };
+    return { size };
+  }
+
+  /**
+   * The first delivery attempt of a message not yet stored: from memory,
+   * to every recipient. Its outcome is recorded by {@link attempt} once the
+   * message is in the spool and in state (never before: a refusal must
+   * find it there to take it out).
+   */
+  private deliverEarly(id: string, m: Incoming, body: Buffer): Promise<RecipientOutcome[]> {
+    const data = m.prefix && m.prefix.length > 0 ? Buffer.concat([m.prefix, body]) : body;
+    const smtputf8 = m.smtputf8 ? (m.needsUtf8?.() === false ? 1 : 2) : 0;
+    m.timeline?.mark('relaying');
+    return this.d.deliverer.deliver({
+      id,
+      sender: m.sender,
+      recipients: m.recipients.map((r) => r.rcpt),
+      params: { eightBit: m.eightBit ?? false, smtputf8 },
+      open: () => Readable.from([data]),
+    });
   }
 
   /**
@@ -206,14 +253,15 @@ export class MailQueue implements MailSubmitter {
    * At the deadline the caller gets its answer and the attempt goes on as
    * any queue attempt would.
    */
-  private async firstAttempt(id: string, size: number, waitMs: number): Promise<Enqueued> {
-    const waiter: Waiter = { waiting: true };
-    const run = this.launch(id, waiter);
+  private async firstAttempt(id: string, size: number, waitMs: number, timeline: Timeline | undefined, early?: Promise<RecipientOutcome[]>): Promise<Enqueued> {
+    const waiter: Waiter = { waiting: true, timeline };
+    const run = this.launch(id, waiter, early);
     let t: NodeJS.Timeout | undefined;
     const deadline = new Promise<'deadline'>((resolve) => (t = setTimeout(() => resolve('deadline'), waitMs)));
     const outcome = await Promise.race([run, deadline]);
     clearTimeout(t);
     waiter.waiting = false;
+    timeline?.mark('relayed');
     if (outcome === 'deadline') {
       this.log.info({ qid: id, waitMs }, 'the next hop did not answer while the sender waited; the message is queued');
       return { id, size };
@@ -404,9 +452,9 @@ export class MailQueue implements MailSubmitter {
     }
   }
 
-  private launch(id: string, waiter?: Waiter): Promise<AttemptEnd | undefined> {
+  private launch(id: string, waiter?: Waiter, early?: Promise<RecipientOutcome[]>): Promise<AttemptEnd | undefined> {
     this.fresh.delete(id);
-    const run = this.attempt(id, waiter)
+    const run = this.attempt(id, waiter, early)
       .catch((err: Error) => {
         this.log.error({ qid: id, err: err.message }, 'delivery attempt failed inside the queue');
         return undefined;
@@ -447,13 +495,16 @@ export class MailQueue implements MailSubmitter {
     return Math.min(maxBackoff, minBackoff * 2 ** Math.min(attempts, 30)) * 1000;
   }
 
-  private async attempt(id: string, waiter?: Waiter): Promise<AttemptEnd | undefined> {
+  /** One delivery attempt; `early`: its deliveries, started before the message was stored (every recipient of a new message is pending). */
+  private async attempt(id: string, waiter?: Waiter, early?: Promise<RecipientOutcome[]>): Promise<AttemptEnd | undefined> {
     const msg = this.d.store.get(id);
     if (!msg) return undefined;
     const pending = this.d.store.recipients(id).filter((r) => r.status === 'pending');
     const orig = new Map(pending.map((r) => [r.rcpt, r.origRcpt]));
     let results: RecipientOutcome[] = [];
-    if (pending.length > 0) {
+    if (early) results = await early;
+    else if (pending.length > 0) {
+      waiter?.timeline?.mark('relaying');
       results = await this.d.deliverer.deliver({
         id,
         sender: msg.sender,

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { stripFields } from './fields.ts';
 
 /** What scoring needs of `spam:` in makewaves.yaml. */
 export interface ScoringSettings {
@@ -54,6 +55,12 @@ export function spamAction(v: Verdict, s: Pick<ScoringSettings, 'reject' | 'tag'
 /** A connection per scan (rspamd closes each after its answer): none is kept, so none is reused half-closed. */
 const scanAgent = new http.Agent({ keepAlive: false, maxSockets: 64 });
 
+/** rspamd's answer is a few KiB; past this it is not read further and counts as a failure. */
+export const MAX_ANSWER_BYTES = 256 * 1024;
+/** Symbols named in X-Spam-Symbols (the highest scores), and the longest name kept. */
+export const MAX_SYMBOLS = 30;
+const MAX_SYMBOL_NAME = 64;
+
 /** Header values rspamd gets from the client: one line of printable ASCII. */
 const safe = (v: string) => v.replace(/[^\x20-\x7e]/g, '?');
 
@@ -79,7 +86,13 @@ export function scoreMessage(raw: Buffer, env: ScanEnvelope, s: ScoringSettings)
   return new Promise<Verdict>((resolve, reject) => {
     const req = http.request(url, { method: 'POST', headers, agent: scanAgent, signal: AbortSignal.timeout(s.timeout * 1000) }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
+      let bytes = 0;
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+        if (bytes <= MAX_ANSWER_BYTES) return void chunks.push(c);
+        req.destroy();
+        reject(new Error(`rspamd's answer is larger than ${MAX_ANSWER_BYTES} bytes`));
+      });
       res.on('error', reject);
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
@@ -96,19 +109,29 @@ export function scoreMessage(raw: Buffer, env: ScanEnvelope, s: ScoringSettings)
   });
 }
 
-/** rspamd's /checkv2 JSON as a verdict; throws when it is not one. */
+/** A score as rspamd gives it: a finite number (JSON's `1e400` parses to Infinity, which no threshold judges sensibly). */
+const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/** rspamd's /checkv2 JSON as a verdict; throws when it is not one (a score that is not a finite number, its own or a symbol's, included). */
 export function parseVerdict(text: string): Verdict {
   const j = JSON.parse(text) as { score?: unknown; action?: unknown; is_skipped?: unknown; symbols?: Record<string, { score?: unknown }> };
-  if (typeof j.score !== 'number' || typeof j.action !== 'string') throw new Error(`not an rspamd verdict: ${text.slice(0, 200)}`);
+  if (!finite(j.score) || typeof j.action !== 'string') throw new Error(`not an rspamd verdict: ${text.slice(0, 200)}`);
+  const bad = Object.entries(j.symbols ?? {}).find(([, sym]) => sym?.score !== undefined && !finite(sym.score));
+  if (bad) throw new Error(`not an rspamd verdict: the score of ${bad[0].slice(0, MAX_SYMBOL_NAME)} is not a finite number`);
   const symbols = Object.entries(j.symbols ?? {})
-    .map(([name, sym]): [string, number] => [name, typeof sym?.score === 'number' ? sym.score : 0])
+    .map(([name, sym]): [string, number] => [name, finite(sym?.score) ? sym.score : 0])
     .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   return { score: j.score, action: j.action, skipped: j.is_skipped === true, symbols };
 }
 
-/** The fields a tagged message gets on top (CRLF, folded): X-Spam, X-Spam-Score, X-Spam-Symbols. */
+/**
+ * The fields a tagged message gets on top (CRLF, folded): X-Spam,
+ * X-Spam-Score, X-Spam-Symbols: the {@link MAX_SYMBOLS} highest, each name
+ * cut to 64 characters of [A-Za-z0-9_.-], then how many more there were.
+ */
 export function spamFields(v: Verdict): string {
-  const symbols = v.symbols.map(([name, score]) => `${safe(name)}(${score.toFixed(2)})`);
+  const symbols = v.symbols.slice(0, MAX_SYMBOLS).map(([name, score]) => `${name.replace(/[^A-Za-z0-9_.-]/g, '?').slice(0, MAX_SYMBOL_NAME)}(${score.toFixed(2)})`);
+  if (v.symbols.length > MAX_SYMBOLS) symbols.push(`and ${v.symbols.length - MAX_SYMBOLS} more`);
   const list = symbols.length > 0 ? symbols.join(',\r\n\t') : 'none';
   return `X-Spam: Yes\r\nX-Spam-Score: ${v.score.toFixed(2)}\r\nX-Spam-Symbols: ${list}\r\n`;
 }
@@ -119,19 +142,7 @@ export function spamFields(v: Verdict): string {
  * own verdict. The rest of the header section is left byte for byte.
  */
 export function stripSpamFields(raw: Buffer): { raw: Buffer; removed: number } {
-  const end = raw.indexOf('\r\n\r\n');
-  const headEnd = end === -1 ? raw.length : end + 2;
-  const head = raw.subarray(0, headEnd).toString('latin1');
-  if (!/(^|\r\n)x-spam(-[^:\s]*)?\s*:/i.test(head)) return { raw, removed: 0 };
-  let removed = 0;
-  const kept = head.split(/(?<=\r\n)(?![ \t])/).filter((field) => {
-    if (/^x-spam(-[^:\s]*)?\s*:/i.test(field)) {
-      removed++;
-      return false;
-    }
-    return true;
-  });
-  return { raw: Buffer.concat([Buffer.from(kept.join(''), 'latin1'), raw.subarray(headEnd)]), removed };
+  return stripFields(raw, (name) => /^x-spam(-\S*)?$/.test(name), /(^|\r\n)x-spam(-[^:\s]*)?\s*:/i);
 }
 
 /** `spam:` of makewaves.yaml as scoring reads it. */

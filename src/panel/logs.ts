@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { HttpOutcome, PanelRequest } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import { formatSize } from '../lib/sizes.ts';
+import { ACCESS_LOG, logFileDay } from '../lib/tenantlogs.ts';
 import { esc, messagePage, type Shell } from './html.ts';
 import { sendHtml } from './web.ts';
 
@@ -17,8 +18,6 @@ import { sendHtml } from './web.ts';
 
 type Who = NonNullable<Shell['who']>;
 
-/** The names a download may ask for. */
-const NAME = /^access\.log(?:\.\d{4}-\d{2}-\d{2})?$/;
 /** Rotated days listed (newest first). */
 export const LOG_DAYS = 30;
 
@@ -39,12 +38,12 @@ export async function logFiles(logsDir: string, tenant: string): Promise<LogFile
     // No log yet: nothing was ever asked of the site.
     return [];
   }
-  const wanted = names.filter((n) => NAME.test(n)).sort((a, b) => (a === 'access.log' ? -1 : b === 'access.log' ? 1 : b.localeCompare(a)));
+  const wanted = names.filter((n) => logFileDay(ACCESS_LOG, n)).sort((a, b) => (a === ACCESS_LOG ? -1 : b === ACCESS_LOG ? 1 : b.localeCompare(a)));
   const out: LogFile[] = [];
   for (const name of wanted.slice(0, LOG_DAYS + 1)) {
     try {
       const st = await stat(path.join(dir, name));
-      if (st.isFile()) out.push({ name, size: st.size, label: name === 'access.log' ? 'today (since the last rotation)' : name.slice('access.log.'.length) });
+      if (st.isFile()) out.push({ name, size: st.size, label: name === ACCESS_LOG ? 'today (since the last rotation)' : logFileDay(ACCESS_LOG, name)! });
     } catch {
       // Rotated or pruned since the listing: not offered.
     }
@@ -61,7 +60,7 @@ export function logsSection(who: Who, files: readonly LogFile[]): string {
 
 /** GET `logs/<name>`: the file as an attachment, as it is at this moment (what is appended meanwhile is not sent). */
 export async function sendLog(r: PanelRequest, a: Who, logsDir: string, name: string, log: Logger): Promise<HttpOutcome> {
-  if (!NAME.test(name)) {
+  if (!logFileDay(ACCESS_LOG, name)) {
     log.info({ user: a.login, tenant: a.tenant, remote: r.remote, name: name.slice(0, 100), why: 'not a log name' }, 'panel log download refused');
     return sendHtml(r.req, r.res, 404, messagePage('Not found', 'There is no such log.', a));
   }

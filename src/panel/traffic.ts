@@ -1,5 +1,6 @@
 import { open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { ACCESS_LOG, logFileDay } from '../lib/tenantlogs.ts';
 
 /*
  * A tenant's traffic from its access logs (`data/logs/<tenant>/access.log`
@@ -180,7 +181,10 @@ export class TrafficCounter {
       names = [];
     }
     // A rotated log is named after the (last) day it covers, so one named before the first day shown holds nothing shown.
-    const wanted = names.filter((n) => n === 'access.log' || (/^access\.log\.(\d{4}-\d{2}-\d{2})$/.test(n) && n.slice(11) >= first));
+    const wanted = names.filter((n) => {
+      const day = logFileDay(ACCESS_LOG, n);
+      return day === 'current' || (day !== undefined && day >= first);
+    });
     for (const known of this.files.keys()) if (path.dirname(known) === dir && !wanted.includes(path.basename(known))) this.files.delete(known);
     const merged = new Map<string, Day[]>();
     for (const name of wanted) {

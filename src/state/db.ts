@@ -37,12 +37,16 @@ export function openDb(dataDir: string, migrations: readonly Migration[]): Db {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)`);
   const done = new Set((db.prepare('SELECT id FROM schema_migrations').all() as { id: string }[]).map((r) => r.id));
   const record = db.prepare(`INSERT INTO schema_migrations (id, applied_at) VALUES (?, datetime('now'))`);
+  const applied = db.prepare('SELECT 1 FROM schema_migrations WHERE id = ?');
   for (const m of migrations) {
     if (done.has(m.id)) continue;
+    // Checked again under the write lock (IMMEDIATE): another process opening the same file at the same
+    // time (the handler launcher starts beside the server) may have applied it since it was read above.
     db.transaction(() => {
+      if (applied.get(m.id)) return;
       db.exec(m.sql);
       record.run(m.id);
-    })();
+    }).immediate();
   }
   return db;
 }

@@ -96,7 +96,7 @@ export function dkimPublicValue(privatePem: string | KeyObject, algorithm: DkimA
 }
 
 /** The TXT record text of a key (before splitting into strings of at most 255 characters). */
-export function dkimRecord(privatePem: string, algorithm: DkimAlgorithm): string {
+export function dkimRecord(privatePem: string | KeyObject, algorithm: DkimAlgorithm): string {
   return `v=DKIM1; k=${algorithm}; p=${dkimPublicValue(privatePem, algorithm)}`;
 }
 
@@ -125,7 +125,8 @@ function selectorBase(now: number): string {
 export class DkimKeys {
   private readonly dir: string;
   private readonly pending = new Map<string, Promise<DkimKey[]>>();
-  private readonly pemCache = new Map<string, string>();
+  /** Per key file: its PEM text and, once asked for, the parsed key: the one cache of keys for the signer, the sealer and `makewaves dns`. */
+  private readonly keyCache = new Map<string, { pem: string; parsed?: KeyObject }>();
   private signingQuery: Statement | undefined;
 
   constructor(
@@ -200,17 +201,28 @@ export class DkimKeys {
 
   /** The private key of `key` (PEM), read once per file. */
   privateKey(key: DkimKey): string {
-    let pem = this.pemCache.get(key.file);
-    if (pem === undefined) {
-      pem = readFileSync(key.file, 'utf8');
-      this.pemCache.set(key.file, pem);
+    return this.cached(key).pem;
+  }
+
+  /** The private key of `key` parsed, once per file (signing with PEM text would parse it for every signature). */
+  signingKey(key: DkimKey): KeyObject {
+    const c = this.cached(key);
+    c.parsed ??= createPrivateKey(c.pem);
+    return c.parsed;
+  }
+
+  private cached(key: DkimKey): { pem: string; parsed?: KeyObject } {
+    let c = this.keyCache.get(key.file);
+    if (!c) {
+      c = { pem: readFileSync(key.file, 'utf8') };
+      this.keyCache.set(key.file, c);
     }
-    return pem;
+    return c;
   }
 
   /** The TXT record text of `key`. */
   record(key: DkimKey): string {
-    return dkimRecord(this.privateKey(key), key.algorithm);
+    return dkimRecord(this.signingKey(key), key.algorithm);
   }
 
   private async make(domain: string, now: number, retire: boolean, graceDays = 0, purpose: KeyPurpose = 'dkim'): Promise<DkimKey[]> {

@@ -86,6 +86,11 @@ export const listMigrations: Migration[] = [
     // The From: domain the inbound checks judged (ListMail.authenticatedDomain).
     sql: `ALTER TABLE list_inbox ADD COLUMN auth_domain TEXT;`,
   },
+  {
+    id: 'lists-4',
+    // The DMARC policy the inbound checks found for that domain (ListMail.authenticatedDmarc; NULL: not known).
+    sql: `ALTER TABLE list_inbox ADD COLUMN auth_dmarc TEXT;`,
+  },
 ];
 
 export type MemberMode = 'single' | 'digest';
@@ -154,6 +159,8 @@ export interface InboxMail {
   auth: string | null;
   /** See ListMail.authenticatedDomain: null when not checked or not known. */
   authDomain: string | null;
+  /** See ListMail.authenticatedDmarc: null when not known. */
+  authDmarc: string | null;
 }
 
 interface MemberRow {
@@ -215,7 +222,7 @@ export class ListStore {
       dropHeld: db.prepare(`DELETE FROM list_held WHERE id = ?`),
       dropHeldTokens: db.prepare(`DELETE FROM list_tokens WHERE action = 'approve' AND held_id = ?`),
       inbox: db.prepare(
-        `INSERT INTO list_inbox (tenant, list, role, param, rcpt, sender, raw, approved, received_at, auth, auth_domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO list_inbox (tenant, list, role, param, rcpt, sender, raw, approved, received_at, auth, auth_domain, auth_dmarc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       inboxAll: db.prepare(`SELECT id FROM list_inbox ORDER BY id`),
       inboxGet: db.prepare(`SELECT * FROM list_inbox WHERE id = ?`),
@@ -318,13 +325,16 @@ export class ListStore {
       this.s.dropHeld.run(h.id);
       this.s.dropHeldTokens.run(h.id);
       if (!post) return undefined;
-      return Number(this.s.inbox.run(h.tenant, h.list, 'post', '', `${h.list}@`, h.poster, h.raw, 1, now, null, null).lastInsertRowid);
+      return Number(this.s.inbox.run(h.tenant, h.list, 'post', '', `${h.list}@`, h.poster, h.raw, 1, now, null, null, null).lastInsertRowid);
     })();
   }
 
   /** Stores mail for a list address; returns its inbox id. */
-  receive(m: Omit<InboxMail, 'id' | 'cursor' | 'approved' | 'receivedAt' | 'auth' | 'authDomain'> & { authenticated?: string | undefined; authenticatedDomain?: string | undefined }, now: number): number {
-    return Number(this.s.inbox.run(m.tenant, m.list, m.role, m.param, m.rcpt, m.sender, m.raw, 0, now, m.authenticated ?? null, m.authenticatedDomain?.toLowerCase() ?? null).lastInsertRowid);
+  receive(
+    m: Omit<InboxMail, 'id' | 'cursor' | 'approved' | 'receivedAt' | 'auth' | 'authDomain' | 'authDmarc'> & { authenticated?: string | undefined; authenticatedDomain?: string | undefined; authenticatedDmarc?: string | undefined },
+    now: number,
+  ): number {
+    return Number(this.s.inbox.run(m.tenant, m.list, m.role, m.param, m.rcpt, m.sender, m.raw, 0, now, m.authenticated ?? null, m.authenticatedDomain?.toLowerCase() ?? null, m.authenticatedDmarc ?? null).lastInsertRowid);
   }
 
   inboxIds(): number[] {
@@ -333,9 +343,9 @@ export class ListStore {
 
   inboxGet(id: number): InboxMail | undefined {
     const r = this.s.inboxGet.get(id) as
-      | { id: number; tenant: string; list: string; role: string; param: string; rcpt: string; sender: string; raw: Buffer; approved: number; cursor: number; received_at: number; auth: string | null; auth_domain: string | null }
+      | { id: number; tenant: string; list: string; role: string; param: string; rcpt: string; sender: string; raw: Buffer; approved: number; cursor: number; received_at: number; auth: string | null; auth_domain: string | null; auth_dmarc: string | null }
       | undefined;
-    return r && { ...r, approved: r.approved === 1, receivedAt: r.received_at, authDomain: r.auth_domain };
+    return r && { ...r, approved: r.approved === 1, receivedAt: r.received_at, authDomain: r.auth_domain, authDmarc: r.auth_dmarc };
   }
 
   inboxDone(id: number): void {

@@ -50,8 +50,8 @@ export interface MailDay {
 
 /** Outcomes kept per tenant (the newest); the panel shows fewer. */
 export const EVENTS_KEPT = 200;
-/** Events waiting for their write; past it the oldest are dropped (a flood of refusals costs no memory). */
-const PENDING_MAX = 5000;
+/** Outcomes waiting for their write; past it the oldest are dropped (a flood of refusals costs no memory). Their day counts are always kept. */
+export const PENDING_MAX = 5000;
 
 /**
  * Per-tenant mail outcomes. Recorded on the mail service's hot paths, so a
@@ -61,8 +61,12 @@ const PENDING_MAX = 5000;
  */
 export class MailStats {
   private pending: Array<Required<MailEvent>> = [];
+  /** Per tenant and day, the counts not yet written: every outcome, also those dropped from `pending`. */
+  private pendingDays = new Map<string, MailDay & { tenant: string }>();
   private scheduled = false;
   private readonly stmts;
+  /** Told when a write fails (what was pending is kept for the next one); without it the failure goes to stderr as a warning. */
+  onError: ((err: Error) => void) | undefined;
 
   constructor(private readonly db: Db) {
     this.stmts = {
@@ -81,8 +85,14 @@ export class MailStats {
 
   /** Counts one outcome (written shortly, see the class). */
   record(e: MailEvent): void {
-    if (this.pending.length >= PENDING_MAX) this.pending.shift();
-    this.pending.push({ ...e, at: e.at ?? Date.now() });
+    const at = e.at ?? Date.now();
+    if (this.pending.length >= PENDING_MAX) this.pending.splice(0, this.pending.length - PENDING_MAX + 1);
+    this.pending.push({ ...e, at });
+    const day = new Date(at).toISOString().slice(0, 10);
+    const key = `${e.tenant}\n${day}`;
+    const d = this.pendingDays.get(key) ?? { tenant: e.tenant, day, forwarded: 0, refused: 0, bounced: 0 };
+    d[e.kind]++;
+    this.pendingDays.set(key, d);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => {
@@ -91,25 +101,31 @@ export class MailStats {
     }
   }
 
-  /** Writes what is pending. */
+  /** Writes what is pending; when that fails, says so (see {@link onError}) and keeps it for the next write. */
   flush(): void {
     this.scheduled = false;
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 && this.pendingDays.size === 0) return;
     const batch = this.pending;
+    const days = this.pendingDays;
     this.pending = [];
-    const days = new Map<string, MailDay & { tenant: string }>();
-    for (const e of batch) {
-      const day = new Date(e.at).toISOString().slice(0, 10);
-      const key = `${e.tenant}\n${day}`;
-      const d = days.get(key) ?? { tenant: e.tenant, day, forwarded: 0, refused: 0, bounced: 0 };
-      d[e.kind]++;
-      days.set(key, d);
+    this.pendingDays = new Map();
+    try {
+      this.db.transaction(() => {
+        for (const d of days.values()) this.stmts.day.run(d);
+        for (const e of batch) this.stmts.event.run(e);
+        for (const tenant of new Set(batch.map((e) => e.tenant))) this.stmts.prune.run(tenant, tenant);
+      })();
+    } catch (err) {
+      // Nothing was written (one transaction): all of it waits for the next write, the newer outcomes after it.
+      this.pending = [...batch, ...this.pending].slice(-PENDING_MAX);
+      for (const [key, d] of days) {
+        const now = this.pendingDays.get(key);
+        this.pendingDays.set(key, now ? { ...d, forwarded: d.forwarded + now.forwarded, refused: d.refused + now.refused, bounced: d.bounced + now.bounced } : d);
+      }
+      const e = err instanceof Error ? err : new Error(String(err));
+      if (this.onError) this.onError(e);
+      else process.emitWarning(`mail outcomes not written (kept for the next write): ${e.message}`);
     }
-    this.db.transaction(() => {
-      for (const d of days.values()) this.stmts.day.run(d);
-      for (const e of batch) this.stmts.event.run(e);
-      for (const tenant of new Set(batch.map((e) => e.tenant))) this.stmts.prune.run(tenant, tenant);
-    })();
   }
 
   /** Per-day counts of `tenant` from `sinceDay` (YYYY-MM-DD) on, oldest first; days without mail are absent. */

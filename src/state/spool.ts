@@ -4,6 +4,7 @@ import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promise
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterWritten } from '../lib/buffers.ts';
+import type { Timeline } from '../lib/timeline.ts';
 
 /**
  * The envelope, written before each message in a spool file (one JSON
@@ -57,6 +58,7 @@ const SEGMENT_MAX = 4 * 1024 * 1024;
 
 interface Waiting {
   env: SpoolEnvelope;
+  timeline: Timeline | undefined;
   data: Buffer;
   resolve(w: SpoolWrite): void;
   reject(err: unknown): void;
@@ -120,10 +122,10 @@ export class Spool {
    * once it says true the rest is dropped and the promise rejects with
    * {@link SpoolAborted}. On any failure nothing is left behind.
    */
-  async write(env: SpoolEnvelope, prefix: Buffer, body: AsyncIterable<Buffer> | Buffer, abort?: () => boolean): Promise<SpoolWrite> {
+  async write(env: SpoolEnvelope, prefix: Buffer, body: AsyncIterable<Buffer> | Buffer, abort?: () => boolean, timeline?: Timeline): Promise<SpoolWrite> {
     if (Buffer.isBuffer(body)) {
       const data = prefix.length === 0 ? body : Buffer.concat([prefix, body]);
-      return data.length <= SMALL ? this.grouped(env, data) : this.alone(env, [data], undefined);
+      return data.length <= SMALL ? this.grouped(env, data, timeline) : this.alone(env, [data], undefined);
     }
     const held: Buffer[] = [prefix];
     let heldBytes = prefix.length;
@@ -144,13 +146,13 @@ export class Spool {
       await drain(it);
       throw new SpoolAborted('message refused while being received');
     }
-    return this.grouped(env, Buffer.concat(held));
+    return this.grouped(env, Buffer.concat(held), timeline);
   }
 
   /** Queues a small message for the next group write. */
-  private grouped(env: SpoolEnvelope, data: Buffer): Promise<SpoolWrite> {
+  private grouped(env: SpoolEnvelope, data: Buffer, timeline: Timeline | undefined): Promise<SpoolWrite> {
     return new Promise((resolve, reject) => {
-      this.waiting.push({ env, data, resolve, reject });
+      this.waiting.push({ env, data, timeline, resolve, reject });
       if (!this.writing) void this.writeGroup();
     });
   }
@@ -160,6 +162,7 @@ export class Spool {
     while (this.waiting.length > 0) {
       const group = this.waiting;
       this.waiting = [];
+      for (const w of group) w.timeline?.mark('spool-group');
       try {
         const seg = await this.segment();
         const parts: Buffer[] = [];
@@ -173,6 +176,7 @@ export class Spool {
         }
         try {
           await writeAllAt(seg.fh, parts, seg.size);
+          for (const w of group) w.timeline?.mark('spool-written');
           await seg.fh.datasync();
         } catch (err) {
           // The tail of this segment is now unknown: no record may follow it.

@@ -14,6 +14,8 @@ export interface DnsServer {
   port: number;
   /** Lower-case name without the final dot → its records; anything else is NXDOMAIN. Change it at will. */
   zone: Map<string, ZoneEntry>;
+  /** Every question asked, in order: `TYPE name` (type as a number: 16 TXT, 15 MX, 1 A). */
+  asked: string[];
   close(): Promise<void>;
 }
 
@@ -35,7 +37,7 @@ function rr(type: number, rdata: Buffer): Buffer {
 /** A DNS server on loopback UDP answering A, MX and TXT questions from `zone` (a real socket: node:dns asks it as it would any server). */
 export async function startDnsServer(): Promise<DnsServer> {
   const sock = dgram.createSocket('udp4');
-  const server: DnsServer = { port: 0, zone: new Map(), close: () => new Promise((resolve) => sock.close(() => resolve())) };
+  const server: DnsServer = { port: 0, zone: new Map(), asked: [], close: () => new Promise((resolve) => sock.close(() => resolve())) };
   sock.on('message', (q, from) => {
     let i = 12;
     const labels: string[] = [];
@@ -44,6 +46,7 @@ export async function startDnsServer(): Promise<DnsServer> {
       i += q[i]! + 1;
     }
     const type = q.readUInt16BE(i + 1);
+    server.asked.push(`${type} ${labels.join('.')}`);
     const entry = server.zone.get(labels.join('.'));
     if (entry?.silent) return;
     const answers: Buffer[] = [];

@@ -28,11 +28,23 @@ export class ParseCache {
 
   /** Takes in what `file` holds (a missing or damaged file holds nothing). */
   load(file: string): void {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      // None yet (first start) or unreadable: every file is parsed once and the cache written anew.
+      return;
+    }
+    this.loadText(text);
+  }
+
+  /** Takes in the text of a saved cache (one that is damaged or of another format holds nothing). */
+  loadText(text: string): void {
     let saved: unknown;
     try {
-      saved = JSON.parse(readFileSync(file, 'utf8'));
+      saved = JSON.parse(text);
     } catch {
-      // None yet (first start), unreadable, or cut short: every file is parsed once and the cache written anew.
+      // Cut short or not ours: every file is parsed once and the cache written anew.
       return;
     }
     const s = saved as { format?: unknown; entries?: unknown } | null;
@@ -73,20 +85,28 @@ export class ParseCache {
     }
   }
 
-  /** Writes `file` (atomically, mode 0600) if anything changed since it was last written; returns why it could not, if it could not. */
-  save(file = this.file): string | undefined {
+  /**
+   * Writes `file` if anything changed since it was last written; returns why
+   * it could not, if it could not. `write` puts the text in place (by default
+   * atomically, mode 0600, the folder made if missing).
+   */
+  save(file = this.file, write: (file: string, text: string) => void = writeAtomic): string | undefined {
     if (!file || this.written.get(file) === this.version) return undefined;
-    const tmp = `${file}.${process.pid}.tmp`;
     try {
-      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-      writeFileSync(tmp, JSON.stringify({ format: FORMAT, entries: Object.fromEntries(this.entries) }), { mode: 0o600 });
-      renameSync(tmp, file);
+      write(file, JSON.stringify({ format: FORMAT, entries: Object.fromEntries(this.entries) }));
       this.written.set(file, this.version);
       return undefined;
     } catch (err) {
-      return (err as NodeJS.ErrnoException).code ?? String(err);
+      return (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
     }
   }
+}
+
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, file);
 }
 
 let shared: ParseCache | undefined;

@@ -151,6 +151,8 @@ export const mainSchema = z.strictObject({
           dmarcReject: checkPolicy.dmarcReject.default('refuse'),
           spfFail: checkPolicy.spfFail.default('tag'),
           temporary: checkPolicy.temporary.default('accept'),
+          /** Seconds the checks of one message may take (a DNS server that never answers); then every result is temperror and `temporary` decides. */
+          timeout: z.number().min(1).max(600).default(30),
         })
         .prefault({}),
       /** Outbound queue: Postfix-like backoff that doubles from minBackoff to maxBackoff (seconds), bounce after lifetime. */

@@ -1,10 +1,14 @@
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LauncherClient } from '../../../src/cgi/launched.ts';
 import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
-import { waitFor } from '../../helpers/suite.ts';
+import { waitFor, writeConfig } from '../../helpers/suite.ts';
+import { createLogger } from '../../../src/core/log.ts';
+import { startSuite } from '../../../src/main.ts';
+import { startLauncher } from '../../../src/cgi/index.ts';
 
 // Started as root, each tenant's handlers and scripts run as a uid of its
 // own (cgi.uids), set by the root launcher, which checks every request
@@ -244,5 +248,36 @@ describe.skipIf(boxMissing || !isRoot)('the launcher holds to its own count of r
     const ended = (l: Record<string, unknown>) => l.msg === 'handler launcher ended' || l.msg === 'handler launcher gone: every handler is refused until a restart';
     await waitFor(() => t.logs().some(ended), 5_000, "the launcher's end in the log");
     expect(t.logs().filter(ended).map((l) => l.msg)).toEqual(['handler launcher ended']);
+  });
+});
+
+describe.skipIf(!isRoot || boxMissing)('the launcher started ahead of the server', () => {
+  /** This process's children now (the launcher is one, forked by startSuite as root). */
+  const children = () => new Set(readdirSync('/proc/self/task').flatMap((t) => readFileSync(`/proc/self/task/${t}/children`, 'utf8').split(' ').filter(Boolean)));
+  it('is ended, quietly, when the start is refused after it was forked', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-early-'));
+    try {
+      // Refused after the config loaded (the launcher loads it fine): the user to run as does not exist.
+      const { configDir } = writeConfig(dir, { main: { user: 'no-such-user-here', cgi: { uids: '232000-232009' } }, tenants: { 'a.test': { domains: ['a.test'], cgi: true } } });
+      const lines: Array<Record<string, unknown>> = [];
+      const log = createLogger({ level: 'debug', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
+      const before = children();
+      await expect(startSuite({ configDir, log, watch: false })).rejects.toThrow(/no-such-user-here/);
+      await waitFor(() => [...children()].every((c) => before.has(c)), 10_000, 'the launcher to end');
+      expect(lines.filter((l) => (l.level as number) >= 50).map((l) => l.msg)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('says why it could not load the config, for the server to name', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-early-'));
+    try {
+      const { configDir } = writeConfig(dir, { tenants: {} });
+      writeFileSync(path.join(configDir, 'tenants', 'broken.test.yaml'), 'domains: [broken.test\n');
+      const client = startLauncher(configDir, createLogger({ level: 'silent' }));
+      await expect(client.ready).rejects.toThrow(/the launcher could not start: configuration is invalid:.*broken\.test\.yaml/s);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

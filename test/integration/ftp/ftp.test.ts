@@ -1,6 +1,6 @@
 import type { Client } from 'basic-ftp';
 import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
@@ -169,6 +169,28 @@ describe('FTP: uploads', () => {
   });
 });
 
+describe('FTP: the quota and a file deleted during its replacement', () => {
+  it('a STOR replacing a file deleted meanwhile gets no credit for it: past the quota it is cut off', async () => {
+    const c = await ftpLogin(ftpUrl, 'ben@a.test2', PASS_B);
+    const other = await ftpLogin(ftpUrl, 'ben@a.test2', PASS_B);
+    clients.push(c, other);
+    const site = path.join(t.sitesDir, 'a.test2');
+    await upload(c, 'swap.bin', Buffer.alloc(50_000, 1));
+    const source = new Readable({ read: () => undefined });
+    const stored = replyCode(c.uploadFrom(source, 'swap.bin'));
+    // The STOR has begun (its temporary is there, the old file's 50,000 bytes counted as to be freed) ...
+    await waitFor(() => readdirSync(site).some((n) => n.startsWith('.~mw-upload-')), 5_000, 'the upload temporary');
+    // ... when the old file is deleted over another connection: its bytes are given back now, not again at the commit.
+    await other.remove('swap.bin');
+    source.push(Buffer.alloc(100_000, 2));
+    source.push(null);
+    // 100,000 bytes in a 64 KiB quota.
+    expect(await stored).toBe(552);
+    expect(existsSync(path.join(site, 'swap.bin'))).toBe(false);
+    expect(readdirSync(site).filter((n) => n.startsWith('.'))).toEqual([]);
+  });
+});
+
 describe('FTP: the jail', () => {
   it('one tenant cannot see or touch another tenant’s files (sibling-prefix roots)', async () => {
     const c = await asA();
@@ -202,6 +224,13 @@ describe('FTP: the jail', () => {
     expect(existsSync(path.join(t.sitesDir, 'a.test', 'index.html'))).toBe(true);
     // A link that stays inside works like the folder it names.
     expect(await download(c, 'inside-link/page.html')).toBe('a page');
+    // ... but is never renamed (nor is a folder holding one): renamed where a real folder stood, it would turn a
+    // path checked a moment before into one through the link when opened.
+    expect(await replyCode(c.sendIgnoringError('RNFR inside-link'))).toBe(350);
+    const moved = await c.sendIgnoringError('RNTO sub2');
+    expect(moved.code).toBe(550);
+    expect(moved.message).toMatch(/links are renamed only by the hosting provider/);
+    expect(readdirSync(path.join(t.sitesDir, 'a.test'))).toContain('inside-link');
     const refusals = t.logs().filter((l) => l.msg === 'ftp path refused' && l.why === 'symlink escape');
     expect(refusals.length).toBeGreaterThan(10);
   });

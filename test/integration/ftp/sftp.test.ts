@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import ssh2 from 'ssh2';
@@ -134,6 +134,17 @@ describe.skipIf(!HAVE_SFTP)('SFTP (OpenSSH sftp; Debian package openssh-client)'
     const r = await sftpKey(`reput ${whole} /resume.bin\n`);
     expect(r.code).toBe(0);
     expect(readFileSync(path.join(site(), 'resume.bin')).equals(full)).toBe(true);
+  });
+
+  it('answers reads as OpenSSH asks for them at their largest (-B 262144): each answer fits its 256 KiB message limit', async () => {
+    const big = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4096) big[i] = i % 251;
+    writeFileSync(path.join(site(), 'big-get.bin'), big);
+    const back = path.join(t.dir, 'big-back.bin');
+    const r = await run('sftp', ['-b', '-', '-P', String(port), '-i', key, '-o', 'IdentitiesOnly=yes', '-R', '16', '-B', '262144', ...SSH_OPTS, 'liz@f.test@127.0.0.1'], `get /big-get.bin ${back}\n`);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(readFileSync(back).equals(big)).toBe(true);
   });
 
   it('works with lftp over sftp:// as well (password through its terminal)', async () => {
@@ -326,6 +337,28 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 
+  it('refuses an address whose connections keep closing without a login (OpenSSH\'s PerSourcePenalties), and says why', async () => {
+    // Each of these costs the server a greeting (a key exchange too, for a real client) and never logs in.
+    let greeted = 0;
+    let refused = false;
+    for (let i = 0; i < 40 && !refused; i++) {
+      const c = await raw('127.0.0.31');
+      const closed = new Promise((r) => c.sock.once('close', r));
+      const greeting = await c.greeting;
+      c.sock.destroy();
+      await closed;
+      if (greeting === '') refused = true;
+      else greeted++;
+    }
+    expect(refused).toBe(true);
+    expect(greeted).toBeGreaterThanOrEqual(15);
+    expect(l.logs().some((x) => x.msg === 'sftp connection refused' && x.remote === '127.0.0.31' && x.why === 'too many connections without a login')).toBe(true);
+    // Another address is not held to it.
+    const other = await raw('127.0.0.32');
+    expect(await other.greeting).toMatch(/^SSH-2\.0-/);
+    other.sock.destroy();
+  });
+
   it('ends a session when its tenant is suspended or its key removed by a reload', async () => {
     for (const [change, why] of [
       [{ ...hal, suspended: true }, 'tenant suspended'],
@@ -339,6 +372,225 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
       expect(l.logs().some((x) => x.msg === 'sftp session closed' && x.why === why)).toBe(true);
       l.writeTenant('h.test', hal);
       expect(l.suite.reload()).toBe(true);
+    }
+  });
+
+  it('drops a client that asks on without reading the answers (its window kept shut), and says why', async () => {
+    const { conn, sftp } = await open();
+    const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+    conn.on('error', () => undefined);
+    // The client never grants more window: past the first 2 MiB every answer waits in the server's memory.
+    (sftp as unknown as { incoming: { window: number } }).incoming.window = Number.MAX_SAFE_INTEGER;
+    // REALPATH of a long name: a 1 KiB request, a 2 KiB answer; 6,000 of them would hold 12 MiB for this client.
+    const long = `/${Array.from({ length: 4 }, (_, i) => String(i).repeat(240)).join('/')}`;
+    for (let i = 0; i < 6000; i++) sftp.realpath(long, () => undefined);
+    await closed;
+    // Dropped for what it did, not left to the idle timer.
+    expect(l.logs().some((x) => x.msg === 'sftp session closed' && x.user === 'hal@h.test' && /without reading the answers|requests unanswered/.test(String(x.why)))).toBe(true);
+  });
+
+  it('lists a folder once per handle: READDIRs sent together get each entry once, then EOF (not the first batch again and again)', async () => {
+    const dir = path.join(l.sitesDir, 'h.test', 'many');
+    mkdirSync(dir, { recursive: true });
+    for (let i = 0; i < 3000; i++) writeFileSync(path.join(dir, `f${i}.txt`), '');
+    const { conn, sftp } = await open();
+    try {
+      const handle = await new Promise<Buffer>((resolve, reject) => sftp.opendir('/many', (err, h) => (err ? reject(err) : resolve(h))));
+      // Sent together, before any is answered (what a pipelining client does).
+      const batches = await Promise.all(
+        Array.from({ length: 31 }, () => new Promise<string[] | 'eof'>((resolve, reject) => sftp.readdir(handle, (err, list) => (err ? ((err as { code?: number }).code === 1 ? resolve('eof') : reject(err)) : resolve(list.map((e) => e.filename)))))),
+      );
+      const names = batches.flatMap((b) => (b === 'eof' ? [] : b));
+      expect(names.length).toBe(3000);
+      expect(new Set(names).size).toBe(3000);
+      expect(batches.filter((b) => b === 'eof')).toHaveLength(1);
+    } finally {
+      conn.end();
+    }
+  });
+
+  it('counts a file being replaced as freed only while it is there: removed meanwhile, it frees nothing (no growth past the quota round by round)', async () => {
+    l.writeTenant('h.test', { ...hal, quota: '512KiB' });
+    expect(l.suite.reload()).toBe(true);
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
+      const openW = (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', (err, h) => (err ? reject(err) : resolve(h))));
+      const write = (h: Buffer, data: Buffer, at: number) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, at, (err) => (err ? reject(err) : resolve())));
+      const remove = (p: string) => new Promise<void>((resolve, reject) => sftp.unlink(p, (err) => (err ? reject(err) : resolve())));
+      const close = (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, (err) => (err ? reject(err) : resolve())));
+      await put('/r.bin', Buffer.alloc(400 * 1024, 1));
+      const h = await openW('/r.bin');
+      // The old file goes (its 400 KiB given back); the upload replacing it may no longer count them as freed.
+      await remove('/r.bin');
+      const chunk = Buffer.alloc(32 * 1024, 2);
+      let refused: Error | undefined;
+      for (let at = 0; at < 800 * 1024 && !refused; at += chunk.length) await write(h, chunk, at).catch((err: Error) => (refused = err));
+      expect(refused?.message).toMatch(/Quota exceeded/);
+      await close(h).catch(() => undefined /* refused: the upload is dropped */);
+      expect(existsSync(path.join(l.sitesDir, 'h.test', 'r.bin'))).toBe(false);
+    } finally {
+      conn.end();
+      l.writeTenant('h.test', hal);
+      l.suite.reload();
+    }
+  });
+
+  it('takes a relative name as it is: "-v.txt" is that file, not an ls option (FTP LIST\'s rule is not SFTP\'s)', async () => {
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
+      const stat = (p: string) => new Promise<ssh2.Stats>((resolve, reject) => sftp.stat(p, (err, st) => (err ? reject(err) : resolve(st))));
+      const remove = (p: string) => new Promise<void>((resolve, reject) => sftp.unlink(p, (err) => (err ? reject(err) : resolve())));
+      await put('-v.txt', Buffer.from('dash'));
+      expect(readFileSync(path.join(l.sitesDir, 'h.test', '-v.txt'), 'utf8')).toBe('dash');
+      const st = await stat('-v.txt');
+      expect(st.isFile()).toBe(true);
+      expect(st.size).toBe(4);
+      // "-la" names no file here: not the root folder.
+      await expect(stat('-la')).rejects.toThrow(/no such file/i);
+      await remove('-v.txt');
+      expect(existsSync(path.join(l.sitesDir, 'h.test', '-v.txt'))).toBe(false);
+    } finally {
+      conn.end();
+    }
+  });
+
+  it('holds a connection to 4 channels; one refused takes no place, so a channel closed frees one', async () => {
+    // open() holds the first channel.
+    const { conn } = await open();
+    try {
+      const channel = () => new Promise<ssh2.SFTPWrapper>((resolve, reject) => conn.sftp((err, s) => (err ? reject(err) : resolve(s))));
+      const more = [await channel(), await channel(), await channel()];
+      await expect(channel()).rejects.toThrow();
+      expect(l.logs().some((x) => x.msg === 'sftp request refused' && x.why === 'more than 4 channels on one connection')).toBe(true);
+      const closed = new Promise<void>((resolve) => more[0]!.on('close', () => resolve()));
+      more[0]!.end();
+      await closed;
+      const again = await channel();
+      expect(await new Promise<string>((resolve, reject) => again.realpath('.', (err, p) => (err ? reject(err) : resolve(p))))).toBe('/');
+    } finally {
+      conn.end();
+    }
+  });
+
+  /** Starts a key exchange again on `conn` (ssh2's client has no public call for it: a hostile client's move). */
+  const rekey = (conn: ssh2.Client) => (conn as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
+
+  it('drops a connection that exchanges keys again before logging in, and says why', async () => {
+    const conn = new ssh2.Client();
+    conn.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+    let handshakes = 0;
+    conn.on('handshake', () => {
+      // Each exchange costs the server a key agreement and a signature: before a login, one is all it needs.
+      if (++handshakes <= 3) rekey(conn);
+    });
+    // Never answers the authentication step: everything happens before a login.
+    conn.connect({ host: '127.0.0.1', port: lport, username: 'hal@h.test', authHandler: () => undefined });
+    await closed;
+    expect(handshakes).toBe(2);
+    expect(l.logs().some((x) => x.msg === 'sftp connection closed' && x.why === 'key exchange again before login')).toBe(true);
+  });
+
+  it('drops a session that exchanges keys again and again after its login (past a burst, one per 10 s)', async () => {
+    const { conn } = await open();
+    conn.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+    let handshakes = 0;
+    conn.on('handshake', () => {
+      if (++handshakes <= 50) rekey(conn);
+    });
+    rekey(conn);
+    await closed;
+    expect(handshakes).toBeLessThan(50);
+    expect(l.logs().some((x) => x.msg === 'sftp session closed' && x.user === 'hal@h.test' && /key exchanges/.test(String(x.why)))).toBe(true);
+  });
+
+  it('offers only key exchanges that cost little (no 4096- to 8192-bit Diffie-Hellman)', async () => {
+    for (const kex of ['diffie-hellman-group16-sha512', 'diffie-hellman-group18-sha512', 'diffie-hellman-group-exchange-sha256']) {
+      const refused = await new Promise<Error | undefined>((resolve) => {
+        const conn = new ssh2.Client();
+        conn.on('error', (err) => resolve(err));
+        conn.on('ready', () => {
+          conn.end();
+          resolve(undefined);
+        });
+        conn.connect({ host: '127.0.0.1', port: lport, username: 'hal@h.test', privateKey, algorithms: { kex: [kex] as never } });
+      });
+      expect(refused?.message, kex).toMatch(/no matching key exchange/i);
+    }
+  });
+
+  it('never renames a link, nor a folder holding one (checked paths stay what they were checked to be)', async () => {
+    // An operator's links: one relative (inside here, outside one level up), one that leads out.
+    const site = path.join(l.sitesDir, 'h.test');
+    mkdirSync(path.join(site, 'deep', 'er'), { recursive: true });
+    mkdirSync(path.join(site, 'shared'), { recursive: true });
+    symlinkSync('../..', path.join(site, 'deep', 'er', 'top'));
+    symlinkSync('/etc', path.join(site, 'shared', 'etc'));
+    const { conn, sftp } = await open();
+    try {
+      const mv = (a: string, b: string) => new Promise<void>((resolve, reject) => sftp.rename(a, b, (err) => (err ? reject(err) : resolve())));
+      // Renamed, each could take the name of a real folder a path was checked through, between the check and the open:
+      // the open would then follow the link (to /etc, or out of the site by a relative one moved up).
+      await expect(mv('/deep/er/top', '/top')).rejects.toThrow(/links are renamed only by/i);
+      await expect(mv('/deep/er/top', '/deep/er/top2')).rejects.toThrow(/links are renamed only by/i);
+      await expect(mv('/deep', '/moved')).rejects.toThrow(/holds a link/i);
+      await expect(mv('/shared', '/x')).rejects.toThrow(/holds a link/i);
+      expect(readlinkSync(path.join(site, 'deep', 'er', 'top'))).toBe('../..');
+      expect(readlinkSync(path.join(site, 'shared', 'etc'))).toBe('/etc');
+      expect(l.logs().some((x) => x.msg === 'ftp path refused' && x.why === 'moves a link' && x.path === '/deep')).toBe(true);
+      // Folders without links still move, files too.
+      mkdirSync(path.join(site, 'plain', 'sub'), { recursive: true });
+      await mv('/plain', '/deep/plain');
+      expect(existsSync(path.join(site, 'deep', 'plain', 'sub'))).toBe(true);
+    } finally {
+      conn.end();
+      rmSync(path.join(site, 'deep'), { recursive: true, force: true });
+      rmSync(path.join(site, 'shared'), { recursive: true, force: true });
+    }
+  });
+
+  it('closes a connection after 6 failed logins, and logs an overlong login name cut short', async () => {
+    const before = l.logs().length;
+    let tries = 0;
+    const conn = new ssh2.Client();
+    conn.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+    // 20 KB of name, tried again and again on one connection (each refusal a log line naming the user).
+    const name = `${'x'.repeat(20_000)}@h.test`;
+    conn.connect({ host: '127.0.0.1', port: lport, username: name, authHandler: (_m, _p, next) => (++tries <= 40 ? next({ type: 'password', username: name, password: 'nope' } as never) : next(false as never)) });
+    await closed;
+    const lines = l.logs().slice(before);
+    expect(lines.filter((x) => x.msg === 'sftp login failed').length).toBeLessThanOrEqual(6);
+    expect(lines.some((x) => x.msg === 'sftp connection closed' && x.why === 'more than 6 failed login attempts on one connection')).toBe(true);
+    expect(lines.some((x) => x.msg === 'sftp login failed' && x.why === 'login name too long' && x.length === name.length)).toBe(true);
+    expect(Math.max(...lines.map((x) => String(x.user ?? '').length))).toBeLessThan(100);
+    expect(tries).toBeLessThan(40);
+  });
+
+  it('refuses names with control characters (a line break would forge lines in FTP listings and terminals), and logs it', async () => {
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string) => new Promise<void>((resolve, reject) => sftp.writeFile(p, 'x', (err) => (err ? reject(err) : resolve())));
+      const mkdir = (p: string) => new Promise<void>((resolve, reject) => sftp.mkdir(p, (err) => (err ? reject(err) : resolve())));
+      const mv = (a: string, b: string) => new Promise<void>((resolve, reject) => sftp.rename(a, b, (err) => (err ? reject(err) : resolve())));
+      await expect(put('/a\r\n-rw-r--r-- 1 owner group 0 Jan 1 00:00 forged.html')).rejects.toThrow(/File name not allowed/);
+      await expect(mkdir('/tab\there')).rejects.toThrow(/File name not allowed/);
+      await expect(mkdir('/esc\x1b[31mred')).rejects.toThrow(/File name not allowed/);
+      await put('/plain-name.txt');
+      await expect(mv('/plain-name.txt', '/del\x7f')).rejects.toThrow(/File name not allowed/);
+      expect(readdirSync(path.join(l.sitesDir, 'h.test')).filter((n) => /[\x00-\x1f\x7f]/.test(n))).toEqual([]);
+      expect(l.logs().some((x) => x.msg === 'ftp path refused' && x.why === 'control character')).toBe(true);
+      // One made on disk by other means is left out of listings.
+      writeFileSync(path.join(l.sitesDir, 'h.test', 'made\nby-hand'), '');
+      const names = await new Promise<string[]>((resolve, reject) => sftp.readdir('/', (err, list) => (err ? reject(err) : resolve(list.map((e) => e.filename)))));
+      expect(names).toContain('plain-name.txt');
+      expect(names.filter((n) => n.includes('\n'))).toEqual([]);
+      rmSync(path.join(l.sitesDir, 'h.test', 'made\nby-hand'));
+    } finally {
+      conn.end();
     }
   });
 
@@ -362,6 +614,50 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
       // 200 KiB are stored: 400 KiB more would pass 512 KiB and must be refused.
       await expect(put('/g.bin', Buffer.alloc(400 * 1024, 3))).rejects.toThrow(/Quota exceeded|Failure/);
       expect(existsSync(path.join(l.sitesDir, 'h.test', 'g.bin'))).toBe(false);
+    } finally {
+      conn.end();
+      l.writeTenant('h.test', hal);
+      l.suite.reload();
+    }
+  });
+  it('resizes only an upload under way, within the quota; a stored file\'s size change is refused, not ignored', async () => {
+    l.writeTenant('h.test', { ...hal, quota: '512KiB' });
+    expect(l.suite.reload()).toBe(true);
+    const { conn, sftp } = await open();
+    try {
+      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
+      const openW = (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', (err, h) => (err ? reject(err) : resolve(h))));
+      const write = (h: Buffer, data: Buffer) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, 0, (err) => (err ? reject(err) : resolve())));
+      const fsetsize = (h: Buffer, size: number) => new Promise<void>((resolve, reject) => sftp.fsetstat(h, { size }, (err) => (err ? reject(err) : resolve())));
+      const setsize = (p: string, size: number) => new Promise<void>((resolve, reject) => sftp.setstat(p, { size }, (err) => (err ? reject(err) : resolve())));
+      const close = (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, (err) => (err ? reject(err) : resolve())));
+      const stored = path.join(l.sitesDir, 'h.test', 's.bin');
+      await put('/s.bin', Buffer.alloc(1000, 1));
+      // sshfs's truncate of a stored file: refused in SFTP's words, logged, the file as it was.
+      await expect(setsize('/s.bin', 10)).rejects.toThrow(/not supported; upload it again/);
+      expect(readFileSync(stored)).toHaveLength(1000);
+      expect(l.logs().some((x) => x.msg === 'sftp size change refused: only an upload under way may be resized' && x.path === '/s.bin')).toBe(true);
+      // What the tenant's site holds now (earlier tests leave files), so what is free of its 512 KiB.
+      const site = path.join(l.sitesDir, 'h.test');
+      let held = 0;
+      for (const dirs = [site]; dirs.length > 0; ) {
+        const d = dirs.pop()!;
+        for (const e of readdirSync(d, { withFileTypes: true })) {
+          if (e.isDirectory()) dirs.push(path.join(d, e.name));
+          else if (e.isFile()) held += lstatSync(path.join(d, e.name)).size;
+        }
+      }
+      const free = 512 * 1024 - held + 1000; // s.bin's 1000 bytes are replaced by the upload below
+      // An upload under way: nearly all that is free written, shrunk, then grown (zeros), then refused past the quota.
+      const h = await openW('/s.bin');
+      await write(h, Buffer.alloc(free - 40 * 1024, 2));
+      await fsetsize(h, 10);
+      await fsetsize(h, 20);
+      await expect(fsetsize(h, 600 * 1024)).rejects.toThrow(/Quota exceeded/);
+      await close(h);
+      expect(readFileSync(stored)).toEqual(Buffer.concat([Buffer.alloc(10, 2), Buffer.alloc(10, 0)]));
+      // What was shrunk away is free again: 60 KiB more fit (only 40 would have, had it still counted).
+      await put('/t.bin', Buffer.alloc(60 * 1024, 3));
     } finally {
       conn.end();
       l.writeTenant('h.test', hal);

@@ -264,6 +264,79 @@ describe('HTTP/2 limits', () => {
     expect((await h2('a.test', '/')).body).toBe('site A');
   });
 
+  /** A TLS connection speaking h2 by hand: the preface and an empty SETTINGS sent, the server's SETTINGS never acknowledged. */
+  async function rawH2(): Promise<{ socket: tls.TLSSocket; closed: Promise<void>; frames: () => Buffer }> {
+    const socket = tls.connect({ host: '127.0.0.1', port: Number(httpsUrl.port), servername: 'a.test', ALPNProtocols: ['h2'], rejectUnauthorized: false });
+    socket.on('error', () => undefined); // the server may drop us; that is what is tested
+    const got: Buffer[] = [];
+    socket.on('data', (d: Buffer) => got.push(d));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]));
+    return { socket, closed, frames: () => Buffer.concat(got) };
+  }
+  /** The first frame of `type` on `stream` in what the server sent: its payload. */
+  const firstFrame = (f: Buffer, type: number, stream: number): Buffer | undefined => {
+    for (let i = 0; i + 9 <= f.length; i += 9 + f.readUIntBE(i, 3)) if (f[i + 3] === type && f.readUInt32BE(i + 5) === stream) return f.subarray(i + 9, i + 9 + f.readUIntBE(i, 3));
+    return undefined;
+  };
+  /** HPACK for GET https://a.test/ (static table entries, :authority as a literal). */
+  const GET_A = Buffer.concat([Buffer.from([0x82, 0x87, 0x84, 0x01, 6]), Buffer.from('a.test')]);
+
+  it('drops a connection that sends endless CONTINUATION frames (CVE-2024-27316 class), and logs it', async () => {
+    const { socket, closed } = await rawH2();
+    let gone = false;
+    void closed.then(() => (gone = true));
+    // HEADERS without END_HEADERS, then CONTINUATIONs each adding a small header: a header block that never ends.
+    socket.write(frame(1, 0x1, 1, GET_A));
+    const more = Buffer.concat(Array.from({ length: 1000 }, () => frame(9, 0, 1, Buffer.from([0x00, 1, 0x78, 1, 0x79]))));
+    for (let i = 0; i < 100 && !gone; i++) {
+      if (!socket.write(more)) await Promise.race([new Promise((r) => socket.once('drain', r)), closed]);
+    }
+    await closed;
+    expect(await waitFor(() => t.logs().find((l) => l.msg === 'http2 session dropped' && l.remote === '127.0.0.1' && /CONTINUATION/.test(String(l.err))))).toBeTruthy();
+    expect((await h2('a.test', '/')).body).toBe('site A');
+  });
+
+  it('refuses a header list over 16 KiB from a client that never acknowledges its SETTINGS (HPACK: 4 KB sent, 400 KB read)', async () => {
+    const { socket, frames } = await rawH2();
+    try {
+      // Literal with incremental indexing, new name: x-bomb with 4,000 bytes becomes dynamic entry 62; then 0xbe (entry 62) 100 times.
+      // Until the client acknowledges the server's SETTINGS, nghttp2 holds it to the protocol's defaults (no header list limit).
+      const value = Buffer.concat([Buffer.from([0x7f, 0x80 | 33, 30]) /* 4,000 = 127 + 33 + 30 × 128 */, Buffer.alloc(4000, 0x79)]);
+      socket.write(frame(1, 0x5, 1, Buffer.concat([GET_A, Buffer.from([0x40, 6]), Buffer.from('x-bomb'), value, Buffer.alloc(100, 0xbe)])));
+      const rst = await waitFor(() => firstFrame(frames(), 3, 1) ?? firstFrame(frames(), 1, 1)?.subarray(0, 0));
+      // RST_STREAM (not a HEADERS answer) with ENHANCE_YOUR_CALM, as for a client that did acknowledge them.
+      expect(rst.length).toBe(4);
+      expect(rst.readUInt32BE(0)).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      expect(await waitFor(() => t.logs().find((l) => l.msg === 'http2 request refused' && l.remote === '127.0.0.1' && /header list/.test(String(l.why))))).toBeTruthy();
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it('refuses CONNECT over h2 with :status 501, not a 200 that opens a tunnel (RFC 9113 §8.5), and logs who', async () => {
+    const session = http2.connect(httpsUrl.origin, { rejectUnauthorized: false, servername: 'a.test' });
+    session.on('error', () => undefined);
+    try {
+      const answer = await new Promise<{ status?: number; body: string }>((resolve) => {
+        const s = session.request({ ':method': 'CONNECT', ':authority': '127.0.0.1:22' });
+        let status: number | undefined;
+        let body = '';
+        s.on('response', (h) => (status = Number(h[':status'])));
+        s.on('data', (c: Buffer) => (body += c));
+        s.on('error', () => undefined); // a reset after the answer changes nothing here
+        s.on('close', () => resolve({ status, body }));
+        s.end();
+      });
+      expect(answer.status).toBe(501);
+      expect(answer.body).not.toMatch(/^HTTP\/1\.1/);
+      expect(t.logs().some((l) => l.msg === 'CONNECT refused: not a proxy' && l.remote === '127.0.0.1' && l.url === '127.0.0.1:22')).toBe(true);
+    } finally {
+      session.close();
+    }
+  });
+
   it('refuses a header list over 16 KiB (RST_STREAM ENHANCE_YOUR_CALM), and the session goes on', async () => {
     const session = http2.connect(httpsUrl.origin, { rejectUnauthorized: false, servername: 'a.test', settings: { maxHeaderListSize: 1 << 20 } });
     try {

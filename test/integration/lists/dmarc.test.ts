@@ -26,6 +26,7 @@ beforeAll(async () => {
     ['broken.test', 'silent'],
     ['plain.test', undefined],
     ['a.test', 'p=reject'],
+    ['once.test', 'p=reject'],
   ] as const) {
     dns.zone.set(domain, { txt: [['v=spf1 ip4:127.0.0.1 -all']] });
     if (dmarc === 'silent') dns.zone.set(`_dmarc.${domain}`, { silent: true });
@@ -82,6 +83,12 @@ describe('list posts from domains with a strict DMARC policy', () => {
     const sigs = verifyDkim(m.raw, records);
     expect(sigs.length).toBeGreaterThan(0);
     expect(sigs.every((s) => s.d === 'a.test' && s.ok)).toBe(true);
+  });
+
+  it('uses the policy the inbound checks found at receipt: the DMARC record is asked once, by the checks, not again by the list', async () => {
+    const m = await post('news', 'olga@once.test', 'Olga <olga@once.test>', 'asked once');
+    expect(headersOf(m).get('from')).toEqual(['"Olga via news" <news@a.test>']);
+    expect(dns.asked.filter((q) => q === '16 _dmarc.once.test')).toEqual(['16 _dmarc.once.test']);
   });
 
   it("p=quarantine: rewritten too, the post's own Reply-To merged after the poster (each address once)", async () => {

@@ -171,6 +171,38 @@ describe.skipIf(!haveSwaks)('inbound SPF, DKIM and DMARC at receipt', () => {
   });
 });
 
+describe.skipIf(!haveSwaks)('checks that never finish', () => {
+  let slow: Awaited<ReturnType<typeof startTestSuite>>;
+  beforeAll(async () => {
+    // A DNS server that never answers, asked with a long timeout: only smtp.checks.timeout ends the wait.
+    slow = await startTestSuite({
+      main: {
+        dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 60 },
+        smtp: { listen: ['127.0.0.1:0'], relay: sink.url, waitForNextHop: 0, checks: { timeout: 1 } },
+      },
+      tenants: {
+        'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test' } } },
+        'strict.test': { domains: ['strict.test'], mail: { forward: { info: 'bob@remote.test' }, checks: { temporary: 'defer' } } },
+      },
+    });
+  });
+  afterAll(async () => {
+    await slow?.stop();
+  });
+
+  it('are cut at smtp.checks.timeout: temperror and accepted by default, 451 4.7.0 where the tenant defers; logged with who', async () => {
+    const sendSlow = async (to: string, subject: string) => {
+      const file = path.join(tmp, `m${++n}.eml`);
+      writeFileSync(file, await message('s@slow.test', to, subject));
+      return (await swaks(smtpPort(slow.suite), '--from', 's@slow.test', '--to', to, '--data', `@${file}`)).out;
+    };
+    expect(await sendSlow('info@a.test', 'checks cut short')).toMatch(/<-\s+250 /);
+    expect(fields(await received('checks cut short'), 'Authentication-Results')[0]).toMatch(/spf=temperror \(no result within 1 s\); dkim=temperror .*dmarc=temperror/);
+    expect(await sendSlow('info@strict.test', 'checks cut short, deferred')).toMatch(/<\*\*\s+451 4\.7\.0 /);
+    expect(slow.logs()).toContainEqual(expect.objectContaining({ from: 's@slow.test', seconds: 1, msg: expect.stringMatching(/^inbound checks timed out/) }));
+  }, 30_000);
+});
+
 describe.skipIf(!haveSwaks)('posting: members and authentication', () => {
   it("holds a member's post that nothing authenticates (a forged From:) for the owner; an authenticated one is distributed", async () => {
     expect((await runCli('list', '--config', t.configDir, 'add', 'ann@member.test', 'news@a.test', '--no-confirm')).code).toBe(0);

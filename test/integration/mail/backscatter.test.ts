@@ -113,9 +113,9 @@ describe.skipIf(!haveSwaks)('backscatter: forwarded mail is offered to the next 
     const before = queued().length;
     const started = Date.now();
     const pending = swaks(port, '--from', 's@third.test', '--to', 'slow@a.test');
-    // Spooled and in state before the next hop is asked: a crash now loses nothing.
+    // Asked while it is being stored; spooled and in state long before the deadline: a crash now loses nothing.
     await waitFor(() => peer.stalled.length > 0, 5_000, 'the stalled RCPT');
-    expect(queued()).toHaveLength(before + 1);
+    await waitFor(() => queued().length === before + 1, 5_000, 'the queued message');
     const r = await pending;
     const took = Date.now() - started;
     expect(r.code).toBe(0);
@@ -138,6 +138,21 @@ describe.skipIf(!haveSwaks)('backscatter: forwarded mail is offered to the next 
     const sessions = peer.sessions;
     await swaks(port, '--from', 's@third.test', '--to', 'ok@a.test');
     expect(peer.sessions).toBe(sessions);
+  });
+
+  it('the next hop took it but it could not be stored here: 452 to the sender (it sends again), logged, nothing left queued', async () => {
+    const n = peer.got.length;
+    const before = queued().length;
+    t.suite.state.db.exec(`CREATE TEMP TRIGGER refuse_row BEFORE INSERT ON mail_queue WHEN NEW.return_path = 'unlucky@third.test' BEGIN SELECT RAISE(ABORT, 'disk full'); END`);
+    try {
+      const r = await swaks(port, '--from', 'unlucky@third.test', '--to', 'ok@a.test', '--header', 'Subject: not stored');
+      expect(r.out).toMatch(/<\*\*\s+452 4\.3\.1 Cannot queue the message now, try again later/);
+    } finally {
+      t.suite.state.db.exec('DROP TRIGGER refuse_row');
+    }
+    expect(queued()).toHaveLength(before);
+    await waitFor(() => t.logs().find((l) => l.msg === 'the next hop took a message that could not be queued here; its sender was told to retry, so it may arrive twice'), 5_000, 'the warning');
+    expect(peer.got.slice(n).map((m) => m.from)).toEqual([expect.stringContaining('unlucky')]);
   });
 
   it('a partly refused message is accepted; its bounce carries headers only and is rate-limited per domain', async () => {

@@ -1,12 +1,13 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Launcher, MAX_REQUEST, parseRequest } from '../../../src/cgi/launcher.ts';
+import { LAUNCHER_CACHE_FILE, Launcher, MAX_REQUEST, parseRequest } from '../../../src/cgi/launcher.ts';
 import type { SandboxCapabilities } from '../../../src/cgi/sandbox.ts';
 import { createLogger } from '../../../src/core/log.ts';
 import { loadConfig } from '../../../src/core/config/load.ts';
+import { ParseCache } from '../../../src/core/config/parsecache.ts';
 import { CgiUids, cgiUidMigrations } from '../../../src/state/cgiuids.ts';
 import { openDb } from '../../../src/state/db.ts';
 import { writeConfig } from '../../helpers/suite.ts';
@@ -153,5 +154,88 @@ describe('Launcher: a script run, with and without box-init', () => {
     expect(checked.run.fork).toBeUndefined();
     expect(checked.run.spec.go).toContain("export QUERY_STRING='x=1'");
     expect(checked.run.spec.args).not.toContain('--cap-add');
+  });
+});
+
+describe("Launcher: a cache of parsed tenant files only root can have written", () => {
+  const caps: SandboxCapabilities = { permissionFlag: '--permission', box: undefined, refusal: 'no box in this test', nice: undefined, drop: undefined, prlimit: undefined };
+  const me = process.getuid!();
+  const asRoot = me === 0;
+  const run = { op: 'run' as const, id: 1, tenant: 'a.test', kind: 'suite' as const, name: 'x', env: {} };
+  /** A config with a.test, and a cache that says a.test's file (unchanged) reads `suspended: true`: what a forger would write. */
+  function setup() {
+    const dir = tmp();
+    const { configDir, dataDir } = writeConfig(dir, { main: { cgi: { uids: '240000-240099' } }, tenants: { 'a.test': { domains: ['a.test'] } } });
+    const suiteDir = path.join(dir, 'suite');
+    mkdirSync(suiteDir);
+    const tenantFile = path.join(configDir, 'tenants', 'a.test.yaml');
+    const forged = new ParseCache();
+    forged.set(tenantFile, ParseCache.identity(readFileSync(tenantFile, 'utf8')), { domains: ['a.test'], suspended: true });
+    const cgiDir = path.join(dataDir, 'cgi');
+    const cacheFile = path.join(cgiDir, LAUNCHER_CACHE_FILE);
+    mkdirSync(cgiDir, { recursive: true, mode: 0o711 });
+    const forge = (file = cacheFile) => expect(forged.save(file)).toBeUndefined();
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', destination: { write: (l: string) => void lines.push(l) } });
+    const start = () => new Launcher({ configDir, suiteDir, log, sandbox: () => caps });
+    return { dir, cgiDir, cacheFile, tenantFile, forge, start, lines };
+  }
+  /** What the launcher believes of a.test: suspended only if it took the forged cache's word. */
+  const believes = async (l: Launcher) => {
+    const r = await l.check(run);
+    return r.ok ? 'ran' : r.why;
+  };
+
+  it('writes its cache 0600 in root\'s folder, and reads back one it wrote itself', async () => {
+    const { cgiDir, cacheFile, tenantFile, forge, start, lines } = setup();
+    const first = start();
+    expect(first.saveCache()).toBeUndefined();
+    const st = statSync(cacheFile);
+    expect([st.uid, st.mode & 0o7777]).toEqual([me, 0o600]);
+    expect(statSync(cgiDir).mode & 0o7777).toBe(0o711);
+    expect(Object.keys(JSON.parse(readFileSync(cacheFile, 'utf8')).entries)).toEqual([tenantFile]);
+    // A file with every mark of its own is used as it stands (which is why the forged ones below must be refused).
+    forge();
+    expect(await believes(start())).toBe('tenant a.test is suspended');
+    expect(lines).toEqual([]);
+  });
+
+  it.each<[string, (s: ReturnType<typeof setup>) => void, RegExp]>([
+    ['world-writable', (s) => (s.forge(), chmodSync(s.cacheFile, 0o666)), /open to others \(mode 666/],
+    ['group-readable', (s) => (s.forge(), chmodSync(s.cacheFile, 0o640)), /open to others \(mode 640/],
+    ['a symbolic link to a file of the right owner and mode', (s) => (s.forge(path.join(s.dir, 'elsewhere.json')), symlinkSync(path.join(s.dir, 'elsewhere.json'), s.cacheFile)), /symbolic link/],
+    ['a second name of a file of the right owner and mode', (s) => (s.forge(path.join(s.dir, 'elsewhere.json')), linkSync(path.join(s.dir, 'elsewhere.json'), s.cacheFile)), /2 names/],
+    ['in a folder others can write', (s) => (s.forge(), chmodSync(s.cgiDir, 0o733)), /writable by others/],
+    ['in a folder that is a symbolic link', (s) => (rmSync(s.cgiDir, { recursive: true }), mkdirSync(path.join(s.dir, 'other'), { mode: 0o711 }), symlinkSync(path.join(s.dir, 'other'), s.cgiDir), s.forge()), /symbolic link/],
+  ])('refuses a cache %s, and writes its own anew where it can', async (what, make, why) => {
+    const s = setup();
+    make(s);
+    const l = s.start();
+    expect(await believes(l)).toBe('no box in this test');
+    expect(s.lines.join('')).toMatch(why);
+    if (/folder/.test(what)) {
+      expect(l.saveCache()).toMatch(/writable by others|symbolic link/);
+      return;
+    }
+    expect(l.saveCache()).toBeUndefined();
+    expect(statSync(s.cacheFile).mode & 0o7777).toBe(0o600);
+    s.lines.length = 0;
+    expect(await believes(s.start())).toBe('no box in this test');
+    expect(s.lines).toEqual([]);
+  });
+
+  it.skipIf(!asRoot)('refuses a cache, or a folder, owned by another user (the server\'s, once it dropped root)', async () => {
+    let s = setup();
+    s.forge();
+    chownSync(s.cacheFile, 65534, 65534);
+    expect(await believes(s.start())).toBe('no box in this test');
+    expect(s.lines.join('')).toMatch(/owned by uid 65534, not 0/);
+    s = setup();
+    s.forge();
+    chownSync(s.cgiDir, 65534, 65534);
+    const l = s.start();
+    expect(await believes(l)).toBe('no box in this test');
+    expect(s.lines.join('')).toMatch(/cgi is owned by uid 65534, not 0/);
+    expect(l.saveCache()).toMatch(/owned by uid 65534/);
   });
 });

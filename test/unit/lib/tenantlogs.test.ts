@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { TenantLogFiles } from '../../../src/lib/tenantlogs.ts';
+import { logFileDay, TenantLogFiles } from '../../../src/lib/tenantlogs.ts';
 import { transferLine } from '../../../src/ftp/xferlog.ts';
 
 describe('TenantLogFiles', () => {
@@ -56,5 +56,27 @@ describe('transferLine', () => {
   it('writes time, remote, user, command, bytes, ms, status, path; control characters in a path are escaped, UTF-8 kept', () => {
     const line = transferLine({ remote: '127.0.0.1', user: 'ann@a.test', command: 'STOR', path: '/a b\r\nfake\x1b[2J café', bytes: 5, ms: 3, status: 'ok' }, new Date('2026-03-10T01:02:03Z'));
     expect(line).toBe('2026-03-10T01:02:03.000Z 127.0.0.1 ann@a.test STOR 5 3 ok /a b\\x0d\\x0afake\\x1b[2J café\n');
+  });
+});
+
+describe('logFileDay: which files of a tenant log folder are its logs', () => {
+  const table: Array<[string, string | undefined]> = [
+    ['access.log', 'current'],
+    ['access.log.2026-12-06', '2026-12-06'],
+    ['access.log.2026-12-6', undefined],
+    ['access.log.2026-12-06.gz', undefined],
+    ['access.log.2026-12-06/../x', undefined],
+    ['access.logx2026-12-06', undefined],
+    ['accessXlog.2026-12-06', undefined],
+    ['../access.log', undefined],
+    ['access.log/', undefined],
+    ['access.log.', undefined],
+    ['access.log.abcd-ef-gh', undefined],
+    ['access.log.2026-12-06\n', undefined],
+    ['error.log.2026-12-06', undefined],
+    ['', undefined],
+  ];
+  it.each(table)('%j → %j', (name, day) => {
+    expect(logFileDay('access.log', name)).toBe(day);
   });
 });

@@ -108,3 +108,23 @@ describe.skipIf(!dkimPython)(dkimPython ? 'DKIM signatures made with keys parsed
     }
   });
 });
+
+describe('one cache of parsed keys', () => {
+  it('the state parses a key once for all who sign with it; the sealer signs with the parsed key it is given, not parsing the PEM again', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
+    dirs.push(dir);
+    const s = openState(dir);
+    try {
+      const [k] = await s.dkim.ensure('a.test');
+      expect(s.dkim.signingKey(k!)).toBe(s.dkim.signingKey(k!));
+      const arc = await s.dkim.ensureArc('mx.a.test');
+      const { createArcSealer } = await import('../../../src/mail/mailauth.ts');
+      // PEM text that does not parse: only the parsed key can have made the seal.
+      const seal = createArcSealer({ hostname: 'mx.a.test', key: async () => ({ selector: arc.selector, privateKey: 'not a key', parsed: s.dkim.signingKey(arc) }) });
+      const set = await seal(Buffer.from('Authentication-Results: mx.a.test; spf=pass\r\nFrom: a@b.test\r\nSubject: x\r\n\r\nhi\r\n'));
+      expect(set.toString('latin1')).toMatch(/^ARC-Seal: i=1; a=rsa-sha256; t=\d+; cv=none; d=mx\.a\.test;/);
+    } finally {
+      s.close();
+    }
+  });
+});

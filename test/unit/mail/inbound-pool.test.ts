@@ -20,7 +20,7 @@ beforeAll(async () => {
   const raw = 'From: vera@good.test\r\nTo: info@a.test\r\nSubject: checked in a thread\r\nMessage-ID: <1@good.test>\r\n\r\nHello.\r\n';
   const signed = await dkimSign(raw, { signatureData: [{ signingDomain: 'good.test', selector: 't1', privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }) }] } as never);
   message = Buffer.from(signed.signatures + raw);
-  pool = createInboundPool({ dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 }, log: createLogger({ level: 'silent' }) });
+  pool = createInboundPool({ dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 }, log: createLogger({ level: 'silent' }), timeout: 30 });
 });
 afterAll(async () => {
   await pool?.close();
@@ -47,6 +47,56 @@ describe('inbound checks: DNS', () => {
     expect(await result).toMatchObject({ spf: 'pass', dkim: ['pass'], dmarc: { result: 'pass' } });
     // Each name was asked of the resolver once for this message.
     expect(asked.filter((a) => a === 'TXT _dmarc.good.test')).toHaveLength(1);
+  });
+});
+
+describe('inbound checks: DNS answers kept for a while', () => {
+  it('asks a record once while it is kept, "none" too; a timeout is asked again; after maxAge it is asked again', async () => {
+    const { cachedLookup, suiteResolver } = await import('../../../src/core/dns.ts');
+    const resolver = suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 0.2 });
+    let clock = 0;
+    const asked: string[] = [];
+    const lookup = cachedLookup(
+      (name, type) => {
+        asked.push(name);
+        return resolver.resolve(name, type);
+      },
+      { maxAgeMs: 60_000, maxEntries: 100, now: () => clock },
+    );
+    dns.zone.set('kept.test', { txt: [['v=spf1 -all']] });
+    dns.zone.set('quiet.test', { silent: true });
+    const first = (await lookup('kept.test', 'TXT')) as string[][];
+    first[0]![0] = 'changed by its caller';
+    expect(await lookup('KEPT.test', 'TXT')).toEqual([['v=spf1 -all']]);
+    await expect(lookup('missing.test', 'TXT')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await expect(lookup('missing.test', 'TXT')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await expect(lookup('quiet.test', 'TXT')).rejects.toMatchObject({ code: 'ETIMEOUT' });
+    await expect(lookup('quiet.test', 'TXT')).rejects.toMatchObject({ code: 'ETIMEOUT' });
+    expect(asked).toEqual(['kept.test', 'missing.test', 'quiet.test', 'quiet.test']);
+    dns.zone.set('kept.test', { txt: [['v=spf1 +all']] });
+    clock = 60_000;
+    expect(await lookup('kept.test', 'TXT')).toEqual([['v=spf1 +all']]);
+  });
+});
+
+describe("inbound checks: the sender's public keys parsed once", () => {
+  it('mailauth gets the same parsed key for the same record, and still verifies (and fails a message whose signed Subject: changed)', async () => {
+    const { keepParsedPublicKeys, parsedKeyHits, MAILAUTH_INTERNALS } = await import('../../../src/mail/mailauth.ts');
+    expect(MAILAUTH_INTERNALS.crypto).toHaveLength(2);
+    const { createRequire } = await import('node:module');
+    const crypto = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+    keepParsedPublicKeys();
+    const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    const pem = Buffer.from(publicKey.export({ type: 'spki', format: 'pem' }));
+    expect(crypto.createPublicKey({ key: pem, format: 'pem' })).toBe(crypto.createPublicKey({ key: Buffer.from(pem), format: 'pem' }));
+    const resolver = (await import('../../../src/core/dns.ts')).suiteResolver({ servers: [`127.0.0.1:${dns.port}`], timeout: 1 });
+    const lookup = (name: string, type: string) => resolver.resolve(name, type) as Promise<never>;
+    const before = parsedKeyHits.count;
+    for (let i = 0; i < 2; i++) expect(await checkInbound(message, { ...options, resolver: lookup })).toMatchObject({ dkim: ['pass'] });
+    // mailauth still hands the key over in both shapes the cache takes: an upgrade that stops doing so fails here.
+    expect(parsedKeyHits.count - before).toBeGreaterThanOrEqual(2);
+    const changed = Buffer.from(message.toString('latin1').replace('checked in a thread', 'changed on the way'), 'latin1');
+    expect(await checkInbound(changed, { ...options, resolver: lookup })).toMatchObject({ dkim: ['fail'] });
   });
 });
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decide, policyFor, stripOurResults } from '../../../src/mail/inbound.ts';
 import { authservId, type InboundAuth } from '../../../src/mail/mailauth.ts';
 
-const defaults = { enabled: true, arcSeal: true, dmarcReject: 'refuse', spfFail: 'tag', temporary: 'accept' } as const;
+const defaults = { enabled: true, arcSeal: true, dmarcReject: 'refuse', spfFail: 'tag', temporary: 'accept', timeout: 30 } as const;
 
 describe('authservId (RFC 8601 §2.2)', () => {
   it.each([
@@ -70,5 +70,27 @@ describe('decide', () => {
   });
   it('names the From: domain in a DMARC refusal', () => {
     expect(decide(auth({ dmarc: { result: 'fail', policy: 'reject' } }), p, env)?.text).toMatch(/^Message refused: its From: domain d\.test publishes a DMARC policy of reject/);
+  });
+});
+
+describe('stripFields: the one way fields leave a received message', () => {
+  it('takes out what it is asked to, folded lines included, for both our results and a sender\'s spam verdict; the rest stays byte for byte', async () => {
+    const { stripFields } = await import('../../../src/mail/fields.ts');
+    const { stripSpamFields } = await import('../../../src/mail/rspamd.ts');
+    const head =
+      'Authentication-Results: mx.test;\r\n\tspf=pass\r\nX-Spam-Symbols: A(1),\r\n\tB(2)\r\nReceived: from a\r\n\tby b\r\nX-Spam: Yes\r\nX-Spammer: kept\r\nSubject:  two  spaces \r\n';
+    const raw = Buffer.from(`${head}\r\nX-Spam: in the body\r\n`, 'latin1');
+    const spam = stripSpamFields(raw);
+    expect(spam.removed).toBe(2);
+    expect(spam.raw.toString('latin1')).toBe(
+      'Authentication-Results: mx.test;\r\n\tspf=pass\r\nReceived: from a\r\n\tby b\r\nX-Spammer: kept\r\nSubject:  two  spaces \r\n\r\nX-Spam: in the body\r\n',
+    );
+    const ours = stripOurResults(spam.raw, 'MX.test');
+    expect(ours.removed).toBe(1);
+    expect(ours.raw.toString('latin1')).toBe('Received: from a\r\n\tby b\r\nX-Spammer: kept\r\nSubject:  two  spaces \r\n\r\nX-Spam: in the body\r\n');
+    // The value a predicate sees is unfolded; nothing asked for, nothing copied.
+    const seen: string[] = [];
+    expect(stripFields(raw, (name, value) => (seen.push(`${name}=${value}`), false)).raw).toBe(raw);
+    expect(seen[0]).toBe('authentication-results= mx.test;\tspf=pass');
   });
 });

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EVENTS_KEPT } from '../../../src/state/mailstats.ts';
+import { EVENTS_KEPT, PENDING_MAX } from '../../../src/state/mailstats.ts';
 import { openState, type State } from '../../../src/state/index.ts';
 
 let dir: string;
@@ -51,5 +51,28 @@ describe('per-tenant mail outcomes', () => {
     state.close();
     state = openState(dir);
     expect(state.mailStats.days('c.test', '2026-12-06')[0]!.refused).toBe(1);
+  });
+});
+
+describe('per-tenant mail outcomes under load and failure', () => {
+  it(`counts every outcome of the day even past ${PENDING_MAX} waiting for their write (only the oldest outcomes themselves are dropped)`, () => {
+    for (let i = 0; i < PENDING_MAX + 700; i++) state.mailStats.record(ev('a.test', 'refused', at, i));
+    expect(state.mailStats.days('a.test', '2026-12-06')).toEqual([{ day: '2026-12-06', forwarded: 0, refused: PENDING_MAX + 700, bounced: 0 }]);
+    expect(state.mailStats.recent('a.test', 1)[0]!.reply).toBe(`250 ${PENDING_MAX + 699}`);
+  });
+
+  it('a write that fails is told (not thrown, not lost): what was pending is written by the next one', () => {
+    const told: string[] = [];
+    state.mailStats.onError = (err) => told.push(err.message);
+    state.db.exec(`CREATE TEMP TRIGGER refuse_events BEFORE INSERT ON mail_events WHEN NEW.tenant = 'a.test' BEGIN SELECT RAISE(ABORT, 'disk says no'); END`);
+    state.mailStats.record(ev('a.test', 'forwarded', at));
+    state.mailStats.record(ev('b.test', 'bounced', at));
+    expect(state.mailStats.days('b.test', '2026-12-01')).toEqual([]);
+    expect(told).toEqual(['disk says no']);
+    state.db.exec('DROP TRIGGER refuse_events');
+    state.mailStats.record(ev('a.test', 'forwarded', at));
+    expect(state.mailStats.days('a.test', '2026-12-01')).toEqual([{ day: '2026-12-06', forwarded: 2, refused: 0, bounced: 0 }]);
+    expect(state.mailStats.days('b.test', '2026-12-01')).toEqual([{ day: '2026-12-06', forwarded: 0, refused: 0, bounced: 1 }]);
+    expect(told).toHaveLength(1);
   });
 });
