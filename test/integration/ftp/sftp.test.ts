@@ -13,6 +13,22 @@ import { httpGet } from './helpers.ts';
 
 const HAVE_SFTP = spawnSync('sftp', ['-V']).error === undefined && spawnSync('ssh-keygen', ['-?']).error === undefined;
 const PASS = 'sftp-pass-7';
+
+/** ssh2's SFTP client calls as promises, for the tests below. */
+function calls(sftp: ssh2.SFTPWrapper) {
+  const done = <T>(resolve: (v: T) => void, reject: (e: Error) => void) => (err: Error | null | undefined, v?: T) => (err ? reject(err) : resolve(v as T));
+  return {
+    put: (p: string, data: Buffer | string) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, done(resolve, reject))),
+    openW: (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', done(resolve, reject))),
+    write: (h: Buffer, data: Buffer, at = 0) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, at, done(resolve, reject))),
+    close: (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, done(resolve, reject))),
+    remove: (p: string) => new Promise<void>((resolve, reject) => sftp.unlink(p, done(resolve, reject))),
+    stat: (p: string) => new Promise<ssh2.Stats>((resolve, reject) => sftp.stat(p, done(resolve, reject))),
+    fsetsize: (h: Buffer, size: number) => new Promise<void>((resolve, reject) => sftp.fsetstat(h, { size }, done(resolve, reject))),
+    setsize: (p: string, size: number) => new Promise<void>((resolve, reject) => sftp.setstat(p, { size }, done(resolve, reject))),
+  };
+}
+
 let t: TestSuite;
 let port: number;
 let key: string;
@@ -414,11 +430,7 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     expect(l.suite.reload()).toBe(true);
     const { conn, sftp } = await open();
     try {
-      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
-      const openW = (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', (err, h) => (err ? reject(err) : resolve(h))));
-      const write = (h: Buffer, data: Buffer, at: number) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, at, (err) => (err ? reject(err) : resolve())));
-      const remove = (p: string) => new Promise<void>((resolve, reject) => sftp.unlink(p, (err) => (err ? reject(err) : resolve())));
-      const close = (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, (err) => (err ? reject(err) : resolve())));
+      const { put, openW, write, remove, close } = calls(sftp);
       await put('/r.bin', Buffer.alloc(400 * 1024, 1));
       const h = await openW('/r.bin');
       // The old file goes (its 400 KiB given back); the upload replacing it may no longer count them as freed.
@@ -439,9 +451,7 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
   it('takes a relative name as it is: "-v.txt" is that file, not an ls option (FTP LIST\'s rule is not SFTP\'s)', async () => {
     const { conn, sftp } = await open();
     try {
-      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
-      const stat = (p: string) => new Promise<ssh2.Stats>((resolve, reject) => sftp.stat(p, (err, st) => (err ? reject(err) : resolve(st))));
-      const remove = (p: string) => new Promise<void>((resolve, reject) => sftp.unlink(p, (err) => (err ? reject(err) : resolve())));
+      const { put, stat, remove } = calls(sftp);
       await put('-v.txt', Buffer.from('dash'));
       expect(readFileSync(path.join(l.sitesDir, 'h.test', '-v.txt'), 'utf8')).toBe('dash');
       const st = await stat('-v.txt');
@@ -599,10 +609,7 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     expect(l.suite.reload()).toBe(true);
     const { conn, sftp } = await open();
     try {
-      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
-      const openW = (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', (err, h) => (err ? reject(err) : resolve(h))));
-      const write = (h: Buffer, data: Buffer) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, 0, (err) => (err ? reject(err) : resolve())));
-      const close = (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, (err) => (err ? reject(err) : resolve())));
+      const { put, openW, write, close } = calls(sftp);
       await put('/f.bin', Buffer.alloc(200 * 1024, 1));
       for (let round = 0; round < 3; round++) {
         const a = await openW('/f.bin');
@@ -625,12 +632,7 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     expect(l.suite.reload()).toBe(true);
     const { conn, sftp } = await open();
     try {
-      const put = (p: string, data: Buffer) => new Promise<void>((resolve, reject) => sftp.writeFile(p, data, (err) => (err ? reject(err) : resolve())));
-      const openW = (p: string) => new Promise<Buffer>((resolve, reject) => sftp.open(p, 'w', (err, h) => (err ? reject(err) : resolve(h))));
-      const write = (h: Buffer, data: Buffer) => new Promise<void>((resolve, reject) => sftp.write(h, data, 0, data.length, 0, (err) => (err ? reject(err) : resolve())));
-      const fsetsize = (h: Buffer, size: number) => new Promise<void>((resolve, reject) => sftp.fsetstat(h, { size }, (err) => (err ? reject(err) : resolve())));
-      const setsize = (p: string, size: number) => new Promise<void>((resolve, reject) => sftp.setstat(p, { size }, (err) => (err ? reject(err) : resolve())));
-      const close = (h: Buffer) => new Promise<void>((resolve, reject) => sftp.close(h, (err) => (err ? reject(err) : resolve())));
+      const { put, openW, write, fsetsize, setsize, close } = calls(sftp);
       const stored = path.join(l.sitesDir, 'h.test', 's.bin');
       await put('/s.bin', Buffer.alloc(1000, 1));
       // sshfs's truncate of a stored file: refused in SFTP's words, logged, the file as it was.
