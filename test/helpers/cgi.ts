@@ -96,7 +96,7 @@ export async function startCgiSuite(opts: TestSuiteOptions & { mail?: MailSubmit
     async stop() {
       await stopAll(services, 500);
       state.close();
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }

@@ -110,7 +110,7 @@ export async function startRspamd(): Promise<Rspamd> {
     }, 60_000, `rspamd answering /ping on 127.0.0.1:${port}`);
   } catch (err) {
     await stop();
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     throw err;
   }
   return {
@@ -120,7 +120,7 @@ export async function startRspamd(): Promise<Rspamd> {
     stop,
     async close() {
       await stop();
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }

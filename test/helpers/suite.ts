@@ -82,7 +82,7 @@ export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite>
   try {
     suite = await startSuite({ configDir, log, watch: true, sandbox: opts.sandbox });
   } catch (err) {
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     throw err;
   }
   return {
@@ -99,7 +99,7 @@ export async function startTestSuite(opts: TestSuiteOptions): Promise<TestSuite>
     },
     async stop() {
       await suite.stop(500);
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }
