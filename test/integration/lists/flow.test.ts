@@ -151,7 +151,8 @@ describe('posting policy', () => {
     const req = await mailTo(sink, OWNER, /^confirm [0-9a-f]{32}$/, before);
     expect(req.raw.toString()).toContain('eve@elsewhere.test is not a member');
     expect(t.suite.state.lists.heldOf('a.test', 'news')).toHaveLength(held + 1);
-    expect(sink.messages.slice(before).some((m) => m.to.includes('ann@remote.test'))).toBe(false);
+    // Not yet sent on (a copy of an earlier test's post may still arrive for ann: only this post counts).
+    expect(sink.messages.slice(before).some((m) => m.to.includes('ann@remote.test') && m.raw.toString().includes('from outside'))).toBe(false);
     const replyTo = headersOf(req).get('reply-to')![0]!;
     await sendMail(port, OWNER, replyTo, msg(OWNER, replyTo, `Re: ${subjectOf(req)}`));
     const got = await mailTo(sink, 'ann@remote.test', /from outside/, before);
