@@ -101,7 +101,8 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       if (sftp) {
         const srv = sftp.server;
         const closed = new Promise<void>((r) => srv.close(() => r()));
-        sftp.closeAll();
+        // Uploads cut short are dropped before the stop ends: nothing is written into the sites after it.
+        await sftp.closeAll(Math.max(graceMs, 2000));
         await closed;
         sftp = undefined;
       }

@@ -32,8 +32,14 @@ const MAX_HELD_BYTES = 16 * 1024 * 1024;
 /** Answers waiting for the client's window (small ones: a flood of STAT answers). */
 const MAX_HELD_ANSWERS = 4096;
 
-/** Serves one SFTP channel until it closes; unfinished uploads are dropped then. */
-export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem, user: SftpUser, budget: SftpBudget, touched: () => void): void {
+/**
+ * Serves one SFTP channel until it closes; unfinished uploads are dropped
+ * then. Resolves once the channel has closed and every request it started
+ * has finished: an OPEN still under way at the close makes its temporary
+ * after it, and that is dropped too, so nothing is left behind and nothing
+ * touches the files after a stop has waited for this.
+ */
+export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem, user: SftpUser, budget: SftpBudget, touched: () => void): Promise<void> {
   const handles = new Map<string, Handle>();
   let next = 0;
   const log = user.log;
@@ -69,6 +75,7 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
    */
   let running = 0;
   const waiting: Array<() => void> = [];
+  const underWay = new Set<Promise<void>>();
   const on: OnRequest = <A extends unknown[]>(event: string, fn: (reqid: number, ...a: A) => Promise<void> | void) => {
     sftp.on(event as 'OPEN', ((reqid: number, ...a: A) => {
       touched();
@@ -79,13 +86,15 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
         const held = heldAnswers(sftp, MAX_HELD_ANSWERS);
         if (held.answers > MAX_HELD_ANSWERS || held.bytes + budget.unsent() > MAX_HELD_BYTES) return budget.overrun('asks on without reading the answers');
         running++;
-        Promise.resolve()
+        const work: Promise<void> = Promise.resolve()
           .then(() => fn(reqid, ...a))
           .catch((err: unknown) => fail(reqid, err, event))
           .finally(() => {
             running--;
+            underWay.delete(work);
             waiting.shift()?.();
           });
+        underWay.add(work);
       };
       if (running < MAX_RUNNING) run();
       else waiting.push(run);
@@ -99,15 +108,21 @@ export function serveSftp(ctx: FtpContext, sftp: SFTPWrapper, fs: JailFileSystem
 
   // The client's EOF ends the session: answered with ours, or OpenSSH's client waits for it forever.
   sftp.on('end', () => sftp.end());
-  sftp.on('close', () => {
-    for (const h of handles.values()) {
-      if (h.kind === 'write') void finishUpload(h, 'session closed before the upload was closed');
-      else if (h.kind === 'read') {
-        // Only read from: a failing close loses nothing.
-        void h.fh.close().catch(() => undefined);
-      }
-    }
-    budget.handles -= handles.size;
-    handles.clear();
+  return new Promise<void>((resolve) => {
+    sftp.on('close', () => {
+      void (async () => {
+        // Requests under way finish first (their answers go nowhere): a handle one of them opens is dropped with the rest.
+        while (underWay.size > 0) await Promise.allSettled([...underWay]);
+        const ends: Array<Promise<unknown>> = [];
+        for (const h of handles.values()) {
+          if (h.kind === 'write') ends.push(finishUpload(h, 'session closed before the upload was closed'));
+          // Only read from: a failing close loses nothing.
+          else if (h.kind === 'read') ends.push(h.fh.close().catch(() => undefined));
+        }
+        budget.handles -= handles.size;
+        handles.clear();
+        await Promise.allSettled(ends);
+      })().finally(resolve);
+    });
   });
 }

@@ -42,8 +42,8 @@ function matchingKey(account: FtpAccount | undefined, algo: string, data: Buffer
 
 export interface SftpServer {
   readonly server: Server;
-  /** Ends every session (their unfinished uploads are dropped). */
-  closeAll(): void;
+  /** Ends every session (their unfinished uploads are dropped); resolves when their requests have finished, or after `graceMs`. */
+  closeAll(graceMs: number): Promise<void>;
   /** Ends the sessions a new configuration no longer allows. */
   reload(next: Registry): void;
 }
@@ -112,6 +112,8 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
   let openSockets = 0;
   const perAccount = new Map<string, number>();
   /** Logged-in connections: what they logged in with, so a reload can end those it no longer allows. */
+  /** Channels being served, each until its requests have finished after its close. */
+  const serving = new Set<Promise<void>>();
   const clients = new Map<Connection, { login?: string; method?: string; key?: { algo: string; data: Buffer }; hash?: string; log: () => Logger }>();
   /** Sockets by remote address and port (how ssh2 names a connection), and those that logged in. */
   const sockets = new Map<string, Socket>();
@@ -214,7 +216,8 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
           if (!loggedIn) return;
           const { account, root, usage } = loggedIn;
           const fs = new JailFileSystem(root, usage, slog);
-          serveSftp(ctx, acceptSftp(), fs, { tenant: account.tenant.id, login: account.login, remote, log: slog }, budget, touched);
+          const done = serveSftp(ctx, acceptSftp(), fs, { tenant: account.tenant.id, login: account.login, remote, log: slog }, budget, touched).finally(() => serving.delete(done));
+          serving.add(done);
         });
         s.on('shell', (_a, reject) => refuse('shell', reject));
         s.on('exec', (_a, reject, info) => refuse(`exec ${info.command.slice(0, 60)}`, reject));
@@ -315,8 +318,12 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
 
   return {
     server,
-    closeAll() {
+    async closeAll(graceMs) {
       for (const c of clients.keys()) c.end();
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
+      await Promise.race([Promise.allSettled([...serving]), late]);
+      clearTimeout(timer);
     },
     reload(next) {
       // What ended a login for FTP ends it here: a suspension, the account or the key gone, a new password.

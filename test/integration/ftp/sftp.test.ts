@@ -667,3 +667,32 @@ describe.skipIf(!HAVE_SFTP)('SFTP limits (ssh2 as the client)', () => {
     }
   });
 });
+
+describe.skipIf(!HAVE_SFTP)('SFTP at the stop', () => {
+  it('drops the uploads left open, and those still being opened, before the stop ends: nothing is left in the site after it', async () => {
+    const s = await startTestSuite({
+      tenants: { 'k.test': { domains: ['k.test'], ftp: [{ user: 'kim', password: await hashPassword('pw') }] } },
+      main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 64 } },
+      files: { 'k.test/index.html': 'home' },
+    });
+    const sport = Number(new URL(s.suite.urls.ftp!.find((u) => u.startsWith('sftp://'))!).port);
+    const conn = new ssh2.Client();
+    conn.on('error', () => undefined /* the stop ends it */);
+    const sftp = await new Promise<ssh2.SFTPWrapper>((resolve, reject) => {
+      conn.on('ready', () => conn.sftp((err, w) => (err ? reject(err) : resolve(w))));
+      conn.connect({ host: '127.0.0.1', port: sport, username: 'kim@k.test', password: 'pw' });
+    });
+    const { openW, write } = calls(sftp);
+    const h = await openW('/open.bin');
+    await write(h, Buffer.alloc(64 * 1024, 1));
+    // More uploads asked for and not waited on: some are still being opened when the stop comes.
+    for (let i = 0; i < 20; i++) sftp.open(`/late${i}.bin`, 'w', () => undefined);
+    const site = path.join(s.sitesDir, 'k.test');
+    try {
+      await s.suite.stop(500);
+      expect(readdirSync(site)).toEqual(['index.html']);
+    } finally {
+      rmSync(s.dir, { recursive: true, force: true, maxRetries: 5 });
+    }
+  });
+});
