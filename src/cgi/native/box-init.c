@@ -286,13 +286,21 @@ static void start(uint32_t id, char *p, uint32_t len) {
   frame(DATA, id, 'S', &p32, 4);
 }
 
+/* Ends a run's stdin (what is still waiting is dropped): the script reads its end. */
+static void drop_in(struct run *r) {
+  closefd(&r->in);
+  free(r->buf);
+  r->buf = NULL;
+  r->have = r->off = 0;
+}
+
 /* Writes what it can of a run's pending stdin; closes it at its end, or when the script stopped reading for good. */
 static void flush_in(struct run *r) {
   while (r->in >= 0 && r->off < r->have) {
     ssize_t w = write(r->in, r->buf + r->off, r->have - r->off);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EAGAIN) return;
-    if (w < 0) { closefd(&r->in); break; } /* EPIPE: the script closed its stdin; the rest is dropped */
+    if (w < 0) { drop_in(r); return; } /* EPIPE: the script closed its stdin; the rest is dropped */
     r->off += (size_t)w;
   }
   if (r->off == r->have) { r->off = r->have = 0; }
@@ -301,9 +309,16 @@ static void flush_in(struct run *r) {
 
 static void stdin_bytes(struct run *r, const char *p, uint32_t len) {
   if (r->in < 0 || r->in_end) return;
-  if (r->have + len > MAX_STDIN) { closefd(&r->in); return; }
+  /* what the script took already leaves the buffer (once it is at least half of it: copied rarely) */
+  if (r->off > 0 && r->off >= r->have - r->off) {
+    memmove(r->buf, r->buf + r->off, r->have - r->off);
+    r->have -= r->off;
+    r->off = 0;
+  }
+  if (r->have + len > MAX_STDIN) { drop_in(r); return; }
+  /* no memory for it (the box's own limit): that run's stdin ends, never the box with every run in it */
   char *b = realloc(r->buf, r->have + len);
-  if (!b) die("memory for stdin");
+  if (!b) { drop_in(r); return; }
   r->buf = b;
   memcpy(r->buf + r->have, p, len);
   r->have += len;

@@ -243,3 +243,97 @@ describe.skipIf(boxMissing)('persistent boxes the suite starts itself (no launch
     expect(t.cgi.running('own.test')).toBe(0);
   });
 });
+
+/** A box of box-init's own as the nobody user (no suite): its ForkBox, the frames it sends the server, and its end. */
+function hostileBox(memory: number) {
+  const init = compileBoxInit(nativeDir());
+  if (!init.ok) throw new Error(init.why);
+  const caps = detectSandbox('nobody');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-forkbox-'));
+  chmodSync(dir, 0o755);
+  const scratch = path.join(dir, 'scratch');
+  mkdirSync(scratch);
+  chownSync(scratch, 65534, 65534);
+  const spec = forkBoxSpec({ ...caps, drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' } }, {
+    folders: [],
+    scratch,
+    memory,
+    fileMax: 1024 * 1024,
+    init: init.path,
+  });
+  const waiting = new Map<string, (v: unknown) => void>();
+  const seen = new Map<string, unknown>();
+  const note = (key: string, v: unknown) => {
+    seen.set(key, v);
+    waiting.get(key)?.(v);
+  };
+  const box = new ForkBox(spec.command, spec.args, spec.cwd, 60_000, {
+    started: (id) => note(`S${id}`, true),
+    ended: (id, status, why) => note(`X${id}`, status ?? why),
+  });
+  const out = new Map<number, string>();
+  box.data.on('error', () => undefined); // a box that dies under a write: its end fails the runs, which the test sees
+  frameReader(box.data, (id, type, payload) => {
+    if (type === 'O') out.set(id, (out.get(id) ?? '') + payload.toString('latin1'));
+  });
+  /** The first value of `key` (S<id>: started; X<id>: its wait status, or why it failed). */
+  const when = (key: string) => (seen.has(key) ? Promise.resolve(seen.get(key)) : new Promise((resolve) => waiting.set(key, resolve)));
+  const limits = { cpu: 5, data: 16 * 1024 * 1024, fsize: 1024 * 1024, nofile: 64, tmp: 1024 * 1024 };
+  const done = () => {
+    box.end();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { box, out, when, limits, done };
+}
+
+describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostile frames and runs', () => {
+  it('answers malformed run requests on its control socket with F, and stays up', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    const fails: Array<[number, string]> = [];
+    frameReader(b.box.proc.stdio[3] as never, (id, type, payload) => type === 'F' && fails.push([id, payload.toString('latin1')]));
+    const lim = (argc: number, envc: number) => {
+      const l = Buffer.alloc(48);
+      l.writeUInt32LE(argc, 40);
+      l.writeUInt32LE(envc, 44);
+      return l;
+    };
+    try {
+      const control = b.box.proc.stdio[3] as unknown as NodeJS.WritableStream;
+      control.write(Buffer.concat([
+        frame(1, 'R'),
+        frame(2, 'R', Buffer.from('short')),
+        frame(3, 'R', Buffer.concat([lim(0, 0), Buffer.from('/\0')])),
+        frame(4, 'R', Buffer.concat([lim(0xffffffff, 1), Buffer.from('/\0x\0')])), // argc + envc + 1 wraps to 1
+        frame(5, 'R', Buffer.concat([lim(1, 0xffffffff), Buffer.from('/\0/bin/true\0')])),
+        frame(6, 'R', Buffer.concat([lim(1, 0), Buffer.from('/\0/bin/true')])), // its last string without its NUL
+        frame(7, 'R', Buffer.concat([lim(3, 0), Buffer.from('/\0a\0')])), // fewer strings than it says
+        frame(0, 'R', Buffer.concat([lim(1, 0), Buffer.from('/\0/bin/true\0')])),
+      ]));
+      b.box.run(8, { cwd: '/', argv: ['/bin/echo', 'still here'], env: {}, limits: b.limits });
+      expect(await b.when('X8')).toBe(0);
+      expect(b.out.get(8)).toBe('still here\n');
+      expect(fails.map(([id]) => id)).toEqual([1, 2, 3, 4, 5, 6, 7, 0]);
+      expect(fails[5]![1]).toBe('string without its NUL');
+    } finally {
+      b.done();
+    }
+  });
+
+  it('takes in no more stdin than its memory allows for a script that does not read it: that run\'s stdin ends, not the box', async () => {
+    const b = hostileBox(48 * 1024 * 1024);
+    try {
+      b.box.run(1, { cwd: '/', argv: ['/bin/sleep', '30'], env: {}, limits: b.limits });
+      await b.when('S1');
+      // 60 MiB the script never reads (below box-init's cap on stdin, above the box's memory), then a kill: in order.
+      const chunk = Buffer.alloc(240 * 1024, 0x61);
+      for (let i = 0; i < 256; i++) b.box.data.write(frame(1, 'I', chunk));
+      b.box.data.write(frame(1, 'K'));
+      expect(await b.when('X1')).toBe(9); // SIGKILL: the box outlived the flood
+      b.box.run(2, { cwd: '/', argv: ['/bin/echo', 'next'], env: {}, limits: b.limits });
+      expect(await b.when('X2')).toBe(0);
+      expect(b.out.get(2)).toBe('next\n');
+    } finally {
+      b.done();
+    }
+  });
+});
