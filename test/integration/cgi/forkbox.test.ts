@@ -273,17 +273,22 @@ function hostileBox(memory: number) {
   });
   const out = new Map<number, string>();
   box.data.on('error', () => undefined); // a box that dies under a write: its end fails the runs, which the test sees
+  const bytes = new Map<number, number>();
   frameReader(box.data, (id, type, payload) => {
-    if (type === 'O') out.set(id, (out.get(id) ?? '') + payload.toString('latin1'));
+    if (type === 'C') note(`C${id}.${payload.readUInt8(0)}`, true);
+    if (type !== 'O') return;
+    bytes.set(id, (bytes.get(id) ?? 0) + payload.length);
+    if (bytes.get(id)! > 1024 * 1024) note(`O${id}.1M`, true);
+    if ((out.get(id)?.length ?? 0) < 4096) out.set(id, (out.get(id) ?? '') + payload.toString('latin1'));
   });
-  /** The first value of `key` (S<id>: started; X<id>: its wait status, or why it failed). */
+  /** The first value of `key` (S<id>: started; X<id>: its wait status, or why it failed; C<id>.1: its stdout ended; O<id>.1M: a MiB of it relayed). */
   const when = (key: string) => (seen.has(key) ? Promise.resolve(seen.get(key)) : new Promise((resolve) => waiting.set(key, resolve)));
   const limits = { cpu: 5, data: 16 * 1024 * 1024, fsize: 1024 * 1024, nofile: 64, tmp: 1024 * 1024 };
   const done = () => {
     box.end();
     rmSync(dir, { recursive: true, force: true });
   };
-  return { box, out, when, limits, done };
+  return { box, out, bytes, when, seen: (key: string) => seen.has(key), limits, done };
 }
 
 describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostile frames and runs', () => {
@@ -311,6 +316,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       ]));
       b.box.run(8, { cwd: '/', argv: ['/bin/echo', 'still here'], env: {}, limits: b.limits });
       expect(await b.when('X8')).toBe(0);
+      await b.when('C8.1');
       expect(b.out.get(8)).toBe('still here\n');
       expect(fails.map(([id]) => id)).toEqual([1, 2, 3, 4, 5, 6, 7, 0]);
       expect(fails[5]![1]).toBe('string without its NUL');
@@ -331,7 +337,53 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(await b.when('X1')).toBe(9); // SIGKILL: the box outlived the flood
       b.box.run(2, { cwd: '/', argv: ['/bin/echo', 'next'], env: {}, limits: b.limits });
       expect(await b.when('X2')).toBe(0);
+      await b.when('C2.1');
       expect(b.out.get(2)).toBe('next\n');
+    } finally {
+      b.done();
+    }
+  });
+
+  it('relays a flooding run\'s output at the server\'s pace without holding back another run of the box', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      b.box.run(1, { cwd: '/', argv: ['/usr/bin/yes', 'flood'], env: {}, limits: b.limits });
+      await b.when('O1.1M');
+      const before = b.bytes.get(1)!;
+      b.box.run(2, { cwd: '/', argv: ['/bin/echo', 'beside it'], env: {}, limits: b.limits });
+      expect(await b.when('X2')).toBe(0);
+      await b.when('C2.1');
+      expect(b.out.get(2)).toBe('beside it\n');
+      // Still flooding meanwhile: answered beside it, not after it.
+      expect(b.seen('X1')).toBe(false);
+      expect(b.bytes.get(1)!).toBeGreaterThan(before);
+      b.box.kill(1);
+      expect(await b.when('X1')).toBe(9);
+    } finally {
+      b.done();
+    }
+  });
+
+  it('takes its runs, and every process they started, with it when it dies mid-run; the runs are failed', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      b.box.run(1, { cwd: '/', argv: ['/bin/sh', '-c', '/bin/sleep 46.5 & exec /bin/sleep 47.5'], env: {}, limits: b.limits });
+      await b.when('S1');
+      for (let i = 0; i < 100 && running(['/bin/sleep', '46.5']).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(running(['/bin/sleep', '46.5']).length).toBe(1);
+      // box-init: the one process of the box whose name says so, below the box's own process.
+      const init = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).find((d) => {
+        try {
+          return readFileSync(`/proc/${d}/comm`, 'utf8').startsWith('box-init') && Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${d}/status`, 'utf8'))![1]) === b.box.proc.pid;
+        } catch {
+          return false; // ended meanwhile
+        }
+      });
+      expect(init).toBeDefined();
+      process.kill(Number(init), 'SIGKILL');
+      expect(await b.when('X1')).toBe('the script box ended');
+      for (let i = 0; i < 100 && running(['/bin/sleep', '46.5']).length + running(['/bin/sleep', '47.5']).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect([...running(['/bin/sleep', '46.5']), ...running(['/bin/sleep', '47.5'])]).toEqual([]);
     } finally {
       b.done();
     }
