@@ -191,8 +191,15 @@ static void private_tmp(uint64_t size) {
     if (fd[i] < 0 || fstat(fd[i], &st) != 0) fail_child("clone a mount below /tmp");
     dir[i] = S_ISDIR(st.st_mode);
   }
-  char opts[64];
-  snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)size);
+  /*
+   * Bounded in bytes and in files: a tmpfs counts neither empty files nor
+   * short symbolic links against its size, and size=0 would mean no limit
+   * at all (a run could fill the machine's memory with them). One file per
+   * KiB of its size, 64 at least.
+   */
+  if (size < 4096) size = 4096;
+  char opts[96];
+  snprintf(opts, sizeof opts, "size=%llu,nr_inodes=%llu,mode=1777", (unsigned long long)size, (unsigned long long)(size / 1024 < 64 ? 64 : size / 1024));
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) fail_child("mount /tmp");
   for (int i = 0; i < nkeep; i++) {
     mount_point(keep[i], dir[i]);

@@ -388,4 +388,23 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       b.done();
     }
   });
+
+  it('bounds a run\'s own /tmp in files as well as in bytes (empty files and short links take no bytes of it)', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      const count = 'i=0; while [ $i -lt 2000 ] && true 2>/dev/null > /tmp/f$i; do i=$((i+1)); done; echo $i';
+      b.box.run(1, { cwd: '/', argv: ['/bin/sh', '-c', count], env: {}, limits: { ...b.limits, tmp: 256 * 1024 } });
+      expect(await b.when('X1')).toBe(0);
+      await b.when('C1.1');
+      // 256 KiB: 256 files, the box's own files below /tmp (its mount points) among them.
+      expect(Number(b.out.get(1))).toBeLessThanOrEqual(256);
+      // A size of 0 is a small /tmp, not a boundless one.
+      b.box.run(2, { cwd: '/', argv: ['/bin/sh', '-c', count], env: {}, limits: { ...b.limits, tmp: 0, fsize: 0 } });
+      expect(await b.when('X2')).toBe(0);
+      await b.when('C2.1');
+      expect(Number(b.out.get(2))).toBeLessThanOrEqual(64);
+    } finally {
+      b.done();
+    }
+  });
 });
