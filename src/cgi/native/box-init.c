@@ -26,10 +26,12 @@
  * for more than its own length checks.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/capability.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -422,13 +424,26 @@ static void probe_proc(void) {
   proc_ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+/* Every open fd above DATA close-on-exec, as /proc lists them (kernels without close_range's CLOSE_RANGE_CLOEXEC). */
+static void cloexec_all(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) die("/proc/self/fd");
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    int fd = atoi(e->d_name);
+    if (fd > DATA && fd != dirfd(d) && fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) die("close-on-exec");
+  }
+  closedir(d);
+}
+
 int main(void) {
   static char buf[MAX_FRAME];
   /* not dumpable: the runs, same uid, may not ptrace this process or read its memory */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("PR_SET_DUMPABLE");
   for (int fd = CTL; fd <= DATA; fd++) if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) die("the sockets (fd 3 and 4)");
-  /* bwrap leaves some of its own fds open (a pipe it watches): no run may inherit them */
-  for (int fd = DATA + 1; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  /* bwrap leaves some of its own fds open (a pipe it watches), and so may whoever started it: no run may inherit
+     any of them, whatever its number (close_range, Linux 5.11; before it every fd /proc lists) */
+  if (syscall(SYS_close_range, DATA + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) cloexec_all();
   for (int i = 0; i < MAX_RUNS; i++) runs[i].in = runs[i].out[0] = runs[i].out[1] = runs[i].out[2] = -1;
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -405,6 +406,41 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(Number(b.out.get(2))).toBeLessThanOrEqual(64);
     } finally {
       b.done();
+    }
+  });
+
+  it('passes a run no fd of its own, however high its number (an fd above 1023 left open by whoever started it)', async () => {
+    const init = compileBoxInit(nativeDir());
+    if (!init.ok) throw new Error(init.why);
+    const caps = detectSandbox('nobody');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-forkbox-'));
+    chmodSync(dir, 0o755);
+    chownSync(dir, 65534, 65534);
+    const spec = forkBoxSpec({ ...caps, drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' } }, {
+      folders: [],
+      scratch: dir,
+      memory: 64 * 1024 * 1024,
+      fileMax: 1024 * 1024,
+      init: init.path,
+    });
+    const high = 1100;
+    const stdio = Array.from({ length: high + 1 }, (_, i) => (i >= 2 && i <= 4) || i === high ? 'pipe' : 'ignore') as Array<'pipe' | 'ignore'>;
+    const proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio });
+    try {
+      let out = '';
+      const exited = new Promise<void>((resolve) =>
+        frameReader(proc.stdio[4] as never, (id, type, payload) => {
+          if (type === 'O') out += payload.toString('latin1');
+          if (type === 'C' && payload.readUInt8(0) === 1) resolve();
+        }),
+      );
+      (proc.stdio[3] as unknown as NodeJS.WritableStream).write(runFrame(1, { cwd: '/', argv: ['/bin/ls', '/proc/self/fd'], env: {}, limits: { cpu: 5, data: 16 * 1024 * 1024, fsize: 1024 * 1024, nofile: 64, tmp: 1024 * 1024 } }));
+      await exited;
+      // ls's own: its stdio, the mail channel, the folder it lists.
+      expect(out.split('\n').filter(Boolean).map(Number).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4]);
+    } finally {
+      proc.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
