@@ -27,18 +27,19 @@ export type BoxInit = { ok: true; path: string } | { ok: false; why: string };
 
 /**
  * Why `dir` may not hold a program this process runs (as root: in every
- * tenant's box): it, and every folder above it, must belong to this
- * process's user or to root, and be writable by no one else (a sticky
- * folder such as /tmp aside: there no one else can rename or replace what
- * is ours). Otherwise whoever can write there could swap box-init for a
- * program of their own, run as each tenant's uid.
+ * tenant's box, as each tenant's uid): it must belong to this process's
+ * user and be writable by no one else, and no folder above it may be
+ * writable by others (a sticky folder such as /tmp aside: there no one else
+ * can rename or replace what is ours). Otherwise whoever can write there
+ * could swap box-init for a program of their own. (The owner of a folder
+ * above it is not asked: the suite's own code is in those folders, and
+ * whoever owns them decides what this process runs anyway.)
  */
 function programFolderProblem(dir: string, me: number): string | undefined {
   const own = ownFolderProblem(dir, me);
   if (own) return own;
   for (let d = path.dirname(dir); ; d = path.dirname(d)) {
     const st = lstatSync(d);
-    if (st.uid !== me && st.uid !== 0) return `${d} is owned by uid ${st.uid}, not ${me} or root`;
     if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) return `${d} is writable by others (mode ${(st.mode & 0o7777).toString(8)})`;
     if (d === path.dirname(d)) return undefined;
   }
