@@ -26,10 +26,12 @@
  * for more than its own length checks.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/capability.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -191,8 +193,15 @@ static void private_tmp(uint64_t size) {
     if (fd[i] < 0 || fstat(fd[i], &st) != 0) fail_child("clone a mount below /tmp");
     dir[i] = S_ISDIR(st.st_mode);
   }
-  char opts[64];
-  snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)size);
+  /*
+   * Bounded in bytes and in files: a tmpfs counts neither empty files nor
+   * short symbolic links against its size, and size=0 would mean no limit
+   * at all (a run could fill the machine's memory with them). One file per
+   * KiB of its size, 64 at least.
+   */
+  if (size < 4096) size = 4096;
+  char opts[96];
+  snprintf(opts, sizeof opts, "size=%llu,nr_inodes=%llu,mode=1777", (unsigned long long)size, (unsigned long long)(size / 1024 < 64 ? 64 : size / 1024));
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) fail_child("mount /tmp");
   for (int i = 0; i < nkeep; i++) {
     mount_point(keep[i], dir[i]);
@@ -286,13 +295,21 @@ static void start(uint32_t id, char *p, uint32_t len) {
   frame(DATA, id, 'S', &p32, 4);
 }
 
+/* Ends a run's stdin (what is still waiting is dropped): the script reads its end. */
+static void drop_in(struct run *r) {
+  closefd(&r->in);
+  free(r->buf);
+  r->buf = NULL;
+  r->have = r->off = 0;
+}
+
 /* Writes what it can of a run's pending stdin; closes it at its end, or when the script stopped reading for good. */
 static void flush_in(struct run *r) {
   while (r->in >= 0 && r->off < r->have) {
     ssize_t w = write(r->in, r->buf + r->off, r->have - r->off);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EAGAIN) return;
-    if (w < 0) { closefd(&r->in); break; } /* EPIPE: the script closed its stdin; the rest is dropped */
+    if (w < 0) { drop_in(r); return; } /* EPIPE: the script closed its stdin; the rest is dropped */
     r->off += (size_t)w;
   }
   if (r->off == r->have) { r->off = r->have = 0; }
@@ -301,9 +318,16 @@ static void flush_in(struct run *r) {
 
 static void stdin_bytes(struct run *r, const char *p, uint32_t len) {
   if (r->in < 0 || r->in_end) return;
-  if (r->have + len > MAX_STDIN) { closefd(&r->in); return; }
+  /* what the script took already leaves the buffer (once it is at least half of it: copied rarely) */
+  if (r->off > 0 && r->off >= r->have - r->off) {
+    memmove(r->buf, r->buf + r->off, r->have - r->off);
+    r->have -= r->off;
+    r->off = 0;
+  }
+  if (r->have + len > MAX_STDIN) { drop_in(r); return; }
+  /* no memory for it (the box's own limit): that run's stdin ends, never the box with every run in it */
   char *b = realloc(r->buf, r->have + len);
-  if (!b) die("memory for stdin");
+  if (!b) { drop_in(r); return; }
   r->buf = b;
   memcpy(r->buf + r->have, p, len);
   r->have += len;
@@ -400,13 +424,26 @@ static void probe_proc(void) {
   proc_ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+/* Every open fd above DATA close-on-exec, as /proc lists them (kernels without close_range's CLOSE_RANGE_CLOEXEC). */
+static void cloexec_all(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) die("/proc/self/fd");
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    int fd = atoi(e->d_name);
+    if (fd > DATA && fd != dirfd(d) && fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) die("close-on-exec");
+  }
+  closedir(d);
+}
+
 int main(void) {
   static char buf[MAX_FRAME];
   /* not dumpable: the runs, same uid, may not ptrace this process or read its memory */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("PR_SET_DUMPABLE");
   for (int fd = CTL; fd <= DATA; fd++) if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) die("the sockets (fd 3 and 4)");
-  /* bwrap leaves some of its own fds open (a pipe it watches): no run may inherit them */
-  for (int fd = DATA + 1; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  /* bwrap leaves some of its own fds open (a pipe it watches), and so may whoever started it: no run may inherit
+     any of them, whatever its number (close_range, Linux 5.11; before it every fd /proc lists) */
+  if (syscall(SYS_close_range, DATA + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) cloexec_all();
   for (int i = 0; i < MAX_RUNS; i++) runs[i].in = runs[i].out[0] = runs[i].out[1] = runs[i].out[2] = -1;
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;

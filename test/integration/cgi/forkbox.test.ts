@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -241,5 +242,205 @@ describe.skipIf(boxMissing)('persistent boxes the suite starts itself (no launch
     expect((await call(t.http, 'own.test', '/cgi-bin/mail.sh')).status).toBe(200);
     expect(t.logs().some((l) => l.msg === 'handler mail refused' && l.tenant === 'own.test')).toBe(true);
     expect(t.cgi.running('own.test')).toBe(0);
+  });
+});
+
+/** A box of box-init's own as the nobody user (no suite): its ForkBox, the frames it sends the server, and its end. */
+function hostileBox(memory: number) {
+  const init = compileBoxInit(nativeDir());
+  if (!init.ok) throw new Error(init.why);
+  const caps = detectSandbox('nobody');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-forkbox-'));
+  chmodSync(dir, 0o755);
+  const scratch = path.join(dir, 'scratch');
+  mkdirSync(scratch);
+  chownSync(scratch, 65534, 65534);
+  const spec = forkBoxSpec({ ...caps, drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' } }, {
+    folders: [],
+    scratch,
+    memory,
+    fileMax: 1024 * 1024,
+    init: init.path,
+  });
+  const waiting = new Map<string, (v: unknown) => void>();
+  const seen = new Map<string, unknown>();
+  const note = (key: string, v: unknown) => {
+    seen.set(key, v);
+    waiting.get(key)?.(v);
+  };
+  const box = new ForkBox(spec.command, spec.args, spec.cwd, 60_000, {
+    started: (id) => note(`S${id}`, true),
+    ended: (id, status, why) => note(`X${id}`, status ?? why),
+  });
+  const out = new Map<number, string>();
+  box.data.on('error', () => undefined); // a box that dies under a write: its end fails the runs, which the test sees
+  const bytes = new Map<number, number>();
+  frameReader(box.data, (id, type, payload) => {
+    if (type === 'C') note(`C${id}.${payload.readUInt8(0)}`, true);
+    if (type !== 'O') return;
+    bytes.set(id, (bytes.get(id) ?? 0) + payload.length);
+    if (bytes.get(id)! > 1024 * 1024) note(`O${id}.1M`, true);
+    if ((out.get(id)?.length ?? 0) < 4096) out.set(id, (out.get(id) ?? '') + payload.toString('latin1'));
+  });
+  /** The first value of `key` (S<id>: started; X<id>: its wait status, or why it failed; C<id>.1: its stdout ended; O<id>.1M: a MiB of it relayed). */
+  const when = (key: string) => (seen.has(key) ? Promise.resolve(seen.get(key)) : new Promise((resolve) => waiting.set(key, resolve)));
+  const limits = { cpu: 5, data: 16 * 1024 * 1024, fsize: 1024 * 1024, nofile: 64, tmp: 1024 * 1024 };
+  const done = () => {
+    box.end();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { box, out, bytes, when, seen: (key: string) => seen.has(key), limits, done };
+}
+
+describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostile frames and runs', () => {
+  it('answers malformed run requests on its control socket with F, and stays up', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    const fails: Array<[number, string]> = [];
+    frameReader(b.box.proc.stdio[3] as never, (id, type, payload) => type === 'F' && fails.push([id, payload.toString('latin1')]));
+    const lim = (argc: number, envc: number) => {
+      const l = Buffer.alloc(48);
+      l.writeUInt32LE(argc, 40);
+      l.writeUInt32LE(envc, 44);
+      return l;
+    };
+    try {
+      const control = b.box.proc.stdio[3] as unknown as NodeJS.WritableStream;
+      control.write(Buffer.concat([
+        frame(1, 'R'),
+        frame(2, 'R', Buffer.from('short')),
+        frame(3, 'R', Buffer.concat([lim(0, 0), Buffer.from('/\0')])),
+        frame(4, 'R', Buffer.concat([lim(0xffffffff, 1), Buffer.from('/\0x\0')])), // argc + envc + 1 wraps to 1
+        frame(5, 'R', Buffer.concat([lim(1, 0xffffffff), Buffer.from('/\0/bin/true\0')])),
+        frame(6, 'R', Buffer.concat([lim(1, 0), Buffer.from('/\0/bin/true')])), // its last string without its NUL
+        frame(7, 'R', Buffer.concat([lim(3, 0), Buffer.from('/\0a\0')])), // fewer strings than it says
+        frame(0, 'R', Buffer.concat([lim(1, 0), Buffer.from('/\0/bin/true\0')])),
+      ]));
+      b.box.run(8, { cwd: '/', argv: ['/bin/echo', 'still here'], env: {}, limits: b.limits });
+      expect(await b.when('X8')).toBe(0);
+      await b.when('C8.1');
+      expect(b.out.get(8)).toBe('still here\n');
+      expect(fails.map(([id]) => id)).toEqual([1, 2, 3, 4, 5, 6, 7, 0]);
+      expect(fails[5]![1]).toBe('string without its NUL');
+    } finally {
+      b.done();
+    }
+  });
+
+  it('takes in no more stdin than its memory allows for a script that does not read it: that run\'s stdin ends, not the box', async () => {
+    const b = hostileBox(48 * 1024 * 1024);
+    try {
+      b.box.run(1, { cwd: '/', argv: ['/bin/sleep', '30'], env: {}, limits: b.limits });
+      await b.when('S1');
+      // 60 MiB the script never reads (below box-init's cap on stdin, above the box's memory), then a kill: in order.
+      const chunk = Buffer.alloc(240 * 1024, 0x61);
+      for (let i = 0; i < 256; i++) b.box.data.write(frame(1, 'I', chunk));
+      b.box.data.write(frame(1, 'K'));
+      expect(await b.when('X1')).toBe(9); // SIGKILL: the box outlived the flood
+      b.box.run(2, { cwd: '/', argv: ['/bin/echo', 'next'], env: {}, limits: b.limits });
+      expect(await b.when('X2')).toBe(0);
+      await b.when('C2.1');
+      expect(b.out.get(2)).toBe('next\n');
+    } finally {
+      b.done();
+    }
+  });
+
+  it('relays a flooding run\'s output at the server\'s pace without holding back another run of the box', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      b.box.run(1, { cwd: '/', argv: ['/usr/bin/yes', 'flood'], env: {}, limits: b.limits });
+      await b.when('O1.1M');
+      const before = b.bytes.get(1)!;
+      b.box.run(2, { cwd: '/', argv: ['/bin/echo', 'beside it'], env: {}, limits: b.limits });
+      expect(await b.when('X2')).toBe(0);
+      await b.when('C2.1');
+      expect(b.out.get(2)).toBe('beside it\n');
+      // Still flooding meanwhile: answered beside it, not after it.
+      expect(b.seen('X1')).toBe(false);
+      expect(b.bytes.get(1)!).toBeGreaterThan(before);
+      b.box.kill(1);
+      expect(await b.when('X1')).toBe(9);
+    } finally {
+      b.done();
+    }
+  });
+
+  it('takes its runs, and every process they started, with it when it dies mid-run; the runs are failed', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      b.box.run(1, { cwd: '/', argv: ['/bin/sh', '-c', '/bin/sleep 46.5 & exec /bin/sleep 47.5'], env: {}, limits: b.limits });
+      await b.when('S1');
+      for (let i = 0; i < 100 && running(['/bin/sleep', '46.5']).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(running(['/bin/sleep', '46.5']).length).toBe(1);
+      // box-init: the one process of the box whose name says so, below the box's own process.
+      const init = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).find((d) => {
+        try {
+          return readFileSync(`/proc/${d}/comm`, 'utf8').startsWith('box-init') && Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${d}/status`, 'utf8'))![1]) === b.box.proc.pid;
+        } catch {
+          return false; // ended meanwhile
+        }
+      });
+      expect(init).toBeDefined();
+      process.kill(Number(init), 'SIGKILL');
+      expect(await b.when('X1')).toBe('the script box ended');
+      for (let i = 0; i < 100 && running(['/bin/sleep', '46.5']).length + running(['/bin/sleep', '47.5']).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect([...running(['/bin/sleep', '46.5']), ...running(['/bin/sleep', '47.5'])]).toEqual([]);
+    } finally {
+      b.done();
+    }
+  });
+
+  it('bounds a run\'s own /tmp in files as well as in bytes (empty files and short links take no bytes of it)', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      const count = 'i=0; while [ $i -lt 2000 ] && true 2>/dev/null > /tmp/f$i; do i=$((i+1)); done; echo $i';
+      b.box.run(1, { cwd: '/', argv: ['/bin/sh', '-c', count], env: {}, limits: { ...b.limits, tmp: 256 * 1024 } });
+      expect(await b.when('X1')).toBe(0);
+      await b.when('C1.1');
+      // 256 KiB: 256 files, the box's own files below /tmp (its mount points) among them.
+      expect(Number(b.out.get(1))).toBeLessThanOrEqual(256);
+      // A size of 0 is a small /tmp, not a boundless one.
+      b.box.run(2, { cwd: '/', argv: ['/bin/sh', '-c', count], env: {}, limits: { ...b.limits, tmp: 0, fsize: 0 } });
+      expect(await b.when('X2')).toBe(0);
+      await b.when('C2.1');
+      expect(Number(b.out.get(2))).toBeLessThanOrEqual(64);
+    } finally {
+      b.done();
+    }
+  });
+
+  it('passes a run no fd of its own, however high its number (an fd above 1023 left open by whoever started it)', async () => {
+    const init = compileBoxInit(nativeDir());
+    if (!init.ok) throw new Error(init.why);
+    const caps = detectSandbox('nobody');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-forkbox-'));
+    chmodSync(dir, 0o755);
+    chownSync(dir, 65534, 65534);
+    const spec = forkBoxSpec({ ...caps, drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' } }, {
+      folders: [],
+      scratch: dir,
+      memory: 64 * 1024 * 1024,
+      fileMax: 1024 * 1024,
+      init: init.path,
+    });
+    const high = 1100;
+    const stdio = Array.from({ length: high + 1 }, (_, i) => (i >= 2 && i <= 4) || i === high ? 'pipe' : 'ignore') as Array<'pipe' | 'ignore'>;
+    const proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio });
+    try {
+      let out = '';
+      const exited = new Promise<void>((resolve) =>
+        frameReader(proc.stdio[4] as never, (id, type, payload) => {
+          if (type === 'O') out += payload.toString('latin1');
+          if (type === 'C' && payload.readUInt8(0) === 1) resolve();
+        }),
+      );
+      (proc.stdio[3] as unknown as NodeJS.WritableStream).write(runFrame(1, { cwd: '/', argv: ['/bin/ls', '/proc/self/fd'], env: {}, limits: { cpu: 5, data: 16 * 1024 * 1024, fsize: 1024 * 1024, nofile: 64, tmp: 1024 * 1024 } }));
+      await exited;
+      // ls's own: its stdio, the mail channel, the folder it lists.
+      expect(out.split('\n').filter(Boolean).map(Number).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4]);
+    } finally {
+      proc.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
