@@ -1,13 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../core/log.ts';
-import { findExecutable } from '../lib/box.ts';
-import { ownFolderProblem } from '../lib/ownfile.ts';
-import { packageRoot } from '../lib/paths.ts';
+import { boxInitPlan, boxInitSource, programFolderProblem, type BoxInit } from '../lib/boxinit.ts';
 
 /**
  * Persistent script boxes: one bubblewrap box per tenant whose PID 1 is
@@ -21,50 +18,22 @@ import { packageRoot } from '../lib/paths.ts';
  */
 
 /** The C source of box-init, shipped with the package. */
-export const BOX_INIT_SOURCE = path.join(packageRoot(), 'src', 'cgi', 'native', 'box-init.c');
+export const BOX_INIT_SOURCE = boxInitSource();
 
-export type BoxInit = { ok: true; path: string } | { ok: false; why: string };
-
-/**
- * Why `dir` may not hold a program this process runs (as root: in every
- * tenant's box, as each tenant's uid): it must belong to this process's
- * user and be writable by no one else, and no folder above it may be
- * writable by others (a sticky folder such as /tmp aside: there no one else
- * can rename or replace what is ours). Otherwise whoever can write there
- * could swap box-init for a program of their own. (The owner of a folder
- * above it is not asked: the suite's own code is in those folders, and
- * whoever owns them decides what this process runs anyway.)
- */
-function programFolderProblem(dir: string, me: number): string | undefined {
-  const own = ownFolderProblem(dir, me);
-  if (own) return own;
-  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
-    const st = lstatSync(d);
-    if ((st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0) return `${d} is writable by others (mode ${(st.mode & 0o7777).toString(8)})`;
-    if (d === path.dirname(d)) return undefined;
-  }
-}
+export type { BoxInit };
 
 /**
  * box-init compiled for this machine into `dir` (made 0755; the binary
  * 0755, named by its source's hash, so an upgrade compiles again) with
  * `cc`, once; found again at the next start. Why not, when there is no
  * compiler or it fails: scripts then get one fresh box per run. A folder or
- * a binary someone else could have written (see programFolderProblem; a
- * binary not this user's, open to others, or a link) is refused, never run.
+ * a binary someone else could have written is refused, never run
+ * ({@link boxInitPlan}, which `makewaves check` asks too).
  */
 export function compileBoxInit(dir: string, searchPath?: string): BoxInit {
-  let source: Buffer;
-  try {
-    source = readFileSync(BOX_INIT_SOURCE);
-  } catch (err) {
-    return { ok: false, why: `${BOX_INIT_SOURCE} unreadable (${(err as Error).message})` };
-  }
+  const plan = boxInitPlan(dir, searchPath);
+  if (!plan.ok || !plan.build) return plan.ok ? { ok: true, path: plan.path } : plan;
   const me = process.getuid?.() ?? 0;
-  const file = path.join(dir, `box-init-${createHash('sha256').update(source).digest('hex').slice(0, 16)}`);
-  const cc = findExecutable('cc', searchPath);
-  const built = lstatSync(file, { throwIfNoEntry: false });
-  if (!built && !cc) return { ok: false, why: 'no C compiler (cc) to build box-init (apt-get install gcc)' };
   try {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
     // Past the umask, but only a folder of our own: another's is refused just below, as it is.
@@ -75,20 +44,15 @@ export function compileBoxInit(dir: string, searchPath?: string): BoxInit {
   }
   const folder = programFolderProblem(dir, me);
   if (folder) return { ok: false, why: `box-init is neither built nor run there: ${folder}` };
-  if (built) {
-    const bad = !built.isFile() ? 'not a regular file' : built.uid !== me ? `owned by uid ${built.uid}, not ${me}` : (built.mode & 0o022) !== 0 ? `writable by others (mode ${(built.mode & 0o7777).toString(8)})` : built.nlink !== 1 ? `${built.nlink} names (a hard link)` : undefined;
-    if (bad) return { ok: false, why: `${file} is ${bad}: not run (remove it; it is built again)` };
-    return { ok: true, path: file };
-  }
-  const tmp = `${file}.${process.pid}.tmp`;
-  const r = spawnSync(cc!, ['-O2', '-Wall', '-o', tmp, BOX_INIT_SOURCE], { encoding: 'utf8', timeout: 60_000 });
+  const tmp = `${plan.path}.${process.pid}.tmp`;
+  const r = spawnSync(plan.cc, ['-O2', '-Wall', '-o', tmp, BOX_INIT_SOURCE], { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) {
     rmSync(tmp, { force: true });
     return { ok: false, why: `cc could not build box-init: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').slice(0, 3).join(' ')}` };
   }
   chmodSync(tmp, 0o755);
-  renameSync(tmp, file);
-  return { ok: true, path: file };
+  renameSync(tmp, plan.path);
+  return { ok: true, path: plan.path };
 }
 
 /** One run's limits, applied by box-init in the run's own process before it execs the script. */

@@ -1,9 +1,10 @@
-import { accessSync, constants, existsSync, readdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { certFiles, certificateProblems, DEFAULT_CERT } from '../../core/certs.ts';
 import { ConfigError, loadConfig, type LoadedConfig } from '../../core/config/load.ts';
 import { Registry } from '../../core/registry.ts';
-import { findExecutable, probeBox } from '../../lib/box.ts';
+import { probeBox } from '../../lib/box.ts';
+import { boxInitPlan } from '../../lib/boxinit.ts';
 import { nativeDir } from '../../lib/paths.ts';
 import { findDelegatedCgroup, limitsNote } from '../../lib/cgroup.ts';
 import { lookupUser } from '../../lib/users.ts';
@@ -111,11 +112,17 @@ function handlerUids(config: LoadedConfig): { note: string; problem?: string } {
   return { note: `handlers and scripts run as each tenant's own uid from cgi.uids ${range} (${config.tenants.length} tenants, room for ${room}), set by a root launcher` };
 }
 
-/** How scripts will be boxed: one persistent box per tenant when cc or a built box-init is there (root or not). */
+/**
+ * How scripts will be boxed, as a start would decide it (the same
+ * {@link boxInitPlan}): one persistent box per tenant with box-init built
+ * or to be built, else one fresh box per run, and why.
+ */
 function scriptBoxNote(config: LoadedConfig): string {
-  const built = [nativeDir(), path.join(config.main.dataDir, 'box-init')].some((d) => existsSync(d) && readdirSync(d).some((f) => f.startsWith('box-init-')));
-  if (built || findExecutable('cc')) return 'one persistent box per tenant (box-init, built with cc at the first start), each run cloned in fresh namespaces';
-  return 'one fresh box per run (slower): no C compiler (cc) to build box-init (apt-get install gcc)';
+  let plan = boxInitPlan(nativeDir());
+  // As the cgi service does: a package folder it may not build in leaves the data folder (without root).
+  if (!plan.ok && !/no C compiler/.test(plan.why) && process.getuid?.() !== 0) plan = boxInitPlan(path.join(config.main.dataDir, 'box-init'));
+  if (plan.ok) return `one persistent box per tenant (box-init ${plan.build ? 'to be built with cc at the first start' : `built: ${plan.path}`}), each run cloned in fresh namespaces`;
+  return `one fresh box per run (slower): ${plan.why}`;
 }
 
 /**

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BOX_INIT_SOURCE, compileBoxInit } from '../../../src/cgi/forkbox.ts';
 import { findExecutable } from '../../../src/lib/box.ts';
+import { boxInitPlan } from '../../../src/lib/boxinit.ts';
 
 // The root launcher runs box-init in every tenant's box, as the tenant's
 // uid: a binary found where someone else could have put it (a folder or a
@@ -57,6 +58,7 @@ describe.skipIf(process.getuid?.() !== 0)('building box-init as root', () => {
     const r = compileBoxInit(path.join(open, '.native'));
     expect(r).toMatchObject({ ok: false, why: expect.stringMatching(/writable by others \(mode 777\)/) });
     chmodSync(open, 0o1777);
+    mkdirSync(path.join(open, '.native'), { mode: 0o755 });
     writeFileSync(path.join(open, '.native', name), fake, { mode: 0o755 });
     expect(compileBoxInit(path.join(open, '.native'))).toEqual({ ok: true, path: path.join(open, '.native', name) });
   });
@@ -66,5 +68,22 @@ describe.skipIf(process.getuid?.() !== 0)('building box-init as root', () => {
     const first = compileBoxInit(dir);
     expect(first).toEqual({ ok: true, path: path.join(dir, name) });
     expect(compileBoxInit(dir)).toEqual(first);
+  });
+
+  // `makewaves check` asks boxInitPlan: it must refuse what a start refuses, and say so, not report "built".
+  it('plans what a start does, building nothing: a refused binary is refused with the same reason', () => {
+    const dir = path.join(base, '.native');
+    mkdirSync(dir, { mode: 0o755 });
+    const file = path.join(dir, name);
+    writeFileSync(file, fake, { mode: 0o775 });
+    chmodSync(file, 0o775);
+    const plan = boxInitPlan(dir);
+    expect(plan).toMatchObject({ ok: false, why: expect.stringMatching(/writable by others \(mode 775\)/) });
+    expect(compileBoxInit(dir)).toEqual(plan);
+    chmodSync(file, 0o755);
+    expect(boxInitPlan(dir)).toEqual({ ok: true, path: file, build: false });
+    rmSync(file);
+    expect(boxInitPlan(dir)).toMatchObject(findExecutable('cc') ? { ok: true, path: file, build: true } : { ok: false, why: expect.stringMatching(/no C compiler/) });
+    expect(existsSync(file)).toBe(false);
   });
 });
