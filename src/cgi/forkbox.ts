@@ -57,7 +57,7 @@ export function compileBoxInit(dir: string, searchPath?: string): BoxInit {
 
 /** One run's limits, applied by box-init in the run's own process before it execs the script. */
 export interface RunLimits {
-  /** RLIMIT_CPU, seconds (SIGXCPU at the soft limit, SIGKILL one second later). */
+  /** RLIMIT_CPU, seconds: the soft limit; the hard one, a second later, is where the kernel kills (a script is PID 1 of its namespace and ignores the SIGXCPU of the soft one). */
   cpu: number;
   data: number;
   fsize: number;
