@@ -246,6 +246,14 @@ describe.skipIf(boxMissing)('persistent boxes the suite starts itself (no launch
 });
 
 /** A box of box-init's own as the nobody user (no suite): its ForkBox, the frames it sends the server, and its end. */
+/** Runs `/bin/echo text` as run `id` in `b`, and proves it ran whole: exit 0, its output ended, the line came back. */
+async function echoes(b: ReturnType<typeof hostileBox>, id: number, text: string): Promise<void> {
+  b.box.run(id, { cwd: '/', argv: ['/bin/echo', text], env: {}, limits: b.limits });
+  expect(await b.when(`X${id}`)).toBe(0);
+  await b.when(`C${id}.1`);
+  expect(b.out.get(id)).toBe(`${text}\n`);
+}
+
 function hostileBox(memory: number) {
   const init = compileBoxInit(nativeDir());
   if (!init.ok) throw new Error(init.why);
@@ -315,10 +323,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
         frame(7, 'R', Buffer.concat([lim(3, 0), Buffer.from('/\0a\0')])), // fewer strings than it says
         frame(0, 'R', Buffer.concat([lim(1, 0), Buffer.from('/\0/bin/true\0')])),
       ]));
-      b.box.run(8, { cwd: '/', argv: ['/bin/echo', 'still here'], env: {}, limits: b.limits });
-      expect(await b.when('X8')).toBe(0);
-      await b.when('C8.1');
-      expect(b.out.get(8)).toBe('still here\n');
+      await echoes(b, 8, 'still here');
       expect(fails.map(([id]) => id)).toEqual([1, 2, 3, 4, 5, 6, 7, 0]);
       expect(fails[5]![1]).toBe('string without its NUL');
     } finally {
@@ -336,10 +341,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       for (let i = 0; i < 256; i++) b.box.data.write(frame(1, 'I', chunk));
       b.box.data.write(frame(1, 'K'));
       expect(await b.when('X1')).toBe(9); // SIGKILL: the box outlived the flood
-      b.box.run(2, { cwd: '/', argv: ['/bin/echo', 'next'], env: {}, limits: b.limits });
-      expect(await b.when('X2')).toBe(0);
-      await b.when('C2.1');
-      expect(b.out.get(2)).toBe('next\n');
+      await echoes(b, 2, 'next');
     } finally {
       b.done();
     }
@@ -351,10 +353,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       b.box.run(1, { cwd: '/', argv: ['/usr/bin/yes', 'flood'], env: {}, limits: b.limits });
       await b.when('O1.1M');
       const before = b.bytes.get(1)!;
-      b.box.run(2, { cwd: '/', argv: ['/bin/echo', 'beside it'], env: {}, limits: b.limits });
-      expect(await b.when('X2')).toBe(0);
-      await b.when('C2.1');
-      expect(b.out.get(2)).toBe('beside it\n');
+      await echoes(b, 2, 'beside it');
       // Still flooding meanwhile: answered beside it, not after it.
       expect(b.seen('X1')).toBe(false);
       expect(b.bytes.get(1)!).toBeGreaterThan(before);
