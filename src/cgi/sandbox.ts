@@ -10,7 +10,7 @@ import type { LaunchAsk, LauncherClient } from './launched.ts';
 // From the package root, so it resolves the same from src/ and from the dist/ bundle.
 export const RUNNER = path.join(packageRoot(), 'src', 'cgi', 'runner.mjs');
 
-/** The `sendmail` shown at /usr/sbin/sendmail in a script's box (see sendmail.sh). */
+/** The `sendmail` shown at /usr/sbin/sendmail in a script's box without box-init (see sendmail.sh; box-init is its own). */
 export const SENDMAIL = path.join(packageRoot(), 'src', 'cgi', 'sendmail.sh');
 
 /** What this machine and this process allow the sandbox to do, found once at start. */
@@ -208,7 +208,7 @@ export function goScript(argv: string[], env: Record<string, string>, chdir: str
  */
 export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[]; env: Record<string, string> }): SpawnSpec {
   const script = opts.argv[opts.argv.length - 1]!;
-  const all = [...boxPrefix(caps, { ...opts, env: {}, data: opts.memory, shown: [], chdir: opts.scratch, sendmail: true }), ...STUB];
+  const all = [...boxPrefix(caps, { ...opts, env: {}, data: opts.memory, shown: [], chdir: opts.scratch, sendmail: SENDMAIL }), ...STUB];
   return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true, go: goScript(opts.argv, opts.env, path.dirname(script)) };
 }
 
@@ -221,7 +221,7 @@ export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, '
  * same for every run of the tenant; each run's own part goes over fd 3.
  */
 export function forkBoxSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { init: string }): SpawnSpec {
-  const all = [...boxPrefix(caps, { ...opts, env: {}, data: opts.memory, shown: [opts.init], chdir: opts.scratch, sendmail: true, init: true }), opts.init];
+  const all = [...boxPrefix(caps, { ...opts, env: {}, data: opts.memory, shown: [opts.init], chdir: opts.scratch, sendmail: opts.init, init: true }), opts.init];
   return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
 }
 
@@ -233,7 +233,7 @@ export function forkBoxSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 
  */
 function boxPrefix(
   caps: SandboxCapabilities,
-  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: boolean; cgroup?: string; init?: boolean },
+  opts: { folders: string[]; scratch: string; fileMax: number; data: number; shown: string[]; chdir: string; nproc?: number; env?: Record<string, string>; sendmail?: string; cgroup?: string; init?: boolean },
 ): string[] {
   if (!caps.box) throw new Error(caps.refusal ?? 'no box for handlers');
   const prefix: string[] = [];
@@ -255,8 +255,9 @@ function boxPrefix(
     '--dev', '/dev',
     '--perms', '1777', '--size', String(opts.fileMax), '--tmpfs', '/tmp',
     ...runtimeMounts(opts.shown),
-    // Scripts: /usr/sbin holds only the suite's sendmail (its mount point needs a folder that can be written while the box is built).
-    ...(opts.sendmail ? ['--tmpfs', '/usr/sbin', '--ro-bind', SENDMAIL, '/usr/sbin/sendmail', '--remount-ro', '/usr/sbin'] : []),
+    // Scripts: /usr/sbin holds only the suite's sendmail (its mount point needs a folder that can be written while the box is built):
+    // sendmail.sh, or in a persistent box box-init itself, which acts as sendmail when called by that name (one exec a mail, not three).
+    ...(opts.sendmail ? ['--tmpfs', '/usr/sbin', '--ro-bind', opts.sendmail, '/usr/sbin/sendmail', '--remount-ro', '/usr/sbin'] : []),
     ...[...new Set(opts.folders)].flatMap((f) => ['--ro-bind', f, f]),
     '--bind', opts.scratch, opts.scratch,
     // The box's own root and its /dev (tmpfs holding the mount points and device nodes) read-only: nothing can be

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findExecutable } from '../../../src/lib/box.ts';
 import { boxMissing, call, RecordingSubmitter, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
 
 // A classic CGI script mails through /usr/sbin/sendmail -t inside its box:
@@ -13,6 +14,7 @@ close($m);
 print "Content-Type: text/plain\\r\\n\\r\\nsendmail exit " . ($? >> 8) . "\\n";
 `;
 const SH = '#!/bin/sh\nprintf "To: owner@a.test\\nSubject: from sh\\n\\nhi\\n" | /usr/sbin/sendmail -t\nprintf "Content-Type: text/plain\\r\\n\\r\\nok %s\\n" "$?"\n';
+const WHICH = '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nhead -c 4 /usr/sbin/sendmail | od -An -c | tr -d " \\n"\n';
 const ARGS = '#!/bin/sh\nprintf "Subject: x\\n\\nhi\\n" | /usr/sbin/sendmail evil@elsewhere.test\nprintf "Content-Type: text/plain\\r\\n\\r\\nexit %s\\n" "$?"\n';
 
 let s: CgiTestSuite;
@@ -21,7 +23,7 @@ beforeAll(async () => {
   s = await startCgiSuite({
     mail: sink,
     tenants: { 'a.test': { domains: ['a.test'], cgi: true, forms: { recipients: ['owner@a.test'] } } },
-    files: { 'a.test/cgi-bin/contact.pl': PERL, 'a.test/cgi-bin/mail.sh': SH, 'a.test/cgi-bin/args.sh': ARGS },
+    files: { 'a.test/cgi-bin/contact.pl': PERL, 'a.test/cgi-bin/mail.sh': SH, 'a.test/cgi-bin/args.sh': ARGS, 'a.test/cgi-bin/which.sh': WHICH },
   });
 });
 afterAll(async () => {
@@ -96,5 +98,13 @@ describe.skipIf(boxMissing)('the example tenant\'s Perl contact form (sites/exam
     } finally {
       await t.stop();
     }
+  });
+});
+
+describe.skipIf(boxMissing)('which sendmail a box has', () => {
+  // With box-init (built by cc) the persistent box's sendmail is box-init itself, one exec a mail; the tests above ran it.
+  it('is box-init (an ELF program) in a persistent box, the shell script without one', async () => {
+    const res = await call(s.http, 'a.test', '/cgi-bin/which.sh');
+    expect((await res.text()).trim()).toBe(findExecutable('cc') ? '177ELF' : '#!/b');
   });
 });
