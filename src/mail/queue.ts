@@ -212,7 +212,7 @@ export class MailQueue implements MailSubmitter {
     const { file, size, offset, data } = await this.d.spool.write(env, m.prefix ?? Buffer.alloc(0), m.body, m.abort, m.timeline);
     m.timeline?.mark('spooled');
     try {
-      const smtputf8 = m.smtputf8 ? (m.needsUtf8?.() === false ? 1 : 2) : 0;
+      const smtputf8 = utf8Level(m);
       const row = { id, file, createdAt, sender: m.sender, returnPath: m.returnPath, tenant: m.tenant, size, offset, recipients: m.recipients, eightBit: m.eightBit, smtputf8 } as const;
       await this.batched(() => this.d.store.add(row));
       m.timeline?.mark('stored');
@@ -236,7 +236,7 @@ export class MailQueue implements MailSubmitter {
    */
   private deliverEarly(id: string, m: Incoming, body: Buffer): Promise<RecipientOutcome[]> {
     const data = m.prefix && m.prefix.length > 0 ? Buffer.concat([m.prefix, body]) : body;
-    const smtputf8 = m.smtputf8 ? (m.needsUtf8?.() === false ? 1 : 2) : 0;
+    const smtputf8 = utf8Level(m);
     m.timeline?.mark('relaying');
     return this.d.deliverer.deliver({
       id,
@@ -650,4 +650,9 @@ export class MailQueue implements MailSubmitter {
     }
     return Buffer.concat(chunks);
   }
+}
+
+/** SMTPUTF8 to pass on: 0 not asked; 1 asked, though the message does not need it; 2 needed. */
+function utf8Level(m: Incoming): 0 | 1 | 2 {
+  return m.smtputf8 ? (m.needsUtf8?.() === false ? 1 : 2) : 0;
 }
