@@ -283,6 +283,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   let current = registry;
   let caps: SandboxCapabilities | undefined;
   let launcher: LauncherClient | undefined;
+  /** The launcher's readiness (it loads the config itself), while the other services start; undefined once it is ready. */
+  let launcherUp: Promise<void> | undefined;
   let suiteReal = suiteDir;
   let suiteNames = new Set<string>();
   const pools = new Pools(limitsOf(registry), log);
@@ -334,6 +336,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   }
 
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
+    // A request in the moment between the HTTP listener opening and the launcher being ready waits for it.
+    if (launcherUp) await launcherUp;
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
     if (!caps) return page(req, res, status('UNAVAILABLE'));
@@ -480,17 +484,29 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         const c = caps;
         const asRoot = process.getuid?.() === 0;
         if ((useLauncher ?? asRoot) && c.box) {
-          launcher = launcherStarted ?? new LauncherClient(current.config.dir, suiteDir, log);
-          await launcher.ready;
-        } else launcherStarted?.stop();
-        if (!launcher && c.box) {
+          // Not awaited here: the launcher loads the config in its own process while the other services start
+          // (static files never need it); the suite's start awaits it through ready() before it says it serves.
+          const l = (launcher = launcherStarted ?? new LauncherClient(current.config.dir, suiteDir, log));
+          launcherUp = l.ready.then(() => {
+            launcherUp = undefined;
+            announce(log, c, l, current, suiteReal, [...suiteNames], cgroup, l.forkBox);
+          });
+          // Awaited by ready() and by any request meanwhile; a failure is the start's, reported there.
+          launcherUp.catch(() => undefined);
+          return [];
+        }
+        launcherStarted?.stop();
+        if (c.box) {
           // Not root: built where this process may write (beside the suite's code, or else in its data folder).
           boxInit = compileBoxInit(nativeDir());
           if (!boxInit.ok && !/no C compiler/.test(boxInit.why)) boxInit = compileBoxInit(path.join(current.config.main.dataDir, 'box-init'));
         }
-        const scripts = launcher ? launcher.forkBox : (boxInit?.ok ?? false) ? true : (boxInit as { why?: string } | undefined)?.why ?? 'no box';
+        const scripts = (boxInit?.ok ?? false) ? true : (boxInit as { why?: string } | undefined)?.why ?? 'no box';
         announce(log, c, launcher, current, suiteReal, [...suiteNames], cgroup, scripts);
         return [];
+      },
+      async ready() {
+        await launcherUp;
       },
       async stop(graceMs) {
         boxes.discard();

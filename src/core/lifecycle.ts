@@ -20,6 +20,12 @@ export interface Service {
   reload(next: Registry): void;
   /** Periodic tasks this service needs (log rotation, rescans). */
   jobs?(): Job[];
+  /**
+   * Start-up work a service finishes while the services after it start (the
+   * root launcher loading the config in its own process). Awaited once every
+   * service has started; a rejection fails the start like a failed start().
+   */
+  ready?(): Promise<void>;
 }
 
 /**
@@ -29,17 +35,21 @@ export interface Service {
  */
 export async function startAll(services: readonly Service[], log: Logger): Promise<void> {
   const started: Service[] = [];
+  const failed = async (svc: Service, err: unknown): Promise<never> => {
+    log.error({ svc: svc.name, err: (err as Error).message }, `${svc.name} failed to start; stopping the others`);
+    await stopAll(started, 1000, (name, e) => log.error({ svc: name, err: e.message }, `${name} failed to stop`));
+    throw err;
+  };
   for (const svc of services) {
     try {
       const urls = await svc.start();
       for (const url of urls) log.info({ svc: svc.name, url }, `${svc.name} listening on ${url}`);
       started.push(svc);
     } catch (err) {
-      log.error({ svc: svc.name, err: (err as Error).message }, `${svc.name} failed to start; stopping the others`);
-      await stopAll(started, 1000, (name, e) => log.error({ svc: name, err: e.message }, `${name} failed to stop`));
-      throw err;
+      await failed(svc, err);
     }
   }
+  for (const svc of started) await svc.ready?.().catch((err: unknown) => failed(svc, err));
 }
 
 /**
