@@ -263,6 +263,12 @@ function announce(
   }
 }
 
+/** Not root: box-init built where this process may write (beside the suite's code, or else in its data folder). */
+function localBoxInit(dataDir: string): BoxInit {
+  const here = compileBoxInit(nativeDir());
+  return here.ok || /no C compiler/.test(here.why) ? here : compileBoxInit(path.join(dataDir, 'box-init'));
+}
+
 /** A run the root launcher starts, with the tenant's own uid (see launcher.ts); it checks the ask itself. */
 function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' | 'script', name: string): SpawnSpec {
   return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind, name, env: {} } } };
@@ -491,16 +497,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
             launcherUp = undefined;
             announce(log, c, l, current, suiteReal, [...suiteNames], cgroup, l.forkBox);
           });
-          // Awaited by ready() and by any request meanwhile; a failure is the start's, reported there.
-          launcherUp.catch(() => undefined);
+          launcherUp.catch(() => undefined); // awaited by ready() (the start's failure, reported there) and by requests meanwhile
           return [];
         }
         launcherStarted?.stop();
-        if (c.box) {
-          // Not root: built where this process may write (beside the suite's code, or else in its data folder).
-          boxInit = compileBoxInit(nativeDir());
-          if (!boxInit.ok && !/no C compiler/.test(boxInit.why)) boxInit = compileBoxInit(path.join(current.config.main.dataDir, 'box-init'));
-        }
+        if (c.box) boxInit = localBoxInit(current.config.main.dataDir);
         const scripts = (boxInit?.ok ?? false) ? true : (boxInit as { why?: string } | undefined)?.why ?? 'no box';
         announce(log, c, launcher, current, suiteReal, [...suiteNames], cgroup, scripts);
         return [];
