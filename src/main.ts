@@ -298,6 +298,13 @@ function parseCacheFile(configDir: string): string | undefined {
  */
 export async function runServer(configDir: string, graceMs = 5_000): Promise<number> {
   const log = createLogger();
+  // Owned from the first moment: a stop asked for while the suite starts (its HTTP listener may already answer)
+  // is carried out, gracefully, as soon as the start is over.
+  let stopNow: ((signal: string) => void) | undefined;
+  let stopAsked: string | undefined;
+  const onStop = (signal: string) => (stopNow ? stopNow(signal) : (stopAsked ??= signal));
+  process.once('SIGTERM', () => onStop('SIGTERM'));
+  process.once('SIGINT', () => onStop('SIGINT'));
   let suite: Suite;
   try {
     suite = await startSuite({ configDir, log });
@@ -329,8 +336,8 @@ export async function runServer(configDir: string, graceMs = 5_000): Promise<num
         resolve(0);
       });
     };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
+    stopNow = shutdown;
+    if (stopAsked) shutdown(stopAsked);
     process.on('SIGHUP', () => {
       log.info('SIGHUP: reloading configuration');
       suite.reload();

@@ -30,6 +30,16 @@ describe('makewaves serve', () => {
     expect(p.out()).toContain('"msg":"stopped"');
   });
 
+  it('stops gracefully on a SIGTERM sent the moment HTTP listens, before the start is over (exit 0, "stopped")', async () => {
+    const p = serve(configDir);
+    // Sent from the output handler itself: the services after HTTP (and the launcher's readiness) are still starting.
+    p.child.stdout!.on('data', () => {
+      if (/http listening on/.test(p.out()) && p.child.exitCode === null && !p.child.killed) p.child.kill('SIGTERM');
+    });
+    expect(await p.exited).toBe(0);
+    expect(p.out()).toContain('"msg":"stopped"');
+  });
+
   it('exits non-zero naming the address when the port is in use, leaving nothing running', async () => {
     const blocker = net.createServer();
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
