@@ -298,13 +298,16 @@ function parseCacheFile(configDir: string): string | undefined {
  */
 export async function runServer(configDir: string, graceMs = 5_000): Promise<number> {
   const log = createLogger();
-  // Owned from the first moment: a stop asked for while the suite starts (its HTTP listener may already answer)
-  // is carried out, gracefully, as soon as the start is over.
+  // Owned from the first moment: a stop or a reload asked for while the suite starts (its HTTP listener may
+  // already answer) is carried out as soon as the start is over, never the signal's default (ending the process).
   let stopNow: ((signal: string) => void) | undefined;
+  let reloadNow: (() => void) | undefined;
   let stopAsked: string | undefined;
+  let reloadAsked = false;
   const onStop = (signal: string) => (stopNow ? stopNow(signal) : (stopAsked ??= signal));
   process.once('SIGTERM', () => onStop('SIGTERM'));
   process.once('SIGINT', () => onStop('SIGINT'));
+  process.on('SIGHUP', () => (reloadNow ? reloadNow() : (reloadAsked = true)));
   let suite: Suite;
   try {
     suite = await startSuite({ configDir, log });
@@ -336,11 +339,12 @@ export async function runServer(configDir: string, graceMs = 5_000): Promise<num
         resolve(0);
       });
     };
-    stopNow = shutdown;
-    if (stopAsked) shutdown(stopAsked);
-    process.on('SIGHUP', () => {
+    reloadNow = () => {
       log.info('SIGHUP: reloading configuration');
       suite.reload();
-    });
+    };
+    stopNow = shutdown;
+    if (stopAsked) shutdown(stopAsked);
+    else if (reloadAsked) reloadNow();
   });
 }
