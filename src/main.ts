@@ -180,20 +180,17 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
       return u;
     },
   }));
-  let started = false;
   try {
-    await startAll(wrapped, log);
-    started = true;
-    if (runAs) {
-      // Every listener is bound (ports below 1024 need root); nothing after this point needs root.
-      // What the start created as root under <data> (database, spool, logs) is handed over first.
-      // Not <data>/cgi: each tenant's scratch folder belongs to its own uid (the launcher keeps it so).
+    await startAll(wrapped, log, () => {
+      if (!runAs) return;
+      // Every listener is bound (ports below 1024 need root); nothing after this point needs root, and the launcher's
+      // readiness is awaited after it. What the start created as root under <data> (database, spool, logs) is handed
+      // over first. Not <data>/cgi: each tenant's scratch folder belongs to its own uid (the launcher keeps it so).
       const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid, [path.join(config.main.dataDir, 'cgi')]);
       dropPrivileges(runAs.uid, runAs.gid);
       log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
-    }
+    });
   } catch (err) {
-    if (started) await stopAll(services, 1000, stopFailed);
     state.close();
     throw err;
   }

@@ -31,13 +31,15 @@ export interface Service {
 /**
  * Starts services in order. If one fails, stops the ones already started
  * (in reverse order) and rethrows its error, so the process never runs
- * half a suite.
+ * half a suite. `bound` runs once every service has started and before any
+ * `ready()` is awaited (the drop from root: no request is served as root
+ * for longer than the starts take); its failure fails the start too.
  */
-export async function startAll(services: readonly Service[], log: Logger): Promise<void> {
+export async function startAll(services: readonly Service[], log: Logger, bound?: () => void): Promise<void> {
   const started: Service[] = [];
-  const failed = async (svc: Service, err: unknown): Promise<never> => {
-    log.error({ svc: svc.name, err: (err as Error).message }, `${svc.name} failed to start; stopping the others`);
-    await stopAll(started, 1000, (name, e) => log.error({ svc: name, err: e.message }, `${name} failed to stop`));
+  const failed = async (name: string, err: unknown): Promise<never> => {
+    log.error({ svc: name, err: (err as Error).message }, `${name} failed to start; stopping the others`);
+    await stopAll(started, 1000, (svc, e) => log.error({ svc, err: e.message }, `${svc} failed to stop`));
     throw err;
   };
   for (const svc of services) {
@@ -46,10 +48,15 @@ export async function startAll(services: readonly Service[], log: Logger): Promi
       for (const url of urls) log.info({ svc: svc.name, url }, `${svc.name} listening on ${url}`);
       started.push(svc);
     } catch (err) {
-      await failed(svc, err);
+      await failed(svc.name, err);
     }
   }
-  for (const svc of started) await svc.ready?.().catch((err: unknown) => failed(svc, err));
+  try {
+    bound?.();
+  } catch (err) {
+    await failed('start', err);
+  }
+  for (const svc of started) await svc.ready?.().catch((err: unknown) => failed(svc.name, err));
 }
 
 /**

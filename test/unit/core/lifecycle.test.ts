@@ -86,12 +86,25 @@ describe('startAll and a service ready after the others start', () => {
     const cgi = late('cgi', events);
     const http = late('http', events);
     http.settle();
-    const all = startAll([cgi.svc, http.svc], logger().log).then(() => events.push('started'));
+    const all = startAll([cgi.svc, http.svc], logger().log, () => events.push('bound')).then(() => events.push('started'));
     await new Promise((r) => setImmediate(r));
-    expect(events).toEqual(['start cgi', 'start http']);
+    // The drop from root (bound) comes before any wait for readiness: requests meanwhile are not served as root.
+    expect(events).toEqual(['start cgi', 'start http', 'bound']);
     cgi.settle();
     await all;
-    expect(events).toEqual(['start cgi', 'start http', 'ready cgi', 'ready http', 'started']);
+    expect(events).toEqual(['start cgi', 'start http', 'bound', 'ready cgi', 'ready http', 'started']);
+  });
+
+  it('fails the start when bound() throws (a failed drop from root), stopping every service', async () => {
+    const events: string[] = [];
+    const { log, lines } = logger();
+    const http = late('http', events);
+    http.settle();
+    await expect(startAll([http.svc], log, () => {
+      throw new Error('setgid: EPERM');
+    })).rejects.toThrow('setgid: EPERM');
+    expect(events).toEqual(['start http', 'stop http']);
+    expect(lines).toContainEqual(expect.objectContaining({ svc: 'start', err: 'setgid: EPERM' }));
   });
 
   it('fails the start when ready() rejects: every service started is stopped and the error named in the log', async () => {
