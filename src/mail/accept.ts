@@ -274,7 +274,7 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
         // The checks need the whole message before the reply (a refusal is in the session): it is read into memory (at most smtp.maxMessageBytes).
         const received = await readMessage(stream, scan);
         timeline.mark('received');
-        let raw: Buffer = Buffer.concat([prefix, received]);
+        let raw: Buffer | undefined;
         const sealing = settings.enabled && lists.length === 0 && settings.arcSeal;
         if (settings.enabled) {
           const t0 = performance.now();
@@ -286,6 +286,8 @@ export function createAcceptor(a: AcceptContext): { acceptMessage(s: SessionStat
           authMs = Math.round((performance.now() - t0) * 100) / 100;
           timeline.mark('checked');
         }
+        // Without the checks, the message as received under our Received: field.
+        raw ??= Buffer.concat([prefix, received]);
         // Content scoring after the checks, on the message as it would be passed on; the ARC seal then covers our verdict.
         if (spam?.rspamd) {
           const own = auth && ownSignature(s, auth);

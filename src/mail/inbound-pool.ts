@@ -29,9 +29,14 @@ export interface CheckRequest {
  */
 export interface SealRequest {
   selector: string;
-  privateKey: string;
+  /**
+   * The key's PEM text. The pool sends it to a thread only when it is not
+   * the one that thread was sent last (its first seal, a rotation): the
+   * thread keeps it parsed, so a message carries no key.
+   */
+  privateKey?: string | undefined;
   /** Our Received: field. */
-  prefix: Buffer;
+  prefix: Uint8Array;
 }
 
 /** When the thread took the message, had its last DNS answer (absent: it asked none) and was done: epoch milliseconds (see lib/timeline.ts). */
@@ -74,6 +79,8 @@ export interface InboundPoolOptions {
 interface Slot {
   worker: Worker | undefined;
   busy: number;
+  /** The ARC key this slot's thread was sent last (it keeps it; see {@link SealRequest}). */
+  sealKey?: string | undefined;
 }
 
 /**
@@ -105,6 +112,7 @@ export function createInboundPool(d: InboundPoolOptions): InboundPool {
   };
 
   const start = (slot: Slot): Worker => {
+    slot.sealKey = undefined;
     // From source the thread registers tsx itself: Node 20 does not apply an `--import tsx` of execArgv to a worker's entry file.
     const w = fromSource
       ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((t) => { t.register(); return import(${JSON.stringify(pathToFileURL(entry).href)}); });`, {
@@ -141,12 +149,23 @@ export function createInboundPool(d: InboundPoolOptions): InboundPool {
       const worker = (slot.worker ??= start(slot));
       const id = ++next;
       const { sender, ip, helo, hostname, seal } = options;
+      // Copies of their own, moved to the thread rather than cloned: a small Buffer is a slice of Node's shared 8 KiB pool, which a clone copies whole.
+      const bytes = new Uint8Array(raw);
+      const transfer = [bytes.buffer];
+      let sealing: SealRequest | undefined;
+      if (seal) {
+        const prefix = new Uint8Array(seal.prefix);
+        transfer.push(prefix.buffer);
+        const newKey = seal.privateKey !== slot.sealKey;
+        if (newKey) slot.sealKey = seal.privateKey;
+        sealing = { selector: seal.selector, prefix, ...(newKey ? { privateKey: seal.privateKey } : {}) };
+      }
       return new Promise<InboundAuth>((resolve, reject) => {
         const timer = setTimeout(() => settle(id)?.reject(new CheckTimeout(d.timeout)), d.timeout * 1000);
         pending.set(id, { resolve, reject, timeline, slot, timer });
         slot.busy++;
         worker.ref();
-        worker.postMessage({ id, raw, options: { sender, ip, helo, hostname }, seal } satisfies CheckRequest);
+        worker.postMessage({ id, raw: bytes, options: { sender, ip, helo, hostname }, seal: sealing } satisfies CheckRequest, transfer);
       });
     },
     async close() {

@@ -1,6 +1,7 @@
 // The inbound checks' thread (see inbound-pool.ts): mailauth's SPF, DKIM,
 // DMARC and ARC checks of one message at a time, asked by the mail service's
 // event loop, answered with what checkInbound() found.
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { cachedLookup, suiteResolver, type DnsSettings } from '../core/dns.ts';
 import { epochNow } from '../lib/timeline.ts';
@@ -15,6 +16,15 @@ const cached = cachedLookup((name, type) => resolver.resolve(name, type), { maxA
 
 parentPort!.on('message', (q: CheckRequest) => {
   const start = epochNow();
+  // A new key comes with the first message to be sealed with it (messages arrive in the order sent); one still being checked is sealed with it too.
+  if (q.seal?.privateKey !== undefined && q.seal.privateKey !== sealKey?.privateKey) {
+    try {
+      sealKey = { selector: q.seal.selector, privateKey: q.seal.privateKey, parsed: createPrivateKey(q.seal.privateKey) };
+    } catch {
+      // Not a key this thread can use: its messages get no set here, and the event loop seals them itself (and logs why if that fails too).
+      sealKey = undefined;
+    }
+  }
   let dns: number | undefined;
   // Each answer's time noted: the reply says when the last one came (the message's timeline, at debug level).
   const lookup = (name: string, type: string) =>
@@ -30,9 +40,9 @@ parentPort!.on('message', (q: CheckRequest) => {
   );
 });
 
-/** Per host name, the sealer; its key is the one of the request being sealed. */
+/** Per host name, the sealer; its key is the one last sent (see SealRequest), parsed once. */
 const sealers = new Map<string, (raw: Buffer) => Promise<Buffer>>();
-let sealKey: SealRequest | undefined;
+let sealKey: { selector: string; privateKey: string; parsed: KeyObject } | undefined;
 
 /** `auth` with the ARC set of the message as the event loop will pass it on; without one when sealing fails (the event loop then seals it itself). */
 async function sealed(received: Buffer, auth: InboundAuth, hostname: string, seal: SealRequest): Promise<InboundAuth> {
@@ -42,9 +52,9 @@ async function sealed(received: Buffer, auth: InboundAuth, hostname: string, sea
     sealers.set(hostname, sealer);
   }
   try {
-    // Read by the sealer before its first await yields: no other message's key can come between.
-    sealKey = seal;
-    const set = await sealer(checkedMessage(auth.results, Buffer.from(seal.prefix), stripOurResults(received, hostname).raw));
+    if (!sealKey) throw new Error(`no usable ARC key ${seal.selector} in this thread`);
+    const prefix = Buffer.from(seal.prefix.buffer, seal.prefix.byteOffset, seal.prefix.byteLength);
+    const set = await sealer(checkedMessage(auth.results, prefix, stripOurResults(received, hostname).raw));
     return { ...auth, arcSet: set.toString('latin1') };
   } catch {
     // The event loop seals the message itself when no set comes back (and logs why if that fails too).

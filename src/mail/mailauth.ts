@@ -6,7 +6,6 @@
 // PEM text and parse it for every signature, which costs more than signing).
 import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
-import mailauth from 'mailauth';
 import type { DNSResolver } from 'mailauth';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
@@ -49,6 +48,55 @@ export interface DkimSignerDeps {
   now?: () => number;
 }
 
+const tools = createRequire(import.meta.url)('mailauth/lib/tools.js') as {
+  getAlignment(fromDomain: string, domains: string[], opts: { strict: boolean }): unknown;
+  /** RFC 6376 §3.4.2 relaxed header canonicalization of one field (folded as written), with `suffix` appended. */
+  formatRelaxedLine(line: string | Buffer, suffix?: string): Buffer;
+  getPublicKey: PublicKeyReader;
+};
+
+/** mailauth's reading of a DKIM or ARC key record: asks `name`'s TXT record, checks and parses it. */
+type PublicKeyReader = (type: string, name: string, minBitLength: number | undefined, resolver: DNSResolver | undefined) => Promise<{ publicKey: string; rr: string; modulusLength: number }>;
+
+/** Key records {@link keptPublicKeys} answered without reading them again (a test's proof that mailauth still goes through it). */
+export const keptKeyHits = { count: 0 };
+
+/**
+ * mailauth's reading of a key record, done once per record text: for each
+ * signature it parses the record character by character, checks its
+ * base64 with a schema, makes a key of it and exports that as PEM (a fifth
+ * of a DKIM check's CPU, for a record that is the same for every message of
+ * a sender). The record is still asked for every time (through the
+ * resolver, which may keep answers); only what is made of the same text is
+ * kept (at most `max` records, the oldest dropped first). Failures are not
+ * kept.
+ */
+function keptPublicKeys(read: PublicKeyReader, max = 1000): PublicKeyReader {
+  const kept = new Map<string, { publicKey: string; rr: string; modulusLength: number }>();
+  return async (type, name, minBitLength, resolver) => {
+    if (!resolver) return read(type, name, minBitLength, resolver);
+    const list = (await resolver(name, 'TXT')) as unknown as string[][] | undefined;
+    // The record's text as mailauth reads it (its first string set, joined, without whitespace).
+    const rr = list ? ([] as string[]).concat(list[0] ?? []).join('').replace(/\s+/g, '') : '';
+    const key = `${type}\0${minBitLength ?? ''}\0${rr}`;
+    const have = rr ? kept.get(key) : undefined;
+    if (have) {
+      keptKeyHits.count++;
+      return { ...have };
+    }
+    const made = await read(type, name, minBitLength, (() => Promise.resolve(list)) as unknown as DNSResolver);
+    if (rr) {
+      if (kept.size >= max) kept.delete(kept.keys().next().value!);
+      kept.set(key, { ...made });
+    }
+    return made;
+  };
+}
+
+// Before mailauth's own modules load: its DKIM verifier and ARC checker take their reference to getPublicKey then.
+tools.getPublicKey = keptPublicKeys(tools.getPublicKey);
+const mailauth = createRequire(import.meta.url)('mailauth') as typeof import('mailauth');
+
 /**
  * Signs what the suite originates (form mail, list mail, DSNs) at the point
  * it enters the queue. The signing domain (`d=`) is the From: domain when it
@@ -90,11 +138,6 @@ export function createDkimSigner(d: DkimSignerDeps): (raw: Buffer, origin: Origi
   };
 }
 
-const tools = createRequire(import.meta.url)('mailauth/lib/tools.js') as {
-  getAlignment(fromDomain: string, domains: string[], opts: { strict: boolean }): unknown;
-  /** RFC 6376 §3.4.2 relaxed header canonicalization of one field (folded as written), with `suffix` appended. */
-  formatRelaxedLine(line: string | Buffer, suffix?: string): Buffer;
-};
 
 const getDmarcRecord = createRequire(import.meta.url)('mailauth/lib/dmarc/get-dmarc-record.js') as (
   domain: string,
@@ -189,6 +232,8 @@ function askedAhead(raw: Buffer, sender: string, resolver: DNSResolver): DNSReso
 export const MAILAUTH_INTERNALS = {
   /** What mailauth does with a DKIM/ARC public key, which {@link keepParsedPublicKeys} relies on (checked by test/unit/mail/inbound-pool.test.ts). */
   crypto: ['createPublicKey({ key: Buffer, format: "pem" })', 'verify(algorithm, data, pem string, signature)'],
+  /** What {@link keptPublicKeys} relies on: lib/tools.js's getPublicKey(type, name, minBitLength, resolver), taken by lib/dkim/dkim-verifier.js and lib/arc/index.js when they load (checked by test/unit/mail/mailauth-keys.test.ts). */
+  tools: ['getPublicKey(type, name, minBitLength, resolver) → { publicKey, rr, modulusLength }'],
 };
 
 /** Keys {@link keepParsedPublicKeys} answered from its cache (a test's proof that mailauth still goes through it). */

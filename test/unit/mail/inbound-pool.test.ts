@@ -109,6 +109,27 @@ describe('inbound checks in a worker thread', () => {
     expect(there).toEqual(here);
   });
 
+  it("seals in the thread with the key sent once, a rotated key from its next message on; the caller's buffers stay whole", async () => {
+    const key = (bits: number) => generateKeyPairSync('rsa', { modulusLength: bits }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const [k1, k2] = [key(2048), key(2048)];
+    const prefix = Buffer.from('Received: from good.test ([127.0.0.1])\r\n\tby mx.test (makewaves) with ESMTP id Q1;\r\n\tMon, 7 Dec 2026 04:00:00 +0000\r\n');
+    // A small Buffer is a slice of Node's shared pool: what the pool hands the thread must not take it away.
+    const raw = Buffer.from(message);
+    const neighbour = Buffer.from('next in the pool');
+    const seal = (selector: string, privateKey: string) => ({ ...options, resolver: undefined as never, seal: { selector, privateKey, prefix } });
+    const first = await Promise.all([pool.check(raw, seal('a1', k1)), pool.check(raw, seal('a1', k1)), pool.check(raw, seal('a1', k1))]);
+    for (const a of first) expect(a.arcSet).toMatch(/^ARC-Seal: i=1; a=rsa-sha256; t=\d+; cv=none; d=mx.test;\r\n s=a1; b=/);
+    expect(raw.equals(message)).toBe(true);
+    expect(prefix.toString()).toMatch(/^Received: from good.test/);
+    expect(neighbour.toString()).toBe('next in the pool');
+    const rotated = await Promise.all([pool.check(raw, seal('a2', k2)), pool.check(raw, seal('a2', k2))]);
+    for (const a of rotated) expect(a.arcSet).toMatch(/ s=a2; b=/);
+    // Not a key: no set from the thread (the event loop then seals the message itself); the checks' results still come.
+    const broken = await pool.check(raw, seal('a3', 'not a key'));
+    expect(broken).toMatchObject({ dkim: ['pass'] });
+    expect(broken.arcSet).toBeUndefined();
+  });
+
   it('a check the thread never answers is rejected when the thread is ended (the message then counts as not authenticated)', async () => {
     dns.zone.set('slow.test', { silent: true });
     // Asked, never answered: the thread would wait on the silent DNS server.
