@@ -408,6 +408,37 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
     }
   });
 
+  it('makes the next run\'s process ahead holding nothing of the runs beside it: their stdin ends when the server ends it, and it starts clean', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      // cat ends at its stdin's end only: a process made ahead that kept a copy of that pipe would hold it open.
+      b.box.run(1, { cwd: '/', argv: ['/bin/cat'], env: {}, limits: b.limits });
+      await b.when('S1');
+      await echoes(b, 2, 'made ahead');
+      b.box.data.write(frame(1, 'I', Buffer.from('typed in')));
+      b.box.data.write(frame(1, 'E'));
+      expect(await b.when('X1')).toBe(0);
+      await b.when('C1.1');
+      expect(b.out.get(1)).toBe('typed in');
+      // A run taken by the process made ahead: its stdio, the mail channel and ls's own folder; a /tmp nobody wrote to; PID 1.
+      b.box.run(3, { cwd: '/', argv: ['/bin/sh', '-c', 'touch /tmp/left; ls /proc/self/fd; echo pid $$'], env: {}, limits: b.limits });
+      expect(await b.when('X3')).toBe(0);
+      await b.when('C3.1');
+      expect(b.out.get(3)).toBe('0\n1\n2\n3\n4\npid 1\n');
+      b.box.run(4, { cwd: '/', argv: ['/bin/ls', '-A', '/tmp'], env: {}, limits: b.limits });
+      expect(await b.when('X4')).toBe(0);
+      await b.when('C4.1');
+      expect(b.out.get(4) ?? '').not.toMatch(/left/);
+      // Another size of /tmp than the one made ahead: a process of its own, as asked.
+      b.box.run(5, { cwd: '/', argv: ['/bin/sh', '-c', 'df -k /tmp | tail -1'], env: {}, limits: { ...b.limits, tmp: 2 * 1024 * 1024 } });
+      expect(await b.when('X5')).toBe(0);
+      await b.when('C5.1');
+      expect(b.out.get(5)!.trim().split(/\s+/)[1]).toBe('2048');
+    } finally {
+      b.done();
+    }
+  });
+
   it('passes a run no fd of its own, however high its number (an fd above 1023 left open by whoever started it)', async () => {
     const init = compileBoxInit(nativeDir());
     if (!init.ok) throw new Error(init.why);
