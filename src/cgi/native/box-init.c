@@ -43,6 +43,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -81,23 +82,73 @@ static void die(const char *why) {
   exit(1);
 }
 
-/* Writes all of buf (blocking sockets); a peer gone ends the box. */
-static void put(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) die("write to a socket");
-    p += w;
-    n -= (size_t)w;
+/*
+ * What is still to go out on each socket (0: control, 1: data). Writes
+ * never block: a peer that stops reading (a stalled server) leaves its
+ * frames here, and box-init goes on serving the other socket, reaping and
+ * killing runs. Output relayed from runs (O, e, M) pauses while the data
+ * socket's queue holds more than OUT_MAX, so the scripts wait on their
+ * pipes (at the server's pace) and the queue stays bounded: OUT_MAX, one
+ * chunk, and a few small frames per run.
+ */
+#define OUT_MAX (1024 * 1024)
+struct outq { char *buf; size_t len, off; };
+static struct outq outq[2];
+
+static struct outq *queue_of(int fd) {
+  return &outq[fd == DATA];
+}
+
+/* Sends what it can without waiting; 0 when the socket is full; a peer gone ends the box. */
+static size_t send_some(int fd, const char *p, size_t n) {
+  for (;;) {
+    ssize_t w = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0 && errno == ENOTSOCK) w = write(fd, p, n); /* a pipe, not a socket (never so when started by the suite): blocking */
+    if (w >= 0) return (size_t)w;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    die("write to a socket");
   }
+}
+
+/* Writes what the socket takes of its queue (poll said it has room). */
+static void flush_out(int fd) {
+  struct outq *q = queue_of(fd);
+  while (q->off < q->len) {
+    size_t w = send_some(fd, q->buf + q->off, q->len - q->off);
+    if (w == 0) break;
+    q->off += w;
+  }
+  if (q->off == q->len) q->off = q->len = 0;
+}
+
+/* Writes all of buf, now or later (after what is queued already): never blocks. */
+static void put(int fd, const void *buf, size_t n) {
+  struct outq *q = queue_of(fd);
+  const char *p = buf;
+  if (q->len == q->off) {
+    size_t w = send_some(fd, p, n);
+    p += w;
+    n -= w;
+    if (n == 0) return;
+  }
+  if (q->off > 0 && q->off >= q->len - q->off) {
+    memmove(q->buf, q->buf + q->off, q->len - q->off);
+    q->len -= q->off;
+    q->off = 0;
+  }
+  char *b = realloc(q->buf, q->len + n);
+  if (!b) die("no memory for a socket's queue");
+  q->buf = b;
+  memcpy(q->buf + q->len, p, n);
+  q->len += n;
 }
 
 static void frame(int fd, uint32_t id, uint8_t type, const void *payload, uint32_t len) {
   struct head h = { len, id, type };
-  char buf[sizeof h + 256];
-  /* small frames in one write, so the two sockets' readers never see half a head */
-  if (len <= 256) {
+  static char buf[sizeof h + CHUNK];
+  /* one piece, so a frame goes out in one write when the socket has room */
+  if (len <= CHUNK) {
     memcpy(buf, &h, sizeof h);
     memcpy(buf + sizeof h, payload, len);
     put(fd, buf, sizeof h + len);
@@ -598,21 +649,25 @@ __attribute__((noreturn)) static void box_init(void) {
     struct pollfd pf[3 + MAX_RUNS * 4];
     struct { struct run *r; int k; } who[3 + MAX_RUNS * 4];
     int n = 0;
-    pf[n++] = (struct pollfd){ CTL, POLLIN, 0 };
-    pf[n++] = (struct pollfd){ DATA, POLLIN, 0 };
+    pf[n++] = (struct pollfd){ CTL, (short)(POLLIN | (outq[0].len > outq[0].off ? POLLOUT : 0)), 0 };
+    pf[n++] = (struct pollfd){ DATA, (short)(POLLIN | (outq[1].len > outq[1].off ? POLLOUT : 0)), 0 };
     pf[n++] = (struct pollfd){ sigfd, POLLIN, 0 };
+    /* the server not reading: the runs' output waits in their pipes */
+    int relaying = outq[1].len - outq[1].off <= OUT_MAX;
     for (int i = 0; i < MAX_RUNS; i++) {
       struct run *r = &runs[i];
       if (r->id == 0) continue;
-      for (int k = 0; k < 3; k++) if (r->out[k] >= 0) { who[n].r = r; who[n].k = k; pf[n++] = (struct pollfd){ r->out[k], POLLIN, 0 }; }
+      for (int k = 0; k < 3 && relaying; k++) if (r->out[k] >= 0) { who[n].r = r; who[n].k = k; pf[n++] = (struct pollfd){ r->out[k], POLLIN, 0 }; }
       if (r->in >= 0 && r->have > r->off) { who[n].r = r; who[n].k = -1; pf[n++] = (struct pollfd){ r->in, POLLOUT, 0 }; }
     }
     if (poll(pf, (nfds_t)n, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
     }
-    if (pf[0].revents) on_frame(CTL, buf);
-    if (pf[1].revents) on_frame(DATA, buf);
+    if (pf[0].revents & POLLOUT) flush_out(CTL);
+    if (pf[1].revents & POLLOUT) flush_out(DATA);
+    if (pf[0].revents & ~POLLOUT) on_frame(CTL, buf);
+    if (pf[1].revents & ~POLLOUT) on_frame(DATA, buf);
     if (pf[2].revents) reap();
     for (int i = 3; i < n; i++) {
       if (!pf[i].revents || who[i].r->id == 0) continue;

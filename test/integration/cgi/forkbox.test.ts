@@ -364,6 +364,25 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
     }
   });
 
+  it('goes on starting and ending runs while the server does not read its data socket, and hands over the output whole once it does', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      b.box.data.pause();
+      // More than the socket holds: box-init's writes of it would wait for the server.
+      b.box.run(1, { cwd: '/', argv: ['/usr/bin/head', '-c', String(4 * 1024 * 1024), '/dev/zero'], env: {}, limits: b.limits });
+      await b.when('S1');
+      // The launcher's side meanwhile: a run started, done and reaped (its end said on the control socket).
+      b.box.run(2, { cwd: '/', argv: ['/bin/sleep', '0.3'], env: {}, limits: b.limits });
+      expect(await b.when('X2')).toBe(0);
+      b.box.data.resume();
+      expect(await b.when('X1')).toBe(0);
+      await b.when('C1.1');
+      expect(b.bytes.get(1)).toBe(4 * 1024 * 1024);
+    } finally {
+      b.done();
+    }
+  });
+
   it('takes its runs, and every process they started, with it when it dies mid-run; the runs are failed', async () => {
     const b = hostileBox(64 * 1024 * 1024);
     try {
