@@ -11,6 +11,7 @@ import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { resolveInJail } from '../lib/jail.ts';
+import { Timeline } from '../lib/timeline.ts';
 import { metaVariables, parseCgiOutput } from './cgi.ts';
 import { GrantCache } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
@@ -336,6 +337,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
+    const timeline = new Timeline();
     if (!caps) return page(req, res, status('UNAVAILABLE'));
     if (!caps.box) {
       // Never a weaker box: without bubblewrap no handler runs (the reason was logged at start).
@@ -370,6 +372,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         return page(req, res, 500, ref);
       }
       kind = 'script';
+      timeline.mark('found');
       argv = found.argv;
       file = argv[argv.length - 1]!;
     } else {
@@ -395,6 +398,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     });
     let result: RunResult;
     const t0 = Date.now();
+    timeline.mark('read');
     if (kind === 'script') {
       // One fresh box per run, counted against the same limits as warm processes (and queued as theirs).
       if (!(await pools.claim(tenant.id))) {
@@ -409,10 +413,10 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         const whole = { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
         const box = { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax, ...cgroupOf(tenant) };
         const ran = launcher
-          ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail)
+          ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail, undefined, timeline)
           : boxInit?.ok
-            ? await runScript(localRun(tenant.id, { ...box, init: boxInit.path }, whole), env, read.body, limitsOf(current), sendmail)
-            : await runScript(scriptSpec(caps, { ...box, env: whole }), env, read.body, limitsOf(current), sendmail, boxes);
+            ? await runScript(localRun(tenant.id, { ...box, init: boxInit.path }, whole), env, read.body, limitsOf(current), sendmail, undefined, timeline)
+            : await runScript(scriptSpec(caps, { ...box, env: whole }), env, read.body, limitsOf(current), sendmail, boxes, timeline);
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;
       } finally {
@@ -452,7 +456,13 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     }
     const ms = Date.now() - t0;
     counted(tenant.id, result.kind === 'done' ? (result.error === undefined ? 'ok' : 'error') : result.kind);
-    return respond(req, res, result, { log, who: { ...who, ms }, timeout: cfg.timeout, domains: tenant.domains });
+    const outcome = respond(req, res, result, { log, who: { ...who, ms }, timeout: cfg.timeout, domains: tenant.domains });
+    if (kind === 'script') {
+      timeline.mark('answered');
+      // From the request's hand-over to this gateway: found, body read, asked, started, output, exited, closed, mailed, answered.
+      log.debug({ ...who, ms: timeline.marks }, 'script timeline');
+    }
+    return outcome;
   }
 
   return {

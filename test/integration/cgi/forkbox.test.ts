@@ -72,6 +72,9 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
     const res = await call(s.http, 'box.test', '/cgi-bin/bg.sh');
     expect([res.status, await res.text()]).toEqual([200, 'answered\n']);
     expect(running(['sleep', '41.5'])).toEqual([]);
+    // Where the run's time went, one debug line per run: every hand-over from the request to the answer.
+    const line = s.logs().filter((l) => l.msg === 'script timeline' && l.handler === 'bg.sh').pop();
+    expect(Object.keys((line?.ms ?? {}) as object).sort()).toEqual(['answered', 'asked', 'closed', 'exited', 'found', 'mailed', 'output', 'read', 'started']);
   });
 
   it('gives each run a /tmp of its own: two runs at once do not see each other\'s files', async () => {
