@@ -17,7 +17,9 @@
  * and execs the script as PID 1 of its namespace, so whatever the script
  * leaves running dies with it. The script's stdin, stdout, stderr and fd 3
  * are pipes to this process, which relays them as frames: the answer ends
- * at the script's end, never at a box's teardown.
+ * at the script's end, never at a box's teardown. The next run's child is
+ * cloned ahead, as soon as a run has started (make_spare): a request then
+ * costs one write to it. Frames out never block (see outq).
  *
  * This process keeps CAP_SYS_ADMIN inside the box's user namespace (given by
  * bwrap --cap-add) to make those namespaces and mounts; it is not dumpable,
