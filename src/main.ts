@@ -180,20 +180,17 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
       return u;
     },
   }));
-  let started = false;
   try {
-    await startAll(wrapped, log);
-    started = true;
-    if (runAs) {
-      // Every listener is bound (ports below 1024 need root); nothing after this point needs root.
-      // What the start created as root under <data> (database, spool, logs) is handed over first.
-      // Not <data>/cgi: each tenant's scratch folder belongs to its own uid (the launcher keeps it so).
+    await startAll(wrapped, log, () => {
+      if (!runAs) return;
+      // Every listener is bound (ports below 1024 need root); nothing after this point needs root, and the launcher's
+      // readiness is awaited after it. What the start created as root under <data> (database, spool, logs) is handed
+      // over first. Not <data>/cgi: each tenant's scratch folder belongs to its own uid (the launcher keeps it so).
       const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid, [path.join(config.main.dataDir, 'cgi')]);
       dropPrivileges(runAs.uid, runAs.gid);
       log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
-    }
+    });
   } catch (err) {
-    if (started) await stopAll(services, 1000, stopFailed);
     state.close();
     throw err;
   }
@@ -298,6 +295,16 @@ function parseCacheFile(configDir: string): string | undefined {
  */
 export async function runServer(configDir: string, graceMs = 5_000): Promise<number> {
   const log = createLogger();
+  // Owned from the first moment: a stop or a reload asked for while the suite starts (its HTTP listener may
+  // already answer) is carried out as soon as the start is over, never the signal's default (ending the process).
+  let stopNow: ((signal: string) => void) | undefined;
+  let reloadNow: (() => void) | undefined;
+  let stopAsked: string | undefined;
+  let reloadAsked = false;
+  const onStop = (signal: string) => (stopNow ? stopNow(signal) : (stopAsked ??= signal));
+  process.once('SIGTERM', () => onStop('SIGTERM'));
+  process.once('SIGINT', () => onStop('SIGINT'));
+  process.on('SIGHUP', () => (reloadNow ? reloadNow() : (reloadAsked = true)));
   let suite: Suite;
   try {
     suite = await startSuite({ configDir, log });
@@ -329,11 +336,12 @@ export async function runServer(configDir: string, graceMs = 5_000): Promise<num
         resolve(0);
       });
     };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
-    process.on('SIGHUP', () => {
+    reloadNow = () => {
       log.info('SIGHUP: reloading configuration');
       suite.reload();
-    });
+    };
+    stopNow = shutdown;
+    if (stopAsked) shutdown(stopAsked);
+    else if (reloadAsked) reloadNow();
   });
 }

@@ -264,6 +264,12 @@ function announce(
   }
 }
 
+/** Not root: box-init built where this process may write (beside the suite's code, or else in its data folder). */
+function localBoxInit(dataDir: string): BoxInit {
+  const here = compileBoxInit(nativeDir());
+  return here.ok || /no C compiler/.test(here.why) ? here : compileBoxInit(path.join(dataDir, 'box-init'));
+}
+
 /** A run the root launcher starts, with the tenant's own uid (see launcher.ts); it checks the ask itself. */
 function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' | 'script', name: string): SpawnSpec {
   return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind, name, env: {} } } };
@@ -284,6 +290,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   let current = registry;
   let caps: SandboxCapabilities | undefined;
   let launcher: LauncherClient | undefined;
+  /** The launcher's readiness (it loads the config itself), while the other services start; undefined once it is ready. */
+  let launcherUp: Promise<void> | undefined;
   let suiteReal = suiteDir;
   let suiteNames = new Set<string>();
   const pools = new Pools(limitsOf(registry), log);
@@ -335,6 +343,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   }
 
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
+    // A request in the moment between the HTTP listener opening and the launcher being ready waits for it.
+    if (launcherUp) await launcherUp;
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
     const timeline = new Timeline();
@@ -491,17 +501,24 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         const c = caps;
         const asRoot = process.getuid?.() === 0;
         if ((useLauncher ?? asRoot) && c.box) {
-          launcher = launcherStarted ?? new LauncherClient(current.config.dir, suiteDir, log);
-          await launcher.ready;
-        } else launcherStarted?.stop();
-        if (!launcher && c.box) {
-          // Not root: built where this process may write (beside the suite's code, or else in its data folder).
-          boxInit = compileBoxInit(nativeDir());
-          if (!boxInit.ok && !/no C compiler/.test(boxInit.why)) boxInit = compileBoxInit(path.join(current.config.main.dataDir, 'box-init'));
+          // Not awaited here: the launcher loads the config in its own process while the other services start
+          // (static files never need it); the suite's start awaits it through ready() before it says it serves.
+          const l = (launcher = launcherStarted ?? new LauncherClient(current.config.dir, suiteDir, log));
+          launcherUp = l.ready.then(() => {
+            launcherUp = undefined;
+            announce(log, c, l, current, suiteReal, [...suiteNames], cgroup, l.forkBox);
+          });
+          launcherUp.catch(() => undefined); // awaited by ready() (the start's failure, reported there) and by requests meanwhile
+          return [];
         }
-        const scripts = launcher ? launcher.forkBox : (boxInit?.ok ?? false) ? true : (boxInit as { why?: string } | undefined)?.why ?? 'no box';
+        launcherStarted?.stop();
+        if (c.box) boxInit = localBoxInit(current.config.main.dataDir);
+        const scripts = (boxInit?.ok ?? false) ? true : (boxInit as { why?: string } | undefined)?.why ?? 'no box';
         announce(log, c, launcher, current, suiteReal, [...suiteNames], cgroup, scripts);
         return [];
+      },
+      async ready() {
+        await launcherUp;
       },
       async stop(graceMs) {
         boxes.discard();

@@ -20,26 +20,43 @@ export interface Service {
   reload(next: Registry): void;
   /** Periodic tasks this service needs (log rotation, rescans). */
   jobs?(): Job[];
+  /**
+   * Start-up work a service finishes while the services after it start (the
+   * root launcher loading the config in its own process). Awaited once every
+   * service has started; a rejection fails the start like a failed start().
+   */
+  ready?(): Promise<void>;
 }
 
 /**
  * Starts services in order. If one fails, stops the ones already started
  * (in reverse order) and rethrows its error, so the process never runs
- * half a suite.
+ * half a suite. `bound` runs once every service has started and before any
+ * `ready()` is awaited (the drop from root: no request is served as root
+ * for longer than the starts take); its failure fails the start too.
  */
-export async function startAll(services: readonly Service[], log: Logger): Promise<void> {
+export async function startAll(services: readonly Service[], log: Logger, bound?: () => void): Promise<void> {
   const started: Service[] = [];
+  const failed = async (name: string, err: unknown): Promise<never> => {
+    log.error({ svc: name, err: (err as Error).message }, `${name} failed to start; stopping the others`);
+    await stopAll(started, 1000, (svc, e) => log.error({ svc, err: e.message }, `${svc} failed to stop`));
+    throw err;
+  };
   for (const svc of services) {
     try {
       const urls = await svc.start();
       for (const url of urls) log.info({ svc: svc.name, url }, `${svc.name} listening on ${url}`);
       started.push(svc);
     } catch (err) {
-      log.error({ svc: svc.name, err: (err as Error).message }, `${svc.name} failed to start; stopping the others`);
-      await stopAll(started, 1000, (name, e) => log.error({ svc: name, err: e.message }, `${name} failed to stop`));
-      throw err;
+      await failed(svc.name, err);
     }
   }
+  try {
+    bound?.();
+  } catch (err) {
+    await failed('start', err);
+  }
+  for (const svc of started) await svc.ready?.().catch((err: unknown) => failed(svc.name, err));
 }
 
 /**

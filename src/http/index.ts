@@ -169,6 +169,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     name: 'http',
     siteChanges: { changed: (tenantId) => cache.dropTenant(tenantId) },
     async start() {
+      // Loaded only for a suite with proxy routes (a reload that adds the first one loads them at its first request).
+      if ([...current.tenants.values()].some((t) => t.proxy.length > 0)) await proxy.prepare();
       const opened = await openListeners(main.http, certs, (name) => certs?.contextFor(name, current), log, {
         request: onRequest,
         upgrade: onUpgrade,
@@ -200,6 +202,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     },
     reload(next) {
       current = next;
+      // Ahead of the first proxied request; a load that fails is logged there and answered 502.
+      if ([...next.tenants.values()].some((t) => t.proxy.length > 0)) proxy.prepare().catch(() => undefined);
       files.reset();
       certs?.reset();
     },

@@ -30,6 +30,33 @@ describe('makewaves serve', () => {
     expect(p.out()).toContain('"msg":"stopped"');
   });
 
+  it('stops gracefully on a SIGTERM sent the moment HTTP listens, before the start is over (exit 0, "stopped")', async () => {
+    const p = serve(configDir);
+    // Sent from the output handler itself: the services after HTTP (and the launcher's readiness) are still starting.
+    p.child.stdout!.on('data', () => {
+      if (/http listening on/.test(p.out()) && p.child.exitCode === null && !p.child.killed) p.child.kill('SIGTERM');
+    });
+    expect(await p.exited).toBe(0);
+    expect(p.out()).toContain('"msg":"stopped"');
+  });
+
+  it('carries out a SIGHUP sent the moment HTTP listens once the start is over (a reload, not the signal\'s default end)', async () => {
+    writeFileSync(path.join(configDir, 'tenants', 'a.test.yaml'), 'domains: [a.test]\n');
+    const p = serve(configDir);
+    let sent = false;
+    p.child.stdout!.on('data', () => {
+      if (sent || !/http listening on/.test(p.out())) return;
+      sent = true;
+      writeFileSync(path.join(configDir, 'tenants', 'a.test.yaml'), 'domains: [a.test, c.test]\n');
+      p.child.kill('SIGHUP');
+    });
+    const url = await waitFor(() => /http listening on (http:\/\/[\d.:]+)/.exec(p.out())?.[1], 15_000, 'the listening line');
+    await waitFor(() => p.out().includes('SIGHUP: reloading configuration'), 15_000, 'the reload');
+    expect((await rawRequest(url, '/', { host: 'c.test' })).body.toString()).toBe('cli site');
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+  });
+
   it('exits non-zero naming the address when the port is in use, leaving nothing running', async () => {
     const blocker = net.createServer();
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));

@@ -8,10 +8,11 @@ const ROOT = path.join(import.meta.dirname, '../../..');
  * `makewaves serve` with HTTP alone must not load what only the optional
  * services use: with 10,000 tenants, loading those libraries was a third of
  * a start and ~16 MB of memory (ssh2's WebAssembly alone). They are reached
- * only through dynamic import(); a static import anywhere on the way in
+ * (and the reverse proxy's undici and http-proxy-3, loaded only for a
+ * suite with proxy routes) only through dynamic import(); a static import anywhere on the way in
  * (the CLI entry, main.ts, core, the HTTP service) fails here.
  */
-const OPTIONAL = ['smtp-server', 'mailauth', 'nodemailer', 'ftp-srv', 'ssh2', 'acme-client', 'selfsigned', 'busboy', 'yauzl'];
+const OPTIONAL = ['smtp-server', 'mailauth', 'nodemailer', 'ftp-srv', 'ssh2', 'acme-client', 'selfsigned', 'busboy', 'yauzl', 'undici', 'http-proxy-3'];
 
 describe('what serve loads before it knows the config', () => {
   it('the bundle (as scripts/build.mjs splits it) imports none of the optional services\' libraries statically', async () => {

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { Health } from '../../../src/core/health.ts';
 import { createLogger } from '../../../src/core/log.ts';
-import { reloadAll, type Service } from '../../../src/core/lifecycle.ts';
+import { reloadAll, startAll, type Service } from '../../../src/core/lifecycle.ts';
 import type { Registry } from '../../../src/core/registry.ts';
 
 function logger() {
@@ -57,5 +57,65 @@ describe('reloadAll', () => {
     expect(health.check().status).toBe('degraded');
     expect(reloadAll([service('a'), service('b')], {} as Registry, log, health)).toEqual([]);
     expect(health.check()).toEqual({ status: 'ok', problems: [] });
+  });
+});
+
+describe('startAll and a service ready after the others start', () => {
+  /** A service whose start is recorded in `events`, and whose ready() settles when the test says. */
+  function late(name: string, events: string[]) {
+    let settle: (err?: Error) => void = () => undefined;
+    const ready = new Promise<void>((resolve, reject) => (settle = (err) => (err ? reject(err) : resolve())));
+    const svc: Service = {
+      name,
+      start: async () => {
+        events.push(`start ${name}`);
+        return [];
+      },
+      stop: async () => void events.push(`stop ${name}`),
+      reload: () => undefined,
+      ready: async () => {
+        await ready;
+        events.push(`ready ${name}`);
+      },
+    };
+    return { svc, settle };
+  }
+
+  it('starts the services after it before its ready() settles, and resolves only once it has', async () => {
+    const events: string[] = [];
+    const cgi = late('cgi', events);
+    const http = late('http', events);
+    http.settle();
+    const all = startAll([cgi.svc, http.svc], logger().log, () => events.push('bound')).then(() => events.push('started'));
+    await new Promise((r) => setImmediate(r));
+    // The drop from root (bound) comes before any wait for readiness: requests meanwhile are not served as root.
+    expect(events).toEqual(['start cgi', 'start http', 'bound']);
+    cgi.settle();
+    await all;
+    expect(events).toEqual(['start cgi', 'start http', 'bound', 'ready cgi', 'ready http', 'started']);
+  });
+
+  it('fails the start when bound() throws (a failed drop from root), stopping every service', async () => {
+    const events: string[] = [];
+    const { log, lines } = logger();
+    const http = late('http', events);
+    http.settle();
+    await expect(startAll([http.svc], log, () => {
+      throw new Error('setgid: EPERM');
+    })).rejects.toThrow('setgid: EPERM');
+    expect(events).toEqual(['start http', 'stop http']);
+    expect(lines).toContainEqual(expect.objectContaining({ svc: 'start', err: 'setgid: EPERM' }));
+  });
+
+  it('fails the start when ready() rejects: every service started is stopped and the error named in the log', async () => {
+    const events: string[] = [];
+    const { log, lines } = logger();
+    const cgi = late('cgi', events);
+    const http = late('http', events);
+    http.settle();
+    cgi.settle(new Error('the launcher could not start: config refused'));
+    await expect(startAll([cgi.svc, http.svc], log)).rejects.toThrow('the launcher could not start: config refused');
+    expect(events).toEqual(['start cgi', 'start http', 'stop http', 'stop cgi']);
+    expect(lines).toContainEqual(expect.objectContaining({ svc: 'cgi', err: 'the launcher could not start: config refused', msg: 'cgi failed to start; stopping the others' }));
   });
 });
