@@ -2,6 +2,7 @@ import { closeSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { resolveInJail, resolveInJailSync } from '../lib/jail.ts';
+import type { Timeline } from '../lib/timeline.ts';
 import type { Readable } from 'node:stream';
 import { BoxPool } from './boxes.ts';
 import type { SpawnSpec } from './sandbox.ts';
@@ -108,6 +109,8 @@ function judgeHead(file: string, head: Buffer, isFile: (f: string) => boolean): 
  * read whole up to the output limit. The script is PID 1 of its box, so
  * whatever it left running ends with it. Over the wall time: SIGKILL and
  * `timeout`; more output or stderr than the limit: SIGKILL and `output`.
+ * `timeline` gets its hand-overs: asked, started, output (the first byte),
+ * exited, closed, mailed.
  */
 export function runScript(
   spec: SpawnSpec,
@@ -116,8 +119,10 @@ export function runScript(
   limits: WorkerLimits,
   mail?: (message: ScriptMail) => Promise<unknown>,
   boxes?: BoxPool,
+  timeline?: Timeline,
 ): Promise<{ result: RunResult; stderr: string }> {
   return new Promise((resolve) => {
+    timeline?.mark('asked');
     // `env` goes to the launcher, which builds the run itself; a spec of our own carries it in `go` (scriptSpec).
     const proc = spec.launch ? spec.launch.client.start({ ...spec.launch.ask, env }) : (boxes ?? new BoxPool({ depth: 0, max: 0, idleMs: 0 })).start(spec);
     const sent = readMail(proc.stdio[3] as Readable | null | undefined, limits.maxOutput, mail);
@@ -132,6 +137,11 @@ export function runScript(
     let size = 0;
     let stderr = '';
     let stderrBytes = 0;
+    if (timeline) {
+      proc.once('spawn', () => timeline.mark('started'));
+      proc.stdout!.once('data', () => timeline.mark('output'));
+      proc.once('exit', () => timeline.mark('exited'));
+    }
     proc.stdout!.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limits.maxOutput) return kill('output');
@@ -150,8 +160,12 @@ export function runScript(
       if (done) return;
       done = true;
       clearTimeout(timer);
+      timeline?.mark('closed');
       // The mail it handed to sendmail is queued (or refused) before the answer goes out.
-      void sent.then(() => resolve({ result, stderr }));
+      void sent.then(() => {
+        timeline?.mark('mailed');
+        resolve({ result, stderr });
+      });
     };
     proc.on('error', (err) => finish({ kind: 'crashed', detail: err.message }));
     proc.on('close', (code, signal) => {

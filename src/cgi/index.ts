@@ -11,6 +11,7 @@ import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { normalizeHost } from '../lib/hostname.ts';
 import { resolveInJail } from '../lib/jail.ts';
+import { Timeline } from '../lib/timeline.ts';
 import { metaVariables, parseCgiOutput } from './cgi.ts';
 import { GrantCache } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
@@ -19,7 +20,7 @@ import { Pools, type PoolLimits } from './pool.ts';
 import { findDelegatedCgroup, limitsNote, TenantCgroups, type CgroupFinding } from '../lib/cgroup.ts';
 import { tenantPlaces } from './places.ts';
 import { BoxPool, boxOptionsOf } from './boxes.ts';
-import { findScript, runScript } from './classic.ts';
+import { findScriptSync, runScript } from './classic.ts';
 import { detectSandbox, forkBoxSpec, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnOptions, type SpawnSpec } from './sandbox.ts';
 import { compileBoxInit, type BoxInit } from './forkbox.ts';
 import { LocalForkBoxes } from './localboxes.ts';
@@ -346,6 +347,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     if (launcherUp) await launcherUp;
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
+    const timeline = new Timeline();
     if (!caps) return page(req, res, status('UNAVAILABLE'));
     if (!caps.box) {
       // Never a weaker box: without bubblewrap no handler runs (the reason was logged at start).
@@ -372,7 +374,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       versions.set(js.real, version);
       file = js.real;
     } else if (SCRIPT_FILE.test(name) && !name.endsWith('.js') && tenant.config.cgi && root !== undefined) {
-      const found = await findScript(root, name);
+      // In one go, as the launcher does: a hop through the thread pool per file system call cost more than the calls.
+      const found = findScriptSync(root, name);
       if (!found) return page(req, res, 404);
       if (!found.ok) {
         const ref = errorRef();
@@ -380,6 +383,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         return page(req, res, 500, ref);
       }
       kind = 'script';
+      timeline.mark('found');
       argv = found.argv;
       file = argv[argv.length - 1]!;
     } else {
@@ -405,6 +409,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     });
     let result: RunResult;
     const t0 = Date.now();
+    timeline.mark('read');
     if (kind === 'script') {
       // One fresh box per run, counted against the same limits as warm processes (and queued as theirs).
       if (!(await pools.claim(tenant.id))) {
@@ -419,10 +424,10 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         const whole = { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
         const box = { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax, ...cgroupOf(tenant) };
         const ran = launcher
-          ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail)
+          ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail, undefined, timeline)
           : boxInit?.ok
-            ? await runScript(localRun(tenant.id, { ...box, init: boxInit.path }, whole), env, read.body, limitsOf(current), sendmail)
-            : await runScript(scriptSpec(caps, { ...box, env: whole }), env, read.body, limitsOf(current), sendmail, boxes);
+            ? await runScript(localRun(tenant.id, { ...box, init: boxInit.path }, whole), env, read.body, limitsOf(current), sendmail, undefined, timeline)
+            : await runScript(scriptSpec(caps, { ...box, env: whole }), env, read.body, limitsOf(current), sendmail, boxes, timeline);
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;
       } finally {
@@ -462,7 +467,13 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     }
     const ms = Date.now() - t0;
     counted(tenant.id, result.kind === 'done' ? (result.error === undefined ? 'ok' : 'error') : result.kind);
-    return respond(req, res, result, { log, who: { ...who, ms }, timeout: cfg.timeout, domains: tenant.domains });
+    const outcome = respond(req, res, result, { log, who: { ...who, ms }, timeout: cfg.timeout, domains: tenant.domains });
+    if (kind === 'script') {
+      timeline.mark('answered');
+      // From the request's hand-over to this gateway: found, body read, asked, started, output, exited, closed, mailed, answered.
+      log.debug({ ...who, ms: timeline.marks }, 'script timeline');
+    }
+    return outcome;
   }
 
   return {

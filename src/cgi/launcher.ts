@@ -271,9 +271,13 @@ export class Launcher {
   private scratch(t: Tenant, uid: number): string {
     const parent = path.join(this.registry.config.main.dataDir, 'cgi');
     const dir = path.join(parent, t.id);
-    mkdirSync(parent, { recursive: true, mode: 0o711 });
-    mkdirSync(dir, { mode: 0o700, recursive: true });
-    const st = lstatSync(dir);
+    // Made when missing (checked as it is at every run: one lstat when it exists).
+    let st = lstatSync(dir, { throwIfNoEntry: false });
+    if (!st) {
+      mkdirSync(parent, { recursive: true, mode: 0o711 });
+      mkdirSync(dir, { mode: 0o700, recursive: true });
+      st = lstatSync(dir);
+    }
     if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
     if ((st.mode & 0o7777) !== 0o700) {
       this.opts.onRepair?.(t.id, dir, (st.mode & 0o7777).toString(8));
@@ -294,7 +298,7 @@ export class Launcher {
     const cfg = this.registry.config.main.cgi;
     let root: string | undefined;
     try {
-      root = realpathSync(t.root);
+      root = realpathSync.native(t.root);
     } catch {
       // no web root: only the suite's handlers can run
     }

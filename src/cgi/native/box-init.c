@@ -17,7 +17,9 @@
  * and execs the script as PID 1 of its namespace, so whatever the script
  * leaves running dies with it. The script's stdin, stdout, stderr and fd 3
  * are pipes to this process, which relays them as frames: the answer ends
- * at the script's end, never at a box's teardown.
+ * at the script's end, never at a box's teardown. The next run's child is
+ * cloned ahead, as soon as a run has started (make_spare): a request then
+ * costs one write to it. Frames out never block (see outq).
  *
  * This process keeps CAP_SYS_ADMIN inside the box's user namespace (given by
  * bwrap --cap-add) to make those namespaces and mounts; it is not dumpable,
@@ -43,6 +45,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -81,23 +84,73 @@ static void die(const char *why) {
   exit(1);
 }
 
-/* Writes all of buf (blocking sockets); a peer gone ends the box. */
-static void put(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) die("write to a socket");
-    p += w;
-    n -= (size_t)w;
+/*
+ * What is still to go out on each socket (0: control, 1: data). Writes
+ * never block: a peer that stops reading (a stalled server) leaves its
+ * frames here, and box-init goes on serving the other socket, reaping and
+ * killing runs. Output relayed from runs (O, e, M) pauses while the data
+ * socket's queue holds more than OUT_MAX, so the scripts wait on their
+ * pipes (at the server's pace) and the queue stays bounded: OUT_MAX, one
+ * chunk, and a few small frames per run.
+ */
+#define OUT_MAX (1024 * 1024)
+struct outq { char *buf; size_t len, off; };
+static struct outq outq[2];
+
+static struct outq *queue_of(int fd) {
+  return &outq[fd == DATA];
+}
+
+/* Sends what it can without waiting; 0 when the socket is full; a peer gone ends the box. */
+static size_t send_some(int fd, const char *p, size_t n) {
+  for (;;) {
+    ssize_t w = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0 && errno == ENOTSOCK) w = write(fd, p, n); /* a pipe, not a socket (never so when started by the suite): blocking */
+    if (w >= 0) return (size_t)w;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    die("write to a socket");
   }
+}
+
+/* Writes what the socket takes of its queue (poll said it has room). */
+static void flush_out(int fd) {
+  struct outq *q = queue_of(fd);
+  while (q->off < q->len) {
+    size_t w = send_some(fd, q->buf + q->off, q->len - q->off);
+    if (w == 0) break;
+    q->off += w;
+  }
+  if (q->off == q->len) q->off = q->len = 0;
+}
+
+/* Writes all of buf, now or later (after what is queued already): never blocks. */
+static void put(int fd, const void *buf, size_t n) {
+  struct outq *q = queue_of(fd);
+  const char *p = buf;
+  if (q->len == q->off) {
+    size_t w = send_some(fd, p, n);
+    p += w;
+    n -= w;
+    if (n == 0) return;
+  }
+  if (q->off > 0 && q->off >= q->len - q->off) {
+    memmove(q->buf, q->buf + q->off, q->len - q->off);
+    q->len -= q->off;
+    q->off = 0;
+  }
+  char *b = realloc(q->buf, q->len + n);
+  if (!b) die("no memory for a socket's queue");
+  q->buf = b;
+  memcpy(q->buf + q->len, p, n);
+  q->len += n;
 }
 
 static void frame(int fd, uint32_t id, uint8_t type, const void *payload, uint32_t len) {
   struct head h = { len, id, type };
-  char buf[sizeof h + 256];
-  /* small frames in one write, so the two sockets' readers never see half a head */
-  if (len <= 256) {
+  static char buf[sizeof h + CHUNK];
+  /* one piece, so a frame goes out in one write when the socket has room */
+  if (len <= CHUNK) {
     memcpy(buf, &h, sizeof h);
     memcpy(buf + sizeof h, payload, len);
     put(fd, buf, sizeof h + len);
@@ -210,8 +263,8 @@ static void private_tmp(uint64_t size) {
   }
 }
 
-/* In the child (PID 1 of its own namespace): never returns. */
-static void child(const struct limits *lim, char **strs, int fds[4]) {
+/* In the child (PID 1 of its own namespace), first: the run's stdio on fds 0-3, its own /tmp and /proc. */
+static void child_setup(uint64_t tmp, int fds[4]) {
   sigset_t all;
   sigemptyset(&all);
   signal(SIGPIPE, SIG_DFL);
@@ -219,8 +272,12 @@ static void child(const struct limits *lim, char **strs, int fds[4]) {
   for (int i = 0; i < 4; i++) if (dup2(fds[i], i) != i) fail_child("dup2");
   /* Our mounts stay ours: nothing propagates back into the box. */
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) fail_child("make mounts private");
-  private_tmp(lim->tmp);
+  private_tmp(tmp);
   if (proc_ok && mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail_child("mount /proc");
+}
+
+/* Then: the run's limits, no capability, the script. Never returns. */
+static void child_exec(const struct limits *lim, char **strs) {
   limit(RLIMIT_CPU, lim->cpu, lim->cpu + 1);
   limit(RLIMIT_DATA, lim->data, lim->data);
   limit(RLIMIT_FSIZE, lim->fsize, lim->fsize);
@@ -233,55 +290,182 @@ static void child(const struct limits *lim, char **strs, int fds[4]) {
   fail_child(argv[0]);
 }
 
-/* ---- the server's side: runs started, their pipes relayed ---- */
+/*
+ * An R frame's payload: limits, then argc + envc + 1 NUL-ended strings (the
+ * cwd, argv, env) into strs (argv and env each NULL-ended). Why not, or NULL.
+ */
+#define MAX_STRS (1 + 1024 + 1 + 4096 + 1)
+static const char *parse_run(char *p, uint32_t len, struct limits *lim, char **strs) {
+  if (len < sizeof *lim) return "short run request";
+  memcpy(lim, p, sizeof *lim);
+  if (lim->argc < 1 || lim->argc > 1024 || lim->envc > 4096) return "bad argc or envc";
+  uint32_t n = lim->argc + lim->envc + 1;
+  char *s = p + sizeof *lim, *end = p + len;
+  for (uint32_t i = 0, k = 0; i < n; i++) {
+    char *z = memchr(s, 0, (size_t)(end - s));
+    if (!z) return "string without its NUL";
+    strs[k++] = s;
+    if (i == lim->argc) strs[k++] = NULL; /* after cwd + argc strings: argv's end */
+    s = z + 1;
+  }
+  strs[n + 1] = NULL;
+  return NULL;
+}
+
+/* Reads exactly n bytes from a pipe; 0 at its end or an error. */
+static int get_pipe(int fd, void *buf, size_t n) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return 0;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 1;
+}
 
 /*
- * An R frame: limits, then argc + envc + 1 NUL-ended strings (the cwd,
- * argv, env). Answers S (its pid, to both sockets) or F (why, to control).
+ * The spare: a run's process made ahead, before its request (see make_spare).
+ * Set up like any run, it keeps nothing of box-init's but its own stdio and
+ * the pipe its run comes on (fd 4: a u32 length, then an R frame's payload),
+ * then waits there. Its pipe's end without a run: it ends, having run nothing.
  */
-static void start(uint32_t id, char *p, uint32_t len) {
-  struct limits lim;
-  const char *why = NULL;
-  struct run *r = NULL;
-  if (len < sizeof lim) why = "short run request";
-  else memcpy(&lim, p, sizeof lim);
-  uint32_t n = why ? 0 : lim.argc + lim.envc + 1;
-  if (!why && (lim.argc < 1 || lim.argc > 1024 || lim.envc > 4096)) why = "bad argc or envc";
-  if (!why && (id == 0 || find(id))) why = "run id in use";
-  if (!why) for (int i = 0; i < MAX_RUNS && !r; i++) if (runs[i].id == 0) r = &runs[i];
-  if (!why && !r) why = "too many runs in this box";
-  char *strs[1 + 1024 + 1 + 4096 + 1];
-  if (!why) {
-    /* every string NUL-ended inside the payload; argv and env each end with NULL */
-    char *s = p + sizeof lim, *end = p + len;
-    for (uint32_t i = 0, k = 0; i < n && !why; i++) {
-      char *z = memchr(s, 0, (size_t)(end - s));
-      if (!z) why = "string without its NUL";
-      else {
-        strs[k++] = s;
-        if (i == lim.argc) strs[k++] = NULL; /* after cwd + argc strings: argv's end */
-        s = z + 1;
-      }
+static void spare_child(uint64_t tmp, int fds[4], int go) {
+  child_setup(tmp, fds);
+  if (dup2(go, 4) != 4) fail_child("dup2");
+  /* other runs' pipe ends (copies of box-init's) would keep their stdin open and their output unended while it waits */
+  if (syscall(SYS_close_range, 5, ~0U, 0) != 0) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) fail_child("/proc/self/fd");
+    int keep = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      int fd = atoi(e->d_name);
+      if (fd > 4 && fd != keep) close(fd);
     }
-    strs[n + 1] = NULL;
+    closedir(d);
   }
-  int fds[4] = { -1, -1, -1, -1 }, ours[4] = { -1, -1, -1, -1 };
-  for (int i = 0; i < 4 && !why; i++) {
+  uint32_t len;
+  if (!get_pipe(4, &len, sizeof len)) _exit(0);
+  if (len > MAX_FRAME) _exit(127);
+  char *p = malloc(len + 1);
+  static char *strs[MAX_STRS];
+  struct limits lim;
+  if (!p || !get_pipe(4, p, len)) _exit(127);
+  close(4);
+  /* box-init checked it before sending it */
+  if (parse_run(p, len, &lim, strs)) _exit(127);
+  child_exec(&lim, strs);
+}
+
+/* ---- the server's side: runs started, their pipes relayed ---- */
+
+/* The spare (spare_child): its pid, the pipe its run goes on, box-init's ends of its stdio, its /tmp's size. */
+static struct { pid_t pid; int go; int ours[4]; uint64_t tmp; } spare = { 0, -1, { -1, -1, -1, -1 }, 0 };
+
+/* Four pipes: the child's ends (stdin read, stdout, stderr, mail write) in fds, box-init's in ours. Why not, or NULL. */
+static const char *pipes(int fds[4], int ours[4]) {
+  for (int i = 0; i < 4; i++) {
     int pp[2];
-    if (pipe2(pp, O_CLOEXEC) != 0) { why = "pipe"; break; }
+    if (pipe2(pp, O_CLOEXEC) != 0) return "pipe";
     fds[i] = i == 0 ? pp[0] : pp[1];
     ours[i] = i == 0 ? pp[1] : pp[0];
   }
-  pid_t pid = -1;
-  if (!why) {
-    /* Like fork (no new stack), the child PID 1 of a new PID namespace. */
-    pid = (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, 0, 0, 0, 0);
-    if (pid == 0) child(&lim, strs, fds);
-    if (pid < 0) why = "clone";
+  return NULL;
+}
+
+static void close4(int fd[4]) {
+  for (int i = 0; i < 4; i++) closefd(&fd[i]);
+}
+
+/* The spare unused (gone, or not what the next run needs): it ends at its pipe's end; reap() takes its status. */
+static void drop_spare(void) {
+  if (spare.pid > 0) kill(spare.pid, SIGKILL);
+  spare.pid = 0;
+  closefd(&spare.go);
+  close4(spare.ours);
+}
+
+/*
+ * The next run's process, made now: clone, namespaces, its /tmp (of `tmp`
+ * bytes) and /proc, off the path of the request that takes it. Only its
+ * limits, capabilities and exec are left for then.
+ */
+static void make_spare(uint64_t tmp) {
+  int fds[4] = { -1, -1, -1, -1 }, ours[4] = { -1, -1, -1, -1 }, go[2] = { -1, -1 };
+  if (pipes(fds, ours) || pipe2(go, O_CLOEXEC) != 0) goto fail;
+  /* room for a whole request: it is written in one go, never blocking box-init */
+  fcntl(go[1], F_SETPIPE_SZ, MAX_FRAME + 4096);
+  fcntl(go[1], F_SETFL, O_NONBLOCK);
+  pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, 0, 0, 0, 0);
+  if (pid == 0) spare_child(tmp, fds, go[0]);
+  if (pid < 0) goto fail;
+  close4(fds);
+  close(go[0]);
+  spare.pid = pid;
+  spare.go = go[1];
+  spare.tmp = tmp;
+  memcpy(spare.ours, ours, sizeof ours);
+  return;
+fail:
+  close4(fds);
+  close4(ours);
+  if (go[0] >= 0) close(go[0]);
+  if (go[1] >= 0) close(go[1]);
+}
+
+/* Hands a checked request to the spare: its pid, or 0 when it cannot take it (gone, another /tmp size, too long). */
+static pid_t use_spare(const struct limits *lim, const char *p, uint32_t len, int ours[4]) {
+  if (spare.pid <= 0) return 0;
+  int room = fcntl(spare.go, F_GETPIPE_SZ);
+  if (spare.tmp != lim->tmp || room < 0 || (size_t)room < len + 4u) {
+    drop_spare();
+    return 0;
   }
-  for (int i = 0; i < 4; i++) if (fds[i] >= 0) close(fds[i]);
+  char *msg = malloc(len + 4u);
+  if (!msg) return 0;
+  memcpy(msg, &len, 4);
+  memcpy(msg + 4, p, len);
+  /* an empty pipe with room for it all: one write, whole (a spare that died meanwhile: EPIPE) */
+  ssize_t w = write(spare.go, msg, len + 4u);
+  free(msg);
+  if (w != (ssize_t)(len + 4u)) {
+    drop_spare();
+    return 0;
+  }
+  pid_t pid = spare.pid;
+  memcpy(ours, spare.ours, sizeof spare.ours);
+  for (int i = 0; i < 4; i++) spare.ours[i] = -1;
+  closefd(&spare.go);
+  spare.pid = 0;
+  return pid;
+}
+
+/* An R frame (parse_run). Answers S (its pid, to both sockets) or F (why, to control). */
+static void start(uint32_t id, char *p, uint32_t len) {
+  struct limits lim;
+  struct run *r = NULL;
+  static char *strs[MAX_STRS];
+  const char *why = parse_run(p, len, &lim, strs);
+  if (!why && (id == 0 || find(id))) why = "run id in use";
+  if (!why) for (int i = 0; i < MAX_RUNS && !r; i++) if (runs[i].id == 0) r = &runs[i];
+  if (!why && !r) why = "too many runs in this box";
+  int fds[4] = { -1, -1, -1, -1 }, ours[4] = { -1, -1, -1, -1 };
+  pid_t pid = why ? -1 : use_spare(&lim, p, len, ours);
+  if (!why && pid == 0) {
+    why = pipes(fds, ours);
+    /* Like fork (no new stack), the child PID 1 of a new PID namespace. */
+    if (!why) pid = (pid_t)syscall(SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0) {
+      child_setup(lim.tmp, fds);
+      child_exec(&lim, strs);
+    }
+    if (!why && pid < 0) why = "clone";
+  }
+  close4(fds);
   if (why) {
-    for (int i = 0; i < 4; i++) if (ours[i] >= 0) close(ours[i]);
+    close4(ours);
     frame(CTL, id, 'F', why, (uint32_t)strlen(why));
     return;
   }
@@ -293,6 +477,8 @@ static void start(uint32_t id, char *p, uint32_t len) {
   uint32_t p32 = (uint32_t)pid;
   frame(CTL, id, 'S', &p32, 4);
   frame(DATA, id, 'S', &p32, 4);
+  /* the next run's process, while this one runs */
+  if (spare.pid == 0) make_spare(lim.tmp);
 }
 
 /* Ends a run's stdin (what is still waiting is dropped): the script reads its end. */
@@ -358,6 +544,11 @@ static void reap(void) {
   int st;
   pid_t pid;
   while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+    /* the spare ended before a run took it (its set-up failed): the next run gets a process of its own */
+    if (pid == spare.pid) {
+      spare.pid = 0;
+      drop_spare();
+    }
     for (int i = 0; i < MAX_RUNS; i++) {
       struct run *r = &runs[i];
       if (r->id == 0 || r->pid != pid) continue;
@@ -460,21 +651,25 @@ __attribute__((noreturn)) static void box_init(void) {
     struct pollfd pf[3 + MAX_RUNS * 4];
     struct { struct run *r; int k; } who[3 + MAX_RUNS * 4];
     int n = 0;
-    pf[n++] = (struct pollfd){ CTL, POLLIN, 0 };
-    pf[n++] = (struct pollfd){ DATA, POLLIN, 0 };
+    pf[n++] = (struct pollfd){ CTL, (short)(POLLIN | (outq[0].len > outq[0].off ? POLLOUT : 0)), 0 };
+    pf[n++] = (struct pollfd){ DATA, (short)(POLLIN | (outq[1].len > outq[1].off ? POLLOUT : 0)), 0 };
     pf[n++] = (struct pollfd){ sigfd, POLLIN, 0 };
+    /* the server not reading: the runs' output waits in their pipes */
+    int relaying = outq[1].len - outq[1].off <= OUT_MAX;
     for (int i = 0; i < MAX_RUNS; i++) {
       struct run *r = &runs[i];
       if (r->id == 0) continue;
-      for (int k = 0; k < 3; k++) if (r->out[k] >= 0) { who[n].r = r; who[n].k = k; pf[n++] = (struct pollfd){ r->out[k], POLLIN, 0 }; }
+      for (int k = 0; k < 3 && relaying; k++) if (r->out[k] >= 0) { who[n].r = r; who[n].k = k; pf[n++] = (struct pollfd){ r->out[k], POLLIN, 0 }; }
       if (r->in >= 0 && r->have > r->off) { who[n].r = r; who[n].k = -1; pf[n++] = (struct pollfd){ r->in, POLLOUT, 0 }; }
     }
     if (poll(pf, (nfds_t)n, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
     }
-    if (pf[0].revents) on_frame(CTL, buf);
-    if (pf[1].revents) on_frame(DATA, buf);
+    if (pf[0].revents & POLLOUT) flush_out(CTL);
+    if (pf[1].revents & POLLOUT) flush_out(DATA);
+    if (pf[0].revents & ~POLLOUT) on_frame(CTL, buf);
+    if (pf[1].revents & ~POLLOUT) on_frame(DATA, buf);
     if (pf[2].revents) reap();
     for (int i = 3; i < n; i++) {
       if (!pf[i].revents || who[i].r->id == 0) continue;

@@ -72,6 +72,9 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
     const res = await call(s.http, 'box.test', '/cgi-bin/bg.sh');
     expect([res.status, await res.text()]).toEqual([200, 'answered\n']);
     expect(running(['sleep', '41.5'])).toEqual([]);
+    // Where the run's time went, one debug line per run: every hand-over from the request to the answer.
+    const line = s.logs().filter((l) => l.msg === 'script timeline' && l.handler === 'bg.sh').pop();
+    expect(Object.keys((line?.ms ?? {}) as object).sort()).toEqual(['answered', 'asked', 'closed', 'exited', 'found', 'mailed', 'output', 'read', 'started']);
   });
 
   it('gives each run a /tmp of its own: two runs at once do not see each other\'s files', async () => {
@@ -364,6 +367,25 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
     }
   });
 
+  it('goes on starting and ending runs while the server does not read its data socket, and hands over the output whole once it does', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      b.box.data.pause();
+      // More than the socket holds: box-init's writes of it would wait for the server.
+      b.box.run(1, { cwd: '/', argv: ['/usr/bin/head', '-c', String(4 * 1024 * 1024), '/dev/zero'], env: {}, limits: b.limits });
+      await b.when('S1');
+      // The launcher's side meanwhile: a run started, done and reaped (its end said on the control socket).
+      b.box.run(2, { cwd: '/', argv: ['/bin/sleep', '0.3'], env: {}, limits: b.limits });
+      expect(await b.when('X2')).toBe(0);
+      b.box.data.resume();
+      expect(await b.when('X1')).toBe(0);
+      await b.when('C1.1');
+      expect(b.bytes.get(1)).toBe(4 * 1024 * 1024);
+    } finally {
+      b.done();
+    }
+  });
+
   it('takes its runs, and every process they started, with it when it dies mid-run; the runs are failed', async () => {
     const b = hostileBox(64 * 1024 * 1024);
     try {
@@ -403,6 +425,37 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(await b.when('X2')).toBe(0);
       await b.when('C2.1');
       expect(Number(b.out.get(2))).toBeLessThanOrEqual(64);
+    } finally {
+      b.done();
+    }
+  });
+
+  it('makes the next run\'s process ahead holding nothing of the runs beside it: their stdin ends when the server ends it, and it starts clean', async () => {
+    const b = hostileBox(64 * 1024 * 1024);
+    try {
+      // cat ends at its stdin's end only: a process made ahead that kept a copy of that pipe would hold it open.
+      b.box.run(1, { cwd: '/', argv: ['/bin/cat'], env: {}, limits: b.limits });
+      await b.when('S1');
+      await echoes(b, 2, 'made ahead');
+      b.box.data.write(frame(1, 'I', Buffer.from('typed in')));
+      b.box.data.write(frame(1, 'E'));
+      expect(await b.when('X1')).toBe(0);
+      await b.when('C1.1');
+      expect(b.out.get(1)).toBe('typed in');
+      // A run taken by the process made ahead: its stdio, the mail channel and ls's own folder; a /tmp nobody wrote to; PID 1.
+      b.box.run(3, { cwd: '/', argv: ['/bin/sh', '-c', 'touch /tmp/left; ls /proc/self/fd; echo pid $$'], env: {}, limits: b.limits });
+      expect(await b.when('X3')).toBe(0);
+      await b.when('C3.1');
+      expect(b.out.get(3)).toBe('0\n1\n2\n3\n4\npid 1\n');
+      b.box.run(4, { cwd: '/', argv: ['/bin/ls', '-A', '/tmp'], env: {}, limits: b.limits });
+      expect(await b.when('X4')).toBe(0);
+      await b.when('C4.1');
+      expect(b.out.get(4) ?? '').not.toMatch(/left/);
+      // Another size of /tmp than the one made ahead: a process of its own, as asked.
+      b.box.run(5, { cwd: '/', argv: ['/bin/sh', '-c', 'df -k /tmp | tail -1'], env: {}, limits: { ...b.limits, tmp: 2 * 1024 * 1024 } });
+      expect(await b.when('X5')).toBe(0);
+      await b.when('C5.1');
+      expect(b.out.get(5)!.trim().split(/\s+/)[1]).toBe('2048');
     } finally {
       b.done();
     }
