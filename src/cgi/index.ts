@@ -264,6 +264,17 @@ function announce(
   }
 }
 
+/** The suite's own handlers: their folder's real path and the names in it (none while it cannot be read; `was`, the path known before). */
+function scanSuiteDir(dir: string, was: string): { real: string; names: Set<string> } {
+  try {
+    const real = realpathSync(dir);
+    const names = readdirSync(real).filter((f) => f.endsWith('.js')).map((f) => f.slice(0, -3)).filter((n) => NAME.test(n));
+    return { real, names: new Set(names) };
+  } catch {
+    return { real: was, names: new Set() };
+  }
+}
+
 /** Not root: box-init built where this process may write (beside the suite's code, or else in its data folder). */
 function localBoxInit(dataDir: string): BoxInit {
   const here = compileBoxInit(nativeDir());
@@ -329,17 +340,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   });
 
   function scanSuite(): void {
-    try {
-      suiteReal = realpathSync(suiteDir);
-      suiteNames = new Set(
-        readdirSync(suiteReal)
-          .filter((f) => f.endsWith('.js'))
-          .map((f) => f.slice(0, -3))
-          .filter((n) => NAME.test(n)),
-      );
-    } catch {
-      suiteNames = new Set();
-    }
+    ({ real: suiteReal, names: suiteNames } = scanSuiteDir(suiteDir, suiteReal));
   }
 
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
