@@ -301,14 +301,30 @@ export async function runServer(configDir: string, graceMs = 5_000): Promise<num
   let reloadNow: (() => void) | undefined;
   let stopAsked: string | undefined;
   let reloadAsked = false;
-  const onStop = (signal: string) => (stopNow ? stopNow(signal) : (stopAsked ??= signal));
-  process.once('SIGTERM', () => onStop('SIGTERM'));
-  process.once('SIGINT', () => onStop('SIGINT'));
-  process.on('SIGHUP', () => (reloadNow ? reloadNow() : (reloadAsked = true)));
+  const onStop = (signal: string) => {
+    if (stopNow) return stopNow(signal);
+    if (stopAsked) return;
+    stopAsked = signal;
+    // A start that never ends (a launcher that never becomes ready) must not hold a stop forever.
+    setTimeout(() => {
+      log.fatal({ signal }, `${signal} during the start, which did not finish within ${graceMs + 5_000} ms; exiting`);
+      log.flush();
+      process.exit(1);
+    }, graceMs + 5_000).unref();
+  };
+  const onTerm = () => onStop('SIGTERM');
+  const onInt = () => onStop('SIGINT');
+  const onHup = () => (reloadNow ? reloadNow() : (reloadAsked = true));
+  process.once('SIGTERM', onTerm);
+  process.once('SIGINT', onInt);
+  process.on('SIGHUP', onHup);
   let suite: Suite;
   try {
     suite = await startSuite({ configDir, log });
   } catch (err) {
+    process.removeListener('SIGTERM', onTerm);
+    process.removeListener('SIGINT', onInt);
+    process.removeListener('SIGHUP', onHup);
     const msg = err instanceof ConfigError ? err.message : (err as Error).message;
     log.fatal(msg);
     log.flush();

@@ -178,6 +178,9 @@ export class LauncherClient {
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'json',
+      // A session of its own: a signal to the server's process group (Ctrl-C, a closed terminal) is the server's to act
+      // on (a graceful stop, its runs finished); the launcher ends with the server ('disconnect').
+      detached: true,
     });
     let readyNow: () => void = () => undefined;
     let readyFailed: (e: Error) => void = () => undefined;

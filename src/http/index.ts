@@ -53,6 +53,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
+  const proxyLoad = [...registry.tenants.values()].some((t) => t.proxy.length > 0) ? proxy.prepare() : undefined;
+  proxyLoad?.catch(() => undefined); // awaited by start(), which fails with it
   const record = createRecorder({ accessLogs, state, metrics });
   const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
   /** Each listener with how it is stopped (HTTP/1.1 only, or HTTPS with HTTP/2 beside HTTP/1.1). */
@@ -169,8 +171,9 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     name: 'http',
     siteChanges: { changed: (tenantId) => cache.dropTenant(tenantId) },
     async start() {
-      // Loaded only for a suite with proxy routes (a reload that adds the first one loads them at its first request).
-      if ([...current.tenants.values()].some((t) => t.proxy.length > 0)) await proxy.prepare();
+      // Loaded only for a suite with proxy routes (a reload that adds the first one loads them at its first request),
+      // asked for since this service was made, so that little of it is left to wait for here.
+      await proxyLoad;
       const opened = await openListeners(main.http, certs, (name) => certs?.contextFor(name, current), log, {
         request: onRequest,
         upgrade: onUpgrade,
@@ -203,7 +206,9 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     reload(next) {
       current = next;
       // Ahead of the first proxied request; a load that fails is logged there and answered 502.
-      if ([...next.tenants.values()].some((t) => t.proxy.length > 0)) proxy.prepare().catch(() => undefined);
+      if ([...next.tenants.values()].some((t) => t.proxy.length > 0)) {
+        proxy.prepare().catch((err: Error) => log.error({ err: err.message }, "the reverse proxy's libraries (undici, http-proxy-3) cannot be loaded: proxied requests get 502 until they can"));
+      }
       files.reset();
       certs?.reset();
     },

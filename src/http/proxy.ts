@@ -102,7 +102,13 @@ interface ProxyLibraries {
 let libraries: ProxyLibraries | undefined;
 let loading: Promise<ProxyLibraries> | undefined;
 export function loadProxyLibraries(): Promise<ProxyLibraries> {
-  loading ??= Promise.all([import('undici'), import('http-proxy-3')]).then(([u, h]) => (libraries = { Pool: u.Pool, createProxyServer: h.createProxyServer }));
+  loading ??= Promise.all([import('undici'), import('http-proxy-3')]).then(
+    ([u, h]) => (libraries = { Pool: u.Pool, createProxyServer: h.createProxyServer }),
+    (err: unknown) => {
+      loading = undefined; // tried again at the next need (an install repaired meanwhile needs no restart)
+      throw err;
+    },
+  );
   return loading;
 }
 
@@ -111,6 +117,7 @@ export class TenantProxy {
   private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16 });
   private readonly httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16 });
   private wsServer: ProxyServer | undefined;
+  private closed = false;
   private readonly wsDone = new WeakMap<IncomingMessage, (status: number) => void>();
 
   constructor(
@@ -125,11 +132,17 @@ export class TenantProxy {
 
   /** Runs `go` once the libraries are loaded (at once when they are); a failed load answers as an unreachable backend. */
   private withLibraries(go: (libs: ProxyLibraries) => void, failed: (err: Error) => void): void {
-    if (libraries) return go(libraries);
-    loadProxyLibraries().then(go, (err: Error) => {
-      this.log.error({ err: err.message }, 'the reverse proxy\'s libraries (undici, http-proxy-3) cannot be loaded');
-      failed(err);
-    });
+    if (libraries && !this.closed) return go(libraries);
+    loadProxyLibraries()
+      .then((libs) => {
+        // Closed while they loaded (the suite stopping): no pool is made that nothing would close.
+        if (this.closed) throw new Error('the proxy is closed');
+        go(libs);
+      })
+      .catch((err: Error) => {
+        if (!this.closed) this.log.error({ err: err.message }, 'the reverse proxy\'s libraries (undici, http-proxy-3) cannot be loaded');
+        failed(err);
+      });
   }
 
   private get wsProxy(): ProxyServer {
@@ -263,6 +276,7 @@ export class TenantProxy {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.wsServer?.close();
     this.httpAgent.destroy();
     this.httpsAgent.destroy();

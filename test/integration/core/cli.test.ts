@@ -40,6 +40,19 @@ describe('makewaves serve', () => {
     expect(p.out()).toContain('"msg":"stopped"');
   });
 
+  it.runIf(process.getuid?.() === 0)('stops gracefully on a SIGINT to its whole process group (Ctrl-C) during the start, the root launcher included', async () => {
+    const p = serve(configDir, { detached: true });
+    let sent = false;
+    p.child.stdout!.on('data', () => {
+      if (sent || !/http listening on/.test(p.out())) return;
+      sent = true;
+      process.kill(-p.child.pid!, 'SIGINT');
+    });
+    expect(await p.exited).toBe(0);
+    expect(p.out()).toContain('"msg":"stopped"');
+    expect(p.out()).not.toContain('launcher gone');
+  });
+
   it('carries out a SIGHUP sent the moment HTTP listens once the start is over (a reload, not the signal\'s default end)', async () => {
     writeFileSync(path.join(configDir, 'tenants', 'a.test.yaml'), 'domains: [a.test]\n');
     const p = serve(configDir);

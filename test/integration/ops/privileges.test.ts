@@ -78,7 +78,9 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
       });
       await waitFor(() => sink.messages.some((m) => m.raw.toString().includes('relay test')), 10_000, 'the mail at the relay');
       // Handlers are started by the root launcher, each tenant's with its own uid from cgi.uids; the server itself is nobody.
-      const ready = JSON.parse(p.out().split('\n').find((l) => l.includes('form handler sandbox ready'))!) as Record<string, unknown>;
+      // Logged once the launcher is ready, which may come after the drop and the first answers.
+      const line = await waitFor(() => p.out().split('\n').find((l) => l.includes('form handler sandbox ready')), 15_000, 'the sandbox line');
+      const ready = JSON.parse(line) as Record<string, unknown>;
       expect(ready.user).toMatch(/each tenant its own uid from cgi.uids 200000-299999, set by a root launcher/);
       const tenantUid = (ready.uids as Record<string, number>)['a.test']!;
       expect(tenantUid >= 200000 && tenantUid <= 299999).toBe(true);
