@@ -6,7 +6,7 @@ import type { Logger } from '../core/log.ts';
 import type { TenantProxy } from './proxy.ts';
 import type { Recorder } from './record.ts';
 import { sendPage, sendSuspended } from './replies.ts';
-import { FORWARDED_METHODS, STATIC_METHODS, type Route } from './route.ts';
+import { fileKey, FORWARDED_METHODS, STATIC_METHODS, type Route } from './route.ts';
 import type { Outcome, StaticFiles } from './static.ts';
 
 export interface DispatchDeps {
@@ -38,7 +38,7 @@ export function createDispatch({ log, files, proxy, record, inFlight, gateway, l
         case 'error':
           if (route.why && route.why !== 'unknown host') log.info({ remote, url: req.url, host: req.headers.host, why: route.why }, 'request refused');
           if (route.status === 404 && route.tenant) {
-            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
+            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', fileKey: fileKey(route.tenant.id, [], false), remote });
           } else {
             outcome = sendPage(req, res, route.status, route.location ? { Location: route.location } : route.allow ? { Allow: route.allow } : {});
           }
@@ -57,14 +57,14 @@ export function createDispatch({ log, files, proxy, record, inFlight, gateway, l
           break;
         case 'cgi':
           if (!gateway) {
-            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
+            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', fileKey: fileKey(route.tenant.id, [], false), remote });
             break;
           }
           outcome = await gateway.handle({ req, res, remote, serverPort: req.socket.localPort ?? 0, ...route });
           break;
         case 'list':
           if (!lists) {
-            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', remote });
+            outcome = await files.notFound({ req, res, tenant: route.tenant, segments: [], trailingSlash: false, query: '', base: '', fileKey: fileKey(route.tenant.id, [], false), remote });
             break;
           }
           outcome = await lists.handle({ req, res, remote, tenant: route.tenant, list: route.list, segments: route.segments, query: route.query });

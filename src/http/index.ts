@@ -132,7 +132,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     }
     if (fast && route.kind === 'static') {
       // The hot path: a cached file answered without a single await.
-      const r: StaticRequest = { req, res, tenant: route.tenant, segments: route.segments, trailingSlash: route.trailingSlash, query: route.query, base: route.base, remote, fields };
+      const r: StaticRequest = { req, res, tenant: route.tenant, segments: route.segments, trailingSlash: route.trailingSlash, query: route.query, base: route.base, fileKey: route.fileKey, remote, fields };
       let sent: Outcome | undefined;
       try {
         sent = files.trySync(r);

@@ -9,7 +9,16 @@ import { localLocation } from './location.ts';
 export type Route = (
   | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string; allow?: string }
   | { kind: 'suspended'; tenant: Tenant }
-  | { kind: 'static'; tenant: Tenant; segments: string[]; trailingSlash: boolean; query: string; base: string }
+  | {
+      kind: 'static';
+      tenant: Tenant;
+      segments: string[];
+      trailingSlash: boolean;
+      query: string;
+      base: string;
+      /** The file's key in the memory cache ({@link fileKey}), made with the route: a memoized route hands it on unchanged. */
+      fileKey: string;
+    }
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
   | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string }
   | { kind: 'list'; tenant: Tenant; list: string; segments: string[]; query: string }
@@ -198,6 +207,16 @@ function decide(reg: Registry, rest: string, host: string): Decided {
     if (parsed.segments.length === 2 && !parsed.trailingSlash) return { kind: 'error', status: 301, tenant, location: localLocation(`/lists/${encodeURIComponent(listName)}/`, query) };
     return { kind: 'list', tenant, list: listName, segments: parsed.segments.slice(2), query };
   }
-  return { kind: 'static', tenant, segments: parsed.segments, trailingSlash: parsed.trailingSlash, query, base };
+  return { kind: 'static', tenant, segments: parsed.segments, trailingSlash: parsed.trailingSlash, query, base, fileKey: fileKey(tenant.id, parsed.segments, parsed.trailingSlash) };
+}
+
+/**
+ * A file's key in the static cache: tenant and path below its root (the
+ * same file by its own host and by the userdir one). Made once per route;
+ * the route memo hands the same string to every request for that target, so
+ * the cache lookup neither builds nor hashes a new one.
+ */
+export function fileKey(tenantId: string, segments: readonly string[], trailingSlash: boolean): string {
+  return `${tenantId}\0/${segments.join('/')}${trailingSlash ? '/' : ''}`;
 }
 

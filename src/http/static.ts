@@ -24,6 +24,8 @@ export interface StaticRequest {
   query: string;
   /** URL prefix the segments sit under: "" on a tenant's own host, "/~id" on the userdir host. */
   base: string;
+  /** The file's key in the memory cache, as the route made it (`fileKey` in route.ts). */
+  fileKey: string;
   remote: string;
   /**
    * The tenant's response headers when they are not yet applied to `res`:
@@ -65,10 +67,6 @@ function chooseEncodingCached(ae: string | undefined): Coding {
   return c;
 }
 
-function keyOf(r: StaticRequest): string {
-  return `${r.tenant.id}\0/${r.segments.join('/')}${r.trailingSlash ? '/' : ''}`;
-}
-
 function encodePath(segments: readonly string[]): string {
   return segments.map((s) => encodeURIComponent(s)).join('/');
 }
@@ -103,7 +101,7 @@ export class StaticFiles {
   }
 
   async serve(r: StaticRequest): Promise<Outcome> {
-    const key = keyOf(r);
+    const key = r.fileKey;
     const name = r.segments.length === 0 || r.trailingSlash ? 'index.html' : r.segments[r.segments.length - 1]!;
     const hit = this.cache.get(key);
     if (hit) return this.sendCachedAsync(r, hit);
@@ -175,7 +173,7 @@ export class StaticFiles {
    * cached, or a compressed form not made yet).
    */
   trySync(r: StaticRequest): Outcome | undefined {
-    const hit = this.cache.get(keyOf(r));
+    const hit = this.cache.get(r.fileKey);
     return hit ? this.sendCached(r, hit) : undefined;
   }
 

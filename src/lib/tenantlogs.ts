@@ -6,8 +6,17 @@ interface Logger {
 }
 
 interface Sink {
-  lines: string[];
-  size: number;
+  /**
+   * The lines not yet appended, as bytes: each line is encoded into it when
+   * written, so no line string outlives its request (strings kept for the
+   * flush interval would be promoted to the old generation, and joined and
+   * flattened at the flush). Empty after a flush, so an idle tenant holds none.
+   */
+  buf: Buffer;
+  /** Bytes of `buf` in use. */
+  used: number;
+  /** The size the next buffer is made at: what the last one needed, so a busy log does not grow it again each time. */
+  want: number;
   /** Writes for one file are serialised, and so is rotation. */
   chain: Promise<void>;
   dirMade: boolean;
@@ -35,6 +44,27 @@ export function logFileDay(base: string, fileName: string): string | undefined {
   return /^\d{4}-\d{2}-\d{2}$/.test(day) ? day : undefined;
 }
 
+/** Buffered lines are appended once they reach this many bytes, before the flush interval is up. */
+const FLUSH_AT = 64 * 1024;
+const MIN_BUFFER = 4 * 1024;
+const EMPTY = Buffer.alloc(0);
+
+/** The largest buffer made for ordinary lines: the flush threshold and room for the line that crosses it. */
+const MAX_BUFFER = FLUSH_AT + MIN_BUFFER;
+
+/**
+ * Makes room for `room` more bytes: a buffer of the size the last one
+ * reached, or twice the full one, up to {@link MAX_BUFFER} (larger only for
+ * a line that would not fit otherwise).
+ */
+function grow(sink: Sink, room: number): void {
+  const size = Math.max(Math.min(Math.max(sink.want, sink.buf.length * 2), MAX_BUFFER), sink.used + room);
+  const next = Buffer.allocUnsafe(size);
+  sink.buf.copy(next, 0, 0, sink.used);
+  sink.buf = next;
+  sink.want = Math.min(size, MAX_BUFFER);
+}
+
 export class TenantLogFiles {
   private readonly sinks = new Map<string, Sink>();
   private timer: NodeJS.Timeout | undefined;
@@ -55,12 +85,14 @@ export class TenantLogFiles {
   write(tenant: string, line: string): void {
     let sink = this.sinks.get(tenant);
     if (!sink) {
-      sink = { lines: [], size: 0, chain: Promise.resolve(), dirMade: false };
+      sink = { buf: EMPTY, used: 0, want: MIN_BUFFER, chain: Promise.resolve(), dirMade: false };
       this.sinks.set(tenant, sink);
     }
-    sink.lines.push(line);
-    sink.size += line.length;
-    if (sink.size >= 64 * 1024) this.flushOne(tenant, sink);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    const room = line.length * 3;
+    if (sink.used + room > sink.buf.length) grow(sink, room);
+    sink.used += sink.buf.write(line, sink.used);
+    if (sink.used >= FLUSH_AT) this.flushOne(tenant, sink);
     else if (!this.timer) {
       this.timer = setTimeout(() => {
         this.timer = undefined;
@@ -71,10 +103,11 @@ export class TenantLogFiles {
   }
 
   private flushOne(tenant: string, sink: Sink): Promise<void> {
-    if (sink.lines.length === 0) return sink.chain;
-    const data = sink.lines.join('');
-    sink.lines = [];
-    sink.size = 0;
+    if (sink.used === 0) return sink.chain;
+    // The bytes are the file's until appended: the next line starts a new buffer.
+    const data = sink.buf.subarray(0, sink.used);
+    sink.buf = EMPTY;
+    sink.used = 0;
     const file = this.fileFor(tenant);
     sink.chain = sink.chain.then(async () => {
       try {

@@ -47,6 +47,20 @@ describe('TenantLogFiles', () => {
     expect(readFileSync(path.join(dir, 'a.test', 'ftp.log'), 'utf8')).toBe('x\n');
   });
 
+  it('keeps every byte and the order across size-triggered appends: UTF-8, a line longer than the buffer, lines written while an append is under way', async () => {
+    const logs = new TenantLogFiles(dir, 'ftp.log', pino({ level: 'silent' }), 60_000);
+    const expected: string[] = [];
+    const put = (line: string) => {
+      expected.push(line);
+      logs.write('a.test', line);
+    };
+    for (let i = 0; i < 3000; i++) put(`${i} café ☕ 😀 ${'x'.repeat(i % 97)}\n`);
+    put(`${'é'.repeat(100_000)}\n`);
+    for (let i = 0; i < 500; i++) put(`after ${i}\n`);
+    await logs.close();
+    expect(readFileSync(path.join(dir, 'a.test', 'ftp.log'), 'utf8')).toBe(expected.join(''));
+  });
+
   it('refuses a file name that is not a plain name', () => {
     expect(() => new TenantLogFiles(dir, '../x.log', pino({ level: 'silent' }))).toThrow(/bad log file name/);
   });
