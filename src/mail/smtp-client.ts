@@ -38,6 +38,13 @@ export interface ClientOptions {
   connectTimeout: number;
 }
 
+/** What {@link SmtpSession} relies on inside nodemailer's SMTPConnection (checked by test/unit/mail/smtp-pipelining.test.ts). */
+export const NODEMAILER_INTERNALS = {
+  connection: ['_sendCommand(line) writes line + CRLF in one write', '_supportedExtensions: the EHLO keywords'],
+  /** The commands a transaction writes, in order, when the server offers PIPELINING; {@link SmtpSession} writes the RCPTs and DATA early. */
+  pipelined: ['MAIL FROM:<from>', 'RCPT TO:<to> (each, after the MAIL reply)', 'DATA (after the last RCPT reply, unless all were refused)'],
+};
+
 /**
  * One SMTP client session (nodemailer's SMTPConnection, without the mail
  * composer around it: our messages are finished bytes). The TCP connection
@@ -60,13 +67,40 @@ export class SmtpSession {
     // nodemailer adds SMTPUTF8 only for non-ASCII addresses; RFC 6531 §3.4
     // asks for it whenever the message may carry UTF-8 (headers too). Its
     // command writer is private; this file is the one that touches it.
+    //
+    // It also pipelines only the RCPTs: MAIL, the RCPTs, DATA and the message
+    // cost 4 round trips. When the server offers PIPELINING (RFC 2920), MAIL
+    // FROM goes out with every RCPT TO and DATA in one write (DATA last in
+    // the group, §3.1), and the commands nodemailer writes later, once each
+    // reply has come, are dropped: its reply handlers still read the replies
+    // in order, so per-recipient results, the refusal of DATA when every
+    // recipient was refused and a refused MAIL are handled as without it.
+    // After a refused MAIL or when every RCPT was refused the replies left
+    // over are never read: the session is broken and closed, not reused.
     const internals = conn as unknown as { _sendCommand(cmd: string): void };
     const sendCommand = internals._sendCommand.bind(conn);
     internals._sendCommand = (cmd: string) => {
-      if (this.forceUtf8 && /^MAIL FROM:/i.test(cmd) && !/ SMTPUTF8\b/i.test(cmd)) cmd += ' SMTPUTF8';
+      if (/^MAIL FROM:/i.test(cmd)) {
+        if (this.forceUtf8 && !/ SMTPUTF8\b/i.test(cmd)) cmd += ' SMTPUTF8';
+        if (this.group.length) {
+          this.sent = this.group;
+          this.group = [];
+          return sendCommand([cmd, ...this.sent].join('\r\n'));
+        }
+      }
+      if (this.sent.length && cmd === this.sent[0]) {
+        this.sent.shift();
+        return;
+      }
+      this.sent = [];
       sendCommand(cmd);
     };
   }
+
+  /** Set for one transaction when the server offers PIPELINING: the commands to write with MAIL FROM. */
+  private group: string[] = [];
+  /** The commands of the group already written, which nodemailer will ask to write again, in this order. */
+  private sent: string[] = [];
 
   /** The extensions the server announced in its EHLO reply (nodemailer keeps them privately). */
   private offers(ext: string): boolean {
@@ -119,6 +153,9 @@ export class SmtpSession {
       return Promise.reject(Object.assign(new Error(response), { code: 'EENVELOPE', responseCode: 553, response }));
     }
     this.forceUtf8 = (params?.smtputf8 ?? 0) > 0 && utf8;
+    // The RCPT TO and DATA lines exactly as nodemailer writes them (no DSN parameters: we never ask for them).
+    this.group = this.offers('PIPELINING') ? [...to.map((a) => `RCPT TO:<${a.trim()}>`), 'DATA'] : [];
+    this.sent = [];
     return new Promise((resolve, reject) => {
       this.conn.send({ from, to: [...to], use8BitMime: params?.eightBit ?? false } as Parameters<SMTPConnection['send']>[0], message, (err, info) => {
         if (err) {
