@@ -73,6 +73,9 @@ function protoKey(value: unknown, at: PropertyKey[] = []): string | undefined {
 }
 
 function parseYaml(file: string, problems: string[], override?: string, cache?: ParseCache): unknown {
+  // Known by its stat (not read at all), or the stat to record with what its text gives.
+  const known = override === undefined ? cache?.unchanged(file) : undefined;
+  if (known && 'value' in known) return known.value;
   let text: string;
   try {
     text = override ?? readFileSync(file, 'utf8');
@@ -82,7 +85,10 @@ function parseYaml(file: string, problems: string[], override?: string, cache?: 
   }
   const id = cache && ParseCache.identity(text);
   const hit = id === undefined ? undefined : cache!.get(file, id);
-  if (hit) return hit.value;
+  if (hit) {
+    if (known) cache!.seen(file, known);
+    return hit.value;
+  }
   try {
     // parse() stops at the first error; one precise problem per broken file is enough.
     const value: unknown = parse(text, { prettyErrors: true, uniqueKeys: true, logLevel: 'error' }) ?? {};
@@ -91,7 +97,7 @@ function parseYaml(file: string, problems: string[], override?: string, cache?: 
       problems.push(`${show(file)}: ${proto}: "__proto__" cannot be a key`);
       return undefined;
     }
-    if (id !== undefined) cache!.set(file, id, value);
+    if (id !== undefined) cache!.set(file, id, value, known);
     return value;
   } catch (err) {
     const e = err as YAMLParseError;

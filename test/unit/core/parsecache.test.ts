@@ -85,6 +85,49 @@ describe('the cache of parsed tenant files', () => {
     });
   }
 
+  describe('known by its stat, not read again', () => {
+    const RACY = 50;
+    /** Until the file's change time is over `RACY` ms old: a condition of the file system's clock, not an event to await. */
+    async function aged(f: string): Promise<void> {
+      const changed = statSync(f).ctimeMs;
+      while (Date.now() - changed <= RACY + 5) await new Promise((r) => setTimeout(r, 5));
+    }
+    /** Loads with a cache saved to `cacheFile`, then doctors the saved entry: a key no text has, and another value. */
+    function loadThenDoctor(): void {
+      const cache = new ParseCache(cacheFile, RACY);
+      loadConfig(cfg, undefined, cache);
+      expect(cache.save()).toBeUndefined();
+      const saved = JSON.parse(readFileSync(cacheFile, 'utf8'));
+      const e = saved.entries[path.join(cfg, 'tenants', 'a.test.yaml')];
+      expect(e.stat).toMatch(/^\d+:\d+:\d+:\d+:\d+$/);
+      Object.assign(e, { id: 'no text has this key', value: { domains: ['from-the-cache.test'] } });
+      writeFileSync(cacheFile, JSON.stringify(saved));
+    }
+    const cached = () => domainsOf(loadConfig(cfg, undefined, new ParseCache(cacheFile, RACY)));
+
+    it('a file unchanged since well before it was read is not read again: the cached parse loads, whatever its text key', async () => {
+      await aged(tenant('a.test', 'domains: [b.test]\n'));
+      loadThenDoctor();
+      expect(cached()).toEqual({ 'a.test': ['from-the-cache.test'] });
+    });
+
+    it('a file edited in place with its size and modification time put back is read again (its change time moved)', async () => {
+      const f = tenant('a.test', 'domains: [b.test]\n');
+      await aged(f);
+      loadThenDoctor();
+      const { atime, mtime } = statSync(f);
+      writeFileSync(f, 'domains: [c.test]\n');
+      utimesSync(f, atime, mtime);
+      expect(cached()).toEqual({ 'a.test': ['c.test'] });
+    });
+
+    it('a file changed just before it was read (within one tick of a coarse clock, say) is read again at every load', () => {
+      tenant('a.test', 'domains: [b.test]\n');
+      loadThenDoctor();
+      expect(cached()).toEqual({ 'a.test': ['b.test'] });
+    });
+  });
+
   it('a removed tenant file is forgotten, and the cache of a server in memory follows each reload', () => {
     tenant('a.test', 'domains: [a.test]\n');
     const b = tenant('b.test', 'domains: [b.test]\n');
