@@ -125,8 +125,6 @@ export function decodeStatus(st: number): { code: number | null; signal: NodeJS.
 }
 
 export interface ForkBoxEvents {
-  /** A run began (its pid in the box's PID namespace). */
-  started?: (id: number, pid: number) => void;
   /** A run ended (its wait status), or could not start (why). */
   ended?: (id: number, status: number | undefined, why?: string) => void;
 }
@@ -163,8 +161,8 @@ export class ForkBox {
     this.control.on('error', () => undefined); // the box ended under a write: its exit fails its runs
     this.proc.on('exit', () => this.gone('the script box ended'));
     frameReader(this.control, (id, type, payload) => {
-      if (type === 'S') this.events.started?.(id, payload.readUInt32LE(0));
-      else if (type === 'X') this.finish(id, payload.readInt32LE(0));
+      // A run's start (S) is told on the data socket only, to the server: this side is not woken for it.
+      if (type === 'X') this.finish(id, payload.readInt32LE(0));
       else if (type === 'F') this.finish(id, undefined, `the script box could not start the run: ${payload.toString('utf8')}`);
     });
     this.arm();

@@ -5,7 +5,8 @@
  * network) and runs this program in it, with two stream sockets:
  *
  *   fd 3  control, from the one that started the box (the root launcher):
- *         R run, K kill in; S started, X exited, F failed out.
+ *         R run, K kill in; X exited, F failed out (no S: the launcher is
+ *         not woken at a run's start, when the CPU is the script's).
  *   fd 4  data, to the server: I stdin bytes, E stdin end, K kill in;
  *         S started, O stdout, e stderr, M mail (fd 3), C closed, X exited out.
  *
@@ -475,7 +476,7 @@ static void start(uint32_t id, char *p, uint32_t len) {
   for (int i = 0; i < 3; i++) r->out[i] = ours[i + 1];
   for (int i = 0; i < 4; i++) fcntl(ours[i], F_SETFL, O_NONBLOCK);
   uint32_t p32 = (uint32_t)pid;
-  frame(CTL, id, 'S', &p32, 4);
+  /* On the data socket only: the server feeds it from here; the launcher hears of it at its X or F. */
   frame(DATA, id, 'S', &p32, 4);
   /* the next run's process, while this one runs */
   if (spare.pid == 0) make_spare(lim.tmp);

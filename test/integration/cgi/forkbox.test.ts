@@ -148,17 +148,20 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets
     let endedNow: (id: number) => void = () => undefined;
     let startedNow: () => void = () => undefined;
     const box = new ForkBox(spec.command, spec.args, spec.cwd, 60_000, {
-      started: (id) => {
-        started.push(id);
-        startedNow();
-      },
       ended: (id, status) => {
         ended.set(id, status);
         endedNow(id);
       },
     });
     const frames: Array<[number, string, string]> = [];
-    frameReader(box.data, (id, type, payload) => frames.push([id, type, payload.toString('latin1')]));
+    // What the launcher hears: never a run's start.
+    frameReader((box as unknown as { control: typeof box.data }).control, (id, type) => type === 'S' && frames.push([id, 'S on control', '']));
+    frameReader(box.data, (id, type, payload) => {
+      frames.push([id, type, payload.toString('latin1')]);
+      if (type !== 'S') return;
+      started.push(id);
+      startedNow();
+    });
     const limits = { cpu: 5, data: 64 * 1024 * 1024, fsize: 1024 * 1024, nofile: 64, tmp: 1024 * 1024 };
     try {
       // On the data socket: a run request, a kill and stdin for runs that do not exist, garbage types. Nothing starts.
@@ -168,13 +171,14 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets
       const done = new Promise<number>((resolve) => (endedNow = resolve));
       const running = new Promise<void>((resolve) => (startedNow = resolve));
       box.run(11, { cwd: '/', argv: ['/bin/cat'], env: {}, limits });
-      // Told on the control socket once box-init has the run (so it takes the run's stdin from then on).
+      // Told on the data socket only (not on control) once box-init has the run (so it takes the run's stdin from then on).
       await running;
       box.data.write(Buffer.concat([frame(11, 'I', Buffer.from('hello')), frame(11, 'E')]));
       expect(await done).toBe(11);
       expect(ended.get(11)).toBe(0);
       expect(started).toEqual([11]);
       expect(frames.filter(([id]) => id !== 11)).toEqual([]);
+      expect(frames.filter(([, type]) => type === 'S on control')).toEqual([]);
       expect(frames.filter(([, type]) => type === 'O').map(([, , p]) => p).join('')).toBe('hello');
     } finally {
       box.end();
@@ -280,13 +284,13 @@ function hostileBox(memory: number) {
     waiting.get(key)?.(v);
   };
   const box = new ForkBox(spec.command, spec.args, spec.cwd, 60_000, {
-    started: (id) => note(`S${id}`, true),
     ended: (id, status, why) => note(`X${id}`, status ?? why),
   });
   const out = new Map<number, string>();
   box.data.on('error', () => undefined); // a box that dies under a write: its end fails the runs, which the test sees
   const bytes = new Map<number, number>();
   frameReader(box.data, (id, type, payload) => {
+    if (type === 'S') note(`S${id}`, true);
     if (type === 'C') note(`C${id}.${payload.readUInt8(0)}`, true);
     if (type !== 'O') return;
     bytes.set(id, (bytes.get(id) ?? 0) + payload.length);
@@ -373,7 +377,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       b.box.data.pause();
       // More than the socket holds: box-init's writes of it would wait for the server.
       b.box.run(1, { cwd: '/', argv: ['/usr/bin/head', '-c', String(4 * 1024 * 1024), '/dev/zero'], env: {}, limits: b.limits });
-      await b.when('S1');
+      // (Its S frame waits on the unread data socket too; box-init takes R frames in order, so run 1 is started first.)
       // The launcher's side meanwhile: a run started, done and reaped (its end said on the control socket).
       b.box.run(2, { cwd: '/', argv: ['/bin/sleep', '0.3'], env: {}, limits: b.limits });
       expect(await b.when('X2')).toBe(0);
