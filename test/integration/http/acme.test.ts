@@ -58,8 +58,8 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
   let pebbleDir: string;
 
   beforeAll(async () => {
+    // Fixed before Pebble starts: its validation authority connects to this port.
     httpPort = await freePort();
-    const adminPort = await freePort();
     pebbleDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-pebble-'));
     pebble = await startPebble({ dir: pebbleDir, httpPort });
     // bad.test does not point at this host: its HTTP-01 challenge cannot succeed.
@@ -67,7 +67,8 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
     t = await startTestSuite({
       main: {
         http: { listen: [`127.0.0.1:${httpPort}`], tls: { listen: ['127.0.0.1:0'], certs: '../data/certs', selfSigned: true } },
-        admin: { listen: `127.0.0.1:${adminPort}` },
+        // Port 0: a port picked before Pebble's start could be taken by then (seen in CI: EADDRINUSE).
+        admin: { listen: '127.0.0.1:0' },
         acme: { directory: pebble.directory, email: 'hostmaster@makewaves.test', ca: pebble.tlsCa, retrySeconds: 1, maxRetrySeconds: 8 },
       },
       tenants: {
