@@ -53,7 +53,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   const cache = new FileCache(main.http.cacheFileMax, main.http.cacheTotal, main.http.cacheRevalidate * 1000);
   const files = new StaticFiles(cache, log);
   const proxy = new TenantProxy(log, main.http.proxyTimeout * 1000);
-  const proxyLoad = [...registry.tenants.values()].some((t) => t.proxy.length > 0) ? proxy.prepare() : undefined;
+  const proxyLoad = hasProxyRoutes(registry) ? proxy.prepare() : undefined;
   proxyLoad?.catch(() => undefined); // awaited by start(), which fails with it
   const record = createRecorder({ accessLogs, state, metrics });
   const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
@@ -206,7 +206,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     reload(next) {
       current = next;
       // Ahead of the first proxied request; a load that fails is logged there and answered 502.
-      if ([...next.tenants.values()].some((t) => t.proxy.length > 0)) {
+      if (hasProxyRoutes(next)) {
         proxy.prepare().catch((err: Error) => log.error({ err: err.message }, "the reverse proxy's libraries (undici, http-proxy-3) cannot be loaded: proxied requests get 502 until they can"));
       }
       files.reset();
@@ -218,4 +218,10 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       ];
     },
   };
+}
+
+/** Whether any tenant proxies a path (the proxy's libraries are loaded only then). */
+function hasProxyRoutes(registry: Registry): boolean {
+  for (const t of registry.tenants.values()) if (t.proxy.length > 0) return true;
+  return false;
 }

@@ -6,19 +6,25 @@ import { localLocation } from './location.ts';
 
 
 /** Where a request goes, decided from Host and path before anything is read from disk. */
+/** A file of a tenant's site: what the static path needs to find and answer it. */
+export interface StaticRoute {
+  kind: 'static';
+  tenant: Tenant;
+  /** Decoded, normalised path segments below the tenant root. */
+  segments: string[];
+  trailingSlash: boolean;
+  /** Raw query string without "?", or "". */
+  query: string;
+  /** URL prefix the segments sit under: "" on a tenant's own host, "/~id" on the userdir host. */
+  base: string;
+  /** The file's key in the memory cache ({@link fileKey}), made with the route: a memoized route hands it on unchanged. */
+  fileKey: string;
+}
+
 export type Route = (
   | { kind: 'error'; status: number; tenant: Tenant | undefined; why?: string; location?: string; allow?: string }
   | { kind: 'suspended'; tenant: Tenant }
-  | {
-      kind: 'static';
-      tenant: Tenant;
-      segments: string[];
-      trailingSlash: boolean;
-      query: string;
-      base: string;
-      /** The file's key in the memory cache ({@link fileKey}), made with the route: a memoized route hands it on unchanged. */
-      fileKey: string;
-    }
+  | StaticRoute
   | { kind: 'proxy'; tenant: Tenant; route: ProxyRoute; path: string }
   | { kind: 'cgi'; tenant: Tenant; name: string; pathInfo: string; query: string }
   | { kind: 'list'; tenant: Tenant; list: string; segments: string[]; query: string }

@@ -12,20 +12,12 @@ import { chooseEncoding, evaluatePreconditions, evaluateRange, type Coding, type
 import { applyHeaders, noneSet, ownHeadWith, type HeaderField } from './headers.ts';
 import { localLocation } from './location.ts';
 import { errorPage } from './pages.ts';
+import type { StaticRoute } from './route.ts';
 
-export interface StaticRequest {
+/** A static route's request, with what answering it needs. */
+export interface StaticRequest extends Omit<StaticRoute, 'kind'> {
   req: IncomingMessage;
   res: ServerResponse;
-  tenant: Tenant;
-  /** Decoded, normalised path segments below the tenant root. */
-  segments: string[];
-  trailingSlash: boolean;
-  /** Raw query string without "?", or "". */
-  query: string;
-  /** URL prefix the segments sit under: "" on a tenant's own host, "/~id" on the userdir host. */
-  base: string;
-  /** The file's key in the memory cache, as the route made it (`fileKey` in route.ts). */
-  fileKey: string;
   remote: string;
   /**
    * The tenant's response headers when they are not yet applied to `res`:

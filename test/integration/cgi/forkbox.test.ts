@@ -252,7 +252,6 @@ describe.skipIf(boxMissing)('persistent boxes the suite starts itself (no launch
   });
 });
 
-/** A box of box-init's own as the nobody user (no suite): its ForkBox, the frames it sends the server, and its end. */
 /** Runs `/bin/echo text` as run `id` in `b`, and proves it ran whole: exit 0, its output ended, the line came back. */
 async function echoes(b: ReturnType<typeof hostileBox>, id: number, text: string): Promise<void> {
   b.box.run(id, { cwd: '/', argv: ['/bin/echo', text], env: {}, limits: b.limits });
@@ -261,6 +260,7 @@ async function echoes(b: ReturnType<typeof hostileBox>, id: number, text: string
   expect(b.out.get(id)).toBe(`${text}\n`);
 }
 
+/** A box of box-init's own as the nobody user (no suite): its ForkBox, the frames it sends the server, and its end. */
 function hostileBox(memory: number) {
   const init = compileBoxInit(nativeDir());
   if (!init.ok) throw new Error(init.why);
@@ -307,18 +307,27 @@ function hostileBox(memory: number) {
   return { box, out, bytes, when, seen: (key: string) => seen.has(key), limits, done };
 }
 
+/** Runs `test` against a {@link hostileBox} of `memory` bytes, and ends the box whatever it finds. */
+async function inHostileBox(memory: number, test: (b: ReturnType<typeof hostileBox>) => Promise<void>): Promise<void> {
+  const b = hostileBox(memory);
+  try {
+    await test(b);
+  } finally {
+    b.done();
+  }
+}
+
 describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostile frames and runs', () => {
-  it('answers malformed run requests on its control socket with F, and stays up', async () => {
-    const b = hostileBox(64 * 1024 * 1024);
-    const fails: Array<[number, string]> = [];
-    frameReader(b.box.proc.stdio[3] as never, (id, type, payload) => type === 'F' && fails.push([id, payload.toString('latin1')]));
-    const lim = (argc: number, envc: number) => {
-      const l = Buffer.alloc(48);
-      l.writeUInt32LE(argc, 40);
-      l.writeUInt32LE(envc, 44);
-      return l;
-    };
-    try {
+  it('answers malformed run requests on its control socket with F, and stays up', () =>
+    inHostileBox(64 * 1024 * 1024, async (b) => {
+      const fails: Array<[number, string]> = [];
+      frameReader(b.box.proc.stdio[3] as never, (id, type, payload) => type === 'F' && fails.push([id, payload.toString('latin1')]));
+      const lim = (argc: number, envc: number) => {
+        const l = Buffer.alloc(48);
+        l.writeUInt32LE(argc, 40);
+        l.writeUInt32LE(envc, 44);
+        return l;
+      };
       const control = b.box.proc.stdio[3] as unknown as NodeJS.WritableStream;
       control.write(Buffer.concat([
         frame(1, 'R'),
@@ -333,14 +342,10 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       await echoes(b, 8, 'still here');
       expect(fails.map(([id]) => id)).toEqual([1, 2, 3, 4, 5, 6, 7, 0]);
       expect(fails[5]![1]).toBe('string without its NUL');
-    } finally {
-      b.done();
-    }
-  });
+    }));
 
-  it('takes in no more stdin than its memory allows for a script that does not read it: that run\'s stdin ends, not the box', async () => {
-    const b = hostileBox(48 * 1024 * 1024);
-    try {
+  it('takes in no more stdin than its memory allows for a script that does not read it: that run\'s stdin ends, not the box', () =>
+    inHostileBox(48 * 1024 * 1024, async (b) => {
       b.box.run(1, { cwd: '/', argv: ['/bin/sleep', '30'], env: {}, limits: b.limits });
       await b.when('S1');
       // 60 MiB the script never reads (below box-init's cap on stdin, above the box's memory), then a kill: in order.
@@ -349,14 +354,10 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       b.box.data.write(frame(1, 'K'));
       expect(await b.when('X1')).toBe(9); // SIGKILL: the box outlived the flood
       await echoes(b, 2, 'next');
-    } finally {
-      b.done();
-    }
-  });
+    }));
 
-  it('relays a flooding run\'s output at the server\'s pace without holding back another run of the box', async () => {
-    const b = hostileBox(64 * 1024 * 1024);
-    try {
+  it('relays a flooding run\'s output at the server\'s pace without holding back another run of the box', () =>
+    inHostileBox(64 * 1024 * 1024, async (b) => {
       b.box.run(1, { cwd: '/', argv: ['/usr/bin/yes', 'flood'], env: {}, limits: b.limits });
       await b.when('O1.1M');
       const before = b.bytes.get(1)!;
@@ -366,14 +367,10 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(b.bytes.get(1)!).toBeGreaterThan(before);
       b.box.kill(1);
       expect(await b.when('X1')).toBe(9);
-    } finally {
-      b.done();
-    }
-  });
+    }));
 
-  it('goes on starting and ending runs while the server does not read its data socket, and hands over the output whole once it does', async () => {
-    const b = hostileBox(64 * 1024 * 1024);
-    try {
+  it('goes on starting and ending runs while the server does not read its data socket, and hands over the output whole once it does', () =>
+    inHostileBox(64 * 1024 * 1024, async (b) => {
       b.box.data.pause();
       // More than the socket holds: box-init's writes of it would wait for the server.
       b.box.run(1, { cwd: '/', argv: ['/usr/bin/head', '-c', String(4 * 1024 * 1024), '/dev/zero'], env: {}, limits: b.limits });
@@ -385,14 +382,10 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(await b.when('X1')).toBe(0);
       await b.when('C1.1');
       expect(b.bytes.get(1)).toBe(4 * 1024 * 1024);
-    } finally {
-      b.done();
-    }
-  });
+    }));
 
-  it('takes its runs, and every process they started, with it when it dies mid-run; the runs are failed', async () => {
-    const b = hostileBox(64 * 1024 * 1024);
-    try {
+  it('takes its runs, and every process they started, with it when it dies mid-run; the runs are failed', () =>
+    inHostileBox(64 * 1024 * 1024, async (b) => {
       b.box.run(1, { cwd: '/', argv: ['/bin/sh', '-c', '/bin/sleep 46.5 & exec /bin/sleep 47.5'], env: {}, limits: b.limits });
       await b.when('S1');
       for (let i = 0; i < 100 && running(['/bin/sleep', '46.5']).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
@@ -410,14 +403,10 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(await b.when('X1')).toBe('the script box ended');
       for (let i = 0; i < 100 && running(['/bin/sleep', '46.5']).length + running(['/bin/sleep', '47.5']).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
       expect([...running(['/bin/sleep', '46.5']), ...running(['/bin/sleep', '47.5'])]).toEqual([]);
-    } finally {
-      b.done();
-    }
-  });
+    }));
 
-  it('bounds a run\'s own /tmp in files as well as in bytes (empty files and short links take no bytes of it)', async () => {
-    const b = hostileBox(64 * 1024 * 1024);
-    try {
+  it('bounds a run\'s own /tmp in files as well as in bytes (empty files and short links take no bytes of it)', () =>
+    inHostileBox(64 * 1024 * 1024, async (b) => {
       const count = 'i=0; while [ $i -lt 2000 ] && true 2>/dev/null > /tmp/f$i; do i=$((i+1)); done; echo $i';
       b.box.run(1, { cwd: '/', argv: ['/bin/sh', '-c', count], env: {}, limits: { ...b.limits, tmp: 256 * 1024 } });
       expect(await b.when('X1')).toBe(0);
@@ -429,14 +418,10 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(await b.when('X2')).toBe(0);
       await b.when('C2.1');
       expect(Number(b.out.get(2))).toBeLessThanOrEqual(64);
-    } finally {
-      b.done();
-    }
-  });
+    }));
 
-  it('makes the next run\'s process ahead holding nothing of the runs beside it: their stdin ends when the server ends it, and it starts clean', async () => {
-    const b = hostileBox(64 * 1024 * 1024);
-    try {
+  it('makes the next run\'s process ahead holding nothing of the runs beside it: their stdin ends when the server ends it, and it starts clean', () =>
+    inHostileBox(64 * 1024 * 1024, async (b) => {
       // cat ends at its stdin's end only: a process made ahead that kept a copy of that pipe would hold it open.
       b.box.run(1, { cwd: '/', argv: ['/bin/cat'], env: {}, limits: b.limits });
       await b.when('S1');
@@ -460,10 +445,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(await b.when('X5')).toBe(0);
       await b.when('C5.1');
       expect(b.out.get(5)!.trim().split(/\s+/)[1]).toBe('2048');
-    } finally {
-      b.done();
-    }
-  });
+    }));
 
   it('passes a run no fd of its own, however high its number (an fd above 1023 left open by whoever started it)', async () => {
     const init = compileBoxInit(nativeDir());
