@@ -126,23 +126,23 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
   });
 });
 
+/** The command line of a box-init box as the nobody user, with no web root and a scratch folder in a new temporary `dir`. */
+function nobodyBox(memory: number) {
+  const init = compileBoxInit(nativeDir());
+  if (!init.ok) throw new Error(init.why);
+  const caps = detectSandbox('nobody');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-forkbox-'));
+  chmodSync(dir, 0o755);
+  const scratch = path.join(dir, 'scratch');
+  mkdirSync(scratch);
+  chownSync(scratch, 65534, 65534);
+  const drop = { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' };
+  return { dir, spec: forkBoxSpec({ ...caps, drop }, { folders: [], scratch, memory, fileMax: 1024 * 1024, init: init.path }) };
+}
+
 describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets', () => {
   it('starts a run only when asked on its control socket (the launcher\'s); the server\'s data socket can feed and kill runs, not start them', async () => {
-    const init = compileBoxInit(nativeDir());
-    expect(init.ok).toBe(true);
-    const caps = detectSandbox('nobody');
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-forkbox-'));
-    chmodSync(dir, 0o755);
-    const scratch = path.join(dir, 'scratch');
-    mkdirSync(scratch);
-    chownSync(scratch, 65534, 65534);
-    const spec = forkBoxSpec({ ...caps, drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' } }, {
-      folders: [],
-      scratch,
-      memory: 64 * 1024 * 1024,
-      fileMax: 1024 * 1024,
-      init: (init as { path: string }).path,
-    });
+    const { dir, spec } = nobodyBox(64 * 1024 * 1024);
     const started: number[] = [];
     const ended = new Map<number, number | undefined>();
     let endedNow: (id: number) => void = () => undefined;
@@ -262,21 +262,7 @@ async function echoes(b: ReturnType<typeof hostileBox>, id: number, text: string
 
 /** A box of box-init's own as the nobody user (no suite): its ForkBox, the frames it sends the server, and its end. */
 function hostileBox(memory: number) {
-  const init = compileBoxInit(nativeDir());
-  if (!init.ok) throw new Error(init.why);
-  const caps = detectSandbox('nobody');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-forkbox-'));
-  chmodSync(dir, 0o755);
-  const scratch = path.join(dir, 'scratch');
-  mkdirSync(scratch);
-  chownSync(scratch, 65534, 65534);
-  const spec = forkBoxSpec({ ...caps, drop: { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' } }, {
-    folders: [],
-    scratch,
-    memory,
-    fileMax: 1024 * 1024,
-    init: init.path,
-  });
+  const { dir, spec } = nobodyBox(memory);
   const waiting = new Map<string, (v: unknown) => void>();
   const seen = new Map<string, unknown>();
   const note = (key: string, v: unknown) => {
