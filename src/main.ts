@@ -189,7 +189,7 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
       const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid, [path.join(config.main.dataDir, 'cgi')]);
       dropPrivileges(runAs.uid, runAs.gid);
       log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
-    });
+    }, health);
   } catch (err) {
     state.close();
     throw err;

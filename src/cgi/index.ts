@@ -27,6 +27,9 @@ import { LocalForkBoxes } from './localboxes.ts';
 import type { RunResult } from './worker.ts';
 import { LauncherClient } from './launched.ts';
 
+/** Seconds a handler request refused because the launcher is still starting is told to wait (Retry-After). */
+export const LAUNCHER_RETRY_AFTER = 5;
+
 export type { MailAnswer } from './mail.ts';
 
 /** The suite's own handlers: `<repo>/cgi-bin/<name>.js`. */
@@ -156,6 +159,28 @@ function page(req: IncomingMessage, res: ServerResponse, status: number, ref?: s
   return send(req, res, status, [['Content-Type', 'text/html; charset=utf-8'], ...extra], handlerErrorPage(status, ref));
 }
 
+/** 503 with Retry-After (seconds): a refusal the client may try again later. */
+function unavailable(req: IncomingMessage, res: ServerResponse, retryAfter: number): HttpOutcome {
+  return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', String(retryAfter)]]);
+}
+
+/**
+ * Waits for the launcher's readiness `up`, at most `seconds` (cgi.timeout,
+ * what the handler itself would get): undefined once it is ready, else why
+ * not (for the refusal's log line).
+ */
+async function launcherNotReady(up: Promise<void>, seconds: number): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`the handler launcher was still loading the configuration after cgi.timeout (${seconds} s)`), seconds * 1000);
+  });
+  try {
+    return await Promise.race([up.then(() => undefined, (err: Error) => `the handler launcher failed to start: ${err.message}`), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Folders on the way to `dir` that the handlers' user cannot pass through (no o+x). */
 function closedOnTheWay(dir: string): string[] {
   const closed: string[] = [];
@@ -275,6 +300,29 @@ function scanSuiteDir(dir: string, was: string): { real: string; names: Set<stri
   }
 }
 
+/**
+ * The gateway over `handle`: a fault of the suite is answered 500 with a
+ * reference (logged with its stack), or the connection ended if the answer
+ * had begun.
+ */
+function guarded(handle: (r: GatewayRequest) => Promise<HttpOutcome>, log: Logger): HandlerGateway {
+  return {
+    async handle(r) {
+      try {
+        return await handle(r);
+      } catch (err) {
+        const ref = errorRef();
+        log.error({ tenant: r.tenant.id, remote: r.remote, handler: r.name, ref, err: (err as Error).stack }, 'handler gateway failed');
+        if (r.res.headersSent) {
+          r.res.destroy();
+          return { status: r.res.statusCode, bytes: 0 };
+        }
+        return page(r.req, r.res, 500, ref);
+      }
+    },
+  };
+}
+
 /** Not root: box-init built where this process may write (beside the suite's code, or else in its data folder). */
 function localBoxInit(dataDir: string): BoxInit {
   const here = compileBoxInit(nativeDir());
@@ -344,10 +392,14 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   }
 
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
-    // A request in the moment between the HTTP listener opening and the launcher being ready waits for it.
-    if (launcherUp) await launcherUp;
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
+    // A request between the HTTP listener opening and the launcher being ready waits for it, at most cgi.timeout.
+    const notReady = launcherUp && (await launcherNotReady(launcherUp, current.config.main.cgi.timeout));
+    if (notReady) {
+      log.warn({ ...who, why: notReady }, 'handler request refused: the handler launcher is not ready');
+      return unavailable(req, res, LAUNCHER_RETRY_AFTER);
+    }
     const timeline = new Timeline();
     if (!caps) return page(req, res, status('UNAVAILABLE'));
     if (!caps.box) {
@@ -416,7 +468,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       if (!(await pools.claim(tenant.id))) {
         log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
         counted(tenant.id, 'busy');
-        return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', '1']]);
+        return unavailable(req, res, 1);
       }
       try {
         // RFC 3875 §4.1: the meta-variables are the script's environment; a PATH of the box's own folders, and Apache's usual extras
@@ -452,7 +504,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       if (!worker) {
         log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
         counted(tenant.id, 'busy');
-        return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', '1']]);
+        return unavailable(req, res, 1);
       }
       try {
         result = await worker.run(
@@ -478,21 +530,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   }
 
   return {
-    gateway: {
-      async handle(r) {
-        try {
-          return await handle(r);
-        } catch (err) {
-          const ref = errorRef();
-          log.error({ tenant: r.tenant.id, remote: r.remote, handler: r.name, ref, err: (err as Error).stack }, 'handler gateway failed');
-          if (r.res.headersSent) {
-            r.res.destroy();
-            return { status: r.res.statusCode, bytes: 0 };
-          }
-          return page(r.req, r.res, 500, ref);
-        }
-      },
-    },
+    gateway: guarded(handle, log),
     service: {
       name: 'cgi',
       async start() {
@@ -521,6 +559,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       async ready() {
         await launcherUp;
       },
+      awaiting: () => (launcherUp ? 'the handler launcher is loading the configuration' : undefined),
       async stop(graceMs) {
         boxes.discard();
         local.retireAll();

@@ -142,6 +142,22 @@ type Reply =
   | { op: 'scratched'; id: number };
 
 /**
+ * How long the launcher has, from its fork, to load the configuration folder
+ * and say it is ready: 60 s. With 10,000 tenants its load takes 1 to 2 s
+ * (docs/performance.md); the margin is for a cold start from a slow disk. A
+ * launcher not ready by then (wedged, a disk that hangs) fails the suite's
+ * start instead of holding it, and every handler request, forever.
+ */
+export const LAUNCHER_READY_MS = 60_000;
+
+export interface LauncherOptions {
+  /** The launcher's program (tests give one that never says it is ready); default: src/cgi/launcher-main.ts, or dist/launcher.mjs once built. */
+  entry?: string;
+  /** How long it has to say it is ready (default {@link LAUNCHER_READY_MS}). */
+  readyWithinMs?: number;
+}
+
+/**
  * The server's side of the launcher: forks it (as root, before the drop),
  * sends it one JSON text per request and turns its replies into
  * LaunchedProcess events.
@@ -164,11 +180,17 @@ export class LauncherClient {
   uids: Record<string, number> = {};
   /** true when scripts run in one persistent box per tenant; else why each gets a fresh box. */
   forkBox: true | string = 'not told';
+  /**
+   * Settles once the launcher has loaded the configuration; rejects when it
+   * ends first, or is not ready within {@link LauncherOptions.readyWithinMs}.
+   */
   readonly ready: Promise<void>;
+  /** Fails `ready` when the launcher takes too long (cleared once it settles). */
+  private readonly readyTimer: NodeJS.Timeout;
 
-  constructor(configDir: string, suiteDir: string, private readonly log: Logger) {
+  constructor(configDir: string, suiteDir: string, private readonly log: Logger, options: LauncherOptions = {}) {
     const fromSource = import.meta.url.endsWith('.ts');
-    const entry = fromSource ? path.join(packageRoot(), 'src', 'cgi', 'launcher-main.ts') : path.join(packageRoot(), 'dist', 'launcher.mjs');
+    const entry = options.entry ?? (fromSource ? path.join(packageRoot(), 'src', 'cgi', 'launcher-main.ts') : path.join(packageRoot(), 'dist', 'launcher.mjs'));
     if (!existsSync(entry)) throw new Error(`${entry} is missing (npm run build makes it)`);
     this.proc = fork(entry, [configDir, suiteDir], {
       cwd: packageRoot(),
@@ -190,10 +212,20 @@ export class LauncherClient {
     });
     // Started ahead of the server's own start, it may be stopped before anyone awaits it (a refused config).
     this.ready.catch(() => undefined);
+    const withinMs = options.readyWithinMs ?? LAUNCHER_READY_MS;
+    this.readyTimer = setTimeout(() => {
+      const why = `the handler launcher did not say it was ready within ${withinMs / 1000} s of its start (it was loading the configuration folder ${configDir})`;
+      this.log.error({ why, pid: this.proc.pid }, 'handler launcher not ready in time: ended');
+      readyFailed(new Error(why));
+      this.end();
+    }, withinMs);
+    // Only the start waits for it: a process with nothing else to do need not stay for it.
+    this.readyTimer.unref();
     this.proc.on('message', (m: Reply, handle: unknown) => {
       if (m.op === 'ready') {
         this.uids = m.uids;
         this.forkBox = m.forkBox ?? 'not told';
+        clearTimeout(this.readyTimer);
         return readyNow();
       }
       if (m.op === 'failed') {
@@ -257,7 +289,10 @@ export class LauncherClient {
         run.exited(m.code, m.signal, m.error);
       }
     });
+    // A fork that failed, or a kill it could not be sent (the server has dropped root, the launcher has not: see end()).
+    this.proc.on('error', (err) => this.log.warn({ why: err.message, pid: this.proc.pid }, 'handler launcher process error'));
     this.proc.on('exit', (code, signal) => {
+      clearTimeout(this.readyTimer);
       this.gone = this.failed !== undefined ? `the launcher could not start: ${this.failed}` : `the launcher ended (${code ?? signal})`;
       readyFailed(new Error(this.gone));
       // Asked to end (the suite is stopping): its end is expected, not a failure.
@@ -328,7 +363,19 @@ export class LauncherClient {
    */
   stop(): void {
     this.stopping = true;
+    clearTimeout(this.readyTimer);
     if (!this.gone && this.proc.connected) this.proc.disconnect();
+  }
+
+  /**
+   * Ends a launcher that is not answering: SIGKILL while the server may
+   * still signal it (before its drop from root), and its channel closed,
+   * which ends it once it reads again.
+   */
+  private end(): void {
+    if (this.gone) return;
+    this.proc.kill('SIGKILL');
+    this.stop();
   }
 }
 
