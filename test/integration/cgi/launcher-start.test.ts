@@ -94,6 +94,8 @@ function compose(launcher: LauncherClient, log: ReturnType<typeof recorder>['log
   const admin = listening(createAdminService({ registry, metrics: new Metrics(), health, log, services: () => ['cgi', 'http', 'admin'] }));
   const services = [gateway.service, http.svc, admin.svc];
   cleanup.push(async () => {
+    // Told it is ready first: a test that failed before that leaves no process behind (it ignores the end of its channel till then).
+    launcher.sendRaw('say ready');
     await stopAll(services, 500);
     launcher.stop();
     state.close();
