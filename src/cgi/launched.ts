@@ -370,12 +370,14 @@ export class LauncherClient {
   /**
    * Ends a launcher that is not answering: SIGKILL while the server may
    * still signal it (before its drop from root), and its channel closed,
-   * which ends it once it reads again.
+   * which ends it once it reads again. The server no longer waits for its
+   * end: a failed start exits without it.
    */
   private end(): void {
     if (this.gone) return;
     this.proc.kill('SIGKILL');
     this.stop();
+    this.proc.unref();
   }
 }
 
