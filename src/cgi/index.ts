@@ -25,7 +25,7 @@ import { detectSandbox, forkBoxSpec, scriptSpec, spawnSpec, tenantCgroupLimits, 
 import { compileBoxInit, type BoxInit } from './forkbox.ts';
 import { LocalForkBoxes } from './localboxes.ts';
 import type { RunResult } from './worker.ts';
-import { LauncherClient } from './launched.ts';
+import { LauncherClient, type LauncherOptions } from './launched.ts';
 
 /** Seconds a handler request refused because the launcher is still starting is told to wait (Retry-After). */
 export const LAUNCHER_RETRY_AFTER = 5;
@@ -43,8 +43,8 @@ export const SUITE_HANDLERS = path.join(packageRoot(), 'cgi-bin') + path.sep;
  * (`launcherStarted`), which uses it or stops it; stop it if the start fails
  * before that.
  */
-export function startLauncher(configDir: string, log: Logger): LauncherClient {
-  return new LauncherClient(configDir, SUITE_HANDLERS, log.child({ svc: 'cgi' }));
+export function startLauncher(configDir: string, log: Logger, options?: LauncherOptions): LauncherClient {
+  return new LauncherClient(configDir, SUITE_HANDLERS, log.child({ svc: 'cgi' }), options);
 }
 
 export interface CgiDeps {

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import os from 'node:os';
@@ -15,6 +15,7 @@ import { startAll, stopAll, type Service } from '../../../src/core/lifecycle.ts'
 import { createLogger } from '../../../src/core/log.ts';
 import { Metrics } from '../../../src/core/metrics.ts';
 import { Registry } from '../../../src/core/registry.ts';
+import { startSuite } from '../../../src/main.ts';
 import { createHttpService } from '../../../src/http/index.ts';
 import { openState, type State } from '../../../src/state/index.ts';
 import { call } from '../../helpers/cgi.ts';
@@ -44,13 +45,14 @@ function recorder() {
       },
     }),
   });
-  /** The first line (so far or to come) with message `msg`. */
-  const line = (msg: string) =>
+  /** The first line (so far or to come) with message `msg` (or that `msg` is true of). */
+  const line = (msg: string | ((l: Record<string, unknown>) => boolean)) =>
     new Promise<Record<string, unknown>>((resolve) => {
-      const now = lines.find((l) => l.msg === msg);
+      const is = typeof msg === 'string' ? (l: Record<string, unknown>) => l.msg === msg : msg;
+      const now = lines.find(is);
       if (now) return resolve(now);
       const on = (l: Record<string, unknown>) => {
-        if (l.msg !== msg) return;
+        if (!is(l)) return;
         seen.off('line', on);
         resolve(l);
       };
@@ -175,5 +177,39 @@ describe('/healthz while a service is still starting', () => {
     const after = await healthz();
     expect(after).toMatchObject({ code: 200, body: { status: 'ok' } });
     expect(after.body.problems).toBeUndefined();
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)('the suite started as root, its launcher slow to become ready', () => {
+  function suiteConfig(): string {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-launcher-start-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    return writeConfig(dir, { main: { admin: { listen: '127.0.0.1:0' } }, tenants: { 'a.test': { domains: ['a.test'], cgi: true } } }).configDir;
+  }
+
+  it('/healthz says starting:cgi until the launcher is ready, then ok', async () => {
+    const { log, line } = recorder();
+    const configDir = suiteConfig();
+    const starting = startSuite({ configDir, log, watch: false, sandbox: () => caps, launcher: { entry: WEDGED } });
+    cleanup.push(async () => {
+      // Told it is ready if the test failed before: the launcher must not outlive the test.
+      writeFileSync(path.join(configDir, 'say-ready'), '');
+      await (await starting.catch(() => undefined))?.stop(500);
+    });
+    const { url } = await line((l) => l.svc === 'admin' && typeof l.url === 'string');
+    const healthz = async () => (await fetch(`${url as string}/healthz`)).json() as Promise<{ status: string; problems?: unknown[] }>;
+    expect(await healthz()).toMatchObject({ status: 'degraded', problems: [{ key: 'starting:cgi', message: 'cgi is still starting: the handler launcher is loading the configuration' }] });
+    writeFileSync(path.join(configDir, 'say-ready'), '');
+    await starting;
+    expect(await healthz()).toEqual(expect.objectContaining({ status: 'ok' }));
+  });
+
+  it("fails its start once the launcher's time is up, naming it, and the launcher is ended", async () => {
+    const { log, line } = recorder();
+    const starting = startSuite({ configDir: suiteConfig(), log, watch: false, sandbox: () => caps, launcher: { entry: WEDGED, readyWithinMs: 300 } });
+    const { pid } = await line('handler launcher not ready in time: ended');
+    await expect(starting).rejects.toThrow(/^the handler launcher did not say it was ready within 0\.3 s of its start \(it was loading the configuration folder .*config\)$/);
+    await line('handler launcher ended');
+    expect(() => process.kill(pid as number, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
   });
 });
