@@ -29,7 +29,8 @@ export interface Service {
   /**
    * What ready() still waits for, in words ("the handler launcher is loading
    * the configuration"), asked once start() has resolved; undefined: nothing.
-   * Health shows it (`starting:<name>`) until ready() settles.
+   * Health shows it (`starting:<name>`) until ready() settles; a service
+   * with ready() and without this is shown as not finished with its start.
    */
   awaiting?(): string | undefined;
 }
@@ -58,7 +59,7 @@ export async function startAll(services: readonly Service[], log: Logger, bound?
       const urls = await svc.start();
       for (const url of urls) log.info({ svc: svc.name, url }, `${svc.name} listening on ${url}`);
       started.push(svc);
-      const awaiting = svc.awaiting?.();
+      const awaiting = svc.ready && (svc.awaiting ? svc.awaiting() : 'its start is not finished');
       if (awaiting) health?.set(`starting:${svc.name}`, { severity: 'degraded', message: `${svc.name} is still starting: ${awaiting}` });
     } catch (err) {
       await failed(svc.name, err);

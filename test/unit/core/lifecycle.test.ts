@@ -136,6 +136,17 @@ describe('startAll and a service ready after the others start', () => {
     expect(health.check()).toEqual({ status: 'ok', problems: [] });
   });
 
+  it('says a service with ready() that does not say what it awaits is not finished with its start', async () => {
+    const health = new Health();
+    const lists = late('lists', []);
+    const all = startAll([lists.svc], logger().log, undefined, health);
+    await new Promise((r) => setImmediate(r));
+    expect(health.check().problems).toEqual([{ key: 'starting:lists', severity: 'degraded', message: 'lists is still starting: its start is not finished' }]);
+    lists.settle();
+    await all;
+    expect(health.check().problems).toEqual([]);
+  });
+
   it('clears what it said is starting when the start fails', async () => {
     const health = new Health();
     const cgi = late('cgi', []);
