@@ -21,7 +21,7 @@ import { openState, type State } from '../../../src/state/index.ts';
 import { call } from '../../helpers/cgi.ts';
 import { writeConfig } from '../../helpers/suite.ts';
 
-// A launcher that does not become ready (tests/fixtures/launcher/wedged.mjs, a real child process over the real
+// A launcher that does not become ready (test/fixtures/launcher/wedged.mjs, a real child process over the real
 // channel) must not hold the suite's start, nor a handler request, forever; /healthz says the start is not over.
 
 const WEDGED = path.resolve(import.meta.dirname, '../../fixtures/launcher/wedged.mjs');
