@@ -339,7 +339,7 @@ export function createMailService(deps: MailDeps): MailService {
         await inbound.close();
       },
       reload(next) {
-        registry = next;
+        return () => void (registry = next);
       },
     },
   };
