@@ -60,10 +60,22 @@ export class SmtpSession {
   /** Set for one transaction: add SMTPUTF8 to MAIL FROM even when the addresses are ASCII (the headers may not be). */
   private forceUtf8 = false;
 
+  /** Set while a transaction runs: ends it with an error (once) when the connection fails under it. */
+  private abort: ((err: Error) => void) | undefined;
+
   private constructor(conn: SMTPConnection) {
     this.conn = conn;
-    conn.on('error', () => (this.broken = true));
-    conn.on('end', () => (this.broken = true));
+    // nodemailer calls a transaction's callback only for replies: when the
+    // connection fails under it (closed, reset, timed out) it emits 'error'
+    // and 'end' instead, and the transaction must end here.
+    conn.on('error', (err: Error) => {
+      this.broken = true;
+      this.abort?.(err);
+    });
+    conn.on('end', () => {
+      this.broken = true;
+      this.abort?.(Object.assign(new Error('Connection closed during the transaction'), { code: 'ECONNECTION' }));
+    });
     // nodemailer adds SMTPUTF8 only for non-ASCII addresses; RFC 6531 §3.4
     // asks for it whenever the message may carry UTF-8 (headers too). Its
     // command writer is private; this file is the one that touches it.
@@ -157,14 +169,22 @@ export class SmtpSession {
     this.group = this.offers('PIPELINING') ? [...to.map((a) => `RCPT TO:<${a.trim()}>`), 'DATA'] : [];
     this.sent = [];
     return new Promise((resolve, reject) => {
-      this.conn.send({ from, to: [...to], use8BitMime: params?.eightBit ?? false } as Parameters<SMTPConnection['send']>[0], message, (err, info) => {
-        if (err) {
-          this.broken = true;
-          reject(err);
-        } else {
-          resolve(info as unknown as SentInfo);
-        }
-      });
+      let settled = false;
+      const done = (err: Error | null, info?: SentInfo) => {
+        if (settled) return;
+        settled = true;
+        if (this.abort === abort) this.abort = undefined;
+        if (!err) return resolve(info!);
+        this.broken = true;
+        // A message not read yet (the transaction ended before DATA) is closed here, not left open.
+        if (message instanceof Readable) message.destroy();
+        reject(err);
+      };
+      const abort = (err: Error) => done(err);
+      this.abort = abort;
+      this.conn.send({ from, to: [...to], use8BitMime: params?.eightBit ?? false } as Parameters<SMTPConnection['send']>[0], message, (err, info) =>
+        done(err, info as unknown as SentInfo),
+      );
     });
   }
 

@@ -6,9 +6,10 @@ import { NODEMAILER_INTERNALS, SmtpPool, SmtpSession, type SmtpError } from '../
 /**
  * A next hop on a raw socket that records what each 'data' event brought,
  * so a test sees which commands came in one write. It answers every
- * command line in order (pipelined or not), `reply` deciding the answer.
+ * command line in order (pipelined or not), `reply` deciding the answer;
+ * null: the connection is dropped without one.
  */
-function nextHop(pipelining: boolean, reply: (cmd: string) => string = () => '250 2.0.0 Ok') {
+function nextHop(pipelining: boolean, reply: (cmd: string) => string | null = () => '250 2.0.0 Ok') {
   const reads: string[] = [];
   const messages: string[] = [];
   const server = net.createServer((sock) => {
@@ -41,6 +42,7 @@ function nextHop(pipelining: boolean, reply: (cmd: string) => string = () => '25
           sock.end('221 2.0.0 Bye\r\n');
         } else {
           const r = reply(line);
+          if (r === null) return void sock.destroy();
           if (verb === 'DATA' && r.startsWith('354')) body = '';
           sock.write(r + '\r\n');
         }
@@ -139,5 +141,17 @@ describe('the next hop with and without PIPELINING', () => {
     expect(err.code).toBe('EENVELOPE');
     expect(hop.messages).toHaveLength(0);
     pool.close();
+  });
+
+  it('the connection drops in the middle of a transaction: the send fails (it does not wait forever)', async () => {
+    const hop = nextHop(true, (cmd) => (cmd.startsWith('RCPT') ? null : DATA_OK(cmd)));
+    const session = await SmtpSession.open(await start(hop));
+    const err = (await session.send('a@here.test', ['b@hop.test'], message()).catch((e: unknown) => e)) as SmtpError;
+    expect(err).toBeInstanceOf(Error);
+    expect(err.code).toBe('ECONNECTION');
+    expect(err.responseCode).toBeUndefined();
+    expect(session.broken).toBe(true);
+    expect(hop.messages).toHaveLength(0);
+    session.close();
   });
 });
