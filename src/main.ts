@@ -48,8 +48,9 @@ export interface Suite {
   readonly lists: Lists | undefined;
   registry(): Registry;
   /**
-   * Loads the config again; true if every service took the new snapshot. False if it was refused (the old one
-   * keeps serving everywhere) or if a service failed to take it (health names it: the others serve the new one).
+   * Loads the config again; true if every service took the new snapshot. False if it was refused, by the
+   * config's checks or by a service that cannot take it (the old one keeps serving everywhere), or if a service
+   * failed to switch to it after all had prepared it (a fault of ours: health names it, the others serve the new one).
    */
   reload(): boolean;
   stop(graceMs?: number): Promise<void>;
@@ -144,6 +145,13 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
     launcherStarted,
   });
   services.push(cgi.service);
+  // The launcher reads the config itself (it trusts no view of the server's): one it refused is the operator's to know.
+  health.probe(() => {
+    const why = cgi.launcher()?.reloadRefused;
+    return why === undefined
+      ? []
+      : [{ key: 'launcher', severity: 'degraded', message: `the handler launcher refused the new configuration (${why}) and runs handlers by the one it had; fix it and reload` }];
+  });
   const listPages: ListPages | undefined = lists?.pages;
   // ACME answers its HTTP-01 challenges through the HTTP service and starts after it (orders need the listener).
   const acme = config.main.acme && certs ? (await import('./acme/index.ts')).createAcmeService({ registry, log, certs, health, metrics }) : undefined;
@@ -216,12 +224,18 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
       });
       return false;
     }
-    // Then applied: every service is handed the snapshot, each on its own.
+    // Then applied, all or nothing: every service prepares the snapshot, and only once all can take it does each switch.
+    const { applied, failed } = reloadAll(services, next, log, health);
+    if (!applied) {
+      const names = failed.map((f) => f.service);
+      log.error({ refused: names }, `configuration change refused by ${names.join(', ')}; the previous configuration keeps serving everywhere`);
+      metrics.configReloads.inc({ result: 'refused' });
+      return false;
+    }
     if (pending.length > 0) log.warn({ settings: pending }, `makewaves.yaml: ${pending.join(', ')} changed; they take effect on restart (the rest applies now)`);
     registry = next;
     const unsaved = parseCache.save(cacheFile);
     if (unsaved) log.warn({ why: unsaved }, 'cannot write the cache of parsed tenant files; the next start parses every file again');
-    const failed = reloadAll(services, next, log, health);
     if (certs && next.config.main.http.tls?.selfSigned) {
       certs.ensureSelfSigned(next, next.config.main.hostname).catch((err: Error) => log.error({ err: err.message }, 'cannot write self-signed certificates'));
     }
@@ -229,7 +243,7 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
     health.set('restart', pending.length > 0 ? { severity: 'degraded', message: `makewaves.yaml: ${pending.join(', ')} changed since the start; restart to apply` } : undefined);
     if (failed.length > 0) {
       const names = failed.map((f) => f.service);
-      log.error({ failed: names }, `configuration reloaded except in ${names.join(', ')}, which failed to take it; restart to apply it everywhere`);
+      log.error({ failed: names }, `configuration reloaded except in ${names.join(', ')}, which failed to switch to it; restart to apply it everywhere`);
       metrics.configReloads.inc({ result: 'failed' });
       return false;
     }

@@ -294,8 +294,10 @@ export function createAcmeService({ registry, log: rootLog, certs, health, metri
       await Promise.race([Promise.allSettled([...running.values()]), grace]);
     },
     reload(next) {
-      current = next;
-      wake();
+      return () => {
+        current = next;
+        wake();
+      };
     },
     jobs(): Job[] {
       return [{ name: 'acme renewals', schedule: '*/10 * * * *', run: wake }];

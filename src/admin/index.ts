@@ -82,7 +82,7 @@ export function createAdminService({ registry, metrics, health, log: rootLog, se
       await closeHttpServer(s, graceMs);
     },
     reload(next) {
-      current = next;
+      return () => void (current = next);
     },
   };
 }

@@ -2,7 +2,7 @@ import { readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
-import { nativeDir, packageRoot } from '../lib/paths.ts';
+import { packageRoot } from '../lib/paths.ts';
 import type { GatewayRequest, HandlerGateway, HttpOutcome, MailSubmitter } from '../core/contracts.ts';
 import { errorRef, replyCode, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
@@ -17,13 +17,12 @@ import { GrantCache } from './grants.ts';
 import { HandlerMail, type SentForm } from './mail.ts';
 import { handlerErrorPage } from './pages.ts';
 import { Pools, type PoolLimits } from './pool.ts';
-import { findDelegatedCgroup, limitsNote, TenantCgroups, type CgroupFinding } from '../lib/cgroup.ts';
+import { findDelegatedCgroup, limitsNote, type CgroupFinding } from '../lib/cgroup.ts';
 import { tenantPlaces } from './places.ts';
 import { BoxPool, boxOptionsOf } from './boxes.ts';
 import { findScriptSync, runScript } from './classic.ts';
-import { detectSandbox, forkBoxSpec, scriptSpec, spawnSpec, tenantCgroupLimits, type SandboxCapabilities, type SpawnOptions, type SpawnSpec } from './sandbox.ts';
-import { compileBoxInit, type BoxInit } from './forkbox.ts';
-import { LocalForkBoxes } from './localboxes.ts';
+import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
+import { LocalRuns } from './localboxes.ts';
 import type { RunResult } from './worker.ts';
 import { LauncherClient, type LauncherOptions } from './launched.ts';
 
@@ -324,11 +323,6 @@ function guarded(handle: (r: GatewayRequest) => Promise<HttpOutcome>, log: Logge
 }
 
 /** Not root: box-init built where this process may write (beside the suite's code, or else in its data folder). */
-function localBoxInit(dataDir: string): BoxInit {
-  const here = compileBoxInit(nativeDir());
-  return here.ok || /no C compiler/.test(here.why) ? here : compileBoxInit(path.join(dataDir, 'box-init'));
-}
-
 /** A run the root launcher starts, with the tenant's own uid (see launcher.ts); it checks the ask itself. */
 function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' | 'script', name: string): SpawnSpec {
   return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind, name, env: {} } } };
@@ -356,26 +350,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   const pools = new Pools(limitsOf(registry), log);
   // Script boxes started ahead, when this process starts them itself (not root: no launcher).
   const boxes = new BoxPool(boxOptionsOf(registry, log));
-  /** The delegated cgroup v2 tenants' runs go below (found at start), or why rlimits alone hold them. */
-  let cgroup: CgroupFinding = { ok: false, why: 'not looked for yet' };
-  const tenantCgroups = new TenantCgroups(() => cgroup);
-  /** Without the launcher: the tenant's cgroup.procs (made with the limits now), when a cgroup v2 is delegated. */
-  function cgroupOf(t: Tenant): { cgroup?: string } {
-    const procs = tenantCgroups.procsOf(t.id, tenantCgroupLimits(current.config.main.cgi));
-    return procs ? { cgroup: procs } : {};
-  }
-  /** Without the launcher: box-init, for persistent script boxes the suite starts itself; or why each run gets a box. */
-  let boxInit: BoxInit | undefined;
-  const local = new LocalForkBoxes(registry.config.main.cgi.idleTimeout * 1000, log);
-  /** A script run in the tenant's persistent box, started by this process (`whole`: the script's whole environment). */
-  function localRun(tenant: string, box: Omit<SpawnOptions, 'reads'> & { argv: string[]; init: string }, whole: Record<string, string>): SpawnSpec {
-    const cfg = current.config.main.cgi;
-    const file = box.argv[box.argv.length - 1]!;
-    const limits = { cpu: cfg.timeout + 1, data: cfg.memory, fsize: cfg.scratchFileMax, nofile: 256, tmp: cfg.scratchFileMax };
-    const key = [tenant, ...box.folders, box.scratch].join('\0');
-    const client = { start: () => local.start(key, () => forkBoxSpec(caps!, box), tenant, { cwd: path.dirname(file), argv: box.argv, env: whole, limits }) };
-    return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind: 'script', name: path.basename(file), env: {} } } };
-  }
+  /** Without the launcher: the tenants' cgroups and persistent script boxes this process starts itself. */
+  const local = new LocalRuns(() => current, log);
   const handlerMail = new HandlerMail(mail, mailLimitsOf(registry), log, onSent);
   /** Tenant handler file → the mtime:size:inode the warm processes loaded. */
   const versions = new Map<string, string>();
@@ -475,11 +451,11 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         // (the launcher adds those itself, from its own view of the tenant).
         const sendmail = handlerMail.forRun({ tenant, remote, handler: name });
         const whole = { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
-        const box = { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax, ...cgroupOf(tenant) };
+        const box = { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax, ...local.cgroupOf(tenant) };
         const ran = launcher
           ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail, undefined, timeline)
-          : boxInit?.ok
-            ? await runScript(localRun(tenant.id, { ...box, init: boxInit.path }, whole), env, read.body, limitsOf(current), sendmail, undefined, timeline)
+          : local.boxInit?.ok
+            ? await runScript(local.run(caps, tenant.id, { ...box, init: local.boxInit.path }, whole), env, read.body, limitsOf(current), sendmail, undefined, timeline)
             : await runScript(scriptSpec(caps, { ...box, env: whole }), env, read.body, limitsOf(current), sendmail, boxes, timeline);
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;
@@ -496,7 +472,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
             scratch: scratch(tenant),
             memory: cfg.memory,
             fileMax: cfg.scratchFileMax,
-            ...cgroupOf(tenant),
+            ...local.cgroupOf(tenant),
           });
       // As without the launcher: checked before every run, not only when a process starts.
       if (launcher) await launcher.scratch(tenant.id);
@@ -535,7 +511,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       name: 'cgi',
       async start() {
         caps = sandbox(current.config.main.cgi.user);
-        cgroup = findCgroup();
+        local.cgroup = findCgroup();
         scanSuite();
         const c = caps;
         const asRoot = process.getuid?.() === 0;
@@ -545,15 +521,15 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
           const l = (launcher = launcherStarted ?? new LauncherClient(current.config.dir, suiteDir, log));
           launcherUp = l.ready.then(() => {
             launcherUp = undefined;
-            announce(log, c, l, current, suiteReal, [...suiteNames], cgroup, l.forkBox);
+            announce(log, c, l, current, suiteReal, [...suiteNames], local.cgroup, l.forkBox);
           });
           launcherUp.catch(() => undefined); // awaited by ready() (the start's failure, reported there) and by requests meanwhile
           return [];
         }
         launcherStarted?.stop();
-        if (c.box) boxInit = localBoxInit(current.config.main.dataDir);
-        const scripts = (boxInit?.ok ?? false) ? true : (boxInit as { why?: string } | undefined)?.why ?? 'no box';
-        announce(log, c, launcher, current, suiteReal, [...suiteNames], cgroup, scripts);
+        const boxInit = c.box ? local.prepareBoxInit() : undefined;
+        const scripts = boxInit === undefined ? 'no box' : boxInit.ok ? true : boxInit.why;
+        announce(log, c, launcher, current, suiteReal, [...suiteNames], local.cgroup, scripts);
         return [];
       },
       async ready() {
@@ -567,21 +543,23 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         launcher?.stop();
       },
       reload(next) {
-        current = next;
-        places.reload();
-        grants.clear();
-        pools.setLimits(limitsOf(next));
-        handlerMail.setLimits(mailLimitsOf(next));
-        pools.retireAll();
-        boxes.discard();
-        boxes.setOptions(boxOptionsOf(next, log));
-        // The tenant, its folders or limits may have changed: each box ends once its runs are over.
-        local.retireAll();
-        local.setIdle(next.config.main.cgi.idleTimeout * 1000);
-        // Without the launcher this process made them (the launcher looks after its own).
-        if (!launcher) for (const left of tenantCgroups.reload(next.tenants.keys())) log.warn(left, 'a removed tenant\'s cgroup is still in use: tried again at the next reload');
-        launcher?.reload();
-        scanSuite();
+        // What the new snapshot's settings make, before anything switches to it.
+        const limits = limitsOf(next);
+        const mailLimits = mailLimitsOf(next);
+        const boxOptions = boxOptionsOf(next, log);
+        return () => {
+          current = next;
+          places.reload();
+          grants.clear();
+          pools.setLimits(limits);
+          handlerMail.setLimits(mailLimits);
+          pools.retireAll();
+          boxes.discard();
+          boxes.setOptions(boxOptions);
+          local.reload(next, !launcher);
+          launcher?.reload();
+          scanSuite();
+        };
       },
     },
     processes: () => pools.size,

@@ -130,6 +130,7 @@ export class LaunchedProcess extends EventEmitter {
 type Reply =
   | { op: 'ready'; uids: Record<string, number>; forkBox?: true | string }
   | { op: 'failed'; why: string }
+  | { op: 'reloaded'; why?: string }
   | { op: 'forkbox'; box: number; tenant: string; uid: number }
   | { op: 'started'; id: number; pid: number; uid: number; box?: number }
   | { op: 'stdio'; id: number; fd: number }
@@ -172,6 +173,8 @@ export class LauncherClient {
   private gone: string | undefined;
   /** Why the launcher could not start (its config refused, say), as it said before ending. */
   private failed: string | undefined;
+  /** Why the launcher refused the last reload (it keeps the config it had); undefined once it took one. */
+  reloadRefused: string | undefined;
   /** stop() was called: the launcher's end that follows is the one asked for. */
   private stopping = false;
   /** Emits 'refused' (why, run id or undefined) for each refusal the launcher sends back. */
@@ -230,6 +233,12 @@ export class LauncherClient {
       }
       if (m.op === 'failed') {
         this.failed = m.why;
+        return;
+      }
+      if (m.op === 'reloaded') {
+        if (m.why !== undefined) this.log.error({ why: m.why }, 'the handler launcher refused the new configuration and keeps the one it had');
+        this.reloadRefused = m.why;
+        this.events.emit('reloaded', m.why);
         return;
       }
       if (m.op === 'repaired') {

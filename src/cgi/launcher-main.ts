@@ -103,8 +103,11 @@ process.on('message', (raw: unknown) => {
       try {
         launcher.load();
         boxes.setOptions({ ...launcher.boxOptions(log), ...boxHooks });
+        send({ op: 'reloaded' });
       } catch (err) {
         log.error({ err: (err as Error).message }, 'reload failed: the launcher keeps the config it had');
+        // The server serves the new config: its health says the launcher did not take it.
+        send({ op: 'reloaded', why: (err as Error).message });
       }
       return saveCache();
     }

@@ -31,7 +31,8 @@ import { detectSandbox, forkBoxSpec, scriptSpec, spawnSpec, tenantCgroupLimits, 
  *   {"op":"run","id":7,"tenant":"a","kind":"script","name":"hello.pl","env":{"QUERY_STRING":"x=1",…}}
  *   {"op":"kill","id":7}        ends run 7 (SIGKILL), one this launcher started
  *   {"op":"scratch","id":8,"tenant":"a"}  sets a's scratch folder back to 0700 and a's uid (before each warm run)
- *   {"op":"reload"}             reads the config folder again (new tenants get their uid)
+ *   {"op":"reload"}             reads the config folder again (new tenants get their uid); answered
+ *                               {"op":"reloaded"}, or {"op":"reloaded","why":…} when it keeps the config it had
  */
 export const MAX_REQUEST = 64 * 1024;
 
@@ -174,34 +175,43 @@ export class Launcher {
     return this.tenantCgroups.procsOf(t.id, tenantCgroupLimits(this.registry.config.main.cgi));
   }
 
-  /** (Re)reads the config folder and gives every tenant without a uid one. A uid once given is never changed here. */
+  /**
+   * (Re)reads the config folder and gives every tenant without a uid one. A uid once given is never changed here.
+   * All or nothing: what can fail (the config, the uid store) is done before anything of the old config is
+   * replaced, so a reload that throws leaves the launcher on the config it had.
+   */
   load(): void {
     this.cacheFile ??= this.readCache();
     const config = loadConfig(this.opts.configDir, undefined, this.parseCache);
-    this.registry = new Registry(config);
-    // Limits may have changed: each tenant's cgroup is set again at its next run; removed tenants' cgroups go.
-    // (Not at the first load: the cgroup is looked for after it.)
-    if (this.cgroup) {
-      for (const left of this.tenantCgroups.reload(this.registry.tenants.keys())) this.opts.log.warn(left, 'a removed tenant\'s cgroup is still in use: tried again at the next reload');
-    }
+    const registry = new Registry(config);
     const main = config.main;
     const avoid = new Set<number>([0]);
     for (const u of [main.user, main.cgi.user]) {
       const found = u ? lookupUser(u) : undefined;
       if (found) avoid.add(found.uid);
     }
-    this.allowedOwners = new Set([0, ...(main.user ? [lookupUser(main.user)?.uid ?? 0] : [])]);
+    const allowedOwners = new Set([0, ...(main.user ? [lookupUser(main.user)?.uid ?? 0] : [])]);
+    let given: Map<string, number>;
     const db = openDb(main.dataDir, cgiUidMigrations);
     try {
       const store = new CgiUids(db);
-      const left = store.assign([...this.registry.tenants.keys()].sort(), parseUidRange(main.cgi.uids), avoid, (t) =>
+      const left = store.assign([...registry.tenants.keys()].sort(), parseUidRange(main.cgi.uids), avoid, (t) =>
         existsSync(path.join(main.dataDir, 'cgi', t)) || existsSync(path.join(main.sitesDir, t)),
       );
       for (const t of left) this.opts.log.error({ tenant: t, range: main.cgi.uids }, 'cgi.uids is exhausted: this tenant gets no uid and its handlers are refused');
-      // Uids given before stay as this process first read them: state is the server's file too.
-      for (const [t, uid] of store.all()) if (!this.uids.has(t) || this.uids.get(t) === uid) this.uids.set(t, uid);
+      given = store.all();
     } finally {
       db.close();
+    }
+    // Nothing below throws: the switch to the new config.
+    this.registry = registry;
+    this.allowedOwners = allowedOwners;
+    // Uids given before stay as this process first read them: state is the server's file too.
+    for (const [t, uid] of given) if (!this.uids.has(t) || this.uids.get(t) === uid) this.uids.set(t, uid);
+    // Limits may have changed: each tenant's cgroup is set again at its next run; removed tenants' cgroups go.
+    // (Not at the first load: the cgroup is looked for after it.)
+    if (this.cgroup) {
+      for (const left of this.tenantCgroups.reload(this.registry.tenants.keys())) this.opts.log.warn(left, 'a removed tenant\'s cgroup is still in use: tried again at the next reload');
     }
     try {
       this.suiteReal = realpathSync(this.opts.suiteDir);

@@ -16,8 +16,14 @@ export interface Service {
   start(): Promise<string[]>;
   /** Stops accepting, lets sessions finish for graceMs, then closes them. Never rejects. */
   stop(graceMs: number): Promise<void>;
-  /** Takes a new registry snapshot; sessions already open keep theirs. */
-  reload(next: Registry): void;
+  /**
+   * Prepares a new registry snapshot: whatever can fail (a setting the
+   * service cannot take, what it derives from the snapshot) is done here,
+   * and a throw refuses the reload everywhere (no service takes it).
+   * Returns the switch to the snapshot, which must not fail; sessions
+   * already open keep theirs.
+   */
+  reload(next: Registry): () => void;
   /** Periodic tasks this service needs (log rotation, rescans). */
   jobs?(): Job[];
   /**
@@ -90,32 +96,52 @@ export async function stopAll(services: readonly Service[], graceMs: number, onE
   }
 }
 
+/** What {@link reloadAll} did: `applied` false when a service refused the snapshot and none took it. */
+export interface ReloadOutcome {
+  applied: boolean;
+  /** The services that refused it (nothing applied) or, applied, failed to switch to it. */
+  failed: Array<{ service: string; error: string }>;
+}
+
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
 /**
- * Hands a validated snapshot to every service. A service whose reload
- * throws is logged and named in the result; the others still take the
- * snapshot (one service's fault does not hold the rest on the old one).
- * Health (`reload`) names the failed ones until a reload every service
- * takes: they are not serving `next`, nor surely the old snapshot either.
+ * Hands a validated snapshot to every service, all or nothing: every
+ * service prepares it first, and one that refuses (its `reload` throws)
+ * leaves every service on the previous snapshot. Only when all prepared
+ * does each switch. A switch that throws anyway (a fault of ours: a switch
+ * must not fail) is logged and named; it cannot be undone in the others.
+ * Health (`reload`) says which happened until a reload every service takes.
  */
-export function reloadAll(services: readonly Service[], next: Registry, log: Logger, health: HealthReporter): Array<{ service: string; error: string }> {
+export function reloadAll(services: readonly Service[], next: Registry, log: Logger, health: HealthReporter): ReloadOutcome {
   const failed: Array<{ service: string; error: string }> = [];
+  const switches: Array<[string, () => void]> = [];
   for (const svc of services) {
     try {
-      svc.reload(next);
+      switches.push([svc.name, svc.reload(next)]);
     } catch (err) {
-      const error = (err as Error).message ?? String(err);
-      log.error({ svc: svc.name, err: error }, `${svc.name} failed to take the new configuration`);
-      failed.push({ service: svc.name, error });
+      log.error({ svc: svc.name, err: messageOf(err) }, `${svc.name} refused the new configuration`);
+      failed.push({ service: svc.name, error: messageOf(err) });
+    }
+  }
+  const named = () => failed.map((f) => `${f.service} (${f.error})`).join(', ');
+  if (failed.length > 0) {
+    health.set('reload', { severity: 'degraded', message: `the new configuration is refused by ${named()}; the previous one keeps serving everywhere` });
+    return { applied: false, failed };
+  }
+  for (const [service, commit] of switches) {
+    try {
+      commit();
+    } catch (err) {
+      log.error({ svc: service, err: messageOf(err) }, `${service} failed to switch to the new configuration`);
+      failed.push({ service, error: messageOf(err) });
     }
   }
   health.set(
     'reload',
     failed.length === 0
       ? undefined
-      : {
-          severity: 'degraded',
-          message: `the new configuration is applied except in ${failed.map((f) => `${f.service} (${f.error})`).join(', ')}; restart to apply it everywhere`,
-        },
+      : { severity: 'degraded', message: `the new configuration is applied except in ${named()}; restart to apply it everywhere` },
   );
-  return failed;
+  return { applied: true, failed };
 }

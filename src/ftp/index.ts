@@ -129,16 +129,18 @@ export function createFtpService({ registry, log: rootLog, siteChanges, certs, m
       await ctx.xfer.close();
     },
     reload(next) {
-      ctx.setRegistry(next);
-      sftp?.reload(next);
-      // A suspension ends the tenant's open sessions too; a transfer cut here was never published.
-      for (const s of [...sessions]) {
-        if (s.tenant === undefined || !next.tenants.get(s.tenant)?.suspended) continue;
-        s.log.info({ why: 'tenant suspended' }, 'ftp session closed');
-        sessions.delete(s);
-        void s.conn.close(421, 'This account has been suspended; closing the connection');
-      }
-      ctx.reloadUsages(next);
+      return () => {
+        ctx.setRegistry(next);
+        sftp?.reload(next);
+        // A suspension ends the tenant's open sessions too; a transfer cut here was never published.
+        for (const s of [...sessions]) {
+          if (s.tenant === undefined || !next.tenants.get(s.tenant)?.suspended) continue;
+          s.log.info({ why: 'tenant suspended' }, 'ftp session closed');
+          sessions.delete(s);
+          void s.conn.close(421, 'This account has been suspended; closing the connection');
+        }
+        ctx.reloadUsages(next);
+      };
     },
     jobs(): Job[] {
       return [

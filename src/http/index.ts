@@ -204,13 +204,15 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       state.traffic.flush();
     },
     reload(next) {
-      current = next;
-      // Ahead of the first proxied request; a load that fails is logged there and answered 502.
-      if (hasProxyRoutes(next)) {
-        proxy.prepare().catch((err: Error) => log.error({ err: err.message }, "the reverse proxy's libraries (undici, http-proxy-3) cannot be loaded: proxied requests get 502 until they can"));
-      }
-      files.reset();
-      certs?.reset();
+      return () => {
+        current = next;
+        // Ahead of the first proxied request; a load that fails is logged there and answered 502.
+        if (hasProxyRoutes(next)) {
+          proxy.prepare().catch((err: Error) => log.error({ err: err.message }, "the reverse proxy's libraries (undici, http-proxy-3) cannot be loaded: proxied requests get 502 until they can"));
+        }
+        files.reset();
+        certs?.reset();
+      };
     },
     jobs(): Job[] {
       return [

@@ -42,6 +42,6 @@ export function createJobsService(jobs: () => Job[], rootLog: Logger): Service {
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       await Promise.race([Promise.all(running), deadline]);
     },
-    reload() {},
+    reload: () => () => undefined,
   };
 }

@@ -110,7 +110,7 @@ export function createListsService(d: ListsDeps): Lists {
         }
       },
       reload(next) {
-        kit.registry = next;
+        return () => void (kit.registry = next);
       },
       jobs(): Job[] {
         return [

@@ -1,6 +1,7 @@
 import { promises as dnsPromises } from 'node:dns';
 import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
+import type { Logger } from '../core/log.ts';
 import { SmtpPool, SmtpSession, type MailParams, type SentInfo, type SmtpError } from './smtp-client.ts';
 
 /** One delivery attempt of one queued message to some of its recipients. */
@@ -61,6 +62,8 @@ export interface RelayOptions {
   /** Our name in EHLO. */
   hostname: string;
   maxConnections: number;
+  /** Where a fault of ours in the SMTP client is logged. */
+  log?: Logger;
 }
 
 /**
@@ -88,6 +91,7 @@ export class RelayDeliverer implements Deliverer {
         tls: secure ? { servername: isIP(host) ? undefined : host } : { rejectUnauthorized: false },
         auth: url.username ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } : undefined,
         connectTimeout: 30_000,
+        log: o.log,
       },
       o.maxConnections,
     );
@@ -139,6 +143,8 @@ export interface MxOptions {
   resolver?: MxResolver;
   /** Milliseconds to wait for a TCP connection and for the greeting. */
   connectTimeout?: number;
+  /** Where a fault of ours in the SMTP client is logged. */
+  log?: Logger;
 }
 
 type Hosts = { ok: true; hosts: string[] } | { ok: false; permanent: boolean; reply: string };
@@ -242,6 +248,7 @@ export class MxDeliverer implements Deliverer {
             name: this.o.hostname,
             tls: { servername: isIP(host) ? undefined : host, rejectUnauthorized: false },
             connectTimeout: this.o.connectTimeout ?? 30_000,
+            log: this.o.log,
           });
           const info = await session.send(req.sender, rcpts, req.open(), req.params);
           return outcomes(rcpts, via, { info });

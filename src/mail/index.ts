@@ -114,8 +114,8 @@ export function createMailService(deps: MailDeps): MailService {
     },
   };
   const transport: Deliverer = smtp.relay
-    ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20) })
-    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? (main.dns ? suiteResolver(main.dns) : undefined) });
+    ? new RelayDeliverer({ url: smtp.relay, hostname, maxConnections: Math.min(smtp.queue.concurrency, 20), log })
+    : new MxDeliverer({ hostname, port: smtp.queue.mxPort, resolver: deps.resolver ?? (main.dns ? suiteResolver(main.dns) : undefined), log });
   // Each attempt timed for the delivery latency histogram.
   const deliverer: Deliverer = {
     deliver: async (req) => {
@@ -339,7 +339,7 @@ export function createMailService(deps: MailDeps): MailService {
         await inbound.close();
       },
       reload(next) {
-        registry = next;
+        return () => void (registry = next);
       },
     },
   };

@@ -2,6 +2,7 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import type { ConnectionOptions } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type { Logger } from '../core/log.ts';
 
 /** An error as nodemailer's SMTP client reports it. */
 export interface SmtpError extends Error {
@@ -36,6 +37,8 @@ export interface ClientOptions {
   tls: ConnectionOptions;
   auth?: { user: string; pass: string } | undefined;
   connectTimeout: number;
+  /** Where a fault of ours in a session is logged (at error level); absent, it is only in the error a send rejects with. */
+  log?: Logger | undefined;
 }
 
 /** What {@link SmtpSession} relies on inside nodemailer's SMTPConnection (checked by test/unit/mail/smtp-pipelining.test.ts). */
@@ -43,7 +46,19 @@ export const NODEMAILER_INTERNALS = {
   connection: ['_sendCommand(line) writes line + CRLF in one write', '_supportedExtensions: the EHLO keywords'],
   /** The commands a transaction writes, in order, when the server offers PIPELINING; {@link SmtpSession} writes the RCPTs and DATA early. */
   pipelined: ['MAIL FROM:<from>', 'RCPT TO:<to> (each, after the MAIL reply)', 'DATA (after the last RCPT reply, unless all were refused)'],
+  /**
+   * Checked at run time too: when nodemailer asks to write a line other than
+   * the next one already written (a nodemailer that formats or orders them
+   * differently), the line is not written, the connection is closed, the
+   * transaction fails with {@link PIPELINE_FAULT} (a temporary failure: the
+   * queue retries the message later) and the log says which line was
+   * expected and which came.
+   */
+  guard: 'a line other than the next one already written: not written; the session is closed and the send fails with 451 4.3.0',
 };
+
+/** The reply a transaction fails with when nodemailer went out of step with the commands {@link SmtpSession} wrote early (see the log). */
+export const PIPELINE_FAULT = '451 4.3.0 Local error in the SMTP client: its pipelined commands went out of step (see the log); the message will be tried again';
 
 /**
  * One SMTP client session (nodemailer's SMTPConnection, without the mail
@@ -60,10 +75,29 @@ export class SmtpSession {
   /** Set for one transaction: add SMTPUTF8 to MAIL FROM even when the addresses are ASCII (the headers may not be). */
   private forceUtf8 = false;
 
-  private constructor(conn: SMTPConnection) {
+  /** Set while a transaction runs: ends it with an error (once) when the connection fails under it. */
+  private abort: ((err: Error) => void) | undefined;
+
+  /** Set when nodemailer went out of step with the commands written early: what the transaction fails with. */
+  private fault: SmtpError | undefined;
+
+  private constructor(
+    conn: SMTPConnection,
+    private readonly sock: net.Socket,
+    private readonly o: ClientOptions,
+  ) {
     this.conn = conn;
-    conn.on('error', () => (this.broken = true));
-    conn.on('end', () => (this.broken = true));
+    // nodemailer calls a transaction's callback only for replies: when the
+    // connection fails under it (closed, reset, timed out) it emits 'error'
+    // and 'end' instead, and the transaction must end here.
+    conn.on('error', (err: Error) => {
+      this.broken = true;
+      this.abort?.(err);
+    });
+    conn.on('end', () => {
+      this.broken = true;
+      this.abort?.(Object.assign(new Error('Connection closed during the transaction'), { code: 'ECONNECTION' }));
+    });
     // nodemailer adds SMTPUTF8 only for non-ASCII addresses; RFC 6531 §3.4
     // asks for it whenever the message may carry UTF-8 (headers too). Its
     // command writer is private; this file is the one that touches it.
@@ -77,9 +111,16 @@ export class SmtpSession {
     // recipient was refused and a refused MAIL are handled as without it.
     // After a refused MAIL or when every RCPT was refused the replies left
     // over are never read: the session is broken and closed, not reused.
+    //
+    // A line other than the next one written early (a nodemailer that
+    // formats or orders them differently) is never written: the server
+    // would get that command twice and each later reply would be read for
+    // the wrong command. The session stops there (outOfStep).
     const internals = conn as unknown as { _sendCommand(cmd: string): void };
     const sendCommand = internals._sendCommand.bind(conn);
     internals._sendCommand = (cmd: string) => {
+      // Out of step: nothing more goes to the server on this connection.
+      if (this.fault) return;
       if (/^MAIL FROM:/i.test(cmd)) {
         if (this.forceUtf8 && !/ SMTPUTF8\b/i.test(cmd)) cmd += ' SMTPUTF8';
         if (this.group.length) {
@@ -88,13 +129,35 @@ export class SmtpSession {
           return sendCommand([cmd, ...this.sent].join('\r\n'));
         }
       }
-      if (this.sent.length && cmd === this.sent[0]) {
-        this.sent.shift();
-        return;
+      if (this.sent.length) {
+        if (cmd === this.sent[0]) {
+          this.sent.shift();
+          return;
+        }
+        return this.outOfStep(this.sent[0]!, cmd);
       }
-      this.sent = [];
       sendCommand(cmd);
     };
+  }
+
+  /**
+   * nodemailer asked to write `got` while `expected` was the next command
+   * already written: a fault of ours (its internals changed under this
+   * file), not of the server or the message. The session is broken, the
+   * connection closed at once, and the transaction fails with a temporary
+   * error (451: the queue tries the message again later, on a new session;
+   * the server saw no complete transaction, so nothing was sent).
+   */
+  private outOfStep(expected: string, got: string): void {
+    this.fault = Object.assign(new Error(PIPELINE_FAULT), { code: 'EPIPELINE', responseCode: 451, response: PIPELINE_FAULT });
+    this.broken = true;
+    this.o.log?.error(
+      { host: this.o.host, port: this.o.port, expected, got },
+      'SMTP client out of step with nodemailer: it asked to write a command other than the next one already pipelined; not written, connection closed, the message will be tried again',
+    );
+    this.abort?.(this.fault);
+    this.sock.destroy();
+    this.conn.close();
   }
 
   /** Set for one transaction when the server offers PIPELINING: the commands to write with MAIL FROM. */
@@ -132,7 +195,7 @@ export class SmtpSession {
           greetingTimeout: o.connectTimeout,
           socketTimeout: 120_000,
         });
-        const session = new SmtpSession(conn);
+        const session = new SmtpSession(conn, sock, o);
         conn.once('error', reject);
         conn.connect((err) => {
           if (err) return reject(err);
@@ -157,14 +220,22 @@ export class SmtpSession {
     this.group = this.offers('PIPELINING') ? [...to.map((a) => `RCPT TO:<${a.trim()}>`), 'DATA'] : [];
     this.sent = [];
     return new Promise((resolve, reject) => {
-      this.conn.send({ from, to: [...to], use8BitMime: params?.eightBit ?? false } as Parameters<SMTPConnection['send']>[0], message, (err, info) => {
-        if (err) {
-          this.broken = true;
-          reject(err);
-        } else {
-          resolve(info as unknown as SentInfo);
-        }
-      });
+      let settled = false;
+      const done = (err: Error | null, info?: SentInfo) => {
+        if (settled) return;
+        settled = true;
+        if (this.abort === abort) this.abort = undefined;
+        if (!err) return resolve(info!);
+        this.broken = true;
+        // A message not read yet (the transaction ended before DATA) is closed here, not left open.
+        if (message instanceof Readable) message.destroy();
+        reject(err);
+      };
+      const abort = (err: Error) => done(err);
+      this.abort = abort;
+      this.conn.send({ from, to: [...to], use8BitMime: params?.eightBit ?? false } as Parameters<SMTPConnection['send']>[0], message, (err, info) =>
+        done(err, info as unknown as SentInfo),
+      );
     });
   }
 

@@ -301,7 +301,7 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
       start: async () => [],
       stop: async () => undefined,
       reload(next) {
-        current = next;
+        return () => void (current = next);
       },
       jobs(): Job[] {
         const run = () => void (state.panel.prune(idleMs(), SESSION_MAX_AGE_MS), denials.prune(now()));

@@ -269,6 +269,32 @@ describe.skipIf(!isRoot || boxMissing)('the launcher started ahead of the server
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('a reload it refuses is told to the server: health names it until it takes one', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-reload-'));
+    const suite = await startSuite({
+      configDir: writeConfig(dir, { main: { cgi: { uids: '232010-232019' } }, tenants: { 'a.test': { domains: ['a.test'], cgi: true } } }).configDir,
+      log: createLogger({ level: 'silent' }),
+      watch: false,
+    });
+    try {
+      const file = path.join(dir, 'config', 'tenants', 'c.test.yaml');
+      const launcherProblems = () => suite.health.check().problems.filter((p) => p.key === 'launcher');
+      // The file changes again between the server's read and the launcher's (an editor saving twice).
+      writeFileSync(file, 'domains: [c.test]\ncgi: true\n');
+      expect(suite.reload()).toBe(true);
+      writeFileSync(file, 'domains: [c.test\n');
+      await waitFor(() => launcherProblems().length > 0, 10_000, "the launcher's refusal");
+      expect(launcherProblems()).toEqual([
+        expect.objectContaining({ severity: 'degraded', message: expect.stringMatching(/^the handler launcher refused the new configuration \(.*c\.test\.yaml.*\) and runs handlers by the one it had/s) }),
+      ]);
+      writeFileSync(file, 'domains: [c.test]\ncgi: true\n');
+      expect(suite.reload()).toBe(true);
+      await waitFor(() => launcherProblems().length === 0, 10_000, 'the launcher to take the fixed configuration');
+    } finally {
+      await suite.stop(500);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it('says why it could not load the config, for the server to name', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-early-'));
     try {

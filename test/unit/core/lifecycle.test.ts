@@ -16,8 +16,8 @@ function logger() {
   return { log: createLogger({ level: 'debug', destination }), lines };
 }
 
-/** A service that records the snapshots it was handed, or throws `fails`. */
-function service(name: string, fails?: string): Service & { taken: unknown[] } {
+/** A service that records the snapshots it switched to; it refuses to prepare with `refuses`, or throws while switching with `breaks`. */
+function service(name: string, o: { refuses?: string; breaks?: string } = {}): Service & { taken: unknown[] } {
   const taken: unknown[] = [];
   return {
     name,
@@ -25,37 +25,54 @@ function service(name: string, fails?: string): Service & { taken: unknown[] } {
     start: async () => [],
     stop: async () => undefined,
     reload(next) {
-      if (fails) throw new Error(fails);
-      taken.push(next);
+      if (o.refuses) throw new Error(o.refuses);
+      return () => {
+        if (o.breaks) throw new Error(o.breaks);
+        taken.push(next);
+      };
     },
   };
 }
 
 describe('reloadAll', () => {
-  it('hands the snapshot to every service, names the ones that failed with their error, logs each, and health says so', () => {
+  it('all or nothing: one service refusing leaves every service on the previous snapshot, logs it, and health says so', () => {
     const { log, lines } = logger();
     const health = new Health();
     const next = { tag: 'next' } as unknown as Registry;
-    const [http, cgi, ftp] = [service('http'), service('cgi', 'pool limits refused'), service('ftp')];
-    expect(reloadAll([http, cgi, ftp], next, log, health)).toEqual([{ service: 'cgi', error: 'pool limits refused' }]);
+    const [http, cgi, ftp] = [service('http'), service('cgi', { refuses: 'pool limits refused' }), service('ftp')];
+    expect(reloadAll([http, cgi, ftp], next, log, health)).toEqual({ applied: false, failed: [{ service: 'cgi', error: 'pool limits refused' }] });
+    // Neither the service before the refusing one nor the one after it switched.
+    expect(http.taken).toEqual([]);
+    expect(ftp.taken).toEqual([]);
     expect(health.check()).toEqual({
       status: 'degraded',
-      problems: [expect.objectContaining({ key: 'reload', message: 'the new configuration is applied except in cgi (pool limits refused); restart to apply it everywhere' })],
+      problems: [expect.objectContaining({ key: 'reload', message: 'the new configuration is refused by cgi (pool limits refused); the previous one keeps serving everywhere' })],
     });
-    // Never the refusal's claim: the others do serve the new configuration.
-    expect(JSON.stringify(health.check())).not.toContain('previous');
-    expect(http.taken).toEqual([next]);
-    // A service after the one that failed still takes it: no service is left behind by another's fault.
-    expect(ftp.taken).toEqual([next]);
-    expect(lines).toEqual([expect.objectContaining({ svc: 'cgi', err: 'pool limits refused', msg: 'cgi failed to take the new configuration' })]);
+    expect(lines).toEqual([expect.objectContaining({ svc: 'cgi', err: 'pool limits refused', msg: 'cgi refused the new configuration' })]);
   });
 
-  it('returns nothing when every service took it, and clears what a failed reload reported', () => {
+  it('a switch that throws after all prepared is named; the others still switch (it cannot be undone in them)', () => {
+    const { log, lines } = logger();
+    const health = new Health();
+    const next = { tag: 'next' } as unknown as Registry;
+    const [http, cgi, ftp] = [service('http'), service('cgi', { breaks: 'pool gone' }), service('ftp')];
+    expect(reloadAll([http, cgi, ftp], next, log, health)).toEqual({ applied: true, failed: [{ service: 'cgi', error: 'pool gone' }] });
+    expect(http.taken).toEqual([next]);
+    expect(ftp.taken).toEqual([next]);
+    expect(health.check().problems).toEqual([
+      expect.objectContaining({ key: 'reload', message: 'the new configuration is applied except in cgi (pool gone); restart to apply it everywhere' }),
+    ]);
+    expect(lines).toEqual([expect.objectContaining({ svc: 'cgi', err: 'pool gone', msg: 'cgi failed to switch to the new configuration' })]);
+  });
+
+  it('returns nothing failed when every service took it, and clears what a failed reload reported', () => {
     const { log } = logger();
     const health = new Health();
-    reloadAll([service('a', 'broken')], {} as Registry, log, health);
+    reloadAll([service('a', { refuses: 'broken' })], {} as Registry, log, health);
     expect(health.check().status).toBe('degraded');
-    expect(reloadAll([service('a'), service('b')], {} as Registry, log, health)).toEqual([]);
+    const [a, b] = [service('a'), service('b')];
+    expect(reloadAll([a, b], {} as Registry, log, health)).toEqual({ applied: true, failed: [] });
+    expect([a.taken.length, b.taken.length]).toEqual([1, 1]);
     expect(health.check()).toEqual({ status: 'ok', problems: [] });
   });
 });
@@ -72,7 +89,7 @@ describe('startAll and a service ready after the others start', () => {
         return [];
       },
       stop: async () => void events.push(`stop ${name}`),
-      reload: () => undefined,
+      reload: () => () => undefined,
       ready: async () => {
         await ready;
         events.push(`ready ${name}`);

@@ -1,24 +1,33 @@
 import net from 'node:net';
+import { Readable, Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
-import { NODEMAILER_INTERNALS, SmtpPool, SmtpSession, type SmtpError } from '../../../src/mail/smtp-client.ts';
+import { createLogger } from '../../../src/core/log.ts';
+import { RelayDeliverer } from '../../../src/mail/deliver.ts';
+import { NODEMAILER_INTERNALS, PIPELINE_FAULT, SmtpPool, SmtpSession, type SmtpError } from '../../../src/mail/smtp-client.ts';
 
 /**
  * A next hop on a raw socket that records what each 'data' event brought,
- * so a test sees which commands came in one write. It answers every
- * command line in order (pipelined or not), `reply` deciding the answer.
+ * so a test sees which commands came in one write, and everything each
+ * connection received (`conns`). It answers every command line in order
+ * (pipelined or not), `reply` deciding the answer; null: the connection is
+ * dropped without one.
  */
-function nextHop(pipelining: boolean, reply: (cmd: string) => string = () => '250 2.0.0 Ok') {
+function nextHop(pipelining: boolean, reply: (cmd: string) => string | null = () => '250 2.0.0 Ok') {
   const reads: string[] = [];
   const messages: string[] = [];
+  const conns: Array<{ received: string; closed: Promise<void> }> = [];
   const server = net.createServer((sock) => {
     sockets.add(sock);
+    const conn = { received: '', closed: new Promise<void>((r) => sock.on('close', () => r())) };
+    conns.push(conn);
     sock.on('close', () => sockets.delete(sock));
     let buf = '';
     let body: string | null = null;
     sock.write('220 hop.test ESMTP\r\n');
     sock.on('data', (chunk) => {
       reads.push(chunk.toString('latin1'));
+      conn.received += chunk.toString('latin1');
       buf += chunk.toString('latin1');
       for (;;) {
         if (body !== null) {
@@ -41,6 +50,7 @@ function nextHop(pipelining: boolean, reply: (cmd: string) => string = () => '25
           sock.end('221 2.0.0 Bye\r\n');
         } else {
           const r = reply(line);
+          if (r === null) return void sock.destroy();
           if (verb === 'DATA' && r.startsWith('354')) body = '';
           sock.write(r + '\r\n');
         }
@@ -50,7 +60,7 @@ function nextHop(pipelining: boolean, reply: (cmd: string) => string = () => '25
       // The client closes a broken session without QUIT; nothing to do here.
     });
   });
-  return { server, reads, messages };
+  return { server, reads, messages, conns };
 }
 
 const servers: net.Server[] = [];
@@ -70,6 +80,35 @@ async function start(hop: ReturnType<typeof nextHop>) {
 
 const DATA_OK = (cmd: string) => (cmd === 'DATA' ? '354 go ahead' : '250 2.0.0 Ok');
 const message = () => Buffer.from('Subject: hi\r\n\r\nbody\r\n');
+
+/** A logger whose lines (parsed) land in `lines`. */
+function capturedLog() {
+  const lines: Array<Record<string, unknown>> = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { log: createLogger({ level: 'info', destination }), lines };
+}
+
+/**
+ * Makes the lines the session writes early differ from what nodemailer
+ * writes later, as a nodemailer that formats RCPT TO differently would:
+ * each RCPT TO of its next group gets a parameter nodemailer does not add.
+ */
+function skewGroup(session: SmtpSession) {
+  let group: string[] = [];
+  Object.defineProperty(session, 'group', {
+    configurable: true,
+    get: () => group,
+    set: (lines: string[]) => (group = lines.map((l) => (l.startsWith('RCPT') ? `${l} NOTIFY=NEVER` : l))),
+  });
+}
+
+/** The pool's idle sessions (private). */
+const idleOf = (pool: SmtpPool) => (pool as unknown as { idle: SmtpSession[] }).idle;
 
 describe('the next hop with and without PIPELINING', () => {
   it(`nodemailer internals: ${NODEMAILER_INTERNALS.connection.join('; ')}`, async () => {
@@ -139,5 +178,64 @@ describe('the next hop with and without PIPELINING', () => {
     expect(err.code).toBe('EENVELOPE');
     expect(hop.messages).toHaveLength(0);
     pool.close();
+  });
+
+  it('nodemailer asks to write a line other than the one pipelined: not written, the send fails with 451, the pool opens a new session', async () => {
+    const hop = nextHop(true, DATA_OK);
+    const { log, lines } = capturedLog();
+    const pool = new SmtpPool({ ...(await start(hop)), log }, 1);
+    await pool.send('a@here.test', ['b@hop.test', 'c@hop.test'], message);
+    const session = idleOf(pool)[0]!;
+    skewGroup(session);
+    const err = (await pool.send('a@here.test', ['b@hop.test', 'c@hop.test'], message).catch((e: unknown) => e)) as SmtpError;
+    expect(err).toBeInstanceOf(Error);
+    expect([err.code, err.responseCode, err.response]).toEqual(['EPIPELINE', 451, PIPELINE_FAULT]);
+    expect(session.broken).toBe(true);
+    expect(idleOf(pool)).not.toContain(session);
+    // Everything the server got on that connection, once it was closed: no command twice, no message.
+    await hop.conns[0]!.closed;
+    const received = hop.conns[0]!.received.split('\r\n');
+    const second = received.slice(received.lastIndexOf('MAIL FROM:<a@here.test>'));
+    expect(second).toEqual(['MAIL FROM:<a@here.test>', 'RCPT TO:<b@hop.test> NOTIFY=NEVER', 'RCPT TO:<c@hop.test> NOTIFY=NEVER', 'DATA', '']);
+    expect(hop.messages).toHaveLength(1);
+    const errors = lines.filter((l) => l.level === 50);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ host: '127.0.0.1', expected: 'RCPT TO:<b@hop.test> NOTIFY=NEVER', got: 'RCPT TO:<b@hop.test>' });
+    expect(errors[0]!.msg).toMatch(/out of step/);
+    // The next message goes on a new connection.
+    await pool.send('a@here.test', ['b@hop.test'], message);
+    expect(hop.conns).toHaveLength(2);
+    expect(hop.messages).toHaveLength(2);
+    pool.close();
+  });
+
+  it('out of step in a delivery: every recipient is a temporary failure (retried later), never a bounce', async () => {
+    const hop = nextHop(true, DATA_OK);
+    const { port } = await start(hop);
+    const { log, lines } = capturedLog();
+    const relay = new RelayDeliverer({ url: `smtp://127.0.0.1:${port}`, hostname: 'client.test', maxConnections: 1, log });
+    const req = { id: 'q1', sender: 'a@here.test', recipients: ['b@hop.test', 'c@hop.test'], open: () => Readable.from([message()]) };
+    expect((await relay.deliver(req)).map((o) => o.status)).toEqual(['sent', 'sent']);
+    skewGroup(idleOf((relay as unknown as { pool: SmtpPool }).pool)[0]!);
+    const outcomes = await relay.deliver({ ...req, id: 'q2' });
+    expect(outcomes.map((o) => [o.rcpt, o.status, o.reply])).toEqual([
+      ['b@hop.test', 'temp', PIPELINE_FAULT],
+      ['c@hop.test', 'temp', PIPELINE_FAULT],
+    ]);
+    expect(lines.filter((l) => l.level === 50)).toHaveLength(1);
+    expect(hop.messages).toHaveLength(1);
+    relay.close();
+  });
+
+  it('the connection drops in the middle of a transaction: the send fails (it does not wait forever)', async () => {
+    const hop = nextHop(true, (cmd) => (cmd.startsWith('RCPT') ? null : DATA_OK(cmd)));
+    const session = await SmtpSession.open(await start(hop));
+    const err = (await session.send('a@here.test', ['b@hop.test'], message()).catch((e: unknown) => e)) as SmtpError;
+    expect(err).toBeInstanceOf(Error);
+    expect(err.code).toBe('ECONNECTION');
+    expect(err.responseCode).toBeUndefined();
+    expect(session.broken).toBe(true);
+    expect(hop.messages).toHaveLength(0);
+    session.close();
   });
 });
