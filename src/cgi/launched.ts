@@ -173,8 +173,10 @@ export class LauncherClient {
   private gone: string | undefined;
   /** Why the launcher could not start (its config refused, say), as it said before ending. */
   private failed: string | undefined;
-  /** Why the launcher refused the last reload (it keeps the config it had); undefined once it took one. */
+  /** Why the launcher refused the last reload (it keeps the config it had); undefined once it took one, or while it loads one. */
   reloadRefused: string | undefined;
+  private reloadsAsked = 0;
+  private reloadsAnswered = 0;
   /** stop() was called: the launcher's end that follows is the one asked for. */
   private stopping = false;
   /** Emits 'refused' (why, run id or undefined) for each refusal the launcher sends back. */
@@ -237,7 +239,8 @@ export class LauncherClient {
       }
       if (m.op === 'reloaded') {
         if (m.why !== undefined) this.log.error({ why: m.why }, 'the handler launcher refused the new configuration and keeps the one it had');
-        this.reloadRefused = m.why;
+        // Answers come in the order of the asks: one to an older reload says nothing of the config now.
+        if (++this.reloadsAnswered === this.reloadsAsked) this.reloadRefused = m.why;
         this.events.emit('reloaded', m.why);
         return;
       }
@@ -353,7 +356,10 @@ export class LauncherClient {
     });
   }
 
+  /** Asks the launcher to read the config again; until it answers, no refusal of an earlier one is reported. */
   reload(): void {
+    this.reloadsAsked++;
+    this.reloadRefused = undefined;
     this.send({ op: 'reload' });
   }
 

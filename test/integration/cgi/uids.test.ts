@@ -292,7 +292,8 @@ describe.skipIf(!isRoot || boxMissing)('the launcher started ahead of the server
       await waitFor(() => launcherProblems().length === 0, 10_000, 'the launcher to take the fixed configuration');
     } finally {
       await suite.stop(500);
-      rmSync(dir, { recursive: true, force: true });
+      // The launcher may still be writing its cache as it ends.
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
   it('says why it could not load the config, for the server to name', async () => {
