@@ -46,6 +46,8 @@ export interface Suite {
   readonly mail: MailSubmitter | undefined;
   /** Mailing lists, when `smtp` is configured. */
   readonly lists: Lists | undefined;
+  /** The root handler launcher, when started as root with bubblewrap (it reads the config itself). */
+  launcher(): LauncherClient | undefined;
   registry(): Registry;
   /**
    * Loads the config again; true if every service took the new snapshot. False if it was refused, by the
@@ -261,6 +263,7 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
     health,
     mail,
     lists,
+    launcher: () => cgi.launcher(),
     registry: () => registry,
     reload,
     stop(graceMs = 5_000) {
