@@ -156,6 +156,21 @@ export class RawSmtp {
   }
 }
 
+/**
+ * The reply of the SMTP listener on `port` to RCPT TO:<`address`>, after
+ * EHLO client.test and MAIL FROM:<s@elsewhere.test>; the session then ends
+ * with QUIT.
+ */
+export async function rcptReply(port: number, address: string): Promise<string> {
+  const c = await RawSmtp.connect(port);
+  await c.cmd('EHLO client.test');
+  await c.cmd('MAIL FROM:<s@elsewhere.test>');
+  const r = await c.cmd(`RCPT TO:<${address}>`);
+  await c.cmd('QUIT');
+  c.close();
+  return r;
+}
+
 /** The port of the suite's first SMTP listener. */
 export function smtpPort(suite: Suite): number {
   return Number(new URL(suite.urls.smtp![0]!).port);
