@@ -161,7 +161,7 @@ export class RawSmtp {
  * EHLO client.test and MAIL FROM:<s@elsewhere.test>; the session then ends
  * with QUIT.
  */
-export async function rcptReply(port: number, address: string): Promise<string> {
+export async function replyToRcpt(port: number, address: string): Promise<string> {
   const c = await RawSmtp.connect(port);
   await c.cmd('EHLO client.test');
   await c.cmd('MAIL FROM:<s@elsewhere.test>');

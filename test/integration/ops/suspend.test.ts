@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest } from '../../helpers/http.ts';
-import { type MailSink, rcptReply, smtpPort, startSink } from '../../helpers/mailsink.ts';
+import { type MailSink, replyToRcpt, smtpPort, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { ftpLogin, replyCode } from '../ftp/helpers.ts';
 
@@ -35,7 +35,7 @@ afterAll(async () => {
   backend?.close();
 });
 
-const rcpt = (address: string) => rcptReply(smtpPort(t.suite), address);
+const rcpt = (address: string) => replyToRcpt(smtpPort(t.suite), address);
 
 async function ftpCode(): Promise<number> {
   return replyCode(
