@@ -44,9 +44,14 @@ export function treePssMiB(pid: number | undefined): number {
       return NaN;
     }
   };
-  let total = pss(pid);
+  return overTree(pid, pss);
+}
+
+/** `f` of a process plus `f` of each of its children (pgrep -P), summed. */
+function overTree(pid: number, f: (pid: number) => number): number {
+  let total = f(pid);
   try {
-    for (const k of execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean)) total += pss(Number(k));
+    for (const k of execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean)) total += f(Number(k));
   } catch {
     // no children
   }
@@ -56,14 +61,7 @@ export function treePssMiB(pid: number | undefined): number {
 /** Sum of RSS over a process and its children (nginx master + worker). */
 export function treeRssMiB(pid: number | undefined): number {
   if (!pid) return NaN;
-  let total = rssMiB(pid);
-  try {
-    const kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
-    for (const k of kids) total += rssMiB(Number(k));
-  } catch {
-    // no children
-  }
-  return total;
+  return overTree(pid, rssMiB);
 }
 
 /** Waits until `url` answers (any status) with Host `host`, up to `ms`. */
@@ -87,14 +85,7 @@ export async function waitHttp(url: string, host: string, ms = 20_000): Promise<
 /** CPU time (ms) a process and its children (nginx's worker) have used so far. */
 export function treeCpuMs(pid: number | undefined): number {
   if (!pid) return NaN;
-  let total = cpuMs(pid);
-  try {
-    const kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
-    for (const k of kids) total += cpuMs(Number(k));
-  } catch {
-    // no children
-  }
-  return total;
+  return overTree(pid, cpuMs);
 }
 
 /** CPU time (ms) a process has used so far (Linux /proc). */
