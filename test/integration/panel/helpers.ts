@@ -14,6 +14,14 @@ export async function ftpAccounts(...users: Array<keyof typeof PASSWORDS>): Prom
   return Promise.all(users.map(async (user) => ({ user, password: await hashPassword(PASSWORDS[user]) })));
 }
 
+/** A client of the panel at `base` logged in as alice@example.test (the login answered 303, or this throws). */
+export async function asAlice(base: string): Promise<PanelClient> {
+  const c = new PanelClient(base);
+  const res = await c.login('alice@example.test', PASSWORDS.alice);
+  if (res.status !== 303) throw new Error(`alice's login was answered ${res.status}`);
+  return c;
+}
+
 /** Two tenants, each with one FTP user and a home page: example.test (alice, page "hello") and other.test (bob, page "bob"). */
 export async function aliceAndBob(): Promise<Pick<TestSuiteOptions, 'tenants' | 'files'>> {
   return {
