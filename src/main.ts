@@ -1,5 +1,5 @@
 import { createCgi, startLauncher } from './cgi/index.ts';
-import type { LauncherClient } from './cgi/launched.ts';
+import type { LauncherClient, LauncherOptions } from './cgi/launched.ts';
 import { chmodSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { CertStore, certificateExpiry } from './core/certs.ts';
@@ -31,6 +31,8 @@ export interface SuiteOptions {
   watch?: boolean;
   /** What the handler sandbox may use (tests: the service-user setup, handlers under the suite's own uid). */
   sandbox?: (user: string) => SandboxCapabilities;
+  /** Started as root: the handler launcher's program and its time to become ready (tests give one that waits for them). */
+  launcher?: LauncherOptions;
 }
 
 export interface Suite {
@@ -44,6 +46,8 @@ export interface Suite {
   readonly mail: MailSubmitter | undefined;
   /** Mailing lists, when `smtp` is configured. */
   readonly lists: Lists | undefined;
+  /** The root handler launcher, when started as root with bubblewrap (it reads the config itself). */
+  launcher(): LauncherClient | undefined;
   registry(): Registry;
   /**
    * Loads the config again; true if every service took the new snapshot. False if it was refused, by the
@@ -65,7 +69,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   guardUmask();
   // Started as root, handlers run with each tenant's own uid through a root launcher that loads the config folder
   // itself: forked first, its load overlaps this process's own (most of a second each with 10,000 tenants).
-  const launcher = process.getuid?.() === 0 ? startLauncher(options.configDir, log) : undefined;
+  const launcher = process.getuid?.() === 0 ? startLauncher(options.configDir, log, options.launcher) : undefined;
   try {
     return await composeSuite(options, log, launcher);
   } catch (err) {
@@ -197,7 +201,7 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
       const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid, [path.join(config.main.dataDir, 'cgi')]);
       dropPrivileges(runAs.uid, runAs.gid);
       log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
-    });
+    }, health);
   } catch (err) {
     state.close();
     throw err;
@@ -259,6 +263,7 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
     health,
     mail,
     lists,
+    launcher: () => cgi.launcher(),
     registry: () => registry,
     reload,
     stop(graceMs = 5_000) {

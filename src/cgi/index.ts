@@ -24,7 +24,10 @@ import { findScriptSync, runScript } from './classic.ts';
 import { detectSandbox, scriptSpec, spawnSpec, type SandboxCapabilities, type SpawnSpec } from './sandbox.ts';
 import { LocalRuns } from './localboxes.ts';
 import type { RunResult } from './worker.ts';
-import { LauncherClient } from './launched.ts';
+import { LauncherClient, type LauncherOptions } from './launched.ts';
+
+/** Seconds a handler request refused because the launcher is still starting is told to wait (Retry-After). */
+export const LAUNCHER_RETRY_AFTER = 5;
 
 export type { MailAnswer } from './mail.ts';
 
@@ -39,8 +42,8 @@ export const SUITE_HANDLERS = path.join(packageRoot(), 'cgi-bin') + path.sep;
  * (`launcherStarted`), which uses it or stops it; stop it if the start fails
  * before that.
  */
-export function startLauncher(configDir: string, log: Logger): LauncherClient {
-  return new LauncherClient(configDir, SUITE_HANDLERS, log.child({ svc: 'cgi' }));
+export function startLauncher(configDir: string, log: Logger, options?: LauncherOptions): LauncherClient {
+  return new LauncherClient(configDir, SUITE_HANDLERS, log.child({ svc: 'cgi' }), options);
 }
 
 export interface CgiDeps {
@@ -153,6 +156,28 @@ function page(req: IncomingMessage, res: ServerResponse, status: number, ref?: s
   // HTTP/2 has no Connection field (RFC 9113 §8.2.2): the stream ends, the session stays.
   if (!req.complete && req.httpVersionMajor < 2) extra.push(['Connection', 'close']);
   return send(req, res, status, [['Content-Type', 'text/html; charset=utf-8'], ...extra], handlerErrorPage(status, ref));
+}
+
+/** 503 with Retry-After (seconds): a refusal the client may try again later. */
+function unavailable(req: IncomingMessage, res: ServerResponse, retryAfter: number): HttpOutcome {
+  return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', String(retryAfter)]]);
+}
+
+/**
+ * Waits for the launcher's readiness `up`, at most `seconds` (cgi.timeout,
+ * what the handler itself would get): undefined once it is ready, else why
+ * not (for the refusal's log line).
+ */
+async function launcherNotReady(up: Promise<void>, seconds: number): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`the handler launcher was still loading the configuration after cgi.timeout (${seconds} s)`), seconds * 1000);
+  });
+  try {
+    return await Promise.race([up.then(() => undefined, (err: Error) => `the handler launcher failed to start: ${err.message}`), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Folders on the way to `dir` that the handlers' user cannot pass through (no o+x). */
@@ -274,6 +299,29 @@ function scanSuiteDir(dir: string, was: string): { real: string; names: Set<stri
   }
 }
 
+/**
+ * The gateway over `handle`: a fault of the suite is answered 500 with a
+ * reference (logged with its stack), or the connection ended if the answer
+ * had begun.
+ */
+function guarded(handle: (r: GatewayRequest) => Promise<HttpOutcome>, log: Logger): HandlerGateway {
+  return {
+    async handle(r) {
+      try {
+        return await handle(r);
+      } catch (err) {
+        const ref = errorRef();
+        log.error({ tenant: r.tenant.id, remote: r.remote, handler: r.name, ref, err: (err as Error).stack }, 'handler gateway failed');
+        if (r.res.headersSent) {
+          r.res.destroy();
+          return { status: r.res.statusCode, bytes: 0 };
+        }
+        return page(r.req, r.res, 500, ref);
+      }
+    },
+  };
+}
+
 /** Not root: box-init built where this process may write (beside the suite's code, or else in its data folder). */
 /** A run the root launcher starts, with the tenant's own uid (see launcher.ts); it checks the ask itself. */
 function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' | 'script', name: string): SpawnSpec {
@@ -320,10 +368,14 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   }
 
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
-    // A request in the moment between the HTTP listener opening and the launcher being ready waits for it.
-    if (launcherUp) await launcherUp;
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
+    // A request between the HTTP listener opening and the launcher being ready waits for it, at most cgi.timeout.
+    const notReady = launcherUp && (await launcherNotReady(launcherUp, current.config.main.cgi.timeout));
+    if (notReady) {
+      log.warn({ ...who, why: notReady }, 'handler request refused: the handler launcher is not ready');
+      return unavailable(req, res, LAUNCHER_RETRY_AFTER);
+    }
     const timeline = new Timeline();
     if (!caps) return page(req, res, status('UNAVAILABLE'));
     if (!caps.box) {
@@ -392,7 +444,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       if (!(await pools.claim(tenant.id))) {
         log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
         counted(tenant.id, 'busy');
-        return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', '1']]);
+        return unavailable(req, res, 1);
       }
       try {
         // RFC 3875 §4.1: the meta-variables are the script's environment; a PATH of the box's own folders, and Apache's usual extras
@@ -428,7 +480,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       if (!worker) {
         log.info({ ...who, why: 'concurrency limits (cgi.perTenant, cgi.queue, cgi.total)' }, 'handler request refused');
         counted(tenant.id, 'busy');
-        return page(req, res, status('UNAVAILABLE'), undefined, [['Retry-After', '1']]);
+        return unavailable(req, res, 1);
       }
       try {
         result = await worker.run(
@@ -454,21 +506,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   }
 
   return {
-    gateway: {
-      async handle(r) {
-        try {
-          return await handle(r);
-        } catch (err) {
-          const ref = errorRef();
-          log.error({ tenant: r.tenant.id, remote: r.remote, handler: r.name, ref, err: (err as Error).stack }, 'handler gateway failed');
-          if (r.res.headersSent) {
-            r.res.destroy();
-            return { status: r.res.statusCode, bytes: 0 };
-          }
-          return page(r.req, r.res, 500, ref);
-        }
-      },
-    },
+    gateway: guarded(handle, log),
     service: {
       name: 'cgi',
       async start() {
@@ -497,6 +535,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
       async ready() {
         await launcherUp;
       },
+      awaiting: () => (launcherUp ? 'the handler launcher is loading the configuration' : undefined),
       async stop(graceMs) {
         boxes.discard();
         local.retireAll();

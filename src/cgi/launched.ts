@@ -143,6 +143,22 @@ type Reply =
   | { op: 'scratched'; id: number };
 
 /**
+ * How long the launcher has, from its fork, to load the configuration folder
+ * and say it is ready: 60 s. Its load of 10,000 tenants takes under 1.5 s
+ * (docs/performance.md); the margin is for a cold start from a slow disk. A
+ * launcher not ready by then (wedged, a disk that hangs) fails the suite's
+ * start instead of holding it, and every handler request, forever.
+ */
+export const LAUNCHER_READY_MS = 60_000;
+
+export interface LauncherOptions {
+  /** The launcher's program (tests give one that never says it is ready); default: src/cgi/launcher-main.ts, or dist/launcher.mjs once built. */
+  entry?: string;
+  /** How long it has to say it is ready (default {@link LAUNCHER_READY_MS}). */
+  readyWithinMs?: number;
+}
+
+/**
  * The server's side of the launcher: forks it (as root, before the drop),
  * sends it one JSON text per request and turns its replies into
  * LaunchedProcess events.
@@ -157,8 +173,10 @@ export class LauncherClient {
   private gone: string | undefined;
   /** Why the launcher could not start (its config refused, say), as it said before ending. */
   private failed: string | undefined;
-  /** Why the launcher refused the last reload (it keeps the config it had); undefined once it took one. */
+  /** Why the launcher refused the last reload (it keeps the config it had); undefined once it took one, or while it loads one. */
   reloadRefused: string | undefined;
+  private reloadsAsked = 0;
+  private reloadsAnswered = 0;
   /** stop() was called: the launcher's end that follows is the one asked for. */
   private stopping = false;
   /** Emits 'refused' (why, run id or undefined) for each refusal the launcher sends back. */
@@ -167,11 +185,17 @@ export class LauncherClient {
   uids: Record<string, number> = {};
   /** true when scripts run in one persistent box per tenant; else why each gets a fresh box. */
   forkBox: true | string = 'not told';
+  /**
+   * Settles once the launcher has loaded the configuration; rejects when it
+   * ends first, or is not ready within {@link LauncherOptions.readyWithinMs}.
+   */
   readonly ready: Promise<void>;
+  /** Fails `ready` when the launcher takes too long (cleared once it settles). */
+  private readonly readyTimer: NodeJS.Timeout;
 
-  constructor(configDir: string, suiteDir: string, private readonly log: Logger) {
+  constructor(configDir: string, suiteDir: string, private readonly log: Logger, options: LauncherOptions = {}) {
     const fromSource = import.meta.url.endsWith('.ts');
-    const entry = fromSource ? path.join(packageRoot(), 'src', 'cgi', 'launcher-main.ts') : path.join(packageRoot(), 'dist', 'launcher.mjs');
+    const entry = options.entry ?? (fromSource ? path.join(packageRoot(), 'src', 'cgi', 'launcher-main.ts') : path.join(packageRoot(), 'dist', 'launcher.mjs'));
     if (!existsSync(entry)) throw new Error(`${entry} is missing (npm run build makes it)`);
     this.proc = fork(entry, [configDir, suiteDir], {
       cwd: packageRoot(),
@@ -193,10 +217,20 @@ export class LauncherClient {
     });
     // Started ahead of the server's own start, it may be stopped before anyone awaits it (a refused config).
     this.ready.catch(() => undefined);
+    const withinMs = options.readyWithinMs ?? LAUNCHER_READY_MS;
+    this.readyTimer = setTimeout(() => {
+      const why = `the handler launcher did not say it was ready within ${withinMs / 1000} s of its start (it was loading the configuration folder ${configDir})`;
+      this.log.error({ why, pid: this.proc.pid }, 'handler launcher not ready in time: ended');
+      readyFailed(new Error(why));
+      this.end();
+    }, withinMs);
+    // Only the start waits for it: a process with nothing else to do need not stay for it.
+    this.readyTimer.unref();
     this.proc.on('message', (m: Reply, handle: unknown) => {
       if (m.op === 'ready') {
         this.uids = m.uids;
         this.forkBox = m.forkBox ?? 'not told';
+        clearTimeout(this.readyTimer);
         return readyNow();
       }
       if (m.op === 'failed') {
@@ -205,7 +239,8 @@ export class LauncherClient {
       }
       if (m.op === 'reloaded') {
         if (m.why !== undefined) this.log.error({ why: m.why }, 'the handler launcher refused the new configuration and keeps the one it had');
-        this.reloadRefused = m.why;
+        // Answers come in the order of the asks: one to an older reload says nothing of the config now.
+        if (++this.reloadsAnswered === this.reloadsAsked) this.reloadRefused = m.why;
         this.events.emit('reloaded', m.why);
         return;
       }
@@ -266,7 +301,10 @@ export class LauncherClient {
         run.exited(m.code, m.signal, m.error);
       }
     });
+    // A fork that failed, or a kill it could not be sent (the server has dropped root, the launcher has not: see end()).
+    this.proc.on('error', (err) => this.log.warn({ why: err.message, pid: this.proc.pid }, 'handler launcher process error'));
     this.proc.on('exit', (code, signal) => {
+      clearTimeout(this.readyTimer);
       this.gone = this.failed !== undefined ? `the launcher could not start: ${this.failed}` : `the launcher ended (${code ?? signal})`;
       readyFailed(new Error(this.gone));
       // Asked to end (the suite is stopping): its end is expected, not a failure.
@@ -318,7 +356,10 @@ export class LauncherClient {
     });
   }
 
+  /** Asks the launcher to read the config again; until it answers, no refusal of an earlier one is reported. */
   reload(): void {
+    this.reloadsAsked++;
+    this.reloadRefused = undefined;
     this.send({ op: 'reload' });
   }
 
@@ -337,7 +378,21 @@ export class LauncherClient {
    */
   stop(): void {
     this.stopping = true;
+    clearTimeout(this.readyTimer);
     if (!this.gone && this.proc.connected) this.proc.disconnect();
+  }
+
+  /**
+   * Ends a launcher that is not answering: SIGKILL while the server may
+   * still signal it (before its drop from root), and its channel closed,
+   * which ends it once it reads again. The server no longer waits for its
+   * end: a failed start exits without it.
+   */
+  private end(): void {
+    if (this.gone) return;
+    this.proc.kill('SIGKILL');
+    this.stop();
+    this.proc.unref();
   }
 }
 

@@ -32,6 +32,13 @@ export interface Service {
    * service has started; a rejection fails the start like a failed start().
    */
   ready?(): Promise<void>;
+  /**
+   * What ready() still waits for, in words ("the handler launcher is loading
+   * the configuration"), asked once start() has resolved; undefined: nothing.
+   * Health shows it (`starting:<name>`) until ready() settles; a service
+   * with ready() and without this is shown as not finished with its start.
+   */
+  awaiting?(): string | undefined;
 }
 
 /**
@@ -40,10 +47,15 @@ export interface Service {
  * half a suite. `bound` runs once every service has started and before any
  * `ready()` is awaited (the drop from root: no request is served as root
  * for longer than the starts take); its failure fails the start too.
+ * `health` says which services are still starting (a degraded
+ * `starting:<name>`, from the end of its start() until its ready() settles):
+ * listeners may already answer meanwhile, but not with all they serve.
  */
-export async function startAll(services: readonly Service[], log: Logger, bound?: () => void): Promise<void> {
+export async function startAll(services: readonly Service[], log: Logger, bound?: () => void, health?: HealthReporter): Promise<void> {
   const started: Service[] = [];
+  const settled = (svc: Service) => health?.set(`starting:${svc.name}`, undefined);
   const failed = async (name: string, err: unknown): Promise<never> => {
+    for (const svc of started) settled(svc);
     log.error({ svc: name, err: (err as Error).message }, `${name} failed to start; stopping the others`);
     await stopAll(started, 1000, (svc, e) => log.error({ svc, err: e.message }, `${svc} failed to stop`));
     throw err;
@@ -53,6 +65,8 @@ export async function startAll(services: readonly Service[], log: Logger, bound?
       const urls = await svc.start();
       for (const url of urls) log.info({ svc: svc.name, url }, `${svc.name} listening on ${url}`);
       started.push(svc);
+      const awaiting = svc.ready && (svc.awaiting ? svc.awaiting() : 'its start is not finished');
+      if (awaiting) health?.set(`starting:${svc.name}`, { severity: 'degraded', message: `${svc.name} is still starting: ${awaiting}` });
     } catch (err) {
       await failed(svc.name, err);
     }
@@ -62,7 +76,10 @@ export async function startAll(services: readonly Service[], log: Logger, bound?
   } catch (err) {
     await failed('start', err);
   }
-  for (const svc of started) await svc.ready?.().catch((err: unknown) => failed(svc.name, err));
+  for (const svc of started) {
+    await svc.ready?.().catch((err: unknown) => failed(svc.name, err));
+    settled(svc);
+  }
 }
 
 /**

@@ -135,4 +135,40 @@ describe('startAll and a service ready after the others start', () => {
     expect(events).toEqual(['start cgi', 'start http', 'stop http', 'stop cgi']);
     expect(lines).toContainEqual(expect.objectContaining({ svc: 'cgi', err: 'the launcher could not start: config refused', msg: 'cgi failed to start; stopping the others' }));
   });
+
+  it("has health say what a service's ready() awaits from the end of its start until it settles, and nothing for one that awaits nothing", async () => {
+    const events: string[] = [];
+    const health = new Health();
+    const cgi = late('cgi', events);
+    const http = late('http', events);
+    http.settle();
+    const all = startAll([{ ...cgi.svc, awaiting: () => 'the handler launcher is loading the configuration' }, { ...http.svc, awaiting: () => undefined }], logger().log, undefined, health);
+    await new Promise((r) => setImmediate(r));
+    expect(health.check()).toEqual({
+      status: 'degraded',
+      problems: [{ key: 'starting:cgi', severity: 'degraded', message: 'cgi is still starting: the handler launcher is loading the configuration' }],
+    });
+    cgi.settle();
+    await all;
+    expect(health.check()).toEqual({ status: 'ok', problems: [] });
+  });
+
+  it('says a service with ready() that does not say what it awaits is not finished with its start', async () => {
+    const health = new Health();
+    const lists = late('lists', []);
+    const all = startAll([lists.svc], logger().log, undefined, health);
+    await new Promise((r) => setImmediate(r));
+    expect(health.check().problems).toEqual([{ key: 'starting:lists', severity: 'degraded', message: 'lists is still starting: its start is not finished' }]);
+    lists.settle();
+    await all;
+    expect(health.check().problems).toEqual([]);
+  });
+
+  it('clears what it said is starting when the start fails', async () => {
+    const health = new Health();
+    const cgi = late('cgi', []);
+    cgi.settle(new Error('the handler launcher did not say it was ready within 60 s of its start'));
+    await expect(startAll([{ ...cgi.svc, awaiting: () => 'the handler launcher is loading the configuration' }], logger().log, undefined, health)).rejects.toThrow(/within 60 s/);
+    expect(health.check()).toEqual({ status: 'ok', problems: [] });
+  });
 });

@@ -1,0 +1,215 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createAdminService } from '../../../src/admin/index.ts';
+import { LAUNCHER_RETRY_AFTER, createCgi } from '../../../src/cgi/index.ts';
+import { LauncherClient } from '../../../src/cgi/launched.ts';
+import type { SandboxCapabilities } from '../../../src/cgi/sandbox.ts';
+import { loadConfig } from '../../../src/core/config/load.ts';
+import { Health } from '../../../src/core/health.ts';
+import { startAll, stopAll, type Service } from '../../../src/core/lifecycle.ts';
+import { createLogger } from '../../../src/core/log.ts';
+import { Metrics } from '../../../src/core/metrics.ts';
+import { Registry } from '../../../src/core/registry.ts';
+import { startSuite } from '../../../src/main.ts';
+import { createHttpService } from '../../../src/http/index.ts';
+import { openState, type State } from '../../../src/state/index.ts';
+import { call } from '../../helpers/cgi.ts';
+import { writeConfig } from '../../helpers/suite.ts';
+
+// A launcher that does not become ready (test/fixtures/launcher/wedged.mjs, a real child process over the real
+// channel) must not hold the suite's start, nor a handler request, forever; /healthz says the start is not over.
+
+const WEDGED = path.resolve(import.meta.dirname, '../../fixtures/launcher/wedged.mjs');
+/** A machine with a box: the gateway takes the launcher's road (no handler runs in these tests). */
+const caps: SandboxCapabilities = { permissionFlag: '--permission', box: { bwrap: '/usr/bin/bwrap', noNestedUserns: true }, nice: undefined, drop: undefined, prlimit: undefined };
+
+/** Log lines, parsed, with an event per line so a test can await one. */
+function recorder() {
+  const lines: Array<Record<string, unknown>> = [];
+  const seen = new EventEmitter();
+  const log = createLogger({
+    level: 'debug',
+    destination: new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) {
+          const line = JSON.parse(l) as Record<string, unknown>;
+          lines.push(line);
+          seen.emit('line', line);
+        }
+        cb();
+      },
+    }),
+  });
+  /** The first line (so far or to come) with message `msg` (or that `msg` is true of). */
+  const line = (msg: string | ((l: Record<string, unknown>) => boolean)) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const is = typeof msg === 'string' ? (l: Record<string, unknown>) => l.msg === msg : msg;
+      const now = lines.find(is);
+      if (now) return resolve(now);
+      const on = (l: Record<string, unknown>) => {
+        if (!is(l)) return;
+        seen.off('line', on);
+        resolve(l);
+      };
+      seen.on('line', on);
+    });
+  return { log, lines, line };
+}
+
+/** A service whose start() also resolves `url` with its first URL. */
+function listening(svc: Service): { svc: Service; url: Promise<string> } {
+  let told: (u: string) => void = () => undefined;
+  const url = new Promise<string>((resolve) => (told = resolve));
+  return {
+    svc: {
+      ...svc,
+      start: async () => {
+        const u = await svc.start();
+        told(u[0]!);
+        return u;
+      },
+    },
+    url,
+  };
+}
+
+let cleanup: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanup.reverse()) await c();
+  cleanup = [];
+});
+
+/** The handler gateway over `launcher`, the HTTP service and the admin listener, from a temp config (`cgi` merged into its cgi:). */
+function compose(launcher: LauncherClient, log: ReturnType<typeof recorder>['log'], cgi: Record<string, unknown> = {}) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-launcher-start-'));
+  const { configDir } = writeConfig(dir, { main: { admin: { listen: '127.0.0.1:0' }, cgi }, tenants: { 'a.test': { domains: ['a.test'], cgi: true } } });
+  const registry = new Registry(loadConfig(configDir));
+  const state: State = openState(registry.config.main.dataDir);
+  const health = new Health();
+  const gateway = createCgi({ registry, log, sandbox: () => caps, launcher: true, launcherStarted: launcher, cgroup: () => ({ ok: false, why: 'none in this test' }) });
+  const http = listening(createHttpService({ registry, state, log, gateway: gateway.gateway }));
+  const admin = listening(createAdminService({ registry, metrics: new Metrics(), health, log, services: () => ['cgi', 'http', 'admin'] }));
+  const services = [gateway.service, http.svc, admin.svc];
+  cleanup.push(async () => {
+    // Told it is ready first: a test that failed before that leaves no process behind (it ignores the end of its channel till then).
+    launcher.sendRaw('say ready');
+    await stopAll(services, 500);
+    launcher.stop();
+    state.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { services, health, http: http.url, admin: admin.url };
+}
+
+/** Whether a TCP connection to `url`'s port is accepted. */
+function accepts(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(Number(new URL(url).port), '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+describe('a handler launcher that does not become ready', () => {
+  it('fails the start once its time is up: a line naming the launcher and what it waited for, the other services stopped, the launcher ended', async () => {
+    const { log, lines, line } = recorder();
+    const launcher = new LauncherClient('/etc/makewaves-test', '/nowhere', log, { entry: WEDGED, readyWithinMs: 300 });
+    const { services, health, http } = compose(launcher, log);
+    const start = startAll(services, log, undefined, health);
+    await expect(start).rejects.toThrow('the handler launcher did not say it was ready within 0.3 s of its start (it was loading the configuration folder /etc/makewaves-test)');
+    expect(lines).toContainEqual(expect.objectContaining({ svc: 'cgi', msg: 'cgi failed to start; stopping the others', err: expect.stringMatching(/^the handler launcher did not say it was ready/) }));
+    // The others were stopped: the HTTP listener that answered meanwhile is closed.
+    expect(await accepts(await http)).toBe(false);
+    // Killed, though it ignores the end of its channel (the start was root's: it still may).
+    const { pid } = await line('handler launcher not ready in time: ended');
+    await line('handler launcher ended');
+    expect(() => process.kill(pid as number, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
+  });
+
+  it('answers a handler request that waits longer than cgi.timeout with 503 and Retry-After, and logs who and why', async () => {
+    const { log, lines } = recorder();
+    const launcher = new LauncherClient('/etc/makewaves-test', '/nowhere', log, { entry: WEDGED });
+    const { services, health, http } = compose(launcher, log, { timeout: 0.2 });
+    const start = startAll(services, log, undefined, health);
+    start.catch(() => undefined); // awaited below, once the launcher is ready
+    const r = await call(await http, 'a.test', '/cgi-bin/echo?x=1');
+    expect(r.status).toBe(503);
+    expect(r.headers['retry-after']).toBe(String(LAUNCHER_RETRY_AFTER));
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        msg: 'handler request refused: the handler launcher is not ready',
+        tenant: 'a.test',
+        handler: 'echo',
+        remote: '127.0.0.1',
+        why: 'the handler launcher was still loading the configuration after cgi.timeout (0.2 s)',
+      }),
+    );
+    launcher.sendRaw('say ready');
+    await start;
+  });
+});
+
+describe('/healthz while a service is still starting', () => {
+  it('says degraded, naming what is awaited, until the launcher is ready; then ok', async () => {
+    const { log } = recorder();
+    const launcher = new LauncherClient('/etc/makewaves-test', '/nowhere', log, { entry: WEDGED });
+    const { services, health, admin } = compose(launcher, log);
+    const start = startAll(services, log, undefined, health);
+    start.catch(() => undefined); // awaited below, once the launcher is ready
+    const healthz = async () => {
+      const res = await fetch(`${await admin}/healthz`);
+      return { code: res.status, body: (await res.json()) as { status: string; problems?: unknown[] } };
+    };
+    expect(await healthz()).toMatchObject({
+      code: 200,
+      body: { status: 'degraded', problems: [{ key: 'starting:cgi', severity: 'degraded', message: 'cgi is still starting: the handler launcher is loading the configuration' }] },
+    });
+    launcher.sendRaw('say ready');
+    await start;
+    const after = await healthz();
+    expect(after).toMatchObject({ code: 200, body: { status: 'ok' } });
+    expect(after.body.problems).toBeUndefined();
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)('the suite started as root, its launcher slow to become ready', () => {
+  function suiteConfig(): string {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-launcher-start-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    return writeConfig(dir, { main: { admin: { listen: '127.0.0.1:0' } }, tenants: { 'a.test': { domains: ['a.test'], cgi: true } } }).configDir;
+  }
+
+  it('/healthz says starting:cgi until the launcher is ready, then ok', async () => {
+    const { log, line } = recorder();
+    const configDir = suiteConfig();
+    const starting = startSuite({ configDir, log, watch: false, sandbox: () => caps, launcher: { entry: WEDGED } });
+    cleanup.push(async () => {
+      // Told it is ready if the test failed before: the launcher must not outlive the test.
+      writeFileSync(path.join(configDir, 'say-ready'), '');
+      await (await starting.catch(() => undefined))?.stop(500);
+    });
+    const { url } = await line((l) => l.svc === 'admin' && typeof l.url === 'string');
+    const healthz = async () => (await fetch(`${url as string}/healthz`)).json() as Promise<{ status: string; problems?: unknown[] }>;
+    expect(await healthz()).toMatchObject({ status: 'degraded', problems: [{ key: 'starting:cgi', message: 'cgi is still starting: the handler launcher is loading the configuration' }] });
+    writeFileSync(path.join(configDir, 'say-ready'), '');
+    await starting;
+    expect(await healthz()).toEqual(expect.objectContaining({ status: 'ok' }));
+  });
+
+  it("fails its start once the launcher's time is up, naming it, and the launcher is ended", async () => {
+    const { log, line } = recorder();
+    const starting = startSuite({ configDir: suiteConfig(), log, watch: false, sandbox: () => caps, launcher: { entry: WEDGED, readyWithinMs: 300 } });
+    const { pid } = await line('handler launcher not ready in time: ended');
+    await expect(starting).rejects.toThrow(/^the handler launcher did not say it was ready within 0\.3 s of its start \(it was loading the configuration folder .*config\)$/);
+    await line('handler launcher ended');
+    expect(() => process.kill(pid as number, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
+  });
+});
