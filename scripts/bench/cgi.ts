@@ -21,12 +21,10 @@
  */
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stringify } from 'yaml';
-import { freePort, load, sequential, treeCpuAllMs } from './lib.ts';
+import { apacheCgiConf, columns, freePort, load, sequential, startCgiBench, statusOf, treeCpuAllMs } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const FORM = {
@@ -65,58 +63,25 @@ const JS_TRIVIAL = `module.exports = (cgi) => { cgi.stdout.write('Content-Type: 
 
 /** makewaves' HTTP service and handler gateway, in this child process (the load generator stays apart). */
 async function serve(): Promise<void> {
-  const { createCgi } = await import('../../src/cgi/index.ts');
-  const { loadConfig } = await import('../../src/core/config/load.ts');
-  const { startAll, stopAll } = await import('../../src/core/lifecycle.ts');
-  const { createLogger } = await import('../../src/core/log.ts');
-  const { Registry } = await import('../../src/core/registry.ts');
-  const { createHttpService } = await import('../../src/http/index.ts');
-  const { openState } = await import('../../src/state/index.ts');
-
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-cgi-'));
-  // The tenant's uid must reach its site below this folder.
-  chmodSync(dir, 0o755);
-  mkdirSync(path.join(dir, 'config/tenants'), { recursive: true });
-  const bin = path.join(dir, 'sites/bench.test/cgi-bin');
-  mkdirSync(bin, { recursive: true });
-  writeFileSync(
-    path.join(dir, 'config/makewaves.yaml'),
-    stringify({
-      hostname: 'mx.bench.test',
-      data: '../data',
-      sites: '../sites',
-      http: { listen: ['127.0.0.1:0'] },
-      // As many runs of the tenant at once as clients (Apache has no such cap); mail not rate-limited.
-      cgi: { perTenant: CLIENTS, mailPerHour: 1e9, mailPerIpPerHour: 1e9 },
-    }),
-  );
-  writeFileSync(path.join(dir, 'config/tenants/bench.test.yaml'), stringify({ domains: ['bench.test'], forms: { recipients: ['owner@bench.test'] }, cgi: true }));
-  writeFileSync(path.join(bin, 'hello.pl'), PERL_TRIVIAL, { mode: 0o755 });
-  writeFileSync(path.join(bin, 'formmail.pl'), perlFormMail('/usr/sbin/sendmail'), { mode: 0o755 });
-  writeFileSync(path.join(bin, 'hello.js'), JS_TRIVIAL);
-
-  const log = createLogger({ level: process.env.BENCH_LOG === 'info' ? 'info' : 'warn' });
-  const registry = new Registry(loadConfig(path.join(dir, 'config')));
-  const state = openState(registry.config.main.dataDir);
-  let mails = 0;
-  const cgi = createCgi({ registry, log, mail: { submit: async () => `q${++mails}` } });
-  const httpSvc = createHttpService({ registry, state, log, gateway: cgi.gateway });
-  let url = '';
-  await startAll([cgi.service, { ...httpSvc, start: async () => ((url = (await httpSvc.start())[0]!), [url]) }], log);
-  const client = cgi.launcher();
-  process.send!({ url, launcher: client !== undefined, forkBox: client?.forkBox === true });
-  const stop = async () => {
-    await stopAll([cgi.service, httpSvc], 1000);
-    state.close();
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const server = await startCgiBench({
+    prefix: 'makewaves-bench-cgi-',
+    // As many runs of the tenant at once as clients (Apache has no such cap).
+    cgi: { perTenant: CLIENTS },
+    scripts: {
+      'hello.pl': { text: PERL_TRIVIAL, mode: 0o755 },
+      'formmail.pl': { text: perlFormMail('/usr/sbin/sendmail'), mode: 0o755 },
+      'hello.js': JS_TRIVIAL,
+    },
+    logLevel: process.env.BENCH_LOG === 'info' ? 'info' : 'warn',
+  });
+  process.send!({ url: server.url, launcher: server.launcher, forkBox: server.forkBox });
   process.on('message', async () => {
-    await stop();
-    process.send!({ mails });
+    await server.stop();
+    process.send!({ mails: server.mails() });
     process.exit(0);
   });
   // The benchmark itself ended early (interrupted): nothing of this server is left behind.
-  process.on('disconnect', () => void stop().then(() => process.exit(1)));
+  process.on('disconnect', () => void server.stop().then(() => process.exit(1)));
 }
 
 /** Why Apache+suEXEC cannot run here, or undefined when it can. */
@@ -156,30 +121,17 @@ async function startApache(group?: { procs: string }): Promise<{ base: string; p
   writeFileSync(path.join(bin, 'formmail.pl'), perlFormMail(path.join(web, 'sendmail')), { mode: 0o755 });
   for (const p of [bin, sink, path.join(bin, 'hello.pl'), path.join(bin, 'formmail.pl')]) chownSync(p, nobody, nobody);
   const port = await freePort();
-  const mods = '/usr/lib/apache2/modules';
   writeFileSync(
     path.join(root, 'httpd.conf'),
-    [
-      `ServerRoot "${root}"`,
-      `Listen 127.0.0.1:${port}`,
-      'ServerName bench.test',
-      ...['mpm_event', 'authz_core', 'alias', 'cgid', 'suexec'].map((m) => `LoadModule ${m}_module ${mods}/mod_${m}.so`),
-      'User www-data',
-      'Group www-data',
-      `PidFile "${root}/httpd.pid"`,
-      `Mutex file:${root}`,
-      `ScriptSock "${root}/cgid.sock"`,
-      `ErrorLog "${root}/error.log"`,
-      `DocumentRoot "${web}"`,
-      'SuexecUserGroup nobody nogroup',
-      `ScriptAlias /cgi-bin/ "${bin}/"`,
-      `<Directory "${bin}">`,
-      '  Require all granted',
-      '</Directory>',
-      'KeepAlive On',
-      'MaxKeepAliveRequests 0',
-      '',
-    ].join('\n'),
+    apacheCgiConf({
+      root,
+      port,
+      modules: '/usr/lib/apache2/modules',
+      load: ['mpm_event', 'authz_core', 'alias', 'cgid', 'suexec'],
+      docRoot: web,
+      cgiBin: bin,
+      directives: ['User www-data', 'Group www-data', 'SuexecUserGroup nobody nogroup'],
+    }),
   );
   // Into its cgroup before it starts (it forks its cgid daemon and workers at once): a shell that joins it, then becomes httpd.
   const httpd = ['/usr/sbin/apache2', '-f', path.join(root, 'httpd.conf'), '-DFOREGROUND'];
@@ -198,12 +150,7 @@ async function startApache(group?: { procs: string }): Promise<{ base: string; p
   };
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const status = await new Promise<number>((resolve) => {
-      http.get(`${base}/cgi-bin/hello.pl`, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }).on('error', () => resolve(0));
-    });
+    const status = await statusOf(`${base}/cgi-bin/hello.pl`);
     if (status === 200) break;
     if (Date.now() > deadline || proc.exitCode !== null || status >= 400) {
       await stop();
@@ -324,14 +271,10 @@ async function main(): Promise<void> {
     const ratio = a ? `${(m.p50 / a.p50).toFixed(2)}×, ${(m.rps / a.rps).toFixed(2)}×, ${(m.cpu / a.cpu).toFixed(2)}×` : '';
     return [v.name, m.p50.toFixed(2), m.p99.toFixed(2), m.rps.toFixed(0), m.cp50.toFixed(2), m.cp99.toFixed(2), m.cpu.toFixed(2), String(m.bad), ratio];
   });
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
   console.log(`\nClassic CGI, ${seconds} s per measurement, Node ${process.version}, ${os.cpus().length} cores, load average ${os.loadavg()[0]!.toFixed(1)}`);
   const boxing = started.forkBox ? "every script run cloned in fresh PID, mount, IPC and UTS namespaces in its tenant's persistent box (box-init)" : 'every script run in its own box';
   console.log(`makewaves: ${boxing}, ${started.launcher ? "each tenant's own uid (root launcher)" : 'the suite\'s own uid (not root)'}; mails handed to the form-mail channel: ${mails}\n`);
-  console.log(line(head));
-  console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
-  for (const r of rows) console.log(line(r));
+  console.log(columns(head, rows));
   if (typeof apache === 'string') console.log(`\nNo Apache+suEXEC rows: ${apache}.`);
   console.log('\nvs Apache: makewaves ÷ Apache+suEXEC for the same script (p50 and CPU under 1×, req/s over 1× favour makewaves).');
   console.log(`CPU ms/req: CPU time of the server and everything it started (scripts, boxes, launcher) per answer at ${CLIENTS} clients, ${groups.makewaves ? 'from a cgroup of its own' : 'from /proc'}.`);

@@ -20,7 +20,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stringify } from 'yaml';
+import { apacheCgiConf, columns, freePort, sequential, startCgiBench, statusOf } from './lib.ts';
 
 const require = createRequire(import.meta.url);
 interface AutocannonResult {
@@ -55,38 +55,17 @@ process.stdin.on('end', () => {
 const TRIVIAL_HANDLER = `module.exports = (cgi) => { cgi.stdout.write('Content-Type: text/plain\\r\\n\\r\\nhello\\n'); };\n`;
 
 async function serve(): Promise<void> {
-  const { createCgi } = await import('../../src/cgi/index.ts');
-  const { loadConfig } = await import('../../src/core/config/load.ts');
-  const { startAll, stopAll } = await import('../../src/core/lifecycle.ts');
-  const { createLogger } = await import('../../src/core/log.ts');
-  const { Registry } = await import('../../src/core/registry.ts');
-  const { createHttpService } = await import('../../src/http/index.ts');
-  const { openState } = await import('../../src/state/index.ts');
-
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-bench-'));
-  chmodSync(dir, 0o755);
-  mkdirSync(path.join(dir, 'config/tenants'), { recursive: true });
-  mkdirSync(path.join(dir, 'sites/bench.test/cgi-bin'), { recursive: true });
-  writeFileSync(
-    path.join(dir, 'config/makewaves.yaml'),
-    stringify({ hostname: 'mx.bench.test', data: '../data', sites: '../sites', http: { listen: ['127.0.0.1:0'] }, cgi: { mailPerHour: 1e9, mailPerIpPerHour: 1e9 } }),
-  );
-  writeFileSync(path.join(dir, 'config/tenants/bench.test.yaml'), stringify({ domains: ['bench.test'], forms: { recipients: ['owner@bench.test'] }, cgi: true }));
-  writeFileSync(path.join(dir, 'sites/bench.test/cgi-bin/hello.js'), TRIVIAL_HANDLER);
-  // The same Perl scripts Apache runs below, as the tenant's classic CGI scripts (a fresh box per request).
-  writeFileSync(path.join(dir, 'sites/bench.test/cgi-bin/formmail.pl'), PERL_FORMMAIL);
-  writeFileSync(path.join(dir, 'sites/bench.test/cgi-bin/hello.pl'), PERL_TRIVIAL);
-  const handlerFile = path.join(dir, 'baseline.js');
+  const server = await startCgiBench({
+    prefix: 'makewaves-bench-',
+    scripts: {
+      'hello.js': TRIVIAL_HANDLER,
+      // The same Perl scripts Apache runs below, as the tenant's classic CGI scripts (a fresh box per request).
+      'formmail.pl': PERL_FORMMAIL,
+      'hello.pl': PERL_TRIVIAL,
+    },
+  });
+  const handlerFile = path.join(server.dir, 'baseline.js');
   writeFileSync(handlerFile, BASELINE_HANDLER);
-
-  const log = createLogger({ level: 'warn' });
-  const registry = new Registry(loadConfig(path.join(dir, 'config')));
-  const state = openState(registry.config.main.dataDir);
-  let queued = 0;
-  const cgi = createCgi({ registry, log, mail: { submit: async () => `q${++queued}` } });
-  const httpSvc = createHttpService({ registry, state, log, gateway: cgi.gateway });
-  let url = '';
-  await startAll([cgi.service, { ...httpSvc, start: async () => { const u = await httpSvc.start(); url = u[0]!; return u; } }], log);
 
   // Classic CGI: a fresh Node process per request, minimal environment.
   const baseline = http.createServer((req, res) => {
@@ -104,40 +83,12 @@ async function serve(): Promise<void> {
   await new Promise<void>((r) => baseline.listen(0, '127.0.0.1', r));
   const port = (baseline.address() as { port: number }).port;
 
-  process.send!({ suite: url, baseline: `http://127.0.0.1:${port}` });
+  process.send!({ suite: server.url, baseline: `http://127.0.0.1:${port}` });
   process.on('message', async () => {
     baseline.close();
-    await stopAll([cgi.service, httpSvc], 1000);
-    state.close();
-    rmSync(dir, { recursive: true, force: true });
+    await server.stop();
     process.exit(0);
   });
-}
-
-/** One client, one request at a time, timed with performance.now (autocannon rounds to whole ms). */
-async function sequential(v: { url: string; host: string; method: string; body: string | undefined }, seconds: number) {
-  const { Pool } = await import('undici');
-  const u = new URL(v.url);
-  const pool = new Pool(u.origin, { connections: 1 });
-  const times: number[] = [];
-  let bad = 0;
-  const end = performance.now() + seconds * 1000;
-  while (performance.now() < end && times.length < 100_000) {
-    const t0 = performance.now();
-    const res = await pool.request({
-      path: u.pathname,
-      method: v.method as 'GET',
-      headers: { host: v.host, 'content-type': 'application/x-www-form-urlencoded' },
-      body: v.body,
-    });
-    await res.body.text();
-    times.push(performance.now() - t0);
-    if (res.statusCode >= 300) bad++;
-  }
-  await pool.close();
-  times.sort((a, b) => a - b);
-  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))]!;
-  return { p50: at(0.5), p99: at(0.99), bad };
 }
 
 const PERL_FORMMAIL = `#!/usr/bin/perl
@@ -164,48 +115,25 @@ async function startApache(): Promise<{ base: string; stop: () => Promise<void> 
   mkdirSync(path.join(dir, 'cgi-bin'));
   writeFileSync(path.join(dir, 'cgi-bin/formmail.pl'), PERL_FORMMAIL, { mode: 0o755 });
   writeFileSync(path.join(dir, 'cgi-bin/hello.pl'), PERL_TRIVIAL, { mode: 0o755 });
-  const port = await new Promise<number>((resolve) => {
-    const probe = http.createServer().listen(0, '127.0.0.1', () => {
-      const p = (probe.address() as { port: number }).port;
-      probe.close(() => resolve(p));
-    });
-  });
+  const port = await freePort();
   const isRoot = process.getuid?.() === 0;
   writeFileSync(
     path.join(dir, 'httpd.conf'),
-    [
-      `ServerRoot "${dir}"`,
-      `Listen 127.0.0.1:${port}`,
-      'ServerName bench.test',
-      `LoadModule mpm_event_module ${modules}/mod_mpm_event.so`,
-      `LoadModule authz_core_module ${modules}/mod_authz_core.so`,
-      `LoadModule alias_module ${modules}/mod_alias.so`,
-      `LoadModule cgid_module ${modules}/mod_cgid.so`,
-      ...(isRoot ? ['User nobody', 'Group nogroup'] : []),
-      `PidFile "${dir}/httpd.pid"`,
-      `Mutex file:${dir}`,
-      `ScriptSock "${dir}/cgid.sock"`,
-      `ErrorLog "${dir}/error.log"`,
-      `DocumentRoot "${dir}"`,
-      `ScriptAlias /cgi-bin/ "${dir}/cgi-bin/"`,
-      `<Directory "${dir}/cgi-bin">`,
-      '  Require all granted',
-      '</Directory>',
-      'KeepAlive On',
-      'MaxKeepAliveRequests 0',
-      '',
-    ].join('\n'),
+    apacheCgiConf({
+      root: dir,
+      port,
+      modules,
+      load: ['mpm_event', 'authz_core', 'alias', 'cgid'],
+      docRoot: dir,
+      cgiBin: path.join(dir, 'cgi-bin'),
+      directives: isRoot ? ['User nobody', 'Group nogroup'] : [],
+    }),
   );
   const proc = spawn(bin, ['-f', path.join(dir, 'httpd.conf'), '-DFOREGROUND'], { stdio: ['ignore', 'ignore', 'inherit'] });
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const up = await new Promise<boolean>((resolve) => {
-      http.get(`${base}/cgi-bin/hello.pl`, (res) => {
-        res.resume();
-        resolve(res.statusCode === 200);
-      }).on('error', () => resolve(false));
-    });
+    const up = (await statusOf(`${base}/cgi-bin/hello.pl`)) === 200;
     if (up) break;
     if (Date.now() > deadline || proc.exitCode !== null) {
       proc.kill('SIGKILL');
@@ -257,7 +185,7 @@ async function main(): Promise<void> {
       duration: seconds,
     };
     await autocannon({ ...opts, connections: 4, duration: 1 }); // warm-up: start the pools
-    const one = await sequential(v, seconds);
+    const one = await sequential(v.url, v.host, seconds, v.body === undefined ? undefined : { body: v.body, type: 'application/x-www-form-urlencoded' });
     const many = await autocannon({ ...opts, connections: 16 });
     const bad = one.bad + many.non2xx + many.errors;
     rows.push([v.name, one.p50.toFixed(2), one.p99.toFixed(2), many.requests.average.toFixed(0), many.latency.p50.toFixed(0), String(bad)]);
@@ -267,12 +195,8 @@ async function main(): Promise<void> {
   await apache?.stop();
 
   const head = ['variant', 'p50 ms (1 client)', 'p99 ms (1 client)', 'req/s (16 clients)', 'p50 ms (16 clients)', 'non-2xx/errors'];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
   console.log(`\nForm handlers, ${seconds} s per measurement, Node ${process.version}, ${os.cpus().length} cores\n`);
-  console.log(line(head));
-  console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
-  for (const r of rows) console.log(line(r));
+  console.log(columns(head, rows));
   if (!apache) console.log('\nApache httpd is not installed (apt-get install apache2): no mod_cgid rows.');
 }
 

@@ -243,17 +243,27 @@ async function vsftpd(dir: string): Promise<Target | undefined> {
   return { name: 'vsftpd (reference, own process)', url: `ftp://127.0.0.1:${port}`, user: 'anonymous', password: '', stop: () => stopProcess(child) };
 }
 
-/** The real suite from a temp config with one tenant and no quota, in its own process as `npm start` runs it. */
-async function makewavesProcess(dir: string): Promise<Target> {
-  const configDir = path.join(dir, 'config-proc');
+/**
+ * A config folder under `dir` for the suite with one tenant, bench.test (FTP
+ * user bench, password bench, no quota), FTP on `ftpListen`; its config,
+ * sites and data folders are named with `suffix` (two suites side by side).
+ */
+async function benchConfig(dir: string, suffix: string, ftpListen: string): Promise<string> {
+  const configDir = path.join(dir, `config${suffix}`);
   mkdirSync(path.join(configDir, 'tenants'), { recursive: true });
-  mkdirSync(path.join(dir, 'sites-proc', 'bench.test'), { recursive: true });
-  const port = await freePort();
+  mkdirSync(path.join(dir, `sites${suffix}`, 'bench.test'), { recursive: true });
   writeFileSync(
     path.join(configDir, 'makewaves.yaml'),
-    stringify({ hostname: 'mx.bench.test', data: '../data-proc', sites: '../sites-proc', http: { listen: ['127.0.0.1:0'] }, ftp: { listen: `127.0.0.1:${port}` } }),
+    stringify({ hostname: 'mx.bench.test', data: `../data${suffix}`, sites: `../sites${suffix}`, http: { listen: ['127.0.0.1:0'] }, ftp: { listen: ftpListen } }),
   );
   writeFileSync(path.join(configDir, 'tenants', 'bench.test.yaml'), stringify({ domains: ['bench.test'], ftp: [{ user: 'bench', password: await hashPassword('bench') }] }));
+  return configDir;
+}
+
+/** The real suite from a temp config with one tenant and no quota, in its own process as `npm start` runs it. */
+async function makewavesProcess(dir: string): Promise<Target> {
+  const port = await freePort();
+  const configDir = await benchConfig(dir, '-proc', `127.0.0.1:${port}`);
   await run(process.execPath, [path.join(ROOT, 'scripts/build.mjs')]);
   const child = startProcess(process.execPath, [path.join(ROOT, 'dist/makewaves.mjs'), 'serve', '--config', configDir], { MAKEWAVES_LOG_LEVEL: 'warn' });
   await waitTcp(port);
@@ -263,11 +273,7 @@ async function makewavesProcess(dir: string): Promise<Target> {
 
 /** The real suite from a temp config with one tenant and no quota. */
 async function makewaves(dir: string): Promise<Target> {
-  const configDir = path.join(dir, 'config');
-  mkdirSync(path.join(configDir, 'tenants'), { recursive: true });
-  mkdirSync(path.join(dir, 'sites', 'bench.test'), { recursive: true });
-  writeFileSync(path.join(configDir, 'makewaves.yaml'), stringify({ hostname: 'mx.bench.test', data: '../data', sites: '../sites', http: { listen: ['127.0.0.1:0'] }, ftp: { listen: '127.0.0.1:0' } }));
-  writeFileSync(path.join(configDir, 'tenants', 'bench.test.yaml'), stringify({ domains: ['bench.test'], ftp: [{ user: 'bench', password: await hashPassword('bench') }] }));
+  const configDir = await benchConfig(dir, '', '127.0.0.1:0');
   const suite = await startSuite({ configDir, watch: false, log: createLogger({ level: 'silent' }) });
   return { name: 'makewaves (jail, quota, atomic)', url: suite.urls.ftp![0]!, user: 'bench@bench.test', password: 'bench', stop: () => suite.stop(1_000) };
 }

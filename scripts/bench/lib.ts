@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,9 +44,14 @@ export function treePssMiB(pid: number | undefined): number {
       return NaN;
     }
   };
-  let total = pss(pid);
+  return overTree(pid, pss);
+}
+
+/** `f` of a process plus `f` of each of its children (pgrep -P), summed. */
+function overTree(pid: number, f: (pid: number) => number): number {
+  let total = f(pid);
   try {
-    for (const k of execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean)) total += pss(Number(k));
+    for (const k of execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean)) total += f(Number(k));
   } catch {
     // no children
   }
@@ -56,14 +61,7 @@ export function treePssMiB(pid: number | undefined): number {
 /** Sum of RSS over a process and its children (nginx master + worker). */
 export function treeRssMiB(pid: number | undefined): number {
   if (!pid) return NaN;
-  let total = rssMiB(pid);
-  try {
-    const kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
-    for (const k of kids) total += rssMiB(Number(k));
-  } catch {
-    // no children
-  }
-  return total;
+  return overTree(pid, rssMiB);
 }
 
 /** Waits until `url` answers (any status) with Host `host`, up to `ms`. */
@@ -87,14 +85,7 @@ export async function waitHttp(url: string, host: string, ms = 20_000): Promise<
 /** CPU time (ms) a process and its children (nginx's worker) have used so far. */
 export function treeCpuMs(pid: number | undefined): number {
   if (!pid) return NaN;
-  let total = cpuMs(pid);
-  try {
-    const kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
-    for (const k of kids) total += cpuMs(Number(k));
-  } catch {
-    // no children
-  }
-  return total;
+  return overTree(pid, cpuMs);
 }
 
 /** CPU time (ms) a process has used so far (Linux /proc). */
@@ -328,4 +319,131 @@ export function treeCpuAllMs(pid: number | undefined): number {
     }
   }
   return (total * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+/** A file for the bench tenant's cgi-bin: its text, and its mode where it must be executable. */
+export type BenchScript = string | { text: string; mode: number };
+
+export interface CgiBench {
+  /** The temporary folder: config/, sites/, data/ (removed by stop). */
+  dir: string;
+  /** The HTTP listener's URL. */
+  url: string;
+  /** How many mails the handlers handed to the form-mail channel so far (an in-memory MailSubmitter: the queue is another service). */
+  mails(): number;
+  /** Whether a root launcher runs every script with the tenant's own uid, and whether it clones each run in the tenant's persistent box (box-init). */
+  launcher: boolean;
+  forkBox: boolean;
+  stop(): Promise<void>;
+}
+
+/**
+ * makewaves' HTTP service and handler gateway in this process, serving the
+ * tenant bench.test (forms to owner@bench.test) from a temporary folder
+ * named after `prefix`, its cgi-bin holding `scripts`. `cgi` is added to the
+ * main config's cgi section, where mail is never rate-limited. The suite's
+ * modules are loaded only here: the load generator's process never has them.
+ */
+export async function startCgiBench(opts: { prefix: string; scripts: Record<string, BenchScript>; cgi?: Record<string, unknown>; logLevel?: 'info' | 'warn' }): Promise<CgiBench> {
+  const { stringify } = await import('yaml');
+  const { createCgi } = await import('../../src/cgi/index.ts');
+  const { loadConfig } = await import('../../src/core/config/load.ts');
+  const { startAll, stopAll } = await import('../../src/core/lifecycle.ts');
+  const { createLogger } = await import('../../src/core/log.ts');
+  const { Registry } = await import('../../src/core/registry.ts');
+  const { createHttpService } = await import('../../src/http/index.ts');
+  const { openState } = await import('../../src/state/index.ts');
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), opts.prefix));
+  // The tenant's uid must reach its site below this folder.
+  chmodSync(dir, 0o755);
+  mkdirSync(path.join(dir, 'config/tenants'), { recursive: true });
+  const bin = path.join(dir, 'sites/bench.test/cgi-bin');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(
+    path.join(dir, 'config/makewaves.yaml'),
+    stringify({
+      hostname: 'mx.bench.test',
+      data: '../data',
+      sites: '../sites',
+      http: { listen: ['127.0.0.1:0'] },
+      cgi: { ...opts.cgi, mailPerHour: 1e9, mailPerIpPerHour: 1e9 },
+    }),
+  );
+  writeFileSync(path.join(dir, 'config/tenants/bench.test.yaml'), stringify({ domains: ['bench.test'], forms: { recipients: ['owner@bench.test'] }, cgi: true }));
+  for (const [name, script] of Object.entries(opts.scripts)) {
+    if (typeof script === 'string') writeFileSync(path.join(bin, name), script);
+    else writeFileSync(path.join(bin, name), script.text, { mode: script.mode });
+  }
+
+  const log = createLogger({ level: opts.logLevel ?? 'warn' });
+  const registry = new Registry(loadConfig(path.join(dir, 'config')));
+  const state = openState(registry.config.main.dataDir);
+  let mails = 0;
+  const cgi = createCgi({ registry, log, mail: { submit: async () => `q${++mails}` } });
+  const httpSvc = createHttpService({ registry, state, log, gateway: cgi.gateway });
+  let url = '';
+  await startAll([cgi.service, { ...httpSvc, start: async () => ((url = (await httpSvc.start())[0]!), [url]) }], log);
+  const client = cgi.launcher();
+  return {
+    dir,
+    url,
+    mails: () => mails,
+    launcher: client !== undefined,
+    forkBox: client?.forkBox === true,
+    stop: async () => {
+      await stopAll([cgi.service, httpSvc], 1000);
+      state.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * An httpd.conf for a throwaway Apache httpd 2.4 on 127.0.0.1:`port`
+ * running the CGI scripts of `cgiBin` (ScriptAlias /cgi-bin/) with
+ * keep-alive unbounded: its pid file, mutex, cgid socket and error log under
+ * `root`, the modules of `load` (mpm_event, authz_core, alias, cgid, …) from
+ * `modules`, and `directives` (User, Group, SuexecUserGroup) added as given.
+ */
+export function apacheCgiConf(o: { root: string; port: number; modules: string; load: string[]; docRoot: string; cgiBin: string; directives: string[] }): string {
+  return [
+    `ServerRoot "${o.root}"`,
+    `Listen 127.0.0.1:${o.port}`,
+    'ServerName bench.test',
+    ...o.load.map((m) => `LoadModule ${m}_module ${o.modules}/mod_${m}.so`),
+    ...o.directives,
+    `PidFile "${o.root}/httpd.pid"`,
+    `Mutex file:${o.root}`,
+    `ScriptSock "${o.root}/cgid.sock"`,
+    `ErrorLog "${o.root}/error.log"`,
+    `DocumentRoot "${o.docRoot}"`,
+    `ScriptAlias /cgi-bin/ "${o.cgiBin}/"`,
+    `<Directory "${o.cgiBin}">`,
+    '  Require all granted',
+    '</Directory>',
+    'KeepAlive On',
+    'MaxKeepAliveRequests 0',
+    '',
+  ].join('\n');
+}
+
+/** The status of one GET of `url`, 0 when it cannot be had. */
+export function statusOf(url: string): Promise<number> {
+  return new Promise<number>((resolve) => {
+    http
+      .get(url, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+      .on('error', () => resolve(0));
+  });
+}
+
+/** A Markdown table: the first column left-aligned, the others right-aligned. */
+export function columns(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const sep = `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+  return [line(head), sep, ...rows.map(line)].join('\n');
 }

@@ -1,4 +1,6 @@
+import { createSocket } from 'node:dgram';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -127,5 +129,40 @@ export async function call(
     headers: res.headers,
     text: async () => body,
     json: async () => JSON.parse(body) as unknown,
+  };
+}
+
+/** Listeners outside the boxes that no handler may reach ({@link startOutsideListeners}). */
+export interface OutsideListeners {
+  /** A Unix socket by path, open to every user (mode 0777). */
+  socket: string;
+  /** A UDP echo server on 127.0.0.1. */
+  udpPort: number;
+  close(): void;
+}
+
+/**
+ * Starts {@link OutsideListeners}: the Unix socket `dir`/outside.sock and
+ * with `abstractName` an abstract one (a name starting with NUL), both
+ * answering "hello", and the UDP echo server.
+ */
+export async function startOutsideListeners(dir: string, abstractName?: string): Promise<OutsideListeners> {
+  const socket = path.join(dir, 'outside.sock');
+  const unix = createServer((c) => c.end('hello'));
+  await new Promise<void>((resolve) => unix.listen(socket, resolve));
+  chmodSync(socket, 0o777);
+  const abstract = abstractName === undefined ? undefined : createServer((c) => c.end('hello'));
+  if (abstract) await new Promise<void>((resolve) => abstract.listen(abstractName, resolve));
+  const udp = createSocket('udp4');
+  udp.on('message', (m, from) => udp.send(m, from.port, from.address));
+  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+  return {
+    socket,
+    udpPort: udp.address().port,
+    close: () => {
+      unix.close();
+      abstract?.close();
+      udp.close();
+    },
   };
 }

@@ -28,6 +28,18 @@ export function cliWith(env: NodeJS.ProcessEnv, ...args: string[]): Promise<CliR
   });
 }
 
+/**
+ * Runs a command (curl, openssl) to its end within `timeout` ms: its exit
+ * code (-1 when it could not start or was killed) and stdout then stderr.
+ */
+export function runCommand(cmd: string, args: string[], opts: { cwd?: string; timeout: number }): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeout }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out: `${stdout}${stderr}` });
+    });
+  });
+}
+
 let running: Promise<unknown> = Promise.resolve();
 
 /**

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import type { Suite } from '../../src/main.ts';
-import { waitFor } from './suite.ts';
+import { startTestSuite, waitFor, type TestSuite, type TestSuiteOptions } from './suite.ts';
 
 export interface SunkMessage {
   from: string;
@@ -154,6 +154,53 @@ export class RawSmtp {
   close(): void {
     this.sock.destroy();
   }
+}
+
+/**
+ * The reply of the SMTP listener on `port` to RCPT TO:<`address`>, after
+ * EHLO client.test and MAIL FROM:<s@elsewhere.test>; the session then ends
+ * with QUIT.
+ */
+export async function replyToRcpt(port: number, address: string): Promise<string> {
+  const c = await RawSmtp.connect(port);
+  await c.cmd('EHLO client.test');
+  await c.cmd('MAIL FROM:<s@elsewhere.test>');
+  const r = await c.cmd(`RCPT TO:<${address}>`);
+  await c.cmd('QUIT');
+  c.close();
+  return r;
+}
+
+/** A suite whose SMTP service relays to a {@link MailSink} ({@link startRelaySuite}). */
+export interface RelaySuite {
+  sink: MailSink;
+  t: TestSuite;
+  /** The suite's SMTP port. */
+  port: number;
+}
+
+/**
+ * Starts a sink, then a suite whose SMTP listens on loopback and relays all
+ * outbound mail to it; `smtp` adds to the main config's smtp section, `main`
+ * to the rest. A suite that fails to start leaves no sink behind.
+ * {@link stopRelaySuite} stops both.
+ */
+export async function startRelaySuite(opts: TestSuiteOptions & { smtp?: Record<string, unknown> }): Promise<RelaySuite> {
+  const { smtp, ...rest } = opts;
+  const sink = await startSink();
+  try {
+    const t = await startTestSuite({ ...rest, main: { ...rest.main, smtp: { listen: ['127.0.0.1:0'], relay: sink.url, ...smtp } } });
+    return { sink, t, port: smtpPort(t.suite) };
+  } catch (err) {
+    await sink.close();
+    throw err;
+  }
+}
+
+/** Stops what {@link startRelaySuite} started (either may be missing: the start failed), the suite first. */
+export async function stopRelaySuite(t: TestSuite | undefined, sink: MailSink | undefined): Promise<void> {
+  await t?.stop();
+  await sink?.close();
 }
 
 /** The port of the suite's first SMTP listener. */

@@ -1,7 +1,8 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../src/lib/listen.ts';
 import { waitFor } from './suite.ts';
@@ -19,10 +20,13 @@ export interface Pebble {
   tlsKey: string;
   /** The root that signs what Pebble issues (from its management port), PEM. */
   root(): Promise<string>;
+  /** {@link root} written to `dir`/pebble-root.pem (for curl's or openssl's CA file); its path. */
+  writeRoot(dir: string): Promise<string>;
   /** Makes the mock DNS answer `host` with `address` (a domain that does not point at us). */
   pointAt(host: string, address: string): Promise<void>;
   /** Stops Pebble (by pid) and waits for it to exit; the mock DNS keeps running. */
   stopCa(): Promise<void>;
+  /** Stops both and removes Pebble's folder. */
   stop(): Promise<void>;
 }
 
@@ -55,16 +59,25 @@ function exited(child: ChildProcess): Promise<void> {
  * Starts pebble-challtestsrv (mock DNS only: every name is 127.0.0.1 unless
  * told otherwise) and Pebble on free loopback ports, validating HTTP-01 on
  * `httpPort` and TLS-ALPN-01 on `tlsPort` (a free port when not given). The config file and Pebble's TLS certificate are written
- * under `dir`.
+ * in a temporary folder of its own, removed by stop (or when it fails to start).
  */
-export async function startPebble(opts: { dir: string; httpPort: number; tlsPort?: number; alwaysValid?: boolean }): Promise<Pebble> {
-  mkdirSync(opts.dir, { recursive: true });
+export async function startPebble(opts: { httpPort: number; tlsPort?: number; alwaysValid?: boolean }): Promise<Pebble> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-pebble-'));
+  try {
+    return await pebbleIn(dir, opts);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function pebbleIn(dir: string, opts: { httpPort: number; tlsPort?: number; alwaysValid?: boolean }): Promise<Pebble> {
   const [acmePort, mgmtPort, dnsPort, dnsMgmtPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const tlsPort = opts.tlsPort ?? (await freePort());
-  const cert = path.join(opts.dir, 'pebble.crt');
-  const key = path.join(opts.dir, 'pebble.key');
+  const cert = path.join(dir, 'pebble.crt');
+  const key = path.join(dir, 'pebble.key');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
-  const config = path.join(opts.dir, 'pebble.json');
+  const config = path.join(dir, 'pebble.json');
   writeFileSync(
     config,
     JSON.stringify({
@@ -100,11 +113,17 @@ export async function startPebble(opts: { dir: string; httpPort: number; tlsPort
     await exited(dns);
     throw err;
   }
+  const root = () => request(`https://127.0.0.1:${mgmtPort}/roots/0`, tlsCa);
   return {
     directory,
     tlsCa: cert,
     tlsKey: key,
-    root: () => request(`https://127.0.0.1:${mgmtPort}/roots/0`, tlsCa),
+    root,
+    writeRoot: async (to) => {
+      const file = path.join(to, 'pebble-root.pem');
+      writeFileSync(file, await root());
+      return file;
+    },
     pointAt: async (host, address) => {
       await request(`http://127.0.0.1:${dnsMgmtPort}/add-a`, tlsCa, JSON.stringify({ host: `${host}.`, addresses: [address] }));
     },
@@ -112,6 +131,7 @@ export async function startPebble(opts: { dir: string; httpPort: number; tlsPort
     async stop() {
       await exited(ca);
       await exited(dns);
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -1,13 +1,12 @@
 import { Readable } from 'node:stream';
 import { Client } from 'basic-ftp';
-import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sumMetric } from '../../../src/cli/commands/status.ts';
-import { hashPassword } from '../../../src/lib/password.ts';
 import { freePort } from '../../../src/lib/listen.ts';
-import { boxMissing, call } from '../../helpers/cgi.ts';
-import { queueDrained, smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
-import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { boxMissing } from '../../helpers/cgi.ts';
+import { startSink, type MailSink } from '../../helpers/mailsink.ts';
+import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import { everyServiceTenant, mailAndForm } from '../../helpers/workload.ts';
 
 let t: TestSuite;
 let sink: MailSink;
@@ -19,12 +18,7 @@ beforeAll(async () => {
   t = await startTestSuite({
     main: { admin: { listen: `127.0.0.1:${await freePort()}` }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url }, ftp: {} },
     tenants: {
-      'a.test': {
-        domains: ['a.test'],
-        ftp: [{ user: 'ann', password: await hashPassword('metrics-pass') }],
-        mail: { forward: { info: ['owner@elsewhere.test'] } },
-        forms: { recipients: ['owner@elsewhere.test'] },
-      },
+      'a.test': await everyServiceTenant('metrics-pass'),
     },
     files: { 'a.test/index.html': 'A' },
   });
@@ -37,17 +31,7 @@ afterAll(async () => {
 
 describe.skipIf(boxMissing)('metrics of every service', () => {
   it('count a known workload: mail deliveries, the queue, FTP bytes and sessions, handler runs', async () => {
-    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort(t.suite), secure: false, ignoreTLS: true });
-    await transport.sendMail({ from: 'x@visitor.test', to: 'info@a.test', subject: 's', text: 'one' });
-    transport.close();
-    const form = await call(t.http, 'a.test', '/cgi-bin/formmail', {
-      method: 'POST',
-      body: new URLSearchParams({ name: 'V', email: 'v@visitor.test', message: 'two' }).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    });
-    expect(form.status).toBe(200);
-    await waitFor(() => sink.messages.length >= 2, 10_000, 'both messages at the relay');
-    await queueDrained(t.suite);
+    await mailAndForm(t, sink);
 
     const u = new URL(t.ftp!);
     const c = new Client();

@@ -1,9 +1,7 @@
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { existsSync, readdirSync, readFileSync, realpathSync, symlinkSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
+import { boxMissing, call, startCgiSuite, startOutsideListeners, type CgiTestSuite, type OutsideListeners } from '../../helpers/cgi.ts';
 
 // Each tenant's handler runs in a bubblewrap box of its own: attacked from
 // inside over real HTTP, every way out is shut, and the box's filesystem,
@@ -11,10 +9,8 @@ import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helper
 
 const fixture = (name: string) => readFileSync(path.join(import.meta.dirname, '../../fixtures/cgi', name));
 let s: CgiTestSuite;
-let unix: Server;
-let abstract: Server;
-let udp: UdpSocket;
-let udpPort = 0;
+let outside: OutsideListeners;
+const ABSTRACT = `\0makewaves-box-test-${process.pid}`;
 const SECRET = 'victim secret 8f3a';
 
 beforeAll(async () => {
@@ -30,21 +26,10 @@ beforeAll(async () => {
   symlinkSync('/etc/passwd', path.join(s.sitesDir, 'evil.test', 'passwd.txt'));
   symlinkSync(path.join(s.sitesDir, 'victim.test', 'secret.txt'), path.join(s.sitesDir, 'evil.test', 'neighbour.txt'));
   // Listeners a handler must not reach: a Unix socket by path (open to every user), an abstract one, UDP.
-  unix = createServer((c) => c.end('hello'));
-  await new Promise<void>((resolve) => unix.listen(path.join(s.dir, 'outside.sock'), resolve));
-  const { chmodSync } = await import('node:fs');
-  chmodSync(path.join(s.dir, 'outside.sock'), 0o777);
-  abstract = createServer((c) => c.end('hello'));
-  await new Promise<void>((resolve) => abstract.listen(`\0makewaves-box-test-${process.pid}`, resolve));
-  udp = createSocket('udp4');
-  udp.on('message', (m, from) => udp.send(m, from.port, from.address));
-  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-  udpPort = udp.address().port;
+  outside = await startOutsideListeners(s.dir, ABSTRACT);
 });
 afterAll(async () => {
-  unix?.close();
-  abstract?.close();
-  udp?.close();
+  outside?.close();
   await s?.stop();
 });
 
@@ -112,9 +97,9 @@ describe.skipIf(boxMissing)('a handler in its box', () => {
 
   it('reaches no TCP port, UDP port, Unix socket by path or abstract socket outside, not even the suite', async () => {
     expect(await inBox('tcp', { port: String(s.port) })).toMatchObject({ ok: false });
-    expect(await inBox('udp', { port: String(udpPort) })).toMatchObject({ ok: false });
-    expect(await inBox('unix', { p: path.join(s.dir, 'outside.sock') })).toMatchObject({ ok: false, code: 'ENOENT' });
-    expect(await inBox('unix', { p: `\0makewaves-box-test-${process.pid}` })).toMatchObject({ ok: false });
+    expect(await inBox('udp', { port: String(outside.udpPort) })).toMatchObject({ ok: false });
+    expect(await inBox('unix', { p: outside.socket })).toMatchObject({ ok: false, code: 'ENOENT' });
+    expect(await inBox('unix', { p: ABSTRACT })).toMatchObject({ ok: false });
   });
 
   it('is PID 1 of its own PID namespace, with a host name and a network of its own', async () => {
@@ -135,7 +120,7 @@ describe.skipIf(boxMissing)('a handler in its box', () => {
     expect(readdirSync(path.join(root, s.dataDir))).toEqual(['cgi']);
     expect(readdirSync(path.join(root, s.dataDir, 'cgi'))).toEqual(['evil.test']);
     expect(existsSync(path.join(root, s.dir, 'config'))).toBe(false);
-    expect(existsSync(path.join(root, s.dir, 'outside.sock'))).toBe(false);
+    expect(existsSync(path.join(root, outside.socket))).toBe(false);
     // The links resolve inside the box, where their targets do not exist.
     expect(existsSync(path.join(root, s.sitesDir, 'evil.test', 'passwd.txt'))).toBe(true);
     expect(existsSync(path.join(root, '/etc/passwd'))).toBe(false);

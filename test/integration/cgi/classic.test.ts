@@ -1,9 +1,7 @@
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { chmodSync, existsSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
+import { boxMissing, call, startCgiSuite, startOutsideListeners, type CgiTestSuite, type OutsideListeners } from '../../helpers/cgi.ts';
 
 // Classic CGI scripts (RFC 3875) in Perl, Python and sh: a tenant's file in
 // its cgi-bin/ with a #! line runs in the same box as JavaScript handlers,
@@ -14,9 +12,7 @@ import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helper
 const script = (name: string) => readFileSync(path.join(import.meta.dirname, '../../fixtures/cgi/classic', name));
 const SECRET = 'victim secret 51c2';
 let s: CgiTestSuite;
-let unix: Server;
-let udp: UdpSocket;
-let udpPort = 0;
+let outside: OutsideListeners;
 
 beforeAll(async () => {
   s = await startCgiSuite({
@@ -55,17 +51,10 @@ beforeAll(async () => {
   chmodSync(path.join(s.sitesDir, 'lax.test', 'cgi-bin'), 0o777);
   symlinkSync('/etc/passwd', path.join(s.sitesDir, 'evil.test', 'passwd.txt'));
   symlinkSync(path.join(s.sitesDir, 'victim.test', 'secret.txt'), path.join(s.sitesDir, 'evil.test', 'neighbour.txt'));
-  unix = createServer((c) => c.end('hello'));
-  await new Promise<void>((resolve) => unix.listen(path.join(s.dir, 'outside.sock'), resolve));
-  chmodSync(path.join(s.dir, 'outside.sock'), 0o777);
-  udp = createSocket('udp4');
-  udp.on('message', (m, from) => udp.send(m, from.port, from.address));
-  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-  udpPort = udp.address().port;
+  outside = await startOutsideListeners(s.dir);
 });
 afterAll(async () => {
-  unix?.close();
-  udp?.close();
+  outside?.close();
   await s?.stop();
 });
 
@@ -212,8 +201,8 @@ describe.skipIf(boxMissing)('classic CGI scripts', () => {
 
   it.each(['pl', 'py'] as const)('(%s) reaches no TCP port, UDP port or Unix socket by path', async (lang) => {
     expect(await attempt(lang, 'tcp', String(s.port))).toMatch(/^fail /);
-    expect(await attempt(lang, 'udp', String(udpPort))).toMatch(/^fail /);
-    expect(await attempt(lang, 'unix', path.join(s.dir, 'outside.sock'))).toMatch(/^fail /);
+    expect(await attempt(lang, 'udp', String(outside.udpPort))).toMatch(/^fail /);
+    expect(await attempt(lang, 'unix', outside.socket)).toMatch(/^fail /);
   });
 
   it('leaves nothing running after its answer: what it started ends with it', async () => {

@@ -3,7 +3,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { connect as connectTls, type TLSSocket } from 'node:tls';
+import { connect as connectTls, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -31,6 +31,18 @@ afterAll(async () => {
   await t?.stop();
   rmSync(certDir, { recursive: true, force: true });
 });
+
+/** A bare session logged in as sue over TLS (`tls`: the client side's options) with protected data connections (PBSZ 0, PROT P). */
+async function protectedSession(tls?: ConnectionOptions): Promise<{ raw: Awaited<ReturnType<typeof rawSession>>; control: TLSSocket }> {
+  const raw = await rawSession(t.ftp!);
+  expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
+  const control = await raw.startTls(tls);
+  await raw.send('USER sue@s.test');
+  expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
+  await raw.send('PBSZ 0');
+  expect(await raw.send('PROT P')).toMatch(/^200 /);
+  return { raw, control };
+}
 
 describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
   it('refuses a login before AUTH TLS when TLS is required, and says so', async () => {
@@ -71,13 +83,7 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
 
   it('transfers over a protected active data connection (EPRT toward the client itself; the client is the TLS client)', async () => {
     // curl 7.88's active FTPS is broken on its own side (it fails against vsftpd too), so the client is written out here.
-    const raw = await rawSession(t.ftp!);
-    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
-    const control = await raw.startTls();
-    await raw.send('USER sue@s.test');
-    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
-    await raw.send('PBSZ 0');
-    expect(await raw.send('PROT P')).toMatch(/^200 /);
+    const { raw, control } = await protectedSession();
     const listener = createServer();
     await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
     const accepted = new Promise<Socket>((r) => listener.once('connection', r));
@@ -95,13 +101,7 @@ describe('FTPS (explicit AUTH TLS, RFC 4217)', () => {
 
 describe('FTPS passive data connections belong to their session', () => {
   it("a stranger from the client's own address who connects first to the PASV port is refused; the session's own transfer works", async () => {
-    const raw = await rawSession(t.ftp!);
-    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
-    const control = await raw.startTls();
-    await raw.send('USER sue@s.test');
-    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
-    await raw.send('PBSZ 0');
-    expect(await raw.send('PROT P')).toMatch(/^200 /);
+    const { raw, control } = await protectedSession();
     const port = Number(/\(\|\|\|(\d+)\|\)/.exec(await raw.send('EPSV'))![1]);
     // The stranger: same address, its own TLS session (it cannot resume the control connection's).
     const stranger = connectTls({ host: '127.0.0.1', port, rejectUnauthorized: false });
@@ -168,13 +168,7 @@ describe('FTPS refuses TLS renegotiation (TLS 1.2; TLS 1.3 has none)', () => {
   });
 
   it('on a data connection: the transfer is cut (426), nothing stored, and the session goes on', async () => {
-    const raw = await rawSession(t.ftp!);
-    expect(await raw.send('AUTH TLS')).toMatch(/^234 /);
-    const control = await raw.startTls({ maxVersion: 'TLSv1.2' });
-    await raw.send('USER sue@s.test');
-    expect(await raw.send(`PASS ${PASS}`)).toMatch(/^230 /);
-    await raw.send('PBSZ 0');
-    expect(await raw.send('PROT P')).toMatch(/^200 /);
+    const { raw, control } = await protectedSession({ maxVersion: 'TLSv1.2' });
     const port = Number(/\(\|\|\|(\d+)\|\)/.exec(await raw.send('EPSV'))![1]);
     expect(await raw.send('STOR reneg.html')).toMatch(/^150 /);
     const data = connectTls({ host: '127.0.0.1', port, rejectUnauthorized: false, maxVersion: 'TLSv1.2', session: control.getSession() });

@@ -1,8 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,7 +45,6 @@ describe.skipIf(!havePebble)(`ACME Renewal Information (RFC 9773) with a real Pe
   let pebble: Pebble;
   let front: https.Server;
   let t: TestSuite;
-  let pebbleDir: string;
   let certsDir: string;
   /** The window answered per domain: [start, end] in ms from the moment of asking. */
   const windows = new Map<string, [number, number]>();
@@ -54,8 +52,7 @@ describe.skipIf(!havePebble)(`ACME Renewal Information (RFC 9773) with a real Pe
 
   beforeAll(async () => {
     const httpPort = await freePort();
-    pebbleDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-pebble-ari-'));
-    pebble = await startPebble({ dir: pebbleDir, httpPort });
+    pebble = await startPebble({ httpPort });
     const pebbleDirectory = await (await import('node:https')).default;
     const directoryOf = () =>
       new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -106,7 +103,6 @@ describe.skipIf(!havePebble)(`ACME Renewal Information (RFC 9773) with a real Pe
     await t?.stop();
     await new Promise((resolve) => front?.close(resolve));
     await pebble?.stop();
-    if (pebbleDir) rmSync(pebbleDir, { recursive: true, force: true });
   });
 
   it('after issuance the renewal is set at a random point of the window the CA suggests', async () => {

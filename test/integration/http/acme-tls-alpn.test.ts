@@ -1,20 +1,15 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../../src/lib/listen.ts';
+import { runCommand } from '../../helpers/cli.ts';
 import { havePebble, PEBBLE_MISSING, startPebble, type Pebble } from '../../helpers/pebble.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
-function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out: `${stdout}${stderr}` });
-    });
-  });
-}
+const run = (cmd: string, args: string[]) => runCommand(cmd, args, { timeout: 30_000 });
 
 /** A TLS handshake with openssl s_client offering `alpn` for `host`: what was negotiated and the certificate presented. */
 async function handshake(port: number, host: string, alpn: string, extra: string[] = []): Promise<{ alpn?: string; cert?: X509Certificate; out: string }> {
@@ -36,14 +31,12 @@ describe.skipIf(!havePebble)(`ACME TLS-ALPN-01 against a real Pebble (${havePebb
   let t: TestSuite;
   let httpsPort: number;
   let rootFile: string;
-  let pebbleDir: string;
 
   beforeAll(async () => {
     httpsPort = await freePort();
     // Pebble's HTTP-01 port has nothing behind it: only TLS-ALPN-01 on our HTTPS listener can succeed.
     const nothing = await freePort();
-    pebbleDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-pebble-alpn-'));
-    pebble = await startPebble({ dir: pebbleDir, httpPort: nothing, tlsPort: httpsPort });
+    pebble = await startPebble({ httpPort: nothing, tlsPort: httpsPort });
     t = await startTestSuite({
       main: {
         http: { tls: { listen: [`127.0.0.1:${httpsPort}`], certs: '../data/certs', selfSigned: true } },
@@ -52,14 +45,12 @@ describe.skipIf(!havePebble)(`ACME TLS-ALPN-01 against a real Pebble (${havePebb
       tenants: { 'a.test': { domains: ['a.test'] }, 'b.test': { domains: ['b.test'] } },
       files: { 'a.test/index.html': 'Tenant A\n', 'b.test/index.html': 'Tenant B\n' },
     });
-    rootFile = path.join(t.dir, 'pebble-root.pem');
-    writeFileSync(rootFile, await pebble.root());
+    rootFile = await pebble.writeRoot(t.dir);
   }, 60_000);
 
   afterAll(async () => {
     await t?.stop();
     await pebble?.stop();
-    if (pebbleDir) rmSync(pebbleDir, { recursive: true, force: true });
   });
 
   it('issues certificates over TLS-ALPN-01 on the HTTPS listener, which goes on serving h2 and HTTP/1.1', async () => {

@@ -1,25 +1,18 @@
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../../src/core/log.ts';
 import { freePort } from '../../../src/lib/listen.ts';
 import { startSuite, type Suite } from '../../../src/main.ts';
+import { runCommand } from '../../helpers/cli.ts';
 import { havePebble, PEBBLE_MISSING, startPebble, type Pebble } from '../../helpers/pebble.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../../..');
 
-function run(cmd: string, args: string[], cwd = REPO): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { cwd, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out: `${stdout}${stderr}` });
-    });
-  });
-}
+const run = (cmd: string, args: string[], cwd = REPO) => runCommand(cmd, args, { cwd, timeout: 60_000 });
 
 /** The page at https://<host>:<port>/, verified against `caFile` (curl, as a visitor would). */
 const curlHttps = (host: string, port: number, caFile: string) =>
@@ -55,13 +48,11 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
   let rootFile: string;
   let httpsPort: number;
   let admin: string;
-  let pebbleDir: string;
 
   beforeAll(async () => {
     // Fixed before Pebble starts: its validation authority connects to this port.
     httpPort = await freePort();
-    pebbleDir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-pebble-'));
-    pebble = await startPebble({ dir: pebbleDir, httpPort });
+    pebble = await startPebble({ httpPort });
     // bad.test does not point at this host: its HTTP-01 challenge cannot succeed.
     await pebble.pointAt('bad.test', '127.0.0.2');
     t = await startTestSuite({
@@ -82,14 +73,12 @@ describe.skipIf(!havePebble)(`ACME against a real Pebble (${havePebble ? 'instal
     });
     httpsPort = Number(new URL(t.suite.urls.http!.find((u) => u.startsWith('https:'))!).port);
     admin = t.suite.urls.admin![0]!;
-    rootFile = path.join(t.dir, 'pebble-root.pem');
-    writeFileSync(rootFile, await pebble.root());
+    rootFile = await pebble.writeRoot(t.dir);
   }, 60_000);
 
   afterAll(async () => {
     await t?.stop();
     await pebble?.stop();
-    if (pebbleDir) rmSync(pebbleDir, { recursive: true, force: true });
   });
 
   it('issues certificates for two tenants over HTTP-01 and serves them over HTTPS', async () => {

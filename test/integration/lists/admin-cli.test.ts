@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { cli } from '../../helpers/cli.ts';
-import { freePort, type MailSink, RawSmtp, startSink } from '../../helpers/mailsink.ts';
+import { freePort, type MailSink, replyToRcpt, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { mailTo, msg, sendMail } from './helpers.ts';
 
@@ -42,14 +42,7 @@ function expectComments(text: string): void {
   expect(text).toContain('# who reads the contact form');
 }
 
-async function rcpt(address: string): Promise<string> {
-  const c = await RawSmtp.connect(port);
-  await c.cmd('EHLO client.test');
-  await c.cmd('MAIL FROM:<s@elsewhere.test>');
-  const r = await c.cmd(`RCPT TO:<${address}>`);
-  c.close();
-  return r;
-}
+const rcpt = (address: string) => replyToRcpt(port, address);
 
 beforeAll(async () => {
   sink = await startSink();

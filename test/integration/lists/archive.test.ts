@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type MailSink, smtpPort, startSink } from '../../helpers/mailsink.ts';
-import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { type MailSink, startRelaySuite, stopRelaySuite } from '../../helpers/mailsink.ts';
+import { waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { headersOf, mailTo, msg, sendMail, web } from './helpers.ts';
 
 let sink: MailSink;
@@ -8,24 +8,19 @@ let t: TestSuite;
 let port: number;
 
 beforeAll(async () => {
-  sink = await startSink();
-  t = await startTestSuite({
-    main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxMessageBytes: 20_000 } },
+  ({ sink, t, port } = await startRelaySuite({
+    smtp: { maxMessageBytes: 20_000 },
     tenants: {
       'a.test': {
         domains: ['a.test'],
         mail: { lists: { pub: { owner: 'o@remote.test', posting: 'open', archive: true, webUrl: 'http://a.test' }, priv: { owner: 'o@remote.test', posting: 'open' } } },
       },
     },
-  });
-  port = smtpPort(t.suite);
+  }));
   t.suite.state.lists.addMember('a.test', 'pub', 'reader@remote.test', 'single', Date.now());
   t.suite.state.lists.addMember('a.test', 'priv', 'reader@remote.test', 'single', Date.now());
 });
-afterAll(async () => {
-  await t?.stop();
-  await sink?.close();
-});
+afterAll(() => stopRelaySuite(t, sink));
 
 describe('archive pages', () => {
   it('shows months, threads and posts as escaped text with addresses obfuscated; a hostile HTML post never runs', async () => {

@@ -3,8 +3,8 @@ import { addressList, mergeAddresses } from '../../../src/lists/message.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { dkimPython, noDkimpy, verifyDkim, zoneTxt } from '../../helpers/dkim.ts';
 import { startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
-import { type MailSink, smtpPort, startSink } from '../../helpers/mailsink.ts';
-import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import { type MailSink, startRelaySuite, stopRelaySuite } from '../../helpers/mailsink.ts';
+import type { TestSuite } from '../../helpers/suite.ts';
 import { headersOf, logged, mailTo, msg, sendMail } from './helpers.ts';
 
 let sink: MailSink;
@@ -14,7 +14,6 @@ let dns: DnsServer;
 const READER = 'reader@remote.test';
 
 beforeAll(async () => {
-  sink = await startSink();
   dns = await startDnsServer();
   // Every posters' domain lets 127.0.0.1 send (SPF), so the posts pass the inbound checks; their DMARC policies differ.
   for (const [domain, dmarc] of [
@@ -32,8 +31,8 @@ beforeAll(async () => {
     if (dmarc === 'silent') dns.zone.set(`_dmarc.${domain}`, { silent: true });
     else if (dmarc) dns.zone.set(`_dmarc.${domain}`, { txt: [[`v=DMARC1; ${dmarc}`]] });
   }
-  t = await startTestSuite({
-    main: { dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 0.3 }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
+  ({ sink, t, port } = await startRelaySuite({
+    main: { dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 0.3 } },
     tenants: {
       'a.test': {
         domains: ['a.test'],
@@ -46,13 +45,11 @@ beforeAll(async () => {
         },
       },
     },
-  });
+  }));
   for (const list of ['news', 'talk', 'keep']) t.suite.state.lists.addMember('a.test', list, READER, 'single', Date.now());
-  port = smtpPort(t.suite);
 });
 afterAll(async () => {
-  await t?.stop();
-  await sink?.close();
+  await stopRelaySuite(t, sink);
   await dns?.close();
 });
 

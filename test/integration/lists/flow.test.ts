@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
-import { type MailSink, smtpPort, startSink } from '../../helpers/mailsink.ts';
-import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { type MailSink, startRelaySuite, stopRelaySuite } from '../../helpers/mailsink.ts';
+import { waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { headersOf, logged, mailTo, msg, sendMail, subjectOf, tokenOf, web } from './helpers.ts';
 
 let sink: MailSink;
@@ -11,12 +11,11 @@ let dns: DnsServer;
 const OWNER = 'owner@remote.test';
 
 beforeAll(async () => {
-  sink = await startSink();
   // The members' domain lets 127.0.0.1 send its mail (SPF): their posts are authenticated, as `posting: members` needs.
   dns = await startDnsServer();
   dns.zone.set('remote.test', { txt: [['v=spf1 ip4:127.0.0.1 -all']] });
-  t = await startTestSuite({
-    main: { dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
+  ({ sink, t, port } = await startRelaySuite({
+    main: { dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 } },
     tenants: {
       'a.test': {
         domains: ['a.test', 'www.a.test'],
@@ -32,12 +31,10 @@ beforeAll(async () => {
       'b.test': { domains: ['b.test'], mail: { forward: {} } },
     },
     files: { 'a.test/lists/other/index.html': 'tenant page', 'b.test/lists/news/index.html': 'b page' },
-  });
-  port = smtpPort(t.suite);
+  }));
 });
 afterAll(async () => {
-  await t?.stop();
-  await sink?.close();
+  await stopRelaySuite(t, sink);
   await dns?.close();
 });
 

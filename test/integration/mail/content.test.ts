@@ -1,25 +1,20 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type MailSink, RawSmtp, smtpPort, startSink } from '../../helpers/mailsink.ts';
-import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { type MailSink, RawSmtp, startRelaySuite, stopRelaySuite } from '../../helpers/mailsink.ts';
+import { waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 let sink: MailSink;
 let t: TestSuite;
 let port: number;
 
 beforeAll(async () => {
-  sink = await startSink();
-  t = await startTestSuite({
-    main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxMessageBytes: 1024 * 1024 } },
+  ({ sink, t, port } = await startRelaySuite({
+    smtp: { maxMessageBytes: 1024 * 1024 },
     tenants: { 'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test' } } } },
-  });
-  port = smtpPort(t.suite);
+  }));
 });
-afterAll(async () => {
-  await t?.stop();
-  await sink?.close();
-});
+afterAll(() => stopRelaySuite(t, sink));
 
 function spoolFiles(): string[] {
   return readdirSync(path.join(t.dataDir, 'spool', 'q'));

@@ -5,8 +5,8 @@ import { call } from '../../helpers/cgi.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { dkimPython, noDkimpy, verifyDkim, zoneTxt } from '../../helpers/dkim.ts';
 import { loadZone, startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
-import { haveSwaks, smtpPort, startSink, swaks, type MailSink, type SunkMessage } from '../../helpers/mailsink.ts';
-import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { haveSwaks, type MailSink, startRelaySuite, stopRelaySuite, type SunkMessage, swaks } from '../../helpers/mailsink.ts';
+import { waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 let t: TestSuite;
 let sink: MailSink;
@@ -15,13 +15,9 @@ let dns: DnsServer;
 
 beforeAll(async () => {
   dns = await startDnsServer();
-  sink = await startSink();
-  sink.rcptReply.set('gone@remote.test', [550, '5.1.1 <gone@remote.test>: no such user']);
-  t = await startTestSuite({
-    main: {
-      dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 },
-      smtp: { listen: ['127.0.0.1:0'], relay: sink.url, waitForNextHop: 0, queue: { minBackoff: 3600, maxBackoff: 3600 } },
-    },
+  ({ sink, t, port } = await startRelaySuite({
+    main: { dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 } },
+    smtp: { waitForNextHop: 0, queue: { minBackoff: 3600, maxBackoff: 3600 } },
     tenants: {
       'a.test': {
         domains: ['a.test'],
@@ -29,12 +25,11 @@ beforeAll(async () => {
         mail: { forward: { lost: 'gone@remote.test' }, lists: { news: { owner: 'owner@remote.test', posting: 'members' } } },
       },
     },
-  });
-  port = smtpPort(t.suite);
+  }));
+  sink.rcptReply.set('gone@remote.test', [550, '5.1.1 <gone@remote.test>: no such user']);
 });
 afterAll(async () => {
-  await t?.stop();
-  await sink?.close();
+  await stopRelaySuite(t, sink);
   await dns?.close();
 });
 

@@ -1,6 +1,6 @@
-import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../helpers/cli.ts';
+import { rr, serveDns } from '../../helpers/dnsserver.ts';
 import { haveSwaks, type MailSink, smtpPort, startSink, swaks } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
@@ -16,29 +16,10 @@ interface Dns {
   close(): Promise<void>;
 }
 
-function rr(type: number, rdata: Buffer): Buffer {
-  const head = Buffer.alloc(12);
-  head.writeUInt16BE(0xc00c, 0); // the name: a pointer to the question's
-  head.writeUInt16BE(type, 2);
-  head.writeUInt16BE(1, 4);
-  head.writeUInt32BE(60, 6);
-  head.writeUInt16BE(rdata.length, 10);
-  return Buffer.concat([head, rdata]);
-}
-
 async function startDns(): Promise<Dns> {
-  const sock = dgram.createSocket('udp4');
-  const dns: Dns = { port: 0, root: true, close: () => new Promise((resolve) => sock.close(() => resolve())) };
-  sock.on('message', (q, from) => {
-    let i = 12;
-    const labels: string[] = [];
-    while (q[i] !== 0) {
-      labels.push(q.subarray(i + 1, i + 1 + q[i]!).toString().toLowerCase());
-      i += q[i]! + 1;
-    }
-    const type = q.readUInt16BE(i + 1);
-    const name = labels.join('.');
-    if (name === 'silent.test') return;
+  const dns: Dns = { port: 0, root: true, close: async () => undefined };
+  const server = await serveDns((name, type) => {
+    if (name === 'silent.test') return undefined;
     let rcode = 3;
     const answers: Buffer[] = [];
     if (name === '' && dns.root) {
@@ -48,16 +29,10 @@ async function startDns(): Promise<Dns> {
       rcode = 0;
       if (type === 1) answers.push(rr(1, Buffer.from([127, 0, 0, 1])));
     } else if (name === 'servfail.test') rcode = 2;
-    const head = Buffer.alloc(12);
-    q.copy(head, 0, 0, 2);
-    head[2] = 0x80 | (q[2]! & 1);
-    head[3] = 0x80 | rcode;
-    head.writeUInt16BE(1, 4);
-    head.writeUInt16BE(answers.length, 6);
-    sock.send(Buffer.concat([head, q.subarray(12, i + 5), ...answers]), from.port, from.address);
+    return { rcode, answers, authoritative: false };
   });
-  await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
-  dns.port = sock.address().port;
+  dns.port = server.port;
+  dns.close = server.close;
   return dns;
 }
 

@@ -1,16 +1,15 @@
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type MailSink, RawSmtp, smtpPort, startSink } from '../../helpers/mailsink.ts';
-import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { type MailSink, RawSmtp, startRelaySuite, stopRelaySuite } from '../../helpers/mailsink.ts';
+import { waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 let sink: MailSink;
 let t: TestSuite;
 let port: number;
 
 beforeAll(async () => {
-  sink = await startSink();
-  t = await startTestSuite({
-    main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxMessageBytes: 20_000, maxRecipients: 3 } },
+  ({ sink, t, port } = await startRelaySuite({
+    smtp: { maxMessageBytes: 20_000, maxRecipients: 3 },
     tenants: {
       'a.test': {
         domains: ['a.test', 'www.a.test'],
@@ -24,13 +23,9 @@ beforeAll(async () => {
       },
       'b.test': { domains: ['b.test'], mail: { forward: {}, catchAll: 'carol@remote.test' } },
     },
-  });
-  port = smtpPort(t.suite);
+  }));
 });
-afterAll(async () => {
-  await t?.stop();
-  await sink?.close();
-});
+afterAll(() => stopRelaySuite(t, sink));
 
 function client() {
   return nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true, name: 'client.test' });

@@ -1,7 +1,7 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type MailSink, queueDrained, RawSmtp, smtpPort, startSink } from '../../helpers/mailsink.ts';
+import { type MailSink, queueDrained, RawSmtp, smtpPort, startRelaySuite, stopRelaySuite } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 let sink: MailSink;
@@ -9,22 +9,15 @@ let t: TestSuite;
 let port: number;
 
 beforeAll(async () => {
-  sink = await startSink();
-  t = await startTestSuite({
-    main: {
-      smtp: { listen: ['127.0.0.1:0'], relay: sink.url, maxMessageBytes: 20_000, maxRecipients: 3 },
-    },
+  ({ sink, t, port } = await startRelaySuite({
+    smtp: { maxMessageBytes: 20_000, maxRecipients: 3 },
     tenants: {
       'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test', loop: 'loop@a.test' } } },
       'b.test': { domains: ['b.test'], mail: { catchAll: 'carol@remote.test' } },
     },
-  });
-  port = smtpPort(t.suite);
+  }));
 });
-afterAll(async () => {
-  await t?.stop();
-  await sink?.close();
-});
+afterAll(() => stopRelaySuite(t, sink));
 
 async function session(): Promise<RawSmtp> {
   const c = await RawSmtp.connect(port);

@@ -1,12 +1,11 @@
 import { lstatSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../../../src/lib/password.ts';
-import { boxMissing, call } from '../../helpers/cgi.ts';
+import { boxMissing } from '../../helpers/cgi.ts';
 import { rawRequest } from '../../helpers/http.ts';
-import { queueDrained, smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
-import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { startSink, type MailSink } from '../../helpers/mailsink.ts';
+import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import { everyServiceTenant, mailAndForm } from '../../helpers/workload.ts';
 import { ftpLogin, upload } from '../ftp/helpers.ts';
 
 let t: TestSuite;
@@ -24,12 +23,7 @@ beforeAll(async () => {
       http: { tls: { listen: ['127.0.0.1:0'], certs: '../data/certs', selfSigned: true } },
     },
     tenants: {
-      'a.test': {
-        domains: ['a.test'],
-        ftp: [{ user: 'ann', password: await hashPassword('modes-pass') }],
-        mail: { forward: { info: ['owner@elsewhere.test'] } },
-        forms: { recipients: ['owner@elsewhere.test'] },
-      },
+      'a.test': await everyServiceTenant('modes-pass'),
     },
     files: { 'a.test/index.html': 'A' },
   });
@@ -56,20 +50,10 @@ describe.skipIf(boxMissing)('modes of what the suite creates under data/', () =>
   it('no file or folder is group/world-writable or world-readable, after traffic of every service', async () => {
     // HTTP (access log), mail (spool, queue rows, database WAL), a form (handler scratch), FTP (upload, transfer log).
     expect((await rawRequest(t.http, '/', { host: 'a.test' })).status).toBe(200);
-    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort(t.suite), secure: false, ignoreTLS: true });
-    await transport.sendMail({ from: 'x@visitor.test', to: 'info@a.test', subject: 's', text: 'one' });
-    transport.close();
-    const form = await call(t.http, 'a.test', '/cgi-bin/formmail', {
-      method: 'POST',
-      body: new URLSearchParams({ name: 'V', email: 'v@visitor.test', message: 'two' }).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    });
-    expect(form.status).toBe(200);
+    await mailAndForm(t, sink);
     const c = await ftpLogin(t.ftp!, 'ann@a.test', 'modes-pass');
     await upload(c, 'up.html', 'uploaded');
     c.close();
-    await waitFor(() => sink.messages.length >= 2, 10_000, 'both messages at the relay');
-    await queueDrained(t.suite);
     const running = walk(t.dataDir);
     expect(running.map(([p]) => p)).toEqual(expect.arrayContaining(['makewaves.db-wal', 'makewaves.db-shm']));
     await t.suite.stop(500); // flushes the logs

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest } from '../../helpers/http.ts';
-import { type MailSink, RawSmtp, smtpPort, startSink } from '../../helpers/mailsink.ts';
+import { type MailSink, replyToRcpt, smtpPort, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { ftpLogin, replyCode } from '../ftp/helpers.ts';
 
@@ -35,15 +35,7 @@ afterAll(async () => {
   backend?.close();
 });
 
-async function rcpt(address: string): Promise<string> {
-  const c = await RawSmtp.connect(smtpPort(t.suite));
-  await c.cmd('EHLO client.test');
-  await c.cmd('MAIL FROM:<s@elsewhere.test>');
-  const r = await c.cmd(`RCPT TO:<${address}>`);
-  await c.cmd('QUIT');
-  c.close();
-  return r;
-}
+const rcpt = (address: string) => replyToRcpt(smtpPort(t.suite), address);
 
 async function ftpCode(): Promise<number> {
   return replyCode(

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest } from '../../helpers/http.ts';
-import { type MailSink, RawSmtp, smtpPort, startSink } from '../../helpers/mailsink.ts';
+import { type MailSink, replyToRcpt, smtpPort, startSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
 const BIN = path.resolve('bin/makewaves.js');
@@ -33,14 +33,7 @@ async function status(host: string, p = '/'): Promise<number> {
   return (await rawRequest(t.http, p, { host })).status;
 }
 
-async function rcpt(address: string): Promise<string> {
-  const c = await RawSmtp.connect(smtpPort(t.suite));
-  await c.cmd('EHLO client.test');
-  await c.cmd('MAIL FROM:<s@elsewhere.test>');
-  const r = await c.cmd(`RCPT TO:<${address}>`);
-  c.close();
-  return r;
-}
+const rcpt = (address: string) => replyToRcpt(smtpPort(t.suite), address);
 
 beforeAll(async () => {
   sink = await startSink();

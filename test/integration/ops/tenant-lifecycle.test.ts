@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { boxMissing, call } from '../../helpers/cgi.ts';
 import { cli } from '../../helpers/cli.ts';
-import { type MailSink, smtpPort, startSink } from '../../helpers/mailsink.ts';
-import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { type MailSink, startRelaySuite, stopRelaySuite } from '../../helpers/mailsink.ts';
+import { waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { mailTo, msg, sendMail, web } from '../lists/helpers.ts';
 
 // `tenant remove` takes away everything a tenant owned (state rows of every
@@ -57,21 +57,16 @@ function ftpRows(account: string): { attempts: number; locks: number } {
 }
 
 beforeAll(async () => {
-  sink = await startSink();
-  // info@gone.test forwards to an address the next hop keeps deferring: the message stays queued.
-  sink.rcptReply.set('stuck@remote.test', [451, '4.2.0 mailbox busy, try later']);
-  t = await startTestSuite({
+  ({ sink, t, port } = await startRelaySuite({
     // Member posts here are about what a tenant owns, not about their authentication (tested in lists/flow): checks off.
-    main: { smtp: { listen: ['127.0.0.1:0'], relay: sink.url, checks: { enabled: false } } },
+    smtp: { checks: { enabled: false } },
     tenants: { [ID]: GONE, 'keep.test': { domains: ['keep.test'], mail: { lists: { news: { owner: 'owner@remote.test' } } } } },
     files: { [`${ID}/index.html`]: 'the old site' },
-  });
-  port = smtpPort(t.suite);
+  }));
+  // info@gone.test forwards to an address the next hop keeps deferring: the message stays queued.
+  sink.rcptReply.set('stuck@remote.test', [451, '4.2.0 mailbox busy, try later']);
 });
-afterAll(async () => {
-  await t?.stop();
-  await sink?.close();
-});
+afterAll(() => stopRelaySuite(t, sink));
 
 describe.skipIf(boxMissing)('tenant remove and restore', () => {
   it('removes members, held posts, archive, form log, queued mail, logs, web root, DKIM keys, FTP throttle rows and handler scratch; a new tenant of that id inherits nothing; restore brings it back', async () => {

@@ -8,7 +8,7 @@ import { hashPassword } from '../../../src/lib/password.ts';
 import { ftpLogin } from '../ftp/helpers.ts';
 import { smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
-import { countsFromLogs, logLine, PANEL_HOST } from './helpers.ts';
+import { countsFromLogs, ftpAccounts, logLine, PANEL_HOST } from './helpers.ts';
 import { rawRequest } from '../../helpers/http.ts';
 
 /*
@@ -46,13 +46,10 @@ beforeAll(async () => {
       'example.test': {
         domains: ['example.test'],
         quota: '1MiB',
-        ftp: [
-          { user: 'alice', password: await hashPassword('wonderland') },
-          { user: 'carol', password: await hashPassword('carol-pass') },
-        ],
+        ftp: await ftpAccounts('alice', 'carol'),
         mail: { forward: { info: ['alice@example.net'] }, lists: { news: { owner: 'owner@sink.test', posting: 'moderated' } } },
       },
-      'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }] },
+      'other.test': { domains: ['other.test'], ftp: await ftpAccounts('bob') },
     },
     files: {
       'example.test/index.html': '<h1>alice</h1>',

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { cli } from '../../helpers/cli.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
-import { PanelClient } from './helpers.ts';
+import { asAlice } from './helpers.ts';
 
 // Forms in the panel: recipients through the tenant-file writer `makewaves
 // forms recipients` uses, and recent submissions with what became of them.
@@ -30,11 +30,7 @@ beforeAll(async () => {
 }, 30_000);
 afterAll(() => t?.stop());
 
-async function alice(): Promise<PanelClient> {
-  const c = new PanelClient(t.http);
-  expect((await c.login('alice@example.test', 'wonderland')).status).toBe(303);
-  return c;
-}
+const alice = () => asAlice(t.http);
 
 describe('forms in the panel', () => {
   it('adds and removes recipients in the tenant file (comments kept), refusing in the CLI\'s words', async () => {

@@ -1,8 +1,59 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest, type RawResponse } from '../../helpers/http.ts';
+import { startTestSuite, type TestSuite, type TestSuiteOptions } from '../../helpers/suite.ts';
 
 export const PANEL_HOST = 'panel.makewaves.test';
+
+/** The FTP users the panel tests log in as, with their passwords. */
+const PASSWORDS = { alice: 'wonderland', carol: 'carol-pass', bob: 'builder' } as const;
+
+/** FTP accounts of a tenant file (passwords hashed) for `users`, each with its password of {@link PASSWORDS}. */
+export async function ftpAccounts(...users: Array<keyof typeof PASSWORDS>): Promise<Array<{ user: string; password: string }>> {
+  return Promise.all(users.map(async (user) => ({ user, password: await hashPassword(PASSWORDS[user]) })));
+}
+
+/** A client of the panel at `base` logged in as alice@example.test (the login answered 303, or this throws). */
+export async function asAlice(base: string): Promise<PanelClient> {
+  const c = new PanelClient(base);
+  const res = await c.login('alice@example.test', PASSWORDS.alice);
+  if (res.status !== 303) throw new Error(`alice's login was answered ${res.status}`);
+  return c;
+}
+
+/** Two tenants, each with one FTP user and a home page: example.test (alice, page "hello") and other.test (bob, page "bob"). */
+export async function aliceAndBob(): Promise<Pick<TestSuiteOptions, 'tenants' | 'files'>> {
+  return {
+    tenants: {
+      'example.test': { domains: ['example.test'], ftp: await ftpAccounts('alice') },
+      'other.test': { domains: ['other.test'], ftp: await ftpAccounts('bob') },
+    },
+    files: { 'example.test/index.html': 'hello', 'other.test/index.html': 'bob' },
+  };
+}
+
+/**
+ * A suite with FTP on loopback and the panel (`panel`: its settings beside
+ * the host) whose tenant example.test (quota 600KiB, FTP user alice, its
+ * site `files`) is logged in to the panel as alice: the client and the CSRF
+ * token of her upload page.
+ */
+export async function atUploadPage(panel: Record<string, unknown>, files: Record<string, string>): Promise<{ t: TestSuite; c: PanelClient; csrf: string }> {
+  const t = await startTestSuite({
+    main: { panel: { host: PANEL_HOST, ...panel }, ftp: { listen: '127.0.0.1:0' } },
+    tenants: { 'example.test': { domains: ['example.test'], quota: '600KiB', ftp: await ftpAccounts('alice') } },
+    files,
+  });
+  try {
+    const c = new PanelClient(t.http);
+    await c.login('alice@example.test', PASSWORDS.alice);
+    return { t, c, csrf: await c.csrf('/t/example.test/upload') };
+  } catch (err) {
+    await t.stop();
+    throw err;
+  }
+}
 
 /** A client of the panel over plain HTTP on loopback with a cookie jar, as a browser without JavaScript would be. */
 export class PanelClient {

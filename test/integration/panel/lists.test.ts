@@ -6,7 +6,7 @@ import { cli } from '../../helpers/cli.ts';
 import { smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { mailTo, msg, sendMail } from '../lists/helpers.ts';
-import { PanelClient } from './helpers.ts';
+import { asAlice, PanelClient } from './helpers.ts';
 
 // A customer's mailing lists in the panel: members (the rows `list add
 // --no-confirm` / `list remove` write), held posts decided through the lists
@@ -42,11 +42,7 @@ afterAll(async () => {
   await sink?.close();
 });
 
-async function alice(): Promise<PanelClient> {
-  const c = new PanelClient(t.http);
-  expect((await c.login('alice@example.test', 'wonderland')).status).toBe(303);
-  return c;
-}
+const alice = () => asAlice(t.http);
 
 describe('mailing lists in the panel', () => {
   it('adds, lists, exports and removes members; a bad address is refused in the CLI\'s words, escaped', async () => {

@@ -1,10 +1,9 @@
 import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
-import { logLine, PANEL_HOST, PanelClient } from './helpers.ts';
+import { aliceAndBob, logLine, PANEL_HOST, PanelClient } from './helpers.ts';
 
 // A customer downloads its own access log (today's and the rotated days)
 // from the Traffic page: the bytes on disk, as an attachment that runs
@@ -16,14 +15,7 @@ const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
 const logsOf = (tenant: string) => path.join(t.dataDir, 'logs', tenant);
 
 beforeAll(async () => {
-  t = await startTestSuite({
-    main: { panel: { host: PANEL_HOST } },
-    tenants: {
-      'example.test': { domains: ['example.test'], ftp: [{ user: 'alice', password: await hashPassword('wonderland') }] },
-      'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }] },
-    },
-    files: { 'example.test/index.html': 'hello', 'other.test/index.html': 'bob' },
-  });
+  t = await startTestSuite({ main: { panel: { host: PANEL_HOST } }, ...(await aliceAndBob()) });
   // Real requests, one with markup in its path and referrer: today's log is the HTTP service's own.
   await rawRequest(t.http, '/', { host: 'example.test' });
   await rawRequest(t.http, '/%3Cscript%3Ealert(1)%3C/script%3E', { host: 'example.test', referer: 'https://evil.example/"><img src=x onerror=alert(1)>' });

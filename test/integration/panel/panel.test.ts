@@ -8,7 +8,7 @@ import { hashPassword } from '../../../src/lib/password.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
-import { PANEL_HOST, PanelClient } from './helpers.ts';
+import { ftpAccounts, PANEL_HOST, PanelClient } from './helpers.ts';
 
 /** A non-loopback IPv4 address of this machine, to be a client the panel must not serve over plain HTTP. */
 const outside = Object.values(os.networkInterfaces())
@@ -30,13 +30,10 @@ beforeAll(async () => {
       'example.test': {
         domains: ['example.test'],
         quota: '1MiB',
-        ftp: [
-          { user: 'alice', password: await hashPassword('wonderland') },
-          { user: 'carol', password: await hashPassword('carol-pass') },
-        ],
+        ftp: await ftpAccounts('alice', 'carol'),
         mail: { forward: { info: ['alice@example.net'] } },
       },
-      'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }], mail: { forward: { sales: ['bob@example.org'] } } },
+      'other.test': { domains: ['other.test'], ftp: await ftpAccounts('bob'), mail: { forward: { sales: ['bob@example.org'] } } },
     },
     files: { 'example.test/index.html': 'hello', 'example.test/a/b.txt': 'abc' },
   });

@@ -1,10 +1,9 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
-import { countsFromLogs, logLine, PANEL_HOST, PanelClient } from './helpers.ts';
+import { aliceAndBob, countsFromLogs, logLine, PANEL_HOST, PanelClient } from './helpers.ts';
 
 let t: TestSuite;
 let logs: string;
@@ -12,14 +11,7 @@ const DAY = 86_400_000;
 const dayOf = (ms: number) => new Date(ms).toISOString().slice(0, 10);
 
 beforeAll(async () => {
-  t = await startTestSuite({
-    main: { panel: { host: PANEL_HOST } },
-    tenants: {
-      'example.test': { domains: ['example.test'], ftp: [{ user: 'alice', password: await hashPassword('wonderland') }] },
-      'other.test': { domains: ['other.test'], ftp: [{ user: 'bob', password: await hashPassword('builder') }] },
-    },
-    files: { 'example.test/index.html': 'hello', 'other.test/index.html': 'bob' },
-  });
+  t = await startTestSuite({ main: { panel: { host: PANEL_HOST } }, ...(await aliceAndBob()) });
   logs = path.join(t.dataDir, 'logs', 'example.test');
   mkdirSync(logs, { recursive: true });
   const now = Date.now();

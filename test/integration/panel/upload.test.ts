@@ -3,11 +3,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest } from '../../helpers/http.ts';
-import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
+import type { TestSuite } from '../../helpers/suite.ts';
 import { ftpLogin, replyCode, upload as ftpUpload } from '../ftp/helpers.ts';
-import { PANEL_HOST, PanelClient } from './helpers.ts';
+import { atUploadPage, PANEL_HOST, type PanelClient } from './helpers.ts';
 
 // Uploads from the browser go through the FTP service's own jail, quota and
 // atomic replace (a contract wired in main.ts). Driven with curl -F, as a
@@ -19,16 +18,7 @@ let csrf: string;
 const KiB = 1024;
 
 beforeAll(async () => {
-  t = await startTestSuite({
-    main: { panel: { host: PANEL_HOST, maxUpload: '512KiB' }, ftp: { listen: '127.0.0.1:0' } },
-    tenants: {
-      'example.test': { domains: ['example.test'], quota: '600KiB', ftp: [{ user: 'alice', password: await hashPassword('wonderland') }] },
-    },
-    files: { 'example.test/index.html': 'old page' },
-  });
-  c = new PanelClient(t.http);
-  await c.login('alice@example.test', 'wonderland');
-  csrf = await c.csrf('/t/example.test/upload');
+  ({ t, c, csrf } = await atUploadPage({ maxUpload: '512KiB' }, { 'example.test/index.html': 'old page' }));
 }, 30_000);
 afterAll(() => t?.stop());
 

@@ -3,10 +3,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFil
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest } from '../../helpers/http.ts';
-import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
-import { PANEL_HOST, PanelClient } from './helpers.ts';
+import type { TestSuite } from '../../helpers/suite.ts';
+import { atUploadPage, PANEL_HOST, type PanelClient } from './helpers.ts';
 
 // A zip of a site uploaded from the panel: real archives made by the `zip`
 // command and, for the hostile ones no zip tool would write, by Python's
@@ -19,16 +18,7 @@ let csrf: string;
 const KiB = 1024;
 
 beforeAll(async () => {
-  t = await startTestSuite({
-    main: { panel: { host: PANEL_HOST, maxUpload: '256KiB', limits: { zipEntries: 20 } }, ftp: { listen: '127.0.0.1:0' } },
-    tenants: {
-      'example.test': { domains: ['example.test'], quota: '600KiB', ftp: [{ user: 'alice', password: await hashPassword('wonderland') }] },
-    },
-    files: { 'example.test/index.html': 'old page', 'example.test/keep/me.txt': 'kept' },
-  });
-  c = new PanelClient(t.http);
-  await c.login('alice@example.test', 'wonderland');
-  csrf = await c.csrf('/t/example.test/upload');
+  ({ t, c, csrf } = await atUploadPage({ maxUpload: '256KiB', limits: { zipEntries: 20 } }, { 'example.test/index.html': 'old page', 'example.test/keep/me.txt': 'kept' }));
 }, 30_000);
 afterAll(() => t?.stop());
 

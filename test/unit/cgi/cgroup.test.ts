@@ -1,28 +1,20 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Launcher } from '../../../src/cgi/launcher.ts';
 import type { SandboxCapabilities } from '../../../src/cgi/sandbox.ts';
 import { createLogger } from '../../../src/core/log.ts';
 import { childCgroup, findDelegatedCgroup, limitsNote, TenantCgroups, tenantCgroupName } from '../../../src/lib/cgroup.ts';
 import { writeConfig } from '../../helpers/suite.ts';
+import { tempDirs } from '../../helpers/tmp.ts';
 
 // Limits per tenant in a cgroup v2, where one is delegated. This machine has
 // cgroup v1 only, so the kernel's side (memory.max, pids.max, cpu.max
 // enforced) is not tested here: only finding a delegated cgroup (in made-up
 // cgroup trees), what is written where, and how a run joins its cgroup.
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-function tmp(): string {
-  const d = mkdtempSync(path.join(os.tmpdir(), 'makewaves-cgroup-'));
-  dirs.push(d);
-  return d;
-}
+const tmp = tempDirs('makewaves-cgroup-');
 
 /** A made-up cgroup2 mount: `tree` maps a cgroup path to its cgroup.subtree_control. */
 function fakeMount(tree: Record<string, string>): string {

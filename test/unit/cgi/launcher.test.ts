@@ -1,8 +1,7 @@
-import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { chmodSync, chownSync, linkSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LAUNCHER_CACHE_FILE, Launcher, MAX_REQUEST, parseRequest } from '../../../src/cgi/launcher.ts';
 import type { SandboxCapabilities } from '../../../src/cgi/sandbox.ts';
 import { createLogger } from '../../../src/core/log.ts';
@@ -11,16 +10,9 @@ import { ParseCache } from '../../../src/core/config/parsecache.ts';
 import { CgiUids, cgiUidMigrations } from '../../../src/state/cgiuids.ts';
 import { openDb } from '../../../src/state/db.ts';
 import { writeConfig } from '../../helpers/suite.ts';
+import { tempDirs } from '../../helpers/tmp.ts';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-function tmp(): string {
-  const d = mkdtempSync(path.join(os.tmpdir(), 'makewaves-launcher-'));
-  dirs.push(d);
-  return d;
-}
+const tmp = tempDirs('makewaves-launcher-');
 
 describe('parseRequest: the launcher reads only its three requests', () => {
   const run = { op: 'run', id: 1, tenant: 'a.test', kind: 'script', name: 'id.sh', env: { QUERY_STRING: 'x=1', HTTP_X_TEST: 'y' } };

@@ -1,19 +1,13 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../../src/core/config/load.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { writeConfig } from '../../helpers/suite.ts';
+import { tempDirs } from '../../helpers/tmp.ts';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tmp = tempDirs('makewaves-dns-');
 
 function configWith(main: Record<string, unknown>): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dns-'));
-  dirs.push(dir);
+  const dir = tmp();
   return writeConfig(dir, { main, tenants: { 'a.test': { domains: ['a.test'] } } }).configDir;
 }
 

@@ -1,16 +1,13 @@
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../../src/core/log.ts';
 import { createDkimSigner, fromDomain } from '../../../src/mail/mailauth.ts';
 import { openState } from '../../../src/state/index.ts';
 import { dkimPython, noDkimpy, verifyDkim } from '../../helpers/dkim.ts';
+import { tempDirs } from '../../helpers/tmp.ts';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tmp = tempDirs('makewaves-dkim-');
 
 describe('fromDomain: the domain that signs when it is ours', () => {
   it.each([
@@ -33,8 +30,7 @@ describe('fromDomain: the domain that signs when it is ours', () => {
 
 describe('DKIM keys in state', () => {
   it('two processes making the first keys of a domain at once end with one pair (the loser removes its files)', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
-    dirs.push(dir);
+    const dir = tmp();
     const [a, b] = [openState(dir), openState(dir)];
     try {
       const [ka, kb] = await Promise.all([a.dkim.ensure('a.test'), b.dkim.ensure('a.test')]);
@@ -52,8 +48,7 @@ describe('DKIM keys in state', () => {
   });
 
   it('never overwrites a key file another process has just written (its row not recorded yet): the next selector is taken', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
-    dirs.push(dir);
+    const dir = tmp();
     const now = Date.UTC(2026, 11, 6, 12);
     mkdirSync(path.join(dir, 'dkim', 'a.test'), { recursive: true });
     const theirs = path.join(dir, 'dkim', 'a.test', 'mw20261206r.key');
@@ -70,8 +65,7 @@ describe('DKIM keys in state', () => {
   });
 
   it('refuses a domain that is no host name (it becomes a folder name)', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
-    dirs.push(dir);
+    const dir = tmp();
     const s = openState(dir);
     try {
       await expect(s.dkim.ensure('../../etc')).rejects.toThrow('"../../etc" is not a domain name');
@@ -83,8 +77,7 @@ describe('DKIM keys in state', () => {
 
 describe.skipIf(!dkimPython)(dkimPython ? 'DKIM signatures made with keys parsed once, verified by dkimpy' : `DKIM signatures (skipped: ${noDkimpy})`, () => {
   it('signs many fields (h= folded, repeated fields) and an odd body with RSA and Ed25519, message after message', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
-    dirs.push(dir);
+    const dir = tmp();
     const s = openState(dir);
     try {
       // The suite's own name signs without a registry lookup.
@@ -111,8 +104,7 @@ describe.skipIf(!dkimPython)(dkimPython ? 'DKIM signatures made with keys parsed
 
 describe('one cache of parsed keys', () => {
   it('the state parses a key once for all who sign with it; the sealer signs with the parsed key it is given, not parsing the PEM again', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-dkim-'));
-    dirs.push(dir);
+    const dir = tmp();
     const s = openState(dir);
     try {
       const [k] = await s.dkim.ensure('a.test');
