@@ -451,12 +451,14 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         // (the launcher adds those itself, from its own view of the tenant).
         const sendmail = handlerMail.forRun({ tenant, remote, handler: name });
         const whole = { ...env, SERVER_SOFTWARE: 'makewaves', SCRIPT_FILENAME: file, DOCUMENT_ROOT: root!, PATH: '/usr/local/bin:/usr/bin:/bin' };
-        const box = { argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax, ...local.cgroupOf(tenant) };
+        // Without the launcher this process makes the box, scratch folder included; with it, the launcher alone
+        // (the folder is the tenant's uid's: set here to the handlers' user, runs side by side lost it).
+        const box = () => ({ argv, folders: [root!], scratch: scratch(tenant), memory: cfg.memory, fileMax: cfg.scratchFileMax, ...local.cgroupOf(tenant) });
         const ran = launcher
           ? await runScript(launched(launcher, tenant.id, 'script', name), env, read.body, limitsOf(current), sendmail, undefined, timeline)
           : local.boxInit?.ok
-            ? await runScript(local.run(caps, tenant.id, { ...box, init: local.boxInit.path }, whole), env, read.body, limitsOf(current), sendmail, undefined, timeline)
-            : await runScript(scriptSpec(caps, { ...box, env: whole }), env, read.body, limitsOf(current), sendmail, boxes, timeline);
+            ? await runScript(local.run(caps, tenant.id, { ...box(), init: local.boxInit.path }, whole), env, read.body, limitsOf(current), sendmail, undefined, timeline)
+            : await runScript(scriptSpec(caps, { ...box(), env: whole }), env, read.body, limitsOf(current), sendmail, boxes, timeline);
         if (ran.stderr) log.info({ ...who, stderr: ran.stderr }, 'handler wrote to stderr');
         result = ran.result;
       } finally {

@@ -120,6 +120,20 @@ describe.skipIf(boxMissing || !isRoot)('a uid per tenant (started as root)', () 
     expect(readFileSync(path.join(aDir, 'secret.txt'), 'utf8')).toBe('secret of a.test');
   });
 
+  it('leaves the scratch folder to the launcher: scripts run side by side all write it (the server never takes it back)', async () => {
+    const dir = path.join(s.dataDir, 'cgi', 'a.test');
+    // Writes a file of its own in the tenant's scratch folder and removes it again (each run is PID 1 of its box: a random name).
+    writeFileSync(
+      path.join(s.sitesDir, 'a.test', 'cgi-bin', 'touch.sh'),
+      `#!/bin/sh\nf=${dir}/t$(od -An -N8 -tx8 /dev/urandom | tr -d " ")\nif echo x > "$f" && rm "$f"; then r=ok; else r=refused; fi\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s\\n" "$r"\n`,
+      { mode: 0o755 },
+    );
+    const answers = await Promise.all(Array.from({ length: 24 }, () => text('a.test', '/cgi-bin/touch.sh')));
+    expect(answers).toEqual(Array.from({ length: 24 }, () => [200, 'ok']));
+    const st = statSync(dir);
+    expect([st.uid, (st.mode & 0o7777).toString(8)]).toEqual([s.cgi.launcher()!.uids['a.test'], '700']);
+  });
+
   it('caps a fork bomb at cgi.tenantProcesses for its tenant; another tenant\'s static page and scripts still answer', async () => {
     const bombUid = s.cgi.launcher()!.uids['bomb.test']!;
     const bomb = call(s.http, 'bomb.test', '/cgi-bin/bomb.pl');
