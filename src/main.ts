@@ -148,7 +148,10 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
   });
   services.push(cgi.service);
   // The launcher reads the config itself (it trusts no view of the server's): one it refused is the operator's to know.
+  // One that ended unasked refuses every handler until a restart: that is said first (a reload asks it nothing).
   health.probe(() => {
+    const ended = cgi.launcher()?.ended;
+    if (ended !== undefined) return [{ key: 'launcher', severity: 'degraded', message: `the handler launcher is gone (${ended}): every handler request is refused until a restart` }];
     const why = cgi.launcher()?.reloadRefused;
     return why === undefined
       ? []

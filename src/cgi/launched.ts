@@ -356,6 +356,11 @@ export class LauncherClient {
     });
   }
 
+  /** Why the launcher ended unasked (every handler is refused until a restart); undefined while it runs, or once a stop asked for its end. */
+  get ended(): string | undefined {
+    return this.stopping ? undefined : this.gone;
+  }
+
   /** Asks the launcher to read the config again; until it answers, no refusal of an earlier one is reported. */
   reload(): void {
     this.reloadsAsked++;

@@ -314,6 +314,36 @@ describe.skipIf(!isRoot || boxMissing)('the launcher started ahead of the server
       rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
+  it('health names a launcher that ended (every handler is refused), and a reload after its end does not clear it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-gone-'));
+    let told: () => void = () => undefined;
+    const goneLogged = new Promise<void>((resolve) => (told = resolve));
+    const log = createLogger({
+      level: 'error',
+      destination: { write: (l: string) => void ((JSON.parse(l) as { msg?: string }).msg?.startsWith('handler launcher gone') && told()) },
+    });
+    const before = children();
+    const suite = await startSuite({
+      configDir: writeConfig(dir, { main: { cgi: { uids: '232020-232029' } }, tenants: { 'a.test': { domains: ['a.test'], cgi: true } } }).configDir,
+      log,
+      watch: false,
+    });
+    try {
+      const launcherProblems = () => suite.health.check().problems.filter((p) => p.key === 'launcher');
+      expect(launcherProblems()).toEqual([]);
+      // The launcher this suite forked (this process's one new child), ended as an OOM kill or a crash would end it.
+      const [pid] = [...children()].filter((c) => !before.has(c));
+      process.kill(Number(pid), 'SIGKILL');
+      await goneLogged;
+      expect(launcherProblems()).toEqual([expect.objectContaining({ severity: 'degraded', message: expect.stringMatching(/handler launcher .*ended/) })]);
+      // A reload asks an ended launcher nothing: it must not clear what health says of it.
+      expect(suite.reload()).toBe(true);
+      expect(launcherProblems()).toHaveLength(1);
+    } finally {
+      await suite.stop(500);
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+    }
+  });
   it('says why it could not load the config, for the server to name', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-early-'));
     try {

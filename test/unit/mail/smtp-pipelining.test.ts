@@ -227,6 +227,25 @@ describe('the next hop with and without PIPELINING', () => {
     relay.close();
   });
 
+  it('a next hop that closes the connection before its greeting: the attempt fails (it does not wait forever) and frees its place in the pool', async () => {
+    // As an overloaded or unwilling MTA does: the TCP connection is accepted, then ended with no reply at all.
+    let accepted = 0;
+    const server = net.createServer((sock) => {
+      accepted++;
+      sock.end();
+    });
+    const { port } = await start({ server, reads: [], messages: [], conns: [] });
+    const relay = new RelayDeliverer({ url: `smtp://127.0.0.1:${port}`, hostname: 'client.test', maxConnections: 1 });
+    const req = { id: 'q1', sender: 'a@here.test', recipients: ['b@hop.test'], open: () => Readable.from([message()]) };
+    const first = await relay.deliver(req);
+    expect(first.map((o) => o.status)).toEqual(['temp']);
+    expect(first[0]!.reply).toMatch(/^4\.4\.1 /);
+    // The one connection the pool may open was given back: the next attempt connects again.
+    expect((await relay.deliver({ ...req, id: 'q2' })).map((o) => o.status)).toEqual(['temp']);
+    expect(accepted).toBe(2);
+    relay.close();
+  });
+
   it('the connection drops in the middle of a transaction: the send fails (it does not wait forever)', async () => {
     const hop = nextHop(true, (cmd) => (cmd.startsWith('RCPT') ? null : DATA_OK(cmd)));
     const session = await SmtpSession.open(await start(hop));
