@@ -2,6 +2,7 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import type { ConnectionOptions } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import { refusal } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 
 /** An error as nodemailer's SMTP client reports it. */
@@ -58,7 +59,8 @@ export const NODEMAILER_INTERNALS = {
 };
 
 /** The reply a transaction fails with when nodemailer went out of step with the commands {@link SmtpSession} wrote early (see the log). */
-export const PIPELINE_FAULT = '451 4.3.0 Local error in the SMTP client: its pipelined commands went out of step (see the log); the message will be tried again';
+const pipelineFault = refusal('INTERNAL', 'smtp', 'Local error in the SMTP client: its pipelined commands went out of step (see the log); the message will be tried again');
+export const PIPELINE_FAULT = `${pipelineFault.code} ${pipelineFault.text}`;
 
 /**
  * One SMTP client session (nodemailer's SMTPConnection, without the mail
@@ -149,7 +151,7 @@ export class SmtpSession {
    * the server saw no complete transaction, so nothing was sent).
    */
   private outOfStep(expected: string, got: string): void {
-    this.fault = Object.assign(new Error(PIPELINE_FAULT), { code: 'EPIPELINE', responseCode: 451, response: PIPELINE_FAULT });
+    this.fault = Object.assign(new Error(PIPELINE_FAULT), { code: 'EPIPELINE', responseCode: pipelineFault.code, response: PIPELINE_FAULT });
     this.broken = true;
     this.o.log?.error(
       { host: this.o.host, port: this.o.port, expected, got },
