@@ -337,7 +337,7 @@ function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' 
  * that breaks a limit gets 502/503/504, never the suite's stack.
  */
 export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUITE_HANDLERS, sandbox = detectSandbox, metrics, launcher: useLauncher, launcherStarted, cgroup: findCgroup = findDelegatedCgroup }: CgiDeps): Cgi {
-  const runs = metrics?.counter('makewaves_handler_runs_total', 'Handler runs by tenant and result (ok, error, timeout, memory, output, crashed, busy).', ['tenant', 'result']);
+  const runs = metrics?.counter('makewaves_handler_runs_total', 'Handler runs by tenant and result (ok, error, timeout, memory, output, crashed, busy; starting: refused while the launcher was not ready).', ['tenant', 'result']);
   const counted = (tenant: string, result: string) => runs?.inc({ tenant, result });
   const log = rootLog.child({ svc: 'cgi' });
   let current = registry;
@@ -374,6 +374,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
     const notReady = launcherUp && (await launcherNotReady(launcherUp, current.config.main.cgi.timeout));
     if (notReady) {
       log.warn({ ...who, why: notReady }, 'handler request refused: the handler launcher is not ready');
+      counted(tenant.id, 'starting');
       return unavailable(req, res, LAUNCHER_RETRY_AFTER);
     }
     const timeline = new Timeline();

@@ -91,7 +91,8 @@ function compose(launcher: LauncherClient, log: ReturnType<typeof recorder>['log
   const registry = new Registry(loadConfig(configDir));
   const state: State = openState(registry.config.main.dataDir);
   const health = new Health();
-  const gateway = createCgi({ registry, log, sandbox: () => caps, launcher: true, launcherStarted: launcher, cgroup: () => ({ ok: false, why: 'none in this test' }) });
+  const metrics = new Metrics();
+  const gateway = createCgi({ registry, log, metrics, sandbox: () => caps, launcher: true, launcherStarted: launcher, cgroup: () => ({ ok: false, why: 'none in this test' }) });
   const http = listening(createHttpService({ registry, state, log, gateway: gateway.gateway }));
   const admin = listening(createAdminService({ registry, metrics: new Metrics(), health, log, services: () => ['cgi', 'http', 'admin'] }));
   const services = [gateway.service, http.svc, admin.svc];
@@ -103,7 +104,7 @@ function compose(launcher: LauncherClient, log: ReturnType<typeof recorder>['log
     state.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { services, health, http: http.url, admin: admin.url };
+  return { services, health, metrics, http: http.url, admin: admin.url };
 }
 
 /** Whether a TCP connection to `url`'s port is accepted. */
@@ -137,7 +138,7 @@ describe('a handler launcher that does not become ready', () => {
   it('answers a handler request that waits longer than cgi.timeout with 503 and Retry-After, and logs who and why', async () => {
     const { log, lines } = recorder();
     const launcher = new LauncherClient('/etc/makewaves-test', '/nowhere', log, { entry: WEDGED });
-    const { services, health, http } = compose(launcher, log, { timeout: 0.2 });
+    const { services, health, metrics, http } = compose(launcher, log, { timeout: 0.2 });
     const start = startAll(services, log, undefined, health);
     start.catch(() => undefined); // awaited below, once the launcher is ready
     const r = await call(await http, 'a.test', '/cgi-bin/echo?x=1');
@@ -152,6 +153,7 @@ describe('a handler launcher that does not become ready', () => {
         why: 'the handler launcher was still loading the configuration after cgi.timeout (0.2 s)',
       }),
     );
+    expect(await metrics.text()).toMatch(/^makewaves_handler_runs_total\{tenant="a\.test",result="starting"\} 1$/m);
     launcher.sendRaw('say ready');
     await start;
   });
