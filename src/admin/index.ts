@@ -22,6 +22,15 @@ export interface AdminDeps {
  * while something needs the operator, 503 `{"status":"down",...}` when a
  * listener is not serving; each with a short summary.
  */
+/**
+ * True when a Host field names the loopback listener itself: `localhost`,
+ * a 127.0.0.0/8 address or `[::1]`, with or without a port. admin.listen
+ * may only be loopback, so no other name reaches it legitimately.
+ */
+export function loopbackHost(host: string): boolean {
+  return /^(?:localhost|127(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}|\[::1\])(?::\d{1,5})?$/i.test(host);
+}
+
 export function createAdminService({ registry, metrics, health, log: rootLog, services }: AdminDeps): Service {
   const log = rootLog.child({ svc: 'admin' });
   let current = registry;
@@ -30,6 +39,14 @@ export function createAdminService({ registry, metrics, health, log: rootLog, se
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = (req.url ?? '/').split('?')[0];
+    const host = req.headers.host;
+    if (host !== undefined && !loopbackHost(host)) {
+      // A browser sends the name of the page that asked (DNS rebinding): the listener is loopback only, and so are the names it answers.
+      log.info({ remote: req.socket.remoteAddress, host: host.slice(0, 100), why: 'not a loopback Host' }, 'admin request refused');
+      res.writeHead(421, { 'Content-Type': 'text/plain' });
+      res.end('misdirected request: ask for 127.0.0.1, [::1] or localhost\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' });
       res.end('method not allowed\n');

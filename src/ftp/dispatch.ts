@@ -77,6 +77,12 @@ export async function handleLine(ctx: FtpContext, s: Session, line: string): Pro
       await feat(ctx, s);
       return;
     case 'OPTS': {
+      if (!(cmd.arg ?? '').trim()) {
+        // RFC 2389 §4: OPTS names a command; ftp-srv's own handler throws on a missing argument.
+        s.log.info({ why: 'OPTS without an option' }, 'ftp command refused');
+        await conn.reply(501, 'OPTS needs an option: UTF8 ON or MLST facts');
+        return;
+      }
       // RFC 2640 §3.1 (and what clients send before USER): UTF-8 is the only encoding spoken.
       const utf8 = /^UTF-?8(?:\s+(ON|OFF))?\s*$/i.exec(cmd.arg ?? '');
       if (utf8) {

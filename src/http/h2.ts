@@ -1,4 +1,5 @@
 import http2, { type Http2SecureServer, type Http2ServerRequest, type Http2Session, type SecureServerOptions, type ServerHttp2Stream } from 'node:http2';
+import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../core/log.ts';
 
@@ -47,6 +48,25 @@ export function h2ServerOptions(tls: SecureServerOptions): SecureServerOptions {
     // A client that speaks neither h2 nor http/1.1 after TLS is closed after 10 s (Node's default, named).
     unknownProtocolTimeout: 10_000,
   };
+}
+
+/**
+ * True for a request that came as an HTTP/2 stream. The version in the
+ * request is no proof: an HTTP/1.1 connection's parser takes a request line
+ * that says `HTTP/2.0` and reports major version 2 for it, with no stream.
+ */
+export function isHttp2(req: IncomingMessage): boolean {
+  return req instanceof http2.Http2ServerRequest;
+}
+
+/**
+ * The status for a request an HTTP/1.1 connection read with a version other
+ * than 1.x (`HTTP/2.0` on the request line: HTTP/2 is spoken only after
+ * ALPN, never by naming it there), else undefined. RFC 9110 §15.6.6: 505.
+ * HTTP/0.9 and 1.0 clients are served as before.
+ */
+export function unsupportedVersion(req: IncomingMessage): 505 | undefined {
+  return !isHttp2(req) && req.httpVersionMajor > 1 ? 505 : undefined;
 }
 
 /**

@@ -16,7 +16,7 @@ import { ACCESS_LOG, TenantLogFiles } from '../lib/tenantlogs.ts';
 import { FileCache } from './cache.ts';
 import { createDispatch } from './dispatch.ts';
 import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
-import { adaptH2Request, H2_SETTINGS, h2HeaderListOver } from './h2.ts';
+import { adaptH2Request, H2_SETTINGS, h2HeaderListOver, isHttp2, unsupportedVersion } from './h2.ts';
 import { hostField } from './host.ts';
 import { openListeners, type Listener } from './listeners.ts';
 import { TenantProxy } from './proxy.ts';
@@ -77,7 +77,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
    * proxy, handlers, headers and logs are this one path for both.
    */
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
-    const h2 = req.httpVersionMajor === 2;
+    const h2 = isHttp2(req);
     if (h2) {
       const h2req = req as unknown as Http2ServerRequest;
       adaptH2Request(h2req, streamIdleMs);
@@ -100,6 +100,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       return record(undefined, req, req.socket.remoteAddress ?? '-', challenge);
     }
     let route = refuseByMethod(routeRequest(current, req.url ?? '/', hostField(req.rawHeaders)), req.method);
+    const badVersion = unsupportedVersion(req);
+    if (badVersion) route = { kind: 'error', status: badVersion, tenant: undefined, why: `HTTP/${req.httpVersion} on an HTTP/1.1 connection`, authority: route.authority };
     if ((req.socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (req.socket as TLSSocket).servername);
     const remote = req.socket.remoteAddress ?? '-';
     /** The tenant's response headers, when not applied yet: a cached file's 200 takes a ready-made head with them. */
@@ -160,7 +162,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
     let route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
     if ((socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (socket as TLSSocket).servername);
     // RFC 6455 §4.1: the handshake is a GET.
-    if (route.kind !== 'proxy' || req.method !== 'GET' || !offersWebSocket(req)) return declineUpgrade(server, req, socket, head);
+    // A request line that says HTTP/2.0 is declined too: the request path answers it 505.
+    if (route.kind !== 'proxy' || req.method !== 'GET' || !offersWebSocket(req) || unsupportedVersion(req)) return declineUpgrade(server, req, socket, head);
     socket.on('error', () => socket.destroy());
     const remote = req.socket.remoteAddress ?? '-';
     const target = { route: route.route, path: route.path, remote, host: route.authority, proto: (socket as TLSSocket).encrypted ? ('https' as const) : ('http' as const) };
@@ -192,7 +195,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       draining = true;
       for (const res of inFlight) {
         // HTTP/2 sessions are told to go away by their listener's close.
-        if (res.req.httpVersionMajor === 2) continue;
+        if (isHttp2(res.req)) continue;
         if (!res.headersSent) res.setHeader('Connection', 'close');
         else res.once('finish', () => res.socket?.end());
       }

@@ -16,6 +16,7 @@ const EXPLAIN: Record<number, string> = {
   502: "The site's application is not answering right now.",
   503: 'This site is not available right now.',
   504: "The site's application took too long to answer.",
+  505: 'This server does not support that HTTP version.',
 };
 
 const cache = new Map<string, Buffer>();

@@ -7,6 +7,7 @@ import type { Dispatcher, Pool } from 'undici';
 import { errorRef, replyCode } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { ProxyRoute } from '../core/registry.ts';
+import { isHttp2 } from './h2.ts';
 import { errorPage } from './pages.ts';
 
 // RFC 9110 §7.6.1: hop-by-hop fields, meaningful for one connection only.
@@ -239,7 +240,7 @@ export class TenantProxy {
     const headers = this.forwardedList(req, t);
     // RFC 9113 §8.1: an HTTP/2 body needs no Content-Length; the HEADERS frame says whether one follows.
     const hasBody =
-      req.httpVersionMajor === 2
+      isHttp2(req)
         ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders
         : req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
     return new Promise<ProxyOutcome>((resolve) => {

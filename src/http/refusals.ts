@@ -5,6 +5,7 @@ import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { TenantLogFiles } from '../lib/tenantlogs.ts';
 import { combinedLine, DEFAULT_SITE, requestLineOf } from './accesslog.ts';
+import { isHttp2, unsupportedVersion } from './h2.ts';
 import { errorPage } from './pages.ts';
 
 /** The status for each error Node's HTTP parser reports; anything else is a 400. */
@@ -87,7 +88,7 @@ export function createRawAnswers({ log, accessLogs, metrics, record }: RawAnswer
      * tells the client its tunnel is open, RFC 9113 §8.5).
      */
     connect(req: IncomingMessage, socket: Socket): void {
-      if (req.httpVersionMajor === 2) {
+      if (isHttp2(req)) {
         const res = socket as unknown as ServerResponse;
         const remote = req.socket.remoteAddress ?? '-';
         log.info({ remote, url: req.url || req.headers[':authority'] }, 'CONNECT refused: not a proxy');
@@ -98,6 +99,12 @@ export function createRawAnswers({ log, accessLogs, metrics, record }: RawAnswer
         return;
       }
       const remote = socket.remoteAddress ?? '-';
+      const badVersion = unsupportedVersion(req);
+      if (badVersion) {
+        log.info({ remote, url: req.url, why: `HTTP/${req.httpVersion} on an HTTP/1.1 connection` }, 'request refused');
+        record(req, remote, { status: badVersion, bytes: writeRawPage(socket, badVersion) });
+        return;
+      }
       log.info({ remote, url: req.url }, 'CONNECT refused: not a proxy');
       record(req, remote, { status: 501, bytes: writeRawPage(socket, 501) });
     },

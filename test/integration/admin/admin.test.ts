@@ -52,6 +52,20 @@ describe('admin listener', () => {
     expect(t.suite.reload()).toBe(true);
   });
 
+  it('answers only a loopback Host: a page a browser loaded from another name (DNS rebinding) reads nothing', async () => {
+    const port = new URL(admin).port;
+    for (const host of ['rebind.evil.test', `rebind.evil.test:${port}`, 'a.test', '127.0.0.1.evil.test']) {
+      const r = await rawRequest(admin, '/metrics', { host });
+      expect(r.status).toBe(421);
+      expect(r.body.toString()).not.toContain('makewaves_');
+    }
+    expect((await rawRequest(admin, '/healthz', { host: 'rebind.evil.test' })).status).toBe(421);
+    for (const host of [`127.0.0.1:${port}`, '127.0.0.1', `localhost:${port}`, 'LOCALHOST', `[::1]:${port}`, '127.1.2.3']) {
+      expect((await rawRequest(admin, '/metrics', { host })).status).toBe(200);
+    }
+    expect(t.logs().some((l) => l.msg === 'admin request refused' && l.host === 'rebind.evil.test' && l.remote === '127.0.0.1')).toBe(true);
+  });
+
   it('answers /healthz, refuses other methods and paths', async () => {
     const h = (await (await fetch(`${admin}/healthz`)).json()) as Record<string, unknown>;
     expect(h).toMatchObject({ status: 'ok', services: expect.arrayContaining(['http', 'jobs', 'admin']) });

@@ -50,6 +50,15 @@ describe('FTP commands real clients rely on', () => {
     raw.close();
   });
 
+  it('OPTS without an option is refused with 501 (a syntax error), not a local error', async () => {
+    const raw = await loggedIn();
+    expect(await raw.send('OPTS')).toMatch(/^501 /);
+    expect(await raw.send('NOOP')).toMatch(/^200 /);
+    raw.close();
+    expect(t.logs().some((l) => l.msg === 'ftp command failed')).toBe(false);
+    expect(t.logs().some((l) => l.msg === 'ftp command refused' && l.why === 'OPTS without an option')).toBe(true);
+  });
+
   it('bare STOU stores under a unique name and names it (RFC 1123 §4.1.2.9: 150 FILE: name, then 226)', async () => {
     const raw = await loggedIn();
     const data = await dataTo(epsvPort(await raw.send('EPSV')));

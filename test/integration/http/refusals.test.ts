@@ -38,6 +38,8 @@ describe('answers given before (or instead of) a request', () => {
     ['Content-Length and Transfer-Encoding together', 'POST /smuggle HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, /"POST \/smuggle HTTP\/1\.1" 400 /m],
     ['a NUL in the target', Buffer.from('GET /nul\0x HTTP/1.1\r\nHost: a.test\r\n\r\n', 'latin1'), 400, / "-" 400 /m],
     ['CONNECT (not a proxy)', 'CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n', 501, /"CONNECT a\.test:443 HTTP\/1\.1" 501 /m],
+    ['HTTP/2.0 in an HTTP/1.1 request line', 'GET /v2 HTTP/2.0\r\nHost: a.test\r\n\r\n', 505, /"GET \/v2 HTTP\/2\.0" 505 /m],
+    ['CONNECT as HTTP/2.0 in an HTTP/1.1 request line', 'CONNECT a.test:443 HTTP/2.0\r\nHost: a.test:443\r\n\r\n', 505, /"CONNECT a\.test:443 HTTP\/2\.0" 505 /m],
     ['an h2c offer to an unknown host', 'GET /h2c HTTP/1.1\r\nHost: nobody.test\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n', 404, /"GET \/h2c HTTP\/1\.1" 404 /m],
   ];
   it.each(CASES)('%s: answered, logged under _default, counted', async (_what, request, status, line) => {
@@ -70,6 +72,19 @@ describe('answers given before (or instead of) a request', () => {
     // The whole file first, then the refusal of the pipelined request after it.
     expect(body.slice(0, 4 * 1024 * 1024)).toBe('a'.repeat(4 * 1024 * 1024));
     expect(body.slice(4 * 1024 * 1024)).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[^]*<title>400 Bad Request<\/title>[^]*<\/html>\n$/);
+  });
+
+  it('keeps serving after a request line that claims HTTP/2.0 (plain and as an Upgrade offer)', async () => {
+    for (const request of [
+      'GET / HTTP/2.0\r\nHost: a.test\r\n\r\n',
+      'CONNECT a.test:443 HTTP/2.0\r\nHost: a.test:443\r\n\r\n',
+      'GET / HTTP/2.0\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    ]) {
+      expect((await rawExchange(t.http, request)).status).toBe(505);
+    }
+    const r = await rawExchange(t.http, 'GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n');
+    expect(r.status).toBe(200);
+    expect(t.logs().some((l) => l.msg === 'request refused' && l.remote === '127.0.0.1' && /HTTP\/2\.0/.test(String(l.why)))).toBe(true);
   });
 
   it('says in the service log who was refused and why', async () => {
