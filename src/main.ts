@@ -73,7 +73,7 @@ export async function startSuite(options: SuiteOptions): Promise<Suite> {
   try {
     return await composeSuite(options, log, launcher);
   } catch (err) {
-    launcher?.stop();
+    void launcher?.stop();
     throw err;
   }
 }

@@ -529,7 +529,7 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
           launcherUp.catch(() => undefined); // awaited by ready() (the start's failure, reported there) and by requests meanwhile
           return [];
         }
-        launcherStarted?.stop();
+        void launcherStarted?.stop();
         const boxInit = c.box ? local.prepareBoxInit() : undefined;
         const scripts = boxInit === undefined ? 'no box' : boxInit.ok ? true : boxInit.why;
         announce(log, c, launcher, current, suiteReal, [...suiteNames], local.cgroup, scripts);
@@ -543,7 +543,8 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
         boxes.discard();
         local.retireAll();
         await pools.stop(graceMs);
-        launcher?.stop();
+        // Its end awaited (briefly): what it and its boxes write is done when the stop is.
+        await launcher?.stop(Math.min(graceMs, 2_000));
       },
       reload(next) {
         // What the new snapshot's settings make, before anything switches to it.

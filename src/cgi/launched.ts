@@ -379,12 +379,22 @@ export class LauncherClient {
 
   /**
    * Ends the launcher by closing its channel (it exits when the server is
-   * gone; after the drop the server may not signal it).
+   * gone; after the drop the server may not signal it). Resolves once it
+   * has exited (its boxes end with it), or after `waitMs` at most.
    */
-  stop(): void {
+  stop(waitMs = 0): Promise<void> {
     this.stopping = true;
     clearTimeout(this.readyTimer);
     if (!this.gone && this.proc.connected) this.proc.disconnect();
+    if (this.gone || this.proc.exitCode !== null || this.proc.signalCode !== null || waitMs <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const late = setTimeout(resolve, waitMs);
+      late.unref();
+      this.proc.once('exit', () => {
+        clearTimeout(late);
+        resolve();
+      });
+    });
   }
 
   /**
@@ -396,7 +406,7 @@ export class LauncherClient {
   private end(): void {
     if (this.gone) return;
     this.proc.kill('SIGKILL');
-    this.stop();
+    void this.stop();
     this.proc.unref();
   }
 }

@@ -62,12 +62,16 @@ function exited(child: ChildProcess): Promise<void> {
  * in a temporary folder of its own, removed by stop (or when it fails to start).
  */
 export async function startPebble(opts: { httpPort: number; tlsPort?: number; alwaysValid?: boolean }): Promise<Pebble> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-pebble-'));
-  try {
-    return await pebbleIn(dir, opts);
-  } catch (err) {
-    rmSync(dir, { recursive: true, force: true });
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-pebble-'));
+    try {
+      return await pebbleIn(dir, opts);
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      // A port freePort gave was taken before Pebble bound it (other tests start servers too): new ports, twice more.
+      if (attempt < 3 && /pebble exited .*address already in use/s.test((err as Error).message)) continue;
+      throw err;
+    }
   }
 }
 
@@ -101,8 +105,20 @@ async function pebbleIn(dir: string, opts: { httpPort: number; tlsPort?: number;
   ca.stderr!.on('data', (c: Buffer) => output.push(c.toString()));
   const tlsCa = readFileSync(cert, 'utf8');
   const directory = `https://127.0.0.1:${acmePort}/dir`;
+  // Pebble ending early (a port taken between freePort and its bind, under load) fails at once, with what it said.
+  let ended: string | undefined;
+  ca.once('exit', (code, signal) => (ended = `pebble exited (${code ?? signal}): ${output.join('').slice(-500)}`));
   try {
-    await waitFor(() => request(directory, tlsCa).then(() => true, () => false), 20_000, `pebble at ${directory} (${output.join('').slice(-500)})`);
+    await waitFor(
+      () => {
+        if (ended) throw new Error(ended);
+        return request(directory, tlsCa).then(() => true, () => false);
+      },
+      20_000,
+      `pebble at ${directory}`,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; pebble said: ${output.join('').slice(-500) || 'nothing'}`);
+    });
     await waitFor(
       () => request(`http://127.0.0.1:${dnsMgmtPort}/clear-a`, tlsCa, '{"host":"nothing.test."}').then(() => true, () => false),
       20_000,
