@@ -23,6 +23,7 @@ import { TenantProxy } from './proxy.ts';
 import { createRecorder } from './record.ts';
 import { createRawAnswers } from './refusals.ts';
 import { redirectToHttps, sendPage } from './replies.ts';
+import { errorRef, replyCode } from '../core/errors.ts';
 import { refuseByMethod, refuseMisdirected, routeRequest } from './route.ts';
 import { StaticFiles, type Outcome, type StaticRequest } from './static.ts';
 import { declineUpgrade, offersWebSocket } from './upgrade.ts';
@@ -154,6 +155,23 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   }
 
   /**
+   * onRequest, and a fault of ours in its synchronous part answered 500 with a
+   * reference (the asynchronous part catches its own): a throw out of a
+   * request listener would end the whole process, mail and FTP with it.
+   */
+  function guarded(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      onRequest(req, res);
+    } catch (err) {
+      const ref = errorRef();
+      const remote = req.socket?.remoteAddress ?? '-';
+      log.error({ remote, url: req.url, host: req.headers.host, ref, err: (err as Error).stack }, 'request failed');
+      if (res.headersSent) res.destroy();
+      else record(undefined, req, remote, sendPage(req, res, replyCode('INTERNAL', 'http'), {}, ref));
+    }
+  }
+
+  /**
    * A WebSocket handshake on a proxied path goes to the backend; every other
    * Upgrade offer (h2c from `curl --http2`, websocket on a static page) is
    * declined and the request served as it would be without it.
@@ -178,8 +196,16 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       // asked for since this service was made, so that little of it is left to wait for here.
       await proxyLoad;
       const opened = await openListeners(main.http, certs, (name) => certs?.contextFor(name, current), log, {
-        request: onRequest,
-        upgrade: onUpgrade,
+        request: guarded,
+        upgrade: (server, req, socket, head) => {
+          try {
+            onUpgrade(server, req, socket, head);
+          } catch (err) {
+            // As for a request: a fault of ours ends this connection, not the process.
+            log.error({ remote: socket.remoteAddress, url: req.url, host: req.headers.host, ref: errorRef(), err: (err as Error).stack }, 'upgrade failed');
+            socket.destroy();
+          }
+        },
         clientError: raw.clientError,
         connect: raw.connect,
       }, acme?.tlsAlpn);
