@@ -117,7 +117,9 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, file: string, 
       for (const k of issue.keys) problems.push(`${show(file)}: ${key ? `${key}.` : ''}${k}: unknown key (a typo?)`);
       continue;
     }
-    problems.push(`${show(file)}: ${key ? `${key}: ` : ''}${issue.message}`);
+    // A record's refused key: zod says "Invalid key in record" and keeps the key's own reason inside.
+    const message = issue.code === 'invalid_key' ? issue.issues.map((i) => i.message).join('; ') : issue.message;
+    problems.push(`${show(file)}: ${key ? `${key}: ` : ''}${message}`);
   }
   return undefined;
 }

@@ -4,6 +4,7 @@ import { isValidHostname } from '../../lib/hostname.ts';
 import { parseListen } from '../../lib/listen.ts';
 import { parseSize } from '../../lib/sizes.ts';
 import { headerEntry } from './headers.ts';
+import { parseRecipient } from '../recipient.ts';
 
 /**
  * The config format is the suite's contract with operators (see README).
@@ -49,6 +50,20 @@ const portRange = z
   );
 
 /** PASV replies (RFC 959 §4.1.2) can only carry an IPv4 address. */
+/**
+ * A forward's name (its local part): one an RCPT TO can name (the rules of
+ * core/recipient.ts, which refuses routing characters such as "%" and "!"),
+ * so that a forward written here can ever receive mail; at most 64 octets
+ * (RFC 5321 §4.5.3.1.1).
+ */
+const forwardLocal = z
+  .string()
+  .max(64, 'a local part is at most 64 characters (RFC 5321 section 4.5.3.1.1)')
+  .superRefine((k, ctx) => {
+    const parsed = parseRecipient(`${k}@forward.invalid`);
+    if (!parsed.ok) ctx.addIssue({ code: 'custom', message: `"${k}" can never receive mail: ${parsed.detail}` });
+    else if (parsed.local !== k.toLowerCase()) ctx.addIssue({ code: 'custom', message: `"${k}" is read as "${parsed.local}" in an address` });
+  });
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { error: (i) => `"${String(i.input)}" is not an IPv4 address (PASV can only advertise one)` });
 
 /** The resolver for everything the suite looks up (`IP` or `IP:port`, `[IPv6]:port`); absent: the system's (/etc/resolv.conf). */
@@ -434,7 +449,7 @@ export const tenantSchema = z.strictObject({
     .default([]),
   mail: z
     .strictObject({
-      forward: z.record(z.string(), z.union([emailAddress.transform((a) => [a]), z.array(emailAddress).min(1)])).default({}),
+      forward: z.record(forwardLocal, z.union([emailAddress.transform((a) => [a]), z.array(emailAddress).min(1)])).default({}),
       catchAll: emailAddress.optional(),
       /** This tenant's policy for inbound authentication failures; each key absent takes `smtp.checks` of makewaves.yaml. */
       checks: z

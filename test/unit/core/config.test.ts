@@ -160,6 +160,32 @@ describe('loadConfig', () => {
   });
 });
 
+describe('forward names', () => {
+  // A forward is written for a local part an RCPT TO can name; one SMTP always refuses (a routing character, a quote)
+  // would never receive mail, whatever the panel or the CLI said when it was added.
+  it.each([
+    ['info%example.test', /can never receive mail: local part "info%example.test" routes elsewhere/],
+    ['bob!other.test', /routes elsewhere/],
+    ['a@b.test', /routes elsewhere/],
+    ['x:y', /routes elsewhere/],
+    ['x,y', /routes elsewhere/],
+    ['"quoted"', /is read as "quoted" in an address/],
+    ['back\\slash', /quote or backslash/],
+    ['two words', /control or space character/],
+    ['tab\there', /control or space character/],
+    ['', /empty local part/],
+    ['x'.repeat(65), /at most 64 characters/],
+  ])('refuses %j, saying why', (local, why) => {
+    const p = problems({ 'makewaves.yaml': MAIN, 'tenants/a.test.yaml': `domains: [a.test]\nmail:\n  forward:\n    ${JSON.stringify(local)}: owner@elsewhere.test\n` });
+    expect(p).toEqual([expect.stringMatching(why)]);
+    expect(p[0]).toMatch(/a\.test\.yaml: mail\.forward/);
+  });
+
+  it.each(['info', 'First.Last', 'sales+eu', "o'brien", 'x'.repeat(64)])('takes %j', (local) => {
+    expect(problems({ 'makewaves.yaml': MAIN, 'tenants/a.test.yaml': `domains: [a.test]\nmail:\n  forward:\n    ${JSON.stringify(local)}: owner@elsewhere.test\n` })).toEqual([]);
+  });
+});
+
 describe('Registry', () => {
   it('finds tenants by Host: case, port and trailing dot ignored; IPv6 literals match nothing', () => {
     const reg = new Registry(loadConfig(write({ 'makewaves.yaml': MAIN, 'tenants/a.test.yaml': 'domains: [a.test, www.a.test]\n' })));
