@@ -150,9 +150,10 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
   // The launcher reads the config itself (it trusts no view of the server's): one it refused is the operator's to know.
   // One that ended unasked refuses every handler until a restart: that is said first (a reload asks it nothing).
   health.probe(() => {
-    const ended = cgi.launcher()?.ended;
+    const launcher = cgi.launcher();
+    const ended = launcher?.ended;
     if (ended !== undefined) return [{ key: 'launcher', severity: 'degraded', message: `the handler launcher is gone (${ended}): every handler request is refused until a restart` }];
-    const why = cgi.launcher()?.reloadRefused;
+    const why = launcher?.reloadRefused;
     return why === undefined
       ? []
       : [{ key: 'launcher', severity: 'degraded', message: `the handler launcher refused the new configuration (${why}) and runs handlers by the one it had; fix it and reload` }];

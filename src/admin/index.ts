@@ -17,12 +17,6 @@ export interface AdminDeps {
 }
 
 /**
- * The operator's loopback listener: `/metrics` in Prometheus text format and
- * `/healthz`: 200 `{"status":"ok"}`, 200 `{"status":"degraded","problems":[...]}`
- * while something needs the operator, 503 `{"status":"down",...}` when a
- * listener is not serving; each with a short summary.
- */
-/**
  * True when a Host field names the loopback listener itself: `localhost`,
  * a 127.0.0.0/8 address or `[::1]`, with or without a port. admin.listen
  * may only be loopback, so no other name reaches it legitimately.
@@ -31,6 +25,12 @@ export function loopbackHost(host: string): boolean {
   return /^(?:localhost|127(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}|\[::1\])(?::\d{1,5})?$/i.test(host);
 }
 
+/**
+ * The operator's loopback listener: `/metrics` in Prometheus text format and
+ * `/healthz`: 200 `{"status":"ok"}`, 200 `{"status":"degraded","problems":[...]}`
+ * while something needs the operator, 503 `{"status":"down",...}` when a
+ * listener is not serving; each with a short summary.
+ */
 export function createAdminService({ registry, metrics, health, log: rootLog, services }: AdminDeps): Service {
   const log = rootLog.child({ svc: 'admin' });
   let current = registry;

@@ -322,7 +322,6 @@ function guarded(handle: (r: GatewayRequest) => Promise<HttpOutcome>, log: Logge
   };
 }
 
-/** Not root: box-init built where this process may write (beside the suite's code, or else in its data folder). */
 /** A run the root launcher starts, with the tenant's own uid (see launcher.ts); it checks the ask itself. */
 function launched(client: LauncherClient, tenant: string, kind: 'suite' | 'own' | 'script', name: string): SpawnSpec {
   return { command: '', args: [], cwd: '', forks: true, launch: { client, ask: { tenant, kind, name, env: {} } } };

@@ -199,9 +199,10 @@ export class SmtpSession {
         });
         const session = new SmtpSession(conn, sock, o);
         conn.once('error', reject);
-        // Closed before the greeting (an unwilling or overloaded next hop), nodemailer emits 'end' alone, no 'error':
+        // Closed before the session opened (before or after the greeting: an unwilling or overloaded next hop), nodemailer
+        // emits 'end' alone, no 'error':
         // without this the open, and the attempt and the pool's place it holds, would wait forever. (Once open: no-op.)
-        conn.once('end', () => reject(Object.assign(new Error(`${o.host}:${o.port} closed the connection before the session opened (no greeting)`), { code: 'ECONNECTION' })));
+        conn.once('end', () => reject(Object.assign(new Error(`${o.host}:${o.port} closed the connection before the session opened`), { code: 'ECONNECTION' })));
         conn.connect((err) => {
           if (err) return reject(err);
           if (!o.auth) return resolve(session);

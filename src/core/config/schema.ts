@@ -49,7 +49,6 @@ const portRange = z
     { error: (i) => `"${String(i.input)}" must go from a low port (1024 or above) to a higher one (65535 at most)` },
   );
 
-/** PASV replies (RFC 959 §4.1.2) can only carry an IPv4 address. */
 /**
  * A forward's name (its local part): one an RCPT TO can name (the rules of
  * core/recipient.ts, which refuses routing characters such as "%" and "!"),
@@ -64,6 +63,7 @@ const forwardLocal = z
     if (!parsed.ok) ctx.addIssue({ code: 'custom', message: `"${k}" can never receive mail: ${parsed.detail}` });
     else if (parsed.local !== k.toLowerCase()) ctx.addIssue({ code: 'custom', message: `"${k}" is read as "${parsed.local}" in an address` });
   });
+/** PASV replies (RFC 959 §4.1.2) can only carry an IPv4 address. */
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { error: (i) => `"${String(i.input)}" is not an IPv4 address (PASV can only advertise one)` });
 
 /** The resolver for everything the suite looks up (`IP` or `IP:port`, `[IPv6]:port`); absent: the system's (/etc/resolv.conf). */

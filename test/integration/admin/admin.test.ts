@@ -54,7 +54,7 @@ describe('admin listener', () => {
 
   it('answers only a loopback Host: a page a browser loaded from another name (DNS rebinding) reads nothing', async () => {
     const port = new URL(admin).port;
-    for (const host of ['rebind.evil.test', `rebind.evil.test:${port}`, 'a.test', '127.0.0.1.evil.test']) {
+    for (const host of ['rebind.evil.test', `rebind.evil.test:${port}`, 'a.test', '127.0.0.1.evil.test', 'localhost.evil.test', '[::1].evil.test', '127.0.0.1@evil.test', '127.0.0.256']) {
       const r = await rawRequest(admin, '/metrics', { host });
       expect(r.status).toBe(421);
       expect(r.body.toString()).not.toContain('makewaves_');

@@ -75,12 +75,17 @@ describe('answers given before (or instead of) a request', () => {
   });
 
   it('keeps serving after a request line that claims HTTP/2.0 (plain and as an Upgrade offer)', async () => {
-    for (const request of [
-      'GET / HTTP/2.0\r\nHost: a.test\r\n\r\n',
-      'CONNECT a.test:443 HTTP/2.0\r\nHost: a.test:443\r\n\r\n',
-      'GET / HTTP/2.0\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
-    ]) {
-      expect((await rawExchange(t.http, request)).status).toBe(505);
+    const cases: Array<[string, number]> = [
+      ['GET / HTTP/2.0\r\nHost: a.test\r\n\r\n', 505],
+      ['CONNECT a.test:443 HTTP/2.0\r\nHost: a.test:443\r\n\r\n', 505],
+      ['GET / HTTP/2.0\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n', 505],
+      // Versions node's parser does not know at all it refuses itself (400); 2.0 it reads, and the suite answers 505.
+      ['GET / HTTP/3.0\r\nHost: a.test\r\n\r\n', 400],
+      ['GET / HTTP/9.9\r\nHost: a.test\r\n\r\n', 400],
+      ['POST / HTTP/2.0\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nab', 505],
+    ];
+    for (const [request, status] of cases) {
+      expect([request, (await rawExchange(t.http, request)).status]).toEqual([request, status]);
     }
     const r = await rawExchange(t.http, 'GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n');
     expect(r.status).toBe(200);
