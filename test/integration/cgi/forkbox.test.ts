@@ -147,6 +147,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets
     const ended = new Map<number, number | undefined>();
     let endedNow: (id: number) => void = () => undefined;
     let startedNow: () => void = () => undefined;
+    let exitedOnData: () => void = () => undefined;
     const box = new ForkBox(spec.command, spec.args, spec.cwd, 60_000, {
       ended: (id, status) => {
         ended.set(id, status);
@@ -158,6 +159,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets
     frameReader((box as unknown as { control: typeof box.data }).control, (id, type) => type === 'S' && frames.push([id, 'S on control', '']));
     frameReader(box.data, (id, type, payload) => {
       frames.push([id, type, payload.toString('latin1')]);
+      if (type === 'X') exitedOnData();
       if (type !== 'S') return;
       started.push(id);
       startedNow();
@@ -169,12 +171,15 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets
       box.data.write(Buffer.concat([frame(7, 'K'), frame(8, 'I', Buffer.from('x')), frame(9, 'E'), frame(10, 'Z', Buffer.from('??'))]));
       // Then a run asked the right way: it starts, and its stdin comes over the data socket.
       const done = new Promise<number>((resolve) => (endedNow = resolve));
+      // The exit on the data socket comes after the run's output there (the control socket's may come before it).
+      const drained = new Promise<void>((resolve) => (exitedOnData = resolve));
       const running = new Promise<void>((resolve) => (startedNow = resolve));
       box.run(11, { cwd: '/', argv: ['/bin/cat'], env: {}, limits });
       // Told on the data socket only (not on control) once box-init has the run (so it takes the run's stdin from then on).
       await running;
       box.data.write(Buffer.concat([frame(11, 'I', Buffer.from('hello')), frame(11, 'E')]));
       expect(await done).toBe(11);
+      await drained;
       expect(ended.get(11)).toBe(0);
       expect(started).toEqual([11]);
       expect(frames.filter(([id]) => id !== 11)).toEqual([]);
