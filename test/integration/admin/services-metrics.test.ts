@@ -2,7 +2,6 @@ import { Readable } from 'node:stream';
 import { Client } from 'basic-ftp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sumMetric } from '../../../src/cli/commands/status.ts';
-import { freePort } from '../../../src/lib/listen.ts';
 import { boxMissing } from '../../helpers/cgi.ts';
 import { startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
@@ -16,7 +15,7 @@ const metrics = async () => (await fetch(`${admin}/metrics`)).text();
 beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
-    main: { admin: { listen: `127.0.0.1:${await freePort()}` }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url }, ftp: {} },
+    main: { admin: { listen: '127.0.0.1:0' }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url }, ftp: {} },
     tenants: {
       'a.test': await everyServiceTenant('metrics-pass'),
     },

@@ -2,7 +2,6 @@ import { Client, FTPError } from 'basic-ftp';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sumMetric } from '../../../src/cli/commands/status.ts';
-import { freePort } from '../../../src/lib/listen.ts';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { queueDrained, smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
@@ -18,7 +17,7 @@ const sample = (text: string, series: string) => Number(new RegExp(`^${series.re
 beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
-    main: { admin: { listen: `127.0.0.1:${await freePort()}` }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url }, ftp: { lockout: { failures: 2 } } },
+    main: { admin: { listen: '127.0.0.1:0' }, smtp: { listen: ['127.0.0.1:0'], relay: sink.url }, ftp: { lockout: { failures: 2 } } },
     tenants: {
       'a.test': { domains: ['a.test'], ftp: [{ user: 'ann', password: await hashPassword('right-pass') }], mail: { forward: { info: ['owner@elsewhere.test'] } } },
       'b.test': { domains: ['b.test'], suspended: true, ftp: [{ user: 'bob', password: await hashPassword('bob-pass') }] },

@@ -5,7 +5,6 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawExchange } from '../../helpers/http.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
-import { freePort } from '../../../src/lib/listen.ts';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -37,7 +36,7 @@ beforeAll(async () => {
       'shop.test': { domains: ['shop.test'], proxy: [{ path: '/app/', to: `http://127.0.0.1:${(backend.address() as AddressInfo).port}` }] },
       'gone.test': { domains: ['gone.test'], suspended: true, proxy: [{ path: '/app/', to: `http://127.0.0.1:${(backend.address() as AddressInfo).port}` }] },
     },
-    main: { admin: { listen: `127.0.0.1:${await freePort()}` } },
+    main: { admin: { listen: '127.0.0.1:0' } },
     files: { 'shop.test/index.html': 'shop home' },
   });
   port = new URL(t.http).port;
