@@ -19,7 +19,7 @@ import type { createFtpService } from './ftp/index.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import type { Lists } from './lists/index.ts';
-import { compactAfterStart } from './lib/memory.ts';
+import { compactAfterStart, keepTickShape } from './lib/memory.ts';
 import { guardUmask, makeDir, tightenTree } from './lib/modes.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
@@ -317,6 +317,8 @@ function parseCacheFile(configDir: string): string | undefined {
  * Resolves with the process exit code.
  */
 export async function runServer(configDir: string, graceMs = 5_000): Promise<number> {
+  // Before any full collection of the start can free the tick object's class (lib/memory.ts says why).
+  keepTickShape();
   const log = createLogger();
   // Owned from the first moment: a stop or a reload asked for while the suite starts (its HTTP listener may
   // already answer) is carried out as soon as the start is over, never the signal's default (ending the process).
