@@ -182,6 +182,14 @@ export function createMailService(deps: MailDeps): MailService {
 
   const sessions = new Map<string, SessionState>();
   const perIp = new Map<string, number>();
+  /** When the missing `mail.postmaster` was last logged: once a minute at most, however many postmaster@ RCPTs are refused. */
+  let postmasterWarnedAt = -Infinity;
+  function warnNoPostmaster(rcpt: string): void {
+    const now = (deps.now ?? Date.now)();
+    if (now - postmasterWarnedAt < 60_000) return;
+    postmasterWarnedAt = now;
+    log.warn({ rcpt }, `RCPT refused for <${rcpt}>: mail.postmaster is not set in makewaves.yaml, so postmaster@ and abuse@ without a tenant forward of that name are refused (RFC 5321 section 4.5.1 asks every mail domain to take postmaster; logged once a minute at most)`);
+  }
 
   const server = new MailSmtpServer({
     ...smtpServerOptions({ smtp, hostname, certs: deps.certs, registry: () => registry, log }),
@@ -253,6 +261,7 @@ export function createMailService(deps: MailDeps): MailService {
       const decided = routeRecipient(s.registry, srs, address.address, from);
       if (!decided.ok) {
         s.log.info({ rcpt: address.address, from, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
+        if (decided.noPostmaster) warnNoPostmaster(address.address);
         deps.metrics?.smtpRefused.inc({ reason: decided.reason });
         // Refused for good at a tenant's domain (not a suspension's 4xx): the tenant's "refused".
         if (decided.tenant && decided.code >= 500) deps.journal?.record({ tenant: decided.tenant, kind: 'refused', address: address.address.toLowerCase(), target: '', sender: from, reply: `${decided.code} ${decided.text}` });
@@ -264,7 +273,7 @@ export function createMailService(deps: MailDeps): MailService {
         return done(refuse('UNAVAILABLE', 'Mailing lists are not available right now, try again later'));
       }
       s.routes.set(address.address.toLowerCase(), { tenant: decided.tenant, targets: decided.targets, list: decided.list });
-      s.log.info({ rcpt: address.address, tenant: decided.tenant, targets: decided.targets, list: decided.list, problems: decided.problems }, 'RCPT accepted');
+      s.log.info({ rcpt: address.address, tenant: decided.tenant, targets: decided.targets, list: decided.list, operator: decided.operator, problems: decided.problems }, 'RCPT accepted');
       done();
     },
 
