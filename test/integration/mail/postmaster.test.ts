@@ -1,10 +1,12 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
+import { runCli } from '../../helpers/cli.ts';
 import { startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
 import { haveSwaks, swaks, startRelaySuite, stopRelaySuite, type MailSink, type SunkMessage } from '../../helpers/mailsink.ts';
-import { waitFor, type TestSuite } from '../../helpers/suite.ts';
+import { waitFor, writeConfig, type TestSuite } from '../../helpers/suite.ts';
 
 /**
  * postmaster@ (RFC 5321 §4.5.1) and abuse@ (RFC 2142) of every hosted
@@ -146,5 +148,38 @@ describe.skipIf(!haveSwaks)('with mail.postmaster set by a reload', () => {
     // Its abuse@ goes to the operator, so the suite's policy (refuse) applies, not the tenant's.
     expect(await outcome('abuse@own.test', 'ceo@rejecter.test')).toBe('550 5.7.1');
     expect(t.logs().filter((l) => l.msg === 'message refused: dmarc-reject' && l.from === 'ceo@rejecter.test')).toHaveLength(3);
+  });
+});
+
+describe('makewaves check on mail.postmaster', () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'makewaves-check-postmaster-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  let k = 0;
+  async function check(main: Record<string, unknown>, tenants: Record<string, Record<string, unknown>> = { 'a.test': { domains: ['a.test'], mail: { forward: { abuse: 'x@remote.test' } } } }) {
+    const { configDir } = writeConfig(path.join(root, String(++k)), { main, tenants });
+    return runCli('check', '--config', configDir);
+  }
+  const smtp = { listen: ['127.0.0.1:0'] };
+
+  it('warns when mail is on without it, and says where the addresses go when it is set', async () => {
+    const without = await check({ smtp });
+    expect(without.out).toMatch(/^warning: .*makewaves\.yaml: mail\.postmaster is not set: postmaster@ and abuse@ of hosted domains without a forward of that name, of mx\.test, and <postmaster> are refused .*tenants forwarding them themselves: a\.test$/m);
+    const set = await check({ smtp: { ...smtp, srsDomain: 'srs.test' }, mail: { postmaster: 'Ops@ISP.test' } });
+    expect(set.out).toMatch(/^note: postmaster@ and abuse@ of every hosted domain without a forward of that name, of mx\.test and srs\.test, and <postmaster> go to mail\.postmaster ops@isp\.test; tenants forwarding them themselves: a\.test$/m);
+    expect(set.out).not.toMatch(/warning: .*postmaster/);
+    // No mail at all: nothing to warn about.
+    expect((await check({})).out).not.toMatch(/mail\.postmaster|postmaster@/);
+  });
+
+  it('refuses an address that is not one, one at the server\'s own name, and one that leads nowhere', async () => {
+    const bad = await check({ smtp, mail: { postmaster: 'ops' } });
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/makewaves\.yaml: mail\.postmaster: "ops" is not an e-mail address/);
+    const own = await check({ smtp, mail: { postmaster: 'root@MX.test' } });
+    expect(own.code).toBe(1);
+    expect(own.err).toMatch(/makewaves\.yaml: mail\.postmaster: "root@mx\.test" is at this server's own name mx\.test/);
+    const loop = await check({ smtp, mail: { postmaster: 'postmaster@a.test' } }, { 'a.test': { domains: ['a.test'] } });
+    expect(loop.code).toBe(1);
+    expect(loop.err).toMatch(/mail\.postmaster: postmaster@a\.test leads nowhere \(forwarding loop: postmaster@a\.test → postmaster@a\.test\)/);
   });
 });
