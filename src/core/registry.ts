@@ -246,8 +246,12 @@ export class Registry {
 
   /**
    * Routes one envelope recipient (RCPT TO): a forward of a hosted domain,
-   * else its catch-all, else a refusal with the reason. O(1) after parsing:
-   * every forward and catch-all was expanded in the constructor.
+   * else its catch-all, else a refusal with the reason. postmaster@ and
+   * abuse@ of a hosted domain without its own forward (or list) of that
+   * name, of the server's own names, and bare `postmaster` go to
+   * `mail.postmaster` when it is set (kind `operator`). O(1) after parsing:
+   * every forward, catch-all and `mail.postmaster` was expanded in the
+   * constructor.
    */
   route(address: string): RcptRoute {
     const p = parseRecipient(address);
