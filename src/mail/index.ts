@@ -184,11 +184,11 @@ export function createMailService(deps: MailDeps): MailService {
   const perIp = new Map<string, number>();
   /** When the missing `mail.postmaster` was last logged: once a minute at most, however many postmaster@ RCPTs are refused. */
   let postmasterWarnedAt = -Infinity;
-  function warnNoPostmaster(rcpt: string): void {
+  function warnNoPostmaster(slog: Logger, rcpt: string, from: string): void {
     const now = (deps.now ?? Date.now)();
     if (now - postmasterWarnedAt < 60_000) return;
     postmasterWarnedAt = now;
-    log.warn({ rcpt }, `RCPT refused for <${rcpt}>: mail.postmaster is not set in makewaves.yaml, so postmaster@ and abuse@ without a tenant forward of that name are refused (RFC 5321 section 4.5.1 asks every mail domain to take postmaster; logged once a minute at most)`);
+    slog.warn({ rcpt, from }, `RCPT refused for <${rcpt}>: mail.postmaster is not set in makewaves.yaml, so postmaster@ and abuse@ without a tenant forward of that name are refused (RFC 5321 section 4.5.1 asks every mail domain to take postmaster; logged once a minute at most)`);
   }
 
   const server = new MailSmtpServer({
@@ -261,7 +261,7 @@ export function createMailService(deps: MailDeps): MailService {
       const decided = routeRecipient(s.registry, srs, address.address, from);
       if (!decided.ok) {
         s.log.info({ rcpt: address.address, from, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
-        if (decided.noPostmaster) warnNoPostmaster(address.address);
+        if (decided.noPostmaster) warnNoPostmaster(s.log, address.address, from);
         deps.metrics?.smtpRefused.inc({ reason: decided.reason });
         // Refused for good at a tenant's domain (not a suspension's 4xx): the tenant's "refused".
         if (decided.tenant && decided.code >= 500) deps.journal?.record({ tenant: decided.tenant, kind: 'refused', address: address.address.toLowerCase(), target: '', sender: from, reply: `${decided.code} ${decided.text}` });

@@ -113,7 +113,8 @@ describe.skipIf(!haveSwaks)('without mail.postmaster (swaks; install the Debian 
     expect(lines.length).toBeGreaterThanOrEqual(1);
     // Eight refusals in the table above; one line per started minute of it at most.
     expect(lines.length).toBeLessThanOrEqual(1 + Math.floor((Date.now() - began) / 60_000));
-    expect(lines[0]!.rcpt).toBe('abuse@own.test');
+    // Who and why: the session, the client, the sender and the address.
+    expect(lines[0]).toMatchObject({ rcpt: 'abuse@own.test', from: 'someone@elsewhere.test', remote: '127.0.0.1', conn: expect.any(String) as string });
   });
 });
 
