@@ -173,6 +173,21 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string, se
   return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail, tenant: route.tenant?.id, ...(route.noPostmaster ? { noPostmaster: true as const } : {}) };
 }
 
+/**
+ * The warning for a postmaster@ or abuse@ refused because `mail.postmaster`
+ * is not set (RFC 5321 §4.5.1 asks every mail domain to take postmaster):
+ * once a minute at most, however many such RCPTs come, on the session's
+ * logger (who: its connection, client and sender).
+ */
+export function noPostmasterWarning(now: () => number): (log: Logger, rcpt: string, from: string) => void {
+  let warnedAt = -Infinity;
+  return (log, rcpt, from) => {
+    const t = now();
+    if (t - warnedAt < 60_000) return;
+    warnedAt = t;
+    log.warn({ rcpt, from }, `RCPT refused for <${rcpt}>: mail.postmaster is not set in makewaves.yaml, so postmaster@ and abuse@ without a tenant forward of that name are refused (RFC 5321 section 4.5.1 asks every mail domain to take postmaster; logged once a minute at most)`);
+  };
+}
 
 /** The whole message after CRLF normalisation; throws SpoolAborted (answered as for the spool) when it is too large or has too long a line. */
 async function readMessage(stream: SMTPServerDataStream, scan: MessageScan): Promise<Buffer> {

@@ -26,7 +26,7 @@ import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
 import { smtpServerOptions } from './smtp-options.ts';
 import { isRenegotiationError } from '../lib/renegotiation.ts';
-import { asksUtf8, authLog, createAcceptor, mailParams, NON_ASCII, refuse, reply, routeRecipient, type IdleCheck, type ListTarget, type SessionState } from './accept.ts';
+import { asksUtf8, authLog, createAcceptor, mailParams, NON_ASCII, noPostmasterWarning, refuse, reply, routeRecipient, type IdleCheck, type ListTarget, type SessionState } from './accept.ts';
 export { nextHopRefusal, receivedHeader, routeRecipient } from './accept.ts';
 
 export interface MailDeps {
@@ -182,14 +182,7 @@ export function createMailService(deps: MailDeps): MailService {
 
   const sessions = new Map<string, SessionState>();
   const perIp = new Map<string, number>();
-  /** When the missing `mail.postmaster` was last logged: once a minute at most, however many postmaster@ RCPTs are refused. */
-  let postmasterWarnedAt = -Infinity;
-  function warnNoPostmaster(slog: Logger, rcpt: string, from: string): void {
-    const now = (deps.now ?? Date.now)();
-    if (now - postmasterWarnedAt < 60_000) return;
-    postmasterWarnedAt = now;
-    slog.warn({ rcpt, from }, `RCPT refused for <${rcpt}>: mail.postmaster is not set in makewaves.yaml, so postmaster@ and abuse@ without a tenant forward of that name are refused (RFC 5321 section 4.5.1 asks every mail domain to take postmaster; logged once a minute at most)`);
-  }
+  const warnNoPostmaster = noPostmasterWarning(deps.now ?? Date.now);
 
   const server = new MailSmtpServer({
     ...smtpServerOptions({ smtp, hostname, certs: deps.certs, registry: () => registry, log }),
