@@ -12,16 +12,19 @@ const execFileP = promisify(execFile);
 const CAP = 3;
 let t: TestSuite;
 let plain: URL;
+let mapped: URL;
 let https: URL;
 const held: net.Socket[] = [];
 
 beforeAll(async () => {
   t = await startTestSuite({
-    main: { http: { maxConnectionsPerIp: CAP, tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } } },
+    // [::ffff:127.0.0.1]: an IPv6 socket that sees this client as ::ffff:127.0.0.1, as a dual-stack [::] listener does.
+    main: { http: { listen: ['127.0.0.1:0', '[::ffff:127.0.0.1]:0'], maxConnectionsPerIp: CAP, tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } } },
     tenants: { 'a.test': { domains: ['a.test'] } },
     files: { 'a.test/index.html': 'home' },
   });
   plain = new URL(t.http);
+  mapped = new URL(t.suite.urls.http!.find((u) => u.includes('[::ffff:'))!);
   https = new URL(t.suite.urls.http!.find((u) => u.startsWith('https:'))!);
 });
 afterEach(async () => {
@@ -40,9 +43,9 @@ function closed(s: net.Socket): Promise<void> {
   });
 }
 
-/** A keep-alive connection from 127.0.0.1 that has been answered once (so the server has counted it), held open. */
-async function hold(): Promise<net.Socket> {
-  const s = net.connect(Number(plain.port), '127.0.0.1');
+/** A keep-alive connection from 127.0.0.1 that has been answered once (so the server has counted it), held open; `via` the mapped listener, it is seen as ::ffff:127.0.0.1. */
+async function hold(via = plain): Promise<net.Socket> {
+  const s = net.connect(Number(via.port), via === plain ? '127.0.0.1' : '::ffff:127.0.0.1');
   s.on('error', () => undefined);
   s.setEncoding('latin1');
   let got = '';
@@ -86,7 +89,8 @@ async function refusedCount(): Promise<number> {
 describe('per-client HTTP connection cap (http.maxConnectionsPerIp)', () => {
   it('answers the connection over the cap 503 with Retry-After and Connection: close; closing one frees a slot', async () => {
     const before = await refusedCount();
-    const open = [await hold(), await hold(), await hold()];
+    // One of them through the listener that sees it as ::ffff:127.0.0.1: the same client, the same count.
+    const open = [await hold(mapped), await hold(), await hold()];
     const over = await curl(`http://127.0.0.1:${plain.port}/`, ['-H', 'Host: a.test']);
     expect(over.status).toBe(503);
     expect(over.head).toMatch(new RegExp(`^Retry-After: ${RETRY_AFTER_S}$`, 'mi'));
