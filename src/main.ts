@@ -13,13 +13,14 @@ import type { ListInbox, ListPages, MailSubmitter, QueueRemover } from './core/c
 import { reloadAll, startAll, stopAll, type Service } from './core/lifecycle.ts';
 import { createLogger, type Logger } from './core/log.ts';
 import { Registry } from './core/registry.ts';
+import { removeRunFile, runFileOf, writeRunFile, type RunRecord } from './core/runfile.ts';
 import { createAdminService } from './admin/index.ts';
 import { Metrics } from './core/metrics.ts';
 import type { createFtpService } from './ftp/index.ts';
 import { createHttpService } from './http/index.ts';
 import { createJobsService } from './jobs/index.ts';
 import type { Lists } from './lists/index.ts';
-import { compactAfterStart } from './lib/memory.ts';
+import { compactAfterStart, keepTickShape } from './lib/memory.ts';
 import { guardUmask, makeDir, tightenTree } from './lib/modes.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
@@ -196,17 +197,22 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
       return u;
     },
   }));
+  let run: RunRecord | undefined;
   try {
     await startAll(wrapped, log, () => {
-      if (!runAs) return;
-      // Every listener is bound (ports below 1024 need root); nothing after this point needs root, and the launcher's
-      // readiness is awaited after it. What the start created as root under <data> (database, spool, logs) is handed
-      // over first. Not <data>/cgi: each tenant's scratch folder belongs to its own uid (the launcher keeps it so).
-      const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid, [path.join(config.main.dataDir, 'cgi')]);
-      dropPrivileges(runAs.uid, runAs.gid);
-      log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
+      if (runAs) {
+        // Every listener is bound (ports below 1024 need root); nothing after this point needs root, and the launcher's
+        // readiness is awaited after it. What the start created as root under <data> (database, spool, logs) is handed
+        // over first. Not <data>/cgi: each tenant's scratch folder belongs to its own uid (the launcher keeps it so).
+        const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid, [path.join(config.main.dataDir, 'cgi')]);
+        dropPrivileges(runAs.uid, runAs.gid);
+        log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
+      }
+      // Where this suite is, as bound (a port 0 became the kernel's pick): written as the service user, who removes it at the stop.
+      run = recordRun(config.main.dataDir, config.dir, urls, log);
     }, health);
   } catch (err) {
+    forgetRun(config.main.dataDir, run, log);
     state.close();
     throw err;
   }
@@ -274,6 +280,7 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
       stopping ??= (async () => {
         await unwatch?.();
         await stopAll(services, graceMs, stopFailed);
+        forgetRun(config.main.dataDir, run, log);
         state.close();
       })();
       return stopping;
@@ -301,6 +308,28 @@ function serviceAccount(user: string | undefined, group: string | undefined): { 
   );
 }
 
+/** Writes the run file (core/runfile.ts); a suite that cannot serves all the same, and the log says what status then cannot do. */
+function recordRun(dataDir: string, configDir: string, urls: Record<string, string[]>, log: Logger): RunRecord | undefined {
+  try {
+    const run = writeRunFile(dataDir, configDir, urls);
+    log.debug({ file: runFileOf(dataDir), admin: run.admin }, 'run file written');
+    return run;
+  } catch (err) {
+    log.warn({ file: runFileOf(dataDir), err: (err as Error).message }, 'cannot write the run file; makewaves status finds this server by admin.listen alone');
+    return undefined;
+  }
+}
+
+/** Removes the run file this suite wrote, if it still holds what it wrote (a suite started since on the same data folder keeps its own). */
+function forgetRun(dataDir: string, run: RunRecord | undefined, log: Logger): void {
+  if (!run) return;
+  try {
+    removeRunFile(dataDir, run);
+  } catch (err) {
+    log.warn({ file: runFileOf(dataDir), err: (err as Error).message }, 'cannot remove the run file; makewaves status will find it stale (its pid gone)');
+  }
+}
+
 /** Where the parse cache persists (`<data>/config-cache.json`); none while makewaves.yaml is refused (loadConfig then names every problem). */
 function parseCacheFile(configDir: string): string | undefined {
   try {
@@ -317,6 +346,8 @@ function parseCacheFile(configDir: string): string | undefined {
  * Resolves with the process exit code.
  */
 export async function runServer(configDir: string, graceMs = 5_000): Promise<number> {
+  // Before any full collection of the start can free the tick object's class (lib/memory.ts says why).
+  keepTickShape();
   const log = createLogger();
   // Owned from the first moment: a stop or a reload asked for while the suite starts (its HTTP listener may
   // already answer) is carried out as soon as the start is over, never the signal's default (ending the process).

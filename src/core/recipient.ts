@@ -77,3 +77,23 @@ export function parseRecipient(input: string): ParsedRecipient {
   if (/[\s\x00-\x1f\x7f]/.test(local) || /[\s\x00-\x1f\x7f@]/.test(domain)) return { ok: false, why: 'syntax', detail: 'control or space character' };
   return { ok: true, local, domain };
 }
+
+/**
+ * The role a lower-cased local part names, if any: the local parts every
+ * mail domain must take whatever its tenant set up, `postmaster` (RFC 5321
+ * §4.5.1) and `abuse` (RFC 2142 §4).
+ */
+export function roleOf(local: string): 'postmaster' | 'abuse' | undefined {
+  return local === 'postmaster' || local === 'abuse' ? local : undefined;
+}
+
+/**
+ * True for `postmaster` with no domain, any case, bracketed or not (RFC
+ * 5321 §4.1.1.3: "<Postmaster>" must be accepted; it names this server's
+ * own postmaster). `abuse` has no such bare form.
+ */
+export function isBarePostmaster(input: string): boolean {
+  let addr = input.trim();
+  if (addr.startsWith('<') && addr.endsWith('>')) addr = addr.slice(1, -1);
+  return addr.toLowerCase() === 'postmaster';
+}

@@ -3,7 +3,7 @@ import { normalizeHost } from '../lib/hostname.ts';
 import type { LoadedConfig } from './config/load.ts';
 import type { TenantConfig } from './config/schema.ts';
 import { LIST_SUFFIXES, PARAM_ROLES, type ListRole } from './listaddr.ts';
-import { parseRecipient } from './recipient.ts';
+import { isBarePostmaster, parseRecipient, roleOf } from './recipient.ts';
 
 /** How deep forward targets on hosted domains are followed (Postfix's alias expansion stops at a similar depth). */
 export const MAX_FORWARD_DEPTH = 10;
@@ -43,6 +43,20 @@ export type RcptRoute =
       problems: readonly string[];
     }
   | {
+      ok: true;
+      kind: 'operator';
+      /**
+       * The recipient as parsed: lower-case `postmaster@domain` or
+       * `abuse@domain`, or `postmaster` (no domain). No tenant: the mail is
+       * the operator's (`mail.postmaster`), whichever domain it came to.
+       */
+      address: string;
+      role: 'postmaster' | 'abuse';
+      /** `mail.postmaster` after expanding forwards on hosted domains; never empty. */
+      targets: readonly string[];
+      problems: readonly string[];
+    }
+  | {
       ok: false;
       /**
        * `syntax`: not an address; `relay-denied`: a domain we do not host, or a local part that routes elsewhere
@@ -53,6 +67,8 @@ export type RcptRoute =
       reason: 'syntax' | 'relay-denied' | 'unknown-user' | 'loop' | 'suspended';
       tenant?: Tenant;
       detail: string;
+      /** Set for postmaster@ and abuse@ (RFC 5321 §4.5.1, RFC 2142) that `mail.postmaster` would have taken, had it been set. */
+      noPostmaster?: true;
     };
 
 interface Expansion {
@@ -115,6 +131,10 @@ export class Registry {
   private readonly ftpAccounts: Map<string, FtpAccount>;
   /** `local@domain` of every list address (but -owner, a forward) → its list and role. */
   private readonly listAddrs = new Map<string, { tenant: Tenant; list: string; role: Exclude<ListRole, 'owner'> }>();
+  /** `mail.postmaster` expanded like a forward (undefined when it is not set): where postmaster@ and abuse@ go when their tenant has no forward of that name. */
+  private operator: Expansion | undefined;
+  /** The server's own names, which take postmaster@ and abuse@ only: `hostname` and `smtp.srsDomain`. */
+  private readonly ownNames: ReadonlySet<string>;
   /** Host name of the personal-pages site (`http://<userdir>/~<id>/`), if configured. */
   readonly userdir: string | undefined;
   /** Host name of the control panel (`panel.host`), if configured. */
@@ -158,10 +178,12 @@ export class Registry {
     this.ftpAccounts = ftpAccounts;
     this.userdir = config.main.http.userdir;
     this.panelHost = config.main.panel?.host;
+    this.ownNames = new Set([config.main.hostname, ...(config.main.smtp?.srsDomain ? [config.main.smtp.srsDomain] : [])]);
     this.precomputeMailRoutes();
   }
 
   private precomputeMailRoutes(): void {
+    const postmaster = this.config.main.mail?.postmaster;
     const rawForward = new Map<string, readonly string[]>();
     const rawCatchAll = new Map<string, string>();
     for (const t of this.tenants.values()) {
@@ -200,11 +222,14 @@ export class Registry {
         seen.add(addr);
         const at = addr.lastIndexOf('@');
         const domain = addr.slice(at + 1);
-        if (!this.hosts.has(domain)) {
+        const hosted = this.hosts.has(domain);
+        // postmaster@ and abuse@ reach the operator as they do at RCPT (see route()).
+        const toOperator = postmaster !== undefined && roleOf(addr.slice(0, at)) !== undefined && (hosted ? !rawForward.has(addr) && !this.listAddrs.has(addr) : this.ownNames.has(domain));
+        if (!hosted && !toOperator) {
           out.targets.push(addr);
           return;
         }
-        const next = rawForward.get(addr) ?? (rawCatchAll.has(domain) ? [rawCatchAll.get(domain)!] : undefined);
+        const next = rawForward.get(addr) ?? (toOperator ? [postmaster] : undefined) ?? (rawCatchAll.has(domain) ? [rawCatchAll.get(domain)!] : undefined);
         if (!next) {
           out.problems.push(`${[...path, addr].join(' → ')}: no such address here`);
           return;
@@ -216,31 +241,72 @@ export class Registry {
     };
     for (const [addr, targets] of rawForward) this.forwards.set(addr, expand(targets, [addr]));
     for (const [domain, target] of rawCatchAll) this.catchAlls.set(domain, expand([target], [`*@${domain}`]));
+    if (postmaster !== undefined) this.operator = expand([postmaster], []);
   }
 
   /**
    * Routes one envelope recipient (RCPT TO): a forward of a hosted domain,
-   * else its catch-all, else a refusal with the reason. O(1) after parsing:
-   * every forward and catch-all was expanded in the constructor.
+   * else its catch-all, else a refusal with the reason. postmaster@ and
+   * abuse@ of a hosted domain without its own forward (or list) of that
+   * name, of the server's own names, and bare `postmaster` go to
+   * `mail.postmaster` when it is set (kind `operator`). O(1) after parsing:
+   * every forward, catch-all and `mail.postmaster` was expanded in the
+   * constructor.
    */
   route(address: string): RcptRoute {
     const p = parseRecipient(address);
-    if (!p.ok) return { ok: false, reason: p.why === 'syntax' ? 'syntax' : 'relay-denied', detail: p.detail };
-    const tenant = this.hosts.get(p.domain);
-    if (!tenant) return { ok: false, reason: 'relay-denied', detail: `${p.domain} is not hosted here` };
-    // Before the address lookup: every address of a suspended tenant's domains waits alike.
-    if (tenant.suspended) return { ok: false, reason: 'suspended', tenant, detail: `tenant ${tenant.id} is suspended` };
+    if (!p.ok) {
+      if (isBarePostmaster(address)) return this.operatorRoute('postmaster', 'postmaster') ?? { ok: false, reason: 'syntax', detail: 'postmaster without a domain, and mail.postmaster is not set', noPostmaster: true };
+      return { ok: false, reason: p.why === 'syntax' ? 'syntax' : 'relay-denied', detail: p.detail };
+    }
     const addr = `${p.local}@${p.domain}`;
+    // postmaster@ and abuse@ (RFC 5321 §4.5.1, RFC 2142): the tenant's own forward or list of that name, else the operator's mailbox.
+    const role = roleOf(p.local);
+    const tenant = this.hosts.get(p.domain);
+    if (!tenant) {
+      if (role && this.ownNames.has(p.domain)) {
+        return this.operatorRoute(role, addr) ?? { ok: false, reason: 'relay-denied', detail: `${p.domain} is this server's own name, and mail.postmaster is not set`, noPostmaster: true };
+      }
+      return { ok: false, reason: 'relay-denied', detail: `${p.domain} is not hosted here` };
+    }
+    // Before the address lookup: every address of a suspended tenant's domains waits alike, but for the operator's.
+    if (tenant.suspended) {
+      return (role && this.operatorRoute(role, addr)) || { ok: false, reason: 'suspended', tenant, detail: `tenant ${tenant.id} is suspended`, ...(role && !this.operator ? { noPostmaster: true } : {}) };
+    }
     // Lists come between forwards and the catch-all (the config refuses a
     // forward named like a list address, so the order only matters for -owner).
     const list = this.listRoute(p.local, p.domain);
     if (list) return list;
-    const exp = this.forwards.get(addr) ?? this.catchAlls.get(p.domain);
-    if (!exp) return { ok: false, reason: 'unknown-user', tenant, detail: `no forward for ${addr} and no catch-all` };
+    const own = this.forwards.get(addr);
+    if (role && !own?.targets.length) {
+      // The tenant's catch-all is not asked: these addresses are for reaching whoever runs the mail service.
+      const op = this.operatorRoute(role, addr);
+      if (op) return op;
+    }
+    const exp = own ?? this.catchAlls.get(p.domain);
+    const unset = role ? { noPostmaster: true as const } : {};
+    if (!exp) return { ok: false, reason: 'unknown-user', tenant, detail: `no forward for ${addr} and no catch-all`, ...unset };
     if (exp.targets.length === 0) {
-      return { ok: false, reason: exp.looped ? 'loop' : 'unknown-user', tenant, detail: exp.problems.join('; ') };
+      return { ok: false, reason: exp.looped ? 'loop' : 'unknown-user', tenant, detail: exp.problems.join('; '), ...unset };
     }
     return { ok: true, kind: 'forward', tenant, address: addr, targets: exp.targets, problems: exp.problems };
+  }
+
+  /**
+   * The route of `address` (postmaster@ or abuse@ of some domain, or bare
+   * postmaster) to `mail.postmaster`: undefined when that is not set; a
+   * refusal when it leads nowhere (a loop through hosted forwards).
+   */
+  private operatorRoute(role: 'postmaster' | 'abuse', address: string): RcptRoute | undefined {
+    const op = this.operator;
+    if (!op) return undefined;
+    if (op.targets.length === 0) return { ok: false, reason: op.looped ? 'loop' : 'unknown-user', detail: `mail.postmaster leads nowhere: ${op.problems.join('; ')}` };
+    return { ok: true, kind: 'operator', address, role, targets: op.targets, problems: op.problems };
+  }
+
+  /** `mail.postmaster` as routed (undefined when it is not set): its external mailboxes, or the problems that leave it none. */
+  postmaster(): { targets: readonly string[]; problems: readonly string[] } | undefined {
+    return this.operator && { targets: this.operator.targets, problems: this.operator.problems };
   }
 
   /** The list route of `local@domain` (lower case), if it is a list address: exact, or `<base>+<param>` for confirm and bounces. */

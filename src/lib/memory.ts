@@ -1,5 +1,45 @@
+import { createHook } from 'node:async_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+
+let keptTick: object | undefined;
+
+/**
+ * One of Node's own tick objects (what `process.nextTick` queues), held for
+ * the life of the process, so that the hidden class its object literal
+ * builds is never collected.
+ *
+ * Why: a full collection while the process is idle soon after its start
+ * (the compaction below, on a server nobody is asking yet) frees that
+ * class, as no tick object is alive then. The next tick built takes a new
+ * one, V8 marks the literal's computed-key stores megamorphic, and from
+ * then on every `process.nextTick` of the process (several per HTTP
+ * answer: stream writes, ends, resumes) defines its fields through the
+ * runtime: 4–5 µs more CPU per static answer, for the rest of the
+ * process's life (docs/performance.md, "The tick object's hidden class").
+ * An object of that class kept alive keeps the class, and every class it
+ * was built through, alive.
+ *
+ * It is caught with an async hook's `init`, whose resource for a
+ * `TickObject` is the tick object itself (node:async_hooks), enabled only
+ * for the one `nextTick` below. Returns the object (undefined if this Node
+ * no longer reports it: nothing else changes then).
+ */
+export function keepTickShape(): object | undefined {
+  if (keptTick) return keptTick;
+  const hook = createHook({
+    init(_id, type, _trigger, resource) {
+      if (type === 'TickObject') keptTick ??= resource as object;
+    },
+  });
+  hook.enable();
+  try {
+    process.nextTick(() => undefined);
+  } finally {
+    hook.disable();
+  }
+  return keptTick;
+}
 
 /**
  * When, after a start, its garbage is collected ({@link compactHeap}): V8
@@ -11,6 +51,7 @@ export const COMPACT_AFTER_START_MS = [5_000, 15_000] as const;
 
 /** Runs {@link compactHeap} at each of {@link COMPACT_AFTER_START_MS} (timers that keep no process alive); returns a cancel. */
 export function compactAfterStart(done?: (before: number, after: number) => void): () => void {
+  keepTickShape();
   const timers = COMPACT_AFTER_START_MS.map((ms) => {
     const t = setTimeout(() => {
       const before = process.memoryUsage().rss;
@@ -31,6 +72,7 @@ export function compactAfterStart(done?: (before: number, after: number) => void
  * ran (V8 may refuse the flag; then nothing happens).
  */
 export function compactHeap(): boolean {
+  keepTickShape();
   let gc = (globalThis as { gc?: () => void }).gc;
   if (!gc) {
     // The same function node --expose-gc gives, taken for this one call and the flag put back.

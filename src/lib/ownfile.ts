@@ -54,19 +54,21 @@ export function readOwnFile(file: string, owner: number): OwnRead {
 }
 
 /**
- * Writes `file` (mode 0600) in a folder only `owner` can write: a new
- * temporary file beside it (O_EXCL, under a random name: never one that
- * exists, never through a link), then renamed over it. Throws when the
- * folder is not such a folder or the write fails; leaves no temporary file.
+ * Writes `file` (mode 0600, or `mode`: 0640 for a file others of the group
+ * may read, which readOwnFile then refuses) in a folder only `owner` can
+ * write: a new temporary file beside it (O_EXCL, under a random name: never
+ * one that exists, never through a link), then renamed over it, so a reader
+ * sees the old text or the new, never part of it. Throws when the folder is
+ * not such a folder or the write fails; leaves no temporary file.
  */
-export function writeOwnFile(file: string, text: string, owner: number): void {
+export function writeOwnFile(file: string, text: string, owner: number, mode = 0o600): void {
   const folder = ownFolderProblem(path.dirname(file), owner);
   if (folder) throw new Error(folder);
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   let closed = false;
   try {
-    fchmodSync(fd, 0o600);
+    fchmodSync(fd, mode);
     const bytes = Buffer.from(text, 'utf8');
     for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at);
     closeSync(fd);

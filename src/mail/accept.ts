@@ -13,7 +13,7 @@ import { errorRef, refusal, type ErrorCode } from '../core/errors.ts';
 import type { Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { RcptRoute, Registry } from '../core/registry.ts';
-import { parseRecipient } from '../core/recipient.ts';
+import { parseRecipient, roleOf } from '../core/recipient.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
@@ -125,8 +125,8 @@ export function receivedHeader(session: SMTPServerSession, hostname: string, id:
 export type ListTarget = Pick<ListMail, 'tenant' | 'list' | 'role' | 'param'>;
 
 export type RcptDecision =
-  | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[]; list?: ListTarget }
-  | { ok: false; code: number; text: string; reason: string; detail: string; tenant?: string };
+  | { ok: true; tenant?: string; targets: readonly string[]; problems?: readonly string[]; list?: ListTarget; operator?: 'postmaster' | 'abuse' }
+  | { ok: false; code: number; text: string; reason: string; detail: string; tenant?: string; noPostmaster?: true };
 
 const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: ErrorCode; text: (a: string) => string }> = {
   syntax: { code: 'BAD_ADDRESS', text: (a) => `<${a}>: bad recipient address syntax` },
@@ -151,7 +151,8 @@ const REFUSALS: Record<Exclude<RcptRoute, { ok: true }>['reason'], { code: Error
 export function routeRecipient(registry: Registry, srs: Srs, address: string, sender: string): RcptDecision {
   const safe = address.replace(/[^\x21-\x7e]/g, '?');
   const p = parseRecipient(address);
-  if (p.ok && srs.handles(p.domain) && !registry.hostsDomain(p.domain)) {
+  // postmaster@ and abuse@ of the SRS domain are the operator's (core/registry.ts), never SRS addresses.
+  if (p.ok && srs.handles(p.domain) && !registry.hostsDomain(p.domain) && !roleOf(p.local)) {
     const back = srs.reverse(p.local);
     if (!back.ok) return { ok: false, ...refusal('POLICY_DENIED', 'smtp', `<${safe}>: ${back.why}`), reason: 'srs-invalid', detail: back.why };
     if (sender !== '') {
@@ -164,11 +165,28 @@ export function routeRecipient(registry: Registry, srs: Srs, address: string, se
   if (route.ok && route.kind === 'list') {
     return { ok: true, tenant: route.tenant.id, targets: [], list: { tenant: route.tenant.id, list: route.list, role: route.role, param: route.param } };
   }
+  // The operator's mail (mail.postmaster): no tenant's, so the suite's own check policy applies to it.
+  if (route.ok && route.kind === 'operator') return { ok: true, targets: route.targets, problems: route.problems.length ? route.problems : undefined, operator: route.role };
   if (route.ok) return { ok: true, tenant: route.tenant.id, targets: route.targets, problems: route.problems.length ? route.problems : undefined };
   const r = REFUSALS[route.reason];
-  return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail, tenant: route.tenant?.id };
+  return { ok: false, ...refusal(r.code, 'smtp', r.text(safe)), reason: route.reason, detail: route.detail, tenant: route.tenant?.id, ...(route.noPostmaster ? { noPostmaster: true as const } : {}) };
 }
 
+/**
+ * The warning for a postmaster@ or abuse@ refused because `mail.postmaster`
+ * is not set (RFC 5321 §4.5.1 asks every mail domain to take postmaster):
+ * once a minute at most, however many such RCPTs come, on the session's
+ * logger (who: its connection, client and sender).
+ */
+export function noPostmasterWarning(now: () => number): (log: Logger, rcpt: string, from: string) => void {
+  let warnedAt = -Infinity;
+  return (log, rcpt, from) => {
+    const t = now();
+    if (t - warnedAt < 60_000) return;
+    warnedAt = t;
+    log.warn({ rcpt, from }, `RCPT refused for <${rcpt}>: mail.postmaster is not set in makewaves.yaml, so postmaster@ and abuse@ without a tenant forward of that name are refused (RFC 5321 section 4.5.1 asks every mail domain to take postmaster; logged once a minute at most)`);
+  };
+}
 
 /** The whole message after CRLF normalisation; throws SpoolAborted (answered as for the spool) when it is too large or has too long a line. */
 async function readMessage(stream: SMTPServerDataStream, scan: MessageScan): Promise<Buffer> {

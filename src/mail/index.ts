@@ -27,7 +27,7 @@ import { Spool, SpoolAborted } from '../state/spool.ts';
 import { Srs } from './srs.ts';
 import { smtpServerOptions } from './smtp-options.ts';
 import { isRenegotiationError } from '../lib/renegotiation.ts';
-import { asksUtf8, authLog, createAcceptor, mailParams, NON_ASCII, refuse, reply, routeRecipient, type IdleCheck, type ListTarget, type SessionState } from './accept.ts';
+import { asksUtf8, authLog, createAcceptor, mailParams, NON_ASCII, noPostmasterWarning, refuse, reply, routeRecipient, type IdleCheck, type ListTarget, type SessionState } from './accept.ts';
 export { nextHopRefusal, receivedHeader, routeRecipient } from './accept.ts';
 
 export interface MailDeps {
@@ -186,6 +186,7 @@ export function createMailService(deps: MailDeps): MailService {
   const perClient = new PeerCounter();
   /** Each counted session's release, until its onClose. */
   const releases = new Map<string, () => void>();
+  const warnNoPostmaster = noPostmasterWarning(deps.now ?? Date.now);
 
   const server = new MailSmtpServer({
     ...smtpServerOptions({ smtp, hostname, certs: deps.certs, registry: () => registry, log }),
@@ -258,6 +259,7 @@ export function createMailService(deps: MailDeps): MailService {
       const decided = routeRecipient(s.registry, srs, address.address, from);
       if (!decided.ok) {
         s.log.info({ rcpt: address.address, from, reason: decided.reason, detail: decided.detail }, `RCPT refused: ${decided.reason}`);
+        if (decided.noPostmaster) warnNoPostmaster(s.log, address.address, from);
         deps.metrics?.smtpRefused.inc({ reason: decided.reason });
         // Refused for good at a tenant's domain (not a suspension's 4xx): the tenant's "refused".
         if (decided.tenant && decided.code >= 500) deps.journal?.record({ tenant: decided.tenant, kind: 'refused', address: address.address.toLowerCase(), target: '', sender: from, reply: `${decided.code} ${decided.text}` });
@@ -269,7 +271,7 @@ export function createMailService(deps: MailDeps): MailService {
         return done(refuse('UNAVAILABLE', 'Mailing lists are not available right now, try again later'));
       }
       s.routes.set(address.address.toLowerCase(), { tenant: decided.tenant, targets: decided.targets, list: decided.list });
-      s.log.info({ rcpt: address.address, tenant: decided.tenant, targets: decided.targets, list: decided.list, problems: decided.problems }, 'RCPT accepted');
+      s.log.info({ rcpt: address.address, tenant: decided.tenant, targets: decided.targets, list: decided.list, operator: decided.operator, problems: decided.problems }, 'RCPT accepted');
       done();
     },
 

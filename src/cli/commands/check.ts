@@ -126,6 +126,39 @@ function scriptBoxNote(config: LoadedConfig): string {
 }
 
 /**
+ * Where postmaster@ and abuse@ go (RFC 5321 §4.5.1, RFC 2142): with mail
+ * on (`smtp:`), a note naming `mail.postmaster` and the tenants that
+ * forward those addresses themselves, or a warning that it is not set; a
+ * problem when it leads nowhere (a loop through hosted forwards).
+ */
+export function postmasterReport(config: LoadedConfig): { notes: string[]; warnings: string[]; problems: string[] } {
+  const out = { notes: [] as string[], warnings: [] as string[], problems: [] as string[] };
+  const main = config.main;
+  const file = path.join(config.dir, 'makewaves.yaml');
+  const own = config.tenants.filter((t) => Object.keys(t.config.mail?.forward ?? {}).some((k) => /^(postmaster|abuse)$/i.test(k))).map((t) => t.id);
+  const ownNote = own.length > 0 ? `; tenants forwarding them themselves: ${own.join(', ')}` : '';
+  if (!main.smtp) {
+    if (main.mail?.postmaster) out.notes.push(`${file}: mail.postmaster is set but there is no smtp: section, so no mail is taken at all`);
+    return out;
+  }
+  const names = [main.hostname, ...(main.smtp.srsDomain && main.smtp.srsDomain !== main.hostname ? [main.smtp.srsDomain] : [])].join(' and ');
+  const routed = new Registry(config).postmaster();
+  if (!routed) {
+    out.warnings.push(
+      `${file}: mail.postmaster is not set: postmaster@ and abuse@ of hosted domains without a forward of that name, of ${names}, and <postmaster> are refused (RFC 5321 section 4.5.1 asks every mail domain to take postmaster; RFC 2142 abuse)${ownNote}`,
+    );
+    return out;
+  }
+  if (routed.targets.length === 0) {
+    out.problems.push(`${file}: mail.postmaster: ${main.mail!.postmaster} leads nowhere (${routed.problems.join('; ')}): postmaster@ and abuse@ mail would be refused`);
+    return out;
+  }
+  const via = routed.targets.join(', ') === main.mail!.postmaster ? '' : ` (forwarded on to ${routed.targets.join(', ')})`;
+  out.notes.push(`postmaster@ and abuse@ of every hosted domain without a forward of that name, of ${names}, and <postmaster> go to mail.postmaster ${main.mail!.postmaster}${via}${ownNote}`);
+  return out;
+}
+
+/**
  * `makewaves check`: runs the real loader and looks for the handlers' box
  * (bubblewrap); prints each problem and exits 1, or a summary and 0.
  */
@@ -133,6 +166,9 @@ export function check(configDir: string): number {
   try {
     const config = loadConfig(configDir);
     const { problems, notes } = tlsProblems(config);
+    const postmaster = postmasterReport(config);
+    notes.push(...postmaster.notes);
+    problems.push(...postmaster.problems);
     if (config.main.smtp?.dns) notes.push(`${path.join(config.dir, 'makewaves.yaml')}: smtp.dns is deprecated: move it to a top-level dns: (same keys), the resolver for every lookup`);
     // Every site answers /cgi-bin/formmail: without the box no handler runs, so it is a problem, not a note.
     const box = probeBox({ runAs: boxBuilder(config) });
@@ -143,6 +179,7 @@ export function check(configDir: string): number {
     notes.push(`handler and script limits: ${limitsNote(findDelegatedCgroup())}`);
     notes.push(`classic CGI scripts: ${scriptBoxNote(config)}`);
     for (const n of notes) process.stdout.write(`note: ${n}\n`);
+    for (const w of postmaster.warnings) process.stdout.write(`warning: ${w}\n`);
     if (problems.length > 0) {
       for (const p of problems) process.stderr.write(`${p}\n`);
       process.stderr.write(`${problems.length} problem${problems.length === 1 ? '' : 's'} found\n`);

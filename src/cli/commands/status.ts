@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { loadMainConfig } from '../../core/config/load.ts';
 import { hostKeyFingerprints } from '../../core/hostkeys.ts';
-import { parseListen, formatAddress } from '../../lib/listen.ts';
+import { findAdmin } from '../../core/runfile.ts';
 
 /** Sums the samples of one metric in Prometheus text, optionally grouped by a label. */
 export function sumMetric(text: string, name: string, by?: string): Map<string, number> {
@@ -15,22 +15,25 @@ export function sumMetric(text: string, name: string, by?: string): Map<string, 
   return out;
 }
 
-/** `makewaves status`: a short summary of the running server, from its admin listener. */
+/**
+ * `makewaves status`: a short summary of the running server, from its admin
+ * listener, found by the server's run file or else admin.listen (core/runfile.ts).
+ */
 export async function status(configDir: string): Promise<number> {
   const main = loadMainConfig(configDir);
-  const spec = main.admin?.listen;
-  if (!spec) {
-    process.stderr.write(`makewaves: no admin listener in ${configDir}/makewaves.yaml (add admin: { listen: "127.0.0.1:8081" })\n`);
+  const found = findAdmin(configDir, main);
+  if (!found.ok) {
+    process.stderr.write(`makewaves: ${found.message}\n`);
     return 1;
   }
-  const base = `http://${formatAddress(parseListen(spec)!)}`;
+  const base = found.base;
   let health: { status: string; problems?: Array<{ severity: string; message: string }>; services: string[]; tenants: number; uptimeSeconds: number; pid: number };
   let metrics: string;
   try {
     health = (await (await fetch(`${base}/healthz`)).json()) as typeof health;
     metrics = await (await fetch(`${base}/metrics`)).text();
   } catch (err) {
-    process.stderr.write(`makewaves: the server does not answer at ${base} (${(err as Error).message}); is it running?\n`);
+    process.stderr.write(`makewaves: the server does not answer at ${base} (${(err as Error).message}); is it running? (address from ${found.from})\n`);
     return 1;
   }
   const requests = sumMetric(metrics, 'makewaves_http_requests_total', 'class');

@@ -23,7 +23,7 @@ export function registerServer(program: Command, out: Outcome): void {
 
   program
     .command('status')
-    .description("summary of the running server, from its admin listener (admin.listen)")
+    .description("summary of the running server, from its admin listener (found by <data>/run/makewaves.json, else admin.listen)")
     .option('-c, --config <dir>', 'config folder')
     .action(async (opts: { config?: string }) => {
       const { status } = await import('../commands/status.ts');

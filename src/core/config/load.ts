@@ -145,6 +145,11 @@ export function loadConfig(dir: string, tenantOverrides: ReadonlyMap<string, str
   const main = rawMain === undefined ? undefined : validate(mainSchema, rawMain, mainFile, problems);
   if (main?.sftp && !main.ftp) problems.push(`${show(mainFile)}: sftp: needs ftp: too (SFTP logs in the tenants' FTP accounts under FTP's lockout rules)`);
   if (main?.panel && main.panel.host === main.http.userdir) problems.push(`${show(mainFile)}: panel.host: "${main.panel.host}" is also http.userdir; give the panel a name of its own`);
+  const postmaster = main?.mail?.postmaster;
+  const ownName = postmaster && [main.hostname, main.smtp?.srsDomain].find((n) => n !== undefined && postmaster.endsWith(`@${n}`));
+  if (ownName) {
+    problems.push(`${show(mainFile)}: mail.postmaster: "${postmaster}" is at this server's own name ${ownName}, which takes only postmaster@ and abuse@ (and sends them to mail.postmaster): give a mailbox elsewhere`);
+  }
   if (main?.acme && !main.http.tls) problems.push(`${show(mainFile)}: acme: needs http.tls (its certificates go into that store and are served on its listener)`);
 
   const tenants: TenantEntry[] = [];

@@ -189,6 +189,18 @@ export const mainSchema = z.strictObject({
         .default({ minBackoff: 300, maxBackoff: 4000, lifetime: 5 * 24 * 3600, concurrency: 20, mxPort: 25 }),
     })
     .optional(),
+  /**
+   * The operator's own mail settings (the tenants' are in their files).
+   * `postmaster`: the mailbox that takes postmaster@ and abuse@ of every
+   * hosted domain whose tenant has no forward of that name, of `hostname`
+   * (and `smtp.srsDomain`), and `<postmaster>` with no domain (RFC 5321
+   * §4.5.1, RFC 2142). Read per session: a reload applies it.
+   */
+  mail: z
+    .strictObject({
+      postmaster: emailAddress.optional(),
+    })
+    .optional(),
   /** Spam defence before forwarding. */
   spam: z
     .strictObject({

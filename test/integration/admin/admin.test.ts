@@ -4,7 +4,6 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sumMetric } from '../../../src/cli/commands/status.ts';
-import { freePort } from '../../../src/lib/listen.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
 
@@ -13,9 +12,8 @@ let t: TestSuite;
 let admin: string;
 
 beforeAll(async () => {
-  const port = await freePort();
   t = await startTestSuite({
-    main: { admin: { listen: `127.0.0.1:${port}` } },
+    main: { admin: { listen: '127.0.0.1:0' } },
     tenants: { 'a.test': { domains: ['a.test'] }, 'b.test': { domains: ['b.test'] } },
     files: { 'a.test/index.html': 'A', 'b.test/index.html': 'B' },
   });

@@ -5,7 +5,6 @@ import { promisify } from 'node:util';
 import nodemailer from 'nodemailer';
 import { generate } from 'selfsigned';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../../src/lib/listen.ts';
 import { queueDrained, smtpPort, startSink, type MailSink } from '../../helpers/mailsink.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
 
@@ -19,7 +18,7 @@ beforeAll(async () => {
   sink = await startSink();
   t = await startTestSuite({
     main: {
-      admin: { listen: `127.0.0.1:${await freePort()}` },
+      admin: { listen: '127.0.0.1:0' },
       smtp: { listen: ['127.0.0.1:0'], relay: sink.url },
       http: { tls: { listen: ['127.0.0.1:0'], certs: '../certs' } },
     },

@@ -1,6 +1,5 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../../src/lib/listen.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { startTestSuite, type TestSuite } from '../../helpers/suite.ts';
 
@@ -12,7 +11,7 @@ let admin: string;
 
 beforeAll(async () => {
   t = await startTestSuite({
-    main: { admin: { listen: `127.0.0.1:${await freePort()}` }, smtp: { listen: ['127.0.0.1:0'] } },
+    main: { admin: { listen: '127.0.0.1:0' }, smtp: { listen: ['127.0.0.1:0'] } },
     tenants: { 'a.test': { domains: ['a.test'] } },
   });
   admin = t.suite.urls.admin![0]!;

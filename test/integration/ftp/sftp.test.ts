@@ -5,7 +5,6 @@ import path from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostKeyFingerprints } from '../../../src/core/hostkeys.ts';
-import { freePort } from '../../../src/lib/listen.ts';
 import { hashPassword } from '../../../src/lib/password.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
@@ -88,7 +87,7 @@ beforeAll(async () => {
       'f.test': { domains: ['f.test'], quota: '1MiB' },
       'g.test': { domains: ['g.test'] },
     },
-    main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 8 }, admin: { listen: `127.0.0.1:${await freePort()}` } },
+    main: { ftp: {}, sftp: { listen: '127.0.0.1:0', maxHandles: 8 }, admin: { listen: '127.0.0.1:0' } },
     files: { 'f.test/index.html': 'old page', 'g.test/secret.txt': 'g secret' },
   });
   key = makeKey('liz-key');

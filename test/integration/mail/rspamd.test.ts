@@ -8,7 +8,7 @@ import { parseVerdict, spamAction, spamFields, stripSpamFields } from '../../../
 import { boxMissing, call } from '../../helpers/cgi.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { loadZone, startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
-import { freePort, haveSwaks, smtpPort, startSink, swaks, type MailSink, type SunkMessage } from '../../helpers/mailsink.ts';
+import { haveSwaks, smtpPort, startSink, swaks, type MailSink, type SunkMessage } from '../../helpers/mailsink.ts';
 import { GTUBE, haveRspamd, noRspamd, startRspamd, TAG_TOKEN, type Rspamd } from '../../helpers/rspamd.ts';
 import { startTestSuite, waitFor, type TestSuite } from '../../helpers/suite.ts';
 
@@ -61,7 +61,7 @@ describe.skipIf(!haveRspamd || !haveSwaks)(`content scoring by a real rspamd${ha
     t = await startTestSuite({
       main: {
         dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 0.5 },
-        admin: { listen: `127.0.0.1:${await freePort()}` },
+        admin: { listen: '127.0.0.1:0' },
         smtp: { listen: ['127.0.0.1:0'], relay: sink.url, waitForNextHop: 0 },
         spam: spamConfig(rspamd.url),
       },

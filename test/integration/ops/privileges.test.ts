@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { boxMissing } from '../../helpers/cgi.ts';
+import { cli } from '../../helpers/cli.ts';
 import { rawRequest } from '../../helpers/http.ts';
 import { type MailSink, startSink } from '../../helpers/mailsink.ts';
 import { BIN, serveChild } from '../../helpers/serve.ts';
@@ -34,7 +35,7 @@ beforeAll(async () => {
   // mkdtemp makes a 0700 folder; the service account must be able to pass through it.
   chmodSync(dir, 0o755);
   ({ configDir } = writeConfig(dir, {
-    main: { user: 'nobody', group: 'nogroup', smtp: { listen: ['127.0.0.1:0'], relay: sink.url } },
+    main: { user: 'nobody', group: 'nogroup', smtp: { listen: ['127.0.0.1:0'], relay: sink.url }, admin: { listen: '127.0.0.1:0' } },
     tenants: { 'a.test': { domains: ['a.test'], forms: { recipients: ['owner@remote.test'] }, mail: { forward: { info: ['owner@remote.test'] } } } },
     files: { 'a.test/index.html': 'served after the drop' },
   }));
@@ -67,6 +68,14 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
       expect(uids).toEqual([NOBODY, NOBODY, NOBODY, NOBODY]); // real, effective, saved, file system
       expect(gids).toEqual([NOBODY, NOBODY, NOBODY, NOBODY]);
       expect(groups).toEqual([NOBODY]);
+      // The run file is written after the drop, by the service user who removes it at the stop; status finds the server by it.
+      const runFile = path.join(dir, 'data', 'run', 'makewaves.json');
+      await waitFor(() => existsSync(runFile), 5_000, 'the run file');
+      const run = statSync(runFile);
+      expect([run.uid, run.mode & 0o777]).toEqual([NOBODY, 0o640]);
+      expect(JSON.parse(readFileSync(runFile, 'utf8'))).toMatchObject({ pid: p.child.pid });
+      const status = await cli('status', '--config', configDir);
+      expect(status.out).toMatch(new RegExp(`^makewaves (ok|degraded): pid ${p.child.pid},`));
 
       expect((await rawRequest(url, '/', { host: 'a.test' })).body.toString()).toBe('served after the drop');
 
@@ -116,6 +125,7 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
       p.child.kill('SIGTERM');
     }
     expect(await p.exited).toBe(0);
+    expect(existsSync(path.join(dir, 'data', 'run', 'makewaves.json'))).toBe(false);
   });
 
   it('refuses to start when the configured user does not exist', async () => {

@@ -71,7 +71,8 @@ const logLines: string[] = [];
 const rePort = (text: string) => text.replace(new RegExp(`(?<=[:\\s])(${DEFAULT_PORTS.join('|')})\\b`, 'g'), (p) => String(ports.get(Number(p))));
 
 beforeAll(async () => {
-  for (const p of DEFAULT_PORTS) ports.set(p, await freePort());
+  // The admin listener takes the kernel's pick: `makewaves status` finds it by the server's run file, no command names its port.
+  for (const p of DEFAULT_PORTS.filter((p) => p !== 8081)) ports.set(p, await freePort());
   sink = await startSink();
   // A fresh clone: config/ and sites/ copied (commands write into them), the code linked.
   dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-readme-'));
@@ -89,6 +90,7 @@ beforeAll(async () => {
   const pasv = await freePort(); // one passive port is enough for one upload
   doc.setIn(['ftp', 'passive', 'ports'], `${pasv}-${pasv}`);
   doc.setIn(['smtp', 'relay'], sink.url);
+  doc.setIn(['admin', 'listen'], '127.0.0.1:0');
   writeFileSync(mainFile, doc.toString());
   const shopFile = path.join(dir, 'config', 'tenants', 'shop.test.yaml');
   writeFileSync(shopFile, rePort(readFileSync(shopFile, 'utf8')));

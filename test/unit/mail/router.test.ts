@@ -107,3 +107,72 @@ describe('parseRecipient', () => {
     expect(parseRecipient('"ab"@X.Test.')).toEqual({ ok: true, local: 'ab', domain: 'x.test' });
   });
 });
+
+describe('postmaster@ and abuse@ (RFC 5321 §4.5.1, RFC 2142)', () => {
+  const tenants = {
+    'a.test': { domains: ['a.test', 'www.a.test'], mail: { forward: { info: 'alice@remote.test', postmaster: 'pm@a-owner.test' } } },
+    'b.test': { domains: ['b.test'], mail: { catchAll: 'carol@remote.test', forward: { help: ['postmaster@c.test', 'abuse@mx.test'] } } },
+    'c.test': { domains: ['c.test'] },
+    'loopy.test': { domains: ['loopy.test'], mail: { forward: { abuse: 'abuse@loopy.test' } } },
+    'shut.test': { domains: ['shut.test'], suspended: true, mail: { forward: { postmaster: 'x@remote.test' } } },
+    'lists.test': { domains: ['lists.test'], mail: { lists: { abuse: { owner: 'o@remote.test' } } } },
+  };
+  const withOps = registryOf(tenants, { mail: { postmaster: 'ops@isp.test' }, smtp: { listen: '127.0.0.1:0', srsDomain: 'srs.test' } });
+  const without = registryOf(tenants, { smtp: { listen: '127.0.0.1:0', srsDomain: 'srs.test' } });
+  function show(r: RcptRoute): string {
+    if (!r.ok) return `${r.reason}${r.noPostmaster ? ' (no postmaster)' : ''}`;
+    return `${r.kind === 'operator' ? 'operator' : r.kind === 'list' ? `list ${r.list}` : r.tenant.id} ${r.targets.join(',')}`.trim();
+  }
+  it.each<[string, string, string]>([
+    // address, with mail.postmaster, without
+    ['postmaster@a.test', 'a.test pm@a-owner.test', 'a.test pm@a-owner.test'],
+    ['POSTMASTER@WWW.A.TEST', 'a.test pm@a-owner.test', 'a.test pm@a-owner.test'],
+    ['abuse@a.test', 'operator ops@isp.test', 'unknown-user (no postmaster)'],
+    ['Abuse@a.test', 'operator ops@isp.test', 'unknown-user (no postmaster)'],
+    // The catch-all is not asked for these addresses while the operator has one.
+    ['postmaster@b.test', 'operator ops@isp.test', 'b.test carol@remote.test'],
+    ['anyone@b.test', 'b.test carol@remote.test', 'b.test carol@remote.test'],
+    // A tenant without any mail settings.
+    ['postmaster@c.test', 'operator ops@isp.test', 'unknown-user (no postmaster)'],
+    ['other@c.test', 'unknown-user', 'unknown-user'],
+    // A forward that reaches them goes the same way.
+    ['help@b.test', 'b.test ops@isp.test', 'b.test abuse@mx.test'],
+    // The tenant's own forward leading nowhere: the operator's mailbox instead.
+    ['abuse@loopy.test', 'operator ops@isp.test', 'loop (no postmaster)'],
+    // A suspended tenant's mail waits; the operator's does not.
+    ['postmaster@shut.test', 'operator ops@isp.test', 'suspended (no postmaster)'],
+    ['info@shut.test', 'suspended', 'suspended'],
+    // A list of that name is the tenant's own.
+    ['abuse@lists.test', 'list abuse', 'list abuse'],
+    // The server's own names (hostname, SRS domain) and bare <postmaster>.
+    ['postmaster@mx.test', 'operator ops@isp.test', 'relay-denied (no postmaster)'],
+    ['abuse@MX.test.', 'operator ops@isp.test', 'relay-denied (no postmaster)'],
+    ['postmaster@srs.test', 'operator ops@isp.test', 'relay-denied (no postmaster)'],
+    ['info@mx.test', 'relay-denied', 'relay-denied'],
+    ['postmaster', 'operator ops@isp.test', 'syntax (no postmaster)'],
+    ['<PostMaster>', 'operator ops@isp.test', 'syntax (no postmaster)'],
+    ['abuse', 'syntax', 'syntax'],
+    // Never a relay: foreign domains, hidden routes and look-alikes.
+    ['postmaster@other.test', 'relay-denied', 'relay-denied'],
+    ['postmaster@sub.mx.test', 'relay-denied', 'relay-denied'],
+    ['postmaster%other.test@mx.test', 'relay-denied', 'relay-denied'],
+    ['"postmaster@other.test"@a.test', 'relay-denied', 'relay-denied'],
+    ['@mx.test:postmaster@other.test', 'relay-denied', 'relay-denied'],
+    ['postmaster@[127.0.0.1]', 'relay-denied', 'relay-denied'],
+    ['postmasters@c.test', 'unknown-user', 'unknown-user'],
+    ['postmaster+x@c.test', 'unknown-user', 'unknown-user'],
+  ])('%s → %s | %s', (addr, want, wantWithout) => {
+    expect(show(withOps.route(addr))).toBe(want);
+    expect(show(without.route(addr))).toBe(wantWithout);
+  });
+
+  it('follows mail.postmaster through hosted forwards, and says when it leads nowhere', () => {
+    const hosted = registryOf({ 'isp.test': { domains: ['isp.test'], mail: { forward: { ops: ['a@remote.test', 'b@remote.test'] } } } }, { mail: { postmaster: 'ops@isp.test' } });
+    expect(show(hosted.route('postmaster@mx.test'))).toBe('operator a@remote.test,b@remote.test');
+    const dead = registryOf({ 'isp.test': { domains: ['isp.test'] } }, { mail: { postmaster: 'postmaster@isp.test' } });
+    expect(show(dead.route('abuse@isp.test'))).toBe('loop');
+    expect(dead.postmaster()?.targets).toEqual([]);
+    expect(dead.postmaster()?.problems.join()).toContain('forwarding loop: postmaster@isp.test → postmaster@isp.test');
+    expect(registryOf({}).postmaster()).toBeUndefined();
+  });
+});
