@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -114,6 +115,21 @@ describe('per-client HTTP connection cap (http.maxConnectionsPerIp)', () => {
     const h2 = await curl(`https://a.test:${https.port}/`, ['--http2', '--resolve', `a.test:${https.port}:127.0.0.1`]);
     expect(h2.head).toMatch(/^HTTP\/2 503/);
     expect(h2.head).toMatch(/^retry-after: \d+$/im);
+    // The session is told to go away (GOAWAY) and closed after that answer.
+    const session = http2.connect(`https://127.0.0.1:${https.port}`, { servername: 'a.test', rejectUnauthorized: false });
+    session.on('error', () => undefined);
+    const away = new Promise<void>((resolve) => session.once('goaway', () => resolve()));
+    const gone = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = session.request({ ':path': '/', ':authority': 'a.test' });
+      req.on('response', (h) => resolve(Number(h[':status'])));
+      req.on('error', reject);
+      req.resume();
+      req.end();
+    });
+    expect(status).toBe(503);
+    await away;
+    await gone;
   });
 
   it('refuses a WebSocket handshake over the cap the same way', async () => {
@@ -150,8 +166,8 @@ describe('per-client HTTP connection cap (http.maxConnectionsPerIp)', () => {
     const lines = t.logs().filter((l) => l.svc === 'http' && l.why === 'per-client connection limit');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ remote: '127.0.0.1', clientKey: '127.0.0.1', limit: CAP, open: CAP, level: 40 });
-    // The 503s of the tests above (plain, TLS HTTP/1.1, HTTP/2, WebSocket, the waiting one) and the one closed unanswered.
-    expect(await refusedCount()).toBe(6);
+    // The 503s of the tests above (plain, TLS HTTP/1.1, HTTP/2 twice, WebSocket, the waiting one) and the one closed unanswered.
+    expect(await refusedCount()).toBe(7);
   });
 
   it('takes a new cap at a reload, without a restart (0: no cap)', async () => {
