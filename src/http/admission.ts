@@ -81,7 +81,7 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
     if (told.size >= 10_000) for (const [k, t] of told) if (now - t.at >= LOG_EVERY_MS) told.delete(k);
     told.set(o.key, { at: now, more: 0 });
     const more = last?.more ? { unlogged: last.more } : {};
-    log.warn({ remote, clientKey: o.key, open: o.open, limit: o.limit, why: 'per-client connection limit', ...more }, what);
+    log.info({ remote, clientKey: o.key, open: o.open, limit: o.limit, why: 'per-client connection limit', ...more }, what);
   }
 
   return {

@@ -165,7 +165,7 @@ describe('per-client HTTP connection cap (http.maxConnectionsPerIp)', () => {
   it('logs who and why at most once per client and minute, and counts every refusal', async () => {
     const lines = t.logs().filter((l) => l.svc === 'http' && l.why === 'per-client connection limit');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ remote: '127.0.0.1', clientKey: '127.0.0.1', limit: CAP, open: CAP, level: 40 });
+    expect(lines[0]).toMatchObject({ remote: '127.0.0.1', clientKey: '127.0.0.1', limit: CAP, open: CAP, level: 30 });
     // The 503s of the tests above (plain, TLS HTTP/1.1, HTTP/2 twice, WebSocket, the waiting one) and the one closed unanswered.
     expect(await refusedCount()).toBe(7);
   });
