@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { MailSubmitter } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import type { Tenant } from '../core/registry.ts';
+import { clientFields, clientKey } from '../lib/peers.ts';
 
 /** What a handler gets back from `cgi.mail(...)`. */
 export type MailAnswer =
@@ -143,7 +144,7 @@ export class HandlerMail {
   }
 
   private refuse(ctx: MailContext, code: Exclude<MailAnswer, { ok: true }>['code'], message: string): MailAnswer {
-    this.log.info({ tenant: ctx.tenant.id, remote: ctx.remote, handler: ctx.handler, code, why: message }, 'handler mail refused');
+    this.log.info({ tenant: ctx.tenant.id, ...clientFields(ctx.remote), handler: ctx.handler, code, why: message }, 'handler mail refused');
     return { ok: false, code, message };
   }
 
@@ -185,7 +186,8 @@ export class HandlerMail {
     if (!this.submitter) return this.refuse(ctx, 'unavailable', 'sending mail is not available on this server');
     const now = Date.now();
     if (!this.perTenant.peek(tenant.id, this.limits.perTenantPerHour, now)) return this.refuse(ctx, 'rate', 'this site has sent its hourly allowance of form mail');
-    if (!this.perIp.take(`${tenant.id}\0${ctx.remote}`, this.limits.perIpPerHour, now)) {
+    // A visitor is its client key: an IPv6 one by its /64.
+    if (!this.perIp.take(`${tenant.id}\0${clientKey(ctx.remote)}`, this.limits.perIpPerHour, now)) {
       return this.refuse(ctx, 'rate', 'too many submissions from this address; try again later');
     }
     this.perTenant.take(tenant.id, this.limits.perTenantPerHour, now);

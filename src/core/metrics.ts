@@ -21,6 +21,12 @@ export class Metrics {
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     this.registry,
   );
+  readonly httpRefused = new Counter({
+    name: 'makewaves_http_refused_total',
+    help: 'HTTP connections refused before routing, by reason: too-many-connections (over http.maxConnectionsPerIp: answered 503, or closed unanswered past the ones waiting).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly smtpSessions = new Counter({
     name: 'makewaves_smtp_sessions_total',
     help: 'Inbound SMTP connections, including those refused at once.',

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { replyCode } from '../core/errors.ts';
+import { clientFields, PeerCounter } from '../lib/peers.ts';
 import { plainIp } from './connectors.ts';
 import type { FtpContext } from './context.ts';
 
@@ -12,7 +13,8 @@ import type { FtpContext } from './context.ts';
 export function createAdmission(ctx: FtpContext): { admit(sock: Socket, accept: () => void): void; sweep(): void; sockets: Set<Socket> } {
   const { cfg } = ctx;
   const idleMs = cfg.idleTimeout * 1000;
-  const perIp = new Map<string, number>();
+  /** Open control connections per client key (an IPv6 client by its /64). */
+  const perClient = new PeerCounter();
   const sockets = new Set<Socket>();
 
   /** Closes sessions idle for longer than idleTimeout, and transfers whose data stopped moving for as long. */
@@ -48,22 +50,19 @@ export function createAdmission(ctx: FtpContext): { admit(sock: Socket, accept: 
     sock.once('close', () => sockets.delete(sock));
     // Without TCP_NODELAY each completion reply waits for the client's delayed ACK (~40 ms per transfer).
     sock.setNoDelay(true);
-    const ip = plainIp(sock.remoteAddress);
-    const n = perIp.get(ip) ?? 0;
-    if (ctx.sessions.size >= cfg.maxConnections || n >= cfg.maxConnectionsPerIp) {
-      const why = n >= cfg.maxConnectionsPerIp ? 'per-IP connection limit' : 'connection limit';
-      ctx.log.info({ remote: ip, why }, 'ftp connection refused');
+    // As every FTP log line names the client: an IPv4 client of a dual-stack listener without its ::ffff: prefix.
+    const ip = plainIp(sock.remoteAddress) || '-';
+    const full = ctx.sessions.size >= cfg.maxConnections;
+    const admitted = full ? undefined : perClient.acquire(ip, cfg.maxConnectionsPerIp);
+    if (!admitted?.ok) {
+      const why = full ? 'connection limit' : 'per-IP connection limit';
+      ctx.log.info({ ...clientFields(ip), why, ...(admitted ? { open: admitted.open } : {}) }, 'ftp connection refused');
       // Refused already (logged above): a reset while the 421 goes out changes nothing.
       sock.on('error', () => undefined);
-      sock.end(`${replyCode('RATE_LIMITED', 'ftp')} Too many connections${n >= cfg.maxConnectionsPerIp ? ' from your address' : ''}; try again later\r\n`);
+      sock.end(`${replyCode('RATE_LIMITED', 'ftp')} Too many connections${full ? '' : ' from your address'}; try again later\r\n`);
       return;
     }
-    perIp.set(ip, n + 1);
-    sock.once('close', () => {
-      const left = (perIp.get(ip) ?? 1) - 1;
-      if (left > 0) perIp.set(ip, left);
-      else perIp.delete(ip);
-    });
+    sock.once('close', admitted.release);
     accept();
   }
 

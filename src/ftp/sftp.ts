@@ -10,6 +10,7 @@ import ssh2, { type AuthContext, type Connection, type ParsedKey } from 'ssh2';
 import type { MainConfig } from '../core/config/schema.ts';
 import type { FtpAccount } from '../core/registry.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
+import { clientFields, clientKey, PeerCounter } from '../lib/peers.ts';
 import type { FtpLoginLocks } from '../state/index.ts';
 import type { FtpContext } from './context.ts';
 import { FtpError, JailFileSystem } from './jailfs.ts';
@@ -74,12 +75,13 @@ const REKEY_EVERY_S = 10;
 
 /**
  * OpenSSH's PerSourcePenalties (noauth): every connection that closes
- * without a login costs its address {@link NOAUTH_PENALTY_MS} (each one
+ * without a login costs its client {@link NOAUTH_PENALTY_MS} (each one
  * cost us a key exchange and a host key signature on the shared event
- * loop); an address owing more than {@link PENALTY_REFUSE_MS} is refused
- * until it owes less. Owed time runs off in real time, up to
- * {@link PENALTY_MAX_MS}; at most {@link PENALTY_SOURCES} addresses are
- * tracked (past that, new ones are not).
+ * loop); a client owing more than {@link PENALTY_REFUSE_MS} is refused
+ * until it owes less. A client is its key (lib/peers.ts: an IPv6 client's
+ * /64: OpenSSH's PerSourceNetBlockSize 32:64). Owed time runs off in
+ * real time, up to {@link PENALTY_MAX_MS}; at most {@link PENALTY_SOURCES}
+ * clients are tracked (past that, new ones are not).
  */
 const NOAUTH_PENALTY_MS = 1_000;
 const PENALTY_REFUSE_MS = 15_000;
@@ -87,28 +89,30 @@ const PENALTY_MAX_MS = 600_000;
 const PENALTY_SOURCES = 65_536;
 
 class SourcePenalties {
-  /** Address → when what it owes runs out. */
+  /** Client key (an IPv6 client by its /64) → when what it owes runs out. */
   private readonly until = new Map<string, number>();
 
   /** Milliseconds `ip` still owes when it is to be refused, else undefined. */
   refused(ip: string, now = Date.now()): number | undefined {
-    const owed = (this.until.get(ip) ?? 0) - now;
+    const owed = (this.until.get(clientKey(ip)) ?? 0) - now;
     return owed > PENALTY_REFUSE_MS ? owed : undefined;
   }
 
   /** A connection from `ip` closed without a login. */
   noLogin(ip: string, now = Date.now()): void {
-    if (!this.until.has(ip) && this.until.size >= PENALTY_SOURCES) {
+    const key = clientKey(ip);
+    if (!this.until.has(key) && this.until.size >= PENALTY_SOURCES) {
       for (const [k, t] of this.until) if (t <= now) this.until.delete(k);
       if (this.until.size >= PENALTY_SOURCES) return;
     }
-    this.until.set(ip, Math.min(Math.max(now, this.until.get(ip) ?? 0) + NOAUTH_PENALTY_MS, now + PENALTY_MAX_MS));
+    this.until.set(key, Math.min(Math.max(now, this.until.get(key) ?? 0) + NOAUTH_PENALTY_MS, now + PENALTY_MAX_MS));
   }
 }
 
 export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: SftpConfig, hostKeys: Buffer[]): SftpServer {
   const log = ctx.log.child({ proto: 'sftp' });
-  const perIp = new Map<string, number>();
+  /** Open SSH connections per client key (an IPv6 client by its /64). */
+  const perClient = new PeerCounter();
   let openSockets = 0;
   const perAccount = new Map<string, number>();
   /** Logged-in connections: what they logged in with, so a reload can end those it no longer allows. */
@@ -266,36 +270,34 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
   const penalties = new SourcePenalties();
   const server = createServer((sock: Socket) => {
     const ip = sock.remoteAddress ?? '-';
+    const who = clientFields(ip);
     const owed = penalties.refused(ip);
     if (owed !== undefined) {
-      log.info({ remote: ip, seconds: Math.ceil(owed / 1000), why: 'too many connections without a login' }, 'sftp connection refused');
+      log.info({ ...who, seconds: Math.ceil(owed / 1000), why: 'too many connections without a login' }, 'sftp connection refused');
       // Refused already (logged above): a reset meanwhile changes nothing.
       sock.on('error', () => undefined);
       sock.destroy();
       return;
     }
     if (openSockets >= cfg.maxConnections) {
-      log.warn({ remote: ip, open: openSockets, why: 'connection limit' }, 'sftp connection refused');
+      log.warn({ ...who, open: openSockets, why: 'connection limit' }, 'sftp connection refused');
       // Refused already (logged above): a reset meanwhile changes nothing.
       sock.on('error', () => undefined);
       sock.destroy();
       return;
     }
-    const n = perIp.get(ip) ?? 0;
-    if (n >= cfg.maxConnectionsPerIp) {
-      log.info({ remote: ip, open: n, why: 'per-IP connection limit' }, 'sftp connection refused');
+    const admitted = perClient.acquire(ip, cfg.maxConnectionsPerIp);
+    if (!admitted.ok) {
+      log.info({ ...who, open: admitted.open, why: 'per-IP connection limit' }, 'sftp connection refused');
       // Refused already (logged above): a reset meanwhile changes nothing.
       sock.on('error', () => undefined);
       sock.destroy();
       return;
     }
-    perIp.set(ip, n + 1);
     sock.once('close', () => {
-      log.debug({ remote: ip }, 'sftp socket closed');
+      log.debug(who, 'sftp socket closed');
       if (!loggedInSockets.has(sock)) penalties.noLogin(ip);
-      const left = (perIp.get(ip) ?? 1) - 1;
-      if (left > 0) perIp.set(ip, left);
-      else perIp.delete(ip);
+      admitted.release();
     });
     // Every socket counts, logged in or not: a flood of bare connections is what the cap is for.
     openSockets++;
@@ -304,7 +306,7 @@ export function createSftpServer(ctx: FtpContext, logins: FtpLoginLocks, cfg: Sf
     // OpenSSH's LoginGraceTime: a connection that has not logged in by then is closed, whatever it sends.
     const grace = setTimeout(() => {
       if (loggedInSockets.has(sock)) return;
-      log.info({ remote: ip, why: 'no login within the grace time' }, 'sftp connection closed');
+      log.info({ ...who, why: 'no login within the grace time' }, 'sftp connection closed');
       sock.destroy();
     }, cfg.loginGrace * 1000);
     grace.unref();

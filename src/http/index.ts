@@ -13,6 +13,7 @@ import type { Registry } from '../core/registry.ts';
 import { isLoopbackAddress } from '../lib/hostname.ts';
 import type { State } from '../state/index.ts';
 import { ACCESS_LOG, TenantLogFiles } from '../lib/tenantlogs.ts';
+import { createConnectionCap } from './admission.ts';
 import { FileCache } from './cache.ts';
 import { createDispatch } from './dispatch.ts';
 import { answerKind, applyHeaders, fieldsFor, sitePath } from './headers.ts';
@@ -58,6 +59,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
   proxyLoad?.catch(() => undefined); // awaited by start(), which fails with it
   const record = createRecorder({ accessLogs, state, metrics });
   const raw = createRawAnswers({ log, accessLogs, metrics, record: (req, remote, o) => record(undefined, req, remote, o) });
+  const cap = createConnectionCap({ log, metrics, limit: () => current.config.main.http.maxConnectionsPerIp });
   /** Each listener with how it is stopped (HTTP/1.1 only, or HTTPS with HTTP/2 beside HTTP/1.1). */
   const servers: Listener[] = [];
   /** An HTTP/2 stream silent this long is cancelled (a request body that never comes, an answer that never starts). */
@@ -94,6 +96,8 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       // RFC 9113 §8.2.2: HTTP/2 has no Connection field; a draining HTTP/2 session gets GOAWAY instead.
       if (draining) res.setHeader('Connection', 'close');
     }
+    const over = cap.refuse(req, res);
+    if (over) return record(undefined, req, req.socket.remoteAddress ?? '-', over);
     const t0 = metrics ? performance.now() : 0;
     const challenge = acme?.answer(req, res);
     if (challenge) {
@@ -177,6 +181,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
    * declined and the request served as it would be without it.
    */
   function onUpgrade(server: http.Server, req: IncomingMessage, socket: Socket, head: Buffer): void {
+    if (cap.refuseRaw(socket)) return;
     let route = routeRequest(current, req.url ?? '/', hostField(req.rawHeaders));
     if ((socket as TLSSocket).encrypted) route = refuseMisdirected(current, route, (socket as TLSSocket).servername);
     // RFC 6455 §4.1: the handshake is a GET.
@@ -196,6 +201,7 @@ export function createHttpService({ registry, state, log: rootLog, gateway, list
       // asked for since this service was made, so that little of it is left to wait for here.
       await proxyLoad;
       const opened = await openListeners(main.http, certs, (name) => certs?.contextFor(name, current), log, {
+        connection: cap.connection,
         request: guarded,
         upgrade: (server, req, socket, head) => {
           try {

@@ -18,6 +18,8 @@ export interface Listener {
 
 /** What every listener hands its events to: one request path for HTTP/1.1 and HTTP/2. */
 export interface ListenerEvents {
+  /** Every accepted TCP connection, before TLS or HTTP reads from it (the per-client cap). */
+  connection?(socket: Socket): void;
   request(req: IncomingMessage, res: ServerResponse): void;
   upgrade(server: http.Server, req: IncomingMessage, socket: Socket, head: Buffer): void;
   clientError(err: NodeJS.ErrnoException, socket: Socket): void;
@@ -52,6 +54,7 @@ export async function openListeners(
   };
   const wire = <S extends http.Server | Http2SecureServer>(server: S): S => {
     const s = server as unknown as http.Server;
+    if (on.connection) s.on('connection', on.connection);
     s.on('request', on.request);
     s.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => on.upgrade(s, req, socket, head));
     s.on('clientError', on.clientError);

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpOutcome, ListPageRequest, ListPages } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import { replyCode } from '../core/errors.ts';
+import { clientFields, clientKey } from '../lib/peers.ts';
 import type { ListActions } from './index.ts';
 import type { ListContext } from './kit.ts';
 import { isMailbox } from './message.ts';
@@ -71,15 +72,16 @@ export function obfuscate(text: string): string {
 /** The list pages on the tenant's site: subscribe form, confirm page, one-click unsubscribe, moderation. */
 export function createListPages(lists: ListActions, rootLog: Logger, now: () => number = Date.now): ListPages {
   const log = rootLog.child({ svc: 'lists' });
-  /** Client address → form requests in the current hour (entries older than an hour are dropped as the map is used). */
+  /** Client key (an IPv6 client by its /64) → form requests in the current hour (entries older than an hour are dropped as the map is used). */
   const perIp = new Map<string, { start: number; n: number }>();
   function allowed(ip: string): boolean {
     const t = now();
-    let w = perIp.get(ip);
+    const key = clientKey(ip);
+    let w = perIp.get(key);
     if (!w || t - w.start >= HOUR_MS) {
       if (perIp.size > 10_000) for (const [k, v] of perIp) if (t - v.start >= HOUR_MS) perIp.delete(k);
       w = { start: t, n: 0 };
-      perIp.set(ip, w);
+      perIp.set(key, w);
     }
     return ++w.n <= FORM_PER_IP_PER_HOUR;
   }
@@ -96,7 +98,7 @@ export function createListPages(lists: ListActions, rootLog: Logger, now: () => 
       }
       const via = `web ${r.remote}`;
       if (!allowed(r.remote)) {
-        log.info({ tenant: c.tenant.id, list: c.name, remote: r.remote, limit: FORM_PER_IP_PER_HOUR }, 'list form refused: too many requests from this address this hour');
+        log.info({ tenant: c.tenant.id, list: c.name, ...clientFields(r.remote), limit: FORM_PER_IP_PER_HOUR }, 'list form refused: too many requests from this address this hour');
         r.res.setHeader('Retry-After', '3600');
         return page(r.res, replyCode('RATE_LIMITED', 'http'), 'Too many requests', '<p>Too many requests from your address; please try again in an hour.</p>', false);
       }

@@ -47,7 +47,6 @@ export interface SessionState {
   log: Logger;
   registry: Registry;
   routes: Map<string, { tenant?: string; targets: readonly string[]; list?: ListTarget }>;
-  ip: string;
   /** When the current transaction's MAIL FROM came (`performance.now()`): where its timeline starts. */
   mailAt?: number;
 }

@@ -12,6 +12,7 @@ import type { Logger } from '../core/log.ts';
 import type { RcptRoute, Registry } from '../core/registry.ts';
 import { parseRecipient } from '../core/recipient.ts';
 import { formatAddress, listenOn, parseListen } from '../lib/listen.ts';
+import { clientFields, PeerCounter, type Admission } from '../lib/peers.ts';
 import type { State } from '../state/index.ts';
 import { ControlServer } from './control.ts';
 import { createInboundPool } from './inbound-pool.ts';
@@ -80,6 +81,29 @@ class MailSmtpServer extends SMTPServer {
       return send(code, data, context);
     };
   }
+}
+
+/**
+ * SMTP sessions open per client key (an IPv6 client by its /64), each
+ * counted from onConnect (its DNS blocklist lookup included) until `free`:
+ * its onClose, or its refusal.
+ */
+function sessionSlots() {
+  const perClient = new PeerCounter();
+  /** Each counted session's release, by session id. */
+  const releases = new Map<string, () => void>();
+  return {
+    take(id: string, ip: string, limit: number): Admission {
+      const admitted = perClient.acquire(ip, limit);
+      if (admitted.ok) releases.set(id, admitted.release);
+      return admitted;
+    },
+    held: (id: string): boolean => releases.has(id),
+    free(id: string): void {
+      releases.get(id)?.();
+      releases.delete(id);
+    },
+  };
 }
 
 /**
@@ -181,7 +205,7 @@ export function createMailService(deps: MailDeps): MailService {
   const control = new ControlServer(path.join(main.dataDir, 'mail.sock'), queue, log);
 
   const sessions = new Map<string, SessionState>();
-  const perIp = new Map<string, number>();
+  const slots = sessionSlots();
   const warnNoPostmaster = noPostmasterWarning(deps.now ?? Date.now);
 
   const server = new MailSmtpServer({
@@ -190,16 +214,17 @@ export function createMailService(deps: MailDeps): MailService {
     onConnect(session, done) {
       deps.metrics?.smtpSessions.inc();
       const ip = session.remoteAddress;
-      const n = (perIp.get(ip) ?? 0) + 1;
-      const clog = log.child({ conn: session.id, remote: ip });
-      if (n > smtp.maxConnectionsPerIp) {
-        clog.info({ limit: smtp.maxConnectionsPerIp }, 'refused: too many connections from this address');
+      const clog = log.child({ conn: session.id, ...clientFields(ip) });
+      const admitted = slots.take(session.id, ip, smtp.maxConnectionsPerIp);
+      if (!admitted.ok) {
+        clog.info({ limit: smtp.maxConnectionsPerIp, open: admitted.open }, 'refused: too many connections from this address');
         deps.metrics?.smtpRefused.inc({ reason: 'too-many-connections' });
         return done(refuse('RATE_LIMITED', 'Too many connections from your address, try again later'));
       }
       const admit = () => {
-        perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
-        sessions.set(session.id, { log: clog, registry, routes: new Map(), ip });
+        // Gone while its blocklist lookup ran: onClose has been and released it.
+        if (!slots.held(session.id)) return done();
+        sessions.set(session.id, { log: clog, registry, routes: new Map() });
         clog.debug('connected');
         done();
       };
@@ -211,6 +236,7 @@ export function createMailService(deps: MailDeps): MailService {
           if (!listed) return admit();
           clog.info({ zone: listed.zone, answer: listed.answer }, `refused: listed by the DNS blocklist ${listed.zone}`);
           deps.metrics?.smtpRefused.inc({ reason: 'dnsbl' });
+          slots.free(session.id);
           done(refuse('BLOCKLISTED', `Service unavailable; client host [${ip}] blocked using ${listed.zone}; see ${listed.url}`));
         },
         (err: Error) => {
@@ -221,12 +247,8 @@ export function createMailService(deps: MailDeps): MailService {
     },
 
     onClose(session) {
-      const s = sessions.get(session.id);
-      if (!s) return;
+      slots.free(session.id);
       sessions.delete(session.id);
-      const n = (perIp.get(s.ip) ?? 1) - 1;
-      if (n <= 0) perIp.delete(s.ip);
-      else perIp.set(s.ip, n);
     },
 
     onMailFrom(address, session, done) {

@@ -7,6 +7,7 @@ import type { Registry, Tenant } from '../core/registry.ts';
 import { addForward, checkNewPassword, EditRefused, removeForward, setCatchAll, setFtpPassword } from '../core/tenantfile.ts';
 import { treeUsage } from '../lib/du.ts';
 import { hashPassword, verifyPassword } from '../lib/password.ts';
+import { clientFields } from '../lib/peers.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
 import { forwardsPage, messagePage, overviewPage, passwordPage, TRAFFIC_CSP, trafficPage, type Shell } from './html.ts';
 import { formPages } from './forms.ts';
@@ -102,7 +103,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
     });
     if (!result.ok) {
       const error = result.lockedMs !== undefined ? `Too many failed attempts; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes.` : 'The current password is wrong.';
-      log.info({ user: a.login, remote: r.remote, why: result.lockedMs !== undefined ? 'locked' : 'wrong current password' }, 'panel password change refused');
+      log.info({ user: a.login, ...clientFields(r.remote), why: result.lockedMs !== undefined ? 'locked' : 'wrong current password' }, 'panel password change refused');
       return sendHtml(r.req, r.res, result.lockedMs !== undefined ? replyCode('LOCKED_OUT', 'http') : 400, passwordPage(a.shell, { errors: { current: error } }));
     }
     let hash: string;

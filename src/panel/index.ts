@@ -6,6 +6,7 @@ import type { Job, Service } from '../core/lifecycle.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
 import { DUMMY_HASH, verifyPassword } from '../lib/password.ts';
+import { clientFields } from '../lib/peers.ts';
 import { keyTag, throttledLogin, type PanelSession, type State } from '../state/index.ts';
 import { sendAsset } from './assets.ts';
 import { customerPages, type Acting } from './customer.ts';
@@ -137,10 +138,10 @@ export function createPanel({ registry, state, log: rootLog, reload, lists, webR
     });
     if (!result.ok) {
       if (result.lockedMs !== undefined) {
-        log.warn({ user, remote: r.remote, why: 'locked', key: result.key }, 'panel login refused: too many failures');
+        log.warn({ user, ...clientFields(r.remote), why: 'locked', key: result.key }, 'panel login refused: too many failures');
         return showLogin(r, replyCode('LOCKED_OUT', 'http'), { user, error: `Too many failed logins; try again in ${Math.ceil(result.lockedMs / 60_000)} minutes.` });
       }
-      log.info({ user, remote: r.remote, why: !hash ? 'no such user' : 'wrong password', locked: result.locked }, 'panel login failed');
+      log.info({ user, ...clientFields(r.remote), why: !hash ? 'no such user' : 'wrong password', locked: result.locked }, 'panel login failed');
       return showLogin(r, 401, { user, error: 'Wrong user or password.' });
     }
     const clearLoginToken = setCookie(cookieName(LOGIN_TOKEN, r.secure), '', r.secure, 0);

@@ -1,3 +1,4 @@
+import { clientKey } from '../lib/peers.ts';
 import type { Db, Migration } from './db.ts';
 
 export const ftpLoginMigrations: Migration[] = [
@@ -152,13 +153,16 @@ export interface LockoutSettings {
  * (locks the address out of that account only: anyone can still fail at
  * someone else's account without locking its owner out), the account from
  * everywhere (a slower ceiling against guessing from many addresses), and
- * the address for every account (one address guessing at many).
+ * the address for every account (one address guessing at many). An
+ * address is its client key (lib/peers.ts): an IPv6 client by its /64,
+ * whose 2^64 addresses would otherwise each have a budget of their own.
  */
 export function loginRules(l: LockoutSettings, name: string, remote: string): LoginRule[] {
+  const client = clientKey(remote);
   return [
-    { key: `pair:${name}|${remote}`, account: name, limit: l.failures },
+    { key: `pair:${name}|${client}`, account: name, limit: l.failures },
     { key: `account:${name}`, account: name, limit: l.accountFailures },
-    { key: `address:${remote}`, account: '', limit: l.addressFailures },
+    { key: `address:${client}`, account: '', limit: l.addressFailures },
   ];
 }
 

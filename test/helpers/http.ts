@@ -14,7 +14,8 @@ export interface RawResponse {
 export function rawRequest(base: string, path: string, headers: Record<string, string> = {}, method = 'GET', body?: string | Buffer): Promise<RawResponse> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port, path, method, headers, agent: false }, (res) => {
+    // An IPv6 literal's brackets belong to the URL, not to the address connected to.
+    const req = http.request({ host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: u.port, path, method, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));

@@ -86,7 +86,10 @@ export class RawSmtp {
   private waiters: Array<() => void> = [];
   /** The server's first reply (220 greeting, or a 421 refusal). */
   greeting = '';
+  /** Resolves when the connection has closed (after QUIT: once the server has closed its side). */
+  readonly closed: Promise<void>;
   private constructor(private readonly sock: net.Socket) {
+    this.closed = new Promise((resolve) => sock.once('close', () => resolve()));
     sock.setEncoding('latin1');
     sock.on('data', (d: string) => {
       this.buf += d;

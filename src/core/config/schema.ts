@@ -117,6 +117,11 @@ export const mainSchema = z.strictObject({
     requestTimeout: z.number().positive().max(3600).default(30),
     /** Seconds an upstream may stay silent before the proxy answers 504. */
     proxyTimeout: z.number().positive().max(3600).default(30),
+    /**
+     * Connections open at once from one client (an IPv4 address; an IPv6 /64), on every HTTP and HTTPS
+     * listener together; the next one's first request is answered 503. 0: no cap. A reload applies it to new connections.
+     */
+    maxConnectionsPerIp: z.number().int().min(0).max(100_000).default(256),
     /** HTTPS: certificates chosen by SNI from `certs` (`<domain>.crt` + `<domain>.key`); also used by SMTP STARTTLS and FTPS. */
     tls: z
       .strictObject({

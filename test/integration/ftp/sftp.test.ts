@@ -194,6 +194,18 @@ describe.skipIf(!HAVE_SFTP)('SFTP (OpenSSH sftp; Debian package openssh-client)'
       socks.push(extra);
       expect(await greeted(extra)).toBe('');
       expect(t.logs().some((l) => l.msg === 'sftp connection refused' && l.remote === '127.0.0.2' && l.why === 'per-IP connection limit')).toBe(true);
+      // One ends (the server closes its side in answer): its slot is free, and only that one.
+      const first = socks[0]!;
+      await new Promise<void>((resolve) => {
+        first.once('close', () => resolve());
+        first.end();
+      });
+      const next = connect(from);
+      socks.push(next);
+      expect(await greeted(next)).toMatch(/^SSH-2\.0-makewaves/);
+      const over = connect(from);
+      socks.push(over);
+      expect(await greeted(over)).toBe('');
     } finally {
       for (const s of socks) s.destroy();
     }

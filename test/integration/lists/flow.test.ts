@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDnsServer, type DnsServer } from '../../helpers/dnsserver.ts';
 import { type MailSink, startRelaySuite, stopRelaySuite } from '../../helpers/mailsink.ts';
+import { rawRequest } from '../../helpers/http.ts';
 import { waitFor, type TestSuite } from '../../helpers/suite.ts';
 import { headersOf, logged, mailTo, msg, sendMail, subjectOf, tokenOf, web } from './helpers.ts';
 
@@ -15,7 +16,8 @@ beforeAll(async () => {
   dns = await startDnsServer();
   dns.zone.set('remote.test', { txt: [['v=spf1 ip4:127.0.0.1 -all']] });
   ({ sink, t, port } = await startRelaySuite({
-    main: { dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 } },
+    // A second HTTP listener on an IPv6 socket bound to 127.0.0.1's mapped address: it sees this client as ::ffff:127.0.0.1, as a dual-stack [::] listener does.
+    main: { dns: { servers: [`127.0.0.1:${dns.port}`], timeout: 1 }, http: { listen: ['127.0.0.1:0', '[::ffff:127.0.0.1]:0'] } },
     tenants: {
       'a.test': {
         domains: ['a.test', 'www.a.test'],
@@ -321,7 +323,12 @@ describe('bad input', () => {
     expect(r.status).toBe(429);
     expect(r.headers['retry-after']).toBe('3600');
     await logged(t, 'list form refused: too many requests from this address this hour');
-    expect(sink.messages.slice(before).some((m) => m.to.includes('one-more@remote.test'))).toBe(false);
+    // The same client through the listener that sees it as ::ffff:127.0.0.1 is the same client, with no budget of its own.
+    const mapped = t.suite.urls.http!.find((u) => u.includes('[::ffff:'))!;
+    const again = await rawRequest(mapped, '/lists/strict/', { Host: 'a.test', 'Content-Type': 'application/x-www-form-urlencoded' }, 'POST', 'email=mapped%40remote.test&action=subscribe');
+    expect(again.status).toBe(429);
+    await logged(t, 'list form refused: too many requests from this address this hour', { remote: '::ffff:127.0.0.1', clientKey: '127.0.0.1' });
+    expect(sink.messages.slice(before).some((m) => m.to.includes('one-more@remote.test') || m.to.includes('mapped@remote.test'))).toBe(false);
   });
 
   it('list pages exist only for lists the tenant has', async () => {

@@ -23,7 +23,8 @@ beforeAll(async () => {
   t = await startTestSuite({
     main: {
       panel: { host: PANEL_HOST },
-      http: { listen: ['127.0.0.1:0', ...(outside ? [`${outside}:0`] : [])], tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } },
+      // [::ffff:127.0.0.1]: an IPv6 socket that sees this client as ::ffff:127.0.0.1, as a dual-stack [::] listener does.
+      http: { listen: ['127.0.0.1:0', '[::ffff:127.0.0.1]:0', ...(outside ? [`${outside}:0`] : [])], tls: { listen: ['127.0.0.1:0'], certs: '../certs', selfSigned: true } },
       ftp: { listen: '127.0.0.1:0', lockout: { failures: 3 } },
     },
     tenants: {
@@ -111,6 +112,10 @@ describe('the control panel over HTTP', () => {
     expect(locked.status).toBe(429);
     expect(locked.text).toMatch(/Too many failed logins; try again in \d+ minutes/);
     expect(t.suite.state.ftpLogins.locks().map((l) => l.key)).toContain('pair:carol@example.test|127.0.0.1');
+    // The same client through a listener that sees it as ::ffff:127.0.0.1 is locked out too: one client, one key.
+    const mapped = t.suite.urls.http!.find((u) => u.includes('[::ffff:'))!;
+    expect((await new PanelClient(mapped).login('carol@example.test', 'carol-pass')).status).toBe(429);
+    expect(t.logs().some((l) => l.msg === 'panel login refused: too many failures' && l.remote === '::ffff:127.0.0.1' && l.clientKey === '127.0.0.1')).toBe(true);
     // Another account from the same address is not locked by carol's failures.
     expect((await new PanelClient(t.http).login('alice@example.test', 'wonderland')).status).toBe(303);
     t.suite.state.ftpLogins.unlock('carol@example.test');

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { openState, type LoginRule, type State } from '../../../src/state/index.ts';
+import { loginRules, openState, throttledLogin, type LoginRule, type State } from '../../../src/state/index.ts';
 
 let dir: string;
 let state: State;
@@ -60,5 +60,17 @@ describe('FTP login locks (state)', () => {
     for (let i = 0; i < 3; i++) l.reserve(rules('192.0.2.1'), WINDOW, 1);
     l.dropPending();
     expect('ticket' in l.reserve(rules('192.0.2.1'), WINDOW, 2)).toBe(true);
+  });
+
+  it('counts an IPv6 client by its /64 and an IPv4-mapped one as its IPv4 address: other addresses of the /64 are locked too', async () => {
+    const lockout = { failures: 3, accountFailures: 100, addressFailures: 100, windowSeconds: 600, lockSeconds: 300 };
+    expect(loginRules(lockout, 'alice@a.test', '2001:db8:1:2::7').map((r) => r.key)).toEqual(['pair:alice@a.test|2001:db8:1:2::/64', 'account:alice@a.test', 'address:2001:db8:1:2::/64']);
+    expect(loginRules(lockout, 'alice@a.test', '::ffff:192.0.2.7')[0]!.key).toBe('pair:alice@a.test|192.0.2.7');
+    const wrong = async () => false;
+    // Three failures, each from another address of one /64 (as a client picking a fresh address each time would).
+    for (const ip of ['2001:db8:1:2::1', '2001:db8:1:2::2', '2001:db8:1:2:ffff::3']) expect(await throttledLogin(state.ftpLogins, lockout, 'alice@a.test', ip, wrong)).toMatchObject({ ok: false });
+    expect(await throttledLogin(state.ftpLogins, lockout, 'alice@a.test', '2001:db8:1:2::4', async () => true)).toMatchObject({ ok: false, key: 'pair:alice@a.test|2001:db8:1:2::/64' });
+    // Another /64 is another client.
+    expect(await throttledLogin(state.ftpLogins, lockout, 'alice@a.test', '2001:db8:1:3::1', async () => true)).toEqual({ ok: true });
   });
 });
