@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { Logger } from '../core/log.ts';
+import { findExecutable } from '../lib/box.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { decodeStatus, frame, frameReader } from './forkbox.ts';
 
@@ -192,16 +193,29 @@ export class LauncherClient {
   readonly ready: Promise<void>;
   /** Fails `ready` when the launcher takes too long (cleared once it settles). */
   private readonly readyTimer: NodeJS.Timeout;
+  /** True when the kernel ends the launcher with the server's process (setpriv --pdeathsig; util-linux). */
+  readonly diesWithServer: boolean;
+
+  /** The launcher's process id (for logs and tests). */
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
 
   constructor(configDir: string, suiteDir: string, private readonly log: Logger, options: LauncherOptions = {}) {
     const fromSource = import.meta.url.endsWith('.ts');
     const entry = options.entry ?? (fromSource ? path.join(packageRoot(), 'src', 'cgi', 'launcher-main.ts') : path.join(packageRoot(), 'dist', 'launcher.mjs'));
     if (!existsSync(entry)) throw new Error(`${entry} is missing (npm run build makes it)`);
+    // A small young generation keeps the idle launcher small (10,000 tenants: ~35 MiB less); not --optimize-for-size,
+    // which took a third longer over its load of the config at the start, on the path to the server's first answer.
+    const nodeArgs = [...(fromSource ? ['--import', 'tsx'] : []), '--max-semi-space-size=1'];
+    // Through setpriv --pdeathsig: the kernel kills the launcher when the server's process ends, however it ends. Its
+    // own watch ('disconnect') needs its event loop; one wedged would otherwise stay, as root, where a server dropped
+    // to `user:` may not signal it.
+    const setpriv = findExecutable('setpriv');
+    this.diesWithServer = setpriv !== undefined;
     this.proc = fork(entry, [configDir, suiteDir], {
       cwd: packageRoot(),
-      // A small young generation keeps the idle launcher small (10,000 tenants: ~35 MiB less); not --optimize-for-size,
-      // which took a third longer over its load of the config at the start, on the path to the server's first answer.
-      execArgv: [...(fromSource ? ['--import', 'tsx'] : []), '--max-semi-space-size=1'],
+      ...(setpriv ? { execPath: setpriv, execArgv: ['--pdeathsig', 'KILL', '--', process.execPath, ...nodeArgs] } : { execArgv: nodeArgs }),
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'json',

@@ -1,5 +1,6 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -215,3 +216,44 @@ describe.skipIf(process.getuid?.() !== 0)('the suite started as root, its launch
     expect(() => process.kill(pid as number, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
   });
 });
+
+// The server's process ended (killed, crashed) while its launcher is wedged: the kernel ends the launcher too
+// (setpriv --pdeathsig), though it ignores the end of its channel and, as root, a server dropped to `user:` could not
+// signal it. Before that a wedged launcher stayed behind for good.
+describe('a wedged handler launcher whose server is gone', () => {
+  it('is ended by the kernel with the server’s process', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mw-orphan-'));
+    const script = `
+      const { LauncherClient } = await import(${JSON.stringify(path.resolve(import.meta.dirname, '../../../src/cgi/launched.ts'))});
+      const { createLogger } = await import(${JSON.stringify(path.resolve(import.meta.dirname, '../../../src/core/log.ts'))});
+      const l = new LauncherClient(${JSON.stringify(dir)}, '/nowhere', createLogger({ level: 'silent' }), { entry: ${JSON.stringify(WEDGED)} });
+      console.log(JSON.stringify({ launcher: l.pid, diesWithServer: l.diesWithServer }));
+      setInterval(() => undefined, 1 << 30);
+    `;
+    const server = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const [first] = (await once(server.stdout!, 'data')) as [Buffer];
+      const told = JSON.parse(first.toString()) as { launcher: number; diesWithServer: boolean };
+      expect(told.diesWithServer).toBe(true);
+      expect(() => process.kill(told.launcher, 0)).not.toThrow();
+      server.kill('SIGKILL');
+      await once(server, 'exit');
+      // Not our child: no event tells its end, so ask the kernel until it is gone (bounded by the test's timeout).
+      while (alive(told.launcher)) await new Promise((r) => setImmediate(r));
+      expect(alive(told.launcher)).toBe(false);
+    } finally {
+      server.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    // ESRCH: gone (a zombie of init's would still answer; the launcher's parent was the server, so it is reaped).
+    return false;
+  }
+}
