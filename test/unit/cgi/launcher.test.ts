@@ -98,6 +98,27 @@ describe('Launcher: its own view of the config', () => {
     const two = new Launcher({ configDir, suiteDir, log, sandbox: () => caps });
     expect(two.uidMap()).toEqual(one.uidMap());
   });
+  // A reload that fails where it writes the uid store (a state file that is no database) keeps the whole config it
+  // had: no tenant added (none without a uid, refused as "cgi.uids exhausted"), none removed.
+  it('keeps its config whole when a reload fails at the uid store', async () => {
+    const dir = tmp();
+    const { configDir } = writeConfig(dir, { main: { cgi: { uids: '241000-241099' } }, tenants: { 'a.test': { domains: ['a.test'] }, 'b.test': { domains: ['b.test'] } } });
+    const suiteDir = path.join(dir, 'suite');
+    mkdirSync(suiteDir);
+    const launcher = new Launcher({ configDir, suiteDir, log, sandbox: () => caps });
+    const uids = launcher.uidMap();
+    writeFileSync(path.join(configDir, 'tenants', 'c.test.yaml'), stringify({ domains: ['c.test'] }));
+    rmSync(path.join(configDir, 'tenants', 'b.test.yaml'));
+    const dataDir = loadConfig(configDir).main.dataDir;
+    for (const f of ['makewaves.db-wal', 'makewaves.db-shm']) rmSync(path.join(dataDir, f), { force: true });
+    writeFileSync(path.join(dataDir, 'makewaves.db'), 'not a database, '.repeat(512));
+    expect(() => launcher.load()).toThrow();
+    expect(launcher.uidMap()).toEqual(uids);
+    const run = (tenant: string) => launcher.check({ op: 'run', id: 1, tenant, kind: 'suite', name: 'formmail', env: {} });
+    expect(await run('c.test')).toEqual({ ok: false, why: 'unknown tenant c.test' });
+    // b.test is still a tenant of the config it keeps: refused here for this test's lack of a box, not as unknown.
+    expect(await run('b.test')).toEqual({ ok: false, why: 'no box in this test' });
+  });
   it('refuses a cgi.uids that is not a range of ordinary uids', () => {
     const dir = tmp();
     for (const bad of ['0-100', '300000-200000', 'lots', '200000-4294967295']) {
