@@ -70,7 +70,7 @@ export class CgiUids {
         used.add(uid);
         taken.set(t, uid);
       }
-    })();
+    }).immediate();
     return left;
   }
 }

@@ -279,7 +279,7 @@ export class DkimKeys {
           this.db.prepare('UPDATE dkim_keys SET retired_at = ?, unpublish_at = ? WHERE domain = ? AND purpose = ? AND retired_at IS NULL').run(now, now + graceDays * 86_400_000, domain, purpose);
         }
         for (const k of keys) insert.run(k.domain, k.selector, k.algorithm, k.purpose, k.file, k.createdAt);
-      })();
+      }).immediate();
     } catch (err) {
       for (const k of keys) rmSync(k.file, { force: true });
       throw err;

@@ -86,7 +86,7 @@ export class FtpLoginLocks {
         if ((this.countAll.get(r.key, now - windowMs) as number) >= r.limit) return { lockedMs: windowMs, key: r.key };
       }
       return { ticket: rules.map((r) => Number(this.insert.run(r.key, r.account, now).lastInsertRowid)) };
-    })();
+    }).immediate();
   }
 
   /** The attempt's password was wrong: its reservations stay as failures; rules at their limit are locked. Returns the keys this failure locked. */
@@ -101,7 +101,7 @@ export class FtpLoginLocks {
         locked.push(r.key);
       }
       return locked;
-    })();
+    }).immediate();
   }
 
   /** The attempt succeeded: its reservations go, and the earlier failures of `forgiven` keys with them. */
@@ -109,7 +109,7 @@ export class FtpLoginLocks {
     this.db.transaction(() => {
       for (const id of ticket) this.drop.run(id);
       for (const key of forgiven) this.forgive.run(key);
-    })();
+    }).immediate();
   }
 
   /** Lifts every lock and forgets every failure of `account`; returns how many locks were lifted. */
@@ -119,7 +119,7 @@ export class FtpLoginLocks {
       this.db.prepare('DELETE FROM ftp_login_locks WHERE account = ?').run(account);
       this.db.prepare('DELETE FROM ftp_login_attempts WHERE account = ? AND pending = 0').run(account);
       return n;
-    })();
+    }).immediate();
   }
 
   /** The locks in force, soonest to end first. */

@@ -303,7 +303,7 @@ export class ListStore {
 
   /** Deletes expired tokens and held posts; returns how many of each. */
   expire(now: number): { tokens: number; held: number } {
-    return this.db.transaction(() => ({ tokens: this.s.expireTokens.run(now).changes, held: this.s.expireHeld.run(now).changes }))();
+    return this.db.transaction(() => ({ tokens: this.s.expireTokens.run(now).changes, held: this.s.expireHeld.run(now).changes })).immediate();
   }
 
   hold(h: Omit<HeldPost, 'id'>): number {
@@ -326,7 +326,7 @@ export class ListStore {
       this.s.dropHeldTokens.run(h.id);
       if (!post) return undefined;
       return Number(this.s.inbox.run(h.tenant, h.list, 'post', '', `${h.list}@`, h.poster, h.raw, 1, now, null, null, null).lastInsertRowid);
-    })();
+    }).immediate();
   }
 
   /** Stores mail for a list address; returns its inbox id. */
@@ -392,6 +392,6 @@ export class ListStore {
 
   /** Runs `fn` in one transaction. */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    return this.db.transaction(fn).immediate();
   }
 }

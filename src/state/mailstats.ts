@@ -114,7 +114,7 @@ export class MailStats {
         for (const d of days.values()) this.stmts.day.run(d);
         for (const e of batch) this.stmts.event.run(e);
         for (const tenant of new Set(batch.map((e) => e.tenant))) this.stmts.prune.run(tenant, tenant);
-      })();
+      }).immediate();
     } catch (err) {
       // Nothing was written (one transaction): all of it waits for the next write, the newer outcomes after it.
       this.pending = [...batch, ...this.pending].slice(-PENDING_MAX);

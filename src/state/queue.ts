@@ -151,7 +151,7 @@ export class MailQueueStore {
 
   /** Runs `fn` in one transaction (nested calls become savepoints). */
   transaction(fn: () => void): void {
-    this.db.transaction(fn)();
+    this.db.transaction(fn).immediate();
   }
 
   /** Records a message and its recipients in one transaction. */
@@ -159,7 +159,7 @@ export class MailQueueStore {
     this.db.transaction(() => {
       this.stmts.insert.run({ ...m, tenant: m.tenant ?? null, eightBit: m.eightBit ? 1 : 0, smtputf8: m.smtputf8 ?? 0 });
       for (const r of m.recipients) this.stmts.insertRcpt.run(m.id, r.rcpt, r.origRcpt);
-    })();
+    }).immediate();
   }
 
   get(id: string): QueuedMessage | undefined {
@@ -208,7 +208,7 @@ export class MailQueueStore {
   settle(id: string, outcomes: ReadonlyArray<{ rcpt: string; status: 'sent' | 'failed' | 'pending'; reply: string }>): void {
     this.db.transaction(() => {
       for (const o of outcomes) this.stmts.setRcpt.run(o.status, o.reply, id, o.rcpt);
-    })();
+    }).immediate();
   }
 
   /** Counts an attempt and sets the next one. */
@@ -231,7 +231,7 @@ export class MailQueueStore {
       const n = this.stmts.remove.run(id).changes;
       if (fileKept && file) this.stmts.done.run(id, file);
       return n > 0;
-    })();
+    }).immediate();
   }
 
   /** Forgets the done ids of a spool file once the file is gone. */

@@ -60,7 +60,7 @@ export function takeTenantRows(db: Db, tenant: string): TenantRows {
       db.prepare(`DELETE FROM "${table}" WHERE tenant = ?`).run(tenant);
     }
     return out;
-  })();
+  }).immediate();
 }
 
 /**
@@ -79,7 +79,7 @@ export function takeListRows(db: Db, tenant: string, list: string): TenantRows {
       db.prepare(`DELETE FROM "${table}" WHERE tenant = ? AND list = ?`).run(tenant, list);
     }
     return out;
-  })();
+  }).immediate();
 }
 
 /**
@@ -126,7 +126,7 @@ export function restoreTenantRows(db: Db, tenant: string, rows: TenantRows): Rec
       }
     }
     return counts;
-  })();
+  }).immediate();
 }
 
 function rank(table: string): number {
@@ -161,7 +161,7 @@ export function takeOwnedRows(db: Db, tenant: string, domains: readonly string[]
     // The '@' anchors the match: alice@ab.test belongs to tenant "ab.test", not to "b.test".
     for (const table of ['ftp_login_attempts', 'ftp_login_locks']) take(table, 'substr(account, -?) = ?', suffix.length, suffix);
     return out;
-  })();
+  }).immediate();
 }
 
 /**
@@ -196,5 +196,5 @@ export function restoreOwnedRows(db: Db, rows: TenantRows): { counts: Record<str
       }
     }
     return { counts, skipped: [...skipped] };
-  })();
+  }).immediate();
 }

@@ -58,7 +58,7 @@ export class TrafficCounters {
     this.pending = new Map();
     this.db.transaction(() => {
       for (const [tenant, t] of batch) this.upsert.run(tenant, day, t.requests, t.bytes);
-    })();
+    }).immediate();
   }
 
   /** Totals for `tenant` from `sinceDay` (YYYY-MM-DD) on, as written so far. */

@@ -72,6 +72,34 @@ describe('CgiUids: a stable uid per tenant', () => {
     expect(store.all().has('a')).toBe(false);
     db.close();
   });
+  // The launcher and the server open the same database; each writes it (the launcher its uids at a start or a
+  // reload). A transaction that read first and wrote after another process had written was refused at once
+  // ("database is locked": SQLite's busy wait does not cover a read lock turned write lock), failing the launcher's
+  // start. It takes the write lock when it begins: the other process waits its turn.
+  it('holds the write lock from its start: another connection writing meanwhile waits, the assignment is not refused', () => {
+    const dir = tmp();
+    const db = openDb(dir, cgiUidMigrations);
+    new CgiUids(db).assign(['a', 'b', 'c'], range, new Set(), () => false);
+    const other = openDb(dir, cgiUidMigrations);
+    other.pragma('busy_timeout = 50');
+    let otherWrite = 'not tried';
+    // The range is exhausted, so assign asks whether a's files are still there, after it has read the table: the
+    // other connection writes then.
+    const left = new CgiUids(db).assign(['b', 'c', 'd'], range, new Set(), () => {
+      try {
+        other.prepare("INSERT INTO cgi_uids (uid, tenant, assigned_at) VALUES (400000, 'x', datetime('now'))").run();
+        otherWrite = 'written';
+      } catch (err) {
+        otherWrite = (err as Error).message;
+      }
+      return false;
+    });
+    expect(left).toEqual([]);
+    expect(otherWrite).toBe('database is locked');
+    expect(new CgiUids(db).all().get('d')).toBe(300000);
+    other.close();
+    db.close();
+  });
   it('skips the uids it must avoid', () => {
     const db = openDb(tmp(), cgiUidMigrations);
     new CgiUids(db).assign(['a'], range, new Set([300000]), () => false);
