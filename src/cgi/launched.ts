@@ -1,4 +1,4 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -159,6 +159,28 @@ export interface LauncherOptions {
   readyWithinMs?: number;
 }
 
+/** {@link setprivWithPdeathsig}'s answer, by the setpriv found (asked once per process). */
+const pdeathsigAnswers = new Map<string, boolean>();
+
+/**
+ * The setpriv on PATH if it has --pdeathsig (util-linux 2.33 on; RHEL 8's
+ * 2.32 has setpriv without it, refuses the option and exits: a launcher
+ * started through it would never run), else undefined: the launcher is then
+ * forked as it is, ending with the server by its channel alone. Asked of its
+ * --help, once per process.
+ */
+function setprivWithPdeathsig(): string | undefined {
+  const setpriv = findExecutable('setpriv');
+  if (!setpriv) return undefined;
+  let has = pdeathsigAnswers.get(setpriv);
+  if (has === undefined) {
+    const help = spawnSync(setpriv, ['--help'], { encoding: 'utf8', timeout: 5_000, env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
+    has = typeof help.stdout === 'string' && help.stdout.includes('--pdeathsig');
+    pdeathsigAnswers.set(setpriv, has);
+  }
+  return has ? setpriv : undefined;
+}
+
 /**
  * The server's side of the launcher: forks it (as root, before the drop),
  * sends it one JSON text per request and turns its replies into
@@ -211,8 +233,9 @@ export class LauncherClient {
     // Through setpriv --pdeathsig: the kernel kills the launcher when the server's process ends, however it ends. Its
     // own watch ('disconnect') needs its event loop; one wedged would otherwise stay, as root, where a server dropped
     // to `user:` may not signal it.
-    const setpriv = findExecutable('setpriv');
+    const setpriv = setprivWithPdeathsig();
     this.diesWithServer = setpriv !== undefined;
+    if (!setpriv) log.info({ why: 'no setpriv with --pdeathsig (util-linux 2.33 or later)' }, 'the handler launcher ends with the server by its channel alone; one wedged would stay behind');
     this.proc = fork(entry, [configDir, suiteDir], {
       cwd: packageRoot(),
       ...(setpriv ? { execPath: setpriv, execArgv: ['--pdeathsig', 'KILL', '--', process.execPath, ...nodeArgs] } : { execArgv: nodeArgs }),

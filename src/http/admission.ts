@@ -31,6 +31,11 @@ const PAGE = Buffer.from(
     `<hr><small>makewaves</small></body></html>\n`,
 );
 
+/** A TCP connection's 4-tuple (client address and port, listener address and port): one live connection, whichever socket object carries it. */
+function tupleOf(socket: Socket): string {
+  return `${socket.remoteAddress ?? '-'}|${socket.remotePort}|${socket.localAddress ?? '-'}|${socket.localPort}`;
+}
+
 /** A connection over the cap, until it closes. */
 interface Over {
   key: string;
@@ -63,7 +68,11 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
   const open = new PeerCounter();
   /** Connections over the cap waiting for their first request, per client key. */
   const waiting = new PeerCounter();
-  /** Over-cap connections by `address|port`: a TLS request's socket is not the accepted one, but has its address and port. */
+  /**
+   * Over-cap connections by their TCP 4-tuple ({@link tupleOf}): a TLS request's socket is not the accepted one, but
+   * has its addresses and ports. The client's address and port alone are not one connection: a client may connect
+   * from one source port to two listeners, and the close of one would forget that the other is over the cap.
+   */
   const over = new Map<string, Over>();
   /** Per client key: when it was last logged, and refusals since. */
   const told = new Map<string, { at: number; more: number }>();
@@ -88,7 +97,6 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
     /** Every accepted TCP connection, before TLS or HTTP reads from it. */
     connection(socket: Socket): void {
       const remote = socket.remoteAddress ?? '-';
-      const port = socket.remotePort;
       const cap = limit();
       const admitted = open.acquire(remote, cap);
       if (admitted.ok) {
@@ -103,7 +111,7 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
         socket.destroy();
         return;
       }
-      const id = `${remote}|${port}`;
+      const id = tupleOf(socket);
       over.set(id, o);
       socket.once('close', () => {
         over.delete(id);
@@ -120,8 +128,7 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
     refuse(req: IncomingMessage, res: ServerResponse): Outcome | undefined {
       if (over.size === 0) return undefined;
       const socket = req.socket;
-      const id = `${socket.remoteAddress ?? '-'}|${socket.remotePort}`;
-      const o = over.get(id);
+      const o = over.get(tupleOf(socket));
       if (!o) return undefined;
       tell(socket.remoteAddress ?? '-', o, 'http request refused: too many connections from this client');
       const h2 = req.httpVersionMajor >= 2;
@@ -135,8 +142,7 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
     /** An Upgrade or CONNECT request (no ServerResponse) on a connection over the cap: 503 written to the socket, which is closed; false otherwise. */
     refuseRaw(socket: Socket): boolean {
       if (over.size === 0) return false;
-      const id = `${socket.remoteAddress ?? '-'}|${socket.remotePort}`;
-      const o = over.get(id);
+      const o = over.get(tupleOf(socket));
       if (!o) return false;
       tell(socket.remoteAddress ?? '-', o, 'http request refused: too many connections from this client');
       socket.on('error', () => socket.destroy()); // the peer may be gone already; nothing more to tell it

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import os from 'node:os';
@@ -243,6 +243,42 @@ describe('a wedged handler launcher whose server is gone', () => {
       expect(alive(told.launcher)).toBe(false);
     } finally {
       server.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+// util-linux before 2.33 (RHEL 8's 2.32, say) has a setpriv without --pdeathsig: it refuses the option and exits 1,
+// and a launcher started through it never runs. One that lacks it starts the launcher as before, without the kernel's
+// watch (diesWithServer false), rather than leaving every handler refused.
+describe('a setpriv without --pdeathsig', () => {
+  it('starts the launcher without it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mw-setpriv-'));
+    const bin = path.join(dir, 'bin');
+    mkdirSync(bin);
+    // As util-linux 2.32's setpriv answers: its help names no --pdeathsig, and the option is refused.
+    writeFileSync(
+      path.join(bin, 'setpriv'),
+      [
+        '#!/bin/sh',
+        'if [ "$1" = "--help" ]; then printf "Usage:\\n setpriv [options] <program> [<argument>...]\\n\\n --nnp, --no-new-privs        disallow granting new privileges\\n"; exit 0; fi',
+        'for a in "$@"; do [ "$a" = "--pdeathsig" ] && { echo "setpriv: unrecognized option \'--pdeathsig\'" >&2; exit 1; }; done',
+        'echo "setpriv: this test\'s setpriv only refuses" >&2; exit 1',
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    writeFileSync(path.join(dir, 'say-ready'), '');
+    const was = process.env.PATH;
+    process.env.PATH = `${bin}:${was ?? ''}`;
+    let l: LauncherClient | undefined;
+    try {
+      l = new LauncherClient(dir, '/nowhere', createLogger({ level: 'silent' }), { entry: WEDGED, readyWithinMs: 10_000 });
+      await l.ready;
+      expect(l.diesWithServer).toBe(false);
+    } finally {
+      process.env.PATH = was;
+      await l?.stop(1_000);
       rmSync(dir, { recursive: true, force: true });
     }
   });
