@@ -79,7 +79,7 @@ const REKEY_EVERY_S = 10;
  * cost us a key exchange and a host key signature on the shared event
  * loop); a client owing more than {@link PENALTY_REFUSE_MS} is refused
  * until it owes less. A client is its key (lib/peers.ts: an IPv6 client's
- * /64: OpenSSH's PerSourceNetBlockSize 32:64). Owed time runs off in
+ * /64, as OpenSSH's PerSourceNetBlockSize 32:64 would; its default is 32:128). Owed time runs off in
  * real time, up to {@link PENALTY_MAX_MS}; at most {@link PENALTY_SOURCES}
  * clients are tracked (past that, new ones are not).
  */
