@@ -63,7 +63,11 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
   const open = new PeerCounter();
   /** Connections over the cap waiting for their first request, per client key. */
   const waiting = new PeerCounter();
-  /** Over-cap connections by `address|port`: a TLS request's socket is not the accepted one, but has its address and port. */
+  /**
+   * Over-cap connections by their four addresses and ports ({@link connectionId}): a TLS request's socket is not the
+   * accepted one, but has the same. The client's address and port alone are not one connection: a client may use
+   * one port towards two listeners at once.
+   */
   const over = new Map<string, Over>();
   /** Per client key: when it was last logged, and refusals since. */
   const told = new Map<string, { at: number; more: number }>();
@@ -88,7 +92,6 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
     /** Every accepted TCP connection, before TLS or HTTP reads from it. */
     connection(socket: Socket): void {
       const remote = socket.remoteAddress ?? '-';
-      const port = socket.remotePort;
       const cap = limit();
       const admitted = open.acquire(remote, cap);
       if (admitted.ok) {
@@ -103,7 +106,7 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
         socket.destroy();
         return;
       }
-      const id = `${remote}|${port}`;
+      const id = connectionId(socket);
       over.set(id, o);
       socket.once('close', () => {
         over.delete(id);
@@ -120,8 +123,7 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
     refuse(req: IncomingMessage, res: ServerResponse): Outcome | undefined {
       if (over.size === 0) return undefined;
       const socket = req.socket;
-      const id = `${socket.remoteAddress ?? '-'}|${socket.remotePort}`;
-      const o = over.get(id);
+      const o = over.get(connectionId(socket));
       if (!o) return undefined;
       tell(socket.remoteAddress ?? '-', o, 'http request refused: too many connections from this client');
       const h2 = req.httpVersionMajor >= 2;
@@ -135,8 +137,7 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
     /** An Upgrade or CONNECT request (no ServerResponse) on a connection over the cap: 503 written to the socket, which is closed; false otherwise. */
     refuseRaw(socket: Socket): boolean {
       if (over.size === 0) return false;
-      const id = `${socket.remoteAddress ?? '-'}|${socket.remotePort}`;
-      const o = over.get(id);
+      const o = over.get(connectionId(socket));
       if (!o) return false;
       tell(socket.remoteAddress ?? '-', o, 'http request refused: too many connections from this client');
       socket.on('error', () => socket.destroy()); // the peer may be gone already; nothing more to tell it
@@ -149,4 +150,9 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
       return true;
     },
   };
+}
+
+/** A TCP connection by its client's and its listener's address and port (a TLS socket has those of the one it wraps). */
+function connectionId(socket: Socket): string {
+  return `${socket.remoteAddress ?? '-'}|${socket.remotePort}|${socket.localAddress ?? '-'}|${socket.localPort}`;
 }
