@@ -328,19 +328,17 @@ export function createMailService(deps: MailDeps): MailService {
     service: {
       name: 'smtp',
       async start() {
-        await queue.start();
+        // The control socket first: it refuses a data folder a running server uses, before the queue clears the
+        // spool's unfinished files (that server's messages being received).
         await control.start();
-        for (const spec of smtp.listen) {
-          const addr = parseListen(spec)!;
-          try {
-            const bound = await listenOn(server.server, addr, 'smtp');
-            urls.push(`smtp://${formatAddress(bound)}`);
-          } catch (err) {
-            await control.stop();
-            await queue.stop(0);
-            server.server.close();
-            throw err;
-          }
+        try {
+          await queue.start();
+          for (const spec of smtp.listen) urls.push(`smtp://${formatAddress(await listenOn(server.server, parseListen(spec)!, 'smtp'))}`);
+        } catch (err) {
+          await control.stop();
+          await queue.stop(0);
+          server.server.close();
+          throw err;
         }
         return urls;
       },
