@@ -89,7 +89,7 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
   const runAs = serviceAccount(config.main.user, config.main.group);
   // Started as root, handlers run as each tenant's own uid and must pass through <data> to their scratch folder (never list it).
   const asRoot = process.getuid?.() === 0;
-  makeDir(config.main.dataDir, asRoot ? 0o711 : 0o750);
+  makeDir(config.main.dataDir, asRoot ? 0o711 : 0o750, { followLink: true });
   if (asRoot && (statSync(config.main.dataDir).mode & 0o001) === 0) chmodSync(config.main.dataDir, (statSync(config.main.dataDir).mode & 0o7777) | 0o001);
   const cacheUnsaved = parseCache.save(cacheFile);
   if (cacheUnsaved) log.warn({ file: path.join(config.main.dataDir, PARSE_CACHE_FILE), why: cacheUnsaved }, 'cannot write the cache of parsed tenant files; the next start parses every file again');

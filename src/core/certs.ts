@@ -1,6 +1,7 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { replaceFile } from '../lib/ownfile.ts';
 import tls from 'node:tls';
 import type { HealthProblem } from './contracts.ts';
 import type { Logger } from './log.ts';
@@ -137,9 +138,9 @@ export class CertStore {
       });
       const files = certFiles(this.dir, name);
       // Key first, then the certificate by rename: a reader never pairs a new cert with an old key.
-      writeFileSync(files.key, pems.private, { mode: 0o600 });
-      writeFileSync(`${files.cert}.tmp`, pems.cert, { mode: 0o640 });
-      renameSync(`${files.cert}.tmp`, files.cert);
+      // Never through a link: the store may be under <data>, the service user's, written by a start as root.
+      replaceFile(files.key, pems.private, 0o600);
+      replaceFile(files.cert, pems.cert, 0o640);
       made.push(name);
     }
     if (made.length > 0) this.reset();

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import ssh2 from 'ssh2';
 import { makeDir } from '../lib/modes.ts';
@@ -26,16 +26,41 @@ export function loadOrCreateHostKeys(dataDir: string): Buffer[] {
   makeDir(dir, 0o700);
   return TYPES.map(({ type, file }) => {
     const full = path.join(dir, file);
-    if (!existsSync(full)) {
+    if (!lstatSync(full, { throwIfNoEntry: false })) {
       const pair = newHostKey(type);
       writeFileSync(full, pair.private, { mode: 0o600, flag: 'wx' });
-      writeFileSync(`${full}.pub`, `${pair.public}\n`, { mode: 0o600 });
+      // 'wx' (O_EXCL) never opens what is there, a link included: an old public key (or a link put in its place) goes first.
+      rmSync(`${full}.pub`, { force: true });
+      writeFileSync(`${full}.pub`, `${pair.public}\n`, { mode: 0o600, flag: 'wx' });
     }
-    const pem = readFileSync(full);
+    const pem = readKeyFile(full);
     const parsed = ssh2.utils.parseKey(pem);
     if (parsed instanceof Error) throw new Error(`${full}: not a usable SSH host key (${parsed.message}); move it away to have a new one made`);
     return pem;
   });
+}
+
+/**
+ * A host key file's bytes, if it is a regular file of one name: <data>/sftp
+ * belongs to the service user, and a start as root reads it, so a link (or
+ * a second name) there could have root read another key, such as the
+ * system's own SSH host key, into the SFTP server. Throws otherwise.
+ */
+function readKeyFile(file: string): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${file} is a symbolic link; refused (move it away to have a new key made)`);
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.nlink !== 1) throw new Error(`${file} is not a regular file of one name; refused (move it away to have a new key made)`);
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

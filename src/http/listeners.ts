@@ -76,6 +76,8 @@ export async function openListeners(
             h2ServerOptions({
               ...(fallback ?? {}),
               minVersion: 'TLSv1.2',
+              // A handshake gets the time request headers get (the slow-loris guard), not Node's 120 s.
+              handshakeTimeout: options.headersTimeout,
               ...(alpn ? acmeTlsAlpn(alpn, contextFor) : { SNICallback: (name, cb) => cb(null, contextFor(name)) }),
             }),
           ),

@@ -71,6 +71,11 @@ export function createRawAnswers({ log, accessLogs, metrics, record }: RawAnswer
      * closed there is no one to answer.
      */
     clientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): void {
+      if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+        // Nothing can be answered before TLS is up: an answer written now would wait for a handshake that never ends, and the connection with it.
+        log.info({ remote: socket.remoteAddress ?? '-', why: err.code }, 'TLS handshake not finished in time; connection closed');
+        return void socket.destroy();
+      }
       if (!socket.writable) return void socket.destroy();
       const busy = (socket as Responding)[RESPONDING];
       if (busy && !busy.writableFinished) {

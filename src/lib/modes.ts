@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, mkdirSync, readdirSync, type Dirent } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -19,12 +19,33 @@ export function guardUmask(): void {
 
 /**
  * Creates `dir` (and missing parents) with `mode`, and takes the forbidden
- * bits away from `dir` if it already existed with them.
+ * bits away from `dir` if it already existed with them. A symbolic link
+ * where `dir` goes is refused (thrown), never followed: a folder under
+ * <data> belongs to the service user, who could otherwise have a start as
+ * root change or fill any folder it points to. `followLink` is for the data
+ * folder itself, which the operator may place by a link.
  */
-export function makeDir(dir: string, mode: number): void {
+export function makeDir(dir: string, mode: number, { followLink = false }: { followLink?: boolean } = {}): void {
   mkdirSync(dir, { recursive: true, mode });
-  const st = lstatSync(dir);
-  if (st.mode & FORBIDDEN_BITS) chmodSync(dir, st.mode & 0o7777 & ~FORBIDDEN_BITS);
+  let fd: number;
+  try {
+    // Checked and changed on what was opened: nothing can swap a link in between (O_NOFOLLOW: ELOOP on a link).
+    fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | (followLink ? 0 : constants.O_NOFOLLOW));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // Linux answers ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW, other systems ELOOP.
+    if (code === 'ELOOP' || (code === 'ENOTDIR' && lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink())) {
+      throw new Error(`${dir} is a symbolic link; refused (move it away and restart)`);
+    }
+    if (code === 'ENOTDIR') throw new Error(`${dir} is not a folder`);
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.mode & FORBIDDEN_BITS) fchmodSync(fd, st.mode & 0o7777 & ~FORBIDDEN_BITS);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

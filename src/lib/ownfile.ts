@@ -64,12 +64,24 @@ export function readOwnFile(file: string, owner: number): OwnRead {
 export function writeOwnFile(file: string, text: string, owner: number, mode = 0o600): void {
   const folder = ownFolderProblem(path.dirname(file), owner);
   if (folder) throw new Error(folder);
+  replaceFile(file, text, mode);
+}
+
+/**
+ * Writes `file` whole or not at all (mode `mode`): a new temporary file
+ * beside it, under a random name, opened with O_EXCL | O_NOFOLLOW (never a
+ * file that exists, never through a link someone put there), then renamed
+ * over it (which replaces a link at `file` itself, never writes through
+ * it). For files a start as root writes in folders the service user owns.
+ * Throws when the write fails; leaves no temporary file.
+ */
+export function replaceFile(file: string, data: string | Uint8Array, mode = 0o600): void {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   let closed = false;
   try {
     fchmodSync(fd, mode);
-    const bytes = Buffer.from(text, 'utf8');
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at);
     closeSync(fd);
     closed = true;

@@ -1,7 +1,8 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../core/log.ts';
+import { replaceFile } from '../lib/ownfile.ts';
 import { tokenPath, type ControlRequest, type ControlResponse } from '../core/control.ts';
 import type { MailQueue } from './queue.ts';
 
@@ -37,10 +38,8 @@ export class ControlServer {
     // Written under another name, then renamed: a reader never sees half a token, nor a file that was ever wider than 0600.
     const token = randomBytes(32).toString('hex');
     const file = tokenPath(this.socketPath);
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${token}\n`, { mode: 0o600, flag: 'w' });
-    chmodSync(tmp, 0o600);
-    renameSync(tmp, file);
+    // Never through a link: <data> is the service user's, and this runs as root before the drop to it.
+    replaceFile(file, `${token}\n`, 0o600);
     this.token = Buffer.from(token);
     const server = net.createServer((sock) => this.session(sock));
     await new Promise<void>((resolve, reject) => {

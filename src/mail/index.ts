@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import path from 'node:path';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { CertStore } from '../core/certs.ts';
@@ -104,6 +104,27 @@ function sessionSlots() {
       releases.delete(id);
     },
   };
+}
+
+/**
+ * Binds every `smtp.listen` address: the first on smtp-server's own
+ * listener, each further one on a listener of its own (pushed to `more`)
+ * that hands its connections to the first, so every session is one of the
+ * same server (its limits, its stop). A second listen on smtp-server's
+ * listener is refused by Node ("Listen method has been called more than
+ * once"): a list of two failed the start.
+ */
+async function listenAll(first: net.Server, specs: readonly string[], more: net.Server[]): Promise<string[]> {
+  const urls: string[] = [];
+  for (const [i, spec] of specs.entries()) {
+    let target = first;
+    if (i > 0) {
+      target = net.createServer((socket) => first.emit('connection', socket));
+      more.push(target);
+    }
+    urls.push(`smtp://${formatAddress(await listenOn(target, parseListen(spec)!, 'smtp'))}`);
+  }
+  return urls;
 }
 
 /**
@@ -320,6 +341,8 @@ export function createMailService(deps: MailDeps): MailService {
   }
 
   const urls: string[] = [];
+  /** The listeners after the first (listenAll). */
+  const more: net.Server[] = [];
   return {
     queue,
     submitter: queue,
@@ -328,19 +351,17 @@ export function createMailService(deps: MailDeps): MailService {
     service: {
       name: 'smtp',
       async start() {
-        await queue.start();
+        // The control socket first: it refuses a data folder a running server uses, before the queue clears the
+        // spool's unfinished files (that server's messages being received).
         await control.start();
-        for (const spec of smtp.listen) {
-          const addr = parseListen(spec)!;
-          try {
-            const bound = await listenOn(server.server, addr, 'smtp');
-            urls.push(`smtp://${formatAddress(bound)}`);
-          } catch (err) {
-            await control.stop();
-            await queue.stop(0);
-            server.server.close();
-            throw err;
-          }
+        try {
+          await queue.start();
+          urls.push(...(await listenAll(server.server, smtp.listen, more)));
+        } catch (err) {
+          await control.stop();
+          await queue.stop(0);
+          for (const s of [server.server, ...more]) s.close();
+          throw err;
         }
         return urls;
       },
@@ -354,6 +375,7 @@ export function createMailService(deps: MailDeps): MailService {
             resolve();
           };
           t = setTimeout(finish, graceMs + 1_000);
+          for (const s of more.splice(0)) s.close();
           server.close(finish);
           stopping = true;
           closeIdleSessions();

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -23,11 +23,25 @@ export function openDb(dataDir: string, migrations: readonly Migration[]): Db {
   // Made here only when no server started before (a CLI command): passable, never listable.
   mkdirSync(dataDir, { recursive: true, mode: 0o711 });
   const file = path.join(dataDir, 'makewaves.db');
-  const fd = openSync(file, 'a', 0o600);
+  let fd: number;
   try {
-    if (fstatSync(fd).mode & 0o077) chmodSync(file, 0o600);
+    // O_NOFOLLOW: <data> is the service user's once a start as root has handed it over, and a start as root opens this
+    // first; a link there would have root change (and SQLite write) whatever file it points to.
+    fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${file} is a symbolic link; refused (move it away and restart)`);
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.nlink !== 1) throw new Error(`${file} is not a regular file of one name; refused`);
+    if (st.mode & 0o077) fchmodSync(fd, 0o600);
   } finally {
     closeSync(fd);
+  }
+  // SQLite opens its -wal, -shm and -journal beside it as they are (a link followed).
+  for (const side of ['-wal', '-shm', '-journal']) {
+    if (lstatSync(`${file}${side}`, { throwIfNoEntry: false })?.isSymbolicLink()) throw new Error(`${file}${side} is a symbolic link; refused (move it away and restart)`);
   }
   const db = new Database(file);
   db.pragma('journal_mode = WAL');

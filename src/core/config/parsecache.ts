@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { replaceFile } from '../../lib/ownfile.ts';
 
 /**
  * Parsed tenant files, keyed by a hash of their text: a file whose text is
@@ -151,10 +152,9 @@ export class ParseCache {
 }
 
 function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
   mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, file);
+  // Never through a link: <data> is the service user's, and a start as root writes this before the drop to it.
+  replaceFile(file, text, 0o600);
 }
 
 let shared: ParseCache | undefined;

@@ -111,7 +111,7 @@ export const mainSchema = z.strictObject({
     cacheTotal: size.default(64 * 1024 * 1024),
     /** Seconds a cached file is trusted before it is checked against the disk again (0: every hit). */
     cacheRevalidate: z.number().min(0).max(60).default(1),
-    /** Seconds a client may take to send its request headers (slow-loris guard). */
+    /** Seconds a client may take to send its request headers (slow-loris guard), and an HTTPS client to finish its TLS handshake. */
     headersTimeout: z.number().positive().max(600).default(10),
     /** Seconds a client may take to send a whole request, body included. */
     requestTimeout: z.number().positive().max(3600).default(30),

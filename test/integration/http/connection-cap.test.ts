@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
@@ -79,6 +80,25 @@ function exchange(request: string): Promise<string> {
     s.on('data', (d: string) => (got += d));
     s.on('error', () => undefined);
     s.once('close', () => resolve(got));
+  });
+}
+
+/** One request on an open keep-alive connection: its answer's status line. */
+function ask(s: net.Socket | tls.TLSSocket): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const onData = (d: Buffer) => {
+      got += d.toString('latin1');
+      if (/\r\n\r\n/.test(got)) done();
+    };
+    const done = () => {
+      s.off('data', onData);
+      s.off('close', done);
+      resolve(got.split('\r\n')[0]!);
+    };
+    s.on('data', onData);
+    s.once('close', done);
+    s.write('GET / HTTP/1.1\r\nHost: a.test\r\n\r\n');
   });
 }
 
@@ -168,6 +188,29 @@ describe('per-client HTTP connection cap (http.maxConnectionsPerIp)', () => {
     expect(lines[0]).toMatchObject({ remote: '127.0.0.1', clientKey: '127.0.0.1', limit: CAP, open: CAP, level: 30 });
     // The 503s of the tests above (plain, TLS HTTP/1.1, HTTP/2 twice, WebSocket, the waiting one) and the one closed unanswered.
     expect(await refusedCount()).toBe(7);
+  });
+
+  it('tells a connection over the cap from one with the same client address and port on another listener', async () => {
+    // Two connections may share the client's address and port when they go to different listeners (another 4-tuple):
+    // over-cap connections were known by the client's address and port alone, so one over the cap on the plain listener
+    // had the other's requests refused, and its close let an over-cap one of the same port be served uncounted.
+    for (let i = 0; i < CAP - 1; i++) await hold();
+    // Bound by address first: a bound socket's port may be bound again (SO_REUSEADDR) by the second connection.
+    const raw = net.connect({ host: '127.0.0.1', port: Number(https.port), localAddress: '127.0.0.1' });
+    raw.on('error', () => undefined);
+    const tlsSide = tls.connect({ socket: raw, servername: 'a.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
+    tlsSide.on('error', () => undefined);
+    await new Promise((r) => tlsSide.once('secureConnect', r));
+    held.push(tlsSide as unknown as net.Socket);
+    expect(await ask(tlsSide)).toMatch(/^HTTP\/1\.1 200 /); // the last slot
+    const over = net.connect({ host: '127.0.0.1', port: Number(plain.port), localAddress: '127.0.0.1', localPort: tlsSide.localPort });
+    over.on('error', () => undefined);
+    await new Promise((r) => over.once('connect', r));
+    held.push(over);
+    // Accepted after `over`: once it is answered, the server has taken `over` in.
+    expect(await exchange('GET / HTTP/1.1\r\nHost: a.test\r\n\r\n')).toMatch(/^HTTP\/1\.1 503 /);
+    expect(await ask(tlsSide)).toMatch(/^HTTP\/1\.1 200 /);
+    expect(await ask(over)).toMatch(/^HTTP\/1\.1 503 /);
   });
 
   it('takes a new cap at a reload, without a restart (0: no cap)', async () => {

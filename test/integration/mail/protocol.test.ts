@@ -190,6 +190,29 @@ describe('faults and limits', () => {
     }
   });
 
+  it('listens on every smtp.listen address, one server: a client through a listener that sees it as ::ffff:127.0.0.1 shares its budget', async () => {
+    // A list of two failed the start ("Listen method has been called more than once without closing").
+    const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0', '[::ffff:127.0.0.1]:0'], maxConnectionsPerIp: 2 } }, tenants: { 'a.test': { domains: ['a.test'] } } });
+    try {
+      expect(own.suite.urls.smtp).toHaveLength(2);
+      const [plainPort, mappedPort] = own.suite.urls.smtp!.map((u) => Number(new URL(u).port)) as [number, number];
+      const open = [await RawSmtp.connect(plainPort), await RawSmtp.connect(mappedPort)];
+      for (const c of open) expect(c.greeting).toMatch(/^220 /);
+      const over = await RawSmtp.connect(mappedPort);
+      expect(over.greeting).toMatch(/^421 4\.7\.0 Too many connections from your address/);
+      over.close();
+      // smtp-server reports a mapped client by its IPv4 address already.
+      expect(own.logs().some((l) => l.msg === 'refused: too many connections from this address' && l.remote === '127.0.0.1')).toBe(true);
+      expect(await open[1]!.cmd('QUIT')).toMatch(/^221 /);
+      await open[1]!.closed;
+      const next = await RawSmtp.connect(plainPort);
+      expect(next.greeting).toMatch(/^220 /);
+      for (const c of [open[0]!, next]) c.close();
+    } finally {
+      await own.stop();
+    }
+  });
+
   it('refuses a connection over maxConnections in all with 421', async () => {
     const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], maxConnections: 2 } }, tenants: { 'a.test': { domains: ['a.test'] } } });
     try {

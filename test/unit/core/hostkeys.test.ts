@@ -1,6 +1,9 @@
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import ssh2 from 'ssh2';
 import { describe, expect, it } from 'vitest';
-import { newHostKey } from '../../../src/core/hostkeys.ts';
+import { hostKeyDir, loadOrCreateHostKeys, newHostKey } from '../../../src/core/hostkeys.ts';
 
 describe('SFTP host key generation', () => {
   // ssh2's own generator makes a malformed ed25519 key about once in 200; 1,500 keys all
@@ -13,5 +16,45 @@ describe('SFTP host key generation', () => {
       if (parsed instanceof Error || !parsed.verify(probe, parsed.sign(probe))) bad++;
     }
     expect(bad).toBe(0);
+  });
+});
+
+describe('SFTP host key files', () => {
+  // <data>/sftp belongs to the service user once a start as root has handed <data> over; the next start as root makes
+  // missing keys before it drops to that user again. A link that user put where a file or the folder goes is never followed.
+  it('never writes through a symbolic link put where the public key goes', () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'hostkeys-'));
+    try {
+      const data = path.join(root, 'data');
+      mkdirSync(hostKeyDir(data), { recursive: true, mode: 0o700 });
+      const victim = path.join(root, 'victim');
+      writeFileSync(victim, 'not yours\n', { mode: 0o600 });
+      symlinkSync(victim, path.join(hostKeyDir(data), 'ssh_host_ed25519_key.pub'));
+      const keys = loadOrCreateHostKeys(data);
+      expect(keys).toHaveLength(2);
+      expect(readFileSync(victim, 'utf8')).toBe('not yours\n');
+      const pub = path.join(hostKeyDir(data), 'ssh_host_ed25519_key.pub');
+      expect(lstatSync(pub).isFile()).toBe(true);
+      expect(readFileSync(pub, 'utf8')).toMatch(/^ssh-ed25519 /);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a symbolic link where the folder goes: nothing written or changed where it leads', () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'hostkeys-'));
+    try {
+      const data = path.join(root, 'data');
+      const elsewhere = path.join(root, 'elsewhere');
+      mkdirSync(data);
+      mkdirSync(elsewhere, { mode: 0o700 });
+      chmodSync(elsewhere, 0o700);
+      symlinkSync(elsewhere, hostKeyDir(data));
+      expect(() => loadOrCreateHostKeys(data)).toThrow(/symbolic link/);
+      expect(existsSync(path.join(elsewhere, 'ssh_host_ed25519_key'))).toBe(false);
+      expect((lstatSync(elsewhere).mode & 0o7777).toString(8)).toBe('700');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

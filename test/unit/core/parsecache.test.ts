@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -29,6 +29,20 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('the cache of parsed tenant files', () => {
+  it('is never written through a link put where its temporary file goes (a start as root writes it in the service user\'s <data>)', () => {
+    tenant('a.test', 'domains: [a.test]\n');
+    const cache = new ParseCache(cacheFile);
+    loadConfig(cfg, undefined, cache);
+    mkdirSync(path.dirname(cacheFile), { recursive: true });
+    const victim = path.join(dir, 'victim');
+    writeFileSync(victim, 'not yours\n');
+    // The name it used to write under: predictable by anyone who can guess the pid.
+    symlinkSync(victim, `${cacheFile}.${process.pid}.tmp`);
+    expect(cache.save()).toBeUndefined();
+    expect(readFileSync(victim, 'utf8')).toBe('not yours\n');
+    expect(Object.keys(JSON.parse(readFileSync(cacheFile, 'utf8')).entries)).toHaveLength(1);
+  });
+
   it('is written after a load and read by the next start: an unchanged file is not parsed again', () => {
     tenant('a.test', 'domains: [a.test]\n');
     const first = new ParseCache(cacheFile);

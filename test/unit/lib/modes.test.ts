@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -39,5 +39,16 @@ describe('data folder modes', () => {
     } finally {
       process.umask(prev);
     }
+  });
+
+  it('makeDir refuses a symbolic link where the folder goes, and changes nothing where it leads; the data folder itself may be one', () => {
+    const target = path.join(dir, 'target');
+    mkdirSync(target, { mode: 0o777 });
+    chmodSync(target, 0o777);
+    symlinkSync(target, path.join(dir, 'link'));
+    expect(() => makeDir(path.join(dir, 'link'), 0o700)).toThrow(/symbolic link/);
+    expect(mode(target)).toBe('777');
+    makeDir(path.join(dir, 'link'), 0o750, { followLink: true });
+    expect(mode(target)).toBe('751');
   });
 });
