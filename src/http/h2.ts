@@ -30,13 +30,20 @@ import type { Logger } from '../core/log.ts';
  *   a log line naming the client.
  * - SETTINGS and PING floods: nghttp2's flood guard tears down a session
  *   whose unread acknowledgements pile up; the drop is logged with the client.
- * - An idle session is closed (GOAWAY) after {@link SESSION_IDLE_MS}.
+ * - An idle session is closed (GOAWAY) after {@link SESSION_IDLE_MS}; its
+ *   connection is ended {@link SESSION_CLOSE_GRACE_MS} later if it is still
+ *   open. Node 20's http2 now and then never notices a client that reset the
+ *   connection right after the TLS handshake (no event on the socket, the TLS
+ *   socket or the session, and the session's destroy() frees nothing): only
+ *   destroying the TLS socket ends it, and with it the client's slot of the
+ *   connection cap.
  */
 
 export const H2_SETTINGS = { maxConcurrentStreams: 100, maxHeaderListSize: 16 * 1024, enablePush: false } as const;
 export const RESET_BURST = 200;
 export const RESET_RATE = 20;
 export const SESSION_IDLE_MS = 120_000;
+export const SESSION_CLOSE_GRACE_MS = 5_000;
 
 export function h2ServerOptions(tls: SecureServerOptions): SecureServerOptions {
   return {
@@ -110,23 +117,53 @@ export class H2Sessions {
   /** Every TLS connection, HTTP/1.1 ones included, for the hard stop. */
   private readonly sockets = new Set<TLSSocket>();
 
-  constructor(private readonly log: Logger) {}
+  /** Each session's TLS socket (its `socket` is a proxy that may not be destroyed). */
+  private readonly tlsOf = new WeakMap<Http2Session, TLSSocket>();
+  /** The session node:http2 made in the `secureConnection` being dispatched (see {@link attach}). */
+  private justMade: Http2Session | undefined;
 
+  constructor(
+    private readonly log: Logger,
+    private readonly idleMs = SESSION_IDLE_MS,
+    private readonly graceMs = SESSION_CLOSE_GRACE_MS,
+  ) {}
+
+  /**
+   * node:http2 makes a connection's session in its own `secureConnection`
+   * listener, registered before ours, and emits `session` from there: the
+   * session {@link guard} saw last is this TLS socket's, when our listener
+   * runs (none for an HTTP/1.1 connection).
+   */
   attach(server: Http2SecureServer): void {
     server.on('session', (session) => this.guard(session));
     server.on('secureConnection', (socket: TLSSocket) => {
+      const made = this.justMade;
+      this.justMade = undefined;
+      if (made) this.tlsOf.set(made, socket);
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
     });
   }
 
   private guard(session: Http2Session): void {
+    this.justMade = session;
     this.sessions.add(session);
     session.once('close', () => this.sessions.delete(session));
     const remote = session.socket?.remoteAddress ?? '-';
     // Errors of one session (a flood nghttp2 detected, a protocol error, a peer that vanished) end that session only.
     session.on('error', (err: NodeJS.ErrnoException) => this.log.info({ remote, code: err.code, err: err.message }, 'http2 session dropped'));
-    session.setTimeout(SESSION_IDLE_MS, () => session.close());
+    session.setTimeout(this.idleMs, () => {
+      session.close();
+      const tls = this.tlsOf.get(session);
+      if (!tls || tls.destroyed) return;
+      const force = setTimeout(() => {
+        if (tls.destroyed) return;
+        this.log.info({ remote, why: `idle ${this.idleMs / 1000} s, still open ${this.graceMs / 1000} s after GOAWAY` }, 'http2 connection ended');
+        tls.destroy();
+      }, this.graceMs);
+      force.unref();
+      tls.once('close', () => clearTimeout(force));
+    });
     let tokens = RESET_BURST;
     let last = Date.now();
     let flooded = false;
