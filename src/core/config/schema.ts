@@ -36,6 +36,9 @@ export const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
 const emailAddress = z
   .string()
   .regex(/^[^\s@<>()",;:\\]+@[^\s@<>()",;:\\]+\.[^\s@<>()",;:\\]+$/, { error: (i) => `"${String(i.input)}" is not an e-mail address` })
+  // A domain of empty labels (a trailing dot, "..") is no domain SMTP names (RFC 5321 §4.1.2): `ops@mx.example.`
+  // would pass the checks against this server's own name and loop.
+  .refine((s) => !/@\.|\.\.|\.$/.test(s.slice(s.lastIndexOf('@'))), { error: (i) => `"${String(i.input)}" is not an e-mail address (an empty label in its domain)` })
   .transform((s) => s.toLowerCase());
 
 const portRange = z

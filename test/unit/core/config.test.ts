@@ -186,6 +186,18 @@ describe('forward names', () => {
   });
 });
 
+describe('e-mail addresses in the config', () => {
+  // A domain with an empty label is no domain SMTP names; a trailing dot got mail.postmaster past the check against
+  // the server's own name (a loop).
+  it.each(['ops@mx.example.test.', 'ops@mx..example.test', 'ops@.example.test'])('refuses %j', (addr) => {
+    const p = problems({ 'makewaves.yaml': `${MAIN}mail:\n  postmaster: ${JSON.stringify(addr)}\n`, 'tenants/a.test.yaml': 'domains: [a.test]\n' });
+    expect(p).toEqual([expect.stringMatching(/mail\.postmaster: ".*" is not an e-mail address \(an empty label in its domain\)/)]);
+  });
+  it('takes an ordinary one', () => {
+    expect(problems({ 'makewaves.yaml': `${MAIN}mail:\n  postmaster: ops@elsewhere.test\n`, 'tenants/a.test.yaml': 'domains: [a.test]\n' })).toEqual([]);
+  });
+});
+
 describe('Registry', () => {
   it('finds tenants by Host: case, port and trailing dot ignored; IPv6 literals match nothing', () => {
     const reg = new Registry(loadConfig(write({ 'makewaves.yaml': MAIN, 'tenants/a.test.yaml': 'domains: [a.test, www.a.test]\n' })));
