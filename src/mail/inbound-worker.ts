@@ -4,10 +4,14 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { cachedLookup, suiteResolver, type DnsSettings } from '../core/dns.ts';
+import { keepTickShape } from '../lib/memory.ts';
 import { epochNow } from '../lib/timeline.ts';
 import { checkedMessage, stripOurResults } from './inbound.ts';
 import { checkInbound, createArcSealer, keepParsedPublicKeys, type InboundAuth } from './mailauth.ts';
 import type { CheckRequest, CheckReply, SealRequest } from './inbound-pool.ts';
+
+// A thread is an isolate of its own: its tick objects' class too is held (lib/memory.ts says why).
+keepTickShape();
 
 keepParsedPublicKeys();
 const resolver = suiteResolver((workerData as { dns: DnsSettings | undefined }).dns);
