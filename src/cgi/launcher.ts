@@ -281,6 +281,9 @@ export class Launcher {
   private scratch(t: Tenant, uid: number): string {
     const parent = path.join(this.registry.config.main.dataDir, 'cgi');
     const dir = path.join(parent, t.id);
+    // Never through a link: <data> is the service user's, who may replace an empty <data>/cgi (root's) by one, and
+    // this process is root for good. Once the folder holds a tenant's, it cannot be replaced: this lstat is enough.
+    if (lstatSync(parent, { throwIfNoEntry: false })?.isSymbolicLink()) throw new Error(`${parent} is a symbolic link; refused (move it away)`);
     // Made when missing (checked as it is at every run: one lstat when it exists).
     let st = lstatSync(dir, { throwIfNoEntry: false });
     if (!st) {

@@ -1,5 +1,5 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { replaceFile } from '../lib/ownfile.ts';
 import tls from 'node:tls';
@@ -116,6 +116,7 @@ export class CertStore {
   async ensureSelfSigned(registry: Registry, hostname: string): Promise<string[]> {
     // The data folder exists by now with the mode the suite chose; the key folder itself private.
     mkdirSync(path.dirname(this.dir), { recursive: true, mode: 0o750 });
+    refuseForeignLink(this.dir);
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const made: string[] = [];
     const wanted: Array<[string, string[]]> = [[DEFAULT_CERT, [hostname, ...(registry.userdir ? [registry.userdir] : []), ...(registry.panelHost ? [registry.panelHost] : [])]]];
@@ -228,4 +229,20 @@ export function certificateExpiry(withinDays: number): (dir: string | undefined,
     }
     return problems;
   };
+}
+
+/**
+ * Refuses (throws) a store folder that is a symbolic link in a folder some
+ * user other than root may change, when running as root: the bundled config
+ * keeps the store in <data>/certs, and <data> is the service user's once a
+ * start as root has handed it over, so a link it put there would have root
+ * write keys and certificates into any folder, over files of those names.
+ * A link the operator made (in a folder only root may change) is followed.
+ */
+function refuseForeignLink(dir: string): void {
+  if (process.getuid?.() !== 0 || !lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink()) return;
+  const parent = statSync(path.dirname(dir));
+  if (parent.uid !== 0 || (parent.mode & 0o022) !== 0) {
+    throw new Error(`${dir} is a symbolic link in a folder uid ${parent.uid} may change; refused (move it away and restart)`);
+  }
 }

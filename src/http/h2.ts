@@ -32,7 +32,8 @@ import type { Logger } from '../core/log.ts';
  *   whose unread acknowledgements pile up; the drop is logged with the client.
  * - An idle session is closed (GOAWAY) after {@link SESSION_IDLE_MS}; its
  *   connection is ended {@link SESSION_CLOSE_GRACE_MS} later if it is still
- *   open. Node 20's http2 now and then never notices a client that reset the
+ *   open with no stream under way (a stream whose answer is slow in coming
+ *   sends no frame, and GOAWAY lets it finish). Node 20's http2 now and then never notices a client that reset the
  *   connection right after the TLS handshake (no event on the socket, the TLS
  *   socket or the session, and the session's destroy() frees nothing): only
  *   destroying the TLS socket ends it, and with it the client's slot of the
@@ -152,12 +153,18 @@ export class H2Sessions {
     const remote = session.socket?.remoteAddress ?? '-';
     // Errors of one session (a flood nghttp2 detected, a protocol error, a peer that vanished) end that session only.
     session.on('error', (err: NodeJS.ErrnoException) => this.log.info({ remote, code: err.code, err: err.message }, 'http2 session dropped'));
+    /** Streams under way: close() lets them finish, so a session with one is never ended by force (an answer slow in coming sends no frame). */
+    let streams = 0;
+    session.on('stream', (stream: ServerHttp2Stream) => {
+      streams++;
+      stream.once('close', () => streams--);
+    });
     session.setTimeout(this.idleMs, () => {
       session.close();
       const tls = this.tlsOf.get(session);
       if (!tls || tls.destroyed) return;
       const force = setTimeout(() => {
-        if (tls.destroyed) return;
+        if (tls.destroyed || streams > 0) return;
         this.log.info({ remote, why: `idle ${this.idleMs / 1000} s, still open ${this.graceMs / 1000} s after GOAWAY` }, 'http2 connection ended');
         tls.destroy();
       }, this.graceMs);

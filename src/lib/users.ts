@@ -1,4 +1,4 @@
-import { lchownSync, lstatSync, readdirSync, readFileSync, type Dirent } from 'node:fs';
+import { closeSync, constants, fchownSync, fstatSync, lchownSync, lstatSync, openSync, readdirSync, readFileSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 
 function entries(file: string): string[][] {
@@ -64,7 +64,8 @@ export function dropPrivileges(uid: number, gid: number): DroppedTo {
 }
 
 /**
- * Gives every file and folder below `dir` (not following symlinks) that is
+ * Gives `dir` (the folder it names, if a link) and every file and folder
+ * below it (not following symlinks) that is
  * not yet owned by `uid` to `uid:gid`: what the server created as root
  * during its start (the state database, spool, logs) stays writable after
  * the drop. Folders in `skip` are left alone, with all below them.
@@ -90,7 +91,20 @@ export function giveTree(dir: string, uid: number, gid: number, skip: readonly s
         n++;
       }
     };
-    fix(d);
+    if (d === dir) {
+      // `dir` itself is the operator's word (a data folder placed by a link included): the folder it names is given,
+      // not the link, else the service user could make nothing in <data> itself. Below it no link is followed.
+      const fd = openSync(d, constants.O_RDONLY | constants.O_DIRECTORY);
+      try {
+        const st = fstatSync(fd);
+        if (st.uid !== uid || st.gid !== gid) {
+          fchownSync(fd, uid, gid);
+          n++;
+        }
+      } finally {
+        closeSync(fd);
+      }
+    } else fix(d);
     for (const e of names) {
       const full = path.join(d, e.name);
       if (e.isDirectory()) pending.push(full);

@@ -375,8 +375,14 @@ export function createMailService(deps: MailDeps): MailService {
             resolve();
           };
           t = setTimeout(finish, graceMs + 1_000);
-          for (const s of more.splice(0)) s.close();
-          server.close(finish);
+          // Each listener's close waits for the connections it accepted: the further ones' sessions are smtp-server's
+          // too, but its own listener knows nothing of them, so the stop waits for every listener's close.
+          let open = 1 + more.length;
+          const closed = () => {
+            if (--open === 0) finish();
+          };
+          for (const s of more.splice(0)) s.close(closed);
+          server.close(closed);
           stopping = true;
           closeIdleSessions();
         });

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { createReadStream, readdirSync, rmSync } from 'node:fs';
 import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterWritten } from '../lib/buffers.ts';
+import { makeDir } from '../lib/modes.ts';
 import type { Timeline } from '../lib/timeline.ts';
 
 /**
@@ -99,8 +100,11 @@ export class Spool {
 
   /** Creates the folders and clears unfinished files. Returns how many were cleared. */
   init(): number {
-    mkdirSync(this.qDir, { recursive: true, mode: 0o700 });
-    mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 });
+    // No link followed (makeDir refuses one): <data>/spool is the service user's, and a start as root clears spool/tmp
+    // before the drop; a link there would have root remove every file of the folder it names.
+    makeDir(this.dir, 0o700);
+    makeDir(this.qDir, 0o700);
+    makeDir(this.tmpDir, 0o700);
     const stale = readdirSync(this.tmpDir);
     for (const f of stale) rmSync(path.join(this.tmpDir, f), { force: true });
     return stale.length;

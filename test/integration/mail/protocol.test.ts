@@ -213,6 +213,25 @@ describe('faults and limits', () => {
     }
   });
 
+  it('a stop lets a transaction under way through a further smtp.listen address finish (its 250), then ends', async () => {
+    // The further listeners hand their connections to the one server, whose own listener knew nothing of them: the
+    // stop went on at once (queue, database) under a message being received, as if the server had no session.
+    const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0', '127.0.0.1:0'] } }, tenants: { 'a.test': { domains: ['a.test'], mail: { forward: { info: 'alice@remote.test' } } } } });
+    const further = Number(new URL(own.suite.urls.smtp![1]!).port);
+    const c = await RawSmtp.connect(further);
+    expect(await c.cmd('EHLO client.test')).toMatch(/^250 /m);
+    expect(await c.cmd('MAIL FROM:<s@elsewhere.test>')).toMatch(/^250 /);
+    expect(await c.cmd('RCPT TO:<info@a.test>')).toMatch(/^250 /);
+    expect(await c.cmd('DATA')).toMatch(/^354 /);
+    c.send('Subject: under way\r\n\r\nbody\r\n');
+    // A grace long enough for the end of the message to come within it; the same stop again (a no-op) cleans up.
+    const stop = own.suite.stop(10_000);
+    expect(await c.cmd('.')).toMatch(/^250 /);
+    c.close();
+    await stop;
+    await own.stop();
+  });
+
   it('refuses a connection over maxConnections in all with 421', async () => {
     const own = await startTestSuite({ main: { smtp: { listen: ['127.0.0.1:0'], maxConnections: 2 } }, tenants: { 'a.test': { domains: ['a.test'] } } });
     try {

@@ -147,6 +147,23 @@ describe('Launcher: its own view of the config', () => {
     // b.test is still a tenant of the config it keeps: refused here for this test's lack of a box, not as unknown.
     expect(await run('b.test')).toEqual({ ok: false, why: 'no box in this test' });
   });
+  // <data> is the service user's: a link it puts at <data>/cgi (root's folder, replaceable while it is empty) had the
+  // launcher, root for good, chmod and chown a folder of the tenant's name wherever the link pointed.
+  it.skipIf(process.getuid?.() !== 0)('refuses a link at <data>/cgi: no folder it names is changed (as root)', () => {
+    const dir = tmp();
+    const { configDir, dataDir } = writeConfig(dir, { main: { cgi: { uids: '243000-243099' } }, tenants: { 'a.test': { domains: ['a.test'] } } });
+    const suiteDir = path.join(dir, 'suite');
+    mkdirSync(suiteDir);
+    const launcher = new Launcher({ configDir, suiteDir, log, sandbox: () => caps });
+    const elsewhere = path.join(dir, 'elsewhere');
+    mkdirSync(path.join(elsewhere, 'a.test'), { recursive: true, mode: 0o755 });
+    chmodSync(path.join(elsewhere, 'a.test'), 0o755);
+    rmSync(path.join(dataDir, 'cgi'), { recursive: true, force: true });
+    symlinkSync(elsewhere, path.join(dataDir, 'cgi'));
+    expect(() => launcher.repairScratch('a.test')).toThrow(/symbolic link/);
+    const st = statSync(path.join(elsewhere, 'a.test'));
+    expect([st.uid, st.mode & 0o7777]).toEqual([0, 0o755]);
+  });
   it('refuses a cgi.uids that is not a range of ordinary uids', () => {
     const dir = tmp();
     for (const bad of ['0-100', '300000-200000', 'lots', '200000-4294967295']) {

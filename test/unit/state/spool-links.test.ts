@@ -1,0 +1,41 @@
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Spool } from '../../../src/state/spool.ts';
+import { tempDirs } from '../../helpers/tmp.ts';
+
+// <data>/spool belongs to the service user once a start as root has handed it over, and the next start as root
+// clears the spool's unfinished files (spool/tmp) before the drop: a link there had root remove every file in any
+// folder it named (/root/.ssh, /etc/ssl/private, ...).
+const tmp = tempDirs('makewaves-spool-links-');
+
+describe('the spool at start', () => {
+  for (const at of ['spool', 'spool/tmp', 'spool/q']) {
+    it(`refuses a link at ${at} and removes nothing in the folder it names`, () => {
+      const data = tmp();
+      const elsewhere = path.join(data, 'elsewhere');
+      mkdirSync(elsewhere);
+      writeFileSync(path.join(elsewhere, 'precious'), 'keep me\n');
+      if (at !== 'spool') mkdirSync(path.join(data, 'spool'));
+      // A link to a folder that looks like a spool (tmp and q inside), so only the link can be the reason of a refusal.
+      if (at === 'spool') {
+        mkdirSync(path.join(elsewhere, 'tmp'));
+        mkdirSync(path.join(elsewhere, 'q'));
+        writeFileSync(path.join(elsewhere, 'tmp', 'precious'), 'keep me\n');
+      }
+      symlinkSync(elsewhere, path.join(data, at));
+      expect(() => new Spool(path.join(data, 'spool')).init()).toThrow(/symbolic link/);
+      expect(existsSync(path.join(elsewhere, 'precious'))).toBe(true);
+      if (at === 'spool') expect(existsSync(path.join(elsewhere, 'tmp', 'precious'))).toBe(true);
+    });
+  }
+
+  it('clears unfinished files of a spool of real folders, as before', () => {
+    const data = tmp();
+    const spool = new Spool(path.join(data, 'spool'));
+    expect(spool.init()).toBe(0);
+    writeFileSync(path.join(data, 'spool', 'tmp', 'half'), 'unfinished');
+    expect(spool.init()).toBe(1);
+    expect(existsSync(path.join(data, 'spool', 'tmp', 'half'))).toBe(false);
+  });
+});
