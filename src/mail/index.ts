@@ -128,6 +128,28 @@ async function listenAll(first: net.Server, specs: readonly string[], more: net.
 }
 
 /**
+ * Closes smtp-server and the further listeners of {@link listenAll}; resolves
+ * once every one has closed, or `graceMs` + 1 s later. Each listener's close
+ * waits for the connections it accepted: the further ones' sessions are
+ * smtp-server's too, but its own listener knows nothing of them, so the stop
+ * waits for every listener's close. `closing` runs once all are asked to.
+ */
+function closeListeners(server: SMTPServer, more: net.Server[], graceMs: number, closing: () => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let open = 1 + more.length;
+    const t = setTimeout(resolve, graceMs + 1_000);
+    const closed = () => {
+      if (--open > 0) return;
+      clearTimeout(t);
+      resolve();
+    };
+    for (const s of more.splice(0)) s.close(closed);
+    server.close(closed);
+    closing();
+  });
+}
+
+/**
  * Accepts mail for tenant domains and forwards it; never relays for
  * strangers. Recipients are routed at RCPT time (unknown → 550 5.1.1,
  * foreign in any spelling → 550 5.7.1); a message is answered 250 only once
@@ -368,21 +390,7 @@ export function createMailService(deps: MailDeps): MailService {
       async stop(graceMs) {
         // smtp-server answers 421 to the sessions still open after closeTimeout: make that the grace we were given.
         (server as unknown as { options: { closeTimeout: number } }).options.closeTimeout = Math.max(graceMs, 1);
-        await new Promise<void>((resolve) => {
-          let t: NodeJS.Timeout | undefined;
-          const finish = () => {
-            clearTimeout(t);
-            resolve();
-          };
-          t = setTimeout(finish, graceMs + 1_000);
-          // Each listener's close waits for the connections it accepted: the further ones' sessions are smtp-server's
-          // too, but its own listener knows nothing of them, so the stop waits for every listener's close.
-          let open = 1 + more.length;
-          const closed = () => {
-            if (--open === 0) finish();
-          };
-          for (const s of more.splice(0)) s.close(closed);
-          server.close(closed);
+        await closeListeners(server, more, graceMs, () => {
           stopping = true;
           closeIdleSessions();
         });
