@@ -24,6 +24,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { COMPACT_AFTER_START_MS } from '../../src/lib/memory.ts';
 import { freePort, has, load, loadH2, median, ROOT, run, startProcess, stopProcess, rssMiB, treePssMiB, treeRssMiB, treeCpuMs, waitHttp, waitIdle, type Row, table } from './lib.ts';
 
 function opt(name: string): string | undefined {
@@ -142,14 +143,20 @@ interface Sample {
 async function measureAll(samples: Samples, servers: Server[]): Promise<void> {
   const up: { server: Server; child: ChildProcess; port: number }[] = [];
   try {
+    let settledBy = 0;
     for (const server of servers) {
       const port = server.running?.port ?? (await freePort());
+      const started = Date.now();
       const child = server.running?.child ?? server.start(port);
       up.push({ server, child, port });
       await waitHttp(`http://127.0.0.1:${port}${server.ready[0]}`, server.ready[1]);
-      // The suite answers before every service has started: measure once it has settled.
-      if (!server.running) await waitIdle(child.pid);
+      // The suite answers before every service has started: measure once it has settled, its handler launcher (a
+      // child, loading every tenant file) included, and once its heap compactions after the start are behind it
+      // (src/lib/memory.ts): a server's steady state, not its first seconds.
+      if (!server.running) await waitIdle(child.pid, 30_000, true);
+      if (!server.running && server.name.startsWith('makewaves')) settledBy = Math.max(settledBy, started + COMPACT_AFTER_START_MS.at(-1)! + 1_000);
     }
+    if (settledBy > Date.now()) await new Promise((r) => setTimeout(r, settledBy - Date.now()));
     const caseNames = [...new Set(servers.flatMap((s) => s.cases.map((c) => c.name)))];
     for (const { server, port } of up) for (const c of server.cases) await load(`http://127.0.0.1:${port}${c.path}`, c.host, 1); // warm-up (JIT, caches, keep-alive pools)
     for (let round = 0; round < runs; round++) {

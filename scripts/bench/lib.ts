@@ -98,14 +98,15 @@ function cpuMs(pid: number): number {
   }
 }
 
-/** Waits (up to `ms`) until a process uses less than 5 % of a CPU over 250 ms: its start-up is over. */
-export async function waitIdle(pid: number | undefined, ms = 15_000): Promise<void> {
+/** Waits (up to `ms`) until a process (with `tree`, it and every process below it) uses less than 5 % of a CPU over 250 ms: its start-up is over. */
+export async function waitIdle(pid: number | undefined, ms = 15_000, tree = false): Promise<void> {
   if (!pid) return;
   const deadline = Date.now() + ms;
-  let last = cpuMs(pid);
+  const cpu = tree ? treeCpuMs : cpuMs;
+  let last = cpu(pid);
   while (Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 250));
-    const now = cpuMs(pid);
+    const now = cpu(pid);
     if (!(now - last > 12.5)) return;
     last = now;
   }
