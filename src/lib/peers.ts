@@ -36,7 +36,13 @@ export function clientFields(ip: string): { remote: string; clientKey?: string }
   return key === ip ? { remote: ip } : { remote: ip, clientKey: key };
 }
 
-/** The eight 16-bit groups of an IPv6 address already checked by isIPv6 (no zone), or undefined. */
+/**
+ * The eight 16-bit groups of an IPv6 address already checked by isIPv6 (no
+ * zone), or undefined. Parsed here, not with ipaddr.js (a dependency of
+ * mailauth): ipaddr.js (2.4 and 2.5) reads the IPv4-compatible `::192.0.2.7` as the
+ * mapped `::ffff:192.0.2.7`, which would give any such client the budget
+ * of an IPv4 address of its choosing.
+ */
 function ipv6Groups(ip: string): number[] | undefined {
   let text = ip;
   const tail: number[] = [];
