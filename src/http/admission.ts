@@ -1,9 +1,11 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { PeerCounter } from '../lib/peers.ts';
+import { busyPage } from './pages.ts';
+import { writeRawPage } from './refusals.ts';
 import type { Outcome } from './static.ts';
 
 /**
@@ -23,13 +25,6 @@ export const RETRY_AFTER_S = 10;
 export const OVER_CAP_WAITING = 16;
 /** One log line per client key and minute at most; the ones left out are counted in the next. */
 const LOG_EVERY_MS = 60_000;
-
-const PAGE = Buffer.from(
-  `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>503 Service Unavailable</title>` +
-    `<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#333}h1{font-size:1.4em}small{color:#888}</style></head>` +
-    `<body><h1>503 Service Unavailable</h1><p>Too many connections from your address; please try again in a few seconds.</p>` +
-    `<hr><small>makewaves</small></body></html>\n`,
-);
 
 /** A TCP connection's 4-tuple (client address and port, listener address and port): one live connection, whichever socket object carries it. */
 function tupleOf(socket: Socket): string {
@@ -133,10 +128,11 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
       tell(socket.remoteAddress ?? '-', o, 'http request refused: too many connections from this client');
       const h2 = req.httpVersionMajor >= 2;
       // RFC 9113 §8.2.2: no Connection field in HTTP/2; the session is closed instead.
-      res.writeHead(STATUS, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': PAGE.length, 'Retry-After': String(RETRY_AFTER_S), 'X-Content-Type-Options': 'nosniff', ...(h2 ? {} : { Connection: 'close' }) });
-      res.end(req.method === 'HEAD' ? undefined : PAGE);
+      const page = busyPage();
+      res.writeHead(STATUS, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': page.length, 'Retry-After': String(RETRY_AFTER_S), 'X-Content-Type-Options': 'nosniff', ...(h2 ? {} : { Connection: 'close' }) });
+      res.end(req.method === 'HEAD' ? undefined : page);
       if (h2) (req as unknown as Http2ServerRequest).stream.session?.close();
-      return { status: STATUS, bytes: req.method === 'HEAD' ? 0 : PAGE.length };
+      return { status: STATUS, bytes: req.method === 'HEAD' ? 0 : page.length };
     },
 
     /** An Upgrade or CONNECT request (no ServerResponse) on a connection over the cap: 503 written to the socket, which is closed; false otherwise. */
@@ -145,13 +141,7 @@ export function createConnectionCap({ log, metrics, limit }: ConnectionCapDeps) 
       const o = over.get(tupleOf(socket));
       if (!o) return false;
       tell(socket.remoteAddress ?? '-', o, 'http request refused: too many connections from this client');
-      socket.on('error', () => socket.destroy()); // the peer may be gone already; nothing more to tell it
-      socket.end(
-        Buffer.concat([
-          Buffer.from(`HTTP/1.1 ${STATUS} ${http.STATUS_CODES[STATUS]}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${PAGE.length}\r\nRetry-After: ${RETRY_AFTER_S}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n`),
-          PAGE,
-        ]),
-      );
+      writeRawPage(socket, STATUS, busyPage(), `Retry-After: ${RETRY_AFTER_S}\r\n`);
       return true;
     },
   };

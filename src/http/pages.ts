@@ -21,19 +21,22 @@ const EXPLAIN: Record<number, string> = {
 
 const cache = new Map<string, Buffer>();
 
+/** The suite's page: `title`, then a heading and the paragraphs (HTML) under it. */
+function render(title: string, heading: string, paragraphs: string): Buffer {
+  return Buffer.from(
+    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>${title}</title>` +
+      `<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#333}h1{font-size:1.4em}small{color:#888}</style></head>` +
+      `<body><h1>${heading}</h1>${paragraphs}<hr><small>makewaves</small></body></html>\n`,
+  );
+}
+
 /** The suite's own small HTML page for an error status. `ref` ties the page to a log line. */
 export function errorPage(status: number, ref?: string): Buffer {
   const key = ref ? '' : String(status);
   const hit = key ? cache.get(key) : undefined;
   if (hit) return hit;
   const title = `${status} ${STATUS_CODES[status] ?? 'Error'}`;
-  const body = Buffer.from(
-    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>${title}</title>` +
-      `<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#333}h1{font-size:1.4em}small{color:#888}</style></head>` +
-      `<body><h1>${title}</h1><p>${EXPLAIN[status] ?? ''}</p>` +
-      (ref ? `<p><small>Reference: ${ref}</small></p>` : '') +
-      `<hr><small>makewaves</small></body></html>\n`,
-  );
+  const body = render(title, title, `<p>${EXPLAIN[status] ?? ''}</p>` + (ref ? `<p><small>Reference: ${ref}</small></p>` : ''));
   if (key) cache.set(key, body);
   return body;
 }
@@ -45,11 +48,20 @@ let suspended: Buffer | undefined;
  * no reason: that is between the operator and the tenant.
  */
 export function suspendedPage(): Buffer {
-  suspended ??= Buffer.from(
-    `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Site suspended</title>` +
-      `<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#333}h1{font-size:1.4em}small{color:#888}</style></head>` +
-      `<body><h1>This site is suspended</h1><p>The site at this address has been suspended by its hosting provider and is not available right now.</p>` +
-      `<p>If it is your site, please contact your hosting provider.</p><hr><small>makewaves</small></body></html>\n`,
+  suspended ??= render(
+    'Site suspended',
+    'This site is suspended',
+    '<p>The site at this address has been suspended by its hosting provider and is not available right now.</p>' +
+      '<p>If it is your site, please contact your hosting provider.</p>',
   );
   return suspended;
+}
+
+let busy: Buffer | undefined;
+
+/** The 503 page of a connection over its client's connection cap (admission.ts). */
+export function busyPage(): Buffer {
+  const title = `503 ${STATUS_CODES[503]}`;
+  busy ??= render(title, title, '<p>Too many connections from your address; please try again in a few seconds.</p>');
+  return busy;
 }

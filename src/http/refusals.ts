@@ -11,13 +11,16 @@ import { errorPage } from './pages.ts';
 /** The status for each error Node's HTTP parser reports; anything else is a 400. */
 const PARSER_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413, ERR_HTTP_REQUEST_TIMEOUT: 408 };
 
-/** Answers on a bare socket (no ServerResponse exists) with the suite's page, and closes it. Returns the body length. */
-function writeRawPage(socket: Socket, status: number): number {
-  const page = errorPage(status);
+/**
+ * Answers on a bare socket (no ServerResponse exists) with the suite's page
+ * (`page`, else the status's own), `headers` (whole lines, CRLF-ended) added,
+ * and closes it. Returns the body length.
+ */
+export function writeRawPage(socket: Socket, status: number, page = errorPage(status), headers = ''): number {
   socket.on('error', () => socket.destroy()); // the peer may be gone already; nothing more to tell it
   socket.end(
     Buffer.concat([
-      Buffer.from(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${page.length}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n`),
+      Buffer.from(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${page.length}\r\n${headers}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n`),
       page,
     ]),
   );
