@@ -1,12 +1,7 @@
-import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../../../src/core/log.ts';
-import { H2Sessions, h2ServerOptions } from '../../../src/http/h2.ts';
+import { guardedH2Server } from '../../helpers/h2.ts';
 import { tempDirs } from '../../helpers/tmp.ts';
 
 // An HTTP/2 session idle past its limit is told to go away (GOAWAY), and streams under way finish on their own: a
@@ -22,18 +17,11 @@ let port: number;
 let answer: (() => void) | undefined;
 
 beforeAll(async () => {
-  const dir = tmp();
-  const key = path.join(dir, 'key.pem');
-  const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=a.test'], { stdio: 'ignore' });
-  server = http2.createSecureServer(h2ServerOptions({ key: readFileSync(key), cert: readFileSync(cert) }));
-  server.on('request', (_req, res) => {
-    answer = () => res.end('late but whole');
-  });
-  new H2Sessions(createLogger({ level: 'silent' }), IDLE_MS, GRACE_MS).attach(server);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  port = (server.address() as AddressInfo).port;
+  ({ server, port } = await guardedH2Server(tmp(), IDLE_MS, GRACE_MS, (srv) =>
+    srv.on('request', (_req, res) => {
+      answer = () => res.end('late but whole');
+    }),
+  ));
 });
 afterAll(() => {
   server?.close();

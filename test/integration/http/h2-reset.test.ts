@@ -1,12 +1,8 @@
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
-import { readFileSync } from 'node:fs';
-import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
-import path from 'node:path';
+import type http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../../../src/core/log.ts';
-import { H2Sessions, h2ServerOptions } from '../../../src/http/h2.ts';
+import { guardedH2Server } from '../../helpers/h2.ts';
 import { tempDirs } from '../../helpers/tmp.ts';
 
 // Clients that reset the connection right after the TLS handshake, offering h2. Node 20's http2 now and then never
@@ -37,24 +33,17 @@ let open = 0;
 const changed = new EventEmitter();
 
 beforeAll(async () => {
-  const dir = tmp();
-  const key = path.join(dir, 'key.pem');
-  const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=a.test'], { stdio: 'ignore' });
-  server = http2.createSecureServer(h2ServerOptions({ key: readFileSync(key), cert: readFileSync(cert) }));
-  server.on('connection', (socket) => {
-    open++;
-    socket.once('close', () => {
-      open--;
-      changed.emit('change');
-    });
-  });
-  server.on('request', (_req, res) => res.end('ok'));
   // Idle after 300 ms, ended 200 ms after its GOAWAY: the same path as the suite's 120 s and 5 s.
-  new H2Sessions(createLogger({ level: 'silent' }), 300, 200).attach(server);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  port = (server.address() as AddressInfo).port;
+  ({ server, port } = await guardedH2Server(tmp(), 300, 200, (srv) => {
+    srv.on('connection', (socket) => {
+      open++;
+      socket.once('close', () => {
+        open--;
+        changed.emit('change');
+      });
+    });
+    srv.on('request', (_req, res) => res.end('ok'));
+  }));
 });
 afterAll(() => {
   server?.close();
