@@ -7,7 +7,7 @@
  * Prints p50/p99 at 1 client, req/s and p50/p99 at 8 clients (wrk), and
  * makewaves ÷ Apache for each script.
  *
- *   node --import tsx scripts/bench/cgi.ts [--seconds 3]
+ *   node --import tsx scripts/bench/cgi.ts [--seconds 3] [--rounds 3]
  *
  * Apache runs as a throwaway instance: its own ServerRoot and config in a
  * temporary folder, on a free loopback port, as www-data, its scripts
@@ -24,7 +24,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync,
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { apacheCgiConf, columns, freePort, load, sequential, startCgiBench, statusOf, treeCpuAllMs } from './lib.ts';
+import { apacheCgiConf, columns, freePort, load, median, sequential, startCgiBench, statusOf, treeCpuAllMs } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const FORM = {
@@ -211,6 +211,7 @@ interface Variant {
 
 async function main(): Promise<void> {
   const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1]) || 3;
+  const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 3;
   const groups = { makewaves: cpuGroup('makewaves'), apache: cpuGroup('apache') };
   const child = fork(SELF, ['--serve'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   groups.makewaves?.add(child.pid);
@@ -244,8 +245,10 @@ async function main(): Promise<void> {
       { name: 'Apache+suEXEC Perl FormMail-like', pid: apache.pid, group: groups.apache, url: `${apache.base}/cgi-bin/formmail.pl`, post: FORM },
     );
   }
-  const measured = new Map<string, { p50: number; p99: number; rps: number; cp50: number; cp99: number; cpu: number; bad: number }>();
-  for (const v of variants) {
+  type Figures = { p50: number; p99: number; rps: number; cp50: number; cp99: number; cpu: number; bad: number };
+  /** Every round's figures of each variant. */
+  const measured = new Map<string, Figures[]>(variants.map((v) => [v.name, []]));
+  const measure = async (v: Variant) => {
     const host = 'bench.test';
     await load(v.url, host, 1, CLIENTS, v.post); // warm-up: pools filled, Perl and its modules in the page cache
     const one = await sequential(v.url, host, seconds, v.post);
@@ -255,7 +258,17 @@ async function main(): Promise<void> {
     const many = await load(v.url, host, seconds, CLIENTS, v.post);
     // CPU per answer: steadier than req/s on a shared machine (what the server, its helpers and the scripts spent).
     const cpu = (cpuNow() - cpu0) / (many.rps * seconds);
-    measured.set(v.name, { p50: one.p50, p99: one.p99, rps: many.rps, cp50: many.p50, cp99: many.p99, cpu, bad: one.bad + many.errors });
+    measured.get(v.name)!.push({ p50: one.p50, p99: one.p99, rps: many.rps, cp50: many.p50, cp99: many.p99, cpu, bad: one.bad + many.errors });
+    process.stderr.write(`  ${v.name}: p50 ${one.p50.toFixed(2)} ms, ${many.rps.toFixed(0)} req/s\n`);
+  };
+  // Each script through makewaves and Apache one right after the other, the order swapped every round: the
+  // machine's load drifts through a round, far less between two neighbouring measurements.
+  for (let round = 0; round < rounds; round++) {
+    for (const v of variants) {
+      if (v.name.startsWith('Apache')) continue;
+      const other = variants.find((a) => a.name === v.vs);
+      for (const x of other && round % 2 === 1 ? [other, v] : [v, other]) if (x) await measure(x);
+    }
   }
   child.send('stop');
   const { mails } = await new Promise<{ mails: number }>((resolve) => child.once('message', (m) => resolve(m as { mails: number })));
@@ -265,20 +278,33 @@ async function main(): Promise<void> {
   await groups.apache?.remove();
 
   const head = ['variant', 'p50 ms (1 client)', 'p99 ms (1 client)', `req/s (${CLIENTS} clients)`, `p50 ms (${CLIENTS})`, `p99 ms (${CLIENTS})`, 'CPU ms/req', 'non-2xx/errors', 'vs Apache: p50 (1), req/s, CPU'];
+  const mid = (xs: Figures[], k: keyof Figures) => median(xs.map((x) => x[k]));
+  /** makewaves ÷ Apache within each round, then the median over rounds. */
+  const within = (m: Figures[], a: Figures[], k: 'p50' | 'rps' | 'cpu') => median(m.map((x, i) => x[k] / a[i]![k]));
   const rows = variants.map((v) => {
     const m = measured.get(v.name)!;
     const a = v.vs ? measured.get(v.vs) : undefined;
-    const ratio = a ? `${(m.p50 / a.p50).toFixed(2)}×, ${(m.rps / a.rps).toFixed(2)}×, ${(m.cpu / a.cpu).toFixed(2)}×` : '';
-    return [v.name, m.p50.toFixed(2), m.p99.toFixed(2), m.rps.toFixed(0), m.cp50.toFixed(2), m.cp99.toFixed(2), m.cpu.toFixed(2), String(m.bad), ratio];
+    const ratio = a ? `${within(m, a, 'p50').toFixed(2)}×, ${within(m, a, 'rps').toFixed(2)}×, ${within(m, a, 'cpu').toFixed(2)}×` : '';
+    const bad = m.reduce((n, x) => n + x.bad, 0);
+    return [v.name, mid(m, 'p50').toFixed(2), mid(m, 'p99').toFixed(2), mid(m, 'rps').toFixed(0), mid(m, 'cp50').toFixed(2), mid(m, 'cp99').toFixed(2), mid(m, 'cpu').toFixed(2), String(bad), ratio];
   });
-  console.log(`\nClassic CGI, ${seconds} s per measurement, Node ${process.version}, ${os.cpus().length} cores, load average ${os.loadavg()[0]!.toFixed(1)}`);
+  /** Each round's makewaves ÷ Apache, to see how far the rounds agree. */
+  const perRound = variants
+    .filter((v) => v.vs && measured.get(v.vs)?.length)
+    .map((v) => {
+      const m = measured.get(v.name)!;
+      const a = measured.get(v.vs!)!;
+      return `${v.name.replace('makewaves ', '')}: ${m.map((x, i) => `${(x.p50 / a[i]!.p50).toFixed(2)}/${(x.rps / a[i]!.rps).toFixed(2)}/${(x.cpu / a[i]!.cpu).toFixed(2)}`).join(', ')}`;
+    });
+  console.log(`\nClassic CGI, ${seconds} s per measurement, median of ${rounds} round(s), Node ${process.version}, ${os.cpus().length} cores, load average ${os.loadavg()[0]!.toFixed(1)}`);
   const boxing = started.forkBox ? "every script run cloned in fresh PID, mount, IPC and UTS namespaces in its tenant's persistent box (box-init)" : 'every script run in its own box';
   console.log(`makewaves: ${boxing}, ${started.launcher ? "each tenant's own uid (root launcher)" : 'the suite\'s own uid (not root)'}; mails handed to the form-mail channel: ${mails}\n`);
   console.log(columns(head, rows));
   if (typeof apache === 'string') console.log(`\nNo Apache+suEXEC rows: ${apache}.`);
-  console.log('\nvs Apache: makewaves ÷ Apache+suEXEC for the same script (p50 and CPU under 1×, req/s over 1× favour makewaves).');
+  console.log('\nvs Apache: makewaves ÷ Apache+suEXEC for the same script within a round, the median over rounds (p50 and CPU under 1×, req/s over 1× favour makewaves).');
+  if (rounds > 1) console.log(`Each round (p50/req/s/CPU): ${perRound.join('; ')}.`);
   console.log(`CPU ms/req: CPU time of the server and everything it started (scripts, boxes, launcher) per answer at ${CLIENTS} clients, ${groups.makewaves ? 'from a cgroup of its own' : 'from /proc'}.`);
-  const bad = [...measured.values()].reduce((n, m) => n + m.bad, 0);
+  const bad = [...measured.values()].flat().reduce((n, m) => n + m.bad, 0);
   if (bad > 0) process.exitCode = 1;
 }
 

@@ -8,7 +8,7 @@
 // installed (`apt-get install nginx wrk nghttp2-client`); a baseline that is
 // missing is skipped with a line saying so, and autocannon stands in for wrk.
 //
-//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--only static,proxy,h2,scale] [--profile DIR] [--compare BUNDLE,...] [--runtime NODE:BUNDLE,...]
+//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--only static,proxy,h2,scale] [--no-pin] [--profile DIR] [--compare BUNDLE,...] [--runtime NODE:BUNDLE,...]
 //
 // The servers of a section run side by side and are measured case by case,
 // one after the other, --runs N times round; the tables show the median of
@@ -25,7 +25,7 @@ import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync }
 import os from 'node:os';
 import path from 'node:path';
 import { COMPACT_AFTER_START_MS } from '../../src/lib/memory.ts';
-import { freePort, has, load, loadH2, median, ROOT, run, startProcess, stopProcess, rssMiB, treePssMiB, treeRssMiB, treeCpuMs, waitHttp, waitIdle, type Row, table } from './lib.ts';
+import { freePort, has, load, loadH2, median, pinCpus, ROOT, run, startProcess, stopProcess, rssMiB, treePssMiB, treeRssMiB, treeCpuMs, waitHttp, waitIdle, type Row, table } from './lib.ts';
 
 function opt(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -160,8 +160,11 @@ async function measureAll(samples: Samples, servers: Server[]): Promise<void> {
     const caseNames = [...new Set(servers.flatMap((s) => s.cases.map((c) => c.name)))];
     for (const { server, port } of up) for (const c of server.cases) await load(`http://127.0.0.1:${port}${c.path}`, c.host, 1); // warm-up (JIT, caches, keep-alive pools)
     for (let round = 0; round < runs; round++) {
+      // Every other round in the reverse order: a server measured just after another (its TIME_WAITs, the load
+      // drifting through the round) is not always the same one.
+      const order = round % 2 === 1 ? [...up].reverse() : up;
       for (const name of caseNames) {
-        for (const { server, child, port } of up) {
+        for (const { server, child, port } of order) {
           const c = server.cases.find((x) => x.name === name);
           if (!c) continue;
           const cpu0 = treeCpuMs(child.pid);
@@ -235,7 +238,14 @@ async function main(): Promise<void> {
       servers.push({ name: 'makewaves, 1 tenant', start: (port) => startSuite(listenOn(config1, port)), ready: ['/1k.html', 't0.test'], cases: [{ name: 'static 1k', path: '/1k.html', host: 't0.test' }] });
       servers.push({ name: 'makewaves, 10,000 tenants', start: (port) => startSuite(listenOn(config10k(), port)), ready: ['/1k.html', 't9999.test'], cases: [{ name: 'static 1k', path: '/1k.html', host: 't5000.test' }] });
       const samples: Samples = new Map();
-      await measureAll(samples, servers);
+      // Two busy processes, a server and wrk: each on a CPU of its own (scripts/bench/lib.ts, pinCpus).
+      const pinned = pinCpus(!process.argv.includes('--no-pin'));
+      try {
+        await measureAll(samples, servers);
+      } finally {
+        pinCpus(false);
+      }
+      out.push(pinned ? `Static files: each server on CPU ${os.cpus().length - 1} (its threads and children too), wrk on CPU 0 (taskset; --no-pin leaves them to the scheduler)` : 'Static files: servers and wrk placed by the scheduler');
       const rows = rowsOf(samples);
       for (const r of rows) {
         const bare = find(rows, r.case, 'bare node:http');

@@ -136,7 +136,7 @@ export async function load(url: string, host: string, seconds: number, connectio
       script = path.join(mkdtempSync(path.join(os.tmpdir(), 'makewaves-wrk-')), 'post.lua');
       writeFileSync(script, `wrk.method = "POST"\nwrk.body = ${JSON.stringify(post.body)}\nwrk.headers["Content-Type"] = ${JSON.stringify(post.type)}\n`);
     }
-    const out = await run('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, ...(script ? ['-s', script] : []), url]).finally(() => {
+    const out = await run(...pinned('load', 'wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, ...(script ? ['-s', script] : []), url])).finally(() => {
       if (script) rmSync(path.dirname(script), { recursive: true, force: true });
     });
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
@@ -193,9 +193,29 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/**
+ * Where servers and the load generator run. Off by default: the scheduler places them. With {@link pinCpus} on,
+ * every server started by {@link startProcess} (its threads and children too) is held to the last CPU and wrk to
+ * the first, with `taskset` (util-linux), as servers are benchmarked with one worker: on a machine of two CPUs, a
+ * server and wrk left to the scheduler share a CPU in some starts and not in others, and a server's ratio against
+ * another moved by up to a tenth from one start of the pair to the next, the same way in every round of it.
+ */
+const pinning = { on: false };
+/** Turns pinning on (when there are two CPUs or more and taskset is installed); says whether it is on. */
+export function pinCpus(on: boolean): boolean {
+  pinning.on = on && os.cpus().length >= 2 && has('taskset');
+  return pinning.on;
+}
+/** `cmd args` run on one CPU when pinning is on: the server's (the last) or the load generator's (the first). */
+function pinned(role: 'server' | 'load', cmd: string, args: string[]): [string, string[]] {
+  if (!pinning.on) return [cmd, args];
+  return ['taskset', ['-c', String(role === 'server' ? os.cpus().length - 1 : 0), cmd, ...args]];
+}
+
 export function startProcess(cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
-  return child;
+  // taskset runs the command in its own place (exec), so the child's pid is the server's.
+  const [c, a] = pinned('server', cmd, args);
+  return spawn(c, a, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
 }
 
 export async function stopProcess(child: ChildProcess | undefined): Promise<void> {
