@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, type Dirent } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -25,7 +25,7 @@ export function guardUmask(): void {
  * root change or fill any folder it points to. `followLink` is for the data
  * folder itself, which the operator may place by a link.
  */
-export function makeDir(dir: string, mode: number, { followLink = false }: { followLink?: boolean } = {}): void {
+export function makeDir(dir: string, mode: number, { followLink = false, owner }: { followLink?: boolean; owner?: { uid: number; gid: number } } = {}): void {
   mkdirSync(dir, { recursive: true, mode });
   let fd: number;
   try {
@@ -43,6 +43,7 @@ export function makeDir(dir: string, mode: number, { followLink = false }: { fol
   try {
     const st = fstatSync(fd);
     if (st.mode & FORBIDDEN_BITS) fchmodSync(fd, st.mode & 0o7777 & ~FORBIDDEN_BITS);
+    if (owner && (st.uid !== owner.uid || st.gid !== owner.gid)) fchownSync(fd, owner.uid, owner.gid);
   } finally {
     closeSync(fd);
   }

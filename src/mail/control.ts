@@ -1,5 +1,5 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../core/log.ts';
 import { replaceFile } from '../lib/ownfile.ts';
@@ -44,12 +44,18 @@ export class ControlServer {
     const server = net.createServer((sock) => this.session(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.socketPath, () => {
-        server.removeListener('error', reject);
-        resolve();
-      });
+      // Made 0600 by the umask during its bind (synchronous for a Unix socket), not by a chmod of its name
+      // afterwards: that name is in the service user's folder, who could have swapped it for a link by then.
+      const umask = process.umask(0o177);
+      try {
+        server.listen(this.socketPath, () => {
+          server.removeListener('error', reject);
+          resolve();
+        });
+      } finally {
+        process.umask(umask);
+      }
     });
-    chmodSync(this.socketPath, 0o600);
     this.server = server;
   }
 

@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey, generateKeyPair, randomBytes, type KeyObject } from 'node:crypto';
-import { chownSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchownSync, fsyncSync, linkSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { isValidHostname } from '../lib/hostname.ts';
@@ -230,9 +230,13 @@ export class DkimKeys {
     const kinds: ReadonlyArray<readonly [DkimAlgorithm, string]> = purpose === 'arc' ? [['rsa', 'a']] : [['rsa', 'r'], ['ed25519', 'e']];
     const pems = await Promise.all(kinds.map(([alg]) => newPrivateKey(alg)));
     const folder = path.join(this.dir, domain);
-    makeDir(this.dir, 0o700);
-    makeDir(folder, 0o700);
-    const tmp = pems.map((pem) => writeTemp(folder, pem));
+    // Made by root (the CLI run by the operator): the server runs as the owner of <data> and must read them. Each
+    // folder and file is handed over on what was opened: <data> is the owner's, who could swap a name for a link
+    // between a write and a chown by name.
+    const owner = process.getuid?.() === 0 ? statSync(path.dirname(this.dir)) : undefined;
+    makeDir(this.dir, 0o700, { owner });
+    makeDir(folder, 0o700, { owner });
+    const tmp = pems.map((pem) => writeTemp(folder, pem, owner));
     const taken = new Set(this.list(domain).map((k) => k.selector));
     const base = selectorBase(now);
     let keys: DkimKey[] = [];
@@ -261,11 +265,6 @@ export class DkimKeys {
     } finally {
       closeSync(dirFd);
     }
-    // Made by root (the CLI run by the operator): the server runs as the owner of <data> and must read them.
-    if (process.getuid?.() === 0) {
-      const owner = statSync(path.dirname(this.dir));
-      for (const p of [this.dir, folder, ...keys.map((k) => k.file)]) chownSync(p, owner.uid, owner.gid);
-    }
     const insert = this.db.prepare('INSERT INTO dkim_keys (domain, selector, algorithm, purpose, file, created_at) VALUES (?, ?, ?, ?, ?, ?)');
     let won = true;
     try {
@@ -292,12 +291,12 @@ export class DkimKeys {
   }
 }
 
-/** Writes a private key to a new temporary file in `folder`: mode 0600 from the start, fsync'd. */
-function writeTemp(folder: string, pem: string): string {
-  mkdirSync(folder, { recursive: true, mode: 0o700 });
+/** Writes a private key to a new temporary file in `folder`: mode 0600 and its owner (root handing it over) from the start, fsync'd. */
+function writeTemp(folder: string, pem: string, owner?: { uid: number; gid: number }): string {
   const tmp = path.join(folder, `.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
+    if (owner) fchownSync(fd, owner.uid, owner.gid);
     writeSync(fd, pem);
     fsyncSync(fd);
   } finally {
