@@ -1,5 +1,6 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readNoLink } from '../lib/ownfile.ts';
 import path from 'node:path';
 import { acmeDir, allDomainCerts, commonName, readAcmeStatus, wantsAcme, writeAcmeStatus, type AcmeDomainStatus, type AcmeStatus, type DomainCert } from '../core/acme.ts';
 import { certFiles, type CertStore } from '../core/certs.ts';
@@ -28,9 +29,9 @@ export async function accountKey(dataDir: string): Promise<string> {
   const file = path.join(dir, 'account.key');
   let pem: string | undefined;
   try {
-    pem = readFileSync(file, 'utf8');
+    pem = readNoLink(file).toString('utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${file}: cannot be read (${(err as NodeJS.ErrnoException).code})`);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${file}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   if (pem !== undefined) {
     try {

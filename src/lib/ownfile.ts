@@ -92,3 +92,24 @@ export function replaceFile(file: string, data: string | Uint8Array, mode = 0o60
     throw err;
   }
 }
+
+/**
+ * Reads `file` as it is, never through a symbolic link (O_NOFOLLOW): for a
+ * key a start as root reads in a folder the service user owns, who could
+ * otherwise point it at a file only root may read. A link is refused with
+ * a reason; other errors (ENOENT first) are thrown as they come.
+ */
+export function readNoLink(file: string): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${file} is a symbolic link; refused (move it away and restart)`);
+    throw err;
+  }
+  try {
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,5 +1,6 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { readNoLink } from '../lib/ownfile.ts';
 import path from 'node:path';
 import type { ArcSealer, DmarcPolicies, MailSubmitter } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
@@ -28,10 +29,10 @@ export interface ListContext {
 export const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /** The HMAC key for signed unsubscribe URLs: 32 random bytes in `<data>/lists.key`, made on first start (mode 0600). */
-function openKey(dataDir: string): Buffer {
+export function openKey(dataDir: string): Buffer {
   const file = path.join(dataDir, 'lists.key');
   try {
-    return readFileSync(file);
+    return readNoLink(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
@@ -41,7 +42,7 @@ function openKey(dataDir: string): Buffer {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
-  return readFileSync(file);
+  return readNoLink(file);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { readNoLink } from '../lib/ownfile.ts';
 import path from 'node:path';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -32,12 +33,14 @@ export class Srs {
     const file = path.join(dataDir, 'srs.key');
     let hex: string;
     try {
-      hex = readFileSync(file, 'utf8').trim();
+      hex = readNoLink(file).toString('utf8').trim();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       hex = randomBytes(32).toString('hex');
       writeFileSync(file, `${hex}\n`, { mode: 0o600, flag: 'wx' });
     }
+    // A key anyone could guess would let anyone forge bounce addresses that we forward.
+    if (!/^[0-9a-f]{32,}$/i.test(hex)) throw new Error(`${file}: not a key of at least 16 bytes in hex; remove it to make a new one (SRS addresses handed out before then no longer bounce back)`);
     return new Srs(Buffer.from(hex, 'hex'), domain, now, maxAgeDays);
   }
 
