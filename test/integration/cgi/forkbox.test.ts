@@ -27,6 +27,17 @@ beforeAll(async () => {
       'box.test/cgi-bin/bg.sh': `#!/bin/sh\nsleep 41.5 &\n${CT}echo answered\n`,
       'box.test/cgi-bin/tmp.sh': `#!/bin/sh\n${CT}: > "/tmp/run-$QUERY_STRING"\nsleep 0.5\nls /tmp | grep '^run-'\n`,
       'box.test/cgi-bin/stuck.sh': '#!/bin/sh\n(exec sleep 43.5) &\nexec sleep 30\n',
+      // x86_64 numbers: io_uring_setup 425, add_key 248, keyctl 250, userfaultfd 323 (user-mode only), perf_event_open 298.
+      'box.test/cgi-bin/calls.pl': `#!/usr/bin/perl
+my ($params, $type, $name, $value, $attr) = ("\\0" x 120, 'user', 'k', 'v', pack('LLQQQQQ', 1, 112, 0, 0, 0, 0, 0x60) . ("\\0" x 56));
+print "Content-Type: text/plain\\r\\n\\r\\n";
+print 'vsock ', (socket(my $v, 40, 1, 0) ? 'allowed' : 'refused'), "\\n";
+print 'inet ', (socket(my $i, 2, 1, 0) ? 'allowed' : 'refused'), "\\n";
+for ([io_uring => 425, 8, $params], [add_key => 248, $type, $name, $value, 1, -4], [keyctl => 250, 0, -4, 0], [userfaultfd => 323, 0x80001], [perf_event_open => 298, $attr, 0, -1, -1, 0]) {
+  my ($what, @call) = @$_;
+  print "$what ", (syscall(@call) >= 0 ? 'allowed' : 'refused'), "\\n";
+}
+`,
       'box.test/cgi-bin/look.sh': `#!/bin/sh\n${CT}echo "pids $(ls /proc | grep -c '^[0-9]')"\ngrep CapEff /proc/self/status\nfor f in /proc/$$/fd/*; do echo "fd \${f##*/} $(readlink $f)"; done\n`,
     },
   });
@@ -99,6 +110,13 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
     expect(fds.slice(0, 4).map(([n, to]) => [n, to.startsWith('pipe:')])).toEqual([[0, true], [1, true], [2, true], [3, true]]);
     expect(fds.filter(([, to]) => to.startsWith('socket:'))).toEqual([]);
     expect(fds.filter(([n]) => n >= 100)).toEqual([]);
+  });
+
+  it.skipIf(process.arch !== 'x64')('cannot make vsock sockets (no network namespace holds them), io_uring, keys, perf events or userfaultfd', async () => {
+    const res = await call(s.http, 'box.test', '/cgi-bin/calls.pl');
+    expect((await res.text()).trim().split('\n')).toEqual([
+      'vsock refused', 'inet allowed', 'io_uring refused', 'add_key refused', 'keyctl refused', 'userfaultfd refused', 'perf_event_open refused',
+    ]);
   });
 
   it('is killed at the wall time (504) with every process it started', async () => {
