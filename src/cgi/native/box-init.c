@@ -228,7 +228,7 @@ static void drop_caps(void) {
  * part of the kernel to attack: vsock sockets (no network namespace holds
  * them: from a virtual machine they reach its host's services), io_uring,
  * the key rings (per uid: shared by every run of the tenant), perf events,
- * userfaultfd and bpf. They fail with an error, as where the kernel lacks
+ * userfaultfd and bpf; and setsid (see below). They fail with an error, as where the kernel lacks
  * them; other ABIs (32-bit and x32 calls on x86_64) fail whole, since the
  * numbers below are the native ABI's. On other architectures: no filter.
  */
@@ -252,6 +252,9 @@ static void deny_syscalls(void) {
     DENY(SYS_io_uring_setup, ENOSYS), DENY(SYS_io_uring_enter, ENOSYS), DENY(SYS_io_uring_register, ENOSYS),
     DENY(SYS_add_key, ENOSYS), DENY(SYS_request_key, ENOSYS), DENY(SYS_keyctl, ENOSYS),
     DENY(SYS_perf_event_open, EACCES), DENY(SYS_userfaultfd, EPERM), DENY(SYS_bpf, EPERM),
+    /* a new session is a scheduling group of its own (autogroup), weighed as the suite's whole session: a run forking
+       many that each call setsid would take most of the CPU from the server; the box is one session (bwrap --new-session) */
+    DENY(SYS_setsid, EPERM),
     /* socket(AF_VSOCK, …): the first argument's low 32 bits (little-endian on both) */
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 0, 3),
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),

@@ -29,10 +29,12 @@ beforeAll(async () => {
       'box.test/cgi-bin/stuck.sh': '#!/bin/sh\n(exec sleep 43.5) &\nexec sleep 30\n',
       // x86_64 numbers: io_uring_setup 425, add_key 248, keyctl 250, userfaultfd 323 (user-mode only), perf_event_open 298.
       'box.test/cgi-bin/calls.pl': `#!/usr/bin/perl
+use POSIX ();
 my ($params, $type, $name, $value, $attr) = ("\\0" x 120, 'user', 'k', 'v', pack('LLQQQQQ', 1, 112, 0, 0, 0, 0, 0x60) . ("\\0" x 56));
 print "Content-Type: text/plain\\r\\n\\r\\n";
 print 'vsock ', (socket(my $v, 40, 1, 0) ? 'allowed' : 'refused'), "\\n";
 print 'inet ', (socket(my $i, 2, 1, 0) ? 'allowed' : 'refused'), "\\n";
+print 'setsid ', (POSIX::setsid() > 0 ? 'allowed' : 'refused'), "\\n";
 for ([io_uring => 425, 8, $params], [add_key => 248, $type, $name, $value, 1, -4], [keyctl => 250, 0, -4, 0], [userfaultfd => 323, 0x80001], [perf_event_open => 298, $attr, 0, -1, -1, 0]) {
   my ($what, @call) = @$_;
   print "$what ", (syscall(@call) >= 0 ? 'allowed' : 'refused'), "\\n";
@@ -112,10 +114,10 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
     expect(fds.filter(([n]) => n >= 100)).toEqual([]);
   });
 
-  it.skipIf(process.arch !== 'x64')('cannot make vsock sockets (no network namespace holds them), io_uring, keys, perf events or userfaultfd', async () => {
+  it.skipIf(process.arch !== 'x64')('cannot make vsock sockets (no network namespace holds them), a session of its own (a scheduling group as heavy as the server\'s), io_uring, keys, perf events or userfaultfd', async () => {
     const res = await call(s.http, 'box.test', '/cgi-bin/calls.pl');
     expect((await res.text()).trim().split('\n')).toEqual([
-      'vsock refused', 'inet allowed', 'io_uring refused', 'add_key refused', 'keyctl refused', 'userfaultfd refused', 'perf_event_open refused',
+      'vsock refused', 'inet allowed', 'setsid refused', 'io_uring refused', 'add_key refused', 'keyctl refused', 'userfaultfd refused', 'perf_event_open refused',
     ]);
   });
 
