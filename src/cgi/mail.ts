@@ -66,9 +66,10 @@ class Window {
   }
 }
 
-/** RFC 2047 encoded-words for a non-ASCII header value, each at most 75 characters. */
+/** RFC 2047 encoded-words for a non-ASCII header value (or one holding "=?"), each at most 75 characters. */
 function encodeWords(s: string): string {
-  if (/^[\x20-\x7e]*$/.test(s)) return s;
+  // Plain ASCII goes as it is, unless it holds "=?", which a reader would decode as an encoded word of its own (a line break, a Bcc: line).
+  if (/^[\x20-\x7e]*$/.test(s) && !s.includes('=?')) return s;
   const words: string[] = [];
   let chunk = '';
   for (const ch of s) {

@@ -14,6 +14,8 @@ close($m);
 print "Content-Type: text/plain\\r\\n\\r\\nsendmail exit " . ($? >> 8) . "\\n";
 `;
 const SH = '#!/bin/sh\nprintf "To: owner@a.test\\nSubject: from sh\\n\\nhi\\n" | /usr/sbin/sendmail -t\nprintf "Content-Type: text/plain\\r\\n\\r\\nok %s\\n" "$?"\n';
+// Text that reads as an RFC 2047 encoded word: a mail reader would decode it to a line break and a Bcc: line.
+const WORDS = '#!/bin/sh\nprintf "To: owner@a.test\\nSubject: =?utf-8?q?hi=0D=0ABcc:_evil@elsewhere.test?=\\n\\nhi\\n" | /usr/sbin/sendmail -t\nprintf "Content-Type: text/plain\\r\\n\\r\\nok %s\\n" "$?"\n';
 const WHICH = '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nhead -c 4 /usr/sbin/sendmail | od -An -c | tr -d " \\n"\n';
 const ARGS = '#!/bin/sh\nprintf "Subject: x\\n\\nhi\\n" | /usr/sbin/sendmail evil@elsewhere.test\nprintf "Content-Type: text/plain\\r\\n\\r\\nexit %s\\n" "$?"\n';
 
@@ -23,7 +25,7 @@ beforeAll(async () => {
   s = await startCgiSuite({
     mail: sink,
     tenants: { 'a.test': { domains: ['a.test'], cgi: true, forms: { recipients: ['owner@a.test'] } } },
-    files: { 'a.test/cgi-bin/contact.pl': PERL, 'a.test/cgi-bin/mail.sh': SH, 'a.test/cgi-bin/args.sh': ARGS, 'a.test/cgi-bin/which.sh': WHICH },
+    files: { 'a.test/cgi-bin/contact.pl': PERL, 'a.test/cgi-bin/mail.sh': SH, 'a.test/cgi-bin/args.sh': ARGS, 'a.test/cgi-bin/which.sh': WHICH, 'a.test/cgi-bin/words.sh': WORDS },
   });
 });
 afterAll(async () => {
@@ -57,6 +59,17 @@ describe.skipIf(boxMissing)('sendmail -t inside the box', () => {
     await res.text();
     expect(sink.messages.length).toBe(before);
     expect(s.logs().some((l) => String(l.why ?? l.message ?? '').includes('evil@elsewhere.test is not one of'))).toBe(true);
+  });
+
+  it('sends a subject that looks like an encoded word as the text it is, encoded itself: no reader decodes it into a line break', async () => {
+    const before = sink.messages.length;
+    const res = await call(s.http, 'a.test', '/cgi-bin/words.sh');
+    expect((await res.text()).trim()).toBe('ok 0');
+    expect(sink.messages.length).toBe(before + 1);
+    const subject = /^Subject: (.*(?:\r\n .*)*)/m.exec(sink.messages.at(-1)!.raw.toString())![1]!;
+    expect(subject).not.toContain('=?utf-8?q?');
+    const words = [...subject.matchAll(/=\?UTF-8\?B\?([^?]*)\?=/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8'));
+    expect(words.join('')).toBe('=?utf-8?q?hi=0D=0ABcc:_evil@elsewhere.test?=');
   });
 
   it('takes no recipients as arguments', async () => {
