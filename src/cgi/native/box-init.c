@@ -495,8 +495,23 @@ static pid_t use_spare(const struct limits *lim, const char *p, uint32_t len, in
   return pid;
 }
 
+/*
+ * The box's session is a scheduling group of its own (autogroup: bwrap
+ * --new-session), weighed as the server's whole session whatever the nice
+ * value of the processes in it: nice 10 only counts among the box's own.
+ * So the group itself is set to nice 10 (raising it needs no privilege).
+ * The kernel takes one such change in the whole system per 100 ms
+ * (EAGAIN): tried again at the next run until it is taken or refused.
+ */
+static int autogroup_fd = -1; /* opened before this process stops being dumpable (its /proc files are root's then) */
+static void nice_autogroup(void) {
+  if (autogroup_fd < 0) return; /* done, or no autogroups in this kernel: nice 10 counts as it is */
+  if (write(autogroup_fd, "10", 2) == 2 || errno != EAGAIN) closefd(&autogroup_fd);
+}
+
 /* An R frame (parse_run). Answers S (its pid, to both sockets) or F (why, to control). */
 static void start(uint32_t id, char *p, uint32_t len) {
+  nice_autogroup();
   struct limits lim;
   struct run *r = NULL;
   static char *strs[MAX_STRS];
@@ -682,6 +697,8 @@ static void cloexec_all(void) {
 
 __attribute__((noreturn)) static void box_init(void) {
   static char buf[MAX_FRAME];
+  autogroup_fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
+  nice_autogroup();
   /* not dumpable: the runs, same uid, may not ptrace this process or read its memory */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die("PR_SET_DUMPABLE");
   for (int fd = CTL; fd <= DATA; fd++) if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) die("the sockets (fd 3 and 4)");
