@@ -148,6 +148,8 @@ export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnS
     caps.permissionFlag,
     ...[RUNNER, ...opts.reads, opts.scratch].map((p) => `--allow-fs-read=${p}`),
     `--allow-fs-write=${opts.scratch}`,
+    // the runner sets its scheduling group to nice 10 (raising it is all a process may do there)
+    '--allow-fs-write=/proc/self/autogroup',
     '--no-addons',
     `--max-old-space-size=${heapMiB}`,
     '--disable-warning=ExperimentalWarning',

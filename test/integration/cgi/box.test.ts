@@ -107,6 +107,16 @@ describe.skipIf(boxMissing)('a handler in its box', () => {
     expect(r.value).toEqual({ pid: 1, hostname: 'handler', interfaces: ['lo'] });
   });
 
+  it.skipIf(!existsSync('/proc/self/autogroup'))('runs in a scheduling group (autogroup) at nice 10, not one as heavy as the server\'s session', async () => {
+    // The kernel takes one autogroup change per 100 ms in the whole system: the runner tries again at each request until it is taken.
+    let seen = '';
+    for (let i = 0; i < 20 && !/ nice 10$/.test(seen); i++) {
+      await inBox('whoami');
+      seen = handlerPids('evil.test').map((pid) => readFileSync(`/proc/${pid}/autogroup`, 'utf8').trim()).join(' ');
+    }
+    expect(seen).toMatch(/^\/autogroup-\d+ nice 10$/);
+  });
+
   it('sees, as the kernel shows it, only the runtime, its own root and its own scratch folder', async () => {
     await inBox('whoami');
     const [pid] = handlerPids('evil.test');

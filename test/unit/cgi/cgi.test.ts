@@ -180,6 +180,7 @@ describe('sandbox command line', () => {
       '--allow-fs-read=/srv/sites/a.test/x',
       '--allow-fs-read=/srv/data/cgi/a.test',
       '--allow-fs-write=/srv/data/cgi/a.test',
+      '--allow-fs-write=/proc/self/autogroup',
       '--no-addons',
       '--max-old-space-size=96',
       '--disable-warning=ExperimentalWarning',
