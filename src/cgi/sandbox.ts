@@ -31,6 +31,12 @@ export interface SandboxCapabilities {
   drop: { user: string; uid: number; gid: number; setpriv: string } | undefined;
   /** prlimit (util-linux), for hard resource limits; undefined when not installed. */
   prlimit: string | undefined;
+  /**
+   * choom (util-linux), as root only: every box at OOM score adjustment
+   * 1000, set by root so the tenant cannot lower it again; undefined when
+   * not installed or not root.
+   */
+  choom?: string | undefined;
 }
 
 function dropArgs(drop: NonNullable<SandboxCapabilities['drop']>): string[] {
@@ -73,6 +79,7 @@ export function detectSandbox(user: string, runAs?: { uid: number; gid: number }
     drop,
     prlimit: findExecutable('prlimit', searchPath),
     nice: findExecutable('nice', searchPath),
+    choom: drop ? findExecutable('choom', searchPath) : undefined,
   };
 }
 
@@ -243,6 +250,10 @@ function boxPrefix(
   if (opts.cgroup) prefix.push('/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', opts.cgroup);
   if (caps.nice) prefix.push(caps.nice, '-n', '10');
   if (caps.prlimit) prefix.push(caps.prlimit, `--data=${opts.data}`, '--core=0', `--fsize=${opts.fileMax}`, '--nofile=256', ...(opts.nproc ? [`--nproc=${opts.nproc}`] : []), '--');
+  // Without a cgroup a tenant's memory is bounded per process only (cgi.tenantProcesses × the cap can be more than the
+  // machine has): when the kernel must kill, it kills in a box first, never the server. Set as root, so the box's own
+  // uid may raise it but never lower it.
+  if (caps.choom && caps.drop) prefix.push(caps.choom, '-n', '1000', '--');
   // setpriv before bwrap: the box is built by the unprivileged user (in a
   // user namespace of its own), never by root.
   if (caps.drop) prefix.push(...dropArgs(caps.drop));

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileBoxInit, ForkBox, frame, frameReader, runFrame } from '../../../src/cgi/forkbox.ts';
 import { detectSandbox, forkBoxSpec } from '../../../src/cgi/sandbox.ts';
+import { findExecutable } from '../../../src/lib/box.ts';
 import { nativeDir } from '../../../src/lib/paths.ts';
 import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
 
@@ -40,6 +41,7 @@ for ([io_uring => 425, 8, $params], [add_key => 248, $type, $name, $value, 1, -4
   print "$what ", (syscall(@call) >= 0 ? 'allowed' : 'refused'), "\\n";
 }
 `,
+      'box.test/cgi-bin/oom.sh': `#!/bin/sh\n${CT}cat /proc/self/oom_score_adj\n(echo 0 > /proc/self/oom_score_adj) 2>/dev/null && echo lowered || echo kept\n`,
       'box.test/cgi-bin/group.sh': `#!/bin/sh\n${CT}cat /proc/self/autogroup\n`,
       'box.test/cgi-bin/look.sh': `#!/bin/sh\n${CT}echo "pids $(ls /proc | grep -c '^[0-9]')"\ngrep CapEff /proc/self/status\nfor f in /proc/$$/fd/*; do echo "fd \${f##*/} $(readlink $f)"; done\n`,
     },
@@ -120,6 +122,15 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
     expect((await res.text()).trim().split('\n')).toEqual([
       'vsock refused', 'inet allowed', 'setsid refused', 'io_uring refused', 'add_key refused', 'keyctl refused', 'userfaultfd refused', 'perf_event_open refused',
     ]);
+  });
+
+  it.skipIf(!findExecutable('choom'))('is the first the kernel kills when memory runs out (OOM score adjustment 1000), and cannot lower that', async () => {
+    const res = await call(s.http, 'box.test', '/cgi-bin/oom.sh');
+    const [score, lowered] = (await res.text()).trim().split('\n');
+    expect(score).toBe('1000');
+    // Only root with CAP_SYS_RESOURCE sets the floor a process may not go below (some containers' root lacks it).
+    const capEff = BigInt(`0x${/^CapEff:\s+([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]}`);
+    if ((capEff >> 24n) & 1n) expect(lowered).toBe('kept');
   });
 
   it.skipIf(!existsSync('/proc/self/autogroup'))('runs in a scheduling group (autogroup) at nice 10, not one as heavy as the server\'s session', async () => {
