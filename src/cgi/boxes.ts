@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Writable } from 'node:stream';
 import type { Logger } from '../core/log.ts';
 import type { Registry } from '../core/registry.ts';
-import { GO_FD, type SpawnSpec } from './sandbox.ts';
+import { boxStdio, feedFilter, GO_FD, type SpawnSpec } from './sandbox.ts';
 
 /** Boxes started ahead for `reg`'s config: two per tenant, at most cgi.total, ended after cgi.idleTimeout unused. */
 export function boxOptionsOf(reg: Registry, log?: Logger): BoxPoolOptions {
@@ -160,5 +160,7 @@ function unwatch(box: Spare): void {
 
 function launch(spec: SpawnSpec): ChildProcess {
   // An empty environment: the run's own comes through fd 4.
-  return spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
+  const proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: boxStdio(spec, ['pipe', 'pipe', 'pipe', 'pipe', 'pipe']) });
+  feedFilter(spec, proc);
+  return proc;
 }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../core/log.ts';
 import { boxInitPlan, boxInitSource, programFolderProblem, type BoxInit } from '../lib/boxinit.ts';
+import { boxStdio, feedFilter, type SpawnSpec } from './sandbox.ts';
 
 /**
  * Persistent script boxes: one bubblewrap box per tenant whose PID 1 is
@@ -145,14 +146,13 @@ export class ForkBox {
   ended = false;
 
   constructor(
-    command: string,
-    args: string[],
-    cwd: string,
+    spec: Pick<SpawnSpec, 'command' | 'args' | 'cwd' | 'filter'>,
     private readonly idleMs: number,
     private readonly events: ForkBoxEvents,
     private readonly log?: Logger,
   ) {
-    this.proc = spawn(command, args, { cwd, env: {}, stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
+    this.proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: boxStdio(spec, ['ignore', 'ignore', 'pipe', 'pipe', 'pipe']) });
+    feedFilter(spec, this.proc);
     this.control = this.proc.stdio[3] as Readable & Writable;
     this.data = this.proc.stdio[4] as Readable & Writable;
     // A box that fails says why on its stderr (box-init's and bwrap's own words).

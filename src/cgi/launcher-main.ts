@@ -6,6 +6,7 @@ import { compactAfterStart } from '../lib/memory.ts';
 import { BoxPool } from './boxes.ts';
 import { ForkBox } from './forkbox.ts';
 import { Launcher, parseRequest } from './launcher.ts';
+import { boxStdio, feedFilter } from './sandbox.ts';
 
 const [configDir, suiteDir] = process.argv.slice(2);
 const log = createLogger().child({ svc: 'cgi-launcher' });
@@ -70,7 +71,7 @@ function forkBoxFor(key: string, specOf: () => { command: string; args: string[]
   const had = forkBoxes.get(key);
   if (had?.open) return had;
   const spec = specOf();
-  const box: ForkBox = new ForkBox(spec.command, spec.args, spec.cwd, launcher.boxOptions().idleMs, {
+  const box: ForkBox = new ForkBox(spec, launcher.boxOptions().idleMs, {
     ended(id, _status, why) {
       runs.delete(id);
       // Its exit status goes to the server on the data socket; a run that never began is told here.
@@ -144,7 +145,8 @@ process.on('message', (raw: unknown) => {
     const spec = checked.run.spec;
     // Scripts get a fourth pipe, their mail channel (fd 3, read by /usr/sbin/sendmail in the box).
     // A script's box may have been started ahead (boxes.ts): it runs this request's script and nothing else.
-    const p = req.kind === 'script' ? boxes.start(spec) : spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = req.kind === 'script' ? boxes.start(spec) : spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: boxStdio(spec, ['pipe', 'pipe', 'pipe']) });
+    if (req.kind !== 'script') feedFilter(spec, p);
     // The box's PID 1 first (bwrap reaps it and exits the same way), then bwrap itself.
     runs.set(req.id, { kill: () => p.kill('SIGKILL') });
     p.on('error', (err) => {

@@ -34,7 +34,7 @@ export class LocalForkBoxes {
     let box = this.boxes.get(key);
     if (!box?.open) {
       const spec = boxSpec();
-      const made: ForkBox = new ForkBox(spec.command, spec.args, spec.cwd, this.idleMs, {
+      const made: ForkBox = new ForkBox(spec, this.idleMs, {
         ended: (id, _status, why) => {
           // Its exit status comes on the data socket; a run that never began is failed here.
           if (why === undefined) return;

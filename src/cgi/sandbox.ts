@@ -1,8 +1,11 @@
+import type { ChildProcess, StdioPipe } from 'node:child_process';
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
 import { boxFlags, findExecutable, probeBox, runtimeMounts } from '../lib/box.ts';
 import type { CgroupLimits } from '../lib/cgroup.ts';
 import { packageRoot } from '../lib/paths.ts';
+import { syscallFilter } from '../lib/seccomp.ts';
 import { lookupUser } from '../lib/users.ts';
 import type { LaunchAsk, LauncherClient } from './launched.ts';
 
@@ -12,6 +15,29 @@ export const RUNNER = path.join(packageRoot(), 'src', 'cgi', 'runner.mjs');
 
 /** The `sendmail` shown at /usr/sbin/sendmail in a script's box without box-init (see sendmail.sh; box-init is its own). */
 export const SENDMAIL = path.join(packageRoot(), 'src', 'cgi', 'sendmail.sh');
+
+/** Every box's system call filter (lib/seccomp.ts), read by bwrap from {@link FILTER_FD}; none on other architectures. */
+const FILTER = syscallFilter();
+/** The fd bwrap reads the filter from (--seccomp): above every box's own (stdio, mail channel, fd 4). */
+export const FILTER_FD = 5;
+
+/** The stdio of a box's spawn: `base`, and where the spec has a filter, a pipe at {@link FILTER_FD} for it. */
+export function boxStdio(spec: Pick<SpawnSpec, 'filter'>, base: Array<StdioPipe | 'ignore'>): Array<StdioPipe | 'ignore'> {
+  if (!spec.filter) return base;
+  const all = [...base];
+  while (all.length < FILTER_FD) all.push('ignore');
+  all.push('pipe');
+  return all;
+}
+
+/** Hands a spawned box its filter (bwrap reads it whole before it builds the box; without it, no box starts). */
+export function feedFilter(spec: Pick<SpawnSpec, 'filter'>, proc: ChildProcess): void {
+  if (!spec.filter) return;
+  const w = (proc.stdio as ReadonlyArray<unknown>)[FILTER_FD] as Writable | null | undefined;
+  // bwrap gone before it read it (killed, or failed): its exit says so.
+  w?.on('error', () => undefined);
+  w?.end(spec.filter);
+}
 
 /** What this machine and this process allow the sandbox to do, found once at start. */
 export interface SandboxCapabilities {
@@ -98,6 +124,8 @@ export interface SpawnSpec {
   cwd: string;
   /** True when the spawned process (bwrap) forks: Node is its child, the pid to watch and to kill. */
   forks: boolean;
+  /** The system call filter bwrap reads on {@link FILTER_FD} (`--seccomp` in the command line): spawn with {@link boxStdio}, then {@link feedFilter}. */
+  filter?: Buffer;
   /** A script's run, for the box's {@link STUB} on fd {@link GO_FD} (the command line then ends with STUB). */
   go?: string;
   /** Started by the root launcher instead (a uid per tenant): the run to ask it for; command and args unused. */
@@ -167,7 +195,7 @@ export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnS
   // V8 would meet failed mappings before its own heap limit and sometimes
   // die of SIGSEGV instead of reporting.
   const all = [...boxPrefix(caps, { ...opts, data: opts.memory * 2 + V8_RESERVE, shown: [nodeBin, RUNNER], chdir: opts.scratch }), ...node];
-  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true, ...(FILTER ? { filter: FILTER } : {}) };
 }
 
 /**
@@ -218,7 +246,7 @@ export function goScript(argv: string[], env: Record<string, string>, chdir: str
 export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { argv: string[]; env: Record<string, string> }): SpawnSpec {
   const script = opts.argv[opts.argv.length - 1]!;
   const all = [...boxPrefix(caps, { ...opts, env: {}, data: opts.memory, shown: [], chdir: opts.scratch, sendmail: SENDMAIL }), ...STUB];
-  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true, go: goScript(opts.argv, opts.env, path.dirname(script)) };
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true, ...(FILTER ? { filter: FILTER } : {}), go: goScript(opts.argv, opts.env, path.dirname(script)) };
 }
 
 /**
@@ -231,7 +259,7 @@ export function scriptSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, '
  */
 export function forkBoxSpec(caps: SandboxCapabilities, opts: Omit<SpawnOptions, 'reads'> & { init: string }): SpawnSpec {
   const all = [...boxPrefix(caps, { ...opts, env: {}, data: opts.memory, shown: [opts.init], chdir: opts.scratch, sendmail: opts.init, init: true }), opts.init];
-  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true };
+  return { command: all[0]!, args: all.slice(1), cwd: opts.scratch, forks: true, ...(FILTER ? { filter: FILTER } : {}) };
 }
 
 /**
@@ -261,6 +289,7 @@ function boxPrefix(
     ...prefix,
     caps.box.bwrap,
     ...boxFlags(caps.box.noNestedUserns),
+    ...(FILTER ? ['--seccomp', String(FILTER_FD)] : []),
     // box-init only (forkBoxSpec): capabilities in the box's own user namespace, which owns nothing outside it.
     ...(opts.init ? ['--cap-add', 'CAP_SYS_ADMIN', '--cap-add', 'CAP_SETPCAP'] : []),
     // /proc, /dev and /tmp first: a folder bound below one of them (a web root under /tmp) stays visible.

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Logger } from '../core/log.ts';
 import { encodeFrame, encodeRequest, FrameReader, T, type Frame } from './protocol.ts';
-import type { SpawnSpec } from './sandbox.ts';
+import { boxStdio, feedFilter, type SpawnSpec } from './sandbox.ts';
 
 /** What a handler learns about the site it runs for (besides its meta-variables). */
 export interface SiteInfo {
@@ -80,7 +80,8 @@ export class Worker {
     this.reader = new FrameReader(limits.maxOutput + 64 * 1024);
     // A minimal environment: nothing of the suite's reaches the handler
     // (and NODE_EXTRA_CA_CERTS and the like would slow every start).
-    this.proc = spec.launch ? spec.launch.client.start(spec.launch.ask) : spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc = spec.launch ? spec.launch.client.start(spec.launch.ask) : spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio: boxStdio(spec, ['pipe', 'pipe', 'pipe']) });
+    if (!spec.launch) feedFilter(spec, this.proc as ChildProcess);
     this.forks = spec.forks;
     // A handler that exits before reading its input: its exit is what the run reports.
     this.proc.stdin!.on('error', () => undefined);

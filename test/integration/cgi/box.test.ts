@@ -107,6 +107,12 @@ describe.skipIf(boxMissing)('a handler in its box', () => {
     expect(r.value).toEqual({ pid: 1, hostname: 'handler', interfaces: ['lo'] });
   });
 
+  it.skipIf(process.arch !== 'x64' && process.arch !== 'arm64')('runs under the boxes\' system call filter (seccomp, from bwrap)', async () => {
+    await inBox('whoami');
+    const [pid] = handlerPids('evil.test');
+    expect(/^Seccomp:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]).toBe('2');
+  });
+
   it.skipIf(!existsSync('/proc/self/autogroup'))('runs in a scheduling group (autogroup) at nice 10, not one as heavy as the server\'s session', async () => {
     // The kernel takes one autogroup change per 100 ms in the whole system: the runner tries again at each request until it is taken.
     let seen = '';

@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileBoxInit, ForkBox, frame, frameReader, runFrame } from '../../../src/cgi/forkbox.ts';
-import { detectSandbox, forkBoxSpec } from '../../../src/cgi/sandbox.ts';
+import { BoxPool } from '../../../src/cgi/boxes.ts';
+import { detectSandbox, feedFilter, FILTER_FD, forkBoxSpec, scriptSpec } from '../../../src/cgi/sandbox.ts';
 import { findExecutable } from '../../../src/lib/box.ts';
 import { nativeDir } from '../../../src/lib/paths.ts';
 import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helpers/cgi.ts';
@@ -17,6 +18,20 @@ import { boxMissing, call, startCgiSuite, type CgiTestSuite } from '../../helper
 // takes its children with it.
 
 const CT = 'printf "Content-Type: text/plain\\r\\n\\r\\n"\n';
+// x86_64 numbers: io_uring_setup 425, add_key 248, keyctl 250, userfaultfd 323 (user-mode only), perf_event_open 298.
+const CALLS_PL = `#!/usr/bin/perl
+use POSIX ();
+my ($params, $type, $name, $value, $attr) = ("\\0" x 120, 'user', 'k', 'v', pack('LLQQQQQ', 1, 112, 0, 0, 0, 0, 0x60) . ("\\0" x 56));
+print "Content-Type: text/plain\\r\\n\\r\\n";
+print 'vsock ', (socket(my $v, 40, 1, 0) ? 'allowed' : 'refused'), "\\n";
+print 'inet ', (socket(my $i, 2, 1, 0) ? 'allowed' : 'refused'), "\\n";
+print 'setsid ', (POSIX::setsid() > 0 ? 'allowed' : 'refused'), "\\n";
+for ([io_uring => 425, 8, $params], [add_key => 248, $type, $name, $value, 1, -4], [keyctl => 250, 0, -4, 0], [userfaultfd => 323, 0x80001], [perf_event_open => 298, $attr, 0, -1, -1, 0]) {
+  my ($what, @call) = @$_;
+  print "$what ", (syscall(@call) >= 0 ? 'allowed' : 'refused'), "\\n";
+}
+`;
+const REFUSED = ['vsock refused', 'inet allowed', 'setsid refused', 'io_uring refused', 'add_key refused', 'keyctl refused', 'userfaultfd refused', 'perf_event_open refused'];
 let s: CgiTestSuite;
 
 beforeAll(async () => {
@@ -28,19 +43,7 @@ beforeAll(async () => {
       'box.test/cgi-bin/bg.sh': `#!/bin/sh\nsleep 41.5 &\n${CT}echo answered\n`,
       'box.test/cgi-bin/tmp.sh': `#!/bin/sh\n${CT}: > "/tmp/run-$QUERY_STRING"\nsleep 0.5\nls /tmp | grep '^run-'\n`,
       'box.test/cgi-bin/stuck.sh': '#!/bin/sh\n(exec sleep 43.5) &\nexec sleep 30\n',
-      // x86_64 numbers: io_uring_setup 425, add_key 248, keyctl 250, userfaultfd 323 (user-mode only), perf_event_open 298.
-      'box.test/cgi-bin/calls.pl': `#!/usr/bin/perl
-use POSIX ();
-my ($params, $type, $name, $value, $attr) = ("\\0" x 120, 'user', 'k', 'v', pack('LLQQQQQ', 1, 112, 0, 0, 0, 0, 0x60) . ("\\0" x 56));
-print "Content-Type: text/plain\\r\\n\\r\\n";
-print 'vsock ', (socket(my $v, 40, 1, 0) ? 'allowed' : 'refused'), "\\n";
-print 'inet ', (socket(my $i, 2, 1, 0) ? 'allowed' : 'refused'), "\\n";
-print 'setsid ', (POSIX::setsid() > 0 ? 'allowed' : 'refused'), "\\n";
-for ([io_uring => 425, 8, $params], [add_key => 248, $type, $name, $value, 1, -4], [keyctl => 250, 0, -4, 0], [userfaultfd => 323, 0x80001], [perf_event_open => 298, $attr, 0, -1, -1, 0]) {
-  my ($what, @call) = @$_;
-  print "$what ", (syscall(@call) >= 0 ? 'allowed' : 'refused'), "\\n";
-}
-`,
+      'box.test/cgi-bin/calls.pl': CALLS_PL,
       'box.test/cgi-bin/oom.sh': `#!/bin/sh\n${CT}cat /proc/self/oom_score_adj\n(echo 0 > /proc/self/oom_score_adj) 2>/dev/null && echo lowered || echo kept\n`,
       'box.test/cgi-bin/group.sh': `#!/bin/sh\n${CT}cat /proc/self/autogroup\n`,
       'box.test/cgi-bin/look.sh': `#!/bin/sh\n${CT}echo "pids $(ls /proc | grep -c '^[0-9]')"\ngrep CapEff /proc/self/status\nfor f in /proc/$$/fd/*; do echo "fd \${f##*/} $(readlink $f)"; done\n`,
@@ -119,9 +122,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('classic CGI in a persis
 
   it.skipIf(process.arch !== 'x64')('cannot make vsock sockets (no network namespace holds them), a session of its own (a scheduling group as heavy as the server\'s), io_uring, keys, perf events or userfaultfd', async () => {
     const res = await call(s.http, 'box.test', '/cgi-bin/calls.pl');
-    expect((await res.text()).trim().split('\n')).toEqual([
-      'vsock refused', 'inet allowed', 'setsid refused', 'io_uring refused', 'add_key refused', 'keyctl refused', 'userfaultfd refused', 'perf_event_open refused',
-    ]);
+    expect((await res.text()).trim().split('\n')).toEqual(REFUSED);
   });
 
   it.skipIf(!findExecutable('choom'))('is the first the kernel kills when memory runs out (OOM score adjustment 1000), and cannot lower that', async () => {
@@ -187,7 +188,7 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init\'s two sockets
     let endedNow: (id: number) => void = () => undefined;
     let startedNow: () => void = () => undefined;
     let exitedOnData: () => void = () => undefined;
-    const box = new ForkBox(spec.command, spec.args, spec.cwd, 60_000, {
+    const box = new ForkBox(spec, 60_000, {
       ended: (id, status) => {
         ended.set(id, status);
         endedNow(id);
@@ -313,7 +314,7 @@ function hostileBox(memory: number) {
     seen.set(key, v);
     waiting.get(key)?.(v);
   };
-  const box = new ForkBox(spec.command, spec.args, spec.cwd, 60_000, {
+  const box = new ForkBox(spec, 60_000, {
     ended: (id, status, why) => note(`X${id}`, status ?? why),
   });
   const out = new Map<number, string>();
@@ -492,8 +493,10 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       init: init.path,
     });
     const high = 1100;
-    const stdio = Array.from({ length: high + 1 }, (_, i) => (i >= 2 && i <= 4) || i === high ? 'pipe' : 'ignore') as Array<'pipe' | 'ignore'>;
+    // fd 5: the box's system call filter, when it has one (FILTER_FD)
+    const stdio = Array.from({ length: high + 1 }, (_, i) => (i >= 2 && i <= 4) || i === high || (i === FILTER_FD && spec.filter) ? 'pipe' : 'ignore') as Array<'pipe' | 'ignore'>;
     const proc = spawn(spec.command, spec.args, { cwd: spec.cwd, env: {}, stdio });
+    feedFilter(spec, proc);
     try {
       let out = '';
       const exited = new Promise<void>((resolve) =>
@@ -508,6 +511,32 @@ describe.skipIf(boxMissing || process.getuid?.() !== 0)('box-init against hostil
       expect(out.split('\n').filter(Boolean).map(Number).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4]);
     } finally {
       proc.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.skipIf(boxMissing || process.getuid?.() !== 0 || process.arch !== 'x64')('a box started ahead (no box-init: no C compiler)', () => {
+  it('gets the same system call filter, from bwrap: no vsock, setsid, io_uring, keys, perf events or userfaultfd', async () => {
+    const caps = detectSandbox('nobody');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-ahead-'));
+    chmodSync(dir, 0o755);
+    const scratch = path.join(dir, 'scratch');
+    mkdirSync(scratch);
+    chownSync(scratch, 65534, 65534);
+    writeFileSync(path.join(dir, 'calls.pl'), CALLS_PL);
+    const drop = { user: 'nobody', uid: 65534, gid: 65534, setpriv: caps.drop?.setpriv ?? 'setpriv' };
+    const spec = scriptSpec({ ...caps, drop }, { folders: [dir], scratch, memory: 64 * 1024 * 1024, fileMax: 1024 * 1024, argv: ['/usr/bin/perl', path.join(dir, 'calls.pl')], env: {} });
+    const pool = new BoxPool({ depth: 0, max: 0, idleMs: 1000 });
+    try {
+      const p = pool.start(spec);
+      let out = '';
+      p.stdout!.on('data', (c: Buffer) => (out += c.toString('latin1')));
+      p.stdin!.end();
+      await new Promise((resolve) => p.on('close', resolve));
+      expect(out.split('\r\n\r\n')[1]?.trim().split('\n')).toEqual(REFUSED);
+    } finally {
+      pool.discard();
       rmSync(dir, { recursive: true, force: true });
     }
   });
