@@ -27,8 +27,10 @@ function afterLookingAt(ino: number, swap: () => void): () => boolean {
     }
     return st;
   };
-  fs.lstatSync = ((...args: Parameters<typeof fs.lstatSync>) => once(real.lstatSync(...args))) as typeof fs.lstatSync;
-  fs.fstatSync = ((...args: Parameters<typeof fs.fstatSync>) => once(real.fstatSync(...args))) as typeof fs.fstatSync;
+  Object.assign(fs, {
+    lstatSync: (...args: Parameters<typeof fs.lstatSync>) => once(real.lstatSync(...args)),
+    fstatSync: (...args: Parameters<typeof fs.fstatSync>) => once(real.fstatSync(...args)),
+  });
   syncBuiltinESMExports();
   return () => done;
 }
