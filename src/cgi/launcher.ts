@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, loadConfig, loadMainConfig } from '../core/config/load.ts';
@@ -119,6 +119,35 @@ export function parseRequest(raw: unknown): Parsed {
  * launcher grants a tenant.
  */
 export const LAUNCHER_CACHE_FILE = '.config-cache.json';
+
+/**
+ * Opens the folder `at` names (made by `make` when missing), never through a link there: a link, or anything not a
+ * folder, is refused with `refusal`.
+ */
+function openFolder(at: string, make: () => void, refusal: string): number {
+  const open = () => openSync(at, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    return open();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // Linux answers ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW, other systems ELOOP.
+    if (code === 'ELOOP' || code === 'ENOTDIR') throw new Error(refusal);
+    if (code !== 'ENOENT') throw err;
+  }
+  try {
+    make();
+  } catch (err) {
+    // Made meanwhile (a run of the same tenant): opened as it is, below.
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  try {
+    return open();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOTDIR') throw new Error(refusal);
+    throw err;
+  }
+}
 
 export function parseUidRange(s: string): UidRange {
   const [first, last] = s.split('-').map(Number) as [number, number];
@@ -281,22 +310,32 @@ export class Launcher {
   private scratch(t: Tenant, uid: number): string {
     const parent = path.join(this.registry.config.main.dataDir, 'cgi');
     const dir = path.join(parent, t.id);
-    // Never through a link: <data> is the service user's, who may replace an empty <data>/cgi (root's) by one, and
-    // this process is root for good. Once the folder holds a tenant's, it cannot be replaced: this lstat is enough.
-    if (lstatSync(parent, { throwIfNoEntry: false })?.isSymbolicLink()) throw new Error(`${parent} is a symbolic link; refused (move it away)`);
-    // Made when missing (checked as it is at every run: one lstat when it exists).
-    let st = lstatSync(dir, { throwIfNoEntry: false });
-    if (!st) {
-      mkdirSync(parent, { recursive: true, mode: 0o711 });
-      mkdirSync(dir, { mode: 0o700, recursive: true });
-      st = lstatSync(dir);
+    // Never by its path: <data> is the service user's, who may at any moment put a link, or a folder of its own, where
+    // <data>/cgi goes (moving root's aside), and this process is root for good. <data>/cgi is opened without following
+    // a link and kept root's on what was opened; the tenant's folder is made, checked and changed through it.
+    const pfd = openFolder(parent, () => mkdirSync(parent, { recursive: true, mode: 0o711 }), `${parent} is a symbolic link or not a folder; refused (move it away)`);
+    try {
+      const pst = fstatSync(pfd);
+      if (pst.uid !== this.owner || (pst.mode & 0o022) !== 0) {
+        this.opts.log.warn({ dir: parent, uid: pst.uid, mode: (pst.mode & 0o7777).toString(8) }, `${parent} was not root's alone: taken back (0711)`);
+        fchownSync(pfd, this.owner, process.getgid?.() ?? 0);
+        fchmodSync(pfd, 0o711);
+      }
+      const at = `/proc/self/fd/${pfd}/${t.id}`;
+      const fd = openFolder(at, () => mkdirSync(at, { mode: 0o700 }), `${dir} is not a folder`);
+      try {
+        const st = fstatSync(fd);
+        if ((st.mode & 0o7777) !== 0o700) {
+          this.opts.onRepair?.(t.id, dir, (st.mode & 0o7777).toString(8));
+          fchmodSync(fd, 0o700);
+        }
+        if (st.uid !== uid || st.gid !== uid) fchownSync(fd, uid, uid);
+      } finally {
+        closeSync(fd);
+      }
+    } finally {
+      closeSync(pfd);
     }
-    if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
-    if ((st.mode & 0o7777) !== 0o700) {
-      this.opts.onRepair?.(t.id, dir, (st.mode & 0o7777).toString(8));
-      chmodSync(dir, 0o700);
-    }
-    if (st.uid !== uid || st.gid !== uid) chownSync(dir, uid, uid);
     return dir;
   }
 

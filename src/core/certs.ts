@@ -1,5 +1,5 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { replaceFile } from '../lib/ownfile.ts';
 import tls from 'node:tls';
@@ -63,7 +63,7 @@ export class CertStore {
   defaultPair(): { cert: Buffer; key: Buffer } | undefined {
     const files = certFiles(this.dir, DEFAULT_CERT);
     try {
-      return { cert: readFileSync(files.cert), key: readFileSync(files.key) };
+      return { cert: readPem(files.cert), key: readPem(files.key) };
     } catch {
       // No default pair (or unreadable): SMTP turns STARTTLS off and logs why at start; FTPS without its own files refuses to start; `check` names the file.
       return undefined;
@@ -88,7 +88,7 @@ export class CertStore {
       return cached.context;
     }
     try {
-      const context = tls.createSecureContext({ cert: readFileSync(files.cert), key: readFileSync(files.key), minVersion: 'TLSv1.2' });
+      const context = tls.createSecureContext({ cert: readPem(files.cert), key: readPem(files.key), minVersion: 'TLSv1.2' });
       this.cache.set(name, { context, mtimeMs, checkedAt: now });
       if (cached) this.log.info({ cert: name }, 'certificate reloaded');
       return context;
@@ -244,5 +244,47 @@ function refuseForeignLink(dir: string): void {
   const parent = statSync(path.dirname(dir));
   if (parent.uid !== 0 || (parent.mode & 0o022) !== 0) {
     throw new Error(`${dir} is a symbolic link in a folder uid ${parent.uid} may change; refused (move it away and restart)`);
+  }
+}
+
+/** Whether a folder some user other than root owns or may change. */
+function foreign(st: { uid: number; mode: number }): boolean {
+  return st.uid !== 0 || (st.mode & 0o022) !== 0;
+}
+
+/**
+ * Reads a certificate or key file. As root, in a folder another user owns
+ * or may change (the bundled store, <data>/certs, is the service user's),
+ * never through a link: the folder is opened (with O_NOFOLLOW when the
+ * folder above it is another user's too) and the file through it with
+ * O_NOFOLLOW, a second hard link refused; else the service user's link had
+ * root read a key only root may read into the server it then runs. In a
+ * folder only root may change (the operator's: links to Let's Encrypt's
+ * files, say) a link is followed as before; as any other user, as it is.
+ */
+function readPem(file: string): Buffer {
+  if (process.getuid?.() !== 0) return readFileSync(file);
+  const dir = path.dirname(file);
+  const dfd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | (foreign(statSync(path.dirname(dir))) ? constants.O_NOFOLLOW : 0));
+  try {
+    const where = fstatSync(dfd);
+    const theirs = foreign(where);
+    let fd: number;
+    try {
+      fd = openSync(`/proc/self/fd/${dfd}/${path.basename(file)}`, constants.O_RDONLY | constants.O_NONBLOCK | (theirs ? constants.O_NOFOLLOW : 0));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${file} is a symbolic link in a folder uid ${where.uid} may change; refused`);
+      throw err;
+    }
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new Error(`${file} is not a regular file`);
+      if (theirs && st.nlink !== 1) throw new Error(`${file} has ${st.nlink} names (a hard link) in a folder uid ${where.uid} may change; refused`);
+      return readFileSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } finally {
+    closeSync(dfd);
   }
 }

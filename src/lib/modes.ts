@@ -1,5 +1,5 @@
-import { chmodSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, type Dirent } from 'node:fs';
-import path from 'node:path';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync } from 'node:fs';
+import { walkTree } from './walk.ts';
 
 /**
  * Mode bits nothing under the data folder may have: group or world write,
@@ -52,32 +52,17 @@ export function makeDir(dir: string, mode: number, { followLink = false, owner }
 /**
  * Takes the forbidden bits away from every file and folder under `dir`
  * (sockets and symlinks left alone), for data folders written by older
- * versions or with a lax umask. Returns how many were changed.
+ * versions or with a lax umask. Returns how many were changed. A start as
+ * root runs it in <data>, the service user's (and tenants' scratch folders
+ * below): each file is checked and changed on what was opened, never by
+ * its name, which may name something else by then (lib/walk.ts).
  */
 export function tightenTree(dir: string): number {
   let n = 0;
-  const pending = [dir];
-  const fix = (p: string) => {
-    const st = lstatSync(p, { throwIfNoEntry: false });
-    if (!st || !(st.isFile() || st.isDirectory()) || !(st.mode & FORBIDDEN_BITS)) return;
-    chmodSync(p, st.mode & 0o7777 & ~FORBIDDEN_BITS);
+  walkTree(dir, ({ fd, st }) => {
+    if (fd === undefined || !(st.isFile() || st.isDirectory()) || !(st.mode & FORBIDDEN_BITS)) return;
+    fchmodSync(fd, st.mode & 0o7777 & ~FORBIDDEN_BITS);
     n++;
-  };
-  while (pending.length > 0) {
-    const d = pending.pop()!;
-    fix(d);
-    let names: Dirent[];
-    try {
-      names = readdirSync(d, { withFileTypes: true });
-    } catch {
-      // Unreadable (a handler's scratch folder as another user, or gone): nothing below it to fix from here.
-      continue;
-    }
-    for (const e of names) {
-      const full = path.join(d, e.name);
-      if (e.isDirectory()) pending.push(full);
-      else fix(full);
-    }
-  }
+  });
   return n;
 }

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { appendFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 /** The one logger method a tenant log needs (pino's, structurally; lib imports nothing of the suite's). */
@@ -46,6 +47,7 @@ export function logFileDay(base: string, fileName: string): string | undefined {
 
 /** Buffered lines are appended once they reach this many bytes, before the flush interval is up. */
 const FLUSH_AT = 64 * 1024;
+const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
 const MIN_BUFFER = 4 * 1024;
 const EMPTY = Buffer.alloc(0);
 
@@ -115,7 +117,9 @@ export class TenantLogFiles {
           await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
           sink.dirMade = true;
         }
-        await appendFile(file, data, { mode: 0o640 });
+        // Never through a link: <data>/logs is the service user's, and HTTP and FTP answer (and log) from their listen on,
+        // before a start as root drops to it.
+        await appendFile(file, data, { mode: 0o640, flag: APPEND });
       } catch (err) {
         this.log.error({ tenant, file: this.name, err: (err as Error).message }, 'cannot write a tenant log');
       }

@@ -1,5 +1,5 @@
-import { closeSync, constants, fchownSync, fstatSync, lchownSync, lstatSync, openSync, readdirSync, readFileSync, type Dirent } from 'node:fs';
-import path from 'node:path';
+import { fchownSync, lchownSync, readFileSync } from 'node:fs';
+import { walkTree } from './walk.ts';
 
 function entries(file: string): string[][] {
   let text: string;
@@ -65,51 +65,23 @@ export function dropPrivileges(uid: number, gid: number): DroppedTo {
 
 /**
  * Gives `dir` (the folder it names, if a link) and every file and folder
- * below it (not following symlinks) that is
+ * below it (not following symlinks: a link is given itself) that is
  * not yet owned by `uid` to `uid:gid`: what the server created as root
  * during its start (the state database, spool, logs) stays writable after
  * the drop. Folders in `skip` are left alone, with all below them.
+ * Each is given on what was opened, never by a name the service user may
+ * have swapped for a link meanwhile (lib/walk.ts).
  * Returns how many entries changed.
  */
 export function giveTree(dir: string, uid: number, gid: number, skip: readonly string[] = []): number {
   let n = 0;
-  const pending = [dir];
-  while (pending.length > 0) {
-    const d = pending.pop()!;
-    if (skip.includes(d)) continue;
-    let names: Dirent[];
-    try {
-      names = readdirSync(d, { withFileTypes: true });
-    } catch {
-      // Removed while walking, or not ours to read: nothing of it to change.
-      continue;
-    }
-    const fix = (p: string) => {
-      const st = lstatSync(p, { throwIfNoEntry: false });
-      if (st && (st.uid !== uid || st.gid !== gid)) {
-        lchownSync(p, uid, gid);
-        n++;
-      }
-    };
-    if (d === dir) {
-      // `dir` itself is the operator's word (a data folder placed by a link included): the folder it names is given,
-      // not the link, else the service user could make nothing in <data> itself. Below it no link is followed.
-      const fd = openSync(d, constants.O_RDONLY | constants.O_DIRECTORY);
-      try {
-        const st = fstatSync(fd);
-        if (st.uid !== uid || st.gid !== gid) {
-          fchownSync(fd, uid, gid);
-          n++;
-        }
-      } finally {
-        closeSync(fd);
-      }
-    } else fix(d);
-    for (const e of names) {
-      const full = path.join(d, e.name);
-      if (e.isDirectory()) pending.push(full);
-      else fix(full);
-    }
-  }
+  walkTree(dir, ({ fd, st, path: where, at }) => {
+    if (skip.includes(where)) return false;
+    if (st.uid === uid && st.gid === gid) return;
+    if (fd !== undefined) fchownSync(fd, uid, gid);
+    // A link or a socket, reached through its open folder: lchown changes the name's own inode, never what a link names.
+    else lchownSync(at, uid, gid);
+    n++;
+  });
   return n;
 }

@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -32,18 +32,36 @@ export function openDb(dataDir: string, migrations: readonly Migration[]): Db {
     if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${file} is a symbolic link; refused (move it away and restart)`);
     throw err;
   }
+  let db: Db;
   try {
     const st = fstatSync(fd);
     if (!st.isFile() || st.nlink !== 1) throw new Error(`${file} is not a regular file of one name; refused`);
     if (st.mode & 0o077) fchmodSync(fd, 0o600);
+    // SQLite opens its -wal, -shm and -journal beside it refusing a link; these are refused here to say why.
+    for (const side of ['-wal', '-shm', '-journal']) {
+      if (lstatSync(`${file}${side}`, { throwIfNoEntry: false })?.isSymbolicLink()) throw new Error(`${file}${side} is a symbolic link; refused (move it away and restart)`);
+    }
+    // SQLite opens the database by its name and follows a link there: the name may have been swapped for one since it
+    // was checked above (the handler launcher, root for good, opens this at each reload the server asks for). It must
+    // have opened the very file checked (kept open meanwhile), never made one (fileMustExist: no file where a link points).
+    const before = openFds();
+    db = new Database(file, { fileMustExist: true });
+    const same = [...openFds()].filter((n) => !before.has(n)).some((n) => {
+      try {
+        const o = fstatSync(n);
+        return o.dev === st.dev && o.ino === st.ino;
+      } catch {
+        // Closed meanwhile (another thread's file): not SQLite's.
+        return false;
+      }
+    });
+    if (!same) {
+      db.close();
+      throw new Error(`${file} was replaced while it was opened; refused (look for a symbolic link there, move it away and restart)`);
+    }
   } finally {
     closeSync(fd);
   }
-  // SQLite opens its -wal, -shm and -journal beside it as they are (a link followed).
-  for (const side of ['-wal', '-shm', '-journal']) {
-    if (lstatSync(`${file}${side}`, { throwIfNoEntry: false })?.isSymbolicLink()) throw new Error(`${file}${side} is a symbolic link; refused (move it away and restart)`);
-  }
-  const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');
@@ -63,4 +81,21 @@ export function openDb(dataDir: string, migrations: readonly Migration[]): Db {
     }).immediate();
   }
   return db;
+}
+
+/** The file descriptors this process has open now (not the one that listed them, closed by then). */
+function openFds(): Set<number> {
+  return new Set(
+    readdirSync('/proc/self/fd')
+      .map(Number)
+      .filter((n) => {
+        try {
+          fstatSync(n);
+          return true;
+        } catch {
+          // EBADF: the listing's own, closed since.
+          return false;
+        }
+      }),
+  );
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, readdirSync, rmSync } from 'node:fs';
+import { closeSync, constants, createReadStream, openSync, readdirSync, rmSync } from 'node:fs';
 import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -51,6 +51,18 @@ export interface SpoolRecord {
 
 /** Thrown by {@link Spool.write} when `abort()` said so while the body streamed in. */
 export class SpoolAborted extends Error {}
+
+/** Opens the folder `at` names, refusing a link there (`name`: how it is named in the refusal). */
+function openNoLink(at: string, name = at): number {
+  try {
+    return openSync(at, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // Linux answers ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW, other systems ELOOP.
+    if (code === 'ELOOP' || code === 'ENOTDIR') throw new Error(`${name} is a symbolic link or not a folder; refused (move it away and restart)`);
+    throw err;
+  }
+}
 
 /** Messages up to this size are gathered in memory and written in a group (see {@link Spool.write}). */
 export const SMALL = 64 * 1024;
@@ -105,9 +117,22 @@ export class Spool {
     makeDir(this.dir, 0o700);
     makeDir(this.qDir, 0o700);
     makeDir(this.tmpDir, 0o700);
-    const stale = readdirSync(this.tmpDir);
-    for (const f of stale) rmSync(path.join(this.tmpDir, f), { force: true });
-    return stale.length;
+    // Listed and cleared through spool/ and spool/tmp as opened (O_NOFOLLOW), never by their path: the service user
+    // may swap either for a link after makeDir looked.
+    const spool = openNoLink(this.dir);
+    try {
+      const tmp = openNoLink(`/proc/self/fd/${spool}/tmp`, this.tmpDir);
+      try {
+        const at = `/proc/self/fd/${tmp}`;
+        const stale = readdirSync(at);
+        for (const f of stale) rmSync(`${at}/${f}`, { force: true });
+        return stale.length;
+      } finally {
+        closeSync(tmp);
+      }
+    } finally {
+      closeSync(spool);
+    }
   }
 
   path(file: string): string {

@@ -27,7 +27,8 @@ export function init(configDir: string, out: NodeJS.WritableStream = process.std
     out.write(main.user ? '' : 'no user: in makewaves.yaml: the server keeps the user it is started as\n');
     return 0;
   }
-  const n = giveTree(dataDir, owner.uid, owner.gid) + giveTree(sitesDir, owner.uid, owner.gid);
+  // Not <data>/cgi: root's (the handler launcher keeps its cache there), each tenant's scratch folder its own uid's.
+  const n = giveTree(dataDir, owner.uid, owner.gid, [path.join(dataDir, 'cgi')]) + giveTree(sitesDir, owner.uid, owner.gid);
   // The config stays root's to edit; the service group may read it (tenant files hold FTP password hashes).
   const tenants = path.join(configDir, TENANT_DIR);
   mkdirSync(tenants, { recursive: true });

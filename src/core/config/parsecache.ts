@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { replaceFile } from '../../lib/ownfile.ts';
 
@@ -77,9 +77,16 @@ export class ParseCache {
   load(file: string): void {
     let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      // Never through a link (a start as root reads this in <data>, the service user's), never waiting on a FIFO.
+      const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      try {
+        if (!fstatSync(fd).isFile()) return;
+        text = readFileSync(fd, 'utf8');
+      } finally {
+        closeSync(fd);
+      }
     } catch {
-      // None yet (first start) or unreadable: every file is parsed once and the cache written anew.
+      // None yet (first start), a link, or unreadable: every file is parsed once and the cache written anew.
       return;
     }
     this.loadText(text);

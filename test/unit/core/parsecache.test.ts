@@ -224,3 +224,26 @@ describe('the cache of parsed tenant files', () => {
     expect(problems).toMatch(/a\.test\.yaml: quota/);
   });
 });
+
+// A start as root reads <data>/config-cache.json before the drop; <data> is the service user's.
+describe('the parse cache file read at the start', () => {
+  it('is never read through a link: a cache of root\'s (the handler launcher\'s, say) a link names holds nothing for it', () => {
+    const d = mkdtempSync(path.join(os.tmpdir(), 'pcache-link-'));
+    try {
+      const theirs = path.join(d, 'launcher-cache.json');
+      const one = new ParseCache();
+      one.set('/etc/makewaves/tenants/a.test.yaml', 'id-1', { domains: ['a.test'] });
+      expect(one.save(theirs)).toBeUndefined();
+      const link = path.join(d, 'config-cache.json');
+      symlinkSync(theirs, link);
+      const two = new ParseCache();
+      two.load(link);
+      expect(two.get('/etc/makewaves/tenants/a.test.yaml', 'id-1')).toBeUndefined();
+      const three = new ParseCache();
+      three.load(theirs);
+      expect(three.get('/etc/makewaves/tenants/a.test.yaml', 'id-1')).toEqual({ value: { domains: ['a.test'] } });
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});

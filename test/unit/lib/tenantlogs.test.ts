@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
@@ -12,6 +12,22 @@ describe('TenantLogFiles', () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'tlog-'));
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  // HTTP and FTP answer from their listen on, and a start as root drops to the service user only once every service
+  // listens: a line written meanwhile is appended as root, in <data>/logs, which the service user owns.
+  it('appends nothing through a link at a tenant\'s log file: the line is refused and logged, the file it names left as it was', async () => {
+    const victim = path.join(dir, 'authorized_keys');
+    writeFileSync(victim, 'ssh-ed25519 AAAA root@host\n');
+    mkdirSync(path.join(dir, 'a.test'));
+    symlinkSync(victim, path.join(dir, 'a.test', 'access.log'));
+    const errors: string[] = [];
+    const log = pino({ level: 'error' }, { write: (s: string) => void errors.push(s) });
+    const logs = new TenantLogFiles(dir, 'access.log', log);
+    logs.write('a.test', 'ssh-ed25519 BBBB attacker\n');
+    await logs.flush();
+    expect(readFileSync(victim, 'utf8')).toBe('ssh-ed25519 AAAA root@host\n');
+    expect(errors.join('')).toContain('cannot write a tenant log');
+  });
 
   for (const name of ['access.log', 'ftp.log']) {
     it(`${name}: appends per tenant and rotates daily, keeping keepDays of old logs, and touches no other log`, async () => {

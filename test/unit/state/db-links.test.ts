@@ -1,7 +1,9 @@
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
 import { openDb } from '../../../src/state/db.ts';
 
 let dir: string;
@@ -12,7 +14,13 @@ beforeEach(() => {
   writeFileSync(victim, 'not yours\n');
   chmodSync(victim, 0o644);
 });
-afterEach(() => rmSync(dir, { recursive: true, force: true }));
+const fs = createRequire(import.meta.url)('node:fs') as typeof import('node:fs');
+const realLstat = fs.lstatSync;
+afterEach(() => {
+  Object.assign(fs, { lstatSync: realLstat });
+  syncBuiltinESMExports();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 // <data> is the service user's once a start as root has handed it over; the next start as root opens the database first.
 describe('the database file', () => {
@@ -25,5 +33,67 @@ describe('the database file', () => {
     expect(() => openDb(data, [])).toThrow(/symbolic link/);
     expect(readFileSync(victim, 'utf8')).toBe('not yours\n');
     expect(statSync(victim).mode & 0o777).toBe(0o644);
+  });
+
+  // The handler launcher, root for good, opens this file at each reload, which the server (the service user) asks for
+  // at will: a link put at a name SQLite opens beside it, after it was looked at, must not lead root's writes anywhere.
+  it.each(['makewaves.db-wal', 'makewaves.db-journal'])('writes nothing where a link leads when %s becomes one after the checks', (name) => {
+    const data = path.join(dir, 'data');
+    openDb(data, []).close();
+    let swapped = false;
+    Object.assign(fs, {
+      lstatSync: (...args: Parameters<typeof realLstat>) => {
+        const st = realLstat(...args);
+        if (!swapped && String(args[0]).endsWith('-journal')) {
+          swapped = true;
+          rmSync(path.join(data, name), { force: true });
+          symlinkSync(victim, path.join(data, name));
+        }
+        return st;
+      },
+    });
+    syncBuiltinESMExports();
+    try {
+      openDb(data, [{ id: 'race-1', sql: 'CREATE TABLE t (a TEXT)' }]).close();
+    } catch {
+      // A refusal is as good: what matters is the file the link names.
+    }
+    expect(swapped).toBe(true);
+    expect(readFileSync(victim, 'utf8')).toBe('not yours\n');
+    expect(statSync(victim).mode & 0o777).toBe(0o644);
+  });
+
+  // SQLite follows a link at the database itself: swapped in after the checks, root would write the suite's tables
+  // into whatever SQLite file (or empty file) it named, or make a new file where a dangling one pointed.
+  it.each(['another database', 'a new file'])('writes nothing to %s a link at makewaves.db leads to, put there after the checks', (what) => {
+    const data = path.join(dir, 'data');
+    openDb(data, []).close();
+    const target = path.join(dir, what === 'a new file' ? 'cron-job' : 'other.db');
+    if (what !== 'a new file') {
+      const other = new Database(target);
+      other.exec('CREATE TABLE mine (x)');
+      other.close();
+    }
+    const before = existsSync(target) ? readFileSync(target) : undefined;
+    let swapped = false;
+    Object.assign(fs, {
+      lstatSync: (...args: Parameters<typeof realLstat>) => {
+        const st = realLstat(...args);
+        if (!swapped && String(args[0]).endsWith('-journal')) {
+          swapped = true;
+          renameSync(path.join(data, 'makewaves.db'), path.join(data, 'aside.db'));
+          symlinkSync(target, path.join(data, 'makewaves.db'));
+        }
+        return st;
+      },
+    });
+    syncBuiltinESMExports();
+    try {
+      openDb(data, [{ id: 'race-2', sql: 'CREATE TABLE t (a TEXT)' }]).close();
+    } catch {
+      // A refusal is as good: what matters is the file the link names.
+    }
+    expect(swapped).toBe(true);
+    expect(existsSync(target) ? readFileSync(target) : undefined).toEqual(before);
   });
 });

@@ -1,6 +1,7 @@
-import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { Spool } from '../../../src/state/spool.ts';
 import { tempDirs } from '../../helpers/tmp.ts';
 
@@ -8,6 +9,12 @@ import { tempDirs } from '../../helpers/tmp.ts';
 // clears the spool's unfinished files (spool/tmp) before the drop: a link there had root remove every file in any
 // folder it named (/root/.ssh, /etc/ssl/private, ...).
 const tmp = tempDirs('makewaves-spool-links-');
+const fs = createRequire(import.meta.url)('node:fs') as typeof import('node:fs');
+const realReaddir = fs.readdirSync;
+afterEach(() => {
+  Object.assign(fs, { readdirSync: realReaddir });
+  syncBuiltinESMExports();
+});
 
 describe('the spool at start', () => {
   for (const at of ['spool', 'spool/tmp', 'spool/q']) {
@@ -37,5 +44,35 @@ describe('the spool at start', () => {
     writeFileSync(path.join(data, 'spool', 'tmp', 'half'), 'unfinished');
     expect(spool.init()).toBe(1);
     expect(existsSync(path.join(data, 'spool', 'tmp', 'half'))).toBe(false);
+  });
+
+  it('removes nothing in a folder a link names when spool/tmp is swapped for one after it was checked', () => {
+    const data = tmp();
+    const spool = new Spool(path.join(data, 'spool'));
+    spool.init();
+    const elsewhere = path.join(data, 'elsewhere');
+    mkdirSync(elsewhere);
+    writeFileSync(path.join(elsewhere, 'precious'), 'keep me\n');
+    const tmpDir = path.join(data, 'spool', 'tmp');
+    // The service user's move, made as the unfinished files are about to be listed (after makeDir checked every folder).
+    let swapped = false;
+    Object.assign(fs, {
+      readdirSync: (...args: Parameters<typeof realReaddir>) => {
+        if (!swapped) {
+          swapped = true;
+          renameSync(tmpDir, `${tmpDir}.old`);
+          symlinkSync(elsewhere, tmpDir);
+        }
+        return (realReaddir as (...a: unknown[]) => unknown)(...args);
+      },
+    });
+    syncBuiltinESMExports();
+    try {
+      spool.init();
+    } catch {
+      // A refusal is as good: what matters is the folder the link names.
+    }
+    expect(swapped).toBe(true);
+    expect(existsSync(path.join(elsewhere, 'precious'))).toBe(true);
   });
 });
