@@ -22,6 +22,31 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * Opens the database in `data` with the attacker's `move` made at the moment openDb looks at the -journal name (its
+ * last check before SQLite opens the files); a refusal is as good as a success, what matters is where the link led.
+ */
+function openWithSwapAtChecks(data: string, migration: string, move: () => void): void {
+  let swapped = false;
+  Object.assign(fs, {
+    lstatSync: (...args: Parameters<typeof realLstat>) => {
+      const st = realLstat(...args);
+      if (!swapped && String(args[0]).endsWith('-journal')) {
+        swapped = true;
+        move();
+      }
+      return st;
+    },
+  });
+  syncBuiltinESMExports();
+  try {
+    openDb(data, [{ id: migration, sql: 'CREATE TABLE t (a TEXT)' }]).close();
+  } catch {
+    // A refusal is as good: what matters is the file the link names.
+  }
+  expect(swapped).toBe(true);
+}
+
 // <data> is the service user's once a start as root has handed it over; the next start as root opens the database first.
 describe('the database file', () => {
   it.each(['makewaves.db', 'makewaves.db-wal', 'makewaves.db-shm'])('is refused, and nothing changed where it leads, when %s is a symbolic link', (name) => {
@@ -40,25 +65,10 @@ describe('the database file', () => {
   it.each(['makewaves.db-wal', 'makewaves.db-journal'])('writes nothing where a link leads when %s becomes one after the checks', (name) => {
     const data = path.join(dir, 'data');
     openDb(data, []).close();
-    let swapped = false;
-    Object.assign(fs, {
-      lstatSync: (...args: Parameters<typeof realLstat>) => {
-        const st = realLstat(...args);
-        if (!swapped && String(args[0]).endsWith('-journal')) {
-          swapped = true;
-          rmSync(path.join(data, name), { force: true });
-          symlinkSync(victim, path.join(data, name));
-        }
-        return st;
-      },
+    openWithSwapAtChecks(data, 'race-1', () => {
+      rmSync(path.join(data, name), { force: true });
+      symlinkSync(victim, path.join(data, name));
     });
-    syncBuiltinESMExports();
-    try {
-      openDb(data, [{ id: 'race-1', sql: 'CREATE TABLE t (a TEXT)' }]).close();
-    } catch {
-      // A refusal is as good: what matters is the file the link names.
-    }
-    expect(swapped).toBe(true);
     expect(readFileSync(victim, 'utf8')).toBe('not yours\n');
     expect(statSync(victim).mode & 0o777).toBe(0o644);
   });
@@ -75,25 +85,10 @@ describe('the database file', () => {
       other.close();
     }
     const before = existsSync(target) ? readFileSync(target) : undefined;
-    let swapped = false;
-    Object.assign(fs, {
-      lstatSync: (...args: Parameters<typeof realLstat>) => {
-        const st = realLstat(...args);
-        if (!swapped && String(args[0]).endsWith('-journal')) {
-          swapped = true;
-          renameSync(path.join(data, 'makewaves.db'), path.join(data, 'aside.db'));
-          symlinkSync(target, path.join(data, 'makewaves.db'));
-        }
-        return st;
-      },
+    openWithSwapAtChecks(data, 'race-2', () => {
+      renameSync(path.join(data, 'makewaves.db'), path.join(data, 'aside.db'));
+      symlinkSync(target, path.join(data, 'makewaves.db'));
     });
-    syncBuiltinESMExports();
-    try {
-      openDb(data, [{ id: 'race-2', sql: 'CREATE TABLE t (a TEXT)' }]).close();
-    } catch {
-      // A refusal is as good: what matters is the file the link names.
-    }
-    expect(swapped).toBe(true);
     expect(existsSync(target) ? readFileSync(target) : undefined).toEqual(before);
   });
 });
