@@ -22,6 +22,7 @@ import { createJobsService } from './jobs/index.ts';
 import type { Lists } from './lists/index.ts';
 import { compactAfterStart, keepTickShape } from './lib/memory.ts';
 import { guardUmask, makeDir, tightenTree } from './lib/modes.ts';
+import { holdConnections } from './lib/holdconn.ts';
 import { dropPrivileges, giveTree, resolveServiceUser } from './lib/users.ts';
 import { openState, type State } from './state/index.ts';
 
@@ -198,6 +199,8 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
     },
   }));
   let run: RunRecord | undefined;
+  // Started as root: every listener is bound as root, but nobody is served before the drop (src/lib/holdconn.ts).
+  const hold = runAs ? holdConnections() : undefined;
   try {
     await startAll(wrapped, log, () => {
       if (runAs) {
@@ -206,12 +209,15 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
         // over first. Not <data>/cgi: each tenant's scratch folder belongs to its own uid (the launcher keeps it so).
         const given = giveTree(config.main.dataDir, runAs.uid, runAs.gid, [path.join(config.main.dataDir, 'cgi')]);
         dropPrivileges(runAs.uid, runAs.gid);
-        log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
+        log.info({ user: config.main.user, uid: runAs.uid, gid: runAs.gid, given, held: hold?.held }, `running as ${config.main.user} (${runAs.uid}:${runAs.gid}) from now on`);
+        hold?.release();
       }
       // Where this suite is, as bound (a port 0 became the kernel's pick): written as the service user, who removes it at the stop.
       run = recordRun(config.main.dataDir, config.dir, urls, log);
     }, health);
   } catch (err) {
+    // A start that failed before the drop serves no one it held.
+    hold?.drop();
     forgetRun(config.main.dataDir, run, log);
     state.close();
     throw err;
