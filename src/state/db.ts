@@ -1,8 +1,11 @@
-import { closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 
 export type Db = Database.Database;
+
+/** The first 16 bytes of every SQLite database file. */
+const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
 
 /**
  * One schema change. Each state module owns its migrations; ids are unique
@@ -44,18 +47,29 @@ export function openDb(dataDir: string, migrations: readonly Migration[]): Db {
     // SQLite opens the database by its name and follows a link there: the name may have been swapped for one since it
     // was checked above (the handler launcher, root for good, opens this at each reload the server asks for). It must
     // have opened the very file checked (kept open meanwhile), never made one (fileMustExist: no file where a link points).
+    // SQLite may also take no new descriptor at all: a file this process has opened before (another connection to it)
+    // can hand over a descriptor it parked, one it opened on that very file.
     const before = openFds();
     db = new Database(file, { fileMustExist: true });
-    const same = [...openFds()].filter((n) => !before.has(n)).some((n) => {
-      try {
-        const o = fstatSync(n);
-        return o.dev === st.dev && o.ino === st.ino;
-      } catch {
-        // Closed meanwhile (another thread's file): not SQLite's.
-        return false;
-      }
-    });
-    if (!same) {
+    const sides = ['-wal', '-shm', '-journal'].map((side) => lstatSync(`${file}${side}`, { throwIfNoEntry: false }));
+    const elsewhere = [...openFds()]
+      .filter((n) => !before.has(n))
+      .some((n) => {
+        let o: Stats;
+        try {
+          o = fstatSync(n);
+        } catch {
+          // Closed meanwhile (another thread's file): not SQLite's.
+          return false;
+        }
+        const is = (x: Stats | undefined) => x !== undefined && o.dev === x.dev && o.ino === x.ino;
+        if (!o.isFile() || is(st) || sides.some(is)) return false;
+        // Another file: SQLite's only if it is a database or empty (what SQLite would make one of); the thread pool
+        // may have opened some other file meanwhile.
+        const head = Buffer.alloc(16);
+        return o.size === 0 || (readSync(n, head, 0, 16, 0) === 16 && head.equals(SQLITE_HEADER));
+      });
+    if (elsewhere) {
       db.close();
       throw new Error(`${file} was replaced while it was opened; refused (look for a symbolic link there, move it away and restart)`);
     }

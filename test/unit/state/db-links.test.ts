@@ -91,4 +91,20 @@ describe('the database file', () => {
     });
     expect(existsSync(target) ? readFileSync(target) : undefined).toEqual(before);
   });
+
+  // SQLite keeps the descriptor of a connection closed while another of this process held a lock, and hands it to the
+  // next connection to that file: no new descriptor, and nothing wrong (the server and an in-process CLI command do so).
+  it('opens a database this process already has open, whose file SQLite hands over a descriptor it parked', () => {
+    const data = path.join(dir, 'data');
+    const a = openDb(data, []);
+    const b = openDb(data, []);
+    b.prepare('SELECT 1').get();
+    a.exec('BEGIN IMMEDIATE');
+    b.close();
+    a.exec('COMMIT');
+    const c = openDb(data, [{ id: 'after-reuse', sql: 'CREATE TABLE t (a TEXT)' }]);
+    expect(c.prepare("SELECT count(*) AS n FROM schema_migrations WHERE id = 'after-reuse'").get()).toEqual({ n: 1 });
+    c.close();
+    a.close();
+  });
 });
