@@ -190,6 +190,8 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
   services.push(createAdminService({ registry, metrics, health, log, services: () => services.map((s) => s.name) }));
 
   const stopFailed = (name: string, err: Error) => log.error({ svc: name, err: err.message }, `${name} failed to stop`);
+  // Started as root: every listener is bound as root, but nobody is served before the drop (src/lib/holdconn.ts).
+  const hold = runAs ? holdConnections() : undefined;
   const wrapped = services.map((s) => ({
     ...s,
     start: async () => {
@@ -197,10 +199,14 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
       urls[s.name] = u;
       return u;
     },
+    // A start that fails stops the services started: a listener's close waits for every connection it accepted, the
+    // held ones too, which its service never saw. They are ended first (after the release, this ends nothing).
+    stop: (graceMs: number) => {
+      hold?.drop();
+      return s.stop(graceMs);
+    },
   }));
   let run: RunRecord | undefined;
-  // Started as root: every listener is bound as root, but nobody is served before the drop (src/lib/holdconn.ts).
-  const hold = runAs ? holdConnections() : undefined;
   try {
     await startAll(wrapped, log, () => {
       if (runAs) {

@@ -39,8 +39,12 @@ export function holdConnections(): ConnectionHold {
   const emit = proto.emit as (this: net.Server, event: string | symbol, ...args: unknown[]) => boolean;
   const queue: { server: net.Server; socket: net.Socket }[] = [];
   let on = true;
+  // A held socket has no listener of its server yet: a client resetting it meanwhile fails its read with an 'error'
+  // that, unheard, would end the process. It is destroyed by then, so the release skips it; nothing else to do.
+  const gone = (): void => {};
   const held = function (this: net.Server, event: string | symbol, ...args: unknown[]): boolean {
     if (on && event === 'connection' && args[0] instanceof net.Socket) {
+      args[0].on('error', gone);
       queue.push({ server: this, socket: args[0] });
       return true;
     }
@@ -59,7 +63,10 @@ export function holdConnections(): ConnectionHold {
       return queue.length;
     },
     release() {
-      for (const { server, socket } of end()) if (!socket.destroyed) server.emit('connection', socket);
+      for (const { server, socket } of end()) {
+        socket.removeListener('error', gone);
+        if (!socket.destroyed) server.emit('connection', socket);
+      }
     },
     drop() {
       for (const { socket } of end()) socket.destroy();

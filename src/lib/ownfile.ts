@@ -97,17 +97,20 @@ export function replaceFile(file: string, data: string | Uint8Array, mode = 0o60
  * Reads `file` as it is, never through a symbolic link (O_NOFOLLOW): for a
  * key a start as root reads in a folder the service user owns, who could
  * otherwise point it at a file only root may read. A link is refused with
- * a reason; other errors (ENOENT first) are thrown as they come.
+ * a reason, and so is anything but a regular file (a FIFO is never waited
+ * on); other errors (ENOENT first) are thrown as they come.
  */
 export function readNoLink(file: string): Buffer {
   let fd: number;
   try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO put there would hold the open (and the start) until someone wrote to it.
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${file} is a symbolic link; refused (move it away and restart)`);
     throw err;
   }
   try {
+    if (!fstatSync(fd).isFile()) throw new Error(`${file} is not a regular file; refused (move it away and restart)`);
     return readFileSync(fd);
   } finally {
     closeSync(fd);

@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, type Stats } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readdirSync, type Stats } from 'node:fs';
 import path from 'node:path';
 
 /** One file or folder of a tree walked by {@link walkTree}. */
@@ -30,7 +30,8 @@ const OPEN = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | 
  * file swapped after it was looked at is left alone (the fd still names the
  * one looked at). `dir` itself is followed if a link (the operator's word).
  * `visit` returning false for a folder skips what is below it. Nothing is
- * thrown for a name gone meanwhile or a folder that cannot be read.
+ * thrown for a name gone meanwhile or a folder that cannot be read; a walk
+ * without /proc mounted throws.
  */
 export function walkTree(dir: string, visit: (e: Walked) => boolean | void): void {
   let top: number;
@@ -39,6 +40,11 @@ export function walkTree(dir: string, visit: (e: Walked) => boolean | void): voi
   } catch {
     // No such folder (yet): nothing to walk.
     return;
+  }
+  if (!existsSync(`/proc/self/fd/${top}`)) {
+    closeSync(top);
+    // Without it every folder would look unreadable, and the walk would change nothing and say nothing.
+    throw new Error(`cannot walk ${dir}: /proc is not mounted (each file is reached through /proc/self/fd)`);
   }
   const into = (fd: number, st: Stats, where: string, at: string, depth: number): void => {
     if (visit({ fd, st, path: where, at }) === false || depth >= WALK_DEPTH) return;

@@ -325,7 +325,9 @@ static void child_setup(uint64_t tmp, int fds[4]) {
   /* Our mounts stay ours: nothing propagates back into the box. */
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) fail_child("make mounts private");
   private_tmp(tmp);
-  if (proc_ok && mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail_child("mount /proc");
+  /* read-only: any process may set its own scheduling group's nice from 0 to 19 (/proc/self/autogroup), so a run could
+     undo box-init's nice 10 for the whole box; /proc/self/fd/N still opens what it names, as that file's mount allows */
+  if (proc_ok && mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) != 0) fail_child("mount /proc");
 }
 
 /* Then: the run's limits, no capability, the script. Never returns. */

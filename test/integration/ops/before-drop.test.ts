@@ -1,4 +1,6 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net, { type AddressInfo } from 'node:net';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -70,4 +72,46 @@ describe.skipIf(!isRoot)('a start as root, before the drop (as root)', () => {
       await new Promise((r) => child.once('exit', r));
     }
   });
+  // A start that fails after some listeners are bound stops them, and a listener's close waits for every connection
+  // it accepted, the held ones too, which no service knew of: the held ones must end first, or the failed start
+  // waits on a client that says nothing, for ever.
+  it('ends the held connections when a later listener fails, and exits', async () => {
+    const taken = net.createServer();
+    taken.listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    const { configDir } = writeConfig(dir, {
+      main: { user: 'nobody', group: 'nogroup', http: { listen: ['127.0.0.1:0'] }, admin: { listen: `127.0.0.1:${(taken.address() as AddressInfo).port}` } },
+      tenants: { 'a.test': { domains: ['a.test'] } },
+    });
+    const release = path.join(dir, 'release-failed');
+    const child = spawn(process.execPath, ['--import', HOOK, BIN, 'serve', '--config', configDir], {
+      env: { ...process.env, MAKEWAVES_TEST_RELEASE: release },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', r));
+    let out = '';
+    child.stdout!.on('data', (c) => (out += c));
+    child.stderr!.on('data', (c) => (out += c));
+    try {
+      const port = await waitFor(() => /http listening on http:\/\/[\d.]+:(\d+)/.exec(out)?.[1], 20_000, 'the HTTP listener');
+      // A client that connects and waits (a request begun, never finished): held, as nobody is served before the drop.
+      const client = net.connect(Number(port), '127.0.0.1');
+      await once(client, 'connect');
+      client.write('GET / HTTP/1.1\r\nHost: a.test\r\n');
+      client.on('error', () => undefined); // ended by the failed start: a reset is as good as a close here
+      const closed = new Promise((r) => client.once('close', r));
+      // Accepted by the server (held), not only waiting in the kernel's backlog: ss names the process holding it.
+      const accepted = () => execFileSync('ss', ['-Htnp', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' }).includes(`pid=${child.pid},`);
+      await waitFor(accepted, 20_000, 'the connection accepted');
+      writeFileSync(release, '');
+      await waitFor(() => out.includes('admin failed to start'), 20_000, 'the admin listener failing');
+      expect(await exited).not.toBe(0);
+      await closed;
+      expect(out).not.toContain('running as nobody');
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(release, { force: true });
+      taken.close();
+    }
+  }, 60_000);
 });

@@ -109,6 +109,35 @@ describe('holding connections until a start as root has dropped its privileges',
     early.destroy();
   });
 
+  // A held socket has no listener of its server yet: a client resetting it (a browser giving up) made its read fail
+  // with an 'error' event nobody listened to, which ended the whole process (vitest reports it as an unhandled error).
+  it('outlives a held client that resets its connection, and replays the others', async () => {
+    const served: string[] = [];
+    hold = holdConnections();
+    const server = net.createServer((socket) => {
+      socket.setEncoding('utf8');
+      socket.on('data', (d: string) => served.push(d.trim()));
+    });
+    const port = await listening(server);
+    const count = () => new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+    const rude = net.connect(port, '127.0.0.1');
+    await once(rude, 'connect');
+    rude.write('then a reset\n');
+    const polite = net.connect(port, '127.0.0.1');
+    await once(polite, 'connect');
+    polite.write('still here\n');
+    await waitFor(() => hold!.held === 2, 10_000, 'both held');
+    rude.resetAndDestroy();
+    // The reset reaches the held socket as a failed read, which destroys it: the server counts one connection then.
+    let open = 2;
+    await waitFor(async () => (open = await count()) === 1, 10_000, 'the reset socket closed');
+    expect(open).toBe(1);
+    hold.release();
+    await waitFor(() => served.length === 1, 10_000, 'the other client served');
+    expect(served).toEqual(['still here']);
+    polite.destroy();
+  });
+
   it('ends every held connection when the start failed (drop), and holds nothing after', async () => {
     hold = holdConnections();
     const port = await listening(http.createServer((_req, res) => res.end('served')));

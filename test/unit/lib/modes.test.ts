@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,5 +51,18 @@ describe('data folder modes', () => {
     expect(mode(target)).toBe('777');
     makeDir(path.join(dir, 'link'), 0o750, { followLink: true });
     expect(mode(target)).toBe('751');
+  });
+
+  // The walk reaches each entry through /proc/self/fd: without /proc (a chroot, a container that mounts none) it
+  // found nothing to read and changed nothing, silently, and a start as root went on with <data> as it was.
+  it.skipIf(process.getuid?.() !== 0)('refuses to walk without /proc, saying so, rather than changing nothing (as root)', () => {
+    const file = path.join(dir, 'lax');
+    writeFileSync(file, 'x');
+    chmodSync(file, 0o666);
+    const script = `import('${path.resolve('src/lib/modes.ts')}').then((m) => console.log('changed', m.tightenTree(${JSON.stringify(dir)})))`;
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', 'mount -t tmpfs none /proc && exec "$0" --import tsx -e "$1"', process.execPath, script], { encoding: 'utf8' });
+    expect(r.stdout).not.toContain('changed 0');
+    expect(r.stderr).toContain('/proc');
+    expect(r.status).not.toBe(0);
   });
 });

@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -17,7 +18,28 @@ const keys: [string, (data: string) => string, (data: string) => unknown][] = [
   ['acme/account.key', (d) => path.join(acmeDir(d), 'account.key'), (d) => accountKey(d)],
 ];
 
+// The same keys opened in a process of their own (a FIFO would stop the test's own process, not only the call).
+const opener: Record<string, string> = {
+  'srs.key': `import('${path.resolve('src/mail/srs.ts')}').then((m) => m.Srs.open(process.argv[1], 'mx.a.test'))`,
+  'lists.key': `import('${path.resolve('src/lists/kit.ts')}').then((m) => m.openKey(process.argv[1]))`,
+  'acme/account.key': `import('${path.resolve('src/acme/index.ts')}').then((m) => m.accountKey(process.argv[1]))`,
+};
+
 describe('keys read at the start', () => {
+  // The service user may put a FIFO where a key goes: the open for reading waited for a writer, for ever, and the
+  // start as root with it (config-cache.json is opened O_NONBLOCK, and only as a regular file, for the same reason).
+  it.each(keys)('%s is refused when it is a FIFO, at once', (name, where) => {
+    const data = tmp();
+    const file = where(data);
+    mkdirSync(path.dirname(file), { recursive: true });
+    execFileSync('mkfifo', [file]);
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', `${opener[name]}.catch((e) => { console.error(e.message); process.exit(3); })`, data], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.signal, 'killed waiting on the FIFO').toBeNull();
+    expect(r.status).toBe(3);
+    expect(r.stderr).toMatch(/not a regular file/);
+  });
+
+
   it.each(keys)('%s is refused when it is a symbolic link, and the file it leads to is left as it was', async (_name, where, open) => {
     const data = tmp();
     const victim = path.join(tmp(), 'root-only');
