@@ -8,7 +8,7 @@
 // installed (`apt-get install nginx wrk nghttp2-client`); a baseline that is
 // missing is skipped with a line saying so, and autocannon stands in for wrk.
 //
-//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--only static,proxy,h2,scale] [--no-pin] [--profile DIR] [--compare BUNDLE,...] [--runtime NODE:BUNDLE,...]
+//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--starts 1] [--only static,proxy,h2,scale] [--no-pin] [--profile DIR] [--compare BUNDLE,...] [--runtime NODE:BUNDLE,...]
 //
 // The servers of a section run side by side and are measured case by case,
 // one after the other, --runs N times round; the tables show the median of
@@ -34,6 +34,8 @@ function opt(name: string): string | undefined {
 
 const seconds = Number(opt('seconds')) || 5;
 const runs = Number(opt('runs')) || 1;
+/** How many times the static section starts its servers anew, --runs rounds each; the medians span them all. */
+const starts = Number(opt('starts')) || 1;
 const only = new Set((opt('only') ?? 'static,proxy,h2,scale').split(','));
 const profileDir = opt('profile') ? path.resolve(opt('profile')!) : undefined;
 /** Another build of the suite (a bundle made by scripts/build.mjs from an older commit), measured beside this one. */
@@ -241,11 +243,14 @@ async function main(): Promise<void> {
       // Two busy processes, a server and wrk: each on a CPU of its own (scripts/bench/lib.ts, pinCpus).
       const pinned = pinCpus(!process.argv.includes('--no-pin'));
       try {
-        await measureAll(samples, servers);
+        // Each start anew (--starts N): a server's speed against another moved by up to a fifth from one start of
+        // the pair to the next, the same way in every round of it, more than the routing target allows.
+        for (let s = 0; s < starts; s++) await measureAll(samples, servers);
       } finally {
         pinCpus(false);
       }
-      out.push(pinned ? `Static files: each server on CPU ${os.cpus().length - 1} (its threads and children too), wrk on CPU 0 (taskset; --no-pin leaves them to the scheduler)` : 'Static files: servers and wrk placed by the scheduler');
+      const placed = pinned ? `each server on CPU ${os.cpus().length - 1} (its threads and children too), wrk on CPU 0 (taskset; --no-pin leaves them to the scheduler)` : 'servers and wrk placed by the scheduler';
+      out.push(`Static files: ${starts > 1 ? `${starts} starts of every server, ${runs} rounds each; ` : ''}${placed}`);
       const rows = rowsOf(samples);
       for (const r of rows) {
         const bare = find(rows, r.case, 'bare node:http');
