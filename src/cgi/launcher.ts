@@ -1,4 +1,4 @@
-import { closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fchownSync, fstatSync, mkdirSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, loadConfig, loadMainConfig } from '../core/config/load.ts';
@@ -6,6 +6,7 @@ import { ParseCache } from '../core/config/parsecache.ts';
 import type { Logger } from '../core/log.ts';
 import { Registry, type Tenant } from '../core/registry.ts';
 import { resolveInJail } from '../lib/jail.ts';
+import { openFolderNoLink } from '../lib/modes.ts';
 import { readOwnFile, writeOwnFile } from '../lib/ownfile.ts';
 import { findDelegatedCgroup, TenantCgroups, type CgroupFinding } from '../lib/cgroup.ts';
 import { lookupUser } from '../lib/users.ts';
@@ -125,14 +126,10 @@ export const LAUNCHER_CACHE_FILE = '.config-cache.json';
  * folder, is refused with `refusal`.
  */
 function openFolder(at: string, make: () => void, refusal: string): number {
-  const open = () => openSync(at, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
   try {
-    return open();
+    return openFolderNoLink(at, refusal);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // Linux answers ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW, other systems ELOOP.
-    if (code === 'ELOOP' || code === 'ENOTDIR') throw new Error(refusal);
-    if (code !== 'ENOENT') throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   try {
     make();
@@ -140,13 +137,7 @@ function openFolder(at: string, make: () => void, refusal: string): number {
     // Made meanwhile (a run of the same tenant): opened as it is, below.
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
-  try {
-    return open();
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP' || code === 'ENOTDIR') throw new Error(refusal);
-    throw err;
-  }
+  return openFolderNoLink(at, refusal);
 }
 
 export function parseUidRange(s: string): UidRange {

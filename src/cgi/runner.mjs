@@ -94,8 +94,8 @@ async function load(file) {
 
 // The box is a session of its own, which the kernel schedules as one group
 // (autogroup), weighed as the server's whole session whatever the nice value
-// of the process: the group is set to nice 10 as well (raising needs no
-// privilege). The kernel takes one such change per 100 ms in the whole
+// of the process: the group is set to nice 10 as well (no privilege needed
+// from 0 to 19, so the handler could set it back: a default, not a limit). The kernel takes one such change per 100 ms in the whole
 // system (EAGAIN): tried again at each request until taken or refused.
 let autogroup = -1;
 try {

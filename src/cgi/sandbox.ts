@@ -183,7 +183,8 @@ export function spawnSpec(caps: SandboxCapabilities, opts: SpawnOptions): SpawnS
     caps.permissionFlag,
     ...[RUNNER, ...opts.reads, opts.scratch].map((p) => `--allow-fs-read=${p}`),
     `--allow-fs-write=${opts.scratch}`,
-    // the runner sets its scheduling group to nice 10 (raising it is all a process may do there)
+    // the runner sets its scheduling group to nice 10; the handler could set it back to 0 (any process may, 0 to 19): a
+    // default against runaway code, not a limit (docs/cgi.md)
     '--allow-fs-write=/proc/self/autogroup',
     '--no-addons',
     `--max-old-space-size=${heapMiB}`,

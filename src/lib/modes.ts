@@ -50,6 +50,23 @@ export function makeDir(dir: string, mode: number, { followLink = false, owner }
 }
 
 /**
+ * Opens the folder `at` names without following a link there (O_NOFOLLOW):
+ * a link, or anything not a folder, throws `refusal`; other errors (ENOENT
+ * first) are thrown as they come. For a process that works, as root, in
+ * folders another user may change: what it then does goes through the fd.
+ */
+export function openFolderNoLink(at: string, refusal: string): number {
+  try {
+    return openSync(at, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // Linux answers ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW, other systems ELOOP.
+    if (code === 'ELOOP' || code === 'ENOTDIR') throw new Error(refusal);
+    throw err;
+  }
+}
+
+/**
  * Takes the forbidden bits away from every file and folder under `dir`
  * (sockets and symlinks left alone), for data folders written by older
  * versions or with a lax umask. Returns how many were changed. A start as

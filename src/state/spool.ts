@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, createReadStream, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, createReadStream, readdirSync, rmSync } from 'node:fs';
 import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterWritten } from '../lib/buffers.ts';
-import { makeDir } from '../lib/modes.ts';
+import { makeDir, openFolderNoLink } from '../lib/modes.ts';
 import type { Timeline } from '../lib/timeline.ts';
 
 /**
@@ -51,18 +51,6 @@ export interface SpoolRecord {
 
 /** Thrown by {@link Spool.write} when `abort()` said so while the body streamed in. */
 export class SpoolAborted extends Error {}
-
-/** Opens the folder `at` names, refusing a link there (`name`: how it is named in the refusal). */
-function openNoLink(at: string, name = at): number {
-  try {
-    return openSync(at, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    // Linux answers ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW, other systems ELOOP.
-    if (code === 'ELOOP' || code === 'ENOTDIR') throw new Error(`${name} is a symbolic link or not a folder; refused (move it away and restart)`);
-    throw err;
-  }
-}
 
 /** Messages up to this size are gathered in memory and written in a group (see {@link Spool.write}). */
 export const SMALL = 64 * 1024;
@@ -119,9 +107,10 @@ export class Spool {
     makeDir(this.tmpDir, 0o700);
     // Listed and cleared through spool/ and spool/tmp as opened (O_NOFOLLOW), never by their path: the service user
     // may swap either for a link after makeDir looked.
-    const spool = openNoLink(this.dir);
+    const refusal = (dir: string) => `${dir} is a symbolic link or not a folder; refused (move it away and restart)`;
+    const spool = openFolderNoLink(this.dir, refusal(this.dir));
     try {
-      const tmp = openNoLink(`/proc/self/fd/${spool}/tmp`, this.tmpDir);
+      const tmp = openFolderNoLink(`/proc/self/fd/${spool}/tmp`, refusal(this.tmpDir));
       try {
         const at = `/proc/self/fd/${tmp}`;
         const stale = readdirSync(at);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { replaceFile } from '../../lib/ownfile.ts';
+import { readNoLink, replaceFile } from '../../lib/ownfile.ts';
 
 /**
  * Parsed tenant files, keyed by a hash of their text: a file whose text is
@@ -78,15 +78,9 @@ export class ParseCache {
     let text: string;
     try {
       // Never through a link (a start as root reads this in <data>, the service user's), never waiting on a FIFO.
-      const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-      try {
-        if (!fstatSync(fd).isFile()) return;
-        text = readFileSync(fd, 'utf8');
-      } finally {
-        closeSync(fd);
-      }
+      text = readNoLink(file).toString('utf8');
     } catch {
-      // None yet (first start), a link, or unreadable: every file is parsed once and the cache written anew.
+      // None yet (first start), a link, not a regular file, or unreadable: every file is parsed once and the cache written anew.
       return;
     }
     this.loadText(text);
