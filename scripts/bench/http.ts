@@ -1,14 +1,17 @@
 // HTTP benchmark, every figure in one run: static files (1 KB, 100 KB) from
 // nginx (worker_processes 1), a bare node:http server answering from memory
 // (scripts/bench/bare-http.ts) and the suite with 1,000 tenants and with 1;
+// then the suite with 10,000 tenants against 1 counted under callgrind
+// (scripts/bench/instructions.ts: instructions and cache misses per answer);
 // then the proxy hop in front of one backend: direct, nginx as a proxy, a
 // bare undici Pool proxy (scripts/bench/bare-proxy.ts) and the suite's proxy;
 // then HTTP/2 over TLS with h2load against nginx's h2; then start-up time
 // and idle memory with 10,000 tenants. nginx, wrk and h2load are used when
-// installed (`apt-get install nginx wrk nghttp2-client`); a baseline that is
+// installed (`apt-get install nginx wrk nghttp2-client`), callgrind with
+// `apt-get install valgrind`; a baseline that is
 // missing is skipped with a line saying so, and autocannon stands in for wrk.
 //
-//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--starts 1] [--only static,proxy,h2,scale] [--no-pin] [--profile DIR] [--compare BUNDLE,...] [--runtime NODE:BUNDLE,...]
+//   node --import tsx scripts/bench/http.ts [--seconds 5] [--runs 1] [--starts 1] [--only static,counted,proxy,h2,scale] [--no-pin] [--profile DIR] [--compare BUNDLE,...] [--runtime NODE:BUNDLE,...]
 //
 // The servers of a section run side by side and are measured case by case,
 // one after the other, --runs N times round; the tables show the median of
@@ -25,6 +28,7 @@ import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync }
 import os from 'node:os';
 import path from 'node:path';
 import { COMPACT_AFTER_START_MS } from '../../src/lib/memory.ts';
+import { compareCounts, countPerAnswer, type CountedServer } from './instructions.ts';
 import { freePort, has, load, loadH2, median, pinCpus, ROOT, run, startProcess, stopProcess, rssMiB, treePssMiB, treeRssMiB, treeCpuMs, waitHttp, waitIdle, type Row, table } from './lib.ts';
 
 function opt(name: string): string | undefined {
@@ -36,7 +40,7 @@ const seconds = Number(opt('seconds')) || 5;
 const runs = Number(opt('runs')) || 1;
 /** How many times the static section starts its servers anew, --runs rounds each; the medians span them all. */
 const starts = Number(opt('starts')) || 1;
-const only = new Set((opt('only') ?? 'static,proxy,h2,scale').split(','));
+const only = new Set((opt('only') ?? 'static,counted,proxy,h2,scale').split(','));
 const profileDir = opt('profile') ? path.resolve(opt('profile')!) : undefined;
 /** Another build of the suite (a bundle made by scripts/build.mjs from an older commit), measured beside this one. */
 const compare = (opt('compare')?.split(',') ?? []).map((b) => path.resolve(b));
@@ -76,6 +80,9 @@ function suiteConfig(name: string, tenants: number, port: number, proxyTo?: stri
 let made10k: string | undefined;
 /** The 10,000-tenant configuration, made once (the static section and the start-up one share it). */
 const config10k = () => (made10k ??= suiteConfig('suite10k', 10_000, 0));
+let made1: string | undefined;
+/** The 1-tenant configuration, made once (the static section and the counted one share it). */
+const config1Once = () => (made1 ??= suiteConfig('suite1', 1, 0));
 
 /** The suite as `npm start` runs it: the bundle built by scripts/build.mjs. */
 function startSuite(config: string, profile?: string, bundle = path.join(ROOT, 'dist/makewaves.mjs'), node = process.execPath): ChildProcess {
@@ -230,7 +237,7 @@ async function main(): Promise<void> {
         { name: 'static 100k', path: '/100k.html', host },
       ];
       const config1000 = suiteConfig('suite1000', 1000, 0);
-      const config1 = suiteConfig('suite1', 1, 0);
+      const config1 = config1Once();
       const servers: Server[] = [];
       if (nginx) servers.push({ name: 'nginx, 1 worker', start: (port) => startProcess('nginx', ['-c', nginxConf(port, `    root ${filesDir};`)]), ready: ['/1k.html', 'x'], cases: both('x') });
       servers.push({ name: 'bare node:http, in memory', start: (port) => startBare('bare-http.ts', filesDir, port, 'bare-http'), ready: ['/1k.html', 'x'], cases: both('x') });
@@ -272,6 +279,25 @@ async function main(): Promise<void> {
       const cost = (label: string, a: typeof many) =>
         a && one ? `\nRouting cost, ${label} tenants against 1 (1 KB file): ${((1 - median(a.runs.map((x, i) => x / one.runs[i]!))) * 100).toFixed(1)}% fewer req/s, ${((median(a.cpuRuns.map((x, i) => x / one.cpuRuns[i]!)) - 1) * 100).toFixed(1)}% more CPU per answer (target ≤ 3%)` : '';
       out.push(cost('1,000', many) + cost('10,000', most));
+    }
+
+    // --- routing cost, counted (scripts/bench/instructions.ts) ------------
+    // The timed rounds above move by a fifth from one to the next on a shared machine, more than the routing
+    // target allows; callgrind counts each answer's instructions and simulated cache misses instead.
+    if (only.has('counted') && !has('valgrind')) process.stderr.write('  no valgrind: the counted routing cost is skipped (apt-get install valgrind)\n');
+    if (only.has('counted') && has('valgrind')) {
+      const bundle = path.join(ROOT, 'dist/makewaves.mjs');
+      const [p1, p10k] = [await freePort(), await freePort()];
+      const servers: CountedServer[] = [
+        { name: '1 tenant', argv: [process.execPath, bundle, 'serve', '--config', listenOn(config1Once(), p1)], port: p1, path: '/1k.html', host: 't0.test' },
+        { name: '10,000 tenants', argv: [process.execPath, bundle, 'serve', '--config', listenOn(config10k(), p10k)], port: p10k, path: '/1k.html', host: 't5000.test' },
+      ];
+      const windows = Math.max(5, runs);
+      const counts = await countPerAnswer(servers, { warmup: 100_000, requests: 5_000, windows });
+      out.push(
+        `\nRouting cost counted under callgrind (${windows} windows of 5,000 answers each server, after 100,000 to warm up and one window to settle; 1 KB file; target ≤ 3%):\n` +
+          compareCounts('10,000 tenants against 1', counts.get('10,000 tenants')!, counts.get('1 tenant')!),
+      );
     }
 
     // --- reverse proxy ----------------------------------------------------
