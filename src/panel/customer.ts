@@ -248,7 +248,7 @@ export function customerPages({ registry, state, log, reload, lists, webRoot, sa
             'Content-Security-Policy': TRAFFIC_CSP,
           });
         case 'upload':
-          return uploadsOf(a).show(r, a.shell, query);
+          return uploadsOf(a).show(r, a.shell, t, query);
         case 'password':
           return post ? changePassword(r, a, form, sessionId) : sendHtml(r.req, r.res, 200, passwordPage(a.shell, { done: query.get('done') === '1' }));
         case 'forwards': {

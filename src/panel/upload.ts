@@ -1,8 +1,10 @@
 import busboy from 'busboy';
+import { realpath, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { HttpOutcome, PanelRequest, WebRootWriter } from '../core/contracts.ts';
 import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
+import { resolveInJail, splitSegments } from '../lib/jail.ts';
 import { formatSize } from '../lib/sizes.ts';
 import { csrfField, esc, messagePage, page, type Shell } from './html.ts';
 import { redirect, refusedBody, sendHtml } from './web.ts';
@@ -54,6 +56,29 @@ export function uploadPage(who: Who, o: { max: number; free: number; error?: str
   );
 }
 
+/**
+ * True when `clientPath` is a path of `t`'s web root as the store names one
+ * (`/a/b`: canonical, nothing hidden, no control character) and there is a
+ * `kind` there now. The upload page's notice comes from its query string,
+ * which anyone can put in a link: it names only what is in the customer's own
+ * web space, never words of the link's.
+ */
+async function isInRoot(t: Tenant, clientPath: string, kind: 'file' | 'folder'): Promise<boolean> {
+  if (clientPath.length > 4096 || /[\u0000-\u001f\u007f]/.test(clientPath)) return false;
+  const parsed = splitSegments(clientPath);
+  if (!parsed.ok || clientPath !== `/${parsed.segments.join('/')}`) return false;
+  if (kind === 'file' && parsed.segments.length === 0) return false;
+  try {
+    const found = await resolveInJail(await realpath(t.root), parsed.segments);
+    if (!found.ok) return false;
+    const st = await stat(found.real);
+    return kind === 'file' ? st.isFile() : st.isDirectory();
+  } catch {
+    // No web root (yet), or the path went meanwhile: nothing to name.
+    return false;
+  }
+}
+
 /** Joins the folder typed and the file's own name (its last path segment only) into a web-root path; the jail judges it. */
 function targetOf(folder: string, filename: string): string {
   const name = filename.split(/[\\/]/).pop() ?? '';
@@ -71,10 +96,16 @@ export function uploads({ registry, log, webRoot, audit, sameToken }: UploadDeps
   }
 
   return {
-    async show(r: PanelRequest, a: Who, query: URLSearchParams): Promise<HttpOutcome> {
+    async show(r: PanelRequest, a: Who, t: Tenant, query: URLSearchParams): Promise<HttpOutcome> {
       const done = query.get('done');
       const unpacked = query.get('unpacked');
-      const said = done ? `${done} was stored.` : unpacked && /^\d+$/.test(unpacked) ? `${unpacked} file${unpacked === '1' ? '' : 's'} unpacked into ${query.get('folder') ?? '/'}.` : undefined;
+      const folder = query.get('folder') ?? '/';
+      let said: string | undefined;
+      if (done) said = (await isInRoot(t, done, 'file')) ? `${done} was stored.` : undefined;
+      else if (unpacked && /^\d{1,9}$/.test(unpacked)) said = (await isInRoot(t, folder, 'folder')) ? `${unpacked} file${unpacked === '1' ? '' : 's'} unpacked into ${folder}.` : undefined;
+      if ((done || unpacked) && said === undefined) {
+        log.info({ user: a.login, tenant: a.tenant, remote: r.remote, done: done?.slice(0, 100), folder: unpacked ? folder.slice(0, 100) : undefined, why: 'not a path of the web root' }, 'panel upload notice not shown');
+      }
       const free = webRoot ? await webRoot.free(a.tenant) : 0;
       return sendHtml(r.req, r.res, 200, uploadPage(a, { max: maxOf(), free, done: said, available: webRoot !== undefined }));
     },

@@ -62,6 +62,37 @@ describe('uploads from the panel', () => {
     expect(temporaries()).toEqual([]);
   });
 
+  it("says a file was stored, or an archive unpacked, only of a path of the web root: a link's own words are never shown", async () => {
+    mkdirSync(path.join(root(), 'shown'), { recursive: true });
+    writeFileSync(path.join(root(), 'shown', 'page.html'), 'p');
+    expect((await c.get('/t/example.test/upload?done=%2Fshown%2Fpage.html')).text).toContain('/shown/page.html was stored.');
+    expect((await c.get('/t/example.test/upload?unpacked=2&folder=%2Fshown')).text).toContain('2 files unpacked into /shown.');
+    const spoof = 'Your password has expired; send it to help@evil.test';
+    const hostile: Array<[string, string]> = [
+      ['done', spoof],
+      ['done', `/${spoof}`],
+      ['done', '/missing.html'],
+      ['done', '/shown'], // a folder, not a file
+      ['done', '/shown/../shown/page.html'], // not the path the store names
+      ['done', '//shown/page.html'],
+      ['done', '/../../etc/passwd'],
+      ['done', '/.htaccess'],
+      ['done', `/shown/page.html${'\n'}${spoof}`],
+    ];
+    for (const [key, value] of hostile) {
+      const page = await c.get(`/t/example.test/upload?${new URLSearchParams({ [key]: value })}`);
+      expect(page.status, value).toBe(200);
+      expect(page.text, value).not.toContain('was stored');
+      expect(page.text, value).not.toContain('evil.test');
+    }
+    for (const folder of [spoof, `/${spoof}`, '/missing', '/shown/page.html', '/shown/../shown', '/../..', '/.git']) {
+      const page = await c.get(`/t/example.test/upload?${new URLSearchParams({ unpacked: '3', folder })}`);
+      expect(page.status, folder).toBe(200);
+      expect(page.text, folder).not.toContain('unpacked into');
+      expect(page.text, folder).not.toContain('evil.test');
+    }
+  });
+
   it("refuses paths out of the jail and hidden names in FTP's words, without a token 403, storing nothing", async () => {
     const escape = await curlUpload([`csrf=${csrf}`, 'folder=/../../etc', `file=@${file('x.txt', 5)}`]);
     expect(escape.status).toBe(400);
