@@ -208,6 +208,7 @@ describe('the operator in the panel', () => {
     expect(res.status).toBe(303);
     expect(readFileSync(tenantFile('example.test'), 'utf8')).toMatch(/^suspended: \{ ?reason: "?<b>unpaid<\/b>"?, since: .*Z"? ?\}$/m);
     expect((await site('example.test')).status).toBe(503);
+    expect((await c.get(res.headers.location!)).text).toContain('Tenant example.test was suspended.');
     const page = await c.get('/admin/');
     expect(page.text).toContain('&lt;b&gt;unpaid&lt;/b&gt;');
     expect(page.text).not.toContain('<b>unpaid');
@@ -218,7 +219,9 @@ describe('the operator in the panel', () => {
     expect(again.text).toContain('tenant &quot;example.test&quot; is already suspended');
     const cli = await runCli('tenant', 'suspend', 'example.test', '--config', t.configDir);
     expect(cli.err).toContain('tenant "example.test" is already suspended');
-    expect((await c.post('/admin/tenants/example.test/resume', { csrf })).status).toBe(303);
+    const resumed = await c.post('/admin/tenants/example.test/resume', { csrf });
+    expect(resumed.status).toBe(303);
+    expect((await c.get(resumed.headers.location!)).text).toContain('Tenant example.test was resumed.');
     expect(readFileSync(tenantFile('example.test'), 'utf8')).not.toMatch(/suspended/);
     expect((await site('example.test')).status).toBe(200);
     expect(await audit()).toMatch(/root \(operator\) {2}tenant-suspend {2}example\.test {2}<b>unpaid<\/b>\n.*root \(operator\) {2}tenant-resume {2}example\.test/s);
@@ -269,6 +272,7 @@ describe('the operator in the panel', () => {
     expect(res.status, res.text).toBe(303);
     expect(existsSync(tenantFile('gone.test'))).toBe(false);
     expect((await site('gone.test')).status).not.toBe(200);
+    expect((await c.get(res.headers.location!)).text).toContain('Tenant gone.test was removed and archived.');
     const archives = readdirSync(path.join(t.dataDir, 'archive')).filter((n) => n.startsWith('gone.test-'));
     expect(archives).toHaveLength(1);
     const archive = path.join(t.dataDir, 'archive', archives[0]!);
