@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -65,6 +65,9 @@ describe('uploads from the panel', () => {
   it("says a file was stored, or an archive unpacked, only of a path of the web root: a link's own words are never shown", async () => {
     mkdirSync(path.join(root(), 'shown'), { recursive: true });
     writeFileSync(path.join(root(), 'shown', 'page.html'), 'p');
+    // Links out of the web root: a file and a folder there by name, not in the tenant's space.
+    symlinkSync('/etc/passwd', path.join(root(), 'out.html'));
+    symlinkSync('/etc', path.join(root(), 'outdir'));
     expect((await c.get('/t/example.test/upload?done=%2Fshown%2Fpage.html')).text).toContain('/shown/page.html was stored.');
     expect((await c.get('/t/example.test/upload?unpacked=2&folder=%2Fshown')).text).toContain('2 files unpacked into /shown.');
     const spoof = 'Your password has expired; send it to help@evil.test';
@@ -77,6 +80,8 @@ describe('uploads from the panel', () => {
       ['done', '//shown/page.html'],
       ['done', '/../../etc/passwd'],
       ['done', '/.htaccess'],
+      ['done', '/out.html'], // a link to a file outside the web root
+      ['done', '/outdir/passwd'],
       ['done', `/shown/page.html${'\n'}${spoof}`],
     ];
     for (const [key, value] of hostile) {
@@ -85,7 +90,7 @@ describe('uploads from the panel', () => {
       expect(page.text, value).not.toContain('was stored');
       expect(page.text, value).not.toContain('evil.test');
     }
-    for (const folder of [spoof, `/${spoof}`, '/missing', '/shown/page.html', '/shown/../shown', '/../..', '/.git']) {
+    for (const folder of [spoof, `/${spoof}`, '/missing', '/shown/page.html', '/shown/../shown', '/../..', '/.git', '/outdir']) {
       const page = await c.get(`/t/example.test/upload?${new URLSearchParams({ unpacked: '3', folder })}`);
       expect(page.status, folder).toBe(200);
       expect(page.text, folder).not.toContain('unpacked into');
