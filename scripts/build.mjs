@@ -34,5 +34,7 @@ const cli = await build({
 });
 // The handler launcher (src/cgi/launcher-main.ts): its own small process, started as root by the server before it drops to `user:`.
 await build({ ...common, entryPoints: ['src/cgi/launcher-main.ts'], outfile: 'dist/launcher.mjs' });
+// Its keeper (src/cgi/keeper-main.ts), forked as root by the server: it forks the launcher, and again when it ends unasked.
+await build({ ...common, entryPoints: ['src/cgi/keeper-main.ts'], outfile: 'dist/launcher-keeper.mjs' });
 // The inbound mail checks' worker thread (src/mail/inbound-worker.ts), loaded by the server from dist/.
 await build({ ...common, entryPoints: ['src/mail/inbound-worker.ts'], outfile: 'dist/inbound-worker.mjs' });

@@ -150,11 +150,15 @@ async function composeSuite(options: SuiteOptions, log: Logger, launcherStarted:
   });
   services.push(cgi.service);
   // The launcher reads the config itself (it trusts no view of the server's): one it refused is the operator's to know.
-  // One that ended unasked refuses every handler until a restart: that is said first (a reload asks it nothing).
+  // Its keeper gone, every handler is refused until a restart: that is said first (a reload asks it nothing). A launcher
+  // that ended unasked is started again by its keeper; until it is ready, handler requests wait for it.
   health.probe(() => {
     const launcher = cgi.launcher();
     const ended = launcher?.ended;
     if (ended !== undefined) return [{ key: 'launcher', severity: 'degraded', message: `the handler launcher is gone (${ended}): every handler request is refused until a restart` }];
+    const again = launcher?.restarting;
+    if (again)
+      return [{ key: 'launcher', severity: 'degraded', message: `the handler launcher ended unasked (${again.why}) and is being started again (attempt ${again.attempt}); handler requests wait for it` }];
     const why = launcher?.reloadRefused;
     return why === undefined
       ? []

@@ -168,10 +168,10 @@ function unavailable(req: IncomingMessage, res: ServerResponse, retryAfter: numb
  * what the handler itself would get): undefined once it is ready, else why
  * not (for the refusal's log line).
  */
-async function launcherNotReady(up: Promise<void>, seconds: number): Promise<string | undefined> {
+async function launcherNotReady(up: Promise<void>, seconds: number, doing = 'loading the configuration'): Promise<string | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve(`the handler launcher was still loading the configuration after cgi.timeout (${seconds} s)`), seconds * 1000);
+    timer = setTimeout(() => resolve(`the handler launcher was still ${doing} after cgi.timeout (${seconds} s)`), seconds * 1000);
   });
   try {
     return await Promise.race([up.then(() => undefined, (err: Error) => `the handler launcher failed to start: ${err.message}`), late]);
@@ -369,8 +369,12 @@ export function createCgi({ registry, log: rootLog, mail, onSent, suiteDir = SUI
   async function handle(r: GatewayRequest): Promise<HttpOutcome> {
     const { req, res, tenant, name, remote } = r;
     const who = { tenant: tenant.id, remote, handler: name };
-    // A request between the HTTP listener opening and the launcher being ready waits for it, at most cgi.timeout.
-    const notReady = launcherUp && (await launcherNotReady(launcherUp, current.config.main.cgi.timeout));
+    // A request between the HTTP listener opening and the launcher being ready waits for it, at most cgi.timeout; so
+    // does one while its keeper starts it again after an end unasked.
+    const again = launcher?.restarting;
+    const notReady = launcherUp
+      ? await launcherNotReady(launcherUp, current.config.main.cgi.timeout)
+      : again && (await launcherNotReady(again.ready, current.config.main.cgi.timeout, `starting again after it ended (${again.why})`));
     if (notReady) {
       log.warn({ ...who, why: notReady }, 'handler request refused: the handler launcher is not ready');
       counted(tenant.id, 'starting');

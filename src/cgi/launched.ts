@@ -1,12 +1,14 @@
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { Logger } from '../core/log.ts';
 import { findExecutable } from '../lib/box.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { decodeStatus, frame, frameReader } from './forkbox.ts';
+import type { KeeperSpec } from './keeper.ts';
 
 /** What the server asks the launcher to run (launcher.ts checks it all again). */
 export interface LaunchAsk {
@@ -141,7 +143,11 @@ type Reply =
   | { op: 'exit'; id: number; code: number | null; signal: NodeJS.Signals | null; error?: string }
   | { op: 'refused'; id?: number; why: string }
   | { op: 'repaired'; tenant: string; dir: string; was: string }
-  | { op: 'scratched'; id: number };
+  | { op: 'scratched'; id: number }
+  // From the keeper (keeper-main.ts): the launcher's pid at each start, its end unasked, and the keeper's own end.
+  | { op: 'launcher'; pid: number }
+  | { op: 'relaunching'; why: string; attempt: number; inMs: number }
+  | { op: 'keeper-ending' };
 
 /**
  * How long the launcher has, from its fork, to load the configuration folder
@@ -194,15 +200,29 @@ export class LauncherClient {
   private readonly boxes = new Map<number, Array<[number, Readable | Writable]>>();
   private seq = 0;
   private gone: string | undefined;
+  /** While the keeper starts the launcher again ('relaunching' until its 'ready'). */
+  private restart: { why: string; attempt: number; ready: Promise<void>; up: () => void; down: (e: Error) => void } | undefined;
+  /** The launcher's request socket (one JSON text a line), handed over by its keeper; undefined until then and between launchers. */
+  private requests: Socket | undefined;
+  /** Requests made before the keeper handed the socket over. */
+  private queued: string[] = [];
+  /** The launcher's own process id, as its keeper told it (tests end it as the OOM killer would). */
+  launcherPid: number | undefined;
   /** Why the launcher could not start (its config refused, say), as it said before ending. */
   private failed: string | undefined;
+  /** A launcher has said it is ready: a 'failed' from now on is of a start again. */
+  private wasReady = false;
   /** Why the launcher refused the last reload (it keeps the config it had); undefined once it took one, or while it loads one. */
   reloadRefused: string | undefined;
   private reloadsAsked = 0;
   private reloadsAnswered = 0;
   /** stop() was called: the launcher's end that follows is the one asked for. */
   private stopping = false;
-  /** Emits 'refused' (why, run id or undefined) for each refusal the launcher sends back. */
+  /**
+   * Emits 'refused' (why, run id or undefined) for each refusal the launcher sends back, 'reloaded' (why refused, or
+   * undefined) for each answer to a reload, 'relaunching' (why, attempt) when its keeper starts it again after an end
+   * unasked, and 'ready' when one started again is ready.
+   */
   readonly events = new EventEmitter();
   /** Each tenant's uid as the launcher gave it (for the start-up log). */
   uids: Record<string, number> = {};
@@ -218,32 +238,38 @@ export class LauncherClient {
   /** True when the kernel ends the launcher with the server's process (setpriv --pdeathsig; util-linux). */
   readonly diesWithServer: boolean;
 
-  /** The launcher's process id (for logs and tests). */
+  /** The keeper's process id, the server's child (for logs and tests; the launcher's is {@link launcherPid}). */
   get pid(): number | undefined {
     return this.proc.pid;
   }
 
   constructor(configDir: string, suiteDir: string, private readonly log: Logger, options: LauncherOptions = {}) {
     const fromSource = import.meta.url.endsWith('.ts');
-    const entry = options.entry ?? (fromSource ? path.join(packageRoot(), 'src', 'cgi', 'launcher-main.ts') : path.join(packageRoot(), 'dist', 'launcher.mjs'));
-    if (!existsSync(entry)) throw new Error(`${entry} is missing (npm run build makes it)`);
+    const built = (name: string, source: string) => (fromSource ? path.join(packageRoot(), 'src', 'cgi', source) : path.join(packageRoot(), 'dist', name));
+    const entry = options.entry ?? built('launcher.mjs', 'launcher-main.ts');
+    const keeper = built('launcher-keeper.mjs', 'keeper-main.ts');
+    for (const f of [entry, keeper]) if (!existsSync(f)) throw new Error(`${f} is missing (npm run build makes it)`);
     // A small young generation keeps the idle launcher small (10,000 tenants: ~35 MiB less); not --optimize-for-size,
     // which took a third longer over its load of the config at the start, on the path to the server's first answer.
     const nodeArgs = [...(fromSource ? ['--import', 'tsx'] : []), '--max-semi-space-size=1'];
-    // Through setpriv --pdeathsig: the kernel kills the launcher when the server's process ends, however it ends. Its
-    // own watch ('disconnect') needs its event loop; one wedged would otherwise stay, as root, where a server dropped
-    // to `user:` may not signal it.
+    // Through setpriv --pdeathsig: the kernel kills the keeper when the server's process ends, however it ends, and the
+    // launcher when the keeper's does. Their own watch ('disconnect') needs their event loop; one wedged would
+    // otherwise stay, as root, where a server dropped to `user:` may not signal it.
     const setpriv = setprivWithPdeathsig();
     this.diesWithServer = setpriv !== undefined;
     if (!setpriv) log.info({ why: 'no setpriv with --pdeathsig (util-linux 2.33 or later)' }, 'the handler launcher ends with the server by its channel alone; one wedged would stay behind');
-    this.proc = fork(entry, [configDir, suiteDir], {
+    const through = (args: string[]) => (setpriv ? { execPath: setpriv, execArgv: ['--pdeathsig', 'KILL', '--', process.execPath, ...args] } : { execPath: process.execPath, execArgv: args });
+    const withinMs = options.readyWithinMs ?? LAUNCHER_READY_MS;
+    // The server forks the keeper, which forks the launcher and starts it again when it ends unasked (keeper-main.ts).
+    const spec: KeeperSpec = { entry, args: [configDir, suiteDir], ...through(nodeArgs), readyMs: withinMs };
+    this.proc = fork(keeper, [JSON.stringify(spec)], {
       cwd: packageRoot(),
-      ...(setpriv ? { execPath: setpriv, execArgv: ['--pdeathsig', 'KILL', '--', process.execPath, ...nodeArgs] } : { execArgv: nodeArgs }),
+      ...through(nodeArgs),
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'json',
       // A session of its own: a signal to the server's process group (Ctrl-C, a closed terminal) is the server's to act
-      // on (a graceful stop, its runs finished); the launcher ends with the server ('disconnect').
+      // on (a graceful stop, its runs finished); the keeper and the launcher end with the server ('disconnect').
       detached: true,
     });
     let readyNow: () => void = () => undefined;
@@ -254,7 +280,6 @@ export class LauncherClient {
     });
     // Started ahead of the server's own start, it may be stopped before anyone awaits it (a refused config).
     this.ready.catch(() => undefined);
-    const withinMs = options.readyWithinMs ?? LAUNCHER_READY_MS;
     this.readyTimer = setTimeout(() => {
       const why = `the handler launcher did not say it was ready within ${withinMs / 1000} s of its start (it was loading the configuration folder ${configDir})`;
       this.log.error({ why, pid: this.proc.pid }, 'handler launcher not ready in time: ended');
@@ -268,10 +293,47 @@ export class LauncherClient {
         this.uids = m.uids;
         this.forkBox = m.forkBox ?? 'not told';
         clearTimeout(this.readyTimer);
+        this.wasReady = true;
+        if (this.restart) {
+          this.log.info({ pid: this.launcherPid, after: this.restart.why, attempt: this.restart.attempt }, 'handler launcher started again: handlers run again');
+          this.restart.up();
+          this.restart = undefined;
+          this.events.emit('ready');
+        }
         return readyNow();
       }
+      if (m.op === 'launcher') {
+        this.launcherPid = m.pid;
+        this.takeRequests(handle as Socket | undefined);
+        return;
+      }
+      if (m.op === 'relaunching') {
+        const why = `the handler launcher ended unasked (${m.why})`;
+        this.log.error({ why: m.why, attempt: m.attempt, inMs: m.inMs }, 'handler launcher ended unasked: it is started again; handler requests wait for it');
+        this.failInFlight(why);
+        this.takeRequests(undefined);
+        this.queued = [];
+        // A reload it was asked and did not answer: the next launcher loads the folder as it is then.
+        this.reloadsAnswered = this.reloadsAsked;
+        if (this.restart) this.restart.why = m.why;
+        else {
+          let up: () => void = () => undefined;
+          let down: (e: Error) => void = () => undefined;
+          const ready = new Promise<void>((resolve, reject) => {
+            up = resolve;
+            down = reject;
+          });
+          ready.catch(() => undefined); // awaited by requests meanwhile, each with its own bound
+          this.restart = { why: m.why, attempt: m.attempt, ready, up, down };
+        }
+        this.restart.attempt = m.attempt;
+        this.events.emit('relaunching', m.why, m.attempt);
+        return;
+      }
+      if (m.op === 'keeper-ending') return;
       if (m.op === 'failed') {
-        this.failed = m.why;
+        // A start again that failed is the keeper's to try again, and its 'relaunching' says why.
+        if (!this.wasReady) this.failed = m.why;
         return;
       }
       if (m.op === 'reloaded') {
@@ -347,13 +409,31 @@ export class LauncherClient {
       // Asked to end (the suite is stopping): its end is expected, not a failure.
       if (this.stopping) this.log.debug({ why: this.gone }, 'handler launcher ended');
       else this.log.error({ why: this.gone }, 'handler launcher gone: every handler is refused until a restart');
-      for (const r of this.runs.values()) r.fail(this.gone);
-      this.runs.clear();
-      for (const done of this.scratches.values()) done();
-      this.scratches.clear();
-      for (const pipes of this.boxes.values()) for (const [, h] of pipes) h.destroy();
-      this.boxes.clear();
+      this.failInFlight(this.gone);
+      this.takeRequests(undefined);
+      this.queued = [];
+      this.restart?.down(new Error(this.gone));
+      this.restart = undefined;
     });
+  }
+
+  /** The launcher that had them is gone: its runs fail, scratch repairs are let go, pipes of boxes started ahead closed. */
+  private failInFlight(why: string): void {
+    for (const r of this.runs.values()) r.fail(why);
+    this.runs.clear();
+    for (const done of this.scratches.values()) done();
+    this.scratches.clear();
+    for (const pipes of this.boxes.values()) for (const [, h] of pipes) h.destroy();
+    this.boxes.clear();
+  }
+
+  /**
+   * While the keeper starts an ended launcher again: why it ended and a
+   * promise of its readiness (rejected if the keeper itself ends);
+   * undefined while a launcher runs.
+   */
+  get restarting(): { why: string; attempt: number; ready: Promise<void> } | undefined {
+    return this.restart;
   }
 
   /** A tenant's persistent script box's data socket: its frames go to that tenant's runs, by run id. */
@@ -371,8 +451,9 @@ export class LauncherClient {
     });
     run.tenant = ask.tenant;
     run.runId = id;
-    if (this.gone) {
-      queueMicrotask(() => run.fail(this.gone!));
+    const refusal = this.gone ?? (this.restart && `the handler launcher is starting again after it ended (${this.restart.why})`);
+    if (refusal) {
+      queueMicrotask(() => run.fail(refusal));
       return run.asChild();
     }
     this.runs.set(id, run);
@@ -385,7 +466,8 @@ export class LauncherClient {
    * uid (a handler owns it and may have opened it up); settles when done.
    */
   scratch(tenant: string): Promise<void> {
-    if (this.gone) return Promise.resolve();
+    // Between launchers nobody is there to ask: the next one's first run finds the folder as it left it.
+    if (this.gone || this.restart) return Promise.resolve();
     const id = ++this.seq;
     return new Promise((resolve) => {
       this.scratches.set(id, resolve);
@@ -400,18 +482,43 @@ export class LauncherClient {
 
   /** Asks the launcher to read the config again; until it answers, no refusal of an earlier one is reported. */
   reload(): void {
-    this.reloadsAsked++;
     this.reloadRefused = undefined;
+    // Between launchers there is none to ask: the next one loads the folder as it is then.
+    if (this.gone || this.restart) return;
+    this.reloadsAsked++;
     this.send({ op: 'reload' });
   }
 
-  /** Sends one raw request text (tests send hostile ones). */
+  /** Sends one raw request text, as one line (tests send hostile ones). */
   sendRaw(text: string): void {
-    if (!this.gone) this.proc.send(text);
+    this.write(`${text}\n`);
   }
 
   private send(msg: object): void {
-    if (!this.gone) this.proc.send(JSON.stringify(msg));
+    this.write(`${JSON.stringify(msg)}\n`);
+  }
+
+  /**
+   * Writes one request line to the launcher's socket, or keeps it until the
+   * keeper has handed the socket over (the launcher's first moments). A
+   * request sent to a launcher that has just ended is lost with it: its run
+   * or repair is failed by the 'relaunching' that follows, its reload is
+   * counted as answered.
+   */
+  private write(line: string): void {
+    if (this.gone || this.restart) return;
+    if (this.requests) this.requests.write(line);
+    else this.queued.push(line);
+  }
+
+  /** The launcher's request socket, from its keeper; the one before it (a launcher that ended) is closed. */
+  private takeRequests(socket: Socket | undefined): void {
+    this.requests?.destroy();
+    this.requests = socket;
+    if (!socket) return;
+    // Its end is the launcher's, which its keeper tells ('relaunching'), or the keeper's own ('exit').
+    socket.on('error', (err) => this.log.debug({ why: err.message }, 'handler launcher request socket error'));
+    for (const line of this.queued.splice(0)) socket.write(line);
   }
 
   /**

@@ -1,11 +1,14 @@
-// The launcher's process (see launcher.ts): started by the cgi service as root, before the server
-// drops to `user:`, with the config folder and the suite's handler folder as its arguments.
+// The launcher's process (see launcher.ts): started as root by its keeper (keeper-main.ts), which the cgi service
+// forks before the server drops to `user:`, with the config folder and the suite's handler folder as its arguments.
+// Requests come from the server on fd 4; replies go back over the channel to the keeper, which passes them on.
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { createLogger } from '../core/log.ts';
+import { holdReads } from '../lib/handles.ts';
 import { compactAfterStart } from '../lib/memory.ts';
 import { BoxPool } from './boxes.ts';
 import { ForkBox } from './forkbox.ts';
-import { Launcher, parseRequest } from './launcher.ts';
+import { Launcher, MAX_REQUEST, parseRequest } from './launcher.ts';
 import { boxStdio, feedFilter } from './sandbox.ts';
 
 const [configDir, suiteDir] = process.argv.slice(2);
@@ -91,7 +94,40 @@ function refuse(why: string, id?: number): void {
   send({ op: 'refused', ...(id !== undefined ? { id } : {}), why });
 }
 
-process.on('message', (raw: unknown) => {
+/**
+ * The server's requests: one JSON text a line on fd 4, the socket the
+ * keeper handed the server (keeper-main.ts). A line longer than
+ * MAX_REQUEST is refused as it comes, and not kept.
+ */
+function readRequests(onRequest: (raw: string) => void): void {
+  const requests = new net.Socket({ fd: 4, readable: true, writable: false });
+  requests.setEncoding('utf8');
+  let line = '';
+  let over = false;
+  requests.on('data', (chunk: string) => {
+    for (;;) {
+      const nl = chunk.indexOf('\n');
+      const part = nl === -1 ? chunk : chunk.slice(0, nl);
+      if (!over) {
+        line += part;
+        if (line.length > MAX_REQUEST) {
+          over = true;
+          line = '';
+          refuse(`request over ${MAX_REQUEST} characters`);
+        }
+      }
+      if (nl === -1) return;
+      if (!over) onRequest(line);
+      line = '';
+      over = false;
+      chunk = chunk.slice(nl + 1);
+    }
+  });
+  // The server's end closes with its process, whose end ends the keeper and this process with it.
+  requests.on('error', (err) => log.warn({ why: err.message }, 'request socket error'));
+}
+
+readRequests((raw: string) => {
   void (async () => {
     const parsed = parseRequest(raw);
     if (!parsed.ok) return refuse(parsed.why, parsed.id);
@@ -177,14 +213,6 @@ process.on('message', (raw: unknown) => {
     if (req.kind === 'script') send({ op: 'stdio', id: req.id, fd: 3 }, p.stdio[3]);
   })();
 });
-/** Stops this process reading from a child's pipe it will hand over (its libuv handle, Node has no public call). */
-function holdReads(stream: unknown): void {
-  const handle = (stream as { _handle?: { readStop?: () => number; reading?: boolean } } | null)?._handle;
-  if (!handle?.readStop) return;
-  handle.readStop();
-  handle.reading = false;
-}
-
 /** Writes the launcher's cache of parsed tenant files if it changed (launcher.ts, LAUNCHER_CACHE_FILE). */
 function saveCache(): void {
   // The server gone (a start it refused): this process is ending, and the folder may be on its way out.
@@ -195,6 +223,8 @@ function saveCache(): void {
 
 // The server gone: every box goes with the launcher (--die-with-parent).
 process.on('disconnect', () => process.exit(0));
+// Gone while the config loaded (its modules load asynchronously): that 'disconnect' came before the listener above.
+if (!process.connected) process.exit(0);
 if (launcher.boxInit.ok) log.info({ boxInit: launcher.boxInit.path }, 'launcher ready: scripts run in one persistent box per tenant');
 else log.warn({ why: launcher.boxInit.why }, 'launcher ready: scripts get one fresh box per run (slower)');
 // The start's garbage (every tenant file read and checked) given back once allocation has calmed down, as the server does.

@@ -217,6 +217,51 @@ describe.skipIf(process.getuid?.() !== 0)('the suite started as root, its launch
   });
 });
 
+// The keeper (src/cgi/keeper-main.ts) starts an ended launcher again; one started again that does not become ready in
+// its time is ended and started once more, with backoff, rather than holding every handler request for good.
+describe('a launcher started again by its keeper', () => {
+  it('is ended when it is not ready in time, and started once more until one is', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mw-keeper-'));
+    const l = new LauncherClient(dir, '/nowhere', createLogger({ level: 'silent' }), { entry: WEDGED, readyWithinMs: 1_000 });
+    try {
+      l.sendRaw('say ready');
+      await l.ready;
+      const relaunches: Array<[string, number]> = [];
+      const relaunched = (n: number) =>
+        new Promise<void>((resolve) => {
+          const on = (why: string, attempt: number) => {
+            relaunches.push([why, attempt]);
+            if (relaunches.length < n) return;
+            l.events.off('relaunching', on);
+            resolve();
+          };
+          l.events.on('relaunching', on);
+        });
+      const first = l.launcherPid!;
+      // The first end: the next one waits for 'say ready', which nobody sends: its keeper ends it after 1 s.
+      const twice = relaunched(2);
+      process.kill(first, 'SIGKILL');
+      await twice;
+      expect(relaunches).toEqual([
+        ['it ended (SIGKILL)', 1],
+        ['it ended (SIGKILL)', 2],
+      ]);
+      expect(l.restarting).toMatchObject({ why: 'it ended (SIGKILL)', attempt: 2 });
+      // Told by the file this time (wedged.mjs): the next start is ready, and the launcher is a new process.
+      const up = once(l.events, 'ready');
+      writeFileSync(path.join(dir, 'say-ready'), '');
+      await up;
+      expect(l.restarting).toBeUndefined();
+      expect(l.ended).toBeUndefined();
+      expect(l.launcherPid).not.toBe(first);
+      expect(alive(first)).toBe(false);
+    } finally {
+      await l.stop(2_000);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 // The server's process ended (killed, crashed) while its launcher is wedged: the kernel ends the launcher too
 // (setpriv --pdeathsig), though it ignores the end of its channel and, as root, a server dropped to `user:` could not
 // signal it. Before that a wedged launcher stayed behind for good.
@@ -227,20 +272,26 @@ describe('a wedged handler launcher whose server is gone', () => {
       const { LauncherClient } = await import(${JSON.stringify(path.resolve(import.meta.dirname, '../../../src/cgi/launched.ts'))});
       const { createLogger } = await import(${JSON.stringify(path.resolve(import.meta.dirname, '../../../src/core/log.ts'))});
       const l = new LauncherClient(${JSON.stringify(dir)}, '/nowhere', createLogger({ level: 'silent' }), { entry: ${JSON.stringify(WEDGED)} });
-      console.log(JSON.stringify({ launcher: l.pid, diesWithServer: l.diesWithServer }));
+      // Its keeper first (the server's child), then the launcher the keeper forked, once the keeper has told its pid.
+      const told = setInterval(() => {
+        if (l.launcherPid === undefined) return;
+        clearInterval(told);
+        console.log(JSON.stringify({ keeper: l.pid, launcher: l.launcherPid, diesWithServer: l.diesWithServer }));
+      }, 5);
       setInterval(() => undefined, 1 << 30);
     `;
     const server = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
       const [first] = (await once(server.stdout!, 'data')) as [Buffer];
-      const told = JSON.parse(first.toString()) as { launcher: number; diesWithServer: boolean };
+      const told = JSON.parse(first.toString()) as { keeper: number; launcher: number; diesWithServer: boolean };
       expect(told.diesWithServer).toBe(true);
+      expect(() => process.kill(told.keeper, 0)).not.toThrow();
       expect(() => process.kill(told.launcher, 0)).not.toThrow();
       server.kill('SIGKILL');
       await once(server, 'exit');
-      // Not our child: no event tells its end, so ask the kernel until it is gone (bounded by the test's timeout).
-      while (alive(told.launcher)) await new Promise((r) => setImmediate(r));
-      expect(alive(told.launcher)).toBe(false);
+      // Not our children: no event tells their end, so ask the kernel until they are gone (bounded by the test's timeout).
+      while (alive(told.keeper) || alive(told.launcher)) await new Promise((r) => setImmediate(r));
+      expect([alive(told.keeper), alive(told.launcher)]).toEqual([false, false]);
     } finally {
       server.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });

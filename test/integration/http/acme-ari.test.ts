@@ -45,7 +45,9 @@ describe.skipIf(!havePebble)(`ACME Renewal Information (RFC 9773) with a real Pe
   let pebble: Pebble;
   let front: https.Server;
   let t: TestSuite;
-  let certsDir: string;
+  /** The suite's certificate folder, known once its start returns (an order may finish, and ask here, before that). */
+  let certsKnown: (dir: string) => void = () => undefined;
+  const certsDir = new Promise<string>((resolve) => (certsKnown = resolve));
   /** The window answered per domain: [start, end] in ms from the moment of asking. */
   const windows = new Map<string, [number, number]>();
   const asked: string[] = [];
@@ -73,10 +75,11 @@ describe.skipIf(!havePebble)(`ACME Renewal Information (RFC 9773) with a real Pe
       }
       const id = /^\/renewal-info\/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/.exec(req.url ?? '')?.[1];
       asked.push(req.url ?? '');
-      for (const f of readdirSync(certsDir).filter((n) => n.endsWith('.crt'))) {
+      const certs = await certsDir;
+      for (const f of readdirSync(certs).filter((n) => n.endsWith('.crt'))) {
         const domain = f.slice(0, -4);
         const w = windows.get(domain);
-        if (!id || !w || opensslCertId(path.join(certsDir, f)) !== id) continue;
+        if (!id || !w || opensslCertId(path.join(certs, f)) !== id) continue;
         res.writeHead(200, { 'Content-Type': 'application/json', 'Retry-After': '21600' });
         return res.end(JSON.stringify({ suggestedWindow: { start: new Date(Date.now() + w[0]).toISOString(), end: new Date(Date.now() + w[1]).toISOString() }, explanationURL: 'https://ca.test/why' }));
       }
@@ -94,7 +97,7 @@ describe.skipIf(!havePebble)(`ACME Renewal Information (RFC 9773) with a real Pe
       tenants: { 'a.test': { domains: ['a.test'] } },
       files: { 'a.test/index.html': 'Tenant A\n' },
     });
-    certsDir = path.join(t.dataDir, 'certs');
+    certsKnown(path.join(t.dataDir, 'certs'));
   }, 60_000);
 
   let again: Suite | undefined;

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -99,6 +99,23 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
       const res = await rawRequest(url, '/cgi-bin/formmail', { host: 'a.test', 'content-type': 'application/x-www-form-urlencoded' }, 'POST', form);
       expect(res.status, res.body.toString()).toBe(200);
       await waitFor(() => sink.messages.some((m) => m.raw.toString().includes('after the drop')), 10_000, 'the form mail at the relay');
+
+      // The launcher ended as the OOM killer ends a process: its keeper (root, the server's child) starts it again, which
+      // the server, nobody by now, could not; a form posted meanwhile waits for it and is handled.
+      const childrenOf = (pid: number) => readdirSync(`/proc/${pid}/task`).flatMap((t) => readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean).map(Number));
+      const [keeper] = childrenOf(p.child.pid!);
+      const [launcher] = childrenOf(keeper!);
+      expect(ids(keeper!).uids[0]).toBe(0);
+      expect(ids(launcher!).uids[0]).toBe(0);
+      process.kill(launcher!, 'SIGKILL');
+      // A run in flight at that moment fails with it (502); one asked once the server knows waits for the next launcher.
+      await waitFor(() => p.out().includes('"msg":"handler launcher ended unasked: it is started again; handler requests wait for it"'), 5_000, 'the end told');
+      const again = new URLSearchParams({ name: 'V', email: 'v@visitor.test', subject: 'after the launcher ended', message: 'hi' }).toString();
+      const res2 = await rawRequest(url, '/cgi-bin/formmail', { host: 'a.test', 'content-type': 'application/x-www-form-urlencoded' }, 'POST', again);
+      expect(res2.status, res2.body.toString()).toBe(200);
+      await waitFor(() => sink.messages.some((m) => m.raw.toString().includes('after the launcher ended')), 10_000, 'the second form mail at the relay');
+      expect(p.out()).toContain('"msg":"handler launcher started again: handlers run again"');
+      expect(childrenOf(keeper!)).not.toContain(launcher);
 
       // The scratch folder belongs to the tenant's uid, not to the server's.
       const scratch = statSync(path.join(dir, 'data', 'cgi', 'a.test'));

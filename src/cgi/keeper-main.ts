@@ -1,0 +1,115 @@
+// The launcher's keeper: a small root process above the handler launcher (launcher-main.ts). The server forks it as
+// root, before it drops to `user:`; it forks the launcher, hands the server the launcher's request socket (the
+// server's requests go straight to the launcher) and passes the launcher's replies on, handles included (only a
+// channel Node sets up between parent and child carries them). When the launcher ends unasked (the OOM killer, a
+// crash, a stray kill), the keeper starts it again, with backoff, and hands the server the new one's socket: the
+// server, dropped to `user:` by then, could not start a root process itself.
+import { fork, type ChildProcess } from 'node:child_process';
+import { holdReads } from '../lib/handles.ts';
+import { KEEPER_RESTART_MS, type KeeperSpec } from './keeper.ts';
+
+/**
+ * Its few log lines, in the suite's format (pino's JSON lines), written
+ * here: pino alone would add about 7 MB to this process (44 MB RSS bare).
+ */
+const LEVELS = { info: 30, warn: 40, error: 50 } as const;
+function logLine(level: keyof typeof LEVELS, fields: Record<string, unknown>, msg: string): void {
+  process.stdout.write(`${JSON.stringify({ level: LEVELS[level], time: Date.now(), svc: 'cgi-keeper', ...fields, msg })}\n`);
+}
+const log = {
+  warn: (fields: Record<string, unknown>, msg: string) => logLine('warn', fields, msg),
+  error: (fields: Record<string, unknown>, msg: string) => logLine('error', fields, msg),
+};
+const spec = JSON.parse(process.argv[2] ?? 'null') as KeeperSpec | null;
+if (!spec || !process.send) {
+  log.error({}, 'the keeper is started by the suite with its launcher spec and an IPC channel');
+  process.exit(2);
+}
+// Not once the server is gone: 'disconnect' ends this process once its launcher has ended.
+const tell = (msg: unknown, handle?: unknown) => process.connected && process.send!(msg, handle as never);
+
+/** The launcher now, while it runs (undefined between its end and its next start). */
+let child: ChildProcess | undefined;
+/** Some launcher has been ready: only then is an end one to start again after (the first start's failure is the server's). */
+let everReady = false;
+/** The server closed its channel: the launcher's end that follows is the one asked for. */
+let stopping = false;
+/** Starts again since the launcher last ran a while ({@link KEEPER_RESTART_MS}.calm). */
+let attempt = 0;
+let upSince = 0;
+
+function start(): void {
+  if (stopping || !process.connected) process.exit(0);
+  const c = fork(spec!.entry, spec!.args, {
+    execPath: spec!.execPath,
+    execArgv: spec!.execArgv,
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    // fd 4: the server's requests, one JSON text a line, straight to the launcher (this keeper is on no run's path).
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
+    serialization: 'json',
+  });
+  child = c;
+  let failed: string | undefined;
+  // The server's end of the request socket goes with the launcher's pid (sending it closes this process's copy).
+  holdReads(c.stdio[4]);
+  tell({ op: 'launcher', pid: c.pid }, c.stdio[4]);
+  // The first start's time is the server's to keep (it ends this keeper, and the launcher with it); a start again is this one's.
+  const late = everReady
+    ? setTimeout(() => {
+        log.error({ pid: c.pid, withinMs: spec!.readyMs }, 'handler launcher started again but not ready in time: ended');
+        c.kill('SIGKILL');
+      }, spec!.readyMs)
+    : undefined;
+  c.on('message', (m: { op?: string; why?: string } | null, handle: unknown) => {
+    // Received here and passed on: nothing of its bytes may be read here meanwhile.
+    if (handle) holdReads(handle);
+    if (m?.op === 'ready') {
+      clearTimeout(late);
+      everReady = true;
+      upSince = Date.now();
+    } else if (m?.op === 'failed') failed = m.why;
+    tell(m, handle);
+  });
+  c.on('error', (err) => log.warn({ why: err.message, pid: c.pid }, 'handler launcher process error'));
+  // Its end counts once both its exit and the end of its channel are in: every message it sent has been passed on.
+  let exit: string | undefined;
+  let channelOpen = true;
+  const ended = () => {
+    if (exit === undefined || channelOpen) return;
+    clearTimeout(late);
+    child = undefined;
+    // Asked for (the server gone), or a first start that failed: this keeper ends the same way, and the server says why.
+    if (stopping || !process.connected) process.exit(0);
+    if (!everReady) return endAfterTelling(c.exitCode ?? 2);
+    if (Date.now() - upSince >= KEEPER_RESTART_MS.calm) attempt = 0;
+    const inMs = Math.min(KEEPER_RESTART_MS.first * 2 ** attempt, KEEPER_RESTART_MS.most);
+    attempt++;
+    const why = failed !== undefined ? `it could not start again: ${failed}` : `it ended (${exit})`;
+    tell({ op: 'relaunching', why, attempt, inMs });
+    setTimeout(start, inMs);
+  };
+  c.on('exit', (code, signal) => {
+    exit = signal ?? `exit code ${code}`;
+    ended();
+  });
+  c.on('disconnect', () => {
+    channelOpen = false;
+    ended();
+  });
+}
+
+/** Ends this keeper once what it passed on has been written to the server (its 'failed', say). */
+function endAfterTelling(code: number): void {
+  if (!process.connected) process.exit(code);
+  process.send!({ op: 'keeper-ending' }, () => process.exit(code));
+}
+
+// The server gone, or its stop: the launcher's channel is closed (it ends, and its boxes with it), then this keeper.
+process.on('disconnect', () => {
+  stopping = true;
+  if (child?.connected) child.disconnect();
+  else if (!child || child.exitCode !== null || child.signalCode !== null) process.exit(0);
+});
+// Gone while this process loaded its modules (a start refused at once): that 'disconnect' came before the listener.
+if (process.connected) start();
+else process.exit(0);
