@@ -51,7 +51,8 @@ export function treePssMiB(pid: number | undefined): number {
 function overTree(pid: number, f: (pid: number) => number): number {
   let total = f(pid);
   try {
-    for (const k of execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean)) total += f(Number(k));
+    // Children and theirs: the suite's handler launcher is its keeper's child.
+    for (const k of execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean)) total += overTree(Number(k), f);
   } catch {
     // no children
   }
