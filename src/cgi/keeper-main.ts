@@ -105,11 +105,18 @@ function endAfterTelling(code: number): void {
 }
 
 // The server gone, or its stop: the launcher's channel is closed (it ends, and its boxes with it), then this keeper.
-process.on('disconnect', () => {
+function stopKeeping(): void {
+  if (stopping) return;
   stopping = true;
-  if (child?.connected) child.disconnect();
-  else if (!child || child.exitCode !== null || child.signalCode !== null) process.exit(0);
-});
+  if (!child || child.exitCode !== null || child.signalCode !== null) process.exit(0);
+  if (child.connected) child.disconnect();
+  // A launcher that does not end by itself (wedged) is ended: nobody else is left to.
+  const c = child;
+  setTimeout(() => c.kill('SIGKILL'), KEEPER_RESTART_MS.stop);
+}
+process.on('disconnect', stopKeeping);
+// Looked at every second too: an end of the channel this process missed would otherwise keep it, and the launcher, for good.
+setInterval(() => !process.connected && stopKeeping(), 1_000).unref();
 // Gone while this process loaded its modules (a start refused at once): that 'disconnect' came before the listener.
 if (process.connected) start();
 else process.exit(0);

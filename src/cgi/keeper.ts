@@ -15,6 +15,7 @@ export interface KeeperSpec {
  * twice as long each time it ends again, up to `most`; a launcher that ran
  * `calm` ms before it ended counts as a first end again. A launcher that
  * cannot start (a config folder broken since the last reload) is tried
- * every 30 s, not in a loop.
+ * every 30 s, not in a loop. At the server's stop the launcher has `stop`
+ * ms to end once its channel is closed, then the keeper ends it.
  */
-export const KEEPER_RESTART_MS = { first: 100, most: 30_000, calm: 60_000 } as const;
+export const KEEPER_RESTART_MS = { first: 100, most: 30_000, calm: 60_000, stop: 5_000 } as const;

@@ -530,14 +530,23 @@ export class LauncherClient {
     this.stopping = true;
     clearTimeout(this.readyTimer);
     if (!this.gone && this.proc.connected) this.proc.disconnect();
-    if (this.gone || this.proc.exitCode !== null || this.proc.signalCode !== null || waitMs <= 0) return Promise.resolve();
+    this.takeRequests(undefined);
+    this.queued = [];
+    // Once waited for: a keeper that does not end must not keep this process; the kernel ends it with this one
+    // (setpriv --pdeathsig).
+    if (this.gone || this.proc.exitCode !== null || this.proc.signalCode !== null || waitMs <= 0) {
+      this.proc.unref();
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
-      const late = setTimeout(resolve, waitMs);
-      late.unref();
-      this.proc.once('exit', () => {
+      const done = () => {
         clearTimeout(late);
+        this.proc.unref();
         resolve();
-      });
+      };
+      const late = setTimeout(done, waitMs);
+      late.unref();
+      this.proc.once('exit', done);
     });
   }
 

@@ -225,6 +225,8 @@ function saveCache(): void {
 process.on('disconnect', () => process.exit(0));
 // Gone while the config loaded (its modules load asynchronously): that 'disconnect' came before the listener above.
 if (!process.connected) process.exit(0);
+// Looked at every second too: its request socket keeps this process, so an end of the channel it missed would as well.
+setInterval(() => !process.connected && process.exit(0), 1_000).unref();
 if (launcher.boxInit.ok) log.info({ boxInit: launcher.boxInit.path }, 'launcher ready: scripts run in one persistent box per tenant');
 else log.warn({ why: launcher.boxInit.why }, 'launcher ready: scripts get one fresh box per run (slower)');
 // The start's garbage (every tenant file read and checked) given back once allocation has calmed down, as the server does.
