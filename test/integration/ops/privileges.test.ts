@@ -103,8 +103,9 @@ describe.skipIf(!isRoot)('privilege drop (as root)', () => {
       // The launcher ended as the OOM killer ends a process: its keeper (root, the server's child) starts it again, which
       // the server, nobody by now, could not; a form posted meanwhile waits for it and is handled.
       const childrenOf = (pid: number) => readdirSync(`/proc/${pid}/task`).flatMap((t) => readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean).map(Number));
-      const [keeper] = childrenOf(p.child.pid!);
-      const [launcher] = childrenOf(keeper!);
+      const named = (pids: number[], name: string) => pids.filter((c) => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes(name));
+      const [keeper] = named(childrenOf(p.child.pid!), 'keeper-main');
+      const [launcher] = named(childrenOf(keeper!), 'launcher-main');
       expect(ids(keeper!).uids[0]).toBe(0);
       expect(ids(launcher!).uids[0]).toBe(0);
       process.kill(launcher!, 'SIGKILL');
