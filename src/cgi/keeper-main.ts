@@ -6,7 +6,7 @@
 // server, dropped to `user:` by then, could not start a root process itself.
 import { fork, type ChildProcess } from 'node:child_process';
 import { holdReads } from '../lib/handles.ts';
-import { KEEPER_RESTART_MS, type KeeperSpec } from './keeper.ts';
+import type { KeeperSpec } from './keeper.ts';
 
 /**
  * Its few log lines, in the suite's format (pino's JSON lines), written
@@ -34,9 +34,8 @@ let child: ChildProcess | undefined;
 let everReady = false;
 /** The server closed its channel: the launcher's end that follows is the one asked for. */
 let stopping = false;
-/** Starts again since the launcher last ran a while ({@link KEEPER_RESTART_MS}.calm). */
+/** Starts again since the launcher last ran a while (KEEPER_RESTART_MS.calm, keeper.ts). */
 let attempt = 0;
-let upSince = 0;
 
 function start(): void {
   if (stopping || !process.connected) process.exit(0);
@@ -50,6 +49,8 @@ function start(): void {
   });
   child = c;
   let failed: string | undefined;
+  /** When this launcher said it was ready (one that never did has not run a while, whatever ran before it). */
+  let upSince: number | undefined;
   // The server's end of the request socket goes with the launcher's pid (sending it closes this process's copy).
   holdReads(c.stdio[4]);
   tell({ op: 'launcher', pid: c.pid }, c.stdio[4]);
@@ -81,8 +82,8 @@ function start(): void {
     // Asked for (the server gone), or a first start that failed: this keeper ends the same way, and the server says why.
     if (stopping || !process.connected) process.exit(0);
     if (!everReady) return endAfterTelling(c.exitCode ?? 2);
-    if (Date.now() - upSince >= KEEPER_RESTART_MS.calm) attempt = 0;
-    const inMs = Math.min(KEEPER_RESTART_MS.first * 2 ** attempt, KEEPER_RESTART_MS.most);
+    if (upSince !== undefined && Date.now() - upSince >= spec!.restartMs.calm) attempt = 0;
+    const inMs = Math.min(spec!.restartMs.first * 2 ** attempt, spec!.restartMs.most);
     attempt++;
     const why = failed !== undefined ? `it could not start again: ${failed}` : `it ended (${exit})`;
     tell({ op: 'relaunching', why, attempt, inMs });

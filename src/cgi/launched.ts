@@ -8,7 +8,7 @@ import type { Logger } from '../core/log.ts';
 import { findExecutable } from '../lib/box.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { decodeStatus, frame, frameReader } from './forkbox.ts';
-import type { KeeperSpec } from './keeper.ts';
+import { KEEPER_RESTART_MS, type KeeperSpec } from './keeper.ts';
 
 /** What the server asks the launcher to run (launcher.ts checks it all again). */
 export interface LaunchAsk {
@@ -163,6 +163,8 @@ export interface LauncherOptions {
   entry?: string;
   /** How long it has to say it is ready (default {@link LAUNCHER_READY_MS}). */
   readyWithinMs?: number;
+  /** When its keeper starts it again after an end unasked (default {@link KEEPER_RESTART_MS}; tests give shorter times). */
+  restartMs?: KeeperSpec['restartMs'];
 }
 
 /** {@link setprivWithPdeathsig}'s answer, by the setpriv found (asked once per process). */
@@ -261,7 +263,7 @@ export class LauncherClient {
     const through = (args: string[]) => (setpriv ? { execPath: setpriv, execArgv: ['--pdeathsig', 'KILL', '--', process.execPath, ...args] } : { execPath: process.execPath, execArgv: args });
     const withinMs = options.readyWithinMs ?? LAUNCHER_READY_MS;
     // The server forks the keeper, which forks the launcher and starts it again when it ends unasked (keeper-main.ts).
-    const spec: KeeperSpec = { entry, args: [configDir, suiteDir], ...through(nodeArgs), readyMs: withinMs };
+    const spec: KeeperSpec = { entry, args: [configDir, suiteDir], ...through(nodeArgs), readyMs: withinMs, restartMs: options.restartMs ?? KEEPER_RESTART_MS };
     this.proc = fork(keeper, [JSON.stringify(spec)], {
       cwd: packageRoot(),
       ...through(nodeArgs),
