@@ -300,6 +300,8 @@ export class LauncherClient {
           this.log.info({ pid: this.launcherPid, after: this.restart.why, attempt: this.restart.attempt }, 'handler launcher started again: handlers run again');
           this.restart.up();
           this.restart = undefined;
+          // It loaded the folder as it is now: a reload the one before refused no longer says how it runs.
+          this.reloadRefused = undefined;
           this.events.emit('ready');
         }
         return readyNow();

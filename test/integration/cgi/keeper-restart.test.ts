@@ -44,4 +44,20 @@ describe.skipIf(!isRoot)('the keeper starting a launcher again', () => {
       expect(attempt).toBe(want);
     }
   });
+
+  it('a refused reload is no longer said once a launcher started again has loaded the folder as it is', async () => {
+    const { l, dir } = launcher();
+    await l.ready;
+    writeFileSync(path.join(dir, 'refuse-reload'), '');
+    const answered = once(l.events, 'reloaded');
+    l.reload();
+    await answered;
+    expect(l.reloadRefused).toBe('refused by the test');
+    rmSync(path.join(dir, 'refuse-reload'));
+    const up = once(l.events, 'ready');
+    process.kill(l.launcherPid!, 'SIGKILL');
+    await up;
+    expect(l.restarting).toBeUndefined();
+    expect(l.reloadRefused).toBeUndefined();
+  });
 });
