@@ -5,6 +5,7 @@
 // crash, a stray kill), the keeper starts it again, with backoff, and hands the server the new one's socket: the
 // server, dropped to `user:` by then, could not start a root process itself.
 import { fork, type ChildProcess } from 'node:child_process';
+import { closeInherited } from '../lib/fds.ts';
 import { holdReads } from '../lib/handles.ts';
 import type { KeeperSpec } from './keeper.ts';
 
@@ -25,6 +26,9 @@ if (!spec || !process.send) {
   log.error({}, 'the keeper is started by the suite with its launcher spec and an IPC channel');
   process.exit(2);
 }
+// What the server's process inherited beyond its stdio goes no further: not to the root launcher, nor into its boxes.
+const inherited = closeInherited();
+if (inherited.length > 0) log.warn({ fds: inherited }, 'the suite was started with descriptors open beyond stdin, stdout and stderr: closed, not passed to the handler launcher');
 // Not once the server is gone: 'disconnect' ends this process once its launcher has ended.
 const tell = (msg: unknown, handle?: unknown) => process.connected && process.send!(msg, handle as never);
 

@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
@@ -59,5 +60,45 @@ describe.skipIf(!isRoot)('the keeper starting a launcher again', () => {
     await up;
     expect(l.restarting).toBeUndefined();
     expect(l.reloadRefused).toBeUndefined();
+  });
+
+  it('passes no file the server inherited to the launcher (nor so to its boxes)', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-keeper-fds-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    // A server started with a descriptor open beyond its stdio, as a shell, a CI runner or a service manager may
+    // leave one (fd 40 here, not close-on-exec): Node's own are all close-on-exec, that one is not.
+    const FD = 40;
+    const script = `
+      const { LauncherClient } = await import(${JSON.stringify(path.resolve(import.meta.dirname, '../../../src/cgi/launched.ts'))});
+      const { createLogger } = await import(${JSON.stringify(path.resolve(import.meta.dirname, '../../../src/core/log.ts'))});
+      const l = new LauncherClient(${JSON.stringify(dir)}, '/nowhere', createLogger({ level: 'silent' }), { entry: ${JSON.stringify(FLAKY)} });
+      await l.ready;
+      console.log(JSON.stringify({ keeper: l.pid, launcher: l.launcherPid }));
+      setInterval(() => undefined, 1 << 30);
+    `;
+    const server = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit', ...Array<'ignore'>(FD - 3).fill('ignore'), 'pipe'],
+    });
+    cleanup.push(() => {
+      server.kill('SIGKILL');
+    });
+    // The keeper's log lines come on the same stdout, the pids after them.
+    const out: Array<Record<string, unknown>> = [];
+    let rest = '';
+    server.stdout!.setEncoding('utf8');
+    while (!out.some((l) => 'keeper' in l)) {
+      const [text] = (await once(server.stdout!, 'data')) as [string];
+      const lines = (rest + text).split('\n');
+      rest = lines.pop()!;
+      out.push(...lines.filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
+    }
+    const told = out.find((l) => 'keeper' in l) as { keeper: number; launcher: number };
+    // Said, with which.
+    expect(out).toContainEqual(expect.objectContaining({ svc: 'cgi-keeper', level: 40, fds: expect.arrayContaining([FD]) }));
+    const inherited = readlinkSync(`/proc/${server.pid}/fd/${FD}`);
+    expect(inherited).toMatch(/^(pipe|socket):/);
+    const files = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((fd) => readlinkSync(`/proc/${pid}/fd/${fd}`));
+    expect(files(told.keeper)).not.toContain(inherited);
+    expect(files(told.launcher)).not.toContain(inherited);
   });
 });
