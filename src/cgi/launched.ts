@@ -36,6 +36,8 @@ export class LaunchedProcess extends EventEmitter {
   private open = 2;
   private done = false;
   private killSent = false;
+  /** The pipes the launcher handed over for it: closed when it fails, so a box that outlived its launcher ends. */
+  private readonly handles: Array<Readable | Writable> = [];
 
   /** The tenant it runs for (frames of a tenant's box reach only its own runs). */
   tenant = '';
@@ -63,6 +65,9 @@ export class LaunchedProcess extends EventEmitter {
   /** @internal from the client */
   attach(fd: number, handle: Readable | Writable): void {
     handle.on('error', () => undefined); // a pipe closed under a write: the run's end says what happened
+    // Failed already (refused, its launcher gone): nobody reads or writes it, and its box must see its end.
+    if (this.done) return void handle.destroy();
+    this.handles.push(handle);
     if (fd === 0) this.stdin.pipe(handle as Writable);
     else (handle as Readable).pipe(fd === 1 ? this.stdout : fd === 2 ? this.stderr : this.mail);
   }
@@ -107,6 +112,7 @@ export class LaunchedProcess extends EventEmitter {
   fail(why: string): void {
     if (this.done) return;
     this.done = true;
+    for (const h of this.handles.splice(0)) h.destroy();
     this.stdout.end();
     this.stderr.end();
     this.mail.end();
@@ -387,7 +393,8 @@ export class LauncherClient {
         return;
       }
       const run = this.runs.get(m.id);
-      if (!run) return;
+      // A pipe of a run this side has failed (refused, say a kill that came before its start): closed, so its box ends.
+      if (!run) return void (handle as Readable | undefined)?.destroy();
       if (m.op === 'started') {
         run.pid = m.pid;
         run.uid = m.uid;
