@@ -7,6 +7,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { closeInherited } from '../lib/fds.ts';
 import { holdReads } from '../lib/handles.ts';
+import { rootOnlyPath } from '../lib/safepath.ts';
 import type { KeeperSpec } from './keeper.ts';
 
 /**
@@ -29,6 +30,10 @@ if (!spec || !process.send) {
 // What the server's process inherited beyond its stdio goes no further: not to the root launcher, nor into its boxes.
 const inherited = closeInherited();
 if (inherited.length > 0) log.warn({ fds: inherited }, 'the suite was started with descriptors open beyond stdin, stdout and stderr: closed, not passed to the handler launcher');
+// The launcher finds setpriv, bwrap, cc… by PATH, as root, at each start: never in a folder the server's account
+// (after its drop) or anyone else but root may write, where a program planted would run as root at the next start.
+const searchPath = rootOnlyPath(process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin');
+if (searchPath.dropped.length > 0) log.warn({ dropped: searchPath.dropped }, 'PATH folders not root\'s alone are left out of the handler launcher\'s PATH');
 // Not once the server is gone: 'disconnect' ends this process once its launcher has ended.
 const tell = (msg: unknown, handle?: unknown) => process.connected && process.send!(msg, handle as never);
 
@@ -46,7 +51,7 @@ function start(): void {
   const c = fork(spec!.entry, spec!.args, {
     execPath: spec!.execPath,
     execArgv: spec!.execArgv,
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    env: { PATH: searchPath.path },
     // fd 4: the server's requests, one JSON text a line, straight to the launcher (this keeper is on no run's path).
     stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
     serialization: 'json',

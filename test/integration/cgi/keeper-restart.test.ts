@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
@@ -100,5 +100,29 @@ describe.skipIf(!isRoot)('the keeper starting a launcher again', () => {
     const files = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((fd) => readlinkSync(`/proc/${pid}/fd/${fd}`));
     expect(files(told.keeper)).not.toContain(inherited);
     expect(files(told.launcher)).not.toContain(inherited);
+  });
+
+  it('gives the launcher a PATH without folders anyone but root may write', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-keeper-path-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    // A folder the server's account (after its drop) could plant a `setpriv` or `bwrap` in, for a launcher started
+    // again as root to run; one writable by its group; one named relative to the working folder.
+    const theirs = path.join(dir, 'theirs');
+    const group = path.join(dir, 'group');
+    mkdirSync(theirs);
+    mkdirSync(group);
+    chmodSync(group, 0o775);
+    chownSync(theirs, 65534, 65534);
+    const was = process.env.PATH;
+    // A folder not there yet counts as the one above it would: root's alone here, the other account's there.
+    process.env.PATH = `${theirs}:${group}:bin:${theirs}/later:${dir}/later:/usr/sbin:/usr/bin:/sbin:/bin`;
+    try {
+      const { l } = launcher();
+      await l.ready;
+      const env = readFileSync(`/proc/${l.launcherPid}/environ`, 'latin1').split('\0');
+      expect(env.filter((e) => e.startsWith('PATH='))).toEqual([`PATH=${dir}/later:/usr/sbin:/usr/bin:/sbin:/bin`]);
+    } finally {
+      process.env.PATH = was;
+    }
   });
 });
