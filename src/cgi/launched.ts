@@ -224,6 +224,8 @@ export class LauncherClient {
   reloadRefused: string | undefined;
   private reloadsAsked = 0;
   private reloadsAnswered = 0;
+  /** A reload came while the launcher started again: it is asked once that one is ready. */
+  private reloadWhenUp = false;
   /** stop() was called: the launcher's end that follows is the one asked for. */
   private stopping = false;
   /**
@@ -308,6 +310,10 @@ export class LauncherClient {
           this.restart = undefined;
           // It loaded the folder as it is now: a reload the one before refused no longer says how it runs.
           this.reloadRefused = undefined;
+          if (this.reloadWhenUp) {
+            this.reloadWhenUp = false;
+            this.reload();
+          }
           this.events.emit('ready');
         }
         return readyNow();
@@ -494,8 +500,9 @@ export class LauncherClient {
   /** Asks the launcher to read the config again; until it answers, no refusal of an earlier one is reported. */
   reload(): void {
     this.reloadRefused = undefined;
-    // Between launchers there is none to ask: the next one loads the folder as it is then.
-    if (this.gone || this.restart) return;
+    if (this.gone) return;
+    // Between launchers there is none to ask; the next one may have read the folder before this change: asked once ready.
+    if (this.restart) return void (this.reloadWhenUp = true);
     this.reloadsAsked++;
     this.send({ op: 'reload' });
   }

@@ -125,4 +125,19 @@ describe.skipIf(!isRoot)('the keeper starting a launcher again', () => {
       process.env.PATH = was;
     }
   });
+
+  it('asks a launcher started again to reload when the server reloaded while it was starting', async () => {
+    const { l, dir } = launcher();
+    await l.ready;
+    writeFileSync(path.join(dir, 'hold'), '');
+    const starting = relaunching(l);
+    process.kill(l.launcherPid!, 'SIGKILL');
+    await starting;
+    // The server takes a new config now; the launcher starting may have read the folder before it changed.
+    l.reload();
+    const answered = new Promise((said) => l.events.once('reloaded', () => said('reloaded')));
+    rmSync(path.join(dir, 'hold'));
+    await once(l.events, 'ready');
+    expect(await Promise.race([answered, new Promise((r) => setTimeout(() => r('never asked'), 2_000))])).toBe('reloaded');
+  });
 });
