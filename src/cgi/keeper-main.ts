@@ -39,6 +39,8 @@ const tell = (msg: unknown, handle?: unknown) => process.connected && process.se
 
 /** The launcher now, while it runs (undefined between its end and its next start). */
 let child: ChildProcess | undefined;
+/** How long a launcher has to end once the server has closed its channel (it ends at once; one wedged does not). */
+const STOP_GRACE_MS = 2_000;
 /** Some launcher has been ready: only then is an end one to start again after (the first start's failure is the server's). */
 let everReady = false;
 /** The server closed its channel: the launcher's end that follows is the one asked for. */
@@ -117,8 +119,12 @@ function endAfterTelling(code: number): void {
 // The server gone, or its stop: the launcher's channel is closed (it ends, and its boxes with it), then this keeper.
 process.on('disconnect', () => {
   stopping = true;
-  if (child?.connected) child.disconnect();
-  else if (!child || child.exitCode !== null || child.signalCode !== null) process.exit(0);
+  const c = child;
+  if (!c || c.exitCode !== null || c.signalCode !== null) process.exit(0);
+  if (c.connected) c.disconnect();
+  // One that does not end with its channel (wedged in its start, or in a call that never returns) is ended: nothing
+  // root stays behind a stop, even where no --pdeathsig ends this keeper with the server.
+  setTimeout(() => c.kill('SIGKILL'), STOP_GRACE_MS).unref();
 });
 // Gone while this process loaded its modules (a start refused at once): that 'disconnect' came before the listener.
 if (process.connected) start();

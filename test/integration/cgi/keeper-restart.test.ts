@@ -11,6 +11,7 @@ import { createLogger } from '../../../src/core/log.ts';
 // how it is started again, and what the server makes of it, with the keeper's times made short.
 
 const FLAKY = path.resolve(import.meta.dirname, '../../fixtures/launcher/flaky.mjs');
+const WEDGED = path.resolve(import.meta.dirname, '../../fixtures/launcher/wedged.mjs');
 const isRoot = process.getuid?.() === 0;
 const cleanup: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -140,4 +141,36 @@ describe.skipIf(!isRoot)('the keeper starting a launcher again', () => {
     await once(l.events, 'ready');
     expect(await Promise.race([answered, new Promise((r) => setTimeout(() => r('never asked'), 2_000))])).toBe('reloaded');
   });
+
+  it('a stop while the launcher started again is wedged in its start ends it and the keeper, root, at once', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-keeper-wedged-'));
+    writeFileSync(path.join(dir, 'say-ready'), '');
+    const l = new LauncherClient(dir, '/nowhere', createLogger({ level: 'silent' }), { entry: WEDGED, restartMs: { first: 10, most: 10, calm: 60_000 } });
+    cleanup.push(async () => {
+      await l.stop(2_000);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    await l.ready;
+    const first = l.launcherPid!;
+    // The next one does not say it is ready, nor ends with its channel (as one stuck reading a hung disk).
+    rmSync(path.join(dir, 'say-ready'));
+    const starting = relaunching(l);
+    process.kill(first, 'SIGKILL');
+    await starting;
+    while (l.launcherPid === first) await new Promise((r) => setImmediate(r));
+    const wedged = l.launcherPid!;
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false; // ESRCH: ended
+      }
+    };
+    expect(alive(wedged)).toBe(true);
+    const t0 = Date.now();
+    await l.stop(10_000);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect([alive(l.pid!), alive(wedged)]).toEqual([false, false]);
+  }, 20_000);
 });
