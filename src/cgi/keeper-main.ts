@@ -48,16 +48,46 @@ let stopping = false;
 /** Starts again since the launcher last ran a while (KEEPER_RESTART_MS.calm, keeper.ts). */
 let attempt = 0;
 
+/** Starts the launcher again after `inMs` ({@link KeeperSpec}.restartMs), and tells the server why and when. */
+function again(why: string): void {
+  if (stopping || !process.connected) process.exit(0);
+  const inMs = Math.min(spec!.restartMs.first * 2 ** attempt, spec!.restartMs.most);
+  attempt++;
+  tell({ op: 'relaunching', why, attempt, inMs });
+  setTimeout(start, inMs);
+}
+
+/** A launcher that could not be forked at all (its program gone, no memory or process left): no end of it will come. */
+function notStarted(err: Error): void {
+  const why = `it could not be started: ${err.message}`;
+  log.error({ why }, 'handler launcher not started');
+  if (everReady) return again(why);
+  // The first start's failure is the server's to say, as for a launcher that could not load the config.
+  tell({ op: 'failed', why });
+  endAfterTelling(2);
+}
+
 function start(): void {
   if (stopping || !process.connected) process.exit(0);
-  const c = fork(spec!.entry, spec!.args, {
-    execPath: spec!.execPath,
-    execArgv: spec!.execArgv,
-    env: { PATH: searchPath.path },
-    // fd 4: the server's requests, one JSON text a line, straight to the launcher (this keeper is on no run's path).
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
-    serialization: 'json',
-  });
+  let c: ChildProcess;
+  try {
+    c = fork(spec!.entry, spec!.args, {
+      execPath: spec!.execPath,
+      execArgv: spec!.execArgv,
+      env: { PATH: searchPath.path },
+      // fd 4: the server's requests, one JSON text a line, straight to the launcher (this keeper is on no run's path).
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
+      serialization: 'json',
+    });
+  } catch (err) {
+    return notStarted(err as Error);
+  }
+  if (c.pid === undefined) {
+    // Its error comes next (a failed exec, on the next tick); its pipes go with it.
+    (c.stdio[4] as { destroy?: () => void } | null)?.destroy?.();
+    c.once('error', notStarted);
+    return;
+  }
   child = c;
   let failed: string | undefined;
   /** When this launcher said it was ready (one that never did has not run a while, whatever ran before it). */
@@ -94,11 +124,7 @@ function start(): void {
     if (stopping || !process.connected) process.exit(0);
     if (!everReady) return endAfterTelling(c.exitCode ?? 2);
     if (upSince !== undefined && Date.now() - upSince >= spec!.restartMs.calm) attempt = 0;
-    const inMs = Math.min(spec!.restartMs.first * 2 ** attempt, spec!.restartMs.most);
-    attempt++;
-    const why = failed !== undefined ? `it could not start again: ${failed}` : `it ended (${exit})`;
-    tell({ op: 'relaunching', why, attempt, inMs });
-    setTimeout(start, inMs);
+    again(failed !== undefined ? `it could not start again: ${failed}` : `it ended (${exit})`);
   };
   c.on('exit', (code, signal) => {
     exit = signal ?? `exit code ${code}`;

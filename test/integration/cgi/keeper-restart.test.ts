@@ -173,4 +173,38 @@ describe.skipIf(!isRoot)('the keeper starting a launcher again', () => {
     expect(Date.now() - t0).toBeLessThan(5_000);
     expect([alive(l.pid!), alive(wedged)]).toEqual([false, false]);
   }, 20_000);
+
+  it('tries again when the launcher cannot even be forked (its program gone), rather than waiting for an end that never comes', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'makewaves-keeper-fork-'));
+    // The setpriv the server found (before its drop) is this one: it passes everything to the real one.
+    const bin = path.join(dir, 'bin');
+    mkdirSync(bin);
+    const setpriv = path.join(bin, 'setpriv');
+    const script = `#!/bin/sh\nexec /usr/bin/setpriv "$@"\n`;
+    writeFileSync(setpriv, script, { mode: 0o755 });
+    const was = process.env.PATH;
+    process.env.PATH = `${bin}:${was ?? ''}`;
+    let l: LauncherClient;
+    try {
+      l = new LauncherClient(dir, '/nowhere', createLogger({ level: 'silent' }), { entry: FLAKY, restartMs: { first: 50, most: 200, calm: 60_000 } });
+    } finally {
+      process.env.PATH = was;
+    }
+    cleanup.push(async () => {
+      await l.stop(2_000);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    await l.ready;
+    // Gone (a package upgrade in progress, say) when the launcher has to be started again: the fork itself fails.
+    rmSync(setpriv);
+    const first = relaunching(l);
+    process.kill(l.launcherPid!, 'SIGKILL');
+    await first;
+    const [why] = await relaunching(l);
+    expect(why).toMatch(/could not be started: .*ENOENT/);
+    // Back: it runs again.
+    writeFileSync(setpriv, script, { mode: 0o755 });
+    await once(l.events, 'ready');
+    expect(l.restarting).toBeUndefined();
+  });
 });
