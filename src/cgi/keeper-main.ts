@@ -28,7 +28,8 @@ if (!spec || !process.send) {
   process.exit(2);
 }
 // What the server's process inherited beyond its stdio goes no further: not to the root launcher, nor into its boxes.
-const inherited = closeInherited();
+// Fd 3 is this process's channel to the server (its stdio in launched.ts), kept whatever its flag.
+const inherited = closeInherited([3]);
 if (inherited.length > 0) log.warn({ fds: inherited }, 'the suite was started with descriptors open beyond stdin, stdout and stderr: closed, not passed to the handler launcher');
 // The launcher finds setpriv, bwrap, cc… by PATH, as root, at each start: never in a folder the server's account
 // (after its drop) or anyone else but root may write, where a program planted would run as root at the next start.

@@ -8,10 +8,11 @@ const O_CLOEXEC = 0o2000000;
  * close-on-exec, and says which: Node opens all of its own close-on-exec,
  * so those are ones the process inherited from whoever started it (a
  * shell's, a CI runner's), which would otherwise pass on to every process
- * it starts, through bwrap (which closes none) into boxes. Linux only
- * (/proc); elsewhere it closes nothing.
+ * it starts, through bwrap (which closes none) into boxes. `keep`: ones
+ * of its own it must keep whatever their flag. Linux only (/proc);
+ * elsewhere it closes nothing.
  */
-export function closeInherited(): number[] {
+export function closeInherited(keep: number[] = []): number[] {
   const closed: number[] = [];
   let names: string[];
   try {
@@ -21,7 +22,7 @@ export function closeInherited(): number[] {
   }
   for (const name of names) {
     const fd = Number(name);
-    if (!(fd > 2)) continue;
+    if (!(fd > 2) || keep.includes(fd)) continue;
     let flags: number;
     try {
       flags = Number.parseInt(/^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'))?.[1] ?? '', 8);
