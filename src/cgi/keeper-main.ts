@@ -5,8 +5,10 @@
 // crash, a stray kill), the keeper starts it again, with backoff, and hands the server the new one's socket: the
 // server, dropped to `user:` by then, could not start a root process itself.
 import { fork, type ChildProcess } from 'node:child_process';
+import { closeInherited } from '../lib/fds.ts';
 import { holdReads } from '../lib/handles.ts';
-import { KEEPER_RESTART_MS, type KeeperSpec } from './keeper.ts';
+import { rootOnlyPath } from '../lib/safepath.ts';
+import type { KeeperSpec } from './keeper.ts';
 
 /**
  * Its few log lines, in the suite's format (pino's JSON lines), written
@@ -25,31 +27,72 @@ if (!spec || !process.send) {
   log.error({}, 'the keeper is started by the suite with its launcher spec and an IPC channel');
   process.exit(2);
 }
+// What the server's process inherited beyond its stdio goes no further: not to the root launcher, nor into its boxes.
+// Fd 3 is this process's channel to the server (its stdio in launched.ts), kept whatever its flag.
+const inherited = closeInherited([3]);
+if (inherited.length > 0) log.warn({ fds: inherited }, 'the suite was started with descriptors open beyond stdin, stdout and stderr: closed, not passed to the handler launcher');
+// The launcher finds setpriv, bwrap, cc… by PATH, as root, at each start: never in a folder the server's account
+// (after its drop) or anyone else but root may write, where a program planted would run as root at the next start.
+const searchPath = rootOnlyPath(process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin');
+if (searchPath.dropped.length > 0) log.warn({ dropped: searchPath.dropped }, 'PATH folders not root\'s alone are left out of the handler launcher\'s PATH');
 // Not once the server is gone: 'disconnect' ends this process once its launcher has ended.
 const tell = (msg: unknown, handle?: unknown) => process.connected && process.send!(msg, handle as never);
 
 /** The launcher now, while it runs (undefined between its end and its next start). */
 let child: ChildProcess | undefined;
+/** How long a launcher has to end once the server has closed its channel (it ends at once; one wedged does not). */
+const STOP_GRACE_MS = 2_000;
 /** Some launcher has been ready: only then is an end one to start again after (the first start's failure is the server's). */
 let everReady = false;
 /** The server closed its channel: the launcher's end that follows is the one asked for. */
 let stopping = false;
-/** Starts again since the launcher last ran a while ({@link KEEPER_RESTART_MS}.calm). */
+/** Starts again since the launcher last ran a while (KEEPER_RESTART_MS.calm, keeper.ts). */
 let attempt = 0;
-let upSince = 0;
+
+/** Starts the launcher again after `inMs` ({@link KeeperSpec}.restartMs), and tells the server why and when. */
+function again(why: string): void {
+  if (stopping || !process.connected) process.exit(0);
+  const inMs = Math.min(spec!.restartMs.first * 2 ** attempt, spec!.restartMs.most);
+  attempt++;
+  tell({ op: 'relaunching', why, attempt, inMs });
+  setTimeout(start, inMs);
+}
+
+/** A launcher that could not be forked at all (its program gone, no memory or process left): no end of it will come. */
+function notStarted(err: Error): void {
+  const why = `it could not be started: ${err.message}`;
+  log.error({ why }, 'handler launcher not started');
+  if (everReady) return again(why);
+  // The first start's failure is the server's to say, as for a launcher that could not load the config.
+  tell({ op: 'failed', why });
+  endAfterTelling(2);
+}
 
 function start(): void {
   if (stopping || !process.connected) process.exit(0);
-  const c = fork(spec!.entry, spec!.args, {
-    execPath: spec!.execPath,
-    execArgv: spec!.execArgv,
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
-    // fd 4: the server's requests, one JSON text a line, straight to the launcher (this keeper is on no run's path).
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
-    serialization: 'json',
-  });
+  let c: ChildProcess;
+  try {
+    c = fork(spec!.entry, spec!.args, {
+      execPath: spec!.execPath,
+      execArgv: spec!.execArgv,
+      env: { PATH: searchPath.path },
+      // fd 4: the server's requests, one JSON text a line, straight to the launcher (this keeper is on no run's path).
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
+      serialization: 'json',
+    });
+  } catch (err) {
+    return notStarted(err as Error);
+  }
+  if (c.pid === undefined) {
+    // Its error comes next (a failed exec, on the next tick); its pipes go with it.
+    (c.stdio[4] as { destroy?: () => void } | null)?.destroy?.();
+    c.once('error', notStarted);
+    return;
+  }
   child = c;
   let failed: string | undefined;
+  /** When this launcher said it was ready (one that never did has not run a while, whatever ran before it). */
+  let upSince: number | undefined;
   // The server's end of the request socket goes with the launcher's pid (sending it closes this process's copy).
   holdReads(c.stdio[4]);
   tell({ op: 'launcher', pid: c.pid }, c.stdio[4]);
@@ -81,12 +124,8 @@ function start(): void {
     // Asked for (the server gone), or a first start that failed: this keeper ends the same way, and the server says why.
     if (stopping || !process.connected) process.exit(0);
     if (!everReady) return endAfterTelling(c.exitCode ?? 2);
-    if (Date.now() - upSince >= KEEPER_RESTART_MS.calm) attempt = 0;
-    const inMs = Math.min(KEEPER_RESTART_MS.first * 2 ** attempt, KEEPER_RESTART_MS.most);
-    attempt++;
-    const why = failed !== undefined ? `it could not start again: ${failed}` : `it ended (${exit})`;
-    tell({ op: 'relaunching', why, attempt, inMs });
-    setTimeout(start, inMs);
+    if (upSince !== undefined && Date.now() - upSince >= spec!.restartMs.calm) attempt = 0;
+    again(failed !== undefined ? `it could not start again: ${failed}` : `it ended (${exit})`);
   };
   c.on('exit', (code, signal) => {
     exit = signal ?? `exit code ${code}`;
@@ -108,11 +147,12 @@ function endAfterTelling(code: number): void {
 function stopKeeping(): void {
   if (stopping) return;
   stopping = true;
-  if (!child || child.exitCode !== null || child.signalCode !== null) process.exit(0);
-  if (child.connected) child.disconnect();
-  // A launcher that does not end by itself (wedged) is ended: nobody else is left to.
   const c = child;
-  setTimeout(() => c.kill('SIGKILL'), KEEPER_RESTART_MS.stop);
+  if (!c || c.exitCode !== null || c.signalCode !== null) process.exit(0);
+  if (c.connected) c.disconnect();
+  // One that does not end with its channel (wedged in its start, or in a call that never returns) is ended: nothing
+  // root stays behind a stop, even where no --pdeathsig ends this keeper with the server.
+  setTimeout(() => c.kill('SIGKILL'), STOP_GRACE_MS).unref();
 }
 process.on('disconnect', stopKeeping);
 // Looked at every second too: an end of the channel this process missed would otherwise keep it, and the launcher, for good.

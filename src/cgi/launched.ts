@@ -8,7 +8,7 @@ import type { Logger } from '../core/log.ts';
 import { findExecutable } from '../lib/box.ts';
 import { packageRoot } from '../lib/paths.ts';
 import { decodeStatus, frame, frameReader } from './forkbox.ts';
-import type { KeeperSpec } from './keeper.ts';
+import { KEEPER_RESTART_MS, type KeeperSpec } from './keeper.ts';
 
 /** What the server asks the launcher to run (launcher.ts checks it all again). */
 export interface LaunchAsk {
@@ -36,6 +36,8 @@ export class LaunchedProcess extends EventEmitter {
   private open = 2;
   private done = false;
   private killSent = false;
+  /** The pipes the launcher handed over for it: closed when it fails, so a box that outlived its launcher ends. */
+  private readonly handles: Array<Readable | Writable> = [];
 
   /** The tenant it runs for (frames of a tenant's box reach only its own runs). */
   tenant = '';
@@ -63,6 +65,9 @@ export class LaunchedProcess extends EventEmitter {
   /** @internal from the client */
   attach(fd: number, handle: Readable | Writable): void {
     handle.on('error', () => undefined); // a pipe closed under a write: the run's end says what happened
+    // Failed already (refused, its launcher gone): nobody reads or writes it, and its box must see its end.
+    if (this.done) return void handle.destroy();
+    this.handles.push(handle);
     if (fd === 0) this.stdin.pipe(handle as Writable);
     else (handle as Readable).pipe(fd === 1 ? this.stdout : fd === 2 ? this.stderr : this.mail);
   }
@@ -107,6 +112,7 @@ export class LaunchedProcess extends EventEmitter {
   fail(why: string): void {
     if (this.done) return;
     this.done = true;
+    for (const h of this.handles.splice(0)) h.destroy();
     this.stdout.end();
     this.stderr.end();
     this.mail.end();
@@ -163,6 +169,8 @@ export interface LauncherOptions {
   entry?: string;
   /** How long it has to say it is ready (default {@link LAUNCHER_READY_MS}). */
   readyWithinMs?: number;
+  /** When its keeper starts it again after an end unasked (default {@link KEEPER_RESTART_MS}; tests give shorter times). */
+  restartMs?: KeeperSpec['restartMs'];
 }
 
 /** {@link setprivWithPdeathsig}'s answer, by the setpriv found (asked once per process). */
@@ -216,6 +224,8 @@ export class LauncherClient {
   reloadRefused: string | undefined;
   private reloadsAsked = 0;
   private reloadsAnswered = 0;
+  /** A reload came while the launcher started again: it is asked once that one is ready. */
+  private reloadWhenUp = false;
   /** stop() was called: the launcher's end that follows is the one asked for. */
   private stopping = false;
   /**
@@ -261,7 +271,7 @@ export class LauncherClient {
     const through = (args: string[]) => (setpriv ? { execPath: setpriv, execArgv: ['--pdeathsig', 'KILL', '--', process.execPath, ...args] } : { execPath: process.execPath, execArgv: args });
     const withinMs = options.readyWithinMs ?? LAUNCHER_READY_MS;
     // The server forks the keeper, which forks the launcher and starts it again when it ends unasked (keeper-main.ts).
-    const spec: KeeperSpec = { entry, args: [configDir, suiteDir], ...through(nodeArgs), readyMs: withinMs };
+    const spec: KeeperSpec = { entry, args: [configDir, suiteDir], ...through(nodeArgs), readyMs: withinMs, restartMs: options.restartMs ?? KEEPER_RESTART_MS };
     this.proc = fork(keeper, [JSON.stringify(spec)], {
       cwd: packageRoot(),
       ...through(nodeArgs),
@@ -298,6 +308,12 @@ export class LauncherClient {
           this.log.info({ pid: this.launcherPid, after: this.restart.why, attempt: this.restart.attempt }, 'handler launcher started again: handlers run again');
           this.restart.up();
           this.restart = undefined;
+          // It loaded the folder as it is now: a reload the one before refused no longer says how it runs.
+          this.reloadRefused = undefined;
+          if (this.reloadWhenUp) {
+            this.reloadWhenUp = false;
+            this.reload();
+          }
           this.events.emit('ready');
         }
         return readyNow();
@@ -383,7 +399,8 @@ export class LauncherClient {
         return;
       }
       const run = this.runs.get(m.id);
-      if (!run) return;
+      // A pipe of a run this side has failed (refused, say a kill that came before its start): closed, so its box ends.
+      if (!run) return void (handle as Readable | undefined)?.destroy();
       if (m.op === 'started') {
         run.pid = m.pid;
         run.uid = m.uid;
@@ -483,8 +500,9 @@ export class LauncherClient {
   /** Asks the launcher to read the config again; until it answers, no refusal of an earlier one is reported. */
   reload(): void {
     this.reloadRefused = undefined;
-    // Between launchers there is none to ask: the next one loads the folder as it is then.
-    if (this.gone || this.restart) return;
+    if (this.gone) return;
+    // Between launchers there is none to ask; the next one may have read the folder before this change: asked once ready.
+    if (this.restart) return void (this.reloadWhenUp = true);
     this.reloadsAsked++;
     this.send({ op: 'reload' });
   }

@@ -36,6 +36,8 @@ try {
 }
 /** Runs alive, each with how to end it. */
 const runs = new Map<number, { kill: () => void }>();
+/** Runs being checked (not started yet), true once a kill for one has come: it is then refused, not started. */
+const checking = new Map<number, boolean>();
 /**
  * Boxes started ahead hand their pipes to the server at once, each under a
  * number of its own ({"op":"box"} and its stdio), so a run in one needs no
@@ -159,13 +161,19 @@ readRequests((raw: string) => {
       return send({ op: 'scratched', id: req.id });
     }
     if (req.op === 'kill') {
+      // Asked while its checks are awaited: it is not started, and that refusal answers the run.
+      if (checking.has(req.id)) return void checking.set(req.id, true);
       const p = runs.get(req.id);
       if (!p) return refuse(`no run ${req.id}`, req.id);
       p.kill();
       return;
     }
-    if (runs.has(req.id)) return refuse(`run ${req.id} is in progress`, req.id);
+    if (runs.has(req.id) || checking.has(req.id)) return refuse(`run ${req.id} is in progress`, req.id);
+    checking.set(req.id, false);
     const checked = await launcher.check(req).catch((err: Error) => ({ ok: false as const, why: err.message }));
+    const killed = checking.get(req.id);
+    checking.delete(req.id);
+    if (killed) return refuse(`run ${req.id} was ended before it started`, req.id);
     if (!checked.ok) return refuse(checked.why, req.id);
     // Checked here, after the await: nothing between this and runs.set below yields.
     if (runs.size >= launcher.maxRuns()) return refuse(`${runs.size} runs alive already (twice cgi.total)`, req.id);

@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,16 @@ describe.skipIf(!isRoot || boxMissing)('a handler launcher that ends unasked', (
     const r = await call(suite.urls.http![0]!, 'a.test', '/cgi-bin/uid');
     return `${r.status} ${(await r.text()).trim()}`;
   };
+  /** Processes of `uid` now, but zombies (whatever reaps orphans here may be slow to). */
+  const live = (uid: number) =>
+    readdirSync('/proc').filter((pid) => {
+      try {
+        const status = readFileSync(`/proc/${pid}/status`, 'latin1');
+        return Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]) === uid && !/^State:\s+Z/m.test(status);
+      } catch {
+        return false; // not a process, or ended while we looked
+      }
+    });
   const endedUnasked = (l: Record<string, unknown>) => l.msg === 'handler launcher ended unasked: it is started again; handler requests wait for it';
   const startedAgain = (l: Record<string, unknown>) => l.msg === 'handler launcher started again: handlers run again';
 
@@ -35,7 +45,7 @@ describe.skipIf(!isRoot || boxMissing)('a handler launcher that ends unasked', (
     const { configDir } = writeConfig(dir, {
       main: { cgi: { uids: '232040-232049', timeout: 10 } },
       tenants: { 'a.test': { domains: ['a.test'], cgi: true } },
-      files: { 'a.test/cgi-bin/uid.js': UID_JS },
+      files: { 'a.test/cgi-bin/uid.js': UID_JS, 'a.test/cgi-bin/slow.sh': '#!/bin/sh\nsleep 30\n' },
     });
     const log = createLogger({
       level: 'info',
@@ -94,6 +104,36 @@ describe.skipIf(!isRoot || boxMissing)('a handler launcher that ends unasked', (
     await again;
     expect(launcherProblems()).toEqual([]);
     expect(await get()).toMatch(/^200 uid 23204\d$/);
+  });
+
+  it('leaves no box of the launcher that ended behind: a warm handler process it had started ends too', async () => {
+    const uid = Number(/uid (\d+)/.exec(await get())![1]);
+    const launcher = suite.launcher()!;
+    // The tenant's processes now: its warm handler's box (bwrap and node), maybe a script box started ahead.
+    const before = live(uid);
+    expect(before.length).toBeGreaterThan(0);
+    const up = next(startedAgain);
+    process.kill(launcher.launcherPid!, 'SIGKILL');
+    await up;
+    // Not our children: no event tells their end, so ask the kernel (bounded here, not by the test's timeout).
+    const until = Date.now() + 5_000;
+    while (before.some((p) => live(uid).includes(p)) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(before.filter((p) => live(uid).includes(p))).toEqual([]);
+    expect(await get()).toBe(`200 uid ${uid}`);
+  });
+
+  it('ends a run killed before the launcher has started it (its request and its kill in one read)', async () => {
+    const uid = Number(/uid (\d+)/.exec(await get())![1]);
+    const launcher = suite.launcher()!;
+    const sleeping = () => live(uid).filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('sleep\0'));
+    // One write, so one read: the kill comes while the launcher checks the run (an await), before it starts it.
+    const refused = new Promise((said) => launcher.events.on('refused', (why: string, id?: number) => id === 9100 && said(why)));
+    launcher.sendRaw(`${JSON.stringify({ op: 'run', id: 9100, tenant: 'a.test', kind: 'script', name: 'slow.sh', env: {} })}\n${JSON.stringify({ op: 'kill', id: 9100 })}`);
+    expect(await refused).toBe('run 9100 was ended before it started');
+    // What the kill missed would be running by now. Its script must not be.
+    const until = Date.now() + 2_000;
+    while (Date.now() < until && sleeping().length === 0) await new Promise((r) => setTimeout(r, 20));
+    expect(sleeping()).toEqual([]);
   });
 
   it('its keeper ended too is said, and every handler is refused until a restart', async () => {

@@ -282,8 +282,11 @@ describe('a wedged handler launcher whose server is gone', () => {
     `;
     const server = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      const [first] = (await once(server.stdout!, 'data')) as [Buffer];
-      const told = JSON.parse(first.toString()) as { keeper: number; launcher: number; diesWithServer: boolean };
+      // The keeper's own log lines (a descriptor the server inherited, closed) may come first on the same stdout.
+      let text = '';
+      server.stdout!.setEncoding('utf8');
+      while (!/^\{"keeper".*\n/m.test(text)) text += ((await once(server.stdout!, 'data')) as [string])[0];
+      const told = JSON.parse(/^\{"keeper".*$/m.exec(text)![0]) as { keeper: number; launcher: number; diesWithServer: boolean };
       expect(told.diesWithServer).toBe(true);
       expect(() => process.kill(told.keeper, 0)).not.toThrow();
       expect(() => process.kill(told.launcher, 0)).not.toThrow();
