@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,6 +41,9 @@ beforeAll(async () => {
       'b.test': { domains: ['b.test'], cgi: true },
       'bomb.test': { domains: ['bomb.test'], cgi: true },
       'held.test': { domains: ['held.test'], cgi: true, suspended: true },
+      // Its uid runs nothing but the scripts of the scratch test: a.test's warm JavaScript handlers (a dozen threads
+      // each, counted by cgi.tenantProcesses) would leave its scripts' forks to chance.
+      'side.test': { domains: ['side.test'], cgi: true },
     },
     files: {
       'a.test/cgi-bin/id.sh': ID_SH,
@@ -121,17 +124,21 @@ describe.skipIf(boxMissing || !isRoot)('a uid per tenant (started as root)', () 
   });
 
   it('leaves the scratch folder to the launcher: scripts run side by side all write it (the server never takes it back)', async () => {
-    const dir = path.join(s.dataDir, 'cgi', 'a.test');
-    // Writes a file of its own in the tenant's scratch folder and removes it again (each run is PID 1 of its box: a random name).
+    const dir = path.join(s.dataDir, 'cgi', 'side.test');
+    // Writes a file of its own in the tenant's scratch folder (named by its query: each run is PID 1 of its box), with
+    // the shell's builtins only: one process a run.
+    mkdirSync(path.join(s.sitesDir, 'side.test', 'cgi-bin'), { mode: 0o755 });
     writeFileSync(
-      path.join(s.sitesDir, 'a.test', 'cgi-bin', 'touch.sh'),
-      `#!/bin/sh\nf=${dir}/t$(od -An -N8 -tx8 /dev/urandom | tr -d " ")\nif echo x > "$f" && rm "$f"; then r=ok; else r=refused; fi\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s\\n" "$r"\n`,
+      path.join(s.sitesDir, 'side.test', 'cgi-bin', 'touch.sh'),
+      `#!/bin/sh\nf=${dir}/t$QUERY_STRING\nif echo x > "$f"; then r=ok; else r=refused; fi\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s\\n" "$r"\n`,
       { mode: 0o755 },
     );
-    const answers = await Promise.all(Array.from({ length: 24 }, () => text('a.test', '/cgi-bin/touch.sh')));
-    expect(answers).toEqual(Array.from({ length: 24 }, () => [200, 'ok']));
+    const answers = await Promise.all(Array.from({ length: 24 }, (_, i) => text('side.test', `/cgi-bin/touch.sh?${i}`)));
+    const failed = s.logs().filter((l) => l.tenant === 'side.test' && (l.level as number) >= 40 || l.msg === 'handler failed');
+    expect(answers, JSON.stringify(failed)).toEqual(Array.from({ length: 24 }, () => [200, 'ok']));
+    expect(readdirSync(dir).filter((f) => /^t\d+$/.test(f))).toHaveLength(24);
     const st = statSync(dir);
-    expect([st.uid, (st.mode & 0o7777).toString(8)]).toEqual([s.cgi.launcher()!.uids['a.test'], '700']);
+    expect([st.uid, (st.mode & 0o7777).toString(8)]).toEqual([s.cgi.launcher()!.uids['side.test'], '700']);
   });
 
   it('caps a fork bomb at cgi.tenantProcesses for its tenant; another tenant\'s static page and scripts still answer', async () => {
