@@ -328,7 +328,6 @@ export class LauncherClient {
         this.log.error({ why: m.why, attempt: m.attempt, inMs: m.inMs }, 'handler launcher ended unasked: it is started again; handler requests wait for it');
         this.failInFlight(why);
         this.takeRequests(undefined);
-        this.queued = [];
         // A reload it was asked and did not answer: the next launcher loads the folder as it is then.
         this.reloadsAnswered = this.reloadsAsked;
         if (this.restart) this.restart.why = m.why;
@@ -428,7 +427,6 @@ export class LauncherClient {
       else this.log.error({ why: this.gone }, 'handler launcher gone: every handler is refused until a restart');
       this.failInFlight(this.gone);
       this.takeRequests(undefined);
-      this.queued = [];
       this.restart?.down(new Error(this.gone));
       this.restart = undefined;
     });
@@ -529,11 +527,14 @@ export class LauncherClient {
     else this.queued.push(line);
   }
 
-  /** The launcher's request socket, from its keeper; the one before it (a launcher that ended) is closed. */
+  /**
+   * The launcher's request socket, from its keeper; the one before it (a launcher that ended) is closed. Undefined:
+   * there is none now (its launcher ended, or the stop), and requests kept for one are dropped with it.
+   */
   private takeRequests(socket: Socket | undefined): void {
     this.requests?.destroy();
     this.requests = socket;
-    if (!socket) return;
+    if (!socket) return void (this.queued = []);
     // Its end is the launcher's, which its keeper tells ('relaunching'), or the keeper's own ('exit').
     socket.on('error', (err) => this.log.debug({ why: err.message }, 'handler launcher request socket error'));
     for (const line of this.queued.splice(0)) socket.write(line);
@@ -549,7 +550,6 @@ export class LauncherClient {
     clearTimeout(this.readyTimer);
     if (!this.gone && this.proc.connected) this.proc.disconnect();
     this.takeRequests(undefined);
-    this.queued = [];
     // Once waited for: a keeper that does not end must not keep this process; the kernel ends it with this one
     // (setpriv --pdeathsig).
     if (this.gone || this.proc.exitCode !== null || this.proc.signalCode !== null || waitMs <= 0) {

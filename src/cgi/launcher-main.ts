@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { createLogger } from '../core/log.ts';
 import { holdReads } from '../lib/handles.ts';
+import { lineSplitter } from '../lib/lines.ts';
 import { compactAfterStart } from '../lib/memory.ts';
 import { BoxPool } from './boxes.ts';
 import { ForkBox } from './forkbox.ts';
@@ -104,27 +105,7 @@ function refuse(why: string, id?: number): void {
 function readRequests(onRequest: (raw: string) => void): void {
   const requests = new net.Socket({ fd: 4, readable: true, writable: false });
   requests.setEncoding('utf8');
-  let line = '';
-  let over = false;
-  requests.on('data', (chunk: string) => {
-    for (;;) {
-      const nl = chunk.indexOf('\n');
-      const part = nl === -1 ? chunk : chunk.slice(0, nl);
-      if (!over) {
-        line += part;
-        if (line.length > MAX_REQUEST) {
-          over = true;
-          line = '';
-          refuse(`request over ${MAX_REQUEST} characters`);
-        }
-      }
-      if (nl === -1) return;
-      if (!over) onRequest(line);
-      line = '';
-      over = false;
-      chunk = chunk.slice(nl + 1);
-    }
-  });
+  requests.on('data', lineSplitter(MAX_REQUEST, onRequest, () => refuse(`request over ${MAX_REQUEST} characters`)));
   // The server's end closes with its process, whose end ends the keeper and this process with it.
   requests.on('error', (err) => log.warn({ why: err.message }, 'request socket error'));
 }
